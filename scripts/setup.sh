@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what roomcast needs to build, run and test on Debian 12.
+# Idempotent and quiet when everything is already there.
+#   scripts/setup.sh          build + run dependencies (Debian packages)
+#   scripts/setup.sh --test   also the test peers' Python venv (.venv/)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+PKGS=(pkg-config clang libclang-dev
+      libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
+      libswscale-dev libswresample-dev
+      ffmpeg nginx libnginx-mod-rtmp zlib1g-dev python3-venv)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq >/dev/null
+  # nginx's package starts a service on port 80; we only use its binary.
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+  $SUDO service nginx stop >/dev/null 2>&1 || true
+fi
+
+if [ "${1:-}" = "--test" ]; then
+  VENV=.venv
+  REQ=scripts/test-requirements.txt
+  stamp="$VENV/.installed-$(sha256sum "$REQ" | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    echo "setup: creating Python venv $VENV for the test peers"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
+    touch "$stamp"
+  fi
+fi

@@ -1,0 +1,584 @@
+//! Gateway configuration: built-in defaults < `roomcast.toml` < `ROOMCAST_*` env.
+//!
+//! Owns the shape of `roomcast.toml` (INTERFACES.md), its validation, and the
+//! development credentials created under the data dir when no application is
+//! configured. Unknown keys are errors that name the key and where it came
+//! from. Nothing here starts a listener or reads a clock.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::tc3;
+
+/// The default config file looked up in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "roomcast.toml";
+/// SDKAppID of the development application created when none is configured.
+pub const DEV_SDKAPPID: u64 = 1_400_000_001;
+/// File under the data dir holding the generated development credentials.
+pub const DEV_CREDENTIALS_FILE: &str = "dev-credentials.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Figment(Box<figment::Error>),
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Figment(Box::new(e))
+    }
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Development credentials, HLS segments, recordings.
+    pub data_dir: PathBuf,
+    /// Relay profiles (`*.toml`).
+    pub profiles_dir: PathBuf,
+    pub http: HttpConfig,
+    pub rtmp: RtmpConfig,
+    pub webrtc: WebRtcConfig,
+    pub apps: Vec<AppConfig>,
+    pub api: ApiConfig,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            profiles_dir: PathBuf::from("./profiles"),
+            http: HttpConfig::default(),
+            rtmp: RtmpConfig::default(),
+            webrtc: WebRtcConfig::default(),
+            apps: Vec::new(),
+            api: ApiConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub bind: IpAddr,
+    pub port: u16,
+    /// Largest request body accepted (REST API, WHIP offers), bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 8080,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpConfig {
+    pub bind: IpAddr,
+    pub port: u16,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port: 1935,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcConfig {
+    /// `"LOW-HIGH"`, inclusive.
+    pub udp_ports: PortRange,
+    /// NAT 1:1 address put in ICE candidates.
+    pub public_ip: Option<IpAddr>,
+}
+
+impl Default for WebRtcConfig {
+    fn default() -> Self {
+        WebRtcConfig {
+            udp_ports: PortRange {
+                low: 50_000,
+                high: 50_100,
+            },
+            public_ip: None,
+        }
+    }
+}
+
+/// An inclusive UDP port range written `"50000-50100"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a port range like \"50000-50100\"");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let low: u16 = a.trim().parse().map_err(|_| bad())?;
+        let high: u16 = b.trim().parse().map_err(|_| bad())?;
+        if low == 0 || low > high {
+            return Err(format!("`{s}`: need 1 <= low <= high <= 65535"));
+        }
+        Ok(PortRange { low, high })
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(r: PortRange) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.low, self.high)
+    }
+}
+
+/// One application (tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub sdkappid: u64,
+    pub secret_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// TC3 callers of the REST API.
+    pub credentials: Vec<ApiCredential>,
+    /// Tolerated difference between X-TC-Timestamp and server time, seconds.
+    pub max_clock_skew_secs: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            credentials: Vec::new(),
+            max_clock_skew_secs: tc3::DEFAULT_MAX_SKEW_SECS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiCredential {
+    pub secret_id: String,
+    pub secret_key: String,
+}
+
+/// Capacity limits, TRTC-like defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Rooms open at once per application.
+    pub rooms_per_app: u32,
+    /// Users (anchors + audience) in one live-scene room.
+    pub users_per_room: u32,
+    /// Users in one call-scene room (videocall/audiocall: everyone is an anchor).
+    pub users_per_call_room: u32,
+    /// Anchors at once in one room.
+    pub anchors_per_room: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            rooms_per_app: 10_000,
+            users_per_room: 100_000,
+            users_per_call_room: 300,
+            anchors_per_room: 50,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults < file < env. `file` is `--config`; without it,
+    /// `roomcast.toml` in the working directory is read if it exists.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(p) if !p.is_file() => return Err(ConfigError::Missing(p.to_path_buf())),
+            Some(p) => fig = fig.merge(Toml::file_exact(p)),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                fig = fig.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        fig = fig.merge(Env::prefixed("ROOMCAST_").split("__"));
+        let cfg: Config = fig.extract()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: uniqueness, non-empty secrets, sane limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut ids = HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            if app.sdkappid == 0 || app.sdkappid > u64::from(u32::MAX) {
+                return Err(invalid(
+                    format!("apps[{i}].sdkappid"),
+                    "must be in 1..=4294967295",
+                ));
+            }
+            if !ids.insert(app.sdkappid) {
+                return Err(invalid(
+                    format!("apps[{i}].sdkappid"),
+                    format!("{} is configured twice", app.sdkappid),
+                ));
+            }
+            if app.secret_key.trim().is_empty() {
+                return Err(invalid(
+                    format!("apps[{i}].secret_key"),
+                    "must not be empty",
+                ));
+            }
+        }
+        let mut ids = HashSet::new();
+        for (i, c) in self.api.credentials.iter().enumerate() {
+            if c.secret_id.trim().is_empty() || c.secret_key.trim().is_empty() {
+                return Err(invalid(
+                    format!("api.credentials[{i}]"),
+                    "secret_id and secret_key must not be empty",
+                ));
+            }
+            if !ids.insert(&c.secret_id) {
+                return Err(invalid(
+                    format!("api.credentials[{i}].secret_id"),
+                    "configured twice",
+                ));
+            }
+        }
+        if self.http.port != 0
+            && self.http.port == self.rtmp.port
+            && self.http.bind == self.rtmp.bind
+        {
+            return Err(invalid("rtmp.port", "must differ from http.port"));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.rooms_per_app", l.rooms_per_app),
+            ("limits.users_per_room", l.users_per_room),
+            ("limits.users_per_call_room", l.users_per_call_room),
+            ("limits.anchors_per_room", l.anchors_per_room),
+        ] {
+            if v == 0 {
+                return Err(invalid(name, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The secret key of a configured application.
+    pub fn app_key(&self, sdkappid: u64) -> Option<&str> {
+        self.apps
+            .iter()
+            .find(|a| a.sdkappid == sdkappid)
+            .map(|a| a.secret_key.as_str())
+    }
+
+    /// The secret key of a configured API caller.
+    pub fn api_key(&self, secret_id: &str) -> Option<&str> {
+        self.api
+            .credentials
+            .iter()
+            .find(|c| c.secret_id == secret_id)
+            .map(|c| c.secret_key.as_str())
+    }
+
+    /// When no application (or no API credential) is configured, fills them
+    /// from `data_dir/dev-credentials.toml`, generating that file with fresh
+    /// random keys on first start. Returns the file when it was used.
+    pub fn ensure_dev_credentials(&mut self) -> Result<Option<DevCredentials>, ConfigError> {
+        if !self.apps.is_empty() && !self.api.credentials.is_empty() {
+            return Ok(None);
+        }
+        let path = self.data_dir.join(DEV_CREDENTIALS_FILE);
+        let io = |source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        };
+        let (dev, created) = if path.is_file() {
+            let text = std::fs::read_to_string(&path).map_err(io)?;
+            let dev: DevCredentials = toml::from_str(&text)
+                .map_err(|e| invalid(path.display().to_string(), format!("unreadable: {e}")))?;
+            (dev, false)
+        } else {
+            let dev = DevCredentials::generate();
+            std::fs::create_dir_all(&self.data_dir).map_err(|source| ConfigError::Io {
+                path: self.data_dir.clone(),
+                source,
+            })?;
+            write_private(&path, &dev.to_toml()).map_err(io)?;
+            (dev, true)
+        };
+        if self.apps.is_empty() {
+            self.apps = dev.apps.clone();
+        }
+        if self.api.credentials.is_empty() {
+            self.api.credentials = dev.api.credentials.clone();
+        }
+        self.validate()?;
+        Ok(Some(DevCredentials {
+            created,
+            path,
+            ..dev
+        }))
+    }
+}
+
+/// Generated development application and API credential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevCredentials {
+    pub apps: Vec<AppConfig>,
+    pub api: DevApi,
+    #[serde(skip)]
+    pub created: bool,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevApi {
+    pub credentials: Vec<ApiCredential>,
+}
+
+impl DevCredentials {
+    fn generate() -> Self {
+        DevCredentials {
+            apps: vec![AppConfig {
+                sdkappid: DEV_SDKAPPID,
+                secret_key: random_hex(32),
+            }],
+            api: DevApi {
+                credentials: vec![ApiCredential {
+                    secret_id: format!("AKIDdev{}", random_hex(12)),
+                    secret_key: random_hex(16),
+                }],
+            },
+            created: true,
+            path: PathBuf::new(),
+        }
+    }
+
+    fn to_toml(&self) -> String {
+        let body = toml::to_string(self).expect("plain structs serialise");
+        format!(
+            "# Development credentials generated by `roomcast serve` because the\n\
+             # configuration names no [[apps]] / [[api.credentials]]. Keep this file\n\
+             # private; configure your own keys in roomcast.toml for production.\n{body}"
+        )
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in_jail(jail: &mut Jail, toml: &str) -> Result<Config, ConfigError> {
+        jail.create_file("roomcast.toml", toml).unwrap();
+        Config::load(None)
+    }
+
+    #[test]
+    fn defaults_match_interfaces() {
+        let c = Config::default();
+        assert_eq!(c.http.port, 8080);
+        assert_eq!(c.rtmp.port, 1935);
+        assert_eq!(c.webrtc.udp_ports.to_string(), "50000-50100");
+        assert_eq!(c.api.max_clock_skew_secs, 300);
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ROOMCAST_HTTP__PORT", "9000");
+            let c = load_in_jail(
+                jail,
+                r#"
+                data_dir = "/tmp/x"
+                [http]
+                port = 8081
+                [rtmp]
+                port = 1936
+                [webrtc]
+                udp_ports = "40000-40010"
+                public_ip = "203.0.113.7"
+                [[apps]]
+                sdkappid = 1400000000
+                secret_key = "k"
+                [[api.credentials]]
+                secret_id = "AKID"
+                secret_key = "s"
+                "#,
+            )
+            .unwrap();
+            assert_eq!(c.http.port, 9000);
+            assert_eq!(c.rtmp.port, 1936);
+            assert_eq!(
+                c.webrtc.udp_ports,
+                PortRange {
+                    low: 40000,
+                    high: 40010
+                }
+            );
+            assert_eq!(c.app_key(1_400_000_000), Some("k"));
+            assert_eq!(c.api_key("AKID"), Some("s"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_name_key_and_file() {
+        Jail::expect_with(|jail| {
+            let err = load_in_jail(jail, "[http]\nprot = 1\n")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("prot"), "{err}");
+            assert!(err.contains("roomcast.toml"), "{err}");
+            let err = load_in_jail(jail, "colour = 1\n").unwrap_err().to_string();
+            assert!(
+                err.contains("colour") && err.contains("roomcast.toml"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_env_key_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ROOMCAST_HTTP__PROT", "1");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("prot") && err.contains("ROOMCAST_"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let cases = [
+            ("[http]\nport = 70000\n", "port"),
+            ("[webrtc]\nudp_ports = \"5-3\"\n", "udp_ports"),
+            ("[webrtc]\nudp_ports = \"abc\"\n", "udp_ports"),
+            ("[webrtc]\npublic_ip = \"nope\"\n", "public_ip"),
+            (
+                "[[apps]]\nsdkappid = 0\nsecret_key = \"k\"\n",
+                "apps[0].sdkappid",
+            ),
+            (
+                "[[apps]]\nsdkappid = 1\nsecret_key = \"k\"\n[[apps]]\nsdkappid = 1\nsecret_key = \"j\"\n",
+                "apps[1].sdkappid",
+            ),
+            (
+                "[[apps]]\nsdkappid = 1\nsecret_key = \"\"\n",
+                "apps[0].secret_key",
+            ),
+            ("[[apps]]\nsdkappid = 1\n", "secret_key"),
+            (
+                "[limits]\nanchors_per_room = 0\n",
+                "limits.anchors_per_room",
+            ),
+        ];
+        for (toml, field) in cases {
+            Jail::expect_with(|jail| {
+                let err = load_in_jail(jail, toml).unwrap_err().to_string();
+                assert!(err.contains(field), "{toml:?} -> {err}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        assert!(matches!(
+            Config::load(Some(Path::new("/nonexistent/roomcast.toml"))),
+            Err(ConfigError::Missing(_))
+        ));
+    }
+
+    #[test]
+    fn dev_credentials_are_generated_once_then_reused() {
+        let dir = std::env::temp_dir().join(format!("roomcast-dev-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut c = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        let first = c.ensure_dev_credentials().unwrap().unwrap();
+        assert!(first.created);
+        let key = c.app_key(DEV_SDKAPPID).unwrap().to_owned();
+        assert_eq!(key.len(), 64);
+        let mut again = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        let second = again.ensure_dev_credentials().unwrap().unwrap();
+        assert!(!second.created);
+        assert_eq!(again.app_key(DEV_SDKAPPID), Some(key.as_str()));
+        assert_eq!(again.api.credentials, c.api.credentials);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,74 @@
+//! The server: binds the listeners, wires the pieces, owns shutdown.
+//!
+//! Starts the room engine task and the HTTP listener, logs one line per
+//! listener, and on SIGINT/SIGTERM stops accepting, lets in-flight requests
+//! finish and returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::profile::RelayProfile;
+use crate::room;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), ServerError> {
+    let config = Arc::new(config);
+    tracing::info!(
+        profiles = profiles.len(),
+        names = %profiles.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(","),
+        "relay profiles loaded"
+    );
+    let (rooms, room_task) = room::spawn(&config);
+
+    let http_addr = SocketAddr::new(config.http.bind, config.http.port);
+    let listener = TcpListener::bind(http_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: http_addr,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(ServerError::Http)?;
+    tracing::info!(addr = %local, "HTTP listening (API, signalling, health)");
+
+    let app = api::router(AppState {
+        config: config.clone(),
+        rooms: rooms.clone(),
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(ServerError::Http)?;
+    rooms.shutdown().await;
+    let _ = room_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install SIGTERM handler: {e}");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
