@@ -246,6 +246,15 @@ impl Rooms {
             e.role
         };
 
+        let re_entry = self
+            .rooms
+            .get(&e.room)
+            .is_some_and(|r| r.members.contains_key(&e.user));
+        if !re_entry {
+            // Checked before anything moves, so a refusal changes nothing.
+            self.check_admission(&e, role, scene)?;
+        }
+
         // One room per user.
         if let Some(other) = self.user_room.get(&(e.room.app, e.user.clone())).cloned()
             && other != e.room.room
@@ -262,14 +271,10 @@ impl Rooms {
             self.after_departure(now, &other_key, role);
         }
 
-        let re_entry = self
-            .rooms
-            .get(&e.room)
-            .is_some_and(|r| r.members.contains_key(&e.user));
         if re_entry {
             self.replace_session(&e, role)?;
         } else {
-            self.admit(&e, role, scene)?;
+            self.admit(&e, role, scene);
         }
         self.timers.cancel(&Timer::AudienceLinger(e.room.clone()));
         self.timers.cancel(&Timer::AllDisconnected(e.room.clone()));
@@ -282,8 +287,8 @@ impl Rooms {
         Ok(())
     }
 
-    /// A new member; creates the room if needed.
-    fn admit(&mut self, e: &Enter, role: Role, scene: Scene) -> Result<(), RoomError> {
+    /// Whether a new member fits: rooms per app, users and anchors per room.
+    fn check_admission(&self, e: &Enter, role: Role, scene: Scene) -> Result<(), RoomError> {
         let users_limit = if scene.is_call() {
             self.limits.users_per_call_room
         } else {
@@ -305,6 +310,11 @@ impl Rooms {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A new member; creates the room if needed. Admission was checked.
+    fn admit(&mut self, e: &Enter, role: Role, scene: Scene) {
         if !self.rooms.contains_key(&e.room) {
             self.rooms.insert(
                 e.room.clone(),
@@ -325,6 +335,11 @@ impl Rooms {
             );
         }
         let room = self.rooms.get_mut(&e.room).expect("just ensured");
+        // A lingering empty room: its first new user owns it.
+        let takes_ownership = room.members.is_empty() && room.owner != e.user;
+        if takes_ownership {
+            room.owner = e.user.clone();
+        }
         let seq = room.next_seq;
         room.next_seq += 1;
         room.members.insert(
@@ -351,7 +366,15 @@ impl Rooms {
                 role,
             },
         );
-        Ok(())
+        if takes_ownership {
+            self.emit(
+                &e.room,
+                e.hidden,
+                EventKind::OwnerChanged {
+                    owner: e.user.clone(),
+                },
+            );
+        }
     }
 
     /// The same user entering the same room again: the newer session wins.
