@@ -1,0 +1,306 @@
+//! Room signalling with a real WebSocket client against `roomcast serve`.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use roomcast::auth::usersig::{self, PmkRoom, PrivateMapKey};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use common::Gateway;
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "signalling-test-key";
+const CONFIG: &str = r#"
+[[apps]]
+sdkappid = 1400000000
+secret_key = "signalling-test-key"
+
+[[api.credentials]]
+secret_id = "AKIDtest"
+secret_key = "apitest"
+"#;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sig(user: &str) -> String {
+    usersig::generate(APP, KEY, user, 3600, now(), None)
+}
+
+fn url(gw: &Gateway, room: &str, user: &str, sig: &str, extra: &str) -> String {
+    format!(
+        "ws://127.0.0.1:{}/v1/rooms/{room}/ws?sdkappid={APP}&userid={user}&usersig={sig}{extra}",
+        gw.http_port
+    )
+}
+
+async fn connect(gw: &Gateway, room: &str, user: &str, extra: &str) -> (Ws, Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url(gw, room, user, &sig(user), extra))
+        .await
+        .unwrap_or_else(|e| panic!("{user}: {e}"));
+    let welcome = next(&mut ws).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    (ws, welcome)
+}
+
+/// The status and body of a refused upgrade.
+async fn refused(url: String) -> (u16, String) {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tungstenite::Error::Http(resp)) => (
+            resp.status().as_u16(),
+            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned(),
+        ),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("upgrade accepted"),
+    }
+}
+
+async fn next(ws: &mut Ws) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a message in time")
+            .expect("socket open")
+            .expect("no socket error");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(_) => return json!({"type": "closed"}),
+            _ => continue,
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+fn names(welcome: &Value) -> Vec<&str> {
+    welcome["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["userid"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn users_enter_switch_roles_leave_and_see_each_other() {
+    let gw = Gateway::start(Some(CONFIG));
+
+    let (mut alice, w) = connect(&gw, "1234", "alice", "&role=anchor").await;
+    assert_eq!(w["owner"], "alice");
+    assert_eq!(w["roomtype"], "int");
+    assert_eq!(w["scene"], "live");
+    assert_eq!(names(&w), ["alice"]);
+
+    let (mut bob, w) = connect(&gw, "1234", "bob", "&role=audience").await;
+    assert_eq!(names(&w), ["alice", "bob"]);
+    assert_eq!(w["role"], "audience");
+    assert_eq!(
+        next(&mut alice).await,
+        json!({"type": "user_entered", "userid": "bob", "role": "audience"})
+    );
+
+    send(
+        &mut bob,
+        json!({"type": "switch_role", "role": "anchor", "id": 7}),
+    )
+    .await;
+    assert_eq!(next(&mut bob).await, json!({"type": "ok", "id": 7}));
+    assert_eq!(
+        next(&mut alice).await,
+        json!({"type": "role_switched", "userid": "bob", "role": "anchor"})
+    );
+    assert_eq!(next(&mut bob).await["type"], "role_switched");
+
+    // A dumb terminal: nobody is told, nobody sees it listed.
+    let (mut bot, w) = connect(&gw, "1234", "relay-bot", "&role=audience&hidden=1").await;
+    assert_eq!(names(&w), ["alice", "bob", "relay-bot"]);
+    let (mut carol, w) = connect(&gw, "1234", "carol", "&role=audience").await;
+    assert_eq!(names(&w), ["alice", "bob", "carol"]);
+    assert_eq!(
+        next(&mut alice).await["userid"],
+        "carol",
+        "no event about the bot before carol's"
+    );
+    assert_eq!(next(&mut bob).await["userid"], "carol");
+    assert_eq!(
+        next(&mut bot).await["userid"],
+        "carol",
+        "the bot itself hears others"
+    );
+
+    send(&mut carol, json!({"type": "ping", "id": 1})).await;
+    assert_eq!(next(&mut carol).await, json!({"type": "pong", "id": 1}));
+    send(&mut carol, json!({"type": "dance"})).await;
+    assert_eq!(next(&mut carol).await["type"], "error");
+    carol.send(Message::Text("{not json".into())).await.unwrap();
+    assert_eq!(next(&mut carol).await["message"], "not JSON");
+
+    send(&mut bot, json!({"type": "leave"})).await;
+    assert_eq!(next(&mut bot).await["type"], "left");
+    send(&mut bob, json!({"type": "leave"})).await;
+    assert_eq!(next(&mut bob).await["type"], "left");
+    // Alice hears bob leave, and never hears of the bot.
+    let bob_left = json!({"type": "user_exited", "userid": "bob", "reason": "left"});
+    assert_eq!(next(&mut alice).await, bob_left);
+    assert_eq!(
+        next(&mut carol).await,
+        bob_left,
+        "carol never hears of the bot either"
+    );
+
+    // Alice entering again replaces her older session.
+    let (_alice2, w) = connect(&gw, "1234", "alice", "&role=anchor").await;
+    assert_eq!(w["owner"], "alice");
+    assert_eq!(
+        next(&mut alice).await,
+        json!({"type": "kicked", "reason": "replaced_by_new_session"})
+    );
+
+    // A socket dropped without leave is a disconnect (90 s grace): carol is
+    // not told anything now; the gateway logs the drop.
+    drop(_alice2);
+    assert!(
+        gw.wait_log("signalling socket dropped", Duration::from_secs(5)),
+        "{}",
+        gw.log_text()
+    );
+    send(&mut carol, json!({"type": "ping", "id": 2})).await;
+    assert_eq!(next(&mut carol).await, json!({"type": "pong", "id": 2}));
+}
+
+#[tokio::test]
+async fn refusals_before_upgrade_name_the_reason() {
+    let gw = Gateway::start(Some(CONFIG));
+    let wrong_key = usersig::generate(APP, "other-key", "alice", 3600, now(), None);
+    let cases = [
+        (
+            url(&gw, "1234", "alice", &wrong_key, ""),
+            401,
+            "bad signature",
+        ),
+        (
+            url(&gw, "1234", "alice", &sig("bob"), ""),
+            401,
+            "identifier mismatch",
+        ),
+        (
+            url(
+                &gw,
+                "1234",
+                "alice",
+                &usersig::generate(APP, KEY, "alice", 10, now() - 100, None),
+                "",
+            ),
+            401,
+            "expired",
+        ),
+        (url(&gw, "1234", "alice", "garbage", ""), 401, "malformed"),
+        (
+            format!(
+                "ws://127.0.0.1:{}/v1/rooms/1/ws?sdkappid={APP}&userid=alice",
+                gw.http_port
+            ),
+            401,
+            "missing usersig",
+        ),
+        (
+            format!(
+                "ws://127.0.0.1:{}/v1/rooms/1/ws?sdkappid=999&userid=alice&usersig=x",
+                gw.http_port
+            ),
+            401,
+            "not configured",
+        ),
+        (
+            url(&gw, "0", "alice", &sig("alice"), "&roomtype=int"),
+            400,
+            "numeric room id",
+        ),
+        (
+            url(&gw, "a*b", "alice", &sig("alice"), ""),
+            400,
+            "string room id contains",
+        ),
+        (
+            url(&gw, "1", "al%20ice", &sig("al ice"), ""),
+            400,
+            "UserID contains",
+        ),
+        (
+            url(&gw, "1", "alice", &sig("alice"), "&role=king"),
+            400,
+            "role must be",
+        ),
+        (
+            url(&gw, "1", "alice", &sig("alice"), "&scene=party"),
+            400,
+            "scene must be",
+        ),
+    ];
+    for (u, status, reason) in cases {
+        let (got, body) = refused(u.clone()).await;
+        assert_eq!(got, status, "{u}: {body}");
+        assert!(body.contains(reason), "{u}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn one_room_per_user_and_string_rooms_are_separate() {
+    let gw = Gateway::start(Some(CONFIG));
+    let (_a, w) = connect(&gw, "77", "alice", "").await;
+    assert_eq!(w["roomtype"], "int");
+    let (status, body) = refused(url(&gw, "78", "alice", &sig("alice"), "")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("already in room"), "{body}");
+    // "77" as a string room is another room: bob is alone there.
+    let (_b, w) = connect(&gw, "77", "bob", "&roomtype=str").await;
+    assert_eq!(w["roomtype"], "str");
+    assert_eq!(names(&w), ["bob"]);
+}
+
+#[tokio::test]
+async fn private_map_key_limits_rooms_and_privileges() {
+    let gw = Gateway::start(Some(CONFIG));
+    let (_host, _) = connect(&gw, "555", "host", "").await;
+    let ticket = |room: u32, privileges: u32| {
+        let pmk = PrivateMapKey {
+            account: "viewer".into(),
+            sdkappid: APP as u32,
+            room: PmkRoom::Numeric(room),
+            expires_at: (now() + 3600) as u32,
+            privileges,
+            account_type: 0,
+        };
+        usersig::generate(APP, KEY, "viewer", 3600, now(), Some(&pmk.to_bytes()))
+    };
+    let (status, body) = refused(url(&gw, "556", "viewer", &ticket(556, 42), "")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("does not allow creating"), "{body}");
+    let (status, body) = refused(url(&gw, "555", "viewer", &ticket(999, 255), "")).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("another room"), "{body}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url(
+        &gw,
+        "555",
+        "viewer",
+        &ticket(555, 42),
+        "&role=audience",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next(&mut ws).await["type"], "welcome");
+}
