@@ -9,6 +9,7 @@ pub mod signalling;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 
 use crate::config::Config;
@@ -22,9 +23,11 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let body_limit = DefaultBodyLimit::max(state.config.http.max_body_bytes);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/rooms/{room_id}/ws", get(signalling::upgrade))
+        .layer(body_limit)
         .with_state(state)
 }
 

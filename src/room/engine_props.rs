@@ -118,13 +118,13 @@ fn check_invariants(rooms: &Rooms, batch: &[RoomEvent], hidden: &HashSet<String>
             }
         }
         // No event mentions a hidden user to others.
-        if ev.audience == Audience::Room {
-            if let Some(subject) = ev.subject() {
-                assert!(
-                    !hidden.contains(subject.as_str()),
-                    "{ev:?} announces a hidden user"
-                );
-            }
+        if ev.audience == Audience::Room
+            && let Some(subject) = ev.subject()
+        {
+            assert!(
+                !hidden.contains(subject.as_str()),
+                "{ev:?} announces a hidden user"
+            );
         }
         if let EventKind::Welcome { state } = &ev.kind {
             for m in &state.members {
