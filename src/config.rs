@@ -216,6 +216,10 @@ pub struct Limits {
     pub users_per_call_room: u32,
     /// Anchors at once in one room.
     pub anchors_per_room: u32,
+    /// A dropped user stays in its room this long (TRTC: 90 s).
+    pub disconnect_grace_secs: u64,
+    /// A live-scene room whose last user out was audience stays this long (TRTC: 600 s).
+    pub audience_linger_secs: u64,
 }
 
 impl Default for Limits {
@@ -225,6 +229,8 @@ impl Default for Limits {
             users_per_room: 100_000,
             users_per_call_room: 300,
             anchors_per_room: 50,
+            disconnect_grace_secs: 90,
+            audience_linger_secs: 600,
         }
     }
 }
@@ -301,6 +307,14 @@ impl Config {
             ("limits.users_per_room", l.users_per_room),
             ("limits.users_per_call_room", l.users_per_call_room),
             ("limits.anchors_per_room", l.anchors_per_room),
+        ] {
+            if v == 0 {
+                return Err(invalid(name, "must be at least 1"));
+            }
+        }
+        for (name, v) in [
+            ("limits.disconnect_grace_secs", l.disconnect_grace_secs),
+            ("limits.audience_linger_secs", l.audience_linger_secs),
         ] {
             if v == 0 {
                 return Err(invalid(name, "must be at least 1"));

@@ -304,3 +304,22 @@ async fn private_map_key_limits_rooms_and_privileges() {
     .unwrap();
     assert_eq!(next(&mut ws).await["type"], "welcome");
 }
+
+#[tokio::test]
+async fn a_dropped_socket_is_removed_after_the_grace_period() {
+    // The grace is TRTC's 90 s by default; one second here so the test is quick.
+    let config = format!("{CONFIG}\n[limits]\ndisconnect_grace_secs = 1\n");
+    let gw = Gateway::start(Some(&config));
+    let (mut alice, _) = connect(&gw, "900", "alice", "").await;
+    let (bob, _) = connect(&gw, "900", "bob", "").await;
+    assert_eq!(next(&mut alice).await["type"], "user_entered");
+    drop(bob); // TCP closed, no `leave`
+    assert_eq!(
+        next(&mut alice).await,
+        json!({"type": "user_exited", "userid": "bob", "reason": "disconnect_timeout"})
+    );
+    // Back after removal: a fresh entry that everyone hears about.
+    let (_bob, w) = connect(&gw, "900", "bob", "").await;
+    assert_eq!(names(&w), ["alice", "bob"]);
+    assert_eq!(next(&mut alice).await["type"], "user_entered");
+}

@@ -16,11 +16,6 @@ use super::timer::TimerTable;
 use crate::auth::usersig::{PmkRoom, privilege};
 use crate::config::Limits;
 
-/// A dropped user stays in the room this long unless it comes back.
-pub const DISCONNECT_GRACE: Duration = Duration::from_secs(90);
-/// A live-scene room whose last user out was audience stays this long.
-pub const AUDIENCE_LINGER: Duration = Duration::from_secs(600);
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RoomError {
     #[error("SDKAppID {0} is not configured")]
@@ -448,7 +443,7 @@ impl Rooms {
         }
         member.connected = false;
         self.timers
-            .set(Timer::Grace(key.clone(), user), now + DISCONNECT_GRACE);
+            .set(Timer::Grace(key.clone(), user), now + self.grace());
         self.arm_all_disconnected(now, &key);
         Ok(())
     }
@@ -499,6 +494,11 @@ impl Rooms {
     }
 
     // -- helpers ------------------------------------------------------------
+
+    /// How long a dropped user stays (`limits.disconnect_grace_secs`, TRTC: 90 s).
+    fn grace(&self) -> Duration {
+        Duration::from_secs(self.limits.disconnect_grace_secs)
+    }
 
     fn check_app(&self, app: SdkAppId) -> Result<(), RoomError> {
         if self.apps.contains(&app) {
@@ -606,8 +606,10 @@ impl Rooms {
                 (false, Role::Anchor) => self.close(key, CloseReason::LastAnchorLeft),
                 (false, Role::Audience) => {
                     self.timers.cancel(&Timer::AllDisconnected(key.clone()));
-                    self.timers
-                        .set(Timer::AudienceLinger(key.clone()), now + AUDIENCE_LINGER);
+                    self.timers.set(
+                        Timer::AudienceLinger(key.clone()),
+                        now + Duration::from_secs(self.limits.audience_linger_secs),
+                    );
                 }
             }
         } else {
@@ -619,7 +621,7 @@ impl Rooms {
         let timer = Timer::AllDisconnected(key.clone());
         let all_gone = self.rooms[key].members.values().all(|m| !m.connected);
         if all_gone && !self.timers.is_set(&timer) {
-            self.timers.set(timer, now + DISCONNECT_GRACE);
+            self.timers.set(timer, now + self.grace());
         }
     }
 

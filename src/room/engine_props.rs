@@ -152,7 +152,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
     #[test]
     fn random_command_sequences_keep_invariants(ops in proptest::collection::vec(op(), 1..80)) {
-        let mut rooms = Rooms::new(APPS, Limits { rooms_per_app: 3, users_per_room: 4, users_per_call_room: 3, anchors_per_room: 2 });
+        let mut rooms = Rooms::new(APPS, Limits { rooms_per_app: 3, users_per_room: 4, users_per_call_room: 3, anchors_per_room: 2, ..Limits::default() });
         let t0 = Instant::now();
         let mut t = 0u64;
         let mut sessions: Vec<SessionId> = Vec::new();

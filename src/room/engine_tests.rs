@@ -87,6 +87,12 @@ fn closed(kinds: &[EventKind]) -> Option<CloseReason> {
 }
 
 #[test]
+fn default_timings_are_trtcs() {
+    let l = Limits::default();
+    assert_eq!((l.disconnect_grace_secs, l.audience_linger_secs), (90, 600));
+}
+
+#[test]
 fn unknown_sdkappid_is_refused() {
     let mut w = World::new();
     let mut e = w.entry(&num(1), "a", Role::Anchor, Scene::Live);
@@ -641,6 +647,7 @@ fn limits_are_enforced() {
         users_per_room: 3,
         users_per_call_room: 2,
         anchors_per_room: 1,
+        ..Limits::default()
     });
     w.enter(0, &num(1), "a1", Role::Anchor, Scene::Live);
     let e = w.entry(&num(1), "a2", Role::Anchor, Scene::Live);
