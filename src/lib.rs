@@ -17,6 +17,8 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod media;
 pub mod profile;
 pub mod room;
+pub mod rtmp;
 pub mod server;

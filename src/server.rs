@@ -1,6 +1,6 @@
 //! The server: binds the listeners, wires the pieces, owns shutdown.
 //!
-//! Starts the room engine task and the HTTP listener, logs one line per
+//! Starts the room engine task, the RTMP ingest and the HTTP listener, logs one line per
 //! listener, and on SIGINT/SIGTERM stops accepting, lets in-flight requests
 //! finish and returns.
 
@@ -11,8 +11,10 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::media::hub::MediaHub;
 use crate::profile::RelayProfile;
 use crate::room;
+use crate::rtmp::ingest::Ingest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -44,6 +46,27 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     let local = listener.local_addr().map_err(ServerError::Http)?;
     tracing::info!(addr = %local, "HTTP listening (API, signalling, health)");
 
+    let hub = MediaHub::default();
+    let rtmp_addr = SocketAddr::new(config.rtmp.bind, config.rtmp.port);
+    let rtmp_listener = TcpListener::bind(rtmp_addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: rtmp_addr,
+            source,
+        })?;
+    tracing::info!(
+        addr = %rtmp_listener.local_addr().map_err(ServerError::Http)?,
+        "RTMP listening (publish: rtmp://HOST/push/<RoomId>?sdkappid=&userid=&usersig=)"
+    );
+    let ingest = tokio::spawn(
+        Ingest {
+            config: config.clone(),
+            rooms: rooms.clone(),
+            hub: hub.clone(),
+        }
+        .serve(rtmp_listener),
+    );
+
     let app = api::router(AppState {
         config: config.clone(),
         rooms: rooms.clone(),
@@ -52,6 +75,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(ServerError::Http)?;
+    ingest.abort();
     rooms.shutdown().await;
     let _ = room_task.await;
     tracing::info!("stopped");

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
-use crate::auth::usersig::{self, PrivateMapKey, UserBufCheck};
+use crate::auth::client::authenticate;
 use crate::room::{
     Command, Enter, EventKind, Grant, Role, RoomCallError, RoomError, RoomEvent, RoomHandle,
     RoomId, RoomIdType, RoomKey, RoomState, Scene, SessionId, UserId,
@@ -181,30 +181,13 @@ fn parse_entry(
         Some(_) => return Err(bad("hidden must be 0 or 1")),
     };
 
-    let Some(key) = state.config.app_key(sdkappid) else {
-        return Err(unauthorized(format!(
-            "sdkappid {sdkappid} is not configured"
-        )));
-    };
     let mut grant = None;
-    let verdict = match usersig::verify(usersig, sdkappid, key, userid, unix_now, UserBufCheck::Any)
-    {
-        Err(e) => Err(unauthorized(format!("usersig refused: {e}"))),
-        Ok(doc) => match doc.userbuf.as_deref().map(PrivateMapKey::parse) {
-            None => Ok(()),
-            Some(Err(e)) => Err(unauthorized(e.to_string())),
-            Some(Ok(pmk)) if pmk.account != userid || u64::from(pmk.sdkappid) != sdkappid => Err(
-                unauthorized("PrivateMapKey was issued for another user or application"),
-            ),
-            Some(Ok(pmk)) => {
-                grant = Some(Grant {
-                    room: pmk.room,
-                    expires_at: u64::from(pmk.expires_at),
-                    privileges: pmk.privileges,
-                });
-                Ok(())
-            }
-        },
+    let verdict = match authenticate(state.config.app_key(sdkappid), sdkappid, userid, usersig, unix_now) {
+        Ok(pmk) => {
+            grant = pmk.map(Grant::from);
+            Ok(())
+        }
+        Err(e) => Err(unauthorized(e.to_string())),
     };
     let enter = Enter {
         room: RoomKey {

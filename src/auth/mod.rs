@@ -4,5 +4,6 @@
 //! tickets); `tc3` covers backends calling the REST API (TC3-HMAC-SHA256).
 //! Both are pure: time is an argument, keys come from the caller, no I/O.
 
+pub mod client;
 pub mod tc3;
 pub mod usersig;

@@ -6,7 +6,7 @@
 //! never reach other users.
 
 use super::ids::{RoomKey, SessionId, UserId};
-use crate::auth::usersig::PmkRoom;
+use crate::auth::usersig::{PmkRoom, PrivateMapKey};
 
 /// TRTC's application scenes; fixed when a room is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,6 +81,16 @@ pub struct Grant {
     pub expires_at: u64,
     /// PrivateMapKey privilege bits.
     pub privileges: u32,
+}
+
+impl From<PrivateMapKey> for Grant {
+    fn from(p: PrivateMapKey) -> Grant {
+        Grant {
+            room: p.room,
+            expires_at: u64::from(p.expires_at),
+            privileges: p.privileges,
+        }
+    }
 }
 
 /// A user entering (or re-entering) a room.

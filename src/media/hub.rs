@@ -1,0 +1,124 @@
+//! The media hub: where relay tasks find a publisher's stream.
+//!
+//! A publisher registers its (room, user) and gets a `Publisher` to send on;
+//! consumers subscribe and get the current track configurations plus every
+//! message from then on. Fan-out is a bounded broadcast channel: a consumer
+//! that falls `FANOUT_CAPACITY` messages behind loses them and is told so;
+//! it must then wait for the next keyframe (the publisher is never slowed
+//! by a consumer). The registry lock guards only the map of publishers,
+//! never the media path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, watch};
+
+use super::{MediaMessage, TrackConfig, TrackKind};
+use crate::room::{RoomKey, UserId};
+
+/// Messages buffered per consumer: about 4 s of 30 fps video plus audio.
+pub const FANOUT_CAPACITY: usize = 512;
+
+type Key = (RoomKey, UserId);
+
+#[derive(Clone, Default)]
+pub struct MediaHub {
+    publishers: Arc<Mutex<HashMap<Key, Entry>>>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    id: u64,
+    messages: broadcast::Sender<Arc<MediaMessage>>,
+    configs: watch::Receiver<Configs>,
+}
+
+/// The latest configuration of each track.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Configs {
+    pub video: Option<TrackConfig>,
+    pub audio: Option<TrackConfig>,
+}
+
+/// The sending side, held by an ingest session. Dropping it unregisters.
+pub struct Publisher {
+    hub: MediaHub,
+    key: Key,
+    id: u64,
+    messages: broadcast::Sender<Arc<MediaMessage>>,
+    configs: watch::Sender<Configs>,
+}
+
+/// The receiving side, held by a relay task.
+pub struct Subscription {
+    pub configs: Configs,
+    pub messages: broadcast::Receiver<Arc<MediaMessage>>,
+}
+
+impl MediaHub {
+    /// Registers a publisher, replacing any older one of the same user.
+    pub fn publish(&self, room: RoomKey, user: UserId) -> Publisher {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (messages, _) = broadcast::channel(FANOUT_CAPACITY);
+        let (configs, configs_rx) = watch::channel(Configs::default());
+        let key = (room, user);
+        self.lock().insert(
+            key.clone(),
+            Entry {
+                id,
+                messages: messages.clone(),
+                configs: configs_rx,
+            },
+        );
+        Publisher {
+            hub: self.clone(),
+            key,
+            id,
+            messages,
+            configs,
+        }
+    }
+
+    /// The publisher's stream, if it is publishing.
+    pub fn subscribe(&self, room: &RoomKey, user: &UserId) -> Option<Subscription> {
+        let map = self.lock();
+        let e = map.get(&(room.clone(), user.clone()))?;
+        Some(Subscription {
+            messages: e.messages.subscribe(),
+            configs: e.configs.borrow().clone(),
+        })
+    }
+
+    pub fn is_publishing(&self, room: &RoomKey, user: &UserId) -> bool {
+        self.lock().contains_key(&(room.clone(), user.clone()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (single inserts/removes), so a poisoned lock is still usable.
+        self.publishers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Publisher {
+    pub fn send(&self, msg: MediaMessage) {
+        if let MediaMessage::Config(c) = &msg {
+            self.configs.send_modify(|cfg| match c.kind {
+                TrackKind::Video => cfg.video = Some(c.clone()),
+                TrackKind::Audio => cfg.audio = Some(c.clone()),
+            });
+        }
+        // No receiver is fine: nobody relays this anchor right now.
+        let _ = self.messages.send(Arc::new(msg));
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let mut map = self.hub.lock();
+        if map.get(&self.key).is_some_and(|e| e.id == self.id) {
+            map.remove(&self.key);
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Media as it flows between edges and relay tasks: encoded frames with
+//! explicit time bases, the codec configuration that goes with them, and the
+//! hub where a publisher's stream is found by room and user.
+//!
+//! No decoding here and no sockets: frames are opaque encoded payloads.
+
+pub mod hub;
+
+use bytes::Bytes;
+
+pub use crate::room::TrackKind;
+
+/// A rational time base: one tick is `num/den` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeBase {
+    pub num: u32,
+    pub den: u32,
+}
+
+impl TimeBase {
+    /// Milliseconds: RTMP/FLV timestamps.
+    pub const MILLIS: TimeBase = TimeBase { num: 1, den: 1000 };
+    /// 90 kHz: MPEG-TS and RTP video.
+    pub const MPEG: TimeBase = TimeBase { num: 1, den: 90_000 };
+
+    /// Converts `v` ticks of `self` to ticks of `to`, rounding to nearest.
+    pub fn rescale(self, v: i64, to: TimeBase) -> i64 {
+        let n = i128::from(v) * i128::from(self.num) * i128::from(to.den);
+        let d = i128::from(self.den) * i128::from(to.num);
+        let r = if n >= 0 { (n + d / 2) / d } else { (n - d / 2) / d };
+        r as i64
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// H.264 in AVCC form: length-prefixed NAL units; config = AVCDecoderConfigurationRecord.
+    H264,
+    /// AAC raw frames; config = AudioSpecificConfig.
+    Aac,
+}
+
+/// One encoded access unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedFrame {
+    pub kind: TrackKind,
+    pub codec: Codec,
+    /// Presentation and decode times in `time_base` ticks.
+    pub pts: i64,
+    pub dts: i64,
+    pub time_base: TimeBase,
+    pub keyframe: bool,
+    pub data: Bytes,
+}
+
+/// A track's decoder configuration (sequence header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackConfig {
+    pub kind: TrackKind,
+    pub codec: Codec,
+    /// AVCDecoderConfigurationRecord (H.264) or AudioSpecificConfig (AAC).
+    pub extradata: Bytes,
+}
+
+/// What a publisher emits, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaMessage {
+    /// A new or changed decoder configuration; frames after it use it.
+    Config(TrackConfig),
+    Frame(EncodedFrame),
+}

@@ -1,0 +1,184 @@
+//! FLV tag payloads (the body of RTMP audio/video messages) ⇄ media messages.
+//!
+//! Video: H.264 (codec id 7) sequence headers and NAL units with their
+//! composition-time offset. Audio: AAC (sound format 10) sequence headers and
+//! raw frames. Anything else is refused with the codec it named. Pure.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::media::{Codec, EncodedFrame, MediaMessage, TimeBase, TrackConfig, TrackKind};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlvError {
+    #[error("empty {0} tag")]
+    Empty(&'static str),
+    #[error("truncated {0} tag")]
+    Truncated(&'static str),
+    #[error("video codec id {0} is not supported (only H.264, id 7)")]
+    VideoCodec(u8),
+    #[error("enhanced RTMP video (FourCC) is not supported")]
+    EnhancedRtmp,
+    #[error("audio format {0} is not supported (only AAC, format 10)")]
+    AudioCodec(u8),
+}
+
+/// Parses a video message at RTMP timestamp `ts` (ms). `Ok(None)`: nothing to
+/// forward (end of sequence, command frames).
+pub fn parse_video(data: &Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvError> {
+    let b0 = *data.first().ok_or(FlvError::Empty("video"))?;
+    if b0 & 0x80 != 0 {
+        return Err(FlvError::EnhancedRtmp);
+    }
+    let frame_type = b0 >> 4;
+    let codec = b0 & 0x0f;
+    if codec != 7 {
+        return Err(FlvError::VideoCodec(codec));
+    }
+    if frame_type == 5 {
+        return Ok(None); // video info/command frame
+    }
+    if data.len() < 5 {
+        return Err(FlvError::Truncated("video"));
+    }
+    let packet_type = data[1];
+    // SI24 composition time offset.
+    let raw = (u32::from(data[2]) << 16) | (u32::from(data[3]) << 8) | u32::from(data[4]);
+    let cts = ((raw << 8) as i32 >> 8) as i64;
+    let payload = data.slice(5..);
+    match packet_type {
+        0 => Ok(Some(MediaMessage::Config(TrackConfig {
+            kind: TrackKind::Video,
+            codec: Codec::H264,
+            extradata: payload,
+        }))),
+        1 if payload.is_empty() => Ok(None),
+        1 => Ok(Some(MediaMessage::Frame(EncodedFrame {
+            kind: TrackKind::Video,
+            codec: Codec::H264,
+            dts: i64::from(ts),
+            pts: i64::from(ts) + cts,
+            time_base: TimeBase::MILLIS,
+            keyframe: frame_type == 1,
+            data: payload,
+        }))),
+        _ => Ok(None), // 2: end of sequence
+    }
+}
+
+/// Parses an audio message at RTMP timestamp `ts` (ms).
+pub fn parse_audio(data: &Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvError> {
+    let b0 = *data.first().ok_or(FlvError::Empty("audio"))?;
+    let format = b0 >> 4;
+    if format != 10 {
+        return Err(FlvError::AudioCodec(format));
+    }
+    if data.len() < 2 {
+        return Err(FlvError::Truncated("audio"));
+    }
+    let payload = data.slice(2..);
+    match data[1] {
+        0 => Ok(Some(MediaMessage::Config(TrackConfig {
+            kind: TrackKind::Audio,
+            codec: Codec::Aac,
+            extradata: payload,
+        }))),
+        _ if payload.is_empty() => Ok(None),
+        _ => Ok(Some(MediaMessage::Frame(EncodedFrame {
+            kind: TrackKind::Audio,
+            codec: Codec::Aac,
+            dts: i64::from(ts),
+            pts: i64::from(ts),
+            time_base: TimeBase::MILLIS,
+            keyframe: true,
+            data: payload,
+        }))),
+    }
+}
+
+/// The FLV body of a track configuration (sequence header).
+pub fn config_tag(c: &TrackConfig) -> Bytes {
+    let mut b = BytesMut::with_capacity(c.extradata.len() + 5);
+    match c.kind {
+        TrackKind::Video => b.put_slice(&[0x17, 0, 0, 0, 0]),
+        TrackKind::Audio => b.put_slice(&[0xaf, 0]),
+    }
+    b.put_slice(&c.extradata);
+    b.freeze()
+}
+
+/// The FLV body of a frame; its timestamps must already be in milliseconds.
+pub fn frame_tag(f: &EncodedFrame) -> Bytes {
+    let mut b = BytesMut::with_capacity(f.data.len() + 5);
+    match f.kind {
+        TrackKind::Video => {
+            let cts = (f.pts - f.dts).clamp(-(1 << 23), (1 << 23) - 1) as i32;
+            b.put_u8(if f.keyframe { 0x17 } else { 0x27 });
+            b.put_u8(1);
+            b.put_slice(&cts.to_be_bytes()[1..]);
+        }
+        TrackKind::Audio => b.put_slice(&[0xaf, 1]),
+    }
+    b.put_slice(&f.data);
+    b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_round_trip_with_negative_composition_time() {
+        let f = EncodedFrame {
+            kind: TrackKind::Video,
+            codec: Codec::H264,
+            pts: 960,
+            dts: 1000,
+            time_base: TimeBase::MILLIS,
+            keyframe: true,
+            data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+        };
+        let tag = frame_tag(&f);
+        assert_eq!(parse_video(&tag, 1000), Ok(Some(MediaMessage::Frame(f))));
+    }
+
+    #[test]
+    fn configs_round_trip() {
+        for c in [
+            TrackConfig {
+                kind: TrackKind::Video,
+                codec: Codec::H264,
+                extradata: Bytes::from_static(&[1, 0x64, 0, 0x1f]),
+            },
+            TrackConfig {
+                kind: TrackKind::Audio,
+                codec: Codec::Aac,
+                extradata: Bytes::from_static(&[0x11, 0x90]),
+            },
+        ] {
+            let tag = config_tag(&c);
+            let parsed = match c.kind {
+                TrackKind::Video => parse_video(&tag, 0),
+                TrackKind::Audio => parse_audio(&tag, 0),
+            };
+            assert_eq!(parsed, Ok(Some(MediaMessage::Config(c))));
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        assert_eq!(parse_video(&Bytes::new(), 0), Err(FlvError::Empty("video")));
+        assert_eq!(parse_video(&Bytes::from_static(&[0x12, 0]), 0), Err(FlvError::VideoCodec(2)));
+        assert_eq!(parse_video(&Bytes::from_static(&[0x90, 0, 0, 0, 0]), 0), Err(FlvError::EnhancedRtmp));
+        assert_eq!(parse_video(&Bytes::from_static(&[0x17, 1]), 0), Err(FlvError::Truncated("video")));
+        assert_eq!(parse_audio(&Bytes::from_static(&[0x2f, 1, 0]), 0), Err(FlvError::AudioCodec(2)));
+        assert_eq!(parse_audio(&Bytes::from_static(&[0xaf]), 0), Err(FlvError::Truncated("audio")));
+        assert_eq!(parse_video(&Bytes::from_static(&[0x57, 0]), 0), Ok(None));
+    }
+
+    #[test]
+    fn rescale_rounds() {
+        assert_eq!(TimeBase::MILLIS.rescale(1000, TimeBase::MPEG), 90_000);
+        assert_eq!(TimeBase::MPEG.rescale(3003, TimeBase::MILLIS), 33);
+        assert_eq!(TimeBase::MPEG.rescale(-3003, TimeBase::MILLIS), -33);
+    }
+}

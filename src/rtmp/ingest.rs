@@ -1,0 +1,454 @@
+//! RTMP ingest: OBS and ffmpeg publish into rooms.
+//!
+//! `rtmp://HOST/push/<RoomId>?sdkappid=&userid=&usersig=[&roomtype=]`. The
+//! rml_rtmp server session does the protocol; this module owns the socket,
+//! the timeouts and limits, the UserSig check at publish, the room entry (the
+//! publisher is an anchor; unpublishing leaves; a dropped socket is a
+//! disconnect) and the hand-off of frames to the media hub. Playback is
+//! refused: roomcast serves viewers over HLS and WHEP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, broadcast::error::RecvError};
+
+use super::flv;
+use crate::auth::client::authenticate;
+use crate::config::Config;
+use crate::media::MediaMessage;
+use crate::media::hub::{MediaHub, Publisher};
+use crate::room::{
+    Command, Enter, EventKind, Grant, Role, RoomHandle, RoomId, RoomIdType, RoomKey, Scene,
+    SessionId, TrackKind, UserId,
+};
+
+/// The RTMP application publishers must use (TRTC's).
+pub const APP_NAME: &str = "push";
+/// Time allowed for the handshake and the publish request.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A publishing socket silent this long is dropped.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest RTMP message accepted (a 1080p keyframe at 10 Mbps is well under 1 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest chunk size a client may announce.
+pub const MAX_CHUNK_SIZE: u32 = 1 << 20;
+/// RTMP connections served at once; further ones wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("handshake/publish not completed in time")]
+    Timeout,
+    #[error("no data for {0:?}")]
+    Idle(Duration),
+    #[error("connection closed by peer")]
+    Closed,
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad handshake: {0:?}")]
+    Handshake(rml_rtmp::handshake::HandshakeError),
+    #[error("bad RTMP data: {0}")]
+    Protocol(String),
+    #[error("message larger than {MAX_MESSAGE_BYTES} bytes")]
+    MessageTooLarge,
+    #[error("chunk size {0} larger than {MAX_CHUNK_SIZE}")]
+    ChunkTooLarge(u32),
+    #[error("publish refused: {0}")]
+    Refused(String),
+    #[error("unsupported media: {0}")]
+    Media(#[from] flv::FlvError),
+    #[error("session ended by the room: {0}")]
+    Ended(&'static str),
+}
+
+/// What the ingest needs from the rest of the gateway.
+#[derive(Clone)]
+pub struct Ingest {
+    pub config: Arc<Config>,
+    pub rooms: RoomHandle,
+    pub hub: MediaHub,
+}
+
+impl Ingest {
+    /// Accepts connections until the task is dropped.
+    pub async fn serve(self, listener: TcpListener) {
+        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (socket, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("rtmp accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = socket.set_nodelay(true);
+                let mut conn = Connection {
+                    ingest: this,
+                    peer,
+                    socket,
+                    published: None,
+                };
+                let result = conn.run().await;
+                conn.finish(result).await;
+            });
+        }
+    }
+}
+
+/// A publisher that entered its room.
+struct Published {
+    key: RoomKey,
+    user: UserId,
+    session: SessionId,
+    publisher: Publisher,
+    announced: [bool; 2],
+    /// The client sent deleteStream/FCUnpublish: leaving, not dropping.
+    finished: bool,
+}
+
+struct Connection {
+    ingest: Ingest,
+    peer: SocketAddr,
+    socket: TcpStream,
+    published: Option<Published>,
+}
+
+impl Connection {
+    async fn run(&mut self) -> Result<(), IngestError> {
+        let leftover = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake())
+            .await
+            .map_err(|_| IngestError::Timeout)??;
+        let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())
+            .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;
+        self.apply(&mut session, initial).await?;
+        let handshake_deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let results = session
+            .handle_input(&leftover)
+            .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;
+        self.apply(&mut session, results).await?;
+
+        let mut events = self.ingest.rooms.subscribe();
+        let mut buf = vec![0u8; 64 * 1024];
+        // Bytes fed since the last complete message: bounds what rml_rtmp buffers.
+        let mut pending = 0usize;
+        loop {
+            if self.published.as_ref().is_some_and(|p| p.finished) {
+                return Ok(());
+            }
+            let deadline = if self.published.is_some() {
+                tokio::time::Instant::now() + IDLE_TIMEOUT
+            } else {
+                handshake_deadline
+            };
+            let n = tokio::select! {
+                r = tokio::time::timeout_at(deadline, self.socket.read(&mut buf)) => match r {
+                    Err(_) if self.published.is_some() => return Err(IngestError::Idle(IDLE_TIMEOUT)),
+                    Err(_) => return Err(IngestError::Timeout),
+                    Ok(Ok(0)) => return Err(IngestError::Closed),
+                    Ok(Ok(n)) => n,
+                    Ok(Err(e)) => return Err(e.into()),
+                },
+                ev = events.recv(), if self.published.is_some() => {
+                    match ev {
+                        Ok(ev) => {
+                            let p = self.published.as_ref().expect("guarded");
+                            if ev.is_for(&p.key, p.session) {
+                                match ev.kind {
+                                    EventKind::SessionReplaced { .. } => return Err(IngestError::Ended("replaced by a new session")),
+                                    EventKind::SessionEnded { reason, .. } => return Err(IngestError::Ended(reason.as_str())),
+                                    EventKind::RoomClosed { .. } => return Err(IngestError::Ended("room closed")),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return Err(IngestError::Ended("shutting down")),
+                    }
+                    continue;
+                }
+            };
+            pending += n;
+            let results = session
+                .handle_input(&buf[..n])
+                .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;
+            if results
+                .iter()
+                .any(|r| matches!(r, ServerSessionResult::RaisedEvent(_)))
+            {
+                pending = 0;
+            } else if pending > MAX_MESSAGE_BYTES {
+                return Err(IngestError::MessageTooLarge);
+            }
+            self.apply(&mut session, results).await?;
+        }
+    }
+
+    /// Runs the server side of the RTMP handshake; returns bytes read past it.
+    async fn handshake(&mut self) -> Result<Vec<u8>, IngestError> {
+        let mut hs = Handshake::new(PeerType::Server);
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.socket.read(&mut buf).await?;
+            if n == 0 {
+                return Err(IngestError::Closed);
+            }
+            match hs.process_bytes(&buf[..n]).map_err(IngestError::Handshake)? {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    self.socket.write_all(&response_bytes).await?;
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    self.socket.write_all(&response_bytes).await?;
+                    return Ok(remaining_bytes);
+                }
+            }
+        }
+    }
+
+    /// Writes responses and reacts to events, in order.
+    async fn apply(
+        &mut self,
+        session: &mut ServerSession,
+        results: Vec<ServerSessionResult>,
+    ) -> Result<(), IngestError> {
+        let mut queue = std::collections::VecDeque::from(results);
+        while let Some(r) = queue.pop_front() {
+            match r {
+                ServerSessionResult::OutboundResponse(p) => self.socket.write_all(&p.bytes).await?,
+                ServerSessionResult::UnhandleableMessageReceived(_) => {}
+                ServerSessionResult::RaisedEvent(ev) => {
+                    let more = self.on_event(session, ev).await?;
+                    // Responses to this event go before later results.
+                    for m in more.into_iter().rev() {
+                        queue.push_front(m);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_event(
+        &mut self,
+        session: &mut ServerSession,
+        ev: ServerSessionEvent,
+    ) -> Result<Vec<ServerSessionResult>, IngestError> {
+        let proto = |e| IngestError::Protocol(format!("{e:?}"));
+        match ev {
+            ServerSessionEvent::ClientChunkSizeChanged { new_chunk_size } => {
+                if new_chunk_size > MAX_CHUNK_SIZE {
+                    return Err(IngestError::ChunkTooLarge(new_chunk_size));
+                }
+                Ok(vec![])
+            }
+            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+                if app_name.trim_end_matches('/') != APP_NAME {
+                    let r = session
+                        .reject_request(request_id, "NetConnection.Connect.Rejected", "use rtmp://HOST/push/<RoomId>?sdkappid=&userid=&usersig=")
+                        .map_err(proto)?;
+                    self.write_all(r).await?;
+                    return Err(IngestError::Refused(format!("unknown application `{app_name}`")));
+                }
+                session.accept_request(request_id).map_err(proto)
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                stream_key,
+                ..
+            } => match self.enter_room(&stream_key).await {
+                Ok(p) => {
+                    tracing::info!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp publish started");
+                    self.published = Some(p);
+                    session.accept_request(request_id).map_err(proto)
+                }
+                Err(reason) => {
+                    let r = session
+                        .reject_request(request_id, "NetStream.Publish.BadName", &reason)
+                        .map_err(proto)?;
+                    self.write_all(r).await?;
+                    Err(IngestError::Refused(reason))
+                }
+            },
+            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                let r = session
+                    .reject_request(request_id, "NetStream.Play.Failed", "roomcast does not serve RTMP playback; use HLS or WHEP")
+                    .map_err(proto)?;
+                self.write_all(r).await?;
+                Err(IngestError::Refused("play requests are not served".into()))
+            }
+            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+                self.media(flv::parse_video(&data, timestamp.value)?).await?;
+                Ok(vec![])
+            }
+            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+                self.media(flv::parse_audio(&data, timestamp.value)?).await?;
+                Ok(vec![])
+            }
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                if let Some(p) = &mut self.published {
+                    p.finished = true;
+                }
+                Ok(vec![])
+            }
+            _ => Ok(vec![]),
+        }
+    }
+
+    async fn write_all(&mut self, results: Vec<ServerSessionResult>) -> Result<(), IngestError> {
+        for r in results {
+            if let ServerSessionResult::OutboundResponse(p) = r {
+                self.socket.write_all(&p.bytes).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn media(&mut self, msg: Option<MediaMessage>) -> Result<(), IngestError> {
+        let (Some(msg), Some(p)) = (msg, self.published.as_mut()) else {
+            return Ok(());
+        };
+        let kind = match &msg {
+            MediaMessage::Config(c) => c.kind,
+            MediaMessage::Frame(f) => f.kind,
+        };
+        let slot = match kind {
+            TrackKind::Audio => 0,
+            TrackKind::Video => 1,
+        };
+        if !p.announced[slot] {
+            p.announced[slot] = true;
+            let session = p.session;
+            if let Err(e) = self
+                .ingest
+                .rooms
+                .command(Command::Publish { session, kind })
+                .await
+            {
+                return Err(IngestError::Refused(e.to_string()));
+            }
+        }
+        p.publisher.send(msg);
+        Ok(())
+    }
+
+    /// Checks the stream key and enters the room as an anchor. `Err` is the
+    /// reason sent back to the client.
+    async fn enter_room(&mut self, stream_key: &str) -> Result<Published, String> {
+        if self.published.is_some() {
+            return Err("this connection already publishes".into());
+        }
+        let (room, query) = stream_key.split_once('?').unwrap_or((stream_key, ""));
+        let mut sdkappid = None;
+        let mut userid = None;
+        let mut usersig = None;
+        let mut roomtype = None;
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "sdkappid" => sdkappid = Some(v.into_owned()),
+                "userid" => userid = Some(v.into_owned()),
+                "usersig" => usersig = Some(v.into_owned()),
+                "roomtype" => roomtype = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        let sdkappid: u64 = sdkappid
+            .ok_or("missing sdkappid")?
+            .parse()
+            .map_err(|_| "sdkappid must be an unsigned integer")?;
+        let userid = userid.ok_or("missing userid")?;
+        let user = UserId::new(&userid).map_err(|e| e.to_string())?;
+        let usersig = usersig.ok_or("missing usersig")?;
+        // As in TRTC, the room in the RTMP path is a string room unless told otherwise.
+        let ty = match roomtype.as_deref() {
+            None | Some("str") => RoomIdType::Str,
+            Some("int") => RoomIdType::Int,
+            Some(_) => return Err("roomtype must be int or str".into()),
+        };
+        let room = RoomId::parse(room, Some(ty)).map_err(|e| e.to_string())?;
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let pmk = authenticate(
+            self.ingest.config.app_key(sdkappid),
+            sdkappid,
+            &userid,
+            &usersig,
+            unix_now,
+        )
+        .map_err(|e| e.to_string())?;
+        let key = RoomKey { app: sdkappid, room };
+        if self.ingest.hub.is_publishing(&key, &user) {
+            return Err(format!("user {user} is already publishing in this room"));
+        }
+        let session = self.ingest.rooms.new_session();
+        self.ingest
+            .rooms
+            .command(Command::Enter(Enter {
+                room: key.clone(),
+                user: user.clone(),
+                session,
+                role: Role::Anchor,
+                scene: Scene::Live,
+                hidden: false,
+                grant: pmk.map(Grant::from),
+                unix_now,
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        let publisher = self.ingest.hub.publish(key.clone(), user.clone());
+        Ok(Published {
+            key,
+            user,
+            session,
+            publisher,
+            announced: [false; 2],
+            finished: false,
+        })
+    }
+
+    /// Tells the room how the connection ended and logs it.
+    async fn finish(&mut self, result: Result<(), IngestError>) {
+        let published = self.published.take();
+        match (&result, &published) {
+            (Ok(()), Some(p)) => {
+                tracing::info!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp publish finished");
+                let _ = self.ingest.rooms.command(Command::Leave { session: p.session }).await;
+            }
+            (Err(IngestError::Ended(why)), Some(p)) => {
+                tracing::info!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp publisher disconnected: {why}");
+            }
+            (Err(e), Some(p)) => {
+                tracing::warn!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp publisher dropped: {e}");
+                let _ = self
+                    .ingest
+                    .rooms
+                    .command(Command::Disconnect { session: p.session })
+                    .await;
+            }
+            (Err(IngestError::Closed), None) | (Ok(()), None) => {
+                tracing::debug!(peer = %self.peer, "rtmp connection closed before publishing");
+            }
+            (Err(e), None) => tracing::warn!(peer = %self.peer, "rtmp connection refused: {e}"),
+        }
+        let _ = self.socket.shutdown().await;
+        // Dropping the publisher unregisters it from the hub.
+        drop(published);
+    }
+}
