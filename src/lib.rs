@@ -17,8 +17,10 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod hls;
 pub mod media;
 pub mod profile;
+pub mod relay;
 pub mod room;
 pub mod rtmp;
 pub mod server;

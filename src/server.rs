@@ -13,6 +13,7 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::media::hub::MediaHub;
 use crate::profile::RelayProfile;
+use crate::relay::RelayManager;
 use crate::room;
 use crate::rtmp::ingest::Ingest;
 
@@ -67,15 +68,24 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         .serve(rtmp_listener),
     );
 
+    let hls_root = config.data_dir.join("hls");
+    let relays = RelayManager::new(rooms.clone(), hub.clone(), hls_root.clone());
     let app = api::router(AppState {
         config: config.clone(),
         rooms: rooms.clone(),
+        relays: relays.clone(),
+        profiles: Arc::new(profiles),
+        hls_root,
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServerError::Http)?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(ServerError::Http)?;
     ingest.abort();
+    relays.shutdown().await;
     rooms.shutdown().await;
     let _ = room_task.await;
     tracing::info!("stopped");

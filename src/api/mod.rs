@@ -2,8 +2,11 @@
 //!
 //! Owns request parsing and response shapes; delegates decisions to the
 //! cores (room engine, auth). Internal errors are logged, never echoed.
-//! Routes: `GET /healthz`; `GET /v1/rooms/<RoomId>/ws` (room signalling).
+//! Routes: `GET /healthz`; `GET /v1/rooms/<RoomId>/ws` (room signalling);
+//! `/v1/relays` (relay admin, loopback only); `GET /hls/<stream>/<file>`.
 
+pub mod hls;
+pub mod relays;
 pub mod signalling;
 
 use std::sync::Arc;
@@ -13,6 +16,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 
 use crate::config::Config;
+use crate::profile::RelayProfile;
+use crate::relay::RelayManager;
 use crate::room::RoomHandle;
 
 /// What every handler can reach. Cheap to clone.
@@ -20,6 +25,10 @@ use crate::room::RoomHandle;
 pub struct AppState {
     pub config: Arc<Config>,
     pub rooms: RoomHandle,
+    pub relays: RelayManager,
+    pub profiles: Arc<Vec<RelayProfile>>,
+    /// `<data_dir>/hls`.
+    pub hls_root: std::path::PathBuf,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -27,6 +36,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/rooms/{room_id}/ws", get(signalling::upgrade))
+        .route("/v1/relays", get(relays::list).post(relays::start))
+        .route("/v1/relays/{id}", get(relays::get).delete(relays::stop))
+        .route("/hls/{stream}/{file}", get(hls::get))
         .layer(body_limit)
         .with_state(state)
 }

@@ -182,7 +182,13 @@ fn parse_entry(
     };
 
     let mut grant = None;
-    let verdict = match authenticate(state.config.app_key(sdkappid), sdkappid, userid, usersig, unix_now) {
+    let verdict = match authenticate(
+        state.config.app_key(sdkappid),
+        sdkappid,
+        userid,
+        usersig,
+        unix_now,
+    ) {
         Ok(pmk) => {
             grant = pmk.map(Grant::from);
             Ok(())

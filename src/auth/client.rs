@@ -46,7 +46,10 @@ mod tests {
     fn outcomes() {
         let sig = generate(1, "k", "alice", 60, 100, None);
         assert_eq!(authenticate(Some("k"), 1, "alice", &sig, 100), Ok(None));
-        assert_eq!(authenticate(None, 1, "alice", &sig, 100), Err(ClientAuthError::UnknownApp(1)));
+        assert_eq!(
+            authenticate(None, 1, "alice", &sig, 100),
+            Err(ClientAuthError::UnknownApp(1))
+        );
         assert!(matches!(
             authenticate(Some("k"), 1, "alice", &sig, 161),
             Err(ClientAuthError::UserSig(VerifyError::Expired { .. }))

@@ -21,13 +21,20 @@ impl TimeBase {
     /// Milliseconds: RTMP/FLV timestamps.
     pub const MILLIS: TimeBase = TimeBase { num: 1, den: 1000 };
     /// 90 kHz: MPEG-TS and RTP video.
-    pub const MPEG: TimeBase = TimeBase { num: 1, den: 90_000 };
+    pub const MPEG: TimeBase = TimeBase {
+        num: 1,
+        den: 90_000,
+    };
 
     /// Converts `v` ticks of `self` to ticks of `to`, rounding to nearest.
     pub fn rescale(self, v: i64, to: TimeBase) -> i64 {
         let n = i128::from(v) * i128::from(self.num) * i128::from(to.den);
         let d = i128::from(self.den) * i128::from(to.num);
-        let r = if n >= 0 { (n + d / 2) / d } else { (n - d / 2) / d };
+        let r = if n >= 0 {
+            (n + d / 2) / d
+        } else {
+            (n - d / 2) / d
+        };
         r as i64
     }
 }

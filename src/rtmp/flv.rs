@@ -167,11 +167,26 @@ mod tests {
     #[test]
     fn refusals_name_the_problem() {
         assert_eq!(parse_video(&Bytes::new(), 0), Err(FlvError::Empty("video")));
-        assert_eq!(parse_video(&Bytes::from_static(&[0x12, 0]), 0), Err(FlvError::VideoCodec(2)));
-        assert_eq!(parse_video(&Bytes::from_static(&[0x90, 0, 0, 0, 0]), 0), Err(FlvError::EnhancedRtmp));
-        assert_eq!(parse_video(&Bytes::from_static(&[0x17, 1]), 0), Err(FlvError::Truncated("video")));
-        assert_eq!(parse_audio(&Bytes::from_static(&[0x2f, 1, 0]), 0), Err(FlvError::AudioCodec(2)));
-        assert_eq!(parse_audio(&Bytes::from_static(&[0xaf]), 0), Err(FlvError::Truncated("audio")));
+        assert_eq!(
+            parse_video(&Bytes::from_static(&[0x12, 0]), 0),
+            Err(FlvError::VideoCodec(2))
+        );
+        assert_eq!(
+            parse_video(&Bytes::from_static(&[0x90, 0, 0, 0, 0]), 0),
+            Err(FlvError::EnhancedRtmp)
+        );
+        assert_eq!(
+            parse_video(&Bytes::from_static(&[0x17, 1]), 0),
+            Err(FlvError::Truncated("video"))
+        );
+        assert_eq!(
+            parse_audio(&Bytes::from_static(&[0x2f, 1, 0]), 0),
+            Err(FlvError::AudioCodec(2))
+        );
+        assert_eq!(
+            parse_audio(&Bytes::from_static(&[0xaf]), 0),
+            Err(FlvError::Truncated("audio"))
+        );
         assert_eq!(parse_video(&Bytes::from_static(&[0x57, 0]), 0), Ok(None));
     }
 

@@ -206,7 +206,10 @@ impl Connection {
             if n == 0 {
                 return Err(IngestError::Closed);
             }
-            match hs.process_bytes(&buf[..n]).map_err(IngestError::Handshake)? {
+            match hs
+                .process_bytes(&buf[..n])
+                .map_err(IngestError::Handshake)?
+            {
                 HandshakeProcessResult::InProgress { response_bytes } => {
                     self.socket.write_all(&response_bytes).await?;
                 }
@@ -257,13 +260,22 @@ impl Connection {
                 }
                 Ok(vec![])
             }
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
                 if app_name.trim_end_matches('/') != APP_NAME {
                     let r = session
-                        .reject_request(request_id, "NetConnection.Connect.Rejected", "use rtmp://HOST/push/<RoomId>?sdkappid=&userid=&usersig=")
+                        .reject_request(
+                            request_id,
+                            "NetConnection.Connect.Rejected",
+                            "use rtmp://HOST/push/<RoomId>?sdkappid=&userid=&usersig=",
+                        )
                         .map_err(proto)?;
                     self.write_all(r).await?;
-                    return Err(IngestError::Refused(format!("unknown application `{app_name}`")));
+                    return Err(IngestError::Refused(format!(
+                        "unknown application `{app_name}`"
+                    )));
                 }
                 session.accept_request(request_id).map_err(proto)
             }
@@ -287,17 +299,27 @@ impl Connection {
             },
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
                 let r = session
-                    .reject_request(request_id, "NetStream.Play.Failed", "roomcast does not serve RTMP playback; use HLS or WHEP")
+                    .reject_request(
+                        request_id,
+                        "NetStream.Play.Failed",
+                        "roomcast does not serve RTMP playback; use HLS or WHEP",
+                    )
                     .map_err(proto)?;
                 self.write_all(r).await?;
                 Err(IngestError::Refused("play requests are not served".into()))
             }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
-                self.media(flv::parse_video(&data, timestamp.value)?).await?;
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
+                self.media(flv::parse_video(&data, timestamp.value)?)
+                    .await?;
                 Ok(vec![])
             }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
-                self.media(flv::parse_audio(&data, timestamp.value)?).await?;
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
+                self.media(flv::parse_audio(&data, timestamp.value)?)
+                    .await?;
                 Ok(vec![])
             }
             ServerSessionEvent::PublishStreamFinished { .. } => {
@@ -393,7 +415,10 @@ impl Connection {
             unix_now,
         )
         .map_err(|e| e.to_string())?;
-        let key = RoomKey { app: sdkappid, room };
+        let key = RoomKey {
+            app: sdkappid,
+            room,
+        };
         if self.ingest.hub.is_publishing(&key, &user) {
             return Err(format!("user {user} is already publishing in this room"));
         }
@@ -429,7 +454,11 @@ impl Connection {
         match (&result, &published) {
             (Ok(()), Some(p)) => {
                 tracing::info!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp publish finished");
-                let _ = self.ingest.rooms.command(Command::Leave { session: p.session }).await;
+                let _ = self
+                    .ingest
+                    .rooms
+                    .command(Command::Leave { session: p.session })
+                    .await;
             }
             (Err(IngestError::Ended(why)), Some(p)) => {
                 tracing::info!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp publisher disconnected: {why}");

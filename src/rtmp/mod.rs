@@ -5,3 +5,4 @@
 
 pub mod flv;
 pub mod ingest;
+pub mod push;

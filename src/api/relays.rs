@@ -1,0 +1,219 @@
+//! The relay admin path: start, list and stop relay tasks over HTTP.
+//!
+//! `POST /v1/relays`, `GET /v1/relays`, `GET|DELETE /v1/relays/<id>`. Until
+//! the TRTC REST API drives relay tasks, this is how they are started by
+//! hand or by scripts; it answers only to loopback callers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::profile::RelayMode;
+use crate::relay::{RelayError, RelayManager, RelaySpec, RelayStatus, TaskState};
+use crate::room::{RoomId, RoomIdType, RoomKey, UserId};
+use crate::rtmp::push::{PushState, PushUrl};
+
+const DEFAULT_MAX_IDLE: u64 = 30;
+
+fn err(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({"error": msg.into()}))).into_response()
+}
+
+fn loopback_only(peer: SocketAddr) -> Result<(), Response> {
+    if peer.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(err(
+            StatusCode::FORBIDDEN,
+            "the relay admin path answers loopback callers only",
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRelay {
+    sdkappid: u64,
+    room: String,
+    roomtype: Option<String>,
+    userid: String,
+    #[serde(default = "default_profile")]
+    profile: String,
+    rtmp: Option<Vec<String>>,
+    stream: Option<String>,
+    max_idle_time: Option<u64>,
+}
+
+fn default_profile() -> String {
+    "passthrough".into()
+}
+
+pub async fn start(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<StartRelay>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = loopback_only(peer) {
+        return r;
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    if state.config.app_key(req.sdkappid).is_none() {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("sdkappid {} is not configured", req.sdkappid),
+        );
+    }
+    let ty = match req.roomtype.as_deref() {
+        None => None,
+        Some("int") => Some(RoomIdType::Int),
+        Some("str") => Some(RoomIdType::Str),
+        Some(_) => return err(StatusCode::BAD_REQUEST, "roomtype must be int or str"),
+    };
+    let room = match RoomId::parse(&req.room, ty) {
+        Ok(r) => r,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let user = match UserId::new(&req.userid) {
+        Ok(u) => u,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let Some(profile) = state.profiles.iter().find(|p| p.name == req.profile) else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("no relay profile named `{}`", req.profile),
+        );
+    };
+    if let RelayMode::Mix { .. } = profile.mode {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "profile `{}` mixes anchors; this build relays one anchor (passthrough profiles only)",
+                profile.name
+            ),
+        );
+    }
+    let rtmp = req.rtmp.unwrap_or_else(|| profile.outputs.rtmp.clone());
+    if rtmp.len() > crate::profile::MAX_RTMP_TARGETS {
+        return err(StatusCode::BAD_REQUEST, "at most 10 rtmp targets");
+    }
+    for u in &rtmp {
+        if let Err(e) = PushUrl::parse(u) {
+            return err(StatusCode::BAD_REQUEST, e);
+        }
+    }
+    let max_idle = req.max_idle_time.unwrap_or(DEFAULT_MAX_IDLE);
+    if !(5..=86_400).contains(&max_idle) {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "max_idle_time must be in 5..=86400 seconds",
+        );
+    }
+    let key = RoomKey {
+        app: req.sdkappid,
+        room,
+    };
+    let stream = req
+        .stream
+        .unwrap_or_else(|| RelayManager::default_stream_name(&key, &user));
+    let spec = RelaySpec {
+        id: String::new(),
+        room: key,
+        user,
+        stream: stream.clone(),
+        rtmp,
+        hls: profile.outputs.hls.clone(),
+        max_idle: Duration::from_secs(max_idle),
+    };
+    match state.relays.start(spec) {
+        Ok(id) => (
+            StatusCode::CREATED,
+            Json(json!({"task_id": id, "stream": stream, "hls": format!("/hls/{stream}/index.m3u8")})),
+        )
+            .into_response(),
+        Err(e @ (RelayError::TooMany(_) | RelayError::StreamInUse(_))) => err(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => err(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if let Err(r) = loopback_only(peer) {
+        return r;
+    }
+    let tasks: Vec<Value> = state
+        .relays
+        .list()
+        .iter()
+        .map(|(s, st)| status_json(s, st))
+        .collect();
+    Json(json!({"tasks": tasks})).into_response()
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = loopback_only(peer) {
+        return r;
+    }
+    match state.relays.status(&id) {
+        Some((s, st)) => Json(status_json(&s, &st)).into_response(),
+        None => err(StatusCode::NOT_FOUND, "no such relay task"),
+    }
+}
+
+pub async fn stop(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = loopback_only(peer) {
+        return r;
+    }
+    match state.relays.stop(&id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => err(StatusCode::NOT_FOUND, e.to_string()),
+    }
+}
+
+fn status_json(spec: &RelaySpec, st: &RelayStatus) -> Value {
+    let (state, reason) = match &st.state {
+        TaskState::Waiting => ("waiting", None),
+        TaskState::Running => ("running", None),
+        TaskState::Stopped(r) => ("stopped", Some(r.clone())),
+    };
+    json!({
+        "task_id": spec.id,
+        "sdkappid": spec.room.app,
+        "room": spec.room.room.to_string(),
+        "userid": spec.user.as_str(),
+        "stream": spec.stream,
+        "state": state,
+        "reason": reason,
+        "attached": st.attached,
+        "frames": st.frames,
+        "targets": st.targets.iter().map(|(url, ps, dropped)| {
+            let (state, error) = match ps {
+                PushState::Connecting { .. } => ("connecting", None),
+                PushState::Publishing => ("publishing", None),
+                PushState::Retrying { error, .. } => ("retrying", Some(error.clone())),
+                PushState::Failed { error } => ("failed", Some(error.clone())),
+                PushState::Stopped => ("stopped", None),
+            };
+            json!({"url": url.split('?').next().unwrap_or(url), "state": state, "error": error, "dropped": dropped})
+        }).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,184 @@
+//! The HLS media playlist: a sliding window of segments, written by hand.
+//!
+//! Holds what the live playlist lists (with `EXT-X-PROGRAM-DATE-TIME`,
+//! `EXT-X-DISCONTINUITY` and the matching `EXT-X-DISCONTINUITY-SEQUENCE`,
+//! `EXT-X-ENDLIST` once finished) and says which segments fell out of the
+//! window so the writer can delete them. Pure: times are passed in.
+
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub uri: String,
+    /// Seconds.
+    pub duration: f64,
+    pub discontinuity: bool,
+    /// Wall-clock unix milliseconds of the segment's first sample.
+    pub program_date_time_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Playlist {
+    target_duration: u32,
+    window: usize,
+    media_sequence: u64,
+    discontinuity_sequence: u64,
+    segments: Vec<Segment>,
+    ended: bool,
+}
+
+impl Playlist {
+    pub fn new(target_duration: u32, window: usize) -> Playlist {
+        Playlist {
+            target_duration: target_duration.max(1),
+            window: window.max(1),
+            media_sequence: 0,
+            discontinuity_sequence: 0,
+            segments: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// Adds a finished segment; returns the URIs that left the window.
+    pub fn add_segment(&mut self, seg: Segment) -> Vec<String> {
+        // A segment may run past the target (keyframe spacing); the target
+        // duration must cover every listed segment, rounded.
+        self.target_duration = self.target_duration.max(seg.duration.round() as u32);
+        self.segments.push(seg);
+        let mut removed = Vec::new();
+        while self.segments.len() > self.window {
+            let old = self.segments.remove(0);
+            self.media_sequence += 1;
+            if self.segments.first().is_some_and(|s| s.discontinuity) {
+                // The discontinuity tag of the new first segment leaves with it.
+                self.discontinuity_sequence += 1;
+            }
+            removed.push(old.uri);
+        }
+        removed
+    }
+
+    pub fn end(&mut self) {
+        self.ended = true;
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(256 + 128 * self.segments.len());
+        s.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
+        let _ = writeln!(s, "#EXT-X-TARGETDURATION:{}", self.target_duration);
+        let _ = writeln!(s, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
+        if self.discontinuity_sequence > 0 {
+            let _ = writeln!(
+                s,
+                "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+                self.discontinuity_sequence
+            );
+        }
+        for (i, seg) in self.segments.iter().enumerate() {
+            // The first listed segment's discontinuity is counted by the sequence above.
+            if seg.discontinuity && i > 0 {
+                s.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            let _ = writeln!(
+                s,
+                "#EXT-X-PROGRAM-DATE-TIME:{}",
+                iso8601(seg.program_date_time_ms)
+            );
+            let _ = writeln!(s, "#EXTINF:{:.3},", seg.duration);
+            s.push_str(&seg.uri);
+            s.push('\n');
+        }
+        if self.ended {
+            s.push_str("#EXT-X-ENDLIST\n");
+        }
+        s
+    }
+}
+
+/// `2023-11-14T22:13:20.000Z` for unix milliseconds.
+pub fn iso8601(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let date = crate::auth::tc3::utc_date(secs);
+    let sod = secs % 86_400;
+    format!(
+        "{date}T{:02}:{:02}:{:02}.{:03}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60,
+        unix_ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(n: u32, d: f64, disc: bool) -> Segment {
+        Segment {
+            uri: format!("seg{n}.ts"),
+            duration: d,
+            discontinuity: disc,
+            program_date_time_ms: 1_700_000_000_000 + u64::from(n) * 2000,
+        }
+    }
+
+    #[test]
+    fn window_slides_and_reports_removed() {
+        let mut p = Playlist::new(2, 3);
+        for n in 0..3 {
+            assert!(p.add_segment(seg(n, 2.0, false)).is_empty());
+        }
+        assert_eq!(p.add_segment(seg(3, 2.0, false)), vec!["seg0.ts"]);
+        let text = p.render();
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:1\n"), "{text}");
+        assert!(!text.contains("seg0.ts"));
+        assert!(
+            text.contains(
+                "#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z\n#EXTINF:2.000,\nseg1.ts"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("ENDLIST"));
+        p.end();
+        assert!(p.render().ends_with("#EXT-X-ENDLIST\n"));
+    }
+
+    #[test]
+    fn discontinuities_are_tagged_and_counted_when_they_leave() {
+        let mut p = Playlist::new(2, 2);
+        p.add_segment(seg(0, 2.0, false));
+        p.add_segment(seg(1, 2.0, true));
+        assert!(
+            p.render()
+                .contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME")
+        );
+        p.add_segment(seg(2, 2.0, false));
+        let text = p.render();
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+        assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+    }
+
+    #[test]
+    fn target_duration_covers_long_segments() {
+        let mut p = Playlist::new(2, 5);
+        p.add_segment(seg(0, 4.4, false));
+        assert!(p.render().contains("#EXT-X-TARGETDURATION:4\n"));
+    }
+
+    #[test]
+    fn parses_with_m3u8_rs() {
+        let mut p = Playlist::new(2, 5);
+        p.add_segment(seg(0, 2.0, false));
+        p.add_segment(seg(1, 2.0, true));
+        p.end();
+        let text = p.render();
+        let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("valid playlist");
+        assert_eq!(parsed.segments.len(), 2);
+        assert!(parsed.segments[1].discontinuity);
+        assert!(parsed.end_list);
+    }
+}

@@ -1,0 +1,356 @@
+//! The HLS writer: MPEG-TS segments muxed by libavformat, on its own thread.
+//!
+//! Receives rebased messages (milliseconds) through a bounded queue, cuts a
+//! segment at the first video keyframe past the target duration (any audio
+//! frame for audio-only streams), rewrites the playlist atomically after each
+//! segment, deletes segments that left the window, and ends the playlist when
+//! the relay stops. Muxing is blocking work, so it never runs on the runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ffmpeg_next as ff;
+
+use super::playlist::{Playlist, Segment};
+use crate::media::{Codec, EncodedFrame, MediaMessage, TrackConfig, TrackKind};
+use crate::profile::HlsOutput;
+
+/// Messages queued for the writer thread (seconds of media; it is fast).
+const QUEUE_CAPACITY: usize = 1024;
+pub const PLAYLIST: &str = "index.m3u8";
+
+enum Cmd {
+    Media(Arc<MediaMessage>),
+    Discontinuity,
+    Finish,
+}
+
+/// The relay's side of an HLS output.
+pub struct HlsWriter {
+    tx: SyncSender<Cmd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dropping: bool,
+    pub dropped: u64,
+}
+
+impl HlsWriter {
+    /// Starts writing into `dir` (emptied first).
+    pub fn spawn(dir: PathBuf, settings: HlsOutput) -> HlsWriter {
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name("hls-writer".into())
+            .spawn(move || {
+                if let Err(e) = Writer::new(dir.clone(), settings).and_then(|w| w.run(rx)) {
+                    tracing::error!(dir = %dir.display(), "hls writer stopped: {e}");
+                }
+            })
+            .expect("spawn thread");
+        HlsWriter {
+            tx,
+            thread: Some(thread),
+            dropping: false,
+            dropped: 0,
+        }
+    }
+
+    /// Queues without waiting; on overflow skips to the next video keyframe.
+    pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
+        if let MediaMessage::Frame(f) = &**msg
+            && self.dropping
+        {
+            if f.kind == TrackKind::Video && f.keyframe {
+                self.dropping = false;
+            } else {
+                self.dropped += 1;
+                return;
+            }
+        }
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Cmd::Media(msg.clone())) {
+            self.dropped += 1;
+            self.dropping = true;
+        }
+    }
+
+    /// The input changed (anchor left and came back): the next segment is marked.
+    pub fn discontinuity(&mut self) {
+        let _ = self.tx.try_send(Cmd::Discontinuity);
+    }
+
+    /// Closes the current segment, ends the playlist and waits for the thread.
+    pub async fn finish(mut self) {
+        let _ = self.tx.send(Cmd::Finish);
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HlsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("libavformat: {0}")]
+    Av(#[from] ff::Error),
+}
+
+struct OpenSegment {
+    octx: ff::format::context::Output,
+    index: u64,
+    /// Output stream index and time base per track.
+    video: Option<(usize, ff::Rational)>,
+    audio: Option<(usize, ff::Rational)>,
+    start_ms: i64,
+    last_ms: i64,
+    wall_ms: u64,
+    discontinuity: bool,
+}
+
+struct Writer {
+    dir: PathBuf,
+    settings: HlsOutput,
+    playlist: Playlist,
+    video: Option<TrackConfig>,
+    audio: Option<TrackConfig>,
+    segment: Option<OpenSegment>,
+    next_index: u64,
+    pending_discontinuity: bool,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HlsError + '_ {
+    move |source| HlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Writer {
+    fn new(dir: PathBuf, settings: HlsOutput) -> Result<Writer, HlsError> {
+        ff::init()?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        Ok(Writer {
+            playlist: Playlist::new(settings.segment_seconds, settings.window as usize),
+            dir,
+            settings,
+            video: None,
+            audio: None,
+            segment: None,
+            next_index: 0,
+            pending_discontinuity: false,
+        })
+    }
+
+    fn run(mut self, rx: Receiver<Cmd>) -> Result<(), HlsError> {
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Cmd::Media(m) => match &*m {
+                    MediaMessage::Config(c) => {
+                        let slot = match c.kind {
+                            TrackKind::Video => &mut self.video,
+                            TrackKind::Audio => &mut self.audio,
+                        };
+                        if slot.as_ref() != Some(c) {
+                            *slot = Some(c.clone());
+                            // New codec parameters start a new segment at the next keyframe.
+                            if self.segment.is_some() {
+                                self.close_segment()?;
+                            }
+                        }
+                    }
+                    MediaMessage::Frame(f) => self.frame(f)?,
+                },
+                Cmd::Discontinuity => {
+                    if self.segment.is_some() {
+                        self.close_segment()?;
+                    }
+                    self.pending_discontinuity = self.next_index > 0;
+                }
+                Cmd::Finish => break,
+            }
+        }
+        if self.segment.is_some() {
+            self.close_segment()?;
+        }
+        self.playlist.end();
+        self.write_playlist()
+    }
+
+    fn frame(&mut self, f: &EncodedFrame) -> Result<(), HlsError> {
+        let video_stream = self.video.is_some();
+        let cut_point = if video_stream {
+            f.kind == TrackKind::Video && f.keyframe
+        } else {
+            f.kind == TrackKind::Audio
+        };
+        let target_ms = i64::from(self.settings.segment_seconds) * 1000;
+        if let Some(seg) = &self.segment
+            && cut_point
+            && f.dts - seg.start_ms >= target_ms
+        {
+            self.close_segment()?;
+        }
+        if self.segment.is_none() {
+            if !cut_point {
+                return Ok(()); // wait for a keyframe
+            }
+            self.open_segment(f.dts)?;
+        }
+        let seg = self.segment.as_mut().expect("opened above");
+        let (index, tb) = match f.kind {
+            TrackKind::Video => match seg.video {
+                Some(v) => v,
+                None => return Ok(()),
+            },
+            TrackKind::Audio => match seg.audio {
+                Some(a) => a,
+                None => return Ok(()),
+            },
+        };
+        let ms = ff::Rational::new(1, 1000);
+        let mut pkt = ff::Packet::copy(&f.data);
+        pkt.set_stream(index);
+        pkt.set_dts(Some(ff::rescale::Rescale::rescale(&f.dts, ms, tb)));
+        pkt.set_pts(Some(ff::rescale::Rescale::rescale(&f.pts, ms, tb)));
+        if f.keyframe {
+            pkt.set_flags(ff::packet::Flags::KEY);
+        }
+        pkt.write(&mut seg.octx)?;
+        seg.last_ms = seg.last_ms.max(f.dts);
+        Ok(())
+    }
+
+    fn open_segment(&mut self, start_ms: i64) -> Result<(), HlsError> {
+        let index = self.next_index;
+        self.next_index += 1;
+        let path = self.dir.join(format!("seg{index}.ts"));
+        let mut octx = ff::format::output_as(&path, "mpegts")?;
+        let mut video = None;
+        let mut audio = None;
+        for cfg in [&self.video, &self.audio].into_iter().flatten() {
+            let i = add_stream(&mut octx, cfg)?;
+            match cfg.kind {
+                TrackKind::Video => video = Some(i),
+                TrackKind::Audio => audio = Some(i),
+            }
+        }
+        octx.write_header()?;
+        let tb = |i: Option<usize>| i.map(|i| (i, octx.stream(i).expect("added").time_base()));
+        let (video, audio) = (tb(video), tb(audio));
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.segment = Some(OpenSegment {
+            octx,
+            index,
+            video,
+            audio,
+            start_ms,
+            last_ms: start_ms,
+            wall_ms,
+            discontinuity: std::mem::take(&mut self.pending_discontinuity),
+        });
+        Ok(())
+    }
+
+    fn close_segment(&mut self) -> Result<(), HlsError> {
+        let Some(mut seg) = self.segment.take() else {
+            return Ok(());
+        };
+        seg.octx.write_trailer()?;
+        drop(seg.octx);
+        // Without a next frame to measure against, the last frame counts one nominal frame.
+        let duration = ((seg.last_ms - seg.start_ms).max(0) as f64 + 33.0) / 1000.0;
+        let removed = self.playlist.add_segment(Segment {
+            uri: format!("seg{}.ts", seg.index),
+            duration,
+            discontinuity: seg.discontinuity,
+            program_date_time_ms: seg.wall_ms,
+        });
+        self.write_playlist()?;
+        for uri in removed {
+            let _ = std::fs::remove_file(self.dir.join(uri));
+        }
+        Ok(())
+    }
+
+    fn write_playlist(&self) -> Result<(), HlsError> {
+        let tmp = self.dir.join(".index.m3u8.tmp");
+        std::fs::write(&tmp, self.playlist.render()).map_err(io(&tmp))?;
+        let dst = self.dir.join(PLAYLIST);
+        std::fs::rename(&tmp, &dst).map_err(io(&dst))
+    }
+}
+
+/// Adds a stream carrying `cfg`'s codec and extradata.
+fn add_stream(
+    octx: &mut ff::format::context::Output,
+    cfg: &TrackConfig,
+) -> Result<usize, HlsError> {
+    let mut stream = octx.add_stream(Option::<ff::Codec>::None)?;
+    let index = stream.index();
+    stream.set_time_base(ff::Rational::new(1, 1000));
+    unsafe {
+        let par = (*stream.as_mut_ptr()).codecpar;
+        match cfg.codec {
+            Codec::H264 => {
+                (*par).codec_type = ff::ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
+                (*par).codec_id = ff::ffi::AVCodecID::AV_CODEC_ID_H264;
+            }
+            Codec::Aac => {
+                (*par).codec_type = ff::ffi::AVMediaType::AVMEDIA_TYPE_AUDIO;
+                (*par).codec_id = ff::ffi::AVCodecID::AV_CODEC_ID_AAC;
+                if let Some((rate, channels)) = aac_rate_channels(&cfg.extradata) {
+                    (*par).sample_rate = rate as i32;
+                    ff::ffi::av_channel_layout_default(&mut (*par).ch_layout, channels as i32);
+                }
+            }
+        }
+        let len = cfg.extradata.len();
+        let buf =
+            ff::ffi::av_mallocz(len + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
+        if buf.is_null() {
+            return Err(HlsError::Av(ff::Error::Other { errno: ENOMEM }));
+        }
+        std::ptr::copy_nonoverlapping(cfg.extradata.as_ptr(), buf, len);
+        (*par).extradata = buf;
+        (*par).extradata_size = len as i32;
+    }
+    Ok(index)
+}
+
+/// POSIX ENOMEM, for an allocation failure reported like libav's own.
+const ENOMEM: i32 = 12;
+
+/// Sample rate and channel count from an AAC AudioSpecificConfig.
+pub fn aac_rate_channels(asc: &[u8]) -> Option<(u32, u32)> {
+    const RATES: [u32; 13] = [
+        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+    ];
+    if asc.len() < 2 {
+        return None;
+    }
+    let freq_index = ((asc[0] & 0x07) << 1) | (asc[1] >> 7);
+    let channels = (asc[1] >> 3) & 0x0f;
+    let rate = *RATES.get(freq_index as usize)?;
+    Some((rate, u32::from(channels.max(1))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_specific_config() {
+        assert_eq!(aac_rate_channels(&[0x11, 0x90]), Some((48000, 2)));
+        assert_eq!(aac_rate_channels(&[0x12, 0x10]), Some((44100, 2)));
+        assert_eq!(aac_rate_channels(&[0x11]), None);
+    }
+}

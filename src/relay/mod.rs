@@ -1,0 +1,178 @@
+//! Relay tasks: an anchor's stream relayed to CDN origins and HLS.
+//!
+//! The manager starts and stops tasks and keeps their status; each task is
+//! its own tokio task (`task.rs`) that follows its anchor through the room
+//! and the media hub. `rebase` keeps output timestamps monotonic.
+
+pub mod rebase;
+pub mod task;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use crate::media::hub::MediaHub;
+use crate::room::{RoomHandle, RoomId, RoomKey, UserId};
+pub use task::{RelaySpec, RelayStatus, TaskState};
+
+/// Relay tasks running at once, across rooms.
+pub const MAX_TASKS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    #[error("{0} relay tasks are running, the limit")]
+    TooMany(usize),
+    #[error("a relay task for stream `{0}` already runs")]
+    StreamInUse(String),
+    #[error("no such relay task")]
+    NoSuchTask,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+struct Entry {
+    spec: RelaySpec,
+    stop: Option<oneshot::Sender<()>>,
+    status: watch::Receiver<RelayStatus>,
+}
+
+/// Starts, stops and lists relay tasks. The registry lock guards only the
+/// table of handles; each task runs on its own.
+#[derive(Clone)]
+pub struct RelayManager {
+    rooms: RoomHandle,
+    hub: MediaHub,
+    hls_root: PathBuf,
+    tasks: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl RelayManager {
+    pub fn new(rooms: RoomHandle, hub: MediaHub, hls_root: PathBuf) -> RelayManager {
+        RelayManager {
+            rooms,
+            hub,
+            hls_root,
+            tasks: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// TRTC's default stream name for a single anchor.
+    pub fn default_stream_name(room: &RoomKey, user: &UserId) -> String {
+        let room_part = match &room.room {
+            RoomId::Num(n) => n.to_string(),
+            RoomId::Str(s) => s.clone(),
+        };
+        format!("{}_{}_{}_main", room.app, room_part, user)
+    }
+
+    pub fn start(&self, mut spec: RelaySpec) -> Result<String, RelayError> {
+        if !valid_stream_name(&spec.stream) {
+            return Err(RelayError::Invalid(format!(
+                "stream name `{}`: 1-128 of letters, digits, '_', '-', '.', '@'",
+                spec.stream
+            )));
+        }
+        let mut tasks = self.lock();
+        tasks.retain(|_, e| !matches!(e.status.borrow().state, TaskState::Stopped(_)));
+        if tasks.len() >= MAX_TASKS {
+            return Err(RelayError::TooMany(MAX_TASKS));
+        }
+        if tasks.values().any(|e| e.spec.stream == spec.stream) {
+            return Err(RelayError::StreamInUse(spec.stream));
+        }
+        if spec.id.is_empty() {
+            spec.id = new_task_id();
+        }
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (status_tx, status_rx) = watch::channel(RelayStatus {
+            state: TaskState::Waiting,
+            attached: false,
+            frames: 0,
+            targets: Vec::new(),
+        });
+        let deps = task::Deps {
+            rooms: self.rooms.clone(),
+            hub: self.hub.clone(),
+            hls_root: self.hls_root.clone(),
+        };
+        tokio::spawn(task::run(spec.clone(), deps, stop_rx, status_tx));
+        let id = spec.id.clone();
+        tasks.insert(
+            id.clone(),
+            Entry {
+                spec,
+                stop: Some(stop_tx),
+                status: status_rx,
+            },
+        );
+        Ok(id)
+    }
+
+    pub fn stop(&self, id: &str) -> Result<(), RelayError> {
+        let mut tasks = self.lock();
+        let e = tasks.get_mut(id).ok_or(RelayError::NoSuchTask)?;
+        match e.stop.take() {
+            Some(tx) => {
+                let _ = tx.send(());
+                Ok(())
+            }
+            None => Err(RelayError::NoSuchTask),
+        }
+    }
+
+    pub fn status(&self, id: &str) -> Option<(RelaySpec, RelayStatus)> {
+        self.lock()
+            .get(id)
+            .map(|e| (e.spec.clone(), e.status.borrow().clone()))
+    }
+
+    pub fn list(&self) -> Vec<(RelaySpec, RelayStatus)> {
+        let mut v: Vec<_> = self
+            .lock()
+            .values()
+            .map(|e| (e.spec.clone(), e.status.borrow().clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        v
+    }
+
+    /// Asks every task to stop and waits (bounded) for them to finish.
+    pub async fn shutdown(&self) {
+        let mut waits = Vec::new();
+        for e in self.lock().values_mut() {
+            if let Some(tx) = e.stop.take() {
+                let _ = tx.send(());
+            }
+            waits.push(e.status.clone());
+        }
+        for mut w in waits {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                w.wait_for(|s| matches!(s.state, TaskState::Stopped(_))),
+            )
+            .await;
+        }
+    }
+}
+
+pub fn valid_stream_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'))
+}
+
+fn new_task_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("relay-{}", hex::encode(b))
+}

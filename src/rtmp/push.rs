@@ -1,0 +1,468 @@
+//! RTMP push: one relay output to one CDN origin, with its own retries.
+//!
+//! Each target is its own task with a bounded queue; it connects, publishes,
+//! sends the sequence headers first and starts (and restarts) at a video
+//! keyframe. Liveness: acknowledged bytes must progress (once the origin has
+//! shown it acknowledges), and a write blocked for `STALL_TIMEOUT` counts as
+//! dead. Reconnects use capped exponential backoff with jitter; a target that
+//! never accepted a publish (bad host, refused key) is given up after
+//! `FAIL_FAST_ATTEMPTS` and reported failed. A slow target never slows the
+//! relay: its queue overflows and the relay drops to the next keyframe for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use super::flv;
+use crate::media::{MediaMessage, TimeBase, TrackKind};
+
+/// Messages queued per target (about 4 s of 30 fps video plus audio).
+pub const QUEUE_CAPACITY: usize = 512;
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for the handshake, connect and publish exchange.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// No acknowledgement progress (or a write blocked) this long: reconnect.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The origin is asked to acknowledge every this many bytes.
+const ACK_WINDOW: u32 = 128 * 1024;
+/// A target that never accepted a publish is given up after this many tries.
+pub const FAIL_FAST_ATTEMPTS: u32 = 3;
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(4);
+
+/// Where to push: `rtmp://host[:port]/app[/more]/stream[?query]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushUrl {
+    pub host: String,
+    pub port: u16,
+    pub app: String,
+    pub stream_key: String,
+    pub tc_url: String,
+}
+
+impl PushUrl {
+    pub fn parse(url: &str) -> Result<PushUrl, String> {
+        if url.starts_with("rtmps://") {
+            return Err("rtmps:// is not supported yet; use rtmp://".into());
+        }
+        let rest = url
+            .strip_prefix("rtmp://")
+            .ok_or_else(|| format!("`{url}` must start with rtmp://"))?;
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("`{url}` has no application path"))?;
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() => (
+                h,
+                p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
+            ),
+            _ => (authority, 1935),
+        };
+        if host.is_empty() {
+            return Err(format!("`{url}` has no host"));
+        }
+        let (app, stream_key) = path.split_once('/').unwrap_or((path, ""));
+        if app.is_empty() || stream_key.is_empty() {
+            return Err(format!("`{url}` needs rtmp://host/app/stream"));
+        }
+        Ok(PushUrl {
+            host: host.to_owned(),
+            port,
+            app: app.to_owned(),
+            stream_key: stream_key.to_owned(),
+            tc_url: format!("rtmp://{authority}/{app}"),
+        })
+    }
+}
+
+/// What a target is doing, for status pages and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushState {
+    Connecting { attempt: u32 },
+    Publishing,
+    Retrying { attempt: u32, error: String },
+    Failed { error: String },
+    Stopped,
+}
+
+/// The relay's side of a target.
+pub struct PushTarget {
+    pub url: String,
+    pub queue: mpsc::Sender<Arc<MediaMessage>>,
+    pub state: watch::Receiver<PushState>,
+    /// The relay is skipping this target's frames until the next keyframe.
+    pub dropping: bool,
+    pub dropped: u64,
+}
+
+impl PushTarget {
+    /// Starts the target's task. Frames sent must be in milliseconds.
+    pub fn spawn(url: &str) -> Result<PushTarget, String> {
+        let parsed = PushUrl::parse(url)?;
+        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (state_tx, state) = watch::channel(PushState::Connecting { attempt: 1 });
+        let label = url.split('?').next().unwrap_or(url).to_owned();
+        tokio::spawn(run(parsed, label, rx, state_tx));
+        Ok(PushTarget {
+            url: url.to_owned(),
+            queue,
+            state,
+            dropping: false,
+            dropped: 0,
+        })
+    }
+
+    /// Queues a message without waiting; on overflow the target skips to the
+    /// next video keyframe (configs are always attempted).
+    pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
+        if let MediaMessage::Frame(f) = &**msg {
+            if self.dropping {
+                if f.kind == TrackKind::Video && f.keyframe {
+                    self.dropping = false;
+                } else {
+                    self.dropped += 1;
+                    return;
+                }
+            }
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(msg.clone()) {
+            self.dropped += 1;
+            self.dropping = true;
+        }
+    }
+}
+
+struct Stream {
+    socket: TcpStream,
+    session: ClientSession,
+}
+
+#[derive(Default)]
+struct Latest {
+    video: Option<Arc<MediaMessage>>,
+    audio: Option<Arc<MediaMessage>>,
+}
+
+async fn run(
+    url: PushUrl,
+    label: String,
+    mut rx: mpsc::Receiver<Arc<MediaMessage>>,
+    state: watch::Sender<PushState>,
+) {
+    let mut latest = Latest::default();
+    let mut ever_published = false;
+    let mut attempt = 0u32;
+    let mut backoff = BACKOFF_START;
+    loop {
+        attempt += 1;
+        let _ = state.send(PushState::Connecting { attempt });
+        let error = match tokio::time::timeout(SETUP_TIMEOUT, connect(&url)).await {
+            Err(_) => "connect/publish timed out".to_owned(),
+            Ok(Err(e)) => e,
+            Ok(Ok(mut stream)) => {
+                tracing::info!(target = %label, attempt, "rtmp push publishing");
+                let _ = state.send(PushState::Publishing);
+                ever_published = true;
+                attempt = 0;
+                backoff = BACKOFF_START;
+                match publish(&mut stream, &mut rx, &mut latest).await {
+                    Ok(()) => {
+                        let _ = stream.socket.shutdown().await;
+                        let _ = state.send(PushState::Stopped);
+                        tracing::info!(target = %label, "rtmp push stopped");
+                        return;
+                    }
+                    Err(e) => e,
+                }
+            }
+        };
+        if !ever_published && attempt >= FAIL_FAST_ATTEMPTS {
+            tracing::warn!(target = %label, attempts = attempt, "rtmp push failed: {error}");
+            let _ = state.send(PushState::Failed { error });
+            // Drain so the relay never blocks on us; stop when it does.
+            while rx.recv().await.is_some() {}
+            return;
+        }
+        tracing::warn!(target = %label, attempt, retry_in_ms = backoff.as_millis() as u64, "rtmp push: {error}");
+        let _ = state.send(PushState::Retrying {
+            attempt,
+            error: error.clone(),
+        });
+        // Keep the latest configs while waiting; drop frames (we restart at a keyframe).
+        let wait = tokio::time::sleep(jitter(backoff));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => break,
+                msg = rx.recv() => match msg {
+                    Some(m) => remember(&mut latest, &m),
+                    None => {
+                        let _ = state.send(PushState::Stopped);
+                        return;
+                    }
+                },
+            }
+        }
+        backoff = (backoff * 2).min(BACKOFF_CAP);
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    use rand::Rng;
+    d.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
+}
+
+fn remember(latest: &mut Latest, m: &Arc<MediaMessage>) {
+    if let MediaMessage::Config(c) = &**m {
+        match c.kind {
+            TrackKind::Video => latest.video = Some(m.clone()),
+            TrackKind::Audio => latest.audio = Some(m.clone()),
+        }
+    }
+}
+
+async fn write_results(
+    socket: &mut TcpStream,
+    results: Vec<ClientSessionResult>,
+    events: &mut Vec<ClientSessionEvent>,
+) -> Result<(), String> {
+    for r in results {
+        match r {
+            ClientSessionResult::OutboundResponse(p) => socket
+                .write_all(&p.bytes)
+                .await
+                .map_err(|e| format!("write: {e}"))?,
+            ClientSessionResult::RaisedEvent(e) => events.push(e),
+            ClientSessionResult::UnhandleableMessageReceived(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// TCP connect, handshake, connect(app), publish(stream key).
+async fn connect(url: &PushUrl) -> Result<Stream, String> {
+    let mut socket = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((url.host.as_str(), url.port)),
+    )
+    .await
+    .map_err(|_| "TCP connect timed out".to_owned())?
+    .map_err(|e| format!("connect {}:{}: {e}", url.host, url.port))?;
+    let _ = socket.set_nodelay(true);
+
+    let mut hs = Handshake::new(PeerType::Client);
+    let p0p1 = hs
+        .generate_outbound_p0_and_p1()
+        .map_err(|e| format!("handshake: {e:?}"))?;
+    socket.write_all(&p0p1).await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let leftover = loop {
+        let n = socket.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("origin closed during handshake".into());
+        }
+        match hs
+            .process_bytes(&buf[..n])
+            .map_err(|e| format!("handshake: {e:?}"))?
+        {
+            HandshakeProcessResult::InProgress { response_bytes } => socket
+                .write_all(&response_bytes)
+                .await
+                .map_err(|e| e.to_string())?,
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                socket
+                    .write_all(&response_bytes)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                break remaining_bytes;
+            }
+        }
+    };
+
+    let mut config = ClientSessionConfig::new();
+    config.tc_url = Some(url.tc_url.clone());
+    config.window_ack_size = ACK_WINDOW;
+    let (mut session, initial) = ClientSession::new(config).map_err(|e| format!("{e:?}"))?;
+    let mut events = Vec::new();
+    write_results(&mut socket, initial, &mut events).await?;
+    let r = session
+        .request_connection(url.app.clone())
+        .map_err(|e| format!("{e:?}"))?;
+    write_results(&mut socket, vec![r], &mut events).await?;
+    let mut input = leftover;
+    let mut requested_publish = false;
+    loop {
+        if !input.is_empty() {
+            let results = session
+                .handle_input(&input)
+                .map_err(|e| format!("origin sent bad RTMP: {e:?}"))?;
+            write_results(&mut socket, results, &mut events).await?;
+        }
+        for ev in events.drain(..) {
+            match ev {
+                ClientSessionEvent::ConnectionRequestAccepted if !requested_publish => {
+                    requested_publish = true;
+                    let r = session
+                        .request_publishing(url.stream_key.clone(), PublishRequestType::Live)
+                        .map_err(|e| format!("{e:?}"))?;
+                    let mut more = Vec::new();
+                    write_results(&mut socket, vec![r], &mut more).await?;
+                }
+                ClientSessionEvent::ConnectionRequestRejected { description } => {
+                    return Err(format!("origin refused connect: {description}"));
+                }
+                ClientSessionEvent::PublishRequestAccepted => {
+                    return Ok(Stream { socket, session });
+                }
+                ClientSessionEvent::UnhandleableOnStatusCode { code } => {
+                    return Err(format!("origin refused publish: {code}"));
+                }
+                _ => {}
+            }
+        }
+        let n = socket.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("origin closed the connection (refused?)".into());
+        }
+        input = buf[..n].to_vec();
+    }
+}
+
+/// Sends until the queue closes (`Ok`) or the origin fails (`Err`).
+async fn publish(
+    stream: &mut Stream,
+    rx: &mut mpsc::Receiver<Arc<MediaMessage>>,
+    latest: &mut Latest,
+) -> Result<(), String> {
+    let mut events = Vec::new();
+    // Sequence headers first.
+    for m in [latest.video.clone(), latest.audio.clone()]
+        .into_iter()
+        .flatten()
+    {
+        send(stream, &m, &mut events).await?;
+    }
+    let mut need_keyframe = true;
+    let mut acked: Option<u32> = None;
+    let mut last_progress = tokio::time::Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(m) = msg else { return Ok(()) };
+                match &*m {
+                    MediaMessage::Config(_) => {
+                        remember(latest, &m);
+                        send(stream, &m, &mut events).await?;
+                    }
+                    MediaMessage::Frame(f) => {
+                        let has_video = latest.video.is_some();
+                        if need_keyframe && has_video && !(f.kind == TrackKind::Video && f.keyframe) {
+                            continue;
+                        }
+                        need_keyframe = false;
+                        let write = tokio::time::timeout(STALL_TIMEOUT, send(stream, &m, &mut events));
+                        write.await.map_err(|_| "write blocked: origin stalled".to_owned())??;
+                    }
+                }
+            }
+            r = stream.socket.read(&mut buf) => {
+                let n = r.map_err(|e| format!("read: {e}"))?;
+                if n == 0 {
+                    return Err("origin closed the connection".into());
+                }
+                let results = stream.session.handle_input(&buf[..n]).map_err(|e| format!("origin sent bad RTMP: {e:?}"))?;
+                write_results(&mut stream.socket, results, &mut events).await?;
+            }
+            _ = check.tick() => {
+                if acked.is_some() && last_progress.elapsed() > STALL_TIMEOUT {
+                    return Err(format!("no acknowledgement progress for {STALL_TIMEOUT:?}"));
+                }
+            }
+        }
+        for ev in events.drain(..) {
+            if let ClientSessionEvent::AcknowledgementReceived { bytes_received } = ev
+                && acked != Some(bytes_received)
+            {
+                acked = Some(bytes_received);
+                last_progress = tokio::time::Instant::now();
+            }
+        }
+    }
+}
+
+async fn send(
+    stream: &mut Stream,
+    m: &MediaMessage,
+    events: &mut Vec<ClientSessionEvent>,
+) -> Result<(), String> {
+    let r = match m {
+        MediaMessage::Config(c) => {
+            let tag = flv::config_tag(c);
+            match c.kind {
+                TrackKind::Video => {
+                    stream
+                        .session
+                        .publish_video_data(tag, RtmpTimestamp::new(0), false)
+                }
+                TrackKind::Audio => {
+                    stream
+                        .session
+                        .publish_audio_data(tag, RtmpTimestamp::new(0), false)
+                }
+            }
+        }
+        MediaMessage::Frame(f) => {
+            debug_assert_eq!(f.time_base, TimeBase::MILLIS);
+            let ts = RtmpTimestamp::new(f.dts.max(0) as u32);
+            let tag = flv::frame_tag(f);
+            match f.kind {
+                TrackKind::Video => stream.session.publish_video_data(tag, ts, false),
+                TrackKind::Audio => stream.session.publish_audio_data(tag, ts, false),
+            }
+        }
+    }
+    .map_err(|e| format!("{e:?}"))?;
+    write_results(&mut stream.socket, vec![r], events).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_push_urls() {
+        let u = PushUrl::parse("rtmp://origin.example.com/live/room1?key=abc").unwrap();
+        assert_eq!(u.host, "origin.example.com");
+        assert_eq!(u.port, 1935);
+        assert_eq!(u.app, "live");
+        assert_eq!(u.stream_key, "room1?key=abc");
+        assert_eq!(u.tc_url, "rtmp://origin.example.com/live");
+        let u = PushUrl::parse("rtmp://127.0.0.1:19351/live/a/b").unwrap();
+        assert_eq!(
+            (u.port, u.app.as_str(), u.stream_key.as_str()),
+            (19351, "live", "a/b")
+        );
+        for bad in [
+            "http://x/a/b",
+            "rtmp://x/app",
+            "rtmp:///a/b",
+            "rtmp://x:99999/a/b",
+            "rtmps://x/a/b",
+        ] {
+            assert!(PushUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
