@@ -1,0 +1,249 @@
+//! Real media peers for tests: an nginx-rtmp origin and ffmpeg publishers,
+//! each started on loopback and killed by its pid when dropped.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{TempDir, free_port};
+
+/// nginx with libnginx-mod-rtmp: `rtmp://127.0.0.1:<port>/live/<name>`,
+/// recording every published stream to `rec/` (a new file per publish).
+pub struct Origin {
+    pub child: Child,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl Origin {
+    pub fn start() -> Origin {
+        let dir = TempDir::new("origin");
+        Origin::start_in(dir, free_port())
+    }
+
+    pub fn start_in(dir: TempDir, port: u16) -> Origin {
+        let rec = dir.0.join("rec");
+        std::fs::create_dir_all(&rec).unwrap();
+        let conf = dir.0.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
+                 daemon off;\nmaster_process off;\nworker_processes 1;\n\
+                 error_log {d}/error.log info;\npid {d}/nginx.pid;\n\
+                 events {{ worker_connections 64; }}\n\
+                 rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{\n\
+                   live on; record all; record_path {rec}; record_unique on;\n\
+                 }} }} }}\n",
+                d = dir.0.display(),
+                rec = rec.display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nginx")
+            .args(["-c", conf.to_str().unwrap(), "-p", dir.0.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (make test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Origin { child, port, dir }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{name}", self.port)
+    }
+
+    /// Recorded files of stream `name`, oldest first.
+    pub fn recordings(&self, name: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.0.join("rec"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.retain(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{name}-")) && n.ends_with(".flv"))
+        });
+        v.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        v
+    }
+
+    /// Kills nginx by pid and returns its directory and port for a restart.
+    pub fn kill(mut self) -> (TempDir, u16) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, TempDir(PathBuf::new()));
+        (dir, self.port)
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An ffmpeg publishing a test pattern and a tone, like OBS, in real time.
+pub struct Publisher {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Publisher {
+    /// 640x360 at 30 fps, GOP 1 s, 440 Hz tone, for `secs` seconds.
+    pub fn start(url: &str, secs: u32, log_dir: &Path) -> Publisher {
+        Publisher::start_with(url, secs, log_dir, &[])
+    }
+
+    pub fn start_with(url: &str, secs: u32, log_dir: &Path, extra: &[&str]) -> Publisher {
+        let log = log_dir.join(format!("ffmpeg-{}.log", free_port()));
+        let secs = secs.to_string();
+        let mut args: Vec<&str> = vec![
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "warning",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            &secs,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+            "-b:v",
+            "1000k",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-f", "flv", url]);
+        let child = Command::new("ffmpeg")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("ffmpeg (make test installs it)");
+        Publisher { child, log }
+    }
+
+    pub fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ffprobe's `stream=` entries of a file or URL, one map per stream.
+pub fn probe_streams(input: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,codec_type,width,height,r_frame_rate,sample_rate",
+            "-of",
+            "compact",
+            input,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("stream|"))
+        .map(|l| {
+            l.split('|')
+                .skip(1)
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Decodes all of `input`; returns (decode error lines, duration seconds).
+pub fn decode(input: &str) -> (Vec<String>, f64) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i", input, "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let dur = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "default=nw=1:nk=1",
+            input,
+        ])
+        .output()
+        .unwrap();
+    let duration = String::from_utf8_lossy(&dur.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    (errors, duration)
+}
+
+/// Whether the first video frame of `input` is a keyframe.
+pub fn first_video_frame_is_key(input: &str) -> bool {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=key_frame",
+            "-read_intervals",
+            "%+#1",
+            "-of",
+            "default=nw=1:nk=1",
+            input,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().next() == Some("1")
+}

@@ -1,0 +1,267 @@
+//! ffmpeg publishing like OBS into a room; a passthrough relay task pushes
+//! to a real nginx-rtmp origin and serves HLS; the origin is killed and comes
+//! back; a bad target fails fast beside a good one.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::media::{Origin, Publisher, decode, first_video_frame_is_key, probe_streams};
+use common::{Gateway, free_port, http};
+use roomcast::auth::usersig;
+use serde_json::{Value, json};
+
+/// Media tests encode in real time; one at a time on a 2-core machine.
+static MEDIA: Mutex<()> = Mutex::new(());
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "relay-test-key";
+
+fn config() -> String {
+    format!(
+        "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKIDtest\"\nsecret_key = \"k\"\n"
+    )
+}
+
+fn rtmp_port(gw: &Gateway) -> u16 {
+    let log = gw.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("RTMP listening"))
+        .expect("rtmp listening");
+    let addr = line.split("addr=").nth(1).unwrap().trim();
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn publish_url(gw: &Gateway, room: &str, user: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = usersig::generate(APP, KEY, user, 3600, now, None);
+    format!(
+        "rtmp://127.0.0.1:{}/push/{room}?sdkappid={APP}&userid={user}&usersig={sig}",
+        rtmp_port(gw)
+    )
+}
+
+fn start_relay(gw: &Gateway, body: Value) -> (String, String) {
+    let (status, _, text) =
+        http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
+    assert_eq!(status, 201, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    (
+        v["task_id"].as_str().unwrap().to_owned(),
+        v["stream"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn status(gw: &Gateway, id: &str) -> Value {
+    let (code, _, text) = http(gw.http_port, "GET", &format!("/v1/relays/{id}"), None).unwrap();
+    assert_eq!(code, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn ffmpeg_publish_is_relayed_to_an_origin_and_served_as_hls() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let origin = Origin::start();
+    let (id, stream) = start_relay(
+        &gw,
+        json!({"sdkappid": APP, "room": "class1", "roomtype": "str", "userid": "teacher", "rtmp": [origin.url("class1")]}),
+    );
+    assert_eq!(stream, "1400000000_class1_teacher_main");
+    assert_eq!(status(&gw, &id)["state"], "waiting");
+
+    let secs = 6;
+    let mut obs = Publisher::start(&publish_url(&gw, "class1", "teacher"), secs, &gw.dir.0);
+    wait_for("relay running", Duration::from_secs(10), || {
+        status(&gw, &id)["state"] == "running"
+    });
+    let st = status(&gw, &id);
+    assert_eq!(st["targets"][0]["state"], "publishing", "{st}");
+    let exit = obs
+        .wait(Duration::from_secs(30))
+        .expect("publisher finishes");
+    assert!(exit.success(), "{}", obs.log_text());
+
+    // The anchor left, the room closed, the task stopped and HLS ended.
+    wait_for("task stopped", Duration::from_secs(10), || {
+        status(&gw, &id)["state"] == "stopped"
+    });
+    assert!(
+        status(&gw, &id)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("room closed")
+    );
+
+    let rec = origin.recordings("class1");
+    assert_eq!(rec.len(), 1, "{rec:?}");
+    let streams = probe_streams(rec[0].to_str().unwrap());
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .expect("video at origin");
+    assert_eq!(
+        (
+            video["codec_name"].as_str(),
+            video["width"].as_str(),
+            video["height"].as_str()
+        ),
+        ("h264", "640", "360")
+    );
+    assert_eq!(video["r_frame_rate"], "30/1");
+    let audio = streams
+        .iter()
+        .find(|s| s["codec_type"] == "audio")
+        .expect("audio at origin");
+    assert_eq!(audio["codec_name"], "aac");
+    assert!(first_video_frame_is_key(rec[0].to_str().unwrap()));
+
+    // HLS through roomcast's own HTTP server.
+    let playlist = format!("/hls/{stream}/index.m3u8");
+    let (code, headers, body) = http(gw.http_port, "GET", &playlist, None).unwrap();
+    assert_eq!(code, 200);
+    let header = |k: &str| {
+        headers
+            .iter()
+            .find(|(h, _)| h == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    assert_eq!(header("access-control-allow-origin"), Some("*"));
+    assert_eq!(header("cache-control"), Some("max-age=1"));
+    assert!(
+        body.contains("#EXT-X-PROGRAM-DATE-TIME:") && body.ends_with("#EXT-X-ENDLIST\n"),
+        "{body}"
+    );
+    let first_seg = body.lines().find(|l| l.ends_with(".ts")).unwrap();
+    let (code, headers, _) = http(
+        gw.http_port,
+        "GET",
+        &format!("/hls/{stream}/{first_seg}"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(headers.contains(&("content-type".into(), "video/mp2t".into())));
+    let url = format!("http://127.0.0.1:{}{playlist}", gw.http_port);
+    let (errors, duration) = decode(&url);
+    assert!(errors.is_empty(), "decode errors: {errors:?}");
+    let want = f64::from(secs);
+    assert!(
+        (duration - want).abs() <= want * 0.1,
+        "HLS duration {duration} vs {want}"
+    );
+
+    for bad in [
+        "/hls/nope/index.m3u8".to_owned(),
+        format!("/hls/{stream}/../../dev-credentials.toml"),
+        format!("/hls/{stream}/%2e%2e%2fdev-credentials.toml"),
+        format!("/hls/..%2f{stream}/index.m3u8"),
+        format!("/hls/{stream}/seg0.mp4"),
+    ] {
+        assert_eq!(
+            http(gw.http_port, "GET", &bad, None).unwrap().0,
+            404,
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn origin_restart_resumes_push_at_a_keyframe_and_hls_never_notices() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let origin = Origin::start();
+    let (id, stream) = start_relay(
+        &gw,
+        json!({"sdkappid": APP, "room": "show", "userid": "host", "rtmp": [origin.url("show")]}),
+    );
+    let secs = 16;
+    let mut obs = Publisher::start(&publish_url(&gw, "show", "host"), secs, &gw.dir.0);
+    wait_for("first recording", Duration::from_secs(10), || {
+        !origin.recordings("show").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let (dir, port) = origin.kill();
+    wait_for(
+        "push notices the origin is gone",
+        Duration::from_secs(10),
+        || status(&gw, &id)["targets"][0]["state"] != "publishing",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let origin = Origin::start_in(dir, port);
+    let back = Instant::now();
+    wait_for("push resumes within 10 s", Duration::from_secs(10), || {
+        status(&gw, &id)["targets"][0]["state"] == "publishing"
+            && origin.recordings("show").len() == 2
+    });
+    let resumed_after = back.elapsed();
+    let exit = obs
+        .wait(Duration::from_secs(40))
+        .expect("publisher finishes");
+    assert!(
+        exit.success(),
+        "the publisher never noticed: {}",
+        obs.log_text()
+    );
+    wait_for("task stopped", Duration::from_secs(10), || {
+        status(&gw, &id)["state"] == "stopped"
+    });
+
+    let rec = origin.recordings("show");
+    assert_eq!(rec.len(), 2, "{rec:?}");
+    assert!(
+        first_video_frame_is_key(rec[1].to_str().unwrap()),
+        "restart at a keyframe"
+    );
+    let (errors, duration) = decode(rec[1].to_str().unwrap());
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        duration > 3.0,
+        "second recording holds the rest: {duration}"
+    );
+    assert!(resumed_after < Duration::from_secs(10), "{resumed_after:?}");
+
+    // HLS: the live window (6 x 2 s) decodes cleanly, no discontinuity was
+    // needed, and every segment ever written adds up to the wall time.
+    let path = format!("/hls/{stream}/index.m3u8");
+    let (_, _, playlist) = http(gw.http_port, "GET", &path, None).unwrap();
+    assert!(!playlist.contains("#EXT-X-DISCONTINUITY"), "{playlist}");
+    let url = format!("http://127.0.0.1:{}{path}", gw.http_port);
+    let (errors, _) = decode(&url);
+    assert!(errors.is_empty(), "HLS decode errors: {errors:?}");
+    let first_seq: f64 = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listed: Vec<f64> = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|d| d.trim_end_matches(',').parse().unwrap())
+        .collect();
+    // Segments before the window were cut every 2 s (GOP 1 s).
+    let duration = first_seq * 2.0 + listed.iter().sum::<f64>();
+    let want = f64::from(secs);
+    assert!(
+        (duration - want).abs() <= want * 0.1,
+        "HLS duration {duration} vs {want}: {playlist}"
+    );
+}
