@@ -265,3 +265,119 @@ fn origin_restart_resumes_push_at_a_keyframe_and_hls_never_notices() {
         "HLS duration {duration} vs {want}: {playlist}"
     );
 }
+
+#[test]
+fn a_refusing_target_fails_fast_while_a_good_one_keeps_working() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let origin = Origin::start();
+    let dead = format!("rtmp://127.0.0.1:{}/live/nobody", free_port());
+    let (id, _) = start_relay(
+        &gw,
+        json!({"sdkappid": APP, "room": "duo", "userid": "host", "rtmp": [dead, origin.url("duo")]}),
+    );
+    let mut obs = Publisher::start(&publish_url(&gw, "duo", "host"), 8, &gw.dir.0);
+    let t0 = Instant::now();
+    wait_for(
+        "dead target reported failed",
+        Duration::from_secs(15),
+        || status(&gw, &id)["targets"][0]["state"] == "failed",
+    );
+    let failed_after = t0.elapsed();
+    let st = status(&gw, &id);
+    assert!(
+        st["targets"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("connect"),
+        "{st}"
+    );
+    assert_eq!(st["targets"][1]["state"], "publishing", "{st}");
+    assert!(obs.wait(Duration::from_secs(30)).unwrap().success());
+    let rec = origin.recordings("duo");
+    assert_eq!(rec.len(), 1);
+    let (errors, duration) = decode(rec[0].to_str().unwrap());
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(duration > 6.5, "the good target got it all: {duration}");
+    assert!(failed_after < Duration::from_secs(10), "{failed_after:?}");
+}
+
+#[test]
+fn relay_admin_path_refuses_bad_requests() {
+    let gw = Gateway::start(Some(&config()));
+    for (body, want) in [
+        (
+            json!({"sdkappid": 1, "room": "r", "userid": "u"}),
+            "not configured",
+        ),
+        (
+            json!({"sdkappid": APP, "room": "a*b", "userid": "u"}),
+            "string room id",
+        ),
+        (
+            json!({"sdkappid": APP, "room": "r", "userid": "u u"}),
+            "UserID",
+        ),
+        (
+            json!({"sdkappid": APP, "room": "r", "userid": "u", "profile": "nope"}),
+            "no relay profile",
+        ),
+        (
+            json!({"sdkappid": APP, "room": "r", "userid": "u", "profile": "grid-720p"}),
+            "mixes anchors",
+        ),
+        (
+            json!({"sdkappid": APP, "room": "r", "userid": "u", "rtmp": ["http://x/y/z"]}),
+            "rtmp://",
+        ),
+        (
+            json!({"sdkappid": APP, "room": "r", "userid": "u", "max_idle_time": 1}),
+            "max_idle_time",
+        ),
+        (
+            json!({"sdkappid": APP, "room": "r", "userid": "u", "stream": "../x"}),
+            "stream name",
+        ),
+        (
+            json!({"sdkappid": APP, "room": "r", "userid": "u", "colour": 1}),
+            "unknown field",
+        ),
+    ] {
+        let (code, _, text) =
+            http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
+        assert_eq!(code, 400, "{body}: {text}");
+        assert!(text.contains(want), "{body}: {text}");
+    }
+    let (code, _, _) = http(gw.http_port, "POST", "/v1/relays", Some("{not json")).unwrap();
+    assert_eq!(code, 400);
+    let body = json!({"sdkappid": APP, "room": "r", "userid": "u"}).to_string();
+    let (code, _, text) = http(gw.http_port, "POST", "/v1/relays", Some(&body)).unwrap();
+    assert_eq!(code, 201, "{text}");
+    let id = serde_json::from_str::<Value>(&text).unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, _, text) = http(gw.http_port, "POST", "/v1/relays", Some(&body)).unwrap();
+    assert_eq!(code, 409, "same stream twice: {text}");
+    let (code, _, text) = http(gw.http_port, "GET", "/v1/relays", None).unwrap();
+    assert_eq!(code, 200);
+    assert!(text.contains(&id), "{text}");
+    assert_eq!(
+        http(gw.http_port, "DELETE", &format!("/v1/relays/{id}"), None)
+            .unwrap()
+            .0,
+        204
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&gw, &id)["state"] != "stopped" {
+        assert!(Instant::now() < deadline, "stop by request");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status(&gw, &id)["reason"], "stopped by request");
+    assert_eq!(
+        http(gw.http_port, "DELETE", "/v1/relays/relay-nope", None)
+            .unwrap()
+            .0,
+        404
+    );
+}

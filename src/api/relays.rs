@@ -26,15 +26,14 @@ fn err(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({"error": msg.into()}))).into_response()
 }
 
-fn loopback_only(peer: SocketAddr) -> Result<(), Response> {
-    if peer.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(err(
+/// The refusal for a caller that is not on this machine.
+fn non_loopback(peer: SocketAddr) -> Option<Response> {
+    (!peer.ip().is_loopback()).then(|| {
+        err(
             StatusCode::FORBIDDEN,
             "the relay admin path answers loopback callers only",
-        ))
-    }
+        )
+    })
 }
 
 #[derive(Deserialize)]
@@ -60,7 +59,7 @@ pub async fn start(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<StartRelay>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(r) = loopback_only(peer) {
+    if let Some(r) = non_loopback(peer) {
         return r;
     }
     let Json(req) = match body {
@@ -149,7 +148,7 @@ pub async fn list(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = loopback_only(peer) {
+    if let Some(r) = non_loopback(peer) {
         return r;
     }
     let tasks: Vec<Value> = state
@@ -166,7 +165,7 @@ pub async fn get(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = loopback_only(peer) {
+    if let Some(r) = non_loopback(peer) {
         return r;
     }
     match state.relays.status(&id) {
@@ -180,7 +179,7 @@ pub async fn stop(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = loopback_only(peer) {
+    if let Some(r) = non_loopback(peer) {
         return r;
     }
     match state.relays.stop(&id) {

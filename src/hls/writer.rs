@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ffmpeg_next as ff;
 
 use super::playlist::{Playlist, Segment};
-use crate::media::{Codec, EncodedFrame, MediaMessage, TrackConfig, TrackKind};
+use crate::media::{Codec, DropToKeyframe, EncodedFrame, MediaMessage, TrackConfig, TrackKind};
 use crate::profile::HlsOutput;
 
 /// Messages queued for the writer thread (seconds of media; it is fast).
@@ -31,8 +31,7 @@ enum Cmd {
 pub struct HlsWriter {
     tx: SyncSender<Cmd>,
     thread: Option<std::thread::JoinHandle<()>>,
-    dropping: bool,
-    pub dropped: u64,
+    gate: DropToKeyframe,
 }
 
 impl HlsWriter {
@@ -50,26 +49,17 @@ impl HlsWriter {
         HlsWriter {
             tx,
             thread: Some(thread),
-            dropping: false,
-            dropped: 0,
+            gate: DropToKeyframe::default(),
         }
     }
 
     /// Queues without waiting; on overflow skips to the next video keyframe.
     pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
-        if let MediaMessage::Frame(f) = &**msg
-            && self.dropping
-        {
-            if f.kind == TrackKind::Video && f.keyframe {
-                self.dropping = false;
-            } else {
-                self.dropped += 1;
-                return;
-            }
+        if !self.gate.admit(msg) {
+            return;
         }
         if let Err(TrySendError::Full(_)) = self.tx.try_send(Cmd::Media(msg.clone())) {
-            self.dropped += 1;
-            self.dropping = true;
+            self.gate.overflowed();
         }
     }
 

@@ -76,3 +76,70 @@ pub enum MediaMessage {
     Config(TrackConfig),
     Frame(EncodedFrame),
 }
+
+/// The drop policy of a bounded output queue: after an overflow, skip frames
+/// until the next video keyframe (configs always pass), so a slow output
+/// resumes with a decodable picture instead of stalling its producer.
+#[derive(Debug, Default)]
+pub struct DropToKeyframe {
+    dropping: bool,
+    /// Frames skipped so far.
+    pub dropped: u64,
+}
+
+impl DropToKeyframe {
+    /// Whether `msg` may be queued now.
+    pub fn admit(&mut self, msg: &MediaMessage) -> bool {
+        if let MediaMessage::Frame(f) = msg
+            && self.dropping
+        {
+            if f.kind == TrackKind::Video && f.keyframe {
+                self.dropping = false;
+            } else {
+                self.dropped += 1;
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The queue was full: this message is lost, and so is everything up to the next keyframe.
+    pub fn overflowed(&mut self) {
+        self.dropped += 1;
+        self.dropping = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: TrackKind, keyframe: bool) -> MediaMessage {
+        MediaMessage::Frame(EncodedFrame {
+            kind,
+            codec: Codec::H264,
+            pts: 0,
+            dts: 0,
+            time_base: TimeBase::MILLIS,
+            keyframe,
+            data: Bytes::new(),
+        })
+    }
+
+    #[test]
+    fn after_overflow_only_a_keyframe_reopens() {
+        let mut g = DropToKeyframe::default();
+        assert!(g.admit(&frame(TrackKind::Video, false)));
+        g.overflowed();
+        assert!(!g.admit(&frame(TrackKind::Audio, true)));
+        assert!(!g.admit(&frame(TrackKind::Video, false)));
+        assert!(g.admit(&MediaMessage::Config(TrackConfig {
+            kind: TrackKind::Video,
+            codec: Codec::H264,
+            extradata: Bytes::new(),
+        })));
+        assert!(g.admit(&frame(TrackKind::Video, true)));
+        assert!(g.admit(&frame(TrackKind::Audio, true)));
+        assert_eq!(g.dropped, 3);
+    }
+}

@@ -99,7 +99,7 @@ pub async fn run(
             frames,
             targets: targets
                 .iter()
-                .map(|t| (t.url.clone(), t.state.borrow().clone(), t.dropped))
+                .map(|t| (t.url.clone(), t.state.borrow().clone(), t.dropped()))
                 .collect(),
         };
         tokio::select! {
@@ -171,7 +171,7 @@ pub async fn run(
     // Closing the queues lets targets and HLS finish in order.
     let targets_final: Vec<_> = targets
         .iter()
-        .map(|t| (t.url.clone(), t.state.borrow().clone(), t.dropped))
+        .map(|t| (t.url.clone(), t.state.borrow().clone(), t.dropped()))
         .collect();
     drop(targets);
     if let Some(h) = hls.take() {

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::flv;
-use crate::media::{MediaMessage, TimeBase, TrackKind};
+use crate::media::{DropToKeyframe, MediaMessage, TimeBase, TrackKind};
 
 /// Messages queued per target (about 4 s of 30 fps video plus audio).
 pub const QUEUE_CAPACITY: usize = 512;
@@ -98,9 +98,7 @@ pub struct PushTarget {
     pub url: String,
     pub queue: mpsc::Sender<Arc<MediaMessage>>,
     pub state: watch::Receiver<PushState>,
-    /// The relay is skipping this target's frames until the next keyframe.
-    pub dropping: bool,
-    pub dropped: u64,
+    gate: DropToKeyframe,
 }
 
 impl PushTarget {
@@ -115,28 +113,24 @@ impl PushTarget {
             url: url.to_owned(),
             queue,
             state,
-            dropping: false,
-            dropped: 0,
+            gate: DropToKeyframe::default(),
         })
     }
 
     /// Queues a message without waiting; on overflow the target skips to the
     /// next video keyframe (configs are always attempted).
     pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
-        if let MediaMessage::Frame(f) = &**msg {
-            if self.dropping {
-                if f.kind == TrackKind::Video && f.keyframe {
-                    self.dropping = false;
-                } else {
-                    self.dropped += 1;
-                    return;
-                }
-            }
+        if !self.gate.admit(msg) {
+            return;
         }
         if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(msg.clone()) {
-            self.dropped += 1;
-            self.dropping = true;
+            self.gate.overflowed();
         }
+    }
+
+    /// Frames this target skipped because it fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.gate.dropped
     }
 }
 

@@ -156,13 +156,16 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     http(port, "GET", path, None).map(|(s, _, b)| (s, b))
 }
 
+/// Response headers, names in lower case.
+pub type Headers = Vec<(String, String)>;
+
 /// A minimal HTTP/1.1 request: (status, lower-case headers, body).
 pub fn http(
     port: u16,
     method: &str,
     path: &str,
     json_body: Option<&str>,
-) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+) -> std::io::Result<(u16, Headers, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = json_body.unwrap_or("");
