@@ -75,6 +75,25 @@ pub struct RelayProfile {
     pub video: Option<VideoEncoding>,
     pub audio: AudioEncoding,
     pub outputs: Outputs,
+    /// Relay every anchor of matching rooms automatically (`auto = true`).
+    pub auto: Option<AutoRelay>,
+}
+
+/// Which rooms an automatic profile relays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoRelay {
+    /// Room id patterns: exact, or a prefix ending in `*`. Empty: every room.
+    pub rooms: Vec<String>,
+}
+
+impl AutoRelay {
+    pub fn matches(&self, room: &str) -> bool {
+        self.rooms.is_empty()
+            || self.rooms.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => room.starts_with(prefix),
+                None => room == p,
+            })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -219,6 +238,9 @@ struct ProfileFile {
     passthrough: bool,
     #[serde(default)]
     audio_only: bool,
+    #[serde(default)]
+    auto: bool,
+    auto_rooms: Option<Vec<String>>,
     video: Option<VideoFile>,
     audio: Option<AudioFile>,
     layout: Option<LayoutFile>,
@@ -526,7 +548,30 @@ impl Validator<'_> {
             }
         };
         let outputs = self.outputs(f.outputs, f.audio_only)?;
+        let auto = match (f.auto, f.auto_rooms) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(self.err(&[Seg::Key("auto_rooms")], "needs auto = true"));
+            }
+            (true, _) if !f.passthrough => {
+                return Err(self.err(
+                    &[Seg::Key("auto")],
+                    "automatic relays take each anchor on its own: passthrough profiles only",
+                ));
+            }
+            (true, rooms) => {
+                let rooms = rooms.unwrap_or_default();
+                if let Some(bad) = rooms.iter().find(|r| r.is_empty() || r.len() > 65) {
+                    return Err(self.err(
+                        &[Seg::Key("auto_rooms")],
+                        format!("\"{bad}\": a room id or a prefix ending in '*'"),
+                    ));
+                }
+                Some(AutoRelay { rooms })
+            }
+        };
         Ok(RelayProfile {
+            auto,
             name,
             description: f.description.unwrap_or_default(),
             source: self.source.to_path_buf(),

@@ -70,6 +70,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
 
     let hls_root = config.data_dir.join("hls");
     let relays = RelayManager::new(rooms.clone(), hub.clone(), hls_root.clone());
+    let auto = relays.spawn_auto(profiles.clone());
     let app = api::router(AppState {
         config: config.clone(),
         rooms: rooms.clone(),
@@ -85,6 +86,9 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     .await
     .map_err(ServerError::Http)?;
     ingest.abort();
+    if let Some(a) = auto {
+        a.abort();
+    }
     relays.shutdown().await;
     rooms.shutdown().await;
     let _ = room_task.await;

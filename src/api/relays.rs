@@ -16,11 +16,9 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::profile::RelayMode;
-use crate::relay::{RelayError, RelayManager, RelaySpec, RelayStatus, TaskState};
+use crate::relay::{DEFAULT_MAX_IDLE, RelayError, RelaySpec, RelayStatus, TaskState};
 use crate::room::{RoomId, RoomIdType, RoomKey, UserId};
 use crate::rtmp::push::{PushState, PushUrl};
-
-const DEFAULT_MAX_IDLE: u64 = 30;
 
 fn err(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({"error": msg.into()}))).into_response()
@@ -110,29 +108,27 @@ pub async fn start(
             return err(StatusCode::BAD_REQUEST, e);
         }
     }
-    let max_idle = req.max_idle_time.unwrap_or(DEFAULT_MAX_IDLE);
+    let max_idle = req.max_idle_time.unwrap_or(DEFAULT_MAX_IDLE.as_secs());
     if !(5..=86_400).contains(&max_idle) {
         return err(
             StatusCode::BAD_REQUEST,
             "max_idle_time must be in 5..=86400 seconds",
         );
     }
-    let key = RoomKey {
-        app: req.sdkappid,
-        room,
-    };
-    let stream = req
-        .stream
-        .unwrap_or_else(|| RelayManager::default_stream_name(&key, &user));
-    let spec = RelaySpec {
-        id: String::new(),
-        room: key,
+    let mut spec = RelaySpec::for_anchor(
+        RoomKey {
+            app: req.sdkappid,
+            room,
+        },
         user,
-        stream: stream.clone(),
-        rtmp,
-        hls: profile.outputs.hls.clone(),
-        max_idle: Duration::from_secs(max_idle),
-    };
+        profile,
+    );
+    spec.rtmp = rtmp;
+    spec.max_idle = Duration::from_secs(max_idle);
+    if let Some(s) = req.stream {
+        spec.stream = s;
+    }
+    let stream = spec.stream.clone();
     match state.relays.start(spec) {
         Ok(id) => (
             StatusCode::CREATED,

@@ -289,6 +289,18 @@ fn bad_profiles_name_field_and_line() {
         ),
         ("name = \"bad name!\"\n", "name", Some(1), "letters"),
         (
+            "auto = true\n",
+            "auto",
+            Some(1),
+            "passthrough profiles only",
+        ),
+        (
+            "passthrough = true\nauto_rooms = [\"a\"]\n",
+            "auto_rooms",
+            Some(2),
+            "needs auto",
+        ),
+        (
             "[outputs]\nrtmp = [\"http://x/y\"]\n",
             "outputs.rtmp[0]",
             Some(2),
@@ -387,4 +399,19 @@ fn a_profiles_dir_overrides_builtin_by_name_and_reports_all_errors() {
     let errs = load_all(Some(&dir)).unwrap_err();
     assert_eq!(errs.len(), 2);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn auto_profiles_match_rooms() {
+    let p =
+        check("passthrough = true\nauto = true\nauto_rooms = [\"class-*\", \"1234\"]\n").unwrap();
+    let auto = p.auto.unwrap();
+    assert!(auto.matches("class-7") && auto.matches("1234"));
+    assert!(!auto.matches("12345") && !auto.matches("clas"));
+    let all = check("passthrough = true\nauto = true\n")
+        .unwrap()
+        .auto
+        .unwrap();
+    assert!(all.matches("anything"));
+    assert!(check("passthrough = true\n").unwrap().auto.is_none());
 }

@@ -15,8 +15,27 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use crate::media::hub::MediaHub;
-use crate::room::{RoomHandle, RoomId, RoomKey, UserId};
+use crate::profile::RelayProfile;
+use crate::room::{Audience, EventKind, RoomHandle, RoomId, RoomKey, UserId};
 pub use task::{RelaySpec, RelayStatus, TaskState};
+
+/// Default `max_idle_time`: a task stops after this long without its anchor (TRTC: 30 s).
+pub const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(30);
+
+impl RelaySpec {
+    /// A passthrough task for one anchor with a profile's outputs and TRTC's stream name.
+    pub fn for_anchor(room: RoomKey, user: UserId, profile: &RelayProfile) -> RelaySpec {
+        RelaySpec {
+            id: String::new(),
+            stream: RelayManager::default_stream_name(&room, &user),
+            room,
+            user,
+            rtmp: profile.outputs.rtmp.clone(),
+            hls: profile.outputs.hls.clone(),
+            max_idle: DEFAULT_MAX_IDLE,
+        }
+    }
+}
 
 /// Relay tasks running at once, across rooms.
 pub const MAX_TASKS: usize = 256;
@@ -141,6 +160,53 @@ impl RelayManager {
             .collect();
         v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         v
+    }
+
+    /// Relays every visible anchor of the rooms the `auto` profiles match, as
+    /// it starts publishing (one task per anchor and profile). Runs until the
+    /// room engine stops.
+    pub fn spawn_auto(&self, profiles: Vec<RelayProfile>) -> Option<tokio::task::JoinHandle<()>> {
+        let autos: Vec<RelayProfile> = profiles.into_iter().filter(|p| p.auto.is_some()).collect();
+        if autos.is_empty() {
+            return None;
+        }
+        let this = self.clone();
+        let mut events = self.rooms.subscribe();
+        Some(tokio::spawn(async move {
+            loop {
+                let ev = match events.recv().await {
+                    Ok(ev) => ev,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "auto relay fell behind room events");
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                // Dumb terminals (robots, relay agents) are not relayed.
+                let (EventKind::TrackPublished { user, .. }, Audience::Room) =
+                    (&ev.kind, &ev.audience)
+                else {
+                    continue;
+                };
+                for p in &autos {
+                    let room_name = ev.room.room.to_string();
+                    if !p.auto.as_ref().is_some_and(|a| a.matches(&room_name)) {
+                        continue;
+                    }
+                    let mut spec = RelaySpec::for_anchor(ev.room.clone(), user.clone(), p);
+                    if autos.len() > 1 {
+                        spec.stream = format!("{}_{}", spec.stream, p.name);
+                    }
+                    match this.start(spec) {
+                        Ok(id) => {
+                            tracing::info!(task = %id, profile = %p.name, room = %ev.room, user = %user, "auto relay started")
+                        }
+                        Err(RelayError::StreamInUse(_)) => {}
+                        Err(e) => tracing::warn!(profile = %p.name, "auto relay not started: {e}"),
+                    }
+                }
+            }
+        }))
     }
 
     /// Asks every task to stop and waits (bounded) for them to finish.

@@ -53,6 +53,100 @@ pub struct Deps {
     pub hls_root: std::path::PathBuf,
 }
 
+/// The outputs and the state of following one anchor.
+struct Relay {
+    id: String,
+    targets: Vec<PushTarget>,
+    hls: Option<HlsWriter>,
+    source: Option<Subscription>,
+    rebaser: Rebaser,
+    need_keyframe: bool,
+    frames: u64,
+}
+
+impl Relay {
+    fn report(&self) -> RelayStatus {
+        let attached = self.source.is_some();
+        RelayStatus {
+            state: if attached {
+                TaskState::Running
+            } else {
+                TaskState::Waiting
+            },
+            attached,
+            frames: self.frames,
+            targets: self.targets_status(),
+        }
+    }
+
+    fn targets_status(&self) -> Vec<(String, PushState, u64)> {
+        self.targets
+            .iter()
+            .map(|t| (t.url.clone(), t.state.borrow().clone(), t.dropped()))
+            .collect()
+    }
+
+    /// A (re)attachment: configs to every output, a keyframe before frames,
+    /// a new time base segment, and a discontinuity in HLS.
+    fn attach(&mut self, s: Subscription) {
+        self.rebaser.reattach();
+        self.need_keyframe = true;
+        if let Some(h) = self.hls.as_mut() {
+            h.discontinuity();
+        }
+        for c in [&s.configs.video, &s.configs.audio].into_iter().flatten() {
+            self.fan_out(&Arc::new(MediaMessage::Config(c.clone())));
+        }
+        self.source = Some(s);
+    }
+
+    fn fan_out(&mut self, m: &Arc<MediaMessage>) {
+        for t in &mut self.targets {
+            t.offer(m);
+        }
+        if let Some(h) = self.hls.as_mut() {
+            h.offer(m);
+        }
+    }
+
+    /// One message from the anchor: configs pass, frames wait for a keyframe and are rebased.
+    fn forward(&mut self, m: Arc<MediaMessage>) {
+        let Some(src) = self.source.as_mut() else {
+            return;
+        };
+        let out = match &*m {
+            MediaMessage::Config(c) => {
+                match c.kind {
+                    TrackKind::Video => src.configs.video = Some(c.clone()),
+                    TrackKind::Audio => src.configs.audio = Some(c.clone()),
+                }
+                m
+            }
+            MediaMessage::Frame(f) => {
+                let has_video = src.configs.video.is_some();
+                if self.need_keyframe && has_video && !(f.kind == TrackKind::Video && f.keyframe) {
+                    return;
+                }
+                self.need_keyframe = false;
+                self.frames += 1;
+                Arc::new(MediaMessage::Frame(rebase(&mut self.rebaser, f)))
+            }
+        };
+        self.fan_out(&out);
+    }
+
+    /// Forwards what the anchor already sent before the task stops.
+    fn drain(&mut self) {
+        while let Some(m) = self
+            .source
+            .as_mut()
+            .and_then(|s| s.messages.try_recv().ok())
+        {
+            self.forward(m);
+        }
+    }
+}
+
 pub async fn run(
     spec: RelaySpec,
     deps: Deps,
@@ -60,128 +154,81 @@ pub async fn run(
     status: watch::Sender<RelayStatus>,
 ) {
     let mut events = deps.rooms.subscribe();
-    let mut targets: Vec<PushTarget> = Vec::new();
+    let mut relay = Relay {
+        id: spec.id.clone(),
+        targets: Vec::new(),
+        hls: spec
+            .hls
+            .as_ref()
+            .map(|h| HlsWriter::spawn(deps.hls_root.join(&spec.stream), h.clone())),
+        source: None,
+        rebaser: Rebaser::default(),
+        need_keyframe: true,
+        frames: 0,
+    };
     for url in &spec.rtmp {
         match PushTarget::spawn(url) {
-            Ok(t) => targets.push(t),
+            Ok(t) => relay.targets.push(t),
             Err(e) => tracing::warn!(task = %spec.id, "rtmp target refused: {e}"),
         }
     }
-    let mut hls = spec
-        .hls
-        .as_ref()
-        .map(|h| HlsWriter::spawn(deps.hls_root.join(&spec.stream), h.clone()));
-    let mut source: Option<Subscription> = deps.hub.subscribe(&spec.room, &spec.user);
-    let mut rebaser = Rebaser::default();
-    let mut need_keyframe = true;
-    let mut frames = 0u64;
     let mut idle_since = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    if let Some(s) = &source {
-        start_attachment(
-            s,
-            &mut targets,
-            hls.as_mut(),
-            &mut rebaser,
-            &mut need_keyframe,
-        );
-    }
     tracing::info!(task = %spec.id, room = %spec.room, user = %spec.user, stream = %spec.stream, "relay task started");
 
     let reason = loop {
-        let report = |attached: bool, frames: u64, targets: &[PushTarget]| RelayStatus {
-            state: if attached {
-                TaskState::Running
-            } else {
-                TaskState::Waiting
-            },
-            attached,
-            frames,
-            targets: targets
-                .iter()
-                .map(|t| (t.url.clone(), t.state.borrow().clone(), t.dropped()))
-                .collect(),
-        };
         tokio::select! {
             _ = &mut stop => break "stopped by request".to_owned(),
-            msg = recv(&mut source) => match msg {
-                Ok(m) => {
-                    let out = match &*m {
-                        MediaMessage::Config(_) => Some(m.clone()),
-                        MediaMessage::Frame(f) => {
-                            if need_keyframe && source.as_ref().is_some_and(|s| s.configs.video.is_some()) && !(f.kind == TrackKind::Video && f.keyframe) {
-                                None
-                            } else {
-                                need_keyframe = false;
-                                frames += 1;
-                                Some(Arc::new(MediaMessage::Frame(rebase(&mut rebaser, f))))
-                            }
-                        }
-                    };
-                    if let (Some(out), Some(s)) = (out, source.as_mut()) {
-                        if let MediaMessage::Config(c) = &*out {
-                            match c.kind {
-                                TrackKind::Video => s.configs.video = Some(c.clone()),
-                                TrackKind::Audio => s.configs.audio = Some(c.clone()),
-                            }
-                        }
-                        for t in &mut targets {
-                            t.offer(&out);
-                        }
-                        if let Some(h) = hls.as_mut() {
-                            h.offer(&out);
-                        }
-                    }
-                }
+            msg = recv(&mut relay.source) => match msg {
+                Ok(m) => relay.forward(m),
                 Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(task = %spec.id, missed = n, "relay fell behind its source; resuming at the next keyframe");
-                    need_keyframe = true;
+                    tracing::warn!(task = %relay.id, missed = n, "relay fell behind its source; resuming at the next keyframe");
+                    relay.need_keyframe = true;
                 }
                 Err(RecvError::Closed) => {
-                    tracing::info!(task = %spec.id, "anchor stopped publishing; waiting for it to come back");
-                    source = None;
+                    tracing::info!(task = %relay.id, "anchor stopped publishing; waiting for it to come back");
+                    relay.source = None;
                     idle_since = tokio::time::Instant::now();
-                    let _ = status.send(report(false, frames, &targets));
+                    let _ = status.send(relay.report());
                 }
             },
+            // The anchor publishing: looked up on every wake-up while detached.
+            () = async {}, if relay.source.is_none() && deps.hub.is_publishing(&spec.room, &spec.user) => {
+                if let Some(s) = deps.hub.subscribe(&spec.room, &spec.user) {
+                    tracing::info!(task = %relay.id, "anchor is publishing; relaying");
+                    relay.attach(s);
+                }
+            }
             ev = events.recv() => match ev {
-                Ok(ev) if ev.room == spec.room => match &ev.kind {
-                    EventKind::RoomClosed { reason } => break format!("room closed ({})", reason.as_str()),
-                    EventKind::TrackPublished { user, .. } if *user == spec.user && source.is_none() => {
-                        if let Some(s) = deps.hub.subscribe(&spec.room, &spec.user) {
-                            tracing::info!(task = %spec.id, "anchor is back; relaying");
-                            start_attachment(&s, &mut targets, hls.as_mut(), &mut rebaser, &mut need_keyframe);
-                            source = Some(s);
-                        }
+                Ok(ev) if ev.room == spec.room => {
+                    if let EventKind::RoomClosed { reason } = &ev.kind {
+                        relay.drain();
+                        break format!("room closed ({})", reason.as_str());
                     }
-                    _ => {}
-                },
+                }
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break "shutting down".to_owned(),
             },
             _ = tick.tick() => {
-                if source.is_none() && idle_since.elapsed() >= spec.max_idle {
+                if relay.source.is_none() && idle_since.elapsed() >= spec.max_idle {
                     break format!("no input for {:?}", spec.max_idle);
                 }
-                let _ = status.send(report(source.is_some(), frames, &targets));
+                let _ = status.send(relay.report());
             }
         }
     };
     tracing::info!(task = %spec.id, "relay task stopping: {reason}");
+    let targets = relay.targets_status();
     // Closing the queues lets targets and HLS finish in order.
-    let targets_final: Vec<_> = targets
-        .iter()
-        .map(|t| (t.url.clone(), t.state.borrow().clone(), t.dropped()))
-        .collect();
-    drop(targets);
-    if let Some(h) = hls.take() {
+    relay.targets.clear();
+    if let Some(h) = relay.hls.take() {
         h.finish().await;
     }
     let _ = status.send(RelayStatus {
         state: TaskState::Stopped(reason),
         attached: false,
-        frames,
-        targets: targets_final,
+        frames: relay.frames,
+        targets,
     });
 }
 
@@ -189,31 +236,6 @@ async fn recv(source: &mut Option<Subscription>) -> Result<Arc<MediaMessage>, Re
     match source {
         Some(s) => s.messages.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// A (re)attachment: configs to every output, a keyframe before frames,
-/// a new time base segment, and a discontinuity in HLS.
-fn start_attachment(
-    s: &Subscription,
-    targets: &mut [PushTarget],
-    mut hls: Option<&mut HlsWriter>,
-    rebaser: &mut Rebaser,
-    need_keyframe: &mut bool,
-) {
-    rebaser.reattach();
-    *need_keyframe = true;
-    if let Some(h) = hls.as_deref_mut() {
-        h.discontinuity();
-    }
-    for c in [&s.configs.video, &s.configs.audio].into_iter().flatten() {
-        let m = Arc::new(MediaMessage::Config(c.clone()));
-        for t in targets.iter_mut() {
-            t.offer(&m);
-        }
-        if let Some(h) = hls.as_deref_mut() {
-            h.offer(&m);
-        }
     }
 }
 

@@ -198,32 +198,35 @@ pub fn probe_streams(input: &str) -> Vec<std::collections::HashMap<String, Strin
         .collect()
 }
 
-/// Decodes all of `input`; returns (decode error lines, duration seconds).
+/// Decodes all of `input`; returns (decode error lines, decoded duration in seconds).
 pub fn decode(input: &str) -> (Vec<String>, f64) {
     let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i", input, "-f", "null", "-"])
+        .args([
+            "-v",
+            "error",
+            "-nostdin",
+            "-i",
+            input,
+            "-progress",
+            "pipe:1",
+            "-nostats",
+            "-f",
+            "null",
+            "-",
+        ])
         .output()
         .unwrap();
     let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
         .lines()
         .map(str::to_owned)
         .collect();
-    let dur = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "default=nw=1:nk=1",
-            input,
-        ])
-        .output()
-        .unwrap();
-    let duration = String::from_utf8_lossy(&dur.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0.0);
+    let duration = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("out_time_us="))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .last()
+        .unwrap_or(0.0)
+        / 1e6;
     (errors, duration)
 }
 

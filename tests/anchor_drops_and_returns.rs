@@ -1,0 +1,226 @@
+//! Relay tasks follow their anchor: a dropped publisher that comes back is
+//! relayed on the same RTMP connection (HLS marks a discontinuity); an
+//! audio-only publisher works; tasks stop after max_idle_time; profiles with
+//! `auto = true` relay anchors of matching rooms without being asked.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::media::{Origin, Publisher, decode, probe_streams};
+use common::{Gateway, TempDir, http};
+use roomcast::auth::usersig;
+use serde_json::{Value, json};
+
+static MEDIA: Mutex<()> = Mutex::new(());
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "follow-key";
+
+fn config() -> String {
+    format!(
+        "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"
+    )
+}
+
+fn rtmp_port(gw: &Gateway) -> u16 {
+    let log = gw.log_text();
+    let line = log.lines().find(|l| l.contains("RTMP listening")).unwrap();
+    line.split("addr=")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn publish_url(gw: &Gateway, room: &str, user: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = usersig::generate(APP, KEY, user, 3600, now, None);
+    format!(
+        "rtmp://127.0.0.1:{}/push/{room}?sdkappid={APP}&userid={user}&usersig={sig}",
+        rtmp_port(gw)
+    )
+}
+
+fn post_relay(gw: &Gateway, body: Value) -> Value {
+    let (code, _, text) =
+        http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
+    assert_eq!(code, 201, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn status(gw: &Gateway, id: &str) -> Value {
+    let (_, _, text) = http(gw.http_port, "GET", &format!("/v1/relays/{id}"), None).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_dropped_anchor_that_returns_is_relayed_on_the_same_connection() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let origin = Origin::start();
+    let task = post_relay(
+        &gw,
+        json!({"sdkappid": APP, "room": "lesson", "userid": "teacher", "rtmp": [origin.url("lesson")]}),
+    );
+    let id = task["task_id"].as_str().unwrap();
+    let stream = task["stream"].as_str().unwrap();
+
+    let url = publish_url(&gw, "lesson", "teacher");
+    let first = Publisher::start(&url, 30, &gw.dir.0);
+    wait_for("relaying", Duration::from_secs(10), || {
+        status(&gw, id)["frames"].as_u64().unwrap() > 100
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    drop(first); // killed: the TCP connection drops without an unpublish
+    wait_for("anchor gone", Duration::from_secs(10), || {
+        status(&gw, id)["attached"] == false
+    });
+    assert_eq!(
+        status(&gw, id)["state"],
+        "waiting",
+        "the task waits through the grace"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    let mut second = Publisher::start(&url, 6, &gw.dir.0);
+    wait_for("attached again", Duration::from_secs(10), || {
+        status(&gw, id)["attached"] == true
+    });
+    assert!(
+        second.wait(Duration::from_secs(30)).unwrap().success(),
+        "{}",
+        second.log_text()
+    );
+    wait_for("task stopped", Duration::from_secs(10), || {
+        status(&gw, id)["state"] == "stopped"
+    });
+
+    let rec = origin.recordings("lesson");
+    assert_eq!(rec.len(), 1, "the push stayed connected: {rec:?}");
+    let (errors, duration) = decode(rec[0].to_str().unwrap());
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        duration > 9.0 && duration < 13.0,
+        "both stints, no gap in timestamps: {duration}"
+    );
+
+    let (_, _, playlist) = http(
+        gw.http_port,
+        "GET",
+        &format!("/hls/{stream}/index.m3u8"),
+        None,
+    )
+    .unwrap();
+    assert!(playlist.contains("#EXT-X-DISCONTINUITY\n"), "{playlist}");
+    let (errors, _) = decode(&format!(
+        "http://127.0.0.1:{}/hls/{stream}/index.m3u8",
+        gw.http_port
+    ));
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn an_audio_only_publisher_is_relayed() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let origin = Origin::start();
+    let task = post_relay(
+        &gw,
+        json!({"sdkappid": APP, "room": "radio", "userid": "dj", "rtmp": [origin.url("radio")]}),
+    );
+    let id = task["task_id"].as_str().unwrap();
+    let stream = task["stream"].as_str().unwrap();
+    let mut obs = Publisher::start_with(&publish_url(&gw, "radio", "dj"), 5, &gw.dir.0, &["-vn"]);
+    assert!(
+        obs.wait(Duration::from_secs(30)).unwrap().success(),
+        "{}",
+        obs.log_text()
+    );
+    wait_for("task stopped", Duration::from_secs(10), || {
+        status(&gw, id)["state"] == "stopped"
+    });
+    let rec = origin.recordings("radio");
+    assert_eq!(rec.len(), 1);
+    let streams = probe_streams(rec[0].to_str().unwrap());
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    assert_eq!(streams[0]["codec_name"], "aac");
+    let (errors, duration) = decode(&format!(
+        "http://127.0.0.1:{}/hls/{stream}/index.m3u8",
+        gw.http_port
+    ));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!((duration - 5.0).abs() < 0.5, "{duration}");
+}
+
+#[test]
+fn a_task_without_input_stops_after_max_idle_time() {
+    let gw = Gateway::start(Some(&config()));
+    let task = post_relay(
+        &gw,
+        json!({"sdkappid": APP, "room": "empty", "userid": "nobody", "max_idle_time": 5}),
+    );
+    let id = task["task_id"].as_str().unwrap();
+    let t0 = Instant::now();
+    wait_for("idle stop", Duration::from_secs(10), || {
+        status(&gw, id)["state"] == "stopped"
+    });
+    assert!(t0.elapsed() >= Duration::from_secs(4), "{:?}", t0.elapsed());
+    assert_eq!(status(&gw, id)["reason"], "no input for 5s");
+}
+
+#[test]
+fn auto_profiles_relay_anchors_of_matching_rooms() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let origin = Origin::start();
+    let profiles = TempDir::new("auto-profiles");
+    std::fs::write(
+        profiles.0.join("auto.toml"),
+        format!(
+            "passthrough = true\nauto = true\nauto_rooms = [\"auto-*\"]\n[outputs]\nrtmp = [\"{}\"]\n",
+            origin.url("auto")
+        ),
+    )
+    .unwrap();
+    let mut gw = Gateway::spawn(
+        Some(&config()),
+        &[("ROOMCAST_PROFILES_DIR", profiles.0.to_str().unwrap())],
+    );
+    gw.wait_healthy();
+    let mut matching = Publisher::start(&publish_url(&gw, "auto-1", "anchor"), 4, &gw.dir.0);
+    let mut other = Publisher::start(&publish_url(&gw, "manual", "anchor2"), 4, &gw.dir.0);
+    assert!(matching.wait(Duration::from_secs(30)).unwrap().success());
+    assert!(other.wait(Duration::from_secs(30)).unwrap().success());
+    let (_, _, text) = http(gw.http_port, "GET", "/v1/relays", None).unwrap();
+    let tasks: Value = serde_json::from_str(&text).unwrap();
+    let streams: Vec<&str> = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(streams, ["1400000000_auto-1_anchor_main"], "{text}");
+    wait_for("origin got the auto relay", Duration::from_secs(10), || {
+        !origin.recordings("auto").is_empty()
+    });
+    let (errors, duration) = decode(origin.recordings("auto")[0].to_str().unwrap());
+    assert!(errors.is_empty() && duration > 2.0, "{errors:?} {duration}");
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(15)).unwrap().success());
+}
