@@ -222,9 +222,9 @@ pub fn decode(input: &str) -> (Vec<String>, f64) {
         .collect();
     let duration = String::from_utf8_lossy(&out.stdout)
         .lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("out_time_us="))
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .last()
+        .find_map(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1e6;
     (errors, duration)
