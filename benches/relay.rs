@@ -1,0 +1,438 @@
+//! Relay latency and CPU: roomcast against nginx-rtmp relaying the same stream.
+//!
+//! A 2 Mbps 720p30 H.264/AAC stream (encoded once by ffmpeg) is published in
+//! real time by an RTMP client in this harness, relayed to an nginx-rtmp
+//! origin, and played back from that origin by a second client. Latency is
+//! matched per video frame by payload hash (passthrough keeps payloads
+//! byte-identical). CPU is the relay process's user+system time. Baseline in
+//! the same run: an nginx-rtmp instance relaying with its `push` directive.
+//!
+//! Run: `cargo bench --bench relay` (needs ffmpeg and nginx from `make test`'s set-up).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+const SECONDS: u32 = 20;
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "bench-key";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU seconds (user + system) of a process so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn nginx(dir: &Path, body: &str) -> Killed {
+    std::fs::create_dir_all(dir).unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
+             error_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n{body}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    Killed(
+        Command::new("nginx")
+            .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx"),
+    )
+}
+
+/// FLV tags of a file: (is_video, timestamp ms, payload).
+fn read_flv(path: &Path) -> Vec<(bool, u32, Bytes)> {
+    let data = std::fs::read(path).unwrap();
+    let mut tags = Vec::new();
+    let mut pos = 9 + 4;
+    while pos + 11 <= data.len() {
+        let kind = data[pos];
+        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]);
+        let start = pos + 11;
+        if start + size > data.len() {
+            break;
+        }
+        if kind == 8 || kind == 9 {
+            tags.push((
+                kind == 9,
+                ts,
+                Bytes::copy_from_slice(&data[start..start + size]),
+            ));
+        }
+        pos = start + size + 4;
+    }
+    tags
+}
+
+struct Rtmp {
+    socket: TcpStream,
+    session: ClientSession,
+    events: Vec<ClientSessionEvent>,
+}
+
+impl Rtmp {
+    fn connect(port: u16, app: &str) -> Rtmp {
+        let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        socket.set_nodelay(true).unwrap();
+        let mut hs = Handshake::new(PeerType::Client);
+        socket
+            .write_all(&hs.generate_outbound_p0_and_p1().unwrap())
+            .unwrap();
+        let mut buf = [0u8; 8192];
+        let leftover = loop {
+            let n = socket.read(&mut buf).unwrap();
+            match hs.process_bytes(&buf[..n]).unwrap() {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    socket.write_all(&response_bytes).unwrap()
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    socket.write_all(&response_bytes).unwrap();
+                    break remaining_bytes;
+                }
+            }
+        };
+        let mut cfg = ClientSessionConfig::new();
+        cfg.tc_url = Some(format!("rtmp://127.0.0.1:{port}/{app}"));
+        let (session, initial) = ClientSession::new(cfg).unwrap();
+        let mut c = Rtmp {
+            socket,
+            session,
+            events: Vec::new(),
+        };
+        c.apply(initial);
+        let r = c.session.request_connection(app.to_owned()).unwrap();
+        c.apply(vec![r]);
+        if !leftover.is_empty() {
+            let r = c.session.handle_input(&leftover).unwrap();
+            c.apply(r);
+        }
+        c.wait_for(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted));
+        c
+    }
+
+    fn apply(&mut self, results: Vec<ClientSessionResult>) {
+        for r in results {
+            match r {
+                ClientSessionResult::OutboundResponse(p) => {
+                    self.socket.write_all(&p.bytes).unwrap()
+                }
+                ClientSessionResult::RaisedEvent(e) => self.events.push(e),
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+    }
+
+    fn pump(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        match self.socket.read(&mut buf) {
+            Ok(0) => false,
+            Ok(n) => {
+                let r = self.session.handle_input(&buf[..n]).unwrap();
+                self.apply(r);
+                true
+            }
+            Err(_) => true,
+        }
+    }
+
+    fn wait_for(&mut self, f: impl Fn(&ClientSessionEvent) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        self.socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        loop {
+            if let Some(i) = self.events.iter().position(&f) {
+                self.events.drain(..=i);
+                return;
+            }
+            assert!(Instant::now() < deadline, "RTMP peer did not answer");
+            assert!(self.pump(), "RTMP peer closed");
+        }
+    }
+}
+
+fn hash(b: &[u8], state: &RandomState) -> u64 {
+    state.hash_one(b)
+}
+
+/// Publishes `tags` in real time to `publish` and plays `play` from the
+/// origin; returns per-frame latencies (ms) and the relay's CPU seconds.
+fn run_case(
+    tags: &[(bool, u32, Bytes)],
+    publish: (u16, &str, &str),
+    origin_port: u16,
+    stream: &str,
+    relay_pid: u32,
+) -> (Vec<f64>, f64) {
+    let state = RandomState::new();
+    let mut sent: HashMap<u64, Instant> = HashMap::new();
+    let mut publisher = Rtmp::connect(publish.0, publish.1);
+    let r = publisher
+        .session
+        .request_publishing(publish.2.to_owned(), PublishRequestType::Live)
+        .unwrap();
+    publisher.apply(vec![r]);
+    publisher.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted));
+
+    let stream = stream.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, Instant)>();
+    let player_state = state.clone();
+    let player = std::thread::spawn(move || {
+        // Give the relay time to connect to the origin before playing.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut p = loop {
+            let mut p = Rtmp::connect(origin_port, "live");
+            let r = p.session.request_playback(stream.clone()).unwrap();
+            p.apply(vec![r]);
+            p.wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted));
+            break p;
+        };
+        let _ = deadline;
+        p.socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(u64::from(SECONDS) + 5);
+        while Instant::now() < end {
+            if !p.pump() {
+                break;
+            }
+            for e in p.events.drain(..) {
+                if let ClientSessionEvent::VideoDataReceived { data, .. } = e {
+                    let _ = tx.send((hash(&data, &player_state), Instant::now()));
+                }
+            }
+        }
+    });
+
+    let cpu0 = cpu_seconds(relay_pid);
+    let t0 = Instant::now();
+    for (is_video, ts, data) in tags {
+        let due = t0 + Duration::from_millis(u64::from(*ts));
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let r = if *is_video {
+            sent.insert(hash(data, &state), Instant::now());
+            publisher
+                .session
+                .publish_video_data(data.clone(), RtmpTimestamp::new(*ts), false)
+        } else {
+            publisher
+                .session
+                .publish_audio_data(data.clone(), RtmpTimestamp::new(*ts), false)
+        }
+        .unwrap();
+        publisher.apply(vec![r]);
+    }
+    let cpu = cpu_seconds(relay_pid) - cpu0;
+    drop(publisher);
+    player.join().unwrap();
+    let lat: Vec<f64> = rx
+        .try_iter()
+        .filter_map(|(h, at)| {
+            sent.get(&h)
+                .map(|s| at.duration_since(*s).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    (lat, cpu)
+}
+
+fn summary(name: &str, lat: &mut [f64], cpu: f64) -> (f64, f64) {
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let p = |q: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let per_s = cpu / f64::from(SECONDS);
+    println!(
+        "{name:10} frames {:4}  latency p50 {:7.2} ms  p95 {:7.2} ms  max {:7.2} ms  CPU {:.3} s/s of stream",
+        lat.len(),
+        p(0.5),
+        p(0.95),
+        p(1.0),
+        per_s
+    );
+    (p(0.5), per_s)
+}
+
+fn main() {
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-relay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let src = work.join("source.flv");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size=1280x720:rate=30:duration={SECONDS}"),
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=frequency=440:duration={SECONDS}"),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            "2000k",
+            "-maxrate",
+            "2000k",
+            "-bufsize",
+            "2000k",
+            "-g",
+            "60",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-y",
+            src.to_str().unwrap(),
+        ])
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    let tags = read_flv(&src);
+    println!(
+        "source: {} tags, {SECONDS} s of 720p30 H.264 2 Mbps + AAC 128k",
+        tags.len()
+    );
+
+    // The origin both relays deliver to.
+    let origin_port = free_port();
+    let _origin = nginx(
+        &work.join("origin"),
+        &format!(
+            "rtmp {{ server {{ listen 127.0.0.1:{origin_port}; application live {{ live on; }} }} }}"
+        ),
+    );
+    wait_port(origin_port);
+
+    // roomcast: publish into a room, a passthrough relay pushes to the origin.
+    let gw_dir = work.join("roomcast");
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    std::fs::write(
+        gw_dir.join("roomcast.toml"),
+        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"),
+    )
+    .unwrap();
+    let (http_port, rtmp_port) = (free_port(), free_port());
+    let gw = Killed(
+        Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .arg("serve")
+            .current_dir(&gw_dir)
+            .env("RUST_LOG", "warn")
+            .env("ROOMCAST_HTTP__BIND", "127.0.0.1")
+            .env("ROOMCAST_HTTP__PORT", http_port.to_string())
+            .env("ROOMCAST_RTMP__BIND", "127.0.0.1")
+            .env("ROOMCAST_RTMP__PORT", rtmp_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(http_port);
+    let body = format!(
+        "{{\"sdkappid\":{APP},\"room\":\"bench\",\"userid\":\"anchor\",\"rtmp\":[\"rtmp://127.0.0.1:{origin_port}/live/rc\"]}}"
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+    write!(s, "POST /v1/relays HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = roomcast::auth::usersig::generate(APP, KEY, "anchor", 3600, now, None);
+    let key = format!("bench?sdkappid={APP}&userid=anchor&usersig={sig}");
+    let (mut rc_lat, rc_cpu) = run_case(
+        &tags,
+        (rtmp_port, "push", &key),
+        origin_port,
+        "rc",
+        gw.0.id(),
+    );
+
+    // nginx-rtmp relaying the same stream with `push`.
+    let relay_port = free_port();
+    let relay = nginx(
+        &work.join("nginx-relay"),
+        &format!(
+            "rtmp {{ server {{ listen 127.0.0.1:{relay_port}; application live {{ live on; push rtmp://127.0.0.1:{origin_port}/live; }} }} }}"
+        ),
+    );
+    wait_port(relay_port);
+    let (mut ng_lat, ng_cpu) = run_case(
+        &tags,
+        (relay_port, "live", "ng"),
+        origin_port,
+        "ng",
+        relay.0.id(),
+    );
+
+    println!();
+    let (rc_p50, rc_cpu_s) = summary("roomcast", &mut rc_lat, rc_cpu);
+    let (ng_p50, ng_cpu_s) = summary("nginx-rtmp", &mut ng_lat, ng_cpu);
+    println!(
+        "\nratio roomcast/nginx-rtmp: latency p50 {:.2}x, CPU {:.2}x",
+        rc_p50 / ng_p50,
+        rc_cpu_s / ng_cpu_s.max(1e-9)
+    );
+    drop(relay);
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&work);
+}
