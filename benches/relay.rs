@@ -227,16 +227,11 @@ fn run_case(
     let (tx, rx) = std::sync::mpsc::channel::<(u64, Instant)>();
     let player_state = state.clone();
     let player = std::thread::spawn(move || {
-        // Give the relay time to connect to the origin before playing.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut p = loop {
-            let mut p = Rtmp::connect(origin_port, "live");
-            let r = p.session.request_playback(stream.clone()).unwrap();
-            p.apply(vec![r]);
-            p.wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted));
-            break p;
-        };
-        let _ = deadline;
+        // nginx-rtmp lets a player wait for a stream that is not published yet.
+        let mut p = Rtmp::connect(origin_port, "live");
+        let r = p.session.request_playback(stream.clone()).unwrap();
+        p.apply(vec![r]);
+        p.wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted));
         p.socket
             .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
