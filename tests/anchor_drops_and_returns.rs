@@ -224,3 +224,58 @@ fn auto_profiles_relay_anchors_of_matching_rooms() {
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(15)).unwrap().success());
 }
+
+#[test]
+fn a_profile_can_ask_for_audio_to_be_reencoded() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let origin = Origin::start();
+    let profiles = TempDir::new("reencode-profiles");
+    std::fs::write(
+        profiles.0.join("reencode.toml"),
+        "passthrough = true\n[audio]\nsample_rate = 32000\nchannels = 2\nbitrate_kbps = 64\nreencode = true\n",
+    )
+    .unwrap();
+    let mut gw = Gateway::spawn(
+        Some(&config()),
+        &[("ROOMCAST_PROFILES_DIR", profiles.0.to_str().unwrap())],
+    );
+    gw.wait_healthy();
+    let task = post_relay(
+        &gw,
+        json!({"sdkappid": APP, "room": "re", "userid": "anchor", "profile": "reencode", "rtmp": [origin.url("re")]}),
+    );
+    let id = task["task_id"].as_str().unwrap();
+    let stream = task["stream"].as_str().unwrap();
+    let mut obs = Publisher::start(&publish_url(&gw, "re", "anchor"), 5, &gw.dir.0);
+    assert!(obs.wait(Duration::from_secs(30)).unwrap().success());
+    wait_for("task stopped", Duration::from_secs(10), || {
+        status(&gw, id)["state"] == "stopped"
+    });
+    let rec = origin.recordings("re");
+    assert_eq!(rec.len(), 1);
+    let streams = probe_streams(rec[0].to_str().unwrap());
+    let audio = streams
+        .iter()
+        .find(|s| s["codec_type"] == "audio")
+        .expect("audio");
+    assert_eq!(
+        (audio["codec_name"].as_str(), audio["sample_rate"].as_str()),
+        ("aac", "32000"),
+        "{streams:?}"
+    );
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .expect("video passes through");
+    assert_eq!(video["width"], "640");
+    let (errors, duration) = decode(rec[0].to_str().unwrap());
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!((duration - 5.0).abs() < 0.6, "{duration}");
+    let (errors, _) = decode(&format!(
+        "http://127.0.0.1:{}/hls/{stream}/index.m3u8",
+        gw.http_port
+    ));
+    assert!(errors.is_empty(), "{errors:?}");
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(15)).unwrap().success());
+}

@@ -2,8 +2,10 @@
 //! explicit time bases, the codec configuration that goes with them, and the
 //! hub where a publisher's stream is found by room and user.
 //!
-//! No decoding here and no sockets: frames are opaque encoded payloads.
+//! No sockets here. Frames are opaque encoded payloads, except in `aac`,
+//! the audio re-encoder that passthrough relays may ask for.
 
+pub mod aac;
 pub mod hub;
 
 use bytes::Bytes;

@@ -33,6 +33,12 @@ impl RelaySpec {
             rtmp: profile.outputs.rtmp.clone(),
             hls: profile.outputs.hls.clone(),
             max_idle: DEFAULT_MAX_IDLE,
+            audio_reencode: match profile.mode {
+                crate::profile::RelayMode::Passthrough {
+                    audio_reencode: true,
+                } => Some(profile.audio.clone()),
+                _ => None,
+            },
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::rebase::Rebaser;
 use crate::hls::HlsWriter;
+use crate::media::aac::AudioStage;
 use crate::media::hub::{MediaHub, Subscription};
 use crate::media::{EncodedFrame, MediaMessage, TimeBase, TrackKind};
 use crate::room::{EventKind, RoomHandle, RoomKey, UserId};
@@ -29,6 +30,8 @@ pub struct RelaySpec {
     pub rtmp: Vec<String>,
     pub hls: Option<crate::profile::HlsOutput>,
     pub max_idle: Duration,
+    /// Re-encode the anchor's AAC with these settings (profile `audio.reencode`).
+    pub audio_reencode: Option<crate::profile::AudioEncoding>,
 }
 
 /// What a task reports.
@@ -59,6 +62,7 @@ struct Relay {
     targets: Vec<PushTarget>,
     hls: Option<HlsWriter>,
     source: Option<Subscription>,
+    audio: Option<AudioStage>,
     rebaser: Rebaser,
     need_keyframe: bool,
     frames: u64,
@@ -101,6 +105,20 @@ impl Relay {
     }
 
     fn fan_out(&mut self, m: &Arc<MediaMessage>) {
+        let is_audio = match &**m {
+            MediaMessage::Config(c) => c.kind == TrackKind::Audio,
+            MediaMessage::Frame(f) => f.kind == TrackKind::Audio,
+        };
+        if is_audio && let Some(stage) = self.audio.as_mut() {
+            // Re-encoded audio comes back through `emit`.
+            stage.offer(m);
+            return;
+        }
+        self.emit(m);
+    }
+
+    /// To every output.
+    fn emit(&mut self, m: &Arc<MediaMessage>) {
         for t in &mut self.targets {
             t.offer(m);
         }
@@ -162,6 +180,7 @@ pub async fn run(
             .as_ref()
             .map(|h| HlsWriter::spawn(deps.hls_root.join(&spec.stream), h.clone())),
         source: None,
+        audio: spec.audio_reencode.clone().map(AudioStage::spawn),
         rebaser: Rebaser::default(),
         need_keyframe: true,
         frames: 0,
@@ -179,6 +198,13 @@ pub async fn run(
     let reason = loop {
         tokio::select! {
             _ = &mut stop => break "stopped by request".to_owned(),
+            m = recv_stage(&mut relay.audio) => match m {
+                Some(m) => relay.emit(&m),
+                None => {
+                    tracing::error!(task = %relay.id, "audio re-encoder stopped; relaying the anchor's audio as is");
+                    relay.audio = None;
+                }
+            },
             msg = recv(&mut relay.source) => match msg {
                 Ok(m) => relay.forward(m),
                 Err(RecvError::Lagged(n)) => {
@@ -235,6 +261,13 @@ pub async fn run(
 async fn recv(source: &mut Option<Subscription>) -> Result<Arc<MediaMessage>, RecvError> {
     match source {
         Some(s) => s.messages.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_stage(stage: &mut Option<AudioStage>) -> Option<Arc<MediaMessage>> {
+    match stage {
+        Some(s) => s.out.recv().await,
         None => std::future::pending().await,
     }
 }
