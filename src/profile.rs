@@ -985,23 +985,12 @@ pub fn parse_rgb(s: &str) -> Option<Rgb> {
     Some(Rgb((n >> 16) as u8, (n >> 8) as u8, n as u8))
 }
 
-/// An RTMP push target: `rtmp[s]://host[:port]/app[/stream][?query]`.
+/// An RTMP push target: `rtmp://host[:port]/app/stream[?query]`.
 pub fn check_rtmp_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("rtmp://")
-        .or_else(|| url.strip_prefix("rtmps://"))
-        .ok_or_else(|| format!("\"{url}\" must start with rtmp:// or rtmps://"))?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(format!("\"{url}\" has no host"));
-    }
-    if path.split('?').next().unwrap_or("").is_empty() {
-        return Err(format!("\"{url}\" has no application path"));
-    }
     if url.len() > 1024 {
         return Err("URL longer than 1024 bytes".into());
     }
-    Ok(())
+    crate::rtmp::push::PushUrl::parse(url).map(|_| ())
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {

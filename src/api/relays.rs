@@ -15,7 +15,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::profile::RelayMode;
 use crate::relay::{DEFAULT_MAX_IDLE, RelayError, RelaySpec, RelayStatus, TaskState};
 use crate::room::{RoomId, RoomIdType, RoomKey, UserId};
 use crate::rtmp::push::{PushState, PushUrl};
@@ -90,15 +89,6 @@ pub async fn start(
             format!("no relay profile named `{}`", req.profile),
         );
     };
-    if let RelayMode::Mix { .. } = profile.mode {
-        return err(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "profile `{}` mixes anchors; this build relays one anchor (passthrough profiles only)",
-                profile.name
-            ),
-        );
-    }
     let rtmp = req.rtmp.unwrap_or_else(|| profile.outputs.rtmp.clone());
     if rtmp.len() > crate::profile::MAX_RTMP_TARGETS {
         return err(StatusCode::BAD_REQUEST, "at most 10 rtmp targets");
@@ -115,14 +105,14 @@ pub async fn start(
             "max_idle_time must be in 5..=86400 seconds",
         );
     }
-    let mut spec = RelaySpec::for_anchor(
-        RoomKey {
-            app: req.sdkappid,
-            room,
-        },
-        user,
-        profile,
-    );
+    let key = RoomKey {
+        app: req.sdkappid,
+        room,
+    };
+    let mut spec = match RelaySpec::for_anchor(key, user, profile) {
+        Ok(s) => s,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
+    };
     spec.rtmp = rtmp;
     spec.max_idle = Duration::from_secs(max_idle);
     if let Some(s) = req.stream {

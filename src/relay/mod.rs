@@ -23,9 +23,30 @@ pub use task::{RelaySpec, RelayStatus, TaskState};
 pub const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(30);
 
 impl RelaySpec {
-    /// A passthrough task for one anchor with a profile's outputs and TRTC's stream name.
-    pub fn for_anchor(room: RoomKey, user: UserId, profile: &RelayProfile) -> RelaySpec {
-        RelaySpec {
+    /// A passthrough task for one anchor with a profile's outputs and TRTC's
+    /// stream name; refused for what this build cannot do yet, rather than
+    /// silently ignoring part of the profile.
+    pub fn for_anchor(
+        room: RoomKey,
+        user: UserId,
+        profile: &RelayProfile,
+    ) -> Result<RelaySpec, RelayError> {
+        let unsupported = |what: &str| {
+            Err(RelayError::Invalid(format!(
+                "profile `{}`: {what} is not available in this build",
+                profile.name
+            )))
+        };
+        if matches!(profile.mode, crate::profile::RelayMode::Mix { .. }) {
+            return unsupported("mixing anchors (a mix profile)");
+        }
+        if profile.outputs.hls.as_ref().is_some_and(|h| h.low_latency) {
+            return unsupported("LL-HLS (outputs.hls.low_latency)");
+        }
+        if profile.outputs.record.is_some() {
+            return unsupported("recording (outputs.record)");
+        }
+        Ok(RelaySpec {
             id: String::new(),
             stream: RelayManager::default_stream_name(&room, &user),
             room,
@@ -39,7 +60,7 @@ impl RelaySpec {
                 } => Some(profile.audio.clone()),
                 _ => None,
             },
-        }
+        })
     }
 }
 
@@ -199,7 +220,13 @@ impl RelayManager {
                     if !p.auto.as_ref().is_some_and(|a| a.matches(&room_name)) {
                         continue;
                     }
-                    let mut spec = RelaySpec::for_anchor(ev.room.clone(), user.clone(), p);
+                    let mut spec = match RelaySpec::for_anchor(ev.room.clone(), user.clone(), p) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!("auto relay not started: {e}");
+                            continue;
+                        }
+                    };
                     if autos.len() > 1 {
                         spec.stream = format!("{}_{}", spec.stream, p.name);
                     }
