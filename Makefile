@@ -13,7 +13,7 @@ build: setup
 	$(CARGO) build --release --locked
 
 test: test-setup
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --lib --bins --tests
 
 lint: setup
 	$(CARGO) fmt --check
