@@ -3,11 +3,13 @@
 //! Owns request parsing and response shapes; delegates decisions to the
 //! cores (room engine, auth). Internal errors are logged, never echoed.
 //! Routes: `GET /healthz`; `GET /v1/rooms/<RoomId>/ws` (room signalling);
-//! `/v1/relays` (relay admin, loopback only); `GET /hls/<stream>/<file>`.
+//! `/v1/relays` (relay admin, loopback only); `GET /hls/<stream>/<file>`;
+//! `POST /` and `GET /` (the TRTC server API).
 
 pub mod hls;
 pub mod relays;
 pub mod signalling;
+pub mod trtc;
 
 use std::sync::Arc;
 
@@ -34,6 +36,13 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = DefaultBodyLimit::max(state.config.http.max_body_bytes);
     Router::new()
+        // The TRTC API reads its body itself to answer oversize in its envelope.
+        .route(
+            "/",
+            get(trtc::handle)
+                .post(trtc::handle)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route("/healthz", get(healthz))
         .route("/v1/rooms/{room_id}/ws", get(signalling::upgrade))
         .route("/v1/relays", get(relays::list).post(relays::start))

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::media::hub::MediaHub;
 use crate::profile::RelayProfile;
@@ -75,15 +75,34 @@ pub enum RelayError {
     StreamInUse(String),
     #[error("no such relay task")]
     NoSuchTask,
+    #[error("the relay task has finished")]
+    Finished,
+    #[error("the relay task is busy; try again")]
+    Busy,
+    #[error("sequence number not above the last one ({last})")]
+    Outdated { last: u64 },
     #[error("{0}")]
     Invalid(String),
 }
 
 struct Entry {
     spec: RelaySpec,
-    stop: Option<oneshot::Sender<()>>,
+    /// The last update's SequenceNumber (TRTC: must increase).
+    sequence: Option<u64>,
+    control: mpsc::Sender<Control>,
     status: watch::Receiver<RelayStatus>,
 }
+
+/// What a running task can be told. Few and rare: a small queue, callers wait.
+#[derive(Debug)]
+pub enum Control {
+    Stop,
+    /// Replace the RTMP targets; unchanged URLs keep their connection.
+    SetTargets(Vec<String>),
+}
+
+/// Control messages queued per task.
+const CONTROL_CAPACITY: usize = 8;
 
 /// Starts, stops and lists relay tasks. The registry lock guards only the
 /// table of handles; each task runs on its own.
@@ -136,7 +155,7 @@ impl RelayManager {
         if spec.id.is_empty() {
             spec.id = new_task_id();
         }
-        let (stop_tx, stop_rx) = oneshot::channel();
+        let (control, control_rx) = mpsc::channel(CONTROL_CAPACITY);
         let (status_tx, status_rx) = watch::channel(RelayStatus {
             state: TaskState::Waiting,
             attached: false,
@@ -148,13 +167,14 @@ impl RelayManager {
             hub: self.hub.clone(),
             hls_root: self.hls_root.clone(),
         };
-        tokio::spawn(task::run(spec.clone(), deps, stop_rx, status_tx));
+        tokio::spawn(task::run(spec.clone(), deps, control_rx, status_tx));
         let id = spec.id.clone();
         tasks.insert(
             id.clone(),
             Entry {
                 spec,
-                stop: Some(stop_tx),
+                sequence: None,
+                control,
                 status: status_rx,
             },
         );
@@ -162,15 +182,40 @@ impl RelayManager {
     }
 
     pub fn stop(&self, id: &str) -> Result<(), RelayError> {
+        self.control(id, Control::Stop)
+    }
+
+    /// Replaces a running task's RTMP targets.
+    pub fn set_targets(&self, id: &str, urls: Vec<String>) -> Result<(), RelayError> {
+        if urls.len() > crate::profile::MAX_RTMP_TARGETS {
+            return Err(RelayError::Invalid("at most 10 rtmp targets".into()));
+        }
+        for u in &urls {
+            crate::rtmp::push::PushUrl::parse(u).map_err(RelayError::Invalid)?;
+        }
+        self.control(id, Control::SetTargets(urls))
+    }
+
+    /// Accepts an update's sequence number only if it is above the last one.
+    pub fn advance_sequence(&self, id: &str, seq: u64) -> Result<(), RelayError> {
         let mut tasks = self.lock();
         let e = tasks.get_mut(id).ok_or(RelayError::NoSuchTask)?;
-        match e.stop.take() {
-            Some(tx) => {
-                let _ = tx.send(());
+        match e.sequence {
+            Some(last) if seq <= last => Err(RelayError::Outdated { last }),
+            _ => {
+                e.sequence = Some(seq);
                 Ok(())
             }
-            None => Err(RelayError::NoSuchTask),
         }
+    }
+
+    fn control(&self, id: &str, msg: Control) -> Result<(), RelayError> {
+        let tasks = self.lock();
+        let e = tasks.get(id).ok_or(RelayError::NoSuchTask)?;
+        if matches!(e.status.borrow().state, TaskState::Stopped(_)) {
+            return Err(RelayError::Finished);
+        }
+        e.control.try_send(msg).map_err(|_| RelayError::Busy)
     }
 
     pub fn status(&self, id: &str) -> Option<(RelaySpec, RelayStatus)> {
@@ -245,10 +290,8 @@ impl RelayManager {
     /// Asks every task to stop and waits (bounded) for them to finish.
     pub async fn shutdown(&self) {
         let mut waits = Vec::new();
-        for e in self.lock().values_mut() {
-            if let Some(tx) = e.stop.take() {
-                let _ = tx.send(());
-            }
+        for e in self.lock().values() {
+            let _ = e.control.try_send(Control::Stop);
             waits.push(e.status.clone());
         }
         for mut w in waits {

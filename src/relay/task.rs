@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::rebase::Rebaser;
 use crate::hls::HlsWriter;
@@ -56,12 +56,20 @@ pub struct Deps {
     pub hls_root: std::path::PathBuf,
 }
 
+#[derive(Default)]
+struct SentConfigs {
+    video: Option<Arc<MediaMessage>>,
+    audio: Option<Arc<MediaMessage>>,
+}
+
 /// The outputs and the state of following one anchor.
 struct Relay {
     id: String,
     targets: Vec<PushTarget>,
     hls: Option<HlsWriter>,
     source: Option<Subscription>,
+    /// The configs outputs were last given (after any re-encoding), for targets added later.
+    sent_configs: SentConfigs,
     audio: Option<AudioStage>,
     rebaser: Rebaser,
     need_keyframe: bool,
@@ -119,6 +127,12 @@ impl Relay {
 
     /// To every output.
     fn emit(&mut self, m: &Arc<MediaMessage>) {
+        if let MediaMessage::Config(c) = &**m {
+            match c.kind {
+                TrackKind::Video => self.sent_configs.video = Some(m.clone()),
+                TrackKind::Audio => self.sent_configs.audio = Some(m.clone()),
+            }
+        }
         for t in &mut self.targets {
             t.offer(m);
         }
@@ -153,6 +167,28 @@ impl Relay {
         self.fan_out(&out);
     }
 
+    /// New targets start at the next keyframe with the current configs;
+    /// targets whose URL stays keep their connection.
+    fn set_targets(&mut self, urls: &[String]) {
+        self.targets.retain(|t| urls.contains(&t.url));
+        for url in urls {
+            if self.targets.iter().any(|t| &t.url == url) {
+                continue;
+            }
+            match PushTarget::spawn(url) {
+                Ok(mut t) => {
+                    let sent = &self.sent_configs;
+                    for c in [&sent.video, &sent.audio].into_iter().flatten() {
+                        t.offer(c);
+                    }
+                    self.targets.push(t);
+                }
+                Err(e) => tracing::warn!(task = %self.id, "rtmp target refused: {e}"),
+            }
+        }
+        tracing::info!(task = %self.id, targets = self.targets.len(), "rtmp targets updated");
+    }
+
     /// Forwards what the anchor already sent before the task stops.
     fn drain(&mut self) {
         while let Some(m) = self
@@ -168,7 +204,7 @@ impl Relay {
 pub async fn run(
     spec: RelaySpec,
     deps: Deps,
-    mut stop: oneshot::Receiver<()>,
+    mut control: mpsc::Receiver<super::Control>,
     status: watch::Sender<RelayStatus>,
 ) {
     let mut events = deps.rooms.subscribe();
@@ -180,6 +216,7 @@ pub async fn run(
             .as_ref()
             .map(|h| HlsWriter::spawn(deps.hls_root.join(&spec.stream), h.clone())),
         source: None,
+        sent_configs: SentConfigs::default(),
         audio: spec.audio_reencode.clone().map(AudioStage::spawn),
         rebaser: Rebaser::default(),
         need_keyframe: true,
@@ -197,7 +234,10 @@ pub async fn run(
 
     let reason = loop {
         tokio::select! {
-            _ = &mut stop => break "stopped by request".to_owned(),
+            c = control.recv() => match c {
+                Some(super::Control::SetTargets(urls)) => relay.set_targets(&urls),
+                Some(super::Control::Stop) | None => break "stopped by request".to_owned(),
+            },
             m = recv_stage(&mut relay.audio) => match m {
                 Some(m) => relay.emit(&m),
                 None => {

@@ -1,0 +1,215 @@
+//! The TRTC server API (Tencent Cloud API 3.0, service `trtc`, version
+//! `2019-07-22`) at `POST /` (and `GET /` with flattened query parameters).
+//!
+//! This module owns the envelope: body size limit, TC3-HMAC-SHA256
+//! verification against the configured credentials, version and action
+//! checks, `{"Response": {…, "RequestId"}}` answers with
+//! `Content-Type: application/json` exactly (the Python SDK ignores errors
+//! otherwise), and the TRTC error codes. Each action family has its file:
+//! `rooms` (DismissRoom, RemoveUser and their string-room twins) and
+//! `relay` (Start/Update/StopPublishCdnStream). Internal detail is logged,
+//! never echoed.
+
+mod params;
+mod relay;
+mod rooms;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use crate::auth::tc3::{self, SignedRequest};
+
+pub const VERSION: &str = "2019-07-22";
+
+/// A TRTC error: code and message, as the SDKs raise them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub type ApiResult = Result<Map<String, Value>, ApiError>;
+
+fn request_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+fn envelope(result: ApiResult, action: &str) -> Response {
+    let request_id = request_id();
+    let body = match result {
+        Ok(mut fields) => {
+            fields.insert("RequestId".into(), Value::String(request_id));
+            json!({ "Response": fields })
+        }
+        Err(e) => {
+            tracing::info!(action, code = e.code, "trtc api refused: {}", e.message);
+            json!({"Response": {"Error": {"Code": e.code, "Message": e.message}, "RequestId": request_id}})
+        }
+    };
+    let mut resp = (StatusCode::OK, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+pub async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let action = headers
+        .get("x-tc-action")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let result = process(&state, &method, &uri, &headers, body, &action).await;
+    envelope(result, &action)
+}
+
+async fn process(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    action: &str,
+) -> ApiResult {
+    let limit = state.config.http.max_body_bytes;
+    let body = to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            "RequestSizeLimitExceeded",
+            format!("The request body is larger than {limit} bytes."),
+        )
+    })?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let query = uri.query().unwrap_or("");
+    // The signed request borrows a non-Send closure: verify in its own scope.
+    verify(state, method, query, &header, &body)?;
+
+    match header("x-tc-version") {
+        Some(VERSION) => {}
+        Some(v) => {
+            return Err(ApiError::new(
+                "NoSuchVersion",
+                format!("The API version `{v}` does not exist; use {VERSION}."),
+            ));
+        }
+        None => {
+            return Err(ApiError::new(
+                "MissingParameter",
+                "The X-TC-Version header is missing.",
+            ));
+        }
+    }
+
+    let params: Value = if *method == Method::GET {
+        params::from_query(query)
+    } else if body.is_empty() {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|_| ApiError::new("InvalidParameter", "The request body is not valid JSON."))?
+    };
+    let Value::Object(params) = params else {
+        return Err(ApiError::new(
+            "InvalidParameter",
+            "The request body must be a JSON object.",
+        ));
+    };
+    let p = params::Params::new(&params);
+    match action {
+        "DismissRoom" => rooms::dismiss(state, &p, false).await,
+        "DismissRoomByStrRoomId" => rooms::dismiss(state, &p, true).await,
+        "RemoveUser" => rooms::remove_user(state, &p, false).await,
+        "RemoveUserByStrRoomId" => rooms::remove_user(state, &p, true).await,
+        "StartPublishCdnStream" => relay::start(state, &p),
+        "UpdatePublishCdnStream" => relay::update(state, &p),
+        "StopPublishCdnStream" => relay::stop(state, &p),
+        "CreateCloudRecording"
+        | "DescribeCloudRecording"
+        | "ModifyCloudRecording"
+        | "DeleteCloudRecording"
+        | "StartStreamIngest"
+        | "StopStreamIngest"
+        | "DescribeStreamIngest" => Err(ApiError::new(
+            "UnsupportedOperation",
+            format!("The action `{action}` is not available in this build of roomcast yet."),
+        )),
+        "" => Err(ApiError::new(
+            "MissingParameter",
+            "The X-TC-Action header is missing.",
+        )),
+        other => Err(ApiError::new(
+            "InvalidAction",
+            format!("The action `{other}` is not supported."),
+        )),
+    }
+}
+
+fn verify<'a>(
+    state: &AppState,
+    method: &'a Method,
+    query: &'a str,
+    header: &'a dyn Fn(&str) -> Option<&'a str>,
+    body: &'a [u8],
+) -> Result<(), ApiError> {
+    let signed = SignedRequest {
+        method: method.as_str(),
+        query: if *method == Method::GET { query } else { "" },
+        header,
+        body,
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    tc3::verify(&signed, now, state.config.api.max_clock_skew_secs, |id| {
+        state.config.api_key(id)
+    })
+    .map(|_| ())
+    .map_err(|e| {
+        let code = e.code();
+        let message = match e {
+            tc3::Tc3Error::SignatureFailure(_) => {
+                "The provided credentials could not be validated. Please check your signature is correct.".to_owned()
+            }
+            tc3::Tc3Error::SignatureExpire { max_skew } => format!(
+                "Signature expired. Timestamp and server time cannot differ by more than {max_skew} seconds."
+            ),
+            other => other.to_string(),
+        };
+        ApiError::new(code, message)
+    })
+}

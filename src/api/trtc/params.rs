@@ -1,0 +1,186 @@
+//! Reading API 3.0 parameters with TRTC's error codes.
+//!
+//! POST bodies are JSON; GET requests flatten them into the query string
+//! (`UserIds.0=a&UserIds.1=b`, `AgentParams.UserId=x`), which `from_query`
+//! folds back into JSON. Getters answer `MissingParameter.<Name>` or
+//! `InvalidParameter.<Name>` (falling back to the generic codes for names
+//! TRTC has no specific code for).
+
+use serde_json::{Map, Value};
+
+use super::ApiError;
+
+pub struct Params<'a> {
+    obj: &'a Map<String, Value>,
+}
+
+/// The specific codes TRTC defines; other names use the generic ones.
+fn missing_code(name: &str) -> &'static str {
+    match name {
+        "SdkAppId" => "MissingParameter.SdkAppId",
+        "RoomId" => "MissingParameter.RoomId",
+        "UserIds" => "MissingParameter.UserIds",
+        "TaskId" => "MissingParameter.TaskId",
+        _ => "MissingParameter",
+    }
+}
+
+fn invalid_code(name: &str) -> &'static str {
+    match name {
+        "SdkAppId" => "InvalidParameter.SdkAppId",
+        "RoomId" => "InvalidParameter.RoomId",
+        "UserIds" => "InvalidParameter.UserIds",
+        "TaskId" => "InvalidParameter.TaskId",
+        _ => "InvalidParameter",
+    }
+}
+
+pub fn missing(name: &str) -> ApiError {
+    ApiError::new(
+        missing_code(name),
+        format!("The parameter `{name}` is missing."),
+    )
+}
+
+pub fn invalid(name: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        invalid_code(name),
+        format!("The parameter `{name}` is invalid: {why}."),
+    )
+}
+
+impl<'a> Params<'a> {
+    pub fn new(obj: &'a Map<String, Value>) -> Params<'a> {
+        Params { obj }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a Value> {
+        self.obj.get(name).filter(|v| !v.is_null())
+    }
+
+    pub fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| invalid(name, "not an unsigned integer")),
+            // GET-flattened values arrive as strings.
+            Some(Value::String(s)) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| invalid(name, "not an unsigned integer")),
+            Some(_) => Err(invalid(name, "not an unsigned integer")),
+        }
+    }
+
+    pub fn req_u64(&self, name: &str) -> Result<u64, ApiError> {
+        self.u64(name)?.ok_or_else(|| missing(name))
+    }
+
+    pub fn str(&self, name: &str) -> Result<Option<&'a str>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(invalid(name, "not a string")),
+        }
+    }
+
+    pub fn req_str(&self, name: &str) -> Result<&'a str, ApiError> {
+        self.str(name)?.ok_or_else(|| missing(name))
+    }
+
+    pub fn object(&self, name: &str) -> Result<Option<Params<'a>>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Object(o)) => Ok(Some(Params::new(o))),
+            Some(_) => Err(invalid(name, "not an object")),
+        }
+    }
+
+    pub fn array(&self, name: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Array(a)) => Ok(Some(a)),
+            Some(_) => Err(invalid(name, "not an array")),
+        }
+    }
+}
+
+/// Folds `A.0=x&A.1=y&B.C=z` back into `{"A": ["x","y"], "B": {"C": "z"}}`.
+pub fn from_query(query: &str) -> Value {
+    let mut root = Value::Object(Map::new());
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let mut node = &mut root;
+        let parts: Vec<&str> = k.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let next_is_index = parts.get(i + 1).is_some_and(|p| p.parse::<usize>().is_ok());
+            let fresh = || {
+                if last {
+                    Value::String(v.to_string())
+                } else if next_is_index {
+                    Value::Array(Vec::new())
+                } else {
+                    Value::Object(Map::new())
+                }
+            };
+            node = match node {
+                Value::Object(m) => m.entry(part.to_string()).or_insert_with(fresh),
+                Value::Array(a) => {
+                    let Ok(idx) = part.parse::<usize>() else {
+                        break;
+                    };
+                    if idx > 1000 {
+                        break;
+                    }
+                    while a.len() <= idx {
+                        a.push(Value::Null);
+                    }
+                    if a[idx].is_null() {
+                        a[idx] = fresh();
+                    }
+                    &mut a[idx]
+                }
+                _ => break,
+            };
+        }
+    }
+    root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn folds_flattened_queries() {
+        assert_eq!(
+            from_query(
+                "SdkAppId=1400188366&RoomId=1234&UserIds.0=user_1&UserIds.1=user_2&AgentParams.UserId=bot"
+            ),
+            json!({"SdkAppId": "1400188366", "RoomId": "1234", "UserIds": ["user_1", "user_2"], "AgentParams": {"UserId": "bot"}})
+        );
+    }
+
+    #[test]
+    fn typed_getters_name_the_parameter() {
+        let v = json!({"SdkAppId": "x", "RoomId": 5, "Name": "n"});
+        let p = Params::new(v.as_object().unwrap());
+        assert_eq!(
+            p.req_u64("SdkAppId").unwrap_err().code,
+            "InvalidParameter.SdkAppId"
+        );
+        assert_eq!(
+            p.req_u64("TaskId").unwrap_err().code,
+            "MissingParameter.TaskId"
+        );
+        assert_eq!(
+            p.req_str("RoomId").unwrap_err().code,
+            "InvalidParameter.RoomId"
+        );
+        assert_eq!(p.req_str("Name").unwrap(), "n");
+        assert_eq!(p.req_str("Other").unwrap_err().code, "MissingParameter");
+    }
+}

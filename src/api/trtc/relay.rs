@@ -1,0 +1,266 @@
+//! StartPublishCdnStream, UpdatePublishCdnStream, StopPublishCdnStream,
+//! mapped onto relay tasks (the `passthrough` profile, overridden by the
+//! request). This build relays one anchor (WithTranscoding = 0); mixing
+//! (WithTranscoding = 1), pushing back into a room and SEI are answered with
+//! UnsupportedOperation rather than half-done.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::params::{Params, invalid, missing};
+use super::{ApiError, ApiResult};
+use crate::api::AppState;
+use crate::profile::{AudioCodec, AudioEncoding};
+use crate::relay::{RelayError, RelaySpec, TaskState, valid_stream_name};
+use crate::room::{RoomId, RoomKey, UserId};
+
+fn unsupported(what: &str) -> ApiError {
+    ApiError::new(
+        "UnsupportedOperation",
+        format!("{what} is not available in this build of roomcast."),
+    )
+}
+
+fn task_missing() -> ApiError {
+    ApiError::new(
+        "FailedOperation.TaskNotExist",
+        "The task does not exist or is stopped.",
+    )
+}
+
+fn relay_error(e: RelayError) -> ApiError {
+    match e {
+        RelayError::NoSuchTask => task_missing(),
+        RelayError::Finished => {
+            ApiError::new("FailedOperation.TaskFinished", "The task has finished.")
+        }
+        RelayError::Outdated { last } => ApiError::new(
+            "FailedOperation.RequestOutdated",
+            format!("SequenceNumber must be greater than {last}."),
+        ),
+        RelayError::TooMany(_) => {
+            ApiError::new("FailedOperation.RestrictedConcurrency", e.to_string())
+        }
+        RelayError::StreamInUse(_) | RelayError::Busy => {
+            ApiError::new("FailedOperation", e.to_string())
+        }
+        RelayError::Invalid(m) => ApiError::new("InvalidParameter", m),
+    }
+}
+
+/// PublishCdnParams: up to 10 `{PublishCdnUrl, IsTencentCdn}`.
+fn cdn_urls(p: &Params<'_>) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(list) = p.array("PublishCdnParams")? else {
+        return Ok(None);
+    };
+    if list.len() > 10 {
+        return Err(invalid("PublishCdnParams", "at most 10 CDN targets"));
+    }
+    let mut urls = Vec::with_capacity(list.len());
+    for v in list {
+        let Value::Object(o) = v else {
+            return Err(invalid("PublishCdnParams", "entries are objects"));
+        };
+        let url = Params::new(o).req_str("PublishCdnUrl")?;
+        crate::rtmp::push::PushUrl::parse(url).map_err(|e| invalid("PublishCdnUrl", e))?;
+        urls.push(url.to_owned());
+    }
+    Ok(Some(urls))
+}
+
+/// AudioParams.AudioEncode → the re-encoding settings.
+fn audio_encode(p: &Params<'_>) -> Result<Option<AudioEncoding>, ApiError> {
+    let Some(audio) = p.object("AudioParams")? else {
+        return Ok(None);
+    };
+    let Some(enc) = audio.object("AudioEncode")? else {
+        return Ok(None);
+    };
+    let sample_rate = enc.req_u64("SampleRate")?;
+    if ![48_000, 44_100, 32_000, 24_000, 16_000, 8_000].contains(&sample_rate) {
+        return Err(invalid(
+            "SampleRate",
+            "one of 48000, 44100, 32000, 24000, 16000, 8000",
+        ));
+    }
+    let channels = enc.req_u64("Channel")?;
+    if !(1..=2).contains(&channels) {
+        return Err(invalid("Channel", "1 or 2"));
+    }
+    let bitrate = enc.req_u64("BitRate")?;
+    if !(8..=500).contains(&bitrate) {
+        return Err(invalid("BitRate", "8 to 500 kbps"));
+    }
+    match enc.u64("Codec")?.unwrap_or(0) {
+        0 => {}
+        1 | 2 => return Err(unsupported("HE-AAC (this libavcodec has no libfdk_aac)")),
+        _ => return Err(invalid("Codec", "0, 1 or 2")),
+    }
+    Ok(Some(AudioEncoding {
+        sample_rate: sample_rate as u32,
+        channels: channels as u32,
+        bitrate_kbps: bitrate as u32,
+        codec: AudioCodec::AacLc,
+    }))
+}
+
+/// The anchor of a bypass relay: SingleSubscribeParams.UserMediaStream.
+fn single_user(p: &Params<'_>) -> Result<Option<UserId>, ApiError> {
+    let Some(single) = p.object("SingleSubscribeParams")? else {
+        return Ok(None);
+    };
+    let stream = single
+        .object("UserMediaStream")?
+        .ok_or_else(|| missing("UserMediaStream"))?;
+    if stream.u64("StreamType")?.unwrap_or(0) != 0 {
+        return Err(unsupported(
+            "Relaying a screen-share substream (StreamType 1)",
+        ));
+    }
+    let info = stream
+        .object("UserInfo")?
+        .ok_or_else(|| missing("UserInfo"))?;
+    let user = info.req_str("UserId")?;
+    UserId::new(user)
+        .map(Some)
+        .map_err(|e| invalid("UserId", e))
+}
+
+fn check_no_unsupported(p: &Params<'_>) -> Result<(), ApiError> {
+    if p.u64("WithTranscoding")? == Some(1) {
+        return Err(unsupported("Mixing (WithTranscoding = 1)"));
+    }
+    if p.array("FeedBackRoomParams")?
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(unsupported(
+            "Pushing the stream back into a room (FeedBackRoomParams)",
+        ));
+    }
+    if p.get("SeiParams").is_some() {
+        return Err(unsupported("SEI insertion (SeiParams)"));
+    }
+    if p.get("RecordParams").is_some() {
+        return Err(unsupported("Relay recording (RecordParams)"));
+    }
+    Ok(())
+}
+
+pub fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
+    let app = p.req_u64("SdkAppId")?;
+    if state.config.app_key(app).is_none() {
+        return Err(ApiError::new(
+            "InvalidParameter.SdkAppId",
+            "SdkAppId is incorrect.",
+        ));
+    }
+    let room_str = p.req_str("RoomId")?;
+    // RoomIdType here: 0 = integer room, 1 = string room.
+    let room = match p.req_u64("RoomIdType")? {
+        0 => RoomId::numeric(room_str),
+        1 => RoomId::string(room_str),
+        _ => return Err(invalid("RoomIdType", "0 (integer) or 1 (string)")),
+    }
+    .map_err(|e| invalid("RoomId", e))?;
+    let agent = p
+        .object("AgentParams")?
+        .ok_or_else(|| missing("AgentParams"))?;
+    UserId::new(agent.req_str("UserId")?).map_err(|e| invalid("AgentParams.UserId", e))?;
+    let max_idle = agent.u64("MaxIdleTime")?.unwrap_or(30);
+    if !(5..=86_400).contains(&max_idle) {
+        return Err(invalid("MaxIdleTime", "5 to 86400 seconds"));
+    }
+    p.req_u64("WithTranscoding")?;
+    check_no_unsupported(p)?;
+    let user = single_user(p)?.ok_or_else(|| missing("SingleSubscribeParams"))?;
+    let urls = cdn_urls(p)?.unwrap_or_default();
+    if urls.is_empty() {
+        return Err(missing("PublishCdnParams"));
+    }
+    let profile = state
+        .profiles
+        .iter()
+        .find(|p| p.name == "passthrough")
+        .ok_or_else(|| ApiError::new("InternalError", "No `passthrough` profile is loaded."))?;
+    let mut spec =
+        RelaySpec::for_anchor(RoomKey { app, room }, user, profile).map_err(relay_error)?;
+    // As in TRTC, audio is re-encoded with AudioEncode when it is given.
+    if let Some(a) = audio_encode(p)? {
+        spec.audio_reencode = Some(a);
+    }
+    spec.max_idle = Duration::from_secs(max_idle);
+    // The stream is named after the first CDN URL's last path segment.
+    if let Some(name) = urls[0]
+        .split('?')
+        .next()
+        .and_then(|u| u.rsplit('/').next())
+        .filter(|n| valid_stream_name(n))
+    {
+        spec.stream = name.to_owned();
+    }
+    spec.rtmp = urls;
+    let id = state.relays.start(spec).map_err(relay_error)?;
+    let mut out = Map::new();
+    out.insert("TaskId".into(), Value::String(id));
+    Ok(out)
+}
+
+/// The task named by SdkAppId + TaskId, if it belongs to that application.
+fn task(state: &AppState, p: &Params<'_>) -> Result<(String, RelaySpec, TaskState), ApiError> {
+    let app = p.req_u64("SdkAppId")?;
+    if state.config.app_key(app).is_none() {
+        return Err(ApiError::new(
+            "InvalidParameter.SdkAppId",
+            "SdkAppId is incorrect.",
+        ));
+    }
+    let id = p.req_str("TaskId")?;
+    let (spec, status) = state.relays.status(id).ok_or_else(task_missing)?;
+    if spec.room.app != app {
+        return Err(task_missing());
+    }
+    Ok((id.to_owned(), spec, status.state))
+}
+
+pub fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
+    let (id, spec, st) = task(state, p)?;
+    let seq = p.req_u64("SequenceNumber")?;
+    if matches!(st, TaskState::Stopped(_)) {
+        return Err(relay_error(RelayError::Finished));
+    }
+    check_no_unsupported(p)?;
+    if let Some(user) = single_user(p)?
+        && user != spec.user
+    {
+        return Err(unsupported("Switching the relayed anchor"));
+    }
+    if audio_encode(p)?.is_some_and(|a| Some(&a) != spec.audio_reencode.as_ref()) {
+        return Err(unsupported(
+            "Changing the audio encoding of a running relay",
+        ));
+    }
+    state
+        .relays
+        .advance_sequence(&id, seq)
+        .map_err(relay_error)?;
+    if let Some(urls) = cdn_urls(p)? {
+        state.relays.set_targets(&id, urls).map_err(relay_error)?;
+    }
+    let mut out = Map::new();
+    out.insert("TaskId".into(), Value::String(id));
+    Ok(out)
+}
+
+pub fn stop(state: &AppState, p: &Params<'_>) -> ApiResult {
+    let (id, _, st) = task(state, p)?;
+    if !matches!(st, TaskState::Stopped(_)) {
+        match state.relays.stop(&id) {
+            Ok(()) | Err(RelayError::Finished) => {}
+            Err(e) => return Err(relay_error(e)),
+        }
+    }
+    let mut out = Map::new();
+    out.insert("TaskId".into(), Value::String(id));
+    Ok(out)
+}

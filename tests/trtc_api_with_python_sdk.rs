@@ -1,0 +1,398 @@
+//! The TRTC server API driven by Tencent's official Python SDK
+//! (`tencentcloud-sdk-python-trtc`, installed in `.venv` by `make test`).
+
+mod common;
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::media::{Origin, Publisher, decode};
+use common::{Gateway, http};
+use futures_util::StreamExt;
+use roomcast::auth::usersig;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+static MEDIA: Mutex<()> = Mutex::new(());
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "api-test-key";
+const SECRET_ID: &str = "AKIDroomcastTEST";
+const SECRET_KEY: &str = "roomcastTESTsecret";
+
+fn config() -> String {
+    format!(
+        "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"{SECRET_ID}\"\nsecret_key = \"{SECRET_KEY}\"\n"
+    )
+}
+
+/// One SDK call: `{"ok": true, "response": …}` or `{"ok": false, "code": …}`.
+fn sdk_with(
+    gw: &Gateway,
+    id: &str,
+    key: &str,
+    action: &str,
+    params: Value,
+    extra: &[&str],
+) -> Value {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/trtc_sdk_call.py");
+    let endpoint = format!("127.0.0.1:{}", gw.http_port);
+    let out = Command::new(python)
+        .args([script, &endpoint, id, key, action, &params.to_string()])
+        .args(extra)
+        .env("NO_PROXY", "*")
+        .output()
+        .expect("the test venv (make test creates it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|_| panic!("{action}: {text}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn sdk(gw: &Gateway, action: &str, params: Value) -> Value {
+    sdk_with(gw, SECRET_ID, SECRET_KEY, action, params, &[])
+}
+
+fn code(v: &Value) -> &str {
+    v["code"].as_str().unwrap_or("OK")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn refusals_carry_the_codes_the_sdk_raises() {
+    let gw = Gateway::start(Some(&config()));
+    let dismiss = json!({"SdkAppId": APP, "RoomId": 1234});
+    let wrong_key = sdk_with(&gw, SECRET_ID, "wrong", "DismissRoom", dismiss.clone(), &[]);
+    assert_eq!(
+        code(&wrong_key),
+        "AuthFailure.SignatureFailure",
+        "{wrong_key}"
+    );
+    assert!(
+        wrong_key["request_id"]
+            .as_str()
+            .is_some_and(|r| r.len() == 36)
+    );
+    let stale = sdk_with(
+        &gw,
+        SECRET_ID,
+        SECRET_KEY,
+        "DismissRoom",
+        dismiss.clone(),
+        &["--skew", "-3600"],
+    );
+    assert_eq!(code(&stale), "AuthFailure.SignatureExpire", "{stale}");
+    let unknown_id = sdk_with(
+        &gw,
+        "AKIDnobody",
+        SECRET_KEY,
+        "DismissRoom",
+        dismiss.clone(),
+        &[],
+    );
+    assert_eq!(
+        code(&unknown_id),
+        "AuthFailure.SecretIdNotFound",
+        "{unknown_id}"
+    );
+    let unknown_action = sdk_with(
+        &gw,
+        SECRET_ID,
+        SECRET_KEY,
+        "DescribeNothing",
+        json!({}),
+        &["--raw"],
+    );
+    assert_eq!(code(&unknown_action), "InvalidAction", "{unknown_action}");
+    for (action, params, want) in [
+        (
+            "DismissRoom",
+            json!({"SdkAppId": APP, "RoomId": 1234}),
+            "FailedOperation.RoomNotExist",
+        ),
+        (
+            "DismissRoom",
+            json!({"SdkAppId": 42, "RoomId": 1234}),
+            "InvalidParameter.SdkAppId",
+        ),
+        (
+            "DismissRoom",
+            json!({"SdkAppId": APP, "RoomId": 0}),
+            "InvalidParameter.RoomId",
+        ),
+        (
+            "DismissRoom",
+            json!({"SdkAppId": APP}),
+            "MissingParameter.RoomId",
+        ),
+        (
+            "DismissRoomByStrRoomId",
+            json!({"SdkAppId": APP, "RoomId": "a*b"}),
+            "InvalidParameter.RoomId",
+        ),
+        (
+            "RemoveUser",
+            json!({"SdkAppId": APP, "RoomId": 1234, "UserIds": []}),
+            "InvalidParameter.UserIds",
+        ),
+        (
+            "RemoveUserByStrRoomId",
+            json!({"SdkAppId": APP, "RoomId": "r", "UserIds": ["a"]}),
+            "FailedOperation.RoomNotExist",
+        ),
+        (
+            "StopPublishCdnStream",
+            json!({"SdkAppId": APP, "TaskId": "relay-nope"}),
+            "FailedOperation.TaskNotExist",
+        ),
+        (
+            "UpdatePublishCdnStream",
+            json!({"SdkAppId": APP, "TaskId": "relay-nope", "SequenceNumber": 1}),
+            "FailedOperation.TaskNotExist",
+        ),
+        (
+            "CreateCloudRecording",
+            json!({"SdkAppId": APP, "RoomId": "r", "UserId": "u", "UserSig": "s", "RecordParams": {"RecordMode": 1}, "StorageParams": {}}),
+            "UnsupportedOperation",
+        ),
+        (
+            "StartPublishCdnStream",
+            json!({"SdkAppId": APP, "RoomId": "1", "RoomIdType": 0, "AgentParams": {"UserId": "bot"}, "WithTranscoding": 1, "PublishCdnParams": [{"PublishCdnUrl": "rtmp://127.0.0.1/live/x"}]}),
+            "UnsupportedOperation",
+        ),
+        (
+            "StartPublishCdnStream",
+            json!({"SdkAppId": APP, "RoomId": "1", "RoomIdType": 0, "AgentParams": {"UserId": "bot", "MaxIdleTime": 1}, "WithTranscoding": 0}),
+            "InvalidParameter",
+        ),
+        (
+            "StartPublishCdnStream",
+            json!({"SdkAppId": APP, "RoomId": "1", "RoomIdType": 0, "AgentParams": {"UserId": "bot"}, "WithTranscoding": 0, "SingleSubscribeParams": {"UserMediaStream": {"UserInfo": {"UserId": "a"}}}}),
+            "MissingParameter",
+        ),
+    ] {
+        let got = sdk(&gw, action, params.clone());
+        assert_eq!(code(&got), want, "{action} {params}: {got}");
+    }
+}
+
+#[test]
+fn envelope_is_exact_and_bodies_are_bounded() {
+    let gw = Gateway::start(Some(&config()));
+    let big = "x".repeat(2 << 20);
+    let (status, headers, body) = http(gw.http_port, "POST", "/", Some(&big)).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        headers.contains(&("content-type".into(), "application/json".into())),
+        "{headers:?}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["Response"]["Error"]["Code"], "RequestSizeLimitExceeded",
+        "{v}"
+    );
+    let (_, _, body) = http(gw.http_port, "POST", "/", Some("{}")).unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["Response"]["Error"]["Code"], "AuthFailure.InvalidAuthorization",
+        "{v}"
+    );
+}
+
+async fn ws(
+    gw: &Gateway,
+    room: &str,
+    user: &str,
+    extra: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let sig = usersig::generate(APP, KEY, user, 3600, now(), None);
+    let url = format!(
+        "ws://127.0.0.1:{}/v1/rooms/{room}/ws?sdkappid={APP}&userid={user}&usersig={sig}{extra}",
+        gw.http_port
+    );
+    let (mut s, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert!(matches!(
+        next(&mut s).await["type"].as_str(),
+        Some("welcome")
+    ));
+    s
+}
+
+async fn next(
+    s: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dismiss_and_remove_reach_the_room_engine() {
+    let gw = Gateway::start(Some(&config()));
+    let mut a = ws(&gw, "1234", "alice", "").await;
+    let mut b = ws(&gw, "1234", "bob", "").await;
+    assert_eq!(next(&mut a).await["type"], "user_entered");
+    let r = tokio::task::block_in_place(|| {
+        sdk(
+            &gw,
+            "RemoveUser",
+            json!({"SdkAppId": APP, "RoomId": 1234, "UserIds": ["bob"]}),
+        )
+    });
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(
+        next(&mut b).await,
+        json!({"type": "kicked", "reason": "removed"})
+    );
+    assert_eq!(
+        next(&mut a).await,
+        json!({"type": "user_exited", "userid": "bob", "reason": "removed"})
+    );
+    let r = tokio::task::block_in_place(|| {
+        sdk(&gw, "DismissRoom", json!({"SdkAppId": APP, "RoomId": 1234}))
+    });
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(
+        next(&mut a).await,
+        json!({"type": "kicked", "reason": "room_dismissed"})
+    );
+
+    // The string-room twins, and the SDK's GET variant.
+    let mut c = ws(&gw, "1234", "carol", "&roomtype=str").await;
+    let mut d = ws(&gw, "1234", "dave", "&roomtype=str").await;
+    let r = tokio::task::block_in_place(|| {
+        sdk_with(
+            &gw,
+            SECRET_ID,
+            SECRET_KEY,
+            "RemoveUserByStrRoomId",
+            json!({"SdkAppId": APP, "RoomId": "1234", "UserIds": ["dave"]}),
+            &["--get"],
+        )
+    });
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(next(&mut d).await["reason"], "removed");
+    assert_eq!(next(&mut c).await["type"], "user_entered");
+    assert_eq!(next(&mut c).await["type"], "user_exited");
+    let r = tokio::task::block_in_place(|| {
+        sdk(
+            &gw,
+            "DismissRoomByStrRoomId",
+            json!({"SdkAppId": APP, "RoomId": "1234"}),
+        )
+    });
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(next(&mut c).await["reason"], "room_dismissed");
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn bypass_relay_started_updated_and_stopped_by_the_sdk() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let origin = Origin::start();
+    let start = json!({
+        "SdkAppId": APP, "RoomId": "live-1", "RoomIdType": 1,
+        "AgentParams": {"UserId": "relay_robot", "MaxIdleTime": 30},
+        "WithTranscoding": 0,
+        "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}},
+        "SingleSubscribeParams": {"UserMediaStream": {"UserInfo": {"UserId": "host", "RoomId": "live-1", "RoomIdType": 1}}},
+        "PublishCdnParams": [{"PublishCdnUrl": origin.url("sdk1"), "IsTencentCdn": 0}],
+    });
+    let r = sdk(&gw, "StartPublishCdnStream", start);
+    assert_eq!(r["ok"], true, "{r}");
+    let task_id = r["response"]["TaskId"].as_str().unwrap().to_owned();
+
+    let log = gw.log_text();
+    let line = log.lines().find(|l| l.contains("RTMP listening")).unwrap();
+    let rtmp_port: u16 = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sig = usersig::generate(APP, KEY, "host", 3600, now(), None);
+    let url = format!(
+        "rtmp://127.0.0.1:{rtmp_port}/push/live-1?sdkappid={APP}&userid=host&usersig={sig}"
+    );
+    let mut obs = Publisher::start(&url, 14, &gw.dir.0);
+    wait_for("first target", Duration::from_secs(10), || {
+        !origin.recordings("sdk1").is_empty()
+    });
+
+    let update = |seq: u64, urls: &[String]| {
+        let targets: Vec<Value> = urls
+            .iter()
+            .map(|u| json!({"PublishCdnUrl": u, "IsTencentCdn": 0}))
+            .collect();
+        sdk(
+            &gw,
+            "UpdatePublishCdnStream",
+            json!({"SdkAppId": APP, "TaskId": task_id, "SequenceNumber": seq, "PublishCdnParams": targets}),
+        )
+    };
+    let r = update(1, &[origin.url("sdk1"), origin.url("sdk2")]);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["response"]["TaskId"], task_id.as_str());
+    wait_for("second target", Duration::from_secs(10), || {
+        !origin.recordings("sdk2").is_empty()
+    });
+    let stale = update(1, &[origin.url("sdk1")]);
+    assert_eq!(code(&stale), "FailedOperation.RequestOutdated", "{stale}");
+    std::thread::sleep(Duration::from_secs(3));
+
+    let r = sdk(
+        &gw,
+        "StopPublishCdnStream",
+        json!({"SdkAppId": APP, "TaskId": task_id}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let after = update(2, &[origin.url("sdk1")]);
+    assert_eq!(code(&after), "FailedOperation.TaskFinished", "{after}");
+    assert!(obs.wait(Duration::from_secs(30)).unwrap().success());
+
+    assert_eq!(
+        origin.recordings("sdk1").len(),
+        1,
+        "the first target stayed connected through the update"
+    );
+    for name in ["sdk1", "sdk2"] {
+        let rec = &origin.recordings(name)[0];
+        let (errors, duration) = decode(rec.to_str().unwrap());
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+        assert!(duration > 2.0, "{name}: {duration}");
+        let streams = common::media::probe_streams(rec.to_str().unwrap());
+        let audio = streams.iter().find(|s| s["codec_type"] == "audio").unwrap();
+        assert_eq!(
+            audio["sample_rate"], "48000",
+            "AudioEncode applied: {streams:?}"
+        );
+    }
+}
