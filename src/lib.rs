@@ -19,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod hls;
 pub mod media;
+pub mod mix;
 pub mod profile;
 pub mod relay;
 pub mod room;

@@ -1,0 +1,6 @@
+//! MixTranscoding: several anchors decoded, composed by layout, mixed and
+//! re-encoded into one stream.
+//!
+//! `layout` is the pure geometry of TRTC's layout modes.
+
+pub mod layout;
