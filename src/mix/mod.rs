@@ -3,4 +3,6 @@
 //!
 //! `layout` is the pure geometry of TRTC's layout modes.
 
+pub mod h264;
 pub mod layout;
+pub mod video;

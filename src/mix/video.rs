@@ -1,0 +1,405 @@
+//! Video stages of a mix: H.264 decode per input, the canvas anchors are
+//! composed on (libswscale, buffers reused), and the libx264 encoder.
+//!
+//! Blocking CPU work, called only from the mix thread.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use ffmpeg_next as ff;
+
+use super::h264;
+use super::layout::{Placement, Rect};
+use crate::media::{Codec, EncodedFrame, TimeBase, TrackConfig, TrackKind};
+use crate::profile::{Background, H264Profile, RenderMode, Rgb, VideoEncoding};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VideoError {
+    #[error("libav: {0}")]
+    Av(#[from] ff::Error),
+    #[error("no {0} in this libavcodec")]
+    NoCodec(&'static str),
+}
+
+/// Copies `data` into a codec context's extradata (libav-allocated, padded).
+///
+/// # Safety
+/// `ctx` must be a valid, not yet opened codec context.
+unsafe fn set_extradata(ctx: *mut ff::ffi::AVCodecContext, data: &[u8]) {
+    unsafe {
+        let buf = ff::ffi::av_mallocz(data.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
+        if !buf.is_null() {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
+            (*ctx).extradata = buf;
+            (*ctx).extradata_size = data.len() as i32;
+        }
+    }
+}
+
+/// One input's H.264 decoder, rebuilt when its configuration changes.
+pub struct VideoDecoder {
+    decoder: ff::decoder::Video,
+    config: Bytes,
+    frame: ff::frame::Video,
+    scratch: ff::frame::Video,
+}
+
+impl VideoDecoder {
+    pub fn new(config: &TrackConfig) -> Result<VideoDecoder, VideoError> {
+        let codec = ff::decoder::find(ff::codec::Id::H264).ok_or(VideoError::NoCodec("H.264 decoder"))?;
+        let mut ctx = ff::codec::context::Context::new_with_codec(codec);
+        unsafe { set_extradata(ctx.as_mut_ptr(), &config.extradata) };
+        Ok(VideoDecoder {
+            decoder: ctx.decoder().video()?,
+            config: config.extradata.clone(),
+            frame: ff::frame::Video::empty(),
+            scratch: ff::frame::Video::empty(),
+        })
+    }
+
+    pub fn config(&self) -> &Bytes {
+        &self.config
+    }
+
+    /// Decodes one access unit; `Ok(true)` when a new picture is in `picture()`.
+    pub fn push(&mut self, f: &EncodedFrame) -> Result<bool, VideoError> {
+        let mut pkt = ff::Packet::copy(&f.data);
+        pkt.set_pts(Some(f.pts));
+        pkt.set_dts(Some(f.dts));
+        if f.keyframe {
+            pkt.set_flags(ff::packet::Flags::KEY);
+        }
+        self.decoder.send_packet(&pkt)?;
+        // receive_frame clears its frame even when it has nothing (EAGAIN),
+        // so decode into a scratch frame and keep the last picture.
+        let mut got = false;
+        while self.decoder.receive_frame(&mut self.scratch).is_ok() {
+            std::mem::swap(&mut self.frame, &mut self.scratch);
+            got = true;
+        }
+        Ok(got)
+    }
+
+    pub fn picture(&self) -> &ff::frame::Video {
+        &self.frame
+    }
+}
+
+/// BT.601 limited-range YUV of an RGB colour.
+pub fn yuv(c: Rgb) -> (u8, u8, u8) {
+    let (r, g, b) = (f64::from(c.0), f64::from(c.1), f64::from(c.2));
+    let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
+    let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
+    let v = 128.0 + 0.439 * r - 0.368 * g - 0.071 * b;
+    (y.round() as u8, u.round() as u8, v.round() as u8)
+}
+
+fn colour_of(b: &Background) -> Rgb {
+    match b {
+        Background::Color(c) => *c,
+        // Image backgrounds are refused before a mix starts.
+        Background::Image(_) => Rgb(0, 0, 0),
+    }
+}
+
+/// The mixed picture, reused frame after frame.
+pub struct Canvas {
+    frame: ff::frame::Video,
+    background: (u8, u8, u8),
+    /// Scaled copies of inputs, by (user, target size); scalers by (source, target).
+    scaled: HashMap<(String, u32, u32), ff::frame::Video>,
+    scalers: HashMap<(u32, u32, i32, u32, u32), ff::software::scaling::Context>,
+}
+
+impl Canvas {
+    pub fn new(width: u32, height: u32, background: &Background) -> Canvas {
+        Canvas {
+            frame: ff::frame::Video::new(ff::format::Pixel::YUV420P, width, height),
+            background: yuv(colour_of(background)),
+            scaled: HashMap::new(),
+            scalers: HashMap::new(),
+        }
+    }
+
+    pub fn set_background(&mut self, background: &Background) {
+        self.background = yuv(colour_of(background));
+    }
+
+    pub fn frame(&self) -> &ff::frame::Video {
+        &self.frame
+    }
+
+    fn fill(&mut self, r: Rect, (y, u, v): (u8, u8, u8)) {
+        let (w, h) = (self.frame.width(), self.frame.height());
+        let r = clip(r, w, h);
+        for (plane, val, shift) in [(0, y, 0), (1, u, 1), (2, v, 1)] {
+            let stride = self.frame.stride(plane);
+            let data = self.frame.data_mut(plane);
+            for row in (r.y >> shift)..((r.y + r.h) >> shift) {
+                let start = row as usize * stride + (r.x >> shift) as usize;
+                let len = (r.w >> shift) as usize;
+                data[start..start + len].fill(val);
+            }
+        }
+    }
+
+    /// Draws one frame: background, then every placement bottom to top,
+    /// each anchor's latest picture or its placeholder colour.
+    pub fn compose(
+        &mut self,
+        placements: &[Placement],
+        pictures: &HashMap<String, &ff::frame::Video>,
+    ) -> Result<(), VideoError> {
+        let (w, h) = (self.frame.width(), self.frame.height());
+        self.fill(Rect { x: 0, y: 0, w, h }, self.background);
+        for p in placements {
+            let pic = p.user.as_ref().and_then(|u| pictures.get(u).map(|f| (u, *f)));
+            match pic {
+                Some((user, src)) if src.width() > 0 && src.height() > 0 => {
+                    self.draw(user, src, p.rect, p.render)?;
+                }
+                _ => self.fill(p.rect, yuv(colour_of(&p.placeholder))),
+            }
+        }
+        Ok(())
+    }
+
+    fn draw(&mut self, user: &str, src: &ff::frame::Video, cell: Rect, mode: RenderMode) -> Result<(), VideoError> {
+        let (sw, sh) = (src.width(), src.height());
+        // The scaled size, and which part of it lands where in the cell.
+        let (tw, th) = match mode {
+            RenderMode::Stretch => (cell.w, cell.h),
+            RenderMode::Crop | RenderMode::Fit => {
+                let sx = f64::from(cell.w) / f64::from(sw);
+                let sy = f64::from(cell.h) / f64::from(sh);
+                let s = if mode == RenderMode::Crop { sx.max(sy) } else { sx.min(sy) };
+                (
+                    ((f64::from(sw) * s).round() as u32).max(2) & !1,
+                    ((f64::from(sh) * s).round() as u32).max(2) & !1,
+                )
+            }
+        };
+        if mode == RenderMode::Fit {
+            self.fill(cell, self.background);
+        }
+        let key = (
+            src.width(),
+            src.height(),
+            ff::ffi::AVPixelFormat::from(src.format()) as i32,
+            tw,
+            th,
+        );
+        if !self.scalers.contains_key(&key) {
+            let ctx = ff::software::scaling::Context::get(
+                src.format(),
+                sw,
+                sh,
+                ff::format::Pixel::YUV420P,
+                tw,
+                th,
+                ff::software::scaling::Flags::BILINEAR,
+            )?;
+            self.scalers.insert(key, ctx);
+        }
+        let scaler = self.scalers.get_mut(&key).expect("inserted");
+        let out = self
+            .scaled
+            .entry((user.to_owned(), tw, th))
+            .or_insert_with(|| ff::frame::Video::new(ff::format::Pixel::YUV420P, tw, th));
+        scaler.run(src, out)?;
+        // Crop: the centre of the scaled picture; fit: the picture centred in the cell.
+        let (ox, oy) = ((tw.saturating_sub(cell.w) / 2) & !1, (th.saturating_sub(cell.h) / 2) & !1);
+        let (dx, dy) = ((cell.w.saturating_sub(tw) / 2) & !1, (cell.h.saturating_sub(th) / 2) & !1);
+        let (cw, ch) = (tw.min(cell.w), th.min(cell.h));
+        let dst = clip(Rect { x: cell.x + dx, y: cell.y + dy, w: cw, h: ch }, self.frame.width(), self.frame.height());
+        for plane in 0..3 {
+            let shift = if plane == 0 { 0 } else { 1 };
+            let s_stride = out.stride(plane);
+            let d_stride = self.frame.stride(plane);
+            let src_data = out.data(plane);
+            let dst_data = self.frame.data_mut(plane);
+            let len = (dst.w >> shift) as usize;
+            for row in 0..(dst.h >> shift) as usize {
+                let s = ((oy >> shift) as usize + row) * s_stride + (ox >> shift) as usize;
+                let d = ((dst.y >> shift) as usize + row) * d_stride + (dst.x >> shift) as usize;
+                dst_data[d..d + len].copy_from_slice(&src_data[s..s + len]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets scaled copies of inputs no longer shown.
+    pub fn retain_users(&mut self, users: &[&str]) {
+        self.scaled.retain(|(u, _, _), _| users.contains(&u.as_str()));
+    }
+}
+
+fn clip(r: Rect, w: u32, h: u32) -> Rect {
+    let x = r.x.min(w);
+    let y = r.y.min(h);
+    Rect {
+        x,
+        y,
+        w: r.w.min(w - x) & !1,
+        h: r.h.min(h - y) & !1,
+    }
+}
+
+/// The libx264 encoder of a mix, producing AVCC frames in milliseconds.
+pub struct VideoEncoder {
+    encoder: ff::encoder::Video,
+    config: TrackConfig,
+    fps: u32,
+}
+
+impl VideoEncoder {
+    pub fn new(v: &VideoEncoding) -> Result<VideoEncoder, VideoError> {
+        let codec = ff::encoder::find_by_name("libx264").ok_or(VideoError::NoCodec("libx264"))?;
+        let mut ctx = ff::codec::context::Context::new_with_codec(codec);
+        ctx.set_flags(ff::codec::Flags::GLOBAL_HEADER);
+        let mut enc = ctx.encoder().video()?;
+        enc.set_width(v.width);
+        enc.set_height(v.height);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base(ff::Rational::new(1, v.fps as i32));
+        enc.set_frame_rate(Some(ff::Rational::new(v.fps as i32, 1)));
+        enc.set_gop(v.fps * v.gop_seconds);
+        enc.set_max_b_frames(v.bframes as usize);
+        let bps = v.bitrate_kbps as usize * 1000;
+        enc.set_bit_rate(bps);
+        enc.set_max_bit_rate(bps);
+        unsafe {
+            // VBV of one second: CBR-like for CDNs.
+            (*enc.as_mut_ptr()).rc_buffer_size = bps as i32;
+        }
+        let mut opts = ff::Dictionary::new();
+        opts.set("preset", &v.preset);
+        opts.set(
+            "profile",
+            match v.profile {
+                H264Profile::Baseline => "baseline",
+                H264Profile::Main => "main",
+                H264Profile::High => "high",
+            },
+        );
+        if let Some(t) = &v.tune {
+            opts.set("tune", t);
+        }
+        // Keyframes exactly every GOP, so HLS segments and CDN joins line up.
+        opts.set("x264-params", &format!("keyint={0}:min-keyint={0}:scenecut=0", v.fps * v.gop_seconds));
+        let encoder = enc.open_as_with(codec, opts)?;
+        let headers = unsafe {
+            let ctx = encoder.as_ptr();
+            std::slice::from_raw_parts((*ctx).extradata, (*ctx).extradata_size.max(0) as usize).to_vec()
+        };
+        let record = h264::avcc_record(&headers).ok_or(VideoError::NoCodec("SPS/PPS from libx264"))?;
+        Ok(VideoEncoder {
+            encoder,
+            config: TrackConfig {
+                kind: TrackKind::Video,
+                codec: Codec::H264,
+                extradata: record,
+            },
+            fps: v.fps,
+        })
+    }
+
+    pub fn config(&self) -> &TrackConfig {
+        &self.config
+    }
+
+    /// Encodes the canvas as output frame number `n`.
+    pub fn encode(&mut self, canvas: &ff::frame::Video, n: i64) -> Result<Vec<EncodedFrame>, VideoError> {
+        let mut frame = canvas.clone();
+        frame.set_pts(Some(n));
+        self.encoder.send_frame(&frame)?;
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Result<Vec<EncodedFrame>, VideoError> {
+        let tb = TimeBase { num: 1, den: self.fps };
+        let mut out = Vec::new();
+        let mut pkt = ff::Packet::empty();
+        while self.encoder.receive_packet(&mut pkt).is_ok() {
+            let data = h264::annexb_to_avcc(pkt.data().unwrap_or_default());
+            if data.is_empty() {
+                continue;
+            }
+            let pts = tb.rescale(pkt.pts().unwrap_or(0), TimeBase::MILLIS);
+            let dts = tb.rescale(pkt.dts().unwrap_or(0), TimeBase::MILLIS);
+            out.push(EncodedFrame {
+                kind: TrackKind::Video,
+                codec: Codec::H264,
+                pts,
+                dts,
+                time_base: TimeBase::MILLIS,
+                keyframe: pkt.is_key(),
+                data,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_in_limited_range() {
+        assert_eq!(yuv(Rgb(0, 0, 0)), (16, 128, 128));
+        assert_eq!(yuv(Rgb(255, 255, 255)), (235, 128, 128));
+        let (y, u, v) = yuv(Rgb(255, 0, 0));
+        assert!(y < 90 && u < 110 && v > 230, "{y} {u} {v}");
+    }
+
+    #[test]
+    fn encodes_a_canvas_and_decodes_it_back() {
+        ff::init().unwrap();
+        let v = VideoEncoding {
+            width: 320,
+            height: 180,
+            fps: 25,
+            bitrate_kbps: 300,
+            gop_seconds: 1,
+            preset: "ultrafast".into(),
+            profile: H264Profile::High,
+            tune: Some("zerolatency".into()),
+            bframes: 0,
+        };
+        let mut enc = VideoEncoder::new(&v).unwrap();
+        let mut canvas = Canvas::new(320, 180, &Background::Color(Rgb(0, 0, 255)));
+        let placement = Placement {
+            user: None,
+            rect: Rect { x: 0, y: 0, w: 160, h: 180 },
+            z: 0,
+            render: RenderMode::Crop,
+            placeholder: Background::Color(Rgb(255, 0, 0)),
+        };
+        let mut frames = Vec::new();
+        for n in 0..30 {
+            canvas.compose(std::slice::from_ref(&placement), &HashMap::new()).unwrap();
+            frames.extend(enc.encode(canvas.frame(), n).unwrap());
+        }
+        assert!(frames.len() >= 25, "{}", frames.len());
+        assert!(frames[0].keyframe);
+        assert_eq!(frames.iter().filter(|f| f.keyframe).count(), 2, "one keyframe per second");
+        assert_eq!(frames[1].pts, 40);
+        let mut dec = VideoDecoder::new(enc.config()).unwrap();
+        let mut got = false;
+        for f in &frames {
+            got |= dec.push(f).unwrap();
+        }
+        assert!(got);
+        let pic = dec.picture();
+        assert_eq!((pic.width(), pic.height()), (320, 180));
+        let (ry, _, rv) = yuv(Rgb(255, 0, 0));
+        let y_left = pic.data(0)[90 * pic.stride(0) + 40];
+        let v_left = pic.data(2)[45 * pic.stride(2) + 20];
+        assert!((i32::from(y_left) - i32::from(ry)).abs() < 8, "{y_left}");
+        assert!((i32::from(v_left) - i32::from(rv)).abs() < 8, "{v_left}");
+        let (by, _, _) = yuv(Rgb(0, 0, 255));
+        let y_right = pic.data(0)[90 * pic.stride(0) + 280];
+        assert!((i32::from(y_right) - i32::from(by)).abs() < 8, "{y_right}");
+    }
+}
