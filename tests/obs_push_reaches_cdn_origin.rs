@@ -324,7 +324,7 @@ fn relay_admin_path_refuses_bad_requests() {
         ),
         (
             json!({"sdkappid": APP, "room": "r", "userid": "u", "profile": "grid-720p"}),
-            "mixing anchors",
+            "mixes every anchor",
         ),
         (
             json!({"sdkappid": APP, "room": "r", "userid": "u", "rtmp": ["http://x/y/z"]}),

@@ -39,7 +39,8 @@ pub struct StartRelay {
     sdkappid: u64,
     room: String,
     roomtype: Option<String>,
-    userid: String,
+    /// The anchor of a passthrough relay; absent for a mix profile.
+    userid: Option<String>,
     #[serde(default = "default_profile")]
     profile: String,
     rtmp: Option<Vec<String>>,
@@ -79,7 +80,7 @@ pub async fn start(
         Ok(r) => r,
         Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let user = match UserId::new(&req.userid) {
+    let user = match req.userid.as_deref().map(UserId::new).transpose() {
         Ok(u) => u,
         Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
     };
@@ -109,7 +110,11 @@ pub async fn start(
         app: req.sdkappid,
         room,
     };
-    let mut spec = match RelaySpec::for_anchor(key, user, profile) {
+    let spec = match user {
+        Some(user) => RelaySpec::for_anchor(key, user, profile),
+        None => RelaySpec::for_mix(key, profile),
+    };
+    let mut spec = match spec {
         Ok(s) => s,
         Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
     };
@@ -184,7 +189,8 @@ fn status_json(spec: &RelaySpec, st: &RelayStatus) -> Value {
         "task_id": spec.id,
         "sdkappid": spec.room.app,
         "room": spec.room.room.to_string(),
-        "userid": spec.user.as_str(),
+        "userid": spec.user.as_ref().map(UserId::as_str),
+        "mix": spec.mix.is_some(),
         "stream": spec.stream,
         "state": state,
         "reason": reason,

@@ -24,24 +24,27 @@ pub enum AacError {
     NoCodec(&'static str),
 }
 
-pub struct AacReencoder {
-    decoder: ff::decoder::Audio,
-    resampler: Option<ff::software::resampling::Context>,
-    encoder: ff::encoder::Audio,
-    config: TrackConfig,
-    rate: u32,
-    channels: usize,
-    frame_size: usize,
-    /// Resampled samples waiting for a full encoder frame, per channel (planar f32).
-    pending: Vec<Vec<f32>>,
-    /// Output time of the first sample (ms), samples sent to the encoder, packets out.
-    base_ms: Option<i64>,
-    emitted: i64,
-    packets: i64,
+fn layout_for(channels: usize) -> ff::ChannelLayout {
+    if channels == 1 {
+        ff::ChannelLayout::MONO
+    } else {
+        ff::ChannelLayout::STEREO
+    }
 }
 
-impl AacReencoder {
-    pub fn new(input: &TrackConfig, out: &AudioEncoding) -> Result<AacReencoder, AacError> {
+const PLANAR_F32: ff::format::Sample = ff::format::Sample::F32(ff::format::sample::Type::Planar);
+
+/// AAC frames in, planar f32 samples at a chosen rate and channel count out.
+pub struct AacDecoder {
+    decoder: ff::decoder::Audio,
+    resampler: Option<ff::software::resampling::Context>,
+    rate: u32,
+    channels: usize,
+    scratch: ff::frame::Audio,
+}
+
+impl AacDecoder {
+    pub fn new(input: &TrackConfig, rate: u32, channels: usize) -> Result<AacDecoder, AacError> {
         ff::init()?;
         let dcodec =
             ff::decoder::find(ff::codec::Id::AAC).ok_or(AacError::NoCodec("AAC decoder"))?;
@@ -57,79 +60,33 @@ impl AacReencoder {
                 (*ctx).extradata_size = len as i32;
             }
         }
-        let decoder = dctx.decoder().audio()?;
-
-        let ecodec =
-            ff::encoder::find(ff::codec::Id::AAC).ok_or(AacError::NoCodec("AAC encoder"))?;
-        let mut ectx = ff::codec::context::Context::new_with_codec(ecodec);
-        ectx.set_flags(ff::codec::Flags::GLOBAL_HEADER);
-        let mut enc = ectx.encoder().audio()?;
-        let layout = if out.channels == 1 {
-            ff::ChannelLayout::MONO
-        } else {
-            ff::ChannelLayout::STEREO
-        };
-        enc.set_rate(out.sample_rate as i32);
-        enc.set_channel_layout(layout);
-        enc.set_channels(out.channels as i32);
-        enc.set_format(ff::format::Sample::F32(ff::format::sample::Type::Planar));
-        enc.set_bit_rate(out.bitrate_kbps as usize * 1000);
-        enc.set_time_base(ff::Rational::new(1, out.sample_rate as i32));
-        let encoder = enc.open_as(ecodec)?;
-        let extradata = unsafe {
-            let ctx = encoder.as_ptr();
-            std::slice::from_raw_parts((*ctx).extradata, (*ctx).extradata_size.max(0) as usize)
-                .to_vec()
-        };
-        let frame_size = (encoder.frame_size() as usize).max(1);
-        Ok(AacReencoder {
-            decoder,
+        Ok(AacDecoder {
+            decoder: dctx.decoder().audio()?,
             resampler: None,
-            encoder,
-            config: TrackConfig {
-                kind: TrackKind::Audio,
-                codec: Codec::Aac,
-                extradata: Bytes::from(extradata),
-            },
-            rate: out.sample_rate,
-            channels: out.channels as usize,
-            frame_size,
-            pending: vec![Vec::new(); out.channels as usize],
-            base_ms: None,
-            emitted: 0,
-            packets: 0,
+            rate,
+            channels,
+            scratch: ff::frame::Audio::empty(),
         })
     }
 
-    /// The output's AudioSpecificConfig.
-    pub fn config(&self) -> &TrackConfig {
-        &self.config
-    }
-
-    /// Decodes one AAC frame and returns the re-encoded frames it completes.
-    pub fn push(&mut self, f: &EncodedFrame) -> Result<Vec<EncodedFrame>, AacError> {
-        if self.base_ms.is_none() {
-            self.base_ms = Some(f.time_base.rescale(f.pts, TimeBase::MILLIS));
-        }
+    /// Decodes one frame and appends its samples to `out` (one Vec per channel).
+    pub fn push(&mut self, f: &EncodedFrame, out: &mut [Vec<f32>]) -> Result<(), AacError> {
         let mut pkt = ff::Packet::copy(&f.data);
         pkt.set_pts(Some(f.pts));
         self.decoder.send_packet(&pkt)?;
-        let mut decoded = ff::frame::Audio::empty();
-        let mut out = Vec::new();
-        while self.decoder.receive_frame(&mut decoded).is_ok() {
-            self.resample_into_pending(&decoded)?;
-            self.encode_ready(&mut out)?;
+        while self.decoder.receive_frame(&mut self.scratch).is_ok() {
+            let decoded = std::mem::replace(&mut self.scratch, ff::frame::Audio::empty());
+            self.resample_into(&decoded, out)?;
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn resample_into_pending(&mut self, decoded: &ff::frame::Audio) -> Result<(), AacError> {
-        let layout = if self.channels == 1 {
-            ff::ChannelLayout::MONO
-        } else {
-            ff::ChannelLayout::STEREO
-        };
-        let target = ff::format::Sample::F32(ff::format::sample::Type::Planar);
+    /// Resamples planar/interleaved PCM of any layout into `out`.
+    pub fn resample_into(
+        &mut self,
+        decoded: &ff::frame::Audio,
+        out: &mut [Vec<f32>],
+    ) -> Result<(), AacError> {
         let rs = match &mut self.resampler {
             Some(r) => r,
             None => {
@@ -143,8 +100,8 @@ impl AacReencoder {
                         decoded.format(),
                         in_layout,
                         decoded.rate(),
-                        target,
-                        layout,
+                        PLANAR_F32,
+                        layout_for(self.channels),
                         self.rate,
                     )?)
             }
@@ -152,57 +109,156 @@ impl AacReencoder {
         let mut converted = ff::frame::Audio::empty();
         rs.run(decoded, &mut converted)?;
         let n = converted.samples();
-        for (ch, buf) in self.pending.iter_mut().enumerate() {
+        for (ch, buf) in out.iter_mut().enumerate().take(self.channels) {
             buf.extend_from_slice(&converted.plane::<f32>(ch)[..n]);
         }
         Ok(())
     }
+}
 
-    fn encode_ready(&mut self, out: &mut Vec<EncodedFrame>) -> Result<(), AacError> {
-        let layout = if self.channels == 1 {
-            ff::ChannelLayout::MONO
-        } else {
-            ff::ChannelLayout::STEREO
+/// Planar f32 samples in, AAC-LC frames out with steady timestamps.
+pub struct AacEncoder {
+    encoder: ff::encoder::Audio,
+    config: TrackConfig,
+    rate: u32,
+    channels: usize,
+    frame_size: usize,
+    sent: i64,
+    packets: i64,
+}
+
+impl AacEncoder {
+    pub fn new(out: &AudioEncoding) -> Result<AacEncoder, AacError> {
+        ff::init()?;
+        let ecodec =
+            ff::encoder::find(ff::codec::Id::AAC).ok_or(AacError::NoCodec("AAC encoder"))?;
+        let mut ectx = ff::codec::context::Context::new_with_codec(ecodec);
+        ectx.set_flags(ff::codec::Flags::GLOBAL_HEADER);
+        let mut enc = ectx.encoder().audio()?;
+        enc.set_rate(out.sample_rate as i32);
+        enc.set_channel_layout(layout_for(out.channels as usize));
+        enc.set_channels(out.channels as i32);
+        enc.set_format(PLANAR_F32);
+        enc.set_bit_rate(out.bitrate_kbps as usize * 1000);
+        enc.set_time_base(ff::Rational::new(1, out.sample_rate as i32));
+        let encoder = enc.open_as(ecodec)?;
+        let extradata = unsafe {
+            let ctx = encoder.as_ptr();
+            std::slice::from_raw_parts((*ctx).extradata, (*ctx).extradata_size.max(0) as usize)
+                .to_vec()
         };
-        while self.pending[0].len() >= self.frame_size {
-            let mut frame = ff::frame::Audio::new(
-                ff::format::Sample::F32(ff::format::sample::Type::Planar),
-                self.frame_size,
-                layout,
-            );
-            frame.set_rate(self.rate);
-            for (ch, buf) in self.pending.iter_mut().enumerate() {
-                frame
-                    .plane_mut::<f32>(ch)
-                    .copy_from_slice(&buf[..self.frame_size]);
-                buf.drain(..self.frame_size);
-            }
-            frame.set_pts(Some(self.emitted));
-            self.emitted += self.frame_size as i64;
-            self.encoder.send_frame(&frame)?;
-            let mut pkt = ff::Packet::empty();
-            while self.encoder.receive_packet(&mut pkt).is_ok() {
-                // Counted per packet (the encoder's own pts starts negative, at its priming delay).
-                let samples = self.packets * self.frame_size as i64;
-                self.packets += 1;
-                let ms = self.base_ms.unwrap_or(0)
-                    + TimeBase {
-                        num: 1,
-                        den: self.rate,
-                    }
-                    .rescale(samples, TimeBase::MILLIS);
-                out.push(EncodedFrame {
-                    kind: TrackKind::Audio,
-                    codec: Codec::Aac,
-                    pts: ms,
-                    dts: ms,
-                    time_base: TimeBase::MILLIS,
-                    keyframe: true,
-                    data: Bytes::copy_from_slice(pkt.data().unwrap_or_default()),
-                });
+        let frame_size = (encoder.frame_size() as usize).max(1);
+        Ok(AacEncoder {
+            encoder,
+            config: TrackConfig {
+                kind: TrackKind::Audio,
+                codec: Codec::Aac,
+                extradata: Bytes::from(extradata),
+            },
+            rate: out.sample_rate,
+            channels: out.channels as usize,
+            frame_size,
+            sent: 0,
+            packets: 0,
+        })
+    }
+
+    pub fn config(&self) -> &TrackConfig {
+        &self.config
+    }
+
+    /// Samples per encoded frame (1024 for AAC-LC).
+    pub fn frame_size(&self) -> usize {
+        self.frame_size
+    }
+
+    /// Encodes exactly one frame of samples (`frame_size` per channel);
+    /// output times are `base_ms` plus the samples encoded before.
+    pub fn encode(
+        &mut self,
+        planes: &[&[f32]],
+        base_ms: i64,
+    ) -> Result<Vec<EncodedFrame>, AacError> {
+        let mut frame =
+            ff::frame::Audio::new(PLANAR_F32, self.frame_size, layout_for(self.channels));
+        frame.set_rate(self.rate);
+        for (ch, samples) in planes.iter().enumerate().take(self.channels) {
+            frame
+                .plane_mut::<f32>(ch)
+                .copy_from_slice(&samples[..self.frame_size]);
+        }
+        frame.set_pts(Some(self.sent));
+        self.sent += self.frame_size as i64;
+        self.encoder.send_frame(&frame)?;
+        let mut out = Vec::new();
+        let mut pkt = ff::Packet::empty();
+        while self.encoder.receive_packet(&mut pkt).is_ok() {
+            // Counted per packet (the encoder's own pts starts negative, at its priming delay).
+            let samples = self.packets * self.frame_size as i64;
+            self.packets += 1;
+            let ms = base_ms
+                + TimeBase {
+                    num: 1,
+                    den: self.rate,
+                }
+                .rescale(samples, TimeBase::MILLIS);
+            out.push(EncodedFrame {
+                kind: TrackKind::Audio,
+                codec: Codec::Aac,
+                pts: ms,
+                dts: ms,
+                time_base: TimeBase::MILLIS,
+                keyframe: true,
+                data: Bytes::copy_from_slice(pkt.data().unwrap_or_default()),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Decode, resample, re-encode: one anchor's AAC at the profile's settings.
+pub struct AacReencoder {
+    decoder: AacDecoder,
+    encoder: AacEncoder,
+    pending: Vec<Vec<f32>>,
+    base_ms: Option<i64>,
+}
+
+impl AacReencoder {
+    pub fn new(input: &TrackConfig, out: &AudioEncoding) -> Result<AacReencoder, AacError> {
+        Ok(AacReencoder {
+            decoder: AacDecoder::new(input, out.sample_rate, out.channels as usize)?,
+            encoder: AacEncoder::new(out)?,
+            pending: vec![Vec::new(); out.channels as usize],
+            base_ms: None,
+        })
+    }
+
+    /// The output's AudioSpecificConfig.
+    pub fn config(&self) -> &TrackConfig {
+        self.encoder.config()
+    }
+
+    /// Decodes one AAC frame and returns the re-encoded frames it completes.
+    pub fn push(&mut self, f: &EncodedFrame) -> Result<Vec<EncodedFrame>, AacError> {
+        let base = *self
+            .base_ms
+            .get_or_insert_with(|| f.time_base.rescale(f.pts, TimeBase::MILLIS));
+        self.decoder.push(f, &mut self.pending)?;
+        self.encode_ready(base)
+    }
+
+    fn encode_ready(&mut self, base: i64) -> Result<Vec<EncodedFrame>, AacError> {
+        let n = self.encoder.frame_size();
+        let mut out = Vec::new();
+        while self.pending[0].len() >= n {
+            let planes: Vec<&[f32]> = self.pending.iter().map(|p| &p[..n]).collect();
+            out.extend(self.encoder.encode(&planes, base)?);
+            for p in &mut self.pending {
+                p.drain(..n);
             }
         }
-        Ok(())
+        Ok(out)
     }
 }
 
@@ -321,8 +377,11 @@ mod tests {
                     *s = (t * 440.0 * std::f32::consts::TAU).sin() * 0.5;
                 }
             }
-            first.resample_into_pending(&pcm).unwrap();
-            first.encode_ready(&mut frames).unwrap();
+            first
+                .decoder
+                .resample_into(&pcm, &mut first.pending)
+                .unwrap();
+            frames.extend(first.encode_ready(0).unwrap());
         }
         assert!(frames.len() > 40, "{}", frames.len());
         let input_cfg = first.config().clone();

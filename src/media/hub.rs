@@ -90,6 +90,18 @@ impl MediaHub {
         })
     }
 
+    /// Who publishes in `room`, in the order they started.
+    pub fn publishers_in(&self, room: &RoomKey) -> Vec<UserId> {
+        let map = self.lock();
+        let mut v: Vec<(u64, UserId)> = map
+            .iter()
+            .filter(|((r, _), _)| r == room)
+            .map(|((_, u), e)| (e.id, u.clone()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, u)| u).collect()
+    }
+
     pub fn is_publishing(&self, room: &RoomKey, user: &UserId) -> bool {
         self.lock().contains_key(&(room.clone(), user.clone()))
     }

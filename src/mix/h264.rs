@@ -10,7 +10,12 @@ pub fn annexb_nals(data: &[u8]) -> Vec<&[u8]> {
         if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
             starts.push((i, i + 3));
             i += 3;
-        } else if i + 4 <= data.len() && data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 0 && data[i + 3] == 1 {
+        } else if i + 4 <= data.len()
+            && data[i] == 0
+            && data[i + 1] == 0
+            && data[i + 2] == 0
+            && data[i + 3] == 1
+        {
             starts.push((i, i + 4));
             i += 4;
         } else {
@@ -81,12 +86,17 @@ mod tests {
             0, 0, 0, 1, 0x67, 0x64, 0, 0x1f, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5, 0,
         ];
         let nals = annexb_nals(&data);
-        assert_eq!(nals, vec![&[0x67, 0x64, 0, 0x1f][..], &[0x68, 3], &[0x65, 4, 5]]);
+        assert_eq!(
+            nals,
+            vec![&[0x67, 0x64, 0, 0x1f][..], &[0x68, 3], &[0x65, 4, 5]]
+        );
         assert_eq!(&annexb_to_avcc(&data)[..], &[0, 0, 0, 3, 0x65, 4, 5]);
         let rec = avcc_record(&data).unwrap();
         assert_eq!(
             &rec[..],
-            &[1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 3]
+            &[
+                1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 3
+            ]
         );
         assert!(avcc_record(&[0, 0, 1, 0x65, 1]).is_none());
     }

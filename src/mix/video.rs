@@ -27,7 +27,8 @@ pub enum VideoError {
 /// `ctx` must be a valid, not yet opened codec context.
 unsafe fn set_extradata(ctx: *mut ff::ffi::AVCodecContext, data: &[u8]) {
     unsafe {
-        let buf = ff::ffi::av_mallocz(data.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
+        let buf = ff::ffi::av_mallocz(data.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize)
+            as *mut u8;
         if !buf.is_null() {
             std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
             (*ctx).extradata = buf;
@@ -46,7 +47,8 @@ pub struct VideoDecoder {
 
 impl VideoDecoder {
     pub fn new(config: &TrackConfig) -> Result<VideoDecoder, VideoError> {
-        let codec = ff::decoder::find(ff::codec::Id::H264).ok_or(VideoError::NoCodec("H.264 decoder"))?;
+        let codec =
+            ff::decoder::find(ff::codec::Id::H264).ok_or(VideoError::NoCodec("H.264 decoder"))?;
         let mut ctx = ff::codec::context::Context::new_with_codec(codec);
         unsafe { set_extradata(ctx.as_mut_ptr(), &config.extradata) };
         Ok(VideoDecoder {
@@ -153,7 +155,10 @@ impl Canvas {
         let (w, h) = (self.frame.width(), self.frame.height());
         self.fill(Rect { x: 0, y: 0, w, h }, self.background);
         for p in placements {
-            let pic = p.user.as_ref().and_then(|u| pictures.get(u).map(|f| (u, *f)));
+            let pic = p
+                .user
+                .as_ref()
+                .and_then(|u| pictures.get(u).map(|f| (u, *f)));
             match pic {
                 Some((user, src)) if src.width() > 0 && src.height() > 0 => {
                     self.draw(user, src, p.rect, p.render)?;
@@ -164,7 +169,13 @@ impl Canvas {
         Ok(())
     }
 
-    fn draw(&mut self, user: &str, src: &ff::frame::Video, cell: Rect, mode: RenderMode) -> Result<(), VideoError> {
+    fn draw(
+        &mut self,
+        user: &str,
+        src: &ff::frame::Video,
+        cell: Rect,
+        mode: RenderMode,
+    ) -> Result<(), VideoError> {
         let (sw, sh) = (src.width(), src.height());
         // The scaled size, and which part of it lands where in the cell.
         let (tw, th) = match mode {
@@ -172,7 +183,11 @@ impl Canvas {
             RenderMode::Crop | RenderMode::Fit => {
                 let sx = f64::from(cell.w) / f64::from(sw);
                 let sy = f64::from(cell.h) / f64::from(sh);
-                let s = if mode == RenderMode::Crop { sx.max(sy) } else { sx.min(sy) };
+                let s = if mode == RenderMode::Crop {
+                    sx.max(sy)
+                } else {
+                    sx.min(sy)
+                };
                 (
                     ((f64::from(sw) * s).round() as u32).max(2) & !1,
                     ((f64::from(sh) * s).round() as u32).max(2) & !1,
@@ -208,10 +223,25 @@ impl Canvas {
             .or_insert_with(|| ff::frame::Video::new(ff::format::Pixel::YUV420P, tw, th));
         scaler.run(src, out)?;
         // Crop: the centre of the scaled picture; fit: the picture centred in the cell.
-        let (ox, oy) = ((tw.saturating_sub(cell.w) / 2) & !1, (th.saturating_sub(cell.h) / 2) & !1);
-        let (dx, dy) = ((cell.w.saturating_sub(tw) / 2) & !1, (cell.h.saturating_sub(th) / 2) & !1);
+        let (ox, oy) = (
+            (tw.saturating_sub(cell.w) / 2) & !1,
+            (th.saturating_sub(cell.h) / 2) & !1,
+        );
+        let (dx, dy) = (
+            (cell.w.saturating_sub(tw) / 2) & !1,
+            (cell.h.saturating_sub(th) / 2) & !1,
+        );
         let (cw, ch) = (tw.min(cell.w), th.min(cell.h));
-        let dst = clip(Rect { x: cell.x + dx, y: cell.y + dy, w: cw, h: ch }, self.frame.width(), self.frame.height());
+        let dst = clip(
+            Rect {
+                x: cell.x + dx,
+                y: cell.y + dy,
+                w: cw,
+                h: ch,
+            },
+            self.frame.width(),
+            self.frame.height(),
+        );
         for plane in 0..3 {
             let shift = if plane == 0 { 0 } else { 1 };
             let s_stride = out.stride(plane);
@@ -230,7 +260,8 @@ impl Canvas {
 
     /// Forgets scaled copies of inputs no longer shown.
     pub fn retain_users(&mut self, users: &[&str]) {
-        self.scaled.retain(|(u, _, _), _| users.contains(&u.as_str()));
+        self.scaled
+            .retain(|(u, _, _), _| users.contains(&u.as_str()));
     }
 }
 
@@ -286,13 +317,21 @@ impl VideoEncoder {
             opts.set("tune", t);
         }
         // Keyframes exactly every GOP, so HLS segments and CDN joins line up.
-        opts.set("x264-params", &format!("keyint={0}:min-keyint={0}:scenecut=0", v.fps * v.gop_seconds));
+        opts.set(
+            "x264-params",
+            &format!(
+                "keyint={0}:min-keyint={0}:scenecut=0",
+                v.fps * v.gop_seconds
+            ),
+        );
         let encoder = enc.open_as_with(codec, opts)?;
         let headers = unsafe {
             let ctx = encoder.as_ptr();
-            std::slice::from_raw_parts((*ctx).extradata, (*ctx).extradata_size.max(0) as usize).to_vec()
+            std::slice::from_raw_parts((*ctx).extradata, (*ctx).extradata_size.max(0) as usize)
+                .to_vec()
         };
-        let record = h264::avcc_record(&headers).ok_or(VideoError::NoCodec("SPS/PPS from libx264"))?;
+        let record =
+            h264::avcc_record(&headers).ok_or(VideoError::NoCodec("SPS/PPS from libx264"))?;
         Ok(VideoEncoder {
             encoder,
             config: TrackConfig {
@@ -309,7 +348,11 @@ impl VideoEncoder {
     }
 
     /// Encodes the canvas as output frame number `n`.
-    pub fn encode(&mut self, canvas: &ff::frame::Video, n: i64) -> Result<Vec<EncodedFrame>, VideoError> {
+    pub fn encode(
+        &mut self,
+        canvas: &ff::frame::Video,
+        n: i64,
+    ) -> Result<Vec<EncodedFrame>, VideoError> {
         let mut frame = canvas.clone();
         frame.set_pts(Some(n));
         self.encoder.send_frame(&frame)?;
@@ -317,7 +360,10 @@ impl VideoEncoder {
     }
 
     fn drain(&mut self) -> Result<Vec<EncodedFrame>, VideoError> {
-        let tb = TimeBase { num: 1, den: self.fps };
+        let tb = TimeBase {
+            num: 1,
+            den: self.fps,
+        };
         let mut out = Vec::new();
         let mut pkt = ff::Packet::empty();
         while self.encoder.receive_packet(&mut pkt).is_ok() {
@@ -371,19 +417,30 @@ mod tests {
         let mut canvas = Canvas::new(320, 180, &Background::Color(Rgb(0, 0, 255)));
         let placement = Placement {
             user: None,
-            rect: Rect { x: 0, y: 0, w: 160, h: 180 },
+            rect: Rect {
+                x: 0,
+                y: 0,
+                w: 160,
+                h: 180,
+            },
             z: 0,
             render: RenderMode::Crop,
             placeholder: Background::Color(Rgb(255, 0, 0)),
         };
         let mut frames = Vec::new();
         for n in 0..30 {
-            canvas.compose(std::slice::from_ref(&placement), &HashMap::new()).unwrap();
+            canvas
+                .compose(std::slice::from_ref(&placement), &HashMap::new())
+                .unwrap();
             frames.extend(enc.encode(canvas.frame(), n).unwrap());
         }
         assert!(frames.len() >= 25, "{}", frames.len());
         assert!(frames[0].keyframe);
-        assert_eq!(frames.iter().filter(|f| f.keyframe).count(), 2, "one keyframe per second");
+        assert_eq!(
+            frames.iter().filter(|f| f.keyframe).count(),
+            2,
+            "one keyframe per second"
+        );
         assert_eq!(frames[1].pts, 40);
         let mut dec = VideoDecoder::new(enc.config()).unwrap();
         let mut got = false;

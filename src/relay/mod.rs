@@ -4,6 +4,7 @@
 //! its own tokio task (`task.rs`) that follows its anchor through the room
 //! and the media hub. `rebase` keeps output timestamps monotonic.
 
+mod mix_task;
 pub mod rebase;
 pub mod task;
 
@@ -23,6 +24,54 @@ pub use task::{RelaySpec, RelayStatus, TaskState};
 pub const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(30);
 
 impl RelaySpec {
+    /// A mix of every anchor of `room` with a mix profile; stream `<SDKAppID>_<RoomId>_mix`.
+    pub fn for_mix(room: RoomKey, profile: &RelayProfile) -> Result<RelaySpec, RelayError> {
+        let unsupported = |what: &str| {
+            Err(RelayError::Invalid(format!(
+                "profile `{}`: {what} is not available in this build",
+                profile.name
+            )))
+        };
+        let crate::profile::RelayMode::Mix { layout } = &profile.mode else {
+            return Err(RelayError::Invalid(format!(
+                "profile `{}` relays one anchor; name the anchor (userid)",
+                profile.name
+            )));
+        };
+        let images = std::iter::once(&layout.background)
+            .chain(std::iter::once(&layout.placeholder))
+            .chain(layout.cells.iter().filter_map(|c| c.placeholder.as_ref()));
+        if images
+            .into_iter()
+            .any(|b| matches!(b, crate::profile::Background::Image(_)))
+        {
+            return unsupported("an image background or placeholder");
+        }
+        if profile.outputs.hls.as_ref().is_some_and(|h| h.low_latency) {
+            return unsupported("LL-HLS (outputs.hls.low_latency)");
+        }
+        if profile.outputs.record.is_some() {
+            return unsupported("recording (outputs.record)");
+        }
+        let room_part = room.room.to_string();
+        Ok(RelaySpec {
+            id: String::new(),
+            stream: format!("{}_{}_mix", room.app, room_part),
+            room,
+            user: None,
+            mix: Some(crate::mix::pipeline::MixSettings {
+                layout: layout.clone(),
+                video: profile.video.clone(),
+                audio: profile.audio.clone(),
+                freeze: MIX_FREEZE,
+            }),
+            rtmp: profile.outputs.rtmp.clone(),
+            hls: profile.outputs.hls.clone(),
+            max_idle: DEFAULT_MAX_IDLE,
+            audio_reencode: None,
+        })
+    }
+
     /// A passthrough task for one anchor with a profile's outputs and TRTC's
     /// stream name; refused for what this build cannot do yet, rather than
     /// silently ignoring part of the profile.
@@ -38,7 +87,10 @@ impl RelaySpec {
             )))
         };
         if matches!(profile.mode, crate::profile::RelayMode::Mix { .. }) {
-            return unsupported("mixing anchors (a mix profile)");
+            return Err(RelayError::Invalid(format!(
+                "profile `{}` mixes every anchor of the room; leave out the anchor (userid)",
+                profile.name
+            )));
         }
         if profile.outputs.hls.as_ref().is_some_and(|h| h.low_latency) {
             return unsupported("LL-HLS (outputs.hls.low_latency)");
@@ -50,7 +102,8 @@ impl RelaySpec {
             id: String::new(),
             stream: RelayManager::default_stream_name(&room, &user),
             room,
-            user,
+            user: Some(user),
+            mix: None,
             rtmp: profile.outputs.rtmp.clone(),
             hls: profile.outputs.hls.clone(),
             max_idle: DEFAULT_MAX_IDLE,
@@ -63,6 +116,9 @@ impl RelaySpec {
         })
     }
 }
+
+/// A stalled anchor keeps its last picture this long in a mix, then shows its placeholder.
+pub const MIX_FREEZE: Duration = Duration::from_millis(800);
 
 /// Relay tasks running at once, across rooms.
 pub const MAX_TASKS: usize = 256;

@@ -25,7 +25,10 @@ use crate::rtmp::push::{PushState, PushTarget};
 pub struct RelaySpec {
     pub id: String,
     pub room: RoomKey,
-    pub user: UserId,
+    /// The anchor a passthrough relay follows; `None` for a mix.
+    pub user: Option<UserId>,
+    /// A mix of every anchor of the room (layout, encoders).
+    pub mix: Option<crate::mix::pipeline::MixSettings>,
     pub stream: String,
     pub rtmp: Vec<String>,
     pub hls: Option<crate::profile::HlsOutput>,
@@ -50,7 +53,7 @@ pub enum TaskState {
     Stopped(String),
 }
 
-pub struct Deps {
+pub(super) struct Deps {
     pub rooms: RoomHandle,
     pub hub: MediaHub,
     pub hls_root: std::path::PathBuf,
@@ -62,8 +65,8 @@ struct SentConfigs {
     audio: Option<Arc<MediaMessage>>,
 }
 
-/// The outputs and the state of following one anchor.
-struct Relay {
+/// The outputs and the state of following one anchor (or of a mix).
+pub(super) struct Relay {
     id: String,
     targets: Vec<PushTarget>,
     hls: Option<HlsWriter>,
@@ -77,7 +80,26 @@ struct Relay {
 }
 
 impl Relay {
-    fn report(&self) -> RelayStatus {
+    pub(super) fn new(spec: &RelaySpec, deps: &Deps) -> Relay {
+        let mut relay = Relay {
+            id: spec.id.clone(),
+            targets: Vec::new(),
+            hls: spec
+                .hls
+                .as_ref()
+                .map(|h| HlsWriter::spawn(deps.hls_root.join(&spec.stream), h.clone())),
+            source: None,
+            sent_configs: SentConfigs::default(),
+            audio: spec.audio_reencode.clone().map(AudioStage::spawn),
+            rebaser: Rebaser::default(),
+            need_keyframe: true,
+            frames: 0,
+        };
+        relay.set_targets(&spec.rtmp);
+        relay
+    }
+
+    pub(super) fn report(&self) -> RelayStatus {
         let attached = self.source.is_some();
         RelayStatus {
             state: if attached {
@@ -91,7 +113,7 @@ impl Relay {
         }
     }
 
-    fn targets_status(&self) -> Vec<(String, PushState, u64)> {
+    pub(super) fn targets_status(&self) -> Vec<(String, PushState, u64)> {
         self.targets
             .iter()
             .map(|t| (t.url.clone(), t.state.borrow().clone(), t.dropped()))
@@ -126,7 +148,10 @@ impl Relay {
     }
 
     /// To every output.
-    fn emit(&mut self, m: &Arc<MediaMessage>) {
+    pub(super) fn emit(&mut self, m: &Arc<MediaMessage>) {
+        if let MediaMessage::Frame(_) = &**m {
+            self.frames += 1;
+        }
         if let MediaMessage::Config(c) = &**m {
             match c.kind {
                 TrackKind::Video => self.sent_configs.video = Some(m.clone()),
@@ -160,7 +185,6 @@ impl Relay {
                     return;
                 }
                 self.need_keyframe = false;
-                self.frames += 1;
                 Arc::new(MediaMessage::Frame(rebase(&mut self.rebaser, f)))
             }
         };
@@ -169,7 +193,7 @@ impl Relay {
 
     /// New targets start at the next keyframe with the current configs;
     /// targets whose URL stays keep their connection.
-    fn set_targets(&mut self, urls: &[String]) {
+    pub(super) fn set_targets(&mut self, urls: &[String]) {
         self.targets.retain(|t| urls.contains(&t.url));
         for url in urls {
             if self.targets.iter().any(|t| &t.url == url) {
@@ -201,36 +225,20 @@ impl Relay {
     }
 }
 
-pub async fn run(
+pub(super) async fn run(
     spec: RelaySpec,
     deps: Deps,
     mut control: mpsc::Receiver<super::Control>,
     status: watch::Sender<RelayStatus>,
 ) {
-    let mut events = deps.rooms.subscribe();
-    let mut relay = Relay {
-        id: spec.id.clone(),
-        targets: Vec::new(),
-        hls: spec
-            .hls
-            .as_ref()
-            .map(|h| HlsWriter::spawn(deps.hls_root.join(&spec.stream), h.clone())),
-        source: None,
-        sent_configs: SentConfigs::default(),
-        audio: spec.audio_reencode.clone().map(AudioStage::spawn),
-        rebaser: Rebaser::default(),
-        need_keyframe: true,
-        frames: 0,
+    let Some(user) = spec.user.clone() else {
+        return super::mix_task::run(spec, deps, control, status).await;
     };
-    for url in &spec.rtmp {
-        match PushTarget::spawn(url) {
-            Ok(t) => relay.targets.push(t),
-            Err(e) => tracing::warn!(task = %spec.id, "rtmp target refused: {e}"),
-        }
-    }
+    let mut events = deps.rooms.subscribe();
+    let mut relay = Relay::new(&spec, &deps);
     let mut idle_since = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tracing::info!(task = %spec.id, room = %spec.room, user = %spec.user, stream = %spec.stream, "relay task started");
+    tracing::info!(task = %spec.id, room = %spec.room, user = %user, stream = %spec.stream, "relay task started");
 
     let reason = loop {
         tokio::select! {
@@ -259,8 +267,8 @@ pub async fn run(
                 }
             },
             // The anchor publishing: looked up on every wake-up while detached.
-            () = async {}, if relay.source.is_none() && deps.hub.is_publishing(&spec.room, &spec.user) => {
-                if let Some(s) = deps.hub.subscribe(&spec.room, &spec.user) {
+            () = async {}, if relay.source.is_none() && deps.hub.is_publishing(&spec.room, &user) => {
+                if let Some(s) = deps.hub.subscribe(&spec.room, &user) {
                     tracing::info!(task = %relay.id, "anchor is publishing; relaying");
                     relay.attach(s);
                 }
@@ -283,19 +291,26 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(task = %spec.id, "relay task stopping: {reason}");
-    let targets = relay.targets_status();
-    // Closing the queues lets targets and HLS finish in order.
-    relay.targets.clear();
-    if let Some(h) = relay.hls.take() {
-        h.finish().await;
+    relay.finish(reason, &status).await;
+}
+
+impl Relay {
+    /// Closes every output in order and reports the task stopped.
+    pub(super) async fn finish(mut self, reason: String, status: &watch::Sender<RelayStatus>) {
+        tracing::info!(task = %self.id, "relay task stopping: {reason}");
+        let targets = self.targets_status();
+        // Closing the queues lets targets and HLS finish in order.
+        self.targets.clear();
+        if let Some(h) = self.hls.take() {
+            h.finish().await;
+        }
+        let _ = status.send(RelayStatus {
+            state: TaskState::Stopped(reason),
+            attached: false,
+            frames: self.frames,
+            targets,
+        });
     }
-    let _ = status.send(RelayStatus {
-        state: TaskState::Stopped(reason),
-        attached: false,
-        frames: relay.frames,
-        targets,
-    });
 }
 
 async fn recv(source: &mut Option<Subscription>) -> Result<Arc<MediaMessage>, RecvError> {

@@ -231,7 +231,7 @@ pub fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
     }
     check_no_unsupported(p)?;
     if let Some(user) = single_user(p)?
-        && user != spec.user
+        && Some(user) != spec.user
     {
         return Err(unsupported("Switching the relayed anchor"));
     }

@@ -1,0 +1,403 @@
+//! The mix thread: inputs in, one steady stream out.
+//!
+//! Each anchor's messages arrive tagged with its UserID; video is decoded to
+//! its latest picture, audio decoded and resampled into a small per-input
+//! buffer. The output clock runs on the thread: a picture every 1/fps
+//! (composed by the layout: a stalled anchor keeps its last picture for
+//! `freeze`, then shows its placeholder) and an audio frame every 1024
+//! samples (inputs summed with their volume, clamped; silence when nobody
+//! speaks). Output timestamps count frames and samples, so they are exactly
+//! regular and monotonic whatever the inputs do. Layout and volumes change
+//! live without touching the encoders.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use super::layout::{InputInfo, place};
+use super::video::{Canvas, VideoDecoder, VideoEncoder};
+use crate::media::aac::{AacDecoder, AacEncoder};
+use crate::media::{DropToKeyframe, MediaMessage, TrackKind};
+use crate::profile::{AudioEncoding, Layout, VideoEncoding};
+
+/// Messages queued for the mix thread from all inputs together.
+const INPUT_CAPACITY: usize = 2048;
+/// Encoded output queued for the relay task.
+const OUTPUT_CAPACITY: usize = 512;
+/// An input's audio starts contributing once this many frames are buffered...
+const AUDIO_PRIME_FRAMES: usize = 2;
+/// ...and never holds more than this (older samples are dropped).
+const AUDIO_MAX_BUFFER: Duration = Duration::from_millis(400);
+
+#[derive(Debug, Clone)]
+pub struct MixSettings {
+    pub layout: Layout,
+    /// `None`: an audio-only mix.
+    pub video: Option<VideoEncoding>,
+    pub audio: AudioEncoding,
+    /// How long a stalled input keeps its last picture before its placeholder.
+    pub freeze: Duration,
+}
+
+enum Input {
+    Media {
+        user: String,
+        msg: Arc<MediaMessage>,
+    },
+    Gone {
+        user: String,
+    },
+    Layout(Layout),
+    Volume {
+        user: String,
+        level: f32,
+    },
+}
+
+/// The relay's side of a mix.
+pub struct MixHandle {
+    tx: SyncSender<Input>,
+    /// Encoded output: the configs, then frames.
+    pub out: tokio::sync::mpsc::Receiver<Arc<MediaMessage>>,
+}
+
+/// One input's way into the mix; dropping it removes the input.
+pub struct MixInput {
+    tx: SyncSender<Input>,
+    user: String,
+    gate: DropToKeyframe,
+}
+
+impl MixInput {
+    /// Queues a message without waiting; on overflow this input skips to its
+    /// next keyframe.
+    pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
+        if !self.gate.admit(msg) {
+            return;
+        }
+        let input = Input::Media {
+            user: self.user.clone(),
+            msg: msg.clone(),
+        };
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(input) {
+            self.gate.overflowed();
+        }
+    }
+
+    /// Messages were lost upstream: resume at the next keyframe.
+    pub fn lost(&mut self) {
+        self.gate.overflowed();
+    }
+}
+
+impl Drop for MixInput {
+    fn drop(&mut self) {
+        let _ = self.tx.try_send(Input::Gone {
+            user: std::mem::take(&mut self.user),
+        });
+    }
+}
+
+impl MixHandle {
+    pub fn spawn(settings: MixSettings) -> MixHandle {
+        let (tx, rx) = sync_channel(INPUT_CAPACITY);
+        let (out_tx, out) = tokio::sync::mpsc::channel(OUTPUT_CAPACITY);
+        std::thread::Builder::new()
+            .name("mix".into())
+            .spawn(move || {
+                if let Err(e) = Mixer::new(settings).and_then(|m| m.run(rx, out_tx)) {
+                    tracing::error!("mix stopped: {e}");
+                }
+            })
+            .expect("spawn thread");
+        MixHandle { tx, out }
+    }
+
+    /// A way in for one anchor's messages.
+    pub fn input(&self, user: &str) -> MixInput {
+        MixInput {
+            tx: self.tx.clone(),
+            user: user.to_owned(),
+            gate: DropToKeyframe::default(),
+        }
+    }
+
+    pub fn set_layout(&self, layout: Layout) {
+        let _ = self.tx.try_send(Input::Layout(layout));
+    }
+
+    /// TRTC SoundLevel: 0..=100, 100 = as sent.
+    pub fn set_volume(&self, user: &str, level: u32) {
+        let _ = self.tx.try_send(Input::Volume {
+            user: user.to_owned(),
+            level: level.min(100) as f32 / 100.0,
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MixError {
+    #[error(transparent)]
+    Video(#[from] super::video::VideoError),
+    #[error(transparent)]
+    Audio(#[from] crate::media::aac::AacError),
+}
+
+struct InputState {
+    user: String,
+    video: Option<VideoDecoder>,
+    need_keyframe: bool,
+    last_picture: Option<Instant>,
+    audio: Option<AacDecoder>,
+    samples: Vec<Vec<f32>>,
+    primed: bool,
+    volume: f32,
+}
+
+struct Mixer {
+    settings: MixSettings,
+    /// In arrival order (the layout's entry order).
+    inputs: Vec<InputState>,
+    canvas: Option<Canvas>,
+    video: Option<VideoEncoder>,
+    audio: AacEncoder,
+    volumes: HashMap<String, f32>,
+    mixbuf: Vec<Vec<f32>>,
+}
+
+impl Mixer {
+    fn new(settings: MixSettings) -> Result<Mixer, MixError> {
+        let (canvas, video) = match &settings.video {
+            Some(v) => (
+                Some(Canvas::new(v.width, v.height, &settings.layout.background)),
+                Some(VideoEncoder::new(v)?),
+            ),
+            None => (None, None),
+        };
+        let audio = AacEncoder::new(&settings.audio)?;
+        let channels = settings.audio.channels as usize;
+        let n = audio.frame_size();
+        Ok(Mixer {
+            settings,
+            inputs: Vec::new(),
+            canvas,
+            video,
+            audio,
+            volumes: HashMap::new(),
+            mixbuf: vec![vec![0.0; n]; channels],
+        })
+    }
+
+    fn run(
+        mut self,
+        rx: Receiver<Input>,
+        out: tokio::sync::mpsc::Sender<Arc<MediaMessage>>,
+    ) -> Result<(), MixError> {
+        let send = |m: MediaMessage| out.blocking_send(Arc::new(m)).is_ok();
+        if let Some(v) = &self.video
+            && !send(MediaMessage::Config(v.config().clone()))
+        {
+            return Ok(());
+        }
+        if !send(MediaMessage::Config(self.audio.config().clone())) {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let fps = self.settings.video.as_ref().map(|v| v.fps);
+        let rate = self.settings.audio.sample_rate;
+        let frame_size = self.audio.frame_size() as u64;
+        let (mut n_video, mut n_audio) = (0u64, 0u64);
+        loop {
+            let next_video =
+                fps.map(|f| start + Duration::from_nanos(n_video * 1_000_000_000 / u64::from(f)));
+            let next_audio = start
+                + Duration::from_nanos(n_audio * frame_size * 1_000_000_000 / u64::from(rate));
+            let next = next_video.map_or(next_audio, |v| v.min(next_audio));
+            // Take input until the next output tick.
+            loop {
+                let now = Instant::now();
+                if now >= next {
+                    break;
+                }
+                match rx.recv_timeout(next - now) {
+                    Ok(input) => self.on_input(input),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                }
+            }
+            let now = Instant::now();
+            if let Some(at) = next_video
+                && now >= at
+            {
+                for frame in self.video_tick(n_video as i64)? {
+                    if !send(MediaMessage::Frame(frame)) {
+                        return Ok(());
+                    }
+                }
+                n_video += 1;
+            }
+            if now >= next_audio {
+                for frame in self.audio_tick(0)? {
+                    if !send(MediaMessage::Frame(frame)) {
+                        return Ok(());
+                    }
+                }
+                n_audio += 1;
+            }
+        }
+    }
+
+    fn input(&mut self, user: &str) -> &mut InputState {
+        if let Some(i) = self.inputs.iter().position(|s| s.user == user) {
+            return &mut self.inputs[i];
+        }
+        let channels = self.settings.audio.channels as usize;
+        self.inputs.push(InputState {
+            user: user.to_owned(),
+            video: None,
+            need_keyframe: true,
+            last_picture: None,
+            audio: None,
+            samples: vec![Vec::new(); channels],
+            primed: false,
+            volume: self.volumes.get(user).copied().unwrap_or(1.0),
+        });
+        self.inputs.last_mut().expect("pushed")
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Gone { user } => self.inputs.retain(|s| s.user != user),
+            Input::Layout(l) => {
+                if let Some(c) = &mut self.canvas {
+                    c.set_background(&l.background);
+                }
+                self.settings.layout = l;
+            }
+            Input::Volume { user, level } => {
+                self.volumes.insert(user.clone(), level);
+                if let Some(s) = self.inputs.iter_mut().find(|s| s.user == user) {
+                    s.volume = level;
+                }
+            }
+            Input::Media { user, msg } => {
+                let rate = self.settings.audio.sample_rate;
+                let channels = self.settings.audio.channels as usize;
+                let want_video = self.video.is_some();
+                let s = self.input(&user);
+                match &*msg {
+                    MediaMessage::Config(c) if c.kind == TrackKind::Video => {
+                        if want_video && s.video.as_ref().is_none_or(|d| d.config() != &c.extradata)
+                        {
+                            match VideoDecoder::new(c) {
+                                Ok(d) => s.video = Some(d),
+                                Err(e) => tracing::warn!(user = %s.user, "mix: video decoder: {e}"),
+                            }
+                            s.need_keyframe = true;
+                        }
+                    }
+                    MediaMessage::Config(c) => match AacDecoder::new(c, rate, channels) {
+                        Ok(d) => s.audio = Some(d),
+                        Err(e) => tracing::warn!(user = %s.user, "mix: audio decoder: {e}"),
+                    },
+                    MediaMessage::Frame(f) if f.kind == TrackKind::Video => {
+                        let Some(dec) = s.video.as_mut() else { return };
+                        if s.need_keyframe && !f.keyframe {
+                            return;
+                        }
+                        s.need_keyframe = false;
+                        match dec.push(f) {
+                            Ok(true) => s.last_picture = Some(Instant::now()),
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::debug!(user = %s.user, "mix: undecodable frame: {e}");
+                                s.need_keyframe = true;
+                            }
+                        }
+                    }
+                    MediaMessage::Frame(f) => {
+                        let Some(dec) = s.audio.as_mut() else { return };
+                        if let Err(e) = dec.push(f, &mut s.samples) {
+                            tracing::debug!(user = %s.user, "mix: undecodable audio: {e}");
+                        }
+                        let max = (AUDIO_MAX_BUFFER.as_secs_f64() * f64::from(rate)) as usize;
+                        for ch in &mut s.samples {
+                            if ch.len() > max {
+                                ch.drain(..ch.len() - max);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn video_tick(&mut self, n: i64) -> Result<Vec<crate::media::EncodedFrame>, MixError> {
+        let (Some(canvas), Some(enc), Some(v)) =
+            (&mut self.canvas, &mut self.video, &self.settings.video)
+        else {
+            return Ok(Vec::new());
+        };
+        let now = Instant::now();
+        let infos: Vec<InputInfo> = self
+            .inputs
+            .iter()
+            .map(|s| InputInfo {
+                user: s.user.clone(),
+                has_video: s.video.is_some(),
+            })
+            .collect();
+        let placements = place(&self.settings.layout, (v.width, v.height), &infos);
+        let freeze = self.settings.freeze;
+        let pictures: HashMap<String, &ffmpeg_next::frame::Video> = self
+            .inputs
+            .iter()
+            .filter(|s| {
+                s.last_picture
+                    .is_some_and(|t| now.duration_since(t) <= freeze)
+            })
+            .filter_map(|s| s.video.as_ref().map(|d| (s.user.clone(), d.picture())))
+            .collect();
+        canvas.compose(&placements, &pictures)?;
+        let shown: Vec<&str> = placements
+            .iter()
+            .filter_map(|p| p.user.as_deref())
+            .collect();
+        canvas.retain_users(&shown);
+        Ok(enc.encode(canvas.frame(), n)?)
+    }
+
+    fn audio_tick(&mut self, base_ms: i64) -> Result<Vec<crate::media::EncodedFrame>, MixError> {
+        let n = self.audio.frame_size();
+        for ch in &mut self.mixbuf {
+            ch.fill(0.0);
+        }
+        for s in &mut self.inputs {
+            let have = s.samples.first().map_or(0, Vec::len);
+            if !s.primed {
+                if have < AUDIO_PRIME_FRAMES * n {
+                    continue;
+                }
+                s.primed = true;
+            }
+            let take = have.min(n);
+            if take < n {
+                s.primed = false; // underrun: buffer again before contributing
+            }
+            for (out, inp) in self.mixbuf.iter_mut().zip(&mut s.samples) {
+                for (o, i) in out.iter_mut().zip(inp.iter().take(take)) {
+                    *o += i * s.volume;
+                }
+                inp.drain(..take);
+            }
+        }
+        for ch in &mut self.mixbuf {
+            for v in ch.iter_mut() {
+                *v = v.clamp(-1.0, 1.0);
+            }
+        }
+        let planes: Vec<&[f32]> = self.mixbuf.iter().map(Vec::as_slice).collect();
+        Ok(self.audio.encode(&planes, base_ms)?)
+    }
+}

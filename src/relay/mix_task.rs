@@ -1,0 +1,115 @@
+//! A mix relay task: every anchor of the room composed into one stream.
+//!
+//! Anchors are found in the media hub as they publish (entry order is the
+//! order they started); each gets a forwarding task that feeds the mix
+//! thread and removes its input when the anchor stops. The mix's output goes
+//! to the same outputs as a passthrough relay. The task stops when asked,
+//! when the room closes, or after `max_idle` without any anchor.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::task::{Deps, Relay, RelaySpec, RelayStatus};
+use crate::mix::pipeline::{MixHandle, MixInput};
+use crate::room::{EventKind, UserId};
+
+pub(super) async fn run(
+    spec: RelaySpec,
+    deps: Deps,
+    mut control: mpsc::Receiver<super::Control>,
+    status: watch::Sender<RelayStatus>,
+) {
+    let Some(settings) = spec.mix.clone() else {
+        Relay::new(&spec, &deps)
+            .finish("neither an anchor nor a mix".into(), &status)
+            .await;
+        return;
+    };
+    let mut events = deps.rooms.subscribe();
+    let mut relay = Relay::new(&spec, &deps);
+    let mut mixer = MixHandle::spawn(settings);
+    let mut inputs: HashMap<UserId, JoinHandle<()>> = HashMap::new();
+    let mut idle_since = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tracing::info!(task = %spec.id, room = %spec.room, stream = %spec.stream, "mix task started");
+
+    let reason = loop {
+        tokio::select! {
+            c = control.recv() => match c {
+                Some(super::Control::SetTargets(urls)) => relay.set_targets(&urls),
+                Some(super::Control::Stop) | None => break "stopped by request".to_owned(),
+            },
+            m = mixer.out.recv() => match m {
+                Some(m) => relay.emit(&m),
+                None => break "the mix stopped (see the error above)".to_owned(),
+            },
+            ev = events.recv() => match ev {
+                Ok(ev) if ev.room == spec.room => {
+                    if let EventKind::RoomClosed { reason } = &ev.kind {
+                        break format!("room closed ({})", reason.as_str());
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break "shutting down".to_owned(),
+            },
+            _ = tick.tick() => {
+                inputs.retain(|user, h| {
+                    let running = !h.is_finished();
+                    if !running {
+                        tracing::info!(task = %spec.id, user = %user, "anchor left the mix");
+                    }
+                    running
+                });
+                for user in deps.hub.publishers_in(&spec.room) {
+                    if inputs.contains_key(&user) {
+                        continue;
+                    }
+                    if let Some(sub) = deps.hub.subscribe(&spec.room, &user) {
+                        tracing::info!(task = %spec.id, user = %user, "anchor joined the mix");
+                        let input = mixer.input(user.as_str());
+                        inputs.insert(user, tokio::spawn(forward(sub, input)));
+                    }
+                }
+                if inputs.is_empty() {
+                    if idle_since.elapsed() >= spec.max_idle {
+                        break format!("no input for {:?}", spec.max_idle);
+                    }
+                } else {
+                    idle_since = tokio::time::Instant::now();
+                }
+                let mut report = relay.report();
+                report.attached = !inputs.is_empty();
+                report.state = if inputs.is_empty() { super::TaskState::Waiting } else { super::TaskState::Running };
+                let _ = status.send(report);
+            }
+        }
+    };
+    for (_, h) in inputs {
+        h.abort();
+    }
+    drop(mixer);
+    relay.finish(reason, &status).await;
+}
+
+/// Feeds one anchor's messages into the mix until it stops publishing.
+async fn forward(mut sub: crate::media::hub::Subscription, mut input: MixInput) {
+    for c in [&sub.configs.video, &sub.configs.audio]
+        .into_iter()
+        .flatten()
+    {
+        input.offer(&std::sync::Arc::new(crate::media::MediaMessage::Config(
+            c.clone(),
+        )));
+    }
+    loop {
+        match sub.messages.recv().await {
+            Ok(m) => input.offer(&m),
+            Err(RecvError::Lagged(_)) => input.lost(),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
