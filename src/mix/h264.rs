@@ -41,7 +41,7 @@ pub fn annexb_nals(data: &[u8]) -> Vec<&[u8]> {
 pub fn annexb_to_avcc(data: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + 16);
     for nal in annexb_nals(data) {
-        if matches!(nal[0] & 0x1f, 7 | 8 | 9) {
+        if matches!(nal[0] & 0x1f, 7..=9) {
             continue;
         }
         out.put_u32(nal.len() as u32);

@@ -204,19 +204,20 @@ impl Canvas {
             tw,
             th,
         );
-        if !self.scalers.contains_key(&key) {
-            let ctx = ff::software::scaling::Context::get(
-                src.format(),
-                sw,
-                sh,
-                ff::format::Pixel::YUV420P,
-                tw,
-                th,
-                ff::software::scaling::Flags::BILINEAR,
-            )?;
-            self.scalers.insert(key, ctx);
-        }
-        let scaler = self.scalers.get_mut(&key).expect("inserted");
+        let scaler = match self.scalers.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(ff::software::scaling::Context::get(
+                    src.format(),
+                    sw,
+                    sh,
+                    ff::format::Pixel::YUV420P,
+                    tw,
+                    th,
+                    ff::software::scaling::Flags::BILINEAR,
+                )?)
+            }
+        };
         let out = self
             .scaled
             .entry((user.to_owned(), tw, th))
