@@ -46,7 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/rooms/{room_id}/ws", get(signalling::upgrade))
         .route("/v1/relays", get(relays::list).post(relays::start))
-        .route("/v1/relays/{id}", get(relays::get).delete(relays::stop))
+        .route(
+            "/v1/relays/{id}",
+            get(relays::get).delete(relays::stop).patch(relays::update),
+        )
         .route("/hls/{stream}/{file}", get(hls::get))
         .layer(body_limit)
         .with_state(state)

@@ -135,6 +135,87 @@ pub async fn start(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRelay {
+    /// Take the layout of this (mix) profile; its canvas must match.
+    profile: Option<String>,
+    /// Per-anchor volume, 0..=100 (TRTC SoundLevel).
+    volumes: Option<std::collections::BTreeMap<String, u32>>,
+    /// Replace the RTMP targets.
+    rtmp: Option<Vec<String>>,
+}
+
+/// `PATCH /v1/relays/<id>`: change a running task live.
+pub async fn update(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    body: Result<Json<UpdateRelay>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Some(r) = non_loopback(peer) {
+        return r;
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let Some((spec, _)) = state.relays.status(&id) else {
+        return err(StatusCode::NOT_FOUND, "no such relay task");
+    };
+    let mut layout = None;
+    if let Some(name) = &req.profile {
+        let Some(p) = state.profiles.iter().find(|p| &p.name == name) else {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("no relay profile named `{name}`"),
+            );
+        };
+        let (crate::profile::RelayMode::Mix { layout: l }, Some(mix)) = (&p.mode, &spec.mix) else {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "a layout change needs a mix task and a mix profile",
+            );
+        };
+        let same_canvas = match (&p.video, &mix.video) {
+            (Some(a), Some(b)) => (a.width, a.height, a.fps) == (b.width, b.height, b.fps),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_canvas {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "the new profile has another video size or rate; start a new task for that",
+            );
+        }
+        layout = Some(l.clone());
+    }
+    let mut volumes = Vec::new();
+    for (user, level) in req.volumes.unwrap_or_default() {
+        if level > 100 {
+            return err(StatusCode::BAD_REQUEST, "volumes are 0..=100");
+        }
+        match UserId::new(&user) {
+            Ok(u) => volumes.push((u, level)),
+            Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+    let result = if layout.is_some() || !volumes.is_empty() {
+        state.relays.update_mix(&id, layout, volumes)
+    } else {
+        Ok(())
+    };
+    let result = result.and_then(|()| match req.rtmp {
+        Some(urls) => state.relays.set_targets(&id, urls),
+        None => Ok(()),
+    });
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(RelayError::NoSuchTask) => err(StatusCode::NOT_FOUND, "no such relay task"),
+        Err(e) => err(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
 pub async fn list(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -41,6 +41,11 @@ pub(super) async fn run(
         tokio::select! {
             c = control.recv() => match c {
                 Some(super::Control::SetTargets(urls)) => relay.set_targets(&urls),
+                Some(super::Control::SetLayout(l)) => {
+                    tracing::info!(task = %spec.id, mode = ?l.mode, "mix layout updated");
+                    mixer.set_layout(l);
+                }
+                Some(super::Control::SetVolume(user, level)) => mixer.set_volume(user.as_str(), level),
                 Some(super::Control::Stop) | None => break "stopped by request".to_owned(),
             },
             m = mixer.out.recv() => match m {

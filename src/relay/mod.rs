@@ -155,6 +155,10 @@ pub enum Control {
     Stop,
     /// Replace the RTMP targets; unchanged URLs keep their connection.
     SetTargets(Vec<String>),
+    /// A mix's new layout (same canvas size), applied without restarting the encoder.
+    SetLayout(crate::profile::Layout),
+    /// A mix input's volume, TRTC SoundLevel 0..=100.
+    SetVolume(UserId, u32),
 }
 
 /// Control messages queued per task.
@@ -263,6 +267,28 @@ impl RelayManager {
                 Ok(())
             }
         }
+    }
+
+    /// Changes a running mix's layout and volumes live.
+    pub fn update_mix(
+        &self,
+        id: &str,
+        layout: Option<crate::profile::Layout>,
+        volumes: Vec<(UserId, u32)>,
+    ) -> Result<(), RelayError> {
+        let is_mix = self.lock().get(id).map(|e| e.spec.mix.is_some());
+        match is_mix {
+            None => return Err(RelayError::NoSuchTask),
+            Some(false) => return Err(RelayError::Invalid("not a mix task".into())),
+            Some(true) => {}
+        }
+        if let Some(l) = layout {
+            self.control(id, Control::SetLayout(l))?;
+        }
+        for (u, v) in volumes {
+            self.control(id, Control::SetVolume(u, v))?;
+        }
+        Ok(())
     }
 
     fn control(&self, id: &str, msg: Control) -> Result<(), RelayError> {

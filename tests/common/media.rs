@@ -148,6 +148,59 @@ impl Publisher {
         Publisher { child, log }
     }
 
+    /// Any lavfi video and audio sources, e.g. `color=c=red:size=640x360:rate=30`
+    /// and `sine=frequency=440:sample_rate=48000`.
+    pub fn start_lavfi(
+        url: &str,
+        video: &str,
+        audio: &str,
+        secs: u32,
+        log_dir: &Path,
+    ) -> Publisher {
+        let log = log_dir.join(format!("ffmpeg-{}.log", free_port()));
+        let secs = secs.to_string();
+        let child = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "warning",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                video,
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                audio,
+                "-t",
+                &secs,
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "30",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "128k",
+                "-f",
+                "flv",
+                url,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("ffmpeg");
+        Publisher { child, log }
+    }
+
     pub fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -249,4 +302,76 @@ pub fn first_video_frame_is_key(input: &str) -> bool {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).lines().next() == Some("1")
+}
+
+/// One decoded RGB picture of `input` at `at_seconds` (or from the end when negative).
+pub fn rgb_frame(input: &str, at_seconds: f64, width: usize, height: usize) -> Vec<u8> {
+    let pos = if at_seconds < 0.0 { "-sseof" } else { "-ss" };
+    let out = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-nostdin",
+            pos,
+            &format!("{at_seconds}"),
+            "-i",
+            input,
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.stdout.len(),
+        width * height * 3,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The RGB colour at (x, y) of a picture from `rgb_frame`.
+pub fn pixel(rgb: &[u8], width: usize, x: usize, y: usize) -> (u8, u8, u8) {
+    let i = (y * width + x) * 3;
+    (rgb[i], rgb[i + 1], rgb[i + 2])
+}
+
+/// Whether a colour is near another (per channel, within `tol`).
+pub fn near(a: (u8, u8, u8), b: (u8, u8, u8), tol: i32) -> bool {
+    (i32::from(a.0) - i32::from(b.0)).abs() <= tol
+        && (i32::from(a.1) - i32::from(b.1)).abs() <= tol
+        && (i32::from(a.2) - i32::from(b.2)).abs() <= tol
+}
+
+/// Mono 48 kHz samples of `input`'s audio.
+pub fn pcm(input: &str) -> Vec<f32> {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-v", "error", "-nostdin", "-i", input, "-vn", "-ac", "1", "-ar", "48000", "-f",
+            "f32le", "-",
+        ])
+        .output()
+        .unwrap();
+    out.stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Power of one frequency in `samples` (Goertzel), normalised by length.
+pub fn tone_power(samples: &[f32], freq: f64, rate: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / rate;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = f64::from(x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (samples.len().max(1) as f64).powi(2)
 }

@@ -1,0 +1,373 @@
+//! MixTranscoding end to end: ffmpeg anchors (solid colours and tones) mixed
+//! by layout, checked by decoding roomcast's HLS: pixels where the layout
+//! puts each anchor, both tones in the spectrum, placeholders when an anchor
+//! stops, constant frame rate, and a layout change without a new connection.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::media::{Origin, Publisher, near, pcm, pixel, rgb_frame, tone_power};
+use common::{Gateway, TempDir, http};
+use roomcast::auth::usersig;
+use serde_json::{Value, json};
+
+static MEDIA: Mutex<()> = Mutex::new(());
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "mix-key";
+const RED: (u8, u8, u8) = (255, 0, 0);
+const BLUE: (u8, u8, u8) = (0, 0, 255);
+
+fn config() -> String {
+    format!(
+        "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"
+    )
+}
+
+fn gateway(profiles: &[(&str, &str)]) -> (Gateway, TempDir) {
+    let dir = TempDir::new("mix-profiles");
+    for (name, text) in profiles {
+        std::fs::write(dir.0.join(format!("{name}.toml")), text).unwrap();
+    }
+    let gw = Gateway::spawn(
+        Some(&config()),
+        &[("ROOMCAST_PROFILES_DIR", dir.0.to_str().unwrap())],
+    );
+    gw.wait_healthy();
+    (gw, dir)
+}
+
+fn rtmp_url(gw: &Gateway, room: &str, user: &str) -> String {
+    let log = gw.log_text();
+    let line = log.lines().find(|l| l.contains("RTMP listening")).unwrap();
+    let port: u16 = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = usersig::generate(APP, KEY, user, 3600, now, None);
+    format!("rtmp://127.0.0.1:{port}/push/{room}?sdkappid={APP}&userid={user}&usersig={sig}")
+}
+
+fn anchor(gw: &Gateway, room: &str, user: &str, colour: &str, freq: u32, secs: u32) -> Publisher {
+    Publisher::start_lavfi(
+        &rtmp_url(gw, room, user),
+        &format!("color=c={colour}:size=640x360:rate=30"),
+        &format!("sine=frequency={freq}:sample_rate=48000"),
+        secs,
+        &gw.dir.0,
+    )
+}
+
+fn start_mix(gw: &Gateway, room: &str, profile: &str, extra: Value) -> (String, String) {
+    let mut body = json!({"sdkappid": APP, "room": room, "profile": profile});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (code, _, text) =
+        http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
+    assert_eq!(code, 201, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    (
+        v["task_id"].as_str().unwrap().into(),
+        v["stream"].as_str().unwrap().into(),
+    )
+}
+
+fn status(gw: &Gateway, id: &str) -> Value {
+    let (_, _, t) = http(gw.http_port, "GET", &format!("/v1/relays/{id}"), None).unwrap();
+    serde_json::from_str(&t).unwrap()
+}
+
+fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn hls(gw: &Gateway, stream: &str) -> String {
+    format!("http://127.0.0.1:{}/hls/{stream}/index.m3u8", gw.http_port)
+}
+
+fn assert_both_tones(input: &str) {
+    let samples = pcm(input);
+    assert!(samples.len() > 48_000, "{} samples", samples.len());
+    let tail = &samples[samples.len() / 3..];
+    let (a, b, off) = (
+        tone_power(tail, 440.0, 48_000.0),
+        tone_power(tail, 880.0, 48_000.0),
+        tone_power(tail, 660.0, 48_000.0),
+    );
+    assert!(
+        a > 50.0 * off && b > 50.0 * off,
+        "440 Hz {a:e}, 880 Hz {b:e}, 660 Hz {off:e}"
+    );
+}
+
+#[test]
+fn grid_mix_shows_both_anchors_side_by_side_and_mixes_both_tones() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let (gw, _p) = gateway(&[]);
+    let (id, stream) = start_mix(&gw, "grid", "grid-720p", json!({}));
+    let mut red = anchor(&gw, "grid", "red", "red", 440, 8);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut blue = anchor(&gw, "grid", "blue", "blue", 880, 7);
+    assert!(red.wait(Duration::from_secs(30)).unwrap().success());
+    assert!(blue.wait(Duration::from_secs(30)).unwrap().success());
+    wait_for("mix stopped", Duration::from_secs(10), || {
+        status(&gw, &id)["state"] == "stopped"
+    });
+
+    let url = hls(&gw, &stream);
+    let streams = common::media::probe_streams(&url);
+    let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    assert_eq!(
+        (
+            v["width"].as_str(),
+            v["height"].as_str(),
+            v["r_frame_rate"].as_str()
+        ),
+        ("1280", "720", "30/1")
+    );
+    let pic = rgb_frame(&url, 4.0, 1280, 720);
+    assert!(
+        near(pixel(&pic, 1280, 320, 360), RED, 40),
+        "left {:?}",
+        pixel(&pic, 1280, 320, 360)
+    );
+    assert!(
+        near(pixel(&pic, 1280, 960, 360), BLUE, 40),
+        "right {:?}",
+        pixel(&pic, 1280, 960, 360)
+    );
+    assert_both_tones(&url);
+    let (errors, _) = common::media::decode(&url);
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+const CUSTOM: &str = r#"
+[video]
+width = 1280
+height = 720
+fps = 30
+bitrate_kbps = 1500
+preset = "veryfast"
+tune = "zerolatency"
+[layout]
+mode = "custom"
+background_color = "0x000000"
+[[layout.cells]]
+x = 0
+y = 0
+width = 320
+height = 180
+user_id = "blue"
+placeholder_color = "0x00ff00"
+[[layout.cells]]
+x = 640
+y = 360
+width = 640
+height = 360
+user_id = "red"
+"#;
+
+#[test]
+fn custom_layout_places_pinned_anchors_and_shows_placeholders_when_one_stops() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let (gw, _p) = gateway(&[("custom", CUSTOM)]);
+    let origin = Origin::start();
+    let (id, stream) = start_mix(&gw, "cust", "custom", json!({"rtmp": [origin.url("cust")]}));
+    let mut red = anchor(&gw, "cust", "red", "red", 440, 14);
+    std::thread::sleep(Duration::from_millis(300));
+    let blue1 = anchor(&gw, "cust", "blue", "blue", 880, 30);
+    wait_for("both in", Duration::from_secs(10), || {
+        status(&gw, &id)["frames"].as_u64().unwrap() > 60
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    drop(blue1); // killed: its pinned cell shows the placeholder
+    let dropped_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let _blue2 = anchor(&gw, "cust", "blue", "blue", 880, 4);
+    assert!(red.wait(Duration::from_secs(40)).unwrap().success());
+    let _ = dropped_at;
+    wait_for("mix stopped", Duration::from_secs(30), || {
+        status(&gw, &id)["state"] == "stopped"
+    });
+
+    let rec = origin.recordings("cust");
+    assert_eq!(rec.len(), 1, "one RTMP connection throughout");
+    let file = rec[0].to_str().unwrap().to_owned();
+    // While both publish: blue top-left, red bottom-right, black elsewhere.
+    let pic = rgb_frame(&file, 2.5, 1280, 720);
+    assert!(
+        near(pixel(&pic, 1280, 160, 90), BLUE, 40),
+        "{:?}",
+        pixel(&pic, 1280, 160, 90)
+    );
+    assert!(
+        near(pixel(&pic, 1280, 960, 540), RED, 40),
+        "{:?}",
+        pixel(&pic, 1280, 960, 540)
+    );
+    assert!(
+        near(pixel(&pic, 1280, 960, 100), (0, 0, 0), 30),
+        "{:?}",
+        pixel(&pic, 1280, 960, 100)
+    );
+    // After blue dropped: its cell is the placeholder colour, red stays.
+    let pic = rgb_frame(&file, 6.8, 1280, 720);
+    assert!(
+        near(pixel(&pic, 1280, 160, 90), (0, 255, 0), 60),
+        "placeholder {:?}",
+        pixel(&pic, 1280, 160, 90)
+    );
+    assert!(near(pixel(&pic, 1280, 960, 540), RED, 40));
+    // Blue back: it reappears.
+    let pic = rgb_frame(&file, 9.5, 1280, 720);
+    assert!(
+        near(pixel(&pic, 1280, 160, 90), BLUE, 40),
+        "back {:?}",
+        pixel(&pic, 1280, 160, 90)
+    );
+
+    // Constant frame rate, no gaps or jumps in the output timestamps.
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=dts",
+            "-of",
+            "csv=p=0",
+            &file,
+        ])
+        .output()
+        .unwrap();
+    let dts: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(dts.len() > 300, "{}", dts.len());
+    for w in dts.windows(2) {
+        let d = w[1] - w[0];
+        assert!((33..=34).contains(&d), "frame interval {d} ms at {}", w[0]);
+    }
+    let _ = stream;
+}
+
+#[test]
+fn a_live_layout_change_from_grid_to_picture_in_picture() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let (gw, _p) = gateway(&[]);
+    let origin = Origin::start();
+    let (id, _) = start_mix(
+        &gw,
+        "flt",
+        "grid-720p",
+        json!({"rtmp": [origin.url("flt")]}),
+    );
+    let mut red = anchor(&gw, "flt", "red", "red", 440, 9);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut blue = anchor(&gw, "flt", "blue", "blue", 880, 8);
+    wait_for("both in", Duration::from_secs(10), || {
+        status(&gw, &id)["frames"].as_u64().unwrap() > 60
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    // grid-720p → pip-720p (same canvas): no new connection.
+    let (code, _, text) = http(
+        gw.http_port,
+        "PATCH",
+        &format!("/v1/relays/{id}"),
+        Some(r#"{"profile": "pip-720p"}"#),
+    )
+    .unwrap();
+    assert_eq!(code, 204, "{text}");
+    let (code, _, text) = http(
+        gw.http_port,
+        "PATCH",
+        &format!("/v1/relays/{id}"),
+        Some(r#"{"profile": "floating-1080p"}"#),
+    )
+    .unwrap();
+    assert_eq!(code, 400, "another canvas size is refused: {text}");
+    assert!(red.wait(Duration::from_secs(30)).unwrap().success());
+    assert!(blue.wait(Duration::from_secs(30)).unwrap().success());
+    wait_for("mix stopped", Duration::from_secs(10), || {
+        status(&gw, &id)["state"] == "stopped"
+    });
+
+    let rec = origin.recordings("flt");
+    assert_eq!(rec.len(), 1);
+    let file = rec[0].to_str().unwrap();
+    let before = rgb_frame(file, 2.0, 1280, 720);
+    assert!(
+        near(pixel(&before, 1280, 320, 360), RED, 40)
+            && near(pixel(&before, 1280, 960, 360), BLUE, 40)
+    );
+    // pip: red full screen, blue in the bottom-right corner window.
+    let after = rgb_frame(file, 6.5, 1280, 720);
+    assert!(
+        near(pixel(&after, 1280, 320, 360), RED, 40),
+        "{:?}",
+        pixel(&after, 1280, 320, 360)
+    );
+    assert!(
+        near(pixel(&after, 1280, 960, 300), RED, 40),
+        "{:?}",
+        pixel(&after, 1280, 960, 300)
+    );
+    assert!(
+        near(pixel(&after, 1280, 1088, 612), BLUE, 40),
+        "corner {:?}",
+        pixel(&after, 1280, 1088, 612)
+    );
+    assert_both_tones(file);
+}
+
+#[test]
+fn floating_layout_main_full_screen_others_small_bottom_left() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let (gw, _p) = gateway(&[]);
+    let (id, stream) = start_mix(&gw, "float", "floating-1080p", json!({}));
+    let mut red = anchor(&gw, "float", "red", "red", 440, 6);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut blue = anchor(&gw, "float", "blue", "blue", 880, 5);
+    assert!(red.wait(Duration::from_secs(30)).unwrap().success());
+    assert!(blue.wait(Duration::from_secs(30)).unwrap().success());
+    wait_for("mix stopped", Duration::from_secs(10), || {
+        status(&gw, &id)["state"] == "stopped"
+    });
+    let url = hls(&gw, &stream);
+    let pic = rgb_frame(&url, 3.0, 1920, 1080);
+    assert!(
+        near(pixel(&pic, 1920, 960, 400), RED, 40),
+        "main {:?}",
+        pixel(&pic, 1920, 960, 400)
+    );
+    // The first small window: from the bottom-left corner.
+    assert!(
+        near(pixel(&pic, 1920, 200, 900), BLUE, 40),
+        "small {:?}",
+        pixel(&pic, 1920, 200, 900)
+    );
+    assert!(
+        near(pixel(&pic, 1920, 1500, 900), RED, 40),
+        "{:?}",
+        pixel(&pic, 1920, 1500, 900)
+    );
+}
