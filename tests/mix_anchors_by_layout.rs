@@ -371,3 +371,131 @@ fn floating_layout_main_full_screen_others_small_bottom_left() {
         pixel(&pic, 1920, 1500, 900)
     );
 }
+
+/// Onsets (seconds) where a signal first rises above `threshold` in each second.
+fn onsets(values: &[(f64, f64)], threshold: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut armed = true;
+    for &(t, v) in values {
+        if armed && v > threshold {
+            out.push(t);
+            armed = false;
+        }
+        if v < threshold / 4.0 {
+            armed = true;
+        }
+    }
+    out
+}
+
+fn start_time(input: &str, stream: &str) -> f64 {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            stream,
+            "-show_entries",
+            "stream=start_time",
+            "-of",
+            "csv=p=0",
+            input,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no start_time: {text}"))
+}
+
+#[test]
+fn audio_and_video_of_an_anchor_stay_in_sync_through_the_mix() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let (gw, _p) = gateway(&[]);
+    let (id, stream) = start_mix(&gw, "sync", "grid-720p", json!({}));
+    // A white flash and a 1 kHz beep during the first 100 ms of every second.
+    let mut obs = Publisher::start_lavfi(
+        &rtmp_url(&gw, "sync", "clock"),
+        "color=c=black:size=320x180:rate=30,format=yuv420p,geq=lum='if(lt(mod(T\\,1)\\,0.1)\\,235\\,16)':cb=128:cr=128",
+        "aevalsrc='if(lt(mod(t\\,1)\\,0.1)\\,0.8*sin(2*PI*1000*t)\\,0)':s=48000",
+        10,
+        &gw.dir.0,
+    );
+    assert!(
+        obs.wait(Duration::from_secs(30)).unwrap().success(),
+        "{}",
+        obs.log_text()
+    );
+    wait_for("mix stopped", Duration::from_secs(10), || {
+        status(&gw, &id)["state"] == "stopped"
+    });
+    let url = hls(&gw, &stream);
+
+    // Video: mean luma of the centre, frame by frame (constant 30 fps).
+    let out = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-nostdin",
+            "-i",
+            &url,
+            "-map",
+            "0:v",
+            "-fps_mode",
+            "passthrough",
+            "-vf",
+            "crop=64:64:608:328,format=gray",
+            "-f",
+            "rawvideo",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let v0 = start_time(&url, "v:0");
+    let luma: Vec<(f64, f64)> = out
+        .stdout
+        .chunks_exact(64 * 64)
+        .enumerate()
+        .map(|(i, px)| {
+            (
+                v0 + i as f64 / 30.0,
+                px.iter().map(|&p| f64::from(p)).sum::<f64>() / 4096.0,
+            )
+        })
+        .collect();
+    let a0 = start_time(&url, "a:0");
+    let samples = pcm(&url);
+    let energy: Vec<(f64, f64)> = samples
+        .chunks(48)
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                a0 + i as f64 * 0.001,
+                c.iter().map(|s| f64::from(s.abs())).fold(0.0, f64::max),
+            )
+        })
+        .collect();
+    let flashes = onsets(&luma, 128.0);
+    let beeps = onsets(&energy, 0.3);
+    assert!(
+        flashes.len() >= 6 && beeps.len() >= 6,
+        "flashes {flashes:?} beeps {beeps:?}"
+    );
+    let mut offsets: Vec<f64> = flashes
+        .iter()
+        .filter_map(|f| {
+            beeps
+                .iter()
+                .map(|b| b - f)
+                .min_by(|x, y| x.abs().total_cmp(&y.abs()))
+        })
+        .collect();
+    offsets.sort_by(|a, b| a.total_cmp(b));
+    let median = offsets[offsets.len() / 2];
+    eprintln!("A/V offsets (audio - video, s): {offsets:?}");
+    assert!(
+        median.abs() <= 0.045,
+        "median A/V offset {median:.3} s: {offsets:?}"
+    );
+}

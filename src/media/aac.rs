@@ -167,6 +167,13 @@ impl AacEncoder {
         &self.config
     }
 
+    /// The encoder's priming delay in milliseconds: the first packet's audio
+    /// is this much later than its timestamp.
+    pub fn delay_ms(&self) -> i64 {
+        let padding = unsafe { (*self.encoder.as_ptr()).initial_padding };
+        i64::from(padding.max(0)) * 1000 / i64::from(self.rate)
+    }
+
     /// Samples per encoded frame (1024 for AAC-LC).
     pub fn frame_size(&self) -> usize {
         self.frame_size

@@ -178,6 +178,15 @@ impl Mixer {
         let audio = AacEncoder::new(&settings.audio)?;
         let channels = settings.audio.channels as usize;
         let n = audio.frame_size();
+        // Audio reaches the output later than pictures: it waits in the input
+        // buffer (priming) and in the encoder (priming samples). Pictures are
+        // presented that much later so lips and voices line up.
+        let audio_latency_ms = audio.delay_ms()
+            + (AUDIO_PRIME_FRAMES * n) as i64 * 1000 / i64::from(settings.audio.sample_rate);
+        let mut video = video;
+        if let Some(v) = &mut video {
+            v.set_offset_ms(audio_latency_ms);
+        }
         Ok(Mixer {
             settings,
             inputs: Vec::new(),

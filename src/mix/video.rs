@@ -282,6 +282,8 @@ pub struct VideoEncoder {
     encoder: ff::encoder::Video,
     config: TrackConfig,
     fps: u32,
+    /// Added to every output time, ms (to line pictures up with buffered audio).
+    offset_ms: i64,
 }
 
 impl VideoEncoder {
@@ -341,7 +343,13 @@ impl VideoEncoder {
                 extradata: record,
             },
             fps: v.fps,
+            offset_ms: 0,
         })
+    }
+
+    /// Presents every picture this much later (the audio path's latency).
+    pub fn set_offset_ms(&mut self, ms: i64) {
+        self.offset_ms = ms;
     }
 
     pub fn config(&self) -> &TrackConfig {
@@ -372,8 +380,8 @@ impl VideoEncoder {
             if data.is_empty() {
                 continue;
             }
-            let pts = tb.rescale(pkt.pts().unwrap_or(0), TimeBase::MILLIS);
-            let dts = tb.rescale(pkt.dts().unwrap_or(0), TimeBase::MILLIS);
+            let pts = tb.rescale(pkt.pts().unwrap_or(0), TimeBase::MILLIS) + self.offset_ms;
+            let dts = tb.rescale(pkt.dts().unwrap_or(0), TimeBase::MILLIS) + self.offset_ms;
             out.push(EncodedFrame {
                 kind: TrackKind::Video,
                 codec: Codec::H264,
