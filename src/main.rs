@@ -127,6 +127,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    // libav's own chatter (encoder statistics) stays out of the gateway's log.
+    ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
     let mut cfg = Config::load(config.as_deref()).context("configuration")?;
     if let Some(dev) = cfg
         .ensure_dev_credentials()

@@ -1,0 +1,287 @@
+//! MixTranscoding cost: roomcast's mix against the ffmpeg CLI doing the same
+//! composite and encode on the same inputs, in the same run.
+//!
+//! Inputs: N pre-encoded 640x360 30 fps H.264 + AAC streams. Output:
+//! 1280x720 (and 1920x1080 for 4 inputs) 30 fps, x264 veryfast 2 Mbps, AAC
+//! 128k. roomcast's mixer runs on its real-time output clock, fed in real
+//! time; its CPU-seconds per output-second are measured on this process.
+//! ffmpeg runs unthrottled (`-f null`), giving CPU-seconds per output-second
+//! and its real-time speed factor. Run: `cargo bench --bench mix`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use roomcast::media::MediaMessage;
+use roomcast::mix::pipeline::{MixHandle, MixSettings};
+use roomcast::profile::{
+    AudioCodec, AudioEncoding, Background, H264Profile, Layout, LayoutMode, RenderMode, Rgb,
+    VideoEncoding,
+};
+use roomcast::rtmp::flv;
+
+const SECONDS: u32 = 15;
+
+fn cpu_seconds_self() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    t / 100.0
+}
+
+/// FLV tags: (is_video, ts ms, body).
+fn read_flv(path: &Path) -> Vec<(bool, u32, Bytes)> {
+    let data = std::fs::read(path).unwrap();
+    let mut tags = Vec::new();
+    let mut pos = 13;
+    while pos + 11 <= data.len() {
+        let kind = data[pos];
+        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]);
+        let start = pos + 11;
+        if start + size > data.len() {
+            break;
+        }
+        if kind == 8 || kind == 9 {
+            tags.push((
+                kind == 9,
+                ts,
+                Bytes::copy_from_slice(&data[start..start + size]),
+            ));
+        }
+        pos = start + size + 4;
+    }
+    tags
+}
+
+fn make_inputs(dir: &Path, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let path = dir.join(format!("in{i}.flv"));
+            if !path.exists() {
+                let status = Command::new("ffmpeg")
+                    .args([
+                        "-v",
+                        "error",
+                        "-f",
+                        "lavfi",
+                        "-i",
+                        &format!(
+                            "testsrc2=size=640x360:rate=30:duration={SECONDS},hue=h={}",
+                            i * 90
+                        ),
+                        "-f",
+                        "lavfi",
+                        "-i",
+                        &format!(
+                            "sine=frequency={}:duration={SECONDS}:sample_rate=48000",
+                            300 + 100 * i
+                        ),
+                        "-c:v",
+                        "libx264",
+                        "-preset",
+                        "veryfast",
+                        "-b:v",
+                        "800k",
+                        "-g",
+                        "30",
+                        "-c:a",
+                        "aac",
+                        "-b:a",
+                        "96k",
+                        "-y",
+                        path.to_str().unwrap(),
+                    ])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            path
+        })
+        .collect()
+}
+
+fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
+    let settings = MixSettings {
+        layout: Layout {
+            mode: LayoutMode::Grid,
+            max_inputs: 16,
+            render_mode: RenderMode::Crop,
+            background: Background::Color(Rgb(0, 0, 0)),
+            placeholder: Background::Color(Rgb(0x33, 0x33, 0x33)),
+            audio_only_holds_cell: false,
+            main_user: None,
+            cells: Vec::new(),
+        },
+        video: Some(VideoEncoding {
+            width,
+            height,
+            fps: 30,
+            bitrate_kbps: 2000,
+            gop_seconds: 2,
+            preset: "veryfast".into(),
+            profile: H264Profile::High,
+            tune: None,
+            bframes: 0,
+        }),
+        audio: AudioEncoding {
+            sample_rate: 48_000,
+            channels: 2,
+            bitrate_kbps: 128,
+            codec: AudioCodec::AacLc,
+        },
+        freeze: Duration::from_millis(800),
+    };
+    let mut mixer = MixHandle::spawn(settings);
+    let mut out = std::mem::replace(&mut mixer.out, tokio::sync::mpsc::channel(1).1);
+    let collector = std::thread::spawn(move || {
+        let mut frames = 0u64;
+        while let Some(m) = out.blocking_recv() {
+            if let MediaMessage::Frame(f) = &*m
+                && f.kind == roomcast::media::TrackKind::Video
+            {
+                frames += 1;
+            }
+        }
+        frames
+    });
+    // All inputs' tags merged by timestamp, fed in real time.
+    let mut all: Vec<(u32, usize, bool, Bytes)> = Vec::new();
+    for (i, p) in inputs.iter().enumerate() {
+        for (v, ts, b) in read_flv(p) {
+            all.push((ts, i, v, b));
+        }
+    }
+    all.sort_by_key(|t| t.0);
+    let mut ins: Vec<_> = (0..inputs.len())
+        .map(|i| mixer.input(&format!("u{i}")))
+        .collect();
+    let cpu0 = cpu_seconds_self();
+    let t0 = Instant::now();
+    for (ts, i, is_video, body) in all {
+        let due = t0 + Duration::from_millis(u64::from(ts));
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let msg = if is_video {
+            flv::parse_video(&body, ts)
+        } else {
+            flv::parse_audio(&body, ts)
+        };
+        if let Ok(Some(m)) = msg {
+            ins[i].offer(&Arc::new(m));
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds_self() - cpu0;
+    ins.clear();
+    drop(mixer);
+    let frames = collector.join().unwrap();
+    (cpu / elapsed, frames as f64 / (elapsed * 30.0))
+}
+
+fn ffmpeg_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
+    let n = inputs.len();
+    let (cw, ch) = if n <= 2 {
+        (width / 2, height)
+    } else {
+        (width / 2, height / 2)
+    };
+    let layout = if n <= 2 {
+        "0_0|w0_0"
+    } else {
+        "0_0|w0_0|0_h0|w0_h0"
+    };
+    let mut filter = String::new();
+    for i in 0..n {
+        filter.push_str(&format!(
+            "[{i}:v]scale={cw}:{ch}:force_original_aspect_ratio=increase,crop={cw}:{ch}[v{i}];"
+        ));
+    }
+    for i in 0..n {
+        filter.push_str(&format!("[v{i}]"));
+    }
+    filter.push_str(&format!(
+        "xstack=inputs={n}:layout={layout},scale={width}:{height},format=yuv420p[v];"
+    ));
+    for i in 0..n {
+        filter.push_str(&format!("[{i}:a]"));
+    }
+    filter.push_str(&format!("amix=inputs={n}:normalize=0[a]"));
+    let mut args: Vec<String> = vec!["-v".into(), "error".into(), "-nostdin".into()];
+    for p in inputs {
+        args.extend(["-i".into(), p.to_str().unwrap().into()]);
+    }
+    args.extend(
+        [
+            "-filter_complex",
+            &filter,
+            "-map",
+            "[v]",
+            "-map",
+            "[a]",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            "2000k",
+            "-maxrate",
+            "2000k",
+            "-bufsize",
+            "2000k",
+            "-g",
+            "60",
+            "-bf",
+            "0",
+            "-r",
+            "30",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ar",
+            "48000",
+            "-f",
+            "null",
+            "-",
+        ]
+        .map(String::from),
+    );
+    let t0 = Instant::now();
+    let child = Command::new("ffmpeg").args(&args).spawn().unwrap();
+    let pid = child.id();
+    // CPU of the child from wait4's rusage.
+    let mut status = 0i32;
+    let mut usage: [i64; 18] = [0; 18];
+    let _ = std::mem::ManuallyDrop::new(child);
+    unsafe extern "C" {
+        fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut i64) -> i32;
+    }
+    unsafe { wait4(pid as i32, &mut status, 0, usage.as_mut_ptr()) };
+    let wall = t0.elapsed().as_secs_f64();
+    // struct rusage starts with ru_utime and ru_stime (timeval: sec, usec).
+    let cpu = usage[0] as f64 + usage[1] as f64 / 1e6 + usage[2] as f64 + usage[3] as f64 / 1e6;
+    (cpu / f64::from(SECONDS), f64::from(SECONDS) / wall)
+}
+
+fn main() {
+    ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-mix");
+    std::fs::create_dir_all(&dir).unwrap();
+    let inputs = make_inputs(&dir, 4);
+    println!("{SECONDS} s of 640x360 30 fps inputs; x264 veryfast 2 Mbps + AAC 128k out\n");
+    for (n, w, h) in [(2, 1280, 720), (4, 1280, 720), (4, 1920, 1080)] {
+        let (rc_cpu, rc_kept) = roomcast_mix(&inputs[..n], w, h);
+        let (ff_cpu, ff_speed) = ffmpeg_mix(&inputs[..n], w, h);
+        println!(
+            "{n} inputs -> {w}x{h}: roomcast {rc_cpu:.3} CPU-s/s (real time kept: {:.0}% of frames) | ffmpeg CLI {ff_cpu:.3} CPU-s/s (speed {ff_speed:.2}x) | ratio {:.2}",
+            rc_kept * 100.0,
+            rc_cpu / ff_cpu
+        );
+    }
+}
