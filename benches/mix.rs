@@ -116,6 +116,7 @@ fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
             audio_only_holds_cell: false,
             main_user: None,
             cells: Vec::new(),
+            freeze_ms: 800,
         },
         video: Some(VideoEncoding {
             width,

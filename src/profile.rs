@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 /// Inputs a mix may hold at most (TRTC: 16).
 pub const MAX_INPUTS: u32 = 16;
+/// Default time a stalled anchor's last picture stays before its placeholder.
+pub const DEFAULT_FREEZE_MS: u32 = 800;
 /// RTMP targets a task may push to at most (TRTC: 10).
 pub const MAX_RTMP_TARGETS: usize = 10;
 
@@ -153,6 +155,8 @@ pub struct Layout {
     pub main_user: Option<String>,
     /// Custom layouts only.
     pub cells: Vec<Cell>,
+    /// A stalled anchor keeps its last picture this long, then shows its placeholder.
+    pub freeze_ms: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +287,7 @@ struct LayoutFile {
     placeholder_image: Option<String>,
     audio_only_holds_cell: Option<bool>,
     main_user: Option<String>,
+    freeze_ms: Option<i64>,
     #[serde(default)]
     cells: Vec<CellFile>,
 }
@@ -753,6 +758,7 @@ impl Validator<'_> {
                 audio_only_holds_cell: false,
                 main_user: None,
                 cells: Vec::new(),
+                freeze_ms: DEFAULT_FREEZE_MS,
             });
         };
         let p = |k| [Seg::Key("layout"), Seg::Key(k)];
@@ -875,7 +881,9 @@ impl Validator<'_> {
                 placeholder,
             });
         }
+        let freeze_ms = self.range(&p("freeze_ms"), l.freeze_ms, DEFAULT_FREEZE_MS, 0, 10_000)?;
         Ok(Layout {
+            freeze_ms,
             mode,
             max_inputs,
             render_mode,

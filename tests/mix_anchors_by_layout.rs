@@ -499,3 +499,23 @@ fn audio_and_video_of_an_anchor_stay_in_sync_through_the_mix() {
         "median A/V offset {median:.3} s: {offsets:?}"
     );
 }
+
+#[test]
+fn an_audio_only_mix_mixes_every_voice() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let (gw, _p) = gateway(&[]);
+    let (id, stream) = start_mix(&gw, "voices", "audio-only", json!({}));
+    let mut a = anchor(&gw, "voices", "red", "red", 440, 6);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut b = anchor(&gw, "voices", "blue", "blue", 880, 5);
+    assert!(a.wait(Duration::from_secs(30)).unwrap().success());
+    assert!(b.wait(Duration::from_secs(30)).unwrap().success());
+    wait_for("mix stopped", Duration::from_secs(10), || {
+        status(&gw, &id)["state"] == "stopped"
+    });
+    let url = hls(&gw, &stream);
+    let streams = common::media::probe_streams(&url);
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    assert_eq!(streams[0]["codec_name"], "aac");
+    assert_both_tones(&url);
+}

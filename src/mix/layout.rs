@@ -196,6 +196,7 @@ mod tests {
             audio_only_holds_cell: false,
             main_user: None,
             cells: Vec::new(),
+            freeze_ms: 800,
         }
     }
 

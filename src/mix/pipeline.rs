@@ -374,7 +374,7 @@ impl Mixer {
             .filter_map(|p| p.user.as_deref())
             .collect();
         canvas.retain_users(&shown);
-        Ok(enc.encode(canvas.frame(), n)?)
+        Ok(enc.encode(canvas.frame_mut(), n)?)
     }
 
     fn audio_tick(&mut self, base_ms: i64) -> Result<Vec<crate::media::EncodedFrame>, MixError> {

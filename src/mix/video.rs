@@ -131,6 +131,10 @@ impl Canvas {
         &self.frame
     }
 
+    pub fn frame_mut(&mut self) -> &mut ff::frame::Video {
+        &mut self.frame
+    }
+
     fn fill(&mut self, r: Rect, (y, u, v): (u8, u8, u8)) {
         let (w, h) = (self.frame.width(), self.frame.height());
         let r = clip(r, w, h);
@@ -441,7 +445,7 @@ mod tests {
             canvas
                 .compose(std::slice::from_ref(&placement), &HashMap::new())
                 .unwrap();
-            frames.extend(enc.encode(canvas.frame(), n).unwrap());
+            frames.extend(enc.encode(canvas.frame_mut(), n).unwrap());
         }
         assert!(frames.len() >= 25, "{}", frames.len());
         assert!(frames[0].keyframe);

@@ -63,7 +63,7 @@ impl RelaySpec {
                 layout: layout.clone(),
                 video: profile.video.clone(),
                 audio: profile.audio.clone(),
-                freeze: MIX_FREEZE,
+                freeze: Duration::from_millis(u64::from(layout.freeze_ms)),
             }),
             rtmp: profile.outputs.rtmp.clone(),
             hls: profile.outputs.hls.clone(),
@@ -116,9 +116,6 @@ impl RelaySpec {
         })
     }
 }
-
-/// A stalled anchor keeps its last picture this long in a mix, then shows its placeholder.
-pub const MIX_FREEZE: Duration = Duration::from_millis(800);
 
 /// Relay tasks running at once, across rooms.
 pub const MAX_TASKS: usize = 256;
