@@ -136,6 +136,8 @@ fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
             codec: AudioCodec::AacLc,
         },
         freeze: Duration::from_millis(800),
+        audio_filter: Default::default(),
+        volumes: Vec::new(),
     };
     let mut mixer = MixHandle::spawn(settings);
     let mut out = std::mem::replace(&mut mixer.out, tokio::sync::mpsc::channel(1).1);

@@ -165,7 +165,17 @@ fn refusals_carry_the_codes_the_sdk_raises() {
         (
             "StartPublishCdnStream",
             json!({"SdkAppId": APP, "RoomId": "1", "RoomIdType": 0, "AgentParams": {"UserId": "bot"}, "WithTranscoding": 1, "PublishCdnParams": [{"PublishCdnUrl": "rtmp://127.0.0.1/live/x"}]}),
+            "MissingParameter",
+        ),
+        (
+            "StartPublishCdnStream",
+            json!({"SdkAppId": APP, "RoomId": "1", "RoomIdType": 0, "AgentParams": {"UserId": "bot"}, "WithTranscoding": 1, "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}}, "VideoParams": {"VideoEncode": {"Width": 1280, "Height": 720, "Fps": 15, "BitRate": 1500, "Gop": 2}, "BackgroundImageUrl": "http://example.com/bg.png"}, "PublishCdnParams": [{"PublishCdnUrl": "rtmp://127.0.0.1/live/x"}]}),
             "UnsupportedOperation",
+        ),
+        (
+            "StartPublishCdnStream",
+            json!({"SdkAppId": APP, "RoomId": "1", "RoomIdType": 0, "AgentParams": {"UserId": "bot"}, "WithTranscoding": 1, "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}}, "VideoParams": {"VideoEncode": {"Width": 1280, "Height": 720, "Fps": 15, "BitRate": 1500, "Gop": 2}, "LayoutParams": {"MixLayoutMode": 4, "MixLayoutList": [{"ImageWidth": 2000, "ImageHeight": 100}]}}, "PublishCdnParams": [{"PublishCdnUrl": "rtmp://127.0.0.1/live/x"}]}),
+            "InvalidParameter",
         ),
         (
             "StartPublishCdnStream",
@@ -395,4 +405,141 @@ fn bypass_relay_started_updated_and_stopped_by_the_sdk() {
             "AudioEncode applied: {streams:?}"
         );
     }
+}
+
+#[test]
+fn a_mix_started_updated_and_stopped_by_the_sdk() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let origin = Origin::start();
+    let anchor =
+        |user: &str| json!({"UserInfo": {"UserId": user, "RoomId": "1234", "RoomIdType": 0}});
+    // The shape of Tencent's own example: a custom two-cell layout, an audio
+    // allowlist with a SoundLevel, a text watermark and SEI (accepted).
+    let start = json!({
+        "SdkAppId": APP, "RoomId": "1234", "RoomIdType": 0,
+        "AgentParams": {"UserId": "mcu_robot_1234", "MaxIdleTime": 30},
+        "WithTranscoding": 1,
+        "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64, "Codec": 0},
+                        "SubscribeAudioList": [anchor("red"), {"UserInfo": anchor("blue")["UserInfo"], "SoundLevel": 80}]},
+        "VideoParams": {"VideoEncode": {"Width": 1280, "Height": 720, "Fps": 15, "BitRate": 1500, "Gop": 2},
+                        "LayoutParams": {"MixLayoutMode": 4, "PureAudioHoldPlaceMode": 0, "MixLayoutList": [
+                            {"UserMediaStream": {"UserInfo": anchor("red")["UserInfo"], "StreamType": 0}, "ImageWidth": 640, "ImageHeight": 720, "LocationX": 0, "LocationY": 0, "ZOrder": 1, "RenderMode": 0},
+                            {"UserMediaStream": {"UserInfo": anchor("blue")["UserInfo"], "StreamType": 0}, "ImageWidth": 640, "ImageHeight": 720, "LocationX": 640, "LocationY": 0, "ZOrder": 1, "RenderMode": 0}]},
+                        "BackGroundColor": "0x000000",
+                        "WaterMarkList": [{"WaterMarkType": 1, "WaterMarkText": {"Text": "LIVE", "WaterMarkWidth": 200, "WaterMarkHeight": 40, "LocationX": 1060, "LocationY": 20, "FontSize": 24, "FontColor": "0xFFFFFF", "BackGroundColor": "0x000000"}}]},
+        "PublishCdnParams": [{"PublishCdnUrl": origin.url("mix1234"), "IsTencentCdn": 0}],
+        "SeiParams": {"LayoutVolume": {"AppData": "{}", "PayloadType": 100, "Interval": 1000, "FollowIdr": 1}},
+    });
+    let r = sdk(&gw, "StartPublishCdnStream", start);
+    assert_eq!(r["ok"], true, "{r}");
+    let task_id = r["response"]["TaskId"].as_str().unwrap().to_owned();
+
+    let log = gw.log_text();
+    let line = log.lines().find(|l| l.contains("RTMP listening")).unwrap();
+    let rtmp_port: u16 = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let url = |user: &str| {
+        let sig = usersig::generate(APP, KEY, user, 3600, now(), None);
+        format!(
+            "rtmp://127.0.0.1:{rtmp_port}/push/1234?sdkappid={APP}&userid={user}&usersig={sig}&roomtype=int"
+        )
+    };
+    let mut red = Publisher::start_lavfi(
+        &url("red"),
+        "color=c=red:size=640x360:rate=30",
+        "sine=frequency=440:sample_rate=48000",
+        12,
+        &gw.dir.0,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut blue = Publisher::start_lavfi(
+        &url("blue"),
+        "color=c=blue:size=640x360:rate=30",
+        "sine=frequency=880:sample_rate=48000",
+        11,
+        &gw.dir.0,
+    );
+    wait_for("mix at the origin", Duration::from_secs(10), || {
+        !origin.recordings("mix1234").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(4));
+
+    // Floating with blue as the big picture; only blue is heard.
+    let update = json!({
+        "SdkAppId": APP, "TaskId": task_id, "SequenceNumber": 1, "WithTranscoding": 1,
+        "AudioParams": {"SubscribeAudioList": [anchor("blue")]},
+        "VideoParams": {"LayoutParams": {"MixLayoutMode": 1, "MaxVideoUser": {"UserMediaStream": anchor("blue")}}},
+    });
+    let r = sdk(&gw, "UpdatePublishCdnStream", update);
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(red.wait(Duration::from_secs(30)).unwrap().success());
+    assert!(blue.wait(Duration::from_secs(30)).unwrap().success());
+    let r = sdk(
+        &gw,
+        "StopPublishCdnStream",
+        json!({"SdkAppId": APP, "TaskId": task_id}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+
+    let rec = origin.recordings("mix1234");
+    assert_eq!(rec.len(), 1, "one connection through the update");
+    let file = rec[0].to_str().unwrap();
+    let streams = common::media::probe_streams(file);
+    let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    assert_eq!(
+        (
+            v["width"].as_str(),
+            v["height"].as_str(),
+            v["r_frame_rate"].as_str()
+        ),
+        ("1280", "720", "15/1")
+    );
+    let before = common::media::rgb_frame(file, 2.0, 1280, 720);
+    assert!(common::media::near(
+        common::media::pixel(&before, 1280, 320, 360),
+        (255, 0, 0),
+        40
+    ));
+    assert!(common::media::near(
+        common::media::pixel(&before, 1280, 960, 360),
+        (0, 0, 255),
+        40
+    ));
+    let after = common::media::rgb_frame(file, -1.5, 1280, 720);
+    assert!(
+        common::media::near(
+            common::media::pixel(&after, 1280, 960, 300),
+            (0, 0, 255),
+            40
+        ),
+        "blue is the big picture"
+    );
+    assert!(
+        common::media::near(
+            common::media::pixel(&after, 1280, 120, 620),
+            (255, 0, 0),
+            40
+        ),
+        "red small, bottom-left"
+    );
+    // The end is blue's voice only.
+    let samples = common::media::pcm(file);
+    let tail = &samples[samples.len() - 48_000..];
+    let (red_tone, blue_tone) = (
+        common::media::tone_power(tail, 440.0, 48_000.0),
+        common::media::tone_power(tail, 880.0, 48_000.0),
+    );
+    assert!(
+        blue_tone > 100.0 * red_tone,
+        "440 Hz {red_tone:e} vs 880 Hz {blue_tone:e}"
+    );
 }

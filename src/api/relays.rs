@@ -201,7 +201,7 @@ pub async fn update(
         }
     }
     let result = if layout.is_some() || !volumes.is_empty() {
-        state.relays.update_mix(&id, layout, volumes)
+        state.relays.update_mix(&id, layout, volumes, None)
     } else {
         Ok(())
     };

@@ -38,6 +38,26 @@ pub struct MixSettings {
     pub audio: AudioEncoding,
     /// How long a stalled input keeps its last picture before its placeholder.
     pub freeze: Duration,
+    /// Whose audio is mixed: `allow` (None = everyone) minus `block`.
+    pub audio_filter: AudioFilter,
+    /// Initial volumes, 0..=100 (TRTC SoundLevel).
+    pub volumes: Vec<(String, u32)>,
+}
+
+/// TRTC's audio allowlist / blocklist.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AudioFilter {
+    pub allow: Option<Vec<String>>,
+    pub block: Vec<String>,
+}
+
+impl AudioFilter {
+    pub fn admits(&self, user: &str) -> bool {
+        self.allow
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|u| u == user))
+            && !self.block.iter().any(|u| u == user)
+    }
 }
 
 enum Input {
@@ -53,6 +73,7 @@ enum Input {
         user: String,
         level: f32,
     },
+    AudioFilter(AudioFilter),
 }
 
 /// The relay's side of a mix.
@@ -127,6 +148,10 @@ impl MixHandle {
         let _ = self.tx.try_send(Input::Layout(layout));
     }
 
+    pub fn set_audio_filter(&self, filter: AudioFilter) {
+        let _ = self.tx.try_send(Input::AudioFilter(filter));
+    }
+
     /// TRTC SoundLevel: 0..=100, 100 = as sent.
     pub fn set_volume(&self, user: &str, level: u32) {
         let _ = self.tx.try_send(Input::Volume {
@@ -187,13 +212,18 @@ impl Mixer {
         if let Some(v) = &mut video {
             v.set_offset_ms(audio_latency_ms);
         }
+        let volumes = settings
+            .volumes
+            .iter()
+            .map(|(u, l)| (u.clone(), (*l).min(100) as f32 / 100.0))
+            .collect();
         Ok(Mixer {
             settings,
             inputs: Vec::new(),
             canvas,
             video,
             audio,
-            volumes: HashMap::new(),
+            volumes,
             mixbuf: vec![vec![0.0; n]; channels],
         })
     }
@@ -284,6 +314,7 @@ impl Mixer {
                 }
                 self.settings.layout = l;
             }
+            Input::AudioFilter(f) => self.settings.audio_filter = f,
             Input::Volume { user, level } => {
                 self.volumes.insert(user.clone(), level);
                 if let Some(s) = self.inputs.iter_mut().find(|s| s.user == user) {
@@ -382,8 +413,15 @@ impl Mixer {
         for ch in &mut self.mixbuf {
             ch.fill(0.0);
         }
+        let filter = &self.settings.audio_filter;
         for s in &mut self.inputs {
             let have = s.samples.first().map_or(0, Vec::len);
+            if !filter.admits(&s.user) {
+                for ch in &mut s.samples {
+                    ch.drain(..have.min(n));
+                }
+                continue;
+            }
             if !s.primed {
                 if have < AUDIO_PRIME_FRAMES * n {
                     continue;

@@ -46,6 +46,7 @@ pub(super) async fn run(
                     mixer.set_layout(l);
                 }
                 Some(super::Control::SetVolume(user, level)) => mixer.set_volume(user.as_str(), level),
+                Some(super::Control::SetAudioFilter(f)) => mixer.set_audio_filter(f),
                 Some(super::Control::Stop) | None => break "stopped by request".to_owned(),
             },
             m = mixer.out.recv() => match m {

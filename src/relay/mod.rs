@@ -64,6 +64,8 @@ impl RelaySpec {
                 video: profile.video.clone(),
                 audio: profile.audio.clone(),
                 freeze: Duration::from_millis(u64::from(layout.freeze_ms)),
+                audio_filter: Default::default(),
+                volumes: Vec::new(),
             }),
             rtmp: profile.outputs.rtmp.clone(),
             hls: profile.outputs.hls.clone(),
@@ -156,10 +158,12 @@ pub enum Control {
     SetLayout(crate::profile::Layout),
     /// A mix input's volume, TRTC SoundLevel 0..=100.
     SetVolume(UserId, u32),
+    /// Whose audio a mix takes.
+    SetAudioFilter(crate::mix::pipeline::AudioFilter),
 }
 
-/// Control messages queued per task.
-const CONTROL_CAPACITY: usize = 8;
+/// Control messages queued per task (an API update may carry a volume per anchor).
+const CONTROL_CAPACITY: usize = 32;
 
 /// Starts, stops and lists relay tasks. The registry lock guards only the
 /// table of handles; each task runs on its own.
@@ -272,6 +276,7 @@ impl RelayManager {
         id: &str,
         layout: Option<crate::profile::Layout>,
         volumes: Vec<(UserId, u32)>,
+        audio_filter: Option<crate::mix::pipeline::AudioFilter>,
     ) -> Result<(), RelayError> {
         let is_mix = self.lock().get(id).map(|e| e.spec.mix.is_some());
         match is_mix {
@@ -284,6 +289,9 @@ impl RelayManager {
         }
         for (u, v) in volumes {
             self.control(id, Control::SetVolume(u, v))?;
+        }
+        if let Some(f) = audio_filter {
+            self.control(id, Control::SetAudioFilter(f))?;
         }
         Ok(())
     }

@@ -244,7 +244,11 @@ pub(super) async fn run(
         tokio::select! {
             c = control.recv() => match c {
                 Some(super::Control::SetTargets(urls)) => relay.set_targets(&urls),
-                Some(super::Control::SetLayout(_) | super::Control::SetVolume(..)) => {}
+                Some(
+                    super::Control::SetLayout(_)
+                    | super::Control::SetVolume(..)
+                    | super::Control::SetAudioFilter(_),
+                ) => {}
                 Some(super::Control::Stop) | None => break "stopped by request".to_owned(),
             },
             m = recv_stage(&mut relay.audio) => match m {

@@ -10,6 +10,7 @@
 //! `relay` (Start/Update/StopPublishCdnStream). Internal detail is logged,
 //! never echoed.
 
+mod mix;
 mod params;
 mod relay;
 mod rooms;

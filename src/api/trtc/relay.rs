@@ -1,8 +1,9 @@
 //! StartPublishCdnStream, UpdatePublishCdnStream, StopPublishCdnStream,
-//! mapped onto relay tasks (the `passthrough` profile, overridden by the
-//! request). This build relays one anchor (WithTranscoding = 0); mixing
-//! (WithTranscoding = 1), pushing back into a room and SEI are answered with
-//! UnsupportedOperation rather than half-done.
+//! mapped onto relay tasks: bypass (WithTranscoding = 0, the `passthrough`
+//! profile overridden by the request) or mix (WithTranscoding = 1, a mix
+//! profile made from the request by `mix`). Pushing back into a room and
+//! relay recording are answered with UnsupportedOperation rather than
+//! half-done; SEI and watermarks are accepted and not acted on.
 
 use std::time::Duration;
 
@@ -128,18 +129,12 @@ fn single_user(p: &Params<'_>) -> Result<Option<UserId>, ApiError> {
 }
 
 fn check_no_unsupported(p: &Params<'_>) -> Result<(), ApiError> {
-    if p.u64("WithTranscoding")? == Some(1) {
-        return Err(unsupported("Mixing (WithTranscoding = 1)"));
-    }
     if p.array("FeedBackRoomParams")?
         .is_some_and(|a| !a.is_empty())
     {
         return Err(unsupported(
             "Pushing the stream back into a room (FeedBackRoomParams)",
         ));
-    }
-    if p.get("SeiParams").is_some() {
-        return Err(unsupported("SEI insertion (SeiParams)"));
     }
     if p.get("RecordParams").is_some() {
         return Err(unsupported("Relay recording (RecordParams)"));
@@ -171,24 +166,43 @@ pub fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
     if !(5..=86_400).contains(&max_idle) {
         return Err(invalid("MaxIdleTime", "5 to 86400 seconds"));
     }
-    p.req_u64("WithTranscoding")?;
+    let with_transcoding = p.req_u64("WithTranscoding")?;
     check_no_unsupported(p)?;
-    let user = single_user(p)?.ok_or_else(|| missing("SingleSubscribeParams"))?;
     let urls = cdn_urls(p)?.unwrap_or_default();
     if urls.is_empty() {
         return Err(missing("PublishCdnParams"));
     }
-    let profile = state
-        .profiles
-        .iter()
-        .find(|p| p.name == "passthrough")
-        .ok_or_else(|| ApiError::new("InternalError", "No `passthrough` profile is loaded."))?;
-    let mut spec =
-        RelaySpec::for_anchor(RoomKey { app, room }, user, profile).map_err(relay_error)?;
-    // As in TRTC, audio is re-encoded with AudioEncode when it is given.
-    if let Some(a) = audio_encode(p)? {
-        spec.audio_reencode = Some(a);
-    }
+    let key = RoomKey { app, room };
+    let mut spec = match with_transcoding {
+        0 => {
+            let user = single_user(p)?.ok_or_else(|| missing("SingleSubscribeParams"))?;
+            let profile = state
+                .profiles
+                .iter()
+                .find(|p| p.name == "passthrough")
+                .ok_or_else(|| {
+                    ApiError::new("InternalError", "No `passthrough` profile is loaded.")
+                })?;
+            let mut spec = RelaySpec::for_anchor(key, user, profile).map_err(relay_error)?;
+            // As in TRTC, audio is re-encoded with AudioEncode when it is given.
+            if let Some(a) = audio_encode(p)? {
+                spec.audio_reencode = Some(a);
+            }
+            spec
+        }
+        1 => {
+            let profile = super::mix::profile(p, None)?;
+            let mut spec = RelaySpec::for_mix(key, &profile).map_err(relay_error)?;
+            if let (Some(mix), Some((filter, volumes))) =
+                (spec.mix.as_mut(), super::mix::audio_filter(p)?)
+            {
+                mix.audio_filter = filter;
+                mix.volumes = volumes;
+            }
+            spec
+        }
+        _ => return Err(invalid("WithTranscoding", "0 or 1")),
+    };
     spec.max_idle = Duration::from_secs(max_idle);
     // The stream is named after the first CDN URL's last path segment.
     if let Some(name) = urls[0]
@@ -230,20 +244,72 @@ pub fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
         return Err(relay_error(RelayError::Finished));
     }
     check_no_unsupported(p)?;
-    if let Some(user) = single_user(p)?
-        && Some(user) != spec.user
-    {
-        return Err(unsupported("Switching the relayed anchor"));
-    }
-    if audio_encode(p)?.is_some_and(|a| Some(&a) != spec.audio_reencode.as_ref()) {
-        return Err(unsupported(
-            "Changing the audio encoding of a running relay",
-        ));
+    let mut mix_update = None;
+    match &spec.mix {
+        None => {
+            if p.u64("WithTranscoding")? == Some(1) {
+                return Err(unsupported(
+                    "Turning a bypass relay into a mix (start a new task)",
+                ));
+            }
+            if let Some(user) = single_user(p)?
+                && Some(user) != spec.user
+            {
+                return Err(unsupported("Switching the relayed anchor"));
+            }
+            if audio_encode(p)?.is_some_and(|a| Some(&a) != spec.audio_reencode.as_ref()) {
+                return Err(unsupported(
+                    "Changing the audio encoding of a running relay",
+                ));
+            }
+        }
+        Some(mix) => {
+            if p.u64("WithTranscoding")? == Some(0) {
+                return Err(unsupported(
+                    "Turning a mix into a bypass relay (start a new task)",
+                ));
+            }
+            if p.get("SingleSubscribeParams").is_some() {
+                return Err(invalid("SingleSubscribeParams", "only for bypass relays"));
+            }
+            let layout = match (p.object("VideoParams")?, &mix.video) {
+                (Some(_), Some(v)) => match super::mix::profile(p, Some((v, &mix.audio)))?.mode {
+                    crate::profile::RelayMode::Mix { layout } => Some(layout),
+                    crate::profile::RelayMode::Passthrough { .. } => None,
+                },
+                (Some(_), None) => return Err(unsupported("Adding video to an audio-only mix")),
+                (None, _) => None,
+            };
+            if p.object("AudioParams")?
+                .is_some_and(|a| a.get("AudioEncode").is_some())
+            {
+                return Err(unsupported("Changing the audio encoding of a running mix"));
+            }
+            mix_update = Some((layout, super::mix::audio_filter(p)?));
+        }
     }
     state
         .relays
         .advance_sequence(&id, seq)
         .map_err(relay_error)?;
+    if let Some((layout, audio)) = mix_update {
+        let (filter, volumes) = match audio {
+            Some((f, v)) => (Some(f), v),
+            None => (None, Vec::new()),
+        };
+        let volumes = volumes
+            .into_iter()
+            .map(|(u, l)| {
+                UserId::new(&u)
+                    .map(|u| (u, l))
+                    .map_err(|e| invalid("UserId", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        state
+            .relays
+            .update_mix(&id, layout, volumes, filter)
+            .map_err(relay_error)?;
+    }
     if let Some(urls) = cdn_urls(p)? {
         state.relays.set_targets(&id, urls).map_err(relay_error)?;
     }
