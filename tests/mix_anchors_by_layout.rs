@@ -516,3 +516,79 @@ fn an_audio_only_mix_mixes_every_voice() {
     assert_eq!(streams[0]["codec_name"], "aac");
     assert_both_tones(&url);
 }
+
+#[test]
+fn image_background_and_placeholder() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let profile = r#"
+[video]
+width = 640
+height = 360
+fps = 25
+preset = "veryfast"
+tune = "zerolatency"
+[layout]
+mode = "custom"
+background_image = "green.png"
+[[layout.cells]]
+x = 0
+y = 0
+width = 320
+height = 180
+user_id = "red"
+[[layout.cells]]
+x = 320
+y = 180
+width = 320
+height = 180
+user_id = "absent"
+placeholder_image = "yellow.jpg"
+"#;
+    let dir = TempDir::new("mix-images");
+    for (file, colour) in [("green.png", "0x00ff00"), ("yellow.jpg", "0xffff00")] {
+        let status = std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("color=c={colour}:size=64x48"),
+                "-frames:v",
+                "1",
+                "-y",
+            ])
+            .arg(dir.0.join(file))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    std::fs::write(dir.0.join("images.toml"), profile).unwrap();
+    let gw = Gateway::spawn(
+        Some(&config()),
+        &[("ROOMCAST_PROFILES_DIR", dir.0.to_str().unwrap())],
+    );
+    gw.wait_healthy();
+    let (id, stream) = start_mix(&gw, "img", "images", json!({}));
+    let mut red = anchor(&gw, "img", "red", "red", 440, 4);
+    assert!(red.wait(Duration::from_secs(30)).unwrap().success());
+    wait_for("mix stopped", Duration::from_secs(10), || {
+        status(&gw, &id)["state"] == "stopped"
+    });
+    let pic = rgb_frame(&hls(&gw, &stream), 2.0, 640, 360);
+    assert!(
+        near(pixel(&pic, 640, 160, 90), RED, 40),
+        "red cell {:?}",
+        pixel(&pic, 640, 160, 90)
+    );
+    assert!(
+        near(pixel(&pic, 640, 480, 270), (255, 255, 0), 40),
+        "placeholder image {:?}",
+        pixel(&pic, 640, 480, 270)
+    );
+    assert!(
+        near(pixel(&pic, 640, 500, 60), (0, 255, 0), 40),
+        "background image {:?}",
+        pixel(&pic, 640, 500, 60)
+    );
+}

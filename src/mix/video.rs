@@ -99,15 +99,43 @@ pub fn yuv(c: Rgb) -> (u8, u8, u8) {
 fn colour_of(b: &Background) -> Rgb {
     match b {
         Background::Color(c) => *c,
-        // Image backgrounds are refused before a mix starts.
+        // Behind (and instead of, if unreadable) an image: black.
         Background::Image(_) => Rgb(0, 0, 0),
     }
+}
+
+/// Decodes the first picture of an image file (PNG, JPEG, … anything libav reads).
+pub fn load_image(path: &std::path::Path) -> Result<ff::frame::Video, VideoError> {
+    let mut input = ff::format::input(&path)?;
+    let stream = input
+        .streams()
+        .best(ff::media::Type::Video)
+        .ok_or(VideoError::NoCodec("a picture in the image file"))?;
+    let index = stream.index();
+    let ctx = ff::codec::context::Context::from_parameters(stream.parameters())?;
+    let mut decoder = ctx.decoder().video()?;
+    let mut frame = ff::frame::Video::empty();
+    for (s, packet) in input.packets() {
+        if s.index() != index {
+            continue;
+        }
+        decoder.send_packet(&packet)?;
+        if decoder.receive_frame(&mut frame).is_ok() {
+            return Ok(frame);
+        }
+    }
+    decoder.send_eof()?;
+    decoder.receive_frame(&mut frame)?;
+    Ok(frame)
 }
 
 /// The mixed picture, reused frame after frame.
 pub struct Canvas {
     frame: ff::frame::Video,
     background: (u8, u8, u8),
+    background_image: Option<std::path::PathBuf>,
+    /// Decoded image files (backgrounds, placeholders); `None` if unreadable.
+    images: HashMap<std::path::PathBuf, Option<ff::frame::Video>>,
     /// Scaled copies of inputs, by (user, target size); scalers by (source, target).
     scaled: HashMap<(String, u32, u32), ff::frame::Video>,
     scalers: HashMap<(u32, u32, i32, u32, u32), ff::software::scaling::Context>,
@@ -118,6 +146,8 @@ impl Canvas {
         Canvas {
             frame: ff::frame::Video::new(ff::format::Pixel::YUV420P, width, height),
             background: yuv(colour_of(background)),
+            background_image: image_of(background),
+            images: HashMap::new(),
             scaled: HashMap::new(),
             scalers: HashMap::new(),
         }
@@ -125,6 +155,38 @@ impl Canvas {
 
     pub fn set_background(&mut self, background: &Background) {
         self.background = yuv(colour_of(background));
+        self.background_image = image_of(background);
+    }
+
+    /// Paints a background (colour, or image stretched over `r`).
+    fn paint(&mut self, r: Rect, b: &Background) -> Result<(), VideoError> {
+        let Background::Image(path) = b else {
+            self.fill(r, yuv(colour_of(b)));
+            return Ok(());
+        };
+        if !self.images.contains_key(path) {
+            let img = match load_image(path) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::warn!(image = %path.display(), "mix: cannot read image, using black: {e}");
+                    None
+                }
+            };
+            self.images.insert(path.clone(), img);
+        }
+        // Taken out while drawn (draw needs the canvas mutably), then put back: no copy.
+        let Some(img) = self.images.get_mut(path).and_then(Option::take) else {
+            self.fill(r, yuv(Rgb(0, 0, 0)));
+            return Ok(());
+        };
+        let drawn = self.draw(
+            &format!("image:{}", path.display()),
+            &img,
+            r,
+            RenderMode::Stretch,
+        );
+        self.images.insert(path.clone(), Some(img));
+        drawn
     }
 
     pub fn frame(&self) -> &ff::frame::Video {
@@ -157,7 +219,11 @@ impl Canvas {
         pictures: &HashMap<String, &ff::frame::Video>,
     ) -> Result<(), VideoError> {
         let (w, h) = (self.frame.width(), self.frame.height());
-        self.fill(Rect { x: 0, y: 0, w, h }, self.background);
+        let full = Rect { x: 0, y: 0, w, h };
+        match self.background_image.clone() {
+            Some(path) => self.paint(full, &Background::Image(path))?,
+            None => self.fill(full, self.background),
+        }
         for p in placements {
             let pic = p
                 .user
@@ -167,7 +233,7 @@ impl Canvas {
                 Some((user, src)) if src.width() > 0 && src.height() > 0 => {
                     self.draw(user, src, p.rect, p.render)?;
                 }
-                _ => self.fill(p.rect, yuv(colour_of(&p.placeholder))),
+                _ => self.paint(p.rect, &p.placeholder)?,
             }
         }
         Ok(())
@@ -267,6 +333,13 @@ impl Canvas {
     pub fn retain_users(&mut self, users: &[&str]) {
         self.scaled
             .retain(|(u, _, _), _| users.contains(&u.as_str()));
+    }
+}
+
+fn image_of(b: &Background) -> Option<std::path::PathBuf> {
+    match b {
+        Background::Image(p) => Some(p.clone()),
+        Background::Color(_) => None,
     }
 }
 

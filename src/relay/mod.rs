@@ -38,15 +38,6 @@ impl RelaySpec {
                 profile.name
             )));
         };
-        let images = std::iter::once(&layout.background)
-            .chain(std::iter::once(&layout.placeholder))
-            .chain(layout.cells.iter().filter_map(|c| c.placeholder.as_ref()));
-        if images
-            .into_iter()
-            .any(|b| matches!(b, crate::profile::Background::Image(_)))
-        {
-            return unsupported("an image background or placeholder");
-        }
         if profile.outputs.hls.as_ref().is_some_and(|h| h.low_latency) {
             return unsupported("LL-HLS (outputs.hls.low_latency)");
         }
