@@ -86,6 +86,8 @@ pub enum HlsError {
     },
     #[error("libavformat: {0}")]
     Av(#[from] ff::Error),
+    #[error("{0:?} cannot go into MPEG-TS as is")]
+    Unsupported(Codec),
 }
 
 struct OpenSegment {
@@ -294,7 +296,7 @@ fn add_stream(
                 (*par).codec_type = ff::ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
                 (*par).codec_id = ff::ffi::AVCodecID::AV_CODEC_ID_H264;
             }
-            Codec::Aac => {
+            _ => {
                 (*par).codec_type = ff::ffi::AVMediaType::AVMEDIA_TYPE_AUDIO;
                 (*par).codec_id = ff::ffi::AVCodecID::AV_CODEC_ID_AAC;
                 if let Some((rate, channels)) = aac_rate_channels(&cfg.extradata) {

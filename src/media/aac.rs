@@ -34,7 +34,8 @@ fn layout_for(channels: usize) -> ff::ChannelLayout {
 
 const PLANAR_F32: ff::format::Sample = ff::format::Sample::F32(ff::format::sample::Type::Planar);
 
-/// AAC frames in, planar f32 samples at a chosen rate and channel count out.
+/// AAC (RTMP) or Opus (WebRTC) frames in, planar f32 samples at a chosen
+/// rate and channel count out.
 pub struct AacDecoder {
     decoder: ff::decoder::Audio,
     resampler: Option<ff::software::resampling::Context>,
@@ -46,19 +47,20 @@ pub struct AacDecoder {
 impl AacDecoder {
     pub fn new(input: &TrackConfig, rate: u32, channels: usize) -> Result<AacDecoder, AacError> {
         ff::init()?;
-        let dcodec =
-            ff::decoder::find(ff::codec::Id::AAC).ok_or(AacError::NoCodec("AAC decoder"))?;
+        let (id, name) = match input.codec {
+            Codec::Opus => (ff::codec::Id::OPUS, "Opus decoder"),
+            _ => (ff::codec::Id::AAC, "AAC decoder"),
+        };
+        let dcodec = ff::decoder::find(id).ok_or(AacError::NoCodec(name))?;
         let mut dctx = ff::codec::context::Context::new_with_codec(dcodec);
         unsafe {
             let ctx = dctx.as_mut_ptr();
-            let len = input.extradata.len();
-            let buf = ff::ffi::av_mallocz(len + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize)
-                as *mut u8;
-            if !buf.is_null() {
-                std::ptr::copy_nonoverlapping(input.extradata.as_ptr(), buf, len);
-                (*ctx).extradata = buf;
-                (*ctx).extradata_size = len as i32;
+            if input.codec == Codec::Opus {
+                // WebRTC Opus has no OpusHead: 48 kHz stereo, as RFC 7587 says.
+                (*ctx).sample_rate = 48_000;
+                ff::ffi::av_channel_layout_default(&mut (*ctx).ch_layout, 2);
             }
+            super::set_extradata(ctx, &input.extradata);
         }
         Ok(AacDecoder {
             decoder: dctx.decoder().audio()?,
@@ -354,6 +356,63 @@ mod tests {
 
     /// Encodes a tone with our own encoder settings, then re-encodes it at
     /// another rate and channel count: frame sizes, config and timestamps.
+    /// Opus (WebRTC anchors) decodes into the same planar samples.
+    #[test]
+    fn decodes_opus() {
+        ff::init().unwrap();
+        let codec = ff::encoder::find_by_name("libopus").unwrap();
+        let mut enc = ff::codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .audio()
+            .unwrap();
+        enc.set_rate(48_000);
+        enc.set_channel_layout(ff::ChannelLayout::STEREO);
+        enc.set_channels(2);
+        enc.set_format(ff::format::Sample::I16(ff::format::sample::Type::Packed));
+        enc.set_bit_rate(64_000);
+        enc.set_time_base(ff::Rational::new(1, 48_000));
+        let mut enc = enc.open_as(codec).unwrap();
+        let n = enc.frame_size() as usize;
+        let cfg = TrackConfig {
+            kind: TrackKind::Audio,
+            codec: Codec::Opus,
+            extradata: Bytes::new(),
+        };
+        let mut dec = AacDecoder::new(&cfg, 48_000, 2).unwrap();
+        let mut out = vec![Vec::new(), Vec::new()];
+        for i in 0..20 {
+            let mut pcm = ff::frame::Audio::new(
+                ff::format::Sample::I16(ff::format::sample::Type::Packed),
+                n,
+                ff::ChannelLayout::STEREO,
+            );
+            pcm.set_rate(48_000);
+            for (k, s) in pcm.plane_mut::<(i16, i16)>(0).iter_mut().enumerate() {
+                let t = (i * n + k) as f32 / 48_000.0;
+                let v = ((t * 440.0 * std::f32::consts::TAU).sin() * 12_000.0) as i16;
+                *s = (v, v);
+            }
+            pcm.set_pts(Some((i * n) as i64));
+            enc.send_frame(&pcm).unwrap();
+            let mut pkt = ff::Packet::empty();
+            while enc.receive_packet(&mut pkt).is_ok() {
+                let f = EncodedFrame {
+                    kind: TrackKind::Audio,
+                    codec: Codec::Opus,
+                    pts: 0,
+                    dts: 0,
+                    time_base: TimeBase::MILLIS,
+                    keyframe: true,
+                    data: Bytes::copy_from_slice(pkt.data().unwrap()),
+                };
+                dec.push(&f, &mut out).unwrap();
+            }
+        }
+        assert!(out[0].len() > 48_000 / 4, "{}", out[0].len());
+        let peak = out[0].iter().fold(0.0f32, |m, s| m.max(s.abs()));
+        assert!(peak > 0.2 && peak < 0.6, "{peak}");
+    }
+
     #[test]
     fn reencodes_aac_to_the_profile_rate_and_layout() {
         let source = AudioEncoding {

@@ -45,8 +45,21 @@ impl TimeBase {
 pub enum Codec {
     /// H.264 in AVCC form: length-prefixed NAL units; config = AVCDecoderConfigurationRecord.
     H264,
+    /// VP8 frames (WebRTC); no config needed.
+    Vp8,
+    /// VP9 frames (WebRTC); no config needed.
+    Vp9,
     /// AAC raw frames; config = AudioSpecificConfig.
     Aac,
+    /// Opus packets (WebRTC); config = OpusHead if any.
+    Opus,
+}
+
+impl Codec {
+    /// Whether FLV (RTMP) and MPEG-TS (HLS) carry it as is.
+    pub fn fits_flv_and_ts(self) -> bool {
+        matches!(self, Codec::H264 | Codec::Aac)
+    }
 }
 
 /// One encoded access unit.
@@ -77,6 +90,27 @@ pub enum MediaMessage {
     /// A new or changed decoder configuration; frames after it use it.
     Config(TrackConfig),
     Frame(EncodedFrame),
+}
+
+/// Copies `data` into a codec context's extradata (libav-allocated, padded);
+/// nothing when empty (decoders treat an empty-but-present extradata as bad).
+///
+/// # Safety
+/// `ctx` must be a valid codec context that is not opened yet.
+pub(crate) unsafe fn set_extradata(ctx: *mut ffmpeg_next::ffi::AVCodecContext, data: &[u8]) {
+    use ffmpeg_next::ffi;
+    if data.is_empty() {
+        return;
+    }
+    unsafe {
+        let buf =
+            ffi::av_mallocz(data.len() + ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
+        if !buf.is_null() {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
+            (*ctx).extradata = buf;
+            (*ctx).extradata_size = data.len() as i32;
+        }
+    }
 }
 
 /// The drop policy of a bounded output queue: after an overflow, skip frames

@@ -1,4 +1,4 @@
-//! Video stages of a mix: H.264 decode per input, the canvas anchors are
+//! Video stages of a mix: H.264 / VP8 / VP9 decode per input, the canvas anchors are
 //! composed on (libswscale, buffers reused), and the libx264 encoder.
 //!
 //! Blocking CPU work, called only from the mix thread.
@@ -21,22 +21,6 @@ pub enum VideoError {
     NoCodec(&'static str),
 }
 
-/// Copies `data` into a codec context's extradata (libav-allocated, padded).
-///
-/// # Safety
-/// `ctx` must be a valid, not yet opened codec context.
-unsafe fn set_extradata(ctx: *mut ff::ffi::AVCodecContext, data: &[u8]) {
-    unsafe {
-        let buf = ff::ffi::av_mallocz(data.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize)
-            as *mut u8;
-        if !buf.is_null() {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
-            (*ctx).extradata = buf;
-            (*ctx).extradata_size = data.len() as i32;
-        }
-    }
-}
-
 /// One input's H.264 decoder, rebuilt when its configuration changes.
 pub struct VideoDecoder {
     decoder: ff::decoder::Video,
@@ -47,10 +31,17 @@ pub struct VideoDecoder {
 
 impl VideoDecoder {
     pub fn new(config: &TrackConfig) -> Result<VideoDecoder, VideoError> {
-        let codec =
-            ff::decoder::find(ff::codec::Id::H264).ok_or(VideoError::NoCodec("H.264 decoder"))?;
+        let (id, name) = match config.codec {
+            Codec::H264 => (ff::codec::Id::H264, "H.264 decoder"),
+            Codec::Vp8 => (ff::codec::Id::VP8, "VP8 decoder"),
+            Codec::Vp9 => (ff::codec::Id::VP9, "VP9 decoder"),
+            Codec::Aac | Codec::Opus => {
+                return Err(VideoError::NoCodec("a video decoder for an audio codec"));
+            }
+        };
+        let codec = ff::decoder::find(id).ok_or(VideoError::NoCodec(name))?;
         let mut ctx = ff::codec::context::Context::new_with_codec(codec);
-        unsafe { set_extradata(ctx.as_mut_ptr(), &config.extradata) };
+        unsafe { crate::media::set_extradata(ctx.as_mut_ptr(), &config.extradata) };
         Ok(VideoDecoder {
             decoder: ctx.decoder().video()?,
             config: config.extradata.clone(),
@@ -63,7 +54,7 @@ impl VideoDecoder {
         &self.config
     }
 
-    /// Decodes one access unit; `Ok(true)` when a new picture is in `picture()`.
+    /// Decodes one frame; `Ok(true)` when a new picture is in `picture()`.
     pub fn push(&mut self, f: &EncodedFrame) -> Result<bool, VideoError> {
         let mut pkt = ff::Packet::copy(&f.data);
         pkt.set_pts(Some(f.pts));
@@ -476,6 +467,64 @@ impl VideoEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// VP8 and VP9 (WebRTC anchors) decode like H.264.
+    #[test]
+    fn decodes_vp8_and_vp9() {
+        ff::init().unwrap();
+        for (codec, name) in [(Codec::Vp8, "libvpx"), (Codec::Vp9, "libvpx-vp9")] {
+            let enc_codec = ff::encoder::find_by_name(name).unwrap();
+            let mut enc = ff::codec::context::Context::new_with_codec(enc_codec)
+                .encoder()
+                .video()
+                .unwrap();
+            enc.set_width(160);
+            enc.set_height(120);
+            enc.set_format(ff::format::Pixel::YUV420P);
+            enc.set_time_base(ff::Rational::new(1, 25));
+            enc.set_bit_rate(200_000);
+            let mut opts = ff::Dictionary::new();
+            opts.set("deadline", "realtime");
+            opts.set("cpu-used", "8");
+            opts.set("lag-in-frames", "0");
+            let mut enc = enc.open_as_with(enc_codec, opts).unwrap();
+            let mut canvas = Canvas::new(160, 120, &Background::Color(Rgb(255, 0, 0)));
+            let config = TrackConfig {
+                kind: TrackKind::Video,
+                codec,
+                extradata: Bytes::new(),
+            };
+            let mut dec = VideoDecoder::new(&config).unwrap();
+            let mut got = false;
+            for n in 0..10 {
+                canvas.compose(&[], &HashMap::new()).unwrap();
+                let frame = canvas.frame_mut();
+                frame.set_pts(Some(n));
+                enc.send_frame(frame).unwrap();
+                let mut pkt = ff::Packet::empty();
+                while enc.receive_packet(&mut pkt).is_ok() {
+                    let f = EncodedFrame {
+                        kind: TrackKind::Video,
+                        codec,
+                        pts: n * 40,
+                        dts: n * 40,
+                        time_base: TimeBase::MILLIS,
+                        keyframe: pkt.is_key(),
+                        data: Bytes::copy_from_slice(pkt.data().unwrap()),
+                    };
+                    got |= dec.push(&f).unwrap();
+                }
+            }
+            assert!(got, "{name}");
+            let pic = dec.picture();
+            assert_eq!((pic.width(), pic.height()), (160, 120));
+            let (ry, _, _) = yuv(Rgb(255, 0, 0));
+            assert!(
+                (i32::from(pic.data(0)[60 * pic.stride(0) + 80]) - i32::from(ry)).abs() < 10,
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn colours_in_limited_range() {

@@ -95,19 +95,27 @@ pub fn parse_audio(data: &Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvErr
     }
 }
 
-/// The FLV body of a track configuration (sequence header).
-pub fn config_tag(c: &TrackConfig) -> Bytes {
+/// The FLV body of a track configuration (sequence header); `None` for
+/// codecs FLV does not carry (VP8, VP9, Opus).
+pub fn config_tag(c: &TrackConfig) -> Option<Bytes> {
+    if !c.codec.fits_flv_and_ts() {
+        return None;
+    }
     let mut b = BytesMut::with_capacity(c.extradata.len() + 5);
     match c.kind {
         TrackKind::Video => b.put_slice(&[0x17, 0, 0, 0, 0]),
         TrackKind::Audio => b.put_slice(&[0xaf, 0]),
     }
     b.put_slice(&c.extradata);
-    b.freeze()
+    Some(b.freeze())
 }
 
-/// The FLV body of a frame; its timestamps must already be in milliseconds.
-pub fn frame_tag(f: &EncodedFrame) -> Bytes {
+/// The FLV body of a frame (timestamps in milliseconds); `None` for codecs
+/// FLV does not carry.
+pub fn frame_tag(f: &EncodedFrame) -> Option<Bytes> {
+    if !f.codec.fits_flv_and_ts() {
+        return None;
+    }
     let mut b = BytesMut::with_capacity(f.data.len() + 5);
     match f.kind {
         TrackKind::Video => {
@@ -119,7 +127,7 @@ pub fn frame_tag(f: &EncodedFrame) -> Bytes {
         TrackKind::Audio => b.put_slice(&[0xaf, 1]),
     }
     b.put_slice(&f.data);
-    b.freeze()
+    Some(b.freeze())
 }
 
 #[cfg(test)]
@@ -137,7 +145,7 @@ mod tests {
             keyframe: true,
             data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
         };
-        let tag = frame_tag(&f);
+        let tag = frame_tag(&f).unwrap();
         assert_eq!(parse_video(&tag, 1000), Ok(Some(MediaMessage::Frame(f))));
     }
 
@@ -155,7 +163,7 @@ mod tests {
                 extradata: Bytes::from_static(&[0x11, 0x90]),
             },
         ] {
-            let tag = config_tag(&c);
+            let tag = config_tag(&c).unwrap();
             let parsed = match c.kind {
                 TrackKind::Video => parse_video(&tag, 0),
                 TrackKind::Audio => parse_audio(&tag, 0),

@@ -404,7 +404,10 @@ async fn send(
 ) -> Result<(), String> {
     let r = match m {
         MediaMessage::Config(c) => {
-            let tag = flv::config_tag(c);
+            // Codecs FLV cannot carry are skipped (a relay transcodes them first).
+            let Some(tag) = flv::config_tag(c) else {
+                return Ok(());
+            };
             match c.kind {
                 TrackKind::Video => {
                     stream
@@ -421,7 +424,9 @@ async fn send(
         MediaMessage::Frame(f) => {
             debug_assert_eq!(f.time_base, TimeBase::MILLIS);
             let ts = RtmpTimestamp::new(f.dts.max(0) as u32);
-            let tag = flv::frame_tag(f);
+            let Some(tag) = flv::frame_tag(f) else {
+                return Ok(());
+            };
             match f.kind {
                 TrackKind::Video => stream.session.publish_video_data(tag, ts, false),
                 TrackKind::Audio => stream.session.publish_audio_data(tag, ts, false),
