@@ -1,8 +1,9 @@
 //! The mix thread: inputs in, one steady stream out.
 //!
-//! Each anchor's messages arrive tagged with its UserID; video is decoded to
-//! its latest picture, audio decoded and resampled into a small per-input
-//! buffer. The output clock runs on the thread: a picture every 1/fps
+//! Each anchor's messages arrive tagged with its UserID and wait in a
+//! per-input jitter buffer until their own timestamps (anchored on arrival)
+//! say they are due; then video is decoded to its latest picture, audio
+//! decoded and resampled into a small per-input buffer. The output clock runs on the thread: a picture every 1/fps
 //! (composed by the layout: a stalled anchor keeps its last picture for
 //! `freeze`, then shows its placeholder) and an audio frame every 1024
 //! samples (inputs summed with their volume, clamped; silence when nobody
@@ -10,7 +11,7 @@
 //! regular and monotonic whatever the inputs do. Layout and volumes change
 //! live without touching the encoders.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
@@ -25,6 +26,16 @@ use crate::profile::{AudioEncoding, Layout, VideoEncoding};
 const INPUT_CAPACITY: usize = 2048;
 /// Encoded output queued for the relay task.
 const OUTPUT_CAPACITY: usize = 512;
+/// Every input's frames are played this long after their own timestamps say
+/// (anchored on the first arrival): the jitter buffer. Audio and video of an
+/// input stay aligned by their timestamps, whatever the arrival order.
+const JITTER_DELAY: Duration = Duration::from_millis(150);
+/// Frames due further ahead than this, or late by more than `MAX_LATE`,
+/// re-anchor the input's clock (a reconnect or a timestamp jump).
+const MAX_EARLY: Duration = Duration::from_secs(2);
+const MAX_LATE: Duration = Duration::from_secs(1);
+/// Messages held per input at most (about 3 s of video and audio).
+const MAX_PENDING: usize = 400;
 /// An input's audio starts contributing once this many frames are buffered...
 const AUDIO_PRIME_FRAMES: usize = 2;
 /// ...and never holds more than this (older samples are dropped).
@@ -171,6 +182,10 @@ pub enum MixError {
 
 struct InputState {
     user: String,
+    /// The input's timeline anchored on arrival: (its first timestamp in ms, when it arrived).
+    clock: Option<(i64, Instant)>,
+    /// Messages waiting for their time (the jitter buffer), in arrival order.
+    pending: VecDeque<(Instant, Arc<MediaMessage>)>,
     video: Option<VideoDecoder>,
     need_keyframe: bool,
     last_picture: Option<Instant>,
@@ -178,6 +193,69 @@ struct InputState {
     samples: Vec<Vec<f32>>,
     primed: bool,
     volume: f32,
+}
+
+impl InputState {
+    fn apply(
+        &mut self,
+        msg: &MediaMessage,
+        now: Instant,
+        want_video: bool,
+        rate: u32,
+        channels: usize,
+    ) {
+        match msg {
+            MediaMessage::Config(c) if c.kind == TrackKind::Video => {
+                if want_video
+                    && self
+                        .video
+                        .as_ref()
+                        .is_none_or(|d| d.config() != &c.extradata)
+                {
+                    match VideoDecoder::new(c) {
+                        Ok(d) => self.video = Some(d),
+                        Err(e) => tracing::warn!(user = %self.user, "mix: video decoder: {e}"),
+                    }
+                    self.need_keyframe = true;
+                }
+            }
+            MediaMessage::Config(c) => match AacDecoder::new(c, rate, channels) {
+                Ok(d) => self.audio = Some(d),
+                Err(e) => tracing::warn!(user = %self.user, "mix: audio decoder: {e}"),
+            },
+            MediaMessage::Frame(f) if f.kind == TrackKind::Video => {
+                let Some(dec) = self.video.as_mut() else {
+                    return;
+                };
+                if self.need_keyframe && !f.keyframe {
+                    return;
+                }
+                self.need_keyframe = false;
+                match dec.push(f) {
+                    Ok(true) => self.last_picture = Some(now),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::debug!(user = %self.user, "mix: undecodable frame: {e}");
+                        self.need_keyframe = true;
+                    }
+                }
+            }
+            MediaMessage::Frame(f) => {
+                let Some(dec) = self.audio.as_mut() else {
+                    return;
+                };
+                if let Err(e) = dec.push(f, &mut self.samples) {
+                    tracing::debug!(user = %self.user, "mix: undecodable audio: {e}");
+                }
+                let max = (AUDIO_MAX_BUFFER.as_secs_f64() * f64::from(rate)) as usize;
+                for ch in &mut self.samples {
+                    if ch.len() > max {
+                        ch.drain(..ch.len() - max);
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct Mixer {
@@ -266,6 +344,7 @@ impl Mixer {
                 }
             }
             let now = Instant::now();
+            self.release(now);
             if let Some(at) = next_video
                 && now >= at
             {
@@ -294,6 +373,8 @@ impl Mixer {
         let channels = self.settings.audio.channels as usize;
         self.inputs.push(InputState {
             user: user.to_owned(),
+            clock: None,
+            pending: VecDeque::new(),
             video: None,
             need_keyframe: true,
             last_picture: None,
@@ -322,53 +403,49 @@ impl Mixer {
                 }
             }
             Input::Media { user, msg } => {
-                let rate = self.settings.audio.sample_rate;
-                let channels = self.settings.audio.channels as usize;
-                let want_video = self.video.is_some();
+                let now = Instant::now();
                 let s = self.input(&user);
-                match &*msg {
-                    MediaMessage::Config(c) if c.kind == TrackKind::Video => {
-                        if want_video && s.video.as_ref().is_none_or(|d| d.config() != &c.extradata)
-                        {
-                            match VideoDecoder::new(c) {
-                                Ok(d) => s.video = Some(d),
-                                Err(e) => tracing::warn!(user = %s.user, "mix: video decoder: {e}"),
-                            }
-                            s.need_keyframe = true;
-                        }
-                    }
-                    MediaMessage::Config(c) => match AacDecoder::new(c, rate, channels) {
-                        Ok(d) => s.audio = Some(d),
-                        Err(e) => tracing::warn!(user = %s.user, "mix: audio decoder: {e}"),
-                    },
-                    MediaMessage::Frame(f) if f.kind == TrackKind::Video => {
-                        let Some(dec) = s.video.as_mut() else { return };
-                        if s.need_keyframe && !f.keyframe {
-                            return;
-                        }
-                        s.need_keyframe = false;
-                        match dec.push(f) {
-                            Ok(true) => s.last_picture = Some(Instant::now()),
-                            Ok(false) => {}
-                            Err(e) => {
-                                tracing::debug!(user = %s.user, "mix: undecodable frame: {e}");
-                                s.need_keyframe = true;
-                            }
-                        }
-                    }
+                let due = match &*msg {
+                    // Configs keep their place in the queue.
+                    MediaMessage::Config(_) => s.pending.back().map_or(now, |(d, _)| *d),
                     MediaMessage::Frame(f) => {
-                        let Some(dec) = s.audio.as_mut() else { return };
-                        if let Err(e) = dec.push(f, &mut s.samples) {
-                            tracing::debug!(user = %s.user, "mix: undecodable audio: {e}");
-                        }
-                        let max = (AUDIO_MAX_BUFFER.as_secs_f64() * f64::from(rate)) as usize;
-                        for ch in &mut s.samples {
-                            if ch.len() > max {
-                                ch.drain(..ch.len() - max);
-                            }
+                        let ts = f.time_base.rescale(f.dts, crate::media::TimeBase::MILLIS);
+                        let (ts0, t0) = *s.clock.get_or_insert((ts, now));
+                        let delta = ts - ts0;
+                        let at = if delta >= 0 {
+                            t0 + Duration::from_millis(delta as u64)
+                        } else {
+                            t0.checked_sub(Duration::from_millis(delta.unsigned_abs()))
+                                .unwrap_or(t0)
+                        };
+                        let due = at + JITTER_DELAY;
+                        // A jump (reconnect, timestamps reset or far ahead): anchor again.
+                        if due > now + JITTER_DELAY + MAX_EARLY || due + MAX_LATE < now {
+                            s.clock = Some((ts, now));
+                            now + JITTER_DELAY
+                        } else {
+                            due
                         }
                     }
+                };
+                if s.pending.len() >= MAX_PENDING {
+                    s.pending.pop_front();
+                    s.need_keyframe = true;
                 }
+                s.pending.push_back((due, msg));
+            }
+        }
+    }
+
+    /// Hands every input the messages whose time has come.
+    fn release(&mut self, now: Instant) {
+        let rate = self.settings.audio.sample_rate;
+        let channels = self.settings.audio.channels as usize;
+        let want_video = self.video.is_some();
+        for s in &mut self.inputs {
+            while s.pending.front().is_some_and(|(due, _)| *due <= now) {
+                let (_, msg) = s.pending.pop_front().expect("checked");
+                s.apply(&msg, now, want_video, rate, channels);
             }
         }
     }
