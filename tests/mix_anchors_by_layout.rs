@@ -270,7 +270,16 @@ fn custom_layout_places_pinned_anchors_and_shows_placeholders_when_one_stops() {
 #[test]
 fn a_live_layout_change_from_grid_to_picture_in_picture() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let (gw, _p) = gateway(&[]);
+    // The grid-720p encodings with a picture-in-picture layout.
+    let grid = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/profiles/grid-720p.toml"
+    ))
+    .unwrap();
+    let pip = grid
+        .replace("name = \"grid-720p\"", "name = \"pip-same\"")
+        .replace("mode = \"grid\"", "mode = \"pip\"");
+    let (gw, _p) = gateway(&[("pip-same", pip.as_str())]);
     let origin = Origin::start();
     let (id, _) = start_mix(
         &gw,
@@ -278,22 +287,25 @@ fn a_live_layout_change_from_grid_to_picture_in_picture() {
         "grid-720p",
         json!({"rtmp": [origin.url("flt")]}),
     );
-    let mut red = anchor(&gw, "flt", "red", "red", 440, 9);
+    let mut red = anchor(&gw, "flt", "red", "red", 440, 12);
     std::thread::sleep(Duration::from_millis(300));
-    let mut blue = anchor(&gw, "flt", "blue", "blue", 880, 8);
+    let mut blue = anchor(&gw, "flt", "blue", "blue", 880, 11);
     wait_for("both in", Duration::from_secs(10), || {
         status(&gw, &id)["frames"].as_u64().unwrap() > 60
     });
     std::thread::sleep(Duration::from_secs(2));
-    // grid-720p → pip-720p (same canvas): no new connection.
+    // grid → pip with the same encodings: the layout changes live.
     let (code, _, text) = http(
         gw.http_port,
         "PATCH",
         &format!("/v1/relays/{id}"),
-        Some(r#"{"profile": "pip-720p"}"#),
+        Some(r#"{"profile": "pip-same"}"#),
     )
     .unwrap();
     assert_eq!(code, 204, "{text}");
+    std::thread::sleep(Duration::from_secs(4));
+    // floating-1080p: another canvas; the mix restarts its encoders, the
+    // RTMP connection and HLS stay, time keeps moving forward.
     let (code, _, text) = http(
         gw.http_port,
         "PATCH",
@@ -301,7 +313,7 @@ fn a_live_layout_change_from_grid_to_picture_in_picture() {
         Some(r#"{"profile": "floating-1080p"}"#),
     )
     .unwrap();
-    assert_eq!(code, 400, "another canvas size is refused: {text}");
+    assert_eq!(code, 204, "{text}");
     assert!(red.wait(Duration::from_secs(30)).unwrap().success());
     assert!(blue.wait(Duration::from_secs(30)).unwrap().success());
     wait_for("mix stopped", Duration::from_secs(10), || {
@@ -316,8 +328,30 @@ fn a_live_layout_change_from_grid_to_picture_in_picture() {
         near(pixel(&before, 1280, 320, 360), RED, 40)
             && near(pixel(&before, 1280, 960, 360), BLUE, 40)
     );
-    // pip: red full screen, blue in the bottom-right corner window.
-    let after = rgb_frame(file, 6.5, 1280, 720);
+    // pip: red full screen, blue in the bottom-right corner window (the HLS
+    // segment just before the restart's discontinuity).
+    let stream = status(&gw, &id)["stream"].as_str().unwrap().to_owned();
+    let (_, _, playlist) = http(
+        gw.http_port,
+        "GET",
+        &format!("/hls/{stream}/index.m3u8"),
+        None,
+    )
+    .unwrap();
+    let lines: Vec<&str> = playlist.lines().collect();
+    let disc = lines
+        .iter()
+        .position(|l| *l == "#EXT-X-DISCONTINUITY")
+        .expect("a discontinuity at the restart");
+    let pip_segment = lines[..disc]
+        .iter()
+        .rfind(|l| l.ends_with(".ts"))
+        .expect("a pip segment in the window");
+    let pip_url = format!(
+        "http://127.0.0.1:{}/hls/{stream}/{pip_segment}",
+        gw.http_port
+    );
+    let after = rgb_frame(&pip_url, 0.0, 1280, 720);
     assert!(
         near(pixel(&after, 1280, 320, 360), RED, 40),
         "{:?}",
@@ -334,6 +368,18 @@ fn a_live_layout_change_from_grid_to_picture_in_picture() {
         pixel(&after, 1280, 1088, 612)
     );
     assert_both_tones(file);
+    // The last HLS segment is 1080p.
+    let last = playlist.lines().rfind(|l| l.ends_with(".ts")).unwrap();
+    let streams = common::media::probe_streams(&format!(
+        "http://127.0.0.1:{}/hls/{stream}/{last}",
+        gw.http_port
+    ));
+    let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    assert_eq!(
+        (v["width"].as_str(), v["height"].as_str()),
+        ("1920", "1080"),
+        "{streams:?}"
+    );
 }
 
 #[test]

@@ -164,6 +164,7 @@ pub async fn update(
         return err(StatusCode::NOT_FOUND, "no such relay task");
     };
     let mut layout = None;
+    let mut restart = None;
     if let Some(name) = &req.profile {
         let Some(p) = state.profiles.iter().find(|p| &p.name == name) else {
             return err(
@@ -177,18 +178,15 @@ pub async fn update(
                 "a layout change needs a mix task and a mix profile",
             );
         };
-        let same_canvas = match (&p.video, &mix.video) {
-            (Some(a), Some(b)) => (a.width, a.height, a.fps) == (b.width, b.height, b.fps),
-            (None, None) => true,
-            _ => false,
-        };
-        if !same_canvas {
-            return err(
-                StatusCode::BAD_REQUEST,
-                "the new profile has another video size or rate; start a new task for that",
-            );
+        if p.video == mix.video && p.audio == mix.audio {
+            layout = Some(l.clone());
+        } else {
+            // Other encodings: the mix restarts its encoders, outputs stay connected.
+            match RelaySpec::for_mix(spec.room.clone(), p) {
+                Ok(s) => restart = s.mix,
+                Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
+            }
         }
-        layout = Some(l.clone());
     }
     let mut volumes = Vec::new();
     for (user, level) in req.volumes.unwrap_or_default() {
@@ -200,11 +198,17 @@ pub async fn update(
             Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
         }
     }
-    let result = if layout.is_some() || !volumes.is_empty() {
-        state.relays.update_mix(&id, layout, volumes, None)
-    } else {
-        Ok(())
+    let result = match restart {
+        Some(settings) => state.relays.restart_mix(&id, settings),
+        None => Ok(()),
     };
+    let result = result.and_then(|()| {
+        if layout.is_some() || !volumes.is_empty() {
+            state.relays.update_mix(&id, layout, volumes, None)
+        } else {
+            Ok(())
+        }
+    });
     let result = result.and_then(|()| match req.rtmp {
         Some(urls) => state.relays.set_targets(&id, urls),
         None => Ok(()),

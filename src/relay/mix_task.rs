@@ -14,8 +14,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::task::{Deps, Relay, RelaySpec, RelayStatus};
+use crate::media::MediaMessage;
 use crate::mix::pipeline::{MixHandle, MixInput};
 use crate::room::{EventKind, UserId};
+use std::sync::Arc;
 
 pub(super) async fn run(
     spec: RelaySpec,
@@ -47,10 +49,28 @@ pub(super) async fn run(
                 }
                 Some(super::Control::SetVolume(user, level)) => mixer.set_volume(user.as_str(), level),
                 Some(super::Control::SetAudioFilter(f)) => mixer.set_audio_filter(f),
+                Some(super::Control::RestartMix(settings)) => {
+                    tracing::info!(task = %spec.id, "mix restarting with new encodings");
+                    for (_, h) in inputs.drain() {
+                        h.abort();
+                    }
+                    mixer = MixHandle::spawn(*settings);
+                    // Output time continues after the last frame; players see a discontinuity.
+                    relay.rebaser.reattach();
+                    if let Some(h) = relay.hls.as_mut() {
+                        h.discontinuity();
+                    }
+                }
                 Some(super::Control::Stop) | None => break "stopped by request".to_owned(),
             },
             m = mixer.out.recv() => match m {
-                Some(m) => relay.emit(&m),
+                Some(m) => match &*m {
+                    MediaMessage::Frame(f) => {
+                        let f = super::task::rebase(&mut relay.rebaser, f);
+                        relay.emit(&Arc::new(MediaMessage::Frame(f)));
+                    }
+                    MediaMessage::Config(_) => relay.emit(&m),
+                },
                 None => break "the mix stopped (see the error above)".to_owned(),
             },
             ev = events.recv() => match ev {

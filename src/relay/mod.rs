@@ -151,6 +151,9 @@ pub enum Control {
     SetVolume(UserId, u32),
     /// Whose audio a mix takes.
     SetAudioFilter(crate::mix::pipeline::AudioFilter),
+    /// New encodings (size, rate, codec settings): the mix restarts its
+    /// encoders; outputs stay connected and time keeps moving forward.
+    RestartMix(Box<crate::mix::pipeline::MixSettings>),
 }
 
 /// Control messages queued per task (an API update may carry a volume per anchor).
@@ -285,6 +288,24 @@ impl RelayManager {
             self.control(id, Control::SetAudioFilter(f))?;
         }
         Ok(())
+    }
+
+    /// Restarts a running mix with new settings (another canvas size, rate
+    /// or encoding); its outputs stay connected.
+    pub fn restart_mix(
+        &self,
+        id: &str,
+        settings: crate::mix::pipeline::MixSettings,
+    ) -> Result<(), RelayError> {
+        {
+            let mut tasks = self.lock();
+            let e = tasks.get_mut(id).ok_or(RelayError::NoSuchTask)?;
+            let Some(mix) = e.spec.mix.as_mut() else {
+                return Err(RelayError::Invalid("not a mix task".into()));
+            };
+            *mix = settings.clone();
+        }
+        self.control(id, Control::RestartMix(Box::new(settings)))
     }
 
     fn control(&self, id: &str, msg: Control) -> Result<(), RelayError> {

@@ -69,12 +69,12 @@ struct SentConfigs {
 pub(super) struct Relay {
     id: String,
     targets: Vec<PushTarget>,
-    hls: Option<HlsWriter>,
+    pub(super) hls: Option<HlsWriter>,
     source: Option<Subscription>,
     /// The configs outputs were last given (after any re-encoding), for targets added later.
     sent_configs: SentConfigs,
     audio: Option<AudioStage>,
-    rebaser: Rebaser,
+    pub(super) rebaser: Rebaser,
     need_keyframe: bool,
     frames: u64,
 }
@@ -247,7 +247,8 @@ pub(super) async fn run(
                 Some(
                     super::Control::SetLayout(_)
                     | super::Control::SetVolume(..)
-                    | super::Control::SetAudioFilter(_),
+                    | super::Control::SetAudioFilter(_)
+                    | super::Control::RestartMix(_),
                 ) => {}
                 Some(super::Control::Stop) | None => break "stopped by request".to_owned(),
             },
@@ -332,7 +333,7 @@ async fn recv_stage(stage: &mut Option<AudioStage>) -> Option<Arc<MediaMessage>>
     }
 }
 
-fn rebase(r: &mut Rebaser, f: &EncodedFrame) -> EncodedFrame {
+pub(super) fn rebase(r: &mut Rebaser, f: &EncodedFrame) -> EncodedFrame {
     let dts = f.time_base.rescale(f.dts, TimeBase::MILLIS);
     let pts = f.time_base.rescale(f.pts, TimeBase::MILLIS);
     let (dts, pts) = r.map(f.kind, dts, pts);
