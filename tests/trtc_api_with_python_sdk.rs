@@ -481,6 +481,15 @@ fn a_mix_started_updated_and_stopped_by_the_sdk() {
     });
     let r = sdk(&gw, "UpdatePublishCdnStream", update);
     assert_eq!(r["ok"], true, "{r}");
+    std::thread::sleep(Duration::from_secs(4));
+    // A new video size: the mix restarts inside the task, same connection.
+    let resize = json!({
+        "SdkAppId": APP, "TaskId": task_id, "SequenceNumber": 2, "WithTranscoding": 1,
+        "VideoParams": {"VideoEncode": {"Width": 640, "Height": 360, "Fps": 15, "BitRate": 800, "Gop": 2},
+                        "LayoutParams": {"MixLayoutMode": 1, "MaxVideoUser": {"UserMediaStream": anchor("blue")}}},
+    });
+    let r = sdk(&gw, "UpdatePublishCdnStream", resize);
+    assert_eq!(r["ok"], true, "{r}");
     assert!(red.wait(Duration::from_secs(30)).unwrap().success());
     assert!(blue.wait(Duration::from_secs(30)).unwrap().success());
     let r = sdk(
@@ -514,7 +523,7 @@ fn a_mix_started_updated_and_stopped_by_the_sdk() {
         (0, 0, 255),
         40
     ));
-    let after = common::media::rgb_frame(file, -1.5, 1280, 720);
+    let after = common::media::rgb_frame(file, 7.0, 1280, 720);
     assert!(
         common::media::near(
             common::media::pixel(&after, 1280, 960, 300),
@@ -530,6 +539,19 @@ fn a_mix_started_updated_and_stopped_by_the_sdk() {
             40
         ),
         "red small, bottom-left"
+    );
+    // After the resize, HLS carries 640x360.
+    let (_, _, playlist) = http(gw.http_port, "GET", "/hls/mix1234/index.m3u8", None).unwrap();
+    let last = playlist.lines().rfind(|l| l.ends_with(".ts")).unwrap();
+    let streams = common::media::probe_streams(&format!(
+        "http://127.0.0.1:{}/hls/mix1234/{last}",
+        gw.http_port
+    ));
+    let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    assert_eq!(
+        (v["width"].as_str(), v["height"].as_str()),
+        ("640", "360"),
+        "{streams:?}"
     );
     // The end is blue's voice only.
     let samples = common::media::pcm(file);

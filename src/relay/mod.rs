@@ -272,11 +272,23 @@ impl RelayManager {
         volumes: Vec<(UserId, u32)>,
         audio_filter: Option<crate::mix::pipeline::AudioFilter>,
     ) -> Result<(), RelayError> {
-        let is_mix = self.lock().get(id).map(|e| e.spec.mix.is_some());
-        match is_mix {
-            None => return Err(RelayError::NoSuchTask),
-            Some(false) => return Err(RelayError::Invalid("not a mix task".into())),
-            Some(true) => {}
+        {
+            // The stored settings follow live changes, so a restart keeps them.
+            let mut tasks = self.lock();
+            let e = tasks.get_mut(id).ok_or(RelayError::NoSuchTask)?;
+            let Some(mix) = e.spec.mix.as_mut() else {
+                return Err(RelayError::Invalid("not a mix task".into()));
+            };
+            if let Some(l) = &layout {
+                mix.layout = l.clone();
+            }
+            for (u, v) in &volumes {
+                mix.volumes.retain(|(x, _)| x != u.as_str());
+                mix.volumes.push((u.as_str().to_owned(), *v));
+            }
+            if let Some(f) = &audio_filter {
+                mix.audio_filter = f.clone();
+            }
         }
         if let Some(l) = layout {
             self.control(id, Control::SetLayout(l))?;

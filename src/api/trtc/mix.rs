@@ -134,16 +134,13 @@ pub fn profile(
 ) -> Result<RelayProfile, ApiError> {
     let mut root = Table::new();
     let video = p.object("VideoParams")?;
-    match (&video, current) {
-        (Some(v), _) if v.object("VideoEncode")?.is_some() && current.is_some() => {
-            return Err(unsupported(
-                "Changing the video encoding of a running mix (start a new task)",
-            ));
-        }
-        (Some(v), None) => {
-            let enc = v
-                .object("VideoEncode")?
-                .ok_or_else(|| missing("VideoEncode"))?;
+    let new_encode = match &video {
+        Some(v) => v.object("VideoEncode")?,
+        None => None,
+    };
+    match (new_encode, current) {
+        // New encodings (start, or an update that restarts the mix).
+        (Some(enc), _) => {
             let mut t = Table::new();
             for (from, to) in [
                 ("Width", "width"),
@@ -157,15 +154,28 @@ pub fn profile(
             t.insert("preset".into(), "veryfast".into());
             root.insert("video".into(), t.into());
         }
-        (_, Some((v, _))) => {
+        // An update keeping the running encoding exactly.
+        (None, Some((v, _))) => {
             let mut t = Table::new();
             t.insert("width".into(), i64::from(v.width).into());
             t.insert("height".into(), i64::from(v.height).into());
             t.insert("fps".into(), i64::from(v.fps).into());
             t.insert("bitrate_kbps".into(), i64::from(v.bitrate_kbps).into());
             t.insert("gop_seconds".into(), i64::from(v.gop_seconds).into());
+            t.insert("preset".into(), v.preset.clone().into());
+            t.insert("bframes".into(), i64::from(v.bframes).into());
+            let prof = match v.profile {
+                profile::H264Profile::Baseline => "baseline",
+                profile::H264Profile::Main => "main",
+                profile::H264Profile::High => "high",
+            };
+            t.insert("profile".into(), prof.into());
+            if let Some(tune) = &v.tune {
+                t.insert("tune".into(), tune.clone().into());
+            }
             root.insert("video".into(), t.into());
         }
+        (None, None) if video.is_some() => return Err(missing("VideoEncode")),
         (None, None) => {
             root.insert("audio_only".into(), true.into());
         }

@@ -272,14 +272,33 @@ pub fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
             if p.get("SingleSubscribeParams").is_some() {
                 return Err(invalid("SingleSubscribeParams", "only for bypass relays"));
             }
+            let mut restart = None;
             let layout = match (p.object("VideoParams")?, &mix.video) {
-                (Some(_), Some(v)) => match super::mix::profile(p, Some((v, &mix.audio)))?.mode {
-                    crate::profile::RelayMode::Mix { layout } => Some(layout),
-                    crate::profile::RelayMode::Passthrough { .. } => None,
-                },
+                (Some(_), Some(v)) => {
+                    let profile = super::mix::profile(p, Some((v, &mix.audio)))?;
+                    if profile.video.as_ref() != Some(v) {
+                        // New video encoding: the mix restarts inside the task.
+                        let mut next = RelaySpec::for_mix(spec.room.clone(), &profile)
+                            .map_err(relay_error)?
+                            .mix
+                            .expect("a mix spec");
+                        next.audio_filter = mix.audio_filter.clone();
+                        next.volumes = mix.volumes.clone();
+                        restart = Some(next);
+                        None
+                    } else {
+                        match profile.mode {
+                            crate::profile::RelayMode::Mix { layout } => Some(layout),
+                            crate::profile::RelayMode::Passthrough { .. } => None,
+                        }
+                    }
+                }
                 (Some(_), None) => return Err(unsupported("Adding video to an audio-only mix")),
                 (None, _) => None,
             };
+            if let Some(next) = restart {
+                state.relays.restart_mix(&id, next).map_err(relay_error)?;
+            }
             if p.object("AudioParams")?
                 .is_some_and(|a| a.get("AudioEncode").is_some())
             {
