@@ -125,10 +125,11 @@ pub struct Canvas {
     frame: ff::frame::Video,
     background: (u8, u8, u8),
     background_image: Option<std::path::PathBuf>,
-    /// Decoded image files (backgrounds, placeholders); `None` if unreadable.
-    images: HashMap<std::path::PathBuf, Option<ff::frame::Video>>,
+    /// Decoded image files (backgrounds, placeholders) with their scaling key; `None` if unreadable.
+    images: HashMap<std::path::PathBuf, Option<(String, ff::frame::Video)>>,
     /// Scaled copies of inputs, by (user, target size); scalers by (source, target).
-    scaled: HashMap<(String, u32, u32), ff::frame::Video>,
+    /// Scaled copies by source key (UserID or `image:<path>`), then target size.
+    scaled: HashMap<String, HashMap<(u32, u32), ff::frame::Video>>,
     scalers: HashMap<(u32, u32, i32, u32, u32), ff::software::scaling::Context>,
 }
 
@@ -157,7 +158,7 @@ impl Canvas {
         };
         if !self.images.contains_key(path) {
             let img = match load_image(path) {
-                Ok(f) => Some(f),
+                Ok(f) => Some((format!("image:{}", path.display()), f)),
                 Err(e) => {
                     tracing::warn!(image = %path.display(), "mix: cannot read image, using black: {e}");
                     None
@@ -166,17 +167,14 @@ impl Canvas {
             self.images.insert(path.clone(), img);
         }
         // Taken out while drawn (draw needs the canvas mutably), then put back: no copy.
-        let Some(img) = self.images.get_mut(path).and_then(Option::take) else {
+        let Some((key, img)) = self.images.get_mut(path).and_then(Option::take) else {
             self.fill(r, yuv(Rgb(0, 0, 0)));
             return Ok(());
         };
-        let drawn = self.draw(
-            &format!("image:{}", path.display()),
-            &img,
-            r,
-            RenderMode::Stretch,
-        );
-        self.images.insert(path.clone(), Some(img));
+        let drawn = self.draw(&key, &img, r, RenderMode::Stretch);
+        if let Some(slot) = self.images.get_mut(path) {
+            *slot = Some((key, img));
+        }
         drawn
     }
 
@@ -279,9 +277,15 @@ impl Canvas {
                 )?)
             }
         };
+        // Allocates only the first time a source is shown at a size.
+        if !self.scaled.contains_key(user) {
+            self.scaled.insert(user.to_owned(), HashMap::new());
+        }
         let out = self
             .scaled
-            .entry((user.to_owned(), tw, th))
+            .get_mut(user)
+            .expect("inserted")
+            .entry((tw, th))
             .or_insert_with(|| ff::frame::Video::new(ff::format::Pixel::YUV420P, tw, th));
         scaler.run(src, out)?;
         // Crop: the centre of the scaled picture; fit: the picture centred in the cell.
@@ -320,10 +324,10 @@ impl Canvas {
         Ok(())
     }
 
-    /// Forgets scaled copies of inputs no longer shown.
+    /// Forgets scaled copies of inputs no longer shown (images stay).
     pub fn retain_users(&mut self, users: &[&str]) {
         self.scaled
-            .retain(|(u, _, _), _| users.contains(&u.as_str()));
+            .retain(|u, _| u.starts_with("image:") || users.contains(&u.as_str()));
     }
 }
 
