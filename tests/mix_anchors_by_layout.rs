@@ -241,6 +241,8 @@ fn custom_layout_places_pinned_anchors_and_shows_placeholders_when_one_stops() {
         pixel(&pic, 1280, 160, 90)
     );
 
+    assert_both_tones(&file);
+
     // Constant frame rate, no gaps or jumps in the output timestamps.
     let out = std::process::Command::new("ffprobe")
         .args([
@@ -408,6 +410,7 @@ fn floating_layout_main_full_screen_others_small_bottom_left() {
         "small {:?}",
         pixel(&pic, 1920, 200, 900)
     );
+    assert_both_tones(&url);
     assert!(
         near(pixel(&pic, 1920, 1500, 900), RED, 40),
         "{:?}",
