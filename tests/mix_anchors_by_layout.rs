@@ -641,3 +641,42 @@ placeholder_image = "yellow.jpg"
         pixel(&pic, 640, 500, 60)
     );
 }
+
+#[test]
+fn a_video_only_anchor_is_shown_and_the_other_heard() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let (gw, _p) = gateway(&[]);
+    let (id, stream) = start_mix(&gw, "vonly", "grid-720p", json!({}));
+    let mut silent =
+        Publisher::start_with(&rtmp_url(&gw, "vonly", "silent"), 5, &gw.dir.0, &["-an"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut red = anchor(&gw, "vonly", "red", "red", 440, 5);
+    assert!(
+        silent.wait(Duration::from_secs(30)).unwrap().success(),
+        "{}",
+        silent.log_text()
+    );
+    assert!(red.wait(Duration::from_secs(30)).unwrap().success());
+    wait_for("mix stopped", Duration::from_secs(10), || {
+        status(&gw, &id)["state"] == "stopped"
+    });
+    let url = hls(&gw, &stream);
+    let pic = rgb_frame(&url, 2.5, 1280, 720);
+    // The video-only anchor (a test pattern) on the left, red on the right.
+    assert!(
+        !near(pixel(&pic, 1280, 320, 360), (0x33, 0x33, 0x33), 10),
+        "the silent anchor is drawn"
+    );
+    assert!(
+        near(pixel(&pic, 1280, 960, 360), RED, 40),
+        "{:?}",
+        pixel(&pic, 1280, 960, 360)
+    );
+    let samples = pcm(&url);
+    let tail = &samples[samples.len() / 3..];
+    let (a, off) = (
+        tone_power(tail, 440.0, 48_000.0),
+        tone_power(tail, 660.0, 48_000.0),
+    );
+    assert!(a > 50.0 * off, "440 Hz {a:e} vs 660 Hz {off:e}");
+}
