@@ -119,6 +119,8 @@ pub(crate) unsafe fn set_extradata(ctx: *mut ffmpeg_next::ffi::AVCodecContext, d
 #[derive(Debug, Default)]
 pub struct DropToKeyframe {
     dropping: bool,
+    /// Whether the stream has video; an audio-only stream resumes at any frame.
+    seen_video: bool,
     /// Frames skipped so far.
     pub dropped: u64,
 }
@@ -126,10 +128,15 @@ pub struct DropToKeyframe {
 impl DropToKeyframe {
     /// Whether `msg` may be queued now.
     pub fn admit(&mut self, msg: &MediaMessage) -> bool {
+        let video = match msg {
+            MediaMessage::Config(c) => c.kind == TrackKind::Video,
+            MediaMessage::Frame(f) => f.kind == TrackKind::Video,
+        };
+        self.seen_video |= video;
         if let MediaMessage::Frame(f) = msg
             && self.dropping
         {
-            if f.kind == TrackKind::Video && f.keyframe {
+            if (f.kind == TrackKind::Video && f.keyframe) || !self.seen_video {
                 self.dropping = false;
             } else {
                 self.dropped += 1;
@@ -177,5 +184,14 @@ mod tests {
         assert!(g.admit(&frame(TrackKind::Video, true)));
         assert!(g.admit(&frame(TrackKind::Audio, true)));
         assert_eq!(g.dropped, 3);
+    }
+
+    #[test]
+    fn audio_only_streams_resume_at_the_next_frame() {
+        let mut g = DropToKeyframe::default();
+        assert!(g.admit(&frame(TrackKind::Audio, true)));
+        g.overflowed();
+        assert!(g.admit(&frame(TrackKind::Audio, true)));
+        assert_eq!(g.dropped, 1);
     }
 }

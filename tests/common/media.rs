@@ -115,6 +115,7 @@ impl Publisher {
             "lavfi",
             "-i",
             "testsrc=size=640x360:rate=30",
+            "-re",
             "-f",
             "lavfi",
             "-i",
