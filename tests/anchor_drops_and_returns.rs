@@ -6,11 +6,10 @@
 mod common;
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::media::{Origin, Publisher, decode, probe_streams};
 use common::{Gateway, TempDir, http};
-use roomcast::auth::usersig;
 use serde_json::{Value, json};
 
 static MEDIA: Mutex<()> = Mutex::new(());
@@ -24,50 +23,11 @@ fn config() -> String {
     )
 }
 
-fn rtmp_port(gw: &Gateway) -> u16 {
-    let log = gw.log_text();
-    let line = log.lines().find(|l| l.contains("RTMP listening")).unwrap();
-    line.split("addr=")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn publish_url(gw: &Gateway, room: &str, user: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let sig = usersig::generate(APP, KEY, user, 3600, now, None);
-    format!(
-        "rtmp://127.0.0.1:{}/push/{room}?sdkappid={APP}&userid={user}&usersig={sig}",
-        rtmp_port(gw)
-    )
-}
-
 fn post_relay(gw: &Gateway, body: Value) -> Value {
     let (code, _, text) =
         http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
     assert_eq!(code, 201, "{text}");
     serde_json::from_str(&text).unwrap()
-}
-
-fn status(gw: &Gateway, id: &str) -> Value {
-    let (_, _, text) = http(gw.http_port, "GET", &format!("/v1/relays/{id}"), None).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -82,34 +42,34 @@ fn a_dropped_anchor_that_returns_is_relayed_on_the_same_connection() {
     let id = task["task_id"].as_str().unwrap();
     let stream = task["stream"].as_str().unwrap();
 
-    let url = publish_url(&gw, "lesson", "teacher");
+    let url = gw.publish_url(APP, KEY, "lesson", "teacher");
     let first = Publisher::start(&url, 30, &gw.dir.0);
-    wait_for("relaying", Duration::from_secs(10), || {
-        status(&gw, id)["frames"].as_u64().unwrap() > 100
+    common::wait_for("relaying", Duration::from_secs(10), || {
+        gw.relay_status(id)["frames"].as_u64().unwrap() > 100
     });
     std::thread::sleep(Duration::from_secs(3));
     drop(first); // killed: the TCP connection drops without an unpublish
-    wait_for("anchor gone", Duration::from_secs(10), || {
-        status(&gw, id)["attached"] == false
+    common::wait_for("anchor gone", Duration::from_secs(10), || {
+        gw.relay_status(id)["attached"] == false
     });
     assert_eq!(
-        status(&gw, id)["state"],
+        gw.relay_status(id)["state"],
         "waiting",
         "the task waits through the grace"
     );
     std::thread::sleep(Duration::from_secs(1));
 
     let mut second = Publisher::start(&url, 6, &gw.dir.0);
-    wait_for("attached again", Duration::from_secs(10), || {
-        status(&gw, id)["attached"] == true
+    common::wait_for("attached again", Duration::from_secs(10), || {
+        gw.relay_status(id)["attached"] == true
     });
     assert!(
         second.wait(Duration::from_secs(30)).unwrap().success(),
         "{}",
         second.log_text()
     );
-    wait_for("task stopped", Duration::from_secs(10), || {
-        status(&gw, id)["state"] == "stopped"
+    common::wait_for("task stopped", Duration::from_secs(10), || {
+        gw.relay_status(id)["state"] == "stopped"
     });
 
     let rec = origin.recordings("lesson");
@@ -147,14 +107,19 @@ fn an_audio_only_publisher_is_relayed() {
     );
     let id = task["task_id"].as_str().unwrap();
     let stream = task["stream"].as_str().unwrap();
-    let mut obs = Publisher::start_with(&publish_url(&gw, "radio", "dj"), 5, &gw.dir.0, &["-vn"]);
+    let mut obs = Publisher::start_with(
+        &gw.publish_url(APP, KEY, "radio", "dj"),
+        5,
+        &gw.dir.0,
+        &["-vn"],
+    );
     assert!(
         obs.wait(Duration::from_secs(30)).unwrap().success(),
         "{}",
         obs.log_text()
     );
-    wait_for("task stopped", Duration::from_secs(10), || {
-        status(&gw, id)["state"] == "stopped"
+    common::wait_for("task stopped", Duration::from_secs(10), || {
+        gw.relay_status(id)["state"] == "stopped"
     });
     let rec = origin.recordings("radio");
     assert_eq!(rec.len(), 1);
@@ -178,11 +143,11 @@ fn a_task_without_input_stops_after_max_idle_time() {
     );
     let id = task["task_id"].as_str().unwrap();
     let t0 = Instant::now();
-    wait_for("idle stop", Duration::from_secs(10), || {
-        status(&gw, id)["state"] == "stopped"
+    common::wait_for("idle stop", Duration::from_secs(10), || {
+        gw.relay_status(id)["state"] == "stopped"
     });
     assert!(t0.elapsed() >= Duration::from_secs(4), "{:?}", t0.elapsed());
-    assert_eq!(status(&gw, id)["reason"], "no input for 5s");
+    assert_eq!(gw.relay_status(id)["reason"], "no input for 5s");
 }
 
 #[test]
@@ -203,8 +168,9 @@ fn auto_profiles_relay_anchors_of_matching_rooms() {
         &[("ROOMCAST_PROFILES_DIR", profiles.0.to_str().unwrap())],
     );
     gw.wait_healthy();
-    let mut matching = Publisher::start(&publish_url(&gw, "auto-1", "anchor"), 4, &gw.dir.0);
-    let mut other = Publisher::start(&publish_url(&gw, "manual", "anchor2"), 4, &gw.dir.0);
+    let mut matching =
+        Publisher::start(&gw.publish_url(APP, KEY, "auto-1", "anchor"), 4, &gw.dir.0);
+    let mut other = Publisher::start(&gw.publish_url(APP, KEY, "manual", "anchor2"), 4, &gw.dir.0);
     assert!(matching.wait(Duration::from_secs(30)).unwrap().success());
     assert!(other.wait(Duration::from_secs(30)).unwrap().success());
     let (_, _, text) = http(gw.http_port, "GET", "/v1/relays", None).unwrap();
@@ -216,7 +182,7 @@ fn auto_profiles_relay_anchors_of_matching_rooms() {
         .map(|t| t["stream"].as_str().unwrap())
         .collect();
     assert_eq!(streams, ["1400000000_auto-1_anchor_main"], "{text}");
-    wait_for("origin got the auto relay", Duration::from_secs(10), || {
+    common::wait_for("origin got the auto relay", Duration::from_secs(10), || {
         !origin.recordings("auto").is_empty()
     });
     let (errors, duration) = decode(origin.recordings("auto")[0].to_str().unwrap());
@@ -246,10 +212,10 @@ fn a_profile_can_ask_for_audio_to_be_reencoded() {
     );
     let id = task["task_id"].as_str().unwrap();
     let stream = task["stream"].as_str().unwrap();
-    let mut obs = Publisher::start(&publish_url(&gw, "re", "anchor"), 5, &gw.dir.0);
+    let mut obs = Publisher::start(&gw.publish_url(APP, KEY, "re", "anchor"), 5, &gw.dir.0);
     assert!(obs.wait(Duration::from_secs(30)).unwrap().success());
-    wait_for("task stopped", Duration::from_secs(10), || {
-        status(&gw, id)["state"] == "stopped"
+    common::wait_for("task stopped", Duration::from_secs(10), || {
+        gw.relay_status(id)["state"] == "stopped"
     });
     let rec = origin.recordings("re");
     assert_eq!(rec.len(), 1);

@@ -6,11 +6,10 @@
 mod common;
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::media::{Origin, Publisher, near, pcm, pixel, rgb_frame, tone_power};
 use common::{Gateway, TempDir, http};
-use roomcast::auth::usersig;
 use serde_json::{Value, json};
 
 static MEDIA: Mutex<()> = Mutex::new(());
@@ -39,30 +38,9 @@ fn gateway(profiles: &[(&str, &str)]) -> (Gateway, TempDir) {
     (gw, dir)
 }
 
-fn rtmp_url(gw: &Gateway, room: &str, user: &str) -> String {
-    let log = gw.log_text();
-    let line = log.lines().find(|l| l.contains("RTMP listening")).unwrap();
-    let port: u16 = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let sig = usersig::generate(APP, KEY, user, 3600, now, None);
-    format!("rtmp://127.0.0.1:{port}/push/{room}?sdkappid={APP}&userid={user}&usersig={sig}")
-}
-
 fn anchor(gw: &Gateway, room: &str, user: &str, colour: &str, freq: u32, secs: u32) -> Publisher {
     Publisher::start_lavfi(
-        &rtmp_url(gw, room, user),
+        &gw.publish_url(APP, KEY, room, user),
         &format!("color=c={colour}:size=640x360:rate=30"),
         &format!("sine=frequency={freq}:sample_rate=48000"),
         secs,
@@ -83,19 +61,6 @@ fn start_mix(gw: &Gateway, room: &str, profile: &str, extra: Value) -> (String, 
         v["task_id"].as_str().unwrap().into(),
         v["stream"].as_str().unwrap().into(),
     )
-}
-
-fn status(gw: &Gateway, id: &str) -> Value {
-    let (_, _, t) = http(gw.http_port, "GET", &format!("/v1/relays/{id}"), None).unwrap();
-    serde_json::from_str(&t).unwrap()
-}
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn hls(gw: &Gateway, stream: &str) -> String {
@@ -127,8 +92,8 @@ fn grid_mix_shows_both_anchors_side_by_side_and_mixes_both_tones() {
     let mut blue = anchor(&gw, "grid", "blue", "blue", 880, 7);
     assert!(red.wait(Duration::from_secs(30)).unwrap().success());
     assert!(blue.wait(Duration::from_secs(30)).unwrap().success());
-    wait_for("mix stopped", Duration::from_secs(10), || {
-        status(&gw, &id)["state"] == "stopped"
+    common::wait_for("mix stopped", Duration::from_secs(10), || {
+        gw.relay_status(&id)["state"] == "stopped"
     });
 
     let url = hls(&gw, &stream);
@@ -193,16 +158,16 @@ fn custom_layout_places_pinned_anchors_and_shows_placeholders_when_one_stops() {
     let mut red = anchor(&gw, "cust", "red", "red", 440, 14);
     std::thread::sleep(Duration::from_millis(300));
     let blue1 = anchor(&gw, "cust", "blue", "blue", 880, 30);
-    wait_for("both in", Duration::from_secs(10), || {
-        status(&gw, &id)["frames"].as_u64().unwrap() > 60
+    common::wait_for("both in", Duration::from_secs(10), || {
+        gw.relay_status(&id)["frames"].as_u64().unwrap() > 60
     });
     std::thread::sleep(Duration::from_secs(3));
     drop(blue1); // killed: its pinned cell shows the placeholder
     std::thread::sleep(Duration::from_secs(3));
     let _blue2 = anchor(&gw, "cust", "blue", "blue", 880, 4);
     assert!(red.wait(Duration::from_secs(40)).unwrap().success());
-    wait_for("mix stopped", Duration::from_secs(30), || {
-        status(&gw, &id)["state"] == "stopped"
+    common::wait_for("mix stopped", Duration::from_secs(30), || {
+        gw.relay_status(&id)["state"] == "stopped"
     });
 
     let rec = origin.recordings("cust");
@@ -292,8 +257,8 @@ fn a_live_layout_change_from_grid_to_picture_in_picture() {
     let mut red = anchor(&gw, "flt", "red", "red", 440, 12);
     std::thread::sleep(Duration::from_millis(300));
     let mut blue = anchor(&gw, "flt", "blue", "blue", 880, 11);
-    wait_for("both in", Duration::from_secs(10), || {
-        status(&gw, &id)["frames"].as_u64().unwrap() > 60
+    common::wait_for("both in", Duration::from_secs(10), || {
+        gw.relay_status(&id)["frames"].as_u64().unwrap() > 60
     });
     std::thread::sleep(Duration::from_secs(2));
     // grid → pip with the same encodings: the layout changes live.
@@ -318,8 +283,8 @@ fn a_live_layout_change_from_grid_to_picture_in_picture() {
     assert_eq!(code, 204, "{text}");
     assert!(red.wait(Duration::from_secs(30)).unwrap().success());
     assert!(blue.wait(Duration::from_secs(30)).unwrap().success());
-    wait_for("mix stopped", Duration::from_secs(10), || {
-        status(&gw, &id)["state"] == "stopped"
+    common::wait_for("mix stopped", Duration::from_secs(10), || {
+        gw.relay_status(&id)["state"] == "stopped"
     });
 
     let rec = origin.recordings("flt");
@@ -332,7 +297,7 @@ fn a_live_layout_change_from_grid_to_picture_in_picture() {
     );
     // pip: red full screen, blue in the bottom-right corner window (the HLS
     // segment just before the restart's discontinuity).
-    let stream = status(&gw, &id)["stream"].as_str().unwrap().to_owned();
+    let stream = gw.relay_status(&id)["stream"].as_str().unwrap().to_owned();
     let (_, _, playlist) = http(
         gw.http_port,
         "GET",
@@ -394,8 +359,8 @@ fn floating_layout_main_full_screen_others_small_bottom_left() {
     let mut blue = anchor(&gw, "float", "blue", "blue", 880, 5);
     assert!(red.wait(Duration::from_secs(30)).unwrap().success());
     assert!(blue.wait(Duration::from_secs(30)).unwrap().success());
-    wait_for("mix stopped", Duration::from_secs(10), || {
-        status(&gw, &id)["state"] == "stopped"
+    common::wait_for("mix stopped", Duration::from_secs(10), || {
+        gw.relay_status(&id)["state"] == "stopped"
     });
     let url = hls(&gw, &stream);
     let pic = rgb_frame(&url, 3.0, 1920, 1080);
@@ -462,7 +427,7 @@ fn audio_and_video_of_an_anchor_stay_in_sync_through_the_mix() {
     let (id, stream) = start_mix(&gw, "sync", "grid-720p", json!({}));
     // A white flash and a 1 kHz beep during the first 100 ms of every second.
     let mut obs = Publisher::start_lavfi(
-        &rtmp_url(&gw, "sync", "clock"),
+        &gw.publish_url(APP, KEY, "sync", "clock"),
         "color=c=black:size=320x180:rate=30,format=yuv420p,geq=lum='if(lt(mod(T\\,1)\\,0.1)\\,235\\,16)':cb=128:cr=128",
         "aevalsrc='if(lt(mod(t\\,1)\\,0.1)\\,0.8*sin(2*PI*1000*t)\\,0)':s=48000",
         10,
@@ -473,8 +438,8 @@ fn audio_and_video_of_an_anchor_stay_in_sync_through_the_mix() {
         "{}",
         obs.log_text()
     );
-    wait_for("mix stopped", Duration::from_secs(10), || {
-        status(&gw, &id)["state"] == "stopped"
+    common::wait_for("mix stopped", Duration::from_secs(10), || {
+        gw.relay_status(&id)["state"] == "stopped"
     });
     let url = hls(&gw, &stream);
 
@@ -556,8 +521,8 @@ fn an_audio_only_mix_mixes_every_voice() {
     let mut b = anchor(&gw, "voices", "blue", "blue", 880, 5);
     assert!(a.wait(Duration::from_secs(30)).unwrap().success());
     assert!(b.wait(Duration::from_secs(30)).unwrap().success());
-    wait_for("mix stopped", Duration::from_secs(10), || {
-        status(&gw, &id)["state"] == "stopped"
+    common::wait_for("mix stopped", Duration::from_secs(10), || {
+        gw.relay_status(&id)["state"] == "stopped"
     });
     let url = hls(&gw, &stream);
     let streams = common::media::probe_streams(&url);
@@ -621,8 +586,8 @@ placeholder_image = "yellow.jpg"
     let (id, stream) = start_mix(&gw, "img", "images", json!({}));
     let mut red = anchor(&gw, "img", "red", "red", 440, 4);
     assert!(red.wait(Duration::from_secs(30)).unwrap().success());
-    wait_for("mix stopped", Duration::from_secs(10), || {
-        status(&gw, &id)["state"] == "stopped"
+    common::wait_for("mix stopped", Duration::from_secs(10), || {
+        gw.relay_status(&id)["state"] == "stopped"
     });
     let pic = rgb_frame(&hls(&gw, &stream), 2.0, 640, 360);
     assert!(
@@ -647,8 +612,12 @@ fn a_video_only_anchor_is_shown_and_the_other_heard() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let (gw, _p) = gateway(&[]);
     let (id, stream) = start_mix(&gw, "vonly", "grid-720p", json!({}));
-    let mut silent =
-        Publisher::start_with(&rtmp_url(&gw, "vonly", "silent"), 5, &gw.dir.0, &["-an"]);
+    let mut silent = Publisher::start_with(
+        &gw.publish_url(APP, KEY, "vonly", "silent"),
+        5,
+        &gw.dir.0,
+        &["-an"],
+    );
     std::thread::sleep(Duration::from_millis(300));
     let mut red = anchor(&gw, "vonly", "red", "red", 440, 5);
     assert!(
@@ -657,8 +626,8 @@ fn a_video_only_anchor_is_shown_and_the_other_heard() {
         silent.log_text()
     );
     assert!(red.wait(Duration::from_secs(30)).unwrap().success());
-    wait_for("mix stopped", Duration::from_secs(10), || {
-        status(&gw, &id)["state"] == "stopped"
+    common::wait_for("mix stopped", Duration::from_secs(10), || {
+        gw.relay_status(&id)["state"] == "stopped"
     });
     let url = hls(&gw, &stream);
     let pic = rgb_frame(&url, 2.5, 1280, 720);

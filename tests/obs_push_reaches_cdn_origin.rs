@@ -5,11 +5,10 @@
 mod common;
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::media::{Origin, Publisher, decode, first_video_frame_is_key, probe_streams};
 use common::{Gateway, free_port, http};
-use roomcast::auth::usersig;
 use serde_json::{Value, json};
 
 /// Media tests encode in real time; one at a time on a 2-core machine.
@@ -24,28 +23,6 @@ fn config() -> String {
     )
 }
 
-fn rtmp_port(gw: &Gateway) -> u16 {
-    let log = gw.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("RTMP listening"))
-        .expect("rtmp listening");
-    let addr = line.split("addr=").nth(1).unwrap().trim();
-    addr.rsplit(':').next().unwrap().parse().unwrap()
-}
-
-fn publish_url(gw: &Gateway, room: &str, user: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let sig = usersig::generate(APP, KEY, user, 3600, now, None);
-    format!(
-        "rtmp://127.0.0.1:{}/push/{room}?sdkappid={APP}&userid={user}&usersig={sig}",
-        rtmp_port(gw)
-    )
-}
-
 fn start_relay(gw: &Gateway, body: Value) -> (String, String) {
     let (status, _, text) =
         http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
@@ -55,20 +32,6 @@ fn start_relay(gw: &Gateway, body: Value) -> (String, String) {
         v["task_id"].as_str().unwrap().to_owned(),
         v["stream"].as_str().unwrap().to_owned(),
     )
-}
-
-fn status(gw: &Gateway, id: &str) -> Value {
-    let (code, _, text) = http(gw.http_port, "GET", &format!("/v1/relays/{id}"), None).unwrap();
-    assert_eq!(code, 200, "{text}");
-    serde_json::from_str(&text).unwrap()
-}
-
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -81,14 +44,18 @@ fn ffmpeg_publish_is_relayed_to_an_origin_and_served_as_hls() {
         json!({"sdkappid": APP, "room": "class1", "roomtype": "str", "userid": "teacher", "rtmp": [origin.url("class1")]}),
     );
     assert_eq!(stream, "1400000000_class1_teacher_main");
-    assert_eq!(status(&gw, &id)["state"], "waiting");
+    assert_eq!(gw.relay_status(&id)["state"], "waiting");
 
     let secs = 6;
-    let mut obs = Publisher::start(&publish_url(&gw, "class1", "teacher"), secs, &gw.dir.0);
-    wait_for("relay running", Duration::from_secs(10), || {
-        status(&gw, &id)["state"] == "running"
+    let mut obs = Publisher::start(
+        &gw.publish_url(APP, KEY, "class1", "teacher"),
+        secs,
+        &gw.dir.0,
+    );
+    common::wait_for("relay running", Duration::from_secs(10), || {
+        gw.relay_status(&id)["state"] == "running"
     });
-    let st = status(&gw, &id);
+    let st = gw.relay_status(&id);
     assert_eq!(st["targets"][0]["state"], "publishing", "{st}");
     let exit = obs
         .wait(Duration::from_secs(30))
@@ -96,11 +63,11 @@ fn ffmpeg_publish_is_relayed_to_an_origin_and_served_as_hls() {
     assert!(exit.success(), "{}", obs.log_text());
 
     // The anchor left, the room closed, the task stopped and HLS ended.
-    wait_for("task stopped", Duration::from_secs(10), || {
-        status(&gw, &id)["state"] == "stopped"
+    common::wait_for("task stopped", Duration::from_secs(10), || {
+        gw.relay_status(&id)["state"] == "stopped"
     });
     assert!(
-        status(&gw, &id)["reason"]
+        gw.relay_status(&id)["reason"]
             .as_str()
             .unwrap()
             .contains("room closed")
@@ -193,22 +160,22 @@ fn origin_restart_resumes_push_at_a_keyframe_and_hls_never_notices() {
         json!({"sdkappid": APP, "room": "show", "userid": "host", "rtmp": [origin.url("show")]}),
     );
     let secs = 16;
-    let mut obs = Publisher::start(&publish_url(&gw, "show", "host"), secs, &gw.dir.0);
-    wait_for("first recording", Duration::from_secs(10), || {
+    let mut obs = Publisher::start(&gw.publish_url(APP, KEY, "show", "host"), secs, &gw.dir.0);
+    common::wait_for("first recording", Duration::from_secs(10), || {
         !origin.recordings("show").is_empty()
     });
     std::thread::sleep(Duration::from_secs(3));
     let (dir, port) = origin.kill();
-    wait_for(
+    common::wait_for(
         "push notices the origin is gone",
         Duration::from_secs(10),
-        || status(&gw, &id)["targets"][0]["state"] != "publishing",
+        || gw.relay_status(&id)["targets"][0]["state"] != "publishing",
     );
     std::thread::sleep(Duration::from_secs(2));
     let origin = Origin::start_in(dir, port);
     let back = Instant::now();
-    wait_for("push resumes within 10 s", Duration::from_secs(10), || {
-        status(&gw, &id)["targets"][0]["state"] == "publishing"
+    common::wait_for("push resumes within 10 s", Duration::from_secs(10), || {
+        gw.relay_status(&id)["targets"][0]["state"] == "publishing"
             && origin.recordings("show").len() == 2
     });
     let resumed_after = back.elapsed();
@@ -220,8 +187,8 @@ fn origin_restart_resumes_push_at_a_keyframe_and_hls_never_notices() {
         "the publisher never noticed: {}",
         obs.log_text()
     );
-    wait_for("task stopped", Duration::from_secs(10), || {
-        status(&gw, &id)["state"] == "stopped"
+    common::wait_for("task stopped", Duration::from_secs(10), || {
+        gw.relay_status(&id)["state"] == "stopped"
     });
 
     let rec = origin.recordings("show");
@@ -276,15 +243,15 @@ fn a_refusing_target_fails_fast_while_a_good_one_keeps_working() {
         &gw,
         json!({"sdkappid": APP, "room": "duo", "userid": "host", "rtmp": [dead, origin.url("duo")]}),
     );
-    let mut obs = Publisher::start(&publish_url(&gw, "duo", "host"), 8, &gw.dir.0);
+    let mut obs = Publisher::start(&gw.publish_url(APP, KEY, "duo", "host"), 8, &gw.dir.0);
     let t0 = Instant::now();
-    wait_for(
+    common::wait_for(
         "dead target reported failed",
         Duration::from_secs(15),
-        || status(&gw, &id)["targets"][0]["state"] == "failed",
+        || gw.relay_status(&id)["targets"][0]["state"] == "failed",
     );
     let failed_after = t0.elapsed();
-    let st = status(&gw, &id);
+    let st = gw.relay_status(&id);
     assert!(
         st["targets"][0]["error"]
             .as_str()
@@ -369,11 +336,11 @@ fn relay_admin_path_refuses_bad_requests() {
         204
     );
     let deadline = Instant::now() + Duration::from_secs(5);
-    while status(&gw, &id)["state"] != "stopped" {
+    while gw.relay_status(&id)["state"] != "stopped" {
         assert!(Instant::now() < deadline, "stop by request");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(status(&gw, &id)["reason"], "stopped by request");
+    assert_eq!(gw.relay_status(&id)["reason"], "stopped by request");
     assert_eq!(
         http(gw.http_port, "DELETE", "/v1/relays/relay-nope", None)
             .unwrap()

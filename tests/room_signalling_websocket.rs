@@ -2,7 +2,9 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use common::unix_now;
+
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use roomcast::auth::usersig::{self, PmkRoom, PrivateMapKey};
@@ -27,15 +29,8 @@ secret_key = "apitest"
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn sig(user: &str) -> String {
-    usersig::generate(APP, KEY, user, 3600, now(), None)
+    usersig::generate(APP, KEY, user, 3600, unix_now(), None)
 }
 
 fn url(gw: &Gateway, room: &str, user: &str, sig: &str, extra: &str) -> String {
@@ -185,7 +180,7 @@ async fn users_enter_switch_roles_leave_and_see_each_other() {
 #[tokio::test]
 async fn refusals_before_upgrade_name_the_reason() {
     let gw = Gateway::start(Some(CONFIG));
-    let wrong_key = usersig::generate(APP, "other-key", "alice", 3600, now(), None);
+    let wrong_key = usersig::generate(APP, "other-key", "alice", 3600, unix_now(), None);
     let cases = [
         (
             url(&gw, "1234", "alice", &wrong_key, ""),
@@ -202,7 +197,7 @@ async fn refusals_before_upgrade_name_the_reason() {
                 &gw,
                 "1234",
                 "alice",
-                &usersig::generate(APP, KEY, "alice", 10, now() - 100, None),
+                &usersig::generate(APP, KEY, "alice", 10, unix_now() - 100, None),
                 "",
             ),
             401,
@@ -281,11 +276,11 @@ async fn private_map_key_limits_rooms_and_privileges() {
             account: "viewer".into(),
             sdkappid: APP as u32,
             room: PmkRoom::Numeric(room),
-            expires_at: (now() + 3600) as u32,
+            expires_at: (unix_now() + 3600) as u32,
             privileges,
             account_type: 0,
         };
-        usersig::generate(APP, KEY, "viewer", 3600, now(), Some(&pmk.to_bytes()))
+        usersig::generate(APP, KEY, "viewer", 3600, unix_now(), Some(&pmk.to_bytes()))
     };
     let (status, body) = refused(url(&gw, "556", "viewer", &ticket(556, 42), "")).await;
     assert_eq!(status, 403, "{body}");

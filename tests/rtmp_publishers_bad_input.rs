@@ -3,9 +3,11 @@
 
 mod common;
 
+use common::unix_now;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::media::{Publisher, decode};
 use common::{Gateway, http};
@@ -15,31 +17,10 @@ use serde_json::{Value, json};
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "bad-input-key";
 
-fn rtmp_port(gw: &Gateway) -> u16 {
-    let log = gw.log_text();
-    let line = log.lines().find(|l| l.contains("RTMP listening")).unwrap();
-    line.split("addr=")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn url(gw: &Gateway, room: &str, user: &str, sig: &str) -> String {
     format!(
         "rtmp://127.0.0.1:{}/push/{room}?sdkappid={APP}&userid={user}&usersig={sig}",
-        rtmp_port(gw)
+        gw.rtmp_port()
     )
 }
 
@@ -81,7 +62,7 @@ fn bad_publishers_are_refused_and_a_good_one_is_unaffected() {
         "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"
     );
     let gw = Gateway::start(Some(&config));
-    let port = rtmp_port(&gw);
+    let port = gw.rtmp_port();
     let body = json!({"sdkappid": APP, "room": "good", "userid": "anchor"}).to_string();
     let (code, _, text) = http(gw.http_port, "POST", "/v1/relays", Some(&body)).unwrap();
     assert_eq!(code, 201, "{text}");
@@ -90,7 +71,7 @@ fn bad_publishers_are_refused_and_a_good_one_is_unaffected() {
         task["task_id"].as_str().unwrap(),
         task["stream"].as_str().unwrap(),
     );
-    let good_sig = usersig::generate(APP, KEY, "anchor", 3600, now(), None);
+    let good_sig = usersig::generate(APP, KEY, "anchor", 3600, unix_now(), None);
     let mut good = Publisher::start(&url(&gw, "good", "anchor", &good_sig), 20, &gw.dir.0);
     let frames = || -> u64 {
         let (_, _, t) = http(gw.http_port, "GET", &format!("/v1/relays/{id}"), None).unwrap();
@@ -105,8 +86,8 @@ fn bad_publishers_are_refused_and_a_good_one_is_unaffected() {
     }
 
     // A wrong key and an expired sig: ffmpeg is refused at publish.
-    let wrong = usersig::generate(APP, "not-the-key", "mallory", 3600, now(), None);
-    let expired = usersig::generate(APP, KEY, "mallory", 10, now() - 100, None);
+    let wrong = usersig::generate(APP, "not-the-key", "mallory", 3600, unix_now(), None);
+    let expired = usersig::generate(APP, KEY, "mallory", 10, unix_now() - 100, None);
     for (sig, reason) in [(wrong, "bad signature"), (expired, "expired")] {
         let mut bad = Publisher::start(&url(&gw, "good", "mallory", &sig), 3, &gw.dir.0);
         let exit = bad

@@ -3,9 +3,11 @@
 
 mod common;
 
+use common::unix_now;
+
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::media::{Origin, Publisher, decode};
 use common::{Gateway, http};
@@ -56,13 +58,6 @@ fn sdk(gw: &Gateway, action: &str, params: Value) -> Value {
 
 fn code(v: &Value) -> &str {
     v["code"].as_str().unwrap_or("OK")
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 #[test]
@@ -222,7 +217,7 @@ async fn ws(
     user: &str,
     extra: &str,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let sig = usersig::generate(APP, KEY, user, 3600, now(), None);
+    let sig = usersig::generate(APP, KEY, user, 3600, unix_now(), None);
     let url = format!(
         "ws://127.0.0.1:{}/v1/rooms/{room}/ws?sdkappid={APP}&userid={user}&usersig={sig}{extra}",
         gw.http_port
@@ -311,14 +306,6 @@ async fn dismiss_and_remove_reach_the_room_engine() {
     assert_eq!(next(&mut c).await["reason"], "room_dismissed");
 }
 
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn bypass_relay_started_updated_and_stopped_by_the_sdk() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
@@ -336,24 +323,9 @@ fn bypass_relay_started_updated_and_stopped_by_the_sdk() {
     assert_eq!(r["ok"], true, "{r}");
     let task_id = r["response"]["TaskId"].as_str().unwrap().to_owned();
 
-    let log = gw.log_text();
-    let line = log.lines().find(|l| l.contains("RTMP listening")).unwrap();
-    let rtmp_port: u16 = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let sig = usersig::generate(APP, KEY, "host", 3600, now(), None);
-    let url = format!(
-        "rtmp://127.0.0.1:{rtmp_port}/push/live-1?sdkappid={APP}&userid=host&usersig={sig}"
-    );
+    let url = gw.publish_url(APP, KEY, "live-1", "host");
     let mut obs = Publisher::start(&url, 14, &gw.dir.0);
-    wait_for("first target", Duration::from_secs(10), || {
+    common::wait_for("first target", Duration::from_secs(10), || {
         !origin.recordings("sdk1").is_empty()
     });
 
@@ -371,7 +343,7 @@ fn bypass_relay_started_updated_and_stopped_by_the_sdk() {
     let r = update(1, &[origin.url("sdk1"), origin.url("sdk2")]);
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["response"]["TaskId"], task_id.as_str());
-    wait_for("second target", Duration::from_secs(10), || {
+    common::wait_for("second target", Duration::from_secs(10), || {
         !origin.recordings("sdk2").is_empty()
     });
     let stale = update(1, &[origin.url("sdk1")]);
@@ -435,24 +407,7 @@ fn a_mix_started_updated_and_stopped_by_the_sdk() {
     assert_eq!(r["ok"], true, "{r}");
     let task_id = r["response"]["TaskId"].as_str().unwrap().to_owned();
 
-    let log = gw.log_text();
-    let line = log.lines().find(|l| l.contains("RTMP listening")).unwrap();
-    let rtmp_port: u16 = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let url = |user: &str| {
-        let sig = usersig::generate(APP, KEY, user, 3600, now(), None);
-        format!(
-            "rtmp://127.0.0.1:{rtmp_port}/push/1234?sdkappid={APP}&userid={user}&usersig={sig}&roomtype=int"
-        )
-    };
+    let url = |user: &str| format!("{}&roomtype=int", gw.publish_url(APP, KEY, "1234", user));
     let mut red = Publisher::start_lavfi(
         &url("red"),
         "color=c=red:size=640x360:rate=30",
@@ -468,7 +423,7 @@ fn a_mix_started_updated_and_stopped_by_the_sdk() {
         11,
         &gw.dir.0,
     );
-    wait_for("mix at the origin", Duration::from_secs(10), || {
+    common::wait_for("mix at the origin", Duration::from_secs(10), || {
         !origin.recordings("mix1234").is_empty()
     });
     std::thread::sleep(Duration::from_secs(4));

@@ -151,6 +151,53 @@ impl Drop for Gateway {
     }
 }
 
+impl Gateway {
+    /// The RTMP port, from the gateway's own log line.
+    pub fn rtmp_port(&self) -> u16 {
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("RTMP listening"))
+            .expect("RTMP listening");
+        line.split("addr=")
+            .nth(1)
+            .and_then(|a| a.trim().rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .expect("a port")
+    }
+
+    /// `rtmp://…/push/<room>?sdkappid=&userid=&usersig=` with a fresh UserSig.
+    pub fn publish_url(&self, app: u64, key: &str, room: &str, user: &str) -> String {
+        let sig = roomcast::auth::usersig::generate(app, key, user, 3600, unix_now(), None);
+        format!(
+            "rtmp://127.0.0.1:{}/push/{room}?sdkappid={app}&userid={user}&usersig={sig}",
+            self.rtmp_port()
+        )
+    }
+
+    /// `GET /v1/relays/<id>` as JSON.
+    pub fn relay_status(&self, id: &str) -> serde_json::Value {
+        let (_, _, text) = http(self.http_port, "GET", &format!("/v1/relays/{id}"), None).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Polls `f` until it holds, failing the test after `within`.
+pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A minimal HTTP/1.1 GET: (status, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     http(port, "GET", path, None).map(|(s, _, b)| (s, b))
