@@ -364,7 +364,16 @@ fn main() {
         format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"),
     )
     .unwrap();
-    let (http_port, rtmp_port) = (free_port(), free_port());
+    // Both held at once so the two ports differ.
+    let (a, b) = (
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (http_port, rtmp_port) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    drop((a, b));
     let gw = Killed(
         Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .arg("serve")

@@ -11,11 +11,15 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_roomcast");
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free ports (all held until chosen, so none repeats).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 /// A fresh directory under the target dir, removed when dropped.
@@ -66,7 +70,7 @@ impl Gateway {
         if let Some(c) = config {
             std::fs::write(dir.0.join("roomcast.toml"), c).unwrap();
         }
-        let http_port = free_port();
+        let [http_port, rtmp_port] = free_ports::<2>();
         let log = dir.0.join("roomcast.log");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
@@ -77,7 +81,7 @@ impl Gateway {
             .env("ROOMCAST_HTTP__BIND", "127.0.0.1")
             .env("ROOMCAST_HTTP__PORT", http_port.to_string())
             .env("ROOMCAST_RTMP__BIND", "127.0.0.1")
-            .env("ROOMCAST_RTMP__PORT", free_port().to_string())
+            .env("ROOMCAST_RTMP__PORT", rtmp_port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
