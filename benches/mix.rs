@@ -22,6 +22,10 @@ use roomcast::profile::{
 };
 use roomcast::rtmp::flv;
 
+#[path = "common/flv_file.rs"]
+mod flv_file;
+use flv_file::read_flv;
+
 const SECONDS: u32 = 15;
 
 fn cpu_seconds_self() -> f64 {
@@ -31,31 +35,6 @@ fn cpu_seconds_self() -> f64 {
     let t: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     t / 100.0
-}
-
-/// FLV tags: (is_video, ts ms, body).
-fn read_flv(path: &Path) -> Vec<(bool, u32, Bytes)> {
-    let data = std::fs::read(path).unwrap();
-    let mut tags = Vec::new();
-    let mut pos = 13;
-    while pos + 11 <= data.len() {
-        let kind = data[pos];
-        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
-        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]);
-        let start = pos + 11;
-        if start + size > data.len() {
-            break;
-        }
-        if kind == 8 || kind == 9 {
-            tags.push((
-                kind == 9,
-                ts,
-                Bytes::copy_from_slice(&data[start..start + size]),
-            ));
-        }
-        pos = start + size + 4;
-    }
-    tags
 }
 
 fn make_inputs(dir: &Path, n: usize) -> Vec<PathBuf> {

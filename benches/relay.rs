@@ -25,6 +25,10 @@ use rml_rtmp::time::RtmpTimestamp;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
+#[path = "common/flv_file.rs"]
+mod flv_file;
+use flv_file::read_flv;
+
 const SECONDS: u32 = 20;
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "bench-key";
@@ -83,31 +87,6 @@ fn nginx(dir: &Path, body: &str) -> Killed {
             .spawn()
             .expect("nginx"),
     )
-}
-
-/// FLV tags of a file: (is_video, timestamp ms, payload).
-fn read_flv(path: &Path) -> Vec<(bool, u32, Bytes)> {
-    let data = std::fs::read(path).unwrap();
-    let mut tags = Vec::new();
-    let mut pos = 9 + 4;
-    while pos + 11 <= data.len() {
-        let kind = data[pos];
-        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
-        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]);
-        let start = pos + 11;
-        if start + size > data.len() {
-            break;
-        }
-        if kind == 8 || kind == 9 {
-            tags.push((
-                kind == 9,
-                ts,
-                Bytes::copy_from_slice(&data[start..start + size]),
-            ));
-        }
-        pos = start + size + 4;
-    }
-    tags
 }
 
 struct Rtmp {

@@ -85,8 +85,7 @@ pub async fn upgrade(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let (enter, usersig_ok) = parse_entry(&state, &room_id, q, unix_now)?;
-    usersig_ok?;
+    let enter = parse_entry(&state, &room_id, q, unix_now)?;
 
     let rooms = state.rooms.clone();
     let mut events = rooms.subscribe();
@@ -138,14 +137,14 @@ pub async fn upgrade(
         }))
 }
 
-/// Validates the query; the UserSig verdict comes second so that malformed
-/// requests are 400 and bad signatures 401.
+/// Validates the query, then the UserSig: malformed requests are 400, bad
+/// signatures 401.
 fn parse_entry(
     state: &AppState,
     room_id: &str,
     q: WsQuery,
     unix_now: u64,
-) -> Result<(Enter, Result<(), Refusal>), Refusal> {
+) -> Result<Enter, Refusal> {
     let sdkappid: u64 = q
         .sdkappid
         .as_deref()
@@ -181,21 +180,16 @@ fn parse_entry(
         Some(_) => return Err(bad("hidden must be 0 or 1")),
     };
 
-    let mut grant = None;
-    let verdict = match authenticate(
+    let grant = authenticate(
         state.config.app_key(sdkappid),
         sdkappid,
         userid,
         usersig,
         unix_now,
-    ) {
-        Ok(pmk) => {
-            grant = pmk.map(Grant::from);
-            Ok(())
-        }
-        Err(e) => Err(unauthorized(e.to_string())),
-    };
-    let enter = Enter {
+    )
+    .map_err(|e| unauthorized(e.to_string()))?
+    .map(Grant::from);
+    Ok(Enter {
         room: RoomKey {
             app: sdkappid,
             room,
@@ -207,8 +201,7 @@ fn parse_entry(
         hidden,
         grant,
         unix_now,
-    };
-    Ok((enter, verdict))
+    })
 }
 
 struct Connection {

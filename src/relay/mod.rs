@@ -23,27 +23,34 @@ pub use task::{RelaySpec, RelayStatus, TaskState};
 /// Default `max_idle_time`: a task stops after this long without its anchor (TRTC: 30 s).
 pub const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(30);
 
+/// Refuses output features this build cannot do yet, rather than silently
+/// ignoring part of the profile.
+fn check_outputs(profile: &RelayProfile) -> Result<(), RelayError> {
+    let unsupported = |what: &str| {
+        Err(RelayError::Invalid(format!(
+            "profile `{}`: {what} is not available in this build",
+            profile.name
+        )))
+    };
+    if profile.outputs.hls.as_ref().is_some_and(|h| h.low_latency) {
+        return unsupported("LL-HLS (outputs.hls.low_latency)");
+    }
+    if profile.outputs.record.is_some() {
+        return unsupported("recording (outputs.record)");
+    }
+    Ok(())
+}
+
 impl RelaySpec {
     /// A mix of every anchor of `room` with a mix profile; stream `<SDKAppID>_<RoomId>_mix`.
     pub fn for_mix(room: RoomKey, profile: &RelayProfile) -> Result<RelaySpec, RelayError> {
-        let unsupported = |what: &str| {
-            Err(RelayError::Invalid(format!(
-                "profile `{}`: {what} is not available in this build",
-                profile.name
-            )))
-        };
         let crate::profile::RelayMode::Mix { layout } = &profile.mode else {
             return Err(RelayError::Invalid(format!(
                 "profile `{}` relays one anchor; name the anchor (userid)",
                 profile.name
             )));
         };
-        if profile.outputs.hls.as_ref().is_some_and(|h| h.low_latency) {
-            return unsupported("LL-HLS (outputs.hls.low_latency)");
-        }
-        if profile.outputs.record.is_some() {
-            return unsupported("recording (outputs.record)");
-        }
+        check_outputs(profile)?;
         let room_part = room.room.to_string();
         Ok(RelaySpec {
             id: String::new(),
@@ -73,24 +80,13 @@ impl RelaySpec {
         user: UserId,
         profile: &RelayProfile,
     ) -> Result<RelaySpec, RelayError> {
-        let unsupported = |what: &str| {
-            Err(RelayError::Invalid(format!(
-                "profile `{}`: {what} is not available in this build",
-                profile.name
-            )))
-        };
         if matches!(profile.mode, crate::profile::RelayMode::Mix { .. }) {
             return Err(RelayError::Invalid(format!(
                 "profile `{}` mixes every anchor of the room; leave out the anchor (userid)",
                 profile.name
             )));
         }
-        if profile.outputs.hls.as_ref().is_some_and(|h| h.low_latency) {
-            return unsupported("LL-HLS (outputs.hls.low_latency)");
-        }
-        if profile.outputs.record.is_some() {
-            return unsupported("recording (outputs.record)");
-        }
+        check_outputs(profile)?;
         Ok(RelaySpec {
             id: String::new(),
             stream: RelayManager::default_stream_name(&room, &user),

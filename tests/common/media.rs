@@ -102,7 +102,41 @@ impl Publisher {
         Publisher::start_with(url, secs, log_dir, &[])
     }
 
+    /// The test pattern and tone at 1 Mbps, with extra output options.
     pub fn start_with(url: &str, secs: u32, log_dir: &Path, extra: &[&str]) -> Publisher {
+        let mut options = vec!["-b:v", "1000k"];
+        options.extend_from_slice(extra);
+        Publisher::spawn(
+            url,
+            "testsrc=size=640x360:rate=30",
+            "sine=frequency=440:sample_rate=48000",
+            secs,
+            log_dir,
+            &options,
+        )
+    }
+
+    /// Any lavfi video and audio sources, e.g. `color=c=red:size=640x360:rate=30`
+    /// and `sine=frequency=440:sample_rate=48000`.
+    pub fn start_lavfi(
+        url: &str,
+        video: &str,
+        audio: &str,
+        secs: u32,
+        log_dir: &Path,
+    ) -> Publisher {
+        Publisher::spawn(url, video, audio, secs, log_dir, &[])
+    }
+
+    /// ffmpeg reading both sources in real time, H.264 (GOP 1 s) + AAC to FLV.
+    fn spawn(
+        url: &str,
+        video: &str,
+        audio: &str,
+        secs: u32,
+        log_dir: &Path,
+        extra: &[&str],
+    ) -> Publisher {
         let log = log_dir.join(format!("ffmpeg-{}.log", free_port()));
         let secs = secs.to_string();
         let mut args: Vec<&str> = vec![
@@ -114,12 +148,12 @@ impl Publisher {
             "-f",
             "lavfi",
             "-i",
-            "testsrc=size=640x360:rate=30",
+            video,
             "-re",
             "-f",
             "lavfi",
             "-i",
-            "sine=frequency=440:sample_rate=48000",
+            audio,
             "-t",
             &secs,
             "-c:v",
@@ -130,8 +164,6 @@ impl Publisher {
             "zerolatency",
             "-g",
             "30",
-            "-b:v",
-            "1000k",
             "-c:a",
             "aac",
             "-b:a",
@@ -146,59 +178,6 @@ impl Publisher {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("ffmpeg (make test installs it)");
-        Publisher { child, log }
-    }
-
-    /// Any lavfi video and audio sources, e.g. `color=c=red:size=640x360:rate=30`
-    /// and `sine=frequency=440:sample_rate=48000`.
-    pub fn start_lavfi(
-        url: &str,
-        video: &str,
-        audio: &str,
-        secs: u32,
-        log_dir: &Path,
-    ) -> Publisher {
-        let log = log_dir.join(format!("ffmpeg-{}.log", free_port()));
-        let secs = secs.to_string();
-        let child = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-nostdin",
-                "-loglevel",
-                "warning",
-                "-re",
-                "-f",
-                "lavfi",
-                "-i",
-                video,
-                "-re",
-                "-f",
-                "lavfi",
-                "-i",
-                audio,
-                "-t",
-                &secs,
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-tune",
-                "zerolatency",
-                "-g",
-                "30",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "128k",
-                "-f",
-                "flv",
-                url,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("ffmpeg");
         Publisher { child, log }
     }
 

@@ -143,13 +143,7 @@ fn check_no_unsupported(p: &Params<'_>) -> Result<(), ApiError> {
 }
 
 pub fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
-    let app = p.req_u64("SdkAppId")?;
-    if state.config.app_key(app).is_none() {
-        return Err(ApiError::new(
-            "InvalidParameter.SdkAppId",
-            "SdkAppId is incorrect.",
-        ));
-    }
+    let app = super::rooms::sdk_app_id(state, p)?;
     let room_str = p.req_str("RoomId")?;
     // RoomIdType here: 0 = integer room, 1 = string room.
     let room = match p.req_u64("RoomIdType")? {
@@ -222,13 +216,7 @@ pub fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
 
 /// The task named by SdkAppId + TaskId, if it belongs to that application.
 fn task(state: &AppState, p: &Params<'_>) -> Result<(String, RelaySpec, TaskState), ApiError> {
-    let app = p.req_u64("SdkAppId")?;
-    if state.config.app_key(app).is_none() {
-        return Err(ApiError::new(
-            "InvalidParameter.SdkAppId",
-            "SdkAppId is incorrect.",
-        ));
-    }
+    let app = super::rooms::sdk_app_id(state, p)?;
     let id = p.req_str("TaskId")?;
     let (spec, status) = state.relays.status(id).ok_or_else(task_missing)?;
     if spec.room.app != app {

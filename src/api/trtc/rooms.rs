@@ -7,8 +7,8 @@ use super::{ApiError, ApiResult};
 use crate::api::AppState;
 use crate::room::{Command, RoomCallError, RoomError, RoomId, RoomKey, UserId};
 
-/// SdkAppId and RoomId: a u32 number for the plain actions, a string for `ByStrRoomId`.
-pub fn room_key(state: &AppState, p: &Params<'_>, str_room: bool) -> Result<RoomKey, ApiError> {
+/// SdkAppId, which must be a configured application.
+pub fn sdk_app_id(state: &AppState, p: &Params<'_>) -> Result<u64, ApiError> {
     let app = p.req_u64("SdkAppId")?;
     if state.config.app_key(app).is_none() {
         return Err(ApiError::new(
@@ -16,6 +16,12 @@ pub fn room_key(state: &AppState, p: &Params<'_>, str_room: bool) -> Result<Room
             "SdkAppId is incorrect.",
         ));
     }
+    Ok(app)
+}
+
+/// SdkAppId and RoomId: a u32 number for the plain actions, a string for `ByStrRoomId`.
+pub fn room_key(state: &AppState, p: &Params<'_>, str_room: bool) -> Result<RoomKey, ApiError> {
+    let app = sdk_app_id(state, p)?;
     let room = if str_room {
         let s = p.req_str("RoomId")?;
         RoomId::string(s).map_err(|e| invalid("RoomId", e))?
