@@ -399,25 +399,33 @@ fn onsets(values: &[(f64, f64)], threshold: f64) -> Vec<f64> {
     out
 }
 
-fn start_time(input: &str, stream: &str) -> f64 {
-    let out = std::process::Command::new("ffprobe")
+/// One value per frame of `input`'s stream `map`, with the frame's own
+/// timestamp (seconds): what the filter chain `chain` measures, printed by
+/// the metadata filter as `key`.
+fn timed(input: &str, map: &str, chain: &str, key: &str) -> Vec<(f64, f64)> {
+    let (flag, print) = if map.ends_with('v') {
+        ("-vf", "metadata")
+    } else {
+        ("-af", "ametadata")
+    };
+    let filter = format!("{chain},{print}=mode=print:key={key}:file=-");
+    let out = std::process::Command::new("ffmpeg")
         .args([
-            "-v",
-            "error",
-            "-select_streams",
-            stream,
-            "-show_entries",
-            "stream=start_time",
-            "-of",
-            "csv=p=0",
-            input,
+            "-v", "error", "-nostdin", "-i", input, "-map", map, flag, &filter, "-f", "null", "-",
         ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.trim().trim_end_matches(',').parse().ok())
-        .unwrap_or_else(|| panic!("no start_time: {text}"))
+    let mut values = Vec::new();
+    let mut at = None;
+    for line in text.lines() {
+        if let Some(t) = line.split("pts_time:").nth(1) {
+            at = t.trim().parse::<f64>().ok();
+        } else if let (Some(t), Some(v)) = (at.take(), line.split('=').nth(1)) {
+            values.push((t, v.trim().parse::<f64>().unwrap_or(f64::NEG_INFINITY)));
+        }
+    }
+    values
 }
 
 #[test]
@@ -443,50 +451,24 @@ fn audio_and_video_of_an_anchor_stay_in_sync_through_the_mix() {
     });
     let url = hls(&gw, &stream);
 
-    // Video: mean luma of the centre, frame by frame (constant 30 fps).
-    let out = std::process::Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-nostdin",
-            "-i",
-            &url,
-            "-map",
-            "0:v",
-            "-fps_mode",
-            "passthrough",
-            "-vf",
-            "crop=64:64:608:328,format=gray",
-            "-f",
-            "rawvideo",
-            "-",
-        ])
-        .output()
-        .unwrap();
-    let v0 = start_time(&url, "v:0");
-    let luma: Vec<(f64, f64)> = out
-        .stdout
-        .chunks_exact(64 * 64)
-        .enumerate()
-        .map(|(i, px)| {
-            (
-                v0 + i as f64 / 30.0,
-                px.iter().map(|&p| f64::from(p)).sum::<f64>() / 4096.0,
-            )
-        })
-        .collect();
-    let a0 = start_time(&url, "a:0");
-    let samples = pcm(&url);
-    let energy: Vec<(f64, f64)> = samples
-        .chunks(48)
-        .enumerate()
-        .map(|(i, c)| {
-            (
-                a0 + i as f64 * 0.001,
-                c.iter().map(|s| f64::from(s.abs())).fold(0.0, f64::max),
-            )
-        })
-        .collect();
+    // Video: mean luma of the centre, frame by frame; audio: peak level
+    // every millisecond. Both with their own timestamps, so a frame lost on
+    // the way cannot shift one against the other.
+    let luma = timed(
+        &url,
+        "0:v",
+        "crop=64:64:608:328,signalstats",
+        "lavfi.signalstats.YAVG",
+    );
+    let energy: Vec<(f64, f64)> = timed(
+        &url,
+        "0:a",
+        "aformat=channel_layouts=mono,asetnsamples=n=48:p=0,astats=metadata=1:reset=1",
+        "lavfi.astats.Overall.Peak_level",
+    )
+    .into_iter()
+    .map(|(t, db)| (t, 10f64.powf(db / 20.0)))
+    .collect();
     let flashes = onsets(&luma, 128.0);
     let beeps = onsets(&energy, 0.3);
     assert!(

@@ -1,15 +1,19 @@
 //! The mix thread: inputs in, one steady stream out.
 //!
 //! Each anchor's messages arrive tagged with its UserID and wait in a
-//! per-input jitter buffer until their own timestamps (anchored on arrival)
-//! say they are due; then video is decoded to its latest picture, audio
-//! decoded and resampled into a small per-input buffer. The output clock runs on the thread: a picture every 1/fps
-//! (composed by the layout: a stalled anchor keeps its last picture for
-//! `freeze`, then shows its placeholder) and an audio frame every 1024
-//! samples (inputs summed with their volume, clamped; silence when nobody
-//! speaks). Output timestamps count frames and samples, so they are exactly
-//! regular and monotonic whatever the inputs do. Layout and volumes change
-//! live without touching the encoders.
+//! per-input jitter buffer until their own timestamps (anchored on arrival,
+//! one clock for an input's audio and video) say they are due. Video is
+//! decoded at the output tick nearest its time, so a picture is shown at
+//! most half a frame early or late; audio is decoded a little ahead and
+//! laid on the output timeline at the sample its timestamp names. The
+//! output clock runs on the thread: a picture every 1/fps (composed by the
+//! layout: a stalled anchor keeps its last picture for `freeze`, then shows
+//! its placeholder) and an audio frame every 1024 samples (inputs summed
+//! with their volume, clamped; silence when nobody speaks). Output
+//! timestamps count frames and samples, so they are exactly regular and
+//! monotonic whatever the inputs do; lips and voices line up within half a
+//! video frame whatever the phase between inputs and the output clock.
+//! Layout and volumes change live without touching the encoders.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -30,16 +34,17 @@ const OUTPUT_CAPACITY: usize = 512;
 /// (anchored on the first arrival): the jitter buffer. Audio and video of an
 /// input stay aligned by their timestamps, whatever the arrival order.
 const JITTER_DELAY: Duration = Duration::from_millis(150);
-/// Frames due further ahead than this, or late by more than `MAX_LATE`,
-/// re-anchor the input's clock (a reconnect or a timestamp jump).
+/// Frames due further ahead than this re-anchor the input's clock (a
+/// timestamp jump).
 const MAX_EARLY: Duration = Duration::from_secs(2);
-const MAX_LATE: Duration = Duration::from_secs(1);
-/// Messages held per input at most (about 3 s of video and audio).
+/// Messages held per input and kind at most (about 3 s).
 const MAX_PENDING: usize = 400;
-/// An input's audio starts contributing once this many frames are buffered...
-const AUDIO_PRIME_FRAMES: usize = 2;
-/// ...and never holds more than this (older samples are dropped).
-const AUDIO_MAX_BUFFER: Duration = Duration::from_millis(400);
+/// Audio is decoded one output frame plus this ahead of its time; a frame
+/// arriving later than that (plus this again) re-anchors its input.
+const AUDIO_MARGIN: Duration = Duration::from_millis(20);
+/// Decoded audio continues the previous chunk unless its timestamp says it
+/// belongs further away than this (then it is laid where it says).
+const AUDIO_RESYNC: Duration = Duration::from_millis(30);
 
 #[derive(Debug, Clone)]
 pub struct MixSettings {
@@ -184,33 +189,32 @@ struct InputState {
     user: String,
     /// The input's timeline anchored on arrival: (its first timestamp in ms, when it arrived).
     clock: Option<(i64, Instant)>,
-    /// Messages waiting for their time (the jitter buffer), in arrival order.
-    pending: VecDeque<(Instant, Arc<MediaMessage>)>,
+    /// Messages waiting for their time (the jitter buffer), per kind, in arrival order.
+    pending_video: VecDeque<(Instant, Arc<MediaMessage>)>,
+    pending_audio: VecDeque<(Instant, Arc<MediaMessage>)>,
     video: Option<VideoDecoder>,
     need_keyframe: bool,
     last_picture: Option<Instant>,
     audio: Option<AacDecoder>,
+    /// Decoded audio laid on the output timeline: `samples[ch][0]` is output
+    /// sample number `audio_start`.
     samples: Vec<Vec<f32>>,
-    primed: bool,
+    audio_start: i64,
+    /// Where the next decoded chunk continues (output samples), so chunks
+    /// join without clicks while their timestamps agree.
+    audio_next: Option<i64>,
+    decoded: Vec<Vec<f32>>,
     volume: f32,
 }
 
 impl InputState {
-    fn apply(
-        &mut self,
-        msg: &MediaMessage,
-        now: Instant,
-        want_video: bool,
-        rate: u32,
-        channels: usize,
-    ) {
+    fn apply_video(&mut self, msg: &MediaMessage, now: Instant) {
         match msg {
-            MediaMessage::Config(c) if c.kind == TrackKind::Video => {
-                if want_video
-                    && self
-                        .video
-                        .as_ref()
-                        .is_none_or(|d| d.config() != &c.extradata)
+            MediaMessage::Config(c) => {
+                if self
+                    .video
+                    .as_ref()
+                    .is_none_or(|d| d.config() != &c.extradata)
                 {
                     match VideoDecoder::new(c) {
                         Ok(d) => self.video = Some(d),
@@ -219,11 +223,7 @@ impl InputState {
                     self.need_keyframe = true;
                 }
             }
-            MediaMessage::Config(c) => match AacDecoder::new(c, rate, channels) {
-                Ok(d) => self.audio = Some(d),
-                Err(e) => tracing::warn!(user = %self.user, "mix: audio decoder: {e}"),
-            },
-            MediaMessage::Frame(f) if f.kind == TrackKind::Video => {
+            MediaMessage::Frame(f) => {
                 let Some(dec) = self.video.as_mut() else {
                     return;
                 };
@@ -240,20 +240,56 @@ impl InputState {
                     }
                 }
             }
+        }
+    }
+
+    /// Decodes audio and lays it at output sample `pos` (where its timestamp
+    /// says it belongs).
+    fn apply_audio(&mut self, msg: &MediaMessage, pos: i64, rate: u32, channels: usize) {
+        match msg {
+            MediaMessage::Config(c) => match AacDecoder::new(c, rate, channels) {
+                Ok(d) => {
+                    self.audio = Some(d);
+                    self.audio_next = None;
+                }
+                Err(e) => tracing::warn!(user = %self.user, "mix: audio decoder: {e}"),
+            },
             MediaMessage::Frame(f) => {
                 let Some(dec) = self.audio.as_mut() else {
                     return;
                 };
-                if let Err(e) = dec.push(f, &mut self.samples) {
+                for ch in &mut self.decoded {
+                    ch.clear();
+                }
+                if let Err(e) = dec.push(f, &mut self.decoded) {
                     tracing::debug!(user = %self.user, "mix: undecodable audio: {e}");
                 }
-                let max = (AUDIO_MAX_BUFFER.as_secs_f64() * f64::from(rate)) as usize;
-                for ch in &mut self.samples {
-                    if ch.len() > max {
-                        ch.drain(..ch.len() - max);
-                    }
-                }
+                self.lay_audio(pos, rate);
             }
+        }
+    }
+
+    fn lay_audio(&mut self, pos: i64, rate: u32) {
+        let len = self.decoded.first().map_or(0, Vec::len) as i64;
+        if len == 0 {
+            return;
+        }
+        let tolerance = i64::from(rate) * AUDIO_RESYNC.as_millis() as i64 / 1000;
+        let at = match self.audio_next {
+            Some(next) if (pos - next).abs() <= tolerance => next,
+            _ => pos,
+        };
+        self.audio_next = Some(at + len);
+        if self.samples.first().is_none_or(Vec::is_empty) {
+            self.audio_start = at;
+        }
+        let offset = at - self.audio_start;
+        // Samples for a time already played are dropped.
+        let skip = (-offset).clamp(0, len) as usize;
+        let offset = offset.max(0) as usize;
+        for (buf, new) in self.samples.iter_mut().zip(&self.decoded) {
+            buf.resize(offset, 0.0);
+            buf.extend_from_slice(&new[skip..]);
         }
     }
 }
@@ -267,6 +303,11 @@ struct Mixer {
     audio: AacEncoder,
     volumes: HashMap<String, f32>,
     mixbuf: Vec<Vec<f32>>,
+    /// The output clock's origin: output time t is `start + t`.
+    start: Instant,
+    /// Audio is decoded this long before it is due (at least one output
+    /// frame ahead, so a tick always finds its samples laid).
+    audio_lead: Duration,
 }
 
 impl Mixer {
@@ -281,20 +322,20 @@ impl Mixer {
         let audio = AacEncoder::new(&settings.audio)?;
         let channels = settings.audio.channels as usize;
         let n = audio.frame_size();
-        // Audio reaches the output later than pictures: it waits in the input
-        // buffer (priming) and in the encoder (priming samples). Pictures are
-        // presented that much later so lips and voices line up.
-        let audio_latency_ms = audio.delay_ms()
-            + (AUDIO_PRIME_FRAMES * n) as i64 * 1000 / i64::from(settings.audio.sample_rate);
+        // The audio encoder's priming samples delay the voices by that much
+        // in the output; pictures are presented that much later too.
         let mut video = video;
         if let Some(v) = &mut video {
-            v.set_offset_ms(audio_latency_ms);
+            v.set_offset_ms(audio.delay_ms());
         }
         let volumes = settings
             .volumes
             .iter()
             .map(|(u, l)| (u.clone(), (*l).min(100) as f32 / 100.0))
             .collect();
+        let audio_lead =
+            Duration::from_nanos(n as u64 * 1_000_000_000 / u64::from(settings.audio.sample_rate))
+                + AUDIO_MARGIN;
         Ok(Mixer {
             settings,
             inputs: Vec::new(),
@@ -303,6 +344,8 @@ impl Mixer {
             audio,
             volumes,
             mixbuf: vec![vec![0.0; n]; channels],
+            start: Instant::now(),
+            audio_lead,
         })
     }
 
@@ -320,7 +363,8 @@ impl Mixer {
         if !send(MediaMessage::Config(self.audio.config().clone())) {
             return Ok(());
         }
-        let start = Instant::now();
+        self.start = Instant::now();
+        let start = self.start;
         let fps = self.settings.video.as_ref().map(|v| v.fps);
         let rate = self.settings.audio.sample_rate;
         let frame_size = self.audio.frame_size() as u64;
@@ -356,7 +400,7 @@ impl Mixer {
                 n_video += 1;
             }
             if now >= next_audio {
-                for frame in self.audio_tick(0)? {
+                for frame in self.audio_tick(n_audio as i64)? {
                     if !send(MediaMessage::Frame(frame)) {
                         return Ok(());
                     }
@@ -374,13 +418,16 @@ impl Mixer {
         self.inputs.push(InputState {
             user: user.to_owned(),
             clock: None,
-            pending: VecDeque::new(),
+            pending_video: VecDeque::new(),
+            pending_audio: VecDeque::new(),
             video: None,
             need_keyframe: true,
             last_picture: None,
             audio: None,
             samples: vec![Vec::new(); channels],
-            primed: false,
+            audio_start: 0,
+            audio_next: None,
+            decoded: vec![Vec::new(); channels],
             volume: self.volumes.get(user).copied().unwrap_or(1.0),
         });
         self.inputs.last_mut().expect("pushed")
@@ -404,10 +451,19 @@ impl Mixer {
             }
             Input::Media { user, msg } => {
                 let now = Instant::now();
+                let min_ahead = self.audio_lead + AUDIO_MARGIN;
                 let s = self.input(&user);
+                let kind = match &*msg {
+                    MediaMessage::Config(c) => c.kind,
+                    MediaMessage::Frame(f) => f.kind,
+                };
+                let queue = match kind {
+                    TrackKind::Video => &mut s.pending_video,
+                    TrackKind::Audio => &mut s.pending_audio,
+                };
                 let due = match &*msg {
                     // Configs keep their place in the queue.
-                    MediaMessage::Config(_) => s.pending.back().map_or(now, |(d, _)| *d),
+                    MediaMessage::Config(_) => queue.back().map_or(now, |(d, _)| *d),
                     MediaMessage::Frame(f) => {
                         let ts = f.time_base.rescale(f.dts, crate::media::TimeBase::MILLIS);
                         let (ts0, t0) = *s.clock.get_or_insert((ts, now));
@@ -419,8 +475,11 @@ impl Mixer {
                                 .unwrap_or(t0)
                         };
                         let due = at + JITTER_DELAY;
-                        // A jump (reconnect, timestamps reset or far ahead): anchor again.
-                        if due > now + JITTER_DELAY + MAX_EARLY || due + MAX_LATE < now {
+                        // Far ahead (timestamps jumped) or too late to be laid
+                        // in time (a reconnect, a stall upstream): anchor
+                        // again, so this frame is due a jitter delay from now.
+                        // Audio and video share the clock, so they stay aligned.
+                        if due > now + JITTER_DELAY + MAX_EARLY || due < now + min_ahead {
                             s.clock = Some((ts, now));
                             now + JITTER_DELAY
                         } else {
@@ -428,24 +487,52 @@ impl Mixer {
                         }
                     }
                 };
-                if s.pending.len() >= MAX_PENDING {
-                    s.pending.pop_front();
-                    s.need_keyframe = true;
+                let queue = match kind {
+                    TrackKind::Video => &mut s.pending_video,
+                    TrackKind::Audio => &mut s.pending_audio,
+                };
+                if queue.len() >= MAX_PENDING {
+                    queue.pop_front();
+                    if kind == TrackKind::Video {
+                        s.need_keyframe = true;
+                    }
                 }
-                s.pending.push_back((due, msg));
+                queue.push_back((due, msg));
             }
         }
     }
 
-    /// Hands every input the messages whose time has come.
+    /// Hands every input the messages whose time has come: a picture at the
+    /// output tick nearest its time, audio early enough to be laid on the
+    /// output timeline before its tick.
     fn release(&mut self, now: Instant) {
         let rate = self.settings.audio.sample_rate;
         let channels = self.settings.audio.channels as usize;
         let want_video = self.video.is_some();
+        let video_lead = self.settings.video.as_ref().map_or(Duration::ZERO, |v| {
+            Duration::from_nanos(500_000_000 / u64::from(v.fps.max(1)))
+        });
+        let start = self.start;
         for s in &mut self.inputs {
-            while s.pending.front().is_some_and(|(due, _)| *due <= now) {
-                let (_, msg) = s.pending.pop_front().expect("checked");
-                s.apply(&msg, now, want_video, rate, channels);
+            while s
+                .pending_video
+                .front()
+                .is_some_and(|(due, _)| *due <= now + video_lead)
+            {
+                let (_, msg) = s.pending_video.pop_front().expect("checked");
+                if want_video {
+                    s.apply_video(&msg, now);
+                }
+            }
+            while s
+                .pending_audio
+                .front()
+                .is_some_and(|(due, _)| *due <= now + self.audio_lead)
+            {
+                let (due, msg) = s.pending_audio.pop_front().expect("checked");
+                let pos = (due.saturating_duration_since(start).as_nanos() * u128::from(rate)
+                    / 1_000_000_000) as i64;
+                s.apply_audio(&msg, pos, rate, channels);
             }
         }
     }
@@ -485,36 +572,34 @@ impl Mixer {
         Ok(enc.encode(canvas.frame_mut(), n)?)
     }
 
-    fn audio_tick(&mut self, base_ms: i64) -> Result<Vec<crate::media::EncodedFrame>, MixError> {
+    /// Output audio frame number `k`: every admitted input's samples laid
+    /// for that stretch of time, with its volume, summed and clamped.
+    fn audio_tick(&mut self, k: i64) -> Result<Vec<crate::media::EncodedFrame>, MixError> {
         let n = self.audio.frame_size();
         for ch in &mut self.mixbuf {
             ch.fill(0.0);
         }
+        let from = k * n as i64;
         let filter = &self.settings.audio_filter;
         for s in &mut self.inputs {
             let have = s.samples.first().map_or(0, Vec::len);
-            if !filter.admits(&s.user) {
-                for ch in &mut s.samples {
-                    ch.drain(..have.min(n));
-                }
-                continue;
-            }
-            if !s.primed {
-                if have < AUDIO_PRIME_FRAMES * n {
-                    continue;
-                }
-                s.primed = true;
-            }
-            let take = have.min(n);
-            if take < n {
-                s.primed = false; // underrun: buffer again before contributing
-            }
+            // What lies before this frame was due earlier and missed it.
+            let stale = (from - s.audio_start).clamp(0, have as i64) as usize;
+            let lead = (s.audio_start - from).clamp(0, n as i64) as usize;
+            let take = (have - stale).min(n - lead);
+            let admitted = filter.admits(&s.user);
             for (out, inp) in self.mixbuf.iter_mut().zip(&mut s.samples) {
-                for (o, i) in out.iter_mut().zip(inp.iter().take(take)) {
-                    *o += i * s.volume;
+                if admitted {
+                    for (o, i) in out[lead..lead + take]
+                        .iter_mut()
+                        .zip(&inp[stale..stale + take])
+                    {
+                        *o += i * s.volume;
+                    }
                 }
-                inp.drain(..take);
+                inp.drain(..stale + take);
             }
+            s.audio_start += (stale + take) as i64;
         }
         for ch in &mut self.mixbuf {
             for v in ch.iter_mut() {
@@ -522,6 +607,6 @@ impl Mixer {
             }
         }
         let planes: Vec<&[f32]> = self.mixbuf.iter().map(Vec::as_slice).collect();
-        Ok(self.audio.encode(&planes, base_ms)?)
+        Ok(self.audio.encode(&planes, 0)?)
     }
 }

@@ -15,6 +15,8 @@ pub struct Rebaser {
     offset: Option<i64>,
     last: [Option<i64>; 2],
     max_out: Option<i64>,
+    /// The current attachment's first output timestamp.
+    floor: i64,
 }
 
 fn slot(kind: TrackKind) -> usize {
@@ -32,11 +34,15 @@ impl Rebaser {
 
     /// Maps an input (dts, pts) in ms to output (dts, pts).
     pub fn map(&mut self, kind: TrackKind, dts: i64, pts: i64) -> (i64, i64) {
-        let offset = *self.offset.get_or_insert_with(|| match self.max_out {
-            None => -dts,
-            Some(m) => m + REATTACH_GAP_MS - dts,
+        let offset = *self.offset.get_or_insert_with(|| {
+            let base = self.max_out.map_or(0, |m| m + REATTACH_GAP_MS);
+            self.floor = base;
+            base - dts
         });
-        let mut out = dts + offset;
+        // The other track may start a little earlier than the frame that set
+        // the offset: it starts at the attachment's base instead (never
+        // before the previous attachment, never negative).
+        let mut out = (dts + offset).max(self.floor);
         if let Some(prev) = self.last[slot(kind)]
             && out <= prev
         {
@@ -62,6 +68,19 @@ mod tests {
         // The anchor came back with timestamps from 0.
         assert_eq!(r.map(TrackKind::Video, 0, 0), (73, 73));
         assert_eq!(r.map(TrackKind::Audio, 0, 0), (73, 73));
+    }
+
+    #[test]
+    fn a_track_starting_before_the_first_frame_never_goes_negative() {
+        let mut r = Rebaser::default();
+        // A mix's first picture (presented 21 ms late) comes before its audio.
+        assert_eq!(r.map(TrackKind::Video, 21, 21), (0, 0));
+        assert_eq!(r.map(TrackKind::Audio, 0, 0), (0, 0));
+        assert_eq!(r.map(TrackKind::Audio, 21, 21), (1, 1));
+        assert_eq!(r.map(TrackKind::Audio, 42, 42), (21, 21));
+        r.reattach();
+        assert_eq!(r.map(TrackKind::Video, 500, 500), (61, 61));
+        assert_eq!(r.map(TrackKind::Audio, 480, 480), (61, 61));
     }
 
     #[test]
