@@ -25,3 +25,4 @@ pub mod relay;
 pub mod room;
 pub mod rtmp;
 pub mod server;
+pub mod webrtc;

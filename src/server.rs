@@ -77,6 +77,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         relays: relays.clone(),
         profiles: Arc::new(profiles),
         hls_root,
+        webrtc: crate::webrtc::WebRtc::new(config.clone(), rooms.clone(), hub.clone()),
     });
     axum::serve(
         listener,

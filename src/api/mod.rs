@@ -4,18 +4,20 @@
 //! cores (room engine, auth). Internal errors are logged, never echoed.
 //! Routes: `GET /healthz`; `GET /v1/rooms/<RoomId>/ws` (room signalling);
 //! `/v1/relays` (relay admin, loopback only); `GET /hls/<stream>/<file>`;
-//! `POST /` and `GET /` (the TRTC server API).
+//! `POST /` and `GET /` (the TRTC server API); `/v1/whip/<RoomId>`,
+//! `/v1/whep/<RoomId>/<AnchorUserID>` and `/v1/sessions/<id>` (WebRTC).
 
 pub mod hls;
 pub mod relays;
 pub mod signalling;
 pub mod trtc;
+pub mod webrtc;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 
 use crate::config::Config;
 use crate::profile::RelayProfile;
@@ -31,6 +33,7 @@ pub struct AppState {
     pub profiles: Arc<Vec<RelayProfile>>,
     /// `<data_dir>/hls`.
     pub hls_root: std::path::PathBuf,
+    pub webrtc: crate::webrtc::WebRtc,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -51,6 +54,24 @@ pub fn router(state: AppState) -> Router {
             get(relays::get).delete(relays::stop).patch(relays::update),
         )
         .route("/hls/{stream}/{file}", get(hls::get))
+        .route(
+            "/v1/whip/{room_id}",
+            post(webrtc::whip)
+                .options(webrtc::options)
+                .layer(DefaultBodyLimit::max(crate::webrtc::MAX_SDP_BYTES)),
+        )
+        .route(
+            "/v1/whep/{room_id}/{anchor}",
+            post(webrtc::whep)
+                .options(webrtc::options)
+                .layer(DefaultBodyLimit::max(crate::webrtc::MAX_SDP_BYTES)),
+        )
+        .route(
+            "/v1/sessions/{id}",
+            delete(webrtc::delete)
+                .patch(webrtc::patch)
+                .options(webrtc::options),
+        )
         .layer(body_limit)
         .with_state(state)
 }

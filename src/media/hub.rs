@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 use super::{MediaMessage, TrackConfig, TrackKind};
 use crate::room::{RoomKey, UserId};
@@ -31,6 +31,7 @@ struct Entry {
     id: u64,
     messages: broadcast::Sender<Arc<MediaMessage>>,
     configs: watch::Receiver<Configs>,
+    keyframe: Arc<Notify>,
 }
 
 /// The latest configuration of each track.
@@ -47,12 +48,22 @@ pub struct Publisher {
     id: u64,
     messages: broadcast::Sender<Arc<MediaMessage>>,
     configs: watch::Sender<Configs>,
+    keyframe: Arc<Notify>,
 }
 
 /// The receiving side, held by a relay task.
 pub struct Subscription {
     pub configs: Configs,
     pub messages: broadcast::Receiver<Arc<MediaMessage>>,
+    keyframe: Arc<Notify>,
+}
+
+impl Subscription {
+    /// Asks the publisher for a keyframe (a WebRTC publisher sends a PLI;
+    /// RTMP cannot be asked, its next keyframe comes on its own).
+    pub fn request_keyframe(&self) {
+        self.keyframe.notify_one();
+    }
 }
 
 impl MediaHub {
@@ -62,6 +73,7 @@ impl MediaHub {
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (messages, _) = broadcast::channel(FANOUT_CAPACITY);
         let (configs, configs_rx) = watch::channel(Configs::default());
+        let keyframe = Arc::new(Notify::new());
         let key = (room, user);
         self.lock().insert(
             key.clone(),
@@ -69,6 +81,7 @@ impl MediaHub {
                 id,
                 messages: messages.clone(),
                 configs: configs_rx,
+                keyframe: keyframe.clone(),
             },
         );
         Publisher {
@@ -77,6 +90,7 @@ impl MediaHub {
             id,
             messages,
             configs,
+            keyframe,
         }
     }
 
@@ -87,6 +101,7 @@ impl MediaHub {
         Some(Subscription {
             messages: e.messages.subscribe(),
             configs: e.configs.borrow().clone(),
+            keyframe: e.keyframe.clone(),
         })
     }
 
@@ -114,6 +129,11 @@ impl MediaHub {
 }
 
 impl Publisher {
+    /// Woken when a consumer needs a keyframe.
+    pub fn keyframe_requests(&self) -> Arc<Notify> {
+        self.keyframe.clone()
+    }
+
     pub fn send(&self, msg: MediaMessage) {
         if let MediaMessage::Config(c) = &msg {
             self.configs.send_modify(|cfg| match c.kind {

@@ -6,6 +6,7 @@
 //! the audio re-encoder that passthrough relays may ask for.
 
 pub mod aac;
+pub mod h264;
 pub mod hub;
 
 use bytes::Bytes;

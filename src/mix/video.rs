@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use ffmpeg_next as ff;
 
-use super::h264;
 use super::layout::{Placement, Rect};
+use crate::media::h264;
 use crate::media::{Codec, EncodedFrame, TimeBase, TrackConfig, TrackKind};
 use crate::profile::{Background, H264Profile, RenderMode, Rgb, VideoEncoding};
 

@@ -131,10 +131,15 @@ async fn forward(mut sub: crate::media::hub::Subscription, mut input: MixInput) 
             c.clone(),
         )));
     }
+    // The mixer's decoder starts at a keyframe.
+    sub.request_keyframe();
     loop {
         match sub.messages.recv().await {
             Ok(m) => input.offer(&m),
-            Err(RecvError::Lagged(_)) => input.lost(),
+            Err(RecvError::Lagged(_)) => {
+                input.lost();
+                sub.request_keyframe();
+            }
             Err(RecvError::Closed) => return,
         }
     }

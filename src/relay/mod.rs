@@ -69,6 +69,7 @@ impl RelaySpec {
             hls: profile.outputs.hls.clone(),
             max_idle: DEFAULT_MAX_IDLE,
             audio_reencode: None,
+            audio_fallback: None,
         })
     }
 
@@ -102,6 +103,7 @@ impl RelaySpec {
                 } => Some(profile.audio.clone()),
                 _ => None,
             },
+            audio_fallback: Some(profile.audio.clone()),
         })
     }
 }

@@ -35,6 +35,9 @@ pub struct RelaySpec {
     pub max_idle: Duration,
     /// Re-encode the anchor's AAC with these settings (profile `audio.reencode`).
     pub audio_reencode: Option<crate::profile::AudioEncoding>,
+    /// Audio that FLV and MPEG-TS cannot carry (Opus from WebRTC) is
+    /// transcoded to AAC with these settings.
+    pub audio_fallback: Option<crate::profile::AudioEncoding>,
 }
 
 /// What a task reports.
@@ -74,6 +77,7 @@ pub(super) struct Relay {
     /// The configs outputs were last given (after any re-encoding), for targets added later.
     sent_configs: SentConfigs,
     audio: Option<AudioStage>,
+    audio_fallback: Option<crate::profile::AudioEncoding>,
     pub(super) rebaser: Rebaser,
     need_keyframe: bool,
     frames: u64,
@@ -91,6 +95,7 @@ impl Relay {
             source: None,
             sent_configs: SentConfigs::default(),
             audio: spec.audio_reencode.clone().map(AudioStage::spawn),
+            audio_fallback: spec.audio_fallback.clone(),
             rebaser: Rebaser::default(),
             need_keyframe: true,
             frames: 0,
@@ -139,6 +144,15 @@ impl Relay {
             MediaMessage::Config(c) => c.kind == TrackKind::Audio,
             MediaMessage::Frame(f) => f.kind == TrackKind::Audio,
         };
+        if let MediaMessage::Config(c) = &**m
+            && is_audio
+            && !c.codec.fits_flv_and_ts()
+            && self.audio.is_none()
+            && let Some(settings) = self.audio_fallback.clone()
+        {
+            tracing::info!(task = %self.id, codec = ?c.codec, "transcoding the anchor's audio to AAC");
+            self.audio = Some(AudioStage::spawn(settings));
+        }
         if is_audio && let Some(stage) = self.audio.as_mut() {
             // Re-encoded audio comes back through `emit`.
             stage.offer(m);
@@ -264,6 +278,9 @@ pub(super) async fn run(
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(task = %relay.id, missed = n, "relay fell behind its source; resuming at the next keyframe");
                     relay.need_keyframe = true;
+                    if let Some(s) = &relay.source {
+                        s.request_keyframe();
+                    }
                 }
                 Err(RecvError::Closed) => {
                     tracing::info!(task = %relay.id, "anchor stopped publishing; waiting for it to come back");

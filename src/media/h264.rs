@@ -1,4 +1,4 @@
-//! H.264 framing between libx264 (Annex B) and FLV/our frames (AVCC). Pure.
+//! H.264 framing between Annex B (libx264, RTP depacketizers) and FLV/our frames (AVCC). Pure.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -76,6 +76,56 @@ pub fn avcc_record(annexb_headers: &[u8]) -> Option<Bytes> {
     Some(out.freeze())
 }
 
+/// The SPS and PPS NAL units of an AVCDecoderConfigurationRecord.
+pub fn parameter_sets(record: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = match record.get(5) {
+        Some(_) => &record[5..],
+        None => return out,
+    };
+    for mask in [0x1f, 0xff] {
+        let Some((&count, tail)) = rest.split_first() else {
+            return out;
+        };
+        rest = tail;
+        for _ in 0..(count & mask) {
+            let Some(len) = rest
+                .get(..2)
+                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+            else {
+                return out;
+            };
+            let Some(nal) = rest.get(2..2 + len) else {
+                return out;
+            };
+            out.push(nal);
+            rest = &rest[2 + len..];
+        }
+    }
+    out
+}
+
+/// AVCC access unit (4-byte lengths) → Annex B, with `prefix` NAL units
+/// (SPS/PPS, for a keyframe) first. Truncated units end the conversion.
+pub fn avcc_to_annexb(data: &[u8], prefix: &[&[u8]]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 64);
+    for nal in prefix {
+        out.put_slice(&[0, 0, 0, 1]);
+        out.put_slice(nal);
+    }
+    let mut rest = data;
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let Some(nal) = rest.get(4..4 + len) else {
+            break;
+        };
+        out.put_slice(&[0, 0, 0, 1]);
+        out.put_slice(nal);
+        rest = &rest[4 + len..];
+    }
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +149,25 @@ mod tests {
             ]
         );
         assert!(avcc_record(&[0, 0, 1, 0x65, 1]).is_none());
+    }
+
+    #[test]
+    fn avcc_and_annexb_round_trip_with_parameter_sets() {
+        let headers = [
+            0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80,
+        ];
+        let record = avcc_record(&headers).unwrap();
+        let sets = parameter_sets(&record);
+        assert_eq!(sets, vec![&headers[4..9], &headers[13..]]);
+        let avcc = [0, 0, 0, 3, 0x65, 0x88, 0x84];
+        let annexb = avcc_to_annexb(&avcc, &sets);
+        assert_eq!(
+            annexb_nals(&annexb),
+            vec![&headers[4..9], &headers[13..], &avcc[4..]]
+        );
+        assert_eq!(&annexb_to_avcc(&annexb)[..], &avcc[..]);
+        // Truncated input stops, no panic.
+        assert!(avcc_to_annexb(&[0, 0, 0, 9, 1], &[]).is_empty());
+        assert!(parameter_sets(&[1, 2]).is_empty());
     }
 }

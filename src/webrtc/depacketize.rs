@@ -1,0 +1,419 @@
+//! RTP in, `MediaMessage`s out: one depacketizer per received track, and the
+//! clock that puts a publisher's tracks on one timeline. Pure: time is an
+//! argument.
+//!
+//! Timing: a track's RTP timestamps are first mapped by the arrival of its
+//! first packet; once the sender has reported (RTCP SR) how its RTP clock
+//! relates to its NTP wallclock, the track is mapped through that instead,
+//! with one NTP↔local offset per publisher, so audio and video captured at
+//! the same moment get the same media time whatever their RTP offsets.
+//! Output times are milliseconds since the publisher's session began,
+//! strictly increasing per track.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use rtc::media::io::sample_builder::SampleBuilder;
+use rtc::rtp;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::codec::opus::OpusPacket;
+use rtc::rtp::codec::vp8::Vp8Packet;
+use rtc::rtp::codec::vp9::Vp9Packet;
+
+use crate::media::{Codec, EncodedFrame, MediaMessage, TimeBase, TrackConfig, TrackKind, h264};
+
+/// Packets a video frame may wait for its missing ones (reordering, NACK).
+const VIDEO_MAX_LATE: u16 = 256;
+/// Same for audio (one packet per frame).
+const AUDIO_MAX_LATE: u16 = 32;
+
+/// The publisher's shared time reference.
+#[derive(Clone)]
+pub struct SessionClock {
+    origin: Instant,
+    /// Sender's NTP seconds minus local seconds since `origin`, set by the
+    /// first sender report of any track.
+    ntp_offset: Arc<Mutex<Option<f64>>>,
+}
+
+impl SessionClock {
+    pub fn new(origin: Instant) -> SessionClock {
+        SessionClock {
+            origin,
+            ntp_offset: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn local(&self, now: Instant) -> f64 {
+        now.saturating_duration_since(self.origin).as_secs_f64()
+    }
+
+    fn offset(&self, ntp: f64, now: Instant) -> f64 {
+        let mut o = self.ntp_offset.lock().unwrap_or_else(|p| p.into_inner());
+        *o.get_or_insert(ntp - self.local(now))
+    }
+
+    fn known_offset(&self) -> Option<f64> {
+        *self.ntp_offset.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// RTP time → media time for one track.
+struct TrackTiming {
+    rate: f64,
+    last_rtp: Option<u32>,
+    /// The last RTP timestamp, unwrapped to 64 bits.
+    unwrapped: i64,
+    /// (unwrapped RTP, local seconds) of the first packet.
+    first: Option<(i64, f64)>,
+    /// (unwrapped RTP, NTP seconds) of the latest sender report.
+    report: Option<(i64, f64)>,
+    last_ms: Option<i64>,
+}
+
+impl TrackTiming {
+    fn new(rate: u32) -> TrackTiming {
+        TrackTiming {
+            rate: f64::from(rate.max(1)),
+            last_rtp: None,
+            unwrapped: 0,
+            first: None,
+            report: None,
+            last_ms: None,
+        }
+    }
+
+    fn unwrap(&mut self, ts: u32) -> i64 {
+        match self.last_rtp {
+            None => self.unwrapped = i64::from(ts),
+            Some(prev) => self.unwrapped += i64::from(ts.wrapping_sub(prev) as i32),
+        }
+        self.last_rtp = Some(ts);
+        self.unwrapped
+    }
+
+    /// Where `ts` would unwrap to, without moving the reference.
+    fn peek_unwrap(&self, ts: u32) -> i64 {
+        match self.last_rtp {
+            None => i64::from(ts),
+            Some(prev) => self.unwrapped + i64::from(ts.wrapping_sub(prev) as i32),
+        }
+    }
+
+    fn sender_report(&mut self, clock: &SessionClock, now: Instant, ntp_time: u64, rtp_time: u32) {
+        let ntp = (ntp_time >> 32) as f64 + (ntp_time & 0xffff_ffff) as f64 / 4_294_967_296.0;
+        clock.offset(ntp, now);
+        self.report = Some((self.peek_unwrap(rtp_time), ntp));
+    }
+
+    fn media_ms(&mut self, clock: &SessionClock, now: Instant, ts: u32) -> i64 {
+        let u = self.unwrap(ts);
+        let secs = match (self.report, clock.known_offset()) {
+            (Some((r_rtp, r_ntp)), Some(offset)) => r_ntp + (u - r_rtp) as f64 / self.rate - offset,
+            _ => {
+                let (f_rtp, f_local) = *self.first.get_or_insert((u, clock.local(now)));
+                f_local + (u - f_rtp) as f64 / self.rate
+            }
+        };
+        let mut ms = (secs * 1000.0).round() as i64;
+        if let Some(last) = self.last_ms
+            && ms <= last
+        {
+            ms = last + 1;
+        }
+        self.last_ms = Some(ms);
+        ms
+    }
+}
+
+enum Builder {
+    H264(SampleBuilder<H264Packet>),
+    Vp8(SampleBuilder<Vp8Packet>),
+    Vp9(SampleBuilder<Vp9Packet>),
+    Opus(SampleBuilder<OpusPacket>),
+}
+
+/// One received track's depacketizer.
+pub struct TrackDepacketizer {
+    codec: Codec,
+    builder: Builder,
+    timing: TrackTiming,
+    clock: SessionClock,
+    /// The configuration announced last (H.264: the avcC record).
+    config: Option<Bytes>,
+    waiting_keyframe: bool,
+    /// Frames dropped while waiting for a keyframe or a configuration.
+    pub skipped: u64,
+}
+
+impl TrackDepacketizer {
+    /// `codec` from the negotiated MIME type; `None` for a codec we cannot use.
+    pub fn new(mime: &str, clock_rate: u32, clock: SessionClock) -> Option<TrackDepacketizer> {
+        let (codec, builder) = match mime.to_ascii_lowercase().as_str() {
+            "video/h264" => (
+                Codec::H264,
+                Builder::H264(SampleBuilder::new(
+                    VIDEO_MAX_LATE,
+                    H264Packet::default(),
+                    clock_rate,
+                )),
+            ),
+            "video/vp8" => (
+                Codec::Vp8,
+                Builder::Vp8(SampleBuilder::new(
+                    VIDEO_MAX_LATE,
+                    Vp8Packet::default(),
+                    clock_rate,
+                )),
+            ),
+            "video/vp9" => (
+                Codec::Vp9,
+                Builder::Vp9(SampleBuilder::new(
+                    VIDEO_MAX_LATE,
+                    Vp9Packet::default(),
+                    clock_rate,
+                )),
+            ),
+            "audio/opus" => (
+                Codec::Opus,
+                Builder::Opus(SampleBuilder::new(AUDIO_MAX_LATE, OpusPacket, clock_rate)),
+            ),
+            _ => return None,
+        };
+        Some(TrackDepacketizer {
+            codec,
+            builder,
+            timing: TrackTiming::new(clock_rate),
+            clock,
+            config: None,
+            waiting_keyframe: true,
+            skipped: 0,
+        })
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    pub fn kind(&self) -> TrackKind {
+        match self.codec {
+            Codec::Opus | Codec::Aac => TrackKind::Audio,
+            _ => TrackKind::Video,
+        }
+    }
+
+    /// Whether the track waits for a keyframe (the caller should ask the sender for one).
+    pub fn needs_keyframe(&self) -> bool {
+        self.kind() == TrackKind::Video && self.waiting_keyframe
+    }
+
+    /// An RTCP sender report about this track.
+    pub fn sender_report(&mut self, now: Instant, ntp_time: u64, rtp_time: u32) {
+        self.timing
+            .sender_report(&self.clock, now, ntp_time, rtp_time);
+    }
+
+    /// Feeds one RTP packet; complete frames (and configurations) go to `out`.
+    pub fn push(&mut self, now: Instant, packet: rtp::Packet, out: &mut Vec<MediaMessage>) {
+        let mut samples = Vec::new();
+        macro_rules! drain {
+            ($b:expr) => {{
+                $b.push(now, packet);
+                while let Some(s) = $b.pop(now) {
+                    samples.push((s.data, s.packet_timestamp));
+                }
+            }};
+        }
+        match &mut self.builder {
+            Builder::H264(b) => drain!(b),
+            Builder::Vp8(b) => drain!(b),
+            Builder::Vp9(b) => drain!(b),
+            Builder::Opus(b) => drain!(b),
+        }
+        for (data, ts) in samples {
+            self.frame(now, data, ts, out);
+        }
+    }
+
+    fn frame(&mut self, now: Instant, data: Bytes, ts: u32, out: &mut Vec<MediaMessage>) {
+        if data.is_empty() {
+            return;
+        }
+        let (data, keyframe) = match self.codec {
+            Codec::H264 => {
+                let nals = h264::annexb_nals(&data);
+                let keyframe = nals.iter().any(|n| n[0] & 0x1f == 5);
+                if nals.iter().any(|n| n[0] & 0x1f == 7)
+                    && let Some(record) = h264::avcc_record(&data)
+                    && self.config.as_ref() != Some(&record)
+                {
+                    self.config = Some(record.clone());
+                    out.push(MediaMessage::Config(TrackConfig {
+                        kind: TrackKind::Video,
+                        codec: Codec::H264,
+                        extradata: record,
+                    }));
+                }
+                if self.config.is_none() {
+                    self.skipped += 1;
+                    return;
+                }
+                (h264::annexb_to_avcc(&data), keyframe)
+            }
+            Codec::Vp8 => {
+                // The inverse key frame flag is bit 0 of the first byte (RFC 6386 9.1).
+                let keyframe = data[0] & 1 == 0;
+                (data, keyframe)
+            }
+            Codec::Vp9 => {
+                // Uncompressed header: frame_marker(2) profile(2..3) show_existing(1) frame_type(1).
+                let b = data[0];
+                let profile = ((b >> 5) & 1) | (((b >> 4) & 1) << 1);
+                let shift = if profile == 3 { 1 } else { 0 };
+                let show_existing = (b >> (3 - shift)) & 1 == 1;
+                let keyframe = !show_existing && (b >> (2 - shift)) & 1 == 0;
+                (data, keyframe)
+            }
+            Codec::Opus | Codec::Aac => (data, true),
+        };
+        if self.codec != Codec::H264 && self.config.is_none() {
+            self.config = Some(Bytes::new());
+            out.push(MediaMessage::Config(TrackConfig {
+                kind: self.kind(),
+                codec: self.codec,
+                extradata: Bytes::new(),
+            }));
+        }
+        if self.waiting_keyframe {
+            if !keyframe {
+                self.skipped += 1;
+                return;
+            }
+            self.waiting_keyframe = false;
+        }
+        let ms = self.timing.media_ms(&self.clock, now, ts);
+        out.push(MediaMessage::Frame(EncodedFrame {
+            kind: self.kind(),
+            codec: self.codec,
+            pts: ms,
+            dts: ms,
+            time_base: TimeBase::MILLIS,
+            keyframe,
+            data,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ntp(secs: f64) -> u64 {
+        let whole = secs.floor();
+        ((whole as u64) << 32) | (((secs - whole) * 4_294_967_296.0) as u64)
+    }
+
+    #[test]
+    fn rtp_time_unwraps_and_stays_increasing() {
+        let t0 = Instant::now();
+        let clock = SessionClock::new(t0);
+        let mut t = TrackTiming::new(90_000);
+        assert_eq!(t.media_ms(&clock, t0, u32::MAX - 8999), 0);
+        // Wraps: 9000 ticks later = 100 ms.
+        assert_eq!(t.media_ms(&clock, t0, 0), 100);
+        // A repeated timestamp still moves forward.
+        assert_eq!(t.media_ms(&clock, t0, 0), 101);
+    }
+
+    #[test]
+    fn sender_reports_align_tracks_with_different_rtp_offsets() {
+        let t0 = Instant::now();
+        let clock = SessionClock::new(t0);
+        let mut audio = TrackTiming::new(48_000);
+        let mut video = TrackTiming::new(90_000);
+        // Both captured at sender NTP 1000.0 s, random RTP offsets; video
+        // arrives 80 ms after audio (its packets took longer).
+        let now = t0 + Duration::from_millis(500);
+        audio.sender_report(&clock, now, ntp(1000.0), 123_456);
+        video.sender_report(&clock, now, ntp(1000.0), 7_000_000);
+        let a = audio.media_ms(&clock, now, 123_456 + 4800);
+        let v = video.media_ms(&clock, now + Duration::from_millis(80), 7_000_000 + 9000);
+        // 100 ms after the reported instant, both.
+        assert_eq!(a, v);
+        assert_eq!(a, 600);
+    }
+
+    #[test]
+    fn without_reports_the_first_arrival_anchors_a_track() {
+        let t0 = Instant::now();
+        let clock = SessionClock::new(t0);
+        let mut t = TrackTiming::new(48_000);
+        assert_eq!(t.media_ms(&clock, t0 + Duration::from_millis(40), 5), 40);
+        assert_eq!(t.media_ms(&clock, t0, 5 + 960), 60);
+    }
+
+    fn packet(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::Header {
+                version: 2,
+                marker,
+                payload_type: 96,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc: 1,
+                ..Default::default()
+            },
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    #[test]
+    fn h264_waits_for_parameter_sets_and_a_keyframe_then_emits_avcc() {
+        let t0 = Instant::now();
+        let mut d = TrackDepacketizer::new("video/H264", 90_000, SessionClock::new(t0)).unwrap();
+        let mut out = Vec::new();
+        // A P slice first: dropped.
+        d.push(t0, packet(1, 0, true, &[0x41, 0x9a, 0x01]), &mut out);
+        // STAP-A with SPS and PPS, then an IDR, same timestamp.
+        let sps = [0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01];
+        let pps = [0x68, 0xce, 0x3c, 0x80];
+        let mut stap = vec![0x78];
+        for n in [&sps[..], &pps[..]] {
+            stap.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            stap.extend_from_slice(n);
+        }
+        d.push(t0, packet(2, 3000, false, &stap), &mut out);
+        d.push(t0, packet(3, 3000, true, &[0x65, 0x88, 0x84]), &mut out);
+        // The next frame completes the previous one.
+        d.push(t0, packet(4, 6000, true, &[0x41, 0x9a, 0x02]), &mut out);
+        d.push(t0, packet(5, 9000, true, &[0x41, 0x9a, 0x03]), &mut out);
+        let configs: Vec<_> = out
+            .iter()
+            .filter(|m| matches!(m, MediaMessage::Config(_)))
+            .collect();
+        assert_eq!(configs.len(), 1);
+        let frames: Vec<&EncodedFrame> = out
+            .iter()
+            .filter_map(|m| match m {
+                MediaMessage::Frame(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(frames.len(), 2, "{out:?}");
+        assert!(frames[0].keyframe);
+        // AVCC: the IDR alone, length-prefixed (SPS/PPS travel in the config).
+        assert_eq!(&frames[0].data[..], &[0, 0, 0, 3, 0x65, 0x88, 0x84]);
+        assert!(!frames[1].keyframe);
+        assert_eq!(frames[1].pts - frames[0].pts, 33);
+    }
+
+    #[test]
+    fn unknown_codecs_are_refused() {
+        assert!(
+            TrackDepacketizer::new("video/AV1X", 90_000, SessionClock::new(Instant::now()))
+                .is_none()
+        );
+    }
+}
