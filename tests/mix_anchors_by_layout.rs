@@ -8,7 +8,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::media::{Origin, Publisher, near, pcm, pixel, rgb_frame, tone_power};
+use common::media::{Origin, Publisher, near, onsets, pcm, pixel, rgb_frame, timed, tone_power};
 use common::{Gateway, TempDir, http};
 use serde_json::{Value, json};
 
@@ -384,50 +384,6 @@ fn floating_layout_main_full_screen_others_small_bottom_left() {
 }
 
 /// Onsets (seconds) where a signal first rises above `threshold` in each second.
-fn onsets(values: &[(f64, f64)], threshold: f64) -> Vec<f64> {
-    let mut out = Vec::new();
-    let mut armed = true;
-    for &(t, v) in values {
-        if armed && v > threshold {
-            out.push(t);
-            armed = false;
-        }
-        if v < threshold / 4.0 {
-            armed = true;
-        }
-    }
-    out
-}
-
-/// One value per frame of `input`'s stream `map`, with the frame's own
-/// timestamp (seconds): what the filter chain `chain` measures, printed by
-/// the metadata filter as `key`.
-fn timed(input: &str, map: &str, chain: &str, key: &str) -> Vec<(f64, f64)> {
-    let (flag, print) = if map.ends_with('v') {
-        ("-vf", "metadata")
-    } else {
-        ("-af", "ametadata")
-    };
-    let filter = format!("{chain},{print}=mode=print:key={key}:file=-");
-    let out = std::process::Command::new("ffmpeg")
-        .args([
-            "-v", "error", "-nostdin", "-i", input, "-map", map, flag, &filter, "-f", "null", "-",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut values = Vec::new();
-    let mut at = None;
-    for line in text.lines() {
-        if let Some(t) = line.split("pts_time:").nth(1) {
-            at = t.trim().parse::<f64>().ok();
-        } else if let (Some(t), Some(v)) = (at.take(), line.split('=').nth(1)) {
-            values.push((t, v.trim().parse::<f64>().unwrap_or(f64::NEG_INFINITY)));
-        }
-    }
-    values
-}
-
 #[test]
 fn audio_and_video_of_an_anchor_stay_in_sync_through_the_mix() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());

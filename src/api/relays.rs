@@ -281,6 +281,7 @@ fn status_json(spec: &RelaySpec, st: &RelayStatus) -> Value {
         "reason": reason,
         "attached": st.attached,
         "frames": st.frames,
+        "transcoding": st.transcoding,
         "targets": st.targets.iter().map(|(url, ps, dropped)| {
             let (state, error) = match ps {
                 PushState::Connecting { .. } => ("connecting", None),

@@ -111,7 +111,13 @@ struct Writer {
     segment: Option<OpenSegment>,
     next_index: u64,
     pending_discontinuity: bool,
+    /// Audio that came before any video at the very start, held a moment
+    /// in case video follows (so the first segment has both tracks).
+    startup_audio: Vec<EncodedFrame>,
 }
+
+/// How long (media time) the first audio waits for a video track to show up.
+const STARTUP_VIDEO_WAIT_MS: i64 = 1500;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HlsError + '_ {
     move |source| HlsError::Io {
@@ -135,6 +141,7 @@ impl Writer {
             audio: None,
             segment: None,
             next_index: 0,
+            startup_audio: Vec::new(),
             pending_discontinuity: false,
         })
     }
@@ -148,11 +155,20 @@ impl Writer {
                             TrackKind::Video => &mut self.video,
                             TrackKind::Audio => &mut self.audio,
                         };
+                        if c.kind == TrackKind::Video {
+                            self.startup_audio.clear();
+                        }
                         if slot.as_ref() != Some(c) {
+                            let new_track = slot.is_none();
                             *slot = Some(c.clone());
                             // New codec parameters start a new segment at the next keyframe.
                             if self.segment.is_some() {
                                 self.close_segment()?;
+                            }
+                            // A track appearing changes the streams of the
+                            // segments: players must reset their demuxer.
+                            if new_track && self.next_index > 0 {
+                                self.pending_discontinuity = true;
                             }
                         }
                     }
@@ -167,6 +183,10 @@ impl Writer {
                 Cmd::Finish => break,
             }
         }
+        // A stream shorter than the wait: its audio is all there is.
+        for a in std::mem::take(&mut self.startup_audio) {
+            self.write_frame(&a)?;
+        }
         if self.segment.is_some() {
             self.close_segment()?;
         }
@@ -175,6 +195,25 @@ impl Writer {
     }
 
     fn frame(&mut self, f: &EncodedFrame) -> Result<(), HlsError> {
+        if self.next_index == 0
+            && self.segment.is_none()
+            && self.video.is_none()
+            && f.kind == TrackKind::Audio
+        {
+            let first = self.startup_audio.first().map_or(f.dts, |a| a.dts);
+            if f.dts - first < STARTUP_VIDEO_WAIT_MS && self.startup_audio.len() < 512 {
+                self.startup_audio.push(f.clone());
+                return Ok(());
+            }
+            // No video after all: an audio-only stream, from its first frame.
+            for a in std::mem::take(&mut self.startup_audio) {
+                self.write_frame(&a)?;
+            }
+        }
+        self.write_frame(f)
+    }
+
+    fn write_frame(&mut self, f: &EncodedFrame) -> Result<(), HlsError> {
         let video_stream = self.video.is_some();
         let cut_point = if video_stream {
             f.kind == TrackKind::Video && f.keyframe

@@ -7,6 +7,7 @@
 mod mix_task;
 pub mod rebase;
 pub mod task;
+pub mod transcode;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -214,6 +215,7 @@ impl RelayManager {
             attached: false,
             frames: 0,
             targets: Vec::new(),
+            transcoding: Vec::new(),
         });
         let deps = task::Deps {
             rooms: self.rooms.clone(),

@@ -40,6 +40,9 @@ pub struct RelaySpec {
     pub audio_fallback: Option<crate::profile::AudioEncoding>,
 }
 
+/// Keyframes asked of a WebRTC anchor this often when no HLS output sets the pace.
+const KEYFRAME_REQUEST_SECS: u32 = 2;
+
 /// What a task reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RelayStatus {
@@ -47,6 +50,8 @@ pub struct RelayStatus {
     pub attached: bool,
     pub frames: u64,
     pub targets: Vec<(String, PushState, u64)>,
+    /// What the task re-encodes because its outputs cannot carry it, e.g. `opus→aac`.
+    pub transcoding: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +82,9 @@ pub(super) struct Relay {
     /// The configs outputs were last given (after any re-encoding), for targets added later.
     sent_configs: SentConfigs,
     audio: Option<AudioStage>,
+    /// VP8/VP9 video transcoded to H.264 (started when such a config arrives).
+    video: Option<super::transcode::VideoStage>,
+    transcoding: Vec<String>,
     audio_fallback: Option<crate::profile::AudioEncoding>,
     pub(super) rebaser: Rebaser,
     need_keyframe: bool,
@@ -96,6 +104,8 @@ impl Relay {
             sent_configs: SentConfigs::default(),
             audio: spec.audio_reencode.clone().map(AudioStage::spawn),
             audio_fallback: spec.audio_fallback.clone(),
+            video: None,
+            transcoding: Vec::new(),
             rebaser: Rebaser::default(),
             need_keyframe: true,
             frames: 0,
@@ -115,6 +125,7 @@ impl Relay {
             attached,
             frames: self.frames,
             targets: self.targets_status(),
+            transcoding: self.transcoding.clone(),
         }
     }
 
@@ -152,6 +163,23 @@ impl Relay {
         {
             tracing::info!(task = %self.id, codec = ?c.codec, "transcoding the anchor's audio to AAC");
             self.audio = Some(AudioStage::spawn(settings));
+            self.transcoding
+                .push(format!("audio {:?}→aac", c.codec).to_lowercase());
+        }
+        if let MediaMessage::Config(c) = &**m
+            && !is_audio
+            && !c.codec.fits_flv_and_ts()
+            && self.video.is_none()
+        {
+            tracing::info!(task = %self.id, codec = ?c.codec, "the anchor's video needs transcoding to H.264");
+            self.video = Some(super::transcode::VideoStage::spawn(self.id.clone()));
+            self.transcoding
+                .push(format!("video {:?}→h264", c.codec).to_lowercase());
+        }
+        if !is_audio && let Some(stage) = self.video.as_mut() {
+            // Transcoded video comes back through `emit`.
+            stage.offer(m);
+            return;
         }
         if is_audio && let Some(stage) = self.audio.as_mut() {
             // Re-encoded audio comes back through `emit`.
@@ -163,6 +191,18 @@ impl Relay {
 
     /// To every output.
     pub(super) fn emit(&mut self, m: &Arc<MediaMessage>) {
+        // A new track configuration restarts outputs at the next keyframe: ask for one.
+        if let MediaMessage::Config(c) = &**m {
+            let sent = match c.kind {
+                TrackKind::Video => &self.sent_configs.video,
+                TrackKind::Audio => &self.sent_configs.audio,
+            };
+            if sent.as_deref() != Some(&**m)
+                && let Some(s) = &self.source
+            {
+                s.request_keyframe();
+            }
+        }
         if let MediaMessage::Frame(_) = &**m {
             self.frames += 1;
         }
@@ -252,6 +292,14 @@ pub(super) async fn run(
     let mut relay = Relay::new(&spec, &deps);
     let mut idle_since = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // Outputs cut (HLS segments) and start (RTMP targets) at keyframes; a
+    // WebRTC publisher sends one only when asked, so it is asked this often.
+    let keyframe_every = Duration::from_secs(u64::from(
+        spec.hls
+            .as_ref()
+            .map_or(KEYFRAME_REQUEST_SECS, |h| h.segment_seconds.max(1)),
+    ));
+    let mut last_keyframe_request = tokio::time::Instant::now();
     tracing::info!(task = %spec.id, room = %spec.room, user = %user, stream = %spec.stream, "relay task started");
 
     let reason = loop {
@@ -271,6 +319,13 @@ pub(super) async fn run(
                 None => {
                     tracing::error!(task = %relay.id, "audio re-encoder stopped; relaying the anchor's audio as is");
                     relay.audio = None;
+                }
+            },
+            m = recv_video_stage(&mut relay.video) => match m {
+                Some(m) => relay.emit(&m),
+                None => {
+                    tracing::error!(task = %relay.id, "video transcoder stopped; video dropped");
+                    relay.video = None;
                 }
             },
             msg = recv(&mut relay.source) => match msg {
@@ -307,6 +362,12 @@ pub(super) async fn run(
                 Err(RecvError::Closed) => break "shutting down".to_owned(),
             },
             _ = tick.tick() => {
+                if let Some(s) = &relay.source
+                    && last_keyframe_request.elapsed() >= keyframe_every
+                {
+                    s.request_keyframe();
+                    last_keyframe_request = tokio::time::Instant::now();
+                }
                 if relay.source.is_none() && idle_since.elapsed() >= spec.max_idle {
                     break format!("no input for {:?}", spec.max_idle);
                 }
@@ -332,6 +393,7 @@ impl Relay {
             attached: false,
             frames: self.frames,
             targets,
+            transcoding: self.transcoding.clone(),
         });
     }
 }
@@ -339,6 +401,15 @@ impl Relay {
 async fn recv(source: &mut Option<Subscription>) -> Result<Arc<MediaMessage>, RecvError> {
     match source {
         Some(s) => s.messages.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_video_stage(
+    stage: &mut Option<super::transcode::VideoStage>,
+) -> Option<Arc<MediaMessage>> {
+    match stage {
+        Some(s) => s.out.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -10,8 +10,9 @@
 //! Output times are milliseconds since the publisher's session began,
 //! strictly increasing per track.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::media::io::sample_builder::SampleBuilder;
@@ -27,6 +28,12 @@ use crate::media::{Codec, EncodedFrame, MediaMessage, TimeBase, TrackConfig, Tra
 const VIDEO_MAX_LATE: u16 = 256;
 /// Same for audio (one packet per frame).
 const AUDIO_MAX_LATE: u16 = 32;
+/// A track's first frames wait this long for the sender's first report
+/// (RTCP SR), so they get the synchronised time from the start instead of
+/// jumping to it later; a sender that never reports is timed by arrival.
+pub const SR_WAIT: Duration = Duration::from_secs(2);
+/// Frames held while waiting (about 3 s of video or audio).
+const MAX_HELD: usize = 160;
 
 /// The publisher's shared time reference.
 #[derive(Clone)]
@@ -35,6 +42,11 @@ pub struct SessionClock {
     /// Sender's NTP seconds minus local seconds since `origin`, set by the
     /// first sender report of any track.
     ntp_offset: Arc<Mutex<Option<f64>>>,
+    /// Tracks of this publisher, and how many of them have reported: the
+    /// first frames of every track wait until all have (or `SR_WAIT`), so
+    /// the tracks start together.
+    tracks: Arc<std::sync::atomic::AtomicUsize>,
+    reported: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SessionClock {
@@ -42,6 +54,8 @@ impl SessionClock {
         SessionClock {
             origin,
             ntp_offset: Arc::new(Mutex::new(None)),
+            tracks: Arc::default(),
+            reported: Arc::default(),
         }
     }
 
@@ -52,6 +66,11 @@ impl SessionClock {
     fn offset(&self, ntp: f64, now: Instant) -> f64 {
         let mut o = self.ntp_offset.lock().unwrap_or_else(|p| p.into_inner());
         *o.get_or_insert(ntp - self.local(now))
+    }
+
+    fn all_reported(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.reported.load(Relaxed) >= self.tracks.load(Relaxed)
     }
 
     fn known_offset(&self) -> Option<f64> {
@@ -70,6 +89,10 @@ struct TrackTiming {
     /// (unwrapped RTP, NTP seconds) of the latest sender report.
     report: Option<(i64, f64)>,
     last_ms: Option<i64>,
+    /// The unwrapped RTP time of `last_ms`.
+    last_unwrapped: i64,
+    /// Added to the mapping while it catches up after a backward move.
+    correction: i64,
 }
 
 impl TrackTiming {
@@ -81,6 +104,8 @@ impl TrackTiming {
             first: None,
             report: None,
             last_ms: None,
+            last_unwrapped: 0,
+            correction: 0,
         }
     }
 
@@ -116,13 +141,23 @@ impl TrackTiming {
                 f_local + (u - f_rtp) as f64 / self.rate
             }
         };
-        let mut ms = (secs * 1000.0).round() as i64;
-        if let Some(last) = self.last_ms
-            && ms <= last
-        {
-            ms = last + 1;
+        let raw = (secs * 1000.0).round() as i64;
+        let mut ms = raw + self.correction;
+        if let Some(last) = self.last_ms {
+            let step = ((u - self.last_unwrapped) as f64 * 1000.0 / self.rate).round() as i64;
+            if ms <= last || ms < last + step / 2 {
+                // The mapping moved back (the first sender report, a
+                // reordered packet): keep the RTP spacing, then slew back
+                // to the mapping by 1 ms per packet, never repeating a time.
+                self.correction = last + step.max(1) - raw;
+                ms = raw + self.correction;
+            } else if self.correction > 0 && ms > last + 1 {
+                self.correction -= 1;
+                ms -= 1;
+            }
         }
         self.last_ms = Some(ms);
+        self.last_unwrapped = u;
         ms
     }
 }
@@ -134,8 +169,22 @@ enum Builder {
     Opus(SampleBuilder<OpusPacket>),
 }
 
+enum Held {
+    Config(TrackConfig),
+    Frame {
+        data: Bytes,
+        keyframe: bool,
+        ts: u32,
+        at: Instant,
+    },
+}
+
 /// One received track's depacketizer.
 pub struct TrackDepacketizer {
+    held: VecDeque<Held>,
+    first_at: Option<Instant>,
+    /// Timing settled (a report came or `SR_WAIT` passed): nothing is held any more.
+    settled: bool,
     codec: Codec,
     builder: Builder,
     timing: TrackTiming,
@@ -181,7 +230,13 @@ impl TrackDepacketizer {
             ),
             _ => return None,
         };
+        clock
+            .tracks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(TrackDepacketizer {
+            held: VecDeque::new(),
+            first_at: None,
+            settled: false,
             codec,
             builder,
             timing: TrackTiming::new(clock_rate),
@@ -210,6 +265,11 @@ impl TrackDepacketizer {
 
     /// An RTCP sender report about this track.
     pub fn sender_report(&mut self, now: Instant, ntp_time: u64, rtp_time: u32) {
+        if self.timing.report.is_none() {
+            self.clock
+                .reported
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.timing
             .sender_report(&self.clock, now, ntp_time, rtp_time);
     }
@@ -231,12 +291,51 @@ impl TrackDepacketizer {
             Builder::Vp9(b) => drain!(b),
             Builder::Opus(b) => drain!(b),
         }
+        self.first_at.get_or_insert(now);
         for (data, ts) in samples {
-            self.frame(now, data, ts, out);
+            self.frame(now, data, ts);
+        }
+        self.release(now, out);
+    }
+
+    /// Emits what is held once the track's timing is settled.
+    fn release(&mut self, now: Instant, out: &mut Vec<MediaMessage>) {
+        if !self.settled {
+            let reported = self.timing.report.is_some() && self.clock.all_reported();
+            let waited = self
+                .first_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= SR_WAIT);
+            if !(reported || waited || self.held.len() >= MAX_HELD) {
+                return;
+            }
+            self.settled = true;
+        }
+        let kind = self.kind();
+        while let Some(h) = self.held.pop_front() {
+            match h {
+                Held::Config(c) => out.push(MediaMessage::Config(c)),
+                Held::Frame {
+                    data,
+                    keyframe,
+                    ts,
+                    at,
+                } => {
+                    let ms = self.timing.media_ms(&self.clock, at, ts);
+                    out.push(MediaMessage::Frame(EncodedFrame {
+                        kind,
+                        codec: self.codec,
+                        pts: ms,
+                        dts: ms,
+                        time_base: TimeBase::MILLIS,
+                        keyframe,
+                        data,
+                    }));
+                }
+            }
         }
     }
 
-    fn frame(&mut self, now: Instant, data: Bytes, ts: u32, out: &mut Vec<MediaMessage>) {
+    fn frame(&mut self, now: Instant, data: Bytes, ts: u32) {
         if data.is_empty() {
             return;
         }
@@ -249,7 +348,7 @@ impl TrackDepacketizer {
                     && self.config.as_ref() != Some(&record)
                 {
                     self.config = Some(record.clone());
-                    out.push(MediaMessage::Config(TrackConfig {
+                    self.held.push_back(Held::Config(TrackConfig {
                         kind: TrackKind::Video,
                         codec: Codec::H264,
                         extradata: record,
@@ -279,7 +378,7 @@ impl TrackDepacketizer {
         };
         if self.codec != Codec::H264 && self.config.is_none() {
             self.config = Some(Bytes::new());
-            out.push(MediaMessage::Config(TrackConfig {
+            self.held.push_back(Held::Config(TrackConfig {
                 kind: self.kind(),
                 codec: self.codec,
                 extradata: Bytes::new(),
@@ -292,23 +391,18 @@ impl TrackDepacketizer {
             }
             self.waiting_keyframe = false;
         }
-        let ms = self.timing.media_ms(&self.clock, now, ts);
-        out.push(MediaMessage::Frame(EncodedFrame {
-            kind: self.kind(),
-            codec: self.codec,
-            pts: ms,
-            dts: ms,
-            time_base: TimeBase::MILLIS,
-            keyframe,
+        self.held.push_back(Held::Frame {
             data,
-        }));
+            keyframe,
+            ts,
+            at: now,
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn ntp(secs: f64) -> u64 {
         let whole = secs.floor();
@@ -325,6 +419,29 @@ mod tests {
         assert_eq!(t.media_ms(&clock, t0, 0), 100);
         // A repeated timestamp still moves forward.
         assert_eq!(t.media_ms(&clock, t0, 0), 101);
+    }
+
+    #[test]
+    fn a_mapping_that_moves_back_keeps_the_spacing_then_catches_up() {
+        let t0 = Instant::now();
+        let clock = SessionClock::new(t0);
+        let mut t = TrackTiming::new(90_000);
+        for i in 0..3u32 {
+            t.media_ms(&clock, t0 + Duration::from_millis(100), i * 3000);
+        }
+        // A sender report (received 50 ms after the session began) maps
+        // the track 50 ms earlier than its first arrival did.
+        t.sender_report(&clock, t0 + Duration::from_millis(50), 1 << 32, 0);
+        let mut times = Vec::new();
+        for i in 3..80u32 {
+            times.push(t.media_ms(&clock, t0 + Duration::from_millis(200), i * 3000));
+        }
+        // Before: 100, 133, 167. The report maps frame 3 to 150 ms: too
+        // early, so the spacing is kept...
+        assert_eq!(times[0], 167 + 33);
+        assert!(times.windows(2).all(|w| w[1] - w[0] >= 32), "{times:?}");
+        // ...and the track converges to the report's mapping (50 ms + i * 33.3).
+        assert_eq!(*times.last().unwrap(), 50 + 2633);
     }
 
     #[test]
@@ -374,6 +491,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = TrackDepacketizer::new("video/H264", 90_000, SessionClock::new(t0)).unwrap();
         let mut out = Vec::new();
+        d.sender_report(t0, 1 << 32, 0);
         // A P slice first: dropped.
         d.push(t0, packet(1, 0, true, &[0x41, 0x9a, 0x01]), &mut out);
         // STAP-A with SPS and PPS, then an IDR, same timestamp.
@@ -406,7 +524,7 @@ mod tests {
         // AVCC: the IDR alone, length-prefixed (SPS/PPS travel in the config).
         assert_eq!(&frames[0].data[..], &[0, 0, 0, 3, 0x65, 0x88, 0x84]);
         assert!(!frames[1].keyframe);
-        assert_eq!(frames[1].pts - frames[0].pts, 33);
+        assert!((33..=34).contains(&(frames[1].pts - frames[0].pts)));
     }
 
     #[test]
@@ -415,5 +533,70 @@ mod tests {
             TrackDepacketizer::new("video/AV1X", 90_000, SessionClock::new(Instant::now()))
                 .is_none()
         );
+    }
+}
+
+#[cfg(test)]
+mod held_tests {
+    use super::*;
+
+    fn opus(seq: u16, ts: u32) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc: 7,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(&[0xfc, 0xff, 0xfe]),
+        }
+    }
+
+    #[test]
+    fn first_frames_wait_for_the_sender_report_then_carry_its_time() {
+        let t0 = Instant::now();
+        let mut d = TrackDepacketizer::new("audio/opus", 48_000, SessionClock::new(t0)).unwrap();
+        let mut out = Vec::new();
+        for i in 0..10u16 {
+            let at = t0 + Duration::from_millis(20 * u64::from(i));
+            d.push(at, opus(i, 1000 + 960 * u32::from(i)), &mut out);
+        }
+        assert!(out.is_empty(), "held until a report: {out:?}");
+        // The report: RTP 1000 was captured at NTP 10.0 s, received at 0.3 s.
+        d.sender_report(t0 + Duration::from_millis(300), 10 << 32, 1000);
+        d.push(
+            t0 + Duration::from_millis(300),
+            opus(10, 1000 + 9600),
+            &mut out,
+        );
+        let times: Vec<i64> = out
+            .iter()
+            .filter_map(|m| match m {
+                MediaMessage::Frame(f) => Some(f.pts),
+                _ => None,
+            })
+            .collect();
+        assert!(matches!(out[0], MediaMessage::Config(_)));
+        // Every frame timed by the report (the first at 300 ms), 20 ms apart.
+        assert_eq!(times, (0..10).map(|i| 300 + 20 * i).collect::<Vec<i64>>());
+    }
+
+    #[test]
+    fn a_sender_that_never_reports_is_timed_by_arrival_after_the_wait() {
+        let t0 = Instant::now();
+        let mut d = TrackDepacketizer::new("audio/opus", 48_000, SessionClock::new(t0)).unwrap();
+        let mut out = Vec::new();
+        let n = (SR_WAIT.as_millis() / 20) as u16 + 2;
+        for i in 0..n {
+            let at = t0 + Duration::from_millis(20 * u64::from(i));
+            d.push(at, opus(i, 960 * u32::from(i)), &mut out);
+        }
+        let frames = out
+            .iter()
+            .filter(|m| matches!(m, MediaMessage::Frame(_)))
+            .count();
+        assert!(frames + 2 >= usize::from(n), "{frames} of {n}");
     }
 }

@@ -38,6 +38,9 @@ use crate::media::hub::Subscription;
 use crate::media::{Codec, MediaMessage, TimeBase, TrackConfig, TrackKind, h264};
 use crate::room::UserId;
 
+/// How long a viewer's request waits for a just-started anchor's first video header.
+const CONFIG_WAIT: Duration = Duration::from_secs(3);
+
 fn rtp_codec(codec: Codec) -> Option<RTCRtpCodec> {
     let (mime, rate, channels, fmtp) = match codec {
         Codec::H264 => (
@@ -89,9 +92,25 @@ pub async fn play(
     )
     .map_err(|e| WebRtcError::Unauthorized(e.to_string()))?;
     rtc.check_user_limit(app, &req.user)?;
-    let sub = rtc.hub.subscribe(&req.room, &anchor).ok_or_else(|| {
+    let mut sub = rtc.hub.subscribe(&req.room, &anchor).ok_or_else(|| {
         WebRtcError::NotFound(format!("{anchor} is not publishing in room {}", req.room))
     })?;
+    // An anchor that has just started may not have sent its video header yet.
+    let deadline = tokio::time::Instant::now() + CONFIG_WAIT;
+    while sub.configs.video.is_none() {
+        match tokio::time::timeout_at(deadline, sub.messages.recv()).await {
+            Ok(Ok(m)) => {
+                if let MediaMessage::Config(c) = &*m {
+                    match c.kind {
+                        TrackKind::Video => sub.configs.video = Some(c.clone()),
+                        TrackKind::Audio => sub.configs.audio = Some(c.clone()),
+                    }
+                }
+            }
+            Ok(Err(RecvError::Lagged(_))) => {}
+            Ok(Err(RecvError::Closed)) | Err(_) => break,
+        }
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (pc, lease) = rtc.peer_connection(tx).await?;
     let mut tracks = Vec::new();

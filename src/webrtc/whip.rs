@@ -306,6 +306,7 @@ impl Reader {
         let kind = self.depacketizer.kind();
         let mut announced = false;
         let mut out = Vec::new();
+        let mut sent = 0u64;
         while let Some(ev) = track.poll().await {
             match ev {
                 TrackRemoteEvent::OnRtpPacket(p) => {
@@ -349,6 +350,12 @@ impl Reader {
                 }
             }
             for m in out.drain(..) {
+                if let crate::media::MediaMessage::Frame(f) = &m {
+                    sent += 1;
+                    if sent.is_multiple_of(50) {
+                        tracing::debug!(session = %self.id, ?kind, sent, pts = f.pts, "whip frames");
+                    }
+                }
                 self.publisher.send(m);
             }
         }

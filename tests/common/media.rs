@@ -355,3 +355,48 @@ pub fn tone_power(samples: &[f32], freq: f64, rate: f64) -> f64 {
     }
     (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (samples.len().max(1) as f64).powi(2)
 }
+
+/// Times at which `values` rise above `threshold` (re-armed below a quarter of it).
+pub fn onsets(values: &[(f64, f64)], threshold: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut armed = true;
+    for &(t, v) in values {
+        if armed && v > threshold {
+            out.push(t);
+            armed = false;
+        }
+        if v < threshold / 4.0 {
+            armed = true;
+        }
+    }
+    out
+}
+
+/// One value per frame of `input`'s stream `map`, with the frame's own
+/// timestamp (seconds): what the filter chain `chain` measures, printed by
+/// the metadata filter as `key`.
+pub fn timed(input: &str, map: &str, chain: &str, key: &str) -> Vec<(f64, f64)> {
+    let (flag, print) = if map.ends_with('v') {
+        ("-vf", "metadata")
+    } else {
+        ("-af", "ametadata")
+    };
+    let filter = format!("{chain},{print}=mode=print:key={key}:file=-");
+    let out = std::process::Command::new("ffmpeg")
+        .args([
+            "-v", "error", "-nostdin", "-i", input, "-map", map, flag, &filter, "-f", "null", "-",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut values = Vec::new();
+    let mut at = None;
+    for line in text.lines() {
+        if let Some(t) = line.split("pts_time:").nth(1) {
+            at = t.trim().parse::<f64>().ok();
+        } else if let (Some(t), Some(v)) = (at.take(), line.split('=').nth(1)) {
+            values.push((t, v.trim().parse::<f64>().unwrap_or(f64::NEG_INFINITY)));
+        }
+    }
+    values
+}

@@ -210,23 +210,43 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 /// Response headers, names in lower case.
 pub type Headers = Vec<(String, String)>;
 
-/// A minimal HTTP/1.1 request: (status, lower-case headers, body).
+/// A minimal HTTP/1.1 request with a JSON body: (status, lower-case headers, body).
 pub fn http(
     port: u16,
     method: &str,
     path: &str,
     json_body: Option<&str>,
 ) -> std::io::Result<(u16, Headers, String)> {
+    http_with(
+        port,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        json_body.unwrap_or("").as_bytes(),
+    )
+}
+
+/// A minimal HTTP/1.1 request with the given headers and body.
+pub fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Headers, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let body = json_body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(head.as_bytes())?;
+    // A server may answer (413) before reading a large body: ignore a reset here.
+    let _ = s.write_all(body);
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    let _ = s.read_to_end(&mut raw);
     let resp = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
     let mut lines = head.lines();
