@@ -21,6 +21,7 @@ pub mod hls;
 pub mod media;
 pub mod mix;
 pub mod profile;
+pub mod pull;
 pub mod relay;
 pub mod room;
 pub mod rtmp;

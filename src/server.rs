@@ -78,6 +78,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         profiles: Arc::new(profiles),
         hls_root,
         webrtc: crate::webrtc::WebRtc::new(config.clone(), rooms.clone(), hub.clone()),
+        pulls: crate::pull::PullManager::new(rooms.clone(), hub.clone()),
     });
     axum::serve(
         listener,

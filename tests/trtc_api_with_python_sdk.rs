@@ -520,3 +520,233 @@ fn a_mix_started_updated_and_stopped_by_the_sdk() {
         "440 Hz {red_tone:e} vs 880 Hz {blue_tone:e}"
     );
 }
+
+/// A static HTTP server (Python's) over a directory, on loopback.
+struct FileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &std::path::Path) -> FileServer {
+        let port = common::free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        common::wait_for("file server", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        FileServer { child, port }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A 4 s MP4 (test pattern, 440 Hz) in `dir`.
+fn clip(dir: &std::path::Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=320x240:rate=30")
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "4",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-movflags", "+faststart"])
+        .arg(dir.join("clip.mp4"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn start_relay(gw: &Gateway, room: &str, user: &str) -> (String, String) {
+    let body = json!({"sdkappid": APP, "room": room, "roomtype": "str", "userid": user});
+    let (status, _, text) =
+        http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
+    assert_eq!(status, 201, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    (
+        v["task_id"].as_str().unwrap().to_owned(),
+        v["stream"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn usersig_for(user: &str) -> String {
+    usersig::generate(APP, KEY, user, 86_400, unix_now(), None)
+}
+
+#[test]
+fn stream_ingest_pulls_an_mp4_into_the_room_where_a_relay_sees_it() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    clip(&gw.dir.0);
+    let files = FileServer::start(&gw.dir.0);
+    let (relay, stream) = start_relay(&gw, "cinema", "robot");
+    let started = sdk(
+        &gw,
+        "StartStreamIngest",
+        json!({"SdkAppId": APP, "RoomId": "cinema", "RoomIdType": 0, "UserId": "robot",
+               "UserSig": usersig_for("robot"), "StreamUrl": files.url("clip.mp4"), "RepeatNum": 2}),
+    );
+    assert_eq!(started["ok"], true, "{started}");
+    let task = started["response"]["TaskId"].as_str().unwrap().to_owned();
+    let describe = || {
+        sdk(
+            &gw,
+            "DescribeStreamIngest",
+            json!({"SdkAppId": APP, "TaskId": task}),
+        )
+    };
+    assert_eq!(describe()["response"]["Status"], "InProgress");
+    common::wait_for("relay running", Duration::from_secs(10), || {
+        gw.relay_status(&relay)["state"] == "running"
+    });
+    // Two plays of 4 s, then the robot leaves and the room closes.
+    common::wait_for("relay stopped", Duration::from_secs(30), || {
+        gw.relay_status(&relay)["state"] == "stopped"
+    });
+    assert!(gw.wait_log(
+        "stream ingest ended: played 2 time(s)",
+        Duration::from_secs(2)
+    ));
+    assert_eq!(describe()["response"]["Status"], "NotExist");
+    let stop = sdk(
+        &gw,
+        "StopStreamIngest",
+        json!({"SdkAppId": APP, "TaskId": task}),
+    );
+    assert_eq!(code(&stop), "FailedOperation.TaskFinished", "{stop}");
+
+    let url = format!("http://127.0.0.1:{}/hls/{stream}/index.m3u8", gw.http_port);
+    let streams = common::media::probe_streams(&url);
+    assert!(
+        streams
+            .iter()
+            .any(|s| s["codec_name"] == "h264" && s["width"] == "320"),
+        "{streams:?}"
+    );
+    assert!(
+        streams.iter().any(|s| s["codec_name"] == "aac"),
+        "{streams:?}"
+    );
+    let (errors, secs) = decode(&url);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!((7.0..9.0).contains(&secs), "two plays of 4 s, got {secs} s");
+}
+
+#[test]
+fn a_looping_ingest_stops_on_request_and_bad_ingests_are_refused() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    clip(&gw.dir.0);
+    let files = FileServer::start(&gw.dir.0);
+    let base = json!({"SdkAppId": APP, "RoomId": "loop", "RoomIdType": 0, "UserId": "robot",
+                      "UserSig": usersig_for("robot"), "StreamUrl": files.url("clip.mp4")});
+    let with = |k: &str, v: Value| {
+        let mut p = base.clone();
+        p[k] = v;
+        p
+    };
+    for (params, want) in [
+        (
+            with("StreamUrl", json!("file:///etc/passwd")),
+            "InvalidParameter.StreamUrl",
+        ),
+        (
+            with("StreamUrl", json!("not a url")),
+            "InvalidParameter.StreamUrl",
+        ),
+        (
+            with("UserSig", json!(usersig_for("someone-else"))),
+            "InvalidParameter.UserSig",
+        ),
+        (with("RepeatNum", json!(0)), "InvalidParameter"),
+        (with("MaxDuration", json!(20_000)), "InvalidParameter"),
+        (with("RoomIdType", json!(1)), "InvalidParameter.RoomId"),
+        (with("Volume", json!(50)), "UnsupportedOperation"),
+        (with("Tempo", json!(1.5)), "UnsupportedOperation"),
+    ] {
+        let r = sdk(&gw, "StartStreamIngest", params.clone());
+        assert_eq!(code(&r), want, "{params}: {r}");
+    }
+    // Nobody entered the room for those.
+    assert!(!gw.log_text().contains("stream ingest started"));
+
+    let (relay, _) = start_relay(&gw, "loop", "robot");
+    let started = sdk(&gw, "StartStreamIngest", with("RepeatNum", json!(-1)));
+    assert_eq!(started["ok"], true, "{started}");
+    let task = started["response"]["TaskId"].as_str().unwrap().to_owned();
+    let again = sdk(&gw, "StartStreamIngest", with("RepeatNum", json!(-1)));
+    assert_eq!(code(&again), "FailedOperation.TaskExist", "{again}");
+    common::wait_for("relay running", Duration::from_secs(10), || {
+        gw.relay_status(&relay)["state"] == "running"
+    });
+    // Past the end of the first play: still going.
+    common::wait_for("a second play", Duration::from_secs(10), || {
+        gw.relay_status(&relay)["frames"].as_u64().unwrap_or(0) > 200
+    });
+    assert_eq!(gw.relay_status(&relay)["state"], "running");
+    let stop = sdk(
+        &gw,
+        "StopStreamIngest",
+        json!({"SdkAppId": APP, "TaskId": task}),
+    );
+    assert_eq!(stop["ok"], true, "{stop}");
+    common::wait_for("relay stopped", Duration::from_secs(10), || {
+        gw.relay_status(&relay)["state"] == "stopped"
+    });
+    assert!(gw.wait_log(
+        "stream ingest ended: stopped by request",
+        Duration::from_secs(2)
+    ));
+
+    // A URL that cannot be read: the task starts, fails, and the robot leaves.
+    let dead = sdk(
+        &gw,
+        "StartStreamIngest",
+        with("StreamUrl", json!(files.url("missing.mp4"))),
+    );
+    assert_eq!(dead["ok"], true, "{dead}");
+    let task = dead["response"]["TaskId"].as_str().unwrap().to_owned();
+    common::wait_for("dead task gone", Duration::from_secs(15), || {
+        sdk(
+            &gw,
+            "DescribeStreamIngest",
+            json!({"SdkAppId": APP, "TaskId": task}),
+        )["response"]["Status"]
+            == "NotExist"
+    });
+    assert!(gw.wait_log("cannot open", Duration::from_secs(2)));
+}

@@ -34,6 +34,7 @@ pub struct AppState {
     /// `<data_dir>/hls`.
     pub hls_root: std::path::PathBuf,
     pub webrtc: crate::webrtc::WebRtc,
+    pub pulls: crate::pull::PullManager,
 }
 
 pub fn router(state: AppState) -> Router {

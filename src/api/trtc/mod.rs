@@ -10,6 +10,7 @@
 //! `relay` (Start/Update/StopPublishCdnStream). Internal detail is logged,
 //! never echoed.
 
+mod ingest;
 mod mix;
 mod params;
 mod relay;
@@ -158,13 +159,13 @@ async fn process(
         "StartPublishCdnStream" => relay::start(state, &p),
         "UpdatePublishCdnStream" => relay::update(state, &p),
         "StopPublishCdnStream" => relay::stop(state, &p),
+        "StartStreamIngest" => ingest::start(state, &p).await,
+        "StopStreamIngest" => ingest::stop(state, &p),
+        "DescribeStreamIngest" => ingest::describe(state, &p),
         "CreateCloudRecording"
         | "DescribeCloudRecording"
         | "ModifyCloudRecording"
-        | "DeleteCloudRecording"
-        | "StartStreamIngest"
-        | "StopStreamIngest"
-        | "DescribeStreamIngest" => Err(ApiError::new(
+        | "DeleteCloudRecording" => Err(ApiError::new(
             "UnsupportedOperation",
             format!("The action `{action}` is not available in this build of roomcast yet."),
         )),

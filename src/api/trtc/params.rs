@@ -31,6 +31,8 @@ fn invalid_code(name: &str) -> &'static str {
         "RoomId" => "InvalidParameter.RoomId",
         "UserIds" => "InvalidParameter.UserIds",
         "TaskId" => "InvalidParameter.TaskId",
+        "StreamUrl" => "InvalidParameter.StreamUrl",
+        "UserSig" => "InvalidParameter.UserSig",
         _ => "InvalidParameter",
     }
 }
@@ -71,6 +73,45 @@ impl<'a> Params<'a> {
                 .map(Some)
                 .map_err(|_| invalid(name, "not an unsigned integer")),
             Some(_) => Err(invalid(name, "not an unsigned integer")),
+        }
+    }
+
+    pub fn i64(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| invalid(name, "not an integer")),
+            Some(Value::String(s)) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| invalid(name, "not an integer")),
+            Some(_) => Err(invalid(name, "not an integer")),
+        }
+    }
+
+    pub fn f64(&self, name: &str) -> Result<Option<f64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| invalid(name, "not a number")),
+            Some(Value::String(s)) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| invalid(name, "not a number")),
+            Some(_) => Err(invalid(name, "not a number")),
+        }
+    }
+
+    pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
+            Some(_) => Err(invalid(name, "not a boolean")),
         }
     }
 

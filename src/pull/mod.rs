@@ -1,0 +1,217 @@
+//! Pulling an online stream into a room (TRTC's StartStreamIngest): a
+//! robot user enters the room as an anchor and publishes what libavformat
+//! reads from an RTMP, HLS, HTTP-FLV or MP4 URL, so relay tasks and mixes
+//! see it like any anchor.
+//!
+//! `source` is the blocking reader (its own thread); this module owns the
+//! tasks: room entry and exit, the hand-off to the media hub, stop requests,
+//! and the end of the task when the room ends the robot's session.
+
+pub mod source;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::media::MediaMessage;
+use crate::media::hub::MediaHub;
+use crate::room::{
+    Command, Enter, EventKind, Grant, Role, RoomHandle, RoomKey, Scene, TrackKind, UserId,
+};
+pub use source::PullSettings;
+
+/// Pull tasks running at once.
+pub const MAX_PULLS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullStartError {
+    #[error("{0} pull tasks are running already")]
+    TooMany(usize),
+    #[error("{0} is already in a pull task of this room")]
+    Exists(UserId),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A running pull, as the API sees it.
+#[derive(Debug, Clone)]
+pub struct PullInfo {
+    pub room: RoomKey,
+    pub user: UserId,
+    pub url: String,
+}
+
+struct Entry {
+    info: PullInfo,
+    stop: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Clone)]
+pub struct PullManager {
+    rooms: RoomHandle,
+    hub: MediaHub,
+    tasks: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl PullManager {
+    pub fn new(rooms: RoomHandle, hub: MediaHub) -> PullManager {
+        PullManager {
+            rooms,
+            hub,
+            tasks: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enters the room as `user` (an anchor) and starts reading. The UserSig
+    /// was checked by the caller; `grant` is its PrivateMapKey.
+    pub async fn start(
+        &self,
+        room: RoomKey,
+        user: UserId,
+        grant: Option<Grant>,
+        unix_now: u64,
+        settings: PullSettings,
+    ) -> Result<String, PullStartError> {
+        {
+            let tasks = self.lock();
+            if tasks.len() >= MAX_PULLS {
+                return Err(PullStartError::TooMany(tasks.len()));
+            }
+            if tasks
+                .values()
+                .any(|e| e.info.room == room && e.info.user == user)
+            {
+                return Err(PullStartError::Exists(user));
+            }
+        }
+        if self.hub.is_publishing(&room, &user) {
+            return Err(PullStartError::Refused(format!(
+                "{user} is already publishing in this room"
+            )));
+        }
+        let session = self.rooms.new_session();
+        self.rooms
+            .command(Command::Enter(Enter {
+                room: room.clone(),
+                user: user.clone(),
+                session,
+                role: Role::Anchor,
+                scene: Scene::Live,
+                hidden: false,
+                grant,
+                unix_now,
+            }))
+            .await
+            .map_err(|e| PullStartError::Refused(e.to_string()))?;
+        let id = task_id();
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        self.lock().insert(
+            id.clone(),
+            Entry {
+                info: PullInfo {
+                    room: room.clone(),
+                    user: user.clone(),
+                    url: settings.url.clone(),
+                },
+                stop: stop.clone(),
+                wake: wake.clone(),
+            },
+        );
+        let publisher = self.hub.publish(room.clone(), user.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<MediaMessage>(256);
+        let url = redact(&settings.url);
+        tracing::info!(task = %id, %room, %user, %url, "stream ingest started");
+        let reader_stop = stop.clone();
+        let reader = tokio::task::spawn_blocking(move || source::run(&settings, &reader_stop, &tx));
+        let this = self.clone();
+        let task = id.clone();
+        tokio::spawn(async move {
+            let mut events = this.rooms.subscribe();
+            let mut announced = [false; 2];
+            // Why the task ended, and whether the robot must leave the room.
+            let (why, leave) = loop {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => {
+                            let kind = match &m {
+                                MediaMessage::Config(c) => c.kind,
+                                MediaMessage::Frame(f) => f.kind,
+                            };
+                            let slot = usize::from(kind == TrackKind::Video);
+                            if !announced[slot] {
+                                announced[slot] = true;
+                                if let Err(e) = this.rooms.command(Command::Publish { session, kind }).await {
+                                    break (format!("the room refused the {kind:?} track: {e}"), true);
+                                }
+                            }
+                            publisher.send(m);
+                        }
+                        None => break (String::new(), true),
+                    },
+                    () = wake.notified() => break ("stopped by request".to_owned(), true),
+                    ev = events.recv() => match ev {
+                        Ok(ev) if ev.is_for(&room, session) => match &ev.kind {
+                            EventKind::SessionReplaced { .. } => break ("replaced by a new session".to_owned(), false),
+                            EventKind::SessionEnded { reason, .. } => break (reason.as_str().to_owned(), false),
+                            EventKind::RoomClosed { .. } => break ("room closed".to_owned(), false),
+                            _ => {}
+                        },
+                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => break ("shutting down".to_owned(), false),
+                    },
+                }
+            };
+            stop.store(true, Ordering::Relaxed);
+            drop(rx);
+            let why = match reader.await {
+                _ if !why.is_empty() => why,
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => {
+                    tracing::warn!(%task, "stream ingest failed: {e}");
+                    e.to_string()
+                }
+                Err(e) => format!("reader: {e}"),
+            };
+            tracing::info!(%task, %room, %user, "stream ingest ended: {why}");
+            drop(publisher);
+            if leave {
+                let _ = this.rooms.command(Command::Leave { session }).await;
+            }
+            this.lock().remove(&task);
+        });
+        Ok(id)
+    }
+
+    /// Asks a task to stop; `None` if it does not exist (or already ended).
+    pub fn stop(&self, id: &str) -> Option<PullInfo> {
+        let tasks = self.lock();
+        let e = tasks.get(id)?;
+        e.stop.store(true, Ordering::Relaxed);
+        e.wake.notify_one();
+        Some(e.info.clone())
+    }
+
+    pub fn get(&self, id: &str) -> Option<PullInfo> {
+        self.lock().get(id).map(|e| e.info.clone())
+    }
+}
+
+/// The URL without its query (stream keys, tokens) for logs.
+fn redact(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+fn task_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut b);
+    format!("ingest-{}", hex::encode(b))
+}
