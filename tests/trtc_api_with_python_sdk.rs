@@ -750,3 +750,71 @@ fn a_looping_ingest_stops_on_request_and_bad_ingests_are_refused() {
     });
     assert!(gw.wait_log("cannot open", Duration::from_secs(2)));
 }
+
+#[test]
+fn an_rtmp_stream_pulled_from_an_origin_is_mixed_beside_an_anchor() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let origin = Origin::start();
+    // Somebody else's live stream, on a real nginx-rtmp origin.
+    let mut live = Publisher::start_lavfi(
+        &origin.url("live-red"),
+        "color=c=red:size=640x360:rate=30",
+        "sine=frequency=440:sample_rate=48000",
+        14,
+        &gw.dir.0,
+    );
+    let body =
+        json!({"sdkappid": APP, "room": "studio", "roomtype": "str", "profile": "grid-720p"});
+    let (status, _, text) =
+        http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
+    assert_eq!(status, 201, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let (relay, stream) = (
+        v["task_id"].as_str().unwrap().to_owned(),
+        v["stream"].as_str().unwrap().to_owned(),
+    );
+    let mut blue = Publisher::start_lavfi(
+        &gw.publish_url(APP, KEY, "studio", "host"),
+        "color=c=blue:size=640x360:rate=30",
+        "sine=frequency=880:sample_rate=48000",
+        8,
+        &gw.dir.0,
+    );
+    common::wait_for("mix running", Duration::from_secs(10), || {
+        gw.relay_status(&relay)["state"] == "running"
+    });
+    let started = sdk(
+        &gw,
+        "StartStreamIngest",
+        json!({"SdkAppId": APP, "RoomId": "studio", "RoomIdType": 0, "UserId": "guest",
+               "UserSig": usersig_for("guest"), "StreamUrl": origin.url("live-red"), "RepeatNum": 1}),
+    );
+    assert_eq!(started["ok"], true, "{started}");
+    let task = started["response"]["TaskId"].as_str().unwrap().to_owned();
+    assert!(blue.wait(Duration::from_secs(30)).unwrap().success());
+    let stop = sdk(
+        &gw,
+        "StopStreamIngest",
+        json!({"SdkAppId": APP, "TaskId": task}),
+    );
+    assert_eq!(stop["ok"], true, "{stop}");
+    common::wait_for("mix stopped", Duration::from_secs(15), || {
+        gw.relay_status(&relay)["state"] == "stopped"
+    });
+    let _ = live.child.kill();
+
+    let url = format!("http://127.0.0.1:{}/hls/{stream}/index.m3u8", gw.http_port);
+    let found = (1..8).map(f64::from).find(|&t| {
+        let pic = common::media::rgb_frame(&url, t, 1280, 720);
+        let (l, r) = (
+            common::media::pixel(&pic, 1280, 320, 360),
+            common::media::pixel(&pic, 1280, 960, 360),
+        );
+        common::media::near(l, (0, 0, 255), 40) && common::media::near(r, (255, 0, 0), 40)
+    });
+    assert!(
+        found.is_some(),
+        "no picture with the anchor left and the pulled stream right"
+    );
+}
