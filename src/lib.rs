@@ -22,6 +22,7 @@ pub mod media;
 pub mod mix;
 pub mod profile;
 pub mod pull;
+pub mod record;
 pub mod relay;
 pub mod room;
 pub mod rtmp;

@@ -79,6 +79,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         hls_root,
         webrtc: crate::webrtc::WebRtc::new(config.clone(), rooms.clone(), hub.clone()),
         pulls: crate::pull::PullManager::new(rooms.clone(), hub.clone()),
+        recordings: crate::record::tasks::Recordings::new(relays.clone(), hub.clone()),
     });
     axum::serve(
         listener,

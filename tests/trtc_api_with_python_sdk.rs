@@ -154,8 +154,8 @@ fn refusals_carry_the_codes_the_sdk_raises() {
         ),
         (
             "CreateCloudRecording",
-            json!({"SdkAppId": APP, "RoomId": "r", "UserId": "u", "UserSig": "s", "RecordParams": {"RecordMode": 1}, "StorageParams": {}}),
-            "UnsupportedOperation",
+            json!({"SdkAppId": APP, "RoomId": "r", "RoomIdType": 0, "UserId": "u", "UserSig": "s", "RecordParams": {"RecordMode": 1}, "StorageParams": {}}),
+            "InvalidParameter.UserSig",
         ),
         (
             "StartPublishCdnStream",
@@ -817,4 +817,208 @@ fn an_rtmp_stream_pulled_from_an_origin_is_mixed_beside_an_anchor() {
         found.is_some(),
         "no picture with the anchor left and the pulled stream right"
     );
+}
+
+fn storage() -> Value {
+    json!({"CloudStorage": {"Vendor": 0, "Region": "ap-guangzhou", "Bucket": "b-1250000000",
+                            "AccessKey": "ak", "SecretKey": "sk"}})
+}
+
+fn recording_dir(gw: &Gateway, task: &str) -> std::path::PathBuf {
+    gw.dir.0.join("data").join("recordings").join(task)
+}
+
+#[test]
+fn a_mixed_cloud_recording_is_written_to_disk_and_listed() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let created = sdk(
+        &gw,
+        "CreateCloudRecording",
+        json!({"SdkAppId": APP, "RoomId": "lesson", "RoomIdType": 0, "UserId": "recorder",
+               "UserSig": usersig_for("recorder"), "StorageParams": storage(),
+               "RecordParams": {"RecordMode": 2, "OutputFormat": 1, "MaxIdleTime": 5},
+               "MixTranscodeParams": {"VideoParams": {"Width": 640, "Height": 360, "Fps": 15,
+                                                      "BitRate": 800000, "Gop": 2}},
+               "MixLayoutParams": {"MixLayoutMode": 3, "BackGroundColor": "#000000"}}),
+    );
+    assert_eq!(created["ok"], true, "{created}");
+    let task = created["response"]["TaskId"].as_str().unwrap().to_owned();
+    let describe = || {
+        sdk(
+            &gw,
+            "DescribeCloudRecording",
+            json!({"SdkAppId": APP, "TaskId": task}),
+        )
+    };
+    assert_eq!(describe()["response"]["Status"], "Idle");
+    let mut red = Publisher::start_lavfi(
+        &gw.publish_url(APP, KEY, "lesson", "red"),
+        "color=c=red:size=640x360:rate=30",
+        "sine=frequency=440:sample_rate=48000",
+        8,
+        &gw.dir.0,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut blue = Publisher::start_lavfi(
+        &gw.publish_url(APP, KEY, "lesson", "blue"),
+        "color=c=blue:size=640x360:rate=30",
+        "sine=frequency=880:sample_rate=48000",
+        8,
+        &gw.dir.0,
+    );
+    common::wait_for("recording in progress", Duration::from_secs(15), || {
+        describe()["response"]["Status"] == "InProgress"
+    });
+    let modified = sdk(
+        &gw,
+        "ModifyCloudRecording",
+        json!({"SdkAppId": APP, "TaskId": task, "MixLayoutParams": {"MixLayoutMode": 3}}),
+    );
+    assert_eq!(modified["ok"], true, "{modified}");
+    assert!(red.wait(Duration::from_secs(30)).unwrap().success());
+    assert!(blue.wait(Duration::from_secs(30)).unwrap().success());
+    // The anchors left: the room closed and the recording ended by itself.
+    common::wait_for("recording exited", Duration::from_secs(20), || {
+        describe()["response"]["Status"] == "Exited"
+    });
+    let d = describe();
+    let files: Vec<&str> = d["response"]["StorageFileList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["FileName"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"mix_0.mp4"), "{d}");
+    assert!(files.contains(&"mix_hls/index.m3u8"), "{d}");
+    let dir = recording_dir(&gw, &task);
+    let mp4 = dir.join("mix_0.mp4");
+    let mp4 = mp4.to_str().unwrap();
+    let streams = common::media::probe_streams(mp4);
+    let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    assert_eq!((v["width"].as_str(), v["height"].as_str()), ("640", "360"));
+    assert!(streams.iter().any(|s| s["codec_name"] == "aac"));
+    let (errors, secs) = decode(mp4);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(secs > 5.0, "{secs} s recorded");
+    let pic = common::media::rgb_frame(mp4, 4.0, 640, 360);
+    assert!(common::media::near(
+        common::media::pixel(&pic, 640, 160, 180),
+        (255, 0, 0),
+        40
+    ));
+    assert!(common::media::near(
+        common::media::pixel(&pic, 640, 480, 180),
+        (0, 0, 255),
+        40
+    ));
+    let (errors, _) = decode(dir.join("mix_hls/index.m3u8").to_str().unwrap());
+    assert!(errors.is_empty(), "{errors:?}");
+    let gone = sdk(
+        &gw,
+        "DeleteCloudRecording",
+        json!({"SdkAppId": APP, "TaskId": task}),
+    );
+    assert_eq!(code(&gone), "ResourceNotFound", "{gone}");
+}
+
+#[test]
+fn single_stream_recordings_follow_the_subscription_and_refuse_bad_requests() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let base = json!({"SdkAppId": APP, "RoomId": "1234", "RoomIdType": 1, "UserId": "recorder",
+                      "UserSig": usersig_for("recorder"), "StorageParams": storage(),
+                      "RecordParams": {"RecordMode": 1, "OutputFormat": 4, "MaxIdleTime": 5,
+                                       "SubscribeStreamUserIds": {"SubscribeAudioUserIds": ["anna"]}}});
+    let with = |path: &[&str], v: Value| {
+        let mut p = base.clone();
+        let mut node = &mut p;
+        for k in &path[..path.len() - 1] {
+            node = &mut node[*k];
+        }
+        if v.is_null() {
+            node.as_object_mut().unwrap().remove(path[path.len() - 1]);
+        } else {
+            node[path[path.len() - 1]] = v;
+        }
+        p
+    };
+    for (params, want) in [
+        (
+            with(&["StorageParams"], Value::Null),
+            "MissingParameter.StorageParams",
+        ),
+        (
+            with(&["RecordParams"], Value::Null),
+            "MissingParameter.RecordParams",
+        ),
+        (
+            with(&["RecordParams", "RecordMode"], json!(3)),
+            "InvalidParameter",
+        ),
+        (
+            with(&["RecordParams", "OutputFormat"], json!(9)),
+            "InvalidParameter",
+        ),
+        (
+            with(&["UserSig"], json!(usersig_for("intruder"))),
+            "InvalidParameter.UserSig",
+        ),
+        (with(&["RoomId"], json!("0")), "InvalidParameter.RoomId"),
+        (
+            with(&["RecordParams", "StreamType"], json!(2)),
+            "UnsupportedOperation",
+        ),
+    ] {
+        let r = sdk(&gw, "CreateCloudRecording", params.clone());
+        assert_eq!(code(&r), want, "{params}: {r}");
+    }
+    for action in ["DescribeCloudRecording", "DeleteCloudRecording"] {
+        let r = sdk(&gw, action, json!({"SdkAppId": APP, "TaskId": "rec-nope"}));
+        assert_eq!(code(&r), "ResourceNotFound", "{action}: {r}");
+    }
+
+    let created = sdk(&gw, "CreateCloudRecording", base.clone());
+    assert_eq!(created["ok"], true, "{created}");
+    let task = created["response"]["TaskId"].as_str().unwrap().to_owned();
+    let layout = sdk(
+        &gw,
+        "ModifyCloudRecording",
+        json!({"SdkAppId": APP, "TaskId": task, "MixLayoutParams": {"MixLayoutMode": 1}}),
+    );
+    assert_eq!(code(&layout), "InvalidParameter", "{layout}");
+    let url = |user: &str| {
+        format!(
+            "rtmp://127.0.0.1:{}/push/1234?sdkappid={APP}&userid={user}&usersig={}&roomtype=int",
+            gw.rtmp_port(),
+            usersig_for(user)
+        )
+    };
+    let mut anna = Publisher::start(&url("anna"), 6, &gw.dir.0);
+    let mut bob = Publisher::start(&url("bob"), 6, &gw.dir.0);
+    assert!(anna.wait(Duration::from_secs(30)).unwrap().success());
+    assert!(bob.wait(Duration::from_secs(30)).unwrap().success());
+    let describe = || {
+        sdk(
+            &gw,
+            "DescribeCloudRecording",
+            json!({"SdkAppId": APP, "TaskId": task}),
+        )
+    };
+    common::wait_for("recording exited", Duration::from_secs(20), || {
+        describe()["response"]["Status"] == "Exited"
+    });
+    let d = describe();
+    let list = d["response"]["StorageFileList"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "only anna is subscribed: {d}");
+    assert_eq!(list[0]["UserId"], "anna");
+    assert_eq!(list[0]["FileName"], "anna_0.m4a");
+    assert_eq!(list[0]["TrackType"], "audio");
+    let m4a = recording_dir(&gw, &task).join("anna_0.m4a");
+    let streams = common::media::probe_streams(m4a.to_str().unwrap());
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    assert_eq!(streams[0]["codec_name"], "aac");
+    let (errors, secs) = decode(m4a.to_str().unwrap());
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(secs > 4.0, "{secs} s");
 }

@@ -35,6 +35,7 @@ pub struct AppState {
     pub hls_root: std::path::PathBuf,
     pub webrtc: crate::webrtc::WebRtc,
     pub pulls: crate::pull::PullManager,
+    pub recordings: crate::record::tasks::Recordings,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -321,7 +321,7 @@ impl Writer {
 }
 
 /// Adds a stream carrying `cfg`'s codec and extradata.
-fn add_stream(
+pub(crate) fn add_stream(
     octx: &mut ff::format::context::Output,
     cfg: &TrackConfig,
 ) -> Result<usize, HlsError> {

@@ -126,6 +126,132 @@ pub fn avcc_to_annexb(data: &[u8], prefix: &[&[u8]]) -> Bytes {
     out.freeze()
 }
 
+/// Picture width and height from an SPS NAL unit (header byte included),
+/// cropping applied; `None` for a malformed SPS.
+pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
+    // Emulation prevention bytes removed.
+    let mut rbsp = Vec::with_capacity(sps.len());
+    let mut zeros = 0;
+    for &b in sps.get(1..)? {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    let mut r = BitReader {
+        data: &rbsp,
+        pos: 0,
+    };
+    let profile = r.bits(8)?;
+    r.bits(16)?; // constraint flags, level
+    r.ue()?; // seq_parameter_set_id
+    let mut chroma_format = 1;
+    if matches!(
+        profile,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        chroma_format = r.ue()?;
+        if chroma_format == 3 {
+            r.bits(1)?;
+        }
+        r.ue()?;
+        r.ue()?;
+        r.bits(1)?;
+        if r.bits(1)? == 1 {
+            for i in 0..if chroma_format == 3 { 12 } else { 8 } {
+                if r.bits(1)? == 1 {
+                    let size = if i < 6 { 16 } else { 64 };
+                    let (mut last, mut next) = (8i64, 8i64);
+                    for _ in 0..size {
+                        if next != 0 {
+                            next = (last + r.se()? + 256) % 256;
+                        }
+                        if next != 0 {
+                            last = next;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num_minus4
+    match r.ue()? {
+        0 => {
+            r.ue()?;
+        }
+        1 => {
+            r.bits(1)?;
+            r.se()?;
+            r.se()?;
+            for _ in 0..r.ue()?.min(256) {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    r.ue()?; // max_num_ref_frames
+    r.bits(1)?;
+    let width_mbs = r.ue()? + 1;
+    let height_units = r.ue()? + 1;
+    let frame_mbs_only = r.bits(1)?;
+    if frame_mbs_only == 0 {
+        r.bits(1)?;
+    }
+    r.bits(1)?;
+    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
+    if r.bits(1)? == 1 {
+        cl = r.ue()?;
+        cr = r.ue()?;
+        ct = r.ue()?;
+        cb = r.ue()?;
+    }
+    let (sub_w, sub_h) = match chroma_format {
+        0 | 3 => (1, 1),
+        2 => (2, 1),
+        _ => (2, 2),
+    };
+    let crop_x = if chroma_format == 0 { 1 } else { sub_w };
+    let crop_y = (if chroma_format == 0 { 1 } else { sub_h }) * (2 - frame_mbs_only);
+    let width = (width_mbs * 16).checked_sub((cl + cr) * crop_x)?;
+    let height = (height_units * 16 * (2 - frame_mbs_only)).checked_sub((ct + cb) * crop_y)?;
+    (width > 0 && height > 0).then_some((width, height))
+}
+
+struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl BitReader<'_> {
+    fn bits(&mut self, n: u32) -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            let byte = *self.data.get(self.pos / 8)?;
+            v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
+            self.pos += 1;
+        }
+        Some(v)
+    }
+
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bits(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
+    }
+
+    fn se(&mut self) -> Option<i64> {
+        let k = i64::from(self.ue()?);
+        Some(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +295,16 @@ mod tests {
         // Truncated input stops, no panic.
         assert!(avcc_to_annexb(&[0, 0, 0, 9, 1], &[]).is_empty());
         assert!(parameter_sets(&[1, 2]).is_empty());
+    }
+
+    #[test]
+    fn sps_dimensions_of_real_encoder_output() {
+        // libx264 640x360 High profile SPS (360 is not a multiple of 16: cropped).
+        let sps = [
+            0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00,
+            0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2d, 0x96,
+        ];
+        assert_eq!(sps_dimensions(&sps), Some((640, 360)));
+        assert_eq!(sps_dimensions(&[0x67, 0x42]), None);
     }
 }

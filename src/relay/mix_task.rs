@@ -60,6 +60,9 @@ pub(super) async fn run(
                     if let Some(h) = relay.hls.as_mut() {
                         h.discontinuity();
                     }
+                    if let Some(r) = relay.recorder.as_mut() {
+                        r.discontinuity();
+                    }
                 }
                 Some(super::Control::Stop) | None => break "stopped by request".to_owned(),
             },

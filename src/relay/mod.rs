@@ -36,10 +36,26 @@ fn check_outputs(profile: &RelayProfile) -> Result<(), RelayError> {
     if profile.outputs.hls.as_ref().is_some_and(|h| h.low_latency) {
         return unsupported("LL-HLS (outputs.hls.low_latency)");
     }
-    if profile.outputs.record.is_some() {
-        return unsupported("recording (outputs.record)");
-    }
     Ok(())
+}
+
+/// A profile's `outputs.record`: files under `recordings/<stream>/` (the
+/// stream name is settled when the task starts).
+fn record_target(
+    profile: &RelayProfile,
+    user: Option<&str>,
+) -> Option<crate::record::RecordTarget> {
+    profile
+        .outputs
+        .record
+        .clone()
+        .map(|output| crate::record::RecordTarget {
+            dir: PathBuf::new(),
+            prefix: String::new(),
+            user: user.map(str::to_owned),
+            output,
+            files: Default::default(),
+        })
 }
 
 impl RelaySpec {
@@ -71,6 +87,7 @@ impl RelaySpec {
             max_idle: DEFAULT_MAX_IDLE,
             audio_reencode: None,
             audio_fallback: None,
+            record: record_target(profile, None),
         })
     }
 
@@ -89,6 +106,7 @@ impl RelaySpec {
             )));
         }
         check_outputs(profile)?;
+        let record = record_target(profile, Some(user.as_str()));
         Ok(RelaySpec {
             id: String::new(),
             stream: RelayManager::default_stream_name(&room, &user),
@@ -105,6 +123,7 @@ impl RelaySpec {
                 _ => None,
             },
             audio_fallback: Some(profile.audio.clone()),
+            record,
         })
     }
 }
@@ -169,6 +188,13 @@ pub struct RelayManager {
 }
 
 impl RelayManager {
+    /// `<data_dir>/recordings`, beside `<data_dir>/hls`.
+    pub fn record_root(&self) -> PathBuf {
+        self.hls_root
+            .parent()
+            .map_or_else(|| PathBuf::from("recordings"), |d| d.join("recordings"))
+    }
+
     pub fn new(rooms: RoomHandle, hub: MediaHub, hls_root: PathBuf) -> RelayManager {
         RelayManager {
             rooms,
@@ -209,6 +235,12 @@ impl RelayManager {
         if spec.id.is_empty() {
             spec.id = new_task_id();
         }
+        if let Some(r) = spec.record.as_mut()
+            && r.dir.as_os_str().is_empty()
+        {
+            r.dir = PathBuf::from(&spec.stream);
+            r.prefix = spec.stream.clone();
+        }
         let (control, control_rx) = mpsc::channel(CONTROL_CAPACITY);
         let (status_tx, status_rx) = watch::channel(RelayStatus {
             state: TaskState::Waiting,
@@ -221,6 +253,7 @@ impl RelayManager {
             rooms: self.rooms.clone(),
             hub: self.hub.clone(),
             hls_root: self.hls_root.clone(),
+            record_root: self.record_root(),
         };
         tokio::spawn(task::run(spec.clone(), deps, control_rx, status_tx));
         let id = spec.id.clone();

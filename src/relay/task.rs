@@ -38,6 +38,8 @@ pub struct RelaySpec {
     /// Audio that FLV and MPEG-TS cannot carry (Opus from WebRTC) is
     /// transcoded to AAC with these settings.
     pub audio_fallback: Option<crate::profile::AudioEncoding>,
+    /// Record what the task emits (a relative `dir` is under the data dir's `recordings/`).
+    pub record: Option<crate::record::RecordTarget>,
 }
 
 /// Keyframes asked of a WebRTC anchor this often when no HLS output sets the pace.
@@ -65,6 +67,7 @@ pub(super) struct Deps {
     pub rooms: RoomHandle,
     pub hub: MediaHub,
     pub hls_root: std::path::PathBuf,
+    pub record_root: std::path::PathBuf,
 }
 
 #[derive(Default)]
@@ -78,6 +81,7 @@ pub(super) struct Relay {
     id: String,
     targets: Vec<PushTarget>,
     pub(super) hls: Option<HlsWriter>,
+    pub(super) recorder: Option<crate::record::Recorder>,
     source: Option<Subscription>,
     /// The configs outputs were last given (after any re-encoding), for targets added later.
     sent_configs: SentConfigs,
@@ -100,6 +104,12 @@ impl Relay {
                 .hls
                 .as_ref()
                 .map(|h| HlsWriter::spawn(deps.hls_root.join(&spec.stream), h.clone())),
+            recorder: spec.record.clone().map(|mut r| {
+                if r.dir.is_relative() {
+                    r.dir = deps.record_root.join(&r.dir);
+                }
+                crate::record::Recorder::spawn(r)
+            }),
             source: None,
             sent_configs: SentConfigs::default(),
             audio: spec.audio_reencode.clone().map(AudioStage::spawn),
@@ -143,6 +153,9 @@ impl Relay {
         self.need_keyframe = true;
         if let Some(h) = self.hls.as_mut() {
             h.discontinuity();
+        }
+        if let Some(r) = self.recorder.as_mut() {
+            r.discontinuity();
         }
         for c in [&s.configs.video, &s.configs.audio].into_iter().flatten() {
             self.fan_out(&Arc::new(MediaMessage::Config(c.clone())));
@@ -217,6 +230,9 @@ impl Relay {
         }
         if let Some(h) = self.hls.as_mut() {
             h.offer(m);
+        }
+        if let Some(r) = self.recorder.as_mut() {
+            r.offer(m);
         }
     }
 
@@ -387,6 +403,9 @@ impl Relay {
         self.targets.clear();
         if let Some(h) = self.hls.take() {
             h.finish().await;
+        }
+        if let Some(r) = self.recorder.take() {
+            r.finish().await;
         }
         let _ = status.send(RelayStatus {
             state: TaskState::Stopped(reason),

@@ -13,6 +13,7 @@
 mod ingest;
 mod mix;
 mod params;
+mod recording;
 mod relay;
 mod rooms;
 
@@ -162,13 +163,10 @@ async fn process(
         "StartStreamIngest" => ingest::start(state, &p).await,
         "StopStreamIngest" => ingest::stop(state, &p),
         "DescribeStreamIngest" => ingest::describe(state, &p),
-        "CreateCloudRecording"
-        | "DescribeCloudRecording"
-        | "ModifyCloudRecording"
-        | "DeleteCloudRecording" => Err(ApiError::new(
-            "UnsupportedOperation",
-            format!("The action `{action}` is not available in this build of roomcast yet."),
-        )),
+        "CreateCloudRecording" => recording::create(state, &p),
+        "DescribeCloudRecording" => recording::describe(state, &p),
+        "ModifyCloudRecording" => recording::modify(state, &p),
+        "DeleteCloudRecording" => recording::delete(state, &p),
         "" => Err(ApiError::new(
             "MissingParameter",
             "The X-TC-Action header is missing.",

@@ -21,6 +21,12 @@ fn missing_code(name: &str) -> &'static str {
         "RoomId" => "MissingParameter.RoomId",
         "UserIds" => "MissingParameter.UserIds",
         "TaskId" => "MissingParameter.TaskId",
+        "UserId" => "MissingParameter.UserId",
+        "UserSig" => "MissingParameter.UserSig",
+        "RecordParams" => "MissingParameter.RecordParams",
+        "RecordMode" => "MissingParameter.RecordMode",
+        "StorageParams" => "MissingParameter.StorageParams",
+        "CloudStorage" => "MissingParameter.CloudStorage",
         _ => "MissingParameter",
     }
 }

@@ -1,0 +1,395 @@
+//! CreateCloudRecording, DescribeCloudRecording, ModifyCloudRecording,
+//! DeleteCloudRecording onto `record::tasks`. RoomIdType here: 0 = string
+//! room, 1 = integer room (the default), as TRTC has it for recordings.
+//!
+//! Self-hosted: files are written under `<data_dir>/recordings/<TaskId>/`,
+//! never uploaded. `StorageParams` is required as in TRTC and accepted, but
+//! its cloud storage (COS, AWS, VOD) is not contacted.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+use toml::Table;
+
+use super::params::{Params, invalid, missing};
+use super::{ApiError, ApiResult};
+use crate::api::AppState;
+use crate::auth::client::authenticate;
+use crate::mix::pipeline::AudioFilter;
+use crate::profile::{self, RecordFormat, RecordOutput};
+use crate::record::tasks::{Mode, Subscription};
+use crate::relay::{RelayError, RelaySpec};
+use crate::room::{RoomId, RoomKey, UserId};
+
+fn unsupported(what: &str) -> ApiError {
+    ApiError::new(
+        "UnsupportedOperation",
+        format!("{what} is not available in this build of roomcast."),
+    )
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        "ResourceNotFound",
+        "The recording task does not exist or has ended.",
+    )
+}
+
+fn users(p: &Params<'_>, name: &str) -> Result<Option<Vec<UserId>>, ApiError> {
+    let Some(list) = p.array(name)? else {
+        return Ok(None);
+    };
+    list.iter()
+        .map(|v| {
+            v.as_str()
+                .ok_or_else(|| invalid(name, "entries are UserIds"))
+                .and_then(|s| UserId::new(s).map_err(|e| invalid(name, e)))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// SubscribeStreamUserIds: (allow, block) over audio and video together.
+fn subscription(p: &Params<'_>) -> Result<Option<Subscription>, ApiError> {
+    let Some(s) = p.object("SubscribeStreamUserIds")? else {
+        return Ok(None);
+    };
+    let mut allow: Option<Vec<UserId>> = None;
+    for name in ["SubscribeAudioUserIds", "SubscribeVideoUserIds"] {
+        if let Some(list) = users(&s, name)? {
+            let a = allow.get_or_insert_with(Vec::new);
+            for u in list {
+                if !a.contains(&u) {
+                    a.push(u);
+                }
+            }
+        }
+    }
+    let mut block = Vec::new();
+    for name in ["UnSubscribeAudioUserIds", "UnSubscribeVideoUserIds"] {
+        block.extend(users(&s, name)?.unwrap_or_default());
+    }
+    Ok(Some(Subscription {
+        allow: allow.filter(|a| !a.is_empty()),
+        block,
+    }))
+}
+
+fn output(r: &Params<'_>) -> Result<RecordOutput, ApiError> {
+    let format = match r.u64("OutputFormat")?.unwrap_or(0) {
+        0 => RecordFormat::Hls,
+        1 => RecordFormat::HlsAndMp4,
+        2 => return Err(unsupported("OutputFormat 2 (hls+aac)")),
+        3 => RecordFormat::Mp4,
+        4 => RecordFormat::Aac,
+        _ => return Err(invalid("OutputFormat", "0 to 4")),
+    };
+    let minutes = r.u64("MaxMediaFileDuration")?.unwrap_or(1440);
+    if !(1..=1440).contains(&minutes) {
+        return Err(invalid("MaxMediaFileDuration", "1 to 1440 minutes"));
+    }
+    Ok(RecordOutput {
+        format,
+        max_file_minutes: minutes as u32,
+    })
+}
+
+/// MixLayoutParams → the `[layout]` table of a mix profile.
+fn layout(p: Option<Params<'_>>) -> Result<Table, ApiError> {
+    let mut t = Table::new();
+    let mode = match p
+        .as_ref()
+        .map(|l| l.u64("MixLayoutMode"))
+        .transpose()?
+        .flatten()
+    {
+        None | Some(3) => "grid",
+        Some(1) => "floating",
+        Some(2) => "screen-share",
+        Some(4) => return Err(unsupported("A custom recording layout (MixLayoutMode 4)")),
+        Some(_) => return Err(invalid("MixLayoutMode", "1 to 4")),
+    };
+    t.insert("mode".into(), mode.into());
+    if let Some(l) = &p {
+        if let Some(c) = l.str("BackGroundColor")? {
+            let hex = c.trim_start_matches('#').trim_start_matches("0x");
+            if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(invalid("BackGroundColor", "#RRGGBB"));
+            }
+            t.insert("background_color".into(), format!("0x{hex}").into());
+        }
+        if let Some(u) = l.str("MaxResolutionUserId")? {
+            UserId::new(u).map_err(|e| invalid("MaxResolutionUserId", e))?;
+            t.insert("main_user".into(), u.into());
+        }
+    }
+    Ok(t)
+}
+
+/// MixTranscodeParams + MixLayoutParams → a validated mix profile (TRTC's
+/// defaults: 360x640, 15 fps, 550 kbps, GOP 10 s; 48 kHz stereo 64 kbps).
+fn mix_profile(p: &Params<'_>) -> Result<profile::RelayProfile, ApiError> {
+    let mix = p.object("MixTranscodeParams")?;
+    let v = mix
+        .as_ref()
+        .map(|m| m.object("VideoParams"))
+        .transpose()?
+        .flatten();
+    let a = mix
+        .as_ref()
+        .map(|m| m.object("AudioParams"))
+        .transpose()?
+        .flatten();
+    let get = |o: &Option<Params<'_>>, k: &str, d: u64| -> Result<u64, ApiError> {
+        Ok(o.as_ref()
+            .map(|o| o.u64(k))
+            .transpose()?
+            .flatten()
+            .unwrap_or(d))
+    };
+    let mut video = Table::new();
+    video.insert("width".into(), (get(&v, "Width", 360)? as i64).into());
+    video.insert("height".into(), (get(&v, "Height", 640)? as i64).into());
+    video.insert("fps".into(), (get(&v, "Fps", 15)? as i64).into());
+    video.insert(
+        "bitrate_kbps".into(),
+        ((get(&v, "BitRate", 550_000)? / 1000) as i64).into(),
+    );
+    video.insert(
+        "gop_seconds".into(),
+        (get(&v, "Gop", 10)?.min(5) as i64).into(),
+    );
+    video.insert("preset".into(), "veryfast".into());
+    let mut audio = Table::new();
+    let rate = match get(&a, "SampleRate", 1)? {
+        1 => 48_000,
+        2 => 44_100,
+        3 => 16_000,
+        _ => {
+            return Err(invalid(
+                "SampleRate",
+                "1 (48 kHz), 2 (44.1 kHz) or 3 (16 kHz)",
+            ));
+        }
+    };
+    audio.insert("sample_rate".into(), rate.into());
+    audio.insert("channels".into(), (get(&a, "Channel", 2)? as i64).into());
+    audio.insert(
+        "bitrate_kbps".into(),
+        ((get(&a, "BitRate", 64_000)? / 1000) as i64).into(),
+    );
+    let mut root = Table::new();
+    root.insert("video".into(), video.into());
+    root.insert("audio".into(), audio.into());
+    root.insert(
+        "layout".into(),
+        layout(p.object("MixLayoutParams")?)?.into(),
+    );
+    let text = toml::to_string(&root).map_err(|e| ApiError::new("InternalError", e.to_string()))?;
+    profile::parse(
+        &text,
+        "api-recording",
+        std::path::Path::new("request"),
+        std::path::Path::new("."),
+    )
+    .map_err(|e| {
+        ApiError::new(
+            "InvalidParameter.OutOfRange",
+            format!("The mix parameters are invalid: {}: {}.", e.field, e.reason),
+        )
+    })
+}
+
+fn relay_error(e: RelayError) -> ApiError {
+    match e {
+        RelayError::TooMany(_) => {
+            ApiError::new("FailedOperation.RestrictedConcurrency", e.to_string())
+        }
+        RelayError::Invalid(m) => ApiError::new("InvalidParameter", m),
+        other => ApiError::new("FailedOperation", other.to_string()),
+    }
+}
+
+pub fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
+    let app = super::rooms::sdk_app_id(state, p)?;
+    let room_str = p.req_str("RoomId")?;
+    let room = match p.u64("RoomIdType")?.unwrap_or(1) {
+        0 => RoomId::string(room_str),
+        1 => RoomId::numeric(room_str),
+        _ => return Err(invalid("RoomIdType", "0 (string) or 1 (integer)")),
+    }
+    .map_err(|e| invalid("RoomId", e))?;
+    let user = p.req_str("UserId")?;
+    let usersig = p.req_str("UserSig")?;
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    authenticate(state.config.app_key(app), app, user, usersig, unix_now)
+        .map_err(|e| invalid("UserSig", e))?;
+    let r = p
+        .object("RecordParams")?
+        .ok_or_else(|| missing("RecordParams"))?;
+    let mode = r.u64("RecordMode")?.ok_or_else(|| missing("RecordMode"))?;
+    let max_idle = r.u64("MaxIdleTime")?.unwrap_or(30);
+    if !(5..=86_400).contains(&max_idle) {
+        return Err(invalid("MaxIdleTime", "5 to 86400 seconds"));
+    }
+    match r.u64("StreamType")?.unwrap_or(0) {
+        0 => {}
+        1 | 2 => {
+            return Err(unsupported(
+                "Recording audio or video alone (StreamType 1, 2); use OutputFormat 4 for audio",
+            ));
+        }
+        _ => return Err(invalid("StreamType", "0, 1 or 2")),
+    }
+    let out = output(&r)?;
+    let storage = p
+        .object("StorageParams")?
+        .ok_or_else(|| missing("StorageParams"))?;
+    if storage.get("CloudStorage").is_none() && storage.get("CloudVod").is_none() {
+        return Err(missing("CloudStorage"));
+    }
+    let sub = subscription(&r)?;
+    let key = RoomKey { app, room };
+    let mode = match mode {
+        1 => {
+            let profile = state
+                .profiles
+                .iter()
+                .find(|p| p.name == "passthrough")
+                .ok_or_else(|| {
+                    ApiError::new("InternalError", "No `passthrough` profile is loaded.")
+                })?
+                .clone();
+            Mode::Single {
+                profile: Box::new(profile),
+                subscription: sub.unwrap_or_default(),
+            }
+        }
+        2 => {
+            let profile = mix_profile(p)?;
+            let mut spec = RelaySpec::for_mix(key.clone(), &profile).map_err(relay_error)?;
+            if let (Some(mix), Some(s)) = (spec.mix.as_mut(), sub) {
+                mix.audio_filter = AudioFilter {
+                    allow: s
+                        .allow
+                        .map(|a| a.iter().map(|u| u.as_str().to_owned()).collect()),
+                    block: s.block.iter().map(|u| u.as_str().to_owned()).collect(),
+                };
+            }
+            Mode::Mixed(Box::new(spec))
+        }
+        _ => return Err(invalid("RecordMode", "1 (single streams) or 2 (mixed)")),
+    };
+    let id = state
+        .recordings
+        .start(key, mode, out, Duration::from_secs(max_idle))
+        .map_err(relay_error)?;
+    let mut o = Map::new();
+    o.insert("TaskId".into(), Value::String(id));
+    Ok(o)
+}
+
+pub fn describe(state: &AppState, p: &Params<'_>) -> ApiResult {
+    let app = super::rooms::sdk_app_id(state, p)?;
+    let id = p.req_str("TaskId")?;
+    let d = state.recordings.describe(app, id).ok_or_else(not_found)?;
+    let files: Vec<Value> = d
+        .files
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "UserId": f.user,
+                "FileName": f.name,
+                "TrackType": f.track,
+                "BeginTimeStamp": f.begin * 1000,
+            })
+        })
+        .collect();
+    let mut o = Map::new();
+    o.insert("TaskId".into(), Value::String(id.to_owned()));
+    o.insert("Status".into(), Value::String(d.status.into()));
+    o.insert(
+        "StorageFileList".into(),
+        if files.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(files)
+        },
+    );
+    Ok(o)
+}
+
+pub fn modify(state: &AppState, p: &Params<'_>) -> ApiResult {
+    let app = super::rooms::sdk_app_id(state, p)?;
+    let id = p.req_str("TaskId")?;
+    let sub = subscription(p)?;
+    let new_layout = p.object("MixLayoutParams")?;
+    if let Some(relay) = state.recordings.mix_relay(app, id) {
+        let layout = match new_layout {
+            Some(l) => {
+                // A whole profile around the layout, so it is validated the same way.
+                let mut root = Table::new();
+                root.insert("layout".into(), layout(Some(l))?.into());
+                let mut audio = Table::new();
+                audio.insert("sample_rate".into(), 48_000.into());
+                audio.insert("channels".into(), 2.into());
+                audio.insert("bitrate_kbps".into(), 64.into());
+                root.insert("audio".into(), audio.into());
+                let text = toml::to_string(&root)
+                    .map_err(|e| ApiError::new("InternalError", e.to_string()))?;
+                let prof = profile::parse(
+                    &text,
+                    "api-recording",
+                    std::path::Path::new("request"),
+                    std::path::Path::new("."),
+                )
+                .map_err(|e| invalid("MixLayoutParams", format!("{}: {}", e.field, e.reason)))?;
+                match prof.mode {
+                    profile::RelayMode::Mix { layout } => Some(layout),
+                    profile::RelayMode::Passthrough { .. } => None,
+                }
+            }
+            None => None,
+        };
+        let filter = sub.map(|s| AudioFilter {
+            allow: s
+                .allow
+                .map(|a| a.iter().map(|u| u.as_str().to_owned()).collect()),
+            block: s.block.iter().map(|u| u.as_str().to_owned()).collect(),
+        });
+        state
+            .relays
+            .update_mix(&relay, layout, Vec::new(), filter)
+            .map_err(relay_error)?;
+    } else {
+        if new_layout.is_some() {
+            return Err(match state.recordings.describe(app, id) {
+                Some(d) if d.status != "Exited" => {
+                    invalid("MixLayoutParams", "a single-stream recording has no layout")
+                }
+                _ => not_found(),
+            });
+        }
+        let sub = sub.ok_or_else(|| missing("SubscribeStreamUserIds"))?;
+        if !state.recordings.set_subscription(app, id, sub) {
+            return Err(not_found());
+        }
+    }
+    let mut o = Map::new();
+    o.insert("TaskId".into(), Value::String(id.to_owned()));
+    Ok(o)
+}
+
+pub fn delete(state: &AppState, p: &Params<'_>) -> ApiResult {
+    let app = super::rooms::sdk_app_id(state, p)?;
+    let id = p.req_str("TaskId")?;
+    if !state.recordings.stop(app, id) {
+        return Err(not_found());
+    }
+    let mut o = Map::new();
+    o.insert("TaskId".into(), Value::String(id.to_owned()));
+    Ok(o)
+}

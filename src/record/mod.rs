@@ -1,0 +1,345 @@
+//! Recordings to disk: a relay output that writes what the task emits
+//! (one anchor's stream or the mix) into files.
+//!
+//! Formats (profile `outputs.record.format`, TRTC OutputFormat): `mp4`
+//! (fragmented MP4, so a file cut short by a crash still plays), `aac`
+//! (the audio alone, `.m4a`), `hls` (an HLS playlist that keeps every
+//! segment) and `hls+mp4`. MP4 files are split at the first keyframe after
+//! `max_file_minutes`, and whenever a track's configuration changes. Every
+//! file written is listed in a shared list (DescribeCloudRecording).
+
+pub mod tasks;
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ffmpeg_next as ff;
+
+use crate::hls::writer::{HlsError, HlsWriter, add_stream};
+use crate::media::{DropToKeyframe, EncodedFrame, MediaMessage, TimeBase, TrackConfig, TrackKind};
+use crate::profile::{HlsOutput, RecordFormat, RecordOutput};
+
+const QUEUE_CAPACITY: usize = 1024;
+
+/// A file a recording wrote (or is writing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedFile {
+    /// The user whose stream it is; `None` for a mix.
+    pub user: Option<String>,
+    /// Relative to the recording's directory.
+    pub name: String,
+    /// `video`, `audio` or `audio_video`.
+    pub track: &'static str,
+    /// Unix seconds of its first frame.
+    pub begin: u64,
+}
+
+pub type FileList = Arc<Mutex<Vec<RecordedFile>>>;
+
+/// Where and how one stream is recorded.
+#[derive(Debug, Clone)]
+pub struct RecordTarget {
+    /// The recording's directory; files are named `<prefix>_<n>.mp4`, HLS
+    /// goes to `<prefix>_hls/`.
+    pub dir: PathBuf,
+    pub prefix: String,
+    pub user: Option<String>,
+    pub output: RecordOutput,
+    pub files: FileList,
+}
+
+enum Cmd {
+    Media(Arc<MediaMessage>),
+    Finish,
+}
+
+/// The relay's side of a recording.
+pub struct Recorder {
+    tx: Option<SyncSender<Cmd>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    gate: DropToKeyframe,
+    hls: Option<HlsWriter>,
+    /// The HLS playlist, listed when its first frame comes.
+    hls_listing: Option<(FileList, RecordedFile)>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Recorder {
+    pub fn spawn(t: RecordTarget) -> Recorder {
+        if let Err(e) = std::fs::create_dir_all(&t.dir) {
+            tracing::error!(dir = %t.dir.display(), "recording: {e}");
+        }
+        let (files_too, hls_too, audio_only) = match t.output.format {
+            RecordFormat::Mp4 => (true, false, false),
+            RecordFormat::Aac => (true, false, true),
+            RecordFormat::Hls => (false, true, false),
+            RecordFormat::HlsAndMp4 => (true, true, false),
+        };
+        let hls_listing = hls_too.then(|| {
+            (
+                t.files.clone(),
+                RecordedFile {
+                    user: t.user.clone(),
+                    name: format!("{}_hls/index.m3u8", t.prefix),
+                    track: "audio_video",
+                    begin: 0,
+                },
+            )
+        });
+        let hls = hls_too.then(|| {
+            HlsWriter::spawn(
+                t.dir.join(format!("{}_hls", t.prefix)),
+                HlsOutput {
+                    segment_seconds: 4,
+                    // Every segment stays: a recording, not a live window.
+                    window: u32::MAX,
+                    low_latency: false,
+                    part_ms: 0,
+                },
+            )
+        });
+        let (tx, thread) = if files_too {
+            let (tx, rx) = sync_channel(QUEUE_CAPACITY);
+            let thread = std::thread::Builder::new()
+                .name("recorder".into())
+                .spawn(move || {
+                    let dir = t.dir.clone();
+                    if let Err(e) = Mp4Writer::new(t, audio_only).run(rx) {
+                        tracing::error!(dir = %dir.display(), "recording stopped: {e}");
+                    }
+                })
+                .expect("spawn thread");
+            (Some(tx), Some(thread))
+        } else {
+            (None, None)
+        };
+        Recorder {
+            tx,
+            thread,
+            gate: DropToKeyframe::default(),
+            hls,
+            hls_listing,
+        }
+    }
+
+    /// Queues without waiting; on overflow skips to the next keyframe.
+    pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
+        if let Some(h) = self.hls.as_mut() {
+            h.offer(msg);
+        }
+        if matches!(&**msg, MediaMessage::Frame(_))
+            && let Some((files, mut file)) = self.hls_listing.take()
+        {
+            file.begin = unix_now();
+            files.lock().unwrap_or_else(|p| p.into_inner()).push(file);
+        }
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        if !self.gate.admit(msg) {
+            return;
+        }
+        if let Err(TrySendError::Full(_)) = tx.try_send(Cmd::Media(msg.clone())) {
+            self.gate.overflowed();
+        }
+    }
+
+    pub fn discontinuity(&mut self) {
+        if let Some(h) = self.hls.as_mut() {
+            h.discontinuity();
+        }
+    }
+
+    /// Closes the files and waits for them to be complete.
+    pub async fn finish(mut self) {
+        if let Some(h) = self.hls.take() {
+            h.finish().await;
+        }
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Cmd::Finish);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+struct OpenFile {
+    octx: ff::format::context::Output,
+    video: Option<(usize, ff::Rational)>,
+    audio: Option<(usize, ff::Rational)>,
+    start_ms: i64,
+}
+
+struct Mp4Writer {
+    t: RecordTarget,
+    audio_only: bool,
+    video: Option<TrackConfig>,
+    audio: Option<TrackConfig>,
+    file: Option<OpenFile>,
+    next_index: u32,
+}
+
+impl Mp4Writer {
+    fn new(t: RecordTarget, audio_only: bool) -> Mp4Writer {
+        Mp4Writer {
+            t,
+            audio_only,
+            video: None,
+            audio: None,
+            file: None,
+            next_index: 0,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Cmd>) -> Result<(), HlsError> {
+        ff::init()?;
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Cmd::Media(m) => match &*m {
+                    MediaMessage::Config(c) => {
+                        if self.audio_only && c.kind == TrackKind::Video {
+                            continue;
+                        }
+                        let slot = match c.kind {
+                            TrackKind::Video => &mut self.video,
+                            TrackKind::Audio => &mut self.audio,
+                        };
+                        if slot.as_ref() != Some(c) {
+                            *slot = Some(c.clone());
+                            // New parameters: a new file from the next keyframe.
+                            self.close()?;
+                        }
+                    }
+                    MediaMessage::Frame(f) => self.frame(f)?,
+                },
+                Cmd::Finish => break,
+            }
+        }
+        self.close()
+    }
+
+    fn frame(&mut self, f: &EncodedFrame) -> Result<(), HlsError> {
+        if self.audio_only && f.kind == TrackKind::Video {
+            return Ok(());
+        }
+        let has_video = self.video.is_some();
+        let cut_point = if has_video {
+            f.kind == TrackKind::Video && f.keyframe
+        } else {
+            f.kind == TrackKind::Audio
+        };
+        let dts = f.time_base.rescale(f.dts, TimeBase::MILLIS);
+        let pts = f.time_base.rescale(f.pts, TimeBase::MILLIS);
+        let max_ms = i64::from(self.t.output.max_file_minutes) * 60_000;
+        if cut_point
+            && self
+                .file
+                .as_ref()
+                .is_some_and(|o| dts - o.start_ms >= max_ms)
+        {
+            self.close()?;
+        }
+        if self.file.is_none() {
+            if !cut_point {
+                return Ok(());
+            }
+            self.open(dts)?;
+        }
+        let file = self.file.as_mut().expect("opened above");
+        let Some((index, tb)) = (match f.kind {
+            TrackKind::Video => file.video,
+            TrackKind::Audio => file.audio,
+        }) else {
+            return Ok(());
+        };
+        if dts < file.start_ms {
+            return Ok(()); // from before the file's first keyframe
+        }
+        let ms = ff::Rational::new(1, 1000);
+        let mut pkt = ff::Packet::copy(&f.data);
+        pkt.set_stream(index);
+        let rel = |t: i64| ff::rescale::Rescale::rescale(&(t - file.start_ms), ms, tb);
+        pkt.set_dts(Some(rel(dts)));
+        pkt.set_pts(Some(rel(pts)));
+        if f.keyframe {
+            pkt.set_flags(ff::packet::Flags::KEY);
+        }
+        pkt.write_interleaved(&mut file.octx)?;
+        Ok(())
+    }
+
+    fn open(&mut self, start_ms: i64) -> Result<(), HlsError> {
+        let ext = if self.audio_only { "m4a" } else { "mp4" };
+        let name = format!("{}_{}.{ext}", self.t.prefix, self.next_index);
+        self.next_index += 1;
+        let path = self.t.dir.join(&name);
+        let mut octx = ff::format::output_as(&path, "mp4")?;
+        let mut video = None;
+        let mut audio = None;
+        for cfg in [&self.video, &self.audio].into_iter().flatten() {
+            let i = add_stream(&mut octx, cfg)?;
+            if cfg.codec == crate::media::Codec::H264
+                && let Some((w, h)) = crate::media::h264::parameter_sets(&cfg.extradata)
+                    .first()
+                    .and_then(|sps| crate::media::h264::sps_dimensions(sps))
+                && let Some(mut st) = octx.stream_mut(i)
+            {
+                // MP4 needs the picture size in its sample description.
+                unsafe {
+                    let par = (*st.as_mut_ptr()).codecpar;
+                    (*par).width = w as i32;
+                    (*par).height = h as i32;
+                }
+            }
+            match cfg.kind {
+                TrackKind::Video => video = Some(i),
+                TrackKind::Audio => audio = Some(i),
+            }
+        }
+        let mut opts = ff::Dictionary::new();
+        // Fragments: a file cut short (crash, power loss) still plays.
+        opts.set("movflags", "frag_keyframe+empty_moov+default_base_moof");
+        octx.write_header_with(opts)?;
+        let tb = |i: Option<usize>| i.map(|i| (i, octx.stream(i).expect("added").time_base()));
+        let (video, audio) = (tb(video), tb(audio));
+        let track = match (video.is_some(), audio.is_some()) {
+            (true, true) => "audio_video",
+            (true, false) => "video",
+            _ => "audio",
+        };
+        tracing::info!(file = %path.display(), "recording into a new file");
+        self.t
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(RecordedFile {
+                user: self.t.user.clone(),
+                name,
+                track,
+                begin: unix_now(),
+            });
+        self.file = Some(OpenFile {
+            octx,
+            video,
+            audio,
+            start_ms,
+        });
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), HlsError> {
+        if let Some(mut f) = self.file.take() {
+            f.octx.write_trailer()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,359 @@
+//! Cloud recording tasks (TRTC CreateCloudRecording): a mixed recording is
+//! one mix relay whose only output is the recorder; a single-stream
+//! recording follows the room and records each publishing anchor (or the
+//! subscribed ones) through its own passthrough relay. All files of a task
+//! go to `<data_dir>/recordings/<TaskId>/` and are listed together.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{FileList, RecordTarget, RecordedFile};
+use crate::media::hub::MediaHub;
+use crate::profile::{RecordOutput, RelayProfile};
+use crate::relay::{RelayError, RelayManager, RelaySpec, TaskState};
+use crate::room::{RoomKey, UserId};
+
+/// Recording tasks at once.
+pub const MAX_RECORDINGS: usize = 64;
+
+/// Whose streams a single-stream recording takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscription {
+    /// `None`: everyone.
+    pub allow: Option<Vec<UserId>>,
+    pub block: Vec<UserId>,
+}
+
+impl Subscription {
+    fn admits(&self, u: &UserId) -> bool {
+        self.allow.as_ref().is_none_or(|a| a.contains(u)) && !self.block.contains(u)
+    }
+}
+
+pub enum Mode {
+    /// One file set per anchor, from the passthrough profile.
+    Single {
+        profile: Box<RelayProfile>,
+        subscription: Subscription,
+    },
+    /// The mix of the room, from a mix task spec.
+    Mixed(Box<RelaySpec>),
+}
+
+struct Task {
+    app: u64,
+    files: FileList,
+    relays: Arc<Mutex<Vec<String>>>,
+    subscription: Arc<Mutex<Subscription>>,
+    mixed: bool,
+    stop: Arc<Notify>,
+    done: Arc<AtomicBool>,
+}
+
+/// What DescribeCloudRecording reports.
+pub struct Described {
+    /// `Idle` (nothing recorded yet), `InProgress`, `Exited`.
+    pub status: &'static str,
+    pub files: Vec<RecordedFile>,
+    pub mixed: bool,
+}
+
+#[derive(Clone)]
+pub struct Recordings {
+    relays: RelayManager,
+    hub: MediaHub,
+    root: PathBuf,
+    tasks: Arc<Mutex<HashMap<String, Task>>>,
+}
+
+impl Recordings {
+    pub fn new(relays: RelayManager, hub: MediaHub) -> Recordings {
+        let root = relays.record_root();
+        Recordings {
+            relays,
+            hub,
+            root,
+            tasks: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Task>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The directory of a task's files.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    pub fn start(
+        &self,
+        room: RoomKey,
+        mode: Mode,
+        output: RecordOutput,
+        max_idle: Duration,
+    ) -> Result<String, RelayError> {
+        {
+            let tasks = self.lock();
+            let running = tasks
+                .values()
+                .filter(|t| !t.done.load(Ordering::Relaxed))
+                .count();
+            if running >= MAX_RECORDINGS {
+                return Err(RelayError::TooMany(MAX_RECORDINGS));
+            }
+        }
+        let id = format!("rec-{}", new_id());
+        let files = FileList::default();
+        let relays = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(Notify::new());
+        let done = Arc::new(AtomicBool::new(false));
+        // Relative: the relay puts it under the recordings root.
+        let dir = PathBuf::from(&id);
+        let subscription = Arc::new(Mutex::new(Subscription::default()));
+        let mixed = match mode {
+            Mode::Mixed(mut spec) => {
+                spec.rtmp.clear();
+                spec.hls = None;
+                spec.max_idle = max_idle;
+                spec.stream = format!("{id}-mix");
+                spec.record = Some(RecordTarget {
+                    dir: dir.clone(),
+                    prefix: "mix".into(),
+                    user: None,
+                    output,
+                    files: files.clone(),
+                });
+                let relay = self.relays.start(*spec)?;
+                relays.lock().unwrap_or_else(|p| p.into_inner()).push(relay);
+                let this = self.clone();
+                let (relays2, stop2, done2) = (relays.clone(), stop.clone(), done.clone());
+                tokio::spawn(async move {
+                    this.watch_mixed(relays2, stop2).await;
+                    done2.store(true, Ordering::Relaxed);
+                });
+                true
+            }
+            Mode::Single {
+                profile,
+                subscription: wanted,
+            } => {
+                *subscription.lock().unwrap_or_else(|p| p.into_inner()) = wanted;
+                let this = self.clone();
+                let ctx = SingleCtx {
+                    id: id.clone(),
+                    room: room.clone(),
+                    profile: *profile,
+                    output,
+                    max_idle,
+                    dir,
+                    files: files.clone(),
+                    relays: relays.clone(),
+                    subscription: subscription.clone(),
+                };
+                let (stop2, done2) = (stop.clone(), done.clone());
+                tokio::spawn(async move {
+                    this.watch_single(ctx, stop2).await;
+                    done2.store(true, Ordering::Relaxed);
+                });
+                false
+            }
+        };
+        tracing::info!(task = %id, %room, mixed, "cloud recording started");
+        self.lock().insert(
+            id.clone(),
+            Task {
+                app: room.app,
+                files,
+                relays,
+                subscription,
+                mixed,
+                stop,
+                done,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn watch_mixed(&self, relays: Arc<Mutex<Vec<String>>>, stop: Arc<Notify>) {
+        let relay = relays.lock().unwrap_or_else(|p| p.into_inner())[0].clone();
+        loop {
+            tokio::select! {
+                () = stop.notified() => {
+                    let _ = self.relays.stop(&relay);
+                }
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if self.is_stopped(&relay) {
+                return;
+            }
+        }
+    }
+
+    fn is_stopped(&self, relay: &str) -> bool {
+        self.relays
+            .status(relay)
+            .is_none_or(|(_, st)| matches!(st.state, TaskState::Stopped(_)))
+    }
+
+    async fn watch_single(&self, ctx: SingleCtx, stop: Arc<Notify>) {
+        let mut by_user: HashMap<UserId, String> = HashMap::new();
+        let mut idle_since = tokio::time::Instant::now();
+        let stopping = loop {
+            let sub = ctx
+                .subscription
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for user in self.hub.publishers_in(&ctx.room) {
+                if !sub.admits(&user) {
+                    continue;
+                }
+                if by_user.get(&user).is_some_and(|r| !self.is_stopped(r)) {
+                    continue;
+                }
+                match self.start_single(&ctx, &user, by_user.len()) {
+                    Ok(relay) => {
+                        ctx.relays
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(relay.clone());
+                        by_user.insert(user, relay);
+                    }
+                    Err(e) => tracing::warn!(task = %ctx.id, %user, "recording: {e}"),
+                }
+            }
+            // Unsubscribed users stop being recorded.
+            for (user, relay) in &by_user {
+                if !sub.admits(user) {
+                    let _ = self.relays.stop(relay);
+                }
+            }
+            let running = by_user.values().any(|r| !self.is_stopped(r));
+            if running {
+                idle_since = tokio::time::Instant::now();
+            } else if idle_since.elapsed() >= ctx.max_idle {
+                break false;
+            }
+            tokio::select! {
+                () = stop.notified() => break true,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        };
+        if stopping {
+            for relay in by_user.values() {
+                let _ = self.relays.stop(relay);
+            }
+        }
+        // Files are complete once every relay has finished.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while by_user.values().any(|r| !self.is_stopped(r))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::info!(task = %ctx.id, "cloud recording ended");
+    }
+
+    fn start_single(&self, ctx: &SingleCtx, user: &UserId, n: usize) -> Result<String, RelayError> {
+        let mut spec = RelaySpec::for_anchor(ctx.room.clone(), user.clone(), &ctx.profile)?;
+        spec.rtmp.clear();
+        spec.hls = None;
+        spec.max_idle = ctx.max_idle;
+        spec.stream = format!("{}-{n}", ctx.id);
+        spec.record = Some(RecordTarget {
+            dir: ctx.dir.clone(),
+            prefix: user.as_str().to_owned(),
+            user: Some(user.as_str().to_owned()),
+            output: ctx.output.clone(),
+            files: ctx.files.clone(),
+        });
+        self.relays.start(spec)
+    }
+
+    /// Ends a task (DeleteCloudRecording); `false` if unknown or ended.
+    pub fn stop(&self, app: u64, id: &str) -> bool {
+        let tasks = self.lock();
+        match tasks.get(id) {
+            Some(t) if t.app == app && !t.done.load(Ordering::Relaxed) => {
+                t.stop.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn describe(&self, app: u64, id: &str) -> Option<Described> {
+        let tasks = self.lock();
+        let t = tasks.get(id).filter(|t| t.app == app)?;
+        let files = t.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let recording = t
+            .relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|r| self.relays.status(r).is_some_and(|(_, st)| st.attached));
+        let status = if t.done.load(Ordering::Relaxed) {
+            "Exited"
+        } else if recording {
+            "InProgress"
+        } else {
+            // Waiting for an anchor to record.
+            "Idle"
+        };
+        Some(Described {
+            status,
+            files,
+            mixed: t.mixed,
+        })
+    }
+
+    /// The mix relay of a running mixed recording.
+    pub fn mix_relay(&self, app: u64, id: &str) -> Option<String> {
+        let tasks = self.lock();
+        let t = tasks
+            .get(id)
+            .filter(|t| t.app == app && t.mixed && !t.done.load(Ordering::Relaxed))?;
+        t.relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .cloned()
+    }
+
+    /// New subscription lists of a running single-stream recording.
+    pub fn set_subscription(&self, app: u64, id: &str, sub: Subscription) -> bool {
+        let tasks = self.lock();
+        match tasks.get(id) {
+            Some(t) if t.app == app && !t.mixed && !t.done.load(Ordering::Relaxed) => {
+                *t.subscription.lock().unwrap_or_else(|p| p.into_inner()) = sub;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+struct SingleCtx {
+    id: String,
+    room: RoomKey,
+    profile: RelayProfile,
+    output: RecordOutput,
+    max_idle: Duration,
+    dir: PathBuf,
+    files: FileList,
+    relays: Arc<Mutex<Vec<String>>>,
+    subscription: Arc<Mutex<Subscription>>,
+}
+
+fn new_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
