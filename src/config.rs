@@ -177,6 +177,12 @@ impl fmt::Display for PortRange {
 pub struct AppConfig {
     pub sdkappid: u64,
     pub secret_key: String,
+    /// Where TRTC-style room and media event callbacks are POSTed (`http://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// The key callbacks are signed with (`Sign` header); required with a URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,6 +281,21 @@ impl Config {
                     format!("apps[{i}].secret_key"),
                     "must not be empty",
                 ));
+            }
+            if let Some(url) = &app.callback_url {
+                if let Err(why) = crate::callback::HttpUrl::parse(url) {
+                    return Err(invalid(format!("apps[{i}].callback_url"), why));
+                }
+                if app
+                    .callback_key
+                    .as_deref()
+                    .is_none_or(|k| k.trim().is_empty())
+                {
+                    return Err(invalid(
+                        format!("apps[{i}].callback_key"),
+                        "is required with callback_url (callbacks are signed)",
+                    ));
+                }
             }
         }
         let mut ids = HashSet::new();
@@ -405,6 +426,8 @@ impl DevCredentials {
             apps: vec![AppConfig {
                 sdkappid: DEV_SDKAPPID,
                 secret_key: random_hex(32),
+                callback_url: None,
+                callback_key: None,
             }],
             api: DevApi {
                 credentials: vec![ApiCredential {

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod callback;
 pub mod config;
 pub mod hls;
 pub mod media;

@@ -36,6 +36,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         "relay profiles loaded"
     );
     let (rooms, room_task) = room::spawn(&config);
+    let callbacks = crate::callback::spawn(config.clone(), &rooms);
 
     let http_addr = SocketAddr::new(config.http.bind, config.http.port);
     let listener = TcpListener::bind(http_addr)
@@ -89,6 +90,9 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     .await
     .map_err(ServerError::Http)?;
     ingest.abort();
+    if let Some(c) = callbacks {
+        c.abort();
+    }
     if let Some(a) = auto {
         a.abort();
     }

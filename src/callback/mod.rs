@@ -1,0 +1,394 @@
+//! TRTC-style event callbacks: room events (EventGroupId 1) and media
+//! events (EventGroupId 2) POSTed as JSON to each application's
+//! `callback_url`, signed with its `callback_key` (`Sign` =
+//! base64(HMAC-SHA256(key, body)), plus an `SdkAppId` header).
+//!
+//! `payload` is the pure mapping from room events; the shell subscribes to
+//! the room engine's events, queues deliveries in a bounded queue per
+//! application (a full queue drops the oldest and counts it: a slow
+//! receiver never holds a room back) and delivers them in order with TRTC's
+//! policy: 5 s timeout, one immediate retry, then every 10 s for a minute.
+//! Only `http://` receivers are supported (no TLS client in this build).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::room::{
+    Audience, EventKind, ExitReason, Role, RoomEvent, RoomHandle, RoomId, TrackKind,
+};
+
+/// Deliveries waiting per application.
+pub const QUEUE_CAPACITY: usize = 1024;
+const TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY_EVERY: Duration = Duration::from_secs(10);
+const RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// An `http://host[:port]/path` receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl HttpUrl {
+    pub fn parse(url: &str) -> Result<HttpUrl, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or("must be an http:// URL (https callbacks are not supported in this build)")?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if authority.is_empty() || authority.contains('@') {
+            return Err("must name a host".into());
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                (h, p.parse().map_err(|_| format!("bad port `{p}`"))?)
+            }
+            _ => (authority, 80),
+        };
+        if host.is_empty() || host.chars().any(|c| c.is_whitespace()) {
+            return Err("must name a host".into());
+        }
+        Ok(HttpUrl {
+            host: host.to_owned(),
+            port,
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            },
+        })
+    }
+}
+
+/// `Sign` header value for `body`.
+pub fn sign(key: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn room_value(room: &RoomId) -> Value {
+    match room {
+        RoomId::Num(n) => json!(n),
+        RoomId::Str(s) => json!(s),
+    }
+}
+
+fn role_code(role: Role) -> u32 {
+    match role {
+        Role::Anchor => 20,
+        Role::Audience => 21,
+    }
+}
+
+/// TRTC's exit reasons: 1 normal, 2 timeout, 3 removed, 4 room dismissed.
+fn exit_code(reason: ExitReason) -> u32 {
+    match reason {
+        ExitReason::Left | ExitReason::MovedToAnotherRoom => 1,
+        ExitReason::DisconnectTimeout => 2,
+        ExitReason::Removed => 3,
+        ExitReason::RoomDismissed | ExitReason::RoomClosed => 4,
+    }
+}
+
+/// The callback for an event, if TRTC has one: (EventGroupId, EventType, body).
+/// Events about hidden users are internal and never called back.
+pub fn payload(ev: &RoomEvent, now_ms: u64) -> Option<Value> {
+    let (group, kind, extra) = match &ev.kind {
+        EventKind::RoomCreated { owner, .. } => (1, 101, json!({"UserId": owner.as_str()})),
+        EventKind::RoomClosed { reason } => (1, 102, json!({"Reason": reason.as_str()})),
+        EventKind::UserEntered { user, role } if ev.audience == Audience::Room => (
+            1,
+            103,
+            json!({"UserId": user.as_str(), "Role": role_code(*role)}),
+        ),
+        EventKind::UserExited { user, reason } if ev.audience == Audience::Room => (
+            1,
+            104,
+            json!({"UserId": user.as_str(), "Reason": exit_code(*reason)}),
+        ),
+        EventKind::RoleSwitched { user, role } if ev.audience == Audience::Room => (
+            1,
+            105,
+            json!({"UserId": user.as_str(), "Role": role_code(*role)}),
+        ),
+        EventKind::TrackPublished { user, kind } if ev.audience == Audience::Room => {
+            let t = if *kind == TrackKind::Video { 201 } else { 205 };
+            (2, t, json!({"UserId": user.as_str()}))
+        }
+        EventKind::TrackUnpublished { user, kind } if ev.audience == Audience::Room => {
+            let t = if *kind == TrackKind::Video { 202 } else { 206 };
+            (2, t, json!({"UserId": user.as_str()}))
+        }
+        _ => return None,
+    };
+    let mut info = json!({
+        "RoomId": room_value(&ev.room.room),
+        "EventTs": now_ms / 1000,
+        "EventMsTs": now_ms,
+    });
+    if let (Value::Object(i), Value::Object(e)) = (&mut info, extra) {
+        i.extend(e);
+    }
+    Some(json!({
+        "EventGroupId": group,
+        "EventType": kind,
+        "CallbackTs": now_ms,
+        "EventInfo": info,
+    }))
+}
+
+struct Queue {
+    items: VecDeque<Vec<u8>>,
+    dropped: u64,
+}
+
+struct Sink {
+    queue: std::sync::Mutex<Queue>,
+    wake: Notify,
+}
+
+/// Runs until the room engine stops: one dispatcher, one sender per app.
+pub fn spawn(config: Arc<Config>, rooms: &RoomHandle) -> Option<tokio::task::JoinHandle<()>> {
+    let mut sinks: HashMap<u64, Arc<Sink>> = HashMap::new();
+    for app in &config.apps {
+        let (Some(url), Some(key)) = (&app.callback_url, &app.callback_key) else {
+            continue;
+        };
+        let Ok(url) = HttpUrl::parse(url) else {
+            continue; // refused by config validation already
+        };
+        let sink = Arc::new(Sink {
+            queue: std::sync::Mutex::new(Queue {
+                items: VecDeque::new(),
+                dropped: 0,
+            }),
+            wake: Notify::new(),
+        });
+        tokio::spawn(deliver(app.sdkappid, url, key.clone(), sink.clone()));
+        tracing::info!(sdkappid = app.sdkappid, "event callbacks enabled");
+        sinks.insert(app.sdkappid, sink);
+    }
+    if sinks.is_empty() {
+        return None;
+    }
+    let mut events = rooms.subscribe();
+    Some(tokio::spawn(async move {
+        loop {
+            let ev = match events.recv().await {
+                Ok(ev) => ev,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "callbacks fell behind the room engine");
+                    continue;
+                }
+                Err(_) => return,
+            };
+            let Some(sink) = sinks.get(&ev.room.app) else {
+                continue;
+            };
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let Some(body) = payload(&ev, now_ms) else {
+                continue;
+            };
+            let mut q = sink.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if q.items.len() >= QUEUE_CAPACITY {
+                q.items.pop_front();
+                q.dropped += 1;
+                tracing::warn!(
+                    dropped = q.dropped,
+                    "callback queue full: oldest callback dropped"
+                );
+            }
+            q.items.push_back(body.to_string().into_bytes());
+            drop(q);
+            sink.wake.notify_one();
+        }
+    }))
+}
+
+async fn deliver(app: u64, url: HttpUrl, key: String, sink: Arc<Sink>) {
+    loop {
+        let next = sink
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .items
+            .pop_front();
+        let Some(body) = next else {
+            sink.wake.notified().await;
+            continue;
+        };
+        let sign = sign(&key, &body);
+        let started = tokio::time::Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match tokio::time::timeout(TIMEOUT, post(&url, app, &sign, &body)).await {
+                Ok(Ok(status)) if (200..300).contains(&status) => break,
+                Ok(Ok(status)) => {
+                    tracing::warn!(
+                        sdkappid = app,
+                        status,
+                        attempt,
+                        "callback refused by the receiver"
+                    )
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(sdkappid = app, attempt, "callback not delivered: {e}")
+                }
+                Err(_) => tracing::warn!(sdkappid = app, attempt, "callback timed out"),
+            }
+            if started.elapsed() >= RETRY_FOR {
+                tracing::warn!(sdkappid = app, "callback given up after {RETRY_FOR:?}");
+                break;
+            }
+            // One immediate retry, then every 10 s.
+            if attempt > 1 {
+                tokio::time::sleep(RETRY_EVERY).await;
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 POST; the response status.
+async fn post(url: &HttpUrl, app: u64, sign: &str, body: &[u8]) -> std::io::Result<u16> {
+    let mut s = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nSdkAppId: {app}\r\nSign: {sign}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        url.path,
+        url.host,
+        url.port,
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    // The status line is enough; bound what is read.
+    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 8192 {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status in the answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::{RoomKey, Scene, UserId};
+
+    #[test]
+    fn urls_are_http_only_with_a_host() {
+        assert_eq!(
+            HttpUrl::parse("http://127.0.0.1:8081/cb").unwrap(),
+            HttpUrl {
+                host: "127.0.0.1".into(),
+                port: 8081,
+                path: "/cb".into()
+            }
+        );
+        assert_eq!(HttpUrl::parse("http://example.com").unwrap().port, 80);
+        assert!(HttpUrl::parse("https://example.com/cb").is_err());
+        assert!(HttpUrl::parse("http:///cb").is_err());
+        assert!(HttpUrl::parse("http://h:x/").is_err());
+    }
+
+    #[test]
+    fn sign_is_base64_hmac_sha256_of_the_body() {
+        // RFC 4231 test case 2.
+        let s = sign("Jefe", b"what do ya want for nothing?");
+        assert_eq!(s, "W9zBRr9gdU5qBCQmCJV1x1oAPwidJzmDnexYuWTsOEM=");
+    }
+
+    #[test]
+    fn events_map_to_trtc_groups_and_types() {
+        let room = RoomKey {
+            app: 1,
+            room: RoomId::Num(1234),
+        };
+        let ev = |audience, kind| RoomEvent {
+            room: room.clone(),
+            audience,
+            kind,
+        };
+        let alice = UserId::new("alice").unwrap();
+        let p = payload(
+            &ev(
+                Audience::Room,
+                EventKind::UserEntered {
+                    user: alice.clone(),
+                    role: Role::Anchor,
+                },
+            ),
+            1_700_000_000_123,
+        )
+        .unwrap();
+        assert_eq!(p["EventGroupId"], 1);
+        assert_eq!(p["EventType"], 103);
+        assert_eq!(p["EventInfo"]["RoomId"], 1234);
+        assert_eq!(p["EventInfo"]["UserId"], "alice");
+        assert_eq!(p["EventInfo"]["Role"], 20);
+        assert_eq!(p["EventInfo"]["EventTs"], 1_700_000_000u64);
+        let v = payload(
+            &ev(
+                Audience::Room,
+                EventKind::TrackPublished {
+                    user: alice.clone(),
+                    kind: TrackKind::Video,
+                },
+            ),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            (v["EventGroupId"].clone(), v["EventType"].clone()),
+            (json!(2), json!(201))
+        );
+        // A hidden user's entry is internal: no callback.
+        assert!(
+            payload(
+                &ev(
+                    Audience::Internal,
+                    EventKind::UserEntered {
+                        user: alice.clone(),
+                        role: Role::Anchor
+                    }
+                ),
+                0
+            )
+            .is_none()
+        );
+        let c = payload(
+            &ev(
+                Audience::Room,
+                EventKind::RoomCreated {
+                    owner: alice,
+                    scene: Scene::Live,
+                },
+            ),
+            0,
+        )
+        .unwrap();
+        assert_eq!(c["EventType"], 101);
+    }
+}

@@ -1,0 +1,191 @@
+//! TRTC-style event callbacks delivered to a real HTTP receiver on loopback:
+//! room and media events of an RTMP anchor, signed; a receiver that fails
+//! gets the same callback again.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use common::Gateway;
+use common::media::Publisher;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "callback-app-key";
+const CALLBACK_KEY: &str = "callback-sign-key";
+
+#[derive(Debug, Clone)]
+struct Received {
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// Answers `fail_first` requests with 500, then 200; keeps every request.
+fn receiver(fail_first: usize) -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = seen.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut headers = Vec::new();
+            let mut line = String::new();
+            reader.read_line(&mut line).ok();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.trim_end().split_once(':') {
+                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                }
+            }
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).ok();
+            store.lock().unwrap().push(Received {
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            let status = if n < fail_first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, seen)
+}
+
+fn gateway(port: u16) -> Gateway {
+    Gateway::start(Some(&format!(
+        "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\ncallback_url = \"http://127.0.0.1:{port}/trtc/events\"\ncallback_key = \"{CALLBACK_KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"
+    )))
+}
+
+fn events(seen: &Arc<Mutex<Vec<Received>>>) -> Vec<(u64, u64, Value)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(&r.body).unwrap();
+            (
+                v["EventGroupId"].as_u64().unwrap(),
+                v["EventType"].as_u64().unwrap(),
+                v["EventInfo"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_anchors_room_and_media_events_are_called_back_signed() {
+    let (port, seen) = receiver(0);
+    let gw = gateway(port);
+    let mut obs = Publisher::start(&gw.publish_url(APP, KEY, "hall", "alice"), 3, &gw.dir.0);
+    assert!(obs.wait(Duration::from_secs(30)).unwrap().success());
+    common::wait_for("room dismissed callback", Duration::from_secs(10), || {
+        events(&seen).iter().any(|(_, t, _)| *t == 102)
+    });
+    let got = events(&seen);
+    let types: Vec<u64> = got.iter().map(|(_, t, _)| *t).collect();
+    // Created, entered, published video and audio (either order), unpublished, exited, closed.
+    assert_eq!(&types[..2], &[101, 103], "{types:?}");
+    for t in [201, 205, 202, 206, 104] {
+        assert!(types.contains(&t), "{t} missing from {types:?}");
+    }
+    assert_eq!(*types.last().unwrap(), 102, "{types:?}");
+    let entered = &got.iter().find(|(_, t, _)| *t == 103).unwrap().2;
+    assert_eq!(entered["RoomId"], "hall");
+    assert_eq!(entered["UserId"], "alice");
+    assert_eq!(entered["Role"], 20);
+    let exited = &got.iter().find(|(_, t, _)| *t == 104).unwrap().2;
+    assert_eq!(exited["Reason"], 1);
+    for (g, t, _) in &got {
+        assert_eq!(*g, if *t < 200 { 1 } else { 2 });
+    }
+    // Every request is signed over its exact body.
+    for r in seen.lock().unwrap().iter() {
+        let header = |k: &str| {
+            r.headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(CALLBACK_KEY.as_bytes()).unwrap();
+        mac.update(r.body.as_bytes());
+        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(header("sign").as_deref(), Some(want.as_str()));
+        assert_eq!(header("sdkappid"), Some(APP.to_string()));
+        assert_eq!(header("content-type").as_deref(), Some("application/json"));
+    }
+}
+
+#[test]
+fn a_failing_receiver_gets_the_callback_again() {
+    let (port, seen) = receiver(1);
+    let gw = gateway(port);
+    // A room event without media: a signalling client entering.
+    let sig = roomcast::auth::usersig::generate(APP, KEY, "bob", 3600, common::unix_now(), None);
+    let url = format!(
+        "ws://127.0.0.1:{}/v1/rooms/77/ws?sdkappid={APP}&userid=bob&usersig={sig}",
+        gw.http_port
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        drop(ws);
+    });
+    common::wait_for("the retried callback", Duration::from_secs(10), || {
+        seen.lock().unwrap().len() >= 2
+    });
+    let all = seen.lock().unwrap().clone();
+    // The first one failed (500) and came again, unchanged.
+    assert_eq!(all[0].body, all[1].body);
+    let v: Value = serde_json::from_str(&all[0].body).unwrap();
+    assert_eq!(v["EventType"], 101);
+    assert_eq!(v["EventInfo"]["RoomId"], 77);
+}
+
+#[test]
+fn a_callback_url_must_be_http_and_signed() {
+    for (extra, field) in [
+        (
+            "callback_url = \"https://example.com/cb\"\ncallback_key = \"k\"\n",
+            "callback_url",
+        ),
+        ("callback_url = \"http://127.0.0.1:9/cb\"\n", "callback_key"),
+    ] {
+        let dir = common::TempDir::new("cb-config");
+        std::fs::write(
+            dir.0.join("roomcast.toml"),
+            format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n{extra}"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(common::BIN)
+            .arg("serve")
+            .current_dir(&dir.0)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(field), "{err}");
+    }
+}
