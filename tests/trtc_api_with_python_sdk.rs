@@ -1022,3 +1022,69 @@ fn single_stream_recordings_follow_the_subscription_and_refuse_bad_requests() {
     assert!(errors.is_empty(), "{errors:?}");
     assert!(secs > 4.0, "{secs} s");
 }
+
+#[test]
+fn a_mix_is_pushed_back_into_another_room_as_a_user() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let origin = Origin::start();
+    // Whoever watches the other room: a relay of the robot the mix comes in as.
+    let (relay, stream) = start_relay(&gw, "stage", "mixbot");
+    let start = json!({
+        "SdkAppId": APP, "RoomId": "1234", "RoomIdType": 0,
+        "AgentParams": {"UserId": "mcu_robot_1234"},
+        "WithTranscoding": 1,
+        "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}},
+        "VideoParams": {"VideoEncode": {"Width": 640, "Height": 360, "Fps": 15, "BitRate": 800, "Gop": 2},
+                        "LayoutParams": {"MixLayoutMode": 3}},
+        "PublishCdnParams": [{"PublishCdnUrl": origin.url("fb1234")}],
+        "FeedBackRoomParams": [{"RoomId": "stage", "RoomIdType": 1, "UserId": "mixbot",
+                                "UserSig": usersig_for("mixbot")}],
+    });
+    let bad_sig = {
+        let mut s = start.clone();
+        s["FeedBackRoomParams"][0]["UserSig"] = json!(usersig_for("someone"));
+        s
+    };
+    assert_eq!(
+        code(&sdk(&gw, "StartPublishCdnStream", bad_sig)),
+        "InvalidParameter.UserSig"
+    );
+    let r = sdk(&gw, "StartPublishCdnStream", start);
+    assert_eq!(r["ok"], true, "{r}");
+    let task = r["response"]["TaskId"].as_str().unwrap().to_owned();
+    let url = format!("{}&roomtype=int", gw.publish_url(APP, KEY, "1234", "red"));
+    let mut red = Publisher::start_lavfi(
+        &url,
+        "color=c=red:size=640x360:rate=30",
+        "sine=frequency=440:sample_rate=48000",
+        8,
+        &gw.dir.0,
+    );
+    common::wait_for(
+        "the mix arriving in the other room",
+        Duration::from_secs(15),
+        || gw.relay_status(&relay)["state"] == "running",
+    );
+    assert!(red.wait(Duration::from_secs(30)).unwrap().success());
+    let stop = sdk(
+        &gw,
+        "StopPublishCdnStream",
+        json!({"SdkAppId": APP, "TaskId": task}),
+    );
+    assert_eq!(stop["ok"], true, "{stop}");
+    // The robot left the other room: it closed and its relay stopped.
+    common::wait_for("relay stopped", Duration::from_secs(15), || {
+        gw.relay_status(&relay)["state"] == "stopped"
+    });
+    let hls = format!("http://127.0.0.1:{}/hls/{stream}/index.m3u8", gw.http_port);
+    let streams = common::media::probe_streams(&hls);
+    let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    assert_eq!((v["width"].as_str(), v["height"].as_str()), ("640", "360"));
+    assert!(streams.iter().any(|s| s["codec_name"] == "aac"));
+    let pic = common::media::rgb_frame(&hls, 3.0, 640, 360);
+    let px = common::media::pixel(&pic, 640, 320, 180);
+    assert!(common::media::near(px, (255, 0, 0), 40), "{px:?}");
+    let (errors, _) = decode(&hls);
+    assert!(errors.is_empty(), "{errors:?}");
+}

@@ -33,7 +33,9 @@ pub(super) async fn run(
     };
     let mut events = deps.rooms.subscribe();
     let mut relay = Relay::new(&spec, &deps);
+    let has_video = settings.video.is_some();
     let mut mixer = MixHandle::spawn(settings);
+    let feedback = enter_feedback_rooms(&spec, &deps, has_video, &mut relay).await;
     let mut inputs: HashMap<UserId, JoinHandle<()>> = HashMap::new();
     let mut idle_since = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -97,6 +99,10 @@ pub(super) async fn run(
                     if inputs.contains_key(&user) {
                         continue;
                     }
+                    // The mix pushed back into its own room is not mixed again.
+                    if spec.feedback.iter().any(|f| f.room == spec.room && f.user == user) {
+                        continue;
+                    }
                     if let Some(sub) = deps.hub.subscribe(&spec.room, &user) {
                         tracing::info!(task = %spec.id, user = %user, "anchor joined the mix");
                         let input = mixer.input(user.as_str());
@@ -121,7 +127,68 @@ pub(super) async fn run(
         h.abort();
     }
     drop(mixer);
+    relay.feedback.clear();
+    for (session, room) in feedback {
+        let _ = deps
+            .rooms
+            .command(crate::room::Command::Leave { session })
+            .await;
+        tracing::info!(task = %spec.id, %room, "mix no longer pushed back into the room");
+    }
     relay.finish(reason, &status).await;
+}
+
+/// Enters every FeedBackRoomParams room as its robot (an anchor) and
+/// publishes the mix there; a room that refuses is logged and skipped.
+async fn enter_feedback_rooms(
+    spec: &RelaySpec,
+    deps: &Deps,
+    has_video: bool,
+    relay: &mut Relay,
+) -> Vec<(crate::room::SessionId, crate::room::RoomKey)> {
+    use crate::room::{Command, Enter, Role, Scene, TrackKind};
+    let mut entered = Vec::new();
+    for f in &spec.feedback {
+        let session = deps.rooms.new_session();
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let enter = Command::Enter(Enter {
+            room: f.room.clone(),
+            user: f.user.clone(),
+            session,
+            role: Role::Anchor,
+            scene: Scene::Live,
+            hidden: false,
+            grant: f.grant.clone(),
+            unix_now,
+        });
+        if let Err(e) = deps.rooms.command(enter).await {
+            tracing::warn!(task = %spec.id, room = %f.room, user = %f.user, "mix cannot be pushed back into the room: {e}");
+            continue;
+        }
+        relay
+            .feedback
+            .push(deps.hub.publish(f.room.clone(), f.user.clone()));
+        let kinds: &[TrackKind] = if has_video {
+            &[TrackKind::Audio, TrackKind::Video]
+        } else {
+            &[TrackKind::Audio]
+        };
+        for kind in kinds {
+            let _ = deps
+                .rooms
+                .command(Command::Publish {
+                    session,
+                    kind: *kind,
+                })
+                .await;
+        }
+        tracing::info!(task = %spec.id, room = %f.room, user = %f.user, "mix pushed back into the room");
+        entered.push((session, f.room.clone()));
+    }
+    entered
 }
 
 /// Feeds one anchor's messages into the mix until it stops publishing.

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::media::hub::MediaHub;
 use crate::profile::RelayProfile;
 use crate::room::{Audience, EventKind, RoomHandle, RoomId, RoomKey, UserId};
-pub use task::{RelaySpec, RelayStatus, TaskState};
+pub use task::{Feedback, RelaySpec, RelayStatus, TaskState};
 
 /// Default `max_idle_time`: a task stops after this long without its anchor (TRTC: 30 s).
 pub const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(30);
@@ -88,6 +88,7 @@ impl RelaySpec {
             audio_reencode: None,
             audio_fallback: None,
             record: record_target(profile, None),
+            feedback: Vec::new(),
         })
     }
 
@@ -124,6 +125,7 @@ impl RelaySpec {
             },
             audio_fallback: Some(profile.audio.clone()),
             record,
+            feedback: Vec::new(),
         })
     }
 }

@@ -40,6 +40,17 @@ pub struct RelaySpec {
     pub audio_fallback: Option<crate::profile::AudioEncoding>,
     /// Record what the task emits (a relative `dir` is under the data dir's `recordings/`).
     pub record: Option<crate::record::RecordTarget>,
+    /// Rooms the output is published back into, as a user there (TRTC
+    /// FeedBackRoomParams; mix tasks only).
+    pub feedback: Vec<Feedback>,
+}
+
+/// One room a mix is pushed back into.
+#[derive(Debug, Clone)]
+pub struct Feedback {
+    pub room: RoomKey,
+    pub user: crate::room::UserId,
+    pub grant: Option<crate::room::Grant>,
 }
 
 /// Keyframes asked of a WebRTC anchor this often when no HLS output sets the pace.
@@ -82,6 +93,8 @@ pub(super) struct Relay {
     targets: Vec<PushTarget>,
     pub(super) hls: Option<HlsWriter>,
     pub(super) recorder: Option<crate::record::Recorder>,
+    /// Publishers of the output in other rooms (FeedBackRoomParams).
+    pub(super) feedback: Vec<crate::media::hub::Publisher>,
     source: Option<Subscription>,
     /// The configs outputs were last given (after any re-encoding), for targets added later.
     sent_configs: SentConfigs,
@@ -110,6 +123,7 @@ impl Relay {
                 }
                 crate::record::Recorder::spawn(r)
             }),
+            feedback: Vec::new(),
             source: None,
             sent_configs: SentConfigs::default(),
             audio: spec.audio_reencode.clone().map(AudioStage::spawn),
@@ -233,6 +247,9 @@ impl Relay {
         }
         if let Some(r) = self.recorder.as_mut() {
             r.offer(m);
+        }
+        for p in &self.feedback {
+            p.send((**m).clone());
         }
     }
 

@@ -13,7 +13,7 @@ use super::params::{Params, invalid, missing};
 use super::{ApiError, ApiResult};
 use crate::api::AppState;
 use crate::profile::{AudioCodec, AudioEncoding};
-use crate::relay::{RelayError, RelaySpec, TaskState, valid_stream_name};
+use crate::relay::{Feedback, RelayError, RelaySpec, TaskState, valid_stream_name};
 use crate::room::{RoomId, RoomKey, UserId};
 
 fn unsupported(what: &str) -> ApiError {
@@ -128,14 +128,49 @@ fn single_user(p: &Params<'_>) -> Result<Option<UserId>, ApiError> {
         .map_err(|e| invalid("UserId", e))
 }
 
-fn check_no_unsupported(p: &Params<'_>) -> Result<(), ApiError> {
-    if p.array("FeedBackRoomParams")?
-        .is_some_and(|a| !a.is_empty())
-    {
-        return Err(unsupported(
-            "Pushing the stream back into a room (FeedBackRoomParams)",
-        ));
+/// FeedBackRoomParams: up to 10 rooms the mix is pushed back into, each
+/// entered by its robot (UserId + UserSig checked now). RoomIdType here:
+/// 0 = integer, 1 = string.
+fn feedback(state: &AppState, app: u64, p: &Params<'_>) -> Result<Vec<Feedback>, ApiError> {
+    let Some(list) = p.array("FeedBackRoomParams")? else {
+        return Ok(Vec::new());
+    };
+    if list.len() > 10 {
+        return Err(invalid("FeedBackRoomParams", "at most 10 rooms"));
     }
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for v in list {
+        let Value::Object(o) = v else {
+            return Err(invalid("FeedBackRoomParams", "entries are objects"));
+        };
+        let f = Params::new(o);
+        let room_str = f.req_str("RoomId")?;
+        let room = match f.req_u64("RoomIdType")? {
+            0 => RoomId::numeric(room_str),
+            1 => RoomId::string(room_str),
+            _ => return Err(invalid("RoomIdType", "0 (integer) or 1 (string)")),
+        }
+        .map_err(|e| invalid("RoomId", e))?;
+        let user = f.req_str("UserId")?;
+        let user_id = UserId::new(user).map_err(|e| invalid("UserId", e))?;
+        let sig = f.req_str("UserSig")?;
+        let pmk =
+            crate::auth::client::authenticate(state.config.app_key(app), app, user, sig, unix_now)
+                .map_err(|e| invalid("UserSig", e))?;
+        out.push(Feedback {
+            room: RoomKey { app, room },
+            user: user_id,
+            grant: pmk.map(crate::room::Grant::from),
+        });
+    }
+    Ok(out)
+}
+
+fn check_no_unsupported(p: &Params<'_>) -> Result<(), ApiError> {
     if p.get("RecordParams").is_some() {
         return Err(unsupported("Relay recording (RecordParams)"));
     }
@@ -162,6 +197,12 @@ pub fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
     }
     let with_transcoding = p.req_u64("WithTranscoding")?;
     check_no_unsupported(p)?;
+    let feedback = feedback(state, app, p)?;
+    if !feedback.is_empty() && with_transcoding != 1 {
+        return Err(unsupported(
+            "Pushing a bypass relay back into a room (FeedBackRoomParams needs WithTranscoding 1)",
+        ));
+    }
     let urls = cdn_urls(p)?.unwrap_or_default();
     if urls.is_empty() {
         return Err(missing("PublishCdnParams"));
@@ -198,6 +239,7 @@ pub fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
         _ => return Err(invalid("WithTranscoding", "0 or 1")),
     };
     spec.max_idle = Duration::from_secs(max_idle);
+    spec.feedback = feedback;
     // The stream is named after the first CDN URL's last path segment.
     if let Some(name) = urls[0]
         .split('?')
@@ -232,6 +274,13 @@ pub fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
         return Err(relay_error(RelayError::Finished));
     }
     check_no_unsupported(p)?;
+    if p.array("FeedBackRoomParams")?
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(unsupported(
+            "Changing FeedBackRoomParams of a running task (start a new task)",
+        ));
+    }
     let mut mix_update = None;
     match &spec.mix {
         None => {
