@@ -8,7 +8,9 @@ mod common;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::media::{Origin, Publisher, near, onsets, pcm, pixel, rgb_frame, timed, tone_power};
+use common::media::{
+    BEEP, FLASH, Origin, Publisher, av_offsets, near, pcm, pixel, rgb_frame, tone_power,
+};
 use common::{Gateway, TempDir, http};
 use serde_json::{Value, json};
 
@@ -53,18 +55,7 @@ fn start_mix(gw: &Gateway, room: &str, profile: &str, extra: Value) -> (String, 
     for (k, v) in extra.as_object().unwrap() {
         body[k] = v.clone();
     }
-    let (code, _, text) =
-        http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
-    assert_eq!(code, 201, "{text}");
-    let v: Value = serde_json::from_str(&text).unwrap();
-    (
-        v["task_id"].as_str().unwrap().into(),
-        v["stream"].as_str().unwrap().into(),
-    )
-}
-
-fn hls(gw: &Gateway, stream: &str) -> String {
-    format!("http://127.0.0.1:{}/hls/{stream}/index.m3u8", gw.http_port)
+    gw.start_relay(&body)
 }
 
 fn assert_both_tones(input: &str) {
@@ -96,7 +87,7 @@ fn grid_mix_shows_both_anchors_side_by_side_and_mixes_both_tones() {
         gw.relay_status(&id)["state"] == "stopped"
     });
 
-    let url = hls(&gw, &stream);
+    let url = gw.hls_url(&stream);
     let streams = common::media::probe_streams(&url);
     let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
     assert_eq!(
@@ -362,7 +353,7 @@ fn floating_layout_main_full_screen_others_small_bottom_left() {
     common::wait_for("mix stopped", Duration::from_secs(10), || {
         gw.relay_status(&id)["state"] == "stopped"
     });
-    let url = hls(&gw, &stream);
+    let url = gw.hls_url(&stream);
     let pic = rgb_frame(&url, 3.0, 1920, 1080);
     assert!(
         near(pixel(&pic, 1920, 960, 400), RED, 40),
@@ -392,8 +383,8 @@ fn audio_and_video_of_an_anchor_stay_in_sync_through_the_mix() {
     // A white flash and a 1 kHz beep during the first 100 ms of every second.
     let mut obs = Publisher::start_lavfi(
         &gw.publish_url(APP, KEY, "sync", "clock"),
-        "color=c=black:size=320x180:rate=30,format=yuv420p,geq=lum='if(lt(mod(T\\,1)\\,0.1)\\,235\\,16)':cb=128:cr=128",
-        "aevalsrc='if(lt(mod(t\\,1)\\,0.1)\\,0.8*sin(2*PI*1000*t)\\,0)':s=48000",
+        FLASH,
+        BEEP,
         10,
         &gw.dir.0,
     );
@@ -405,42 +396,9 @@ fn audio_and_video_of_an_anchor_stay_in_sync_through_the_mix() {
     common::wait_for("mix stopped", Duration::from_secs(10), || {
         gw.relay_status(&id)["state"] == "stopped"
     });
-    let url = hls(&gw, &stream);
+    let url = gw.hls_url(&stream);
 
-    // Video: mean luma of the centre, frame by frame; audio: peak level
-    // every millisecond. Both with their own timestamps, so a frame lost on
-    // the way cannot shift one against the other.
-    let luma = timed(
-        &url,
-        "0:v",
-        "crop=64:64:608:328,signalstats",
-        "lavfi.signalstats.YAVG",
-    );
-    let energy: Vec<(f64, f64)> = timed(
-        &url,
-        "0:a",
-        "aformat=channel_layouts=mono,asetnsamples=n=48:p=0,astats=metadata=1:reset=1",
-        "lavfi.astats.Overall.Peak_level",
-    )
-    .into_iter()
-    .map(|(t, db)| (t, 10f64.powf(db / 20.0)))
-    .collect();
-    let flashes = onsets(&luma, 128.0);
-    let beeps = onsets(&energy, 0.3);
-    assert!(
-        flashes.len() >= 6 && beeps.len() >= 6,
-        "flashes {flashes:?} beeps {beeps:?}"
-    );
-    let mut offsets: Vec<f64> = flashes
-        .iter()
-        .filter_map(|f| {
-            beeps
-                .iter()
-                .map(|b| b - f)
-                .min_by(|x, y| x.abs().total_cmp(&y.abs()))
-        })
-        .collect();
-    offsets.sort_by(|a, b| a.total_cmp(b));
+    let offsets = av_offsets(&url, 6);
     let median = offsets[offsets.len() / 2];
     eprintln!("A/V offsets (audio - video, s): {offsets:?}");
     assert!(
@@ -462,7 +420,7 @@ fn an_audio_only_mix_mixes_every_voice() {
     common::wait_for("mix stopped", Duration::from_secs(10), || {
         gw.relay_status(&id)["state"] == "stopped"
     });
-    let url = hls(&gw, &stream);
+    let url = gw.hls_url(&stream);
     let streams = common::media::probe_streams(&url);
     assert_eq!(streams.len(), 1, "{streams:?}");
     assert_eq!(streams[0]["codec_name"], "aac");
@@ -527,7 +485,7 @@ placeholder_image = "yellow.jpg"
     common::wait_for("mix stopped", Duration::from_secs(10), || {
         gw.relay_status(&id)["state"] == "stopped"
     });
-    let pic = rgb_frame(&hls(&gw, &stream), 2.0, 640, 360);
+    let pic = rgb_frame(&gw.hls_url(&stream), 2.0, 640, 360);
     assert!(
         near(pixel(&pic, 640, 160, 90), RED, 40),
         "red cell {:?}",
@@ -567,7 +525,7 @@ fn a_video_only_anchor_is_shown_and_the_other_heard() {
     common::wait_for("mix stopped", Duration::from_secs(10), || {
         gw.relay_status(&id)["state"] == "stopped"
     });
-    let url = hls(&gw, &stream);
+    let url = gw.hls_url(&stream);
     let pic = rgb_frame(&url, 2.5, 1280, 720);
     // The video-only anchor (a test pattern) on the left, red on the right.
     assert!(

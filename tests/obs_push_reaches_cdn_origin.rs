@@ -23,25 +23,12 @@ fn config() -> String {
     )
 }
 
-fn start_relay(gw: &Gateway, body: Value) -> (String, String) {
-    let (status, _, text) =
-        http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
-    assert_eq!(status, 201, "{text}");
-    let v: Value = serde_json::from_str(&text).unwrap();
-    (
-        v["task_id"].as_str().unwrap().to_owned(),
-        v["stream"].as_str().unwrap().to_owned(),
-    )
-}
-
 #[test]
 fn ffmpeg_publish_is_relayed_to_an_origin_and_served_as_hls() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let gw = Gateway::start(Some(&config()));
     let origin = Origin::start();
-    let (id, stream) = start_relay(
-        &gw,
-        json!({"sdkappid": APP, "room": "class1", "roomtype": "str", "userid": "teacher", "rtmp": [origin.url("class1")]}),
+    let (id, stream) = gw.start_relay(&json!({"sdkappid": APP, "room": "class1", "roomtype": "str", "userid": "teacher", "rtmp": [origin.url("class1")]}),
     );
     assert_eq!(stream, "1400000000_class1_teacher_main");
     assert_eq!(gw.relay_status(&id)["state"], "waiting");
@@ -155,9 +142,8 @@ fn origin_restart_resumes_push_at_a_keyframe_and_hls_never_notices() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let gw = Gateway::start(Some(&config()));
     let origin = Origin::start();
-    let (id, stream) = start_relay(
-        &gw,
-        json!({"sdkappid": APP, "room": "show", "userid": "host", "rtmp": [origin.url("show")]}),
+    let (id, stream) = gw.start_relay(
+        &json!({"sdkappid": APP, "room": "show", "userid": "host", "rtmp": [origin.url("show")]}),
     );
     let secs = 16;
     let mut obs = Publisher::start(&gw.publish_url(APP, KEY, "show", "host"), secs, &gw.dir.0);
@@ -239,9 +225,7 @@ fn a_refusing_target_fails_fast_while_a_good_one_keeps_working() {
     let gw = Gateway::start(Some(&config()));
     let origin = Origin::start();
     let dead = format!("rtmp://127.0.0.1:{}/live/nobody", free_port());
-    let (id, _) = start_relay(
-        &gw,
-        json!({"sdkappid": APP, "room": "duo", "userid": "host", "rtmp": [dead, origin.url("duo")]}),
+    let (id, _) = gw.start_relay(&json!({"sdkappid": APP, "room": "duo", "userid": "host", "rtmp": [dead, origin.url("duo")]}),
     );
     let mut obs = Publisher::start(&gw.publish_url(APP, KEY, "duo", "host"), 8, &gw.dir.0);
     let t0 = Instant::now();

@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::media::{
-    Origin, Publisher, decode, near, onsets, pixel, probe_streams, rgb_frame, timed,
+    BEEP, FLASH, Origin, Publisher, av_offsets, decode, near, pixel, probe_streams, rgb_frame,
 };
-use common::{Gateway, http, http_with};
+use common::{Gateway, http_with};
 use serde_json::{Value, json};
 
 static MEDIA: Mutex<()> = Mutex::new(());
@@ -161,21 +161,6 @@ impl Drop for Peer {
     }
 }
 
-fn start_relay(gw: &Gateway, body: Value) -> (String, String) {
-    let (status, _, text) =
-        http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
-    assert_eq!(status, 201, "{text}");
-    let v: Value = serde_json::from_str(&text).unwrap();
-    (
-        v["task_id"].as_str().unwrap().to_owned(),
-        v["stream"].as_str().unwrap().to_owned(),
-    )
-}
-
-fn hls(gw: &Gateway, stream: &str) -> String {
-    format!("http://127.0.0.1:{}/hls/{stream}/index.m3u8", gw.http_port)
-}
-
 fn wait_stopped(gw: &Gateway, id: &str) {
     common::wait_for("task stopped", Duration::from_secs(15), || {
         gw.relay_status(id)["state"] == "stopped"
@@ -194,9 +179,7 @@ fn whip_h264_and_opus_reach_an_rtmp_origin_as_h264_and_aac_and_play_as_hls() {
         "sine=frequency=440:sample_rate=48000",
         12,
     );
-    let (id, stream) = start_relay(
-        &gw,
-        json!({"sdkappid": APP, "room": "web", "roomtype": "str", "userid": "alice", "rtmp": [origin.url("web")]}),
+    let (id, stream) = gw.start_relay(&json!({"sdkappid": APP, "room": "web", "roomtype": "str", "userid": "alice", "rtmp": [origin.url("web")]}),
     );
     let mut peer = Peer::whip(&gw, "web", "alice", &input, "h264", 6.0);
     common::wait_for("relay running", Duration::from_secs(20), || {
@@ -231,7 +214,7 @@ fn whip_h264_and_opus_reach_an_rtmp_origin_as_h264_and_aac_and_play_as_hls() {
     let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
     assert_eq!((v["width"].as_str(), v["height"].as_str()), ("320", "240"));
 
-    let url = hls(&gw, &stream);
+    let url = gw.hls_url(&stream);
     let (errors, secs) = decode(&url);
     assert!(errors.is_empty(), "{errors:?}");
     assert!(secs > 3.0, "HLS holds {secs} s");
@@ -248,9 +231,8 @@ fn a_vp8_whip_anchor_is_transcoded_to_h264_in_a_passthrough_relay() {
         "sine=frequency=440:sample_rate=48000",
         12,
     );
-    let (id, stream) = start_relay(
-        &gw,
-        json!({"sdkappid": APP, "room": "vp8", "roomtype": "str", "userid": "alice"}),
+    let (id, stream) = gw.start_relay(
+        &json!({"sdkappid": APP, "room": "vp8", "roomtype": "str", "userid": "alice"}),
     );
     let mut peer = Peer::whip(&gw, "vp8", "alice", &input, "vp8", 6.0);
     common::wait_for("transcoding reported", Duration::from_secs(20), || {
@@ -270,7 +252,7 @@ fn a_vp8_whip_anchor_is_transcoded_to_h264_in_a_passthrough_relay() {
     assert_eq!(peer.finish(Duration::from_secs(40))["ok"], true);
     wait_stopped(&gw, &id);
 
-    let url = hls(&gw, &stream);
+    let url = gw.hls_url(&stream);
     let streams = probe_streams(&url);
     let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
     assert_eq!(
@@ -301,10 +283,8 @@ fn a_vp8_whip_anchor_and_an_rtmp_anchor_are_mixed_side_by_side() {
         "sine=frequency=880:sample_rate=48000",
         12,
     );
-    let (id, stream) = start_relay(
-        &gw,
-        json!({"sdkappid": APP, "room": "mixed", "profile": "grid-720p"}),
-    );
+    let (id, stream) =
+        gw.start_relay(&json!({"sdkappid": APP, "room": "mixed", "profile": "grid-720p"}));
     let mut red = Publisher::start_lavfi(
         &gw.publish_url(APP, KEY, "mixed", "red"),
         "color=c=red:size=640x360:rate=30",
@@ -320,7 +300,7 @@ fn a_vp8_whip_anchor_and_an_rtmp_anchor_are_mixed_side_by_side() {
     assert!(red.wait(Duration::from_secs(30)).unwrap().success());
     wait_stopped(&gw, &id);
 
-    let url = hls(&gw, &stream);
+    let url = gw.hls_url(&stream);
     // Find a picture with both anchors (the WHIP anchor joined a little later).
     let found = (2..9).map(f64::from).find(|&t| {
         let pic = rgb_frame(&url, t, 1280, 720);
@@ -337,53 +317,15 @@ fn a_whip_anchor_stays_in_sync_through_the_mix() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let gw = gateway();
     // A white flash and a 1 kHz beep during the first 100 ms of every second.
-    let input = media_file(
-        &gw.dir.0,
-        "clock",
-        "color=c=black:size=320x180:rate=30,format=yuv420p,geq=lum='if(lt(mod(T\\,1)\\,0.1)\\,235\\,16)':cb=128:cr=128",
-        "aevalsrc='if(lt(mod(t\\,1)\\,0.1)\\,0.8*sin(2*PI*1000*t)\\,0)':s=48000",
-        12,
-    );
-    let (id, stream) = start_relay(
-        &gw,
-        json!({"sdkappid": APP, "room": "sync", "profile": "grid-720p"}),
-    );
+    let input = media_file(&gw.dir.0, "clock", FLASH, BEEP, 12);
+    let (id, stream) =
+        gw.start_relay(&json!({"sdkappid": APP, "room": "sync", "profile": "grid-720p"}));
     let mut peer = Peer::whip(&gw, "sync", "clock", &input, "h264", 9.0);
     assert_eq!(peer.finish(Duration::from_secs(40))["ok"], true);
     wait_stopped(&gw, &id);
 
-    let url = hls(&gw, &stream);
-    let luma = timed(
-        &url,
-        "0:v",
-        "crop=64:64:608:328,signalstats",
-        "lavfi.signalstats.YAVG",
-    );
-    let energy: Vec<(f64, f64)> = timed(
-        &url,
-        "0:a",
-        "aformat=channel_layouts=mono,asetnsamples=n=48:p=0,astats=metadata=1:reset=1",
-        "lavfi.astats.Overall.Peak_level",
-    )
-    .into_iter()
-    .map(|(t, db)| (t, 10f64.powf(db / 20.0)))
-    .collect();
-    let flashes = onsets(&luma, 128.0);
-    let beeps = onsets(&energy, 0.3);
-    assert!(
-        flashes.len() >= 5 && beeps.len() >= 5,
-        "flashes {flashes:?} beeps {beeps:?}"
-    );
-    let mut offsets: Vec<f64> = flashes
-        .iter()
-        .filter_map(|f| {
-            beeps
-                .iter()
-                .map(|b| b - f)
-                .min_by(|x, y| x.abs().total_cmp(&y.abs()))
-        })
-        .collect();
-    offsets.sort_by(|a, b| a.total_cmp(b));
+    let url = gw.hls_url(&stream);
+    let offsets = av_offsets(&url, 5);
     let median = offsets[offsets.len() / 2];
     eprintln!("WHIP A/V offsets (audio - video, s): {offsets:?}");
     assert!(

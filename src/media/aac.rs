@@ -3,17 +3,17 @@
 //!
 //! Used by passthrough relays whose profile says `audio.reencode = true`
 //! (TRTC always re-encodes audio). Blocking CPU work: callers run it on a
-//! dedicated thread (`AudioStage`), never on the async runtime. Output frames
+//! dedicated thread (`audio_stage`, a `media::stage::Stage`), never on the async runtime. Output frames
 //! are 1024 samples with timestamps counted from the first input frame, so
 //! the output clock is steady whatever the input's frame sizes.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::Receiver;
 
 use bytes::Bytes;
 use ffmpeg_next as ff;
 
-use super::{Codec, DropToKeyframe, EncodedFrame, MediaMessage, TimeBase, TrackConfig, TrackKind};
+use super::{Codec, EncodedFrame, MediaMessage, TimeBase, TrackConfig, TrackKind};
 use crate::profile::AudioEncoding;
 
 #[derive(Debug, thiserror::Error)]
@@ -274,38 +274,11 @@ impl AacReencoder {
 /// Messages queued for the audio thread (about 20 s of AAC frames).
 const STAGE_CAPACITY: usize = 1024;
 
-/// Re-encodes a relay's audio on its own thread.
-pub struct AudioStage {
-    tx: SyncSender<Arc<MediaMessage>>,
-    gate: DropToKeyframe,
-    /// Re-encoded messages (the new config, then frames), for the relay to fan out.
-    pub out: tokio::sync::mpsc::Receiver<Arc<MediaMessage>>,
-}
-
-impl AudioStage {
-    pub fn spawn(settings: AudioEncoding) -> AudioStage {
-        let (tx, rx) = sync_channel::<Arc<MediaMessage>>(STAGE_CAPACITY);
-        let (out_tx, out) = tokio::sync::mpsc::channel(STAGE_CAPACITY);
-        std::thread::Builder::new()
-            .name("aac-reencode".into())
-            .spawn(move || stage(rx, out_tx, settings))
-            .expect("spawn thread");
-        AudioStage {
-            tx,
-            gate: DropToKeyframe::default(),
-            out,
-        }
-    }
-
-    /// Queues an audio config or frame without waiting.
-    pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
-        if !self.gate.admit(msg) {
-            return;
-        }
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(msg.clone()) {
-            self.gate.overflowed();
-        }
-    }
+/// Re-encodes a relay's audio (AAC, or Opus to AAC) on its own thread.
+pub fn audio_stage(settings: AudioEncoding) -> super::stage::Stage {
+    super::stage::Stage::spawn("aac-reencode", STAGE_CAPACITY, move |rx, out| {
+        stage(rx, out, settings)
+    })
 }
 
 fn stage(

@@ -8,6 +8,7 @@
 pub mod aac;
 pub mod h264;
 pub mod hub;
+pub mod stage;
 
 use bytes::Bytes;
 

@@ -14,8 +14,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::rebase::Rebaser;
 use crate::hls::HlsWriter;
-use crate::media::aac::AudioStage;
+use crate::media::aac::audio_stage;
 use crate::media::hub::{MediaHub, Subscription};
+use crate::media::stage::Stage;
 use crate::media::{EncodedFrame, MediaMessage, TimeBase, TrackKind};
 use crate::room::{EventKind, RoomHandle, RoomKey, UserId};
 use crate::rtmp::push::{PushState, PushTarget};
@@ -98,9 +99,9 @@ pub(super) struct Relay {
     source: Option<Subscription>,
     /// The configs outputs were last given (after any re-encoding), for targets added later.
     sent_configs: SentConfigs,
-    audio: Option<AudioStage>,
+    audio: Option<Stage>,
     /// VP8/VP9 video transcoded to H.264 (started when such a config arrives).
-    video: Option<super::transcode::VideoStage>,
+    video: Option<Stage>,
     transcoding: Vec<String>,
     audio_fallback: Option<crate::profile::AudioEncoding>,
     pub(super) rebaser: Rebaser,
@@ -126,7 +127,7 @@ impl Relay {
             feedback: Vec::new(),
             source: None,
             sent_configs: SentConfigs::default(),
-            audio: spec.audio_reencode.clone().map(AudioStage::spawn),
+            audio: spec.audio_reencode.clone().map(audio_stage),
             audio_fallback: spec.audio_fallback.clone(),
             video: None,
             transcoding: Vec::new(),
@@ -189,7 +190,7 @@ impl Relay {
             && let Some(settings) = self.audio_fallback.clone()
         {
             tracing::info!(task = %self.id, codec = ?c.codec, "transcoding the anchor's audio to AAC");
-            self.audio = Some(AudioStage::spawn(settings));
+            self.audio = Some(audio_stage(settings));
             self.transcoding
                 .push(format!("audio {:?}→aac", c.codec).to_lowercase());
         }
@@ -199,7 +200,7 @@ impl Relay {
             && self.video.is_none()
         {
             tracing::info!(task = %self.id, codec = ?c.codec, "the anchor's video needs transcoding to H.264");
-            self.video = Some(super::transcode::VideoStage::spawn(self.id.clone()));
+            self.video = Some(super::transcode::spawn(self.id.clone()));
             self.transcoding
                 .push(format!("video {:?}→h264", c.codec).to_lowercase());
         }
@@ -354,7 +355,7 @@ pub(super) async fn run(
                     relay.audio = None;
                 }
             },
-            m = recv_video_stage(&mut relay.video) => match m {
+            m = recv_stage(&mut relay.video) => match m {
                 Some(m) => relay.emit(&m),
                 None => {
                     tracing::error!(task = %relay.id, "video transcoder stopped; video dropped");
@@ -441,16 +442,7 @@ async fn recv(source: &mut Option<Subscription>) -> Result<Arc<MediaMessage>, Re
     }
 }
 
-async fn recv_video_stage(
-    stage: &mut Option<super::transcode::VideoStage>,
-) -> Option<Arc<MediaMessage>> {
-    match stage {
-        Some(s) => s.out.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv_stage(stage: &mut Option<AudioStage>) -> Option<Arc<MediaMessage>> {
+async fn recv_stage(stage: &mut Option<Stage>) -> Option<Arc<MediaMessage>> {
     match stage {
         Some(s) => s.out.recv().await,
         None => std::future::pending().await,

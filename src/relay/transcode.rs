@@ -9,9 +9,10 @@
 //! with a new H.264 configuration.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::Receiver;
 
-use crate::media::{DropToKeyframe, MediaMessage, TimeBase, TrackKind};
+use crate::media::stage::Stage;
+use crate::media::{MediaMessage, TimeBase, TrackKind};
 use crate::mix::video::{VideoDecoder, VideoEncoder};
 use crate::profile::{H264Profile, VideoEncoding};
 
@@ -40,38 +41,11 @@ pub fn default_encoding(width: u32, height: u32) -> VideoEncoding {
     }
 }
 
-/// A running stage: offer video messages, read H.264 messages from `out`.
-pub struct VideoStage {
-    tx: SyncSender<Arc<MediaMessage>>,
-    gate: DropToKeyframe,
-    pub out: tokio::sync::mpsc::Receiver<Arc<MediaMessage>>,
-}
-
-impl VideoStage {
-    pub fn spawn(task: String) -> VideoStage {
-        let (tx, rx) = sync_channel::<Arc<MediaMessage>>(STAGE_CAPACITY);
-        let (out_tx, out) = tokio::sync::mpsc::channel(STAGE_CAPACITY);
-        std::thread::Builder::new()
-            .name("h264-transcode".into())
-            .spawn(move || stage(rx, out_tx, task))
-            .expect("spawn thread");
-        VideoStage {
-            tx,
-            gate: DropToKeyframe::default(),
-            out,
-        }
-    }
-
-    /// Queues a video config or frame without waiting; on overflow the
-    /// stage resumes at the next keyframe.
-    pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
-        if !self.gate.admit(msg) {
-            return;
-        }
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(msg.clone()) {
-            self.gate.overflowed();
-        }
-    }
+/// Starts the stage: offer video messages, read H.264 messages from `out`.
+pub fn spawn(task: String) -> Stage {
+    Stage::spawn("h264-transcode", STAGE_CAPACITY, move |rx, out| {
+        stage(rx, out, task)
+    })
 }
 
 fn stage(

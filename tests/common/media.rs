@@ -400,3 +400,48 @@ pub fn timed(input: &str, map: &str, chain: &str, key: &str) -> Vec<(f64, f64)> 
     }
     values
 }
+
+/// The flash-and-beep clock: white luma and a 1 kHz beep during the first
+/// 100 ms of every second (lavfi sources for `Publisher::start_lavfi` or a file).
+pub const FLASH: &str = "color=c=black:size=320x180:rate=30,format=yuv420p,geq=lum='if(lt(mod(T\\,1)\\,0.1)\\,235\\,16)':cb=128:cr=128";
+pub const BEEP: &str = "aevalsrc='if(lt(mod(t\\,1)\\,0.1)\\,0.8*sin(2*PI*1000*t)\\,0)':s=48000";
+
+/// Audio minus video time of each flash in a 1280x720 output (centre
+/// crop) against its nearest beep, sorted; at least `min` of each.
+pub fn av_offsets(url: &str, min: usize) -> Vec<f64> {
+    // Video: mean luma of the centre, frame by frame; audio: peak level
+    // every millisecond. Both with their own timestamps, so a frame lost on
+    // the way cannot shift one against the other.
+    let luma = timed(
+        url,
+        "0:v",
+        "crop=64:64:608:328,signalstats",
+        "lavfi.signalstats.YAVG",
+    );
+    let energy: Vec<(f64, f64)> = timed(
+        url,
+        "0:a",
+        "aformat=channel_layouts=mono,asetnsamples=n=48:p=0,astats=metadata=1:reset=1",
+        "lavfi.astats.Overall.Peak_level",
+    )
+    .into_iter()
+    .map(|(t, db)| (t, 10f64.powf(db / 20.0)))
+    .collect();
+    let flashes = onsets(&luma, 128.0);
+    let beeps = onsets(&energy, 0.3);
+    assert!(
+        flashes.len() >= min && beeps.len() >= min,
+        "flashes {flashes:?} beeps {beeps:?}"
+    );
+    let mut offsets: Vec<f64> = flashes
+        .iter()
+        .filter_map(|f| {
+            beeps
+                .iter()
+                .map(|b| b - f)
+                .min_by(|x, y| x.abs().total_cmp(&y.abs()))
+        })
+        .collect();
+    offsets.sort_by(|a, b| a.total_cmp(b));
+    offsets
+}

@@ -180,6 +180,31 @@ impl Gateway {
     }
 
     /// `GET /v1/relays/<id>` as JSON.
+    /// Starts a relay task through the admin path: (task id, stream name).
+    pub fn start_relay(&self, body: &serde_json::Value) -> (String, String) {
+        let (status, _, text) = http(
+            self.http_port,
+            "POST",
+            "/v1/relays",
+            Some(&body.to_string()),
+        )
+        .unwrap();
+        assert_eq!(status, 201, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        (
+            v["task_id"].as_str().unwrap().to_owned(),
+            v["stream"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The URL of a relay's HLS playlist.
+    pub fn hls_url(&self, stream: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/hls/{stream}/index.m3u8",
+            self.http_port
+        )
+    }
+
     pub fn relay_status(&self, id: &str) -> serde_json::Value {
         let (_, _, text) = http(self.http_port, "GET", &format!("/v1/relays/{id}"), None).unwrap();
         serde_json::from_str(&text).unwrap()

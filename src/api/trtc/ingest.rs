@@ -13,19 +13,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use super::params::{Params, invalid};
+use super::params::{Params, invalid, unsupported};
 use super::{ApiError, ApiResult};
 use crate::api::AppState;
 use crate::auth::client::authenticate;
 use crate::pull::{PullSettings, PullStartError};
 use crate::room::{Grant, RoomId, RoomKey, UserId};
-
-fn unsupported(what: &str) -> ApiError {
-    ApiError::new(
-        "UnsupportedOperation",
-        format!("{what} is not available in this build of roomcast."),
-    )
-}
 
 fn stream_url(p: &Params<'_>) -> Result<String, ApiError> {
     let url = p.req_str("StreamUrl")?.trim();

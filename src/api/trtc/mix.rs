@@ -12,16 +12,9 @@ use serde_json::Value;
 use toml::Table;
 
 use super::ApiError;
-use super::params::{Params, invalid, missing};
+use super::params::{Params, invalid, missing, unsupported};
 use crate::mix::pipeline::AudioFilter;
 use crate::profile::{self, RelayProfile, VideoEncoding};
-
-fn unsupported(what: &str) -> ApiError {
-    ApiError::new(
-        "UnsupportedOperation",
-        format!("{what} is not available in this build of roomcast."),
-    )
-}
 
 fn user_of(stream: &Params<'_>) -> Result<Option<String>, ApiError> {
     let Some(info) = stream.object("UserInfo")? else {
@@ -216,19 +209,7 @@ pub fn profile(
         }
     }
     root.insert("audio".into(), audio.into());
-    let text = toml::to_string(&root).map_err(|e| ApiError::new("InternalError", e.to_string()))?;
-    profile::parse(
-        &text,
-        "api-mix",
-        std::path::Path::new("request"),
-        std::path::Path::new("."),
-    )
-    .map_err(|e| {
-        ApiError::new(
-            "InvalidParameter",
-            format!("The mix parameters are invalid: {}: {}.", e.field, e.reason),
-        )
-    })
+    super::params::profile_from(&root, "api-mix", "InvalidParameter")
 }
 
 /// Per-user volumes, TRTC SoundLevel 0..=100.

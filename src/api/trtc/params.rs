@@ -57,6 +57,36 @@ pub fn invalid(name: &str, why: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// What roomcast does not do, said rather than ignored.
+pub fn unsupported(what: &str) -> ApiError {
+    ApiError::new(
+        "UnsupportedOperation",
+        format!("{what} is not available in this build of roomcast."),
+    )
+}
+
+/// A relay profile from a TOML table built out of request parameters,
+/// validated like a profile file; errors carry `code`.
+pub fn profile_from(
+    root: &toml::Table,
+    name: &str,
+    code: &'static str,
+) -> Result<crate::profile::RelayProfile, ApiError> {
+    let text = toml::to_string(root).map_err(|e| ApiError::new("InternalError", e.to_string()))?;
+    crate::profile::parse(
+        &text,
+        name,
+        std::path::Path::new("request"),
+        std::path::Path::new("."),
+    )
+    .map_err(|e| {
+        ApiError::new(
+            code,
+            format!("The mix parameters are invalid: {}: {}.", e.field, e.reason),
+        )
+    })
+}
+
 impl<'a> Params<'a> {
     pub fn new(obj: &'a Map<String, Value>) -> Params<'a> {
         Params { obj }

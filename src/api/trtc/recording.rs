@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 use toml::Table;
 
-use super::params::{Params, invalid, missing};
+use super::params::{Params, invalid, missing, unsupported};
 use super::{ApiError, ApiResult};
 use crate::api::AppState;
 use crate::auth::client::authenticate;
@@ -20,13 +20,6 @@ use crate::profile::{self, RecordFormat, RecordOutput};
 use crate::record::tasks::{Mode, Subscription};
 use crate::relay::{RelayError, RelaySpec};
 use crate::room::{RoomId, RoomKey, UserId};
-
-fn unsupported(what: &str) -> ApiError {
-    ApiError::new(
-        "UnsupportedOperation",
-        format!("{what} is not available in this build of roomcast."),
-    )
-}
 
 fn not_found() -> ApiError {
     ApiError::new(
@@ -185,19 +178,7 @@ fn mix_profile(p: &Params<'_>) -> Result<profile::RelayProfile, ApiError> {
         "layout".into(),
         layout(p.object("MixLayoutParams")?)?.into(),
     );
-    let text = toml::to_string(&root).map_err(|e| ApiError::new("InternalError", e.to_string()))?;
-    profile::parse(
-        &text,
-        "api-recording",
-        std::path::Path::new("request"),
-        std::path::Path::new("."),
-    )
-    .map_err(|e| {
-        ApiError::new(
-            "InvalidParameter.OutOfRange",
-            format!("The mix parameters are invalid: {}: {}.", e.field, e.reason),
-        )
-    })
+    super::params::profile_from(&root, "api-recording", "InvalidParameter.OutOfRange")
 }
 
 fn relay_error(e: RelayError) -> ApiError {
@@ -338,15 +319,7 @@ pub fn modify(state: &AppState, p: &Params<'_>) -> ApiResult {
                 audio.insert("channels".into(), 2.into());
                 audio.insert("bitrate_kbps".into(), 64.into());
                 root.insert("audio".into(), audio.into());
-                let text = toml::to_string(&root)
-                    .map_err(|e| ApiError::new("InternalError", e.to_string()))?;
-                let prof = profile::parse(
-                    &text,
-                    "api-recording",
-                    std::path::Path::new("request"),
-                    std::path::Path::new("."),
-                )
-                .map_err(|e| invalid("MixLayoutParams", format!("{}: {}", e.field, e.reason)))?;
+                let prof = super::params::profile_from(&root, "api-recording", "InvalidParameter")?;
                 match prof.mode {
                     profile::RelayMode::Mix { layout } => Some(layout),
                     profile::RelayMode::Passthrough { .. } => None,

@@ -9,19 +9,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::params::{Params, invalid, missing};
+use super::params::{Params, invalid, missing, unsupported};
 use super::{ApiError, ApiResult};
 use crate::api::AppState;
 use crate::profile::{AudioCodec, AudioEncoding};
 use crate::relay::{Feedback, RelayError, RelaySpec, TaskState, valid_stream_name};
 use crate::room::{RoomId, RoomKey, UserId};
-
-fn unsupported(what: &str) -> ApiError {
-    ApiError::new(
-        "UnsupportedOperation",
-        format!("{what} is not available in this build of roomcast."),
-    )
-}
 
 fn task_missing() -> ApiError {
     ApiError::new(

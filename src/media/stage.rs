@@ -1,0 +1,50 @@
+//! A media stage on a thread of its own (re-encoding, transcoding): a
+//! bounded queue in that drops to the next keyframe on overflow (the relay
+//! never waits), and the stage's output back to the async side.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use super::{DropToKeyframe, MediaMessage};
+
+/// The output side a stage's work function writes to.
+pub type StageOut = tokio::sync::mpsc::Sender<Arc<MediaMessage>>;
+
+pub struct Stage {
+    tx: SyncSender<Arc<MediaMessage>>,
+    gate: DropToKeyframe,
+    /// What the stage produced (a new config, then frames), for the relay to fan out.
+    pub out: tokio::sync::mpsc::Receiver<Arc<MediaMessage>>,
+}
+
+impl Stage {
+    /// Runs `work` on a thread named `name` with `capacity` messages queued each way.
+    pub fn spawn(
+        name: &str,
+        capacity: usize,
+        work: impl FnOnce(Receiver<Arc<MediaMessage>>, StageOut) + Send + 'static,
+    ) -> Stage {
+        let (tx, rx) = sync_channel::<Arc<MediaMessage>>(capacity);
+        let (out_tx, out) = tokio::sync::mpsc::channel(capacity);
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || work(rx, out_tx))
+            .expect("spawn thread");
+        Stage {
+            tx,
+            gate: DropToKeyframe::default(),
+            out,
+        }
+    }
+
+    /// Queues a config or frame without waiting; on overflow the stage
+    /// resumes at the next keyframe.
+    pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
+        if !self.gate.admit(msg) {
+            return;
+        }
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(msg.clone()) {
+            self.gate.overflowed();
+        }
+    }
+}
