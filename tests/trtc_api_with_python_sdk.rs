@@ -563,32 +563,12 @@ impl Drop for FileServer {
 
 /// A 4 s MP4 (test pattern, 440 Hz) in `dir`.
 fn clip(dir: &std::path::Path) {
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
-        .arg("testsrc=size=320x240:rate=30")
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            "4",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "30",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-movflags", "+faststart"])
-        .arg(dir.join("clip.mp4"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::media::lavfi_file(
+        &dir.join("clip.mp4"),
+        "testsrc=size=320x240:rate=30",
+        "sine=frequency=440:sample_rate=48000",
+        4,
+    );
 }
 
 fn start_relay(gw: &Gateway, room: &str, user: &str) -> (String, String) {

@@ -445,3 +445,44 @@ pub fn av_offsets(url: &str, min: usize) -> Vec<f64> {
     offsets.sort_by(|a, b| a.total_cmp(b));
     offsets
 }
+
+/// Writes `secs` of lavfi `video` and `audio` to `path`: H.264 (GOP 1 s, no
+/// B-frames) with PCM audio in `.mkv` (for peers that re-encode), AAC in
+/// anything else (MP4 with its index first).
+pub fn lavfi_file(path: &Path, video: &str, audio: &str, secs: u32) {
+    let mkv = path.extension().is_some_and(|e| e == "mkv");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", video])
+        .args(["-f", "lavfi", "-i", audio, "-t", &secs.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "30",
+            "-bf",
+            "0",
+        ])
+        .args(["-pix_fmt", "yuv420p"])
+        .args(if mkv {
+            &["-c:a", "pcm_s16le"][..]
+        } else {
+            &["-c:a", "aac", "-movflags", "+faststart"][..]
+        })
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "ffmpeg could not write {}",
+        path.display()
+    );
+}
+
+/// `input` decodes without a single error and lasts more than `min_secs`.
+pub fn assert_plays(input: &str, min_secs: f64) {
+    let (errors, secs) = decode(input);
+    assert!(errors.is_empty(), "{input}: {errors:?}");
+    assert!(secs > min_secs, "{input} holds {secs} s");
+}
