@@ -106,11 +106,13 @@ fn an_anchors_room_and_media_events_are_called_back_signed() {
     });
     let got = events(&seen);
     let types: Vec<u64> = got.iter().map(|(_, t, _)| *t).collect();
-    // Created, entered, published video and audio (either order), unpublished, exited, closed.
+    // Created, entered, started video and audio (either order), exited,
+    // closed; as in TRTC, leaving is 104 alone (no 202/204 before it).
     assert_eq!(&types[..2], &[101, 103], "{types:?}");
-    for t in [201, 205, 202, 206, 104] {
+    for t in [201, 203, 104] {
         assert!(types.contains(&t), "{t} missing from {types:?}");
     }
+    assert!(!types.contains(&202) && !types.contains(&204), "{types:?}");
     assert_eq!(*types.last().unwrap(), 102, "{types:?}");
     let entered = &got.iter().find(|(_, t, _)| *t == 103).unwrap().2;
     assert_eq!(entered["RoomId"], "hall");

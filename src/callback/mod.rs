@@ -123,11 +123,11 @@ pub fn payload(ev: &RoomEvent, now_ms: u64) -> Option<Value> {
             json!({"UserId": user.as_str(), "Role": role_code(*role)}),
         ),
         EventKind::TrackPublished { user, kind } if ev.audience == Audience::Room => {
-            let t = if *kind == TrackKind::Video { 201 } else { 205 };
+            let t = if *kind == TrackKind::Video { 201 } else { 203 };
             (2, t, json!({"UserId": user.as_str()}))
         }
         EventKind::TrackUnpublished { user, kind } if ev.audience == Audience::Room => {
-            let t = if *kind == TrackKind::Video { 202 } else { 206 };
+            let t = if *kind == TrackKind::Video { 202 } else { 204 };
             (2, t, json!({"UserId": user.as_str()}))
         }
         _ => return None,
@@ -184,39 +184,68 @@ pub fn spawn(config: Arc<Config>, rooms: &RoomHandle) -> Option<tokio::task::Joi
     }
     let mut events = rooms.subscribe();
     Some(tokio::spawn(async move {
+        // TRTC reports an exit as 104 alone, not as 202/204 first: a track
+        // ending waits a moment in case its user's exit follows.
+        let mut held: Vec<Arc<RoomEvent>> = Vec::new();
         loop {
-            let ev = match events.recv().await {
-                Ok(ev) => ev,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+            let next = if held.is_empty() {
+                Ok(events.recv().await)
+            } else {
+                tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+            };
+            let ev = match next {
+                Ok(Ok(ev)) => ev,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
                     tracing::warn!(missed = n, "callbacks fell behind the room engine");
                     continue;
                 }
-                Err(_) => return,
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    for h in std::mem::take(&mut held) {
+                        enqueue(&sinks, &h);
+                    }
+                    continue;
+                }
             };
-            let Some(sink) = sinks.get(&ev.room.app) else {
+            if matches!(ev.kind, EventKind::TrackUnpublished { .. }) {
+                held.push(ev);
                 continue;
-            };
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            let Some(body) = payload(&ev, now_ms) else {
-                continue;
-            };
-            let mut q = sink.queue.lock().unwrap_or_else(|p| p.into_inner());
-            if q.items.len() >= QUEUE_CAPACITY {
-                q.items.pop_front();
-                q.dropped += 1;
-                tracing::warn!(
-                    dropped = q.dropped,
-                    "callback queue full: oldest callback dropped"
-                );
             }
-            q.items.push_back(body.to_string().into_bytes());
-            drop(q);
-            sink.wake.notify_one();
+            if let EventKind::UserExited { user, .. } = &ev.kind {
+                held.retain(|h| !(h.room == ev.room && h.subject() == Some(user)));
+            }
+            for h in std::mem::take(&mut held) {
+                enqueue(&sinks, &h);
+            }
+            enqueue(&sinks, &ev);
         }
     }))
+}
+
+/// Queues the callback of `ev` for its application, if it has one.
+fn enqueue(sinks: &HashMap<u64, Arc<Sink>>, ev: &RoomEvent) {
+    let Some(sink) = sinks.get(&ev.room.app) else {
+        return;
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let Some(body) = payload(ev, now_ms) else {
+        return;
+    };
+    let mut q = sink.queue.lock().unwrap_or_else(|p| p.into_inner());
+    if q.items.len() >= QUEUE_CAPACITY {
+        q.items.pop_front();
+        q.dropped += 1;
+        tracing::warn!(
+            dropped = q.dropped,
+            "callback queue full: oldest callback dropped"
+        );
+    }
+    q.items.push_back(body.to_string().into_bytes());
+    drop(q);
+    sink.wake.notify_one();
 }
 
 async fn deliver(app: u64, url: HttpUrl, key: String, sink: Arc<Sink>) {
@@ -364,6 +393,18 @@ mod tests {
             (v["EventGroupId"].clone(), v["EventType"].clone()),
             (json!(2), json!(201))
         );
+        let a = payload(
+            &ev(
+                Audience::Room,
+                EventKind::TrackUnpublished {
+                    user: alice.clone(),
+                    kind: TrackKind::Audio,
+                },
+            ),
+            0,
+        )
+        .unwrap();
+        assert_eq!(a["EventType"], 204);
         // A hidden user's entry is internal: no callback.
         assert!(
             payload(
