@@ -36,7 +36,6 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         "relay profiles loaded"
     );
     let (rooms, room_task) = room::spawn(&config);
-    let callbacks = crate::callback::spawn(config.clone(), &rooms);
 
     let http_addr = SocketAddr::new(config.http.bind, config.http.port);
     let listener = TcpListener::bind(http_addr)
@@ -71,6 +70,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
 
     let hls_root = config.data_dir.join("hls");
     let relays = RelayManager::new(rooms.clone(), hub.clone(), hls_root.clone());
+    let callbacks = crate::callback::spawn(config.clone(), &rooms, relays.clone());
     let auto = relays.spawn_auto(profiles.clone());
     let app = api::router(AppState {
         config: config.clone(),

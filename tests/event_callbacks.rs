@@ -16,6 +16,9 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
+/// Media tests encode in real time; one at a time on a 2-core machine.
+static MEDIA: Mutex<()> = Mutex::new(());
+
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "callback-app-key";
 const CALLBACK_KEY: &str = "callback-sign-key";
@@ -97,6 +100,7 @@ fn events(seen: &Arc<Mutex<Vec<Received>>>) -> Vec<(u64, u64, Value)> {
 
 #[test]
 fn an_anchors_room_and_media_events_are_called_back_signed() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let (port, seen) = receiver(0);
     let gw = gateway(port);
     let mut obs = Publisher::start(&gw.publish_url(APP, KEY, "hall", "alice"), 3, &gw.dir.0);
@@ -190,4 +194,39 @@ fn a_callback_url_must_be_http_and_signed() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(field), "{err}");
     }
+}
+
+#[test]
+fn a_relay_targets_states_are_called_back_as_401() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let (port, seen) = receiver(0);
+    let gw = gateway(port);
+    let origin = common::media::Origin::start();
+    let (task, _) = gw.start_relay(&serde_json::json!({
+        "sdkappid": APP, "room": "stage", "roomtype": "str", "userid": "alice",
+        "rtmp": [origin.url("stage")]
+    }));
+    let mut obs = Publisher::start(&gw.publish_url(APP, KEY, "stage", "alice"), 3, &gw.dir.0);
+    assert!(obs.wait(Duration::from_secs(30)).unwrap().success());
+    let relay_events = || -> Vec<Value> {
+        events(&seen)
+            .into_iter()
+            .filter(|(g, t, _)| *g == 4 && *t == 401)
+            .map(|(_, _, info)| info)
+            .collect()
+    };
+    common::wait_for("pushing and stopped", Duration::from_secs(15), || {
+        let e = relay_events();
+        e.iter().any(|i| i["Payload"]["Status"] == 2)
+            && e.iter().any(|i| i["Payload"]["Status"] == 5)
+    });
+    let pushing = relay_events()
+        .into_iter()
+        .find(|i| i["Payload"]["Status"] == 2)
+        .unwrap();
+    assert_eq!(pushing["TaskId"], task.as_str());
+    assert_eq!(pushing["RoomId"], "stage");
+    assert_eq!(pushing["RoomType"], 1);
+    assert_eq!(pushing["UserId"], "alice");
+    assert_eq!(pushing["Payload"]["Url"], origin.url("stage").as_str());
 }

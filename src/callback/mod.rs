@@ -22,9 +22,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::relay::RelayManager;
 use crate::room::{
     Audience, EventKind, ExitReason, Role, RoomEvent, RoomHandle, RoomId, TrackKind,
 };
+use crate::rtmp::push::PushState;
 
 /// Deliveries waiting per application.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -158,8 +160,50 @@ struct Sink {
     wake: Notify,
 }
 
-/// Runs until the room engine stops: one dispatcher, one sender per app.
-pub fn spawn(config: Arc<Config>, rooms: &RoomHandle) -> Option<tokio::task::JoinHandle<()>> {
+/// A relay target's state as TRTC's relay callback (401) `Status`: 2 is
+/// TRTC's "pushing" (its documented example); the others are roomcast's:
+/// 1 connecting, 3 retrying, 4 failed (given up), 5 stopped.
+pub fn relay_status_code(state: &PushState) -> u32 {
+    match state {
+        PushState::Connecting { .. } => 1,
+        PushState::Publishing => 2,
+        PushState::Retrying { .. } => 3,
+        PushState::Failed { .. } => 4,
+        PushState::Stopped => 5,
+    }
+}
+
+/// The 401 callback of one relay target's state.
+pub fn relay_payload(
+    room: &crate::room::RoomKey,
+    user: Option<&str>,
+    task: &str,
+    url: &str,
+    status: u32,
+    now_ms: u64,
+) -> Value {
+    json!({
+        "EventGroupId": 4,
+        "EventType": 401,
+        "CallbackTs": now_ms,
+        "EventInfo": {
+            "RoomId": room_value(&room.room),
+            "RoomType": match room.room { RoomId::Num(_) => 0, RoomId::Str(_) => 1 },
+            "EventTsMs": now_ms,
+            "UserId": user.unwrap_or(""),
+            "TaskId": task,
+            "Payload": {"Url": url, "Status": status},
+        },
+    })
+}
+
+/// Runs until the room engine stops: one dispatcher, one sender per app,
+/// and a watcher of relay targets (401).
+pub fn spawn(
+    config: Arc<Config>,
+    rooms: &RoomHandle,
+    relays: RelayManager,
+) -> Option<tokio::task::JoinHandle<()>> {
     let mut sinks: HashMap<u64, Arc<Sink>> = HashMap::new();
     for app in &config.apps {
         let (Some(url), Some(key)) = (&app.callback_url, &app.callback_key) else {
@@ -182,6 +226,8 @@ pub fn spawn(config: Arc<Config>, rooms: &RoomHandle) -> Option<tokio::task::Joi
     if sinks.is_empty() {
         return None;
     }
+    let sinks = Arc::new(sinks);
+    tokio::spawn(watch_relays(relays, sinks.clone()));
     let mut events = rooms.subscribe();
     Some(tokio::spawn(async move {
         // TRTC reports an exit as 104 alone, not as 202/204 first: a track
@@ -222,18 +268,57 @@ pub fn spawn(config: Arc<Config>, rooms: &RoomHandle) -> Option<tokio::task::Joi
     }))
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Reports every relay target's state changes (401), polling the relays.
+async fn watch_relays(relays: RelayManager, sinks: Arc<HashMap<u64, Arc<Sink>>>) {
+    let mut last: HashMap<(String, String), u32> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let mut seen = std::collections::HashSet::new();
+        for (spec, status) in relays.list() {
+            let Some(sink) = sinks.get(&spec.room.app) else {
+                continue;
+            };
+            let stopped = matches!(status.state, crate::relay::TaskState::Stopped(_));
+            for (url, state, _) in &status.targets {
+                let key = (spec.id.clone(), url.clone());
+                let code = if stopped { 5 } else { relay_status_code(state) };
+                seen.insert(key.clone());
+                if last.get(&key) == Some(&code) {
+                    continue;
+                }
+                last.insert(key, code);
+                let user = spec.user.as_ref().map(|u| u.as_str());
+                let shown = url.split('?').next().unwrap_or(url);
+                push(
+                    sink,
+                    relay_payload(&spec.room, user, &spec.id, shown, code, now_ms()),
+                );
+            }
+        }
+        last.retain(|k, _| seen.contains(k));
+    }
+}
+
 /// Queues the callback of `ev` for its application, if it has one.
 fn enqueue(sinks: &HashMap<u64, Arc<Sink>>, ev: &RoomEvent) {
     let Some(sink) = sinks.get(&ev.room.app) else {
         return;
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let Some(body) = payload(ev, now_ms) else {
+    let Some(body) = payload(ev, now_ms()) else {
         return;
     };
+    push(sink, body);
+}
+
+fn push(sink: &Sink, body: Value) {
     let mut q = sink.queue.lock().unwrap_or_else(|p| p.into_inner());
     if q.items.len() >= QUEUE_CAPACITY {
         q.items.pop_front();
@@ -340,6 +425,27 @@ mod tests {
         assert!(HttpUrl::parse("https://example.com/cb").is_err());
         assert!(HttpUrl::parse("http:///cb").is_err());
         assert!(HttpUrl::parse("http://h:x/").is_err());
+    }
+
+    #[test]
+    fn relay_states_map_to_401_statuses() {
+        assert_eq!(relay_status_code(&PushState::Publishing), 2);
+        assert_eq!(relay_status_code(&PushState::Connecting { attempt: 1 }), 1);
+        let p = relay_payload(
+            &RoomKey {
+                app: 1,
+                room: RoomId::Str("x".into()),
+            },
+            None,
+            "relay-1",
+            "rtmp://o/live/x",
+            2,
+            5,
+        );
+        assert_eq!(p["EventGroupId"], 4);
+        assert_eq!(p["EventInfo"]["RoomType"], 1);
+        assert_eq!(p["EventInfo"]["Payload"]["Status"], 2);
+        assert_eq!(p["EventInfo"]["UserId"], "");
     }
 
     #[test]
