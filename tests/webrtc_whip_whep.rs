@@ -314,7 +314,7 @@ fn a_whip_anchor_stays_in_sync_through_the_mix() {
 }
 
 #[test]
-fn a_whep_viewer_receives_decodable_frames_of_an_anchor() {
+fn a_whep_viewer_receives_decodable_video_and_audio_of_an_rtmp_anchor() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let gw = gateway();
     let mut obs = Publisher::start(&gw.publish_url(APP, KEY, "show", "host"), 10, &gw.dir.0);
@@ -341,6 +341,13 @@ fn a_whep_viewer_receives_decodable_frames_of_an_anchor() {
         peer.text()
     );
     assert_eq!(done["sizes"], json!([[640, 360]]));
+    eprintln!("WHEP received: {done}");
+    // The anchor's AAC arrives as Opus (about 50 frames a second).
+    assert!(
+        done["audio_frames"].as_u64().unwrap() >= 50,
+        "{}",
+        peer.text()
+    );
     assert_eq!(done["delete_status"], 200);
     let _ = obs.wait(Duration::from_secs(20));
 }

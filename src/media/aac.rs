@@ -127,9 +127,45 @@ pub struct AacEncoder {
     frame_size: usize,
     sent: i64,
     packets: i64,
+    /// Opus (libopus, for WebRTC) rather than AAC: interleaved samples.
+    opus: bool,
 }
 
+/// Opus for WebRTC viewers: 48 kHz stereo, 20 ms frames.
+pub const OPUS_RATE: u32 = 48_000;
+
 impl AacEncoder {
+    /// An Opus encoder (libopus) for WebRTC: 48 kHz stereo, 960-sample frames.
+    pub fn opus(bitrate_kbps: u32) -> Result<AacEncoder, AacError> {
+        ff::init()?;
+        let ecodec = ff::encoder::find_by_name("libopus").ok_or(AacError::NoCodec("libopus"))?;
+        let mut enc = ff::codec::context::Context::new_with_codec(ecodec)
+            .encoder()
+            .audio()?;
+        enc.set_rate(OPUS_RATE as i32);
+        enc.set_channel_layout(ff::ChannelLayout::STEREO);
+        enc.set_channels(2);
+        enc.set_format(ff::format::Sample::F32(ff::format::sample::Type::Packed));
+        enc.set_bit_rate(bitrate_kbps as usize * 1000);
+        enc.set_time_base(ff::Rational::new(1, OPUS_RATE as i32));
+        let encoder = enc.open_as(ecodec)?;
+        let frame_size = (encoder.frame_size() as usize).max(1);
+        Ok(AacEncoder {
+            encoder,
+            config: TrackConfig {
+                kind: TrackKind::Audio,
+                codec: Codec::Opus,
+                extradata: Bytes::new(),
+            },
+            rate: OPUS_RATE,
+            channels: 2,
+            frame_size,
+            sent: 0,
+            packets: 0,
+            opus: true,
+        })
+    }
+
     pub fn new(out: &AudioEncoding) -> Result<AacEncoder, AacError> {
         ff::init()?;
         let ecodec =
@@ -162,6 +198,7 @@ impl AacEncoder {
             frame_size,
             sent: 0,
             packets: 0,
+            opus: false,
         })
     }
 
@@ -188,14 +225,29 @@ impl AacEncoder {
         planes: &[&[f32]],
         base_ms: i64,
     ) -> Result<Vec<EncodedFrame>, AacError> {
-        let mut frame =
-            ff::frame::Audio::new(PLANAR_F32, self.frame_size, layout_for(self.channels));
-        frame.set_rate(self.rate);
-        for (ch, samples) in planes.iter().enumerate().take(self.channels) {
+        let mut frame = if self.opus {
+            // libopus takes interleaved stereo.
+            let mut frame = ff::frame::Audio::new(
+                ff::format::Sample::F32(ff::format::sample::Type::Packed),
+                self.frame_size,
+                ff::ChannelLayout::STEREO,
+            );
+            let (l, r) = (planes[0], planes.get(1).copied().unwrap_or(planes[0]));
+            for (i, out) in frame.plane_mut::<(f32, f32)>(0).iter_mut().enumerate() {
+                *out = (l[i], r[i]);
+            }
             frame
-                .plane_mut::<f32>(ch)
-                .copy_from_slice(&samples[..self.frame_size]);
-        }
+        } else {
+            let mut frame =
+                ff::frame::Audio::new(PLANAR_F32, self.frame_size, layout_for(self.channels));
+            for (ch, samples) in planes.iter().enumerate().take(self.channels) {
+                frame
+                    .plane_mut::<f32>(ch)
+                    .copy_from_slice(&samples[..self.frame_size]);
+            }
+            frame
+        };
+        frame.set_rate(self.rate);
         frame.set_pts(Some(self.sent));
         self.sent += self.frame_size as i64;
         self.encoder.send_frame(&frame)?;
@@ -213,7 +265,7 @@ impl AacEncoder {
                 .rescale(samples, TimeBase::MILLIS);
             out.push(EncodedFrame {
                 kind: TrackKind::Audio,
-                codec: Codec::Aac,
+                codec: self.config.codec,
                 pts: ms,
                 dts: ms,
                 time_base: TimeBase::MILLIS,
@@ -243,7 +295,17 @@ impl AacReencoder {
         })
     }
 
-    /// The output's AudioSpecificConfig.
+    /// Decode AAC, encode Opus for WebRTC (48 kHz stereo, `bitrate_kbps`).
+    pub fn to_opus(input: &TrackConfig, bitrate_kbps: u32) -> Result<AacReencoder, AacError> {
+        Ok(AacReencoder {
+            decoder: AacDecoder::new(input, OPUS_RATE, 2)?,
+            encoder: AacEncoder::opus(bitrate_kbps)?,
+            pending: vec![Vec::new(); 2],
+            base_ms: None,
+        })
+    }
+
+    /// The output's AudioSpecificConfig (empty for Opus).
     pub fn config(&self) -> &TrackConfig {
         self.encoder.config()
     }
@@ -277,19 +339,26 @@ const STAGE_CAPACITY: usize = 1024;
 /// Re-encodes a relay's audio (AAC, or Opus to AAC) on its own thread.
 pub fn audio_stage(settings: AudioEncoding) -> super::stage::Stage {
     super::stage::Stage::spawn("aac-reencode", STAGE_CAPACITY, move |rx, out| {
-        stage(rx, out, settings)
+        stage(rx, out, move |c| AacReencoder::new(c, &settings))
+    })
+}
+
+/// Transcodes AAC to Opus (64 kbps) on its own thread, for WebRTC viewers.
+pub fn opus_stage() -> super::stage::Stage {
+    super::stage::Stage::spawn("opus-encode", STAGE_CAPACITY, move |rx, out| {
+        stage(rx, out, |c| AacReencoder::to_opus(c, 64))
     })
 }
 
 fn stage(
     rx: Receiver<Arc<MediaMessage>>,
     out: tokio::sync::mpsc::Sender<Arc<MediaMessage>>,
-    settings: AudioEncoding,
+    make: impl Fn(&TrackConfig) -> Result<AacReencoder, AacError>,
 ) {
     let mut coder: Option<AacReencoder> = None;
     while let Ok(m) = rx.recv() {
         match &*m {
-            MediaMessage::Config(c) => match AacReencoder::new(c, &settings) {
+            MediaMessage::Config(c) => match make(c) {
                 Ok(r) => {
                     let cfg = Arc::new(MediaMessage::Config(r.config().clone()));
                     coder = Some(r);
@@ -330,6 +399,43 @@ mod tests {
     /// Encodes a tone with our own encoder settings, then re-encodes it at
     /// another rate and channel count: frame sizes, config and timestamps.
     /// Opus (WebRTC anchors) decodes into the same planar samples.
+    #[test]
+    fn aac_is_transcoded_to_opus_for_webrtc() {
+        // A second of a 440 Hz tone as AAC, then through the Opus re-encoder.
+        let settings = AudioEncoding {
+            sample_rate: 48_000,
+            channels: 2,
+            bitrate_kbps: 128,
+            codec: AudioCodec::AacLc,
+        };
+        let mut aac = AacEncoder::new(&settings).unwrap();
+        let tone: Vec<f32> = (0..48_000)
+            .map(|i| (i as f32 * 440.0 * std::f32::consts::TAU / 48_000.0).sin() * 0.5)
+            .collect();
+        let mut frames = Vec::new();
+        for chunk in tone.chunks_exact(aac.frame_size()) {
+            frames.extend(aac.encode(&[chunk, chunk], 0).unwrap());
+        }
+        let mut opus = AacReencoder::to_opus(aac.config(), 64).unwrap();
+        assert_eq!(opus.config().codec, Codec::Opus);
+        let out: Vec<EncodedFrame> = frames.iter().flat_map(|f| opus.push(f).unwrap()).collect();
+        // 20 ms Opus frames, 20 ms apart.
+        assert!(out.len() >= 40, "{} Opus frames", out.len());
+        assert!(
+            out.iter()
+                .all(|f| f.codec == Codec::Opus && !f.data.is_empty())
+        );
+        assert_eq!(out[1].pts - out[0].pts, 20);
+        // And back: Opus decodes to the tone's level.
+        let mut dec = AacDecoder::new(opus.config(), 48_000, 2).unwrap();
+        let mut pcm = vec![Vec::new(), Vec::new()];
+        for f in &out {
+            dec.push(f, &mut pcm).unwrap();
+        }
+        let peak = pcm[0].iter().fold(0f32, |m, s| m.max(s.abs()));
+        assert!((0.35..0.65).contains(&peak), "peak {peak}");
+    }
+
     #[test]
     fn decodes_opus() {
         ff::init().unwrap();

@@ -5,8 +5,8 @@
 //! (H.264 with its parameter sets before every keyframe, VP8, VP9, Opus);
 //! timestamps follow the anchor's. A viewer's keyframe request (PLI/FIR) is
 //! passed to the anchor (a PLI to a WebRTC publisher; an RTMP publisher
-//! cannot be asked). AAC audio (RTMP anchors) is not sent: WebRTC carries
-//! Opus; the viewer gets the video only and the log says so. The viewer is
+//! cannot be asked). AAC audio (RTMP anchors) is transcoded to Opus (48 kHz
+//! stereo, 64 kbps) on a stage thread, since WebRTC carries Opus. The viewer is
 //! authenticated by its UserSig but does not take a seat in the room, as a
 //! CDN viewer would not.
 
@@ -114,10 +114,24 @@ pub async fn play(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (pc, lease) = rtc.peer_connection(tx).await?;
     let mut tracks = Vec::new();
-    for config in [&sub.configs.video, &sub.configs.audio]
-        .into_iter()
-        .flatten()
-    {
+    // AAC (an RTMP anchor) is transcoded to Opus for the viewer.
+    let mut opus = None;
+    let opus_config = TrackConfig {
+        kind: TrackKind::Audio,
+        codec: Codec::Opus,
+        extradata: Bytes::new(),
+    };
+    if let Some(aac) = sub.configs.audio.as_ref().filter(|c| c.codec == Codec::Aac) {
+        let mut stage = crate::media::aac::opus_stage();
+        stage.offer(&Arc::new(MediaMessage::Config(aac.clone())));
+        opus = Some(stage);
+    }
+    let audio = if opus.is_some() {
+        Some(&opus_config)
+    } else {
+        sub.configs.audio.as_ref()
+    };
+    for config in [sub.configs.video.as_ref(), audio].into_iter().flatten() {
         match add_track(&pc, config).await {
             Ok(Some(t)) => tracks.push(t),
             Ok(None) => {
@@ -184,7 +198,7 @@ pub async fn play(
     let rtc2 = rtc.clone();
     let id2 = id.clone();
     tokio::spawn(async move {
-        let why = run(pc.clone(), rx, early, stop, sub, tracks).await;
+        let why = run(pc.clone(), rx, early, stop, sub, tracks, opus).await;
         tracing::info!(session = %id2, "whep playback ended: {why}");
         let _ = pc.close().await;
         rtc2.unregister(&id2);
@@ -259,6 +273,7 @@ async fn run(
     stop: Arc<Notify>,
     mut sub: Subscription,
     mut tracks: Vec<Outgoing>,
+    mut opus: Option<crate::media::stage::Stage>,
 ) -> String {
     let _ = pc;
     // Keyframe requests from the viewer go to the anchor.
@@ -310,7 +325,26 @@ async fn run(
             () = tokio::time::sleep_until(connect_deadline), if !connected => {
                 break format!("not connected within {:?}", super::CONNECT_TIMEOUT);
             }
+            m = async {
+                match opus.as_mut() {
+                    Some(s) => s.out.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match m {
+                Some(m) if connected => {
+                    if let Err(e) = send(&mut tracks, &m, &mut waiting_keyframe).await {
+                        tracing::debug!("whep: sample not sent: {e}");
+                    }
+                }
+                Some(_) => {}
+                None => opus = None,
+            },
             m = sub.messages.recv() => match m {
+                Ok(m) if opus.is_some() && is_aac(&m) => {
+                    if let Some(s) = opus.as_mut() {
+                        s.offer(&m);
+                    }
+                }
                 Ok(m) if connected => {
                     if let Err(e) = send(&mut tracks, &m, &mut waiting_keyframe).await {
                         tracing::debug!("whep: sample not sent: {e}");
@@ -329,6 +363,13 @@ async fn run(
         f.abort();
     }
     why
+}
+
+fn is_aac(m: &MediaMessage) -> bool {
+    match m {
+        MediaMessage::Config(c) => c.codec == Codec::Aac,
+        MediaMessage::Frame(f) => f.codec == Codec::Aac,
+    }
 }
 
 async fn send(
