@@ -1068,3 +1068,65 @@ fn a_mix_is_pushed_back_into_another_room_as_a_user() {
     let (errors, _) = decode(&hls);
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+#[test]
+fn dismissing_a_room_stops_its_relay_mix_and_ingest_tasks() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&config()));
+    let origin = Origin::start();
+    clip(&gw.dir.0);
+    let files = FileServer::start(&gw.dir.0);
+    // A bypass relay and a mix of room 4321, and a looping ingest into it.
+    let bypass = sdk(
+        &gw,
+        "StartPublishCdnStream",
+        json!({"SdkAppId": APP, "RoomId": "4321", "RoomIdType": 0,
+               "AgentParams": {"UserId": "relay_robot"}, "WithTranscoding": 0,
+               "SingleSubscribeParams": {"UserMediaStream": {"UserInfo": {"UserId": "host", "RoomId": "4321", "RoomIdType": 0}}},
+               "PublishCdnParams": [{"PublishCdnUrl": origin.url("bypass4321")}]}),
+    );
+    assert_eq!(bypass["ok"], true, "{bypass}");
+    let mix = sdk(
+        &gw,
+        "StartPublishCdnStream",
+        json!({"SdkAppId": APP, "RoomId": "4321", "RoomIdType": 0,
+               "AgentParams": {"UserId": "mcu_robot"}, "WithTranscoding": 1,
+               "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}},
+               "VideoParams": {"VideoEncode": {"Width": 640, "Height": 360, "Fps": 15, "BitRate": 800, "Gop": 2},
+                               "LayoutParams": {"MixLayoutMode": 3}},
+               "PublishCdnParams": [{"PublishCdnUrl": origin.url("mix4321")}]}),
+    );
+    assert_eq!(mix["ok"], true, "{mix}");
+    let url = format!("{}&roomtype=int", gw.publish_url(APP, KEY, "4321", "host"));
+    let _host = Publisher::start(&url, 20, &gw.dir.0);
+    let ingest = sdk(
+        &gw,
+        "StartStreamIngest",
+        json!({"SdkAppId": APP, "RoomId": "4321", "RoomIdType": 1, "UserId": "guest",
+               "UserSig": usersig_for("guest"), "StreamUrl": files.url("clip.mp4"), "RepeatNum": -1}),
+    );
+    assert_eq!(ingest["ok"], true, "{ingest}");
+    let relay_id = |r: &Value| r["response"]["TaskId"].as_str().unwrap().to_owned();
+    let (bypass, mix, ingest) = (relay_id(&bypass), relay_id(&mix), relay_id(&ingest));
+    common::wait_for("both relays running", Duration::from_secs(15), || {
+        gw.relay_status(&bypass)["state"] == "running"
+            && gw.relay_status(&mix)["state"] == "running"
+    });
+
+    let r = sdk(&gw, "DismissRoom", json!({"SdkAppId": APP, "RoomId": 4321}));
+    assert_eq!(r["ok"], true, "{r}");
+    common::wait_for("every task stopped", Duration::from_secs(10), || {
+        gw.relay_status(&bypass)["state"] == "stopped"
+            && gw.relay_status(&mix)["state"] == "stopped"
+            && sdk(
+                &gw,
+                "DescribeStreamIngest",
+                json!({"SdkAppId": APP, "TaskId": ingest}),
+            )["response"]["Status"]
+                == "NotExist"
+    });
+    for id in [&bypass, &mix] {
+        let reason = gw.relay_status(id)["reason"].as_str().unwrap().to_owned();
+        assert!(reason.contains("dismissed"), "{id}: {reason}");
+    }
+}
