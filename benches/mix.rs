@@ -16,10 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use roomcast::media::MediaMessage;
 use roomcast::mix::pipeline::{MixHandle, MixSettings};
-use roomcast::profile::{
-    AudioCodec, AudioEncoding, Background, H264Profile, Layout, LayoutMode, RenderMode, Rgb,
-    VideoEncoding,
-};
+use roomcast::profile::{AudioCodec, AudioEncoding, H264Profile, Layout, VideoEncoding};
 use roomcast::rtmp::flv;
 
 #[path = "common/flv_file.rs"]
@@ -86,17 +83,7 @@ fn make_inputs(dir: &Path, n: usize) -> Vec<PathBuf> {
 
 fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
     let settings = MixSettings {
-        layout: Layout {
-            mode: LayoutMode::Grid,
-            max_inputs: 16,
-            render_mode: RenderMode::Crop,
-            background: Background::Color(Rgb(0, 0, 0)),
-            placeholder: Background::Color(Rgb(0x33, 0x33, 0x33)),
-            audio_only_holds_cell: false,
-            main_user: None,
-            cells: Vec::new(),
-            freeze_ms: 800,
-        },
+        layout: Layout::default(),
         video: Some(VideoEncoding {
             width,
             height,

@@ -159,6 +159,24 @@ pub struct Layout {
     pub freeze_ms: u32,
 }
 
+impl Default for Layout {
+    /// What a profile without `[layout]` gets: a grid of up to 16, cropped,
+    /// on black, dark grey placeholders.
+    fn default() -> Layout {
+        Layout {
+            mode: LayoutMode::Grid,
+            max_inputs: MAX_INPUTS,
+            render_mode: RenderMode::Crop,
+            background: Background::Color(Rgb(0, 0, 0)),
+            placeholder: Background::Color(Rgb(0x33, 0x33, 0x33)),
+            audio_only_holds_cell: false,
+            main_user: None,
+            cells: Vec::new(),
+            freeze_ms: DEFAULT_FREEZE_MS,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayoutMode {
     Floating,
@@ -749,17 +767,7 @@ impl Validator<'_> {
         canvas: Option<(u32, u32)>,
     ) -> Result<Layout, ProfileError> {
         let Some(l) = l else {
-            return Ok(Layout {
-                mode: LayoutMode::Grid,
-                max_inputs: MAX_INPUTS,
-                render_mode: RenderMode::Crop,
-                background: Background::Color(Rgb(0, 0, 0)),
-                placeholder: Background::Color(Rgb(0x33, 0x33, 0x33)),
-                audio_only_holds_cell: false,
-                main_user: None,
-                cells: Vec::new(),
-                freeze_ms: DEFAULT_FREEZE_MS,
-            });
+            return Ok(Layout::default());
         };
         let p = |k| [Seg::Key("layout"), Seg::Key(k)];
         const RENDER: &[(&str, RenderMode)] = &[

@@ -184,19 +184,12 @@ pub fn place(layout: &Layout, canvas: (u32, u32), inputs: &[InputInfo]) -> Vec<P
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{Cell, Rgb};
+    use crate::profile::Cell;
 
     fn layout(mode: LayoutMode) -> Layout {
         Layout {
             mode,
-            max_inputs: 16,
-            render_mode: RenderMode::Crop,
-            background: Background::Color(Rgb(0, 0, 0)),
-            placeholder: Background::Color(Rgb(0x33, 0x33, 0x33)),
-            audio_only_holds_cell: false,
-            main_user: None,
-            cells: Vec::new(),
-            freeze_ms: 800,
+            ..Layout::default()
         }
     }
 
