@@ -52,17 +52,27 @@ fn default_profile() -> String {
     "passthrough".into()
 }
 
+/// A loopback caller's JSON body, or the refusal to send back.
+#[allow(clippy::result_large_err)]
+fn admitted<T>(
+    peer: SocketAddr,
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, Response> {
+    if let Some(r) = non_loopback(peer) {
+        return Err(r);
+    }
+    body.map(|Json(b)| b)
+        .map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
 pub async fn start(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<StartRelay>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Some(r) = non_loopback(peer) {
-        return r;
-    }
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => return err(StatusCode::BAD_REQUEST, e.body_text()),
+    let req = match admitted(peer, body) {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     if state.config.app_key(req.sdkappid).is_none() {
         return err(
@@ -153,12 +163,9 @@ pub async fn update(
     Path(id): Path<String>,
     body: Result<Json<UpdateRelay>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Some(r) = non_loopback(peer) {
-        return r;
-    }
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => return err(StatusCode::BAD_REQUEST, e.body_text()),
+    let req = match admitted(peer, body) {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let Some((spec, _)) = state.relays.status(&id) else {
         return err(StatusCode::NOT_FOUND, "no such relay task");

@@ -375,13 +375,8 @@ fn stage(
                 let Some(c) = coder.as_mut() else { continue };
                 match c.push(f) {
                     Ok(frames) => {
-                        for fr in frames {
-                            if out
-                                .blocking_send(Arc::new(MediaMessage::Frame(fr)))
-                                .is_err()
-                            {
-                                return;
-                            }
+                        if !super::stage::send_frames(&out, frames) {
+                            return;
                         }
                     }
                     Err(e) => tracing::debug!("audio re-encoder skipped a frame: {e}"),

@@ -10,6 +10,13 @@ use super::{DropToKeyframe, MediaMessage};
 /// The output side a stage's work function writes to.
 pub type StageOut = tokio::sync::mpsc::Sender<Arc<MediaMessage>>;
 
+/// Hands a stage's output frames to the relay; `false` when the relay is gone.
+pub fn send_frames(out: &StageOut, frames: Vec<super::EncodedFrame>) -> bool {
+    frames
+        .into_iter()
+        .all(|f| out.blocking_send(Arc::new(MediaMessage::Frame(f))).is_ok())
+}
+
 pub struct Stage {
     tx: SyncSender<Arc<MediaMessage>>,
     gate: DropToKeyframe,

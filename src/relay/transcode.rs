@@ -118,13 +118,8 @@ fn stage(
                 last_n = Some(n);
                 match enc.encode(pic, n) {
                     Ok(frames) => {
-                        for fr in frames {
-                            if out
-                                .blocking_send(Arc::new(MediaMessage::Frame(fr)))
-                                .is_err()
-                            {
-                                return;
-                            }
+                        if !crate::media::stage::send_frames(&out, frames) {
+                            return;
                         }
                     }
                     Err(e) => tracing::warn!(%task, "video transcode: encode: {e}"),

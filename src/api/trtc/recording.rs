@@ -236,14 +236,7 @@ pub fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
     let key = RoomKey { app, room };
     let mode = match mode {
         1 => {
-            let profile = state
-                .profiles
-                .iter()
-                .find(|p| p.name == "passthrough")
-                .ok_or_else(|| {
-                    ApiError::new("InternalError", "No `passthrough` profile is loaded.")
-                })?
-                .clone();
+            let profile = super::relay::passthrough(state)?.clone();
             Mode::Single {
                 profile: Box::new(profile),
                 subscription: sub.unwrap_or_default(),

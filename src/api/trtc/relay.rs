@@ -23,6 +23,16 @@ fn task_missing() -> ApiError {
     )
 }
 
+/// The loaded `passthrough` profile, which bypass relays and single-stream
+/// recordings start from.
+pub(super) fn passthrough(state: &AppState) -> Result<&crate::profile::RelayProfile, ApiError> {
+    state
+        .profiles
+        .iter()
+        .find(|p| p.name == "passthrough")
+        .ok_or_else(|| ApiError::new("InternalError", "No `passthrough` profile is loaded."))
+}
+
 fn relay_error(e: RelayError) -> ApiError {
     match e {
         RelayError::NoSuchTask => task_missing(),
@@ -204,13 +214,7 @@ pub fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
     let mut spec = match with_transcoding {
         0 => {
             let user = single_user(p)?.ok_or_else(|| missing("SingleSubscribeParams"))?;
-            let profile = state
-                .profiles
-                .iter()
-                .find(|p| p.name == "passthrough")
-                .ok_or_else(|| {
-                    ApiError::new("InternalError", "No `passthrough` profile is loaded.")
-                })?;
+            let profile = passthrough(state)?;
             let mut spec = RelaySpec::for_anchor(key, user, profile).map_err(relay_error)?;
             // As in TRTC, audio is re-encoded with AudioEncode when it is given.
             if let Some(a) = audio_encode(p)? {
