@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
-use super::layout::{InputInfo, place};
+use super::layout::{InputInfo, Placement, place};
 use super::video::{Canvas, VideoDecoder, VideoEncoder};
 use crate::media::aac::{AacDecoder, AacEncoder};
 use crate::media::{DropToKeyframe, MediaMessage, TrackKind};
@@ -305,6 +305,9 @@ struct Mixer {
     mixbuf: Vec<Vec<f32>>,
     /// The output clock's origin: output time t is `start + t`.
     start: Instant,
+    /// Where the layout put each input, and the inputs it was placed for.
+    placements: Vec<Placement>,
+    placed_for: Option<Vec<InputInfo>>,
     /// Audio is decoded this long before it is due (at least one output
     /// frame ahead, so a tick always finds its samples laid).
     audio_lead: Duration,
@@ -346,6 +349,8 @@ impl Mixer {
             mixbuf: vec![vec![0.0; n]; channels],
             start: Instant::now(),
             audio_lead,
+            placements: Vec::new(),
+            placed_for: None,
         })
     }
 
@@ -441,6 +446,7 @@ impl Mixer {
                     c.set_background(&l.background);
                 }
                 self.settings.layout = l;
+                self.placed_for = None;
             }
             Input::AudioFilter(f) => self.settings.audio_filter = f,
             Input::Volume { user, level } => {
@@ -544,31 +550,45 @@ impl Mixer {
             return Ok(Vec::new());
         };
         let now = Instant::now();
-        let infos: Vec<InputInfo> = self
-            .inputs
-            .iter()
-            .map(|s| InputInfo {
-                user: s.user.clone(),
-                has_video: s.video.is_some(),
-            })
-            .collect();
-        let placements = place(&self.settings.layout, (v.width, v.height), &infos);
+        // The layout is placed again only when it or the inputs change.
+        let stale = self.placed_for.as_ref().is_none_or(|placed| {
+            placed.len() != self.inputs.len()
+                || placed
+                    .iter()
+                    .zip(&self.inputs)
+                    .any(|(i, s)| i.user != s.user || i.has_video != s.video.is_some())
+        });
+        if stale {
+            let infos: Vec<InputInfo> = self
+                .inputs
+                .iter()
+                .map(|s| InputInfo {
+                    user: s.user.clone(),
+                    has_video: s.video.is_some(),
+                })
+                .collect();
+            self.placements = place(&self.settings.layout, (v.width, v.height), &infos);
+            let shown: Vec<&str> = self
+                .placements
+                .iter()
+                .filter_map(|p| p.user.as_deref())
+                .collect();
+            canvas.retain_users(&shown);
+            self.placed_for = Some(infos);
+        }
         let freeze = self.settings.freeze;
-        let pictures: HashMap<String, &ffmpeg_next::frame::Video> = self
-            .inputs
-            .iter()
-            .filter(|s| {
-                s.last_picture
-                    .is_some_and(|t| now.duration_since(t) <= freeze)
-            })
-            .filter_map(|s| s.video.as_ref().map(|d| (s.user.clone(), d.picture())))
-            .collect();
-        canvas.compose(&placements, &pictures)?;
-        let shown: Vec<&str> = placements
-            .iter()
-            .filter_map(|p| p.user.as_deref())
-            .collect();
-        canvas.retain_users(&shown);
+        let inputs = &self.inputs;
+        canvas.compose(&self.placements, |user| {
+            inputs
+                .iter()
+                .find(|s| s.user == user)
+                .filter(|s| {
+                    s.last_picture
+                        .is_some_and(|t| now.duration_since(t) <= freeze)
+                })
+                .and_then(|s| s.video.as_ref())
+                .map(VideoDecoder::picture)
+        })?;
         Ok(enc.encode(canvas.frame_mut(), n)?)
     }
 

@@ -202,10 +202,12 @@ impl Canvas {
 
     /// Draws one frame: background, then every placement bottom to top,
     /// each anchor's latest picture or its placeholder colour.
-    pub fn compose(
+    /// Draws `placements`; `picture(user)` is that anchor's current
+    /// picture, if it has one to show.
+    pub fn compose<'p>(
         &mut self,
         placements: &[Placement],
-        pictures: &HashMap<String, &ff::frame::Video>,
+        picture: impl Fn(&str) -> Option<&'p ff::frame::Video>,
     ) -> Result<(), VideoError> {
         let (w, h) = (self.frame.width(), self.frame.height());
         let full = Rect { x: 0, y: 0, w, h };
@@ -214,10 +216,7 @@ impl Canvas {
             None => self.fill(full, self.background),
         }
         for p in placements {
-            let pic = p
-                .user
-                .as_ref()
-                .and_then(|u| pictures.get(u).map(|f| (u, *f)));
+            let pic = p.user.as_ref().and_then(|u| picture(u).map(|f| (u, f)));
             match pic {
                 Some((user, src)) if src.width() > 0 && src.height() > 0 => {
                     self.draw(user, src, p.rect, p.render)?;
@@ -501,7 +500,7 @@ mod tests {
             let mut dec = VideoDecoder::new(&config).unwrap();
             let mut got = false;
             for n in 0..10 {
-                canvas.compose(&[], &HashMap::new()).unwrap();
+                canvas.compose(&[], |_| None).unwrap();
                 let frame = canvas.frame_mut();
                 frame.set_pts(Some(n));
                 enc.send_frame(frame).unwrap();
@@ -569,7 +568,7 @@ mod tests {
         let mut frames = Vec::new();
         for n in 0..30 {
             canvas
-                .compose(std::slice::from_ref(&placement), &HashMap::new())
+                .compose(std::slice::from_ref(&placement), |_| None)
                 .unwrap();
             frames.extend(enc.encode(canvas.frame_mut(), n).unwrap());
         }
