@@ -29,3 +29,17 @@ pub mod room;
 pub mod rtmp;
 pub mod server;
 pub mod webrtc;
+
+/// Wall-clock seconds since the Unix epoch, for the shells (UserSig and
+/// PrivateMapKey expiry, TC3 timestamps); the pure cores take it as an argument.
+pub fn unix_now() -> u64 {
+    unix_now_ms() / 1000
+}
+
+/// Wall-clock milliseconds since the Unix epoch (callbacks, program date-time).
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -86,13 +85,6 @@ enum ProfileCommand {
     },
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -170,7 +162,7 @@ fn usersig_cmd(cmd: UsersigCommand) -> ExitCode {
         } => {
             println!(
                 "{}",
-                usersig::generate(sdkappid, &key, &userid, expire, unix_now(), None)
+                usersig::generate(sdkappid, &key, &userid, expire, roomcast::unix_now(), None)
             );
             ExitCode::SUCCESS
         }
@@ -179,7 +171,14 @@ fn usersig_cmd(cmd: UsersigCommand) -> ExitCode {
             key,
             userid,
             sig,
-        } => match usersig::verify(&sig, sdkappid, &key, &userid, unix_now(), UserBufCheck::Any) {
+        } => match usersig::verify(
+            &sig,
+            sdkappid,
+            &key,
+            &userid,
+            roomcast::unix_now(),
+            UserBufCheck::Any,
+        ) {
             Ok(doc) => {
                 println!("identifier: {}", doc.identifier);
                 println!("sdkappid: {}", doc.sdkappid);

@@ -7,7 +7,7 @@
 //! socket that closes (or stops answering pings) without `leave` is a
 //! disconnect, which the room engine turns into its 90 s grace.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -81,10 +81,7 @@ pub async fn upgrade(
     Query(q): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, Refusal> {
-    let unix_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let unix_now = crate::unix_now();
     let enter = parse_entry(&state, &room_id, q, unix_now)?;
 
     let rooms = state.rooms.clone();

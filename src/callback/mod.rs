@@ -268,13 +268,6 @@ pub fn spawn(
     }))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Reports every relay target's state changes (401), polling the relays.
 async fn watch_relays(relays: RelayManager, sinks: Arc<HashMap<u64, Arc<Sink>>>) {
     let mut last: HashMap<(String, String), u32> = HashMap::new();
@@ -299,7 +292,14 @@ async fn watch_relays(relays: RelayManager, sinks: Arc<HashMap<u64, Arc<Sink>>>)
                 let shown = url.split('?').next().unwrap_or(url);
                 push(
                     sink,
-                    relay_payload(&spec.room, user, &spec.id, shown, code, now_ms()),
+                    relay_payload(
+                        &spec.room,
+                        user,
+                        &spec.id,
+                        shown,
+                        code,
+                        crate::unix_now_ms(),
+                    ),
                 );
             }
         }
@@ -312,7 +312,7 @@ fn enqueue(sinks: &HashMap<u64, Arc<Sink>>, ev: &RoomEvent) {
     let Some(sink) = sinks.get(&ev.room.app) else {
         return;
     };
-    let Some(body) = payload(ev, now_ms()) else {
+    let Some(body) = payload(ev, crate::unix_now_ms()) else {
         return;
     };
     push(sink, body);

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ffmpeg_next as ff;
 
@@ -274,10 +273,7 @@ impl Writer {
         octx.write_header()?;
         let tb = |i: Option<usize>| i.map(|i| (i, octx.stream(i).expect("added").time_base()));
         let (video, audio) = (tb(video), tb(audio));
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let wall_ms = crate::unix_now_ms();
         self.segment = Some(OpenSegment {
             octx,
             index,

@@ -13,7 +13,6 @@ pub mod tasks;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ffmpeg_next as ff;
 
@@ -63,13 +62,6 @@ pub struct Recorder {
     hls: Option<HlsWriter>,
     /// The HLS playlist, listed when its first frame comes.
     hls_listing: Option<(FileList, RecordedFile)>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Recorder {
@@ -138,7 +130,7 @@ impl Recorder {
         if matches!(&**msg, MediaMessage::Frame(_))
             && let Some((files, mut file)) = self.hls_listing.take()
         {
-            file.begin = unix_now();
+            file.begin = crate::unix_now();
             files.lock().unwrap_or_else(|p| p.into_inner()).push(file);
         }
         let Some(tx) = &self.tx else {
@@ -325,7 +317,7 @@ impl Mp4Writer {
                 user: self.t.user.clone(),
                 name,
                 track,
-                begin: unix_now(),
+                begin: crate::unix_now(),
             });
         self.file = Some(OpenFile {
             octx,

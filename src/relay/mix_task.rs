@@ -150,10 +150,7 @@ async fn enter_feedback_rooms(
     let mut entered = Vec::new();
     for f in &spec.feedback {
         let session = deps.rooms.new_session();
-        let unix_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let unix_now = crate::unix_now();
         let enter = Command::Enter(Enter {
             room: f.room.clone(),
             user: f.user.clone(),

@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
@@ -403,10 +403,7 @@ impl Connection {
             Some(_) => return Err("roomtype must be int or str".into()),
         };
         let room = RoomId::parse(room, Some(ty)).map_err(|e| e.to_string())?;
-        let unix_now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let unix_now = crate::unix_now();
         let pmk = authenticate(
             self.ingest.config.app_key(sdkappid),
             sdkappid,

@@ -31,7 +31,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, mpsc};
 
-use super::whip::{Started, unix_now};
+use super::whip::Started;
 use super::{PcEvent, SessionRequest, WebRtc, WebRtcError, check_offer, negotiate, session_id};
 use crate::auth::client::authenticate;
 use crate::media::hub::Subscription;
@@ -88,7 +88,7 @@ pub async fn play(
         app,
         req.user.as_str(),
         &req.usersig,
-        unix_now(),
+        crate::unix_now(),
     )
     .map_err(|e| WebRtcError::Unauthorized(e.to_string()))?;
     rtc.check_user_limit(app, &req.user)?;

@@ -9,7 +9,7 @@
 //! applies), or when the room ends it (kick, dismiss, replaced).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ::webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use ::webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
@@ -28,13 +28,6 @@ use crate::room::{Command, Enter, EventKind, Grant, Role, Scene, SessionId};
 /// Keyframe requests sent to a publisher at most this often.
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// A WHIP session that started: its id (for `Location`) and the SDP answer.
 pub struct Started {
     pub id: String,
@@ -44,7 +37,7 @@ pub struct Started {
 pub async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started, WebRtcError> {
     check_offer(&req.offer)?;
     let app = req.room.app;
-    let now = unix_now();
+    let now = crate::unix_now();
     let pmk = authenticate(
         rtc.config.app_key(app),
         app,

@@ -9,7 +9,7 @@
 //! than 1.0, AutoPush, EnableProgress. IdleTimeout is accepted: a task ends
 //! as soon as its stream ends, so it is never idle.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -85,10 +85,7 @@ pub async fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
     {
         return Err(invalid("IdleTimeout", "0 to 600 seconds"));
     }
-    let unix_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let unix_now = crate::unix_now();
     let pmk = authenticate(state.config.app_key(app), app, user, usersig, unix_now)
         .map_err(|e| invalid("UserSig", e))?;
     let grant = match (pmk, p.str("PrivateMapKey")?) {

@@ -17,8 +17,6 @@ mod recording;
 mod relay;
 mod rooms;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::body::{Body, to_bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -191,10 +189,7 @@ fn verify<'a>(
         header,
         body,
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::unix_now();
     tc3::verify(&signed, now, state.config.api.max_clock_skew_secs, |id| {
         state.config.api_key(id)
     })

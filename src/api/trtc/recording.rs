@@ -6,7 +6,7 @@
 //! never uploaded. `StorageParams` is required as in TRTC and accepted, but
 //! its cloud storage (COS, AWS, VOD) is not contacted.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use toml::Table;
@@ -202,10 +202,7 @@ pub fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
     .map_err(|e| invalid("RoomId", e))?;
     let user = p.req_str("UserId")?;
     let usersig = p.req_str("UserSig")?;
-    let unix_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let unix_now = crate::unix_now();
     authenticate(state.config.app_key(app), app, user, usersig, unix_now)
         .map_err(|e| invalid("UserSig", e))?;
     let r = p

@@ -141,10 +141,7 @@ fn feedback(state: &AppState, app: u64, p: &Params<'_>) -> Result<Vec<Feedback>,
     if list.len() > 10 {
         return Err(invalid("FeedBackRoomParams", "at most 10 rooms"));
     }
-    let unix_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let unix_now = crate::unix_now();
     let mut out = Vec::new();
     for v in list {
         let Value::Object(o) = v else {
