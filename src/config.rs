@@ -88,6 +88,17 @@ pub struct HttpConfig {
     pub port: u16,
     /// Largest request body accepted (REST API, WHIP offers), bytes.
     pub max_body_bytes: usize,
+    /// A request's headers must arrive within this many seconds of the
+    /// connection opening or of the previous response (so it is also how long
+    /// an idle keep-alive connection is kept).
+    pub header_timeout_secs: u64,
+    /// A connection with no byte either way for this many seconds is closed
+    /// (a stalled body or response, a silent upgraded socket).
+    pub idle_timeout_secs: u64,
+    /// HTTP connections open at once; further ones are closed on accept.
+    pub max_connections: usize,
+    /// HTTP connections open at once from one address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for HttpConfig {
@@ -96,6 +107,10 @@ impl Default for HttpConfig {
             bind: IpAddr::from([0, 0, 0, 0]),
             port: 8080,
             max_body_bytes: 1 << 20,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -105,6 +120,13 @@ impl Default for HttpConfig {
 pub struct RtmpConfig {
     pub bind: IpAddr,
     pub port: u16,
+    /// The handshake, `connect` and `publish` must all be done within this
+    /// many seconds of the connection opening.
+    pub handshake_timeout_secs: u64,
+    /// RTMP connections open at once; further ones are closed on accept.
+    pub max_connections: usize,
+    /// RTMP connections open at once from one address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for RtmpConfig {
@@ -112,6 +134,9 @@ impl Default for RtmpConfig {
         RtmpConfig {
             bind: IpAddr::from([0, 0, 0, 0]),
             port: 1935,
+            handshake_timeout_secs: 10,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
         }
     }
 }
@@ -318,6 +343,34 @@ impl Config {
             && self.http.bind == self.rtmp.bind
         {
             return Err(invalid("rtmp.port", "must differ from http.port"));
+        }
+        for (field, value) in [
+            ("http.header_timeout_secs", self.http.header_timeout_secs),
+            ("http.idle_timeout_secs", self.http.idle_timeout_secs),
+            (
+                "rtmp.handshake_timeout_secs",
+                self.rtmp.handshake_timeout_secs,
+            ),
+        ] {
+            if !(1..=3600).contains(&value) {
+                return Err(invalid(field, "must be 1 to 3600 seconds"));
+            }
+        }
+        for (field, value) in [
+            ("http.max_connections", self.http.max_connections),
+            (
+                "http.max_connections_per_ip",
+                self.http.max_connections_per_ip,
+            ),
+            ("rtmp.max_connections", self.rtmp.max_connections),
+            (
+                "rtmp.max_connections_per_ip",
+                self.rtmp.max_connections_per_ip,
+            ),
+        ] {
+            if !(1..=1_000_000).contains(&value) {
+                return Err(invalid(field, "must be 1 to 1000000"));
+            }
         }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));

@@ -9,6 +9,7 @@
 //! - [`room`]: the room engine, TRTC's rooms, roles and lifecycle as a
 //!   sans-IO state machine, and the task that drives it.
 //! - [`api`]: the HTTP edge (health, room signalling WebSocket).
+//! - [`net`]: connection caps per address and in total for the listeners.
 //! - [`server`]: binds listeners, wires the pieces, owns shutdown.
 //!
 //! Pure cores (`auth`, `room::engine`, `profile`) do no I/O and read no clock:
@@ -21,6 +22,7 @@ pub mod config;
 pub mod hls;
 pub mod media;
 pub mod mix;
+pub mod net;
 pub mod profile;
 pub mod pull;
 pub mod record;

@@ -17,13 +17,15 @@ use rml_rtmp::sessions::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, broadcast::error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 
+use super::chunk::{self, ChunkError, ChunkLimits, ChunkReader};
 use super::flv;
 use crate::auth::client::authenticate;
 use crate::config::Config;
 use crate::media::MediaMessage;
 use crate::media::hub::{MediaHub, Publisher};
+use crate::net::ConnLimiter;
 use crate::room::{
     Command, Enter, EventKind, Grant, Role, RoomHandle, RoomId, RoomIdType, RoomKey, Scene,
     SessionId, TrackKind, UserId,
@@ -31,19 +33,11 @@ use crate::room::{
 
 /// The RTMP application publishers must use (TRTC's).
 pub const APP_NAME: &str = "push";
-/// Time allowed for the handshake and the publish request.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A publishing socket silent this long is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Largest RTMP message accepted (a 1080p keyframe at 10 Mbps is well under 1 MiB).
-pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
-/// Largest chunk size a client may announce.
-pub const MAX_CHUNK_SIZE: u32 = 1 << 20;
-/// RTMP connections served at once; further ones wait to be accepted.
-pub const MAX_CONNECTIONS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
-pub enum IngestError {
+pub(crate) enum IngestError {
     #[error("handshake/publish not completed in time")]
     Timeout,
     #[error("no data for {0:?}")]
@@ -56,10 +50,8 @@ pub enum IngestError {
     Handshake(rml_rtmp::handshake::HandshakeError),
     #[error("bad RTMP data: {0}")]
     Protocol(String),
-    #[error("message larger than {MAX_MESSAGE_BYTES} bytes")]
-    MessageTooLarge,
-    #[error("chunk size {0} larger than {MAX_CHUNK_SIZE}")]
-    ChunkTooLarge(u32),
+    #[error("refused chunk stream: {0}")]
+    Chunk(#[from] ChunkError),
     #[error("publish refused: {0}")]
     Refused(String),
     #[error("unsupported media: {0}")]
@@ -79,11 +71,9 @@ pub struct Ingest {
 impl Ingest {
     /// Accepts connections until the task is dropped.
     pub async fn serve(self, listener: TcpListener) {
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let rtmp = &self.config.rtmp;
+        let limiter = ConnLimiter::new("rtmp", rtmp.max_connections, rtmp.max_connections_per_ip);
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
             let (socket, peer) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
@@ -92,15 +82,22 @@ impl Ingest {
                     continue;
                 }
             };
+            let Ok(guard) = limiter.admit(peer.ip(), std::time::Instant::now()) else {
+                drop(socket);
+                continue;
+            };
+            let deadline = tokio::time::Instant::now()
+                + Duration::from_secs(self.config.rtmp.handshake_timeout_secs);
             let this = self.clone();
             tokio::spawn(async move {
-                let _permit = permit;
+                let _guard = guard;
                 let _ = socket.set_nodelay(true);
                 let mut conn = Connection {
                     ingest: this,
                     peer,
                     socket,
                     published: None,
+                    deadline,
                 };
                 let result = conn.run().await;
                 conn.finish(result).await;
@@ -125,26 +122,41 @@ struct Connection {
     peer: SocketAddr,
     socket: TcpStream,
     published: Option<Published>,
+    /// Until publishing: when the handshake, connect and publish must be
+    /// done, reads and writes alike.
+    deadline: tokio::time::Instant,
 }
 
 impl Connection {
     async fn run(&mut self) -> Result<(), IngestError> {
-        let leftover = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake())
+        // One deadline from accept to a started publish: handshake, connect,
+        // and a publish however slowly its bytes come.
+        let handshake_deadline = self.deadline;
+        let leftover = tokio::time::timeout_at(handshake_deadline, self.handshake())
             .await
             .map_err(|_| IngestError::Timeout)??;
         let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())
             .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;
         self.apply(&mut session, initial).await?;
-        let handshake_deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        // The session is only given single-chunk messages the reader checked.
         let results = session
-            .handle_input(&leftover)
+            .handle_input(&chunk::SESSION_PREAMBLE)
             .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;
         self.apply(&mut session, results).await?;
+        let mut reader = ChunkReader::new(ChunkLimits::default());
+        let mut messages = Vec::new();
+        let mut framed = Vec::new();
+        self.feed(
+            &mut session,
+            &mut reader,
+            &leftover,
+            &mut messages,
+            &mut framed,
+        )
+        .await?;
 
         let mut events = self.ingest.rooms.subscribe();
         let mut buf = vec![0u8; 64 * 1024];
-        // Bytes fed since the last complete message: bounds what rml_rtmp buffers.
-        let mut pending = 0usize;
         loop {
             if self.published.as_ref().is_some_and(|p| p.finished) {
                 return Ok(());
@@ -181,20 +193,42 @@ impl Connection {
                     continue;
                 }
             };
-            pending += n;
-            let results = session
-                .handle_input(&buf[..n])
-                .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;
-            if results
-                .iter()
-                .any(|r| matches!(r, ServerSessionResult::RaisedEvent(_)))
-            {
-                pending = 0;
-            } else if pending > MAX_MESSAGE_BYTES {
-                return Err(IngestError::MessageTooLarge);
-            }
-            self.apply(&mut session, results).await?;
+            self.feed(
+                &mut session,
+                &mut reader,
+                &buf[..n],
+                &mut messages,
+                &mut framed,
+            )
+            .await?;
         }
+    }
+
+    /// Reads `bytes` through the chunk reader and hands each message it
+    /// accepts to the session, in order, reacting to what the session says.
+    async fn feed(
+        &mut self,
+        session: &mut ServerSession,
+        reader: &mut ChunkReader,
+        bytes: &[u8],
+        messages: &mut Vec<chunk::Message>,
+        framed: &mut Vec<u8>,
+    ) -> Result<(), IngestError> {
+        messages.clear();
+        let read = reader.push(bytes, messages);
+        // Messages completed before a refused one are still handled.
+        for msg in messages.drain(..) {
+            framed.clear();
+            chunk::frame_for_session(&msg, framed);
+            let results = session
+                .handle_input(framed)
+                .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;
+            self.apply(session, results).await?;
+            if self.published.as_ref().is_some_and(|p| p.finished) {
+                break;
+            }
+        }
+        read.map_err(IngestError::from)
     }
 
     /// Runs the server side of the RTMP handshake; returns bytes read past it.
@@ -233,7 +267,7 @@ impl Connection {
         let mut queue = std::collections::VecDeque::from(results);
         while let Some(r) = queue.pop_front() {
             match r {
-                ServerSessionResult::OutboundResponse(p) => self.socket.write_all(&p.bytes).await?,
+                ServerSessionResult::OutboundResponse(p) => self.send(&p.bytes).await?,
                 ServerSessionResult::UnhandleableMessageReceived(_) => {}
                 ServerSessionResult::RaisedEvent(ev) => {
                     let more = self.on_event(session, ev).await?;
@@ -254,12 +288,6 @@ impl Connection {
     ) -> Result<Vec<ServerSessionResult>, IngestError> {
         let proto = |e| IngestError::Protocol(format!("{e:?}"));
         match ev {
-            ServerSessionEvent::ClientChunkSizeChanged { new_chunk_size } => {
-                if new_chunk_size > MAX_CHUNK_SIZE {
-                    return Err(IngestError::ChunkTooLarge(new_chunk_size));
-                }
-                Ok(vec![])
-            }
             ServerSessionEvent::ConnectionRequested {
                 request_id,
                 app_name,
@@ -335,10 +363,26 @@ impl Connection {
     async fn write_all(&mut self, results: Vec<ServerSessionResult>) -> Result<(), IngestError> {
         for r in results {
             if let ServerSessionResult::OutboundResponse(p) = r {
-                self.socket.write_all(&p.bytes).await?;
+                self.send(&p.bytes).await?;
             }
         }
         Ok(())
+    }
+
+    /// Writes to the peer; a peer that stops reading is dropped at the
+    /// publish deadline or, publishing, after the idle timeout.
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+        let (deadline, err) = match self.published {
+            Some(_) => (
+                tokio::time::Instant::now() + IDLE_TIMEOUT,
+                IngestError::Idle(IDLE_TIMEOUT),
+            ),
+            None => (self.deadline, IngestError::Timeout),
+        };
+        match tokio::time::timeout_at(deadline, self.socket.write_all(bytes)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(err),
+        }
     }
 
     async fn media(&mut self, msg: Option<MediaMessage>) -> Result<(), IngestError> {

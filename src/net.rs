@@ -1,0 +1,172 @@
+//! Admission of strangers' TCP connections: a cap per peer address and in
+//! total, shared by the RTMP and HTTP listeners.
+//!
+//! A listener asks [`ConnLimiter::admit`] for every accepted socket; the
+//! [`ConnGuard`] it returns gives the place back when the connection ends.
+//! A refused socket is closed at once by the listener. Refusals are logged
+//! at most once a second per listener, with how many there were, so a flood
+//! cannot flood the log too. No I/O here: the log line's clock is an argument.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The listener holds `max_connections` already.
+    Total(usize),
+    /// This address holds `max_connections_per_ip` already.
+    PerIp(usize),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Total(n) => write!(f, "{n} connections open in total (max_connections)"),
+            Refusal::PerIp(n) => write!(
+                f,
+                "{n} connections open from this address (max_connections_per_ip)"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One log line a second at most for a repeated event, counting the others.
+#[derive(Debug, Default)]
+pub struct RateLog(Mutex<(u64, Option<Instant>)>);
+
+impl RateLog {
+    /// Counts an event at `now`; `Some(n)` when a line should be written
+    /// now, for the `n` events since the last one.
+    pub fn hit(&self, now: Instant) -> Option<u64> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (unlogged, logged_at) = &mut *g;
+        *unlogged += 1;
+        if logged_at.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return None;
+        }
+        *logged_at = Some(now);
+        Some(std::mem::take(unlogged))
+    }
+}
+
+/// Connection caps of one listener.
+#[derive(Debug, Clone)]
+pub struct ConnLimiter {
+    name: &'static str,
+    max_total: usize,
+    max_per_ip: usize,
+    counts: Arc<Mutex<Counts>>,
+    refusals: Arc<RateLog>,
+}
+
+/// A connection's place; dropping it frees the place.
+#[derive(Debug)]
+pub struct ConnGuard {
+    ip: IpAddr,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl ConnLimiter {
+    /// `name` is the listener's, for log lines ("rtmp", "http").
+    pub fn new(name: &'static str, max_total: usize, max_per_ip: usize) -> Self {
+        ConnLimiter {
+            name,
+            max_total,
+            max_per_ip,
+            counts: Arc::default(),
+            refusals: Arc::default(),
+        }
+    }
+
+    /// Takes a place for a connection from `ip`, or says why not. A refusal
+    /// is logged (at most one line a second, counting the others) as of `now`.
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<ConnGuard, Refusal> {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+        let refusal = if c.total >= self.max_total {
+            Some(Refusal::Total(self.max_total))
+        } else if from_ip >= self.max_per_ip {
+            Some(Refusal::PerIp(self.max_per_ip))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            drop(c);
+            if let Some(refused) = self.refusals.hit(now) {
+                tracing::warn!(listener = self.name, peer = %ip, refused, "connection refused: {why}");
+            }
+            return Err(why);
+        }
+        c.total += 1;
+        *c.per_ip.entry(ip).or_insert(0) += 1;
+        Ok(ConnGuard {
+            ip,
+            counts: self.counts.clone(),
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        c.total -= 1;
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_per_address_and_in_total_and_places_come_back() {
+        let l = ConnLimiter::new("test", 3, 2);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let now = Instant::now();
+        let a1 = l.admit(a, now).unwrap();
+        let _a2 = l.admit(a, now).unwrap();
+        assert_eq!(l.admit(a, now).unwrap_err(), Refusal::PerIp(2));
+        let b1 = l.admit(b, now).unwrap();
+        assert_eq!(l.admit(b, now).unwrap_err(), Refusal::Total(3));
+        assert_eq!(l.open(), 3);
+        drop(a1);
+        let _a3 = l.admit(a, now).unwrap();
+        drop(b1);
+        assert_eq!(l.open(), 2);
+        assert!(!l.counts.lock().unwrap().per_ip.contains_key(&b));
+    }
+
+    #[test]
+    fn refusals_are_counted_into_one_log_line_a_second() {
+        let l = ConnLimiter::new("test", 0, 0);
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            assert!(l.admit(ip, t0 + Duration::from_millis(i)).is_err());
+        }
+        // The first was logged; four wait for the next line, which counts them.
+        assert_eq!(l.refusals.0.lock().unwrap().0, 4);
+        assert_eq!(l.refusals.hit(t0 + Duration::from_secs(1)), Some(5));
+        assert_eq!(l.refusals.hit(t0 + Duration::from_millis(1500)), None);
+    }
+}

@@ -1,0 +1,374 @@
+//! The RTMP chunk stream a peer sends, read under limits: a sans-IO core.
+//!
+//! rml_rtmp's server session parses chunks and decodes AMF0 itself, trusting
+//! what it is given: a message length is believed until its bytes arrive, its
+//! parser keeps one payload buffer for every chunk stream (and subtracts
+//! without checking when they interleave), and its AMF0 decoder recurses once
+//! per nesting level. So the session never sees a peer's bytes. This reader
+//! stands in front of it:
+//!
+//! - it reassembles messages per chunk stream as RTMP 1.0 §5.3 says, applying
+//!   the peer's Set Chunk Size and Abort itself;
+//! - a declared length over the limit for the message's type closes the
+//!   connection at the chunk header, before any of the body is read, and the
+//!   bytes held in unfinished messages are bounded in total;
+//! - every AMF0 command and data message is scanned by [`super::amf`];
+//! - each accepted message is written again as one type-0 chunk
+//!   ([`frame_for_session`]), after [`SESSION_PREAMBLE`] told the session
+//!   that chunks may be that large: its chunk parser only ever sees chunks of
+//!   the one shape it writes itself.
+//!
+//! Timestamps are computed as rml_rtmp computed them (a type-3 chunk that
+//! starts a message adds the stream's last timestamp field), so what the
+//! rest of the gateway sees is unchanged. Pure: bytes in, messages out.
+
+use std::collections::HashMap;
+
+use super::amf::{self, AmfError, AmfLimits};
+
+/// What one connection may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkLimits {
+    /// Audio, video and every type not named below.
+    pub max_media_bytes: u32,
+    /// AMF0/AMF3 command, data and shared-object messages (15-20).
+    pub max_command_bytes: u32,
+    /// Protocol control messages (1-6): a few bytes each.
+    pub max_control_bytes: u32,
+    /// Bytes held in unfinished messages, all chunk streams together.
+    pub max_buffered_bytes: usize,
+    /// Chunk streams in use at once (real clients use three to five).
+    pub max_chunk_streams: usize,
+    pub amf: AmfLimits,
+}
+
+impl Default for ChunkLimits {
+    fn default() -> Self {
+        ChunkLimits {
+            max_media_bytes: 4 << 20,
+            max_command_bytes: 64 << 10,
+            max_control_bytes: 64,
+            max_buffered_bytes: 4 << 20,
+            max_chunk_streams: 64,
+            amf: AmfLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ChunkError {
+    #[error(
+        "message of type {type_id} declares {declared} bytes: message larger than {limit} bytes"
+    )]
+    TooLarge {
+        type_id: u8,
+        declared: u32,
+        limit: u32,
+    },
+    #[error("unfinished messages hold more than {0} bytes")]
+    Buffered(usize),
+    #[error("more than {0} chunk streams in use")]
+    TooManyStreams(usize),
+    #[error("chunk stream {0} continues a message it never started")]
+    NoPreviousHeader(u32),
+    #[error("chunk stream {0} starts a new message before the last one is complete")]
+    Interleaved(u32),
+    #[error("invalid chunk size {0}")]
+    ChunkSize(u32),
+    #[error("protocol control message of type {0} is truncated")]
+    Control(u8),
+    #[error("{0}")]
+    Amf(#[from] AmfError),
+}
+
+/// One complete message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Message {
+    pub type_id: u8,
+    pub stream_id: u32,
+    /// Milliseconds, wrapping as RTMP timestamps do.
+    pub timestamp: u32,
+    pub payload: Vec<u8>,
+}
+
+const SET_CHUNK_SIZE: u8 = 1;
+const ABORT: u8 = 2;
+const AMF0_DATA: u8 = 18;
+const AMF0_COMMAND: u8 = 20;
+/// A timestamp field of this value means a 4-byte extended timestamp follows.
+const EXTENDED: u32 = 0x00ff_ffff;
+/// RTMP's initial chunk size.
+const INITIAL_CHUNK_SIZE: u32 = 128;
+/// The largest chunk size RTMP can announce (31 bits).
+const MAX_CHUNK_SIZE: u32 = 0x7fff_ffff;
+
+/// What a chunk stream remembers from its last header.
+#[derive(Debug, Default)]
+struct Stream {
+    timestamp: u32,
+    /// The last timestamp field read: absolute after type 0, a delta after
+    /// types 1 and 2; [`EXTENDED`] when an extended timestamp followed.
+    field: u32,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    /// The unfinished message's bytes, `None` between messages.
+    payload: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Header,
+    /// Inside a chunk of `csid` with `left` body bytes still to come.
+    Body {
+        csid: u32,
+        left: u32,
+    },
+}
+
+/// Reads one connection's chunk stream (after the handshake).
+#[derive(Debug)]
+pub(crate) struct ChunkReader {
+    limits: ChunkLimits,
+    chunk_size: u32,
+    streams: HashMap<u32, Stream>,
+    state: State,
+    /// Bytes of an incomplete chunk header.
+    pending: Vec<u8>,
+    buffered: usize,
+}
+
+impl ChunkReader {
+    pub(crate) fn new(limits: ChunkLimits) -> Self {
+        ChunkReader {
+            limits,
+            chunk_size: INITIAL_CHUNK_SIZE,
+            streams: HashMap::new(),
+            state: State::Header,
+            pending: Vec::new(),
+            buffered: 0,
+        }
+    }
+
+    /// Reads `input`, appending every message it completes to `out` (Set
+    /// Chunk Size and Abort are applied, not returned). After an error the
+    /// connection must be closed: the stream cannot be resynchronised.
+    pub(crate) fn push(&mut self, input: &[u8], out: &mut Vec<Message>) -> Result<(), ChunkError> {
+        let mut input = input;
+        while !input.is_empty() {
+            match self.state {
+                State::Body { csid, left } => {
+                    let n = (left as usize).min(input.len());
+                    let stream = self.streams.get_mut(&csid).expect("body of a known stream");
+                    let payload = stream.payload.as_mut().expect("body of a started message");
+                    payload.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    self.buffered += n;
+                    let left = left - n as u32;
+                    if left > 0 {
+                        self.state = State::Body { csid, left };
+                    } else {
+                        self.state = State::Header;
+                        self.chunk_done(csid, out)?;
+                    }
+                }
+                State::Header => {
+                    // Headers are at most 18 bytes: gather them, then parse.
+                    let take = input.len().min(18 - self.pending.len().min(18));
+                    let mut header = std::mem::take(&mut self.pending);
+                    header.extend_from_slice(&input[..take]);
+                    match self.header(&header, out)? {
+                        Some(used) => {
+                            let from_input = used - (header.len() - take);
+                            input = &input[from_input..];
+                        }
+                        None => {
+                            input = &input[take..];
+                            self.pending = header;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses one chunk header from the start of `b`: `None` when more bytes
+    /// are needed (nothing changed), else the bytes it used.
+    fn header(&mut self, b: &[u8], out: &mut Vec<Message>) -> Result<Option<usize>, ChunkError> {
+        let Some(&b0) = b.first() else {
+            return Ok(None);
+        };
+        let fmt = b0 >> 6;
+        let (csid, mut at) = match b0 & 0x3f {
+            0 if b.len() >= 2 => (u32::from(b[1]) + 64, 2),
+            1 if b.len() >= 3 => (u32::from(b[1]) + u32::from(b[2]) * 256 + 64, 3),
+            0 | 1 => return Ok(None),
+            id => (u32::from(id), 1),
+        };
+        let message_header = [11, 7, 3, 0][usize::from(fmt)];
+        if b.len() < at + message_header {
+            return Ok(None);
+        }
+        let u24 = |i: usize| u32::from_be_bytes([0, b[i], b[i + 1], b[i + 2]]);
+        let prev_field = match self.streams.get(&csid) {
+            Some(s) => s.field,
+            None if fmt == 0 => 0,
+            None => return Err(ChunkError::NoPreviousHeader(csid)),
+        };
+        let field = if fmt == 3 { prev_field } else { u24(at) };
+        let extended = field == EXTENDED;
+        let ext_at = at + message_header;
+        if extended && b.len() < ext_at + 4 {
+            return Ok(None);
+        }
+        let ext = extended
+            .then(|| u32::from_be_bytes([b[ext_at], b[ext_at + 1], b[ext_at + 2], b[ext_at + 3]]));
+        let used = ext_at + if extended { 4 } else { 0 };
+
+        if !self.streams.contains_key(&csid) {
+            if self.streams.len() >= self.limits.max_chunk_streams {
+                return Err(ChunkError::TooManyStreams(self.limits.max_chunk_streams));
+            }
+            self.streams.insert(csid, Stream::default());
+        }
+        let stream = self.streams.get_mut(&csid).expect("inserted above");
+        let continuing = stream.payload.is_some();
+        if continuing && fmt != 3 {
+            return Err(ChunkError::Interleaved(csid));
+        }
+        if !continuing {
+            // A new message: its timestamp, and for types 0 and 1 its shape.
+            let value = ext.unwrap_or(field);
+            match fmt {
+                0 => stream.timestamp = value,
+                _ => stream.timestamp = stream.timestamp.wrapping_add(value),
+            }
+            if fmt != 3 {
+                stream.field = field;
+            }
+            if fmt <= 1 {
+                stream.length = u24(at + 3);
+                stream.type_id = b[at + 6];
+            }
+            if fmt == 0 {
+                let s = &b[at + 7..at + 11];
+                stream.stream_id = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            }
+            let limit = match stream.type_id {
+                1..=6 => self.limits.max_control_bytes,
+                15..=20 => self.limits.max_command_bytes,
+                _ => self.limits.max_media_bytes,
+            };
+            if stream.length > limit {
+                return Err(ChunkError::TooLarge {
+                    type_id: stream.type_id,
+                    declared: stream.length,
+                    limit,
+                });
+            }
+            stream.payload = Some(Vec::new());
+        }
+        at = used;
+        let have = stream.payload.as_ref().map_or(0, Vec::len) as u32;
+        let left = (stream.length - have).min(self.chunk_size);
+        if self.buffered + left as usize > self.limits.max_buffered_bytes {
+            return Err(ChunkError::Buffered(self.limits.max_buffered_bytes));
+        }
+        if left == 0 {
+            self.chunk_done(csid, out)?;
+        } else {
+            self.state = State::Body { csid, left };
+        }
+        Ok(Some(at))
+    }
+
+    /// A chunk of `csid` is complete: if its message is too, handle it.
+    fn chunk_done(&mut self, csid: u32, out: &mut Vec<Message>) -> Result<(), ChunkError> {
+        let stream = self.streams.get_mut(&csid).expect("known stream");
+        let payload = stream.payload.as_ref().expect("started message");
+        if payload.len() < stream.length as usize {
+            return Ok(());
+        }
+        let payload = stream.payload.take().expect("started message");
+        self.buffered -= payload.len();
+        let msg = Message {
+            type_id: stream.type_id,
+            stream_id: stream.stream_id,
+            timestamp: stream.timestamp,
+            payload,
+        };
+        match msg.type_id {
+            SET_CHUNK_SIZE => {
+                let size = control_u32(&msg)?;
+                if size == 0 || size > MAX_CHUNK_SIZE {
+                    return Err(ChunkError::ChunkSize(size));
+                }
+                self.chunk_size = size;
+            }
+            ABORT => {
+                let aborted = control_u32(&msg)?;
+                if let Some(s) = self.streams.get_mut(&aborted)
+                    && let Some(p) = s.payload.take()
+                {
+                    self.buffered -= p.len();
+                }
+            }
+            AMF0_DATA | AMF0_COMMAND => {
+                amf::check(&msg.payload, self.limits.amf)?;
+                out.push(msg);
+            }
+            _ => out.push(msg),
+        }
+        Ok(())
+    }
+}
+
+fn control_u32(msg: &Message) -> Result<u32, ChunkError> {
+    match msg.payload[..] {
+        [a, b, c, d, ..] => Ok(u32::from_be_bytes([a, b, c, d])),
+        _ => Err(ChunkError::Control(msg.type_id)),
+    }
+}
+
+/// Fed to a new server session before anything else: a Set Chunk Size of the
+/// largest value, so that every message it is given fits in one chunk.
+pub(crate) const SESSION_PREAMBLE: [u8; 16] = [
+    0x02,
+    0,
+    0,
+    0,
+    0,
+    0,
+    4,
+    SET_CHUNK_SIZE,
+    0,
+    0,
+    0,
+    0,
+    0x7f,
+    0xff,
+    0xff,
+    0xff,
+];
+
+/// Writes `msg` as a single type-0 chunk on chunk stream 3.
+pub(crate) fn frame_for_session(msg: &Message, out: &mut Vec<u8>) {
+    let len = msg.payload.len() as u32;
+    debug_assert!(len < 1 << 24, "limits keep messages under 16 MiB");
+    let ts_field = msg.timestamp.min(EXTENDED);
+    out.reserve(16 + msg.payload.len());
+    out.push(0x03);
+    out.extend_from_slice(&ts_field.to_be_bytes()[1..]);
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.push(msg.type_id);
+    out.extend_from_slice(&msg.stream_id.to_le_bytes());
+    if ts_field == EXTENDED {
+        out.extend_from_slice(&msg.timestamp.to_be_bytes());
+    }
+    out.extend_from_slice(&msg.payload);
+}
+
+#[cfg(test)]
+#[path = "chunk_tests.rs"]
+mod tests;
