@@ -82,13 +82,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         pulls: crate::pull::PullManager::new(rooms.clone(), hub.clone()),
         recordings: crate::record::tasks::Recordings::new(relays.clone(), hub.clone()),
     });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(ServerError::Http)?;
+    api::serve::serve(listener, app, &config.http, shutdown_signal()).await;
     ingest.abort();
     if let Some(c) = callbacks {
         c.abort();

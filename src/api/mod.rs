@@ -9,6 +9,7 @@
 
 pub mod hls;
 pub mod relays;
+pub mod serve;
 pub mod signalling;
 pub mod trtc;
 pub mod webrtc;
