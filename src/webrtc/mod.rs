@@ -231,6 +231,13 @@ async fn negotiate(
     events: &mut mpsc::UnboundedReceiver<PcEvent>,
     early: &mut Vec<PcEvent>,
 ) -> Result<String, WebRtcError> {
+    answer(pc, offer).await?;
+    gathered(pc, events, early).await
+}
+
+/// Sets the offer and the answer to it: where an offer the peer connection
+/// cannot take is refused.
+async fn answer(pc: &Arc<dyn PeerConnection>, offer: &str) -> Result<(), WebRtcError> {
     use rtc::peer_connection::sdp::RTCSessionDescription;
     let offer = RTCSessionDescription::offer(offer.to_owned())
         .map_err(|e| WebRtcError::BadRequest(format!("malformed SDP offer: {e}")))?;
@@ -243,7 +250,16 @@ async fn negotiate(
         .map_err(|e| WebRtcError::BadRequest(format!("no answer to this offer: {e}")))?;
     pc.set_local_description(answer)
         .await
-        .map_err(|e| WebRtcError::Internal(format!("local description: {e}")))?;
+        .map_err(|e| WebRtcError::Internal(format!("local description: {e}")))
+}
+
+/// Waits for ICE gathering (at most [`GATHER_TIMEOUT`]); returns the answer
+/// SDP with its candidates. Other events that arrive meanwhile go to `early`.
+async fn gathered(
+    pc: &Arc<dyn PeerConnection>,
+    events: &mut mpsc::UnboundedReceiver<PcEvent>,
+    early: &mut Vec<PcEvent>,
+) -> Result<String, WebRtcError> {
     let deadline = tokio::time::Instant::now() + GATHER_TIMEOUT;
     loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -278,8 +294,9 @@ pub fn offered_codecs(sdp: &str) -> Vec<String> {
         .collect()
 }
 
-/// Refuses, before anything is allocated, an offer that is not SDP or that
-/// has nothing we can receive or send.
+/// Refuses, before anything is allocated, an offer that is not SDP (parsed
+/// in full by the same parser the peer connection uses), that has no ICE
+/// credentials or DTLS fingerprint, or that has nothing we can receive or send.
 pub fn check_offer(sdp: &str) -> Result<(), WebRtcError> {
     if sdp.len() > MAX_SDP_BYTES {
         return Err(WebRtcError::BadRequest(format!(
@@ -290,6 +307,19 @@ pub fn check_offer(sdp: &str) -> Result<(), WebRtcError> {
         return Err(WebRtcError::BadRequest(
             "malformed SDP offer: expected v=0 and at least one m= section".into(),
         ));
+    }
+    rtc::peer_connection::sdp::RTCSessionDescription::offer(sdp.to_owned())
+        .map_err(|e| WebRtcError::BadRequest(format!("malformed SDP offer: {e}")))?;
+    for (attr, what) in [
+        ("a=ice-ufrag:", "ICE username fragment (a=ice-ufrag)"),
+        ("a=ice-pwd:", "ICE password (a=ice-pwd)"),
+        ("a=fingerprint:", "DTLS fingerprint (a=fingerprint)"),
+    ] {
+        if !sdp.lines().any(|l| l.trim_start().starts_with(attr)) {
+            return Err(WebRtcError::BadRequest(format!(
+                "the SDP offer has no {what}"
+            )));
+        }
     }
     let codecs = offered_codecs(sdp);
     if !codecs
@@ -312,21 +342,40 @@ pub fn check_offer(sdp: &str) -> Result<(), WebRtcError> {
 mod tests {
     use super::*;
 
+    /// A minimal offer as a browser would send it, with `codec` in its m= line.
+    fn offer(rtpmap: &str) -> String {
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+             a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+             a=fingerprint:sha-256 {fp}\r\na=setup:actpass\r\na=sendonly\r\na=rtcp-mux\r\n\
+             a=rtpmap:{rtpmap}\r\n",
+            fp = ["AB"; 32].join(":")
+        )
+    }
+
     #[test]
     fn offers_without_usable_codecs_or_not_sdp_are_refused() {
         assert!(check_offer("hello").is_err());
-        assert!(
-            check_offer("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\n")
-                .is_err()
-        );
-        assert!(
-            check_offer("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n")
-                .is_ok()
-        );
-        let big = format!(
-            "v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n{}",
-            "a=x\r\n".repeat(20_000)
-        );
+        assert!(check_offer(&offer("111 opus/48000/2")).is_ok());
+        assert!(check_offer(&offer("111 PCMU/8000")).is_err());
+        let big = format!("{}{}", offer("111 opus/48000/2"), "a=x\r\n".repeat(20_000));
         assert!(check_offer(&big).is_err());
+    }
+
+    #[test]
+    fn offers_that_only_look_like_sdp_are_refused() {
+        // The shape passes a glance (v=0, an m= line, a codec) but not the parser.
+        let garbage = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                       \u{1}\u{2}garbage\r\nzz\r\n";
+        let e = check_offer(garbage).unwrap_err().to_string();
+        assert!(e.contains("malformed SDP offer"), "{e}");
+        for missing in ["a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:"] {
+            let o: String = offer("111 opus/48000/2")
+                .split_inclusive("\r\n")
+                .filter(|l| !l.starts_with(missing))
+                .collect();
+            assert!(check_offer(&o).is_err(), "without {missing}");
+        }
     }
 }

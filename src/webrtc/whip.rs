@@ -20,7 +20,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::depacketize::{SessionClock, TrackDepacketizer};
-use super::{PcEvent, SessionRequest, WebRtc, WebRtcError, check_offer, negotiate, session_id};
+use super::{
+    PcEvent, SessionRequest, WebRtc, WebRtcError, answer, check_offer, gathered, session_id,
+};
 use crate::auth::client::authenticate;
 use crate::media::hub::Publisher;
 use crate::room::{Command, Enter, EventKind, Grant, Role, Scene, SessionId};
@@ -53,8 +55,17 @@ pub async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started, WebRt
             req.user
         )));
     }
+    // The offer is taken by a peer connection before the room is entered:
+    // an offer refused here leaves nothing behind in the room.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (pc, lease) = rtc.peer_connection(tx).await?;
+    if let Err(e) = answer(&pc, &req.offer).await {
+        let _ = pc.close().await;
+        return Err(e);
+    }
     let session = rtc.rooms.new_session();
-    rtc.rooms
+    if let Err(e) = rtc
+        .rooms
         .command(Command::Enter(Enter {
             room: req.room.clone(),
             user: req.user.clone(),
@@ -66,27 +77,16 @@ pub async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started, WebRt
             unix_now: now,
         }))
         .await
-        .map_err(|e| WebRtcError::Forbidden(e.to_string()))?;
-    let leave = |rtc: &WebRtc| {
-        let rooms = rtc.rooms.clone();
-        async move {
-            let _ = rooms.command(Command::Leave { session }).await;
-        }
-    };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (pc, lease) = match rtc.peer_connection(tx).await {
-        Ok(x) => x,
-        Err(e) => {
-            leave(rtc).await;
-            return Err(e);
-        }
-    };
+    {
+        let _ = pc.close().await;
+        return Err(WebRtcError::Forbidden(e.to_string()));
+    }
     let mut early = Vec::new();
-    let answer = match negotiate(&pc, &req.offer, &mut rx, &mut early).await {
+    let answer = match gathered(&pc, &mut rx, &mut early).await {
         Ok(a) => a,
         Err(e) => {
             let _ = pc.close().await;
-            leave(rtc).await;
+            let _ = rtc.rooms.command(Command::Leave { session }).await;
             return Err(e);
         }
     };
