@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
-use common::Gateway;
 use common::media::Publisher;
+use common::{Gateway, callback_events, callback_receiver};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -23,92 +21,23 @@ const APP: u64 = 1_400_000_000;
 const KEY: &str = "callback-app-key";
 const CALLBACK_KEY: &str = "callback-sign-key";
 
-#[derive(Debug, Clone)]
-struct Received {
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-/// Answers `fail_first` requests with 500, then 200; keeps every request.
-fn receiver(fail_first: usize) -> (u16, Arc<Mutex<Vec<Received>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let store = seen.clone();
-    std::thread::spawn(move || {
-        for (n, conn) in listener.incoming().enumerate() {
-            let Ok(mut conn) = conn else { continue };
-            conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut headers = Vec::new();
-            let mut line = String::new();
-            reader.read_line(&mut line).ok();
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = line.trim_end().split_once(':') {
-                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-                }
-            }
-            let len: usize = headers
-                .iter()
-                .find(|(k, _)| k == "content-length")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            let mut body = vec![0u8; len];
-            reader.read_exact(&mut body).ok();
-            store.lock().unwrap().push(Received {
-                headers,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
-            let status = if n < fail_first {
-                "500 Internal Server Error"
-            } else {
-                "200 OK"
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-        }
-    });
-    (port, seen)
-}
-
 fn gateway(port: u16) -> Gateway {
     Gateway::start(Some(&format!(
         "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\ncallback_url = \"http://127.0.0.1:{port}/trtc/events\"\ncallback_key = \"{CALLBACK_KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"
     )))
 }
 
-fn events(seen: &Arc<Mutex<Vec<Received>>>) -> Vec<(u64, u64, Value)> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let v: Value = serde_json::from_str(&r.body).unwrap();
-            (
-                v["EventGroupId"].as_u64().unwrap(),
-                v["EventType"].as_u64().unwrap(),
-                v["EventInfo"].clone(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn an_anchors_room_and_media_events_are_called_back_signed() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let (port, seen) = receiver(0);
+    let (port, seen) = callback_receiver(0);
     let gw = gateway(port);
     let mut obs = Publisher::start(&gw.publish_url(APP, KEY, "hall", "alice"), 3, &gw.dir.0);
     assert!(obs.wait(Duration::from_secs(30)).unwrap().success());
     common::wait_for("room dismissed callback", Duration::from_secs(10), || {
-        events(&seen).iter().any(|(_, t, _)| *t == 102)
+        callback_events(&seen).iter().any(|(_, t, _)| *t == 102)
     });
-    let got = events(&seen);
+    let got = callback_events(&seen);
     let types: Vec<u64> = got.iter().map(|(_, t, _)| *t).collect();
     // Created, entered, started video and audio (either order), exited,
     // closed; as in TRTC, leaving is 104 alone (no 202/204 before it).
@@ -146,7 +75,7 @@ fn an_anchors_room_and_media_events_are_called_back_signed() {
 
 #[test]
 fn a_failing_receiver_gets_the_callback_again() {
-    let (port, seen) = receiver(1);
+    let (port, seen) = callback_receiver(1);
     let gw = gateway(port);
     // A room event without media: a signalling client entering.
     let sig = roomcast::auth::usersig::generate(APP, KEY, "bob", 3600, common::unix_now(), None);
@@ -199,7 +128,7 @@ fn a_callback_url_must_be_http_and_signed() {
 #[test]
 fn a_relay_targets_states_are_called_back_as_401() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let (port, seen) = receiver(0);
+    let (port, seen) = callback_receiver(0);
     let gw = gateway(port);
     let origin = common::media::Origin::start();
     let (task, _) = gw.start_relay(&serde_json::json!({
@@ -209,7 +138,7 @@ fn a_relay_targets_states_are_called_back_as_401() {
     let mut obs = Publisher::start(&gw.publish_url(APP, KEY, "stage", "alice"), 3, &gw.dir.0);
     assert!(obs.wait(Duration::from_secs(30)).unwrap().success());
     let relay_events = || -> Vec<Value> {
-        events(&seen)
+        callback_events(&seen)
             .into_iter()
             .filter(|(g, t, _)| *g == 4 && *t == 401)
             .map(|(_, _, info)| info)

@@ -5,12 +5,12 @@ mod common;
 
 use common::unix_now;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::media::{Publisher, decode};
-use common::{Gateway, http};
+use common::{Gateway, closed_within, http, rtmp_handshake};
 use roomcast::auth::usersig;
 use serde_json::{Value, json};
 
@@ -22,38 +22,6 @@ fn url(gw: &Gateway, room: &str, user: &str, sig: &str) -> String {
         "rtmp://127.0.0.1:{}/push/{room}?sdkappid={APP}&userid={user}&usersig={sig}",
         gw.rtmp_port()
     )
-}
-
-/// The plain RTMP handshake (C0 C1, S0 S1 S2, C2).
-fn handshake(port: u16) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut c0c1 = vec![3u8];
-    c0c1.extend((0..1536).map(|i| (i * 7 % 251) as u8));
-    s.write_all(&c0c1).unwrap();
-    let mut s0s1s2 = vec![0u8; 3073];
-    s.read_exact(&mut s0s1s2).unwrap();
-    s.write_all(&s0s1s2[1..1537]).unwrap();
-    s
-}
-
-/// Reads until the server closes the socket (or `within` passes).
-fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let deadline = Instant::now() + within;
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return true,
-        }
-    }
-    false
 }
 
 #[test]
@@ -120,7 +88,7 @@ fn bad_publishers_are_refused_and_a_good_one_is_unaffected() {
     );
 
     // A handshake, then silence: dropped after the handshake timeout.
-    let mut s = handshake(port);
+    let mut s = rtmp_handshake(port);
     assert!(closed_within(&mut s, Duration::from_secs(15)));
     assert!(
         gw.wait_log("not completed in time", Duration::from_secs(5)),
@@ -129,7 +97,7 @@ fn bad_publishers_are_refused_and_a_good_one_is_unaffected() {
     );
 
     // An oversized message: a 16 MiB video message after a huge chunk size.
-    let mut s = handshake(port);
+    let mut s = rtmp_handshake(port);
     let mut msg = vec![0x02, 0, 0, 0, 0, 0, 4, 0x01, 0, 0, 0, 0];
     msg.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
     msg.extend_from_slice(&[0x04, 0, 0, 0, 0xff, 0xff, 0xff, 0x09, 1, 0, 0, 0]);

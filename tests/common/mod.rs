@@ -1,10 +1,11 @@
 //! A real `roomcast` process on loopback ports, killed by its pid when dropped.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_roomcast");
@@ -285,6 +286,110 @@ pub fn http_with(
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     Ok((status, headers, body.to_owned()))
+}
+
+/// The plain RTMP handshake (C0 C1, S0 S1 S2, C2) on a new connection.
+pub fn rtmp_handshake(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.extend((0..1536).map(|i| (i * 7 % 251) as u8));
+    s.write_all(&c0c1).unwrap();
+    let mut s0s1s2 = vec![0u8; 3073];
+    s.read_exact(&mut s0s1s2).unwrap();
+    s.write_all(&s0s1s2[1..1537]).unwrap();
+    s
+}
+
+/// Reads until the server closes the socket (or `within` passes).
+pub fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// A request an HTTP callback receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// A callback receiver on loopback: answers `fail_first` requests with 500,
+/// then 200, and keeps every request. Returns its port and what it got.
+pub fn callback_receiver(fail_first: usize) -> (u16, Arc<Mutex<Vec<Received>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = seen.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut headers = Vec::new();
+            let mut line = String::new();
+            reader.read_line(&mut line).ok();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.trim_end().split_once(':') {
+                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                }
+            }
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).ok();
+            store.lock().unwrap().push(Received {
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            let status = if n < fail_first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, seen)
+}
+
+/// The callbacks received so far: (EventGroupId, EventType, EventInfo).
+pub fn callback_events(seen: &Arc<Mutex<Vec<Received>>>) -> Vec<(u64, u64, serde_json::Value)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            (
+                v["EventGroupId"].as_u64().unwrap(),
+                v["EventType"].as_u64().unwrap(),
+                v["EventInfo"].clone(),
+            )
+        })
+        .collect()
 }
 
 pub mod media;
