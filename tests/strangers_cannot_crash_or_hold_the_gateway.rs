@@ -77,15 +77,16 @@ fn flat_connect(bytes: usize) -> Vec<u8> {
     b
 }
 
-/// Set Chunk Size 1 MiB, then `payload` as one AMF0 command message.
-fn command_message(payload: &[u8]) -> Vec<u8> {
+/// Set Chunk Size 1 MiB, then `payload` as one message of `type_id` (20:
+/// AMF0 command, 17: AMF3 command, 18: AMF0 data).
+fn command_message(type_id: u8, payload: &[u8]) -> Vec<u8> {
     let mut b = vec![0x02, 0, 0, 0, 0, 0, 4, 0x01, 0, 0, 0, 0];
     b.extend_from_slice(&(1u32 << 20).to_be_bytes());
     let len = payload.len() as u32;
     b.push(0x03);
     b.extend_from_slice(&[0, 0, 0]);
     b.extend_from_slice(&len.to_be_bytes()[1..]);
-    b.push(20);
+    b.push(type_id);
     b.extend_from_slice(&[0, 0, 0, 0]);
     b.extend_from_slice(payload);
     b
@@ -121,16 +122,19 @@ fn abusive_rtmp_commands_close_only_their_own_connection() {
     // chunk header) and 4,000 (small enough to be read, refused by depth).
     let mut cases = Vec::new();
     for marker in [OBJECT, STRICT_ARRAY, ECMA_ARRAY] {
-        cases.push((nested_connect(marker, 100_000), "message larger than"));
-        cases.push((nested_connect(marker, 4_000), "nested deeper than"));
+        cases.push((20, nested_connect(marker, 100_000), "message larger than"));
+        cases.push((20, nested_connect(marker, 4_000), "nested deeper than"));
     }
+    // The AMF3-flagged command and AMF0 data types are decoded as AMF0 too.
+    cases.push((17, nested_connect(OBJECT, 4_000), "nested deeper than"));
+    cases.push((18, nested_connect(OBJECT, 4_000), "nested deeper than"));
     // A 4 MiB flat object.
-    cases.push((flat_connect(4 << 20), "message larger than"));
-    for (payload, reason) in cases {
+    cases.push((20, flat_connect(4 << 20), "message larger than"));
+    for (type_id, payload, reason) in cases {
         let mut s = rtmp_handshake(port);
         let local = s.local_addr().unwrap().to_string();
         // The server may close before all of it is written.
-        let _ = s.write_all(&command_message(&payload));
+        let _ = s.write_all(&command_message(type_id, &payload));
         assert!(
             closed_within(&mut s, Duration::from_secs(5)),
             "{reason}: still open"

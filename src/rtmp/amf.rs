@@ -91,21 +91,24 @@ impl Reader<'_> {
     }
 }
 
-/// Checks an AMF0 message body (a sequence of values) against `limits`.
-pub(crate) fn check(data: &[u8], limits: AmfLimits) -> Result<(), AmfError> {
+/// Checks an AMF0 message body (a sequence of values) against `limits`;
+/// returns how many top-level values it holds.
+pub(crate) fn check(data: &[u8], limits: AmfLimits) -> Result<usize, AmfError> {
     let mut r = Reader { data, at: 0 };
     let mut stack: Vec<Open> = Vec::new();
+    let mut values = 0;
     loop {
         let Some(top) = stack.last_mut() else {
             // Top level: values until the end (or an object-end marker).
             if r.at_end() {
-                return Ok(());
+                return Ok(values);
             }
             let at = r.at;
             match r.u8()? {
-                OBJECT_END => return Ok(()),
+                OBJECT_END => return Ok(values),
                 m => value(&mut r, m, at, &mut stack, limits)?,
             }
+            values += 1;
             continue;
         };
         match top {
@@ -257,7 +260,7 @@ mod tests {
             Amf0Value::Undefined,
             Amf0Value::StrictArray(vec![Amf0Value::Number(1.0), Amf0Value::Null]),
         ]);
-        assert_eq!(check(&connect, AmfLimits::default()), Ok(()));
+        assert_eq!(check(&connect, AmfLimits::default()), Ok(5));
         // An ECMA array as OBS writes onMetaData.
         let mut meta = vec![STRING, 0, 10];
         meta.extend_from_slice(b"onMetaData");
@@ -270,9 +273,9 @@ mod tests {
         meta.extend_from_slice(&[STRING, 0, 3]);
         meta.extend_from_slice(b"obs");
         meta.extend_from_slice(&[0, 0, OBJECT_END]);
-        assert_eq!(check(&meta, AmfLimits::default()), Ok(()));
+        assert_eq!(check(&meta, AmfLimits::default()), Ok(2));
         assert!(rml_amf0::deserialize(&mut &meta[..]).is_ok());
-        assert_eq!(check(&[], AmfLimits::default()), Ok(()));
+        assert_eq!(check(&[], AmfLimits::default()), Ok(0));
     }
 
     #[test]
@@ -280,7 +283,7 @@ mod tests {
         let limits = AmfLimits::default();
         for marker in [OBJECT, ECMA_ARRAY, STRICT_ARRAY] {
             let ok = nested(marker, limits.max_depth);
-            assert_eq!(check(&ok, limits), Ok(()), "marker {marker}");
+            assert_eq!(check(&ok, limits), Ok(3), "marker {marker}");
             // What passes decodes in rml_amf0 at that depth.
             assert!(rml_amf0::deserialize(&mut &ok[..]).is_ok());
             for depth in [limits.max_depth + 1, 100_000] {
@@ -307,7 +310,7 @@ mod tests {
             b.extend_from_slice(&[0, 0, OBJECT_END]);
             b
         };
-        assert_eq!(check(&many(3), limits), Ok(()));
+        assert_eq!(check(&many(3), limits), Ok(1));
         assert_eq!(check(&many(4), limits), Err(AmfError::TooManyEntries(3)));
         // A strict array declaring four billion elements is refused at once.
         let huge = [STRICT_ARRAY, 0xff, 0xff, 0xff, 0xff];
@@ -315,7 +318,7 @@ mod tests {
         // An ECMA array's declared count is ignored; its entries are counted.
         let mut ecma = vec![ECMA_ARRAY, 0xff, 0xff, 0xff, 0xff];
         ecma.extend_from_slice(&many(2)[1..]);
-        assert_eq!(check(&ecma, limits), Ok(()));
+        assert_eq!(check(&ecma, limits), Ok(1));
     }
 
     #[test]

@@ -29,8 +29,10 @@ use super::amf::{self, AmfError, AmfLimits};
 /// What one connection may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChunkLimits {
-    /// Audio, video and every type not named below.
+    /// Video and every type not named below.
     pub max_media_bytes: u32,
+    /// Audio (an AAC frame is at most 6 KiB a channel).
+    pub max_audio_bytes: u32,
     /// AMF0/AMF3 command, data and shared-object messages (15-20).
     pub max_command_bytes: u32,
     /// Protocol control messages (1-6): a few bytes each.
@@ -46,6 +48,7 @@ impl Default for ChunkLimits {
     fn default() -> Self {
         ChunkLimits {
             max_media_bytes: 4 << 20,
+            max_audio_bytes: 64 << 10,
             max_command_bytes: 64 << 10,
             max_control_bytes: 64,
             max_buffered_bytes: 4 << 20,
@@ -79,6 +82,8 @@ pub(crate) enum ChunkError {
     Control(u8),
     #[error("{0}")]
     Amf(#[from] AmfError),
+    #[error("{0}")]
+    Shape(&'static str),
 }
 
 /// One complete message.
@@ -93,6 +98,10 @@ pub(crate) struct Message {
 
 const SET_CHUNK_SIZE: u8 = 1;
 const ABORT: u8 = 2;
+const AUDIO: u8 = 8;
+/// rml_rtmp decodes the AMF3-flagged data and command types as AMF0 too.
+const AMF3_DATA: u8 = 15;
+const AMF3_COMMAND: u8 = 17;
 const AMF0_DATA: u8 = 18;
 const AMF0_COMMAND: u8 = 20;
 /// A timestamp field of this value means a 4-byte extended timestamp follows.
@@ -257,6 +266,7 @@ impl ChunkReader {
             }
             let limit = match stream.type_id {
                 1..=6 => self.limits.max_control_bytes,
+                AUDIO => self.limits.max_audio_bytes,
                 15..=20 => self.limits.max_command_bytes,
                 _ => self.limits.max_media_bytes,
             };
@@ -314,13 +324,34 @@ impl ChunkReader {
                     self.buffered -= p.len();
                 }
             }
-            AMF0_DATA | AMF0_COMMAND => {
-                amf::check(&msg.payload, self.limits.amf)?;
+            AMF0_DATA | AMF3_DATA | AMF0_COMMAND | AMF3_COMMAND => {
+                check_amf(&msg, self.limits.amf)?;
                 out.push(msg);
             }
             _ => out.push(msg),
         }
         Ok(())
+    }
+}
+
+/// Checks an AMF message as rml_rtmp will decode it: bounded, and of a
+/// shape its session takes without panicking (a command needs a name, a
+/// transaction id and a command object; `@setDataFrame` needs its data).
+fn check_amf(msg: &Message, limits: AmfLimits) -> Result<(), ChunkError> {
+    let body = match (msg.type_id, msg.payload.first()) {
+        // As rml_rtmp reads AMF3 commands: a leading zero byte is skipped.
+        (AMF3_COMMAND, Some(0)) => &msg.payload[1..],
+        _ => &msg.payload[..],
+    };
+    let values = amf::check(body, limits)?;
+    match msg.type_id {
+        AMF0_COMMAND | AMF3_COMMAND if values < 3 => Err(ChunkError::Shape(
+            "AMF command without a name, transaction id and command object",
+        )),
+        AMF0_DATA | AMF3_DATA if values < 2 && body.starts_with(b"\x02\x00\x0d@setDataFrame") => {
+            Err(ChunkError::Shape("@setDataFrame without data"))
+        }
+        _ => Ok(()),
     }
 }
 

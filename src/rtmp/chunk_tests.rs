@@ -139,6 +139,70 @@ fn deep_amf_is_refused_and_a_real_connect_passes() {
 }
 
 #[test]
+fn every_message_type_rml_rtmp_decodes_as_amf0_is_checked() {
+    let deep = deep_connect(5_000);
+    let one_chunk = |type_id: u8, body: &[u8]| {
+        let mut all = header0(2, 0, 4, 1, 0);
+        all.extend_from_slice(&(1u32 << 20).to_be_bytes());
+        all.extend(header0(3, 0, body.len() as u32, type_id, 0));
+        all.extend_from_slice(body);
+        all
+    };
+    let mut amf3_command = vec![0u8];
+    amf3_command.extend_from_slice(&deep);
+    for (type_id, body) in [
+        (20, &deep),
+        (18, &deep),
+        (15, &deep),
+        (17, &amf3_command),
+        (17, &deep),
+    ] {
+        let got = read_all(
+            &mut ChunkReader::new(ChunkLimits::default()),
+            &one_chunk(type_id, body),
+        );
+        assert_eq!(
+            got,
+            Err(ChunkError::Amf(AmfError::TooDeep(32))),
+            "type {type_id}"
+        );
+    }
+    // Shapes rml_rtmp's session would panic on are refused.
+    let name_only = [0x02, 0, 7, b'c', b'o', b'n', b'n', b'e', b'c', b't'];
+    for type_id in [20, 17] {
+        assert!(matches!(
+            read_all(
+                &mut ChunkReader::new(ChunkLimits::default()),
+                &one_chunk(type_id, &name_only)
+            ),
+            Err(ChunkError::Shape(_))
+        ));
+    }
+    let set_data_frame = b"\x02\x00\x0d@setDataFrame";
+    for type_id in [18, 15] {
+        assert!(matches!(
+            read_all(
+                &mut ChunkReader::new(ChunkLimits::default()),
+                &one_chunk(type_id, set_data_frame)
+            ),
+            Err(ChunkError::Shape(_))
+        ));
+    }
+    // Audio is held to its own, smaller limit.
+    assert!(matches!(
+        read_all(
+            &mut ChunkReader::new(ChunkLimits::default()),
+            &header0(4, 0, 1 << 20, 8, 1)
+        ),
+        Err(ChunkError::TooLarge {
+            type_id: 8,
+            limit: 65536,
+            ..
+        })
+    ));
+}
+
+#[test]
 fn bytes_held_in_unfinished_messages_are_bounded_across_streams() {
     let limits = ChunkLimits {
         max_buffered_bytes: 1000,
