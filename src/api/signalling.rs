@@ -118,6 +118,9 @@ pub async fn upgrade(
     let failed_rooms = rooms.clone();
     Ok(ws
         .max_message_size(MAX_MESSAGE_BYTES)
+        // A frame's declared length is reserved before the message limit is
+        // checked: bound frames too.
+        .max_frame_size(MAX_MESSAGE_BYTES)
         .on_failed_upgrade(move |e| {
             tracing::info!(session = session.0, "websocket upgrade failed: {e}");
             tokio::spawn(async move {

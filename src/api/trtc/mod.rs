@@ -136,7 +136,7 @@ async fn process(
     }
 
     let params: Value = if *method == Method::GET {
-        params::from_query(query)
+        params::from_query(query)?
     } else if body.is_empty() {
         Value::Object(Map::new())
     } else {

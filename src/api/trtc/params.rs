@@ -184,12 +184,33 @@ impl<'a> Params<'a> {
     }
 }
 
+/// Parts in one query key (TRTC's deepest parameter has five).
+const MAX_QUERY_DEPTH: usize = 8;
+/// Largest list index in a query key (TRTC's longest lists hold 50).
+const MAX_QUERY_INDEX: usize = 255;
+/// Keys in one query string.
+const MAX_QUERY_KEYS: usize = 1024;
+
 /// Folds `A.0=x&A.1=y&B.C=z` back into `{"A": ["x","y"], "B": {"C": "z"}}`.
-pub fn from_query(query: &str) -> Value {
+/// Keys deeper than [`MAX_QUERY_DEPTH`], indexes past [`MAX_QUERY_INDEX`] and
+/// more than [`MAX_QUERY_KEYS`] keys are refused: what is built is bounded.
+pub fn from_query(query: &str) -> Result<Value, ApiError> {
     let mut root = Value::Object(Map::new());
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+    for (n, (k, v)) in form_urlencoded::parse(query.as_bytes()).enumerate() {
+        if n >= MAX_QUERY_KEYS {
+            return Err(ApiError::new(
+                "InvalidParameter",
+                format!("The query string has more than {MAX_QUERY_KEYS} parameters."),
+            ));
+        }
         let mut node = &mut root;
         let parts: Vec<&str> = k.split('.').collect();
+        if parts.len() > MAX_QUERY_DEPTH {
+            return Err(ApiError::new(
+                "InvalidParameter",
+                format!("The parameter `{k}` nests deeper than {MAX_QUERY_DEPTH} levels."),
+            ));
+        }
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
             let next_is_index = parts.get(i + 1).is_some_and(|p| p.parse::<usize>().is_ok());
@@ -208,8 +229,11 @@ pub fn from_query(query: &str) -> Value {
                     let Ok(idx) = part.parse::<usize>() else {
                         break;
                     };
-                    if idx > 1000 {
-                        break;
+                    if idx > MAX_QUERY_INDEX {
+                        return Err(ApiError::new(
+                            "InvalidParameter",
+                            format!("The parameter `{k}` has an index over {MAX_QUERY_INDEX}."),
+                        ));
                     }
                     while a.len() <= idx {
                         a.push(Value::Null);
@@ -223,7 +247,7 @@ pub fn from_query(query: &str) -> Value {
             };
         }
     }
-    root
+    Ok(root)
 }
 
 #[cfg(test)]
@@ -236,9 +260,23 @@ mod tests {
         assert_eq!(
             from_query(
                 "SdkAppId=1400188366&RoomId=1234&UserIds.0=user_1&UserIds.1=user_2&AgentParams.UserId=bot"
-            ),
+            )
+            .unwrap(),
             json!({"SdkAppId": "1400188366", "RoomId": "1234", "UserIds": ["user_1", "user_2"], "AgentParams": {"UserId": "bot"}})
         );
+    }
+
+    #[test]
+    fn queries_that_would_build_deep_or_huge_values_are_refused() {
+        let deep = format!("{}=1", ["a"; 30_000].join("."));
+        assert_eq!(from_query(&deep).unwrap_err().code, "InvalidParameter");
+        let dots = format!("{}=1", ".".repeat(30_000));
+        assert_eq!(from_query(&dots).unwrap_err().code, "InvalidParameter");
+        assert!(from_query("L.256=x").is_err());
+        assert!(from_query("L.255=x").is_ok());
+        let many: Vec<String> = (0..1025).map(|i| format!("k{i}=1")).collect();
+        assert!(from_query(&many.join("&")).is_err());
+        assert!(from_query("A.B.C.D.E.F.G.H=1").is_ok());
     }
 
     #[test]
