@@ -21,6 +21,7 @@ use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::codec::opus::OpusPacket;
 use rtc::rtp::codec::vp8::Vp8Packet;
 use rtc::rtp::codec::vp9::Vp9Packet;
+use rtc::rtp::packetizer::Depacketizer;
 
 use crate::media::{Codec, EncodedFrame, MediaMessage, TimeBase, TrackConfig, TrackKind, h264};
 
@@ -163,10 +164,97 @@ impl TrackTiming {
 }
 
 enum Builder {
-    H264(SampleBuilder<H264Packet>),
+    H264(SampleBuilder<SafeH264>),
     Vp8(SampleBuilder<Vp8Packet>),
-    Vp9(SampleBuilder<Vp9Packet>),
+    Vp9(SampleBuilder<FreshVp9>),
     Opus(SampleBuilder<OpusPacket>),
+}
+
+/// Largest H.264 NAL unit reassembled from FU-A fragments.
+const MAX_NAL_BYTES: usize = 4 << 20;
+
+/// rtc's H.264 depacketizer, safe for a stranger's packets: STAP-A sizes are
+/// checked before it reads them (it indexes past the end of an aggregate
+/// with a trailing byte), and a FU-A reassembly is capped at
+/// [`MAX_NAL_BYTES`] and restarts at a start fragment (it keeps fragments
+/// until an end bit comes, however many arrive).
+#[derive(Default)]
+struct SafeH264 {
+    inner: H264Packet,
+    fua_bytes: usize,
+}
+
+impl Depacketizer for SafeH264 {
+    fn depacketize(&mut self, b: &Bytes) -> rtc::shared::error::Result<Bytes> {
+        use rtc::shared::error::Error;
+        const STAP_A: u8 = 24;
+        const FU_A: u8 = 28;
+        match b.first().map(|b0| b0 & 0x1f) {
+            Some(STAP_A) => {
+                let mut at = 1;
+                while at < b.len() {
+                    let (Some(&hi), Some(&lo)) = (b.get(at), b.get(at + 1)) else {
+                        return Err(Error::ErrShortPacket);
+                    };
+                    at += 2 + usize::from(u16::from_be_bytes([hi, lo]));
+                    if at > b.len() {
+                        return Err(Error::ErrShortPacket);
+                    }
+                }
+            }
+            Some(FU_A) if b.len() >= 2 => {
+                if b[1] & 0x80 != 0 || self.fua_bytes + b.len() > MAX_NAL_BYTES {
+                    // A new NAL unit (or one too large): forget what was gathered.
+                    self.inner = H264Packet::default();
+                    self.fua_bytes = 0;
+                    if b[1] & 0x80 == 0 {
+                        return Err(Error::ErrShortPacket);
+                    }
+                }
+                self.fua_bytes += b.len();
+                if b[1] & 0x40 != 0 {
+                    self.fua_bytes = 0;
+                }
+            }
+            _ => {}
+        }
+        let r = self.inner.depacketize(b);
+        if r.is_err() {
+            self.inner = H264Packet::default();
+            self.fua_bytes = 0;
+        }
+        r
+    }
+
+    fn is_partition_head(&self, payload: &Bytes) -> bool {
+        self.inner.is_partition_head(payload)
+    }
+
+    fn is_partition_tail(&self, marker: bool, payload: &Bytes) -> bool {
+        self.inner.is_partition_tail(marker, payload)
+    }
+}
+
+/// rtc's VP9 depacketizer with fresh state for every packet: its own keeps
+/// appending every scalability structure it reads (and every P_DIFF, so a
+/// flexible-mode stream fails after three packets). Each VP9 payload
+/// descriptor stands alone, so nothing is lost.
+#[derive(Default)]
+struct FreshVp9(Vp9Packet);
+
+impl Depacketizer for FreshVp9 {
+    fn depacketize(&mut self, b: &Bytes) -> rtc::shared::error::Result<Bytes> {
+        self.0 = Vp9Packet::default();
+        self.0.depacketize(b)
+    }
+
+    fn is_partition_head(&self, payload: &Bytes) -> bool {
+        self.0.is_partition_head(payload)
+    }
+
+    fn is_partition_tail(&self, marker: bool, payload: &Bytes) -> bool {
+        self.0.is_partition_tail(marker, payload)
+    }
 }
 
 enum Held {
@@ -197,14 +285,25 @@ pub struct TrackDepacketizer {
 }
 
 impl TrackDepacketizer {
-    /// `codec` from the negotiated MIME type; `None` for a codec we cannot use.
+    /// `codec` from the negotiated MIME type; `None` for a codec we cannot
+    /// use, or a clock rate its RTP format does not have (the rate comes from
+    /// the peer's offer; 0 would divide by zero).
     pub fn new(mime: &str, clock_rate: u32, clock: SessionClock) -> Option<TrackDepacketizer> {
-        let (codec, builder) = match mime.to_ascii_lowercase().as_str() {
+        let mime = mime.to_ascii_lowercase();
+        let expected = if mime.starts_with("audio/") {
+            48_000
+        } else {
+            90_000
+        };
+        if clock_rate != expected {
+            return None;
+        }
+        let (codec, builder) = match mime.as_str() {
             "video/h264" => (
                 Codec::H264,
                 Builder::H264(SampleBuilder::new(
                     VIDEO_MAX_LATE,
-                    H264Packet::default(),
+                    SafeH264::default(),
                     clock_rate,
                 )),
             ),
@@ -220,7 +319,7 @@ impl TrackDepacketizer {
                 Codec::Vp9,
                 Builder::Vp9(SampleBuilder::new(
                     VIDEO_MAX_LATE,
-                    Vp9Packet::default(),
+                    FreshVp9::default(),
                     clock_rate,
                 )),
             ),
@@ -525,6 +624,57 @@ mod tests {
         assert_eq!(&frames[0].data[..], &[0, 0, 0, 3, 0x65, 0x88, 0x84]);
         assert!(!frames[1].keyframe);
         assert!((33..=34).contains(&(frames[1].pts - frames[0].pts)));
+    }
+
+    #[test]
+    fn stranger_rtp_payloads_neither_panic_nor_pile_up() {
+        // A STAP-A with a trailing byte: rtc would index past the end.
+        let mut h = SafeH264::default();
+        for stap in [
+            &[0x18u8, 0, 1, 0x65, 0xbb][..],
+            &[0x18, 0, 9, 0x65],
+            &[0x18, 0],
+        ] {
+            assert!(h.depacketize(&Bytes::copy_from_slice(stap)).is_err());
+        }
+        assert!(
+            h.depacketize(&Bytes::from_static(&[0x18, 0, 1, 0x65, 0, 1, 0x41]))
+                .is_ok()
+        );
+        // FU-A starts that never end: what is gathered restarts at each start.
+        let start = Bytes::from_static(&[0x7c, 0x85, 1, 2, 3, 4, 5, 6, 7, 8]);
+        for _ in 0..10_000 {
+            let _ = h.depacketize(&start);
+        }
+        assert_eq!(h.fua_bytes, start.len());
+        // Middles with no end are capped.
+        let middle = Bytes::from(
+            vec![0x7c, 0x05]
+                .into_iter()
+                .chain([0u8; 1398])
+                .collect::<Vec<_>>(),
+        );
+        let mut refused = 0;
+        for _ in 0..4_000 {
+            refused += usize::from(h.depacketize(&middle).is_err());
+            assert!(h.fua_bytes <= MAX_NAL_BYTES);
+        }
+        assert!(refused > 0);
+        // VP9 with a scalability structure in every packet keeps no history.
+        let mut v = FreshVp9::default();
+        let ss = Bytes::from_static(&[0x8a, 0x80, 0x01, 0x18, 0x02, 0x80, 0x01, 0xe0, 0x01, 0xaa]);
+        for _ in 0..1_000 {
+            let _ = v.depacketize(&ss);
+        }
+        assert!(v.0.pgtid.len() <= 2, "{}", v.0.pgtid.len());
+    }
+
+    #[test]
+    fn clock_rates_a_format_does_not_have_are_refused() {
+        let c = || SessionClock::new(Instant::now());
+        assert!(TrackDepacketizer::new("video/VP8", 0, c()).is_none());
+        assert!(TrackDepacketizer::new("audio/opus", 8_000, c()).is_none());
+        assert!(TrackDepacketizer::new("video/H264", 90_000, c()).is_some());
     }
 
     #[test]

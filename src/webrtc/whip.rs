@@ -214,7 +214,7 @@ impl Session {
         let Some(depacketizer) =
             TrackDepacketizer::new(&codec.mime_type, codec.clock_rate, self.clock.clone())
         else {
-            tracing::warn!(session = %self.id, codec = %codec.mime_type, "whip: track with an unusable codec ignored");
+            tracing::warn!(session = %self.id, codec = %codec.mime_type, "whip: track with an unusable codec or clock rate ignored");
             return;
         };
         tracing::info!(session = %self.id, codec = %codec.mime_type, ssrc, "whip track started");
