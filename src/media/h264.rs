@@ -56,7 +56,14 @@ pub fn avcc_record(annexb_headers: &[u8]) -> Option<Bytes> {
     let sps: Vec<&[u8]> = nals.iter().copied().filter(|n| n[0] & 0x1f == 7).collect();
     let pps: Vec<&[u8]> = nals.iter().copied().filter(|n| n[0] & 0x1f == 8).collect();
     let first = sps.first()?;
-    if first.len() < 4 || pps.is_empty() {
+    // The record counts 31 SPS and 255 PPS at most, each under 64 KiB.
+    let fits = |n: &&[u8]| n.len() <= usize::from(u16::MAX);
+    if first.len() < 4
+        || pps.is_empty()
+        || sps.len() > 31
+        || pps.len() > 255
+        || !sps.iter().chain(&pps).all(fits)
+    {
         return None;
     }
     let mut out = BytesMut::new();
@@ -193,20 +200,22 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     }
     r.ue()?; // max_num_ref_frames
     r.bits(1)?;
-    let width_mbs = r.ue()? + 1;
-    let height_units = r.ue()? + 1;
+    // u64 from here: every value is a peer's, up to 2^32 - 2.
+    let width_mbs = u64::from(r.ue()?) + 1;
+    let height_units = u64::from(r.ue()?) + 1;
     let frame_mbs_only = r.bits(1)?;
     if frame_mbs_only == 0 {
         r.bits(1)?;
     }
     r.bits(1)?;
-    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
+    let (mut cl, mut cr, mut ct, mut cb) = (0u64, 0u64, 0u64, 0u64);
     if r.bits(1)? == 1 {
-        cl = r.ue()?;
-        cr = r.ue()?;
-        ct = r.ue()?;
-        cb = r.ue()?;
+        cl = r.ue()?.into();
+        cr = r.ue()?.into();
+        ct = r.ue()?.into();
+        cb = r.ue()?.into();
     }
+    let frame_mbs_only = u64::from(frame_mbs_only);
     let (sub_w, sub_h) = match chroma_format {
         0 | 3 => (1, 1),
         2 => (2, 1),
@@ -216,8 +225,12 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     let crop_y = (if chroma_format == 0 { 1 } else { sub_h }) * (2 - frame_mbs_only);
     let width = (width_mbs * 16).checked_sub((cl + cr) * crop_x)?;
     let height = (height_units * 16 * (2 - frame_mbs_only)).checked_sub((ct + cb) * crop_y)?;
-    (width > 0 && height > 0).then_some((width, height))
+    let ok = |v: u64| (1..=u64::from(MAX_DIMENSION)).contains(&v);
+    (ok(width) && ok(height)).then_some((width as u32, height as u32))
 }
+
+/// Largest picture side an SPS may declare (H.264's level 6.2 is 8192).
+pub const MAX_DIMENSION: u32 = 16_384;
 
 struct BitReader<'a> {
     data: &'a [u8],
@@ -255,6 +268,42 @@ impl BitReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A baseline SPS whose width field is the Exp-Golomb code `width_code`.
+    fn sps_with_width(width_code: &str) -> Vec<u8> {
+        let mut bits = String::from("01000010");
+        bits += "0000000000000000"; // constraints, level
+        bits += "11111"; // sps id, log2_max_frame_num, poc type 0, poc lsb, max refs
+        bits += "0"; // gaps
+        bits += width_code; // pic_width_in_mbs_minus1
+        bits += "1"; // pic_height_in_map_units_minus1 = 0
+        bits += "100"; // frame_mbs_only, no direct_8x8, no cropping
+        while bits.len() % 8 != 0 {
+            bits.push('1');
+        }
+        let mut sps = vec![0x67];
+        for chunk in bits.as_bytes().chunks(8) {
+            sps.push(u8::from_str_radix(std::str::from_utf8(chunk).unwrap(), 2).unwrap());
+        }
+        sps
+    }
+
+    #[test]
+    fn an_sps_declaring_absurd_sizes_is_refused_not_overflowed() {
+        // 79 = 0000001010000: 1280 pixels.
+        assert_eq!(
+            sps_dimensions(&sps_with_width("0000001010000")),
+            Some((1280, 16))
+        );
+        // 2^32 - 2: 31 zeros, then 32 ones.
+        let huge = format!("{}{}", "0".repeat(31), "1".repeat(32));
+        assert_eq!(sps_dimensions(&sps_with_width(&huge)), None);
+        // 2048 macroblocks: 32768 pixels, over the limit.
+        assert_eq!(
+            sps_dimensions(&sps_with_width("000000000001000000000000")),
+            None
+        );
+    }
 
     #[test]
     fn splits_on_three_and_four_byte_start_codes() {

@@ -21,6 +21,9 @@ pub enum VideoError {
     NoCodec(&'static str),
 }
 
+/// The largest picture an input decoder takes (4096x2304: 4K UHD fits).
+const MAX_DECODED_PIXELS: i64 = 4096 * 2304;
+
 /// One input's H.264 decoder, rebuilt when its configuration changes.
 pub struct VideoDecoder {
     decoder: ff::decoder::Video,
@@ -41,7 +44,14 @@ impl VideoDecoder {
         };
         let codec = ff::decoder::find(id).ok_or(VideoError::NoCodec(name))?;
         let mut ctx = ff::codec::context::Context::new_with_codec(codec);
-        unsafe { crate::media::set_extradata(ctx.as_mut_ptr(), &config.extradata) };
+        // SAFETY: `ctx` owns a valid, not yet opened AVCodecContext; setting
+        // its extradata and its picture-size cap before opening is allowed.
+        unsafe {
+            crate::media::set_extradata(ctx.as_mut_ptr(), &config.extradata);
+            // A publisher's SPS may declare any size: libavcodec refuses
+            // pictures over this instead of allocating for them.
+            (*ctx.as_mut_ptr()).max_pixels = MAX_DECODED_PIXELS;
+        }
         Ok(VideoDecoder {
             decoder: ctx.decoder().video()?,
             config: config.extradata.clone(),
@@ -527,6 +537,60 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// One VP8 keyframe of `w`x`h`, as a WebRTC anchor would send it.
+    fn vp8_keyframe(w: u32, h: u32) -> EncodedFrame {
+        let enc_codec = ff::encoder::find_by_name("libvpx").unwrap();
+        let mut enc = ff::codec::context::Context::new_with_codec(enc_codec)
+            .encoder()
+            .video()
+            .unwrap();
+        enc.set_width(w);
+        enc.set_height(h);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base(ff::Rational::new(1, 25));
+        enc.set_bit_rate(200_000);
+        let mut opts = ff::Dictionary::new();
+        opts.set("deadline", "realtime");
+        opts.set("cpu-used", "16");
+        opts.set("lag-in-frames", "0");
+        let mut enc = enc.open_as_with(enc_codec, opts).unwrap();
+        let mut canvas = Canvas::new(w, h, &Background::Color(Rgb(0, 0, 255)));
+        canvas.compose(&[], |_| None).unwrap();
+        let frame = canvas.frame_mut();
+        frame.set_pts(Some(0));
+        enc.send_frame(frame).unwrap();
+        enc.send_eof().unwrap();
+        let mut pkt = ff::Packet::empty();
+        enc.receive_packet(&mut pkt).unwrap();
+        EncodedFrame {
+            kind: TrackKind::Video,
+            codec: Codec::Vp8,
+            pts: 0,
+            dts: 0,
+            time_base: TimeBase::MILLIS,
+            keyframe: true,
+            data: Bytes::copy_from_slice(pkt.data().unwrap()),
+        }
+    }
+
+    /// A picture larger than the cap is refused by the decoder instead of
+    /// allocated for; one under it decodes.
+    #[test]
+    fn pictures_over_the_pixel_cap_are_refused() {
+        ff::init().unwrap();
+        let config = TrackConfig {
+            kind: TrackKind::Video,
+            codec: Codec::Vp8,
+            extradata: Bytes::new(),
+        };
+        let mut dec = VideoDecoder::new(&config).unwrap();
+        let small = vp8_keyframe(640, 360);
+        assert!(dec.push(&small).unwrap());
+        let mut dec = VideoDecoder::new(&config).unwrap();
+        let big = vp8_keyframe(4160, 2400);
+        assert!(!matches!(dec.push(&big), Ok(true)));
     }
 
     #[test]
