@@ -294,6 +294,9 @@ pub fn offered_codecs(sdp: &str) -> Vec<String> {
         .collect()
 }
 
+/// Media sections (m= lines) an offer may have.
+const MAX_MEDIA_SECTIONS: usize = 4;
+
 /// Refuses, before anything is allocated, an offer that is not SDP (parsed
 /// in full by the same parser the peer connection uses), that has no ICE
 /// credentials or DTLS fingerprint, or that has nothing we can receive or send.
@@ -310,16 +313,13 @@ pub fn check_offer(sdp: &str) -> Result<(), WebRtcError> {
     }
     rtc::peer_connection::sdp::RTCSessionDescription::offer(sdp.to_owned())
         .map_err(|e| WebRtcError::BadRequest(format!("malformed SDP offer: {e}")))?;
-    for (attr, what) in [
-        ("a=ice-ufrag:", "ICE username fragment (a=ice-ufrag)"),
-        ("a=ice-pwd:", "ICE password (a=ice-pwd)"),
-        ("a=fingerprint:", "DTLS fingerprint (a=fingerprint)"),
-    ] {
-        if !sdp.lines().any(|l| l.trim_start().starts_with(attr)) {
-            return Err(WebRtcError::BadRequest(format!(
-                "the SDP offer has no {what}"
-            )));
-        }
+    // Each received track costs a reassembly buffer: a publisher sends audio
+    // and video, a viewer receives them.
+    let sections = sdp.lines().filter(|l| l.starts_with("m=")).count();
+    if sections > MAX_MEDIA_SECTIONS {
+        return Err(WebRtcError::BadRequest(format!(
+            "the SDP offer has {sections} media sections; at most {MAX_MEDIA_SECTIONS} are taken"
+        )));
     }
     let codecs = offered_codecs(sdp);
     if !codecs
@@ -334,6 +334,17 @@ pub fn check_offer(sdp: &str) -> Result<(), WebRtcError> {
                 codecs.join(", ")
             }
         )));
+    }
+    for (attr, what) in [
+        ("a=ice-ufrag:", "ICE username fragment (a=ice-ufrag)"),
+        ("a=ice-pwd:", "ICE password (a=ice-pwd)"),
+        ("a=fingerprint:", "DTLS fingerprint (a=fingerprint)"),
+    ] {
+        if !sdp.lines().any(|l| l.trim_start().starts_with(attr)) {
+            return Err(WebRtcError::BadRequest(format!(
+                "the SDP offer has no {what}"
+            )));
+        }
     }
     Ok(())
 }
@@ -361,6 +372,14 @@ mod tests {
         assert!(check_offer(&offer("111 PCMU/8000")).is_err());
         let big = format!("{}{}", offer("111 opus/48000/2"), "a=x\r\n".repeat(20_000));
         assert!(check_offer(&big).is_err());
+        let extra = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:9\r\n".repeat(4);
+        let many = format!("{}{extra}", offer("111 opus/48000/2"));
+        assert!(
+            check_offer(&many)
+                .unwrap_err()
+                .to_string()
+                .contains("media sections")
+        );
     }
 
     #[test]
