@@ -1,10 +1,12 @@
 //! MixTranscoding: several anchors decoded, composed by layout, mixed and
 //! re-encoded into one stream.
 //!
-//! `layout` is the pure geometry of TRTC's layout modes; `video` the
-//! decoders, canvas and x264 encoder;
-//! `pipeline` the mix thread with its steady output clock.
+//! `layout` is the pure geometry of TRTC's layout modes; `timeline` the
+//! pure timing (input clocks, jitter buffer, audio placement, output ticks);
+//! `video` the decoders, canvas and x264 encoder; `pipeline` the mix thread
+//! that drives them on the wall clock.
 
 pub mod layout;
 pub mod pipeline;
+pub(crate) mod timeline;
 pub mod video;

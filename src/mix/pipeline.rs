@@ -15,37 +15,22 @@
 //! video frame whatever the phase between inputs and the output clock.
 //! Layout and volumes change live without touching the encoders.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use super::layout::{InputInfo, Placement, place};
+use super::timeline::{AUDIO_MARGIN, AudioLane, InputTimeline, OutputClock, Released};
 use super::video::{Canvas, VideoDecoder, VideoEncoder};
 use crate::media::aac::{AacDecoder, AacEncoder};
-use crate::media::{DropToKeyframe, MediaMessage, TrackKind};
+use crate::media::{DropToKeyframe, MediaMessage};
 use crate::profile::{AudioEncoding, Layout, VideoEncoding};
 
 /// Messages queued for the mix thread from all inputs together.
 const INPUT_CAPACITY: usize = 2048;
 /// Encoded output queued for the relay task.
 const OUTPUT_CAPACITY: usize = 512;
-/// Every input's frames are played this long after their own timestamps say
-/// (anchored on the first arrival): the jitter buffer. Audio and video of an
-/// input stay aligned by their timestamps, whatever the arrival order.
-const JITTER_DELAY: Duration = Duration::from_millis(150);
-/// Frames due further ahead than this re-anchor the input's clock (a
-/// timestamp jump).
-const MAX_EARLY: Duration = Duration::from_secs(2);
-/// Messages held per input and kind at most (about 3 s).
-const MAX_PENDING: usize = 400;
-/// Audio is decoded one output frame plus this ahead of its time; a frame
-/// arriving later than that (plus this again) re-anchors its input.
-const AUDIO_MARGIN: Duration = Duration::from_millis(20);
-/// Decoded audio continues the previous chunk unless its timestamp says it
-/// belongs further away than this (then it is laid where it says).
-const AUDIO_RESYNC: Duration = Duration::from_millis(30);
-
 #[derive(Debug, Clone)]
 pub struct MixSettings {
     pub layout: Layout,
@@ -187,22 +172,13 @@ pub enum MixError {
 
 struct InputState {
     user: String,
-    /// The input's timeline anchored on arrival: (its first timestamp in ms, when it arrived).
-    clock: Option<(i64, Instant)>,
-    /// Messages waiting for their time (the jitter buffer), per kind, in arrival order.
-    pending_video: VecDeque<(Instant, Arc<MediaMessage>)>,
-    pending_audio: VecDeque<(Instant, Arc<MediaMessage>)>,
+    /// Its clock and jitter buffer.
+    timeline: InputTimeline<Arc<MediaMessage>>,
     video: Option<VideoDecoder>,
     need_keyframe: bool,
-    last_picture: Option<Instant>,
     audio: Option<AacDecoder>,
-    /// Decoded audio laid on the output timeline: `samples[ch][0]` is output
-    /// sample number `audio_start`.
-    samples: Vec<Vec<f32>>,
-    audio_start: i64,
-    /// Where the next decoded chunk continues (output samples), so chunks
-    /// join without clicks while their timestamps agree.
-    audio_next: Option<i64>,
+    /// Its decoded audio on the output timeline.
+    lane: AudioLane,
     decoded: Vec<Vec<f32>>,
     volume: f32,
 }
@@ -232,7 +208,7 @@ impl InputState {
                 }
                 self.need_keyframe = false;
                 match dec.push(f) {
-                    Ok(true) => self.last_picture = Some(now),
+                    Ok(true) => self.timeline.showed_picture(now),
                     Ok(false) => {}
                     Err(e) => {
                         tracing::debug!(user = %self.user, "mix: undecodable frame: {e}");
@@ -244,13 +220,14 @@ impl InputState {
     }
 
     /// Decodes audio and lays it at output sample `pos` (where its timestamp
-    /// says it belongs).
-    fn apply_audio(&mut self, msg: &MediaMessage, pos: i64, rate: u32, channels: usize) {
+    /// says it belongs) on `clock`.
+    fn apply_audio(&mut self, msg: &MediaMessage, pos: i64, clock: &OutputClock, channels: usize) {
+        let rate = clock.rate();
         match msg {
             MediaMessage::Config(c) => match AacDecoder::new(c, rate, channels) {
                 Ok(d) => {
                     self.audio = Some(d);
-                    self.audio_next = None;
+                    self.lane.restart();
                 }
                 Err(e) => tracing::warn!(user = %self.user, "mix: audio decoder: {e}"),
             },
@@ -264,32 +241,8 @@ impl InputState {
                 if let Err(e) = dec.push(f, &mut self.decoded) {
                     tracing::debug!(user = %self.user, "mix: undecodable audio: {e}");
                 }
-                self.lay_audio(pos, rate);
+                self.lane.lay(&self.decoded, pos, clock.resync_samples());
             }
-        }
-    }
-
-    fn lay_audio(&mut self, pos: i64, rate: u32) {
-        let len = self.decoded.first().map_or(0, Vec::len) as i64;
-        if len == 0 {
-            return;
-        }
-        let tolerance = i64::from(rate) * AUDIO_RESYNC.as_millis() as i64 / 1000;
-        let at = match self.audio_next {
-            Some(next) if (pos - next).abs() <= tolerance => next,
-            _ => pos,
-        };
-        self.audio_next = Some(at + len);
-        if self.samples.first().is_none_or(Vec::is_empty) {
-            self.audio_start = at;
-        }
-        let offset = at - self.audio_start;
-        // Samples for a time already played are dropped.
-        let skip = (-offset).clamp(0, len) as usize;
-        let offset = offset.max(0) as usize;
-        for (buf, new) in self.samples.iter_mut().zip(&self.decoded) {
-            buf.resize(offset, 0.0);
-            buf.extend_from_slice(&new[skip..]);
         }
     }
 }
@@ -303,14 +256,11 @@ struct Mixer {
     audio: AacEncoder,
     volumes: HashMap<String, f32>,
     mixbuf: Vec<Vec<f32>>,
-    /// The output clock's origin: output time t is `start + t`.
-    start: Instant,
+    /// The output's ticks, from the mix's start.
+    clock: OutputClock,
     /// Where the layout put each input, and the inputs it was placed for.
     placements: Vec<Placement>,
     placed_for: Option<Vec<InputInfo>>,
-    /// Audio is decoded this long before it is due (at least one output
-    /// frame ahead, so a tick always finds its samples laid).
-    audio_lead: Duration,
 }
 
 impl Mixer {
@@ -336,9 +286,12 @@ impl Mixer {
             .iter()
             .map(|(u, l)| (u.clone(), (*l).min(100) as f32 / 100.0))
             .collect();
-        let audio_lead =
-            Duration::from_nanos(n as u64 * 1_000_000_000 / u64::from(settings.audio.sample_rate))
-                + AUDIO_MARGIN;
+        let clock = OutputClock::new(
+            Instant::now(),
+            settings.video.as_ref().map(|v| v.fps),
+            settings.audio.sample_rate,
+            n,
+        );
         Ok(Mixer {
             settings,
             inputs: Vec::new(),
@@ -347,8 +300,7 @@ impl Mixer {
             audio,
             volumes,
             mixbuf: vec![vec![0.0; n]; channels],
-            start: Instant::now(),
-            audio_lead,
+            clock,
             placements: Vec::new(),
             placed_for: None,
         })
@@ -368,18 +320,15 @@ impl Mixer {
         if !send(MediaMessage::Config(self.audio.config().clone())) {
             return Ok(());
         }
-        self.start = Instant::now();
-        let start = self.start;
-        let fps = self.settings.video.as_ref().map(|v| v.fps);
-        let rate = self.settings.audio.sample_rate;
-        let frame_size = self.audio.frame_size() as u64;
-        let (mut n_video, mut n_audio) = (0u64, 0u64);
+        // Output time starts once the configs are out.
+        self.clock = OutputClock::new(
+            Instant::now(),
+            self.settings.video.as_ref().map(|v| v.fps),
+            self.settings.audio.sample_rate,
+            self.audio.frame_size(),
+        );
         loop {
-            let next_video =
-                fps.map(|f| start + Duration::from_nanos(n_video * 1_000_000_000 / u64::from(f)));
-            let next_audio = start
-                + Duration::from_nanos(n_audio * frame_size * 1_000_000_000 / u64::from(rate));
-            let next = next_video.map_or(next_audio, |v| v.min(next_audio));
+            let next = self.clock.next();
             // Take input until the next output tick.
             loop {
                 let now = Instant::now();
@@ -394,23 +343,20 @@ impl Mixer {
             }
             let now = Instant::now();
             self.release(now);
-            if let Some(at) = next_video
-                && now >= at
-            {
-                for frame in self.video_tick(n_video as i64)? {
+            let due = self.clock.due(now);
+            if let Some(n) = due.video {
+                for frame in self.video_tick(n as i64)? {
                     if !send(MediaMessage::Frame(frame)) {
                         return Ok(());
                     }
                 }
-                n_video += 1;
             }
-            if now >= next_audio {
-                for frame in self.audio_tick(n_audio as i64)? {
+            if let Some(k) = due.audio {
+                for frame in self.audio_tick(k as i64)? {
                     if !send(MediaMessage::Frame(frame)) {
                         return Ok(());
                     }
                 }
-                n_audio += 1;
             }
         }
     }
@@ -422,16 +368,11 @@ impl Mixer {
         let channels = self.settings.audio.channels as usize;
         self.inputs.push(InputState {
             user: user.to_owned(),
-            clock: None,
-            pending_video: VecDeque::new(),
-            pending_audio: VecDeque::new(),
+            timeline: InputTimeline::default(),
             video: None,
             need_keyframe: true,
-            last_picture: None,
             audio: None,
-            samples: vec![Vec::new(); channels],
-            audio_start: 0,
-            audio_next: None,
+            lane: AudioLane::new(channels),
             decoded: vec![Vec::new(); channels],
             volume: self.volumes.get(user).copied().unwrap_or(1.0),
         });
@@ -457,53 +398,20 @@ impl Mixer {
             }
             Input::Media { user, msg } => {
                 let now = Instant::now();
-                let min_ahead = self.audio_lead + AUDIO_MARGIN;
+                let min_ahead = self.clock.audio_lead() + AUDIO_MARGIN;
                 let s = self.input(&user);
-                let kind = match &*msg {
-                    MediaMessage::Config(c) => c.kind,
-                    MediaMessage::Frame(f) => f.kind,
+                let (kind, ts) = match &*msg {
+                    MediaMessage::Config(c) => (c.kind, None),
+                    MediaMessage::Frame(f) => (
+                        f.kind,
+                        Some(f.time_base.rescale(f.dts, crate::media::TimeBase::MILLIS)),
+                    ),
                 };
-                let queue = match kind {
-                    TrackKind::Video => &mut s.pending_video,
-                    TrackKind::Audio => &mut s.pending_audio,
-                };
-                let due = match &*msg {
-                    // Configs keep their place in the queue.
-                    MediaMessage::Config(_) => queue.back().map_or(now, |(d, _)| *d),
-                    MediaMessage::Frame(f) => {
-                        let ts = f.time_base.rescale(f.dts, crate::media::TimeBase::MILLIS);
-                        let (ts0, t0) = *s.clock.get_or_insert((ts, now));
-                        let delta = ts - ts0;
-                        let at = if delta >= 0 {
-                            t0 + Duration::from_millis(delta as u64)
-                        } else {
-                            t0.checked_sub(Duration::from_millis(delta.unsigned_abs()))
-                                .unwrap_or(t0)
-                        };
-                        let due = at + JITTER_DELAY;
-                        // Far ahead (timestamps jumped) or too late to be laid
-                        // in time (a reconnect, a stall upstream): anchor
-                        // again, so this frame is due a jitter delay from now.
-                        // Audio and video share the clock, so they stay aligned.
-                        if due > now + JITTER_DELAY + MAX_EARLY || due < now + min_ahead {
-                            s.clock = Some((ts, now));
-                            now + JITTER_DELAY
-                        } else {
-                            due
-                        }
-                    }
-                };
-                let queue = match kind {
-                    TrackKind::Video => &mut s.pending_video,
-                    TrackKind::Audio => &mut s.pending_audio,
-                };
-                if queue.len() >= MAX_PENDING {
-                    queue.pop_front();
-                    if kind == TrackKind::Video {
-                        s.need_keyframe = true;
-                    }
+                if s.timeline.push(kind, ts, msg, now, min_ahead)
+                    && kind == crate::media::TrackKind::Video
+                {
+                    s.need_keyframe = true;
                 }
-                queue.push_back((due, msg));
             }
         }
     }
@@ -512,33 +420,17 @@ impl Mixer {
     /// output tick nearest its time, audio early enough to be laid on the
     /// output timeline before its tick.
     fn release(&mut self, now: Instant) {
-        let rate = self.settings.audio.sample_rate;
         let channels = self.settings.audio.channels as usize;
         let want_video = self.video.is_some();
-        let video_lead = self.settings.video.as_ref().map_or(Duration::ZERO, |v| {
-            Duration::from_nanos(500_000_000 / u64::from(v.fps.max(1)))
-        });
-        let start = self.start;
+        let mut due = Vec::new();
         for s in &mut self.inputs {
-            while s
-                .pending_video
-                .front()
-                .is_some_and(|(due, _)| *due <= now + video_lead)
-            {
-                let (_, msg) = s.pending_video.pop_front().expect("checked");
-                if want_video {
-                    s.apply_video(&msg, now);
+            s.timeline.release(now, &self.clock, &mut due);
+            for r in due.drain(..) {
+                match r {
+                    Released::Video(msg) if want_video => s.apply_video(&msg, now),
+                    Released::Video(_) => {}
+                    Released::Audio { msg, at } => s.apply_audio(&msg, at, &self.clock, channels),
                 }
-            }
-            while s
-                .pending_audio
-                .front()
-                .is_some_and(|(due, _)| *due <= now + self.audio_lead)
-            {
-                let (due, msg) = s.pending_audio.pop_front().expect("checked");
-                let pos = (due.saturating_duration_since(start).as_nanos() * u128::from(rate)
-                    / 1_000_000_000) as i64;
-                s.apply_audio(&msg, pos, rate, channels);
             }
         }
     }
@@ -582,10 +474,7 @@ impl Mixer {
             inputs
                 .iter()
                 .find(|s| s.user == user)
-                .filter(|s| {
-                    s.last_picture
-                        .is_some_and(|t| now.duration_since(t) <= freeze)
-                })
+                .filter(|s| s.timeline.shows_picture(now, freeze))
                 .and_then(|s| s.video.as_ref())
                 .map(VideoDecoder::picture)
         })?;
@@ -602,24 +491,8 @@ impl Mixer {
         let from = k * n as i64;
         let filter = &self.settings.audio_filter;
         for s in &mut self.inputs {
-            let have = s.samples.first().map_or(0, Vec::len);
-            // What lies before this frame was due earlier and missed it.
-            let stale = (from - s.audio_start).clamp(0, have as i64) as usize;
-            let lead = (s.audio_start - from).clamp(0, n as i64) as usize;
-            let take = (have - stale).min(n - lead);
-            let admitted = filter.admits(&s.user);
-            for (out, inp) in self.mixbuf.iter_mut().zip(&mut s.samples) {
-                if admitted {
-                    for (o, i) in out[lead..lead + take]
-                        .iter_mut()
-                        .zip(&inp[stale..stale + take])
-                    {
-                        *o += i * s.volume;
-                    }
-                }
-                inp.drain(..stale + take);
-            }
-            s.audio_start += (stale + take) as i64;
+            let gain = filter.admits(&s.user).then_some(s.volume);
+            s.lane.mix_into(&mut self.mixbuf, from, gain);
         }
         for ch in &mut self.mixbuf {
             for v in ch.iter_mut() {

@@ -1,0 +1,330 @@
+//! The mix's timing, as a pure core: when each input's frames are due, when
+//! the output ticks, and where decoded audio lies on the output timeline.
+//! No libav, no clock reads: time is an argument, so every rule is tested
+//! on a manual clock.
+//!
+//! - [`OutputClock`]: a picture every 1/fps and an audio frame every
+//!   `frame_size` samples from the mix's start. Output numbers count ticks,
+//!   so stamps are exactly regular; a late thread catches up one tick of
+//!   each kind per call, and no tick is skipped.
+//! - [`InputTimeline`]: one input's clock (its timestamps anchored on its
+//!   first arrival, one clock for its audio and video, anchored again on a
+//!   jump or when too late to be laid in time) and its jitter buffer (held
+//!   [`JITTER_DELAY`] past that, at most [`MAX_PENDING`] per kind).
+//!   Pictures are released at the output tick nearest their time, audio one
+//!   output frame plus a margin ahead. It also remembers when the input last
+//!   showed a picture, for the freeze rule.
+//! - [`AudioLane`]: one input's decoded audio laid at the output sample its
+//!   time names (chunks that agree within [`AUDIO_RESYNC`] are joined without
+//!   a gap), then summed into output frames and forgotten.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::media::TrackKind;
+
+/// Every input's frames are played this long after their own timestamps say
+/// (anchored on the first arrival): the jitter buffer. Audio and video of an
+/// input stay aligned by their timestamps, whatever the arrival order.
+pub(crate) const JITTER_DELAY: Duration = Duration::from_millis(150);
+/// Frames due further ahead than this re-anchor the input's clock (a
+/// timestamp jump).
+pub(crate) const MAX_EARLY: Duration = Duration::from_secs(2);
+/// Messages held per input and kind at most (about 3 s).
+pub(crate) const MAX_PENDING: usize = 400;
+/// Audio is decoded one output frame plus this ahead of its time; a frame
+/// arriving later than that (plus this again) re-anchors its input.
+pub(crate) const AUDIO_MARGIN: Duration = Duration::from_millis(20);
+/// Decoded audio continues the previous chunk unless its timestamp says it
+/// belongs further away than this (then it is laid where it says).
+pub(crate) const AUDIO_RESYNC: Duration = Duration::from_millis(30);
+
+/// The output's ticks.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputClock {
+    start: Instant,
+    fps: Option<u32>,
+    rate: u32,
+    frame_size: u64,
+    n_video: u64,
+    n_audio: u64,
+}
+
+/// The ticks due now: output frame numbers to produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Due {
+    pub video: Option<u64>,
+    pub audio: Option<u64>,
+}
+
+impl OutputClock {
+    /// Output time 0 is `start`; `fps` `None` for an audio-only mix.
+    pub(crate) fn new(start: Instant, fps: Option<u32>, rate: u32, frame_size: usize) -> Self {
+        OutputClock {
+            start,
+            fps: fps.map(|f| f.max(1)),
+            rate: rate.max(1),
+            frame_size: frame_size as u64,
+            n_video: 0,
+            n_audio: 0,
+        }
+    }
+
+    pub(crate) fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    fn video_at(&self, n: u64) -> Option<Instant> {
+        self.fps
+            .map(|f| self.start + Duration::from_nanos(n * 1_000_000_000 / u64::from(f)))
+    }
+
+    fn audio_at(&self, n: u64) -> Instant {
+        self.start
+            + Duration::from_nanos(n * self.frame_size * 1_000_000_000 / u64::from(self.rate))
+    }
+
+    /// When the next tick of either kind is due.
+    pub(crate) fn next(&self) -> Instant {
+        let audio = self.audio_at(self.n_audio);
+        self.video_at(self.n_video).map_or(audio, |v| v.min(audio))
+    }
+
+    /// Takes the ticks due at `now`, at most one of each kind: a thread that
+    /// fell behind produces every tick, back to back, until it catches up.
+    pub(crate) fn due(&mut self, now: Instant) -> Due {
+        let video = self
+            .video_at(self.n_video)
+            .filter(|at| *at <= now)
+            .map(|_| {
+                self.n_video += 1;
+                self.n_video - 1
+            });
+        let audio = (self.audio_at(self.n_audio) <= now).then(|| {
+            self.n_audio += 1;
+            self.n_audio - 1
+        });
+        Due { video, audio }
+    }
+
+    /// The output sample number of instant `t` (0 before the start).
+    pub(crate) fn sample_at(&self, t: Instant) -> i64 {
+        (t.saturating_duration_since(self.start).as_nanos() * u128::from(self.rate) / 1_000_000_000)
+            as i64
+    }
+
+    /// How far ahead of its time a picture is released: half a frame, so it
+    /// is shown at the tick nearest its time.
+    pub(crate) fn video_lead(&self) -> Duration {
+        self.fps.map_or(Duration::ZERO, |f| {
+            Duration::from_nanos(500_000_000 / u64::from(f))
+        })
+    }
+
+    /// How far ahead of its time audio is released: one output frame and a
+    /// margin, so a tick always finds its samples laid.
+    pub(crate) fn audio_lead(&self) -> Duration {
+        Duration::from_nanos(self.frame_size * 1_000_000_000 / u64::from(self.rate)) + AUDIO_MARGIN
+    }
+
+    /// Samples within which decoded chunks are joined ([`AUDIO_RESYNC`]).
+    pub(crate) fn resync_samples(&self) -> i64 {
+        i64::from(self.rate) * AUDIO_RESYNC.as_millis() as i64 / 1000
+    }
+}
+
+/// What [`InputTimeline::release`] hands back.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Released<T> {
+    /// A picture (or a video config) to decode now.
+    Video(T),
+    /// Audio (or an audio config) to decode now and lay at output sample `at`.
+    Audio { msg: T, at: i64 },
+}
+
+/// One input's clock and jitter buffer.
+#[derive(Debug)]
+pub(crate) struct InputTimeline<T> {
+    /// (its first timestamp in ms, when it arrived).
+    clock: Option<(i64, Instant)>,
+    video: VecDeque<(Instant, T)>,
+    audio: VecDeque<(Instant, T)>,
+    last_picture: Option<Instant>,
+}
+
+impl<T> Default for InputTimeline<T> {
+    fn default() -> Self {
+        InputTimeline {
+            clock: None,
+            video: VecDeque::new(),
+            audio: VecDeque::new(),
+            last_picture: None,
+        }
+    }
+}
+
+impl<T> InputTimeline<T> {
+    /// Queues `msg` of `kind` arriving at `now`: a frame stamped `ts_ms`, or a
+    /// config (`None`), which keeps its place after what is queued. A frame
+    /// is due a jitter delay after its time on the input's clock; one due too
+    /// far ahead, or too late to be laid `min_ahead` before its tick, anchors
+    /// the clock again (audio and video share it, so they stay aligned).
+    /// Returns whether the oldest message of that kind was dropped to make
+    /// room (video must then wait for a keyframe).
+    pub(crate) fn push(
+        &mut self,
+        kind: TrackKind,
+        ts_ms: Option<i64>,
+        msg: T,
+        now: Instant,
+        min_ahead: Duration,
+    ) -> bool {
+        let due = match ts_ms {
+            None => self.queue(kind).back().map_or(now, |(d, _)| *d),
+            Some(ts) => {
+                let (ts0, t0) = *self.clock.get_or_insert((ts, now));
+                let delta = ts - ts0;
+                let at = if delta >= 0 {
+                    t0 + Duration::from_millis(delta as u64)
+                } else {
+                    t0.checked_sub(Duration::from_millis(delta.unsigned_abs()))
+                        .unwrap_or(t0)
+                };
+                let due = at + JITTER_DELAY;
+                if due > now + JITTER_DELAY + MAX_EARLY || due < now + min_ahead {
+                    self.clock = Some((ts, now));
+                    now + JITTER_DELAY
+                } else {
+                    due
+                }
+            }
+        };
+        let queue = self.queue(kind);
+        let dropped = queue.len() >= MAX_PENDING;
+        if dropped {
+            queue.pop_front();
+        }
+        queue.push_back((due, msg));
+        dropped
+    }
+
+    fn queue(&mut self, kind: TrackKind) -> &mut VecDeque<(Instant, T)> {
+        match kind {
+            TrackKind::Video => &mut self.video,
+            TrackKind::Audio => &mut self.audio,
+        }
+    }
+
+    /// Hands out, in order, what is due at `now` on `clock`: pictures half a
+    /// frame ahead of their time, audio an output frame (and a margin) ahead,
+    /// with the output sample it belongs at.
+    pub(crate) fn release(
+        &mut self,
+        now: Instant,
+        clock: &OutputClock,
+        out: &mut Vec<Released<T>>,
+    ) {
+        let video_by = now + clock.video_lead();
+        while self.video.front().is_some_and(|(due, _)| *due <= video_by) {
+            let (_, msg) = self.video.pop_front().expect("checked");
+            out.push(Released::Video(msg));
+        }
+        let audio_by = now + clock.audio_lead();
+        while self.audio.front().is_some_and(|(due, _)| *due <= audio_by) {
+            let (due, msg) = self.audio.pop_front().expect("checked");
+            out.push(Released::Audio {
+                msg,
+                at: clock.sample_at(due),
+            });
+        }
+    }
+
+    /// A picture was decoded at `now`.
+    pub(crate) fn showed_picture(&mut self, now: Instant) {
+        self.last_picture = Some(now);
+    }
+
+    /// Whether the input's last picture is still shown at `now`: a stalled
+    /// input keeps it for `freeze`, then shows its placeholder.
+    pub(crate) fn shows_picture(&self, now: Instant, freeze: Duration) -> bool {
+        self.last_picture
+            .is_some_and(|t| now.saturating_duration_since(t) <= freeze)
+    }
+}
+
+/// One input's decoded audio on the output timeline: `samples[ch][0]` is
+/// output sample `start`.
+#[derive(Debug, Clone)]
+pub(crate) struct AudioLane {
+    samples: Vec<Vec<f32>>,
+    start: i64,
+    /// Where the next chunk continues, while chunks' times agree.
+    next: Option<i64>,
+}
+
+impl AudioLane {
+    pub(crate) fn new(channels: usize) -> Self {
+        AudioLane {
+            samples: vec![Vec::new(); channels],
+            start: 0,
+            next: None,
+        }
+    }
+
+    /// A new decoder: the next chunk is laid where its time says.
+    pub(crate) fn restart(&mut self) {
+        self.next = None;
+    }
+
+    /// Lays `decoded` (per channel) at output sample `pos`, or right after
+    /// the previous chunk if that is within `tolerance` samples of `pos`.
+    /// Samples for output already produced are dropped.
+    pub(crate) fn lay(&mut self, decoded: &[Vec<f32>], pos: i64, tolerance: i64) {
+        let len = decoded.first().map_or(0, Vec::len) as i64;
+        if len == 0 {
+            return;
+        }
+        let at = match self.next {
+            Some(next) if (pos - next).abs() <= tolerance => next,
+            _ => pos,
+        };
+        self.next = Some(at + len);
+        if self.samples.first().is_none_or(Vec::is_empty) {
+            self.start = at;
+        }
+        let offset = at - self.start;
+        let skip = (-offset).clamp(0, len) as usize;
+        let offset = offset.max(0) as usize;
+        for (buf, new) in self.samples.iter_mut().zip(decoded) {
+            buf.resize(offset, 0.0);
+            buf.extend_from_slice(&new[skip..]);
+        }
+    }
+
+    /// Output frame `[from, from + n)`: adds this lane's samples times `gain`
+    /// into `mix` (`None`: not heard, but consumed all the same), and
+    /// forgets them and anything older.
+    pub(crate) fn mix_into(&mut self, mix: &mut [Vec<f32>], from: i64, gain: Option<f32>) {
+        let n = mix.first().map_or(0, Vec::len);
+        let have = self.samples.first().map_or(0, Vec::len);
+        let stale = (from - self.start).clamp(0, have as i64) as usize;
+        let lead = (self.start - from).clamp(0, n as i64) as usize;
+        let take = (have - stale).min(n - lead);
+        for (out, inp) in mix.iter_mut().zip(&mut self.samples) {
+            if let Some(g) = gain {
+                for (o, i) in out[lead..lead + take]
+                    .iter_mut()
+                    .zip(&inp[stale..stale + take])
+                {
+                    *o += i * g;
+                }
+            }
+            inp.drain(..stale + take);
+        }
+        self.start += (stale + take) as i64;
+    }
+}
+
+#[cfg(test)]
+#[path = "timeline_tests.rs"]
+mod tests;

@@ -1,0 +1,270 @@
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// 30 fps video, 48 kHz audio in frames of 1024 samples (21.33 ms).
+fn clock(t0: Instant) -> OutputClock {
+    OutputClock::new(t0, Some(30), 48_000, 1024)
+}
+
+/// The lead an input's frames must keep to be laid in time (the mixer's).
+fn min_ahead(c: &OutputClock) -> Duration {
+    c.audio_lead() + AUDIO_MARGIN
+}
+
+fn released<T>(tl: &mut InputTimeline<T>, now: Instant, c: &OutputClock) -> Vec<Released<T>> {
+    let mut out = Vec::new();
+    tl.release(now, c, &mut out);
+    out
+}
+
+#[test]
+fn audio_and_video_of_an_input_share_one_clock_in_either_arrival_order() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    for video_first in [true, false] {
+        let mut tl = InputTimeline::default();
+        let order = if video_first {
+            [TrackKind::Video, TrackKind::Audio]
+        } else {
+            [TrackKind::Audio, TrackKind::Video]
+        };
+        // Both stamped 1000 ms; the second arrives 40 ms after the first.
+        tl.push(order[0], Some(1000), "first", t0, min_ahead(&c));
+        tl.push(order[1], Some(1000), "second", t0 + 40 * MS, min_ahead(&c));
+        // Both are due a jitter delay after the first arrival.
+        let due = t0 + JITTER_DELAY;
+        assert_eq!(tl.video.front().unwrap().0, due);
+        assert_eq!(tl.audio.front().unwrap().0, due);
+    }
+}
+
+#[test]
+fn pictures_are_released_at_the_nearest_tick_and_audio_a_frame_ahead() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = InputTimeline::default();
+    tl.push(TrackKind::Video, Some(0), "v", t0, min_ahead(&c));
+    tl.push(TrackKind::Audio, Some(0), "a", t0, min_ahead(&c));
+    let due = t0 + JITTER_DELAY;
+    // Audio leads by one output frame and a margin.
+    let audio_at = due - c.audio_lead();
+    assert!(released(&mut tl, audio_at - MS, &c).is_empty());
+    assert_eq!(
+        released(&mut tl, audio_at, &c),
+        vec![Released::Audio {
+            msg: "a",
+            at: c.sample_at(due)
+        }]
+    );
+    // Video leads by half a frame (16.7 ms at 30 fps).
+    let video_at = due - c.video_lead();
+    assert!(released(&mut tl, video_at - MS, &c).is_empty());
+    assert_eq!(released(&mut tl, video_at, &c), vec![Released::Video("v")]);
+}
+
+#[test]
+fn a_frame_too_late_to_be_laid_anchors_the_clock_again() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = InputTimeline::default();
+    tl.push(TrackKind::Audio, Some(0), 0, t0, min_ahead(&c));
+    // Stamped 100 ms but arriving 500 ms later: due in the past.
+    let late = t0 + 500 * MS;
+    tl.push(TrackKind::Audio, Some(100), 1, late, min_ahead(&c));
+    assert_eq!(tl.audio.back().unwrap().0, late + JITTER_DELAY);
+    // The next frame follows the new anchor, not the old one.
+    tl.push(
+        TrackKind::Audio,
+        Some(120),
+        2,
+        late + 20 * MS,
+        min_ahead(&c),
+    );
+    assert_eq!(tl.audio.back().unwrap().0, late + 20 * MS + JITTER_DELAY);
+}
+
+#[test]
+fn a_timestamp_jump_anchors_the_clock_again() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = InputTimeline::default();
+    tl.push(TrackKind::Video, Some(5_000), 0, t0, min_ahead(&c));
+    // A reconnect: timestamps restart a minute ahead, 33 ms later.
+    let now = t0 + 33 * MS;
+    tl.push(TrackKind::Video, Some(65_000), 1, now, min_ahead(&c));
+    assert_eq!(tl.video.back().unwrap().0, now + JITTER_DELAY);
+    // A small step ahead is kept as the timestamps say.
+    tl.push(TrackKind::Video, Some(65_500), 2, now, min_ahead(&c));
+    assert_eq!(tl.video.back().unwrap().0, now + 500 * MS + JITTER_DELAY);
+    // A frame far behind (the reconnect's other direction) anchors again.
+    tl.push(TrackKind::Video, Some(5_000), 3, now + MS, min_ahead(&c));
+    assert_eq!(tl.video.back().unwrap().0, now + MS + JITTER_DELAY);
+}
+
+#[test]
+fn configs_keep_their_place_in_the_queue() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = InputTimeline::default();
+    tl.push(TrackKind::Video, Some(0), "f0", t0, min_ahead(&c));
+    tl.push(TrackKind::Video, Some(500), "f1", t0, min_ahead(&c));
+    tl.push(TrackKind::Video, None, "config", t0 + MS, min_ahead(&c));
+    tl.push(TrackKind::Video, Some(510), "f2", t0 + MS, min_ahead(&c));
+    // The config is due with the frame before it, so it is decoded between.
+    let all = released(&mut tl, t0 + 2 * JITTER_DELAY + Duration::from_secs(1), &c);
+    assert_eq!(
+        all,
+        Vec::from(["f0", "f1", "config", "f2"].map(Released::Video))
+    );
+    // A config on an empty queue is due at once.
+    tl.push(TrackKind::Audio, None, "aconfig", t0, min_ahead(&c));
+    assert_eq!(tl.audio.front().unwrap().0, t0);
+}
+
+#[test]
+fn the_jitter_buffer_is_bounded_and_says_when_it_dropped() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = InputTimeline::default();
+    for i in 0..MAX_PENDING {
+        assert!(!tl.push(TrackKind::Video, Some(i as i64), i, t0, min_ahead(&c)));
+    }
+    assert!(tl.push(
+        TrackKind::Video,
+        Some(MAX_PENDING as i64),
+        MAX_PENDING,
+        t0,
+        min_ahead(&c)
+    ));
+    assert_eq!(tl.video.len(), MAX_PENDING);
+    assert_eq!(tl.video.front().unwrap().1, 1);
+    // Audio has its own bound.
+    assert!(!tl.push(TrackKind::Audio, Some(0), 0, t0, min_ahead(&c)));
+}
+
+#[test]
+fn a_stalled_input_freezes_then_shows_its_placeholder() {
+    let t0 = Instant::now();
+    let freeze = Duration::from_secs(2);
+    let mut tl = InputTimeline::<()>::default();
+    assert!(!tl.shows_picture(t0, freeze), "no picture yet");
+    tl.showed_picture(t0);
+    assert!(tl.shows_picture(t0 + Duration::from_secs(1), freeze));
+    assert!(tl.shows_picture(t0 + freeze, freeze));
+    assert!(!tl.shows_picture(t0 + freeze + MS, freeze));
+    // A new picture brings it back.
+    tl.showed_picture(t0 + Duration::from_secs(5));
+    assert!(tl.shows_picture(t0 + Duration::from_secs(6), freeze));
+}
+
+#[test]
+fn ticks_are_regular_and_an_overloaded_thread_catches_up_without_skipping() {
+    let t0 = Instant::now();
+    let mut c = clock(t0);
+    assert_eq!(c.next(), t0);
+    assert_eq!(
+        c.due(t0),
+        Due {
+            video: Some(0),
+            audio: Some(0)
+        }
+    );
+    // Video every 33.333 ms, audio every 21.333 ms: the next is audio.
+    assert_eq!(c.next(), t0 + Duration::from_nanos(21_333_333));
+    assert_eq!(
+        c.due(t0 + 20 * MS),
+        Due {
+            video: None,
+            audio: None
+        }
+    );
+    // The thread stalls for 200 ms: every tick comes, one of each kind a
+    // call, numbered in order, until it has caught up.
+    let late = t0 + 200 * MS;
+    let (mut videos, mut audios) = (Vec::new(), Vec::new());
+    while c.next() <= late {
+        let d = c.due(late);
+        videos.extend(d.video);
+        audios.extend(d.audio);
+    }
+    assert_eq!(videos, (1..=6).collect::<Vec<_>>());
+    assert_eq!(audios, (1..=9).collect::<Vec<_>>());
+    assert!(c.next() > late);
+    // An audio-only clock has only audio ticks.
+    let mut a = OutputClock::new(t0, None, 48_000, 1024);
+    assert_eq!(
+        a.due(t0),
+        Due {
+            video: None,
+            audio: Some(0)
+        }
+    );
+    assert_eq!(a.video_lead(), Duration::ZERO);
+}
+
+#[test]
+fn an_input_joining_mid_stream_is_heard_from_its_own_time() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut lane = AudioLane::new(1);
+    // The input's first audio is due 10 s into the output.
+    let pos = c.sample_at(t0 + Duration::from_secs(10));
+    assert_eq!(pos, 480_000);
+    lane.lay(&[vec![0.5; 1024]], pos, c.resync_samples());
+    let mut mix = vec![vec![0.0; 1024]];
+    // Output frames before it: silence from this input.
+    lane.mix_into(&mut mix, pos - 2048, Some(1.0));
+    assert!(mix[0].iter().all(|s| *s == 0.0));
+    // The frame straddling its start: silence, then its samples.
+    let mut mix = vec![vec![0.0; 1024]];
+    lane.mix_into(&mut mix, pos - 24, Some(1.0));
+    assert!(mix[0][..24].iter().all(|s| *s == 0.0));
+    assert!(mix[0][24..].iter().all(|s| *s == 0.5));
+    // The rest follows in the next frame.
+    let mut mix = vec![vec![0.0; 1024]];
+    lane.mix_into(&mut mix, pos + 1000, Some(1.0));
+    assert!(mix[0][..24].iter().all(|s| *s == 0.5));
+    assert!(mix[0][24..].iter().all(|s| *s == 0.0));
+}
+
+#[test]
+fn chunks_whose_times_agree_join_and_a_jump_is_laid_where_it_says() {
+    let mut lane = AudioLane::new(2);
+    let chunk = |v: f32| vec![vec![v; 1024]; 2];
+    lane.lay(&chunk(0.1), 0, 1440);
+    // 10 samples off: joined right after the first chunk.
+    lane.lay(&chunk(0.2), 1034, 1440);
+    assert_eq!(lane.samples[0].len(), 2048);
+    // Far off (a second later): laid there, silence between.
+    lane.lay(&chunk(0.3), 48_000, 1440);
+    assert_eq!(lane.samples[1].len(), 48_000 + 1024);
+    assert_eq!(lane.samples[1][2048], 0.0);
+    assert_eq!(lane.samples[1][48_000], 0.3);
+    // Output moves past all of it unheard: consumed all the same.
+    let mut mix = vec![vec![0.0; 1024]; 2];
+    lane.mix_into(&mut mix, 60_000, None);
+    assert!(mix[0].iter().all(|s| *s == 0.0));
+    assert!(lane.samples[0].is_empty());
+    // A new decoder's chunk for a time already produced is never heard.
+    lane.restart();
+    lane.lay(&chunk(0.9), 0, 1440);
+    let mut mix = vec![vec![0.0; 1024]; 2];
+    lane.mix_into(&mut mix, 61_024, Some(1.0));
+    assert!(mix[1].iter().all(|s| *s == 0.0), "too late to be heard");
+    assert!(lane.samples[1].is_empty());
+}
+
+#[test]
+fn gain_and_filter_apply_when_mixing() {
+    let mut lane = AudioLane::new(1);
+    lane.lay(&[vec![0.5; 2048]], 0, 1440);
+    let mut mix = vec![vec![0.25; 1024]];
+    lane.mix_into(&mut mix, 0, Some(0.5));
+    assert!(mix[0].iter().all(|s| *s == 0.5));
+    // Filtered out: the samples are consumed without being heard.
+    let mut mix = vec![vec![0.0; 1024]];
+    lane.mix_into(&mut mix, 1024, None);
+    assert!(mix[0].iter().all(|s| *s == 0.0));
+    assert!(lane.samples[0].is_empty());
+}
