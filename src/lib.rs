@@ -15,6 +15,8 @@
 //! Pure cores (`auth`, `room::engine`, `profile`) do no I/O and read no clock:
 //! time is an argument.
 
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod auth;
 pub mod callback;

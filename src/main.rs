@@ -1,5 +1,7 @@
 //! The `roomcast` command line: serve, usersig gen|verify, profile check.
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use ffmpeg_next as ff;
 
 use super::playlist::{Playlist, Segment};
+use crate::media::ffi::{self, StreamCodec};
 use crate::media::{Codec, DropToKeyframe, EncodedFrame, MediaMessage, TrackConfig, TrackKind};
 use crate::profile::HlsOutput;
 
@@ -324,37 +325,15 @@ pub(crate) fn add_stream(
     let mut stream = octx.add_stream(Option::<ff::Codec>::None)?;
     let index = stream.index();
     stream.set_time_base(ff::Rational::new(1, 1000));
-    unsafe {
-        let par = (*stream.as_mut_ptr()).codecpar;
-        match cfg.codec {
-            Codec::H264 => {
-                (*par).codec_type = ff::ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
-                (*par).codec_id = ff::ffi::AVCodecID::AV_CODEC_ID_H264;
-            }
-            _ => {
-                (*par).codec_type = ff::ffi::AVMediaType::AVMEDIA_TYPE_AUDIO;
-                (*par).codec_id = ff::ffi::AVCodecID::AV_CODEC_ID_AAC;
-                if let Some((rate, channels)) = aac_rate_channels(&cfg.extradata) {
-                    (*par).sample_rate = rate as i32;
-                    ff::ffi::av_channel_layout_default(&mut (*par).ch_layout, channels as i32);
-                }
-            }
-        }
-        let len = cfg.extradata.len();
-        let buf =
-            ff::ffi::av_mallocz(len + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
-        if buf.is_null() {
-            return Err(HlsError::Av(ff::Error::Other { errno: ENOMEM }));
-        }
-        std::ptr::copy_nonoverlapping(cfg.extradata.as_ptr(), buf, len);
-        (*par).extradata = buf;
-        (*par).extradata_size = len as i32;
-    }
+    let codec = match cfg.codec {
+        Codec::H264 => StreamCodec::H264,
+        _ => StreamCodec::Aac {
+            rate_channels: aac_rate_channels(&cfg.extradata),
+        },
+    };
+    ffi::describe_stream(&mut stream, codec, &cfg.extradata)?;
     Ok(index)
 }
-
-/// POSIX ENOMEM, for an allocation failure reported like libav's own.
-const ENOMEM: i32 = 12;
 
 /// Sample rate and channel count from an AAC AudioSpecificConfig.
 pub fn aac_rate_channels(asc: &[u8]) -> Option<(u32, u32)> {

@@ -13,6 +13,7 @@ use std::sync::mpsc::Receiver;
 use bytes::Bytes;
 use ffmpeg_next as ff;
 
+use super::ffi::{self, Received, received};
 use super::{Codec, EncodedFrame, MediaMessage, TimeBase, TrackConfig, TrackKind};
 use crate::profile::AudioEncoding;
 
@@ -53,15 +54,11 @@ impl AacDecoder {
         };
         let dcodec = ff::decoder::find(id).ok_or(AacError::NoCodec(name))?;
         let mut dctx = ff::codec::context::Context::new_with_codec(dcodec);
-        unsafe {
-            let ctx = dctx.as_mut_ptr();
-            if input.codec == Codec::Opus {
-                // WebRTC Opus has no OpusHead: 48 kHz stereo, as RFC 7587 says.
-                (*ctx).sample_rate = 48_000;
-                ff::ffi::av_channel_layout_default(&mut (*ctx).ch_layout, 2);
-            }
-            super::set_extradata(ctx, &input.extradata);
+        if input.codec == Codec::Opus {
+            // WebRTC Opus has no OpusHead: 48 kHz stereo, as RFC 7587 says.
+            ffi::set_audio_format(&mut dctx, 48_000, 2);
         }
+        ffi::set_extradata(&mut dctx, &input.extradata);
         Ok(AacDecoder {
             decoder: dctx.decoder().audio()?,
             resampler: None,
@@ -76,7 +73,7 @@ impl AacDecoder {
         let mut pkt = ff::Packet::copy(&f.data);
         pkt.set_pts(Some(f.pts));
         self.decoder.send_packet(&pkt)?;
-        while self.decoder.receive_frame(&mut self.scratch).is_ok() {
+        while received(self.decoder.receive_frame(&mut self.scratch))? == Received::Got {
             let decoded = std::mem::replace(&mut self.scratch, ff::frame::Audio::empty());
             self.resample_into(&decoded, out)?;
         }
@@ -180,11 +177,7 @@ impl AacEncoder {
         enc.set_bit_rate(out.bitrate_kbps as usize * 1000);
         enc.set_time_base(ff::Rational::new(1, out.sample_rate as i32));
         let encoder = enc.open_as(ecodec)?;
-        let extradata = unsafe {
-            let ctx = encoder.as_ptr();
-            std::slice::from_raw_parts((*ctx).extradata, (*ctx).extradata_size.max(0) as usize)
-                .to_vec()
-        };
+        let extradata = ffi::encoder_extradata(&encoder);
         let frame_size = (encoder.frame_size() as usize).max(1);
         Ok(AacEncoder {
             encoder,
@@ -209,7 +202,7 @@ impl AacEncoder {
     /// The encoder's priming delay in milliseconds: the first packet's audio
     /// is this much later than its timestamp.
     pub fn delay_ms(&self) -> i64 {
-        let padding = unsafe { (*self.encoder.as_ptr()).initial_padding };
+        let padding = ffi::initial_padding(&self.encoder);
         i64::from(padding.max(0)) * 1000 / i64::from(self.rate)
     }
 
@@ -253,7 +246,7 @@ impl AacEncoder {
         self.encoder.send_frame(&frame)?;
         let mut out = Vec::new();
         let mut pkt = ff::Packet::empty();
-        while self.encoder.receive_packet(&mut pkt).is_ok() {
+        while received(self.encoder.receive_packet(&mut pkt))? == Received::Got {
             // Counted per packet (the encoder's own pts starts negative, at its priming delay).
             let samples = self.packets * self.frame_size as i64;
             self.packets += 1;

@@ -6,6 +6,7 @@
 //! the audio re-encoder that passthrough relays may ask for.
 
 pub mod aac;
+pub(crate) mod ffi;
 pub mod h264;
 pub mod hub;
 pub mod stage;
@@ -92,27 +93,6 @@ pub enum MediaMessage {
     /// A new or changed decoder configuration; frames after it use it.
     Config(TrackConfig),
     Frame(EncodedFrame),
-}
-
-/// Copies `data` into a codec context's extradata (libav-allocated, padded);
-/// nothing when empty (decoders treat an empty-but-present extradata as bad).
-///
-/// # Safety
-/// `ctx` must be a valid codec context that is not opened yet.
-pub(crate) unsafe fn set_extradata(ctx: *mut ffmpeg_next::ffi::AVCodecContext, data: &[u8]) {
-    use ffmpeg_next::ffi;
-    if data.is_empty() {
-        return;
-    }
-    unsafe {
-        let buf =
-            ffi::av_mallocz(data.len() + ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
-        if !buf.is_null() {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
-            (*ctx).extradata = buf;
-            (*ctx).extradata_size = data.len() as i32;
-        }
-    }
 }
 
 /// The drop policy of a bounded output queue: after an overflow, skip frames

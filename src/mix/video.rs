@@ -9,6 +9,7 @@ use bytes::Bytes;
 use ffmpeg_next as ff;
 
 use super::layout::{Placement, Rect};
+use crate::media::ffi::{self, Received, received};
 use crate::media::h264;
 use crate::media::{Codec, EncodedFrame, TimeBase, TrackConfig, TrackKind};
 use crate::profile::{Background, H264Profile, RenderMode, Rgb, VideoEncoding};
@@ -44,14 +45,10 @@ impl VideoDecoder {
         };
         let codec = ff::decoder::find(id).ok_or(VideoError::NoCodec(name))?;
         let mut ctx = ff::codec::context::Context::new_with_codec(codec);
-        // SAFETY: `ctx` owns a valid, not yet opened AVCodecContext; setting
-        // its extradata and its picture-size cap before opening is allowed.
-        unsafe {
-            crate::media::set_extradata(ctx.as_mut_ptr(), &config.extradata);
-            // A publisher's SPS may declare any size: libavcodec refuses
-            // pictures over this instead of allocating for them.
-            (*ctx.as_mut_ptr()).max_pixels = MAX_DECODED_PIXELS;
-        }
+        ffi::set_extradata(&mut ctx, &config.extradata);
+        // A publisher's SPS may declare any size: libavcodec refuses
+        // pictures over this instead of allocating for them.
+        ffi::set_max_pixels(&mut ctx, MAX_DECODED_PIXELS);
         Ok(VideoDecoder {
             decoder: ctx.decoder().video()?,
             config: config.extradata.clone(),
@@ -76,7 +73,7 @@ impl VideoDecoder {
         // receive_frame clears its frame even when it has nothing (EAGAIN),
         // so decode into a scratch frame and keep the last picture.
         let mut got = false;
-        while self.decoder.receive_frame(&mut self.scratch).is_ok() {
+        while received(self.decoder.receive_frame(&mut self.scratch))? == Received::Got {
             std::mem::swap(&mut self.frame, &mut self.scratch);
             got = true;
         }
@@ -121,7 +118,7 @@ pub fn load_image(path: &std::path::Path) -> Result<ff::frame::Video, VideoError
             continue;
         }
         decoder.send_packet(&packet)?;
-        if decoder.receive_frame(&mut frame).is_ok() {
+        if received(decoder.receive_frame(&mut frame))? == Received::Got {
             return Ok(frame);
         }
     }
@@ -383,10 +380,8 @@ impl VideoEncoder {
         let bps = v.bitrate_kbps as usize * 1000;
         enc.set_bit_rate(bps);
         enc.set_max_bit_rate(bps);
-        unsafe {
-            // VBV of one second: CBR-like for CDNs.
-            (*enc.as_mut_ptr()).rc_buffer_size = bps as i32;
-        }
+        // VBV of one second: CBR-like for CDNs.
+        ffi::set_rc_buffer_size(&mut enc, bps as i32);
         let mut opts = ff::Dictionary::new();
         opts.set("preset", &v.preset);
         opts.set(
@@ -409,11 +404,7 @@ impl VideoEncoder {
             ),
         );
         let encoder = enc.open_as_with(codec, opts)?;
-        let headers = unsafe {
-            let ctx = encoder.as_ptr();
-            std::slice::from_raw_parts((*ctx).extradata, (*ctx).extradata_size.max(0) as usize)
-                .to_vec()
-        };
+        let headers = ffi::encoder_extradata(&encoder);
         let record =
             h264::avcc_record(&headers).ok_or(VideoError::NoCodec("SPS/PPS from libx264"))?;
         Ok(VideoEncoder {
@@ -456,7 +447,7 @@ impl VideoEncoder {
         };
         let mut out = Vec::new();
         let mut pkt = ff::Packet::empty();
-        while self.encoder.receive_packet(&mut pkt).is_ok() {
+        while received(self.encoder.receive_packet(&mut pkt))? == Received::Got {
             let data = h264::annexb_to_avcc(pkt.data().unwrap_or_default());
             if data.is_empty() {
                 continue;

@@ -75,16 +75,7 @@ fn codec_of(id: ff::codec::Id) -> Option<(TrackKind, Codec)> {
 }
 
 fn extradata(par: &ff::codec::Parameters) -> Bytes {
-    unsafe {
-        let p = par.as_ptr();
-        if (*p).extradata.is_null() || (*p).extradata_size <= 0 {
-            return Bytes::new();
-        }
-        Bytes::copy_from_slice(std::slice::from_raw_parts(
-            (*p).extradata,
-            (*p).extradata_size as usize,
-        ))
-    }
+    crate::media::ffi::parameters_extradata(par)
 }
 
 /// The AudioSpecificConfig an ADTS header describes, and the header length.

@@ -286,11 +286,7 @@ impl Mp4Writer {
                 && let Some(mut st) = octx.stream_mut(i)
             {
                 // MP4 needs the picture size in its sample description.
-                unsafe {
-                    let par = (*st.as_mut_ptr()).codecpar;
-                    (*par).width = w as i32;
-                    (*par).height = h as i32;
-                }
+                crate::media::ffi::set_stream_picture_size(&mut st, w, h);
             }
             match cfg.kind {
                 TrackKind::Video => video = Some(i),

@@ -1,0 +1,242 @@
+//! The one door to libav's raw structures: every `unsafe` in roomcast is
+//! here, each with the reason it holds, behind safe functions that take
+//! ffmpeg-next's owning wrappers (so the pointers are valid by
+//! construction). The rest of the crate is `#![deny(unsafe_code)]`.
+//!
+//! Also here: [`received`], which tells the three answers of a
+//! `receive_frame`/`receive_packet` call apart (something came, send more
+//! first, the stream has ended) from a real error.
+#![allow(unsafe_code)]
+
+use bytes::Bytes;
+use ff::ffi;
+use ffmpeg_next as ff;
+
+/// Copies `data` into a fresh, padded libav buffer; null when `data` is
+/// empty or the allocation failed.
+fn padded_copy(data: &[u8]) -> *mut u8 {
+    if data.is_empty() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: av_mallocz returns null or a zeroed buffer of the size asked;
+    // `data.len()` bytes are copied into it, which is within that size.
+    unsafe {
+        let buf =
+            ffi::av_mallocz(data.len() + ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
+        if !buf.is_null() {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
+        }
+        buf
+    }
+}
+
+/// A codec's configuration (avcC, AudioSpecificConfig, ...) given to a
+/// context that is not opened yet; the context frees it. Nothing when empty
+/// (decoders treat an empty-but-present extradata as bad).
+pub(crate) fn set_extradata(ctx: &mut ff::codec::context::Context, data: &[u8]) {
+    let buf = padded_copy(data);
+    if buf.is_null() {
+        return;
+    }
+    // SAFETY: `ctx` owns a valid AVCodecContext, not opened (the wrapper is
+    // not a decoder or encoder yet), whose extradata is unset; it takes the
+    // av_malloc'ed buffer and frees it with itself.
+    unsafe {
+        let c = ctx.as_mut_ptr();
+        (*c).extradata = buf;
+        (*c).extradata_size = data.len() as i32;
+    }
+}
+
+/// Pictures larger than `pixels` are refused by this (not yet opened)
+/// decoder instead of allocated for.
+pub(crate) fn set_max_pixels(ctx: &mut ff::codec::context::Context, pixels: i64) {
+    // SAFETY: `ctx` owns a valid AVCodecContext; max_pixels is a plain field
+    // read when the decoder sizes its frames.
+    unsafe { (*ctx.as_mut_ptr()).max_pixels = pixels }
+}
+
+/// The sample rate and default channel layout of a decoder whose input
+/// carries neither (WebRTC Opus, RFC 7587: 48 kHz stereo).
+pub(crate) fn set_audio_format(ctx: &mut ff::codec::context::Context, rate: i32, channels: i32) {
+    // SAFETY: `ctx` owns a valid, not yet opened AVCodecContext; its
+    // ch_layout is a valid (empty) layout that av_channel_layout_default
+    // overwrites.
+    unsafe {
+        let c = ctx.as_mut_ptr();
+        (*c).sample_rate = rate;
+        ffi::av_channel_layout_default(&mut (*c).ch_layout, channels);
+    }
+}
+
+/// The VBV buffer of an encoder that is not opened yet, in bits.
+pub(crate) fn set_rc_buffer_size(ctx: &mut ff::codec::context::Context, bits: i32) {
+    // SAFETY: `ctx` owns a valid AVCodecContext; rc_buffer_size is a plain
+    // field read when the encoder opens.
+    unsafe { (*ctx.as_mut_ptr()).rc_buffer_size = bits }
+}
+
+/// The global headers an opened encoder produced (SPS/PPS, AudioSpecificConfig).
+pub(crate) fn encoder_extradata(ctx: &ff::codec::context::Context) -> Vec<u8> {
+    // SAFETY: `ctx` owns a valid AVCodecContext; libav keeps `extradata`
+    // null or pointing at `extradata_size` bytes, which are copied out while
+    // `ctx` is borrowed.
+    unsafe {
+        let c = ctx.as_ptr();
+        if (*c).extradata.is_null() || (*c).extradata_size <= 0 {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts((*c).extradata, (*c).extradata_size as usize).to_vec()
+    }
+}
+
+/// An opened encoder's priming samples (its first packet's audio starts
+/// this many samples after its timestamp).
+pub(crate) fn initial_padding(ctx: &ff::codec::context::Context) -> i32 {
+    // SAFETY: `ctx` owns a valid AVCodecContext; a plain field read.
+    unsafe { (*ctx.as_ptr()).initial_padding }
+}
+
+/// The codec configuration a demuxed stream carries.
+pub(crate) fn parameters_extradata(par: &ff::codec::Parameters) -> Bytes {
+    // SAFETY: `par` wraps a valid AVCodecParameters; `extradata` is null or
+    // points at `extradata_size` bytes, copied out while `par` is borrowed.
+    unsafe {
+        let p = par.as_ptr();
+        if (*p).extradata.is_null() || (*p).extradata_size <= 0 {
+            return Bytes::new();
+        }
+        Bytes::copy_from_slice(std::slice::from_raw_parts(
+            (*p).extradata,
+            (*p).extradata_size as usize,
+        ))
+    }
+}
+
+/// What a muxer's new stream carries, set on its codec parameters: H.264
+/// (video) or AAC (audio, with its rate and channels when known), and the
+/// codec configuration.
+pub(crate) enum StreamCodec {
+    H264,
+    Aac { rate_channels: Option<(u32, u32)> },
+}
+
+/// Describes a muxer's stream before the header is written. `Err` only when
+/// libav cannot allocate the configuration's copy.
+pub(crate) fn describe_stream(
+    stream: &mut ff::format::stream::StreamMut<'_>,
+    codec: StreamCodec,
+    extradata: &[u8],
+) -> Result<(), ff::Error> {
+    let buf = padded_copy(extradata);
+    if buf.is_null() && !extradata.is_empty() {
+        return Err(ff::Error::Other {
+            errno: libc_enomem(),
+        });
+    }
+    // SAFETY: the stream belongs to an output context whose header is not
+    // written yet; its codecpar is a valid AVCodecParameters owned by it,
+    // whose ch_layout av_channel_layout_default overwrites and which takes
+    // the av_malloc'ed extradata and frees it with itself.
+    unsafe {
+        let par = (*stream.as_mut_ptr()).codecpar;
+        match codec {
+            StreamCodec::H264 => {
+                (*par).codec_type = ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
+                (*par).codec_id = ffi::AVCodecID::AV_CODEC_ID_H264;
+            }
+            StreamCodec::Aac { rate_channels } => {
+                (*par).codec_type = ffi::AVMediaType::AVMEDIA_TYPE_AUDIO;
+                (*par).codec_id = ffi::AVCodecID::AV_CODEC_ID_AAC;
+                if let Some((rate, channels)) = rate_channels {
+                    (*par).sample_rate = rate as i32;
+                    ffi::av_channel_layout_default(&mut (*par).ch_layout, channels as i32);
+                }
+            }
+        }
+        if !buf.is_null() {
+            (*par).extradata = buf;
+            (*par).extradata_size = extradata.len() as i32;
+        }
+    }
+    Ok(())
+}
+
+/// The picture size of a muxer's video stream (MP4 needs it in its sample
+/// description), before the header is written.
+pub(crate) fn set_stream_picture_size(
+    stream: &mut ff::format::stream::StreamMut<'_>,
+    width: u32,
+    height: u32,
+) {
+    // SAFETY: as in `describe_stream`: a valid codecpar owned by the stream;
+    // plain fields.
+    unsafe {
+        let par = (*stream.as_mut_ptr()).codecpar;
+        (*par).width = width as i32;
+        (*par).height = height as i32;
+    }
+}
+
+/// POSIX ENOMEM, for an allocation failure reported like libav's own.
+fn libc_enomem() -> i32 {
+    12
+}
+
+/// What a `receive_frame` / `receive_packet` call answered, when it was not
+/// an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// A frame or packet was written.
+    Got,
+    /// Nothing until more input is sent (EAGAIN).
+    Again,
+    /// The stream has ended (after a flush).
+    Eof,
+}
+
+/// Tells a drain loop what libav said: keep going, stop for now, stop for
+/// good, or a real error to report.
+pub(crate) fn received(r: Result<(), ff::Error>) -> Result<Received, ff::Error> {
+    match r {
+        Ok(()) => Ok(Received::Got),
+        Err(ff::Error::Other { errno }) if errno == ff::error::EAGAIN => Ok(Received::Again),
+        Err(ff::Error::Eof) => Ok(Received::Eof),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_answers_are_told_apart() {
+        assert_eq!(received(Ok(())), Ok(Received::Got));
+        assert_eq!(
+            received(Err(ff::Error::Other {
+                errno: ff::error::EAGAIN
+            })),
+            Ok(Received::Again)
+        );
+        assert_eq!(received(Err(ff::Error::Eof)), Ok(Received::Eof));
+        assert_eq!(
+            received(Err(ff::Error::InvalidData)),
+            Err(ff::Error::InvalidData)
+        );
+    }
+
+    #[test]
+    fn an_aac_decoder_drains_again_then_eof() {
+        ff::init().unwrap();
+        let codec = ff::decoder::find(ff::codec::Id::AAC).unwrap();
+        let mut ctx = ff::codec::context::Context::new_with_codec(codec);
+        // AAC-LC, 48 kHz, stereo.
+        set_extradata(&mut ctx, &[0x11, 0x90]);
+        let mut dec = ctx.decoder().audio().unwrap();
+        let mut frame = ff::frame::Audio::empty();
+        assert_eq!(received(dec.receive_frame(&mut frame)), Ok(Received::Again));
+        dec.send_eof().unwrap();
+        assert_eq!(received(dec.receive_frame(&mut frame)), Ok(Received::Eof));
+    }
+}
