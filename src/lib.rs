@@ -1,38 +1,49 @@
 //! roomcast: a self-hosted CDN relay and transcoding gateway for real-time rooms.
 //!
-//! Module map (see ARCHITECTURE.md for the bird's-eye view):
+//! Module map, in the order media flows (ARCHITECTURE.md has the picture).
+//! Public: what the binary, the benches and the tests use; the rest is
+//! `pub(crate)`.
 //!
 //! - [`config`]: `roomcast.toml` + `ROOMCAST_*` env → validated [`config::Config`].
-//! - [`profile`]: `profiles/*.toml` → validated [`profile::RelayProfile`].
-//! - [`auth`]: UserSig / PrivateMapKey ([`auth::usersig`]) and TC3 request
-//!   signatures ([`auth::tc3`]). Pure.
-//! - [`room`]: the room engine, TRTC's rooms, roles and lifecycle as a
-//!   sans-IO state machine, and the task that drives it.
-//! - [`api`]: the HTTP edge (health, room signalling WebSocket).
-//! - [`net`]: connection caps per address and in total for the listeners.
-//! - [`server`]: binds listeners, wires the pieces, owns shutdown.
+//! - [`profile`]: `profiles/*.toml` → validated [`profile::RelayProfile`]. Pure validation.
+//! - [`auth`]: UserSig / PrivateMapKey ([`auth::usersig`]) and TC3 request signatures ([`auth::tc3`]). Pure.
+//! - `net`: connection caps per address and in total for the listeners.
+//! - [`rtmp`]: RTMP ingest (a bounded chunk reader in front of rml_rtmp), FLV framing, RTMP push.
+//! - `webrtc`: WHIP publish and WHEP playback; RTP depacketizing.
+//! - `pull`: an online stream pulled into a room (StartStreamIngest).
+//! - `room`: the room engine (TRTC's rooms, roles, lifecycle; sans-IO) and the task that drives it.
+//! - [`media`]: frames and configs, the hub where relays find anchors, AAC/Opus stages, the libav door.
+//! - [`mix`]: layout geometry, the mix timeline (pure), decoders/canvas/encoder, the mix thread.
+//! - `relay`: relay tasks (one anchor passed through, or a mix) and their outputs.
+//! - `hls`: playlists (pure) and the MPEG-TS segment writer.
+//! - `record`: recordings to disk and the TRTC cloud-recording tasks.
+//! - `callback`: TRTC event callbacks to each application's receiver.
+//! - `api`: the HTTP edge: accept loop, signalling, relays admin, HLS, WHIP/WHEP, the TRTC API.
+//! - [`server`]: binds the listeners, wires the pieces, owns shutdown.
 //!
-//! Pure cores (`auth`, `room::engine`, `profile`) do no I/O and read no clock:
-//! time is an argument.
+//! Pure cores (`auth`, `room::engine`, `profile` validation, `rtmp::chunk`,
+//! `rtmp::amf`, `rtmp::flv`, `mix::layout`, `mix::timeline`,
+//! `hls::playlist`) do no I/O and read no clock: time is an argument.
 
 #![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod api;
+pub(crate) mod api;
 pub mod auth;
-pub mod callback;
+pub(crate) mod callback;
 pub mod config;
-pub mod hls;
+pub(crate) mod hls;
 pub mod media;
 pub mod mix;
-pub mod net;
+pub(crate) mod net;
 pub mod profile;
-pub mod pull;
-pub mod record;
-pub mod relay;
-pub mod room;
+pub(crate) mod pull;
+pub(crate) mod record;
+pub(crate) mod relay;
+pub(crate) mod room;
 pub mod rtmp;
 pub mod server;
-pub mod webrtc;
+pub(crate) mod webrtc;
 
 /// Wall-clock seconds since the Unix epoch, for the shells (UserSig and
 /// PrivateMapKey expiry, TC3 timestamps); the pure cores take it as an argument.

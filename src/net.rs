@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The listener holds `max_connections` already.
     Total(usize),
     /// This address holds `max_connections_per_ip` already.
@@ -41,12 +41,12 @@ struct Counts {
 
 /// One log line a second at most for a repeated event, counting the others.
 #[derive(Debug, Default)]
-pub struct RateLog(Mutex<(u64, Option<Instant>)>);
+pub(crate) struct RateLog(Mutex<(u64, Option<Instant>)>);
 
 impl RateLog {
     /// Counts an event at `now`; `Some(n)` when a line should be written
     /// now, for the `n` events since the last one.
-    pub fn hit(&self, now: Instant) -> Option<u64> {
+    pub(crate) fn hit(&self, now: Instant) -> Option<u64> {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let (unlogged, logged_at) = &mut *g;
         *unlogged += 1;
@@ -60,7 +60,7 @@ impl RateLog {
 
 /// Connection caps of one listener.
 #[derive(Debug, Clone)]
-pub struct ConnLimiter {
+pub(crate) struct ConnLimiter {
     name: &'static str,
     max_total: usize,
     max_per_ip: usize,
@@ -70,14 +70,14 @@ pub struct ConnLimiter {
 
 /// A connection's place; dropping it frees the place.
 #[derive(Debug)]
-pub struct ConnGuard {
+pub(crate) struct ConnGuard {
     ip: IpAddr,
     counts: Arc<Mutex<Counts>>,
 }
 
 impl ConnLimiter {
     /// `name` is the listener's, for log lines ("rtmp", "http").
-    pub fn new(name: &'static str, max_total: usize, max_per_ip: usize) -> Self {
+    pub(crate) fn new(name: &'static str, max_total: usize, max_per_ip: usize) -> Self {
         ConnLimiter {
             name,
             max_total,
@@ -89,7 +89,7 @@ impl ConnLimiter {
 
     /// Takes a place for a connection from `ip`, or says why not. A refusal
     /// is logged (at most one line a second, counting the others) as of `now`.
-    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<ConnGuard, Refusal> {
+    pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> Result<ConnGuard, Refusal> {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
         let refusal = if c.total >= self.max_total {
@@ -115,7 +115,8 @@ impl ConnLimiter {
     }
 
     /// Connections open now.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 }

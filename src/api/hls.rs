@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::relay::valid_stream_name;
 
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     Path((stream, file)): Path<(String, String)>,
 ) -> Response {

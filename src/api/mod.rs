@@ -7,12 +7,12 @@
 //! `POST /` and `GET /` (the TRTC server API); `/v1/whip/<RoomId>`,
 //! `/v1/whep/<RoomId>/<AnchorUserID>` and `/v1/sessions/<id>` (WebRTC).
 
-pub mod hls;
-pub mod relays;
-pub mod serve;
-pub mod signalling;
-pub mod trtc;
-pub mod webrtc;
+pub(crate) mod hls;
+pub(crate) mod relays;
+pub(crate) mod serve;
+pub(crate) mod signalling;
+pub(crate) mod trtc;
+pub(crate) mod webrtc;
 
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ use crate::room::RoomHandle;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub config: Arc<Config>,
     pub rooms: RoomHandle,
     pub relays: RelayManager,
@@ -39,7 +39,7 @@ pub struct AppState {
     pub recordings: crate::record::tasks::Recordings,
 }
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let body_limit = DefaultBodyLimit::max(state.config.http.max_body_bytes);
     Router::new()
         // The TRTC API reads its body itself to answer oversize in its envelope.

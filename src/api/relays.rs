@@ -35,7 +35,7 @@ fn non_loopback(peer: SocketAddr) -> Option<Response> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StartRelay {
+pub(crate) struct StartRelay {
     sdkappid: u64,
     room: String,
     roomtype: Option<String>,
@@ -65,7 +65,7 @@ fn admitted<T>(
         .map_err(|e| err(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
-pub async fn start(
+pub(crate) async fn start(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<StartRelay>, axum::extract::rejection::JsonRejection>,
@@ -147,7 +147,7 @@ pub async fn start(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpdateRelay {
+pub(crate) struct UpdateRelay {
     /// Take the layout of this (mix) profile; its canvas must match.
     profile: Option<String>,
     /// Per-anchor volume, 0..=100 (TRTC SoundLevel).
@@ -157,7 +157,7 @@ pub struct UpdateRelay {
 }
 
 /// `PATCH /v1/relays/<id>`: change a running task live.
-pub async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
@@ -227,7 +227,7 @@ pub async fn update(
     }
 }
 
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
@@ -243,7 +243,7 @@ pub async fn list(
     Json(json!({"tasks": tasks})).into_response()
 }
 
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
@@ -257,7 +257,7 @@ pub async fn get(
     }
 }
 
-pub async fn stop(
+pub(crate) async fn stop(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,

@@ -32,7 +32,7 @@ use crate::net::{ConnLimiter, RateLog};
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for the
 /// connections in flight.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     http: &HttpConfig,

@@ -32,7 +32,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(20);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A refusal before the upgrade: status and one-line reason.
-pub struct Refusal(StatusCode, String);
+pub(crate) struct Refusal(StatusCode, String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -65,7 +65,7 @@ fn refusal(e: RoomCallError) -> Refusal {
 }
 
 #[derive(Deserialize)]
-pub struct WsQuery {
+pub(crate) struct WsQuery {
     sdkappid: Option<String>,
     userid: Option<String>,
     usersig: Option<String>,
@@ -75,7 +75,7 @@ pub struct WsQuery {
     hidden: Option<String>,
 }
 
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(state): State<AppState>,
     Path(room_id): Path<String>,
     Query(q): Query<WsQuery>,

@@ -18,7 +18,7 @@ use crate::room::{RoomId, RoomIdType, RoomKey, UserId};
 use crate::webrtc::{SessionRequest, WebRtcError};
 
 #[derive(Debug, Deserialize)]
-pub struct SessionQuery {
+pub(crate) struct SessionQuery {
     sdkappid: Option<String>,
     userid: Option<String>,
     roomtype: Option<String>,
@@ -157,7 +157,7 @@ fn created(id: &str, answer: String) -> Response {
     )
 }
 
-pub async fn whip(
+pub(crate) async fn whip(
     State(s): State<AppState>,
     Path(room_id): Path<String>,
     Query(q): Query<SessionQuery>,
@@ -177,7 +177,7 @@ pub async fn whip(
     }
 }
 
-pub async fn whep(
+pub(crate) async fn whep(
     State(s): State<AppState>,
     Path((room_id, anchor)): Path<(String, String)>,
     Query(q): Query<SessionQuery>,
@@ -201,7 +201,7 @@ pub async fn whep(
     }
 }
 
-pub async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+pub(crate) async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     if s.webrtc.end(&id) {
         cors(StatusCode::OK.into_response())
     } else {
@@ -210,7 +210,7 @@ pub async fn delete(State(s): State<AppState>, Path(id): Path<String>) -> Respon
 }
 
 /// Trickle ICE and ICE restarts are not supported: 405 (RFC 9725 §4.3.1).
-pub async fn patch(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+pub(crate) async fn patch(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     if !s.webrtc.exists(&id) {
         return error(StatusCode::NOT_FOUND, "no such session".into());
     }
@@ -224,7 +224,7 @@ pub async fn patch(State(s): State<AppState>, Path(id): Path<String>) -> Respons
 }
 
 /// CORS preflight and WHIP's `Accept-Post`.
-pub async fn options() -> Response {
+pub(crate) async fn options() -> Response {
     let mut r = cors(StatusCode::NO_CONTENT.into_response());
     let h = r.headers_mut();
     h.insert(

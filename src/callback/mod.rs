@@ -29,21 +29,21 @@ use crate::room::{
 use crate::rtmp::push::PushState;
 
 /// Deliveries waiting per application.
-pub const QUEUE_CAPACITY: usize = 1024;
+pub(crate) const QUEUE_CAPACITY: usize = 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_EVERY: Duration = Duration::from_secs(10);
 const RETRY_FOR: Duration = Duration::from_secs(60);
 
 /// An `http://host[:port]/path` receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl {
+pub(crate) struct HttpUrl {
     pub host: String,
     pub port: u16,
     pub path: String,
 }
 
 impl HttpUrl {
-    pub fn parse(url: &str) -> Result<HttpUrl, String> {
+    pub(crate) fn parse(url: &str) -> Result<HttpUrl, String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or("must be an http:// URL (https callbacks are not supported in this build)")?;
@@ -73,7 +73,7 @@ impl HttpUrl {
 }
 
 /// `Sign` header value for `body`.
-pub fn sign(key: &str, body: &[u8]) -> String {
+pub(crate) fn sign(key: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
     mac.update(body);
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
@@ -105,7 +105,7 @@ fn exit_code(reason: ExitReason) -> u32 {
 
 /// The callback for an event, if TRTC has one: (EventGroupId, EventType, body).
 /// Events about hidden users are internal and never called back.
-pub fn payload(ev: &RoomEvent, now_ms: u64) -> Option<Value> {
+pub(crate) fn payload(ev: &RoomEvent, now_ms: u64) -> Option<Value> {
     let (group, kind, extra) = match &ev.kind {
         EventKind::RoomCreated { owner, .. } => (1, 101, json!({"UserId": owner.as_str()})),
         EventKind::RoomClosed { reason } => (1, 102, json!({"Reason": reason.as_str()})),
@@ -163,7 +163,7 @@ struct Sink {
 /// A relay target's state as TRTC's relay callback (401) `Status`: 2 is
 /// TRTC's "pushing" (its documented example); the others are roomcast's:
 /// 1 connecting, 3 retrying, 4 failed (given up), 5 stopped.
-pub fn relay_status_code(state: &PushState) -> u32 {
+pub(crate) fn relay_status_code(state: &PushState) -> u32 {
     match state {
         PushState::Connecting { .. } => 1,
         PushState::Publishing => 2,
@@ -174,7 +174,7 @@ pub fn relay_status_code(state: &PushState) -> u32 {
 }
 
 /// The 401 callback of one relay target's state.
-pub fn relay_payload(
+pub(crate) fn relay_payload(
     room: &crate::room::RoomKey,
     user: Option<&str>,
     task: &str,
@@ -199,7 +199,7 @@ pub fn relay_payload(
 
 /// Runs until the room engine stops: one dispatcher, one sender per app,
 /// and a watcher of relay targets (401).
-pub fn spawn(
+pub(crate) fn spawn(
     config: Arc<Config>,
     rooms: &RoomHandle,
     relays: RelayManager,

@@ -4,7 +4,7 @@
 //! thread that muxes MPEG-TS segments and keeps the playlist on disk. Files
 //! live under `<data_dir>/hls/<stream>/` and are served by `api::hls`.
 
-pub mod playlist;
-pub mod writer;
+pub(crate) mod playlist;
+pub(crate) mod writer;
 
-pub use writer::HlsWriter;
+pub(crate) use writer::HlsWriter;

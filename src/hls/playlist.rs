@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Segment {
+pub(crate) struct Segment {
     pub uri: String,
     /// Seconds.
     pub duration: f64,
@@ -18,7 +18,7 @@ pub struct Segment {
 }
 
 #[derive(Debug, Clone)]
-pub struct Playlist {
+pub(crate) struct Playlist {
     target_duration: u32,
     window: usize,
     media_sequence: u64,
@@ -28,7 +28,7 @@ pub struct Playlist {
 }
 
 impl Playlist {
-    pub fn new(target_duration: u32, window: usize) -> Playlist {
+    pub(crate) fn new(target_duration: u32, window: usize) -> Playlist {
         Playlist {
             target_duration: target_duration.max(1),
             window: window.max(1),
@@ -40,7 +40,7 @@ impl Playlist {
     }
 
     /// Adds a finished segment; returns the URIs that left the window.
-    pub fn add_segment(&mut self, seg: Segment) -> Vec<String> {
+    pub(crate) fn add_segment(&mut self, seg: Segment) -> Vec<String> {
         // A segment may run past the target (keyframe spacing); the target
         // duration must cover every listed segment, rounded.
         self.target_duration = self.target_duration.max(seg.duration.round() as u32);
@@ -58,15 +58,11 @@ impl Playlist {
         removed
     }
 
-    pub fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         self.ended = true;
     }
 
-    pub fn segments(&self) -> &[Segment] {
-        &self.segments
-    }
-
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut s = String::with_capacity(256 + 128 * self.segments.len());
         s.push_str("#EXTM3U\n#EXT-X-VERSION:3\n");
         let _ = writeln!(s, "#EXT-X-TARGETDURATION:{}", self.target_duration);
@@ -100,7 +96,7 @@ impl Playlist {
 }
 
 /// `2023-11-14T22:13:20.000Z` for unix milliseconds.
-pub fn iso8601(unix_ms: u64) -> String {
+pub(crate) fn iso8601(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
     let date = crate::auth::tc3::utc_date(secs);
     let sod = secs % 86_400;

@@ -19,7 +19,7 @@ use crate::profile::HlsOutput;
 
 /// Messages queued for the writer thread (seconds of media; it is fast).
 const QUEUE_CAPACITY: usize = 1024;
-pub const PLAYLIST: &str = "index.m3u8";
+pub(crate) const PLAYLIST: &str = "index.m3u8";
 
 enum Cmd {
     Media(Arc<MediaMessage>),
@@ -28,7 +28,7 @@ enum Cmd {
 }
 
 /// The relay's side of an HLS output.
-pub struct HlsWriter {
+pub(crate) struct HlsWriter {
     tx: SyncSender<Cmd>,
     thread: Option<std::thread::JoinHandle<()>>,
     gate: DropToKeyframe,
@@ -36,7 +36,7 @@ pub struct HlsWriter {
 
 impl HlsWriter {
     /// Starts writing into `dir` (emptied first).
-    pub fn spawn(dir: PathBuf, settings: HlsOutput) -> HlsWriter {
+    pub(crate) fn spawn(dir: PathBuf, settings: HlsOutput) -> HlsWriter {
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let thread = std::thread::Builder::new()
             .name("hls-writer".into())
@@ -54,7 +54,7 @@ impl HlsWriter {
     }
 
     /// Queues without waiting; on overflow skips to the next video keyframe.
-    pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
+    pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
         if !self.gate.admit(msg) {
             return;
         }
@@ -64,12 +64,12 @@ impl HlsWriter {
     }
 
     /// The input changed (anchor left and came back): the next segment is marked.
-    pub fn discontinuity(&mut self) {
+    pub(crate) fn discontinuity(&mut self) {
         let _ = self.tx.try_send(Cmd::Discontinuity);
     }
 
     /// Closes the current segment, ends the playlist and waits for the thread.
-    pub async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         let _ = self.tx.send(Cmd::Finish);
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -78,7 +78,7 @@ impl HlsWriter {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HlsError {
+pub(crate) enum HlsError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -86,8 +86,6 @@ pub enum HlsError {
     },
     #[error("libavformat: {0}")]
     Av(#[from] ff::Error),
-    #[error("{0:?} cannot go into MPEG-TS as is")]
-    Unsupported(Codec),
 }
 
 struct OpenSegment {
@@ -336,7 +334,7 @@ pub(crate) fn add_stream(
 }
 
 /// Sample rate and channel count from an AAC AudioSpecificConfig.
-pub fn aac_rate_channels(asc: &[u8]) -> Option<(u32, u32)> {
+pub(crate) fn aac_rate_channels(asc: &[u8]) -> Option<(u32, u32)> {
     const RATES: [u32; 13] = [
         96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
     ];

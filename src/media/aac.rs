@@ -37,7 +37,7 @@ const PLANAR_F32: ff::format::Sample = ff::format::Sample::F32(ff::format::sampl
 
 /// AAC (RTMP) or Opus (WebRTC) frames in, planar f32 samples at a chosen
 /// rate and channel count out.
-pub struct AacDecoder {
+pub(crate) struct AacDecoder {
     decoder: ff::decoder::Audio,
     resampler: Option<ff::software::resampling::Context>,
     rate: u32,
@@ -46,7 +46,11 @@ pub struct AacDecoder {
 }
 
 impl AacDecoder {
-    pub fn new(input: &TrackConfig, rate: u32, channels: usize) -> Result<AacDecoder, AacError> {
+    pub(crate) fn new(
+        input: &TrackConfig,
+        rate: u32,
+        channels: usize,
+    ) -> Result<AacDecoder, AacError> {
         ff::init()?;
         let (id, name) = match input.codec {
             Codec::Opus => (ff::codec::Id::OPUS, "Opus decoder"),
@@ -69,7 +73,7 @@ impl AacDecoder {
     }
 
     /// Decodes one frame and appends its samples to `out` (one Vec per channel).
-    pub fn push(&mut self, f: &EncodedFrame, out: &mut [Vec<f32>]) -> Result<(), AacError> {
+    pub(crate) fn push(&mut self, f: &EncodedFrame, out: &mut [Vec<f32>]) -> Result<(), AacError> {
         let mut pkt = ff::Packet::copy(&f.data);
         pkt.set_pts(Some(f.pts));
         self.decoder.send_packet(&pkt)?;
@@ -81,7 +85,7 @@ impl AacDecoder {
     }
 
     /// Resamples planar/interleaved PCM of any layout into `out`.
-    pub fn resample_into(
+    pub(crate) fn resample_into(
         &mut self,
         decoded: &ff::frame::Audio,
         out: &mut [Vec<f32>],
@@ -116,7 +120,7 @@ impl AacDecoder {
 }
 
 /// Planar f32 samples in, AAC-LC frames out with steady timestamps.
-pub struct AacEncoder {
+pub(crate) struct AacEncoder {
     encoder: ff::encoder::Audio,
     config: TrackConfig,
     rate: u32,
@@ -129,11 +133,11 @@ pub struct AacEncoder {
 }
 
 /// Opus for WebRTC viewers: 48 kHz stereo, 20 ms frames.
-pub const OPUS_RATE: u32 = 48_000;
+pub(crate) const OPUS_RATE: u32 = 48_000;
 
 impl AacEncoder {
     /// An Opus encoder (libopus) for WebRTC: 48 kHz stereo, 960-sample frames.
-    pub fn opus(bitrate_kbps: u32) -> Result<AacEncoder, AacError> {
+    pub(crate) fn opus(bitrate_kbps: u32) -> Result<AacEncoder, AacError> {
         ff::init()?;
         let ecodec = ff::encoder::find_by_name("libopus").ok_or(AacError::NoCodec("libopus"))?;
         let mut enc = ff::codec::context::Context::new_with_codec(ecodec)
@@ -163,7 +167,7 @@ impl AacEncoder {
         })
     }
 
-    pub fn new(out: &AudioEncoding) -> Result<AacEncoder, AacError> {
+    pub(crate) fn new(out: &AudioEncoding) -> Result<AacEncoder, AacError> {
         ff::init()?;
         let ecodec =
             ff::encoder::find(ff::codec::Id::AAC).ok_or(AacError::NoCodec("AAC encoder"))?;
@@ -195,25 +199,25 @@ impl AacEncoder {
         })
     }
 
-    pub fn config(&self) -> &TrackConfig {
+    pub(crate) fn config(&self) -> &TrackConfig {
         &self.config
     }
 
     /// The encoder's priming delay in milliseconds: the first packet's audio
     /// is this much later than its timestamp.
-    pub fn delay_ms(&self) -> i64 {
+    pub(crate) fn delay_ms(&self) -> i64 {
         let padding = ffi::initial_padding(&self.encoder);
         i64::from(padding.max(0)) * 1000 / i64::from(self.rate)
     }
 
     /// Samples per encoded frame (1024 for AAC-LC).
-    pub fn frame_size(&self) -> usize {
+    pub(crate) fn frame_size(&self) -> usize {
         self.frame_size
     }
 
     /// Encodes exactly one frame of samples (`frame_size` per channel);
     /// output times are `base_ms` plus the samples encoded before.
-    pub fn encode(
+    pub(crate) fn encode(
         &mut self,
         planes: &[&[f32]],
         base_ms: i64,
@@ -271,7 +275,7 @@ impl AacEncoder {
 }
 
 /// Decode, resample, re-encode: one anchor's AAC at the profile's settings.
-pub struct AacReencoder {
+pub(crate) struct AacReencoder {
     decoder: AacDecoder,
     encoder: AacEncoder,
     pending: Vec<Vec<f32>>,
@@ -279,7 +283,7 @@ pub struct AacReencoder {
 }
 
 impl AacReencoder {
-    pub fn new(input: &TrackConfig, out: &AudioEncoding) -> Result<AacReencoder, AacError> {
+    pub(crate) fn new(input: &TrackConfig, out: &AudioEncoding) -> Result<AacReencoder, AacError> {
         Ok(AacReencoder {
             decoder: AacDecoder::new(input, out.sample_rate, out.channels as usize)?,
             encoder: AacEncoder::new(out)?,
@@ -289,7 +293,10 @@ impl AacReencoder {
     }
 
     /// Decode AAC, encode Opus for WebRTC (48 kHz stereo, `bitrate_kbps`).
-    pub fn to_opus(input: &TrackConfig, bitrate_kbps: u32) -> Result<AacReencoder, AacError> {
+    pub(crate) fn to_opus(
+        input: &TrackConfig,
+        bitrate_kbps: u32,
+    ) -> Result<AacReencoder, AacError> {
         Ok(AacReencoder {
             decoder: AacDecoder::new(input, OPUS_RATE, 2)?,
             encoder: AacEncoder::opus(bitrate_kbps)?,
@@ -299,12 +306,12 @@ impl AacReencoder {
     }
 
     /// The output's AudioSpecificConfig (empty for Opus).
-    pub fn config(&self) -> &TrackConfig {
+    pub(crate) fn config(&self) -> &TrackConfig {
         self.encoder.config()
     }
 
     /// Decodes one AAC frame and returns the re-encoded frames it completes.
-    pub fn push(&mut self, f: &EncodedFrame) -> Result<Vec<EncodedFrame>, AacError> {
+    pub(crate) fn push(&mut self, f: &EncodedFrame) -> Result<Vec<EncodedFrame>, AacError> {
         let base = *self
             .base_ms
             .get_or_insert_with(|| f.time_base.rescale(f.pts, TimeBase::MILLIS));
@@ -330,14 +337,14 @@ impl AacReencoder {
 const STAGE_CAPACITY: usize = 1024;
 
 /// Re-encodes a relay's audio (AAC, or Opus to AAC) on its own thread.
-pub fn audio_stage(settings: AudioEncoding) -> super::stage::Stage {
+pub(crate) fn audio_stage(settings: AudioEncoding) -> super::stage::Stage {
     super::stage::Stage::spawn("aac-reencode", STAGE_CAPACITY, move |rx, out| {
         stage(rx, out, move |c| AacReencoder::new(c, &settings))
     })
 }
 
 /// Transcodes AAC to Opus (64 kbps) on its own thread, for WebRTC viewers.
-pub fn opus_stage() -> super::stage::Stage {
+pub(crate) fn opus_stage() -> super::stage::Stage {
     super::stage::Stage::spawn("opus-encode", STAGE_CAPACITY, move |rx, out| {
         stage(rx, out, |c| AacReencoder::to_opus(c, 64))
     })

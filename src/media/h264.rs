@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// NAL units of an Annex-B buffer (start codes removed).
-pub fn annexb_nals(data: &[u8]) -> Vec<&[u8]> {
+pub(crate) fn annexb_nals(data: &[u8]) -> Vec<&[u8]> {
     let mut starts = Vec::new();
     let mut i = 0;
     while i + 3 <= data.len() {
@@ -38,7 +38,7 @@ pub fn annexb_nals(data: &[u8]) -> Vec<&[u8]> {
 
 /// Annex-B access unit → AVCC (4-byte lengths); SPS/PPS/AUD are left out
 /// (they travel in the decoder configuration record).
-pub fn annexb_to_avcc(data: &[u8]) -> Bytes {
+pub(crate) fn annexb_to_avcc(data: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + 16);
     for nal in annexb_nals(data) {
         if matches!(nal[0] & 0x1f, 7..=9) {
@@ -51,7 +51,7 @@ pub fn annexb_to_avcc(data: &[u8]) -> Bytes {
 }
 
 /// AVCDecoderConfigurationRecord from Annex-B SPS/PPS (libx264's global header).
-pub fn avcc_record(annexb_headers: &[u8]) -> Option<Bytes> {
+pub(crate) fn avcc_record(annexb_headers: &[u8]) -> Option<Bytes> {
     let nals = annexb_nals(annexb_headers);
     let sps: Vec<&[u8]> = nals.iter().copied().filter(|n| n[0] & 0x1f == 7).collect();
     let pps: Vec<&[u8]> = nals.iter().copied().filter(|n| n[0] & 0x1f == 8).collect();
@@ -84,7 +84,7 @@ pub fn avcc_record(annexb_headers: &[u8]) -> Option<Bytes> {
 }
 
 /// The SPS and PPS NAL units of an AVCDecoderConfigurationRecord.
-pub fn parameter_sets(record: &[u8]) -> Vec<&[u8]> {
+pub(crate) fn parameter_sets(record: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut rest = match record.get(5) {
         Some(_) => &record[5..],
@@ -114,7 +114,7 @@ pub fn parameter_sets(record: &[u8]) -> Vec<&[u8]> {
 
 /// AVCC access unit (4-byte lengths) → Annex B, with `prefix` NAL units
 /// (SPS/PPS, for a keyframe) first. Truncated units end the conversion.
-pub fn avcc_to_annexb(data: &[u8], prefix: &[&[u8]]) -> Bytes {
+pub(crate) fn avcc_to_annexb(data: &[u8], prefix: &[&[u8]]) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + 64);
     for nal in prefix {
         out.put_slice(&[0, 0, 0, 1]);
@@ -135,7 +135,7 @@ pub fn avcc_to_annexb(data: &[u8], prefix: &[&[u8]]) -> Bytes {
 
 /// Picture width and height from an SPS NAL unit (header byte included),
 /// cropping applied; `None` for a malformed SPS.
-pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
+pub(crate) fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     // Emulation prevention bytes removed.
     let mut rbsp = Vec::with_capacity(sps.len());
     let mut zeros = 0;
@@ -230,7 +230,7 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
 }
 
 /// Largest picture side an SPS may declare (H.264's level 6.2 is 8192).
-pub const MAX_DIMENSION: u32 = 16_384;
+pub(crate) const MAX_DIMENSION: u32 = 16_384;
 
 struct BitReader<'a> {
     data: &'a [u8],

@@ -17,12 +17,12 @@ use super::{MediaMessage, TrackConfig, TrackKind};
 use crate::room::{RoomKey, UserId};
 
 /// Messages buffered per consumer: about 4 s of 30 fps video plus audio.
-pub const FANOUT_CAPACITY: usize = 512;
+pub(crate) const FANOUT_CAPACITY: usize = 512;
 
 type Key = (RoomKey, UserId);
 
 #[derive(Clone, Default)]
-pub struct MediaHub {
+pub(crate) struct MediaHub {
     publishers: Arc<Mutex<HashMap<Key, Entry>>>,
 }
 
@@ -36,13 +36,13 @@ struct Entry {
 
 /// The latest configuration of each track.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Configs {
+pub(crate) struct Configs {
     pub video: Option<TrackConfig>,
     pub audio: Option<TrackConfig>,
 }
 
 /// The sending side, held by an ingest session. Dropping it unregisters.
-pub struct Publisher {
+pub(crate) struct Publisher {
     hub: MediaHub,
     key: Key,
     id: u64,
@@ -52,7 +52,7 @@ pub struct Publisher {
 }
 
 /// The receiving side, held by a relay task.
-pub struct Subscription {
+pub(crate) struct Subscription {
     pub configs: Configs,
     pub messages: broadcast::Receiver<Arc<MediaMessage>>,
     keyframe: Arc<Notify>,
@@ -61,14 +61,14 @@ pub struct Subscription {
 impl Subscription {
     /// Asks the publisher for a keyframe (a WebRTC publisher sends a PLI;
     /// RTMP cannot be asked, its next keyframe comes on its own).
-    pub fn request_keyframe(&self) {
+    pub(crate) fn request_keyframe(&self) {
         self.keyframe.notify_one();
     }
 }
 
 impl MediaHub {
     /// Registers a publisher, replacing any older one of the same user.
-    pub fn publish(&self, room: RoomKey, user: UserId) -> Publisher {
+    pub(crate) fn publish(&self, room: RoomKey, user: UserId) -> Publisher {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (messages, _) = broadcast::channel(FANOUT_CAPACITY);
@@ -95,7 +95,7 @@ impl MediaHub {
     }
 
     /// The publisher's stream, if it is publishing.
-    pub fn subscribe(&self, room: &RoomKey, user: &UserId) -> Option<Subscription> {
+    pub(crate) fn subscribe(&self, room: &RoomKey, user: &UserId) -> Option<Subscription> {
         let map = self.lock();
         let e = map.get(&(room.clone(), user.clone()))?;
         Some(Subscription {
@@ -106,7 +106,7 @@ impl MediaHub {
     }
 
     /// Who publishes in `room`, in the order they started.
-    pub fn publishers_in(&self, room: &RoomKey) -> Vec<UserId> {
+    pub(crate) fn publishers_in(&self, room: &RoomKey) -> Vec<UserId> {
         let map = self.lock();
         let mut v: Vec<(u64, UserId)> = map
             .iter()
@@ -117,7 +117,7 @@ impl MediaHub {
         v.into_iter().map(|(_, u)| u).collect()
     }
 
-    pub fn is_publishing(&self, room: &RoomKey, user: &UserId) -> bool {
+    pub(crate) fn is_publishing(&self, room: &RoomKey, user: &UserId) -> bool {
         self.lock().contains_key(&(room.clone(), user.clone()))
     }
 
@@ -130,11 +130,11 @@ impl MediaHub {
 
 impl Publisher {
     /// Woken when a consumer needs a keyframe.
-    pub fn keyframe_requests(&self) -> Arc<Notify> {
+    pub(crate) fn keyframe_requests(&self) -> Arc<Notify> {
         self.keyframe.clone()
     }
 
-    pub fn send(&self, msg: MediaMessage) {
+    pub(crate) fn send(&self, msg: MediaMessage) {
         if let MediaMessage::Config(c) = &msg {
             self.configs.send_modify(|cfg| match c.kind {
                 TrackKind::Video => cfg.video = Some(c.clone()),

@@ -5,11 +5,11 @@
 //! No sockets here. Frames are opaque encoded payloads, except in `aac`,
 //! the audio re-encoder that passthrough relays may ask for.
 
-pub mod aac;
+pub(crate) mod aac;
 pub(crate) mod ffi;
-pub mod h264;
-pub mod hub;
-pub mod stage;
+pub(crate) mod h264;
+pub(crate) mod hub;
+pub(crate) mod stage;
 
 use bytes::Bytes;
 

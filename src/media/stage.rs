@@ -8,16 +8,16 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use super::{DropToKeyframe, MediaMessage};
 
 /// The output side a stage's work function writes to.
-pub type StageOut = tokio::sync::mpsc::Sender<Arc<MediaMessage>>;
+pub(crate) type StageOut = tokio::sync::mpsc::Sender<Arc<MediaMessage>>;
 
 /// Hands a stage's output frames to the relay; `false` when the relay is gone.
-pub fn send_frames(out: &StageOut, frames: Vec<super::EncodedFrame>) -> bool {
+pub(crate) fn send_frames(out: &StageOut, frames: Vec<super::EncodedFrame>) -> bool {
     frames
         .into_iter()
         .all(|f| out.blocking_send(Arc::new(MediaMessage::Frame(f))).is_ok())
 }
 
-pub struct Stage {
+pub(crate) struct Stage {
     tx: SyncSender<Arc<MediaMessage>>,
     gate: DropToKeyframe,
     /// What the stage produced (a new config, then frames), for the relay to fan out.
@@ -26,7 +26,7 @@ pub struct Stage {
 
 impl Stage {
     /// Runs `work` on a thread named `name` with `capacity` messages queued each way.
-    pub fn spawn(
+    pub(crate) fn spawn(
         name: &str,
         capacity: usize,
         work: impl FnOnce(Receiver<Arc<MediaMessage>>, StageOut) + Send + 'static,
@@ -46,7 +46,7 @@ impl Stage {
 
     /// Queues a config or frame without waiting; on overflow the stage
     /// resumes at the next keyframe.
-    pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
+    pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
         if !self.gate.admit(msg) {
             return;
         }

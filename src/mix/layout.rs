@@ -14,7 +14,7 @@
 use crate::profile::{Background, Layout, LayoutMode, RenderMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rect {
+pub(crate) struct Rect {
     pub x: u32,
     pub y: u32,
     pub w: u32,
@@ -34,14 +34,14 @@ impl Rect {
 
 /// One anchor as the layout sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputInfo {
+pub(crate) struct InputInfo {
     pub user: String,
     pub has_video: bool,
 }
 
 /// One cell to draw.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
+pub(crate) struct Placement {
     /// The anchor shown, or `None` for an empty custom cell.
     pub user: Option<String>,
     pub rect: Rect,
@@ -56,7 +56,7 @@ const FLOAT_SCALE: f64 = 0.22;
 const FLOAT_PER_ROW: u32 = 4;
 const SIDE_COLUMN: u32 = 5;
 
-pub fn place(layout: &Layout, canvas: (u32, u32), inputs: &[InputInfo]) -> Vec<Placement> {
+pub(crate) fn place(layout: &Layout, canvas: (u32, u32), inputs: &[InputInfo]) -> Vec<Placement> {
     let (cw, ch) = canvas;
     // Who takes a picture cell: anchors with video, plus audio-only ones if they hold a place.
     let mut shown: Vec<&InputInfo> = inputs

@@ -6,7 +6,7 @@
 //! `video` the decoders, canvas and x264 encoder; `pipeline` the mix thread
 //! that drives them on the wall clock.
 
-pub mod layout;
+pub(crate) mod layout;
 pub mod pipeline;
 pub(crate) mod timeline;
-pub mod video;
+pub(crate) mod video;

@@ -26,7 +26,7 @@ pub enum VideoError {
 const MAX_DECODED_PIXELS: i64 = 4096 * 2304;
 
 /// One input's H.264 decoder, rebuilt when its configuration changes.
-pub struct VideoDecoder {
+pub(crate) struct VideoDecoder {
     decoder: ff::decoder::Video,
     config: Bytes,
     frame: ff::frame::Video,
@@ -34,7 +34,7 @@ pub struct VideoDecoder {
 }
 
 impl VideoDecoder {
-    pub fn new(config: &TrackConfig) -> Result<VideoDecoder, VideoError> {
+    pub(crate) fn new(config: &TrackConfig) -> Result<VideoDecoder, VideoError> {
         let (id, name) = match config.codec {
             Codec::H264 => (ff::codec::Id::H264, "H.264 decoder"),
             Codec::Vp8 => (ff::codec::Id::VP8, "VP8 decoder"),
@@ -57,12 +57,12 @@ impl VideoDecoder {
         })
     }
 
-    pub fn config(&self) -> &Bytes {
+    pub(crate) fn config(&self) -> &Bytes {
         &self.config
     }
 
     /// Decodes one frame; `Ok(true)` when a new picture is in `picture()`.
-    pub fn push(&mut self, f: &EncodedFrame) -> Result<bool, VideoError> {
+    pub(crate) fn push(&mut self, f: &EncodedFrame) -> Result<bool, VideoError> {
         let mut pkt = ff::Packet::copy(&f.data);
         pkt.set_pts(Some(f.pts));
         pkt.set_dts(Some(f.dts));
@@ -80,13 +80,13 @@ impl VideoDecoder {
         Ok(got)
     }
 
-    pub fn picture(&self) -> &ff::frame::Video {
+    pub(crate) fn picture(&self) -> &ff::frame::Video {
         &self.frame
     }
 }
 
 /// BT.601 limited-range YUV of an RGB colour.
-pub fn yuv(c: Rgb) -> (u8, u8, u8) {
+pub(crate) fn yuv(c: Rgb) -> (u8, u8, u8) {
     let (r, g, b) = (f64::from(c.0), f64::from(c.1), f64::from(c.2));
     let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
     let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
@@ -103,7 +103,7 @@ fn colour_of(b: &Background) -> Rgb {
 }
 
 /// Decodes the first picture of an image file (PNG, JPEG, … anything libav reads).
-pub fn load_image(path: &std::path::Path) -> Result<ff::frame::Video, VideoError> {
+pub(crate) fn load_image(path: &std::path::Path) -> Result<ff::frame::Video, VideoError> {
     let mut input = ff::format::input(&path)?;
     let stream = input
         .streams()
@@ -128,7 +128,7 @@ pub fn load_image(path: &std::path::Path) -> Result<ff::frame::Video, VideoError
 }
 
 /// The mixed picture, reused frame after frame.
-pub struct Canvas {
+pub(crate) struct Canvas {
     frame: ff::frame::Video,
     background: (u8, u8, u8),
     background_image: Option<std::path::PathBuf>,
@@ -141,7 +141,7 @@ pub struct Canvas {
 }
 
 impl Canvas {
-    pub fn new(width: u32, height: u32, background: &Background) -> Canvas {
+    pub(crate) fn new(width: u32, height: u32, background: &Background) -> Canvas {
         Canvas {
             frame: ff::frame::Video::new(ff::format::Pixel::YUV420P, width, height),
             background: yuv(colour_of(background)),
@@ -152,7 +152,7 @@ impl Canvas {
         }
     }
 
-    pub fn set_background(&mut self, background: &Background) {
+    pub(crate) fn set_background(&mut self, background: &Background) {
         self.background = yuv(colour_of(background));
         self.background_image = image_of(background);
     }
@@ -185,11 +185,7 @@ impl Canvas {
         drawn
     }
 
-    pub fn frame(&self) -> &ff::frame::Video {
-        &self.frame
-    }
-
-    pub fn frame_mut(&mut self) -> &mut ff::frame::Video {
+    pub(crate) fn frame_mut(&mut self) -> &mut ff::frame::Video {
         &mut self.frame
     }
 
@@ -211,7 +207,7 @@ impl Canvas {
     /// each anchor's latest picture or its placeholder colour.
     /// Draws `placements`; `picture(user)` is that anchor's current
     /// picture, if it has one to show.
-    pub fn compose<'p>(
+    pub(crate) fn compose<'p>(
         &mut self,
         placements: &[Placement],
         picture: impl Fn(&str) -> Option<&'p ff::frame::Video>,
@@ -331,7 +327,7 @@ impl Canvas {
     }
 
     /// Forgets scaled copies of inputs no longer shown (images stay).
-    pub fn retain_users(&mut self, users: &[&str]) {
+    pub(crate) fn retain_users(&mut self, users: &[&str]) {
         self.scaled
             .retain(|u, _| u.starts_with("image:") || users.contains(&u.as_str()));
     }
@@ -356,7 +352,7 @@ fn clip(r: Rect, w: u32, h: u32) -> Rect {
 }
 
 /// The libx264 encoder of a mix, producing AVCC frames in milliseconds.
-pub struct VideoEncoder {
+pub(crate) struct VideoEncoder {
     encoder: ff::encoder::Video,
     config: TrackConfig,
     fps: u32,
@@ -365,7 +361,7 @@ pub struct VideoEncoder {
 }
 
 impl VideoEncoder {
-    pub fn new(v: &VideoEncoding) -> Result<VideoEncoder, VideoError> {
+    pub(crate) fn new(v: &VideoEncoding) -> Result<VideoEncoder, VideoError> {
         let codec = ff::encoder::find_by_name("libx264").ok_or(VideoError::NoCodec("libx264"))?;
         let mut ctx = ff::codec::context::Context::new_with_codec(codec);
         ctx.set_flags(ff::codec::Flags::GLOBAL_HEADER);
@@ -420,16 +416,16 @@ impl VideoEncoder {
     }
 
     /// Presents every picture this much later (the audio path's latency).
-    pub fn set_offset_ms(&mut self, ms: i64) {
+    pub(crate) fn set_offset_ms(&mut self, ms: i64) {
         self.offset_ms = ms;
     }
 
-    pub fn config(&self) -> &TrackConfig {
+    pub(crate) fn config(&self) -> &TrackConfig {
         &self.config
     }
 
     /// Encodes the canvas as output frame number `n`.
-    pub fn encode(
+    pub(crate) fn encode(
         &mut self,
         canvas: &ff::frame::Video,
         n: i64,

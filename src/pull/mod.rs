@@ -7,7 +7,7 @@
 //! tasks: room entry and exit, the hand-off to the media hub, stop requests,
 //! and the end of the task when the room ends the robot's session.
 
-pub mod source;
+pub(crate) mod source;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,13 +20,13 @@ use crate::media::hub::MediaHub;
 use crate::room::{
     Command, Enter, EventKind, Grant, Role, RoomHandle, RoomKey, Scene, TrackKind, UserId,
 };
-pub use source::PullSettings;
+pub(crate) use source::PullSettings;
 
 /// Pull tasks running at once.
-pub const MAX_PULLS: usize = 64;
+pub(crate) const MAX_PULLS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PullStartError {
+pub(crate) enum PullStartError {
     #[error("{0} pull tasks are running already")]
     TooMany(usize),
     #[error("{0} is already in a pull task of this room")]
@@ -37,10 +37,9 @@ pub enum PullStartError {
 
 /// A running pull, as the API sees it.
 #[derive(Debug, Clone)]
-pub struct PullInfo {
+pub(crate) struct PullInfo {
     pub room: RoomKey,
     pub user: UserId,
-    pub url: String,
 }
 
 struct Entry {
@@ -50,14 +49,14 @@ struct Entry {
 }
 
 #[derive(Clone)]
-pub struct PullManager {
+pub(crate) struct PullManager {
     rooms: RoomHandle,
     hub: MediaHub,
     tasks: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
 impl PullManager {
-    pub fn new(rooms: RoomHandle, hub: MediaHub) -> PullManager {
+    pub(crate) fn new(rooms: RoomHandle, hub: MediaHub) -> PullManager {
         PullManager {
             rooms,
             hub,
@@ -71,7 +70,7 @@ impl PullManager {
 
     /// Enters the room as `user` (an anchor) and starts reading. The UserSig
     /// was checked by the caller; `grant` is its PrivateMapKey.
-    pub async fn start(
+    pub(crate) async fn start(
         &self,
         room: RoomKey,
         user: UserId,
@@ -119,7 +118,6 @@ impl PullManager {
                 info: PullInfo {
                     room: room.clone(),
                     user: user.clone(),
-                    url: settings.url.clone(),
                 },
                 stop: stop.clone(),
                 wake: wake.clone(),
@@ -191,7 +189,7 @@ impl PullManager {
     }
 
     /// Asks a task to stop; `None` if it does not exist (or already ended).
-    pub fn stop(&self, id: &str) -> Option<PullInfo> {
+    pub(crate) fn stop(&self, id: &str) -> Option<PullInfo> {
         let tasks = self.lock();
         let e = tasks.get(id)?;
         e.stop.store(true, Ordering::Relaxed);
@@ -199,7 +197,7 @@ impl PullManager {
         Some(e.info.clone())
     }
 
-    pub fn get(&self, id: &str) -> Option<PullInfo> {
+    pub(crate) fn get(&self, id: &str) -> Option<PullInfo> {
         self.lock().get(id).map(|e| e.info.clone())
     }
 }

@@ -31,7 +31,7 @@ const LOOP_GAP_US: i64 = 40_000;
 const PROTOCOLS: &str = "http,https,tcp,tls,rtmp,rtmps,crypto";
 
 #[derive(Debug, Clone)]
-pub struct PullSettings {
+pub(crate) struct PullSettings {
     pub url: String,
     /// Start this many seconds into the media (each play).
     pub seek_secs: u64,
@@ -41,7 +41,7 @@ pub struct PullSettings {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PullError {
+pub(crate) enum PullError {
     #[error("cannot open {url}: {source}")]
     Open { url: String, source: ff::Error },
     #[error("{0} has no H.264, VP8, VP9, AAC or Opus track")]
@@ -79,7 +79,7 @@ fn extradata(par: &ff::codec::Parameters) -> Bytes {
 }
 
 /// The AudioSpecificConfig an ADTS header describes, and the header length.
-pub fn adts_config(data: &[u8]) -> Option<(Bytes, usize, usize)> {
+pub(crate) fn adts_config(data: &[u8]) -> Option<(Bytes, usize, usize)> {
     if data.len() < 7 || data[0] != 0xff || data[1] & 0xf0 != 0xf0 {
         return None;
     }
@@ -101,7 +101,7 @@ pub fn adts_config(data: &[u8]) -> Option<(Bytes, usize, usize)> {
 
 /// Reads `settings.url` (again and again if asked) until done, stopped or
 /// failed; every message goes to `out`. Returns why it ended.
-pub fn run(
+pub(crate) fn run(
     settings: &PullSettings,
     stop: &Arc<AtomicBool>,
     out: &tokio::sync::mpsc::Sender<MediaMessage>,

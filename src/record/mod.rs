@@ -8,7 +8,7 @@
 //! `max_file_minutes`, and whenever a track's configuration changes. Every
 //! file written is listed in a shared list (DescribeCloudRecording).
 
-pub mod tasks;
+pub(crate) mod tasks;
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -24,7 +24,7 @@ const QUEUE_CAPACITY: usize = 1024;
 
 /// A file a recording wrote (or is writing).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedFile {
+pub(crate) struct RecordedFile {
     /// The user whose stream it is; `None` for a mix.
     pub user: Option<String>,
     /// Relative to the recording's directory.
@@ -35,11 +35,11 @@ pub struct RecordedFile {
     pub begin: u64,
 }
 
-pub type FileList = Arc<Mutex<Vec<RecordedFile>>>;
+pub(crate) type FileList = Arc<Mutex<Vec<RecordedFile>>>;
 
 /// Where and how one stream is recorded.
 #[derive(Debug, Clone)]
-pub struct RecordTarget {
+pub(crate) struct RecordTarget {
     /// The recording's directory; files are named `<prefix>_<n>.mp4`, HLS
     /// goes to `<prefix>_hls/`.
     pub dir: PathBuf,
@@ -55,7 +55,7 @@ enum Cmd {
 }
 
 /// The relay's side of a recording.
-pub struct Recorder {
+pub(crate) struct Recorder {
     tx: Option<SyncSender<Cmd>>,
     thread: Option<std::thread::JoinHandle<()>>,
     gate: DropToKeyframe,
@@ -65,7 +65,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn spawn(t: RecordTarget) -> Recorder {
+    pub(crate) fn spawn(t: RecordTarget) -> Recorder {
         if let Err(e) = std::fs::create_dir_all(&t.dir) {
             tracing::error!(dir = %t.dir.display(), "recording: {e}");
         }
@@ -123,7 +123,7 @@ impl Recorder {
     }
 
     /// Queues without waiting; on overflow skips to the next keyframe.
-    pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
+    pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
         if let Some(h) = self.hls.as_mut() {
             h.offer(msg);
         }
@@ -144,14 +144,14 @@ impl Recorder {
         }
     }
 
-    pub fn discontinuity(&mut self) {
+    pub(crate) fn discontinuity(&mut self) {
         if let Some(h) = self.hls.as_mut() {
             h.discontinuity();
         }
     }
 
     /// Closes the files and waits for them to be complete.
-    pub async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         if let Some(h) = self.hls.take() {
             h.finish().await;
         }

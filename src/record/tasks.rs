@@ -19,11 +19,11 @@ use crate::relay::{RelayError, RelayManager, RelaySpec, TaskState};
 use crate::room::{RoomKey, UserId};
 
 /// Recording tasks at once.
-pub const MAX_RECORDINGS: usize = 64;
+pub(crate) const MAX_RECORDINGS: usize = 64;
 
 /// Whose streams a single-stream recording takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     /// `None`: everyone.
     pub allow: Option<Vec<UserId>>,
     pub block: Vec<UserId>,
@@ -35,7 +35,7 @@ impl Subscription {
     }
 }
 
-pub enum Mode {
+pub(crate) enum Mode {
     /// One file set per anchor, from the passthrough profile.
     Single {
         profile: Box<RelayProfile>,
@@ -56,28 +56,24 @@ struct Task {
 }
 
 /// What DescribeCloudRecording reports.
-pub struct Described {
+pub(crate) struct Described {
     /// `Idle` (nothing recorded yet), `InProgress`, `Exited`.
     pub status: &'static str,
     pub files: Vec<RecordedFile>,
-    pub mixed: bool,
 }
 
 #[derive(Clone)]
-pub struct Recordings {
+pub(crate) struct Recordings {
     relays: RelayManager,
     hub: MediaHub,
-    root: PathBuf,
     tasks: Arc<Mutex<HashMap<String, Task>>>,
 }
 
 impl Recordings {
-    pub fn new(relays: RelayManager, hub: MediaHub) -> Recordings {
-        let root = relays.record_root();
+    pub(crate) fn new(relays: RelayManager, hub: MediaHub) -> Recordings {
         Recordings {
             relays,
             hub,
-            root,
             tasks: Arc::default(),
         }
     }
@@ -86,12 +82,7 @@ impl Recordings {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The directory of a task's files.
-    pub fn dir(&self, id: &str) -> PathBuf {
-        self.root.join(id)
-    }
-
-    pub fn start(
+    pub(crate) fn start(
         &self,
         room: RoomKey,
         mode: Mode,
@@ -277,7 +268,7 @@ impl Recordings {
     }
 
     /// Ends a task (DeleteCloudRecording); `false` if unknown or ended.
-    pub fn stop(&self, app: u64, id: &str) -> bool {
+    pub(crate) fn stop(&self, app: u64, id: &str) -> bool {
         let tasks = self.lock();
         match tasks.get(id) {
             Some(t) if t.app == app && !t.done.load(Ordering::Relaxed) => {
@@ -288,7 +279,7 @@ impl Recordings {
         }
     }
 
-    pub fn describe(&self, app: u64, id: &str) -> Option<Described> {
+    pub(crate) fn describe(&self, app: u64, id: &str) -> Option<Described> {
         let tasks = self.lock();
         let t = tasks.get(id).filter(|t| t.app == app)?;
         let files = t.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -306,15 +297,11 @@ impl Recordings {
             // Waiting for an anchor to record.
             "Idle"
         };
-        Some(Described {
-            status,
-            files,
-            mixed: t.mixed,
-        })
+        Some(Described { status, files })
     }
 
     /// The mix relay of a running mixed recording.
-    pub fn mix_relay(&self, app: u64, id: &str) -> Option<String> {
+    pub(crate) fn mix_relay(&self, app: u64, id: &str) -> Option<String> {
         let tasks = self.lock();
         let t = tasks
             .get(id)
@@ -327,7 +314,7 @@ impl Recordings {
     }
 
     /// New subscription lists of a running single-stream recording.
-    pub fn set_subscription(&self, app: u64, id: &str, sub: Subscription) -> bool {
+    pub(crate) fn set_subscription(&self, app: u64, id: &str, sub: Subscription) -> bool {
         let tasks = self.lock();
         match tasks.get(id) {
             Some(t) if t.app == app && !t.mixed && !t.done.load(Ordering::Relaxed) => {

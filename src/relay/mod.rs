@@ -5,9 +5,9 @@
 //! and the media hub. `rebase` keeps output timestamps monotonic.
 
 mod mix_task;
-pub mod rebase;
-pub mod task;
-pub mod transcode;
+pub(crate) mod rebase;
+pub(crate) mod task;
+pub(crate) mod transcode;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,10 +19,10 @@ use tokio::sync::{mpsc, watch};
 use crate::media::hub::MediaHub;
 use crate::profile::RelayProfile;
 use crate::room::{Audience, EventKind, RoomHandle, RoomId, RoomKey, UserId};
-pub use task::{Feedback, RelaySpec, RelayStatus, TaskState};
+pub(crate) use task::{Feedback, RelaySpec, RelayStatus, TaskState};
 
 /// Default `max_idle_time`: a task stops after this long without its anchor (TRTC: 30 s).
-pub const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(30);
 
 /// Refuses output features this build cannot do yet, rather than silently
 /// ignoring part of the profile.
@@ -60,7 +60,7 @@ fn record_target(
 
 impl RelaySpec {
     /// A mix of every anchor of `room` with a mix profile; stream `<SDKAppID>_<RoomId>_mix`.
-    pub fn for_mix(room: RoomKey, profile: &RelayProfile) -> Result<RelaySpec, RelayError> {
+    pub(crate) fn for_mix(room: RoomKey, profile: &RelayProfile) -> Result<RelaySpec, RelayError> {
         let crate::profile::RelayMode::Mix { layout } = &profile.mode else {
             return Err(RelayError::Invalid(format!(
                 "profile `{}` relays one anchor; name the anchor (userid)",
@@ -95,7 +95,7 @@ impl RelaySpec {
     /// A passthrough task for one anchor with a profile's outputs and TRTC's
     /// stream name; refused for what this build cannot do yet, rather than
     /// silently ignoring part of the profile.
-    pub fn for_anchor(
+    pub(crate) fn for_anchor(
         room: RoomKey,
         user: UserId,
         profile: &RelayProfile,
@@ -131,10 +131,10 @@ impl RelaySpec {
 }
 
 /// Relay tasks running at once, across rooms.
-pub const MAX_TASKS: usize = 256;
+pub(crate) const MAX_TASKS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RelayError {
+pub(crate) enum RelayError {
     #[error("{0} relay tasks are running, the limit")]
     TooMany(usize),
     #[error("a relay task for stream `{0}` already runs")]
@@ -161,7 +161,7 @@ struct Entry {
 
 /// What a running task can be told. Few and rare: a small queue, callers wait.
 #[derive(Debug)]
-pub enum Control {
+pub(crate) enum Control {
     Stop,
     /// Replace the RTMP targets; unchanged URLs keep their connection.
     SetTargets(Vec<String>),
@@ -182,7 +182,7 @@ const CONTROL_CAPACITY: usize = 32;
 /// Starts, stops and lists relay tasks. The registry lock guards only the
 /// table of handles; each task runs on its own.
 #[derive(Clone)]
-pub struct RelayManager {
+pub(crate) struct RelayManager {
     rooms: RoomHandle,
     hub: MediaHub,
     hls_root: PathBuf,
@@ -191,13 +191,13 @@ pub struct RelayManager {
 
 impl RelayManager {
     /// `<data_dir>/recordings`, beside `<data_dir>/hls`.
-    pub fn record_root(&self) -> PathBuf {
+    pub(crate) fn record_root(&self) -> PathBuf {
         self.hls_root
             .parent()
             .map_or_else(|| PathBuf::from("recordings"), |d| d.join("recordings"))
     }
 
-    pub fn new(rooms: RoomHandle, hub: MediaHub, hls_root: PathBuf) -> RelayManager {
+    pub(crate) fn new(rooms: RoomHandle, hub: MediaHub, hls_root: PathBuf) -> RelayManager {
         RelayManager {
             rooms,
             hub,
@@ -211,7 +211,7 @@ impl RelayManager {
     }
 
     /// TRTC's default stream name for a single anchor.
-    pub fn default_stream_name(room: &RoomKey, user: &UserId) -> String {
+    pub(crate) fn default_stream_name(room: &RoomKey, user: &UserId) -> String {
         let room_part = match &room.room {
             RoomId::Num(n) => n.to_string(),
             RoomId::Str(s) => s.clone(),
@@ -219,7 +219,7 @@ impl RelayManager {
         format!("{}_{}_{}_main", room.app, room_part, user)
     }
 
-    pub fn start(&self, mut spec: RelaySpec) -> Result<String, RelayError> {
+    pub(crate) fn start(&self, mut spec: RelaySpec) -> Result<String, RelayError> {
         if !valid_stream_name(&spec.stream) {
             return Err(RelayError::Invalid(format!(
                 "stream name `{}`: 1-128 of letters, digits, '_', '-', '.', '@'",
@@ -271,12 +271,12 @@ impl RelayManager {
         Ok(id)
     }
 
-    pub fn stop(&self, id: &str) -> Result<(), RelayError> {
+    pub(crate) fn stop(&self, id: &str) -> Result<(), RelayError> {
         self.control(id, Control::Stop)
     }
 
     /// Replaces a running task's RTMP targets.
-    pub fn set_targets(&self, id: &str, urls: Vec<String>) -> Result<(), RelayError> {
+    pub(crate) fn set_targets(&self, id: &str, urls: Vec<String>) -> Result<(), RelayError> {
         if urls.len() > crate::profile::MAX_RTMP_TARGETS {
             return Err(RelayError::Invalid("at most 10 rtmp targets".into()));
         }
@@ -287,7 +287,7 @@ impl RelayManager {
     }
 
     /// Accepts an update's sequence number only if it is above the last one.
-    pub fn advance_sequence(&self, id: &str, seq: u64) -> Result<(), RelayError> {
+    pub(crate) fn advance_sequence(&self, id: &str, seq: u64) -> Result<(), RelayError> {
         let mut tasks = self.lock();
         let e = tasks.get_mut(id).ok_or(RelayError::NoSuchTask)?;
         match e.sequence {
@@ -300,7 +300,7 @@ impl RelayManager {
     }
 
     /// Changes a running mix's layout and volumes live.
-    pub fn update_mix(
+    pub(crate) fn update_mix(
         &self,
         id: &str,
         layout: Option<crate::profile::Layout>,
@@ -339,7 +339,7 @@ impl RelayManager {
 
     /// Restarts a running mix with new settings (another canvas size, rate
     /// or encoding); its outputs stay connected.
-    pub fn restart_mix(
+    pub(crate) fn restart_mix(
         &self,
         id: &str,
         settings: crate::mix::pipeline::MixSettings,
@@ -364,13 +364,13 @@ impl RelayManager {
         e.control.try_send(msg).map_err(|_| RelayError::Busy)
     }
 
-    pub fn status(&self, id: &str) -> Option<(RelaySpec, RelayStatus)> {
+    pub(crate) fn status(&self, id: &str) -> Option<(RelaySpec, RelayStatus)> {
         self.lock()
             .get(id)
             .map(|e| (e.spec.clone(), e.status.borrow().clone()))
     }
 
-    pub fn list(&self) -> Vec<(RelaySpec, RelayStatus)> {
+    pub(crate) fn list(&self) -> Vec<(RelaySpec, RelayStatus)> {
         let mut v: Vec<_> = self
             .lock()
             .values()
@@ -383,7 +383,10 @@ impl RelayManager {
     /// Relays every visible anchor of the rooms the `auto` profiles match, as
     /// it starts publishing (one task per anchor and profile). Runs until the
     /// room engine stops.
-    pub fn spawn_auto(&self, profiles: Vec<RelayProfile>) -> Option<tokio::task::JoinHandle<()>> {
+    pub(crate) fn spawn_auto(
+        &self,
+        profiles: Vec<RelayProfile>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let autos: Vec<RelayProfile> = profiles.into_iter().filter(|p| p.auto.is_some()).collect();
         if autos.is_empty() {
             return None;
@@ -434,7 +437,7 @@ impl RelayManager {
     }
 
     /// Asks every task to stop and waits (bounded) for them to finish.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         let mut waits = Vec::new();
         for e in self.lock().values() {
             let _ = e.control.try_send(Control::Stop);
@@ -450,7 +453,7 @@ impl RelayManager {
     }
 }
 
-pub fn valid_stream_name(s: &str) -> bool {
+pub(crate) fn valid_stream_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && !s.starts_with('.')

@@ -8,10 +8,10 @@
 use crate::media::TrackKind;
 
 /// Gap inserted between the last frame before a re-attachment and the first after, ms.
-pub const REATTACH_GAP_MS: i64 = 40;
+pub(crate) const REATTACH_GAP_MS: i64 = 40;
 
 #[derive(Debug, Default)]
-pub struct Rebaser {
+pub(crate) struct Rebaser {
     offset: Option<i64>,
     last: [Option<i64>; 2],
     max_out: Option<i64>,
@@ -28,12 +28,12 @@ fn slot(kind: TrackKind) -> usize {
 
 impl Rebaser {
     /// A new input attachment begins: the next frame sets the offset.
-    pub fn reattach(&mut self) {
+    pub(crate) fn reattach(&mut self) {
         self.offset = None;
     }
 
     /// Maps an input (dts, pts) in ms to output (dts, pts).
-    pub fn map(&mut self, kind: TrackKind, dts: i64, pts: i64) -> (i64, i64) {
+    pub(crate) fn map(&mut self, kind: TrackKind, dts: i64, pts: i64) -> (i64, i64) {
         let offset = *self.offset.get_or_insert_with(|| {
             let base = self.max_out.map_or(0, |m| m + REATTACH_GAP_MS);
             self.floor = base;

@@ -23,7 +23,7 @@ use crate::rtmp::push::{PushState, PushTarget};
 
 /// What a task is asked to do.
 #[derive(Debug, Clone)]
-pub struct RelaySpec {
+pub(crate) struct RelaySpec {
     pub id: String,
     pub room: RoomKey,
     /// The anchor a passthrough relay follows; `None` for a mix.
@@ -48,7 +48,7 @@ pub struct RelaySpec {
 
 /// One room a mix is pushed back into.
 #[derive(Debug, Clone)]
-pub struct Feedback {
+pub(crate) struct Feedback {
     pub room: RoomKey,
     pub user: crate::room::UserId,
     pub grant: Option<crate::room::Grant>,
@@ -59,7 +59,7 @@ const KEYFRAME_REQUEST_SECS: u32 = 2;
 
 /// What a task reports.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RelayStatus {
+pub(crate) struct RelayStatus {
     pub state: TaskState,
     pub attached: bool,
     pub frames: u64,
@@ -69,7 +69,7 @@ pub struct RelayStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskState {
+pub(crate) enum TaskState {
     Waiting,
     Running,
     Stopped(String),

@@ -17,7 +17,7 @@ use crate::auth::usersig::{PmkRoom, privilege};
 use crate::config::Limits;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoomError {
+pub(crate) enum RoomError {
     #[error("SDKAppID {0} is not configured")]
     UnknownApp(SdkAppId),
     #[error("no such room")]
@@ -43,7 +43,7 @@ pub enum RoomError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum GrantError {
+pub(crate) enum GrantError {
     #[error("the ticket is for another room")]
     WrongRoom,
     #[error("the ticket has expired")]
@@ -102,7 +102,7 @@ impl Room {
 
 /// All rooms of all applications.
 #[derive(Debug)]
-pub struct Rooms {
+pub(crate) struct Rooms {
     apps: HashSet<SdkAppId>,
     limits: Limits,
     rooms: HashMap<RoomKey, Room>,
@@ -114,7 +114,7 @@ pub struct Rooms {
 }
 
 impl Rooms {
-    pub fn new(apps: impl IntoIterator<Item = SdkAppId>, limits: Limits) -> Rooms {
+    pub(crate) fn new(apps: impl IntoIterator<Item = SdkAppId>, limits: Limits) -> Rooms {
         Rooms {
             apps: apps.into_iter().collect(),
             limits,
@@ -126,23 +126,24 @@ impl Rooms {
         }
     }
 
-    pub fn poll_event(&mut self) -> Option<RoomEvent> {
+    pub(crate) fn poll_event(&mut self) -> Option<RoomEvent> {
         self.events.pop_front()
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_deadline()
     }
 
-    pub fn room_exists(&self, key: &RoomKey) -> bool {
+    #[cfg(test)]
+    pub(crate) fn room_exists(&self, key: &RoomKey) -> bool {
         self.rooms.contains_key(key)
     }
 
-    pub fn room_count(&self) -> usize {
+    pub(crate) fn room_count(&self) -> usize {
         self.rooms.len()
     }
 
-    pub fn handle(&mut self, now: Instant, cmd: Command) -> Result<(), RoomError> {
+    pub(crate) fn handle(&mut self, now: Instant, cmd: Command) -> Result<(), RoomError> {
         match cmd {
             Command::Enter(e) => self.enter(now, e),
             Command::Leave { session } => {
@@ -191,7 +192,7 @@ impl Rooms {
         }
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Grace(key, user) => {

@@ -10,7 +10,7 @@ use crate::auth::usersig::{PmkRoom, PrivateMapKey};
 
 /// TRTC's application scenes; fixed when a room is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scene {
+pub(crate) enum Scene {
     VideoCall,
     AudioCall,
     Live,
@@ -19,11 +19,11 @@ pub enum Scene {
 
 impl Scene {
     /// Call scenes: everyone is an anchor; the room closes when the last user leaves.
-    pub fn is_call(self) -> bool {
+    pub(crate) fn is_call(self) -> bool {
         matches!(self, Scene::VideoCall | Scene::AudioCall)
     }
 
-    pub fn parse(s: &str) -> Option<Scene> {
+    pub(crate) fn parse(s: &str) -> Option<Scene> {
         Some(match s {
             "videocall" => Scene::VideoCall,
             "audiocall" => Scene::AudioCall,
@@ -33,7 +33,7 @@ impl Scene {
         })
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scene::VideoCall => "videocall",
             Scene::AudioCall => "audiocall",
@@ -44,13 +44,13 @@ impl Scene {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
+pub(crate) enum Role {
     Anchor,
     Audience,
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Anchor => "anchor",
             Role::Audience => "audience",
@@ -75,7 +75,7 @@ impl TrackKind {
 
 /// What a PrivateMapKey grants, after its signature was verified by the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
+pub(crate) struct Grant {
     pub room: PmkRoom,
     /// Absolute unix expiry of the ticket.
     pub expires_at: u64,
@@ -95,7 +95,7 @@ impl From<PrivateMapKey> for Grant {
 
 /// A user entering (or re-entering) a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Enter {
+pub(crate) struct Enter {
     pub room: RoomKey,
     pub user: UserId,
     pub session: SessionId,
@@ -112,7 +112,7 @@ pub struct Enter {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     Enter(Enter),
     /// The user leaves on purpose.
     Leave {
@@ -130,6 +130,9 @@ pub enum Command {
         session: SessionId,
         kind: TrackKind,
     },
+    /// One track stops (the engine's API; no edge unpublishes a single
+    /// track yet: RTMP and WHIP publishers leave or drop).
+    #[allow(dead_code)]
     Unpublish {
         session: SessionId,
         kind: TrackKind,
@@ -147,7 +150,7 @@ pub enum Command {
 
 /// Why a user is no longer in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitReason {
+pub(crate) enum ExitReason {
     Left,
     /// Dropped and not back within the grace period.
     DisconnectTimeout,
@@ -162,7 +165,7 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ExitReason::Left => "left",
             ExitReason::DisconnectTimeout => "disconnect_timeout",
@@ -175,7 +178,7 @@ impl ExitReason {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// Call scene: the last user left.
     Empty,
     /// Live scene: the last user out was an anchor.
@@ -189,7 +192,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CloseReason::Empty => "empty",
             CloseReason::LastAnchorLeft => "last_anchor_left",
@@ -202,7 +205,7 @@ impl CloseReason {
 
 /// A member as others see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberInfo {
+pub(crate) struct MemberInfo {
     pub user: UserId,
     pub role: Role,
     pub publishing: Vec<TrackKind>,
@@ -210,7 +213,7 @@ pub struct MemberInfo {
 
 /// The room as one user sees it on entering.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomState {
+pub(crate) struct RoomState {
     pub scene: Scene,
     pub owner: UserId,
     /// Visible members in entry order (dumb terminals are never listed,
@@ -222,7 +225,7 @@ pub struct RoomState {
 
 /// Who may be told an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Audience {
+pub(crate) enum Audience {
     /// Every user in the room (the subject included).
     Room,
     /// One session only (its own welcome, its removal).
@@ -232,7 +235,7 @@ pub enum Audience {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     RoomCreated {
         owner: UserId,
         scene: Scene,
@@ -279,7 +282,7 @@ pub enum EventKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomEvent {
+pub(crate) struct RoomEvent {
     pub room: RoomKey,
     pub audience: Audience,
     pub kind: EventKind,
@@ -287,7 +290,7 @@ pub struct RoomEvent {
 
 impl RoomEvent {
     /// The user this event is about, if any.
-    pub fn subject(&self) -> Option<&UserId> {
+    pub(crate) fn subject(&self) -> Option<&UserId> {
         match &self.kind {
             EventKind::RoomCreated { owner, .. } | EventKind::OwnerChanged { owner } => Some(owner),
             EventKind::UserEntered { user, .. }
@@ -302,7 +305,7 @@ impl RoomEvent {
     }
 
     /// Whether a session of the room should receive this event.
-    pub fn is_for(&self, room: &RoomKey, session: SessionId) -> bool {
+    pub(crate) fn is_for(&self, room: &RoomKey, session: SessionId) -> bool {
         self.room == *room
             && match self.audience {
                 Audience::Room => true,

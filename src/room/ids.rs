@@ -5,26 +5,26 @@
 use std::fmt;
 
 /// An application's id. The engine checks it is configured.
-pub type SdkAppId = u64;
+pub(crate) type SdkAppId = u64;
 
 /// A room id: TRTC's numeric room (1..=4294967295) or string room (1-64
 /// bytes of TRTC's 89 allowed characters). `Num(123)` and `Str("123")` are
 /// different rooms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RoomId {
+pub(crate) enum RoomId {
     Num(u32),
     Str(String),
 }
 
 /// Which kind of room id a client means (`roomtype=int|str`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoomIdType {
+pub(crate) enum RoomIdType {
     Int,
     Str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IdError {
+pub(crate) enum IdError {
     #[error("numeric room id must be in 1..=4294967295, got `{0}`")]
     NumericRoom(String),
     #[error("string room id must be 1-64 bytes, got {0} bytes")]
@@ -44,7 +44,7 @@ pub enum IdError {
 const STR_ROOM_PUNCT: &str = " !#$%&()+-:;<=.>?@[]^_{}|~,";
 
 impl RoomId {
-    pub fn numeric(s: &str) -> Result<RoomId, IdError> {
+    pub(crate) fn numeric(s: &str) -> Result<RoomId, IdError> {
         match s.parse::<u64>() {
             Ok(n) if (1..=u64::from(u32::MAX)).contains(&n) && !s.starts_with('+') => {
                 Ok(RoomId::Num(n as u32))
@@ -53,7 +53,7 @@ impl RoomId {
         }
     }
 
-    pub fn string(s: &str) -> Result<RoomId, IdError> {
+    pub(crate) fn string(s: &str) -> Result<RoomId, IdError> {
         if s.is_empty() || s.len() > 64 {
             return Err(IdError::StrRoomLength(s.len()));
         }
@@ -68,18 +68,11 @@ impl RoomId {
 
     /// Parses with an explicit type, or by INTERFACES.md's default: `int`
     /// when all digits and in 1..=4294967295, else `str`.
-    pub fn parse(s: &str, ty: Option<RoomIdType>) -> Result<RoomId, IdError> {
+    pub(crate) fn parse(s: &str, ty: Option<RoomIdType>) -> Result<RoomId, IdError> {
         match ty {
             Some(RoomIdType::Int) => RoomId::numeric(s),
             Some(RoomIdType::Str) => RoomId::string(s),
             None => RoomId::numeric(s).or_else(|_| RoomId::string(s)),
-        }
-    }
-
-    pub fn id_type(&self) -> RoomIdType {
-        match self {
-            RoomId::Num(_) => RoomIdType::Int,
-            RoomId::Str(_) => RoomIdType::Str,
         }
     }
 }
@@ -96,10 +89,10 @@ impl fmt::Display for RoomId {
 /// A user's id inside one application: 1-32 bytes of letters, digits and
 /// `_ - @ .`; case sensitive.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(String);
+pub(crate) struct UserId(String);
 
 impl UserId {
-    pub fn new(s: &str) -> Result<UserId, IdError> {
+    pub(crate) fn new(s: &str) -> Result<UserId, IdError> {
         if s.is_empty() || s.len() > 32 {
             return Err(IdError::UserIdLength(s.len()));
         }
@@ -112,7 +105,7 @@ impl UserId {
         Ok(UserId(s.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -125,7 +118,7 @@ impl fmt::Display for UserId {
 
 /// A room across applications.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoomKey {
+pub(crate) struct RoomKey {
     pub app: SdkAppId,
     pub room: RoomId,
 }
@@ -142,7 +135,7 @@ impl fmt::Display for RoomKey {
 /// One connection of a user (a WebSocket, an RTMP publish, a WHIP session).
 /// Allocated by the shell; a user re-entering gets a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
+pub(crate) struct SessionId(pub u64);
 
 #[cfg(test)]
 mod tests {

@@ -6,13 +6,13 @@
 //! out to subscribers (signalling sockets now; relay tasks, metrics and
 //! callbacks later).
 
-pub mod engine;
-pub mod event;
-pub mod ids;
+pub(crate) mod engine;
+pub(crate) mod event;
+pub(crate) mod ids;
 mod task;
-pub mod timer;
+pub(crate) mod timer;
 
-pub use engine::{RoomError, Rooms};
+pub(crate) use engine::RoomError;
 pub use event::*;
-pub use ids::{RoomId, RoomIdType, RoomKey, SdkAppId, SessionId, UserId};
-pub use task::{RoomCallError, RoomHandle, spawn};
+pub(crate) use ids::{RoomId, RoomIdType, RoomKey, SessionId, UserId};
+pub(crate) use task::{RoomCallError, RoomHandle, spawn};

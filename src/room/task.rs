@@ -34,7 +34,7 @@ enum Request {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RoomCallError {
+pub(crate) enum RoomCallError {
     #[error(transparent)]
     Refused(#[from] RoomError),
     #[error("the room engine has stopped")]
@@ -43,7 +43,7 @@ pub enum RoomCallError {
 
 /// A cheap, cloneable way to talk to the room engine task.
 #[derive(Clone)]
-pub struct RoomHandle {
+pub(crate) struct RoomHandle {
     tx: mpsc::Sender<Request>,
     events: broadcast::Sender<Arc<RoomEvent>>,
     next_session: Arc<AtomicU64>,
@@ -51,12 +51,12 @@ pub struct RoomHandle {
 
 impl RoomHandle {
     /// A fresh session id for a new connection.
-    pub fn new_session(&self) -> SessionId {
+    pub(crate) fn new_session(&self) -> SessionId {
         SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Applies a command; `Err(Refused)` means nothing changed.
-    pub async fn command(&self, cmd: Command) -> Result<(), RoomCallError> {
+    pub(crate) async fn command(&self, cmd: Command) -> Result<(), RoomCallError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Command { cmd, reply })
@@ -68,18 +68,18 @@ impl RoomHandle {
     }
 
     /// Events from now on. Subscribe before entering to see your welcome.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RoomEvent>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<RoomEvent>> {
         self.events.subscribe()
     }
 
     /// Asks the task to stop; returns once the request is queued.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         let _ = self.tx.send(Request::Shutdown).await;
     }
 }
 
 /// Starts the engine task for the configured applications.
-pub fn spawn(config: &Config) -> (RoomHandle, JoinHandle<()>) {
+pub(crate) fn spawn(config: &Config) -> (RoomHandle, JoinHandle<()>) {
     let engine = Rooms::new(
         config.apps.iter().map(|a| a.sdkappid),
         config.limits.clone(),

@@ -7,7 +7,7 @@ use std::hash::Hash;
 use std::time::Instant;
 
 #[derive(Debug)]
-pub struct TimerTable<K: Ord + Hash + Clone> {
+pub(crate) struct TimerTable<K: Ord + Hash + Clone> {
     by_deadline: BTreeSet<(Instant, K)>,
     by_name: HashMap<K, Instant>,
 }
@@ -22,28 +22,28 @@ impl<K: Ord + Hash + Clone> Default for TimerTable<K> {
 }
 
 impl<K: Ord + Hash + Clone> TimerTable<K> {
-    pub fn set(&mut self, name: K, at: Instant) {
+    pub(crate) fn set(&mut self, name: K, at: Instant) {
         self.cancel(&name);
         self.by_deadline.insert((at, name.clone()));
         self.by_name.insert(name, at);
     }
 
-    pub fn cancel(&mut self, name: &K) {
+    pub(crate) fn cancel(&mut self, name: &K) {
         if let Some(at) = self.by_name.remove(name) {
             self.by_deadline.remove(&(at, name.clone()));
         }
     }
 
-    pub fn is_set(&self, name: &K) -> bool {
+    pub(crate) fn is_set(&self, name: &K) -> bool {
         self.by_name.contains_key(name)
     }
 
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.by_deadline.first().map(|(at, _)| *at)
     }
 
     /// Removes and returns the earliest timer due at `now`, if any.
-    pub fn pop_due(&mut self, now: Instant) -> Option<K> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<K> {
         let (at, _) = self.by_deadline.first()?;
         if *at > now {
             return None;
@@ -53,11 +53,8 @@ impl<K: Ord + Hash + Clone> TimerTable<K> {
         Some(name)
     }
 
-    pub fn len(&self) -> usize {
-        self.by_name.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
 }

@@ -32,9 +32,9 @@ use crate::room::{
 };
 
 /// The RTMP application publishers must use (TRTC's).
-pub const APP_NAME: &str = "push";
+pub(crate) const APP_NAME: &str = "push";
 /// A publishing socket silent this long is dropped.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum IngestError {
@@ -62,7 +62,7 @@ pub(crate) enum IngestError {
 
 /// What the ingest needs from the rest of the gateway.
 #[derive(Clone)]
-pub struct Ingest {
+pub(crate) struct Ingest {
     pub config: Arc<Config>,
     pub rooms: RoomHandle,
     pub hub: MediaHub,
@@ -70,7 +70,7 @@ pub struct Ingest {
 
 impl Ingest {
     /// Accepts connections until the task is dropped.
-    pub async fn serve(self, listener: TcpListener) {
+    pub(crate) async fn serve(self, listener: TcpListener) {
         let rtmp = &self.config.rtmp;
         let limiter = ConnLimiter::new("rtmp", rtmp.max_connections, rtmp.max_connections_per_ip);
         loop {

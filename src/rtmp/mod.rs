@@ -8,5 +8,5 @@
 pub(crate) mod amf;
 pub(crate) mod chunk;
 pub mod flv;
-pub mod ingest;
-pub mod push;
+pub(crate) mod ingest;
+pub(crate) mod push;

@@ -26,22 +26,22 @@ use super::flv;
 use crate::media::{DropToKeyframe, MediaMessage, TimeBase, TrackKind};
 
 /// Messages queued per target (about 4 s of 30 fps video plus audio).
-pub const QUEUE_CAPACITY: usize = 512;
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const QUEUE_CAPACITY: usize = 512;
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for the handshake, connect and publish exchange.
-pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// No acknowledgement progress (or a write blocked) this long: reconnect.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The origin is asked to acknowledge every this many bytes.
 const ACK_WINDOW: u32 = 128 * 1024;
 /// A target that never accepted a publish is given up after this many tries.
-pub const FAIL_FAST_ATTEMPTS: u32 = 3;
+pub(crate) const FAIL_FAST_ATTEMPTS: u32 = 3;
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
 
 /// Where to push: `rtmp://host[:port]/app[/more]/stream[?query]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushUrl {
+pub(crate) struct PushUrl {
     pub host: String,
     pub port: u16,
     pub app: String,
@@ -50,7 +50,7 @@ pub struct PushUrl {
 }
 
 impl PushUrl {
-    pub fn parse(url: &str) -> Result<PushUrl, String> {
+    pub(crate) fn parse(url: &str) -> Result<PushUrl, String> {
         if url.starts_with("rtmps://") {
             return Err("rtmps:// is not supported yet; use rtmp://".into());
         }
@@ -86,7 +86,7 @@ impl PushUrl {
 
 /// What a target is doing, for status pages and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PushState {
+pub(crate) enum PushState {
     Connecting { attempt: u32 },
     Publishing,
     Retrying { attempt: u32, error: String },
@@ -95,7 +95,7 @@ pub enum PushState {
 }
 
 /// The relay's side of a target.
-pub struct PushTarget {
+pub(crate) struct PushTarget {
     pub url: String,
     pub queue: mpsc::Sender<Arc<MediaMessage>>,
     pub state: watch::Receiver<PushState>,
@@ -104,7 +104,7 @@ pub struct PushTarget {
 
 impl PushTarget {
     /// Starts the target's task. Frames sent must be in milliseconds.
-    pub fn spawn(url: &str) -> Result<PushTarget, String> {
+    pub(crate) fn spawn(url: &str) -> Result<PushTarget, String> {
         let parsed = PushUrl::parse(url)?;
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (state_tx, state) = watch::channel(PushState::Connecting { attempt: 1 });
@@ -120,7 +120,7 @@ impl PushTarget {
 
     /// Queues a message without waiting; on overflow the target skips to the
     /// next video keyframe (configs are always attempted).
-    pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
+    pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
         if !self.gate.admit(msg) {
             return;
         }
@@ -130,7 +130,7 @@ impl PushTarget {
     }
 
     /// Frames this target skipped because it fell behind.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.gate.dropped
     }
 }

@@ -32,13 +32,13 @@ const AUDIO_MAX_LATE: u16 = 32;
 /// A track's first frames wait this long for the sender's first report
 /// (RTCP SR), so they get the synchronised time from the start instead of
 /// jumping to it later; a sender that never reports is timed by arrival.
-pub const SR_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const SR_WAIT: Duration = Duration::from_secs(2);
 /// Frames held while waiting (about 3 s of video or audio).
 const MAX_HELD: usize = 160;
 
 /// The publisher's shared time reference.
 #[derive(Clone)]
-pub struct SessionClock {
+pub(crate) struct SessionClock {
     origin: Instant,
     /// Sender's NTP seconds minus local seconds since `origin`, set by the
     /// first sender report of any track.
@@ -51,7 +51,7 @@ pub struct SessionClock {
 }
 
 impl SessionClock {
-    pub fn new(origin: Instant) -> SessionClock {
+    pub(crate) fn new(origin: Instant) -> SessionClock {
         SessionClock {
             origin,
             ntp_offset: Arc::new(Mutex::new(None)),
@@ -268,7 +268,7 @@ enum Held {
 }
 
 /// One received track's depacketizer.
-pub struct TrackDepacketizer {
+pub(crate) struct TrackDepacketizer {
     held: VecDeque<Held>,
     first_at: Option<Instant>,
     /// Timing settled (a report came or `SR_WAIT` passed): nothing is held any more.
@@ -288,7 +288,11 @@ impl TrackDepacketizer {
     /// `codec` from the negotiated MIME type; `None` for a codec we cannot
     /// use, or a clock rate its RTP format does not have (the rate comes from
     /// the peer's offer; 0 would divide by zero).
-    pub fn new(mime: &str, clock_rate: u32, clock: SessionClock) -> Option<TrackDepacketizer> {
+    pub(crate) fn new(
+        mime: &str,
+        clock_rate: u32,
+        clock: SessionClock,
+    ) -> Option<TrackDepacketizer> {
         let mime = mime.to_ascii_lowercase();
         let expected = if mime.starts_with("audio/") {
             48_000
@@ -346,24 +350,15 @@ impl TrackDepacketizer {
         })
     }
 
-    pub fn codec(&self) -> Codec {
-        self.codec
-    }
-
-    pub fn kind(&self) -> TrackKind {
+    pub(crate) fn kind(&self) -> TrackKind {
         match self.codec {
             Codec::Opus | Codec::Aac => TrackKind::Audio,
             _ => TrackKind::Video,
         }
     }
 
-    /// Whether the track waits for a keyframe (the caller should ask the sender for one).
-    pub fn needs_keyframe(&self) -> bool {
-        self.kind() == TrackKind::Video && self.waiting_keyframe
-    }
-
     /// An RTCP sender report about this track.
-    pub fn sender_report(&mut self, now: Instant, ntp_time: u64, rtp_time: u32) {
+    pub(crate) fn sender_report(&mut self, now: Instant, ntp_time: u64, rtp_time: u32) {
         if self.timing.report.is_none() {
             self.clock
                 .reported
@@ -374,7 +369,7 @@ impl TrackDepacketizer {
     }
 
     /// Feeds one RTP packet; complete frames (and configurations) go to `out`.
-    pub fn push(&mut self, now: Instant, packet: rtp::Packet, out: &mut Vec<MediaMessage>) {
+    pub(crate) fn push(&mut self, now: Instant, packet: rtp::Packet, out: &mut Vec<MediaMessage>) {
         let mut samples = Vec::new();
         macro_rules! drain {
             ($b:expr) => {{

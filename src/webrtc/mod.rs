@@ -8,11 +8,11 @@
 //! frames to a viewer; `ports` hands out the UDP ports. The HTTP side is in
 //! `api::webrtc`.
 
-pub mod depacketize;
-pub mod ports;
-pub mod rtcp;
-pub mod whep;
-pub mod whip;
+pub(crate) mod depacketize;
+pub(crate) mod ports;
+pub(crate) mod rtcp;
+pub(crate) mod whep;
+pub(crate) mod whip;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,16 +33,16 @@ use crate::media::hub::MediaHub;
 use crate::room::{RoomHandle, RoomKey, UserId};
 
 /// Largest SDP offer accepted.
-pub const MAX_SDP_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_SDP_BYTES: usize = 64 * 1024;
 /// A session that has not connected this long after its answer is closed.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for ICE gathering before the answer is sent.
-pub const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// WebRTC sessions (WHIP and WHEP) one user may hold at once.
-pub const MAX_SESSIONS_PER_USER: usize = 4;
+pub(crate) const MAX_SESSIONS_PER_USER: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
-pub enum WebRtcError {
+pub(crate) enum WebRtcError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -63,7 +63,7 @@ pub enum WebRtcError {
 
 /// What a WHIP/WHEP request asks for, checked by the HTTP edge.
 #[derive(Debug, Clone)]
-pub struct SessionRequest {
+pub(crate) struct SessionRequest {
     pub room: RoomKey,
     pub user: UserId,
     pub usersig: String,
@@ -79,7 +79,7 @@ struct SessionEntry {
 
 /// The WebRTC side of the gateway, shared by the HTTP handlers.
 #[derive(Clone)]
-pub struct WebRtc {
+pub(crate) struct WebRtc {
     pub config: Arc<Config>,
     pub rooms: RoomHandle,
     pub hub: MediaHub,
@@ -88,7 +88,7 @@ pub struct WebRtc {
 }
 
 impl WebRtc {
-    pub fn new(config: Arc<Config>, rooms: RoomHandle, hub: MediaHub) -> WebRtc {
+    pub(crate) fn new(config: Arc<Config>, rooms: RoomHandle, hub: MediaHub) -> WebRtc {
         let range = config.webrtc.udp_ports;
         WebRtc {
             config,
@@ -103,13 +103,8 @@ impl WebRtc {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sessions open now.
-    pub fn session_count(&self) -> usize {
-        self.lock().len()
-    }
-
     /// Ends a session (HTTP DELETE). `false` if there is no such session.
-    pub fn end(&self, id: &str) -> bool {
+    pub(crate) fn end(&self, id: &str) -> bool {
         match self.lock().get(id) {
             Some(e) => {
                 e.stop.notify_one();
@@ -119,7 +114,7 @@ impl WebRtc {
         }
     }
 
-    pub fn exists(&self, id: &str) -> bool {
+    pub(crate) fn exists(&self, id: &str) -> bool {
         self.lock().contains_key(id)
     }
 
@@ -285,7 +280,7 @@ fn session_id() -> String {
 }
 
 /// Media codecs an SDP offer names (rtpmap encoding names, lower case).
-pub fn offered_codecs(sdp: &str) -> Vec<String> {
+pub(crate) fn offered_codecs(sdp: &str) -> Vec<String> {
     sdp.lines()
         .filter_map(|l| l.trim().strip_prefix("a=rtpmap:"))
         .filter_map(|rest| rest.split_whitespace().nth(1))
@@ -300,7 +295,7 @@ const MAX_MEDIA_SECTIONS: usize = 4;
 /// Refuses, before anything is allocated, an offer that is not SDP (parsed
 /// in full by the same parser the peer connection uses), that has no ICE
 /// credentials or DTLS fingerprint, or that has nothing we can receive or send.
-pub fn check_offer(sdp: &str) -> Result<(), WebRtcError> {
+pub(crate) fn check_offer(sdp: &str) -> Result<(), WebRtcError> {
     if sdp.len() > MAX_SDP_BYTES {
         return Err(WebRtcError::BadRequest(format!(
             "SDP offer larger than {MAX_SDP_BYTES} bytes"

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
-pub struct PortPool {
+pub(crate) struct PortPool {
     start: u16,
     end: u16,
     state: Arc<Mutex<State>>,
@@ -19,13 +19,13 @@ struct State {
 }
 
 /// A port held by a session; returned to the pool when dropped.
-pub struct PortLease {
+pub(crate) struct PortLease {
     port: u16,
     pool: PortPool,
 }
 
 impl PortLease {
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 }
@@ -37,7 +37,7 @@ impl Drop for PortLease {
 }
 
 impl PortPool {
-    pub fn new(start: u16, end: u16) -> PortPool {
+    pub(crate) fn new(start: u16, end: u16) -> PortPool {
         PortPool {
             start,
             end,
@@ -54,7 +54,7 @@ impl PortPool {
 
     /// The next free port after the last one handed out (so a port just
     /// released is not reused at once), or `None` when the range is full.
-    pub fn take(&self) -> Option<PortLease> {
+    pub(crate) fn take(&self) -> Option<PortLease> {
         let mut st = self.lock();
         let count = u32::from(self.end - self.start) + 1;
         for _ in 0..count {

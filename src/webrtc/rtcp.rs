@@ -14,7 +14,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
 #[derive(Default)]
-pub struct ToApplication {
+pub(crate) struct ToApplication {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }

@@ -76,7 +76,7 @@ struct Outgoing {
     last_ms: Option<i64>,
 }
 
-pub async fn play(
+pub(crate) async fn play(
     rtc: &WebRtc,
     req: SessionRequest,
     anchor: UserId,

@@ -31,12 +31,12 @@ use crate::room::{Command, Enter, EventKind, Grant, Role, Scene, SessionId};
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A WHIP session that started: its id (for `Location`) and the SDP answer.
-pub struct Started {
+pub(crate) struct Started {
     pub id: String,
     pub answer: String,
 }
 
-pub async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started, WebRtcError> {
+pub(crate) async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started, WebRtcError> {
     check_offer(&req.offer)?;
     let app = req.room.app;
     let now = crate::unix_now();

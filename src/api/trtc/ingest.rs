@@ -35,7 +35,7 @@ fn stream_url(p: &Params<'_>) -> Result<String, ApiError> {
     Ok(url.to_owned())
 }
 
-pub async fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) async fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let room_str = p.req_str("RoomId")?;
     let room = match p.req_u64("RoomIdType")? {
@@ -121,7 +121,7 @@ pub async fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
     Ok(out)
 }
 
-pub fn stop(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn stop(state: &AppState, p: &Params<'_>) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let id = p.req_str("TaskId")?;
     match state.pulls.get(id) {
@@ -136,7 +136,7 @@ pub fn stop(state: &AppState, p: &Params<'_>) -> ApiResult {
     }
 }
 
-pub fn describe(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn describe(state: &AppState, p: &Params<'_>) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let id = p.req_str("TaskId")?;
     let status = match state.pulls.get(id) {

@@ -121,7 +121,7 @@ fn layout_table(video: &Params<'_>) -> Result<Table, ApiError> {
 
 /// A mix profile from the request; `current` is the running task's video
 /// encoding on update (its size stays).
-pub fn profile(
+pub(super) fn profile(
     p: &Params<'_>,
     current: Option<(&VideoEncoding, &profile::AudioEncoding)>,
 ) -> Result<RelayProfile, ApiError> {
@@ -213,12 +213,12 @@ pub fn profile(
 }
 
 /// Per-user volumes, TRTC SoundLevel 0..=100.
-pub type Volumes = Vec<(String, u32)>;
+pub(super) type Volumes = Vec<(String, u32)>;
 /// A list of McuUserInfoParams: (UserId, SoundLevel).
 type UserList = Vec<(String, Option<u32>)>;
 
 /// The audio allow/block lists and SoundLevels; `None` when neither list is given.
-pub fn audio_filter(p: &Params<'_>) -> Result<Option<(AudioFilter, Volumes)>, ApiError> {
+pub(super) fn audio_filter(p: &Params<'_>) -> Result<Option<(AudioFilter, Volumes)>, ApiError> {
     let Some(a) = p.object("AudioParams")? else {
         return Ok(None);
     };

@@ -26,17 +26,17 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use crate::auth::tc3::{self, SignedRequest};
 
-pub const VERSION: &str = "2019-07-22";
+pub(crate) const VERSION: &str = "2019-07-22";
 
 /// A TRTC error: code and message, as the SDKs raise them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub code: &'static str,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             code,
             message: message.into(),
@@ -44,7 +44,7 @@ impl ApiError {
     }
 }
 
-pub type ApiResult = Result<Map<String, Value>, ApiError>;
+pub(crate) type ApiResult = Result<Map<String, Value>, ApiError>;
 
 fn request_id() -> String {
     use rand::RngCore;
@@ -83,7 +83,7 @@ fn envelope(result: ApiResult, action: &str) -> Response {
     resp
 }
 
-pub async fn handle(
+pub(crate) async fn handle(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,

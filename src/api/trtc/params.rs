@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::ApiError;
 
-pub struct Params<'a> {
+pub(super) struct Params<'a> {
     obj: &'a Map<String, Value>,
 }
 
@@ -43,14 +43,14 @@ fn invalid_code(name: &str) -> &'static str {
     }
 }
 
-pub fn missing(name: &str) -> ApiError {
+pub(super) fn missing(name: &str) -> ApiError {
     ApiError::new(
         missing_code(name),
         format!("The parameter `{name}` is missing."),
     )
 }
 
-pub fn invalid(name: &str, why: impl std::fmt::Display) -> ApiError {
+pub(super) fn invalid(name: &str, why: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         invalid_code(name),
         format!("The parameter `{name}` is invalid: {why}."),
@@ -58,7 +58,7 @@ pub fn invalid(name: &str, why: impl std::fmt::Display) -> ApiError {
 }
 
 /// What roomcast does not do, said rather than ignored.
-pub fn unsupported(what: &str) -> ApiError {
+pub(super) fn unsupported(what: &str) -> ApiError {
     ApiError::new(
         "UnsupportedOperation",
         format!("{what} is not available in this build of roomcast."),
@@ -67,7 +67,7 @@ pub fn unsupported(what: &str) -> ApiError {
 
 /// A relay profile from a TOML table built out of request parameters,
 /// validated like a profile file; errors carry `code`.
-pub fn profile_from(
+pub(super) fn profile_from(
     root: &toml::Table,
     name: &str,
     code: &'static str,
@@ -88,15 +88,15 @@ pub fn profile_from(
 }
 
 impl<'a> Params<'a> {
-    pub fn new(obj: &'a Map<String, Value>) -> Params<'a> {
+    pub(super) fn new(obj: &'a Map<String, Value>) -> Params<'a> {
         Params { obj }
     }
 
-    pub fn get(&self, name: &str) -> Option<&'a Value> {
+    pub(super) fn get(&self, name: &str) -> Option<&'a Value> {
         self.obj.get(name).filter(|v| !v.is_null())
     }
 
-    pub fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
+    pub(super) fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Number(n)) => n
@@ -112,7 +112,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub fn i64(&self, name: &str) -> Result<Option<i64>, ApiError> {
+    pub(super) fn i64(&self, name: &str) -> Result<Option<i64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Number(n)) => n
@@ -127,7 +127,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub fn f64(&self, name: &str) -> Result<Option<f64>, ApiError> {
+    pub(super) fn f64(&self, name: &str) -> Result<Option<f64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Number(n)) => n
@@ -142,7 +142,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+    pub(super) fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -151,11 +151,11 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub fn req_u64(&self, name: &str) -> Result<u64, ApiError> {
+    pub(super) fn req_u64(&self, name: &str) -> Result<u64, ApiError> {
         self.u64(name)?.ok_or_else(|| missing(name))
     }
 
-    pub fn str(&self, name: &str) -> Result<Option<&'a str>, ApiError> {
+    pub(super) fn str(&self, name: &str) -> Result<Option<&'a str>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -163,11 +163,11 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub fn req_str(&self, name: &str) -> Result<&'a str, ApiError> {
+    pub(super) fn req_str(&self, name: &str) -> Result<&'a str, ApiError> {
         self.str(name)?.ok_or_else(|| missing(name))
     }
 
-    pub fn object(&self, name: &str) -> Result<Option<Params<'a>>, ApiError> {
+    pub(super) fn object(&self, name: &str) -> Result<Option<Params<'a>>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Object(o)) => Ok(Some(Params::new(o))),
@@ -175,7 +175,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub fn array(&self, name: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
+    pub(super) fn array(&self, name: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Array(a)) => Ok(Some(a)),
@@ -194,7 +194,7 @@ const MAX_QUERY_KEYS: usize = 1024;
 /// Folds `A.0=x&A.1=y&B.C=z` back into `{"A": ["x","y"], "B": {"C": "z"}}`.
 /// Keys deeper than [`MAX_QUERY_DEPTH`], indexes past [`MAX_QUERY_INDEX`] and
 /// more than [`MAX_QUERY_KEYS`] keys are refused: what is built is bounded.
-pub fn from_query(query: &str) -> Result<Value, ApiError> {
+pub(super) fn from_query(query: &str) -> Result<Value, ApiError> {
     let mut root = Value::Object(Map::new());
     for (n, (k, v)) in form_urlencoded::parse(query.as_bytes()).enumerate() {
         if n >= MAX_QUERY_KEYS {

@@ -191,7 +191,7 @@ fn relay_error(e: RelayError) -> ApiError {
     }
 }
 
-pub fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let room_str = p.req_str("RoomId")?;
     let room = match p.u64("RoomIdType")?.unwrap_or(1) {
@@ -263,7 +263,7 @@ pub fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
     Ok(o)
 }
 
-pub fn describe(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn describe(state: &AppState, p: &Params<'_>) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let id = p.req_str("TaskId")?;
     let d = state.recordings.describe(app, id).ok_or_else(not_found)?;
@@ -293,7 +293,7 @@ pub fn describe(state: &AppState, p: &Params<'_>) -> ApiResult {
     Ok(o)
 }
 
-pub fn modify(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn modify(state: &AppState, p: &Params<'_>) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let id = p.req_str("TaskId")?;
     let sub = subscription(p)?;
@@ -346,7 +346,7 @@ pub fn modify(state: &AppState, p: &Params<'_>) -> ApiResult {
     Ok(o)
 }
 
-pub fn delete(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn delete(state: &AppState, p: &Params<'_>) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let id = p.req_str("TaskId")?;
     if !state.recordings.stop(app, id) {

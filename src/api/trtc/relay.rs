@@ -177,7 +177,7 @@ fn check_no_unsupported(p: &Params<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let room_str = p.req_str("RoomId")?;
     // RoomIdType here: 0 = integer room, 1 = string room.
@@ -261,7 +261,7 @@ fn task(state: &AppState, p: &Params<'_>) -> Result<(String, RelaySpec, TaskStat
     Ok((id.to_owned(), spec, status.state))
 }
 
-pub fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
     let (id, spec, st) = task(state, p)?;
     let seq = p.req_u64("SequenceNumber")?;
     if matches!(st, TaskState::Stopped(_)) {
@@ -368,7 +368,7 @@ pub fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
     Ok(out)
 }
 
-pub fn stop(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn stop(state: &AppState, p: &Params<'_>) -> ApiResult {
     let (id, _, st) = task(state, p)?;
     if !matches!(st, TaskState::Stopped(_)) {
         match state.relays.stop(&id) {

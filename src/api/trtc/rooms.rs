@@ -8,7 +8,7 @@ use crate::api::AppState;
 use crate::room::{Command, RoomCallError, RoomError, RoomId, RoomKey, UserId};
 
 /// SdkAppId, which must be a configured application.
-pub fn sdk_app_id(state: &AppState, p: &Params<'_>) -> Result<u64, ApiError> {
+pub(super) fn sdk_app_id(state: &AppState, p: &Params<'_>) -> Result<u64, ApiError> {
     let app = p.req_u64("SdkAppId")?;
     if state.config.app_key(app).is_none() {
         return Err(ApiError::new(
@@ -20,7 +20,11 @@ pub fn sdk_app_id(state: &AppState, p: &Params<'_>) -> Result<u64, ApiError> {
 }
 
 /// SdkAppId and RoomId: a u32 number for the plain actions, a string for `ByStrRoomId`.
-pub fn room_key(state: &AppState, p: &Params<'_>, str_room: bool) -> Result<RoomKey, ApiError> {
+pub(super) fn room_key(
+    state: &AppState,
+    p: &Params<'_>,
+    str_room: bool,
+) -> Result<RoomKey, ApiError> {
     let app = sdk_app_id(state, p)?;
     let room = if str_room {
         let s = p.req_str("RoomId")?;
@@ -48,7 +52,7 @@ fn room_error(e: RoomCallError) -> ApiError {
     }
 }
 
-pub async fn dismiss(state: &AppState, p: &Params<'_>, str_room: bool) -> ApiResult {
+pub(super) async fn dismiss(state: &AppState, p: &Params<'_>, str_room: bool) -> ApiResult {
     let room = room_key(state, p, str_room)?;
     state
         .rooms
@@ -58,7 +62,7 @@ pub async fn dismiss(state: &AppState, p: &Params<'_>, str_room: bool) -> ApiRes
     Ok(Map::new())
 }
 
-pub async fn remove_user(state: &AppState, p: &Params<'_>, str_room: bool) -> ApiResult {
+pub(super) async fn remove_user(state: &AppState, p: &Params<'_>, str_room: bool) -> ApiResult {
     let room = room_key(state, p, str_room)?;
     let ids = p
         .array("UserIds")?
