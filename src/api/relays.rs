@@ -5,7 +5,6 @@
 //! hand or by scripts; it answers only to loopback callers.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
@@ -15,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::relay::{DEFAULT_MAX_IDLE, RelayError, RelaySpec, RelayStatus, TaskState};
+use crate::relay::{RelayError, RelaySpec, RelayStatus, TaskState};
 use crate::room::{RoomId, RoomIdType, RoomKey, UserId};
 use crate::rtmp::push::{PushState, PushUrl};
 
@@ -109,13 +108,15 @@ pub(crate) async fn start(
             return err(StatusCode::BAD_REQUEST, e);
         }
     }
-    let max_idle = req.max_idle_time.unwrap_or(DEFAULT_MAX_IDLE.as_secs());
-    if !(5..=86_400).contains(&max_idle) {
-        return err(
-            StatusCode::BAD_REQUEST,
-            "max_idle_time must be in 5..=86400 seconds",
-        );
-    }
+    let max_idle = match crate::relay::max_idle(req.max_idle_time) {
+        Ok(d) => d,
+        Err(_) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "max_idle_time must be in 5..=86400 seconds",
+            );
+        }
+    };
     let key = RoomKey {
         app: req.sdkappid,
         room,
@@ -129,7 +130,7 @@ pub(crate) async fn start(
         Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
     };
     spec.rtmp = rtmp;
-    spec.max_idle = Duration::from_secs(max_idle);
+    spec.max_idle = max_idle;
     if let Some(s) = req.stream {
         spec.stream = s;
     }

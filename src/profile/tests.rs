@@ -1,4 +1,5 @@
 use super::*;
+use std::path::Path;
 
 fn check(text: &str) -> Result<RelayProfile, ProfileError> {
     parse(text, "t", Path::new("t.toml"), Path::new("."))
@@ -414,4 +415,36 @@ fn auto_profiles_match_rooms() {
         .unwrap();
     assert!(all.matches("anything"));
     assert!(check("passthrough = true\n").unwrap().auto.is_none());
+}
+
+#[test]
+fn a_profile_built_in_code_is_validated_like_a_file_and_names_the_field() {
+    let file = ProfileFile {
+        video: Some(VideoFile {
+            width: Some(100_000),
+            ..VideoFile::default()
+        }),
+        ..ProfileFile::default()
+    };
+    let e = validate(file, "api-mix", Path::new("request")).unwrap_err();
+    assert_eq!(e.field, "video.width");
+    assert_eq!(e.line, None);
+    assert!(e.reason.contains("out of range"), "{e}");
+    // The same shape as the file says it: a cell's field path.
+    let file = ProfileFile {
+        layout: Some(LayoutFile {
+            mode: Some("custom".into()),
+            cells: vec![CellFile {
+                width: 0,
+                height: 10,
+                ..CellFile::default()
+            }],
+            ..LayoutFile::default()
+        }),
+        ..ProfileFile::default()
+    };
+    let e = validate(file, "api-mix", Path::new("request")).unwrap_err();
+    assert!(e.field.starts_with("layout.cells[0]"), "{e}");
+    // And a valid one validates.
+    assert!(validate(ProfileFile::default(), "api-mix", Path::new("request")).is_ok());
 }

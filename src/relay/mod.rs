@@ -24,6 +24,16 @@ pub(crate) use task::{Feedback, RelaySpec, RelayStatus, TaskState};
 /// Default `max_idle_time`: a task stops after this long without its anchor (TRTC: 30 s).
 pub(crate) const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(30);
 
+/// A task's `max_idle_time` from a request, in seconds (TRTC's MaxIdleTime):
+/// [`DEFAULT_MAX_IDLE`] when absent, else 5 to 86400; `Err` says the range.
+pub(crate) fn max_idle(secs: Option<u64>) -> Result<Duration, &'static str> {
+    match secs {
+        None => Ok(DEFAULT_MAX_IDLE),
+        Some(s) if (5..=86_400).contains(&s) => Ok(Duration::from_secs(s)),
+        Some(_) => Err("5 to 86400 seconds"),
+    }
+}
+
 /// Refuses output features this build cannot do yet, rather than silently
 /// ignoring part of the profile.
 fn check_outputs(profile: &RelayProfile) -> Result<(), RelayError> {

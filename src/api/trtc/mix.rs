@@ -2,19 +2,20 @@
 //!
 //! VideoParams (VideoEncode, LayoutParams, BackGroundColor) and
 //! AudioParams (AudioEncode, SubscribeAudioList / UnSubscribeAudioList with
-//! SoundLevel) are translated into a relay profile and validated by the same
+//! SoundLevel) are translated into a `ProfileFile` and validated by the same
 //! code as `profiles/*.toml`, so ranges and cell geometry are checked once.
 //! Image URLs, custom crops and transparency templates answer
 //! UnsupportedOperation; watermarks and SEI are accepted and not drawn
 //! (documented in README).
 
 use serde_json::Value;
-use toml::Table;
 
 use super::ApiError;
-use super::params::{Params, invalid, missing, unsupported};
+use super::params::{Params, int, invalid, missing, unsupported};
 use crate::mix::pipeline::AudioFilter;
-use crate::profile::{self, RelayProfile, VideoEncoding};
+use crate::profile::{
+    self, AudioFile, CellFile, LayoutFile, ProfileFile, RelayProfile, VideoEncoding, VideoFile,
+};
 
 fn user_of(stream: &Params<'_>) -> Result<Option<String>, ApiError> {
     let Some(info) = stream.object("UserInfo")? else {
@@ -32,20 +33,18 @@ fn render_mode(n: u64) -> Result<&'static str, ApiError> {
     }
 }
 
-/// The layout table of a profile from LayoutParams (+ BackGroundColor).
-fn layout_table(video: &Params<'_>) -> Result<Table, ApiError> {
-    let mut layout = Table::new();
+/// The layout of a profile from LayoutParams (+ BackGroundColor).
+fn layout_of(video: &Params<'_>) -> Result<LayoutFile, ApiError> {
+    let mut layout = LayoutFile::default();
     if video
         .str("BackgroundImageUrl")?
         .is_some_and(|u| !u.is_empty())
     {
         return Err(unsupported("A background image (BackgroundImageUrl)"));
     }
-    if let Some(c) = video.str("BackGroundColor")? {
-        layout.insert("background_color".into(), c.into());
-    }
+    layout.background_color = video.str("BackGroundColor")?.map(str::to_owned);
     let Some(lp) = video.object("LayoutParams")? else {
-        layout.insert("mode".into(), "floating".into());
+        layout.mode = Some("floating".into());
         return Ok(layout);
     };
     let mode = match lp.u64("MixLayoutMode")?.unwrap_or(1) {
@@ -55,12 +54,12 @@ fn layout_table(video: &Params<'_>) -> Result<Table, ApiError> {
         4 => "custom",
         _ => return Err(invalid("MixLayoutMode", "1, 2, 3 or 4")),
     };
-    layout.insert("mode".into(), mode.into());
+    layout.mode = Some(mode.into());
     if lp.u64("PureAudioHoldPlaceMode")? == Some(1) {
-        layout.insert("audio_only_holds_cell".into(), true.into());
+        layout.audio_only_holds_cell = Some(true);
     }
     if let Some(r) = lp.u64("RenderMode")? {
-        layout.insert("render_mode".into(), render_mode(r)?.into());
+        layout.render_mode = Some(render_mode(r)?.into());
     }
     if let Some(max) = lp.object("MaxVideoUser")?
         && let Some(stream) = max.object("UserMediaStream")?
@@ -68,13 +67,12 @@ fn layout_table(video: &Params<'_>) -> Result<Table, ApiError> {
         && mode != "grid"
         && mode != "custom"
     {
-        layout.insert("main_user".into(), user.into());
+        layout.main_user = Some(user);
     }
     if mode == "custom" {
         let list = lp
             .array("MixLayoutList")?
             .ok_or_else(|| missing("MixLayoutList"))?;
-        let mut cells = Vec::new();
         for v in list {
             let Value::Object(o) = v else {
                 return Err(invalid("MixLayoutList", "entries are objects"));
@@ -94,27 +92,23 @@ fn layout_table(video: &Params<'_>) -> Result<Table, ApiError> {
             if c.get("CustomCrop").is_some() {
                 return Err(unsupported("Cropping an input (CustomCrop)"));
             }
-            let mut cell = Table::new();
-            for (from, to) in [
-                ("LocationX", "x"),
-                ("LocationY", "y"),
-                ("ImageWidth", "width"),
-                ("ImageHeight", "height"),
-                ("ZOrder", "z_order"),
-            ] {
-                cell.insert(to.into(), (c.u64(from)?.unwrap_or(0) as i64).into());
-            }
+            let at = |k: &str| -> Result<i64, ApiError> { Ok(int(c.u64(k)?.unwrap_or(0))) };
+            let mut cell = CellFile {
+                x: at("LocationX")?,
+                y: at("LocationY")?,
+                width: at("ImageWidth")?,
+                height: at("ImageHeight")?,
+                z_order: at("ZOrder")?,
+                ..CellFile::default()
+            };
             if let Some(r) = c.u64("RenderMode")? {
-                cell.insert("render_mode".into(), render_mode(r)?.into());
+                cell.render_mode = Some(render_mode(r)?.into());
             }
-            if let Some(stream) = c.object("UserMediaStream")?
-                && let Some(user) = user_of(&stream)?
-            {
-                cell.insert("user_id".into(), user.into());
+            if let Some(stream) = c.object("UserMediaStream")? {
+                cell.user_id = user_of(&stream)?;
             }
-            cells.push(toml::Value::Table(cell));
+            layout.cells.push(cell);
         }
-        layout.insert("cells".into(), cells.into());
     }
     Ok(layout)
 }
@@ -125,7 +119,7 @@ pub(super) fn profile(
     p: &Params<'_>,
     current: Option<(&VideoEncoding, &profile::AudioEncoding)>,
 ) -> Result<RelayProfile, ApiError> {
-    let mut root = Table::new();
+    let mut file = ProfileFile::default();
     let video = p.object("VideoParams")?;
     let new_encode = match &video {
         Some(v) => v.object("VideoEncode")?,
@@ -134,82 +128,73 @@ pub(super) fn profile(
     match (new_encode, current) {
         // New encodings (start, or an update that restarts the mix).
         (Some(enc), _) => {
-            let mut t = Table::new();
-            for (from, to) in [
-                ("Width", "width"),
-                ("Height", "height"),
-                ("Fps", "fps"),
-                ("BitRate", "bitrate_kbps"),
-                ("Gop", "gop_seconds"),
-            ] {
-                t.insert(to.into(), (enc.req_u64(from)? as i64).into());
-            }
-            t.insert("preset".into(), "veryfast".into());
-            root.insert("video".into(), t.into());
+            file.video = Some(VideoFile {
+                width: Some(int(enc.req_u64("Width")?)),
+                height: Some(int(enc.req_u64("Height")?)),
+                fps: Some(int(enc.req_u64("Fps")?)),
+                bitrate_kbps: Some(int(enc.req_u64("BitRate")?)),
+                gop_seconds: Some(int(enc.req_u64("Gop")?)),
+                preset: Some("veryfast".into()),
+                ..VideoFile::default()
+            });
         }
         // An update keeping the running encoding exactly.
         (None, Some((v, _))) => {
-            let mut t = Table::new();
-            t.insert("width".into(), i64::from(v.width).into());
-            t.insert("height".into(), i64::from(v.height).into());
-            t.insert("fps".into(), i64::from(v.fps).into());
-            t.insert("bitrate_kbps".into(), i64::from(v.bitrate_kbps).into());
-            t.insert("gop_seconds".into(), i64::from(v.gop_seconds).into());
-            t.insert("preset".into(), v.preset.clone().into());
-            t.insert("bframes".into(), i64::from(v.bframes).into());
             let prof = match v.profile {
                 profile::H264Profile::Baseline => "baseline",
                 profile::H264Profile::Main => "main",
                 profile::H264Profile::High => "high",
             };
-            t.insert("profile".into(), prof.into());
-            if let Some(tune) = &v.tune {
-                t.insert("tune".into(), tune.clone().into());
-            }
-            root.insert("video".into(), t.into());
+            file.video = Some(VideoFile {
+                width: Some(v.width.into()),
+                height: Some(v.height.into()),
+                fps: Some(v.fps.into()),
+                bitrate_kbps: Some(v.bitrate_kbps.into()),
+                gop_seconds: Some(v.gop_seconds.into()),
+                preset: Some(v.preset.clone()),
+                profile: Some(prof.into()),
+                tune: v.tune.clone(),
+                bframes: Some(v.bframes.into()),
+            });
         }
         (None, None) if video.is_some() => return Err(missing("VideoEncode")),
-        (None, None) => {
-            root.insert("audio_only".into(), true.into());
-        }
+        (None, None) => file.audio_only = true,
     }
     if let Some(v) = &video {
-        root.insert("layout".into(), layout_table(v)?.into());
+        file.layout = Some(layout_of(v)?);
     } else if current.is_some() {
         return Err(missing("VideoParams"));
     }
-    let mut audio = Table::new();
-    match (
+    let audio = match (
         p.object("AudioParams")?
             .and_then(|a| a.object("AudioEncode").ok().flatten()),
         current,
     ) {
         (Some(enc), None) => {
-            audio.insert(
-                "sample_rate".into(),
-                (enc.req_u64("SampleRate")? as i64).into(),
-            );
-            audio.insert("channels".into(), (enc.req_u64("Channel")? as i64).into());
-            audio.insert(
-                "bitrate_kbps".into(),
-                (enc.req_u64("BitRate")? as i64).into(),
-            );
+            let audio = AudioFile {
+                sample_rate: Some(int(enc.req_u64("SampleRate")?)),
+                channels: Some(int(enc.req_u64("Channel")?)),
+                bitrate_kbps: Some(int(enc.req_u64("BitRate")?)),
+                ..AudioFile::default()
+            };
             if enc.u64("Codec")?.unwrap_or(0) != 0 {
                 return Err(unsupported("HE-AAC (this libavcodec has no libfdk_aac)"));
             }
+            audio
         }
         (None, None) => return Err(missing("AudioEncode")),
         (Some(_), Some(_)) => {
             return Err(unsupported("Changing the audio encoding of a running mix"));
         }
-        (None, Some((_, a))) => {
-            audio.insert("sample_rate".into(), i64::from(a.sample_rate).into());
-            audio.insert("channels".into(), i64::from(a.channels).into());
-            audio.insert("bitrate_kbps".into(), i64::from(a.bitrate_kbps).into());
-        }
-    }
-    root.insert("audio".into(), audio.into());
-    super::params::profile_from(&root, "api-mix", "InvalidParameter")
+        (None, Some((_, a))) => AudioFile {
+            sample_rate: Some(a.sample_rate.into()),
+            channels: Some(a.channels.into()),
+            bitrate_kbps: Some(a.bitrate_kbps.into()),
+            ..AudioFile::default()
+        },
+    };
+    file.audio = Some(audio);
+    super::params::validated(file, "api-mix", "InvalidParameter")
 }
 
 /// Per-user volumes, TRTC SoundLevel 0..=100.

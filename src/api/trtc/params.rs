@@ -57,6 +57,12 @@ pub(super) fn invalid(name: &str, why: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// A request's unsigned number as a profile field (out-of-range values are
+/// then refused by validation, never wrapped).
+pub(super) fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// What roomcast does not do, said rather than ignored.
 pub(super) fn unsupported(what: &str) -> ApiError {
     ApiError::new(
@@ -65,21 +71,14 @@ pub(super) fn unsupported(what: &str) -> ApiError {
     )
 }
 
-/// A relay profile from a TOML table built out of request parameters,
-/// validated like a profile file; errors carry `code`.
-pub(super) fn profile_from(
-    root: &toml::Table,
+/// A relay profile built from request parameters, validated by the same
+/// code as a profile file; errors name the profile field and carry `code`.
+pub(super) fn validated(
+    file: crate::profile::ProfileFile,
     name: &str,
     code: &'static str,
 ) -> Result<crate::profile::RelayProfile, ApiError> {
-    let text = toml::to_string(root).map_err(|e| ApiError::new("InternalError", e.to_string()))?;
-    crate::profile::parse(
-        &text,
-        name,
-        std::path::Path::new("request"),
-        std::path::Path::new("."),
-    )
-    .map_err(|e| {
+    crate::profile::validate(file, name, std::path::Path::new("request")).map_err(|e| {
         ApiError::new(
             code,
             format!("The mix parameters are invalid: {}: {}.", e.field, e.reason),

@@ -6,17 +6,16 @@
 //! never uploaded. `StorageParams` is required as in TRTC and accepted, but
 //! its cloud storage (COS, AWS, VOD) is not contacted.
 
-use std::time::Duration;
-
 use serde_json::{Map, Value};
-use toml::Table;
 
-use super::params::{Params, invalid, missing, unsupported};
+use super::params::{Params, int, invalid, missing, unsupported};
 use super::{ApiError, ApiResult};
 use crate::api::AppState;
 use crate::auth::client::authenticate;
 use crate::mix::pipeline::AudioFilter;
-use crate::profile::{self, RecordFormat, RecordOutput};
+use crate::profile::{
+    self, AudioFile, LayoutFile, ProfileFile, RecordFormat, RecordOutput, VideoFile,
+};
 use crate::record::tasks::{Mode, Subscription};
 use crate::relay::{RelayError, RelaySpec};
 use crate::room::{RoomId, RoomKey, UserId};
@@ -87,9 +86,9 @@ fn output(r: &Params<'_>) -> Result<RecordOutput, ApiError> {
     })
 }
 
-/// MixLayoutParams → the `[layout]` table of a mix profile.
-fn layout(p: Option<Params<'_>>) -> Result<Table, ApiError> {
-    let mut t = Table::new();
+/// MixLayoutParams → the layout of a mix profile.
+fn layout(p: Option<Params<'_>>) -> Result<LayoutFile, ApiError> {
+    let mut t = LayoutFile::default();
     let mode = match p
         .as_ref()
         .map(|l| l.u64("MixLayoutMode"))
@@ -102,18 +101,18 @@ fn layout(p: Option<Params<'_>>) -> Result<Table, ApiError> {
         Some(4) => return Err(unsupported("A custom recording layout (MixLayoutMode 4)")),
         Some(_) => return Err(invalid("MixLayoutMode", "1 to 4")),
     };
-    t.insert("mode".into(), mode.into());
+    t.mode = Some(mode.into());
     if let Some(l) = &p {
         if let Some(c) = l.str("BackGroundColor")? {
             let hex = c.trim_start_matches('#').trim_start_matches("0x");
             if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(invalid("BackGroundColor", "#RRGGBB"));
             }
-            t.insert("background_color".into(), format!("0x{hex}").into());
+            t.background_color = Some(format!("0x{hex}"));
         }
         if let Some(u) = l.str("MaxResolutionUserId")? {
             UserId::new(u).map_err(|e| invalid("MaxResolutionUserId", e))?;
-            t.insert("main_user".into(), u.into());
+            t.main_user = Some(u.into());
         }
     }
     Ok(t)
@@ -140,20 +139,15 @@ fn mix_profile(p: &Params<'_>) -> Result<profile::RelayProfile, ApiError> {
             .flatten()
             .unwrap_or(d))
     };
-    let mut video = Table::new();
-    video.insert("width".into(), (get(&v, "Width", 360)? as i64).into());
-    video.insert("height".into(), (get(&v, "Height", 640)? as i64).into());
-    video.insert("fps".into(), (get(&v, "Fps", 15)? as i64).into());
-    video.insert(
-        "bitrate_kbps".into(),
-        ((get(&v, "BitRate", 550_000)? / 1000) as i64).into(),
-    );
-    video.insert(
-        "gop_seconds".into(),
-        (get(&v, "Gop", 10)?.min(5) as i64).into(),
-    );
-    video.insert("preset".into(), "veryfast".into());
-    let mut audio = Table::new();
+    let video = VideoFile {
+        width: Some(int(get(&v, "Width", 360)?)),
+        height: Some(int(get(&v, "Height", 640)?)),
+        fps: Some(int(get(&v, "Fps", 15)?)),
+        bitrate_kbps: Some(int(get(&v, "BitRate", 550_000)? / 1000)),
+        gop_seconds: Some(int(get(&v, "Gop", 10)?.min(5))),
+        preset: Some("veryfast".into()),
+        ..VideoFile::default()
+    };
     let rate = match get(&a, "SampleRate", 1)? {
         1 => 48_000,
         2 => 44_100,
@@ -165,20 +159,19 @@ fn mix_profile(p: &Params<'_>) -> Result<profile::RelayProfile, ApiError> {
             ));
         }
     };
-    audio.insert("sample_rate".into(), rate.into());
-    audio.insert("channels".into(), (get(&a, "Channel", 2)? as i64).into());
-    audio.insert(
-        "bitrate_kbps".into(),
-        ((get(&a, "BitRate", 64_000)? / 1000) as i64).into(),
-    );
-    let mut root = Table::new();
-    root.insert("video".into(), video.into());
-    root.insert("audio".into(), audio.into());
-    root.insert(
-        "layout".into(),
-        layout(p.object("MixLayoutParams")?)?.into(),
-    );
-    super::params::profile_from(&root, "api-recording", "InvalidParameter.OutOfRange")
+    let audio = AudioFile {
+        sample_rate: Some(rate),
+        channels: Some(int(get(&a, "Channel", 2)?)),
+        bitrate_kbps: Some(int(get(&a, "BitRate", 64_000)? / 1000)),
+        ..AudioFile::default()
+    };
+    let file = ProfileFile {
+        video: Some(video),
+        audio: Some(audio),
+        layout: Some(layout(p.object("MixLayoutParams")?)?),
+        ..ProfileFile::default()
+    };
+    super::params::validated(file, "api-recording", "InvalidParameter.OutOfRange")
 }
 
 fn relay_error(e: RelayError) -> ApiError {
@@ -209,10 +202,8 @@ pub(super) fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
         .object("RecordParams")?
         .ok_or_else(|| missing("RecordParams"))?;
     let mode = r.u64("RecordMode")?.ok_or_else(|| missing("RecordMode"))?;
-    let max_idle = r.u64("MaxIdleTime")?.unwrap_or(30);
-    if !(5..=86_400).contains(&max_idle) {
-        return Err(invalid("MaxIdleTime", "5 to 86400 seconds"));
-    }
+    let max_idle =
+        crate::relay::max_idle(r.u64("MaxIdleTime")?).map_err(|why| invalid("MaxIdleTime", why))?;
     match r.u64("StreamType")?.unwrap_or(0) {
         0 => {}
         1 | 2 => {
@@ -256,7 +247,7 @@ pub(super) fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
     };
     let id = state
         .recordings
-        .start(key, mode, out, Duration::from_secs(max_idle))
+        .start(key, mode, out, max_idle)
         .map_err(relay_error)?;
     let mut o = Map::new();
     o.insert("TaskId".into(), Value::String(id));
@@ -302,14 +293,17 @@ pub(super) fn modify(state: &AppState, p: &Params<'_>) -> ApiResult {
         let layout = match new_layout {
             Some(l) => {
                 // A whole profile around the layout, so it is validated the same way.
-                let mut root = Table::new();
-                root.insert("layout".into(), layout(Some(l))?.into());
-                let mut audio = Table::new();
-                audio.insert("sample_rate".into(), 48_000.into());
-                audio.insert("channels".into(), 2.into());
-                audio.insert("bitrate_kbps".into(), 64.into());
-                root.insert("audio".into(), audio.into());
-                let prof = super::params::profile_from(&root, "api-recording", "InvalidParameter")?;
+                let file = ProfileFile {
+                    layout: Some(layout(Some(l))?),
+                    audio: Some(AudioFile {
+                        sample_rate: Some(48_000),
+                        channels: Some(2),
+                        bitrate_kbps: Some(64),
+                        ..AudioFile::default()
+                    }),
+                    ..ProfileFile::default()
+                };
+                let prof = super::params::validated(file, "api-recording", "InvalidParameter")?;
                 match prof.mode {
                     profile::RelayMode::Mix { layout } => Some(layout),
                     profile::RelayMode::Passthrough { .. } => None,

@@ -5,8 +5,6 @@
 //! relay recording are answered with UnsupportedOperation rather than
 //! half-done; SEI and watermarks are accepted and not acted on.
 
-use std::time::Duration;
-
 use serde_json::{Map, Value};
 
 use super::params::{Params, invalid, missing, unsupported};
@@ -191,10 +189,8 @@ pub(super) fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
         .object("AgentParams")?
         .ok_or_else(|| missing("AgentParams"))?;
     UserId::new(agent.req_str("UserId")?).map_err(|e| invalid("AgentParams.UserId", e))?;
-    let max_idle = agent.u64("MaxIdleTime")?.unwrap_or(30);
-    if !(5..=86_400).contains(&max_idle) {
-        return Err(invalid("MaxIdleTime", "5 to 86400 seconds"));
-    }
+    let max_idle = crate::relay::max_idle(agent.u64("MaxIdleTime")?)
+        .map_err(|why| invalid("MaxIdleTime", why))?;
     let with_transcoding = p.req_u64("WithTranscoding")?;
     check_no_unsupported(p)?;
     let feedback = feedback(state, app, p)?;
@@ -232,7 +228,7 @@ pub(super) fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
         }
         _ => return Err(invalid("WithTranscoding", "0 or 1")),
     };
-    spec.max_idle = Duration::from_secs(max_idle);
+    spec.max_idle = max_idle;
     spec.feedback = feedback;
     // The stream is named after the first CDN URL's last path segment.
     if let Some(name) = urls[0]

@@ -1,460 +1,31 @@
-//! Relay profiles: the TOML form of a relay task's encoding, layout and outputs.
-//!
-//! A profile file (`profiles/*.toml`) is parsed into a private `ProfileFile`
-//! that mirrors the TOML exactly, then validated into a `RelayProfile` that
-//! the rest of the code uses. The shape follows TRTC's StartPublishCdnStream
-//! parameters (SPEC §2.5) and their ranges. Every error names the file, the
-//! line where it can be found, the field and the allowed values.
-//!
-//! Pure apart from reading the files it is asked to load and checking that
-//! images a profile names exist; no clock, no sockets.
+//! Validation: a [`ProfileFile`] becomes a [`RelayProfile`], or an error
+//! naming the field path, the allowed values and (for a file) its line.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Deserialize;
+use super::file::*;
+use super::*;
 
-/// Inputs a mix may hold at most (TRTC: 16).
-pub const MAX_INPUTS: u32 = 16;
-/// Default time a stalled anchor's last picture stays before its placeholder.
-pub const DEFAULT_FREEZE_MS: u32 = 800;
-/// RTMP targets a task may push to at most (TRTC: 10).
-pub const MAX_RTMP_TARGETS: usize = 10;
-
-/// The profiles shipped in `profiles/`, embedded so the gateway has them on
-/// its built-in defaults even without a profiles directory.
-pub const BUILTIN: &[(&str, &str)] = &[
-    ("grid-720p", include_str!("../profiles/grid-720p.toml")),
-    (
-        "floating-1080p",
-        include_str!("../profiles/floating-1080p.toml"),
-    ),
-    (
-        "screen-share-1080p",
-        include_str!("../profiles/screen-share-1080p.toml"),
-    ),
-    ("pip-720p", include_str!("../profiles/pip-720p.toml")),
-    ("passthrough", include_str!("../profiles/passthrough.toml")),
-    ("audio-only", include_str!("../profiles/audio-only.toml")),
-];
-
-/// A validation failure: `file:line: field: reason`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProfileError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub field: String,
-    pub reason: String,
+pub(super) struct Validator<'a> {
+    /// The TOML text errors find their line in (empty when built in code).
+    pub(super) text: &'a str,
+    pub(super) source: &'a Path,
+    pub(super) base_dir: &'a Path,
 }
 
-impl fmt::Display for ProfileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-        }
-        if self.field.is_empty() {
-            write!(f, ": {}", self.reason)
-        } else {
-            write!(f, ": {}: {}", self.field, self.reason)
-        }
-    }
-}
-
-impl std::error::Error for ProfileError {}
-
-// ---------------------------------------------------------------------------
-// The validated profile.
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RelayProfile {
-    pub name: String,
-    pub description: String,
-    /// Where the profile came from (a file, or `builtin:NAME`).
-    pub source: PathBuf,
-    pub mode: RelayMode,
-    /// `None` for audio-only profiles.
-    pub video: Option<VideoEncoding>,
-    pub audio: AudioEncoding,
-    pub outputs: Outputs,
-    /// Relay every anchor of matching rooms automatically (`auto = true`).
-    pub auto: Option<AutoRelay>,
-}
-
-/// Which rooms an automatic profile relays.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AutoRelay {
-    /// Room id patterns: exact, or a prefix ending in `*`. Empty: every room.
-    pub rooms: Vec<String>,
-}
-
-impl AutoRelay {
-    pub fn matches(&self, room: &str) -> bool {
-        self.rooms.is_empty()
-            || self.rooms.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => room.starts_with(prefix),
-                None => room == p,
-            })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum RelayMode {
-    /// One anchor remuxed without video transcoding (TRTC WithTranscoding=0).
-    Passthrough {
-        /// Re-encode AAC audio too (TRTC always re-encodes audio).
-        audio_reencode: bool,
-    },
-    /// Several anchors decoded, composed by layout and re-encoded.
-    Mix { layout: Layout },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct VideoEncoding {
-    pub width: u32,
-    pub height: u32,
-    pub fps: u32,
-    pub bitrate_kbps: u32,
-    pub gop_seconds: u32,
-    pub preset: String,
-    pub profile: H264Profile,
-    pub tune: Option<String>,
-    pub bframes: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum H264Profile {
-    Baseline,
-    Main,
-    High,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AudioEncoding {
-    pub sample_rate: u32,
-    pub channels: u32,
-    pub bitrate_kbps: u32,
-    pub codec: AudioCodec,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AudioCodec {
-    AacLc,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Layout {
-    pub mode: LayoutMode,
-    pub max_inputs: u32,
-    pub render_mode: RenderMode,
-    pub background: Background,
-    pub placeholder: Background,
-    /// Audio-only users hold a cell (TRTC PureAudioHoldPlaceMode).
-    pub audio_only_holds_cell: bool,
-    /// The user shown big in floating / screen-share layouts (TRTC MaxVideoUser).
-    pub main_user: Option<String>,
-    /// Custom layouts only.
-    pub cells: Vec<Cell>,
-    /// A stalled anchor keeps its last picture this long, then shows its placeholder.
-    pub freeze_ms: u32,
-}
-
-impl Default for Layout {
-    /// What a profile without `[layout]` gets: a grid of up to 16, cropped,
-    /// on black, dark grey placeholders.
-    fn default() -> Layout {
-        Layout {
-            mode: LayoutMode::Grid,
-            max_inputs: MAX_INPUTS,
-            render_mode: RenderMode::Crop,
-            background: Background::Color(Rgb(0, 0, 0)),
-            placeholder: Background::Color(Rgb(0x33, 0x33, 0x33)),
-            audio_only_holds_cell: false,
-            main_user: None,
-            cells: Vec::new(),
-            freeze_ms: DEFAULT_FREEZE_MS,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LayoutMode {
-    Floating,
-    Grid,
-    ScreenShare,
-    Pip,
-    Custom,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RenderMode {
-    /// Scale to fill the cell, cropping overflow.
-    Crop,
-    /// Scale to fit inside the cell, background showing around.
-    Fit,
-    /// Scale to the cell's size, ignoring aspect ratio.
-    Stretch,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Background {
-    Color(Rgb),
-    Image(PathBuf),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rgb(pub u8, pub u8, pub u8);
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cell {
-    pub x: u32,
-    pub y: u32,
-    pub width: u32,
-    pub height: u32,
-    pub z_order: u32,
-    pub render_mode: RenderMode,
-    /// Pinned user; unpinned cells are filled in entry order.
-    pub user_id: Option<String>,
-    pub placeholder: Option<Background>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outputs {
-    pub rtmp: Vec<String>,
-    pub hls: Option<HlsOutput>,
-    pub record: Option<RecordOutput>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct HlsOutput {
-    pub segment_seconds: u32,
-    /// Segments kept in the live playlist.
-    pub window: u32,
-    pub low_latency: bool,
-    pub part_ms: u32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordOutput {
-    pub format: RecordFormat,
-    pub max_file_minutes: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordFormat {
-    Mp4,
-    Hls,
-    HlsAndMp4,
-    Aac,
-}
-
-// ---------------------------------------------------------------------------
-// The file shape: exactly what the TOML says.
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProfileFile {
-    name: Option<String>,
-    description: Option<String>,
-    #[serde(default)]
-    passthrough: bool,
-    #[serde(default)]
-    audio_only: bool,
-    #[serde(default)]
-    auto: bool,
-    auto_rooms: Option<Vec<String>>,
-    video: Option<VideoFile>,
-    audio: Option<AudioFile>,
-    layout: Option<LayoutFile>,
-    outputs: Option<OutputsFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VideoFile {
-    width: Option<i64>,
-    height: Option<i64>,
-    fps: Option<i64>,
-    bitrate_kbps: Option<i64>,
-    gop_seconds: Option<i64>,
-    preset: Option<String>,
-    profile: Option<String>,
-    tune: Option<String>,
-    bframes: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AudioFile {
-    sample_rate: Option<i64>,
-    channels: Option<i64>,
-    bitrate_kbps: Option<i64>,
-    codec: Option<String>,
-    reencode: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LayoutFile {
-    mode: Option<String>,
-    max_inputs: Option<i64>,
-    render_mode: Option<String>,
-    background_color: Option<String>,
-    background_image: Option<String>,
-    placeholder_color: Option<String>,
-    placeholder_image: Option<String>,
-    audio_only_holds_cell: Option<bool>,
-    main_user: Option<String>,
-    freeze_ms: Option<i64>,
-    #[serde(default)]
-    cells: Vec<CellFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CellFile {
-    x: i64,
-    y: i64,
-    width: i64,
-    height: i64,
-    #[serde(default)]
-    z_order: i64,
-    render_mode: Option<String>,
-    user_id: Option<String>,
-    placeholder_color: Option<String>,
-    placeholder_image: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OutputsFile {
-    #[serde(default)]
-    rtmp: Vec<String>,
-    hls: Option<HlsFile>,
-    record: Option<RecordFile>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HlsFile {
-    enabled: Option<bool>,
-    segment_seconds: Option<i64>,
-    window: Option<i64>,
-    low_latency: Option<bool>,
-    part_ms: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RecordFile {
-    enabled: Option<bool>,
-    format: Option<String>,
-    max_file_minutes: Option<i64>,
-}
-
-// ---------------------------------------------------------------------------
-// Loading.
-
-/// Loads and validates one profile file.
-pub fn load_file(path: &Path) -> Result<RelayProfile, ProfileError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ProfileError {
-        file: path.to_path_buf(),
-        line: None,
-        field: String::new(),
-        reason: format!("cannot read: {e}"),
-    })?;
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let base = path.parent().unwrap_or(Path::new("."));
-    parse(&text, &stem, path, base)
-}
-
-/// Parses and validates profile text. `default_name` is used when the file
-/// names none; `source` is the name errors show; relative image paths are
-/// resolved against `base_dir`.
-pub fn parse(
-    text: &str,
-    default_name: &str,
+/// Validates a profile built in code (the TRTC API's requests): errors name
+/// the field path; `source` is what they show as the file.
+pub(crate) fn validate(
+    file: ProfileFile,
+    name: &str,
     source: &Path,
-    base_dir: &Path,
 ) -> Result<RelayProfile, ProfileError> {
-    let file: ProfileFile = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| line_of_offset(text, s.start));
-        let field = line
-            .and_then(|l| text.lines().nth(l - 1))
-            .and_then(|l| l.split_once('='))
-            .map(|(k, _)| k.trim().to_owned())
-            .unwrap_or_default();
-        ProfileError {
-            file: source.to_path_buf(),
-            line,
-            field,
-            reason: e.message().to_owned(),
-        }
-    })?;
-    let v = Validator {
-        text,
+    Validator {
+        text: "",
         source,
-        base_dir,
-    };
-    v.profile(file, default_name)
-}
-
-/// The embedded profiles, then every `*.toml` in `dir` (a file overrides an
-/// embedded profile of the same name). Returns every error, not just the first.
-pub fn load_all(dir: Option<&Path>) -> Result<Vec<RelayProfile>, Vec<ProfileError>> {
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for (name, text) in BUILTIN {
-        let src = PathBuf::from(format!("builtin:{name}"));
-        match parse(text, name, &src, Path::new(".")) {
-            Ok(p) => out.push(p),
-            Err(e) => errors.push(e),
-        }
+        base_dir: Path::new("."),
     }
-    if let Some(dir) = dir.filter(|d| d.is_dir()) {
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect(),
-            Err(e) => {
-                errors.push(ProfileError {
-                    file: dir.to_path_buf(),
-                    line: None,
-                    field: String::new(),
-                    reason: format!("cannot list: {e}"),
-                });
-                Vec::new()
-            }
-        };
-        files.sort();
-        for f in files {
-            match load_file(&f) {
-                Ok(p) => {
-                    out.retain(|q: &RelayProfile| q.name != p.name);
-                    out.push(p);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Validation.
-
-struct Validator<'a> {
-    text: &'a str,
-    source: &'a Path,
-    base_dir: &'a Path,
+    .profile(file, name)
 }
 
 /// One step of a path into the TOML document.
@@ -516,7 +87,11 @@ impl Validator<'_> {
             })
     }
 
-    fn profile(&self, f: ProfileFile, default_name: &str) -> Result<RelayProfile, ProfileError> {
+    pub(super) fn profile(
+        &self,
+        f: ProfileFile,
+        default_name: &str,
+    ) -> Result<RelayProfile, ProfileError> {
         let name = f.name.unwrap_or_else(|| default_name.to_owned());
         if name.is_empty()
             || name.len() > 64
@@ -988,28 +563,7 @@ impl Validator<'_> {
     }
 }
 
-/// `0xRRGGBB` (TRTC) or `#RRGGBB`.
-pub fn parse_rgb(s: &str) -> Option<Rgb> {
-    let hex = s
-        .strip_prefix("0x")
-        .or_else(|| s.strip_prefix("0X"))
-        .or_else(|| s.strip_prefix('#'))?;
-    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let n = u32::from_str_radix(hex, 16).ok()?;
-    Some(Rgb((n >> 16) as u8, (n >> 8) as u8, n as u8))
-}
-
-/// An RTMP push target: `rtmp://host[:port]/app/stream[?query]`.
-pub fn check_rtmp_url(url: &str) -> Result<(), String> {
-    if url.len() > 1024 {
-        return Err("URL longer than 1024 bytes".into());
-    }
-    crate::rtmp::push::PushUrl::parse(url).map(|_| ())
-}
-
-fn line_of_offset(text: &str, offset: usize) -> usize {
+pub(super) fn line_of_offset(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
@@ -1059,6 +613,3 @@ fn line_of_path(text: &str, path: &[Seg<'_>]) -> Option<usize> {
     }
     best
 }
-
-#[cfg(test)]
-mod tests;
