@@ -468,26 +468,31 @@ impl VideoEncoder {
 mod tests {
     use super::*;
 
+    /// A realtime libvpx (`libvpx`: VP8, `libvpx-vp9`) encoder of `w`x`h` at 25 fps.
+    fn vpx_encoder(name: &str, w: u32, h: u32) -> ff::encoder::Video {
+        let codec = ff::encoder::find_by_name(name).unwrap();
+        let mut enc = ff::codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .unwrap();
+        enc.set_width(w);
+        enc.set_height(h);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base(ff::Rational::new(1, 25));
+        enc.set_bit_rate(200_000);
+        let mut opts = ff::Dictionary::new();
+        opts.set("deadline", "realtime");
+        opts.set("cpu-used", "8");
+        opts.set("lag-in-frames", "0");
+        enc.open_as_with(codec, opts).unwrap()
+    }
+
     /// VP8 and VP9 (WebRTC anchors) decode like H.264.
     #[test]
     fn decodes_vp8_and_vp9() {
         ff::init().unwrap();
         for (codec, name) in [(Codec::Vp8, "libvpx"), (Codec::Vp9, "libvpx-vp9")] {
-            let enc_codec = ff::encoder::find_by_name(name).unwrap();
-            let mut enc = ff::codec::context::Context::new_with_codec(enc_codec)
-                .encoder()
-                .video()
-                .unwrap();
-            enc.set_width(160);
-            enc.set_height(120);
-            enc.set_format(ff::format::Pixel::YUV420P);
-            enc.set_time_base(ff::Rational::new(1, 25));
-            enc.set_bit_rate(200_000);
-            let mut opts = ff::Dictionary::new();
-            opts.set("deadline", "realtime");
-            opts.set("cpu-used", "8");
-            opts.set("lag-in-frames", "0");
-            let mut enc = enc.open_as_with(enc_codec, opts).unwrap();
+            let mut enc = vpx_encoder(name, 160, 120);
             let mut canvas = Canvas::new(160, 120, &Background::Color(Rgb(255, 0, 0)));
             let config = TrackConfig {
                 kind: TrackKind::Video,
@@ -528,21 +533,7 @@ mod tests {
 
     /// One VP8 keyframe of `w`x`h`, as a WebRTC anchor would send it.
     fn vp8_keyframe(w: u32, h: u32) -> EncodedFrame {
-        let enc_codec = ff::encoder::find_by_name("libvpx").unwrap();
-        let mut enc = ff::codec::context::Context::new_with_codec(enc_codec)
-            .encoder()
-            .video()
-            .unwrap();
-        enc.set_width(w);
-        enc.set_height(h);
-        enc.set_format(ff::format::Pixel::YUV420P);
-        enc.set_time_base(ff::Rational::new(1, 25));
-        enc.set_bit_rate(200_000);
-        let mut opts = ff::Dictionary::new();
-        opts.set("deadline", "realtime");
-        opts.set("cpu-used", "16");
-        opts.set("lag-in-frames", "0");
-        let mut enc = enc.open_as_with(enc_codec, opts).unwrap();
+        let mut enc = vpx_encoder("libvpx", w, h);
         let mut canvas = Canvas::new(w, h, &Background::Color(Rgb(0, 0, 255)));
         canvas.compose(&[], |_| None).unwrap();
         let frame = canvas.frame_mut();
