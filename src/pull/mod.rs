@@ -162,7 +162,13 @@ impl PullManager {
                             EventKind::RoomClosed { .. } => break ("room closed".to_owned(), false),
                             _ => {}
                         },
-                        Ok(_) | Err(RecvError::Lagged(_)) => {}
+                        // Events were missed: ask whether ours was among them.
+                        Err(RecvError::Lagged(_)) => {
+                            if !this.rooms.has_session(session).await {
+                                break ("its session ended while its room events were missed".to_owned(), false);
+                            }
+                        }
+                        Ok(_) => {}
                         Err(RecvError::Closed) => break ("shutting down".to_owned(), false),
                     },
                 }

@@ -134,6 +134,12 @@ impl Rooms {
         self.timers.next_deadline()
     }
 
+    /// Whether a connection's session is still in a room (entered, not
+    /// replaced, removed or gone): what a subscriber that missed events asks.
+    pub(crate) fn has_session(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
     #[cfg(test)]
     pub(crate) fn room_exists(&self, key: &RoomKey) -> bool {
         self.rooms.contains_key(key)

@@ -163,6 +163,20 @@ fn applications_never_share_rooms_or_users() {
 }
 
 #[test]
+fn a_session_is_known_until_it_leaves_or_is_replaced() {
+    let mut w = World::new();
+    let a = w.enter(0, &num(1), "a", Role::Anchor, Scene::Live);
+    assert!(w.rooms.has_session(a));
+    // The same user entering again replaces the session.
+    let b = w.enter(1, &num(1), "a", Role::Anchor, Scene::Live);
+    assert!(!w.rooms.has_session(a));
+    assert!(w.rooms.has_session(b));
+    w.do_(2, Command::Leave { session: b }).unwrap();
+    assert!(!w.rooms.has_session(b));
+    assert!(!w.rooms.has_session(SessionId(999)));
+}
+
+#[test]
 fn a_user_is_in_one_room_at_a_time() {
     let mut w = World::new();
     w.enter(0, &num(1), "a", Role::Anchor, Scene::Live);

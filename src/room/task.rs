@@ -30,6 +30,10 @@ enum Request {
         cmd: Command,
         reply: oneshot::Sender<Result<(), RoomError>>,
     },
+    HasSession {
+        session: SessionId,
+        reply: oneshot::Sender<bool>,
+    },
     Shutdown,
 }
 
@@ -65,6 +69,22 @@ impl RoomHandle {
         rx.await
             .map_err(|_| RoomCallError::Stopped)?
             .map_err(Into::into)
+    }
+
+    /// Whether `session` is still in its room. A subscriber that lagged (and
+    /// so may have missed its own end) asks this instead of guessing; `false`
+    /// also when the engine has stopped.
+    pub(crate) async fn has_session(&self, session: SessionId) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Request::HasSession { session, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     /// Events from now on. Subscribe before entering to see your welcome.
@@ -114,6 +134,9 @@ async fn run(
                     let verdict = engine.handle(Instant::now(), cmd);
                     let _ = reply.send(verdict);
                 }
+                Some(Request::HasSession { session, reply }) => {
+                    let _ = reply.send(engine.has_session(session));
+                }
                 Some(Request::Shutdown) | None => break,
             },
             () = sleep => engine.handle_timeout(Instant::now()),
@@ -128,4 +151,51 @@ async fn run(
         }
     }
     tracing::debug!(rooms = engine.room_count(), "room engine stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AppConfig;
+    use crate::room::{Enter, Role, RoomId, RoomKey, Scene, UserId};
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_can_ask_whether_its_session_lives() {
+        let config = Config {
+            apps: vec![AppConfig {
+                sdkappid: 1_400_000_000,
+                secret_key: "k".into(),
+                callback_url: None,
+                callback_key: None,
+            }],
+            ..Config::default()
+        };
+        let (rooms, task) = spawn(&config);
+        let session = rooms.new_session();
+        rooms
+            .command(Command::Enter(Enter {
+                room: RoomKey {
+                    app: 1_400_000_000,
+                    room: RoomId::parse("7", None).unwrap(),
+                },
+                user: UserId::new("a").unwrap(),
+                session,
+                role: Role::Anchor,
+                scene: Scene::Live,
+                hidden: false,
+                grant: None,
+                unix_now: 1_700_000_000,
+            }))
+            .await
+            .unwrap();
+        assert!(rooms.has_session(session).await);
+        rooms.command(Command::Leave { session }).await.unwrap();
+        assert!(!rooms.has_session(session).await);
+        rooms.shutdown().await;
+        task.await.unwrap();
+        assert!(
+            !rooms.has_session(session).await,
+            "a stopped engine knows no session"
+        );
+    }
 }

@@ -33,6 +33,8 @@ use crate::room::{
 
 /// The RTMP application publishers must use (TRTC's).
 pub(crate) const APP_NAME: &str = "push";
+/// Why a publisher whose end event was lost (it lagged) stops.
+const MISSED_END: &str = "its session ended while its room events were missed";
 /// A publishing socket silent this long is dropped.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -187,7 +189,13 @@ impl Connection {
                                 }
                             }
                         }
-                        Err(RecvError::Lagged(_)) => {}
+                        // Events were missed: ask whether ours was among them.
+                        Err(RecvError::Lagged(_)) => {
+                            let session = self.published.as_ref().expect("guarded").session;
+                            if !self.ingest.rooms.has_session(session).await {
+                                return Err(IngestError::Ended(MISSED_END));
+                            }
+                        }
                         Err(RecvError::Closed) => return Err(IngestError::Ended("shutting down")),
                     }
                     continue;

@@ -179,7 +179,13 @@ impl Session {
                         EventKind::RoomClosed { .. } => return End::Ended("room closed".into()),
                         _ => {}
                     },
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    // Events were missed: ask whether ours was among them.
+                    Err(RecvError::Lagged(_)) => {
+                        if !self.rtc.rooms.has_session(self.session).await {
+                            return End::Ended("its session ended while its room events were missed".into());
+                        }
+                    }
+                    Ok(_) => {}
                     Err(RecvError::Closed) => return End::Ended("shutting down".into()),
                 },
             }
