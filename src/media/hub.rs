@@ -21,9 +21,22 @@ pub(crate) const FANOUT_CAPACITY: usize = 512;
 
 type Key = (RoomKey, UserId);
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct MediaHub {
     publishers: Arc<Mutex<HashMap<Key, Entry>>>,
+    /// Bumped whenever a publisher comes or goes: watchers then read the
+    /// set again ([`MediaHub::publishers_in`]), so one that was busy misses
+    /// nothing, it only reads a newer snapshot.
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl Default for MediaHub {
+    fn default() -> Self {
+        MediaHub {
+            publishers: Arc::default(),
+            changes: Arc::new(watch::channel(0).0),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -84,6 +97,7 @@ impl MediaHub {
                 keyframe: keyframe.clone(),
             },
         );
+        self.changes.send_modify(|g| *g += 1);
         Publisher {
             hub: self.clone(),
             key,
@@ -103,6 +117,11 @@ impl MediaHub {
             configs: e.configs.borrow().clone(),
             keyframe: e.keyframe.clone(),
         })
+    }
+
+    /// Changes whenever a publisher starts or stops, in any room.
+    pub(crate) fn watch_publishers(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Who publishes in `room`, in the order they started.
@@ -151,6 +170,36 @@ impl Drop for Publisher {
         let mut map = self.hub.lock();
         if map.get(&self.key).is_some_and(|e| e.id == self.id) {
             map.remove(&self.key);
+            drop(map);
+            self.hub.changes.send_modify(|g| *g += 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::RoomId;
+
+    #[tokio::test]
+    async fn watchers_see_publishers_come_and_go() {
+        let hub = MediaHub::default();
+        let mut w = hub.watch_publishers();
+        let room = RoomKey {
+            app: 1,
+            room: RoomId::parse("r", None).unwrap(),
+        };
+        let p = hub.publish(room.clone(), UserId::new("a").unwrap());
+        assert!(w.has_changed().unwrap());
+        w.borrow_and_update();
+        assert_eq!(hub.publishers_in(&room), [UserId::new("a").unwrap()]);
+        // A replaced publisher's drop changes nothing; the last one's does.
+        let q = hub.publish(room.clone(), UserId::new("a").unwrap());
+        w.borrow_and_update();
+        drop(p);
+        assert!(!w.has_changed().unwrap());
+        drop(q);
+        assert!(w.has_changed().unwrap());
+        assert!(hub.publishers_in(&room).is_empty());
     }
 }

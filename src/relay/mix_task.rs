@@ -1,10 +1,12 @@
 //! A mix relay task: every anchor of the room composed into one stream.
 //!
-//! Anchors are found in the media hub as they publish (entry order is the
-//! order they started); each gets a forwarding task that feeds the mix
-//! thread and removes its input when the anchor stops. The mix's output goes
+//! Anchors are found in the media hub as they publish: the task watches the
+//! hub's publisher set and reads it again on every change (entry order is
+//! the order they started). Each anchor gets a forwarding task that feeds
+//! the mix thread and says when the anchor stopped. The mix's output goes
 //! to the same outputs as a passthrough relay. The task stops when asked,
-//! when the room closes, or after `max_idle` without any anchor.
+//! when the room closes, or after `max_idle` without any anchor (a deadline,
+//! not a poll); its status is published every 200 ms.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,7 +38,11 @@ pub(super) async fn run(
     let has_video = settings.video.is_some();
     let mut mixer = MixHandle::spawn(settings);
     let feedback = enter_feedback_rooms(&spec, &deps, has_video, &mut relay).await;
-    let mut inputs: HashMap<UserId, JoinHandle<()>> = HashMap::new();
+    let mut inputs = Inputs::default();
+    let mut publishers = deps.hub.watch_publishers();
+    // Anchors already publishing are found on the first turn.
+    publishers.mark_changed();
+    let (left_tx, mut left) = mpsc::unbounded_channel();
     let mut idle_since = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tracing::info!(task = %spec.id, room = %spec.room, stream = %spec.stream, "mix task started");
@@ -53,9 +59,7 @@ pub(super) async fn run(
                 Some(super::Control::SetAudioFilter(f)) => mixer.set_audio_filter(f),
                 Some(super::Control::RestartMix(settings)) => {
                     tracing::info!(task = %spec.id, "mix restarting with new encodings");
-                    for (_, h) in inputs.drain() {
-                        h.abort();
-                    }
+                    inputs.clear();
                     mixer = MixHandle::spawn(*settings);
                     // Output time continues after the last frame; players see a discontinuity.
                     relay.rebaser.reattach();
@@ -65,6 +69,7 @@ pub(super) async fn run(
                     if let Some(r) = relay.recorder.as_mut() {
                         r.discontinuity();
                     }
+                    inputs.discover(&spec, &deps, &mixer, &left_tx);
                 }
                 Some(super::Control::Stop) | None => break "stopped by request".to_owned(),
             },
@@ -87,35 +92,29 @@ pub(super) async fn run(
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break "shutting down".to_owned(),
             },
-            _ = tick.tick() => {
-                inputs.retain(|user, h| {
-                    let running = !h.is_finished();
-                    if !running {
-                        tracing::info!(task = %spec.id, user = %user, "anchor left the mix");
-                    }
-                    running
-                });
-                for user in deps.hub.publishers_in(&spec.room) {
-                    if inputs.contains_key(&user) {
-                        continue;
-                    }
-                    // The mix pushed back into its own room is not mixed again.
-                    if spec.feedback.iter().any(|f| f.room == spec.room && f.user == user) {
-                        continue;
-                    }
-                    if let Some(sub) = deps.hub.subscribe(&spec.room, &user) {
-                        tracing::info!(task = %spec.id, user = %user, "anchor joined the mix");
-                        let input = mixer.input(user.as_str());
-                        inputs.insert(user, tokio::spawn(forward(sub, input)));
-                    }
+            r = publishers.changed() => {
+                if r.is_err() {
+                    break "shutting down".to_owned();
                 }
-                if inputs.is_empty() {
-                    if idle_since.elapsed() >= spec.max_idle {
-                        break format!("no input for {:?}", spec.max_idle);
-                    }
-                } else {
+                inputs.discover(&spec, &deps, &mixer, &left_tx);
+                if !inputs.is_empty() {
                     idle_since = tokio::time::Instant::now();
                 }
+            }
+            Some((user, id)) = left.recv() => {
+                if inputs.remove(&user, id) {
+                    tracing::info!(task = %spec.id, user = %user, "anchor left the mix");
+                    // It may already be publishing again.
+                    inputs.discover(&spec, &deps, &mixer, &left_tx);
+                    if inputs.is_empty() {
+                        idle_since = tokio::time::Instant::now();
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(idle_since + spec.max_idle), if inputs.is_empty() => {
+                break format!("no input for {:?}", spec.max_idle);
+            }
+            _ = tick.tick() => {
                 let mut report = relay.report();
                 report.attached = !inputs.is_empty();
                 report.state = if inputs.is_empty() { super::TaskState::Waiting } else { super::TaskState::Running };
@@ -123,9 +122,7 @@ pub(super) async fn run(
             }
         }
     };
-    for (_, h) in inputs {
-        h.abort();
-    }
+    inputs.clear();
     drop(mixer);
     relay.feedback.clear();
     for (session, room) in feedback {
@@ -186,6 +183,75 @@ async fn enter_feedback_rooms(
         entered.push((session, f.room.clone()));
     }
     entered
+}
+
+/// The anchors being mixed: each one's forwarding task and its number, so a
+/// forwarder that ends after its anchor came back is not mistaken for the
+/// new one.
+#[derive(Default)]
+struct Inputs {
+    running: HashMap<UserId, (u64, JoinHandle<()>)>,
+    next: u64,
+}
+
+impl Inputs {
+    fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Starts forwarding every anchor of the room that is not mixed yet.
+    fn discover(
+        &mut self,
+        spec: &RelaySpec,
+        deps: &Deps,
+        mixer: &MixHandle,
+        left: &mpsc::UnboundedSender<(UserId, u64)>,
+    ) {
+        for user in deps.hub.publishers_in(&spec.room) {
+            if self.running.contains_key(&user) {
+                continue;
+            }
+            // The mix pushed back into its own room is not mixed again.
+            if spec
+                .feedback
+                .iter()
+                .any(|f| f.room == spec.room && f.user == user)
+            {
+                continue;
+            }
+            if let Some(sub) = deps.hub.subscribe(&spec.room, &user) {
+                tracing::info!(task = %spec.id, user = %user, "anchor joined the mix");
+                let input = mixer.input(user.as_str());
+                self.next += 1;
+                let id = self.next;
+                let left = left.clone();
+                let who = user.clone();
+                let task = tokio::spawn(async move {
+                    forward(sub, input).await;
+                    let _ = left.send((who, id));
+                });
+                self.running.insert(user, (id, task));
+            }
+        }
+    }
+
+    /// Forgets `user`'s forwarder number `id` (it ended); `false` if that
+    /// forwarder was already replaced or cleared.
+    fn remove(&mut self, user: &UserId, id: u64) -> bool {
+        if self.running.get(user).is_some_and(|(i, _)| *i == id) {
+            self.running.remove(user);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Stops every forwarder.
+    fn clear(&mut self) {
+        for (_, (_, h)) in self.running.drain() {
+            h.abort();
+        }
+    }
 }
 
 /// Feeds one anchor's messages into the mix until it stops publishing.
