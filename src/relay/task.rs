@@ -325,6 +325,11 @@ pub(super) async fn run(
     let mut events = deps.rooms.subscribe();
     let mut relay = Relay::new(&spec, &deps);
     let mut idle_since = tokio::time::Instant::now();
+    // Whether the anchor publishes is read again whenever the hub's
+    // publisher set changes (and once at the start).
+    let mut publishers = deps.hub.watch_publishers();
+    publishers.mark_changed();
+    // Keyframe requests and status reports.
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     // Outputs cut (HLS segments) and start (RTMP targets) at keyframes; a
     // WebRTC publisher sends one only when asked, so it is asked this often.
@@ -378,12 +383,19 @@ pub(super) async fn run(
                     let _ = status.send(relay.report());
                 }
             },
-            // The anchor publishing: looked up on every wake-up while detached.
-            () = async {}, if relay.source.is_none() && deps.hub.is_publishing(&spec.room, &user) => {
+            // The anchor publishing: looked up when publishers change while detached.
+            r = publishers.changed(), if relay.source.is_none() => {
+                if r.is_err() {
+                    break "shutting down".to_owned();
+                }
                 if let Some(s) = deps.hub.subscribe(&spec.room, &user) {
                     tracing::info!(task = %relay.id, "anchor is publishing; relaying");
                     relay.attach(s);
+                    let _ = status.send(relay.report());
                 }
+            }
+            () = tokio::time::sleep_until(idle_since + spec.max_idle), if relay.source.is_none() => {
+                break format!("no input for {:?}", spec.max_idle);
             }
             ev = events.recv() => match ev {
                 Ok(ev) if ev.room == spec.room => {
@@ -401,9 +413,6 @@ pub(super) async fn run(
                 {
                     s.request_keyframe();
                     last_keyframe_request = tokio::time::Instant::now();
-                }
-                if relay.source.is_none() && idle_since.elapsed() >= spec.max_idle {
-                    break format!("no input for {:?}", spec.max_idle);
                 }
                 let _ = status.send(relay.report());
             }
