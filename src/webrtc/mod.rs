@@ -25,6 +25,7 @@ use ::webrtc::peer_connection::{
 };
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateType;
 use tokio::sync::mpsc;
 
@@ -222,7 +223,7 @@ impl PeerConnectionEventHandler for Handler {
 /// Events other than gathering that arrive meanwhile are kept in `early`.
 async fn negotiate(
     pc: &Arc<dyn PeerConnection>,
-    offer: &str,
+    offer: RTCSessionDescription,
     events: &mut mpsc::UnboundedReceiver<PcEvent>,
     early: &mut Vec<PcEvent>,
 ) -> Result<String, WebRtcError> {
@@ -230,12 +231,12 @@ async fn negotiate(
     gathered(pc, events, early).await
 }
 
-/// Sets the offer and the answer to it: where an offer the peer connection
-/// cannot take is refused.
-async fn answer(pc: &Arc<dyn PeerConnection>, offer: &str) -> Result<(), WebRtcError> {
-    use rtc::peer_connection::sdp::RTCSessionDescription;
-    let offer = RTCSessionDescription::offer(offer.to_owned())
-        .map_err(|e| WebRtcError::BadRequest(format!("malformed SDP offer: {e}")))?;
+/// Sets the offer (parsed by [`check_offer`]) and the answer to it: where an
+/// offer the peer connection cannot take is refused.
+async fn answer(
+    pc: &Arc<dyn PeerConnection>,
+    offer: RTCSessionDescription,
+) -> Result<(), WebRtcError> {
     pc.set_remote_description(offer)
         .await
         .map_err(|e| WebRtcError::BadRequest(format!("SDP offer refused: {e}")))?;
@@ -294,8 +295,9 @@ const MAX_MEDIA_SECTIONS: usize = 4;
 
 /// Refuses, before anything is allocated, an offer that is not SDP (parsed
 /// in full by the same parser the peer connection uses), that has no ICE
-/// credentials or DTLS fingerprint, or that has nothing we can receive or send.
-pub(crate) fn check_offer(sdp: &str) -> Result<(), WebRtcError> {
+/// credentials or DTLS fingerprint, or that has nothing we can receive or
+/// send. Returns the parsed offer for the peer connection.
+pub(crate) fn check_offer(sdp: &str) -> Result<RTCSessionDescription, WebRtcError> {
     if sdp.len() > MAX_SDP_BYTES {
         return Err(WebRtcError::BadRequest(format!(
             "SDP offer larger than {MAX_SDP_BYTES} bytes"
@@ -306,7 +308,7 @@ pub(crate) fn check_offer(sdp: &str) -> Result<(), WebRtcError> {
             "malformed SDP offer: expected v=0 and at least one m= section".into(),
         ));
     }
-    rtc::peer_connection::sdp::RTCSessionDescription::offer(sdp.to_owned())
+    let offer = RTCSessionDescription::offer(sdp.to_owned())
         .map_err(|e| WebRtcError::BadRequest(format!("malformed SDP offer: {e}")))?;
     // Each received track costs a reassembly buffer: a publisher sends audio
     // and video, a viewer receives them.
@@ -341,7 +343,7 @@ pub(crate) fn check_offer(sdp: &str) -> Result<(), WebRtcError> {
             )));
         }
     }
-    Ok(())
+    Ok(offer)
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ pub(crate) async fn play(
     req: SessionRequest,
     anchor: UserId,
 ) -> Result<Started, WebRtcError> {
-    check_offer(&req.offer)?;
+    let offer = check_offer(&req.offer)?;
     let app = req.room.app;
     authenticate(
         rtc.config.app_key(app),
@@ -150,7 +150,7 @@ pub(crate) async fn play(
         )));
     }
     let mut early = Vec::new();
-    let answer = match negotiate(&pc, &req.offer, &mut rx, &mut early).await {
+    let answer = match negotiate(&pc, offer, &mut rx, &mut early).await {
         Ok(a) => a,
         Err(e) => {
             let _ = pc.close().await;

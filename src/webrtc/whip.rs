@@ -37,7 +37,7 @@ pub(crate) struct Started {
 }
 
 pub(crate) async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started, WebRtcError> {
-    check_offer(&req.offer)?;
+    let offer = check_offer(&req.offer)?;
     let app = req.room.app;
     let now = crate::unix_now();
     let pmk = authenticate(
@@ -59,7 +59,7 @@ pub(crate) async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started
     // an offer refused here leaves nothing behind in the room.
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (pc, lease) = rtc.peer_connection(tx).await?;
-    if let Err(e) = answer(&pc, &req.offer).await {
+    if let Err(e) = answer(&pc, offer).await {
         let _ = pc.close().await;
         return Err(e);
     }
