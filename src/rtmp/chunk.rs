@@ -362,6 +362,45 @@ fn control_u32(msg: &Message) -> Result<u32, ChunkError> {
     }
 }
 
+/// A [`ChunkReader`] feeding an rml_rtmp session (server or client): the
+/// messages it accepts wait here and are handed out one at a time, each
+/// framed as a single chunk. Messages completed before a refused one are
+/// still handed out, in order.
+#[derive(Debug)]
+pub(crate) struct SessionFeed {
+    reader: ChunkReader,
+    waiting: std::collections::VecDeque<Message>,
+    out: Vec<Message>,
+    framed: Vec<u8>,
+}
+
+impl SessionFeed {
+    pub(crate) fn new(limits: ChunkLimits) -> Self {
+        SessionFeed {
+            reader: ChunkReader::new(limits),
+            waiting: std::collections::VecDeque::new(),
+            out: Vec::new(),
+            framed: Vec::new(),
+        }
+    }
+
+    /// Reads a peer's bytes; after an error the connection must be closed
+    /// (what was accepted before it still waits).
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<(), ChunkError> {
+        let read = self.reader.push(bytes, &mut self.out);
+        self.waiting.extend(self.out.drain(..));
+        read
+    }
+
+    /// The next accepted message, framed for the session.
+    pub(crate) fn next_framed(&mut self) -> Option<&[u8]> {
+        let msg = self.waiting.pop_front()?;
+        self.framed.clear();
+        frame_for_session(&msg, &mut self.framed);
+        Some(&self.framed)
+    }
+}
+
 /// Fed to a new server session before anything else: a Set Chunk Size of the
 /// largest value, so that every message it is given fits in one chunk.
 pub(crate) const SESSION_PREAMBLE: [u8; 16] = [

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::chunk::{self, ChunkError, ChunkLimits, ChunkReader};
+use super::chunk::{self, ChunkError, ChunkLimits, SessionFeed};
 use super::flv;
 use crate::auth::client::authenticate;
 use crate::config::Config;
@@ -145,17 +145,8 @@ impl Connection {
             .handle_input(&chunk::SESSION_PREAMBLE)
             .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;
         self.apply(&mut session, results).await?;
-        let mut reader = ChunkReader::new(ChunkLimits::default());
-        let mut messages = Vec::new();
-        let mut framed = Vec::new();
-        self.feed(
-            &mut session,
-            &mut reader,
-            &leftover,
-            &mut messages,
-            &mut framed,
-        )
-        .await?;
+        let mut feed = SessionFeed::new(ChunkLimits::default());
+        self.feed(&mut session, &mut feed, &leftover).await?;
 
         let mut events = self.ingest.rooms.subscribe();
         let mut buf = vec![0u8; 64 * 1024];
@@ -201,14 +192,7 @@ impl Connection {
                     continue;
                 }
             };
-            self.feed(
-                &mut session,
-                &mut reader,
-                &buf[..n],
-                &mut messages,
-                &mut framed,
-            )
-            .await?;
+            self.feed(&mut session, &mut feed, &buf[..n]).await?;
         }
     }
 
@@ -217,17 +201,12 @@ impl Connection {
     async fn feed(
         &mut self,
         session: &mut ServerSession,
-        reader: &mut ChunkReader,
+        feed: &mut SessionFeed,
         bytes: &[u8],
-        messages: &mut Vec<chunk::Message>,
-        framed: &mut Vec<u8>,
     ) -> Result<(), IngestError> {
-        messages.clear();
-        let read = reader.push(bytes, messages);
+        let read = feed.push(bytes);
         // Messages completed before a refused one are still handled.
-        for msg in messages.drain(..) {
-            framed.clear();
-            chunk::frame_for_session(&msg, framed);
+        while let Some(framed) = feed.next_framed() {
             let results = session
                 .handle_input(framed)
                 .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;

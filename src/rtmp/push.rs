@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use super::chunk::{self, ChunkLimits, ChunkReader};
+use super::chunk::{self, ChunkLimits, SessionFeed};
 use super::flv;
 use crate::media::{DropToKeyframe, MediaMessage, TimeBase, TrackKind};
 
@@ -138,52 +138,28 @@ impl PushTarget {
 struct Stream {
     socket: TcpStream,
     session: ClientSession,
-    origin: OriginReader,
+    origin: SessionFeed,
 }
 
 /// The origin's bytes, read under the same limits as a publisher's
 /// ([`super::chunk`]) before the client session decodes them: an origin is a
 /// stranger too.
-struct OriginReader {
-    chunks: ChunkReader,
-    messages: Vec<chunk::Message>,
-    framed: Vec<u8>,
-}
-
-impl OriginReader {
-    /// Tells `session` that chunks may be as large as a message.
-    fn new(session: &mut ClientSession) -> Result<Self, String> {
-        session
-            .handle_input(&chunk::SESSION_PREAMBLE)
-            .map_err(|e| format!("{e:?}"))?;
-        Ok(OriginReader {
-            chunks: ChunkReader::new(ChunkLimits::default()),
-            messages: Vec::new(),
-            framed: Vec::new(),
-        })
+fn feed_origin(
+    feed: &mut SessionFeed,
+    session: &mut ClientSession,
+    bytes: &[u8],
+) -> Result<Vec<ClientSessionResult>, String> {
+    feed.push(bytes)
+        .map_err(|e| format!("origin sent bad RTMP: {e}"))?;
+    let mut results = Vec::new();
+    while let Some(framed) = feed.next_framed() {
+        results.extend(
+            session
+                .handle_input(framed)
+                .map_err(|e| format!("origin sent bad RTMP: {e:?}"))?,
+        );
     }
-
-    fn feed(
-        &mut self,
-        session: &mut ClientSession,
-        bytes: &[u8],
-    ) -> Result<Vec<ClientSessionResult>, String> {
-        self.messages.clear();
-        self.chunks
-            .push(bytes, &mut self.messages)
-            .map_err(|e| format!("origin sent bad RTMP: {e}"))?;
-        let mut results = Vec::new();
-        for m in self.messages.drain(..) {
-            self.framed.clear();
-            chunk::frame_for_session(&m, &mut self.framed);
-            results.extend(
-                session
-                    .handle_input(&self.framed)
-                    .map_err(|e| format!("origin sent bad RTMP: {e:?}"))?,
-            );
-        }
-        Ok(results)
-    }
+    Ok(results)
 }
 
 #[derive(Default)]
@@ -335,7 +311,11 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
     config.tc_url = Some(url.tc_url.clone());
     config.window_ack_size = ACK_WINDOW;
     let (mut session, initial) = ClientSession::new(config).map_err(|e| format!("{e:?}"))?;
-    let mut origin = OriginReader::new(&mut session)?;
+    // The session is only given single-chunk messages the reader checked.
+    session
+        .handle_input(&chunk::SESSION_PREAMBLE)
+        .map_err(|e| format!("{e:?}"))?;
+    let mut origin = SessionFeed::new(ChunkLimits::default());
     let mut events = Vec::new();
     write_results(&mut socket, initial, &mut events).await?;
     let r = session
@@ -346,7 +326,7 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
     let mut requested_publish = false;
     loop {
         if !input.is_empty() {
-            let results = origin.feed(&mut session, &input)?;
+            let results = feed_origin(&mut origin, &mut session, &input)?;
             write_results(&mut socket, results, &mut events).await?;
         }
         for ev in events.drain(..) {
@@ -427,7 +407,7 @@ async fn publish(
                 if n == 0 {
                     return Err("origin closed the connection".into());
                 }
-                let results = stream.origin.feed(&mut stream.session, &buf[..n])?;
+                let results = feed_origin(&mut stream.origin, &mut stream.session, &buf[..n])?;
                 write_results(&mut stream.socket, results, &mut events).await?;
             }
             _ = check.tick() => {
