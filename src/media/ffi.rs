@@ -130,9 +130,7 @@ pub(crate) fn describe_stream(
 ) -> Result<(), ff::Error> {
     let buf = padded_copy(extradata);
     if buf.is_null() && !extradata.is_empty() {
-        return Err(ff::Error::Other {
-            errno: libc_enomem(),
-        });
+        return Err(ff::Error::Other { errno: ENOMEM });
     }
     // SAFETY: the stream belongs to an output context whose header is not
     // written yet; its codecpar is a valid AVCodecParameters owned by it,
@@ -179,9 +177,7 @@ pub(crate) fn set_stream_picture_size(
 }
 
 /// POSIX ENOMEM, for an allocation failure reported like libav's own.
-fn libc_enomem() -> i32 {
-    12
-}
+const ENOMEM: i32 = 12;
 
 /// What a `receive_frame` / `receive_packet` call answered, when it was not
 /// an error.

@@ -258,6 +258,8 @@ struct Mixer {
     mixbuf: Vec<Vec<f32>>,
     /// The output's ticks, from the mix's start.
     clock: OutputClock,
+    /// What an input's timeline released this turn (reused every tick).
+    released: Vec<Released<Arc<MediaMessage>>>,
     /// Where the layout put each input, and the inputs it was placed for.
     placements: Vec<Placement>,
     placed_for: Option<Vec<InputInfo>>,
@@ -301,6 +303,7 @@ impl Mixer {
             volumes,
             mixbuf: vec![vec![0.0; n]; channels],
             clock,
+            released: Vec::new(),
             placements: Vec::new(),
             placed_for: None,
         })
@@ -321,12 +324,7 @@ impl Mixer {
             return Ok(());
         }
         // Output time starts once the configs are out.
-        self.clock = OutputClock::new(
-            Instant::now(),
-            self.settings.video.as_ref().map(|v| v.fps),
-            self.settings.audio.sample_rate,
-            self.audio.frame_size(),
-        );
+        self.clock.restart(Instant::now());
         loop {
             let next = self.clock.next();
             // Take input until the next output tick.
@@ -422,9 +420,9 @@ impl Mixer {
     fn release(&mut self, now: Instant) {
         let channels = self.settings.audio.channels as usize;
         let want_video = self.video.is_some();
-        let mut due = Vec::new();
+        let due = &mut self.released;
         for s in &mut self.inputs {
-            s.timeline.release(now, &self.clock, &mut due);
+            s.timeline.release(now, &self.clock, due);
             for r in due.drain(..) {
                 match r {
                     Released::Video(msg) if want_video => s.apply_video(&msg, now),

@@ -70,6 +70,13 @@ impl OutputClock {
         }
     }
 
+    /// Output time 0 is now `start`, and no tick has been produced.
+    pub(crate) fn restart(&mut self, start: Instant) {
+        self.start = start;
+        self.n_video = 0;
+        self.n_audio = 0;
+    }
+
     pub(crate) fn rate(&self) -> u32 {
         self.rate
     }

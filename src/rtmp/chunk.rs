@@ -106,6 +106,8 @@ const AMF0_DATA: u8 = 18;
 const AMF0_COMMAND: u8 = 20;
 /// A timestamp field of this value means a 4-byte extended timestamp follows.
 const EXTENDED: u32 = 0x00ff_ffff;
+/// The longest chunk header: 3 basic, 11 message, 4 extended timestamp.
+const MAX_HEADER: usize = 18;
 /// RTMP's initial chunk size.
 const INITIAL_CHUNK_SIZE: u32 = 128;
 /// The largest chunk size RTMP can announce (31 bits).
@@ -182,8 +184,9 @@ impl ChunkReader {
                     }
                 }
                 State::Header => {
-                    // Headers are at most 18 bytes: gather them, then parse.
-                    let take = input.len().min(18 - self.pending.len().min(18));
+                    // Headers are at most 18 bytes: gather them, then parse
+                    // (fewer than 18 are ever pending).
+                    let take = input.len().min(MAX_HEADER - self.pending.len());
                     let mut header = std::mem::take(&mut self.pending);
                     header.extend_from_slice(&input[..take]);
                     match self.header(&header, out)? {
