@@ -19,7 +19,7 @@ use crate::profile::HlsOutput;
 
 /// Messages queued for the writer thread (seconds of media; it is fast).
 const QUEUE_CAPACITY: usize = 1024;
-pub(crate) const PLAYLIST: &str = "index.m3u8";
+const PLAYLIST: &str = "index.m3u8";
 
 enum Cmd {
     Media(Arc<MediaMessage>),

@@ -85,7 +85,7 @@ impl AacDecoder {
     }
 
     /// Resamples planar/interleaved PCM of any layout into `out`.
-    pub(crate) fn resample_into(
+    fn resample_into(
         &mut self,
         decoded: &ff::frame::Audio,
         out: &mut [Vec<f32>],
@@ -133,7 +133,7 @@ pub(crate) struct AacEncoder {
 }
 
 /// Opus for WebRTC viewers: 48 kHz stereo, 20 ms frames.
-pub(crate) const OPUS_RATE: u32 = 48_000;
+const OPUS_RATE: u32 = 48_000;
 
 impl AacEncoder {
     /// An Opus encoder (libopus) for WebRTC: 48 kHz stereo, 960-sample frames.
@@ -293,7 +293,7 @@ impl AacReencoder {
     }
 
     /// Decode AAC, encode Opus for WebRTC (48 kHz stereo, `bitrate_kbps`).
-    pub(crate) fn to_opus(
+    fn to_opus(
         input: &TrackConfig,
         bitrate_kbps: u32,
     ) -> Result<AacReencoder, AacError> {

@@ -230,7 +230,7 @@ pub(crate) fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
 }
 
 /// Largest picture side an SPS may declare (H.264's level 6.2 is 8192).
-pub(crate) const MAX_DIMENSION: u32 = 16_384;
+const MAX_DIMENSION: u32 = 16_384;
 
 struct BitReader<'a> {
     data: &'a [u8],

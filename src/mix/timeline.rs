@@ -29,7 +29,7 @@ use crate::media::TrackKind;
 pub(crate) const JITTER_DELAY: Duration = Duration::from_millis(150);
 /// Frames due further ahead than this re-anchor the input's clock (a
 /// timestamp jump).
-pub(crate) const MAX_EARLY: Duration = Duration::from_secs(2);
+const MAX_EARLY: Duration = Duration::from_secs(2);
 /// Messages held per input and kind at most (about 3 s).
 pub(crate) const MAX_PENDING: usize = 400;
 /// Audio is decoded one output frame plus this ahead of its time; a frame
@@ -37,7 +37,7 @@ pub(crate) const MAX_PENDING: usize = 400;
 pub(crate) const AUDIO_MARGIN: Duration = Duration::from_millis(20);
 /// Decoded audio continues the previous chunk unless its timestamp says it
 /// belongs further away than this (then it is laid where it says).
-pub(crate) const AUDIO_RESYNC: Duration = Duration::from_millis(30);
+const AUDIO_RESYNC: Duration = Duration::from_millis(30);
 
 /// The output's ticks.
 #[derive(Debug, Clone)]

@@ -86,7 +86,7 @@ impl VideoDecoder {
 }
 
 /// BT.601 limited-range YUV of an RGB colour.
-pub(crate) fn yuv(c: Rgb) -> (u8, u8, u8) {
+fn yuv(c: Rgb) -> (u8, u8, u8) {
     let (r, g, b) = (f64::from(c.0), f64::from(c.1), f64::from(c.2));
     let y = 16.0 + 0.257 * r + 0.504 * g + 0.098 * b;
     let u = 128.0 - 0.148 * r - 0.291 * g + 0.439 * b;
@@ -103,7 +103,7 @@ fn colour_of(b: &Background) -> Rgb {
 }
 
 /// Decodes the first picture of an image file (PNG, JPEG, … anything libav reads).
-pub(crate) fn load_image(path: &std::path::Path) -> Result<ff::frame::Video, VideoError> {
+fn load_image(path: &std::path::Path) -> Result<ff::frame::Video, VideoError> {
     let mut input = ff::format::input(&path)?;
     let stream = input
         .streams()

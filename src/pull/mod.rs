@@ -23,7 +23,7 @@ use crate::room::{
 pub(crate) use source::PullSettings;
 
 /// Pull tasks running at once.
-pub(crate) const MAX_PULLS: usize = 64;
+const MAX_PULLS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PullStartError {

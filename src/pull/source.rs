@@ -79,7 +79,7 @@ fn extradata(par: &ff::codec::Parameters) -> Bytes {
 }
 
 /// The AudioSpecificConfig an ADTS header describes, and the header length.
-pub(crate) fn adts_config(data: &[u8]) -> Option<(Bytes, usize, usize)> {
+fn adts_config(data: &[u8]) -> Option<(Bytes, usize, usize)> {
     if data.len() < 7 || data[0] != 0xff || data[1] & 0xf0 != 0xf0 {
         return None;
     }

@@ -8,7 +8,7 @@
 use crate::media::TrackKind;
 
 /// Gap inserted between the last frame before a re-attachment and the first after, ms.
-pub(crate) const REATTACH_GAP_MS: i64 = 40;
+const REATTACH_GAP_MS: i64 = 40;
 
 #[derive(Debug, Default)]
 pub(crate) struct Rebaser {

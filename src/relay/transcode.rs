@@ -20,7 +20,7 @@ const STAGE_CAPACITY: usize = 256;
 
 /// The H.264 settings a transcoded anchor gets: a frame rate cap, a bitrate
 /// by picture size, keyframes every 2 s, no B-frames, low latency.
-pub(crate) fn default_encoding(width: u32, height: u32) -> VideoEncoding {
+fn default_encoding(width: u32, height: u32) -> VideoEncoding {
     let pixels = u64::from(width) * u64::from(height);
     let bitrate_kbps = match pixels {
         0..=230_400 => 600,           // up to 640x360

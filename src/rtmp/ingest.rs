@@ -32,7 +32,7 @@ use crate::room::{
 };
 
 /// The RTMP application publishers must use (TRTC's).
-pub(crate) const APP_NAME: &str = "push";
+const APP_NAME: &str = "push";
 /// Why a publisher whose end event was lost (it lagged) stops.
 const MISSED_END: &str = "its session ended while its room events were missed";
 /// A publishing socket silent this long is dropped.

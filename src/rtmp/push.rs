@@ -29,13 +29,13 @@ use crate::media::{DropToKeyframe, MediaMessage, TimeBase, TrackKind};
 pub(crate) const QUEUE_CAPACITY: usize = 512;
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for the handshake, connect and publish exchange.
-pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// No acknowledgement progress (or a write blocked) this long: reconnect.
-pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The origin is asked to acknowledge every this many bytes.
 const ACK_WINDOW: u32 = 128 * 1024;
 /// A target that never accepted a publish is given up after this many tries.
-pub(crate) const FAIL_FAST_ATTEMPTS: u32 = 3;
+const FAIL_FAST_ATTEMPTS: u32 = 3;
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
 

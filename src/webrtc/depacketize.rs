@@ -32,7 +32,7 @@ const AUDIO_MAX_LATE: u16 = 32;
 /// A track's first frames wait this long for the sender's first report
 /// (RTCP SR), so they get the synchronised time from the start instead of
 /// jumping to it later; a sender that never reports is timed by arrival.
-pub(crate) const SR_WAIT: Duration = Duration::from_secs(2);
+const SR_WAIT: Duration = Duration::from_secs(2);
 /// Frames held while waiting (about 3 s of video or audio).
 const MAX_HELD: usize = 160;
 

@@ -38,9 +38,9 @@ pub(crate) const MAX_SDP_BYTES: usize = 64 * 1024;
 /// A session that has not connected this long after its answer is closed.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for ICE gathering before the answer is sent.
-pub(crate) const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// WebRTC sessions (WHIP and WHEP) one user may hold at once.
-pub(crate) const MAX_SESSIONS_PER_USER: usize = 4;
+const MAX_SESSIONS_PER_USER: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WebRtcError {
@@ -281,7 +281,7 @@ fn session_id() -> String {
 }
 
 /// Media codecs an SDP offer names (rtpmap encoding names, lower case).
-pub(crate) fn offered_codecs(sdp: &str) -> Vec<String> {
+fn offered_codecs(sdp: &str) -> Vec<String> {
     sdp.lines()
         .filter_map(|l| l.trim().strip_prefix("a=rtpmap:"))
         .filter_map(|rest| rest.split_whitespace().nth(1))
