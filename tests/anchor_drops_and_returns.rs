@@ -17,12 +17,6 @@ static MEDIA: Mutex<()> = Mutex::new(());
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "follow-key";
 
-fn config() -> String {
-    format!(
-        "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"
-    )
-}
-
 fn post_relay(gw: &Gateway, body: Value) -> Value {
     let (code, _, text) =
         http(gw.http_port, "POST", "/v1/relays", Some(&body.to_string())).unwrap();
@@ -33,7 +27,7 @@ fn post_relay(gw: &Gateway, body: Value) -> Value {
 #[test]
 fn a_dropped_anchor_that_returns_is_relayed_on_the_same_connection() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")));
     let origin = Origin::start();
     let task = post_relay(
         &gw,
@@ -99,7 +93,7 @@ fn a_dropped_anchor_that_returns_is_relayed_on_the_same_connection() {
 #[test]
 fn an_audio_only_publisher_is_relayed() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")));
     let origin = Origin::start();
     let task = post_relay(
         &gw,
@@ -136,7 +130,7 @@ fn an_audio_only_publisher_is_relayed() {
 
 #[test]
 fn a_task_without_input_stops_after_max_idle_time() {
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")));
     let task = post_relay(
         &gw,
         json!({"sdkappid": APP, "room": "empty", "userid": "nobody", "max_idle_time": 5}),
@@ -164,7 +158,7 @@ fn auto_profiles_relay_anchors_of_matching_rooms() {
     )
     .unwrap();
     let mut gw = Gateway::spawn(
-        Some(&config()),
+        Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")),
         &[("ROOMCAST_PROFILES_DIR", profiles.0.to_str().unwrap())],
     );
     gw.wait_healthy();
@@ -202,7 +196,7 @@ fn a_profile_can_ask_for_audio_to_be_reencoded() {
     )
     .unwrap();
     let mut gw = Gateway::spawn(
-        Some(&config()),
+        Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")),
         &[("ROOMCAST_PROFILES_DIR", profiles.0.to_str().unwrap())],
     );
     gw.wait_healthy();

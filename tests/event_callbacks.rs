@@ -78,7 +78,7 @@ fn a_failing_receiver_gets_the_callback_again() {
     let (port, seen) = callback_receiver(1);
     let gw = gateway(port);
     // A room event without media: a signalling client entering.
-    let sig = roomcast::auth::usersig::generate(APP, KEY, "bob", 3600, common::unix_now(), None);
+    let sig = common::usersig(APP, KEY, "bob");
     let url = format!(
         "ws://127.0.0.1:{}/v1/rooms/77/ws?sdkappid={APP}&userid=bob&usersig={sig}",
         gw.http_port

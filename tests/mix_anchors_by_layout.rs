@@ -21,19 +21,13 @@ const KEY: &str = "mix-key";
 const RED: (u8, u8, u8) = (255, 0, 0);
 const BLUE: (u8, u8, u8) = (0, 0, 255);
 
-fn config() -> String {
-    format!(
-        "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"
-    )
-}
-
 fn gateway(profiles: &[(&str, &str)]) -> (Gateway, TempDir) {
     let dir = TempDir::new("mix-profiles");
     for (name, text) in profiles {
         std::fs::write(dir.0.join(format!("{name}.toml")), text).unwrap();
     }
     let gw = Gateway::spawn(
-        Some(&config()),
+        Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")),
         &[("ROOMCAST_PROFILES_DIR", dir.0.to_str().unwrap())],
     );
     gw.wait_healthy();
@@ -475,7 +469,7 @@ placeholder_image = "yellow.jpg"
     }
     std::fs::write(dir.0.join("images.toml"), profile).unwrap();
     let gw = Gateway::spawn(
-        Some(&config()),
+        Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")),
         &[("ROOMCAST_PROFILES_DIR", dir.0.to_str().unwrap())],
     );
     gw.wait_healthy();

@@ -17,16 +17,15 @@ static MEDIA: Mutex<()> = Mutex::new(());
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "relay-test-key";
 
-fn config() -> String {
-    format!(
-        "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKIDtest\"\nsecret_key = \"k\"\n"
-    )
-}
-
 #[test]
 fn ffmpeg_publish_is_relayed_to_an_origin_and_served_as_hls() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some(("AKIDtest", "k")),
+        "",
+    )));
     let origin = Origin::start();
     let (id, stream) = gw.start_relay(&json!({"sdkappid": APP, "room": "class1", "roomtype": "str", "userid": "teacher", "rtmp": [origin.url("class1")]}),
     );
@@ -140,7 +139,12 @@ fn ffmpeg_publish_is_relayed_to_an_origin_and_served_as_hls() {
 #[test]
 fn origin_restart_resumes_push_at_a_keyframe_and_hls_never_notices() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some(("AKIDtest", "k")),
+        "",
+    )));
     let origin = Origin::start();
     let (id, stream) = gw.start_relay(
         &json!({"sdkappid": APP, "room": "show", "userid": "host", "rtmp": [origin.url("show")]}),
@@ -222,7 +226,12 @@ fn origin_restart_resumes_push_at_a_keyframe_and_hls_never_notices() {
 #[test]
 fn a_refusing_target_fails_fast_while_a_good_one_keeps_working() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some(("AKIDtest", "k")),
+        "",
+    )));
     let origin = Origin::start();
     let dead = format!("rtmp://127.0.0.1:{}/live/nobody", free_port());
     let (id, _) = gw.start_relay(&json!({"sdkappid": APP, "room": "duo", "userid": "host", "rtmp": [dead, origin.url("duo")]}),
@@ -255,7 +264,12 @@ fn a_refusing_target_fails_fast_while_a_good_one_keeps_working() {
 
 #[test]
 fn relay_admin_path_refuses_bad_requests() {
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some(("AKIDtest", "k")),
+        "",
+    )));
     for (body, want) in [
         (
             json!({"sdkappid": 1, "room": "r", "userid": "u"}),

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::unix_now;
+use roomcast::unix_now;
 
 use std::time::Duration;
 
@@ -29,10 +29,6 @@ secret_key = "apitest"
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn sig(user: &str) -> String {
-    usersig::generate(APP, KEY, user, 3600, unix_now(), None)
-}
-
 fn url(gw: &Gateway, room: &str, user: &str, sig: &str, extra: &str) -> String {
     format!(
         "ws://127.0.0.1:{}/v1/rooms/{room}/ws?sdkappid={APP}&userid={user}&usersig={sig}{extra}",
@@ -41,9 +37,15 @@ fn url(gw: &Gateway, room: &str, user: &str, sig: &str, extra: &str) -> String {
 }
 
 async fn connect(gw: &Gateway, room: &str, user: &str, extra: &str) -> (Ws, Value) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url(gw, room, user, &sig(user), extra))
-        .await
-        .unwrap_or_else(|e| panic!("{user}: {e}"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url(
+        gw,
+        room,
+        user,
+        &common::usersig(APP, KEY, user),
+        extra,
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{user}: {e}"));
     let welcome = next(&mut ws).await;
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     (ws, welcome)
@@ -188,7 +190,7 @@ async fn refusals_before_upgrade_name_the_reason() {
             "bad signature",
         ),
         (
-            url(&gw, "1234", "alice", &sig("bob"), ""),
+            url(&gw, "1234", "alice", &common::usersig(APP, KEY, "bob"), ""),
             401,
             "identifier mismatch",
         ),
@@ -221,27 +223,51 @@ async fn refusals_before_upgrade_name_the_reason() {
             "not configured",
         ),
         (
-            url(&gw, "0", "alice", &sig("alice"), "&roomtype=int"),
+            url(
+                &gw,
+                "0",
+                "alice",
+                &common::usersig(APP, KEY, "alice"),
+                "&roomtype=int",
+            ),
             400,
             "numeric room id",
         ),
         (
-            url(&gw, "a*b", "alice", &sig("alice"), ""),
+            url(&gw, "a*b", "alice", &common::usersig(APP, KEY, "alice"), ""),
             400,
             "string room id contains",
         ),
         (
-            url(&gw, "1", "al%20ice", &sig("al ice"), ""),
+            url(
+                &gw,
+                "1",
+                "al%20ice",
+                &common::usersig(APP, KEY, "al ice"),
+                "",
+            ),
             400,
             "UserID contains",
         ),
         (
-            url(&gw, "1", "alice", &sig("alice"), "&role=king"),
+            url(
+                &gw,
+                "1",
+                "alice",
+                &common::usersig(APP, KEY, "alice"),
+                "&role=king",
+            ),
             400,
             "role must be",
         ),
         (
-            url(&gw, "1", "alice", &sig("alice"), "&scene=party"),
+            url(
+                &gw,
+                "1",
+                "alice",
+                &common::usersig(APP, KEY, "alice"),
+                "&scene=party",
+            ),
             400,
             "scene must be",
         ),
@@ -258,7 +284,14 @@ async fn one_room_per_user_and_string_rooms_are_separate() {
     let gw = Gateway::start(Some(CONFIG));
     let (_a, w) = connect(&gw, "77", "alice", "").await;
     assert_eq!(w["roomtype"], "int");
-    let (status, body) = refused(url(&gw, "78", "alice", &sig("alice"), "")).await;
+    let (status, body) = refused(url(
+        &gw,
+        "78",
+        "alice",
+        &common::usersig(APP, KEY, "alice"),
+        "",
+    ))
+    .await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("already in room"), "{body}");
     // "77" as a string room is another room: bob is alone there.

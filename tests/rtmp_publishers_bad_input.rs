@@ -39,7 +39,7 @@ fn bad_publishers_are_refused_and_a_good_one_is_unaffected() {
         task["task_id"].as_str().unwrap(),
         task["stream"].as_str().unwrap(),
     );
-    let good_sig = usersig::generate(APP, KEY, "anchor", 3600, unix_now(), None);
+    let good_sig = common::usersig(APP, KEY, "anchor");
     let mut good = Publisher::start(&url(&gw, "good", "anchor", &good_sig), 20, &gw.dir.0);
     let frames = || -> u64 {
         let (_, _, t) = http(gw.http_port, "GET", &format!("/v1/relays/{id}"), None).unwrap();

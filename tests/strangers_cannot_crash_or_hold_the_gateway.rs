@@ -29,10 +29,6 @@ const OBJECT: u8 = 0x03;
 const ECMA_ARRAY: u8 = 0x08;
 const STRICT_ARRAY: u8 = 0x0a;
 
-fn config(extra: &str) -> String {
-    format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n{extra}")
-}
-
 /// A `connect` command whose first argument nests `depth` containers of
 /// `marker`, closed properly (it is well-formed AMF0, only deep).
 fn nested_connect(marker: u8, depth: usize) -> Vec<u8> {
@@ -107,7 +103,12 @@ fn last_segment(gw: &Gateway, stream: &str) -> Option<String> {
 #[test]
 fn abusive_rtmp_commands_close_only_their_own_connection() {
     let _media = MEDIA.lock().unwrap_or_else(|e| e.into_inner());
-    let gw = Gateway::start(Some(&config("[rtmp]\nhandshake_timeout_secs = 3\n")));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        None,
+        "[rtmp]\nhandshake_timeout_secs = 3\n",
+    )));
     let port = gw.rtmp_port();
     let (_, stream) =
         gw.start_relay(&json!({"sdkappid": APP, "room": "honest", "userid": "anchor"}));
@@ -224,7 +225,10 @@ fn is_closed(mut s: &TcpStream) -> bool {
 
 #[test]
 fn idle_slow_and_excess_http_connections_are_closed() {
-    let gw = Gateway::start(Some(&config(
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        None,
         "[http]\nheader_timeout_secs = 2\nidle_timeout_secs = 3\nmax_connections_per_ip = 40\n",
     )));
     let port = gw.http_port;
@@ -314,11 +318,15 @@ fn idle_slow_and_excess_http_connections_are_closed() {
 fn a_garbage_whip_offer_leaves_no_room_behind() {
     let _media = MEDIA.lock().unwrap_or_else(|e| e.into_inner());
     let (cb_port, seen) = callback_receiver(0);
-    let gw = Gateway::start(Some(&config(&format!(
-        "callback_url = \"http://127.0.0.1:{cb_port}/events\"\ncallback_key = \"cb-key\"\n"
-    ))));
-    let sig =
-        roomcast::auth::usersig::generate(APP, KEY, "mallory", 3600, common::unix_now(), None);
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        None,
+        &format!(
+            "callback_url = \"http://127.0.0.1:{cb_port}/events\"\ncallback_key = \"cb-key\"\n"
+        ),
+    )));
+    let sig = common::usersig(APP, KEY, "mallory");
     let auth = format!("Bearer {sig}");
     let valid_looking = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
          m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\

@@ -3,7 +3,6 @@
 
 mod common;
 
-use common::unix_now;
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -12,7 +11,6 @@ use std::time::Duration;
 use common::media::{Origin, Publisher, decode};
 use common::{Gateway, http};
 use futures_util::StreamExt;
-use roomcast::auth::usersig;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -22,12 +20,6 @@ const APP: u64 = 1_400_000_000;
 const KEY: &str = "api-test-key";
 const SECRET_ID: &str = "AKIDroomcastTEST";
 const SECRET_KEY: &str = "roomcastTESTsecret";
-
-fn config() -> String {
-    format!(
-        "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"{SECRET_ID}\"\nsecret_key = \"{SECRET_KEY}\"\n"
-    )
-}
 
 /// One SDK call: `{"ok": true, "response": …}` or `{"ok": false, "code": …}`.
 fn sdk_with(
@@ -62,7 +54,12 @@ fn code(v: &Value) -> &str {
 
 #[test]
 fn refusals_carry_the_codes_the_sdk_raises() {
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     let dismiss = json!({"SdkAppId": APP, "RoomId": 1234});
     let wrong_key = sdk_with(&gw, SECRET_ID, "wrong", "DismissRoom", dismiss.clone(), &[]);
     assert_eq!(
@@ -190,7 +187,12 @@ fn refusals_carry_the_codes_the_sdk_raises() {
 
 #[test]
 fn envelope_is_exact_and_bodies_are_bounded() {
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     let big = "x".repeat(2 << 20);
     let (status, headers, body) = http(gw.http_port, "POST", "/", Some(&big)).unwrap();
     assert_eq!(status, 200);
@@ -217,7 +219,7 @@ async fn ws(
     user: &str,
     extra: &str,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let sig = usersig::generate(APP, KEY, user, 3600, unix_now(), None);
+    let sig = common::usersig(APP, KEY, user);
     let url = format!(
         "ws://127.0.0.1:{}/v1/rooms/{room}/ws?sdkappid={APP}&userid={user}&usersig={sig}{extra}",
         gw.http_port
@@ -249,7 +251,12 @@ async fn next(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dismiss_and_remove_reach_the_room_engine() {
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     let mut a = ws(&gw, "1234", "alice", "").await;
     let mut b = ws(&gw, "1234", "bob", "").await;
     assert_eq!(next(&mut a).await["type"], "user_entered");
@@ -309,7 +316,12 @@ async fn dismiss_and_remove_reach_the_room_engine() {
 #[test]
 fn bypass_relay_started_updated_and_stopped_by_the_sdk() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     let origin = Origin::start();
     let start = json!({
         "SdkAppId": APP, "RoomId": "live-1", "RoomIdType": 1,
@@ -382,7 +394,12 @@ fn bypass_relay_started_updated_and_stopped_by_the_sdk() {
 #[test]
 fn a_mix_started_updated_and_stopped_by_the_sdk() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     let origin = Origin::start();
     let anchor =
         |user: &str| json!({"UserInfo": {"UserId": user, "RoomId": "1234", "RoomIdType": 0}});
@@ -583,14 +600,15 @@ fn start_relay(gw: &Gateway, room: &str, user: &str) -> (String, String) {
     )
 }
 
-fn usersig_for(user: &str) -> String {
-    usersig::generate(APP, KEY, user, 86_400, unix_now(), None)
-}
-
 #[test]
 fn stream_ingest_pulls_an_mp4_into_the_room_where_a_relay_sees_it() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     clip(&gw.dir.0);
     let files = FileServer::start(&gw.dir.0);
     let (relay, stream) = start_relay(&gw, "cinema", "robot");
@@ -598,7 +616,7 @@ fn stream_ingest_pulls_an_mp4_into_the_room_where_a_relay_sees_it() {
         &gw,
         "StartStreamIngest",
         json!({"SdkAppId": APP, "RoomId": "cinema", "RoomIdType": 0, "UserId": "robot",
-               "UserSig": usersig_for("robot"), "StreamUrl": files.url("clip.mp4"), "RepeatNum": 2}),
+               "UserSig": common::usersig(APP, KEY, "robot"), "StreamUrl": files.url("clip.mp4"), "RepeatNum": 2}),
     );
     assert_eq!(started["ok"], true, "{started}");
     let task = started["response"]["TaskId"].as_str().unwrap().to_owned();
@@ -649,11 +667,16 @@ fn stream_ingest_pulls_an_mp4_into_the_room_where_a_relay_sees_it() {
 #[test]
 fn a_looping_ingest_stops_on_request_and_bad_ingests_are_refused() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     clip(&gw.dir.0);
     let files = FileServer::start(&gw.dir.0);
     let base = json!({"SdkAppId": APP, "RoomId": "loop", "RoomIdType": 0, "UserId": "robot",
-                      "UserSig": usersig_for("robot"), "StreamUrl": files.url("clip.mp4")});
+                      "UserSig": common::usersig(APP, KEY, "robot"), "StreamUrl": files.url("clip.mp4")});
     let with = |k: &str, v: Value| {
         let mut p = base.clone();
         p[k] = v;
@@ -669,7 +692,7 @@ fn a_looping_ingest_stops_on_request_and_bad_ingests_are_refused() {
             "InvalidParameter.StreamUrl",
         ),
         (
-            with("UserSig", json!(usersig_for("someone-else"))),
+            with("UserSig", json!(common::usersig(APP, KEY, "someone-else"))),
             "InvalidParameter.UserSig",
         ),
         (with("RepeatNum", json!(0)), "InvalidParameter"),
@@ -734,7 +757,12 @@ fn a_looping_ingest_stops_on_request_and_bad_ingests_are_refused() {
 #[test]
 fn an_rtmp_stream_pulled_from_an_origin_is_mixed_beside_an_anchor() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     let origin = Origin::start();
     // Somebody else's live stream, on a real nginx-rtmp origin.
     let mut live = Publisher::start_lavfi(
@@ -768,7 +796,7 @@ fn an_rtmp_stream_pulled_from_an_origin_is_mixed_beside_an_anchor() {
         &gw,
         "StartStreamIngest",
         json!({"SdkAppId": APP, "RoomId": "studio", "RoomIdType": 0, "UserId": "guest",
-               "UserSig": usersig_for("guest"), "StreamUrl": origin.url("live-red"), "RepeatNum": 1}),
+               "UserSig": common::usersig(APP, KEY, "guest"), "StreamUrl": origin.url("live-red"), "RepeatNum": 1}),
     );
     assert_eq!(started["ok"], true, "{started}");
     let task = started["response"]["TaskId"].as_str().unwrap().to_owned();
@@ -811,12 +839,17 @@ fn recording_dir(gw: &Gateway, task: &str) -> std::path::PathBuf {
 #[test]
 fn a_mixed_cloud_recording_is_written_to_disk_and_listed() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     let created = sdk(
         &gw,
         "CreateCloudRecording",
         json!({"SdkAppId": APP, "RoomId": "lesson", "RoomIdType": 0, "UserId": "recorder",
-               "UserSig": usersig_for("recorder"), "StorageParams": storage(),
+               "UserSig": common::usersig(APP, KEY, "recorder"), "StorageParams": storage(),
                "RecordParams": {"RecordMode": 2, "OutputFormat": 1, "MaxIdleTime": 5},
                "MixTranscodeParams": {"VideoParams": {"Width": 640, "Height": 360, "Fps": 15,
                                                       "BitRate": 800000, "Gop": 2}},
@@ -905,9 +938,14 @@ fn a_mixed_cloud_recording_is_written_to_disk_and_listed() {
 #[test]
 fn single_stream_recordings_follow_the_subscription_and_refuse_bad_requests() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     let base = json!({"SdkAppId": APP, "RoomId": "1234", "RoomIdType": 1, "UserId": "recorder",
-                      "UserSig": usersig_for("recorder"), "StorageParams": storage(),
+                      "UserSig": common::usersig(APP, KEY, "recorder"), "StorageParams": storage(),
                       "RecordParams": {"RecordMode": 1, "OutputFormat": 4, "MaxIdleTime": 5,
                                        "SubscribeStreamUserIds": {"SubscribeAudioUserIds": ["anna"]}}});
     let with = |path: &[&str], v: Value| {
@@ -941,7 +979,7 @@ fn single_stream_recordings_follow_the_subscription_and_refuse_bad_requests() {
             "InvalidParameter",
         ),
         (
-            with(&["UserSig"], json!(usersig_for("intruder"))),
+            with(&["UserSig"], json!(common::usersig(APP, KEY, "intruder"))),
             "InvalidParameter.UserSig",
         ),
         (with(&["RoomId"], json!("0")), "InvalidParameter.RoomId"),
@@ -971,7 +1009,7 @@ fn single_stream_recordings_follow_the_subscription_and_refuse_bad_requests() {
         format!(
             "rtmp://127.0.0.1:{}/push/1234?sdkappid={APP}&userid={user}&usersig={}&roomtype=int",
             gw.rtmp_port(),
-            usersig_for(user)
+            common::usersig(APP, KEY, user)
         )
     };
     let mut anna = Publisher::start(&url("anna"), 6, &gw.dir.0);
@@ -1006,7 +1044,12 @@ fn single_stream_recordings_follow_the_subscription_and_refuse_bad_requests() {
 #[test]
 fn a_mix_is_pushed_back_into_another_room_as_a_user() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     let origin = Origin::start();
     // Whoever watches the other room: a relay of the robot the mix comes in as.
     let (relay, stream) = start_relay(&gw, "stage", "mixbot");
@@ -1019,11 +1062,11 @@ fn a_mix_is_pushed_back_into_another_room_as_a_user() {
                         "LayoutParams": {"MixLayoutMode": 3}},
         "PublishCdnParams": [{"PublishCdnUrl": origin.url("fb1234")}],
         "FeedBackRoomParams": [{"RoomId": "stage", "RoomIdType": 1, "UserId": "mixbot",
-                                "UserSig": usersig_for("mixbot")}],
+                                "UserSig": common::usersig(APP, KEY, "mixbot")}],
     });
     let bad_sig = {
         let mut s = start.clone();
-        s["FeedBackRoomParams"][0]["UserSig"] = json!(usersig_for("someone"));
+        s["FeedBackRoomParams"][0]["UserSig"] = json!(common::usersig(APP, KEY, "someone"));
         s
     };
     assert_eq!(
@@ -1072,7 +1115,12 @@ fn a_mix_is_pushed_back_into_another_room_as_a_user() {
 #[test]
 fn dismissing_a_room_stops_its_relay_mix_and_ingest_tasks() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&config()));
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
     let origin = Origin::start();
     clip(&gw.dir.0);
     let files = FileServer::start(&gw.dir.0);
@@ -1103,7 +1151,7 @@ fn dismissing_a_room_stops_its_relay_mix_and_ingest_tasks() {
         &gw,
         "StartStreamIngest",
         json!({"SdkAppId": APP, "RoomId": "4321", "RoomIdType": 1, "UserId": "guest",
-               "UserSig": usersig_for("guest"), "StreamUrl": files.url("clip.mp4"), "RepeatNum": -1}),
+               "UserSig": common::usersig(APP, KEY, "guest"), "StreamUrl": files.url("clip.mp4"), "RepeatNum": -1}),
     );
     assert_eq!(ingest["ok"], true, "{ingest}");
     let relay_id = |r: &Value| r["response"]["TaskId"].as_str().unwrap().to_owned();

@@ -31,23 +31,6 @@ fn gateway() -> Gateway {
     gw
 }
 
-fn usersig(user: &str) -> String {
-    let out = Command::new(common::BIN)
-        .args([
-            "usersig",
-            "gen",
-            "--sdkappid",
-            &APP.to_string(),
-            "--key",
-            KEY,
-        ])
-        .args(["--userid", user])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 fn whip_path(room: &str, user: &str) -> String {
     format!("/v1/whip/{room}?sdkappid={APP}&userid={user}&roomtype=str")
 }
@@ -92,7 +75,7 @@ impl Peer {
             &[
                 "whip",
                 &url,
-                &usersig(user),
+                &common::usersig(APP, KEY, user),
                 input.to_str().unwrap(),
                 "--video",
                 codec,
@@ -328,7 +311,13 @@ fn a_whep_viewer_receives_decodable_video_and_audio_of_an_rtmp_anchor() {
         whep_path("show", "host", "viewer")
     );
     let mut peer = Peer::spawn(
-        &["whep", &url, &usersig("viewer"), "--seconds", "3"],
+        &[
+            "whep",
+            &url,
+            &common::usersig(APP, KEY, "viewer"),
+            "--seconds",
+            "3",
+        ],
         &gw.dir.0,
     );
     let done = peer.finish(Duration::from_secs(30));
@@ -369,7 +358,7 @@ fn bad_whip_and_whep_requests_get_a_clear_4xx_and_allocate_nothing() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let gw = gateway();
     let sdp = offer(&gw);
-    let sig = usersig("mallory");
+    let sig = common::usersig(APP, KEY, "mallory");
     let bearer = format!("Bearer {sig}");
     let post = |path: &str, headers: &[(&str, &str)], body: &[u8]| {
         http_with(gw.http_port, "POST", path, headers, body).unwrap()
@@ -429,7 +418,7 @@ fn bad_whip_and_whep_requests_get_a_clear_4xx_and_allocate_nothing() {
     );
     assert_eq!(s, 401, "{b}");
     // Someone else's UserSig.
-    let other = format!("Bearer {}", usersig("alice"));
+    let other = format!("Bearer {}", common::usersig(APP, KEY, "alice"));
     let (s, _, _) = post(
         &path,
         &[

@@ -173,7 +173,7 @@ impl Gateway {
 
     /// `rtmp://…/push/<room>?sdkappid=&userid=&usersig=` with a fresh UserSig.
     pub fn publish_url(&self, app: u64, key: &str, room: &str, user: &str) -> String {
-        let sig = roomcast::auth::usersig::generate(app, key, user, 3600, unix_now(), None);
+        let sig = usersig(app, key, user);
         format!(
             "rtmp://127.0.0.1:{}/push/{room}?sdkappid={app}&userid={user}&usersig={sig}",
             self.rtmp_port()
@@ -212,11 +212,23 @@ impl Gateway {
     }
 }
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+pub use roomcast::unix_now;
+
+/// `roomcast.toml` text: one application, an API credential (SecretId,
+/// SecretKey) if given, then `extra`.
+pub fn app_config(app: u64, key: &str, credential: Option<(&str, &str)>, extra: &str) -> String {
+    let mut s = format!("[[apps]]\nsdkappid = {app}\nsecret_key = \"{key}\"\n");
+    if let Some((id, secret)) = credential {
+        s.push_str(&format!(
+            "[[api.credentials]]\nsecret_id = \"{id}\"\nsecret_key = \"{secret}\"\n"
+        ));
+    }
+    s + extra
+}
+
+/// A UserSig for `user`, valid for a day, made by the library.
+pub fn usersig(app: u64, key: &str, user: &str) -> String {
+    roomcast::auth::usersig::generate(app, key, user, 86_400, unix_now(), None)
 }
 
 /// Polls `f` until it holds, failing the test after `within`.
