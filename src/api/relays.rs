@@ -129,7 +129,7 @@ pub(crate) async fn start(
         Ok(s) => s,
         Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    spec.rtmp = rtmp;
+    spec.outputs.rtmp = rtmp;
     spec.max_idle = max_idle;
     if let Some(s) = req.stream {
         spec.stream = s;
@@ -180,7 +180,8 @@ pub(crate) async fn update(
                 format!("no relay profile named `{name}`"),
             );
         };
-        let (crate::profile::RelayMode::Mix { layout: l }, Some(mix)) = (&p.mode, &spec.mix) else {
+        let (crate::profile::RelayMode::Mix { layout: l }, Some(mix)) = (&p.mode, spec.mix())
+        else {
             return err(
                 StatusCode::BAD_REQUEST,
                 "a layout change needs a mix task and a mix profile",
@@ -191,7 +192,7 @@ pub(crate) async fn update(
         } else {
             // Other encodings: the mix restarts its encoders, outputs stay connected.
             match RelaySpec::for_mix(spec.room.clone(), p) {
-                Ok(s) => restart = s.mix,
+                Ok(s) => restart = s.into_mix(),
                 Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
             }
         }
@@ -282,8 +283,8 @@ fn status_json(spec: &RelaySpec, st: &RelayStatus) -> Value {
         "task_id": spec.id,
         "sdkappid": spec.room.app,
         "room": spec.room.room.to_string(),
-        "userid": spec.user.as_ref().map(UserId::as_str),
-        "mix": spec.mix.is_some(),
+        "userid": spec.user().map(UserId::as_str),
+        "mix": spec.mix().is_some(),
         "stream": spec.stream,
         "state": state,
         "reason": reason,

@@ -73,7 +73,7 @@ impl HttpUrl {
 }
 
 /// `Sign` header value for `body`.
-pub(crate) fn sign(key: &str, body: &[u8]) -> String {
+fn sign(key: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
     mac.update(body);
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
@@ -163,7 +163,7 @@ struct Sink {
 /// A relay target's state as TRTC's relay callback (401) `Status`: 2 is
 /// TRTC's "pushing" (its documented example); the others are roomcast's:
 /// 1 connecting, 3 retrying, 4 failed (given up), 5 stopped.
-pub(crate) fn relay_status_code(state: &PushState) -> u32 {
+fn relay_status_code(state: &PushState) -> u32 {
     match state {
         PushState::Connecting { .. } => 1,
         PushState::Publishing => 2,
@@ -174,7 +174,7 @@ pub(crate) fn relay_status_code(state: &PushState) -> u32 {
 }
 
 /// The 401 callback of one relay target's state.
-pub(crate) fn relay_payload(
+fn relay_payload(
     room: &crate::room::RoomKey,
     user: Option<&str>,
     task: &str,
@@ -268,12 +268,16 @@ pub(crate) fn spawn(
     }))
 }
 
-/// Reports every relay target's state changes (401), polling the relays.
+/// Reports every relay target's state changes (401): the relay table is
+/// read again whenever the manager says a task's state changed.
 async fn watch_relays(relays: RelayManager, sinks: Arc<HashMap<u64, Arc<Sink>>>) {
     let mut last: HashMap<(String, String), u32> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut changes = relays.watch_changes();
+    changes.mark_changed();
     loop {
-        tick.tick().await;
+        if changes.changed().await.is_err() {
+            return;
+        }
         let mut seen = std::collections::HashSet::new();
         for (spec, status) in relays.list() {
             let Some(sink) = sinks.get(&spec.room.app) else {
@@ -288,7 +292,7 @@ async fn watch_relays(relays: RelayManager, sinks: Arc<HashMap<u64, Arc<Sink>>>)
                     continue;
                 }
                 last.insert(key, code);
-                let user = spec.user.as_ref().map(|u| u.as_str());
+                let user = spec.user().map(|u| u.as_str());
                 let shown = url.split('?').next().unwrap_or(url);
                 push(
                     sink,

@@ -7,6 +7,10 @@
 //! it must then wait for the next keyframe (the publisher is never slowed
 //! by a consumer). The registry lock guards only the map of publishers,
 //! never the media path.
+//!
+//! Who publishes in a room is a watch ([`MediaHub::watch_room`]): relays,
+//! mixes and recordings wake when it changes and read the latest list, so
+//! one that was busy misses nothing, it only reads a newer snapshot.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,24 +21,50 @@ use super::{MediaMessage, TrackConfig, TrackKind};
 use crate::room::{RoomKey, UserId};
 
 /// Messages buffered per consumer: about 4 s of 30 fps video plus audio.
-pub(crate) const FANOUT_CAPACITY: usize = 512;
+const FANOUT_CAPACITY: usize = 512;
 
 type Key = (RoomKey, UserId);
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(crate) struct MediaHub {
-    publishers: Arc<Mutex<HashMap<Key, Entry>>>,
-    /// Bumped whenever a publisher comes or goes: watchers then read the
-    /// set again ([`MediaHub::publishers_in`]), so one that was busy misses
-    /// nothing, it only reads a newer snapshot.
-    changes: Arc<watch::Sender<u64>>,
+    inner: Arc<Mutex<Inner>>,
 }
 
-impl Default for MediaHub {
-    fn default() -> Self {
-        MediaHub {
-            publishers: Arc::default(),
-            changes: Arc::new(watch::channel(0).0),
+/// Who publishes in one room, in the order they started, each with its
+/// publisher's number (so a publisher replaced by a newer one of the same
+/// user is a change too).
+pub(crate) type RoomPublishers = Arc<[(UserId, u64)]>;
+
+#[derive(Default)]
+struct Inner {
+    publishers: HashMap<Key, Entry>,
+    /// One watch per room that has publishers or watchers.
+    rooms: HashMap<RoomKey, watch::Sender<RoomPublishers>>,
+}
+
+impl Inner {
+    /// Tells `room`'s watchers its new list of publishers; forgets the
+    /// room's watch when nobody publishes or watches.
+    fn room_changed(&mut self, room: &RoomKey) {
+        let mut list: Vec<(u64, UserId)> = self
+            .publishers
+            .iter()
+            .filter(|((r, _), _)| r == room)
+            .map(|((_, u), e)| (e.id, u.clone()))
+            .collect();
+        list.sort();
+        let list: RoomPublishers = list.into_iter().map(|(id, u)| (u, id)).collect();
+        match self.rooms.get(room) {
+            Some(tx) if list.is_empty() && tx.receiver_count() == 0 => {
+                self.rooms.remove(room);
+            }
+            Some(tx) => {
+                tx.send_replace(list);
+            }
+            None if list.is_empty() => {}
+            None => {
+                self.rooms.insert(room.clone(), watch::channel(list).0);
+            }
         }
     }
 }
@@ -88,7 +118,8 @@ impl MediaHub {
         let (configs, configs_rx) = watch::channel(Configs::default());
         let keyframe = Arc::new(Notify::new());
         let key = (room, user);
-        self.lock().insert(
+        let mut inner = self.lock();
+        inner.publishers.insert(
             key.clone(),
             Entry {
                 id,
@@ -97,7 +128,8 @@ impl MediaHub {
                 keyframe: keyframe.clone(),
             },
         );
-        self.changes.send_modify(|g| *g += 1);
+        inner.room_changed(&key.0);
+        drop(inner);
         Publisher {
             hub: self.clone(),
             key,
@@ -110,8 +142,8 @@ impl MediaHub {
 
     /// The publisher's stream, if it is publishing.
     pub(crate) fn subscribe(&self, room: &RoomKey, user: &UserId) -> Option<Subscription> {
-        let map = self.lock();
-        let e = map.get(&(room.clone(), user.clone()))?;
+        let inner = self.lock();
+        let e = inner.publishers.get(&(room.clone(), user.clone()))?;
         Some(Subscription {
             messages: e.messages.subscribe(),
             configs: e.configs.borrow().clone(),
@@ -119,31 +151,31 @@ impl MediaHub {
         })
     }
 
-    /// Changes whenever a publisher starts or stops, in any room.
-    pub(crate) fn watch_publishers(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
-    }
-
-    /// Who publishes in `room`, in the order they started.
-    pub(crate) fn publishers_in(&self, room: &RoomKey) -> Vec<UserId> {
-        let map = self.lock();
-        let mut v: Vec<(u64, UserId)> = map
-            .iter()
-            .filter(|((r, _), _)| r == room)
-            .map(|((_, u), e)| (e.id, u.clone()))
-            .collect();
-        v.sort();
-        v.into_iter().map(|(_, u)| u).collect()
+    /// Who publishes in `room`, now and whenever that changes.
+    pub(crate) fn watch_room(&self, room: &RoomKey) -> watch::Receiver<RoomPublishers> {
+        let mut inner = self.lock();
+        // Forget rooms nobody publishes in or watches any more.
+        inner
+            .rooms
+            .retain(|_, tx| !tx.borrow().is_empty() || tx.receiver_count() > 0);
+        inner
+            .rooms
+            .entry(room.clone())
+            .or_insert_with(|| watch::channel(RoomPublishers::from([])).0)
+            .subscribe()
     }
 
     pub(crate) fn is_publishing(&self, room: &RoomKey, user: &UserId) -> bool {
-        self.lock().contains_key(&(room.clone(), user.clone()))
+        self.lock()
+            .publishers
+            .contains_key(&(room.clone(), user.clone()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
-        // A panic while holding this lock cannot leave the map inconsistent
-        // (single inserts/removes), so a poisoned lock is still usable.
-        self.publishers.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the maps inconsistent
+        // (single inserts/removes, each followed by its room's update), so a
+        // poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -167,11 +199,14 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        let mut map = self.hub.lock();
-        if map.get(&self.key).is_some_and(|e| e.id == self.id) {
-            map.remove(&self.key);
-            drop(map);
-            self.hub.changes.send_modify(|g| *g += 1);
+        let mut inner = self.hub.lock();
+        if inner
+            .publishers
+            .get(&self.key)
+            .is_some_and(|e| e.id == self.id)
+        {
+            inner.publishers.remove(&self.key);
+            inner.room_changed(&self.key.0);
         }
     }
 }
@@ -181,25 +216,49 @@ mod tests {
     use super::*;
     use crate::room::RoomId;
 
-    #[tokio::test]
-    async fn watchers_see_publishers_come_and_go() {
-        let hub = MediaHub::default();
-        let mut w = hub.watch_publishers();
-        let room = RoomKey {
+    fn room(name: &str) -> RoomKey {
+        RoomKey {
             app: 1,
-            room: RoomId::parse("r", None).unwrap(),
-        };
-        let p = hub.publish(room.clone(), UserId::new("a").unwrap());
+            room: RoomId::parse(name, None).unwrap(),
+        }
+    }
+
+    fn users(w: &mut watch::Receiver<RoomPublishers>) -> Vec<String> {
+        w.borrow_and_update()
+            .iter()
+            .map(|(u, _)| u.as_str().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn watchers_see_their_rooms_publishers_come_and_go() {
+        let hub = MediaHub::default();
+        let (r, other) = (room("r"), room("o"));
+        let mut w = hub.watch_room(&r);
+        assert!(users(&mut w).is_empty());
+        let a = hub.publish(r.clone(), UserId::new("a").unwrap());
         assert!(w.has_changed().unwrap());
-        w.borrow_and_update();
-        assert_eq!(hub.publishers_in(&room), [UserId::new("a").unwrap()]);
-        // A replaced publisher's drop changes nothing; the last one's does.
-        let q = hub.publish(room.clone(), UserId::new("a").unwrap());
-        w.borrow_and_update();
-        drop(p);
+        assert_eq!(users(&mut w), ["a"]);
+        // Another room's publishers are not this watch's business.
+        let elsewhere = hub.publish(other.clone(), UserId::new("a").unwrap());
         assert!(!w.has_changed().unwrap());
-        drop(q);
+        // Entry order is the order they started.
+        let b = hub.publish(r.clone(), UserId::new("b").unwrap());
+        assert_eq!(users(&mut w), ["a", "b"]);
+        // A replacement is a change (a new stream to follow); the replaced
+        // publisher's drop is not.
+        let a2 = hub.publish(r.clone(), UserId::new("a").unwrap());
         assert!(w.has_changed().unwrap());
-        assert!(hub.publishers_in(&room).is_empty());
+        assert_eq!(users(&mut w), ["b", "a"]);
+        drop(a);
+        assert!(!w.has_changed().unwrap());
+        drop((a2, b));
+        assert!(w.has_changed().unwrap());
+        assert!(users(&mut w).is_empty());
+        // A watch that ends and an emptied room leave nothing behind.
+        drop(w);
+        drop(elsewhere);
+        let _ = hub.watch_room(&other);
+        assert_eq!(hub.lock().rooms.len(), 1, "only the room watched now");
     }
 }

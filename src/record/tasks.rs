@@ -10,16 +10,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::{FileList, RecordTarget, RecordedFile};
 use crate::media::hub::MediaHub;
 use crate::profile::{RecordOutput, RelayProfile};
-use crate::relay::{RelayError, RelayManager, RelaySpec, TaskState};
+use crate::relay::{OutputSpec, RelayError, RelayManager, RelaySpec, RelayStatus, TaskState};
+
+/// How long a stopping recording waits for its relays to close their files.
+const FINISH_WITHIN: Duration = Duration::from_secs(10);
+
+fn is_stopped(st: &RelayStatus) -> bool {
+    matches!(st.state, TaskState::Stopped(_))
+}
 use crate::room::{RoomKey, UserId};
 
 /// Recording tasks at once.
-pub(crate) const MAX_RECORDINGS: usize = 64;
+const MAX_RECORDINGS: usize = 64;
 
 /// Whose streams a single-stream recording takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +57,8 @@ struct Task {
     files: FileList,
     relays: Arc<Mutex<Vec<String>>>,
     subscription: Arc<Mutex<Subscription>>,
+    /// Woken when the subscription lists change.
+    resubscribed: Arc<Notify>,
     mixed: bool,
     stop: Arc<Notify>,
     done: Arc<AtomicBool>,
@@ -107,25 +116,32 @@ impl Recordings {
         // Relative: the relay puts it under the recordings root.
         let dir = PathBuf::from(&id);
         let subscription = Arc::new(Mutex::new(Subscription::default()));
+        let resubscribed = Arc::new(Notify::new());
         let mixed = match mode {
             Mode::Mixed(mut spec) => {
-                spec.rtmp.clear();
-                spec.hls = None;
                 spec.max_idle = max_idle;
                 spec.stream = format!("{id}-mix");
-                spec.record = Some(RecordTarget {
-                    dir: dir.clone(),
-                    prefix: "mix".into(),
-                    user: None,
-                    output,
-                    files: files.clone(),
-                });
+                // The recorder is the only output.
+                spec.outputs = OutputSpec {
+                    record: Some(RecordTarget {
+                        dir: dir.clone(),
+                        prefix: "mix".into(),
+                        user: None,
+                        output,
+                        files: files.clone(),
+                    }),
+                    ..OutputSpec::default()
+                };
                 let relay = self.relays.start(*spec)?;
-                relays.lock().unwrap_or_else(|p| p.into_inner()).push(relay);
                 let this = self.clone();
-                let (relays2, stop2, done2) = (relays.clone(), stop.clone(), done.clone());
+                let (stop2, done2) = (stop.clone(), done.clone());
+                let status = self.relays.watch(&relay);
+                relays
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(relay.clone());
                 tokio::spawn(async move {
-                    this.watch_mixed(relays2, stop2).await;
+                    this.watch_mixed(relay, status, stop2).await;
                     done2.store(true, Ordering::Relaxed);
                 });
                 true
@@ -148,8 +164,9 @@ impl Recordings {
                     subscription: subscription.clone(),
                 };
                 let (stop2, done2) = (stop.clone(), done.clone());
+                let resubscribed2 = resubscribed.clone();
                 tokio::spawn(async move {
-                    this.watch_single(ctx, stop2).await;
+                    this.watch_single(ctx, stop2, resubscribed2).await;
                     done2.store(true, Ordering::Relaxed);
                 });
                 false
@@ -163,6 +180,7 @@ impl Recordings {
                 files,
                 relays,
                 subscription,
+                resubscribed,
                 mixed,
                 stop,
                 done,
@@ -171,29 +189,37 @@ impl Recordings {
         Ok(id)
     }
 
-    async fn watch_mixed(&self, relays: Arc<Mutex<Vec<String>>>, stop: Arc<Notify>) {
-        let relay = relays.lock().unwrap_or_else(|p| p.into_inner())[0].clone();
-        loop {
-            tokio::select! {
-                () = stop.notified() => {
-                    let _ = self.relays.stop(&relay);
-                }
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+    /// Waits for the mix relay to stop (or for DeleteCloudRecording, then
+    /// stops it and waits).
+    async fn watch_mixed(
+        &self,
+        relay: String,
+        status: Option<watch::Receiver<RelayStatus>>,
+        stop: Arc<Notify>,
+    ) {
+        let Some(mut status) = status else { return };
+        tokio::select! {
+            () = stop.notified() => {
+                let _ = self.relays.stop(&relay);
             }
-            if self.is_stopped(&relay) {
-                return;
-            }
+            _ = status.wait_for(is_stopped) => return,
         }
+        let _ = tokio::time::timeout(FINISH_WITHIN, status.wait_for(is_stopped)).await;
     }
 
     fn is_stopped(&self, relay: &str) -> bool {
         self.relays
             .status(relay)
-            .is_none_or(|(_, st)| matches!(st.state, TaskState::Stopped(_)))
+            .is_none_or(|(_, st)| is_stopped(&st))
     }
 
-    async fn watch_single(&self, ctx: SingleCtx, stop: Arc<Notify>) {
+    /// Keeps one passthrough relay per admitted publishing anchor: reacts to
+    /// the room's publishers, the subscription lists and relays stopping;
+    /// ends after `max_idle` with nothing recorded, or when asked.
+    async fn watch_single(&self, ctx: SingleCtx, stop: Arc<Notify>, resubscribed: Arc<Notify>) {
         let mut by_user: HashMap<UserId, String> = HashMap::new();
+        let mut publishers = self.hub.watch_room(&ctx.room);
+        let mut relays = self.relays.watch_changes();
         let mut idle_since = tokio::time::Instant::now();
         let stopping = loop {
             let sub = ctx
@@ -201,20 +227,22 @@ impl Recordings {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            for user in self.hub.publishers_in(&ctx.room) {
-                if !sub.admits(&user) {
+            let now = publishers.borrow_and_update().clone();
+            relays.borrow_and_update();
+            for (user, _) in now.iter() {
+                if !sub.admits(user) {
                     continue;
                 }
-                if by_user.get(&user).is_some_and(|r| !self.is_stopped(r)) {
+                if by_user.get(user).is_some_and(|r| !self.is_stopped(r)) {
                     continue;
                 }
-                match self.start_single(&ctx, &user, by_user.len()) {
+                match self.start_single(&ctx, user, by_user.len()) {
                     Ok(relay) => {
                         ctx.relays
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .push(relay.clone());
-                        by_user.insert(user, relay);
+                        by_user.insert(user.clone(), relay);
                     }
                     Err(e) => tracing::warn!(task = %ctx.id, %user, "recording: {e}"),
                 }
@@ -228,12 +256,13 @@ impl Recordings {
             let running = by_user.values().any(|r| !self.is_stopped(r));
             if running {
                 idle_since = tokio::time::Instant::now();
-            } else if idle_since.elapsed() >= ctx.max_idle {
-                break false;
             }
             tokio::select! {
                 () = stop.notified() => break true,
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = resubscribed.notified() => {}
+                r = publishers.changed() => if r.is_err() { break false },
+                r = relays.changed() => if r.is_err() { break false },
+                () = tokio::time::sleep_until(idle_since + ctx.max_idle), if !running => break false,
             }
         };
         if stopping {
@@ -242,28 +271,30 @@ impl Recordings {
             }
         }
         // Files are complete once every relay has finished.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while by_user.values().any(|r| !self.is_stopped(r))
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let deadline = tokio::time::Instant::now() + FINISH_WITHIN;
+        for relay in by_user.values() {
+            if let Some(mut st) = self.relays.watch(relay) {
+                let _ = tokio::time::timeout_at(deadline, st.wait_for(is_stopped)).await;
+            }
         }
         tracing::info!(task = %ctx.id, "cloud recording ended");
     }
 
     fn start_single(&self, ctx: &SingleCtx, user: &UserId, n: usize) -> Result<String, RelayError> {
         let mut spec = RelaySpec::for_anchor(ctx.room.clone(), user.clone(), &ctx.profile)?;
-        spec.rtmp.clear();
-        spec.hls = None;
         spec.max_idle = ctx.max_idle;
         spec.stream = format!("{}-{n}", ctx.id);
-        spec.record = Some(RecordTarget {
-            dir: ctx.dir.clone(),
-            prefix: user.as_str().to_owned(),
-            user: Some(user.as_str().to_owned()),
-            output: ctx.output.clone(),
-            files: ctx.files.clone(),
-        });
+        // The recorder is the only output.
+        spec.outputs = OutputSpec {
+            record: Some(RecordTarget {
+                dir: ctx.dir.clone(),
+                prefix: user.as_str().to_owned(),
+                user: Some(user.as_str().to_owned()),
+                output: ctx.output.clone(),
+                files: ctx.files.clone(),
+            }),
+            ..OutputSpec::default()
+        };
         self.relays.start(spec)
     }
 
@@ -319,6 +350,7 @@ impl Recordings {
         match tasks.get(id) {
             Some(t) if t.app == app && !t.mixed && !t.done.load(Ordering::Relaxed) => {
                 *t.subscription.lock().unwrap_or_else(|p| p.into_inner()) = sub;
+                t.resubscribed.notify_one();
                 true
             }
             _ => false,

@@ -1,45 +1,44 @@
-//! A mix relay task: every anchor of the room composed into one stream.
+//! The mix driver: every anchor of the room composed into one stream.
 //!
-//! Anchors are found in the media hub as they publish: the task watches the
-//! hub's publisher set and reads it again on every change (entry order is
-//! the order they started). Each anchor gets a forwarding task that feeds
-//! the mix thread and says when the anchor stopped. The mix's output goes
-//! to the same outputs as a passthrough relay. The task stops when asked,
-//! when the room closes, or after `max_idle` without any anchor (a deadline,
-//! not a poll); its status is published every 200 ms.
+//! Anchors are found through the hub's watch of the room's publishers (entry
+//! order is the order they started). Each anchor gets a forwarding task that
+//! feeds the mix thread and says when the anchor stopped. The mix's output
+//! goes to the task's outputs like a passthrough's. The task stops when
+//! asked, when the room closes, or after `max_idle` without any anchor (a
+//! deadline, not a poll); its counters are refreshed every 200 ms.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::task::{Deps, Relay, RelaySpec, RelayStatus};
+use super::outputs::{Deps, Outputs};
+use super::spec::RelaySpec;
+use super::status::StatusTx;
+use super::{Control, MixControl};
 use crate::media::MediaMessage;
-use crate::mix::pipeline::{MixHandle, MixInput};
-use crate::room::{EventKind, UserId};
-use std::sync::Arc;
+use crate::media::hub::RoomPublishers;
+use crate::mix::pipeline::{MixHandle, MixInput, MixSettings};
+use crate::room::UserId;
 
 pub(super) async fn run(
     spec: RelaySpec,
+    settings: MixSettings,
     deps: Deps,
-    mut control: mpsc::Receiver<super::Control>,
-    status: watch::Sender<RelayStatus>,
+    mut control: mpsc::Receiver<Control<MixControl>>,
+    status: StatusTx,
 ) {
-    let Some(settings) = spec.mix.clone() else {
-        Relay::new(&spec, &deps)
-            .finish("neither an anchor nor a mix".into(), &status)
-            .await;
-        return;
-    };
-    let mut events = deps.rooms.subscribe();
-    let mut relay = Relay::new(&spec, &deps);
+    let mut out = Outputs::new(&spec, &deps);
     let has_video = settings.video.is_some();
     let mut mixer = MixHandle::spawn(settings);
-    let feedback = enter_feedback_rooms(&spec, &deps, has_video, &mut relay).await;
+    out.enter_feedback_rooms(&spec, &deps, has_video).await;
     let mut inputs = Inputs::default();
-    let mut publishers = deps.hub.watch_publishers();
+    let mut room = deps.rooms.watch_room(&spec.room).await;
+    let mut room_seen = room.borrow_and_update().clone();
+    let mut publishers = deps.hub.watch_room(&spec.room);
     // Anchors already publishing are found on the first turn.
     publishers.mark_changed();
     let (left_tx, mut left) = mpsc::unbounded_channel();
@@ -50,53 +49,54 @@ pub(super) async fn run(
     let reason = loop {
         tokio::select! {
             c = control.recv() => match c {
-                Some(super::Control::SetTargets(urls)) => relay.set_targets(&urls),
-                Some(super::Control::SetLayout(l)) => {
+                Some(Control::SetTargets(urls)) => out.set_targets(&urls),
+                Some(Control::Input(MixControl::SetLayout(l))) => {
                     tracing::info!(task = %spec.id, mode = ?l.mode, "mix layout updated");
                     mixer.set_layout(l);
                 }
-                Some(super::Control::SetVolume(user, level)) => mixer.set_volume(user.as_str(), level),
-                Some(super::Control::SetAudioFilter(f)) => mixer.set_audio_filter(f),
-                Some(super::Control::RestartMix(settings)) => {
+                Some(Control::Input(MixControl::SetVolume(user, level))) => mixer.set_volume(user.as_str(), level),
+                Some(Control::Input(MixControl::SetAudioFilter(f))) => mixer.set_audio_filter(f),
+                Some(Control::Input(MixControl::Restart(settings))) => {
                     tracing::info!(task = %spec.id, "mix restarting with new encodings");
                     inputs.clear();
                     mixer = MixHandle::spawn(*settings);
                     // Output time continues after the last frame; players see a discontinuity.
-                    relay.rebaser.reattach();
-                    if let Some(h) = relay.hls.as_mut() {
-                        h.discontinuity();
-                    }
-                    if let Some(r) = relay.recorder.as_mut() {
-                        r.discontinuity();
-                    }
-                    inputs.discover(&spec, &deps, &mixer, &left_tx);
+                    out.discontinuity();
+                    let now = publishers.borrow().clone();
+                    inputs.discover(&spec, &now, &deps, &mixer, &left_tx);
                 }
-                Some(super::Control::Stop) | None => break "stopped by request".to_owned(),
+                Some(Control::Stop) | None => break "stopped by request".to_owned(),
             },
             m = mixer.out.recv() => match m {
                 Some(m) => match &*m {
                     MediaMessage::Frame(f) => {
-                        let f = super::task::rebase(&mut relay.rebaser, f);
-                        relay.emit(&Arc::new(MediaMessage::Frame(f)));
+                        let f = out.rebase(f);
+                        out.emit(&Arc::new(MediaMessage::Frame(f)));
                     }
-                    MediaMessage::Config(_) => relay.emit(&m),
+                    MediaMessage::Config(_) => {
+                        // The encoders start every stream with a keyframe: nothing to ask.
+                        out.emit(&m);
+                    }
                 },
                 None => break "the mix stopped (see the error above)".to_owned(),
             },
-            ev = events.recv() => match ev {
-                Ok(ev) if ev.room == spec.room => {
-                    if let EventKind::RoomClosed { reason } = &ev.kind {
-                        break format!("room closed ({})", reason.as_str());
-                    }
+            r = room.changed() => {
+                if r.is_err() {
+                    break "shutting down".to_owned();
                 }
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => break "shutting down".to_owned(),
-            },
+                let now = room.borrow_and_update().clone();
+                if let Some(why) = now.closed_since(&room_seen) {
+                    break format!("room closed ({why})");
+                }
+                room_seen = now;
+            }
             r = publishers.changed() => {
                 if r.is_err() {
                     break "shutting down".to_owned();
                 }
-                inputs.discover(&spec, &deps, &mixer, &left_tx);
+                // A copy of the list: the watch is not held while the hub is asked.
+                let now = publishers.borrow_and_update().clone();
+                inputs.discover(&spec, &now, &deps, &mixer, &left_tx);
                 if !inputs.is_empty() {
                     idle_since = tokio::time::Instant::now();
                 }
@@ -105,7 +105,8 @@ pub(super) async fn run(
                 if inputs.remove(&user, id) {
                     tracing::info!(task = %spec.id, user = %user, "anchor left the mix");
                     // It may already be publishing again.
-                    inputs.discover(&spec, &deps, &mixer, &left_tx);
+                    let now = publishers.borrow().clone();
+                    inputs.discover(&spec, &now, &deps, &mixer, &left_tx);
                     if inputs.is_empty() {
                         idle_since = tokio::time::Instant::now();
                     }
@@ -114,75 +115,12 @@ pub(super) async fn run(
             () = tokio::time::sleep_until(idle_since + spec.max_idle), if inputs.is_empty() => {
                 break format!("no input for {:?}", spec.max_idle);
             }
-            _ = tick.tick() => {
-                let mut report = relay.report();
-                report.attached = !inputs.is_empty();
-                report.state = if inputs.is_empty() { super::TaskState::Waiting } else { super::TaskState::Running };
-                let _ = status.send(report);
-            }
+            _ = tick.tick() => status.publish(out.report(!inputs.is_empty(), &[])),
         }
     };
     inputs.clear();
     drop(mixer);
-    relay.feedback.clear();
-    for (session, room) in feedback {
-        let _ = deps
-            .rooms
-            .command(crate::room::Command::Leave { session })
-            .await;
-        tracing::info!(task = %spec.id, %room, "mix no longer pushed back into the room");
-    }
-    relay.finish(reason, &status).await;
-}
-
-/// Enters every FeedBackRoomParams room as its robot (an anchor) and
-/// publishes the mix there; a room that refuses is logged and skipped.
-async fn enter_feedback_rooms(
-    spec: &RelaySpec,
-    deps: &Deps,
-    has_video: bool,
-    relay: &mut Relay,
-) -> Vec<(crate::room::SessionId, crate::room::RoomKey)> {
-    use crate::room::{Command, Enter, Role, Scene, TrackKind};
-    let mut entered = Vec::new();
-    for f in &spec.feedback {
-        let session = deps.rooms.new_session();
-        let unix_now = crate::unix_now();
-        let enter = Command::Enter(Enter {
-            room: f.room.clone(),
-            user: f.user.clone(),
-            session,
-            role: Role::Anchor,
-            scene: Scene::Live,
-            hidden: false,
-            grant: f.grant.clone(),
-            unix_now,
-        });
-        if let Err(e) = deps.rooms.command(enter).await {
-            tracing::warn!(task = %spec.id, room = %f.room, user = %f.user, "mix cannot be pushed back into the room: {e}");
-            continue;
-        }
-        relay
-            .feedback
-            .push(deps.hub.publish(f.room.clone(), f.user.clone()));
-        let kinds: &[TrackKind] = if has_video {
-            &[TrackKind::Audio, TrackKind::Video]
-        } else {
-            &[TrackKind::Audio]
-        };
-        for kind in kinds {
-            let _ = deps
-                .rooms
-                .command(Command::Publish {
-                    session,
-                    kind: *kind,
-                })
-                .await;
-        }
-        tracing::info!(task = %spec.id, room = %f.room, user = %f.user, "mix pushed back into the room");
-        entered.push((session, f.room.clone()));
-    }
-    entered
+    out.finish(reason, &deps, &[], &status).await;
 }
 
 /// The anchors being mixed: each one's forwarding task and its number, so a
@@ -203,23 +141,25 @@ impl Inputs {
     fn discover(
         &mut self,
         spec: &RelaySpec,
+        publishers: &RoomPublishers,
         deps: &Deps,
         mixer: &MixHandle,
         left: &mpsc::UnboundedSender<(UserId, u64)>,
     ) {
-        for user in deps.hub.publishers_in(&spec.room) {
-            if self.running.contains_key(&user) {
+        for (user, _) in publishers.iter() {
+            if self.running.contains_key(user) {
                 continue;
             }
             // The mix pushed back into its own room is not mixed again.
             if spec
+                .outputs
                 .feedback
                 .iter()
-                .any(|f| f.room == spec.room && f.user == user)
+                .any(|f| f.room == spec.room && f.user == *user)
             {
                 continue;
             }
-            if let Some(sub) = deps.hub.subscribe(&spec.room, &user) {
+            if let Some(sub) = deps.hub.subscribe(&spec.room, user) {
                 tracing::info!(task = %spec.id, user = %user, "anchor joined the mix");
                 let input = mixer.input(user.as_str());
                 self.next += 1;
@@ -230,7 +170,7 @@ impl Inputs {
                     forward(sub, input).await;
                     let _ = left.send((who, id));
                 });
-                self.running.insert(user, (id, task));
+                self.running.insert(user.clone(), (id, task));
             }
         }
     }
@@ -260,9 +200,7 @@ async fn forward(mut sub: crate::media::hub::Subscription, mut input: MixInput) 
         .into_iter()
         .flatten()
     {
-        input.offer(&std::sync::Arc::new(crate::media::MediaMessage::Config(
-            c.clone(),
-        )));
+        input.offer(&Arc::new(MediaMessage::Config(c.clone())));
     }
     // The mixer's decoder starts at a keyframe.
     sub.request_keyframe();

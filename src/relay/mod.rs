@@ -1,13 +1,21 @@
 //! Relay tasks: an anchor's stream relayed to CDN origins and HLS.
 //!
-//! The manager starts and stops tasks and keeps their status; each task is
-//! its own tokio task (`task.rs`) that follows its anchor through the room
-//! and the media hub. `rebase` keeps output timestamps monotonic.
+//! A task is one input times one set of outputs (`spec`): an anchor passed
+//! through (`passthrough`) or every anchor of the room mixed (`mix_task`),
+//! both feeding the same fan-out (`outputs`: RTMP targets, HLS, recorder,
+//! rooms fed back, behind the timestamp `rebase`r). Drivers find their
+//! anchors through the hub's per-room watch of publishers and stop when the
+//! room's life watch says it closed. The manager starts and stops tasks,
+//! routes typed control messages and publishes status changes (`status`)
+//! for callbacks and recordings to wait on.
 
 mod mix_task;
+mod outputs;
+mod passthrough;
 pub(crate) mod rebase;
-pub(crate) mod task;
-pub(crate) mod transcode;
+mod spec;
+mod status;
+mod transcode;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,131 +25,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::media::hub::MediaHub;
-use crate::profile::RelayProfile;
-use crate::room::{Audience, EventKind, RoomHandle, RoomId, RoomKey, UserId};
-pub(crate) use task::{Feedback, RelaySpec, RelayStatus, TaskState};
-
-/// Default `max_idle_time`: a task stops after this long without its anchor (TRTC: 30 s).
-pub(crate) const DEFAULT_MAX_IDLE: Duration = Duration::from_secs(30);
-
-/// A task's `max_idle_time` from a request, in seconds (TRTC's MaxIdleTime):
-/// [`DEFAULT_MAX_IDLE`] when absent, else 5 to 86400; `Err` says the range.
-pub(crate) fn max_idle(secs: Option<u64>) -> Result<Duration, &'static str> {
-    match secs {
-        None => Ok(DEFAULT_MAX_IDLE),
-        Some(s) if (5..=86_400).contains(&s) => Ok(Duration::from_secs(s)),
-        Some(_) => Err("5 to 86400 seconds"),
-    }
-}
-
-/// Refuses output features this build cannot do yet, rather than silently
-/// ignoring part of the profile.
-fn check_outputs(profile: &RelayProfile) -> Result<(), RelayError> {
-    let unsupported = |what: &str| {
-        Err(RelayError::Invalid(format!(
-            "profile `{}`: {what} is not available in this build",
-            profile.name
-        )))
-    };
-    if profile.outputs.hls.as_ref().is_some_and(|h| h.low_latency) {
-        return unsupported("LL-HLS (outputs.hls.low_latency)");
-    }
-    Ok(())
-}
-
-/// A profile's `outputs.record`: files under `recordings/<stream>/` (the
-/// stream name is settled when the task starts).
-fn record_target(
-    profile: &RelayProfile,
-    user: Option<&str>,
-) -> Option<crate::record::RecordTarget> {
-    profile
-        .outputs
-        .record
-        .clone()
-        .map(|output| crate::record::RecordTarget {
-            dir: PathBuf::new(),
-            prefix: String::new(),
-            user: user.map(str::to_owned),
-            output,
-            files: Default::default(),
-        })
-}
-
-impl RelaySpec {
-    /// A mix of every anchor of `room` with a mix profile; stream `<SDKAppID>_<RoomId>_mix`.
-    pub(crate) fn for_mix(room: RoomKey, profile: &RelayProfile) -> Result<RelaySpec, RelayError> {
-        let crate::profile::RelayMode::Mix { layout } = &profile.mode else {
-            return Err(RelayError::Invalid(format!(
-                "profile `{}` relays one anchor; name the anchor (userid)",
-                profile.name
-            )));
-        };
-        check_outputs(profile)?;
-        let room_part = room.room.to_string();
-        Ok(RelaySpec {
-            id: String::new(),
-            stream: format!("{}_{}_mix", room.app, room_part),
-            room,
-            user: None,
-            mix: Some(crate::mix::pipeline::MixSettings {
-                layout: layout.clone(),
-                video: profile.video.clone(),
-                audio: profile.audio.clone(),
-                freeze: Duration::from_millis(u64::from(layout.freeze_ms)),
-                audio_filter: Default::default(),
-                volumes: Vec::new(),
-            }),
-            rtmp: profile.outputs.rtmp.clone(),
-            hls: profile.outputs.hls.clone(),
-            max_idle: DEFAULT_MAX_IDLE,
-            audio_reencode: None,
-            audio_fallback: None,
-            record: record_target(profile, None),
-            feedback: Vec::new(),
-        })
-    }
-
-    /// A passthrough task for one anchor with a profile's outputs and TRTC's
-    /// stream name; refused for what this build cannot do yet, rather than
-    /// silently ignoring part of the profile.
-    pub(crate) fn for_anchor(
-        room: RoomKey,
-        user: UserId,
-        profile: &RelayProfile,
-    ) -> Result<RelaySpec, RelayError> {
-        if matches!(profile.mode, crate::profile::RelayMode::Mix { .. }) {
-            return Err(RelayError::Invalid(format!(
-                "profile `{}` mixes every anchor of the room; leave out the anchor (userid)",
-                profile.name
-            )));
-        }
-        check_outputs(profile)?;
-        let record = record_target(profile, Some(user.as_str()));
-        Ok(RelaySpec {
-            id: String::new(),
-            stream: RelayManager::default_stream_name(&room, &user),
-            room,
-            user: Some(user),
-            mix: None,
-            rtmp: profile.outputs.rtmp.clone(),
-            hls: profile.outputs.hls.clone(),
-            max_idle: DEFAULT_MAX_IDLE,
-            audio_reencode: match profile.mode {
-                crate::profile::RelayMode::Passthrough {
-                    audio_reencode: true,
-                } => Some(profile.audio.clone()),
-                _ => None,
-            },
-            audio_fallback: Some(profile.audio.clone()),
-            record,
-            feedback: Vec::new(),
-        })
-    }
-}
+use crate::mix::pipeline::{AudioFilter, MixSettings};
+use crate::profile::{Layout, RelayProfile};
+use crate::room::{Audience, EventKind, RoomHandle, RoomKey, UserId};
+pub(crate) use spec::{Feedback, OutputSpec, RelayInput, RelaySpec, max_idle, valid_stream_name};
+pub(crate) use status::{RelayStatus, TaskState};
 
 /// Relay tasks running at once, across rooms.
-pub(crate) const MAX_TASKS: usize = 256;
+const MAX_TASKS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum RelayError {
@@ -162,28 +53,83 @@ pub(crate) enum RelayError {
 }
 
 struct Entry {
-    spec: RelaySpec,
+    spec: Arc<RelaySpec>,
     /// The last update's SequenceNumber (TRTC: must increase).
     sequence: Option<u64>,
-    control: mpsc::Sender<Control>,
+    control: Controller,
     status: watch::Receiver<RelayStatus>,
 }
 
-/// What a running task can be told. Few and rare: a small queue, callers wait.
+/// What a running task can be told: changes of its outputs, and changes
+/// that only its kind of input understands (`I`). Few and rare: a small
+/// queue; a full one is refused as busy.
 #[derive(Debug)]
-pub(crate) enum Control {
+pub(crate) enum Control<I> {
     Stop,
     /// Replace the RTMP targets; unchanged URLs keep their connection.
     SetTargets(Vec<String>),
-    /// A mix's new layout (same canvas size), applied without restarting the encoder.
-    SetLayout(crate::profile::Layout),
-    /// A mix input's volume, TRTC SoundLevel 0..=100.
+    Input(I),
+}
+
+/// A passthrough's input takes no live changes: the type has no values, so
+/// a mix change cannot even be addressed to one.
+#[derive(Debug)]
+pub(crate) enum AnchorControl {}
+
+/// Live changes of a mix.
+#[derive(Debug)]
+pub(crate) enum MixControl {
+    /// A new layout (same canvas size), applied without restarting the encoder.
+    SetLayout(Layout),
+    /// An input's volume, TRTC SoundLevel 0..=100.
     SetVolume(UserId, u32),
-    /// Whose audio a mix takes.
-    SetAudioFilter(crate::mix::pipeline::AudioFilter),
+    /// Whose audio the mix takes.
+    SetAudioFilter(AudioFilter),
     /// New encodings (size, rate, codec settings): the mix restarts its
     /// encoders; outputs stay connected and time keeps moving forward.
-    RestartMix(Box<crate::mix::pipeline::MixSettings>),
+    Restart(Box<MixSettings>),
+}
+
+/// A task's control queue, typed by its input.
+enum Controller {
+    Anchor(mpsc::Sender<Control<AnchorControl>>),
+    Mix(mpsc::Sender<Control<MixControl>>),
+}
+
+/// Changes of a task's outputs, which every task takes.
+enum OutputControl {
+    Stop,
+    SetTargets(Vec<String>),
+}
+
+impl Controller {
+    fn send(&self, c: OutputControl) -> Result<(), RelayError> {
+        let sent = match (self, c) {
+            (Controller::Anchor(tx), OutputControl::Stop) => tx.try_send(Control::Stop).is_ok(),
+            (Controller::Anchor(tx), OutputControl::SetTargets(u)) => {
+                tx.try_send(Control::SetTargets(u)).is_ok()
+            }
+            (Controller::Mix(tx), OutputControl::Stop) => tx.try_send(Control::Stop).is_ok(),
+            (Controller::Mix(tx), OutputControl::SetTargets(u)) => {
+                tx.try_send(Control::SetTargets(u)).is_ok()
+            }
+        };
+        if sent { Ok(()) } else { Err(RelayError::Busy) }
+    }
+
+    fn send_mix(&self, c: MixControl) -> Result<(), RelayError> {
+        match self {
+            Controller::Mix(tx) => tx.try_send(Control::Input(c)).map_err(|_| RelayError::Busy),
+            Controller::Anchor(_) => Err(not_a_mix()),
+        }
+    }
+}
+
+fn not_a_mix() -> RelayError {
+    RelayError::Invalid(
+        "not a mix task: it passes one anchor through; layout, volumes, audio filter and encodings apply to mixes"
+            .into(),
+    )
 }
 
 /// Control messages queued per task (an API update may carry a volume per anchor).
@@ -197,6 +143,9 @@ pub(crate) struct RelayManager {
     hub: MediaHub,
     hls_root: PathBuf,
     tasks: Arc<Mutex<HashMap<String, Entry>>>,
+    /// Bumped when a task starts and whenever a task's status changes in a
+    /// way watchers act on ([`RelayManager::watch_changes`]).
+    changes: Arc<watch::Sender<u64>>,
 }
 
 impl RelayManager {
@@ -213,20 +162,12 @@ impl RelayManager {
             hub,
             hls_root,
             tasks: Arc::default(),
+            changes: Arc::new(watch::channel(0).0),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// TRTC's default stream name for a single anchor.
-    pub(crate) fn default_stream_name(room: &RoomKey, user: &UserId) -> String {
-        let room_part = match &room.room {
-            RoomId::Num(n) => n.to_string(),
-            RoomId::Str(s) => s.clone(),
-        };
-        format!("{}_{}_{}_main", room.app, room_part, user)
     }
 
     pub(crate) fn start(&self, mut spec: RelaySpec) -> Result<String, RelayError> {
@@ -247,27 +188,33 @@ impl RelayManager {
         if spec.id.is_empty() {
             spec.id = new_task_id();
         }
-        if let Some(r) = spec.record.as_mut()
+        if let Some(r) = spec.outputs.record.as_mut()
             && r.dir.as_os_str().is_empty()
         {
             r.dir = PathBuf::from(&spec.stream);
             r.prefix = spec.stream.clone();
         }
-        let (control, control_rx) = mpsc::channel(CONTROL_CAPACITY);
-        let (status_tx, status_rx) = watch::channel(RelayStatus {
-            state: TaskState::Waiting,
-            attached: false,
-            frames: 0,
-            targets: Vec::new(),
-            transcoding: Vec::new(),
-        });
-        let deps = task::Deps {
+        let (status_tx, status_rx) = status::StatusTx::new(self.changes.clone());
+        let deps = outputs::Deps {
             rooms: self.rooms.clone(),
             hub: self.hub.clone(),
             hls_root: self.hls_root.clone(),
             record_root: self.record_root(),
         };
-        tokio::spawn(task::run(spec.clone(), deps, control_rx, status_tx));
+        let spec = Arc::new(spec);
+        let task = (*spec).clone();
+        let control = match task.input.clone() {
+            RelayInput::Anchor(anchor) => {
+                let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
+                tokio::spawn(passthrough::run(task, anchor, deps, rx, status_tx));
+                Controller::Anchor(tx)
+            }
+            RelayInput::Mix(settings) => {
+                let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
+                tokio::spawn(mix_task::run(task, *settings, deps, rx, status_tx));
+                Controller::Mix(tx)
+            }
+        };
         let id = spec.id.clone();
         tasks.insert(
             id.clone(),
@@ -278,11 +225,13 @@ impl RelayManager {
                 status: status_rx,
             },
         );
+        drop(tasks);
+        self.changes.send_modify(|g| *g = g.wrapping_add(1));
         Ok(id)
     }
 
     pub(crate) fn stop(&self, id: &str) -> Result<(), RelayError> {
-        self.control(id, Control::Stop)
+        self.with_control(id, |c| c.send(OutputControl::Stop))
     }
 
     /// Replaces a running task's RTMP targets.
@@ -293,7 +242,7 @@ impl RelayManager {
         for u in &urls {
             crate::rtmp::push::PushUrl::parse(u).map_err(RelayError::Invalid)?;
         }
-        self.control(id, Control::SetTargets(urls))
+        self.with_control(id, |c| c.send(OutputControl::SetTargets(urls)))
     }
 
     /// Accepts an update's sequence number only if it is above the last one.
@@ -313,17 +262,15 @@ impl RelayManager {
     pub(crate) fn update_mix(
         &self,
         id: &str,
-        layout: Option<crate::profile::Layout>,
+        layout: Option<Layout>,
         volumes: Vec<(UserId, u32)>,
-        audio_filter: Option<crate::mix::pipeline::AudioFilter>,
+        audio_filter: Option<AudioFilter>,
     ) -> Result<(), RelayError> {
         {
             // The stored settings follow live changes, so a restart keeps them.
             let mut tasks = self.lock();
             let e = tasks.get_mut(id).ok_or(RelayError::NoSuchTask)?;
-            let Some(mix) = e.spec.mix.as_mut() else {
-                return Err(RelayError::Invalid("not a mix task".into()));
-            };
+            let mix = Arc::make_mut(&mut e.spec).mix_mut().ok_or_else(not_a_mix)?;
             if let Some(l) = &layout {
                 mix.layout = l.clone();
             }
@@ -336,51 +283,63 @@ impl RelayManager {
             }
         }
         if let Some(l) = layout {
-            self.control(id, Control::SetLayout(l))?;
+            self.with_control(id, |c| c.send_mix(MixControl::SetLayout(l)))?;
         }
         for (u, v) in volumes {
-            self.control(id, Control::SetVolume(u, v))?;
+            self.with_control(id, |c| c.send_mix(MixControl::SetVolume(u, v)))?;
         }
         if let Some(f) = audio_filter {
-            self.control(id, Control::SetAudioFilter(f))?;
+            self.with_control(id, |c| c.send_mix(MixControl::SetAudioFilter(f)))?;
         }
         Ok(())
     }
 
     /// Restarts a running mix with new settings (another canvas size, rate
     /// or encoding); its outputs stay connected.
-    pub(crate) fn restart_mix(
-        &self,
-        id: &str,
-        settings: crate::mix::pipeline::MixSettings,
-    ) -> Result<(), RelayError> {
+    pub(crate) fn restart_mix(&self, id: &str, settings: MixSettings) -> Result<(), RelayError> {
         {
             let mut tasks = self.lock();
             let e = tasks.get_mut(id).ok_or(RelayError::NoSuchTask)?;
-            let Some(mix) = e.spec.mix.as_mut() else {
-                return Err(RelayError::Invalid("not a mix task".into()));
-            };
+            let mix = Arc::make_mut(&mut e.spec).mix_mut().ok_or_else(not_a_mix)?;
             *mix = settings.clone();
         }
-        self.control(id, Control::RestartMix(Box::new(settings)))
+        self.with_control(id, |c| c.send_mix(MixControl::Restart(Box::new(settings))))
     }
 
-    fn control(&self, id: &str, msg: Control) -> Result<(), RelayError> {
+    fn with_control(
+        &self,
+        id: &str,
+        send: impl FnOnce(&Controller) -> Result<(), RelayError>,
+    ) -> Result<(), RelayError> {
         let tasks = self.lock();
         let e = tasks.get(id).ok_or(RelayError::NoSuchTask)?;
         if matches!(e.status.borrow().state, TaskState::Stopped(_)) {
             return Err(RelayError::Finished);
         }
-        e.control.try_send(msg).map_err(|_| RelayError::Busy)
+        send(&e.control)
     }
 
-    pub(crate) fn status(&self, id: &str) -> Option<(RelaySpec, RelayStatus)> {
+    /// A task's status, now and as it changes; `None` if unknown.
+    pub(crate) fn watch(&self, id: &str) -> Option<watch::Receiver<RelayStatus>> {
+        self.lock().get(id).map(|e| e.status.clone())
+    }
+
+    /// Changes when a task starts and whenever any task's status changes in
+    /// a way that matters to watchers (state, attachment, a target's
+    /// connection); read [`RelayManager::list`] again then. A watch never
+    /// lags: a busy watcher reads the latest table.
+    pub(crate) fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn status(&self, id: &str) -> Option<(Arc<RelaySpec>, RelayStatus)> {
         self.lock()
             .get(id)
             .map(|e| (e.spec.clone(), e.status.borrow().clone()))
     }
 
-    pub(crate) fn list(&self) -> Vec<(RelaySpec, RelayStatus)> {
+    /// Every task (stopped ones until the next start), by id; specs are shared, not copied.
+    pub(crate) fn list(&self) -> Vec<(Arc<RelaySpec>, RelayStatus)> {
         let mut v: Vec<_> = self
             .lock()
             .values()
@@ -405,52 +364,63 @@ impl RelayManager {
         let mut events = self.rooms.subscribe();
         Some(tokio::spawn(async move {
             loop {
-                let ev = match events.recv().await {
-                    Ok(ev) => ev,
+                match events.recv().await {
+                    // Dumb terminals (robots, relay agents) are not relayed.
+                    Ok(ev) => {
+                        if let (EventKind::TrackPublished { user, .. }, Audience::Room) =
+                            (&ev.kind, &ev.audience)
+                        {
+                            this.start_auto(&autos, &ev.room, user);
+                        }
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "auto relay fell behind room events");
-                        continue;
+                        // Missed publications are found in the engine's snapshot.
+                        tracing::warn!(
+                            missed = n,
+                            "auto relay fell behind room events; resynchronising"
+                        );
+                        for (room, user) in this.rooms.visible_publishers().await {
+                            this.start_auto(&autos, &room, &user);
+                        }
                     }
                     Err(_) => return,
-                };
-                // Dumb terminals (robots, relay agents) are not relayed.
-                let (EventKind::TrackPublished { user, .. }, Audience::Room) =
-                    (&ev.kind, &ev.audience)
-                else {
-                    continue;
-                };
-                for p in &autos {
-                    let room_name = ev.room.room.to_string();
-                    if !p.auto.as_ref().is_some_and(|a| a.matches(&room_name)) {
-                        continue;
-                    }
-                    let mut spec = match RelaySpec::for_anchor(ev.room.clone(), user.clone(), p) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!("auto relay not started: {e}");
-                            continue;
-                        }
-                    };
-                    if autos.len() > 1 {
-                        spec.stream = format!("{}_{}", spec.stream, p.name);
-                    }
-                    match this.start(spec) {
-                        Ok(id) => {
-                            tracing::info!(task = %id, profile = %p.name, room = %ev.room, user = %user, "auto relay started")
-                        }
-                        Err(RelayError::StreamInUse(_)) => {}
-                        Err(e) => tracing::warn!(profile = %p.name, "auto relay not started: {e}"),
-                    }
                 }
             }
         }))
+    }
+
+    /// Starts the auto relays of `user` in `room` that are not running yet.
+    fn start_auto(&self, autos: &[RelayProfile], room: &RoomKey, user: &UserId) {
+        let room_name = room.room.to_string();
+        for p in autos {
+            if !p.auto.as_ref().is_some_and(|a| a.matches(&room_name)) {
+                continue;
+            }
+            let mut spec = match RelaySpec::for_anchor(room.clone(), user.clone(), p) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("auto relay not started: {e}");
+                    continue;
+                }
+            };
+            if autos.len() > 1 {
+                spec.stream = format!("{}_{}", spec.stream, p.name);
+            }
+            match self.start(spec) {
+                Ok(id) => {
+                    tracing::info!(task = %id, profile = %p.name, %room, %user, "auto relay started")
+                }
+                Err(RelayError::StreamInUse(_)) => {}
+                Err(e) => tracing::warn!(profile = %p.name, "auto relay not started: {e}"),
+            }
+        }
     }
 
     /// Asks every task to stop and waits (bounded) for them to finish.
     pub(crate) async fn shutdown(&self) {
         let mut waits = Vec::new();
         for e in self.lock().values() {
-            let _ = e.control.try_send(Control::Stop);
+            let _ = e.control.send(OutputControl::Stop);
             waits.push(e.status.clone());
         }
         for mut w in waits {
@@ -461,14 +431,6 @@ impl RelayManager {
             .await;
         }
     }
-}
-
-pub(crate) fn valid_stream_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'))
 }
 
 fn new_task_id() -> String {

@@ -140,6 +140,20 @@ impl Rooms {
         self.sessions.contains_key(&session)
     }
 
+    /// Every visible user with a published track, by room: what a
+    /// subscriber that missed `TrackPublished` events resynchronises from.
+    pub(crate) fn visible_publishers(&self) -> Vec<(RoomKey, UserId)> {
+        let mut v: Vec<(RoomKey, UserId)> = Vec::new();
+        for (key, room) in &self.rooms {
+            for (user, m) in room.in_entry_order() {
+                if !m.hidden && !m.tracks.is_empty() {
+                    v.push((key.clone(), user.clone()));
+                }
+            }
+        }
+        v
+    }
+
     #[cfg(test)]
     pub(crate) fn room_exists(&self, key: &RoomKey) -> bool {
         self.rooms.contains_key(key)

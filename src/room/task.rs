@@ -4,16 +4,17 @@
 //! the task sleeps until the engine's next timer; events go out on a
 //! broadcast channel. No lock around the engine: only this task touches it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::engine::{RoomError, Rooms};
-use super::event::{Command, RoomEvent};
-use super::ids::SessionId;
+use super::event::{CloseReason, Command, EventKind, RoomEvent};
+use super::ids::{RoomKey, SessionId, UserId};
 use crate::config::Config;
 
 /// Commands queued for the engine. Callers wait (backpressure) when full;
@@ -34,7 +35,93 @@ enum Request {
         session: SessionId,
         reply: oneshot::Sender<bool>,
     },
+    VisiblePublishers {
+        reply: oneshot::Sender<Vec<(RoomKey, UserId)>>,
+    },
+    WatchRoom {
+        room: RoomKey,
+        reply: oneshot::Sender<watch::Receiver<RoomLife>>,
+    },
     Shutdown,
+}
+
+/// A room's life as a watcher sees it ([`RoomHandle::watch_room`]). A watch
+/// keeps only the latest value, so every opening has its number: a watcher
+/// that was busy while the room closed and opened again still sees that the
+/// opening it knew has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RoomLife {
+    /// Not open, and not closed since the watch began.
+    NotOpen,
+    /// Open; the number tells this opening from the next.
+    Open(u64),
+    /// That opening closed, for this reason.
+    Closed(u64, CloseReason),
+}
+
+impl RoomLife {
+    /// Whether, for a watcher that saw `before`, the room has since
+    /// closed; the reason as the logs and callbacks name it.
+    pub(crate) fn closed_since(&self, before: &RoomLife) -> Option<&'static str> {
+        match (before, self) {
+            (RoomLife::Closed(a, _), RoomLife::Closed(b, _)) if a == b => None,
+            (_, RoomLife::Closed(_, reason)) => Some(reason.as_str()),
+            // Closed and opened again while the watcher was busy.
+            (RoomLife::Open(a), RoomLife::Open(b)) if a != b => Some("closed, then opened again"),
+            _ => None,
+        }
+    }
+}
+
+/// The shell's side of the room-life watches: one sender per open room and
+/// per watched room; senders nobody watches are dropped once their room is
+/// not open.
+#[derive(Default)]
+struct Lives {
+    rooms: HashMap<RoomKey, watch::Sender<RoomLife>>,
+    openings: u64,
+}
+
+impl Lives {
+    fn on_event(&mut self, ev: &RoomEvent) {
+        match &ev.kind {
+            EventKind::RoomCreated { .. } => {
+                self.openings += 1;
+                let life = RoomLife::Open(self.openings);
+                match self.rooms.get(&ev.room) {
+                    Some(tx) => {
+                        tx.send_replace(life);
+                    }
+                    None => {
+                        self.rooms.insert(ev.room.clone(), watch::channel(life).0);
+                    }
+                }
+            }
+            EventKind::RoomClosed { reason } => {
+                if let Some(tx) = self.rooms.get(&ev.room) {
+                    let n = match *tx.borrow() {
+                        RoomLife::Open(n) | RoomLife::Closed(n, _) => n,
+                        RoomLife::NotOpen => 0,
+                    };
+                    tx.send_replace(RoomLife::Closed(n, *reason));
+                    if tx.receiver_count() == 0 {
+                        self.rooms.remove(&ev.room);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn watch(&mut self, room: RoomKey) -> watch::Receiver<RoomLife> {
+        // Forget rooms that are not open and that nobody watches any more.
+        self.rooms
+            .retain(|_, tx| matches!(*tx.borrow(), RoomLife::Open(_)) || tx.receiver_count() > 0);
+        self.rooms
+            .entry(room)
+            .or_insert_with(|| watch::channel(RoomLife::NotOpen).0)
+            .subscribe()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +174,39 @@ impl RoomHandle {
         rx.await.unwrap_or(false)
     }
 
+    /// Every visible user with a published track, by room (empty when the
+    /// engine has stopped).
+    pub(crate) async fn visible_publishers(&self) -> Vec<(RoomKey, UserId)> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Request::VisiblePublishers { reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Watches one room open and close. Unlike the event broadcast, a watch
+    /// cannot lag: a busy watcher reads the latest state when it looks.
+    /// Ends (`changed()` errs) when the engine stops.
+    pub(crate) async fn watch_room(&self, room: &RoomKey) -> watch::Receiver<RoomLife> {
+        let (reply, rx) = oneshot::channel();
+        let request = Request::WatchRoom {
+            room: room.clone(),
+            reply,
+        };
+        if self.tx.send(request).await.is_ok()
+            && let Ok(w) = rx.await
+        {
+            return w;
+        }
+        // The engine has stopped: a watch whose sender is gone.
+        watch::channel(RoomLife::NotOpen).1
+    }
+
     /// Events from now on. Subscribe before entering to see your welcome.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<RoomEvent>> {
         self.events.subscribe()
@@ -120,6 +240,7 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
     events: broadcast::Sender<Arc<RoomEvent>>,
 ) {
+    let mut lives = Lives::default();
     loop {
         let deadline = engine.poll_timeout();
         let sleep = async {
@@ -137,15 +258,22 @@ async fn run(
                 Some(Request::HasSession { session, reply }) => {
                     let _ = reply.send(engine.has_session(session));
                 }
+                Some(Request::VisiblePublishers { reply }) => {
+                    let _ = reply.send(engine.visible_publishers());
+                }
+                Some(Request::WatchRoom { room, reply }) => {
+                    let _ = reply.send(lives.watch(room));
+                }
                 Some(Request::Shutdown) | None => break,
             },
             () = sleep => engine.handle_timeout(Instant::now()),
         }
         while let Some(ev) = engine.poll_event() {
             tracing::debug!(room = %ev.room, event = ?ev.kind, "room event");
-            if let super::event::EventKind::RoomClosed { reason } = &ev.kind {
+            if let EventKind::RoomClosed { reason } = &ev.kind {
                 tracing::info!(room = %ev.room, reason = reason.as_str(), "room closed");
             }
+            lives.on_event(&ev);
             // No subscriber is fine: nobody is listening yet.
             let _ = events.send(Arc::new(ev));
         }
@@ -157,7 +285,77 @@ async fn run(
 mod tests {
     use super::*;
     use crate::config::AppConfig;
-    use crate::room::{Enter, Role, RoomId, RoomKey, Scene, UserId};
+    use crate::room::{Enter, Role, RoomId, Scene};
+
+    #[test]
+    fn a_watcher_sees_the_opening_it_knew_end() {
+        use RoomLife::*;
+        let gone = CloseReason::Dismissed;
+        assert_eq!(
+            Open(2).closed_since(&Open(1)),
+            Some("closed, then opened again")
+        );
+        assert_eq!(Closed(1, gone).closed_since(&Open(1)), Some(gone.as_str()));
+        assert_eq!(
+            Closed(3, gone).closed_since(&Closed(1, gone)),
+            Some(gone.as_str())
+        );
+        assert_eq!(Closed(1, gone).closed_since(&Closed(1, gone)), None);
+        assert_eq!(Open(1).closed_since(&NotOpen), None);
+        assert_eq!(Open(1).closed_since(&Closed(0, gone)), None);
+    }
+
+    #[tokio::test]
+    async fn room_watches_follow_openings_and_end_with_the_engine() {
+        let (rooms, task) = spawn(&one_app());
+        let key = RoomKey {
+            app: 1_400_000_000,
+            room: RoomId::parse("8", None).unwrap(),
+        };
+        let mut life = rooms.watch_room(&key).await;
+        assert_eq!(*life.borrow_and_update(), RoomLife::NotOpen);
+        let session = rooms.new_session();
+        rooms.command(enter(&key, session)).await.unwrap();
+        life.changed().await.unwrap();
+        let open = life.borrow_and_update().clone();
+        assert!(matches!(open, RoomLife::Open(_)));
+        // A second watcher of an open room starts from its opening.
+        assert_eq!(*rooms.watch_room(&key).await.borrow(), open);
+        rooms.command(Command::Leave { session }).await.unwrap();
+        life.changed().await.unwrap();
+        assert!(life.borrow_and_update().closed_since(&open).is_some());
+        rooms.shutdown().await;
+        task.await.unwrap();
+        assert!(
+            life.changed().await.is_err(),
+            "the watch ends with the engine"
+        );
+    }
+
+    fn one_app() -> Config {
+        Config {
+            apps: vec![AppConfig {
+                sdkappid: 1_400_000_000,
+                secret_key: "k".into(),
+                callback_url: None,
+                callback_key: None,
+            }],
+            ..Config::default()
+        }
+    }
+
+    fn enter(room: &RoomKey, session: SessionId) -> Command {
+        Command::Enter(Enter {
+            room: room.clone(),
+            user: UserId::new("a").unwrap(),
+            session,
+            role: Role::Anchor,
+            scene: Scene::Live,
+            hidden: false,
+            grant: None,
+            unix_now: 1_700_000_000,
+        })
+    }
 
     #[tokio::test]
     async fn a_lagging_subscriber_can_ask_whether_its_session_lives() {

@@ -8,24 +8,18 @@
 //! UnsupportedOperation; watermarks and SEI are accepted and not drawn
 //! (documented in README).
 
-use serde_json::Value;
-
 use super::ApiError;
-use super::params::{Params, int, invalid, missing, unsupported};
+use super::params::{Params, invalid, unsupported};
+use super::request::{
+    McuAudioParams, McuLayoutParams, McuUserInfoParams, McuVideoParams, Num, read, req,
+};
 use crate::mix::pipeline::AudioFilter;
 use crate::profile::{
     self, AudioFile, CellFile, LayoutFile, ProfileFile, RelayProfile, VideoEncoding, VideoFile,
 };
 
-fn user_of(stream: &Params<'_>) -> Result<Option<String>, ApiError> {
-    let Some(info) = stream.object("UserInfo")? else {
-        return Ok(None);
-    };
-    Ok(info.str("UserId")?.map(str::to_owned))
-}
-
-fn render_mode(n: u64) -> Result<&'static str, ApiError> {
-    match n {
+fn render_mode(n: Num) -> Result<&'static str, ApiError> {
+    match n.0 {
         0 => Ok("crop"),
         1 => Ok("stretch"),
         2 => Ok("fit"),
@@ -34,20 +28,23 @@ fn render_mode(n: u64) -> Result<&'static str, ApiError> {
 }
 
 /// The layout of a profile from LayoutParams (+ BackGroundColor).
-fn layout_of(video: &Params<'_>) -> Result<LayoutFile, ApiError> {
-    let mut layout = LayoutFile::default();
+fn layout_of(video: &McuVideoParams) -> Result<LayoutFile, ApiError> {
     if video
-        .str("BackgroundImageUrl")?
+        .background_image_url
+        .as_deref()
         .is_some_and(|u| !u.is_empty())
     {
         return Err(unsupported("A background image (BackgroundImageUrl)"));
     }
-    layout.background_color = video.str("BackGroundColor")?.map(str::to_owned);
-    let Some(lp) = video.object("LayoutParams")? else {
+    let mut layout = LayoutFile {
+        background_color: video.back_ground_color.clone(),
+        ..LayoutFile::default()
+    };
+    let Some(lp) = &video.layout_params else {
         layout.mode = Some("floating".into());
         return Ok(layout);
     };
-    let mode = match lp.u64("MixLayoutMode")?.unwrap_or(1) {
+    let mode = match lp.mix_layout_mode.map_or(1, |m| m.0) {
         1 => "floating",
         2 => "screen-share",
         3 => "grid",
@@ -55,62 +52,72 @@ fn layout_of(video: &Params<'_>) -> Result<LayoutFile, ApiError> {
         _ => return Err(invalid("MixLayoutMode", "1, 2, 3 or 4")),
     };
     layout.mode = Some(mode.into());
-    if lp.u64("PureAudioHoldPlaceMode")? == Some(1) {
+    if lp.pure_audio_hold_place_mode == Some(Num(1)) {
         layout.audio_only_holds_cell = Some(true);
     }
-    if let Some(r) = lp.u64("RenderMode")? {
+    if let Some(r) = lp.render_mode {
         layout.render_mode = Some(render_mode(r)?.into());
     }
-    if let Some(max) = lp.object("MaxVideoUser")?
-        && let Some(stream) = max.object("UserMediaStream")?
-        && let Some(user) = user_of(&stream)?
+    if let Some(user) = lp
+        .max_video_user
+        .as_ref()
+        .and_then(|m| m.user_media_stream.as_ref())
+        .and_then(|s| s.user())
         && mode != "grid"
         && mode != "custom"
     {
-        layout.main_user = Some(user);
+        layout.main_user = Some(user.to_owned());
     }
     if mode == "custom" {
-        let list = lp
-            .array("MixLayoutList")?
-            .ok_or_else(|| missing("MixLayoutList"))?;
-        for v in list {
-            let Value::Object(o) = v else {
-                return Err(invalid("MixLayoutList", "entries are objects"));
-            };
-            let c = Params::new(o);
-            for (key, what) in [
-                (
-                    "BackgroundImageUrl",
-                    "A cell placeholder image (BackgroundImageUrl)",
-                ),
-                ("TransparentUrl", "A transparency template (TransparentUrl)"),
-            ] {
-                if c.str(key)?.is_some_and(|u| !u.is_empty()) {
-                    return Err(unsupported(what));
-                }
-            }
-            if c.get("CustomCrop").is_some() {
-                return Err(unsupported("Cropping an input (CustomCrop)"));
-            }
-            let at = |k: &str| -> Result<i64, ApiError> { Ok(int(c.u64(k)?.unwrap_or(0))) };
-            let mut cell = CellFile {
-                x: at("LocationX")?,
-                y: at("LocationY")?,
-                width: at("ImageWidth")?,
-                height: at("ImageHeight")?,
-                z_order: at("ZOrder")?,
-                ..CellFile::default()
-            };
-            if let Some(r) = c.u64("RenderMode")? {
-                cell.render_mode = Some(render_mode(r)?.into());
-            }
-            if let Some(stream) = c.object("UserMediaStream")? {
-                cell.user_id = user_of(&stream)?;
-            }
-            layout.cells.push(cell);
-        }
+        layout.cells = cells(lp)?;
     }
     Ok(layout)
+}
+
+/// MixLayoutList: the cells of a custom layout.
+fn cells(lp: &McuLayoutParams) -> Result<Vec<CellFile>, ApiError> {
+    let list = req(lp.mix_layout_list.as_ref(), "MixLayoutList")?;
+    let mut cells = Vec::with_capacity(list.len());
+    for c in list {
+        let images = [
+            (
+                &c.background_image_url,
+                "A cell placeholder image (BackgroundImageUrl)",
+            ),
+            (
+                &c.transparent_url,
+                "A transparency template (TransparentUrl)",
+            ),
+        ];
+        for (url, what) in images {
+            if url.as_deref().is_some_and(|u| !u.is_empty()) {
+                return Err(unsupported(what));
+            }
+        }
+        if c.custom_crop.is_some() {
+            return Err(unsupported("Cropping an input (CustomCrop)"));
+        }
+        let at = |n: Option<Num>| n.map_or(0, Num::int);
+        cells.push(CellFile {
+            x: at(c.location_x),
+            y: at(c.location_y),
+            width: at(c.image_width),
+            height: at(c.image_height),
+            z_order: at(c.z_order),
+            render_mode: c
+                .render_mode
+                .map(render_mode)
+                .transpose()?
+                .map(str::to_owned),
+            user_id: c
+                .user_media_stream
+                .as_ref()
+                .and_then(|s| s.user())
+                .map(str::to_owned),
+            ..CellFile::default()
+        });
+    }
+    Ok(cells)
 }
 
 /// A mix profile from the request; `current` is the running task's video
@@ -119,21 +126,21 @@ pub(super) fn profile(
     p: &Params<'_>,
     current: Option<(&VideoEncoding, &profile::AudioEncoding)>,
 ) -> Result<RelayProfile, ApiError> {
+    let video: Option<McuVideoParams> = read(p, "VideoParams")?;
+    let audio: Option<McuAudioParams> = read(p, "AudioParams")?;
     let mut file = ProfileFile::default();
-    let video = p.object("VideoParams")?;
-    let new_encode = match &video {
-        Some(v) => v.object("VideoEncode")?,
-        None => None,
-    };
-    match (new_encode, current) {
+    match (
+        video.as_ref().and_then(|v| v.video_encode.as_ref()),
+        current,
+    ) {
         // New encodings (start, or an update that restarts the mix).
         (Some(enc), _) => {
             file.video = Some(VideoFile {
-                width: Some(int(enc.req_u64("Width")?)),
-                height: Some(int(enc.req_u64("Height")?)),
-                fps: Some(int(enc.req_u64("Fps")?)),
-                bitrate_kbps: Some(int(enc.req_u64("BitRate")?)),
-                gop_seconds: Some(int(enc.req_u64("Gop")?)),
+                width: Some(req(enc.width, "Width")?.int()),
+                height: Some(req(enc.height, "Height")?.int()),
+                fps: Some(req(enc.fps, "Fps")?.int()),
+                bitrate_kbps: Some(req(enc.bit_rate, "BitRate")?.int()),
+                gop_seconds: Some(req(enc.gop, "Gop")?.int()),
                 preset: Some("veryfast".into()),
                 ..VideoFile::default()
             });
@@ -157,32 +164,28 @@ pub(super) fn profile(
                 bframes: Some(v.bframes.into()),
             });
         }
-        (None, None) if video.is_some() => return Err(missing("VideoEncode")),
+        (None, None) if video.is_some() => return Err(super::params::missing("VideoEncode")),
         (None, None) => file.audio_only = true,
     }
-    if let Some(v) = &video {
-        file.layout = Some(layout_of(v)?);
-    } else if current.is_some() {
-        return Err(missing("VideoParams"));
+    match &video {
+        Some(v) => file.layout = Some(layout_of(v)?),
+        None if current.is_some() => return Err(super::params::missing("VideoParams")),
+        None => {}
     }
-    let audio = match (
-        p.object("AudioParams")?
-            .and_then(|a| a.object("AudioEncode").ok().flatten()),
-        current,
-    ) {
+    let encode = audio.as_ref().and_then(|a| a.audio_encode.as_ref());
+    file.audio = Some(match (encode, current) {
         (Some(enc), None) => {
-            let audio = AudioFile {
-                sample_rate: Some(int(enc.req_u64("SampleRate")?)),
-                channels: Some(int(enc.req_u64("Channel")?)),
-                bitrate_kbps: Some(int(enc.req_u64("BitRate")?)),
-                ..AudioFile::default()
-            };
-            if enc.u64("Codec")?.unwrap_or(0) != 0 {
+            if enc.codec.is_some_and(|c| c.0 != 0) {
                 return Err(unsupported("HE-AAC (this libavcodec has no libfdk_aac)"));
             }
-            audio
+            AudioFile {
+                sample_rate: Some(req(enc.sample_rate, "SampleRate")?.int()),
+                channels: Some(req(enc.channel, "Channel")?.int()),
+                bitrate_kbps: Some(req(enc.bit_rate, "BitRate")?.int()),
+                ..AudioFile::default()
+            }
         }
-        (None, None) => return Err(missing("AudioEncode")),
+        (None, None) => return Err(super::params::missing("AudioEncode")),
         (Some(_), Some(_)) => {
             return Err(unsupported("Changing the audio encoding of a running mix"));
         }
@@ -192,8 +195,7 @@ pub(super) fn profile(
             bitrate_kbps: Some(a.bitrate_kbps.into()),
             ..AudioFile::default()
         },
-    };
-    file.audio = Some(audio);
+    });
     super::params::validated(file, "api-mix", "InvalidParameter")
 }
 
@@ -202,32 +204,31 @@ pub(super) type Volumes = Vec<(String, u32)>;
 /// A list of McuUserInfoParams: (UserId, SoundLevel).
 type UserList = Vec<(String, Option<u32>)>;
 
-/// The audio allow/block lists and SoundLevels; `None` when neither list is given.
-pub(super) fn audio_filter(p: &Params<'_>) -> Result<Option<(AudioFilter, Volumes)>, ApiError> {
-    let Some(a) = p.object("AudioParams")? else {
+fn user_list(items: Option<&Vec<McuUserInfoParams>>) -> Result<Option<UserList>, ApiError> {
+    let Some(items) = items else {
         return Ok(None);
     };
-    let list = |name: &str| -> Result<Option<UserList>, ApiError> {
-        let Some(items) = a.array(name)? else {
-            return Ok(None);
+    let mut out = Vec::with_capacity(items.len());
+    for e in items {
+        let info = req(e.user_info.as_ref(), "UserInfo")?;
+        let user = req(info.user_id.as_deref(), "UserId")?;
+        let level = match e.sound_level {
+            Some(Num(l)) if l > 100 => return Err(invalid("SoundLevel", "0 to 100")),
+            Some(Num(l)) => Some(l as u32),
+            None => None,
         };
-        let mut out = Vec::new();
-        for v in items {
-            let Value::Object(o) = v else {
-                return Err(invalid(name, "entries are objects"));
-            };
-            let e = Params::new(o);
-            let info = e.object("UserInfo")?.ok_or_else(|| missing("UserInfo"))?;
-            let level = e.u64("SoundLevel")?;
-            if level.is_some_and(|l| l > 100) {
-                return Err(invalid("SoundLevel", "0 to 100"));
-            }
-            out.push((info.req_str("UserId")?.to_owned(), level.map(|l| l as u32)));
-        }
-        Ok(Some(out))
+        out.push((user.to_owned(), level));
+    }
+    Ok(Some(out))
+}
+
+/// The audio allow/block lists and SoundLevels; `None` when neither list is given.
+pub(super) fn audio_filter(p: &Params<'_>) -> Result<Option<(AudioFilter, Volumes)>, ApiError> {
+    let Some(a) = read::<McuAudioParams>(p, "AudioParams")? else {
+        return Ok(None);
     };
-    let allow = list("SubscribeAudioList")?;
-    let block = list("UnSubscribeAudioList")?;
+    let allow = user_list(a.subscribe_audio_list.as_ref())?;
+    let block = user_list(a.un_subscribe_audio_list.as_ref())?;
     if allow.is_none() && block.is_none() {
         return Ok(None);
     }

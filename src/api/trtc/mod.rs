@@ -15,6 +15,7 @@ mod mix;
 mod params;
 mod recording;
 mod relay;
+mod request;
 mod rooms;
 
 use axum::body::{Body, to_bytes};

@@ -57,12 +57,6 @@ pub(super) fn invalid(name: &str, why: impl std::fmt::Display) -> ApiError {
     )
 }
 
-/// A request's unsigned number as a profile field (out-of-range values are
-/// then refused by validation, never wrapped).
-pub(super) fn int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 /// What roomcast does not do, said rather than ignored.
 pub(super) fn unsupported(what: &str) -> ApiError {
     ApiError::new(

@@ -8,7 +8,8 @@
 
 use serde_json::{Map, Value};
 
-use super::params::{Params, int, invalid, missing, unsupported};
+use super::params::{Params, invalid, missing, unsupported};
+use super::request::{MixLayoutParams, MixTranscodeParams, Num, read};
 use super::{ApiError, ApiResult};
 use crate::api::AppState;
 use crate::auth::client::authenticate;
@@ -87,14 +88,9 @@ fn output(r: &Params<'_>) -> Result<RecordOutput, ApiError> {
 }
 
 /// MixLayoutParams → the layout of a mix profile.
-fn layout(p: Option<Params<'_>>) -> Result<LayoutFile, ApiError> {
+fn layout(p: Option<&MixLayoutParams>) -> Result<LayoutFile, ApiError> {
     let mut t = LayoutFile::default();
-    let mode = match p
-        .as_ref()
-        .map(|l| l.u64("MixLayoutMode"))
-        .transpose()?
-        .flatten()
-    {
+    let mode = match p.and_then(|l| l.mix_layout_mode).map(|m| m.0) {
         None | Some(3) => "grid",
         Some(1) => "floating",
         Some(2) => "screen-share",
@@ -102,17 +98,17 @@ fn layout(p: Option<Params<'_>>) -> Result<LayoutFile, ApiError> {
         Some(_) => return Err(invalid("MixLayoutMode", "1 to 4")),
     };
     t.mode = Some(mode.into());
-    if let Some(l) = &p {
-        if let Some(c) = l.str("BackGroundColor")? {
+    if let Some(l) = p {
+        if let Some(c) = &l.back_ground_color {
             let hex = c.trim_start_matches('#').trim_start_matches("0x");
             if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(invalid("BackGroundColor", "#RRGGBB"));
             }
             t.background_color = Some(format!("0x{hex}"));
         }
-        if let Some(u) = l.str("MaxResolutionUserId")? {
+        if let Some(u) = &l.max_resolution_user_id {
             UserId::new(u).map_err(|e| invalid("MaxResolutionUserId", e))?;
-            t.main_user = Some(u.into());
+            t.main_user = Some(u.clone());
         }
     }
     Ok(t)
@@ -121,34 +117,20 @@ fn layout(p: Option<Params<'_>>) -> Result<LayoutFile, ApiError> {
 /// MixTranscodeParams + MixLayoutParams → a validated mix profile (TRTC's
 /// defaults: 360x640, 15 fps, 550 kbps, GOP 10 s; 48 kHz stereo 64 kbps).
 fn mix_profile(p: &Params<'_>) -> Result<profile::RelayProfile, ApiError> {
-    let mix = p.object("MixTranscodeParams")?;
-    let v = mix
-        .as_ref()
-        .map(|m| m.object("VideoParams"))
-        .transpose()?
-        .flatten();
-    let a = mix
-        .as_ref()
-        .map(|m| m.object("AudioParams"))
-        .transpose()?
-        .flatten();
-    let get = |o: &Option<Params<'_>>, k: &str, d: u64| -> Result<u64, ApiError> {
-        Ok(o.as_ref()
-            .map(|o| o.u64(k))
-            .transpose()?
-            .flatten()
-            .unwrap_or(d))
-    };
+    let mix: MixTranscodeParams = read(p, "MixTranscodeParams")?.unwrap_or_default();
+    let v = mix.video_params.unwrap_or_default();
+    let a = mix.audio_params.unwrap_or_default();
+    let or = |n: Option<Num>, d: u64| n.map_or(d, |n| n.0);
     let video = VideoFile {
-        width: Some(int(get(&v, "Width", 360)?)),
-        height: Some(int(get(&v, "Height", 640)?)),
-        fps: Some(int(get(&v, "Fps", 15)?)),
-        bitrate_kbps: Some(int(get(&v, "BitRate", 550_000)? / 1000)),
-        gop_seconds: Some(int(get(&v, "Gop", 10)?.min(5))),
+        width: Some(Num(or(v.width, 360)).int()),
+        height: Some(Num(or(v.height, 640)).int()),
+        fps: Some(Num(or(v.fps, 15)).int()),
+        bitrate_kbps: Some(Num(or(v.bit_rate, 550_000) / 1000).int()),
+        gop_seconds: Some(Num(or(v.gop, 10).min(5)).int()),
         preset: Some("veryfast".into()),
         ..VideoFile::default()
     };
-    let rate = match get(&a, "SampleRate", 1)? {
+    let rate = match or(a.sample_rate, 1) {
         1 => 48_000,
         2 => 44_100,
         3 => 16_000,
@@ -161,14 +143,15 @@ fn mix_profile(p: &Params<'_>) -> Result<profile::RelayProfile, ApiError> {
     };
     let audio = AudioFile {
         sample_rate: Some(rate),
-        channels: Some(int(get(&a, "Channel", 2)?)),
-        bitrate_kbps: Some(int(get(&a, "BitRate", 64_000)? / 1000)),
+        channels: Some(Num(or(a.channel, 2)).int()),
+        bitrate_kbps: Some(Num(or(a.bit_rate, 64_000) / 1000).int()),
         ..AudioFile::default()
     };
+    let layout_params: Option<MixLayoutParams> = read(p, "MixLayoutParams")?;
     let file = ProfileFile {
         video: Some(video),
         audio: Some(audio),
-        layout: Some(layout(p.object("MixLayoutParams")?)?),
+        layout: Some(layout(layout_params.as_ref())?),
         ..ProfileFile::default()
     };
     super::params::validated(file, "api-recording", "InvalidParameter.OutOfRange")
@@ -233,7 +216,7 @@ pub(super) fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
         2 => {
             let profile = mix_profile(p)?;
             let mut spec = RelaySpec::for_mix(key.clone(), &profile).map_err(relay_error)?;
-            if let (Some(mix), Some(s)) = (spec.mix.as_mut(), sub) {
+            if let (Some(mix), Some(s)) = (spec.mix_mut(), sub) {
                 mix.audio_filter = AudioFilter {
                     allow: s
                         .allow
@@ -288,13 +271,13 @@ pub(super) fn modify(state: &AppState, p: &Params<'_>) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let id = p.req_str("TaskId")?;
     let sub = subscription(p)?;
-    let new_layout = p.object("MixLayoutParams")?;
+    let new_layout: Option<MixLayoutParams> = read(p, "MixLayoutParams")?;
     if let Some(relay) = state.recordings.mix_relay(app, id) {
         let layout = match new_layout {
             Some(l) => {
                 // A whole profile around the layout, so it is validated the same way.
                 let file = ProfileFile {
-                    layout: Some(layout(Some(l))?),
+                    layout: Some(layout(Some(&l))?),
                     audio: Some(AudioFile {
                         sample_rate: Some(48_000),
                         channels: Some(2),

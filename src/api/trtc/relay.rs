@@ -210,8 +210,10 @@ pub(super) fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
             let profile = passthrough(state)?;
             let mut spec = RelaySpec::for_anchor(key, user, profile).map_err(relay_error)?;
             // As in TRTC, audio is re-encoded with AudioEncode when it is given.
-            if let Some(a) = audio_encode(p)? {
-                spec.audio_reencode = Some(a);
+            if let Some(a) = audio_encode(p)?
+                && let Some(anchor) = spec.anchor_mut()
+            {
+                anchor.audio_reencode = Some(a);
             }
             spec
         }
@@ -219,7 +221,7 @@ pub(super) fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
             let profile = super::mix::profile(p, None)?;
             let mut spec = RelaySpec::for_mix(key, &profile).map_err(relay_error)?;
             if let (Some(mix), Some((filter, volumes))) =
-                (spec.mix.as_mut(), super::mix::audio_filter(p)?)
+                (spec.mix_mut(), super::mix::audio_filter(p)?)
             {
                 mix.audio_filter = filter;
                 mix.volumes = volumes;
@@ -229,7 +231,7 @@ pub(super) fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
         _ => return Err(invalid("WithTranscoding", "0 or 1")),
     };
     spec.max_idle = max_idle;
-    spec.feedback = feedback;
+    spec.outputs.feedback = feedback;
     // The stream is named after the first CDN URL's last path segment.
     if let Some(name) = urls[0]
         .split('?')
@@ -239,7 +241,7 @@ pub(super) fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
     {
         spec.stream = name.to_owned();
     }
-    spec.rtmp = urls;
+    spec.outputs.rtmp = urls;
     let id = state.relays.start(spec).map_err(relay_error)?;
     let mut out = Map::new();
     out.insert("TaskId".into(), Value::String(id));
@@ -247,7 +249,10 @@ pub(super) fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
 }
 
 /// The task named by SdkAppId + TaskId, if it belongs to that application.
-fn task(state: &AppState, p: &Params<'_>) -> Result<(String, RelaySpec, TaskState), ApiError> {
+fn task(
+    state: &AppState,
+    p: &Params<'_>,
+) -> Result<(String, std::sync::Arc<RelaySpec>, TaskState), ApiError> {
     let app = super::rooms::sdk_app_id(state, p)?;
     let id = p.req_str("TaskId")?;
     let (spec, status) = state.relays.status(id).ok_or_else(task_missing)?;
@@ -272,7 +277,7 @@ pub(super) fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
         ));
     }
     let mut mix_update = None;
-    match &spec.mix {
+    match spec.mix() {
         None => {
             if p.u64("WithTranscoding")? == Some(1) {
                 return Err(unsupported(
@@ -280,11 +285,13 @@ pub(super) fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
                 ));
             }
             if let Some(user) = single_user(p)?
-                && Some(user) != spec.user
+                && Some(&user) != spec.user()
             {
                 return Err(unsupported("Switching the relayed anchor"));
             }
-            if audio_encode(p)?.is_some_and(|a| Some(&a) != spec.audio_reencode.as_ref()) {
+            if audio_encode(p)?
+                .is_some_and(|a| Some(&a) != spec.anchor().and_then(|x| x.audio_reencode.as_ref()))
+            {
                 return Err(unsupported(
                     "Changing the audio encoding of a running relay",
                 ));
@@ -307,7 +314,7 @@ pub(super) fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
                         // New video encoding: the mix restarts inside the task.
                         let mut next = RelaySpec::for_mix(spec.room.clone(), &profile)
                             .map_err(relay_error)?
-                            .mix
+                            .into_mix()
                             .expect("a mix spec");
                         next.audio_filter = mix.audio_filter.clone();
                         next.volumes = mix.volumes.clone();

@@ -1,0 +1,252 @@
+//! One relay task's outputs, the same whatever the input: RTMP targets,
+//! HLS, the recorder and the rooms the output is published back into,
+//! behind one timestamp rebaser.
+//!
+//! A driver (passthrough or mix) hands it configs and frames; it keeps the
+//! configs each output was last given (for targets added later), counts
+//! frames, marks discontinuities and closes everything in order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::rebase::Rebaser;
+use super::spec::{OutputSpec, RelaySpec};
+use super::status::{RelayStatus, StatusTx, TaskState};
+use crate::hls::HlsWriter;
+use crate::media::hub::{MediaHub, Publisher};
+use crate::media::{EncodedFrame, MediaMessage, TimeBase, TrackKind};
+use crate::record::Recorder;
+use crate::room::{Command, Enter, Role, RoomHandle, RoomKey, Scene, SessionId};
+use crate::rtmp::push::{PushState, PushTarget};
+
+/// What a task needs from the rest of the gateway.
+pub(super) struct Deps {
+    pub rooms: RoomHandle,
+    pub hub: MediaHub,
+    pub hls_root: PathBuf,
+    pub record_root: PathBuf,
+}
+
+/// The configs outputs were last given (after any re-encoding).
+#[derive(Default)]
+struct SentConfigs {
+    video: Option<Arc<MediaMessage>>,
+    audio: Option<Arc<MediaMessage>>,
+}
+
+pub(super) struct Outputs {
+    task: String,
+    targets: Vec<PushTarget>,
+    hls: Option<HlsWriter>,
+    recorder: Option<Recorder>,
+    /// Publishers of the output in other rooms (FeedBackRoomParams), with
+    /// the robot sessions that entered them.
+    feedback: Vec<(SessionId, RoomKey, Publisher)>,
+    rebaser: Rebaser,
+    sent: SentConfigs,
+    frames: u64,
+}
+
+impl Outputs {
+    pub(super) fn new(spec: &RelaySpec, deps: &Deps) -> Outputs {
+        let out: &OutputSpec = &spec.outputs;
+        let mut outputs = Outputs {
+            task: spec.id.clone(),
+            targets: Vec::new(),
+            hls: out
+                .hls
+                .as_ref()
+                .map(|h| HlsWriter::spawn(deps.hls_root.join(&spec.stream), h.clone())),
+            recorder: out.record.clone().map(|mut r| {
+                if r.dir.is_relative() {
+                    r.dir = deps.record_root.join(&r.dir);
+                }
+                Recorder::spawn(r)
+            }),
+            feedback: Vec::new(),
+            rebaser: Rebaser::default(),
+            sent: SentConfigs::default(),
+            frames: 0,
+        };
+        outputs.set_targets(&out.rtmp);
+        outputs
+    }
+
+    /// Enters every FeedBackRoomParams room as its robot (an anchor) and
+    /// publishes the output there; a room that refuses is logged and skipped.
+    pub(super) async fn enter_feedback_rooms(
+        &mut self,
+        spec: &RelaySpec,
+        deps: &Deps,
+        has_video: bool,
+    ) {
+        for f in &spec.outputs.feedback {
+            let session = deps.rooms.new_session();
+            let enter = Command::Enter(Enter {
+                room: f.room.clone(),
+                user: f.user.clone(),
+                session,
+                role: Role::Anchor,
+                scene: Scene::Live,
+                hidden: false,
+                grant: f.grant.clone(),
+                unix_now: crate::unix_now(),
+            });
+            if let Err(e) = deps.rooms.command(enter).await {
+                tracing::warn!(task = %self.task, room = %f.room, user = %f.user, "output cannot be pushed back into the room: {e}");
+                continue;
+            }
+            let publisher = deps.hub.publish(f.room.clone(), f.user.clone());
+            let kinds: &[TrackKind] = if has_video {
+                &[TrackKind::Audio, TrackKind::Video]
+            } else {
+                &[TrackKind::Audio]
+            };
+            for kind in kinds {
+                let _ = deps
+                    .rooms
+                    .command(Command::Publish {
+                        session,
+                        kind: *kind,
+                    })
+                    .await;
+            }
+            tracing::info!(task = %self.task, room = %f.room, user = %f.user, "output pushed back into the room");
+            self.feedback.push((session, f.room.clone(), publisher));
+        }
+    }
+
+    /// Output time continues after the last frame, and players and files
+    /// are told the stream starts again (HLS discontinuity, a new recording
+    /// segment); RTMP targets stay connected.
+    pub(super) fn discontinuity(&mut self) {
+        self.rebaser.reattach();
+        if let Some(h) = self.hls.as_mut() {
+            h.discontinuity();
+        }
+        if let Some(r) = self.recorder.as_mut() {
+            r.discontinuity();
+        }
+    }
+
+    /// A frame on the output timeline: milliseconds that never go back.
+    pub(super) fn rebase(&mut self, f: &EncodedFrame) -> EncodedFrame {
+        let dts = f.time_base.rescale(f.dts, TimeBase::MILLIS);
+        let pts = f.time_base.rescale(f.pts, TimeBase::MILLIS);
+        let (dts, pts) = self.rebaser.map(f.kind, dts, pts);
+        EncodedFrame {
+            dts,
+            pts,
+            time_base: TimeBase::MILLIS,
+            ..f.clone()
+        }
+    }
+
+    /// To every output. `true` when `m` is a track configuration the
+    /// outputs had not been given: they restart at the next keyframe, so
+    /// the driver should ask its source for one.
+    pub(super) fn emit(&mut self, m: &Arc<MediaMessage>) -> bool {
+        let mut new_config = false;
+        match &**m {
+            MediaMessage::Config(c) => {
+                let sent = match c.kind {
+                    TrackKind::Video => &mut self.sent.video,
+                    TrackKind::Audio => &mut self.sent.audio,
+                };
+                new_config = sent.as_deref() != Some(&**m);
+                *sent = Some(m.clone());
+            }
+            MediaMessage::Frame(_) => self.frames += 1,
+        }
+        for t in &mut self.targets {
+            t.offer(m);
+        }
+        if let Some(h) = self.hls.as_mut() {
+            h.offer(m);
+        }
+        if let Some(r) = self.recorder.as_mut() {
+            r.offer(m);
+        }
+        for (_, _, p) in &self.feedback {
+            p.send((**m).clone());
+        }
+        new_config
+    }
+
+    /// New targets start at the next keyframe with the current configs;
+    /// targets whose URL stays keep their connection.
+    pub(super) fn set_targets(&mut self, urls: &[String]) {
+        self.targets.retain(|t| urls.contains(&t.url));
+        for url in urls {
+            if self.targets.iter().any(|t| &t.url == url) {
+                continue;
+            }
+            match PushTarget::spawn(url) {
+                Ok(mut t) => {
+                    for c in [&self.sent.video, &self.sent.audio].into_iter().flatten() {
+                        t.offer(c);
+                    }
+                    self.targets.push(t);
+                }
+                Err(e) => tracing::warn!(task = %self.task, "rtmp target refused: {e}"),
+            }
+        }
+        tracing::info!(task = %self.task, targets = self.targets.len(), "rtmp targets updated");
+    }
+
+    fn targets_status(&self) -> Vec<(String, PushState, u64)> {
+        self.targets
+            .iter()
+            .map(|t| (t.url.clone(), t.state.borrow().clone(), t.dropped()))
+            .collect()
+    }
+
+    /// The task's status with its input's part (attached, transcodings).
+    pub(super) fn report(&self, attached: bool, transcoding: &[String]) -> RelayStatus {
+        RelayStatus {
+            state: if attached {
+                TaskState::Running
+            } else {
+                TaskState::Waiting
+            },
+            attached,
+            frames: self.frames,
+            targets: self.targets_status(),
+            transcoding: transcoding.to_vec(),
+        }
+    }
+
+    /// Closes every output in order (targets and HLS finish what they
+    /// queued, the robots leave the rooms fed back) and reports the task
+    /// stopped.
+    pub(super) async fn finish(
+        mut self,
+        reason: String,
+        deps: &Deps,
+        transcoding: &[String],
+        status: &StatusTx,
+    ) {
+        tracing::info!(task = %self.task, "relay task stopping: {reason}");
+        let targets = self.targets_status();
+        for (session, room, publisher) in std::mem::take(&mut self.feedback) {
+            drop(publisher);
+            let _ = deps.rooms.command(Command::Leave { session }).await;
+            tracing::info!(task = %self.task, %room, "output no longer pushed back into the room");
+        }
+        // Closing the queues lets targets and HLS finish in order.
+        self.targets.clear();
+        if let Some(h) = self.hls.take() {
+            h.finish().await;
+        }
+        if let Some(r) = self.recorder.take() {
+            r.finish().await;
+        }
+        status.publish(RelayStatus {
+            state: TaskState::Stopped(reason),
+            attached: false,
+            frames: self.frames,
+            targets,
+            transcoding: transcoding.to_vec(),
+        });
+    }
+}
