@@ -11,10 +11,10 @@
 //! - [`rtmp`]: RTMP ingest (a bounded chunk reader in front of rml_rtmp), FLV framing, RTMP push.
 //! - `webrtc`: WHIP publish and WHEP playback; RTP depacketizing.
 //! - `pull`: an online stream pulled into a room (StartStreamIngest).
-//! - `room`: the room engine (TRTC's rooms, roles, lifecycle; sans-IO) and the task that drives it.
-//! - [`media`]: frames and configs, the hub where relays find anchors, AAC/Opus stages, the libav door.
+//! - `room`: the room engine (TRTC's rooms, roles, lifecycle; sans-IO) and the task that drives it (events, per-room life watches).
+//! - [`media`]: frames and configs, the hub where relays find anchors (per-room publisher watches), AAC/Opus stages, the libav door.
 //! - [`mix`]: layout geometry, the mix timeline (pure), decoders/canvas/encoder, the mix thread.
-//! - `relay`: relay tasks (one anchor passed through, or a mix) and their outputs.
+//! - `relay`: relay tasks, each one input (an anchor passed through, or a mix) times one fan-out of outputs; typed control, published status.
 //! - `hls`: playlists (pure) and the MPEG-TS segment writer.
 //! - `record`: recordings to disk and the TRTC cloud-recording tasks.
 //! - `callback`: TRTC event callbacks to each application's receiver.
@@ -23,7 +23,7 @@
 //!
 //! Pure cores (`auth`, `room::engine`, `profile` validation, `rtmp::chunk`,
 //! `rtmp::amf`, `rtmp::flv`, `mix::layout`, `mix::timeline`,
-//! `hls::playlist`) do no I/O and read no clock: time is an argument.
+//! `relay::rebase`, `hls::playlist`) do no I/O and read no clock: time is an argument.
 
 #![deny(unsafe_code)]
 #![warn(unreachable_pub)]

@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;

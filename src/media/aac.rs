@@ -293,10 +293,7 @@ impl AacReencoder {
     }
 
     /// Decode AAC, encode Opus for WebRTC (48 kHz stereo, `bitrate_kbps`).
-    fn to_opus(
-        input: &TrackConfig,
-        bitrate_kbps: u32,
-    ) -> Result<AacReencoder, AacError> {
+    fn to_opus(input: &TrackConfig, bitrate_kbps: u32) -> Result<AacReencoder, AacError> {
         Ok(AacReencoder {
             decoder: AacDecoder::new(input, OPUS_RATE, 2)?,
             encoder: AacEncoder::opus(bitrate_kbps)?,

@@ -15,6 +15,8 @@ mod passthrough;
 pub(crate) mod rebase;
 mod spec;
 mod status;
+#[cfg(test)]
+mod tests;
 mod transcode;
 
 use std::collections::HashMap;

@@ -18,20 +18,21 @@ use super::params::{Params, invalid, missing};
 
 /// Reads the parameter `name` of the request as `T`; `None` when absent or null.
 pub(super) fn read<T: DeserializeOwned>(p: &Params<'_>, name: &str) -> Result<Option<T>, ApiError> {
-    let Some(v) = p.get(name) else {
-        return Ok(None);
-    };
-    parse(v, name).map(Some)
+    match p.get(name) {
+        None => Ok(None),
+        Some(v @ Value::Object(_)) => parse(v, name).map(Some),
+        Some(_) => Err(invalid(name, "not an object")),
+    }
 }
 
 /// `v` as `T`; an error names the field's path under `name`.
 pub(super) fn parse<T: DeserializeOwned>(v: &Value, name: &str) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        let at = if path == "." {
-            name.to_owned()
-        } else {
-            format!("{name}.{path}")
+        let at = match path.as_str() {
+            "." => name.to_owned(),
+            p if p.starts_with('[') => format!("{name}{p}"),
+            p => format!("{name}.{p}"),
         };
         invalid(&at, e.into_inner())
     })
@@ -251,8 +252,18 @@ mod tests {
             "{}",
             e.message
         );
-        let e = parse::<McuVideoParams>(&json!([1]), "VideoParams").unwrap_err();
-        assert!(e.message.contains("`VideoParams`"), "{}", e.message);
+        let e =
+            parse::<Vec<McuUserInfoParams>>(&json!([{"SoundLevel": "loud"}]), "List").unwrap_err();
+        assert!(e.message.contains("`List[0].SoundLevel`"), "{}", e.message);
+        let body = json!({"VideoParams": [1]});
+        let e = read::<McuVideoParams>(&Params::new(body.as_object().unwrap()), "VideoParams")
+            .unwrap_err();
+        assert!(
+            e.message
+                .contains("`VideoParams` is invalid: not an object"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

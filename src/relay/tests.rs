@@ -1,0 +1,164 @@
+//! The manager and a passthrough driver against the real room task and hub
+//! (no media flows: what is checked is who tells whom).
+
+use std::time::Duration;
+
+use super::*;
+use crate::config::{AppConfig, Config};
+use crate::room::{Command, Enter, Role, RoomId, Scene, SessionId};
+
+const APP: u64 = 1_400_000_000;
+
+fn gateway() -> (
+    RelayManager,
+    RoomHandle,
+    tokio::task::JoinHandle<()>,
+    PathBuf,
+) {
+    let config = Config {
+        apps: vec![AppConfig {
+            sdkappid: APP,
+            secret_key: "k".into(),
+            callback_url: None,
+            callback_key: None,
+        }],
+        ..Config::default()
+    };
+    let (rooms, task) = crate::room::spawn(&config);
+    let dir = std::env::temp_dir().join(format!(
+        "roomcast-relay-tests-{}-{}",
+        std::process::id(),
+        new_task_id()
+    ));
+    let relays = RelayManager::new(rooms.clone(), MediaHub::default(), dir.join("hls"));
+    (relays, rooms, task, dir)
+}
+
+fn room() -> RoomKey {
+    RoomKey {
+        app: APP,
+        room: RoomId::parse("lesson", None).unwrap(),
+    }
+}
+
+fn profile(name: &str) -> RelayProfile {
+    crate::profile::load_all(None)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap()
+}
+
+fn enter(session: SessionId, user: &str) -> Command {
+    Command::Enter(Enter {
+        room: room(),
+        user: UserId::new(user).unwrap(),
+        session,
+        role: Role::Anchor,
+        scene: Scene::Live,
+        hidden: false,
+        grant: None,
+        unix_now: crate::unix_now(),
+    })
+}
+
+async fn stopped(relays: &RelayManager, id: &str) -> String {
+    let mut st = relays.watch(id).unwrap();
+    let st = tokio::time::timeout(
+        Duration::from_secs(5),
+        st.wait_for(|s| matches!(s.state, TaskState::Stopped(_))),
+    )
+    .await
+    .expect("the task stops")
+    .unwrap()
+    .clone();
+    match st.state {
+        TaskState::Stopped(why) => why,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn a_passthrough_refuses_mix_changes_and_ends_with_its_room() {
+    let (relays, rooms, engine, dir) = gateway();
+    let mut changes = relays.watch_changes();
+    changes.borrow_and_update();
+    let anchor = UserId::new("teacher").unwrap();
+    let spec = RelaySpec::for_anchor(room(), anchor.clone(), &profile("passthrough")).unwrap();
+    let id = relays.start(spec).unwrap();
+    assert!(changes.has_changed().unwrap(), "a start is a change");
+
+    // Mix changes cannot reach a passthrough: refused, with the reason.
+    let refused = relays.update_mix(&id, None, vec![(anchor.clone(), 50)], None);
+    assert!(
+        matches!(&refused, Err(RelayError::Invalid(m)) if m.contains("not a mix task")),
+        "{refused:?}"
+    );
+    let mix = RelaySpec::for_mix(room(), &profile("grid-720p")).unwrap();
+    let refused = relays.restart_mix(&id, mix.into_mix().unwrap());
+    assert!(
+        matches!(refused, Err(RelayError::Invalid(_))),
+        "{refused:?}"
+    );
+    // The stored spec is untouched by the refusals.
+    assert!(relays.status(&id).unwrap().0.mix().is_none());
+
+    // The room opens and closes around the waiting task: it ends, and says why.
+    let session = rooms.new_session();
+    rooms.command(enter(session, "teacher")).await.unwrap();
+    rooms.command(Command::Leave { session }).await.unwrap();
+    let why = stopped(&relays, &id).await;
+    assert!(why.starts_with("room closed"), "{why}");
+    assert_eq!(relays.stop(&id), Err(RelayError::Finished));
+
+    rooms.shutdown().await;
+    engine.await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_task_started_in_a_closed_room_waits_for_the_next_opening_to_end() {
+    let (relays, rooms, engine, dir) = gateway();
+    // An opening and a close before the task exists are not its business.
+    let first = rooms.new_session();
+    rooms.command(enter(first, "a")).await.unwrap();
+    rooms
+        .command(Command::Leave { session: first })
+        .await
+        .unwrap();
+    let spec =
+        RelaySpec::for_anchor(room(), UserId::new("a").unwrap(), &profile("passthrough")).unwrap();
+    let id = relays.start(spec).unwrap();
+    let second = rooms.new_session();
+    rooms.command(enter(second, "a")).await.unwrap();
+    // Still waiting while the room is open: on this single-threaded
+    // runtime, yielding lets the task see the opening before we look.
+    assert!(rooms.has_session(second).await);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        relays.watch(&id).unwrap().borrow().state,
+        TaskState::Waiting
+    );
+    rooms
+        .command(Command::Leave { session: second })
+        .await
+        .unwrap();
+    assert!(stopped(&relays, &id).await.starts_with("room closed"));
+    rooms.shutdown().await;
+    engine.await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn tasks_end_when_the_gateway_shuts_down() {
+    let (relays, rooms, engine, dir) = gateway();
+    let spec =
+        RelaySpec::for_anchor(room(), UserId::new("a").unwrap(), &profile("passthrough")).unwrap();
+    let id = relays.start(spec).unwrap();
+    rooms.shutdown().await;
+    engine.await.unwrap();
+    assert_eq!(stopped(&relays, &id).await, "shutting down");
+    let _ = std::fs::remove_dir_all(dir);
+}
