@@ -253,4 +253,18 @@ fn main() {
             rc_cpu / ff_cpu
         );
     }
+    // What counting costs: the same mix with metrics on and off, alternated.
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    for enabled in [true, false, false, true] {
+        roomcast::metrics::set_enabled(enabled);
+        let (cpu, _) = roomcast_mix(&inputs[..2], 1280, 720);
+        if enabled { on.push(cpu) } else { off.push(cpu) }
+    }
+    roomcast::metrics::set_enabled(true);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "\nmetrics cost, 2 inputs -> 1280x720: on {on:.3?} off {off:.3?} CPU-s/s; on/off {:.3}",
+        mean(&on) / mean(&off)
+    );
 }

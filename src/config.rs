@@ -217,6 +217,10 @@ pub struct ApiConfig {
     pub credentials: Vec<ApiCredential>,
     /// Tolerated difference between X-TC-Timestamp and server time, seconds.
     pub max_clock_skew_secs: u64,
+    /// A bearer token that lets a scraper read `/metrics` from off the
+    /// machine (`Authorization: Bearer <token>`); unset, only loopback can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -224,6 +228,7 @@ impl Default for ApiConfig {
         ApiConfig {
             credentials: Vec::new(),
             max_clock_skew_secs: tc3::DEFAULT_MAX_SKEW_SECS,
+            metrics_token: None,
         }
     }
 }
@@ -337,6 +342,14 @@ impl Config {
                     "configured twice",
                 ));
             }
+        }
+        if let Some(t) = &self.api.metrics_token
+            && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(invalid(
+                "api.metrics_token",
+                "at least 16 printable characters, no spaces",
+            ));
         }
         if self.http.port != 0
             && self.http.port == self.rtmp.port

@@ -18,6 +18,7 @@
 //! - `hls`: playlists (pure) and the MPEG-TS segment writer.
 //! - `record`: recordings to disk and the TRTC cloud-recording tasks.
 //! - `callback`: TRTC event callbacks to each application's receiver.
+//! - [`metrics`]: Prometheus metrics, counted where things happen and read from their owners at scrape time.
 //! - `api`: the HTTP edge: accept loop, signalling, relays admin, HLS, WHIP/WHEP, the TRTC API.
 //! - [`server`]: binds the listeners, wires the pieces, owns shutdown.
 //!
@@ -34,6 +35,7 @@ pub(crate) mod callback;
 pub mod config;
 pub(crate) mod hls;
 pub mod media;
+pub mod metrics;
 pub mod mix;
 pub(crate) mod net;
 pub mod profile;

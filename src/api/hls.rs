@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::metrics::{HlsLabel, HlsObject, Output, metrics};
 use crate::relay::valid_stream_name;
 
 pub(crate) async fn get(
@@ -17,23 +18,40 @@ pub(crate) async fn get(
     Path((stream, file)): Path<(String, String)>,
 ) -> Response {
     let not_found = || (StatusCode::NOT_FOUND, "no such stream or segment\n").into_response();
+    let m = metrics();
     if !valid_stream_name(&stream) {
+        m.hls_requests
+            .get_or_create(&HlsLabel {
+                object: HlsObject::Other,
+            })
+            .inc();
         return not_found();
     }
-    let (content_type, cache) = if file == "index.m3u8" {
-        ("application/vnd.apple.mpegurl", "max-age=1")
+    let (content_type, cache, object) = if file == "index.m3u8" {
+        (
+            "application/vnd.apple.mpegurl",
+            "max-age=1",
+            HlsObject::Playlist,
+        )
     } else if file
         .strip_prefix("seg")
         .and_then(|r| r.strip_suffix(".ts"))
         .is_some_and(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
     {
-        ("video/mp2t", "max-age=86400")
+        ("video/mp2t", "max-age=86400", HlsObject::Segment)
     } else {
+        m.hls_requests
+            .get_or_create(&HlsLabel {
+                object: HlsObject::Other,
+            })
+            .inc();
         return not_found();
     };
+    m.hls_requests.get_or_create(&HlsLabel { object }).inc();
     let path = state.hls_root.join(&stream).join(&file);
     match tokio::fs::read(&path).await {
         Ok(body) => {
+            m.bytes_out(Output::Hls, body.len());
             let mut resp = body.into_response();
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -8,6 +8,7 @@
 //! `/v1/whep/<RoomId>/<AnchorUserID>` and `/v1/sessions/<id>` (WebRTC).
 
 pub(crate) mod hls;
+pub(crate) mod metrics;
 pub(crate) mod relays;
 pub(crate) mod serve;
 pub(crate) mod signalling;
@@ -50,6 +51,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::get))
         .route("/v1/rooms/{room_id}/ws", get(signalling::upgrade))
         .route("/v1/relays", get(relays::list).post(relays::start))
         .route(

@@ -158,6 +158,10 @@ struct Queue {
 struct Sink {
     queue: std::sync::Mutex<Queue>,
     wake: Notify,
+    /// The queue's length in the metrics.
+    queued: prometheus_client::metrics::gauge::Gauge,
+    dropped: prometheus_client::metrics::counter::Counter,
+    failures: prometheus_client::metrics::counter::Counter,
 }
 
 /// A relay target's state as TRTC's relay callback (401) `Status`: 2 is
@@ -205,6 +209,8 @@ pub(crate) fn spawn(
     relays: RelayManager,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let mut sinks: HashMap<u64, Arc<Sink>> = HashMap::new();
+    let m = crate::metrics::metrics();
+    let label = |sdkappid| crate::metrics::AppLabel { sdkappid };
     for app in &config.apps {
         let (Some(url), Some(key)) = (&app.callback_url, &app.callback_key) else {
             continue;
@@ -218,6 +224,15 @@ pub(crate) fn spawn(
                 dropped: 0,
             }),
             wake: Notify::new(),
+            queued: m.callback_queue.get_or_create(&label(app.sdkappid)).clone(),
+            dropped: m
+                .callbacks_dropped
+                .get_or_create(&label(app.sdkappid))
+                .clone(),
+            failures: m
+                .callback_failures
+                .get_or_create(&label(app.sdkappid))
+                .clone(),
         });
         tokio::spawn(deliver(app.sdkappid, url, key.clone(), sink.clone()));
         tracing::info!(sdkappid = app.sdkappid, "event callbacks enabled");
@@ -327,24 +342,26 @@ fn push(sink: &Sink, body: Value) {
     if q.items.len() >= QUEUE_CAPACITY {
         q.items.pop_front();
         q.dropped += 1;
+        sink.dropped.inc();
         tracing::warn!(
             dropped = q.dropped,
             "callback queue full: oldest callback dropped"
         );
     }
     q.items.push_back(body.to_string().into_bytes());
+    sink.queued.set(q.items.len() as i64);
     drop(q);
     sink.wake.notify_one();
 }
 
 async fn deliver(app: u64, url: HttpUrl, key: String, sink: Arc<Sink>) {
     loop {
-        let next = sink
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .items
-            .pop_front();
+        let next = {
+            let mut q = sink.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let next = q.items.pop_front();
+            sink.queued.set(q.items.len() as i64);
+            next
+        };
         let Some(body) = next else {
             sink.wake.notified().await;
             continue;
@@ -369,6 +386,7 @@ async fn deliver(app: u64, url: HttpUrl, key: String, sink: Arc<Sink>) {
                 }
                 Err(_) => tracing::warn!(sdkappid = app, attempt, "callback timed out"),
             }
+            sink.failures.inc();
             if started.elapsed() >= RETRY_FOR {
                 tracing::warn!(sdkappid = app, "callback given up after {RETRY_FOR:?}");
                 break;

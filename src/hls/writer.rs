@@ -32,6 +32,7 @@ pub(crate) struct HlsWriter {
     tx: SyncSender<Cmd>,
     thread: Option<std::thread::JoinHandle<()>>,
     gate: DropToKeyframe,
+    counted: crate::metrics::DropCounter,
 }
 
 impl HlsWriter {
@@ -50,16 +51,19 @@ impl HlsWriter {
             tx,
             thread: Some(thread),
             gate: DropToKeyframe::default(),
+            counted: crate::metrics::DropCounter::new(crate::metrics::DropReason::SlowOutput),
         }
     }
 
     /// Queues without waiting; on overflow skips to the next video keyframe.
     pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
         if !self.gate.admit(msg) {
+            self.counted.sync(self.gate.dropped);
             return;
         }
         if let Err(TrySendError::Full(_)) = self.tx.try_send(Cmd::Media(msg.clone())) {
             self.gate.overflowed();
+            self.counted.sync(self.gate.dropped);
         }
     }
 

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, broadcast, watch};
 
 use super::{MediaMessage, TrackConfig, TrackKind};
+use crate::metrics::{Edge, GaugeGuard, metrics};
 use crate::room::{RoomKey, UserId};
 
 /// Messages buffered per consumer: about 4 s of 30 fps video plus audio.
@@ -87,6 +88,8 @@ pub(crate) struct Configs {
 /// The sending side, held by an ingest session. Dropping it unregisters.
 pub(crate) struct Publisher {
     hub: MediaHub,
+    /// The ingest edge it came through (counted while it lives), if any.
+    edge: Option<(Edge, GaugeGuard)>,
     key: Key,
     id: u64,
     messages: broadcast::Sender<Arc<MediaMessage>>,
@@ -111,7 +114,9 @@ impl Subscription {
 
 impl MediaHub {
     /// Registers a publisher, replacing any older one of the same user.
-    pub(crate) fn publish(&self, room: RoomKey, user: UserId) -> Publisher {
+    /// `edge` is where its media comes from (counted in the metrics);
+    /// `None` for the gateway's own output fed back into a room.
+    pub(crate) fn publish(&self, room: RoomKey, user: UserId, edge: Option<Edge>) -> Publisher {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (messages, _) = broadcast::channel(FANOUT_CAPACITY);
@@ -132,6 +137,7 @@ impl MediaHub {
         drop(inner);
         Publisher {
             hub: self.clone(),
+            edge: edge.map(|e| (e, metrics().publishing(e))),
             key,
             id,
             messages,
@@ -192,6 +198,9 @@ impl Publisher {
                 TrackKind::Audio => cfg.audio = Some(c.clone()),
             });
         }
+        if let (Some((edge, _)), MediaMessage::Frame(f)) = (&self.edge, &msg) {
+            metrics().bytes_in(*edge, f.data.len());
+        }
         // No receiver is fine: nobody relays this anchor right now.
         let _ = self.messages.send(Arc::new(msg));
     }
@@ -236,18 +245,18 @@ mod tests {
         let (r, other) = (room("r"), room("o"));
         let mut w = hub.watch_room(&r);
         assert!(users(&mut w).is_empty());
-        let a = hub.publish(r.clone(), UserId::new("a").unwrap());
+        let a = hub.publish(r.clone(), UserId::new("a").unwrap(), None);
         assert!(w.has_changed().unwrap());
         assert_eq!(users(&mut w), ["a"]);
         // Another room's publishers are not this watch's business.
-        let elsewhere = hub.publish(other.clone(), UserId::new("a").unwrap());
+        let elsewhere = hub.publish(other.clone(), UserId::new("a").unwrap(), None);
         assert!(!w.has_changed().unwrap());
         // Entry order is the order they started.
-        let b = hub.publish(r.clone(), UserId::new("b").unwrap());
+        let b = hub.publish(r.clone(), UserId::new("b").unwrap(), None);
         assert_eq!(users(&mut w), ["a", "b"]);
         // A replacement is a change (a new stream to follow); the replaced
         // publisher's drop is not.
-        let a2 = hub.publish(r.clone(), UserId::new("a").unwrap());
+        let a2 = hub.publish(r.clone(), UserId::new("a").unwrap(), None);
         assert!(w.has_changed().unwrap());
         assert_eq!(users(&mut w), ["b", "a"]);
         drop(a);

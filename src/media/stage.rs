@@ -20,6 +20,7 @@ pub(crate) fn send_frames(out: &StageOut, frames: Vec<super::EncodedFrame>) -> b
 pub(crate) struct Stage {
     tx: SyncSender<Arc<MediaMessage>>,
     gate: DropToKeyframe,
+    counted: crate::metrics::DropCounter,
     /// What the stage produced (a new config, then frames), for the relay to fan out.
     pub out: tokio::sync::mpsc::Receiver<Arc<MediaMessage>>,
 }
@@ -40,6 +41,7 @@ impl Stage {
         Stage {
             tx,
             gate: DropToKeyframe::default(),
+            counted: crate::metrics::DropCounter::new(crate::metrics::DropReason::SlowOutput),
             out,
         }
     }
@@ -48,10 +50,12 @@ impl Stage {
     /// resumes at the next keyframe.
     pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
         if !self.gate.admit(msg) {
+            self.counted.sync(self.gate.dropped);
             return;
         }
         if let Err(TrySendError::Full(_)) = self.tx.try_send(msg.clone()) {
             self.gate.overflowed();
+            self.counted.sync(self.gate.dropped);
         }
     }
 }

@@ -89,6 +89,7 @@ pub struct MixInput {
     tx: SyncSender<Input>,
     user: String,
     gate: DropToKeyframe,
+    counted: crate::metrics::DropCounter,
 }
 
 impl MixInput {
@@ -96,6 +97,7 @@ impl MixInput {
     /// next keyframe.
     pub fn offer(&mut self, msg: &Arc<MediaMessage>) {
         if !self.gate.admit(msg) {
+            self.counted.sync(self.gate.dropped);
             return;
         }
         let input = Input::Media {
@@ -104,12 +106,15 @@ impl MixInput {
         };
         if let Err(TrySendError::Full(_)) = self.tx.try_send(input) {
             self.gate.overflowed();
+            self.counted.sync(self.gate.dropped);
         }
     }
 
     /// Messages were lost upstream: resume at the next keyframe.
+    /// (The forwarder counts what was lost, as lagged.)
     pub fn lost(&mut self) {
         self.gate.overflowed();
+        self.counted.skip(self.gate.dropped);
     }
 }
 
@@ -142,6 +147,7 @@ impl MixHandle {
             tx: self.tx.clone(),
             user: user.to_owned(),
             gate: DropToKeyframe::default(),
+            counted: crate::metrics::DropCounter::new(crate::metrics::DropReason::LateInput),
         }
     }
 
@@ -172,8 +178,10 @@ pub enum MixError {
 
 struct InputState {
     user: String,
-    /// Its clock and jitter buffer.
-    timeline: InputTimeline<Arc<MediaMessage>>,
+    /// Its clock and jitter buffer; each message with its arrival.
+    timeline: InputTimeline<(Arc<MediaMessage>, Instant)>,
+    /// When the picture decoded last (and not yet sent out) arrived.
+    fresh: Option<Instant>,
     video: Option<VideoDecoder>,
     need_keyframe: bool,
     audio: Option<AacDecoder>,
@@ -184,7 +192,7 @@ struct InputState {
 }
 
 impl InputState {
-    fn apply_video(&mut self, msg: &MediaMessage, now: Instant) {
+    fn apply_video(&mut self, msg: &MediaMessage, arrived: Instant, now: Instant) {
         match msg {
             MediaMessage::Config(c) => {
                 if self
@@ -208,7 +216,10 @@ impl InputState {
                 }
                 self.need_keyframe = false;
                 match dec.push(f) {
-                    Ok(true) => self.timeline.showed_picture(now),
+                    Ok(true) => {
+                        self.timeline.showed_picture(now);
+                        self.fresh = Some(arrived);
+                    }
                     Ok(false) => {}
                     Err(e) => {
                         tracing::debug!(user = %self.user, "mix: undecodable frame: {e}");
@@ -259,7 +270,7 @@ struct Mixer {
     /// The output's ticks, from the mix's start.
     clock: OutputClock,
     /// What an input's timeline released this turn (reused every tick).
-    released: Vec<Released<Arc<MediaMessage>>>,
+    released: Vec<Released<(Arc<MediaMessage>, Instant)>>,
     /// Where the layout put each input, and the inputs it was placed for.
     placements: Vec<Placement>,
     placed_for: Option<Vec<InputInfo>>,
@@ -340,6 +351,13 @@ impl Mixer {
                 }
             }
             let now = Instant::now();
+            if crate::metrics::enabled() {
+                let m = crate::metrics::metrics();
+                m.mix_tick_lateness
+                    .observe(now.saturating_duration_since(next).as_secs_f64());
+                m.mix_queue_depth
+                    .observe((out.max_capacity() - out.capacity()) as f64);
+            }
             self.release(now);
             let due = self.clock.due(now);
             if let Some(n) = due.video {
@@ -369,6 +387,7 @@ impl Mixer {
             timeline: InputTimeline::default(),
             video: None,
             need_keyframe: true,
+            fresh: None,
             audio: None,
             lane: AudioLane::new(channels),
             decoded: vec![Vec::new(); channels],
@@ -405,7 +424,7 @@ impl Mixer {
                         Some(f.time_base.rescale(f.dts, crate::media::TimeBase::MILLIS)),
                     ),
                 };
-                if s.timeline.push(kind, ts, msg, now, min_ahead)
+                if s.timeline.push(kind, ts, (msg, now), now, min_ahead)
                     && kind == crate::media::TrackKind::Video
                 {
                     s.need_keyframe = true;
@@ -425,9 +444,13 @@ impl Mixer {
             s.timeline.release(now, &self.clock, due);
             for r in due.drain(..) {
                 match r {
-                    Released::Video(msg) if want_video => s.apply_video(&msg, now),
+                    Released::Video((msg, arrived)) if want_video => {
+                        s.apply_video(&msg, arrived, now)
+                    }
                     Released::Video(_) => {}
-                    Released::Audio { msg, at } => s.apply_audio(&msg, at, &self.clock, channels),
+                    Released::Audio { msg: (msg, _), at } => {
+                        s.apply_audio(&msg, at, &self.clock, channels)
+                    }
                 }
             }
         }
@@ -476,7 +499,26 @@ impl Mixer {
                 .and_then(|s| s.video.as_ref())
                 .map(VideoDecoder::picture)
         })?;
-        Ok(enc.encode(canvas.frame_mut(), n)?)
+        let frames = enc.encode(canvas.frame_mut(), n)?;
+        if crate::metrics::enabled() {
+            // A picture that arrived since the last tick is out now: its
+            // latency through the mix, and this tick showed something new.
+            let m = crate::metrics::metrics();
+            let sent = Instant::now();
+            let mut new = stale;
+            for s in &mut self.inputs {
+                if let Some(arrived) = s.fresh.take() {
+                    m.mix_latency
+                        .observe(sent.saturating_duration_since(arrived).as_secs_f64());
+                    new = true;
+                }
+            }
+            m.mix_ticks.inc();
+            if new {
+                m.mix_pictures.inc();
+            }
+        }
+        Ok(frames)
     }
 
     /// Output audio frame number `k`: every admitted input's samples laid

@@ -123,7 +123,9 @@ impl PullManager {
                 wake: wake.clone(),
             },
         );
-        let publisher = self.hub.publish(room.clone(), user.clone());
+        let publisher =
+            self.hub
+                .publish(room.clone(), user.clone(), Some(crate::metrics::Edge::Pull));
         let (tx, mut rx) = tokio::sync::mpsc::channel::<MediaMessage>(256);
         let url = redact(&settings.url);
         tracing::info!(task = %id, %room, %user, %url, "stream ingest started");
@@ -205,6 +207,11 @@ impl PullManager {
 
     pub(crate) fn get(&self, id: &str) -> Option<PullInfo> {
         self.lock().get(id).map(|e| e.info.clone())
+    }
+
+    /// The application of every running pull (metrics).
+    pub(crate) fn running_apps(&self) -> Vec<u64> {
+        self.lock().values().map(|e| e.info.room.app).collect()
     }
 }
 

@@ -59,6 +59,7 @@ pub(crate) struct Recorder {
     tx: Option<SyncSender<Cmd>>,
     thread: Option<std::thread::JoinHandle<()>>,
     gate: DropToKeyframe,
+    counted: crate::metrics::DropCounter,
     hls: Option<HlsWriter>,
     /// The HLS playlist, listed when its first frame comes.
     hls_listing: Option<(FileList, RecordedFile)>,
@@ -117,6 +118,7 @@ impl Recorder {
             tx,
             thread,
             gate: DropToKeyframe::default(),
+            counted: crate::metrics::DropCounter::new(crate::metrics::DropReason::SlowOutput),
             hls,
             hls_listing,
         }
@@ -137,10 +139,21 @@ impl Recorder {
             return;
         };
         if !self.gate.admit(msg) {
+            self.counted.sync(self.gate.dropped);
             return;
         }
-        if let Err(TrySendError::Full(_)) = tx.try_send(Cmd::Media(msg.clone())) {
-            self.gate.overflowed();
+        match tx.try_send(Cmd::Media(msg.clone())) {
+            Err(TrySendError::Full(_)) => {
+                self.gate.overflowed();
+                self.counted.sync(self.gate.dropped);
+            }
+            Ok(()) => {
+                if let MediaMessage::Frame(f) = &**msg {
+                    crate::metrics::metrics()
+                        .bytes_out(crate::metrics::Output::Record, f.data.len());
+                }
+            }
+            Err(_) => {}
         }
     }
 

@@ -331,6 +331,15 @@ impl Recordings {
         Some(Described { status, files })
     }
 
+    /// The application of every running recording (metrics).
+    pub(crate) fn running_apps(&self) -> Vec<u64> {
+        self.lock()
+            .values()
+            .filter(|t| !t.done.load(Ordering::Relaxed))
+            .map(|t| t.app)
+            .collect()
+    }
+
     /// The mix relay of a running mixed recording.
     pub(crate) fn mix_relay(&self, app: u64, id: &str) -> Option<String> {
         let tasks = self.lock();

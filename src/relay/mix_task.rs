@@ -207,7 +207,8 @@ async fn forward(mut sub: crate::media::hub::Subscription, mut input: MixInput) 
     loop {
         match sub.messages.recv().await {
             Ok(m) => input.offer(&m),
-            Err(RecvError::Lagged(_)) => {
+            Err(RecvError::Lagged(n)) => {
+                crate::metrics::metrics().dropped(crate::metrics::DropReason::Lagged, n);
                 input.lost();
                 sub.request_keyframe();
             }

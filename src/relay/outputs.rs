@@ -96,7 +96,7 @@ impl Outputs {
                 tracing::warn!(task = %self.task, room = %f.room, user = %f.user, "output cannot be pushed back into the room: {e}");
                 continue;
             }
-            let publisher = deps.hub.publish(f.room.clone(), f.user.clone());
+            let publisher = deps.hub.publish(f.room.clone(), f.user.clone(), None);
             let kinds: &[TrackKind] = if has_video {
                 &[TrackKind::Audio, TrackKind::Video]
             } else {

@@ -198,6 +198,7 @@ pub(super) async fn run(
                 Ok(m) => follow.forward(m, &mut out),
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(task = %spec.id, missed = n, "relay fell behind its source; resuming at the next keyframe");
+                    crate::metrics::metrics().dropped(crate::metrics::DropReason::Lagged, n);
                     follow.need_keyframe = true;
                     if let Some(s) = &follow.source {
                         s.request_keyframe();

@@ -140,6 +140,27 @@ impl Rooms {
         self.sessions.contains_key(&session)
     }
 
+    /// Per application: rooms open, anchors and audience in them (hidden
+    /// users included: they hold resources too).
+    pub(crate) fn stats(&self) -> Vec<(SdkAppId, u64, u64, u64)> {
+        let mut by_app: std::collections::BTreeMap<SdkAppId, (u64, u64, u64)> =
+            self.apps.iter().map(|a| (*a, (0, 0, 0))).collect();
+        for (key, room) in &self.rooms {
+            let e = by_app.entry(key.app).or_default();
+            e.0 += 1;
+            for m in room.members.values() {
+                match m.role {
+                    Role::Anchor => e.1 += 1,
+                    Role::Audience => e.2 += 1,
+                }
+            }
+        }
+        by_app
+            .into_iter()
+            .map(|(app, (r, a, u))| (app, r, a, u))
+            .collect()
+    }
+
     /// Every visible user with a published track, by room: what a
     /// subscriber that missed `TrackPublished` events resynchronises from.
     pub(crate) fn visible_publishers(&self) -> Vec<(RoomKey, UserId)> {

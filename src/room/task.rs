@@ -38,6 +38,9 @@ enum Request {
     VisiblePublishers {
         reply: oneshot::Sender<Vec<(RoomKey, UserId)>>,
     },
+    Stats {
+        reply: oneshot::Sender<Vec<(u64, u64, u64, u64)>>,
+    },
     WatchRoom {
         room: RoomKey,
         reply: oneshot::Sender<watch::Receiver<RoomLife>>,
@@ -174,6 +177,16 @@ impl RoomHandle {
         rx.await.unwrap_or(false)
     }
 
+    /// Per application: rooms open, anchors and audience in them (empty
+    /// when the engine has stopped).
+    pub(crate) async fn stats(&self) -> Vec<(u64, u64, u64, u64)> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::Stats { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     /// Every visible user with a published track, by room (empty when the
     /// engine has stopped).
     pub(crate) async fn visible_publishers(&self) -> Vec<(RoomKey, UserId)> {
@@ -257,6 +270,9 @@ async fn run(
                 }
                 Some(Request::HasSession { session, reply }) => {
                     let _ = reply.send(engine.has_session(session));
+                }
+                Some(Request::Stats { reply }) => {
+                    let _ = reply.send(engine.stats());
                 }
                 Some(Request::VisiblePublishers { reply }) => {
                     let _ = reply.send(engine.visible_publishers());

@@ -465,7 +465,10 @@ impl Connection {
             }))
             .await
             .map_err(|e| e.to_string())?;
-        let publisher = self.ingest.hub.publish(key.clone(), user.clone());
+        let publisher =
+            self.ingest
+                .hub
+                .publish(key.clone(), user.clone(), Some(crate::metrics::Edge::Rtmp));
         Ok(Published {
             key,
             user,

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use super::chunk::{self, ChunkLimits, SessionFeed};
 use super::flv;
 use crate::media::{DropToKeyframe, MediaMessage, TimeBase, TrackKind};
+use crate::metrics::{DropCounter, DropReason};
 
 /// Messages queued per target (about 4 s of 30 fps video plus audio).
 pub(crate) const QUEUE_CAPACITY: usize = 512;
@@ -100,6 +101,7 @@ pub(crate) struct PushTarget {
     pub queue: mpsc::Sender<Arc<MediaMessage>>,
     pub state: watch::Receiver<PushState>,
     gate: DropToKeyframe,
+    counted: DropCounter,
 }
 
 impl PushTarget {
@@ -115,6 +117,7 @@ impl PushTarget {
             queue,
             state,
             gate: DropToKeyframe::default(),
+            counted: DropCounter::new(DropReason::SlowTarget),
         })
     }
 
@@ -122,16 +125,22 @@ impl PushTarget {
     /// next video keyframe (configs are always attempted).
     pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
         if !self.gate.admit(msg) {
+            self.count_drops();
             return;
         }
         if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(msg.clone()) {
             self.gate.overflowed();
         }
+        self.count_drops();
     }
 
     /// Frames this target skipped because it fell behind.
     pub(crate) fn dropped(&self) -> u64 {
         self.gate.dropped
+    }
+
+    fn count_drops(&mut self) {
+        self.counted.sync(self.gate.dropped);
     }
 }
 
@@ -209,6 +218,7 @@ async fn run(
             return;
         }
         tracing::warn!(target = %label, attempt, retry_in_ms = backoff.as_millis() as u64, "rtmp push: {error}");
+        crate::metrics::metrics().push_reconnects.inc();
         let _ = state.send(PushState::Retrying {
             attempt,
             error: error.clone(),
@@ -253,10 +263,13 @@ async fn write_results(
 ) -> Result<(), String> {
     for r in results {
         match r {
-            ClientSessionResult::OutboundResponse(p) => socket
-                .write_all(&p.bytes)
-                .await
-                .map_err(|e| format!("write: {e}"))?,
+            ClientSessionResult::OutboundResponse(p) => {
+                socket
+                    .write_all(&p.bytes)
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+                crate::metrics::metrics().bytes_out(crate::metrics::Output::Rtmp, p.bytes.len());
+            }
             ClientSessionResult::RaisedEvent(e) => events.push(e),
             ClientSessionResult::UnhandleableMessageReceived(_) => {}
         }

@@ -197,12 +197,13 @@ pub(crate) async fn play(
     tracing::info!(room = %req.room, %anchor, viewer = %req.user, session = %id, "whep playback started");
     let rtc2 = rtc.clone();
     let id2 = id.clone();
+    let counted = crate::metrics::metrics().session("whep");
     tokio::spawn(async move {
         let why = run(pc.clone(), rx, early, stop, sub, tracks, opus).await;
         tracing::info!(session = %id2, "whep playback ended: {why}");
         let _ = pc.close().await;
         rtc2.unregister(&id2);
-        drop(lease);
+        drop((lease, counted));
     });
     Ok(Started { id, answer })
 }
@@ -419,6 +420,7 @@ async fn send(
     } else {
         f.data.clone()
     };
+    crate::metrics::metrics().bytes_out(crate::metrics::Output::Whep, data.len());
     t.track
         .sample_writer(t.ssrc, t.payload_type)
         .write_sample(&Sample {

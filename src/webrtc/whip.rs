@@ -92,7 +92,11 @@ pub(crate) async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started
     };
     let id = session_id();
     let stop = rtc.register(&id, app, &req.user);
-    let publisher = Arc::new(rtc.hub.publish(req.room.clone(), req.user.clone()));
+    let publisher = Arc::new(rtc.hub.publish(
+        req.room.clone(),
+        req.user.clone(),
+        Some(crate::metrics::Edge::Whip),
+    ));
     tracing::info!(room = %req.room, user = %req.user, session = %id, "whip publish started");
     let mut task = Session {
         rtc: rtc.clone(),
@@ -105,10 +109,11 @@ pub(crate) async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started
         video: Vec::new(),
         readers: Vec::new(),
     };
+    let counted = crate::metrics::metrics().session("whip");
     tokio::spawn(async move {
         let end = task.run(rx, early, stop).await;
         task.finish(end).await;
-        drop(lease);
+        drop((lease, counted));
     });
     Ok(Started { id, answer })
 }

@@ -97,6 +97,17 @@ pub(crate) async fn handle(
         .unwrap_or("")
         .to_owned();
     let result = process(&state, &method, &uri, &headers, body, &action).await;
+    let code = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code,
+    };
+    crate::metrics::metrics()
+        .api_requests
+        .get_or_create(&crate::metrics::ApiLabel {
+            action: crate::metrics::action_label(&action),
+            code,
+        })
+        .inc();
     envelope(result, &action)
 }
 
