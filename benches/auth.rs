@@ -78,6 +78,7 @@ fn main() {
     let tc3_us = per_op_us(|| {
         let req = SignedRequest {
             method: "POST",
+            path: "/",
             query: "",
             header: &headers,
             body,

@@ -1,4 +1,4 @@
-//! The `roomcast` command line: serve, usersig gen|verify, profile check.
+//! The `roomcast` command line: serve, usersig gen|verify, profile check, status.
 
 #![deny(unsafe_code)]
 
@@ -49,6 +49,28 @@ enum Command {
         #[command(subcommand)]
         command: ProfileCommand,
     },
+    /// Print a running gateway's live status (JSON), signed with an API credential.
+    Status {
+        /// What to show.
+        #[arg(value_enum, default_value_t = StatusPart::All)]
+        part: StatusPart,
+        /// The gateway's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
+        /// API credential (also ROOMCAST_SECRET_ID / ROOMCAST_SECRET_KEY).
+        #[arg(long, env = "ROOMCAST_SECRET_ID")]
+        secret_id: String,
+        #[arg(long, env = "ROOMCAST_SECRET_KEY", hide_env_values = true)]
+        secret_key: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StatusPart {
+    All,
+    Node,
+    Rooms,
+    Tasks,
 }
 
 #[derive(Subcommand)]
@@ -117,7 +139,64 @@ fn main() -> ExitCode {
         Command::Profile {
             command: ProfileCommand::Check { files },
         } => profile_check(&files),
+        Command::Status {
+            part,
+            http,
+            secret_id,
+            secret_key,
+        } => match status(part, &http, &secret_id, &secret_key) {
+            Ok(body) => {
+                println!("{body}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("roomcast status: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// One signed GET of the status API over plain HTTP/1.1; the body if 200.
+fn status(
+    part: StatusPart,
+    http: &str,
+    secret_id: &str,
+    secret_key: &str,
+) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let path = match part {
+        StatusPart::All => "/v1/status",
+        StatusPart::Node => "/v1/status/node",
+        StatusPart::Rooms => "/v1/status/rooms",
+        StatusPart::Tasks => "/v1/status/tasks",
+    };
+    let host = http.trim_start_matches("http://").trim_end_matches('/');
+    let now = roomcast::unix_now();
+    let auth = roomcast::auth::tc3::authorization_for(
+        secret_id,
+        secret_key,
+        now,
+        host,
+        ("GET", path, ""),
+        "application/json",
+        b"",
+    );
+    let mut s = std::net::TcpStream::connect(host).with_context(|| format!("connect to {host}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\nX-TC-Timestamp: {now}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = Vec::new();
+    s.take(16 << 20).read_to_end(&mut resp)?;
+    let resp = String::from_utf8_lossy(&resp);
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .context("not an HTTP response")?;
+    let code = head.split_whitespace().nth(1).unwrap_or("");
+    anyhow::ensure!(code == "200", "HTTP {code}: {}", body.trim());
+    Ok(body.to_owned())
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {

@@ -450,6 +450,42 @@ pub(crate) fn encode(scrape: Scrape) -> Result<String, std::fmt::Error> {
     Ok(out)
 }
 
+static START: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+
+/// Time since the gateway started (the first call).
+pub(crate) fn uptime() -> std::time::Duration {
+    START.elapsed()
+}
+
+/// CPU seconds and resident bytes of this process.
+pub(crate) fn process_usage() -> (f64, u64) {
+    process()
+}
+
+/// Cores kept busy by this process: over the time since the previous call
+/// when that was at least a second ago (the value then stays for the next
+/// second's callers), else since the start.
+pub(crate) fn cpu_busy() -> f64 {
+    static LAST: std::sync::Mutex<Option<(std::time::Instant, f64, f64)>> =
+        std::sync::Mutex::new(None);
+    let now = std::time::Instant::now();
+    let (cpu, _) = process();
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    match *last {
+        Some((at, _, busy)) if now.duration_since(at).as_secs_f64() < 1.0 => busy,
+        Some((at, then, _)) => {
+            let busy = (cpu - then) / now.duration_since(at).as_secs_f64();
+            *last = Some((now, cpu, busy));
+            busy
+        }
+        None => {
+            let busy = cpu / uptime().as_secs_f64().max(1e-3);
+            *last = Some((now, cpu, busy));
+            busy
+        }
+    }
+}
+
 /// CPU seconds and resident bytes of this process, from /proc (0 elsewhere).
 fn process() -> (f64, u64) {
     let ticks = 100.0; // USER_HZ on Linux

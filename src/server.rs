@@ -48,6 +48,8 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     tracing::info!(addr = %local, "HTTP listening (API, signalling, health)");
 
     let hub = MediaHub::default();
+    // Uptime and CPU rates count from here.
+    let _ = crate::metrics::uptime();
     let rtmp_addr = SocketAddr::new(config.rtmp.bind, config.rtmp.port);
     let rtmp_listener = TcpListener::bind(rtmp_addr)
         .await
@@ -81,6 +83,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         webrtc: crate::webrtc::WebRtc::new(config.clone(), rooms.clone(), hub.clone()),
         pulls: crate::pull::PullManager::new(rooms.clone(), hub.clone()),
         recordings: crate::record::tasks::Recordings::new(relays.clone(), hub.clone()),
+        hub: hub.clone(),
     });
     api::serve::serve(listener, app, &config.http, shutdown_signal()).await;
     ingest.abort();

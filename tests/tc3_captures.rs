@@ -37,6 +37,7 @@ fn verify_capture(req: &Value, now: u64, keys: &[(&str, &str)]) -> Result<tc3::V
     let body = req.get("body").and_then(Value::as_str).unwrap_or("");
     let sreq = SignedRequest {
         method: req["method"].as_str().unwrap(),
+        path: "/",
         query,
         header: &lookup,
         body: body.as_bytes(),

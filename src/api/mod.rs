@@ -12,6 +12,7 @@ pub(crate) mod metrics;
 pub(crate) mod relays;
 pub(crate) mod serve;
 pub(crate) mod signalling;
+pub(crate) mod status;
 pub(crate) mod trtc;
 pub(crate) mod webrtc;
 
@@ -38,6 +39,18 @@ pub(crate) struct AppState {
     pub webrtc: crate::webrtc::WebRtc,
     pub pulls: crate::pull::PullManager,
     pub recordings: crate::record::tasks::Recordings,
+    pub hub: crate::media::hub::MediaHub,
+}
+
+impl AppState {
+    /// A publisher's latest track configurations, if it is publishing.
+    pub(crate) fn hub_configs(
+        &self,
+        room: &crate::room::RoomKey,
+        user: &crate::room::UserId,
+    ) -> Option<crate::media::hub::Configs> {
+        self.hub.configs(room, user)
+    }
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -52,6 +65,8 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::get))
+        .route("/v1/status", get(status::all))
+        .route("/v1/status/{part}", get(status::part))
         .route("/v1/rooms/{room_id}/ws", get(signalling::upgrade))
         .route("/v1/relays", get(relays::list).post(relays::start))
         .route(

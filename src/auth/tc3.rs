@@ -48,6 +48,8 @@ impl Tc3Error {
 /// The parts of an HTTP request the signature covers.
 pub struct SignedRequest<'a> {
     pub method: &'a str,
+    /// The request path: the canonical URI (`/` for TRTC's API 3.0).
+    pub path: &'a str,
     /// Raw query string as sent (no leading `?`), empty for POST.
     pub query: &'a str,
     /// Header lookup by lower-case name.
@@ -215,8 +217,9 @@ pub fn canonical_request(
         headers.push('\n');
     }
     Some(format!(
-        "{}\n/\n{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}\n{}",
         req.method.to_ascii_uppercase(),
+        req.path,
         req.query,
         headers,
         names.join(";"),
@@ -246,13 +249,36 @@ pub fn authorization_for_post(
     content_type: &str,
     body: &[u8],
 ) -> String {
+    authorization_for(
+        secret_id,
+        secret_key,
+        timestamp,
+        host,
+        ("POST", "/", ""),
+        content_type,
+        body,
+    )
+}
+
+/// Signs any request (`(method, path, query)`) over `content-type` and
+/// `host`, as the SDKs sign their POSTs (for tests, tools and the status API's callers).
+pub fn authorization_for(
+    secret_id: &str,
+    secret_key: &str,
+    timestamp: u64,
+    host: &str,
+    (method, path, query): (&str, &str, &str),
+    content_type: &str,
+    body: &[u8],
+) -> String {
     let header = |name: &str| match name {
         "content-type" => Some(content_type),
         _ => None,
     };
     let req = SignedRequest {
-        method: "POST",
-        query: "",
+        method,
+        path,
+        query,
         header: &header,
         body,
     };
@@ -346,6 +372,7 @@ mod tests {
         };
         let req = SignedRequest {
             method: "POST",
+            path: "/",
             query: "",
             header: &headers,
             body,
@@ -366,6 +393,17 @@ mod tests {
         assert_eq!(
             verify(&req, 1000, 300, |_| None),
             Err(Tc3Error::SecretIdNotFound)
+        );
+        let elsewhere = SignedRequest {
+            path: "/v1/status",
+            ..req
+        };
+        assert!(
+            matches!(
+                verify(&elsewhere, 1000, 300, keys),
+                Err(Tc3Error::SignatureFailure(_))
+            ),
+            "the path is signed"
         );
         let tampered = SignedRequest {
             body: br#"{"SdkAppId": 2}"#,

@@ -157,6 +157,13 @@ impl MediaHub {
         })
     }
 
+    /// The latest track configurations of a publisher, if it is publishing.
+    pub(crate) fn configs(&self, room: &RoomKey, user: &UserId) -> Option<Configs> {
+        let inner = self.lock();
+        let e = inner.publishers.get(&(room.clone(), user.clone()))?;
+        Some(e.configs.borrow().clone())
+    }
+
     /// Who publishes in `room`, now and whenever that changes.
     pub(crate) fn watch_room(&self, room: &RoomKey) -> watch::Receiver<RoomPublishers> {
         let mut inner = self.lock();

@@ -115,7 +115,7 @@ pub(super) async fn run(
             () = tokio::time::sleep_until(idle_since + spec.max_idle), if inputs.is_empty() => {
                 break format!("no input for {:?}", spec.max_idle);
             }
-            _ = tick.tick() => status.publish(out.report(!inputs.is_empty(), &[])),
+            _ = tick.tick() => status.publish(out.report(!inputs.is_empty(), &[], inputs.users())),
         }
     };
     inputs.clear();
@@ -135,6 +135,17 @@ struct Inputs {
 impl Inputs {
     fn is_empty(&self) -> bool {
         self.running.is_empty()
+    }
+
+    /// The anchors being mixed, in the order they joined.
+    fn users(&self) -> Vec<String> {
+        let mut v: Vec<(u64, String)> = self
+            .running
+            .iter()
+            .map(|(u, (id, _))| (*id, u.to_string()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, u)| u).collect()
     }
 
     /// Starts forwarding every anchor of the room that is not mixed yet.

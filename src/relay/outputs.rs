@@ -45,7 +45,14 @@ pub(super) struct Outputs {
     rebaser: Rebaser,
     sent: SentConfigs,
     frames: u64,
+    video_frames: u64,
+    bytes: u64,
+    /// (when, video frames, bytes) at recent reports, for the rates.
+    window: std::collections::VecDeque<(std::time::Instant, u64, u64)>,
 }
+
+/// Rates are measured over this much recent time.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Outputs {
     pub(super) fn new(spec: &RelaySpec, deps: &Deps) -> Outputs {
@@ -67,6 +74,9 @@ impl Outputs {
             rebaser: Rebaser::default(),
             sent: SentConfigs::default(),
             frames: 0,
+            video_frames: 0,
+            bytes: 0,
+            window: std::collections::VecDeque::new(),
         };
         outputs.set_targets(&out.rtmp);
         outputs
@@ -156,7 +166,13 @@ impl Outputs {
                 new_config = sent.as_deref() != Some(&**m);
                 *sent = Some(m.clone());
             }
-            MediaMessage::Frame(_) => self.frames += 1,
+            MediaMessage::Frame(f) => {
+                self.frames += 1;
+                self.bytes += f.data.len() as u64;
+                if f.kind == TrackKind::Video {
+                    self.video_frames += 1;
+                }
+            }
         }
         for t in &mut self.targets {
             t.offer(m);
@@ -201,8 +217,33 @@ impl Outputs {
             .collect()
     }
 
-    /// The task's status with its input's part (attached, transcodings).
-    pub(super) fn report(&self, attached: bool, transcoding: &[String]) -> RelayStatus {
+    /// The task's status with its input's part (attached, transcodings,
+    /// the anchors it takes).
+    pub(super) fn report(
+        &mut self,
+        attached: bool,
+        transcoding: &[String],
+        inputs: Vec<String>,
+    ) -> RelayStatus {
+        let now = std::time::Instant::now();
+        self.window.push_back((now, self.video_frames, self.bytes));
+        while self
+            .window
+            .get(1)
+            .is_some_and(|(t, _, _)| now.duration_since(*t) >= RATE_WINDOW)
+        {
+            self.window.pop_front();
+        }
+        let (fps, kbps) = match self.window.front() {
+            Some((t, f, b)) if now.duration_since(*t).as_secs_f64() > 0.5 => {
+                let secs = now.duration_since(*t).as_secs_f64();
+                (
+                    (self.video_frames - f) as f64 / secs,
+                    (self.bytes - b) as f64 * 8.0 / 1000.0 / secs,
+                )
+            }
+            _ => (0.0, 0.0),
+        };
         RelayStatus {
             state: if attached {
                 TaskState::Running
@@ -211,6 +252,9 @@ impl Outputs {
             },
             attached,
             frames: self.frames,
+            fps: fps as f32,
+            kbps: kbps.round() as u32,
+            inputs,
             targets: self.targets_status(),
             transcoding: transcoding.to_vec(),
         }
@@ -243,10 +287,10 @@ impl Outputs {
         }
         status.publish(RelayStatus {
             state: TaskState::Stopped(reason),
-            attached: false,
             frames: self.frames,
             targets,
             transcoding: transcoding.to_vec(),
+            ..RelayStatus::waiting()
         });
     }
 }

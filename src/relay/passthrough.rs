@@ -208,7 +208,7 @@ pub(super) async fn run(
                     tracing::info!(task = %spec.id, "anchor stopped publishing; waiting for it to come back");
                     follow.source = None;
                     idle_since = tokio::time::Instant::now();
-                    status.publish(out.report(false, &follow.transcoding));
+                    status.publish(out.report(false, &follow.transcoding, Vec::new()));
                 }
             },
             // The anchor publishing: looked up when the room's publishers change while detached.
@@ -220,7 +220,7 @@ pub(super) async fn run(
                 if publishing && let Some(s) = deps.hub.subscribe(&spec.room, &user) {
                     tracing::info!(task = %spec.id, "anchor is publishing; relaying");
                     follow.attach(s, &mut out);
-                    status.publish(out.report(true, &follow.transcoding));
+                    status.publish(out.report(true, &follow.transcoding, vec![user.to_string()]));
                 }
             }
             () = tokio::time::sleep_until(idle_since + spec.max_idle), if follow.source.is_none() => {
@@ -244,7 +244,8 @@ pub(super) async fn run(
                     s.request_keyframe();
                     last_keyframe_request = tokio::time::Instant::now();
                 }
-                status.publish(out.report(follow.source.is_some(), &follow.transcoding));
+                let inputs = if follow.source.is_some() { vec![user.to_string()] } else { Vec::new() };
+                status.publish(out.report(follow.source.is_some(), &follow.transcoding, inputs));
             }
         }
     };

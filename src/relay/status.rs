@@ -20,6 +20,11 @@ pub(crate) struct RelayStatus {
     /// least one anchor is being mixed.
     pub attached: bool,
     pub frames: u64,
+    /// Video frames and kilobits per second sent, over the last 5 s.
+    pub fps: f32,
+    pub kbps: u32,
+    /// The anchors being relayed or mixed, in entry order.
+    pub inputs: Vec<String>,
     /// Each RTMP target: URL, connection state, frames dropped.
     pub targets: Vec<(String, PushState, u64)>,
     /// What the task re-encodes because its outputs cannot carry it, e.g. `opus→aac`.
@@ -32,6 +37,9 @@ impl RelayStatus {
             state: TaskState::Waiting,
             attached: false,
             frames: 0,
+            fps: 0.0,
+            kbps: 0,
+            inputs: Vec::new(),
             targets: Vec::new(),
             transcoding: Vec::new(),
         }
@@ -41,6 +49,7 @@ impl RelayStatus {
     fn differs_for_watchers(&self, other: &RelayStatus) -> bool {
         self.state != other.state
             || self.attached != other.attached
+            || self.inputs != other.inputs
             || self.transcoding != other.transcoding
             || self.targets.len() != other.targets.len()
             || self

@@ -100,6 +100,24 @@ impl Room {
     }
 }
 
+/// A room as the status API shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomView {
+    pub room: RoomKey,
+    pub scene: Scene,
+    pub owner: UserId,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct MemberView {
+    pub user: UserId,
+    pub role: Role,
+    pub hidden: bool,
+    pub connected: bool,
+    pub tracks: Vec<TrackKind>,
+}
+
 /// All rooms of all applications.
 #[derive(Debug)]
 pub(crate) struct Rooms {
@@ -138,6 +156,34 @@ impl Rooms {
     /// replaced, removed or gone): what a subscriber that missed events asks.
     pub(crate) fn has_session(&self, session: SessionId) -> bool {
         self.sessions.contains_key(&session)
+    }
+
+    /// Every room with its members in entry order (the status API).
+    pub(crate) fn snapshot(&self) -> Vec<RoomView> {
+        let mut v: Vec<RoomView> = self
+            .rooms
+            .iter()
+            .map(|(key, room)| RoomView {
+                room: key.clone(),
+                scene: room.scene,
+                owner: room.owner.clone(),
+                members: room
+                    .in_entry_order()
+                    .into_iter()
+                    .map(|(user, m)| MemberView {
+                        user: user.clone(),
+                        role: m.role,
+                        hidden: m.hidden,
+                        connected: m.connected,
+                        tracks: m.tracks.iter().copied().collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            (a.room.app, a.room.room.to_string()).cmp(&(b.room.app, b.room.room.to_string()))
+        });
+        v
     }
 
     /// Per application: rooms open, anchors and audience in them (hidden

@@ -41,6 +41,9 @@ enum Request {
     Stats {
         reply: oneshot::Sender<Vec<(u64, u64, u64, u64)>>,
     },
+    Snapshot {
+        reply: oneshot::Sender<Vec<super::engine::RoomView>>,
+    },
     WatchRoom {
         room: RoomKey,
         reply: oneshot::Sender<watch::Receiver<RoomLife>>,
@@ -177,6 +180,15 @@ impl RoomHandle {
         rx.await.unwrap_or(false)
     }
 
+    /// Every room with its members (empty when the engine has stopped).
+    pub(crate) async fn snapshot(&self) -> Vec<super::engine::RoomView> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::Snapshot { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     /// Per application: rooms open, anchors and audience in them (empty
     /// when the engine has stopped).
     pub(crate) async fn stats(&self) -> Vec<(u64, u64, u64, u64)> {
@@ -270,6 +282,9 @@ async fn run(
                 }
                 Some(Request::HasSession { session, reply }) => {
                     let _ = reply.send(engine.has_session(session));
+                }
+                Some(Request::Snapshot { reply }) => {
+                    let _ = reply.send(engine.snapshot());
                 }
                 Some(Request::Stats { reply }) => {
                     let _ = reply.send(engine.stats());

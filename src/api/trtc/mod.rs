@@ -197,6 +197,7 @@ fn verify<'a>(
 ) -> Result<(), ApiError> {
     let signed = SignedRequest {
         method: method.as_str(),
+        path: "/",
         query: if *method == Method::GET { query } else { "" },
         header,
         body,

@@ -1,0 +1,245 @@
+//! The live status API: `GET /v1/status` (everything), `/v1/status/node`,
+//! `/v1/status/rooms` and `/v1/status/tasks`, as JSON.
+//!
+//! Every request is signed with an API credential: TC3-HMAC-SHA256 exactly
+//! as for the TRTC API, with the request's path as the canonical URI (so a
+//! signature for one document does not open another). Loopback gets no
+//! exemption: rooms and users are an application's business.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::auth::tc3::{self, SignedRequest};
+use crate::relay::{RelaySpec, RelayStatus, TaskState};
+use crate::room::RoomKey;
+use crate::rtmp::push::PushState;
+
+fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"error": {"code": code, "message": message}}).to_string(),
+    )
+        .into_response()
+}
+
+/// `None` if the request is signed with an API credential, else the refusal.
+fn refused(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let signed = SignedRequest {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        header: &header,
+        body: b"",
+    };
+    tc3::verify(
+        &signed,
+        crate::unix_now(),
+        state.config.api.max_clock_skew_secs,
+        |id| state.config.api_key(id),
+    )
+    .err()
+    .map(|e| {
+        tracing::debug!("status API refused: {e}");
+        refuse(StatusCode::UNAUTHORIZED, e.code(), &e.to_string())
+    })
+}
+
+pub(crate) async fn all(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refused(&state, &method, &uri, &headers) {
+        return r;
+    }
+    json_ok(json!({
+        "node": node(&state).await,
+        "rooms": rooms(&state).await,
+        "tasks": tasks(&state),
+    }))
+}
+
+pub(crate) async fn part(
+    State(state): State<AppState>,
+    Path(part): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    _body: Body,
+) -> Response {
+    if let Some(r) = refused(&state, &method, &uri, &headers) {
+        return r;
+    }
+    match part.as_str() {
+        "node" => json_ok(node(&state).await),
+        "rooms" => json_ok(rooms(&state).await),
+        "tasks" => json_ok(tasks(&state)),
+        _ => refuse(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "status documents: /v1/status, /v1/status/node, /v1/status/rooms, /v1/status/tasks",
+        ),
+    }
+}
+
+fn json_ok(v: Value) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+/// The node's load: CPU (cores busy since start and now), memory, counts.
+async fn node(state: &AppState) -> Value {
+    let stats = state.rooms.stats().await;
+    let (rooms, anchors, audience) = stats
+        .iter()
+        .fold((0, 0, 0), |a, (_, r, an, au)| (a.0 + r, a.1 + an, a.2 + au));
+    let relays = state.relays.list();
+    let running = relays
+        .iter()
+        .filter(|(_, st)| !matches!(st.state, TaskState::Stopped(_)))
+        .count();
+    let (cpu_seconds, resident) = crate::metrics::process_usage();
+    json!({
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpu_seconds": cpu_seconds,
+        "cpu_cores_busy": crate::metrics::cpu_busy(),
+        "resident_bytes": resident,
+        "rooms": rooms,
+        "anchors": anchors,
+        "audience": audience,
+        "relay_tasks": running,
+        "recordings": state.recordings.running_apps().len(),
+        "stream_ingests": state.pulls.running_apps().len(),
+        "uptime_seconds": crate::metrics::uptime().as_secs(),
+    })
+}
+
+/// Every room: its users, roles, tracks and, for publishers, codecs.
+async fn rooms(state: &AppState) -> Value {
+    let views = state.rooms.snapshot().await;
+    Value::Array(
+        views
+            .into_iter()
+            .map(|r| {
+                let users: Vec<Value> = r
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let configs = state.hub_configs(&r.room, &m.user);
+                        let codec = |c: Option<&crate::media::TrackConfig>| {
+                            c.map(|c| format!("{:?}", c.codec).to_lowercase())
+                        };
+                        json!({
+                            "userid": m.user.as_str(),
+                            "role": m.role.as_str(),
+                            "hidden": m.hidden,
+                            "connected": m.connected,
+                            "tracks": m.tracks.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                            "publishing": configs.is_some(),
+                            "video_codec": configs.as_ref().and_then(|c| codec(c.video.as_ref())),
+                            "audio_codec": configs.as_ref().and_then(|c| codec(c.audio.as_ref())),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "sdkappid": r.room.app,
+                    "room": r.room.room.to_string(),
+                    "roomtype": room_type(&r.room),
+                    "scene": r.scene.as_str(),
+                    "owner": r.owner.as_str(),
+                    "users": users,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn room_type(room: &RoomKey) -> &'static str {
+    match room.room {
+        crate::room::RoomId::Num(_) => "int",
+        crate::room::RoomId::Str(_) => "str",
+    }
+}
+
+/// Every relay task (stopped ones until the next start): its input, each
+/// output's state, rates, drops and last error.
+fn tasks(state: &AppState) -> Value {
+    Value::Array(
+        state
+            .relays
+            .list()
+            .iter()
+            .map(|(spec, st)| task(spec, st))
+            .collect(),
+    )
+}
+
+fn task(spec: &RelaySpec, st: &RelayStatus) -> Value {
+    let (state, reason) = match &st.state {
+        TaskState::Waiting => ("waiting", None),
+        TaskState::Running => ("running", None),
+        TaskState::Stopped(why) => ("stopped", Some(why.as_str())),
+    };
+    let mut outputs: Vec<Value> = st
+        .targets
+        .iter()
+        .map(|(url, state, dropped)| {
+            let (s, error) = match state {
+                PushState::Connecting { .. } => ("connecting", None),
+                PushState::Publishing => ("publishing", None),
+                PushState::Retrying { error, .. } => ("retrying", Some(error.as_str())),
+                PushState::Failed { error } => ("failed", Some(error.as_str())),
+                PushState::Stopped => ("stopped", None),
+            };
+            json!({
+                "kind": "rtmp",
+                // Stream keys and tokens stay out of the status.
+                "url": url.split('?').next().unwrap_or(url),
+                "state": s,
+                "dropped": dropped,
+                "last_error": error,
+            })
+        })
+        .collect();
+    if spec.outputs.hls.is_some() {
+        outputs.push(json!({"kind": "hls", "path": format!("/hls/{}/index.m3u8", spec.stream)}));
+    }
+    if spec.outputs.record.is_some() {
+        outputs.push(json!({"kind": "record"}));
+    }
+    for f in &spec.outputs.feedback {
+        outputs.push(
+            json!({"kind": "room", "room": f.room.room.to_string(), "userid": f.user.as_str()}),
+        );
+    }
+    json!({
+        "task_id": spec.id,
+        "kind": if spec.mix().is_some() { "mix" } else { "passthrough" },
+        "sdkappid": spec.room.app,
+        "room": spec.room.room.to_string(),
+        "roomtype": room_type(&spec.room),
+        "stream": spec.stream,
+        "anchor": spec.user().map(|u| u.as_str()),
+        "state": state,
+        "reason": reason,
+        "inputs": st.inputs,
+        "frames": st.frames,
+        "fps": (f64::from(st.fps) * 10.0).round() / 10.0,
+        "kbps": st.kbps,
+        "transcoding": st.transcoding,
+        "outputs": outputs,
+    })
+}

@@ -1,0 +1,179 @@
+//! The live status API, signed with an API credential (TC3 over the
+//! request's path), while a real ffmpeg anchor publishes over RTMP and a
+//! passthrough relay pushes it to a real nginx-rtmp origin.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::media::{Origin, Publisher};
+use common::{Gateway, http_with};
+use roomcast::auth::tc3;
+use serde_json::{Value, json};
+
+static MEDIA: Mutex<()> = Mutex::new(());
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "status-key";
+const SECRET_ID: &str = "AKIDstatus";
+const SECRET_KEY: &str = "status-secret";
+
+/// A GET signed for `signed_path` with `secret_key`, sent to `path`.
+fn get_signed(gw: &Gateway, path: &str, signed_path: &str, secret_key: &str) -> (u16, Value) {
+    let now = roomcast::unix_now();
+    let host = format!("127.0.0.1:{}", gw.http_port);
+    let auth = tc3::authorization_for(
+        SECRET_ID,
+        secret_key,
+        now,
+        &host,
+        ("GET", signed_path, ""),
+        "application/json",
+        b"",
+    );
+    let ts = now.to_string();
+    let (code, _, body) = http_with(
+        gw.http_port,
+        "GET",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("X-TC-Timestamp", &ts),
+            ("Content-Type", "application/json"),
+        ],
+        b"",
+    )
+    .unwrap();
+    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn status(gw: &Gateway, path: &str) -> Value {
+    let (code, v) = get_signed(gw, path, path, SECRET_KEY);
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+#[test]
+fn signed_callers_see_rooms_users_codecs_and_tasks_with_rates() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
+    let origin = Origin::start();
+
+    // Unsigned, signed with another key, or signed for another document: refused.
+    let (code, _, _) = http_with(gw.http_port, "GET", "/v1/status", &[], b"").unwrap();
+    assert_eq!(code, 401);
+    let (code, v) = get_signed(&gw, "/v1/status", "/v1/status", "wrong");
+    assert_eq!(code, 401);
+    assert_eq!(v["error"]["code"], "AuthFailure.SignatureFailure", "{v}");
+    let (code, _) = get_signed(&gw, "/v1/status/rooms", "/v1/status/node", SECRET_KEY);
+    assert_eq!(
+        code, 401,
+        "a signature opens only the document it was made for"
+    );
+    let (code, _) = get_signed(&gw, "/v1/status/nope", "/v1/status/nope", SECRET_KEY);
+    assert_eq!(code, 404);
+
+    let (id, _) = gw.start_relay(&json!({
+        "sdkappid": APP, "room": "lesson", "userid": "teacher", "rtmp": [origin.url("lesson?key=secret")]
+    }));
+    let tasks = status(&gw, "/v1/status/tasks");
+    assert_eq!(tasks[0]["task_id"], id.as_str());
+    assert_eq!(tasks[0]["state"], "waiting");
+    assert_eq!(tasks[0]["inputs"], json!([]));
+
+    let mut teacher = Publisher::start(
+        &gw.publish_url(APP, KEY, "lesson", "teacher"),
+        10,
+        &gw.dir.0,
+    );
+    let mut last = Value::Null;
+    common::wait_for(
+        "a running relay at full rate",
+        Duration::from_secs(15),
+        || {
+            last = status(&gw, "/v1/status");
+            let t = &last["tasks"][0];
+            t["state"] == "running"
+                && t["fps"].as_f64().unwrap_or(0.0) > 20.0
+                && t["outputs"][0]["state"] == "publishing"
+        },
+    );
+    let room = &last["rooms"][0];
+    assert_eq!(
+        (&room["sdkappid"], &room["room"], &room["owner"]),
+        (&json!(APP), &json!("lesson"), &json!("teacher")),
+        "{room}"
+    );
+    let user = &room["users"][0];
+    assert_eq!(user["userid"], "teacher");
+    assert_eq!(user["role"], "anchor");
+    assert_eq!(user["tracks"], json!(["audio", "video"]), "{user}");
+    assert_eq!(
+        (&user["video_codec"], &user["audio_codec"]),
+        (&json!("h264"), &json!("aac"))
+    );
+    let task = &last["tasks"][0];
+    assert_eq!(task["kind"], "passthrough");
+    assert_eq!(task["inputs"], json!(["teacher"]));
+    assert!(task["kbps"].as_u64().unwrap() > 100, "{task}");
+    let out = &task["outputs"][0];
+    assert_eq!(out["kind"], "rtmp");
+    assert!(
+        !out["url"].as_str().unwrap().contains("secret"),
+        "no stream keys: {out}"
+    );
+    // The command line signs the same request for scripts.
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "status",
+            "tasks",
+            "--http",
+            &format!("127.0.0.1:{}", gw.http_port),
+        ])
+        .env("ROOMCAST_SECRET_ID", SECRET_ID)
+        .env("ROOMCAST_SECRET_KEY", SECRET_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli[0]["task_id"], id.as_str());
+    let out = std::process::Command::new(common::BIN)
+        .args(["status", "--http", &format!("127.0.0.1:{}", gw.http_port)])
+        .args(["--secret-id", SECRET_ID, "--secret-key", "wrong"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("HTTP 401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let node = &last["node"];
+    assert_eq!(
+        (&node["rooms"], &node["anchors"], &node["relay_tasks"]),
+        (&json!(1), &json!(1), &json!(1))
+    );
+    assert!(node["resident_bytes"].as_u64().unwrap() > 1_000_000);
+    assert!(node["cores"].as_u64().unwrap() >= 1);
+
+    // The anchor leaves; the room closes and the task says why it stopped.
+    assert!(teacher.wait(Duration::from_secs(30)).unwrap().success());
+    common::wait_for("the task stopped", Duration::from_secs(15), || {
+        let t = &status(&gw, "/v1/status/tasks")[0];
+        t["state"] == "stopped"
+            && t["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("room closed"))
+    });
+    assert_eq!(status(&gw, "/v1/status/rooms"), json!([]));
+}
