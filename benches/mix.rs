@@ -244,7 +244,14 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let inputs = make_inputs(&dir, 4);
     println!("{SECONDS} s of 640x360 30 fps inputs; x264 veryfast 2 Mbps + AAC 128k out\n");
-    for (n, w, h) in [(2, 1280, 720), (4, 1280, 720), (4, 1920, 1080)] {
+    // `cargo bench --bench mix -- metrics`: only what metrics cost.
+    let only_metrics = std::env::args().any(|a| a == "metrics");
+    let cases: &[(usize, u32, u32)] = if only_metrics {
+        &[]
+    } else {
+        &[(2, 1280, 720), (4, 1280, 720), (4, 1920, 1080)]
+    };
+    for &(n, w, h) in cases {
         let (rc_cpu, rc_kept) = roomcast_mix(&inputs[..n], w, h);
         let (ff_cpu, ff_speed) = ffmpeg_mix(&inputs[..n], w, h);
         println!(
@@ -253,10 +260,11 @@ fn main() {
             rc_cpu / ff_cpu
         );
     }
-    // What counting costs: the same mix with metrics on and off, alternated.
+    // What counting costs: the same mix with metrics on and off, in an
+    // ABBA BAAB order so neither side gets the warmer or the later slots.
     let mut on = Vec::new();
     let mut off = Vec::new();
-    for enabled in [true, false, false, true] {
+    for enabled in [true, false, false, true, false, true, true, false] {
         roomcast::metrics::set_enabled(enabled);
         let (cpu, _) = roomcast_mix(&inputs[..2], 1280, 720);
         if enabled { on.push(cpu) } else { off.push(cpu) }
