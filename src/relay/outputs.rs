@@ -197,7 +197,7 @@ impl Outputs {
             if self.targets.iter().any(|t| &t.url == url) {
                 continue;
             }
-            match PushTarget::spawn(url) {
+            match PushTarget::spawn(url, &self.task) {
                 Ok(mut t) => {
                     for c in [&self.sent.video, &self.sent.audio].into_iter().flatten() {
                         t.offer(c);

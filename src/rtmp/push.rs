@@ -106,12 +106,13 @@ pub(crate) struct PushTarget {
 
 impl PushTarget {
     /// Starts the target's task. Frames sent must be in milliseconds.
-    pub(crate) fn spawn(url: &str) -> Result<PushTarget, String> {
+    /// A target of relay task `task` (named in its log lines).
+    pub(crate) fn spawn(url: &str, task: &str) -> Result<PushTarget, String> {
         let parsed = PushUrl::parse(url)?;
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (state_tx, state) = watch::channel(PushState::Connecting { attempt: 1 });
         let label = url.split('?').next().unwrap_or(url).to_owned();
-        tokio::spawn(run(parsed, label, rx, state_tx));
+        tokio::spawn(run(parsed, (task.to_owned(), label), rx, state_tx));
         Ok(PushTarget {
             url: url.to_owned(),
             queue,
@@ -179,7 +180,7 @@ struct Latest {
 
 async fn run(
     url: PushUrl,
-    label: String,
+    (task, label): (String, String),
     mut rx: mpsc::Receiver<Arc<MediaMessage>>,
     state: watch::Sender<PushState>,
 ) {
@@ -194,7 +195,7 @@ async fn run(
             Err(_) => "connect/publish timed out".to_owned(),
             Ok(Err(e)) => e,
             Ok(Ok(mut stream)) => {
-                tracing::info!(target = %label, attempt, "rtmp push publishing");
+                tracing::info!(%task, target = %label, attempt, "rtmp push publishing");
                 let _ = state.send(PushState::Publishing);
                 ever_published = true;
                 attempt = 0;
@@ -203,7 +204,7 @@ async fn run(
                     Ok(()) => {
                         let _ = stream.socket.shutdown().await;
                         let _ = state.send(PushState::Stopped);
-                        tracing::info!(target = %label, "rtmp push stopped");
+                        tracing::info!(%task, target = %label, "rtmp push stopped");
                         return;
                     }
                     Err(e) => e,
@@ -211,13 +212,13 @@ async fn run(
             }
         };
         if !ever_published && attempt >= FAIL_FAST_ATTEMPTS {
-            tracing::warn!(target = %label, attempts = attempt, "rtmp push failed: {error}");
+            tracing::warn!(%task, target = %label, attempts = attempt, "rtmp push failed: {error}");
             let _ = state.send(PushState::Failed { error });
             // Drain so the relay never blocks on us; stop when it does.
             while rx.recv().await.is_some() {}
             return;
         }
-        tracing::warn!(target = %label, attempt, retry_in_ms = backoff.as_millis() as u64, "rtmp push: {error}");
+        tracing::warn!(%task, target = %label, attempt, retry_in_ms = backoff.as_millis() as u64, "rtmp push retrying: {error}");
         crate::metrics::metrics().push_reconnects.inc();
         let _ = state.send(PushState::Retrying {
             attempt,
