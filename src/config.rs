@@ -241,7 +241,7 @@ pub struct ApiCredential {
 }
 
 /// Capacity limits, TRTC-like defaults.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Rooms open at once per application.
@@ -256,6 +256,19 @@ pub struct Limits {
     pub disconnect_grace_secs: u64,
     /// A live-scene room whose last user out was audience stays this long (TRTC: 600 s).
     pub audience_linger_secs: u64,
+    /// Cores relay tasks may be expected to use together (admission
+    /// control); unset: 85 % of the machine's cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_budget: Option<f64>,
+}
+
+impl Limits {
+    /// `cpu_budget`, or 85 % of the cores.
+    pub fn cpu_budget(&self) -> f64 {
+        self.cpu_budget.unwrap_or_else(|| {
+            0.85 * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+        })
+    }
 }
 
 impl Default for Limits {
@@ -267,6 +280,7 @@ impl Default for Limits {
             anchors_per_room: 50,
             disconnect_grace_secs: 90,
             audience_linger_secs: 600,
+            cpu_budget: None,
         }
     }
 }
@@ -342,6 +356,11 @@ impl Config {
                     "configured twice",
                 ));
             }
+        }
+        if let Some(b) = self.limits.cpu_budget
+            && !(b.is_finite() && (0.0..=4096.0).contains(&b))
+        {
+            return Err(invalid("limits.cpu_budget", "0 to 4096 cores"));
         }
         if let Some(t) = &self.api.metrics_token
             && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))

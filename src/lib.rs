@@ -14,6 +14,7 @@
 //! - `room`: the room engine (TRTC's rooms, roles, lifecycle; sans-IO) and the task that drives it (events, per-room life watches).
 //! - [`media`]: frames and configs, the hub where relays find anchors (per-room publisher watches), AAC/Opus stages, the libav door.
 //! - [`mix`]: layout geometry, the mix timeline (pure), decoders/canvas/encoder, the mix thread.
+//! - `capacity`: admission control: a task's CPU cost estimated before it starts, against `limits.cpu_budget`. Pure.
 //! - `relay`: relay tasks, each one input (an anchor passed through, or a mix) times one fan-out of outputs; typed control, published status.
 //! - `hls`: playlists (pure) and the MPEG-TS segment writer.
 //! - `record`: recordings to disk and the TRTC cloud-recording tasks.
@@ -32,6 +33,7 @@
 pub(crate) mod api;
 pub mod auth;
 pub(crate) mod callback;
+pub(crate) mod capacity;
 pub mod config;
 pub(crate) mod hls;
 pub mod media;

@@ -299,6 +299,8 @@ pub(crate) struct Scrape {
     pub tasks: Vec<(TaskLabel, i64)>,
     /// RTMP targets by (sdkappid, state).
     pub targets: Vec<(TargetLabel, i64)>,
+    /// The admission budget and what running tasks were admitted for, cores.
+    pub budget: (f64, f64),
 }
 
 /// The whole exposition, OpenMetrics text (which Prometheus reads).
@@ -425,6 +427,23 @@ pub(crate) fn encode(scrape: Scrape) -> Result<String, std::fmt::Error> {
         "api_requests",
         "TRTC API requests, by action and result code",
         m.api_requests.clone(),
+    );
+
+    let budget: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    budget.set(scrape.budget.0);
+    r.register_with_unit(
+        "cpu_budget",
+        "Admission budget (limits.cpu_budget)",
+        Unit::Other("cores".into()),
+        budget,
+    );
+    let in_use: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    in_use.set(scrape.budget.1);
+    r.register_with_unit(
+        "cpu_budget_in_use",
+        "Cores the running relay tasks were admitted for",
+        Unit::Other("cores".into()),
+        in_use,
     );
 
     let (cpu, rss) = process();

@@ -71,7 +71,12 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     );
 
     let hls_root = config.data_dir.join("hls");
-    let relays = RelayManager::new(rooms.clone(), hub.clone(), hls_root.clone());
+    let relays = RelayManager::new(
+        rooms.clone(),
+        hub.clone(),
+        hls_root.clone(),
+        config.limits.cpu_budget(),
+    );
     let callbacks = crate::callback::spawn(config.clone(), &rooms, relays.clone());
     let auto = relays.spawn_auto(profiles.clone());
     let app = api::router(AppState {

@@ -1177,3 +1177,70 @@ fn dismissing_a_room_stops_its_relay_mix_and_ingest_tasks() {
         assert!(reason.contains("dismissed"), "{id}: {reason}");
     }
 }
+
+#[test]
+fn a_task_over_the_cpu_budget_is_refused_by_both_apis_before_it_starts() {
+    // 0.05 cores: a bypass relay (about 0.012) fits, a 720p mix does not.
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "[limits]\ncpu_budget = 0.05\n",
+    )));
+    let mix = sdk(
+        &gw,
+        "StartPublishCdnStream",
+        json!({"SdkAppId": APP, "RoomId": "budget", "RoomIdType": 1, "AgentParams": {"UserId": "bot"}, "WithTranscoding": 1,
+            "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}},
+            "VideoParams": {"VideoEncode": {"Width": 1280, "Height": 720, "Fps": 30, "BitRate": 2000, "Gop": 2}},
+            "PublishCdnParams": [{"PublishCdnUrl": "rtmp://127.0.0.1:1/live/budget"}]}),
+    );
+    assert_eq!(code(&mix), "FailedOperation.RestrictedConcurrency", "{mix}");
+    assert!(
+        mix["message"].as_str().unwrap_or("").contains("cpu_budget"),
+        "{mix}"
+    );
+    let (status, _, text) = http(
+        gw.http_port,
+        "POST",
+        "/v1/relays",
+        Some(
+            &json!({"sdkappid": APP, "room": "budget", "roomtype": "str", "profile": "grid-720p"})
+                .to_string(),
+        ),
+    )
+    .unwrap();
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("over the CPU budget"), "{text}");
+    // Nothing was started for either, and a cheap task still fits.
+    let (_, _, list) = http(gw.http_port, "GET", "/v1/relays", None).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&list).unwrap()["tasks"],
+        json!([]),
+        "{list}"
+    );
+    let (status, _, text) = http(
+        gw.http_port,
+        "POST",
+        "/v1/relays",
+        Some(
+            &json!({"sdkappid": APP, "room": "budget", "roomtype": "str", "userid": "teacher"})
+                .to_string(),
+        ),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{text}");
+    let (_, _, metrics) = http(gw.http_port, "GET", "/metrics", None).unwrap();
+    assert!(
+        metrics.contains("roomcast_cpu_budget_cores 0.05"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("roomcast_cpu_budget_in_use_cores 0.012"),
+        "{metrics}"
+    );
+    assert!(
+        gw.log_text()
+            .contains("relay task refused: over the CPU budget")
+    );
+}

@@ -64,6 +64,7 @@ pub(crate) async fn get(
 async fn collect(state: &AppState) -> Scrape {
     let mut scrape = Scrape {
         rooms: state.rooms.stats().await,
+        budget: state.relays.budget(),
         ..Scrape::default()
     };
     let mut count_task = |app: u64, kind: &'static str, st: &'static str| {

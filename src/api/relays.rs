@@ -142,6 +142,7 @@ pub(crate) async fn start(
         )
             .into_response(),
         Err(e @ (RelayError::TooMany(_) | RelayError::StreamInUse(_))) => err(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ RelayError::OverBudget(_)) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => err(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }

@@ -112,11 +112,14 @@ async fn node(state: &AppState) -> Value {
         .filter(|(_, st)| !matches!(st.state, TaskState::Stopped(_)))
         .count();
     let (cpu_seconds, resident) = crate::metrics::process_usage();
+    let (budget, in_use) = state.relays.budget();
     json!({
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "cpu_seconds": cpu_seconds,
         "cpu_cores_busy": crate::metrics::cpu_busy(),
         "resident_bytes": resident,
+        "cpu_budget": budget,
+        "cpu_budget_in_use": (in_use * 1000.0).round() / 1000.0,
         "rooms": rooms,
         "anchors": anchors,
         "audience": audience,

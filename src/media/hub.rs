@@ -157,6 +157,14 @@ impl MediaHub {
         })
     }
 
+    /// How many publish in `room` now.
+    pub(crate) fn count_in(&self, room: &RoomKey) -> usize {
+        self.lock()
+            .rooms
+            .get(room)
+            .map_or(0, |tx| tx.borrow().len())
+    }
+
     /// The latest track configurations of a publisher, if it is publishing.
     pub(crate) fn configs(&self, room: &RoomKey, user: &UserId) -> Option<Configs> {
         let inner = self.lock();

@@ -36,7 +36,7 @@ pub(crate) use status::{RelayStatus, TaskState};
 /// Relay tasks running at once, across rooms.
 const MAX_TASKS: usize = 256;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub(crate) enum RelayError {
     #[error("{0} relay tasks are running, the limit")]
     TooMany(usize),
@@ -52,10 +52,14 @@ pub(crate) enum RelayError {
     Outdated { last: u64 },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    OverBudget(#[from] crate::capacity::AdmissionError),
 }
 
 struct Entry {
     spec: Arc<RelaySpec>,
+    /// Cores it was admitted for.
+    cost: f64,
     /// The last update's SequenceNumber (TRTC: must increase).
     sequence: Option<u64>,
     control: Controller,
@@ -145,6 +149,8 @@ pub(crate) struct RelayManager {
     hub: MediaHub,
     hls_root: PathBuf,
     tasks: Arc<Mutex<HashMap<String, Entry>>>,
+    /// Cores the running tasks' estimates may add up to (limits.cpu_budget).
+    budget: f64,
     /// Bumped when a task starts and whenever a task's status changes in a
     /// way watchers act on ([`RelayManager::watch_changes`]).
     changes: Arc<watch::Sender<u64>>,
@@ -158,12 +164,18 @@ impl RelayManager {
             .map_or_else(|| PathBuf::from("recordings"), |d| d.join("recordings"))
     }
 
-    pub(crate) fn new(rooms: RoomHandle, hub: MediaHub, hls_root: PathBuf) -> RelayManager {
+    pub(crate) fn new(
+        rooms: RoomHandle,
+        hub: MediaHub,
+        hls_root: PathBuf,
+        budget: f64,
+    ) -> RelayManager {
         RelayManager {
             rooms,
             hub,
             hls_root,
             tasks: Arc::default(),
+            budget,
             changes: Arc::new(watch::channel(0).0),
         }
     }
@@ -186,6 +198,13 @@ impl RelayManager {
         }
         if tasks.values().any(|e| e.spec.stream == spec.stream) {
             return Err(RelayError::StreamInUse(spec.stream));
+        }
+        // Admission: refused before anything starts.
+        let cost = crate::capacity::estimate(&spec, self.hub.count_in(&spec.room));
+        let in_use: f64 = tasks.values().map(|e| e.cost).sum();
+        if let Err(e) = crate::capacity::admit(self.budget, in_use, cost) {
+            tracing::warn!(room = %spec.room, stream = %spec.stream, "relay task refused: {e}");
+            return Err(e.into());
         }
         if spec.id.is_empty() {
             spec.id = new_task_id();
@@ -222,6 +241,7 @@ impl RelayManager {
             id.clone(),
             Entry {
                 spec,
+                cost,
                 sequence: None,
                 control,
                 status: status_rx,
@@ -319,6 +339,17 @@ impl RelayManager {
             return Err(RelayError::Finished);
         }
         send(&e.control)
+    }
+
+    /// The CPU budget (cores) and what running tasks were admitted for.
+    pub(crate) fn budget(&self) -> (f64, f64) {
+        let in_use = self
+            .lock()
+            .values()
+            .filter(|e| !matches!(e.status.borrow().state, TaskState::Stopped(_)))
+            .map(|e| e.cost)
+            .sum();
+        (self.budget, in_use)
     }
 
     /// A task's status, now and as it changes; `None` if unknown.

@@ -30,7 +30,7 @@ fn gateway() -> (
         std::process::id(),
         new_task_id()
     ));
-    let relays = RelayManager::new(rooms.clone(), MediaHub::default(), dir.join("hls"));
+    let relays = RelayManager::new(rooms.clone(), MediaHub::default(), dir.join("hls"), 1.0);
     (relays, rooms, task, dir)
 }
 
@@ -160,5 +160,40 @@ async fn tasks_end_when_the_gateway_shuts_down() {
     rooms.shutdown().await;
     engine.await.unwrap();
     assert_eq!(stopped(&relays, &id).await, "shutting down");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_task_over_the_cpu_budget_is_refused_before_it_starts() {
+    let (relays, rooms, engine, dir) = gateway();
+    // Budget 1 core: a 720p mix (about 0.34) fits twice, not three times.
+    let mix = |n: usize| {
+        let mut s = RelaySpec::for_mix(room(), &profile("grid-720p")).unwrap();
+        s.stream = format!("mix-{n}");
+        s
+    };
+    let a = relays.start(mix(1)).unwrap();
+    relays.start(mix(2)).unwrap();
+    let refused = relays.start(mix(3));
+    assert!(
+        matches!(&refused, Err(RelayError::OverBudget(e)) if e.cost > e.free),
+        "{refused:?}"
+    );
+    assert_eq!(
+        relays.list().len(),
+        2,
+        "nothing started for the refused task"
+    );
+    let (budget, in_use) = relays.budget();
+    assert!(
+        (budget - 1.0).abs() < 1e-9 && in_use > 0.6 && in_use <= 1.0,
+        "{in_use}"
+    );
+    // A stopped task gives its share back.
+    relays.stop(&a).unwrap();
+    stopped(&relays, &a).await;
+    relays.start(mix(3)).unwrap();
+    rooms.shutdown().await;
+    engine.await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }

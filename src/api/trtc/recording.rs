@@ -159,7 +159,7 @@ fn mix_profile(p: &Params<'_>) -> Result<profile::RelayProfile, ApiError> {
 
 fn relay_error(e: RelayError) -> ApiError {
     match e {
-        RelayError::TooMany(_) => {
+        RelayError::TooMany(_) | RelayError::OverBudget(_) => {
             ApiError::new("FailedOperation.RestrictedConcurrency", e.to_string())
         }
         RelayError::Invalid(m) => ApiError::new("InvalidParameter", m),

@@ -1,0 +1,158 @@
+//! Admission control: what a relay task will cost in CPU, estimated before
+//! it starts, against a budget of cores. Pure: no clock, no I/O.
+//!
+//! The model counts the work a task's encodes and decodes do, in cores
+//! (CPU-seconds per second):
+//! - a mix encodes its canvas (`ENCODE` per megapixel per second at x264's
+//!   `veryfast`, scaled by the preset), decodes and scales each input
+//!   (`DECODE` per input megapixel per second; inputs are counted as
+//!   640x360 at 30 fps, the camera-like anchor of the benchmarks, at least
+//!   `MIN_MIX_INPUTS` of them), and mixes audio (`MIX_BASE`);
+//! - a passthrough copies (`PASSTHROUGH`), plus an AAC re-encode when asked.
+//!
+//! The constants are fitted to `cargo bench --bench mix` and
+//! `cargo bench --bench relay` on the reference machine (2 cores):
+//! 2 inputs → 720p30 0.34, 4 → 720p30 0.36, 4 → 1080p30 0.62 CPU-s/s; a
+//! passthrough of a 2 Mbps stream 0.012. They are not re-measured at
+//! start-up (yet): a faster machine is under-used, a slower one can still be
+//! overloaded, which is what graceful overload is for.
+
+use crate::mix::pipeline::MixSettings;
+use crate::profile::VideoEncoding;
+use crate::relay::{RelayInput, RelaySpec};
+
+/// Cores per megapixel per second encoded at `veryfast` (canvas composition included).
+const ENCODE: f64 = 0.0075;
+/// Cores per input megapixel per second decoded and scaled.
+const DECODE: f64 = 0.0015;
+/// Cores for a mix's audio (decodes, mixing, AAC encode) and its thread.
+const MIX_BASE: f64 = 0.11;
+/// Inputs a mix is charged for before its anchors are known.
+const MIN_MIX_INPUTS: usize = 2;
+/// One camera-like input: 640x360 at 30 fps, in megapixels per second.
+const INPUT_MPX: f64 = 640.0 * 360.0 * 30.0 / 1e6;
+/// A passthrough relay's copying and pushing.
+const PASSTHROUGH: f64 = 0.012;
+/// An AAC re-encode.
+const AAC: f64 = 0.01;
+
+/// x264's presets relative to `veryfast` (its own speed table, rounded).
+fn preset_factor(preset: &str) -> f64 {
+    match preset {
+        "ultrafast" => 0.35,
+        "superfast" => 0.55,
+        "veryfast" => 1.0,
+        "faster" => 1.6,
+        "fast" => 2.0,
+        "medium" => 2.6,
+        "slow" => 4.0,
+        "slower" => 8.0,
+        "veryslow" => 16.0,
+        _ => 2.6,
+    }
+}
+
+fn encode(v: &VideoEncoding) -> f64 {
+    let mpx = f64::from(v.width) * f64::from(v.height) * f64::from(v.fps) / 1e6;
+    mpx * ENCODE * preset_factor(&v.preset)
+}
+
+fn mix(m: &MixSettings, inputs: usize) -> f64 {
+    let video = m.video.as_ref().map_or(0.0, |v| {
+        let shown = inputs.max(MIN_MIX_INPUTS).min(m.layout.max_inputs as usize);
+        encode(v) + shown as f64 * INPUT_MPX * DECODE
+    });
+    MIX_BASE + video
+}
+
+/// The cores `spec` is expected to use; `publishing` is how many anchors
+/// publish in its room now (a mix decodes each of them).
+pub(crate) fn estimate(spec: &RelaySpec, publishing: usize) -> f64 {
+    match &spec.input {
+        RelayInput::Mix(m) => mix(m, publishing),
+        RelayInput::Anchor(a) => PASSTHROUGH + if a.audio_reencode.is_some() { AAC } else { 0.0 },
+    }
+}
+
+/// Whether a task of `cost` fits beside `in_use` within `budget`; the
+/// refusal says how much is free.
+pub(crate) fn admit(budget: f64, in_use: f64, cost: f64) -> Result<(), AdmissionError> {
+    if in_use + cost <= budget + 1e-9 {
+        Ok(())
+    } else {
+        Err(AdmissionError {
+            cost,
+            free: (budget - in_use).max(0.0),
+            budget,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "over the CPU budget: the task needs about {cost:.2} cores, {free:.2} of {budget:.2} are free (limits.cpu_budget)"
+)]
+pub(crate) struct AdmissionError {
+    pub cost: f64,
+    pub free: f64,
+    pub budget: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::load_all;
+    use crate::room::{RoomId, RoomKey, UserId};
+
+    fn profile(name: &str) -> crate::profile::RelayProfile {
+        load_all(None)
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap()
+    }
+
+    fn room() -> RoomKey {
+        RoomKey {
+            app: 1,
+            room: RoomId::parse("r", None).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_model_reproduces_the_benchmarks_it_was_fitted_to() {
+        let grid = RelaySpec::for_mix(room(), &profile("grid-720p")).unwrap();
+        let near = |a: f64, b: f64| (a - b).abs() < 0.03;
+        assert!(near(estimate(&grid, 2), 0.34), "{}", estimate(&grid, 2));
+        assert!(near(estimate(&grid, 4), 0.36), "{}", estimate(&grid, 4));
+        // Before anyone publishes a mix is charged for two inputs.
+        assert_eq!(estimate(&grid, 0), estimate(&grid, 2));
+        let hd = RelaySpec::for_mix(room(), &profile("floating-1080p")).unwrap();
+        assert!(near(estimate(&hd, 4), 0.62), "{}", estimate(&hd, 4));
+        let pass =
+            RelaySpec::for_anchor(room(), UserId::new("a").unwrap(), &profile("passthrough"))
+                .unwrap();
+        assert!(estimate(&pass, 1) < 0.05);
+        let audio = RelaySpec::for_mix(room(), &profile("audio-only")).unwrap();
+        assert!(estimate(&audio, 3) < estimate(&grid, 3));
+    }
+
+    #[test]
+    fn slower_presets_cost_more() {
+        let mut grid = RelaySpec::for_mix(room(), &profile("grid-720p")).unwrap();
+        let fast = estimate(&grid, 2);
+        if let Some(v) = grid.mix_mut().and_then(|m| m.video.as_mut()) {
+            v.preset = "medium".into();
+        }
+        assert!(estimate(&grid, 2) > 1.5 * fast);
+    }
+
+    #[test]
+    fn admission_keeps_the_sum_within_the_budget() {
+        assert!(admit(1.7, 1.0, 0.7).is_ok());
+        let e = admit(1.7, 1.5, 0.34).unwrap_err();
+        assert!((e.free - 0.2).abs() < 1e-9);
+        assert!(e.to_string().contains("limits.cpu_budget"), "{e}");
+        assert!(admit(0.0, 0.0, 0.01).is_err());
+    }
+}
