@@ -52,6 +52,8 @@ pub(crate) enum DropReason {
     LateInput,
     /// A relay or mix forwarder fell behind the anchor's fan-out.
     Lagged,
+    /// An overloaded mix skipped pictures it was too late to encode.
+    Overload,
 }
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -137,7 +139,7 @@ macro_rules! label_values {
 label_values! {
     Edge { Rtmp => "rtmp", Whip => "whip", Pull => "pull" }
     Output { Rtmp => "rtmp", Hls => "hls", Record => "record", Whep => "whep" }
-    DropReason { SlowTarget => "slow_target", SlowOutput => "slow_output", LateInput => "late_input", Lagged => "lagged" }
+    DropReason { SlowTarget => "slow_target", SlowOutput => "slow_output", LateInput => "late_input", Lagged => "lagged", Overload => "overload" }
     HlsObject { Playlist => "playlist", Segment => "segment", Other => "other" }
 }
 

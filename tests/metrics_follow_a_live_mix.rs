@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::media::{Origin, Publisher};
 use common::{Gateway, http, http_with};
-use serde_json::json;
+use serde_json::{Value, json};
 
 static MEDIA: Mutex<()> = Mutex::new(());
 
@@ -114,8 +114,8 @@ fn metrics_move_as_anchors_join_and_leave_a_live_mix() {
     assert_eq!(get(&before, "roomcast_publishers{edge=\"rtmp\"}"), 0.0);
 
     // Two anchors: publishers, users and the mix's own numbers move.
-    let mut red = anchor(&gw, "red", "red", 12);
-    let mut blue = anchor(&gw, "blue", "blue", 6);
+    let mut red = anchor(&gw, "red", "red", 14);
+    let mut blue = anchor(&gw, "blue", "blue", 8);
     let both = scrape_until(
         &gw,
         "two publishers in a running mix",
@@ -136,6 +136,15 @@ fn metrics_move_as_anchors_join_and_leave_a_live_mix() {
         },
     );
     assert_eq!(get(&both, &format!("roomcast_rooms{{{app}}}")), 1.0);
+    common::wait_for("both anchors in the mix", Duration::from_secs(5), || {
+        let st = gw.relay_status(&id);
+        let mut inputs: Vec<&str> = st["inputs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        inputs.sort_unstable();
+        inputs == ["blue", "red"]
+    });
     assert_eq!(
         get(
             &both,
@@ -154,6 +163,15 @@ fn metrics_move_as_anchors_join_and_leave_a_live_mix() {
         "half the pictures within 512 ms"
     );
 
+    // The task's status says how many distinct pictures it makes.
+    let mut st = Value::Null;
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        common::wait_for("an effective frame rate", Duration::from_secs(10), || {
+            st = gw.relay_status(&id);
+            st["effective_fps"].as_f64().is_some_and(|f| f > 20.0)
+        })
+    }));
+    assert!(found.is_ok(), "last status: {st}");
     // The mix keeps ticking between scrapes, and shows new pictures.
     let later = scrape_until(&gw, "the mix to tick on", Duration::from_secs(10), |s| {
         get(s, "roomcast_mix_ticks_total{}") >= get(&both, "roomcast_mix_ticks_total{}") + 30.0

@@ -291,6 +291,12 @@ fn status_json(spec: &RelaySpec, st: &RelayStatus) -> Value {
         "reason": reason,
         "attached": st.attached,
         "frames": st.frames,
+        "fps": (f64::from(st.fps) * 10.0).round() / 10.0,
+        "kbps": st.kbps,
+        "inputs": st.inputs,
+        "effective_fps": st.effective_fps.map(|f| (f64::from(f) * 10.0).round() / 10.0),
+        "late_ticks": st.late_ticks,
+        "skipped_pictures": st.skipped_pictures,
         "transcoding": st.transcoding,
         "targets": st.targets.iter().map(|(url, ps, dropped)| {
             let (state, error) = match ps {

@@ -82,6 +82,19 @@ pub struct MixHandle {
     tx: SyncSender<Input>,
     /// Encoded output: the configs, then frames.
     pub out: tokio::sync::mpsc::Receiver<Arc<MediaMessage>>,
+    /// What the mix thread counts, for the task's status.
+    pub counters: Arc<MixCounters>,
+}
+
+/// A mix's own counts since it started.
+#[derive(Debug, Default)]
+pub struct MixCounters {
+    /// Video frames encoded that showed something new (effective frames).
+    pub pictures: std::sync::atomic::AtomicU64,
+    /// Pictures skipped because the mix was too late to encode them (overload).
+    pub skipped: std::sync::atomic::AtomicU64,
+    /// Ticks produced more than one video frame late.
+    pub late_ticks: std::sync::atomic::AtomicU64,
 }
 
 /// One input's way into the mix; dropping it removes the input.
@@ -130,15 +143,17 @@ impl MixHandle {
     pub fn spawn(settings: MixSettings) -> MixHandle {
         let (tx, rx) = sync_channel(INPUT_CAPACITY);
         let (out_tx, out) = tokio::sync::mpsc::channel(OUTPUT_CAPACITY);
+        let counters = Arc::new(MixCounters::default());
+        let counts = counters.clone();
         std::thread::Builder::new()
             .name("mix".into())
             .spawn(move || {
-                if let Err(e) = Mixer::new(settings).and_then(|m| m.run(rx, out_tx)) {
+                if let Err(e) = Mixer::new(settings).and_then(|m| m.run(rx, out_tx, &counts)) {
                     tracing::error!("mix stopped: {e}");
                 }
             })
             .expect("spawn thread");
-        MixHandle { tx, out }
+        MixHandle { tx, out, counters }
     }
 
     /// A way in for one anchor's messages.
@@ -324,7 +339,14 @@ impl Mixer {
         mut self,
         rx: Receiver<Input>,
         out: tokio::sync::mpsc::Sender<Arc<MediaMessage>>,
+        counters: &MixCounters,
     ) -> Result<(), MixError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let frame = self
+            .settings
+            .video
+            .as_ref()
+            .map_or(Duration::MAX, |v| Duration::from_secs(1) / v.fps.max(1));
         let send = |m: MediaMessage| out.blocking_send(Arc::new(m)).is_ok();
         if let Some(v) = &self.video
             && !send(MediaMessage::Config(v.config().clone()))
@@ -351,6 +373,9 @@ impl Mixer {
                 }
             }
             let now = Instant::now();
+            if now.saturating_duration_since(next) > frame {
+                counters.late_ticks.fetch_add(1, Relaxed);
+            }
             if crate::metrics::enabled() {
                 let m = crate::metrics::metrics();
                 m.mix_tick_lateness
@@ -360,8 +385,17 @@ impl Mixer {
             }
             self.release(now);
             let due = self.clock.due(now);
+            if due.skipped > 0 {
+                counters.skipped.fetch_add(due.skipped, Relaxed);
+                crate::metrics::metrics()
+                    .dropped(crate::metrics::DropReason::Overload, due.skipped);
+            }
             if let Some(n) = due.video {
-                for frame in self.video_tick(n as i64)? {
+                let (frames, new) = self.video_tick(n as i64)?;
+                if new {
+                    counters.pictures.fetch_add(1, Relaxed);
+                }
+                for frame in frames {
                     if !send(MediaMessage::Frame(frame)) {
                         return Ok(());
                     }
@@ -456,11 +490,12 @@ impl Mixer {
         }
     }
 
-    fn video_tick(&mut self, n: i64) -> Result<Vec<crate::media::EncodedFrame>, MixError> {
+    /// Output picture number `n`, and whether it showed something new.
+    fn video_tick(&mut self, n: i64) -> Result<(Vec<crate::media::EncodedFrame>, bool), MixError> {
         let (Some(canvas), Some(enc), Some(v)) =
             (&mut self.canvas, &mut self.video, &self.settings.video)
         else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         };
         let now = Instant::now();
         // The layout is placed again only when it or the inputs change.
@@ -500,25 +535,28 @@ impl Mixer {
                 .map(VideoDecoder::picture)
         })?;
         let frames = enc.encode(canvas.frame_mut(), n)?;
-        if crate::metrics::enabled() {
-            // A picture that arrived since the last tick is out now: its
-            // latency through the mix, and this tick showed something new.
-            let m = crate::metrics::metrics();
-            let sent = Instant::now();
-            let mut new = stale;
-            for s in &mut self.inputs {
-                if let Some(arrived) = s.fresh.take() {
+        // A picture that arrived since the last tick is out now: its
+        // latency through the mix, and this tick showed something new.
+        let counting = crate::metrics::enabled();
+        let m = crate::metrics::metrics();
+        let sent = Instant::now();
+        let mut new = stale;
+        for s in &mut self.inputs {
+            if let Some(arrived) = s.fresh.take() {
+                if counting {
                     m.mix_latency
                         .observe(sent.saturating_duration_since(arrived).as_secs_f64());
-                    new = true;
                 }
+                new = true;
             }
+        }
+        if counting {
             m.mix_ticks.inc();
             if new {
                 m.mix_pictures.inc();
             }
         }
-        Ok(frames)
+        Ok((frames, new))
     }
 
     /// Output audio frame number `k`: every admitted input's samples laid

@@ -6,7 +6,9 @@
 //! - [`OutputClock`]: a picture every 1/fps and an audio frame every
 //!   `frame_size` samples from the mix's start. Output numbers count ticks,
 //!   so stamps are exactly regular; a late thread catches up one tick of
-//!   each kind per call, and no tick is skipped.
+//!   each kind per call. Audio ticks are never skipped; a picture more than
+//!   [`MAX_VIDEO_LAG`] late is (graceful overload: the mix sheds encoding
+//!   work and keeps its sound and its clock).
 //! - [`InputTimeline`]: one input's clock (its timestamps anchored on its
 //!   first arrival, one clock for its audio and video, anchored again on a
 //!   jump or when too late to be laid in time) and its jitter buffer (held
@@ -39,6 +41,10 @@ pub(crate) const AUDIO_MARGIN: Duration = Duration::from_millis(20);
 /// belongs further away than this (then it is laid where it says).
 const AUDIO_RESYNC: Duration = Duration::from_millis(30);
 
+/// A picture whose tick is this far behind is skipped, not encoded late:
+/// an overloaded mix drops pictures evenly instead of falling behind.
+pub(crate) const MAX_VIDEO_LAG: Duration = Duration::from_millis(100);
+
 /// The output's ticks.
 #[derive(Debug, Clone)]
 pub(crate) struct OutputClock {
@@ -55,6 +61,8 @@ pub(crate) struct OutputClock {
 pub(crate) struct Due {
     pub video: Option<u64>,
     pub audio: Option<u64>,
+    /// Pictures skipped, too late to be worth encoding, before `video`.
+    pub skipped: u64,
 }
 
 impl OutputClock {
@@ -98,8 +106,18 @@ impl OutputClock {
     }
 
     /// Takes the ticks due at `now`, at most one of each kind: a thread that
-    /// fell behind produces every tick, back to back, until it catches up.
+    /// fell behind produces every audio tick, back to back, until it catches
+    /// up, and every picture not more than [`MAX_VIDEO_LAG`] late; earlier
+    /// pictures are skipped (counted in `skipped`).
     pub(crate) fn due(&mut self, now: Instant) -> Due {
+        let mut skipped = 0;
+        while self
+            .video_at(self.n_video)
+            .is_some_and(|at| now.saturating_duration_since(at) > MAX_VIDEO_LAG)
+        {
+            self.n_video += 1;
+            skipped += 1;
+        }
         let video = self
             .video_at(self.n_video)
             .filter(|at| *at <= now)
@@ -111,7 +129,11 @@ impl OutputClock {
             self.n_audio += 1;
             self.n_audio - 1
         });
-        Due { video, audio }
+        Due {
+            video,
+            audio,
+            skipped,
+        }
     }
 
     /// The output sample number of instant `t` (0 before the start).

@@ -159,7 +159,7 @@ fn a_stalled_input_freezes_then_shows_its_placeholder() {
 }
 
 #[test]
-fn ticks_are_regular_and_an_overloaded_thread_catches_up_without_skipping() {
+fn ticks_are_regular_and_an_overloaded_thread_keeps_every_audio_tick_and_sheds_late_pictures() {
     let t0 = Instant::now();
     let mut c = clock(t0);
     assert_eq!(c.next(), t0);
@@ -167,7 +167,8 @@ fn ticks_are_regular_and_an_overloaded_thread_catches_up_without_skipping() {
         c.due(t0),
         Due {
             video: Some(0),
-            audio: Some(0)
+            audio: Some(0),
+            skipped: 0,
         }
     );
     // Video every 33.333 ms, audio every 21.333 ms: the next is audio.
@@ -176,20 +177,40 @@ fn ticks_are_regular_and_an_overloaded_thread_catches_up_without_skipping() {
         c.due(t0 + 20 * MS),
         Due {
             video: None,
-            audio: None
+            audio: None,
+            skipped: 0,
         }
     );
-    // The thread stalls for 200 ms: every tick comes, one of each kind a
-    // call, numbered in order, until it has caught up.
-    let late = t0 + 200 * MS;
-    let (mut videos, mut audios) = (Vec::new(), Vec::new());
+    // A short stall (90 ms): every tick comes, one of each kind a call,
+    // numbered in order, until it has caught up; nothing is skipped.
+    let late = t0 + 90 * MS;
+    let (mut videos, mut audios, mut skipped) = (Vec::new(), Vec::new(), 0);
     while c.next() <= late {
         let d = c.due(late);
         videos.extend(d.video);
         audios.extend(d.audio);
+        skipped += d.skipped;
     }
-    assert_eq!(videos, (1..=6).collect::<Vec<_>>());
-    assert_eq!(audios, (1..=9).collect::<Vec<_>>());
+    assert_eq!((videos, audios, skipped), (vec![1, 2], vec![1, 2, 3, 4], 0));
+    // Overload: the thread is 300 ms late. Every audio frame still comes (the
+    // sound never breaks); pictures more than 100 ms late are skipped, the
+    // rest come, and the numbering keeps the output's time.
+    let late = t0 + 400 * MS;
+    let (mut videos, mut audios, mut skipped) = (Vec::new(), Vec::new(), 0);
+    while c.next() <= late {
+        let d = c.due(late);
+        videos.extend(d.video);
+        audios.extend(d.audio);
+        skipped += d.skipped;
+    }
+    assert_eq!(
+        audios,
+        (5..=18).collect::<Vec<_>>(),
+        "no audio frame is lost"
+    );
+    // Pictures 3..=8 (100..267 ms) are over 100 ms late at 400 ms; 9..=12 are not.
+    assert_eq!(skipped, 6);
+    assert_eq!(videos, (9..=12).collect::<Vec<_>>());
     assert!(c.next() > late);
     // An audio-only clock has only audio ticks.
     let mut a = OutputClock::new(t0, None, 48_000, 1024);
@@ -197,7 +218,8 @@ fn ticks_are_regular_and_an_overloaded_thread_catches_up_without_skipping() {
         a.due(t0),
         Due {
             video: None,
-            audio: Some(0)
+            audio: Some(0),
+            skipped: 0,
         }
     );
     assert_eq!(a.video_lead(), Duration::ZERO);

@@ -21,7 +21,7 @@ use super::status::StatusTx;
 use super::{Control, MixControl};
 use crate::media::MediaMessage;
 use crate::media::hub::RoomPublishers;
-use crate::mix::pipeline::{MixHandle, MixInput, MixSettings};
+use crate::mix::pipeline::{MixCounters, MixHandle, MixInput, MixSettings};
 use crate::room::UserId;
 
 pub(super) async fn run(
@@ -44,6 +44,7 @@ pub(super) async fn run(
     let (left_tx, mut left) = mpsc::unbounded_channel();
     let mut idle_since = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut pictures = Pictures::default();
     tracing::info!(task = %spec.id, room = %spec.room, stream = %spec.stream, "mix task started");
 
     let reason = loop {
@@ -60,6 +61,7 @@ pub(super) async fn run(
                     tracing::info!(task = %spec.id, "mix restarting with new encodings");
                     inputs.clear();
                     mixer = MixHandle::spawn(*settings);
+                    pictures = Pictures::default();
                     // Output time continues after the last frame; players see a discontinuity.
                     out.discontinuity();
                     let now = publishers.borrow().clone();
@@ -115,12 +117,47 @@ pub(super) async fn run(
             () = tokio::time::sleep_until(idle_since + spec.max_idle), if inputs.is_empty() => {
                 break format!("no input for {:?}", spec.max_idle);
             }
-            _ = tick.tick() => status.publish(out.report(!inputs.is_empty(), &[], inputs.users())),
+            _ = tick.tick() => {
+                let mut report = out.report(!inputs.is_empty(), &[], inputs.users());
+                pictures.add(&mixer.counters, &mut report);
+                status.publish(report);
+            }
         }
     };
     inputs.clear();
     drop(mixer);
     out.finish(reason, &deps, &[], &status).await;
+}
+
+/// The mix's effective frame rate: distinct pictures over the last 5 s.
+#[derive(Default)]
+struct Pictures {
+    window: std::collections::VecDeque<(tokio::time::Instant, u64)>,
+}
+
+impl Pictures {
+    fn add(&mut self, counters: &MixCounters, report: &mut crate::relay::RelayStatus) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = tokio::time::Instant::now();
+        let pictures = counters.pictures.load(Relaxed);
+        self.window.push_back((now, pictures));
+        while self
+            .window
+            .get(1)
+            .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(5))
+        {
+            self.window.pop_front();
+        }
+        let fps = match self.window.front() {
+            Some((t, p)) if now.duration_since(*t) > Duration::from_millis(500) => {
+                (pictures - p) as f64 / now.duration_since(*t).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        report.effective_fps = Some(fps as f32);
+        report.late_ticks = counters.late_ticks.load(Relaxed);
+        report.skipped_pictures = counters.skipped.load(Relaxed);
+    }
 }
 
 /// The anchors being mixed: each one's forwarding task and its number, so a

@@ -255,6 +255,9 @@ impl Outputs {
             fps: fps as f32,
             kbps: kbps.round() as u32,
             inputs,
+            effective_fps: None,
+            late_ticks: 0,
+            skipped_pictures: 0,
             targets: self.targets_status(),
             transcoding: transcoding.to_vec(),
         }

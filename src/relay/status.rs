@@ -25,6 +25,13 @@ pub(crate) struct RelayStatus {
     pub kbps: u32,
     /// The anchors being relayed or mixed, in entry order.
     pub inputs: Vec<String>,
+    /// A mix's distinct pictures per second over the last 5 s (repeats of
+    /// an unchanged canvas not counted); `None` for a passthrough.
+    pub effective_fps: Option<f32>,
+    /// A mix's ticks that ran more than a frame late, and pictures it
+    /// skipped because it was overloaded, since it (re)started.
+    pub late_ticks: u64,
+    pub skipped_pictures: u64,
     /// Each RTMP target: URL, connection state, frames dropped.
     pub targets: Vec<(String, PushState, u64)>,
     /// What the task re-encodes because its outputs cannot carry it, e.g. `opus→aac`.
@@ -40,6 +47,9 @@ impl RelayStatus {
             fps: 0.0,
             kbps: 0,
             inputs: Vec::new(),
+            effective_fps: None,
+            late_ticks: 0,
+            skipped_pictures: 0,
             targets: Vec::new(),
             transcoding: Vec::new(),
         }
