@@ -10,39 +10,17 @@
 //! Run: `cargo bench --bench metrics` (needs nginx from `make test`'s set-up).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "common/procs.rs"]
+mod procs;
+use procs::{cpu_seconds, free_port, gateway, nginx, two_ports, wait_port};
 
 const APP: u64 = 1_400_000_000;
 const TASKS: usize = 100;
 const SCRAPES: usize = 200;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn request(port: u16, method: &str, path: &str, body: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -57,43 +35,17 @@ fn request(port: u16, method: &str, path: &str, body: &str) -> String {
     resp
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
-
-fn nginx(dir: &Path, port: u16) -> Killed {
-    std::fs::create_dir_all(dir).unwrap();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
-             error_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    Killed(
-        Command::new("nginx")
-            .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 fn main() {
     let work = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("bench-metrics-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
     let origin_port = free_port();
-    let _origin = nginx(&work.join("origin"), origin_port);
+    let _origin = nginx(
+        &work.join("origin"),
+        &format!(
+            "rtmp {{ server {{ listen 127.0.0.1:{origin_port}; application live {{ live on; }} }} }}"
+        ),
+    );
     wait_port(origin_port);
 
     std::fs::write(
@@ -101,26 +53,8 @@ fn main() {
         format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"bench\"\n"),
     )
     .unwrap();
-    let (http_port, rtmp_port) = loop {
-        let (a, b) = (free_port(), free_port());
-        if a != b {
-            break (a, b);
-        }
-    };
-    let gw = Killed(
-        Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .arg("serve")
-            .current_dir(&work)
-            .env("RUST_LOG", "warn")
-            .env("ROOMCAST_HTTP__BIND", "127.0.0.1")
-            .env("ROOMCAST_HTTP__PORT", http_port.to_string())
-            .env("ROOMCAST_RTMP__BIND", "127.0.0.1")
-            .env("ROOMCAST_RTMP__PORT", rtmp_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (http_port, rtmp_port) = two_ports();
+    let gw = gateway(&work, http_port, rtmp_port);
     wait_port(http_port);
     for i in 0..TASKS {
         let body = format!(

@@ -11,9 +11,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -27,67 +26,14 @@ use std::net::TcpStream;
 
 #[path = "common/flv_file.rs"]
 mod flv_file;
+#[path = "common/procs.rs"]
+mod procs;
 use flv_file::read_flv;
+use procs::{cpu_seconds, free_port, gateway, nginx, two_ports, wait_port};
 
 const SECONDS: u32 = 20;
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "bench-key";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} not listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// CPU seconds (user + system) of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn nginx(dir: &Path, body: &str) -> Killed {
-    std::fs::create_dir_all(dir).unwrap();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
-             error_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n{body}\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    Killed(
-        Command::new("nginx")
-            .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx"),
-    )
-}
 
 struct Rtmp {
     socket: TcpStream,
@@ -343,30 +289,8 @@ fn main() {
         format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"),
     )
     .unwrap();
-    // Both held at once so the two ports differ.
-    let (a, b) = (
-        TcpListener::bind("127.0.0.1:0").unwrap(),
-        TcpListener::bind("127.0.0.1:0").unwrap(),
-    );
-    let (http_port, rtmp_port) = (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    );
-    drop((a, b));
-    let gw = Killed(
-        Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .arg("serve")
-            .current_dir(&gw_dir)
-            .env("RUST_LOG", "warn")
-            .env("ROOMCAST_HTTP__BIND", "127.0.0.1")
-            .env("ROOMCAST_HTTP__PORT", http_port.to_string())
-            .env("ROOMCAST_RTMP__BIND", "127.0.0.1")
-            .env("ROOMCAST_RTMP__PORT", rtmp_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (http_port, rtmp_port) = two_ports();
+    let gw = gateway(&gw_dir, http_port, rtmp_port);
     wait_port(http_port);
     let body = format!(
         "{{\"sdkappid\":{APP},\"room\":\"bench\",\"userid\":\"anchor\",\"rtmp\":[\"rtmp://127.0.0.1:{origin_port}/live/rc\"]}}"

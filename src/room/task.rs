@@ -390,33 +390,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_lagging_subscriber_can_ask_whether_its_session_lives() {
-        let config = Config {
-            apps: vec![AppConfig {
-                sdkappid: 1_400_000_000,
-                secret_key: "k".into(),
-                callback_url: None,
-                callback_key: None,
-            }],
-            ..Config::default()
-        };
-        let (rooms, task) = spawn(&config);
+        let (rooms, task) = spawn(&one_app());
         let session = rooms.new_session();
-        rooms
-            .command(Command::Enter(Enter {
-                room: RoomKey {
-                    app: 1_400_000_000,
-                    room: RoomId::parse("7", None).unwrap(),
-                },
-                user: UserId::new("a").unwrap(),
-                session,
-                role: Role::Anchor,
-                scene: Scene::Live,
-                hidden: false,
-                grant: None,
-                unix_now: 1_700_000_000,
-            }))
-            .await
-            .unwrap();
+        let room = RoomKey {
+            app: 1_400_000_000,
+            room: RoomId::parse("7", None).unwrap(),
+        };
+        rooms.command(enter(&room, session)).await.unwrap();
         assert!(rooms.has_session(session).await);
         rooms.command(Command::Leave { session }).await.unwrap();
         assert!(!rooms.has_session(session).await);

@@ -1,0 +1,95 @@
+//! Processes the benchmarks run: free ports, nginx-rtmp, the gateway,
+//! each killed by its id when dropped; and their CPU time.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} not listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Killed(pub Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// CPU seconds (user + system) of a process so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+pub fn nginx(dir: &Path, body: &str) -> Killed {
+    std::fs::create_dir_all(dir).unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
+             error_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n{body}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    Killed(
+        Command::new("nginx")
+            .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx"),
+    )
+}
+
+/// The gateway binary serving `dir` (its working directory, where
+/// `roomcast.toml` is) on loopback ports, logging warnings only.
+pub fn gateway(dir: &Path, http_port: u16, rtmp_port: u16) -> Killed {
+    Killed(
+        Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .arg("serve")
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .env("ROOMCAST_HTTP__BIND", "127.0.0.1")
+            .env("ROOMCAST_HTTP__PORT", http_port.to_string())
+            .env("ROOMCAST_RTMP__BIND", "127.0.0.1")
+            .env("ROOMCAST_RTMP__PORT", rtmp_port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Two distinct free ports (held together while chosen).
+pub fn two_ports() -> (u16, u16) {
+    let (a, b) = (
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
