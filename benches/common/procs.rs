@@ -48,7 +48,7 @@ pub fn nginx(dir: &Path, body: &str) -> Killed {
         &conf,
         format!(
             "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
-             error_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n{body}\n",
+             error_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 1024; }}\n{body}\n",
             d = dir.display()
         ),
     )

@@ -158,6 +158,19 @@ fn a_stalled_input_freezes_then_shows_its_placeholder() {
     assert!(tl.shows_picture(t0 + Duration::from_secs(6), freeze));
 }
 
+/// Every tick a thread late at `now` produces, call after call, until it
+/// has caught up: (pictures, audio frames, pictures skipped).
+fn catch_up(c: &mut OutputClock, now: Instant) -> (Vec<u64>, Vec<u64>, u64) {
+    let (mut videos, mut audios, mut skipped) = (Vec::new(), Vec::new(), 0);
+    while c.next() <= now {
+        let d = c.due(now);
+        videos.extend(d.video);
+        audios.extend(d.audio);
+        skipped += d.skipped;
+    }
+    (videos, audios, skipped)
+}
+
 #[test]
 fn ticks_are_regular_and_an_overloaded_thread_keeps_every_audio_tick_and_sheds_late_pictures() {
     let t0 = Instant::now();
@@ -183,26 +196,13 @@ fn ticks_are_regular_and_an_overloaded_thread_keeps_every_audio_tick_and_sheds_l
     );
     // A short stall (90 ms): every tick comes, one of each kind a call,
     // numbered in order, until it has caught up; nothing is skipped.
-    let late = t0 + 90 * MS;
-    let (mut videos, mut audios, mut skipped) = (Vec::new(), Vec::new(), 0);
-    while c.next() <= late {
-        let d = c.due(late);
-        videos.extend(d.video);
-        audios.extend(d.audio);
-        skipped += d.skipped;
-    }
+    let (videos, audios, skipped) = catch_up(&mut c, t0 + 90 * MS);
     assert_eq!((videos, audios, skipped), (vec![1, 2], vec![1, 2, 3, 4], 0));
     // Overload: the thread is 300 ms late. Every audio frame still comes (the
     // sound never breaks); pictures more than 100 ms late are skipped, the
     // rest come, and the numbering keeps the output's time.
     let late = t0 + 400 * MS;
-    let (mut videos, mut audios, mut skipped) = (Vec::new(), Vec::new(), 0);
-    while c.next() <= late {
-        let d = c.due(late);
-        videos.extend(d.video);
-        audios.extend(d.audio);
-        skipped += d.skipped;
-    }
+    let (videos, audios, skipped) = catch_up(&mut c, late);
     assert_eq!(
         audios,
         (5..=18).collect::<Vec<_>>(),
