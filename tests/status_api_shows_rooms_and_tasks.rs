@@ -176,4 +176,17 @@ fn signed_callers_see_rooms_users_codecs_and_tasks_with_rates() {
                 .is_some_and(|r| r.starts_with("room closed"))
     });
     assert_eq!(status(&gw, "/v1/status/rooms"), json!([]));
+    // Every state change of the task is one log line with its id and reason.
+    let log = gw.log_text();
+    let changes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("relay task state changed") && l.contains(id.as_str()))
+        .collect();
+    assert!(
+        changes.len() >= 2
+            && changes[0].contains("state=\"running\"")
+            && changes.last().unwrap().contains("state=\"stopped\"")
+            && changes.last().unwrap().contains("room closed"),
+        "{changes:#?}"
+    );
 }

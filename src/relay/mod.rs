@@ -215,7 +215,7 @@ impl RelayManager {
             r.dir = PathBuf::from(&spec.stream);
             r.prefix = spec.stream.clone();
         }
-        let (status_tx, status_rx) = status::StatusTx::new(self.changes.clone());
+        let (status_tx, status_rx) = status::StatusTx::new(&spec.id, self.changes.clone());
         let deps = outputs::Deps {
             rooms: self.rooms.clone(),
             hub: self.hub.clone(),

@@ -79,6 +79,8 @@ pub(crate) enum TaskState {
 
 /// A task's side of its status.
 pub(crate) struct StatusTx {
+    /// The task's id, for the state-change log line.
+    task: String,
     status: watch::Sender<RelayStatus>,
     /// The manager's generation: bumped on every change that matters.
     changes: Arc<watch::Sender<u64>>,
@@ -86,16 +88,34 @@ pub(crate) struct StatusTx {
 
 impl StatusTx {
     pub(super) fn new(
+        task: &str,
         changes: Arc<watch::Sender<u64>>,
     ) -> (StatusTx, watch::Receiver<RelayStatus>) {
         let (status, rx) = watch::channel(RelayStatus::waiting());
-        (StatusTx { status, changes }, rx)
+        let task = task.to_owned();
+        (
+            StatusTx {
+                task,
+                status,
+                changes,
+            },
+            rx,
+        )
     }
 
     /// Replaces the status; watchers wake only when it matters to them.
     pub(crate) fn publish(&self, next: RelayStatus) {
         let woke = self.status.send_if_modified(|current| {
             let matters = next.differs_for_watchers(current);
+            if next.state != current.state {
+                // One line per state change, whatever the task's kind.
+                let (state, reason) = match &next.state {
+                    TaskState::Waiting => ("waiting", ""),
+                    TaskState::Running => ("running", ""),
+                    TaskState::Stopped(why) => ("stopped", why.as_str()),
+                };
+                tracing::info!(task = %self.task, state, reason, inputs = ?next.inputs, "relay task state changed");
+            }
             *current = next;
             matters
         });
@@ -113,7 +133,7 @@ mod tests {
     fn counters_update_silently_and_state_changes_wake_watchers() {
         let changes = Arc::new(watch::channel(0).0);
         let mut all = changes.subscribe();
-        let (tx, mut rx) = StatusTx::new(changes);
+        let (tx, mut rx) = StatusTx::new("relay-test", changes);
         let mut st = RelayStatus::waiting();
         st.frames = 10;
         tx.publish(st.clone());
