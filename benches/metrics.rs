@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/procs.rs"]
 mod procs;
-use procs::{cpu_seconds, free_port, gateway, nginx, two_ports, wait_port};
+use procs::{free_port, gateway, nginx, two_ports, wait_port};
 
 const APP: u64 = 1_400_000_000;
 const TASKS: usize = 100;
@@ -68,7 +68,7 @@ fn main() {
     let pid = gw.0.id();
     let mut times = Vec::with_capacity(SCRAPES);
     let mut size = 0;
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = roomcast::metrics::cpu_seconds(Some(pid));
     for _ in 0..SCRAPES {
         let t = Instant::now();
         let resp = request(http_port, "GET", "/metrics", "");
@@ -76,7 +76,7 @@ fn main() {
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
         size = resp.len();
     }
-    let cpu = cpu_seconds(pid) - cpu0;
+    let cpu = roomcast::metrics::cpu_seconds(Some(pid)) - cpu0;
     times.sort_by(f64::total_cmp);
     let targets = request(http_port, "GET", "/metrics", "")
         .lines()

@@ -25,15 +25,6 @@ use flv_file::read_flv;
 
 const SECONDS: u32 = 15;
 
-fn cpu_seconds_self() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let t: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    t / 100.0
-}
-
 fn make_inputs(dir: &Path, n: usize) -> Vec<PathBuf> {
     (0..n)
         .map(|i| {
@@ -129,7 +120,7 @@ fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
     let mut ins: Vec<_> = (0..inputs.len())
         .map(|i| mixer.input(&format!("u{i}")))
         .collect();
-    let cpu0 = cpu_seconds_self();
+    let cpu0 = roomcast::metrics::cpu_seconds(None);
     let t0 = Instant::now();
     for (ts, i, is_video, body) in all {
         let due = t0 + Duration::from_millis(u64::from(ts));
@@ -146,7 +137,7 @@ fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds_self() - cpu0;
+    let cpu = roomcast::metrics::cpu_seconds(None) - cpu0;
     ins.clear();
     drop(mixer);
     let frames = collector.join().unwrap();

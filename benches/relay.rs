@@ -29,7 +29,7 @@ mod flv_file;
 #[path = "common/procs.rs"]
 mod procs;
 use flv_file::read_flv;
-use procs::{cpu_seconds, free_port, gateway, nginx, two_ports, wait_port};
+use procs::{free_port, gateway, nginx, two_ports, wait_port};
 
 const SECONDS: u32 = 20;
 const APP: u64 = 1_400_000_000;
@@ -173,7 +173,7 @@ fn run_case(
         }
     });
 
-    let cpu0 = cpu_seconds(relay_pid);
+    let cpu0 = roomcast::metrics::cpu_seconds(Some(relay_pid));
     let t0 = Instant::now();
     for (is_video, ts, data) in tags {
         let due = t0 + Duration::from_millis(u64::from(*ts));
@@ -193,7 +193,7 @@ fn run_case(
         .unwrap();
         publisher.apply(vec![r]);
     }
-    let cpu = cpu_seconds(relay_pid) - cpu0;
+    let cpu = roomcast::metrics::cpu_seconds(Some(relay_pid)) - cpu0;
     drop(publisher);
     player.join().unwrap();
     let lat: Vec<f64> = rx

@@ -31,16 +31,6 @@ impl Drop for Killed {
     }
 }
 
-/// CPU seconds (user + system) of a process so far.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
 pub fn nginx(dir: &Path, body: &str) -> Killed {
     std::fs::create_dir_all(dir).unwrap();
     let conf = dir.join("nginx.conf");

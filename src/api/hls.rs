@@ -51,7 +51,7 @@ pub(crate) async fn get(
     let path = state.hls_root.join(&stream).join(&file);
     match tokio::fs::read(&path).await {
         Ok(body) => {
-            m.bytes_out(Output::Hls, body.len());
+            m.sent(Output::Hls).add(body.len());
             let mut resp = body.into_response();
             let h = resp.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::metrics::{Scrape, TargetLabel, TaskLabel};
 use crate::relay::TaskState;
-use crate::rtmp::push::PushState;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -26,14 +25,7 @@ fn allowed(token: Option<&str>, peer: SocketAddr, headers: &HeaderMap) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    // Compared without an early exit, like every secret here.
-    given.is_some_and(|g| {
-        g.len() == token.len()
-            && g.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    })
+    given.is_some_and(|g| crate::auth::tc3::constant_time_eq(g.as_bytes(), token.as_bytes()))
 }
 
 pub(crate) async fn get(
@@ -80,45 +72,32 @@ async fn collect(state: &AppState) -> Scrape {
     };
     let relays = state.relays.list();
     for (spec, st) in &relays {
+        // Ended tasks stay listed until the next start; they are not counted.
+        if matches!(st.state, TaskState::Stopped(_)) {
+            continue;
+        }
         let kind = if spec.mix().is_some() {
             "mix"
         } else {
             "passthrough"
         };
-        let s = match st.state {
-            TaskState::Waiting => "waiting",
-            TaskState::Running => "running",
-            // Ended tasks stay listed until the next start; they are not counted.
-            TaskState::Stopped(_) => continue,
-        };
-        count_task(spec.room.app, kind, s);
-    }
-    for app in state.recordings.running_apps() {
-        count_task(app, "record", "running");
-    }
-    for app in state.pulls.running_apps() {
-        count_task(app, "ingest", "running");
-    }
-    for (spec, st) in &relays {
-        if matches!(st.state, TaskState::Stopped(_)) {
-            continue;
-        }
+        count_task(spec.room.app, kind, st.state.as_str());
         for (_, target, _) in &st.targets {
             let label = TargetLabel {
                 sdkappid: spec.room.app,
-                state: match target {
-                    PushState::Connecting { .. } => "connecting",
-                    PushState::Publishing => "publishing",
-                    PushState::Retrying { .. } => "retrying",
-                    PushState::Failed { .. } => "failed",
-                    PushState::Stopped => "stopped",
-                },
+                state: target.as_str(),
             };
             match scrape.targets.iter_mut().find(|(l, _)| *l == label) {
                 Some((_, n)) => *n += 1,
                 None => scrape.targets.push((label, 1)),
             }
         }
+    }
+    for app in state.recordings.running_apps() {
+        count_task(app, "record", "running");
+    }
+    for app in state.pulls.running_apps() {
+        count_task(app, "ingest", "running");
     }
     scrape
 }

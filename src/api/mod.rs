@@ -42,17 +42,6 @@ pub(crate) struct AppState {
     pub hub: crate::media::hub::MediaHub,
 }
 
-impl AppState {
-    /// A publisher's latest track configurations, if it is publishing.
-    pub(crate) fn hub_configs(
-        &self,
-        room: &crate::room::RoomKey,
-        user: &crate::room::UserId,
-    ) -> Option<crate::media::hub::Configs> {
-        self.hub.configs(room, user)
-    }
-}
-
 pub(crate) fn router(state: AppState) -> Router {
     let body_limit = DefaultBodyLimit::max(state.config.http.max_body_bytes);
     Router::new()

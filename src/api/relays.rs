@@ -14,9 +14,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::relay::{RelayError, RelaySpec, RelayStatus, TaskState};
+use crate::relay::{RelayError, RelaySpec, RelayStatus};
 use crate::room::{RoomId, RoomIdType, RoomKey, UserId};
-use crate::rtmp::push::{PushState, PushUrl};
+use crate::rtmp::push::PushUrl;
 
 fn err(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({"error": msg.into()}))).into_response()
@@ -275,11 +275,6 @@ pub(crate) async fn stop(
 }
 
 fn status_json(spec: &RelaySpec, st: &RelayStatus) -> Value {
-    let (state, reason) = match &st.state {
-        TaskState::Waiting => ("waiting", None),
-        TaskState::Running => ("running", None),
-        TaskState::Stopped(r) => ("stopped", Some(r.clone())),
-    };
     json!({
         "task_id": spec.id,
         "sdkappid": spec.room.app,
@@ -287,8 +282,8 @@ fn status_json(spec: &RelaySpec, st: &RelayStatus) -> Value {
         "userid": spec.user().map(UserId::as_str),
         "mix": spec.mix().is_some(),
         "stream": spec.stream,
-        "state": state,
-        "reason": reason,
+        "state": st.state.as_str(),
+        "reason": st.state.reason(),
         "attached": st.attached,
         "frames": st.frames,
         "fps": (f64::from(st.fps) * 10.0).round() / 10.0,
@@ -299,14 +294,7 @@ fn status_json(spec: &RelaySpec, st: &RelayStatus) -> Value {
         "skipped_pictures": st.skipped_pictures,
         "transcoding": st.transcoding,
         "targets": st.targets.iter().map(|(url, ps, dropped)| {
-            let (state, error) = match ps {
-                PushState::Connecting { .. } => ("connecting", None),
-                PushState::Publishing => ("publishing", None),
-                PushState::Retrying { error, .. } => ("retrying", Some(error.clone())),
-                PushState::Failed { error } => ("failed", Some(error.clone())),
-                PushState::Stopped => ("stopped", None),
-            };
-            json!({"url": url.split('?').next().unwrap_or(url), "state": state, "error": error, "dropped": dropped})
+            json!({"url": url.split('?').next().unwrap_or(url), "state": ps.as_str(), "error": ps.error(), "dropped": dropped})
         }).collect::<Vec<_>>(),
     })
 }

@@ -16,7 +16,6 @@ use super::AppState;
 use crate::auth::tc3::{self, SignedRequest};
 use crate::relay::{RelaySpec, RelayStatus, TaskState};
 use crate::room::RoomKey;
-use crate::rtmp::push::PushState;
 
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
     (
@@ -141,10 +140,9 @@ async fn rooms(state: &AppState) -> Value {
                     .members
                     .iter()
                     .map(|m| {
-                        let configs = state.hub_configs(&r.room, &m.user);
-                        let codec = |c: Option<&crate::media::TrackConfig>| {
-                            c.map(|c| format!("{:?}", c.codec).to_lowercase())
-                        };
+                        let configs = state.hub.configs(&r.room, &m.user);
+                        let codec =
+                            |c: Option<&crate::media::TrackConfig>| c.map(|c| c.codec.as_str());
                         json!({
                             "userid": m.user.as_str(),
                             "role": m.role.as_str(),
@@ -191,29 +189,17 @@ fn tasks(state: &AppState) -> Value {
 }
 
 fn task(spec: &RelaySpec, st: &RelayStatus) -> Value {
-    let (state, reason) = match &st.state {
-        TaskState::Waiting => ("waiting", None),
-        TaskState::Running => ("running", None),
-        TaskState::Stopped(why) => ("stopped", Some(why.as_str())),
-    };
     let mut outputs: Vec<Value> = st
         .targets
         .iter()
         .map(|(url, state, dropped)| {
-            let (s, error) = match state {
-                PushState::Connecting { .. } => ("connecting", None),
-                PushState::Publishing => ("publishing", None),
-                PushState::Retrying { error, .. } => ("retrying", Some(error.as_str())),
-                PushState::Failed { error } => ("failed", Some(error.as_str())),
-                PushState::Stopped => ("stopped", None),
-            };
             json!({
                 "kind": "rtmp",
                 // Stream keys and tokens stay out of the status.
                 "url": url.split('?').next().unwrap_or(url),
-                "state": s,
+                "state": state.as_str(),
                 "dropped": dropped,
-                "last_error": error,
+                "last_error": state.error(),
             })
         })
         .collect();
@@ -236,8 +222,8 @@ fn task(spec: &RelaySpec, st: &RelayStatus) -> Value {
         "roomtype": room_type(&spec.room),
         "stream": spec.stream,
         "anchor": spec.user().map(|u| u.as_str()),
-        "state": state,
-        "reason": reason,
+        "state": st.state.as_str(),
+        "reason": st.state.reason(),
         "inputs": st.inputs,
         "frames": st.frames,
         "fps": (f64::from(st.fps) * 10.0).round() / 10.0,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, broadcast, watch};
 
 use super::{MediaMessage, TrackConfig, TrackKind};
-use crate::metrics::{Edge, GaugeGuard, metrics};
+use crate::metrics::{ByteCounter, Edge, GaugeGuard, metrics};
 use crate::room::{RoomKey, UserId};
 
 /// Messages buffered per consumer: about 4 s of 30 fps video plus audio.
@@ -88,8 +88,9 @@ pub(crate) struct Configs {
 /// The sending side, held by an ingest session. Dropping it unregisters.
 pub(crate) struct Publisher {
     hub: MediaHub,
-    /// The ingest edge it came through (counted while it lives), if any.
-    edge: Option<(Edge, GaugeGuard)>,
+    /// The ingest edge it came through: its bytes, and its count while it
+    /// lives (none for the gateway's own output fed back).
+    counted: Option<(ByteCounter, GaugeGuard)>,
     key: Key,
     id: u64,
     messages: broadcast::Sender<Arc<MediaMessage>>,
@@ -137,7 +138,7 @@ impl MediaHub {
         drop(inner);
         Publisher {
             hub: self.clone(),
-            edge: edge.map(|e| (e, metrics().publishing(e))),
+            counted: edge.map(|e| (metrics().received(e), metrics().publishing(e))),
             key,
             id,
             messages,
@@ -213,8 +214,8 @@ impl Publisher {
                 TrackKind::Audio => cfg.audio = Some(c.clone()),
             });
         }
-        if let (Some((edge, _)), MediaMessage::Frame(f)) = (&self.edge, &msg) {
-            metrics().bytes_in(*edge, f.data.len());
+        if let (Some((bytes, _)), MediaMessage::Frame(f)) = (&self.counted, &msg) {
+            bytes.add(f.data.len());
         }
         // No receiver is fine: nobody relays this anchor right now.
         let _ = self.messages.send(Arc::new(msg));

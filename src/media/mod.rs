@@ -59,6 +59,17 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// Its name in logs, status and metrics: `h264`, `vp8`, `vp9`, `aac`, `opus`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::Vp8 => "vp8",
+            Codec::Vp9 => "vp9",
+            Codec::Aac => "aac",
+            Codec::Opus => "opus",
+        }
+    }
+
     /// Whether FLV (RTMP) and MPEG-TS (HLS) carry it as is.
     pub fn fits_flv_and_ts(self) -> bool {
         matches!(self, Codec::H264 | Codec::Aac)

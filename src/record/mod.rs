@@ -54,6 +54,10 @@ enum Cmd {
     Finish,
 }
 
+/// Media bytes handed to recorders (the metrics' counter, looked up once).
+static WRITTEN: std::sync::LazyLock<crate::metrics::ByteCounter> =
+    std::sync::LazyLock::new(|| crate::metrics::metrics().sent(crate::metrics::Output::Record));
+
 /// The relay's side of a recording.
 pub(crate) struct Recorder {
     tx: Option<SyncSender<Cmd>>,
@@ -149,8 +153,7 @@ impl Recorder {
             }
             Ok(()) => {
                 if let MediaMessage::Frame(f) = &**msg {
-                    crate::metrics::metrics()
-                        .bytes_out(crate::metrics::Output::Record, f.data.len());
+                    WRITTEN.add(f.data.len());
                 }
             }
             Err(_) => {}

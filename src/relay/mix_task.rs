@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::outputs::{Deps, Outputs};
 use super::spec::RelaySpec;
-use super::status::StatusTx;
+use super::status::{Rates, StatusTx};
 use super::{Control, MixControl};
 use crate::media::MediaMessage;
 use crate::media::hub::RoomPublishers;
@@ -129,31 +129,19 @@ pub(super) async fn run(
     out.finish(reason, &deps, &[], &status).await;
 }
 
-/// The mix's effective frame rate: distinct pictures over the last 5 s.
+/// The mix's own figures in its task's status: distinct pictures per
+/// second over recent reports, late ticks and skipped pictures.
 #[derive(Default)]
 struct Pictures {
-    window: std::collections::VecDeque<(tokio::time::Instant, u64)>,
+    rate: Rates<1>,
 }
 
 impl Pictures {
     fn add(&mut self, counters: &MixCounters, report: &mut crate::relay::RelayStatus) {
         use std::sync::atomic::Ordering::Relaxed;
-        let now = tokio::time::Instant::now();
-        let pictures = counters.pictures.load(Relaxed);
-        self.window.push_back((now, pictures));
-        while self
-            .window
-            .get(1)
-            .is_some_and(|(t, _)| now.duration_since(*t) >= Duration::from_secs(5))
-        {
-            self.window.pop_front();
-        }
-        let fps = match self.window.front() {
-            Some((t, p)) if now.duration_since(*t) > Duration::from_millis(500) => {
-                (pictures - p) as f64 / now.duration_since(*t).as_secs_f64()
-            }
-            _ => 0.0,
-        };
+        let [fps] = self
+            .rate
+            .sample(std::time::Instant::now(), [counters.pictures.load(Relaxed)]);
         report.effective_fps = Some(fps as f32);
         report.late_ticks = counters.late_ticks.load(Relaxed);
         report.skipped_pictures = counters.skipped.load(Relaxed);

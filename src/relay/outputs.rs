@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::rebase::Rebaser;
 use super::spec::{OutputSpec, RelaySpec};
-use super::status::{RelayStatus, StatusTx, TaskState};
+use super::status::{Rates, RelayStatus, StatusTx, TaskState};
 use crate::hls::HlsWriter;
 use crate::media::hub::{MediaHub, Publisher};
 use crate::media::{EncodedFrame, MediaMessage, TimeBase, TrackKind};
@@ -47,12 +47,9 @@ pub(super) struct Outputs {
     frames: u64,
     video_frames: u64,
     bytes: u64,
-    /// (when, video frames, bytes) at recent reports, for the rates.
-    window: std::collections::VecDeque<(std::time::Instant, u64, u64)>,
+    /// Video frames and bytes per second, over recent reports.
+    rates: Rates<2>,
 }
-
-/// Rates are measured over this much recent time.
-const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Outputs {
     pub(super) fn new(spec: &RelaySpec, deps: &Deps) -> Outputs {
@@ -76,7 +73,7 @@ impl Outputs {
             frames: 0,
             video_frames: 0,
             bytes: 0,
-            window: std::collections::VecDeque::new(),
+            rates: Rates::default(),
         };
         outputs.set_targets(&out.rtmp);
         outputs
@@ -225,25 +222,9 @@ impl Outputs {
         transcoding: &[String],
         inputs: Vec<String>,
     ) -> RelayStatus {
-        let now = std::time::Instant::now();
-        self.window.push_back((now, self.video_frames, self.bytes));
-        while self
-            .window
-            .get(1)
-            .is_some_and(|(t, _, _)| now.duration_since(*t) >= RATE_WINDOW)
-        {
-            self.window.pop_front();
-        }
-        let (fps, kbps) = match self.window.front() {
-            Some((t, f, b)) if now.duration_since(*t).as_secs_f64() > 0.5 => {
-                let secs = now.duration_since(*t).as_secs_f64();
-                (
-                    (self.video_frames - f) as f64 / secs,
-                    (self.bytes - b) as f64 * 8.0 / 1000.0 / secs,
-                )
-            }
-            _ => (0.0, 0.0),
-        };
+        let [fps, bytes_per_sec] = self
+            .rates
+            .sample(std::time::Instant::now(), [self.video_frames, self.bytes]);
         RelayStatus {
             state: if attached {
                 TaskState::Running
@@ -253,7 +234,7 @@ impl Outputs {
             attached,
             frames: self.frames,
             fps: fps as f32,
-            kbps: kbps.round() as u32,
+            kbps: (bytes_per_sec * 8.0 / 1000.0).round() as u32,
             inputs,
             effective_fps: None,
             late_ticks: 0,

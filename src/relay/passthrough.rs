@@ -94,13 +94,13 @@ impl Follow {
                 tracing::info!(task = %self.task, codec = ?c.codec, "transcoding the anchor's audio to AAC");
                 self.audio = Some(audio_stage(settings));
                 self.transcoding
-                    .push(format!("audio {:?}→aac", c.codec).to_lowercase());
+                    .push(format!("audio {}→aac", c.codec.as_str()));
             }
             if !is_audio && self.video.is_none() {
                 tracing::info!(task = %self.task, codec = ?c.codec, "the anchor's video needs transcoding to H.264");
                 self.video = Some(super::transcode::spawn(self.task.clone()));
                 self.transcoding
-                    .push(format!("video {:?}→h264", c.codec).to_lowercase());
+                    .push(format!("video {}→h264", c.codec.as_str()));
             }
         }
         // What a stage transcodes comes back through `emit`.

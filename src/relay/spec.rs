@@ -83,10 +83,7 @@ pub(crate) struct Feedback {
 impl RelaySpec {
     /// The anchor a passthrough task follows; `None` for a mix.
     pub(crate) fn user(&self) -> Option<&UserId> {
-        match &self.input {
-            RelayInput::Anchor(a) => Some(&a.user),
-            RelayInput::Mix(_) => None,
-        }
+        self.anchor().map(|a| &a.user)
     }
 
     /// A mix task's settings; `None` for a passthrough.

@@ -6,7 +6,9 @@
 //! task's watchers and bumps the manager's generation, so callbacks and
 //! recordings wait for changes instead of polling the table.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -77,6 +79,68 @@ pub(crate) enum TaskState {
     Stopped(String),
 }
 
+impl TaskState {
+    /// Its name in status, metrics and logs.
+    pub(crate) fn as_str(&self) -> &'static str {
+        match self {
+            TaskState::Waiting => "waiting",
+            TaskState::Running => "running",
+            TaskState::Stopped(_) => "stopped",
+        }
+    }
+
+    /// Why the task stopped, once it has.
+    pub(crate) fn reason(&self) -> Option<&str> {
+        match self {
+            TaskState::Stopped(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
+/// Rates are measured over this much recent time.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Per-second rates of `N` growing counters over the last [`RATE_WINDOW`],
+/// from the samples taken at each report. Time is an argument.
+#[derive(Debug)]
+pub(super) struct Rates<const N: usize> {
+    samples: VecDeque<(Instant, [u64; N])>,
+}
+
+impl<const N: usize> Default for Rates<N> {
+    fn default() -> Self {
+        Rates {
+            samples: VecDeque::new(),
+        }
+    }
+}
+
+impl<const N: usize> Rates<N> {
+    /// Records `values` at `now`; their rates since the oldest sample in
+    /// the window (0 until it covers half a second).
+    pub(super) fn sample(&mut self, now: Instant, values: [u64; N]) -> [f64; N] {
+        self.samples.push_back((now, values));
+        while self
+            .samples
+            .get(1)
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let mut rates = [0.0; N];
+        if let Some((t, old)) = self.samples.front() {
+            let secs = now.saturating_duration_since(*t).as_secs_f64();
+            if secs > 0.5 {
+                for (r, (v, o)) in rates.iter_mut().zip(values.iter().zip(old)) {
+                    *r = v.saturating_sub(*o) as f64 / secs;
+                }
+            }
+        }
+        rates
+    }
+}
+
 /// A task's side of its status.
 pub(crate) struct StatusTx {
     /// The task's id, for the state-change log line.
@@ -109,12 +173,13 @@ impl StatusTx {
             let matters = next.differs_for_watchers(current);
             if next.state != current.state {
                 // One line per state change, whatever the task's kind.
-                let (state, reason) = match &next.state {
-                    TaskState::Waiting => ("waiting", ""),
-                    TaskState::Running => ("running", ""),
-                    TaskState::Stopped(why) => ("stopped", why.as_str()),
-                };
-                tracing::info!(task = %self.task, state, reason, inputs = ?next.inputs, "relay task state changed");
+                tracing::info!(
+                    task = %self.task,
+                    state = next.state.as_str(),
+                    reason = next.state.reason().unwrap_or(""),
+                    inputs = ?next.inputs,
+                    "relay task state changed"
+                );
             }
             *current = next;
             matters
@@ -128,6 +193,19 @@ impl StatusTx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_cover_the_last_five_seconds() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut r = Rates::<2>::default();
+        assert_eq!(r.sample(t0, [0, 0]), [0.0, 0.0]);
+        assert_eq!(r.sample(t0 + s(1), [30, 1000]), [30.0, 1000.0]);
+        assert_eq!(r.sample(t0 + s(5), [150, 5000]), [30.0, 1000.0]);
+        // The first second drops out of the window: the rate is the recent one.
+        assert_eq!(r.sample(t0 + s(6), [150, 5000]), [24.0, 800.0]);
+        assert_eq!(r.sample(t0 + s(11), [150, 5000]), [0.0, 0.0]);
+    }
 
     #[test]
     fn counters_update_silently_and_state_changes_wake_watchers() {

@@ -95,6 +95,27 @@ pub(crate) enum PushState {
     Stopped,
 }
 
+impl PushState {
+    /// Its name in status, metrics and logs.
+    pub(crate) fn as_str(&self) -> &'static str {
+        match self {
+            PushState::Connecting { .. } => "connecting",
+            PushState::Publishing => "publishing",
+            PushState::Retrying { .. } => "retrying",
+            PushState::Failed { .. } => "failed",
+            PushState::Stopped => "stopped",
+        }
+    }
+
+    /// The last error, while retrying or after giving up.
+    pub(crate) fn error(&self) -> Option<&str> {
+        match self {
+            PushState::Retrying { error, .. } | PushState::Failed { error } => Some(error),
+            _ => None,
+        }
+    }
+}
+
 /// The relay's side of a target.
 pub(crate) struct PushTarget {
     pub url: String,
@@ -257,6 +278,10 @@ fn remember(latest: &mut Latest, m: &Arc<MediaMessage>) {
     }
 }
 
+/// Bytes written to origins (the metrics' counter, looked up once).
+static SENT: std::sync::LazyLock<crate::metrics::ByteCounter> =
+    std::sync::LazyLock::new(|| crate::metrics::metrics().sent(crate::metrics::Output::Rtmp));
+
 async fn write_results(
     socket: &mut TcpStream,
     results: Vec<ClientSessionResult>,
@@ -269,7 +294,7 @@ async fn write_results(
                     .write_all(&p.bytes)
                     .await
                     .map_err(|e| format!("write: {e}"))?;
-                crate::metrics::metrics().bytes_out(crate::metrics::Output::Rtmp, p.bytes.len());
+                SENT.add(p.bytes.len());
             }
             ClientSessionResult::RaisedEvent(e) => events.push(e),
             ClientSessionResult::UnhandleableMessageReceived(_) => {}

@@ -76,6 +76,10 @@ struct Outgoing {
     last_ms: Option<i64>,
 }
 
+/// Media bytes sent to viewers (the metrics' counter, looked up once).
+static SENT: std::sync::LazyLock<crate::metrics::ByteCounter> =
+    std::sync::LazyLock::new(|| crate::metrics::metrics().sent(crate::metrics::Output::Whep));
+
 pub(crate) async fn play(
     rtc: &WebRtc,
     req: SessionRequest,
@@ -420,7 +424,7 @@ async fn send(
     } else {
         f.data.clone()
     };
-    crate::metrics::metrics().bytes_out(crate::metrics::Output::Whep, data.len());
+    SENT.add(data.len());
     t.track
         .sample_writer(t.ssrc, t.payload_type)
         .write_sample(&Sample {
