@@ -274,7 +274,8 @@ pub(crate) async fn stop(
     }
 }
 
-fn status_json(spec: &RelaySpec, st: &RelayStatus) -> Value {
+/// A task as the relay admin path shows it; the status API adds to it.
+pub(super) fn status_json(spec: &RelaySpec, st: &RelayStatus) -> Value {
     json!({
         "task_id": spec.id,
         "sdkappid": spec.room.app,

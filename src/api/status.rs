@@ -214,24 +214,15 @@ fn task(spec: &RelaySpec, st: &RelayStatus) -> Value {
             json!({"kind": "room", "room": f.room.room.to_string(), "userid": f.user.as_str()}),
         );
     }
-    json!({
-        "task_id": spec.id,
-        "kind": if spec.mix().is_some() { "mix" } else { "passthrough" },
-        "sdkappid": spec.room.app,
-        "room": spec.room.room.to_string(),
-        "roomtype": room_type(&spec.room),
-        "stream": spec.stream,
-        "anchor": spec.user().map(|u| u.as_str()),
-        "state": st.state.as_str(),
-        "reason": st.state.reason(),
-        "inputs": st.inputs,
-        "frames": st.frames,
-        "fps": (f64::from(st.fps) * 10.0).round() / 10.0,
-        "effective_fps": st.effective_fps.map(|f| (f64::from(f) * 10.0).round() / 10.0),
-        "late_ticks": st.late_ticks,
-        "skipped_pictures": st.skipped_pictures,
-        "kbps": st.kbps,
-        "transcoding": st.transcoding,
-        "outputs": outputs,
-    })
+    // What the relay admin path shows, with the kind, room type and every output.
+    let mut v = super::relays::status_json(spec, st);
+    v["kind"] = json!(if spec.mix().is_some() {
+        "mix"
+    } else {
+        "passthrough"
+    });
+    v["roomtype"] = json!(room_type(&spec.room));
+    v["anchor"] = json!(spec.user().map(|u| u.as_str()));
+    v["outputs"] = Value::Array(outputs);
+    v
 }
