@@ -71,6 +71,7 @@ enum StatusPart {
     Node,
     Rooms,
     Tasks,
+    Ingests,
 }
 
 #[derive(Subcommand)]
@@ -170,6 +171,7 @@ fn status(
         StatusPart::Node => "/v1/status/node",
         StatusPart::Rooms => "/v1/status/rooms",
         StatusPart::Tasks => "/v1/status/tasks",
+        StatusPart::Ingests => "/v1/status/ingests",
     };
     let host = http.trim_start_matches("http://").trim_end_matches('/');
     let now = roomcast::unix_now();

@@ -89,6 +89,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         pulls: crate::pull::PullManager::new(rooms.clone(), hub.clone()),
         recordings: crate::record::tasks::Recordings::new(relays.clone(), hub.clone()),
         hub: hub.clone(),
+        sessions: Default::default(),
     });
     api::serve::serve(listener, app, &config.http, shutdown_signal()).await;
     ingest.abort();

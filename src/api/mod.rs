@@ -3,16 +3,21 @@
 //! Owns request parsing and response shapes; delegates decisions to the
 //! cores (room engine, auth). Internal errors are logged, never echoed.
 //! Routes: `GET /healthz`; `GET /v1/rooms/<RoomId>/ws` (room signalling);
-//! `/v1/relays` (relay admin, loopback only); `GET /hls/<stream>/<file>`;
+//! `/v1/relays` (relay admin, loopback only); `/v1/status/...` and
+//! `/v1/tasks` (an API credential: TC3 or a console session); `/console/`
+//! (the web console); `GET /metrics`; `GET /hls/<stream>/<file>`;
 //! `POST /` and `GET /` (the TRTC server API); `/v1/whip/<RoomId>`,
 //! `/v1/whep/<RoomId>/<AnchorUserID>` and `/v1/sessions/<id>` (WebRTC).
 
+pub(crate) mod console;
+pub(crate) mod credential;
 pub(crate) mod hls;
 pub(crate) mod metrics;
 pub(crate) mod relays;
 pub(crate) mod serve;
 pub(crate) mod signalling;
 pub(crate) mod status;
+pub(crate) mod tasks;
 pub(crate) mod trtc;
 pub(crate) mod webrtc;
 
@@ -20,7 +25,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 
 use crate::config::Config;
 use crate::profile::RelayProfile;
@@ -40,6 +45,8 @@ pub(crate) struct AppState {
     pub pulls: crate::pull::PullManager,
     pub recordings: crate::record::tasks::Recordings,
     pub hub: crate::media::hub::MediaHub,
+    /// Console logins.
+    pub sessions: credential::SessionStore,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -56,6 +63,16 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::get))
         .route("/v1/status", get(status::all))
         .route("/v1/status/{part}", get(status::part))
+        .route("/v1/tasks", post(tasks::start))
+        .route("/v1/tasks/{id}", patch(tasks::update).delete(tasks::stop))
+        .route("/console", get(console::index_redirect))
+        .route("/console/", get(console::index))
+        .route("/console/{file}", get(console::file))
+        .route("/console/api/login", post(console::login))
+        .route("/console/api/logout", post(console::logout))
+        .route("/console/api/session", get(console::session))
+        .route("/console/api/events", get(console::events))
+        .route("/console/api/profiles", get(console::profiles))
         .route("/v1/rooms/{room_id}/ws", get(signalling::upgrade))
         .route("/v1/relays", get(relays::list).post(relays::start))
         .route(

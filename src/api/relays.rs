@@ -1,8 +1,9 @@
 //! The relay admin path: start, list and stop relay tasks over HTTP.
 //!
-//! `POST /v1/relays`, `GET /v1/relays`, `GET|DELETE /v1/relays/<id>`. Until
-//! the TRTC REST API drives relay tasks, this is how they are started by
-//! hand or by scripts; it answers only to loopback callers.
+//! `POST /v1/relays`, `GET /v1/relays`, `GET|PATCH|DELETE /v1/relays/<id>`:
+//! tasks started from a profile by hand or by scripts on this machine; it
+//! answers only to loopback callers. `/v1/tasks` (`tasks`) does the same for
+//! callers with an API credential, wherever they are.
 
 use std::net::SocketAddr;
 
@@ -18,7 +19,7 @@ use crate::relay::{RelayError, RelaySpec, RelayStatus};
 use crate::room::{RoomId, RoomIdType, RoomKey, UserId};
 use crate::rtmp::push::PushUrl;
 
-fn err(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(super) fn err(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({"error": msg.into()}))).into_response()
 }
 
@@ -69,10 +70,14 @@ pub(crate) async fn start(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<StartRelay>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let req = match admitted(peer, body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+    match admitted(peer, body) {
+        Ok(req) => start_relay(&state, req),
+        Err(r) => r,
+    }
+}
+
+/// Starts a relay task from a profile; the answer to send back.
+pub(super) fn start_relay(state: &AppState, req: StartRelay) -> Response {
     if state.config.app_key(req.sdkappid).is_none() {
         return err(
             StatusCode::BAD_REQUEST,
@@ -165,11 +170,15 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     body: Result<Json<UpdateRelay>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let req = match admitted(peer, body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let Some((spec, _)) = state.relays.status(&id) else {
+    match admitted(peer, body) {
+        Ok(req) => update_relay(&state, &id, req),
+        Err(r) => r,
+    }
+}
+
+/// Changes a running task's layout, volumes or targets; the answer.
+pub(super) fn update_relay(state: &AppState, id: &str, req: UpdateRelay) -> Response {
+    let Some((spec, _)) = state.relays.status(id) else {
         return err(StatusCode::NOT_FOUND, "no such relay task");
     };
     let mut layout = None;
@@ -209,18 +218,18 @@ pub(crate) async fn update(
         }
     }
     let result = match restart {
-        Some(settings) => state.relays.restart_mix(&id, settings),
+        Some(settings) => state.relays.restart_mix(id, settings),
         None => Ok(()),
     };
     let result = result.and_then(|()| {
         if layout.is_some() || !volumes.is_empty() {
-            state.relays.update_mix(&id, layout, volumes, None)
+            state.relays.update_mix(id, layout, volumes, None)
         } else {
             Ok(())
         }
     });
     let result = result.and_then(|()| match req.rtmp {
-        Some(urls) => state.relays.set_targets(&id, urls),
+        Some(urls) => state.relays.set_targets(id, urls),
         None => Ok(()),
     });
     match result {
@@ -268,7 +277,12 @@ pub(crate) async fn stop(
     if let Some(r) = non_loopback(peer) {
         return r;
     }
-    match state.relays.stop(&id) {
+    stop_relay(&state, &id)
+}
+
+/// Stops a task; the answer.
+pub(super) fn stop_relay(state: &AppState, id: &str) -> Response {
+    match state.relays.stop(id) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => err(StatusCode::NOT_FOUND, e.to_string()),
     }

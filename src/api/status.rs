@@ -1,9 +1,10 @@
 //! The live status API: `GET /v1/status` (everything), `/v1/status/node`,
-//! `/v1/status/rooms` and `/v1/status/tasks`, as JSON.
+//! `/v1/status/rooms`, `/v1/status/tasks` and `/v1/status/ingests`, as JSON.
 //!
 //! Every request is signed with an API credential: TC3-HMAC-SHA256 exactly
 //! as for the TRTC API, with the request's path as the canonical URI (so a
-//! signature for one document does not open another). Loopback gets no
+//! signature for one document does not open another), or carries a console
+//! session made from a credential at login. Loopback gets no
 //! exemption: rooms and users are an application's business.
 
 use axum::body::Body;
@@ -13,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::auth::tc3::{self, SignedRequest};
+use super::credential;
+use crate::auth::session::Access;
 use crate::relay::{RelaySpec, RelayStatus, TaskState};
 use crate::room::RoomKey;
 
@@ -26,24 +28,18 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// `None` if the request is signed with an API credential, else the refusal.
+/// `None` if the request is signed with an API credential (or carries a
+/// console session made from one), else the refusal.
 fn refused(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let signed = SignedRequest {
+    let req = credential::Request {
         method: method.as_str(),
         path: uri.path(),
         query: uri.query().unwrap_or(""),
-        header: &header,
+        headers,
         body: b"",
+        access: Access::Read,
     };
-    tc3::verify(
-        &signed,
-        crate::unix_now(),
-        state.config.api.max_clock_skew_secs,
-        |id| state.config.api_key(id),
-    )
-    .err()
-    .map(|e| {
+    credential::caller(state, &req).err().map(|e| {
         tracing::debug!("status API refused: {e}");
         refuse(StatusCode::UNAUTHORIZED, e.code(), &e.to_string())
     })
@@ -58,11 +54,40 @@ pub(crate) async fn all(
     if let Some(r) = refused(&state, &method, &uri, &headers) {
         return r;
     }
-    json_ok(json!({
-        "node": node(&state).await,
-        "rooms": rooms(&state).await,
-        "tasks": tasks(&state),
-    }))
+    json_ok(document(&state).await)
+}
+
+/// The whole status document: node, rooms and tasks.
+pub(super) async fn document(state: &AppState) -> Value {
+    json!({
+        "node": node(state).await,
+        "rooms": rooms(state).await,
+        "tasks": tasks(state),
+        "ingests": ingests(state),
+    })
+}
+
+/// Every running stream ingest (StartStreamIngest): the user it publishes
+/// as and its source without the query.
+fn ingests(state: &AppState) -> Value {
+    Value::Array(
+        state
+            .pulls
+            .list()
+            .into_iter()
+            .map(|(id, p)| {
+                json!({
+                    "task_id": id,
+                    "sdkappid": p.room.app,
+                    "room": p.room.room.to_string(),
+                    "roomtype": room_type(&p.room),
+                    "userid": p.user.as_str(),
+                    "source": p.source,
+                    "state": "running",
+                })
+            })
+            .collect(),
+    )
 }
 
 pub(crate) async fn part(
@@ -79,11 +104,12 @@ pub(crate) async fn part(
     match part.as_str() {
         "node" => json_ok(node(&state).await),
         "rooms" => json_ok(rooms(&state).await),
+        "ingests" => json_ok(ingests(&state)),
         "tasks" => json_ok(tasks(&state)),
         _ => refuse(
             StatusCode::NOT_FOUND,
             "NotFound",
-            "status documents: /v1/status, /v1/status/node, /v1/status/rooms, /v1/status/tasks",
+            "status documents: /v1/status, /v1/status/node, /v1/status/rooms, /v1/status/tasks, /v1/status/ingests",
         ),
     }
 }

@@ -40,6 +40,8 @@ pub(crate) enum PullStartError {
 pub(crate) struct PullInfo {
     pub room: RoomKey,
     pub user: UserId,
+    /// The source URL without its query (stream keys, tokens).
+    pub source: String,
 }
 
 struct Entry {
@@ -118,6 +120,7 @@ impl PullManager {
                 info: PullInfo {
                     room: room.clone(),
                     user: user.clone(),
+                    source: redact(&settings.url).to_owned(),
                 },
                 stop: stop.clone(),
                 wake: wake.clone(),
@@ -207,6 +210,17 @@ impl PullManager {
 
     pub(crate) fn get(&self, id: &str) -> Option<PullInfo> {
         self.lock().get(id).map(|e| e.info.clone())
+    }
+
+    /// Every running pull, by task id (status).
+    pub(crate) fn list(&self) -> Vec<(String, PullInfo)> {
+        let mut all: Vec<_> = self
+            .lock()
+            .iter()
+            .map(|(id, e)| (id.clone(), e.info.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// The application of every running pull (metrics).

@@ -2,8 +2,9 @@
 //! `2019-07-22`) at `POST /` (and `GET /` with flattened query parameters).
 //!
 //! This module owns the envelope: body size limit, TC3-HMAC-SHA256
-//! verification against the configured credentials, version and action
-//! checks, `{"Response": {…, "RequestId"}}` answers with
+//! verification against the configured credentials (or a console session
+//! with its CSRF token: `credential`), version and action checks,
+//! `{"Response": {…, "RequestId"}}` answers with
 //! `Content-Type: application/json` exactly (the Python SDK ignores errors
 //! otherwise), and the TRTC error codes. Each action family has its file:
 //! `rooms` (DismissRoom, RemoveUser and their string-room twins) and
@@ -25,7 +26,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use crate::auth::tc3::{self, SignedRequest};
+use super::credential::{self, Refusal};
+use crate::auth::session::Access;
+use crate::auth::tc3;
 
 pub(crate) const VERSION: &str = "2019-07-22";
 
@@ -128,8 +131,7 @@ async fn process(
     })?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let query = uri.query().unwrap_or("");
-    // The signed request borrows a non-Send closure: verify in its own scope.
-    verify(state, method, query, &header, &body)?;
+    verify(state, method, query, headers, &body)?;
 
     match header("x-tc-version") {
         Some(VERSION) => {}
@@ -188,32 +190,29 @@ async fn process(
     }
 }
 
-fn verify<'a>(
+fn verify(
     state: &AppState,
-    method: &'a Method,
-    query: &'a str,
-    header: &'a dyn Fn(&str) -> Option<&'a str>,
-    body: &'a [u8],
+    method: &Method,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
 ) -> Result<(), ApiError> {
-    let signed = SignedRequest {
+    let req = credential::Request {
         method: method.as_str(),
         path: "/",
         query: if *method == Method::GET { query } else { "" },
-        header,
+        headers,
         body,
+        // Every action changes something, or may: a session needs its CSRF token.
+        access: Access::Write,
     };
-    let now = crate::unix_now();
-    tc3::verify(&signed, now, state.config.api.max_clock_skew_secs, |id| {
-        state.config.api_key(id)
-    })
-    .map(|_| ())
-    .map_err(|e| {
+    credential::caller(state, &req).map(|_| ()).map_err(|e| {
         let code = e.code();
         let message = match e {
-            tc3::Tc3Error::SignatureFailure(_) => {
+            Refusal::Tc3(tc3::Tc3Error::SignatureFailure(_)) => {
                 "The provided credentials could not be validated. Please check your signature is correct.".to_owned()
             }
-            tc3::Tc3Error::SignatureExpire { max_skew } => format!(
+            Refusal::Tc3(tc3::Tc3Error::SignatureExpire { max_skew }) => format!(
                 "Signature expired. Timestamp and server time cannot differ by more than {max_skew} seconds."
             ),
             other => other.to_string(),
