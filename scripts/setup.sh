@@ -2,7 +2,9 @@
 # Installs what roomcast needs to build, run and test on Debian 12.
 # Idempotent and quiet when everything is already there.
 #   scripts/setup.sh          build + run dependencies (Debian packages)
-#   scripts/setup.sh --test   also the test peers' Python venv (.venv/)
+#   scripts/setup.sh --test   also the test peers: Debian's Chromium and
+#                             ChromeDriver (the console's browser test) and a
+#                             Python venv (.venv/: aiortc, the TRTC SDK, selenium)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -11,6 +13,9 @@ PKGS=(pkg-config clang libclang-dev
       libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
       libswscale-dev libswresample-dev
       ffmpeg nginx libnginx-mod-rtmp zlib1g-dev python3-venv)
+if [ "${1:-}" = "--test" ]; then
+  PKGS+=(chromium chromium-driver)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
