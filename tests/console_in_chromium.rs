@@ -267,6 +267,40 @@ fn sessions_need_their_csrf_token_to_change_anything_and_scripts_sign_instead() 
     );
     assert!(!text.contains("AuthFailure"), "{text}");
 
+    // A viewer's UserSig for the WHEP preview: a change too, short-lived.
+    let app = json!({"sdkappid": APP}).to_string();
+    let (code, _, _) = http_with(
+        port,
+        "POST",
+        "/console/api/viewer",
+        &[json_ct, ("Cookie", &cookie)],
+        app.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(code, 401);
+    let (code, _, text) = http_with(
+        port,
+        "POST",
+        "/console/api/viewer",
+        &[json_ct, ("Cookie", &cookie), ("X-Roomcast-Csrf", &csrf)],
+        app.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{text}");
+    let viewer: Value = serde_json::from_str(&text).unwrap();
+    let user = viewer["userid"].as_str().unwrap();
+    assert!(user.starts_with("console-"), "{viewer}");
+    let doc = roomcast::auth::usersig::verify(
+        viewer["usersig"].as_str().unwrap(),
+        APP,
+        KEY,
+        user,
+        roomcast::unix_now(),
+        roomcast::auth::usersig::UserBufCheck::Absent,
+    )
+    .unwrap();
+    assert_eq!(doc.expire, 120);
+
     let (code, _, text) = http_with(
         port,
         "POST",

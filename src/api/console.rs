@@ -11,6 +11,9 @@
 //! - `GET /console/api/events`: Server-Sent Events, one `status` event per
 //!   second with the status API's whole document (node, rooms, tasks).
 //! - `GET /console/api/profiles`: the loaded profiles' names and kinds.
+//! - `POST /console/api/viewer` `{"sdkappid"}`: a UserSig for a fresh viewer
+//!   id (`console-<hex>`), valid [`VIEWER_SIG_SECS`], for the page's WHEP
+//!   preview of an anchor; WHEP checks it as it checks any viewer's.
 //!
 //! Every action the page takes goes through the API a script would use,
 //! with the session in place of a signature (`credential`): `/v1/tasks` to
@@ -296,6 +299,60 @@ pub(crate) async fn profiles(
         })
         .collect();
     no_store_json(Value::Array(list))
+}
+
+/// How long a console viewer's UserSig is valid: long enough to POST a
+/// WHEP offer; the session it opens outlives it.
+pub(crate) const VIEWER_SIG_SECS: u64 = 120;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Viewer {
+    sdkappid: u64,
+}
+
+pub(crate) async fn viewer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<Viewer>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let req = credential::Request {
+        method: "POST",
+        path: "/console/api/viewer",
+        query: "",
+        headers: &headers,
+        body: b"",
+        access: Access::Write,
+    };
+    let secret_id = match credential::caller(&state, &req) {
+        Ok(id) => id,
+        Err(e) => return refuse(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
+    };
+    let Ok(Json(req)) = body else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            "Ask with a JSON body: {\"sdkappid\": …}.",
+        );
+    };
+    let Some(key) = state.config.app_key(req.sdkappid) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter.SdkAppId",
+            "SdkAppId is incorrect.",
+        );
+    };
+    let user = format!("console-{}", &random_hex()[..16]);
+    let sig = crate::auth::usersig::generate(
+        req.sdkappid,
+        key,
+        &user,
+        VIEWER_SIG_SECS,
+        crate::unix_now(),
+        None,
+    );
+    tracing::info!(%secret_id, sdkappid = req.sdkappid, viewer = %user, "console viewer UserSig issued");
+    no_store_json(json!({"userid": user, "usersig": sig, "expire": VIEWER_SIG_SECS}))
 }
 
 /// How often the console's live view is refreshed.

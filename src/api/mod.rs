@@ -73,6 +73,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/console/api/session", get(console::session))
         .route("/console/api/events", get(console::events))
         .route("/console/api/profiles", get(console::profiles))
+        .route("/console/api/viewer", post(console::viewer))
         .route("/v1/rooms/{room_id}/ws", get(signalling::upgrade))
         .route("/v1/relays", get(relays::list).post(relays::start))
         .route(

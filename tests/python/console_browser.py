@@ -95,6 +95,16 @@ def main():
         wait("the node's load", lambda: "CPU budget" in d.find_element(By.ID, "node").text)
         shot(d, "02-room.png")
 
+        # Watch one anchor as published, over WHEP.
+        current = 'return document.getElementById("preview").currentTime'
+        d.find_element(By.CSS_SELECTOR, f'{room_sel} tr[data-user="teacher"] button.watch').click()
+        w1 = wait("the anchor's picture", lambda: (lambda t: t if t > 0.3 else None)(d.execute_script(current)), within=30)
+        w2 = wait("the anchor's picture to advance", lambda: (lambda t: t if t > w1 + 1.5 else None)(d.execute_script(current)), within=20)
+        size = d.execute_script('const v = document.getElementById("preview"); return [v.videoWidth, v.videoHeight]')
+        assert size == [640, 360], size
+        seen["whep"] = [round(w1, 2), round(w2, 2)]
+        shot(d, "02b-whep.png")
+
         # Start a mix from a profile, through the page's form.
         d.find_element(By.CSS_SELECTOR, f"{room_sel} button.use").click()
         Select(d.find_element(By.ID, "start-profile")).select_by_value("grid-720p")
@@ -114,7 +124,6 @@ def main():
 
         # The preview plays the mix's HLS and advances.
         d.find_element(By.CSS_SELECTOR, f"{row} button.preview").click()
-        current = 'return document.getElementById("preview").currentTime'
         t1 = wait("the preview to start", lambda: d.execute_script(current) > 0.5, within=40) and d.execute_script(current)
         t2 = wait("the preview to advance", lambda: (lambda t: t if t > t1 + 2.0 else None)(d.execute_script(current)), within=30)
         size = d.execute_script('const v = document.getElementById("preview"); return [v.videoWidth, v.videoHeight]')

@@ -11,6 +11,7 @@ const TRTC_VERSION = '2019-07-22';
 let csrf = null;
 let source = null;
 let hls = null;
+let whep = null; // {pc, location} of a WHEP preview
 let preview = null; // the stream previewed
 let profiles = [];
 let lastRooms = '';
@@ -226,6 +227,10 @@ function renderRooms(rooms) {
       el('td', { textContent: u.tracks.join(', ') || '-' }),
       el('td', { textContent: u.connected ? 'connected' : 'away' }),
       el('td', {},
+        u.publishing ? el('button', {
+          class: 'watch', type: 'button', textContent: 'Watch',
+          onclick: () => watchAnchor(r, u.userid),
+        }) : null,
         el('button', {
           class: 'remove', type: 'button', textContent: 'Remove',
           onclick: () => act(`Removed ${u.userid}`, () => trtc(str ? 'RemoveUserByStrRoomId' : 'RemoveUser', { ...roomParams(r), UserIds: [u.userid] })),
@@ -334,8 +339,14 @@ function renderTasks(tasks) {
 
 function stopPreview() {
   if (hls) { hls.destroy(); hls = null; }
+  if (whep) {
+    whep.pc.close();
+    if (whep.location) fetch(whep.location, { method: 'DELETE' }).catch(() => {});
+    whep = null;
+  }
   preview = null;
   const v = $('preview');
+  v.srcObject = null;
   v.removeAttribute('src');
   v.load();
   $('preview-state').textContent = '';
@@ -366,6 +377,49 @@ function startPreview(stream, taskId) {
     return;
   }
   video.play().catch(() => { /* muted autoplay may still wait for the media */ });
+}
+
+// An anchor as it is published, over WHEP (no transcoding of its video).
+async function watchAnchor(room, anchor) {
+  stopPreview();
+  const key = `whep:${room.sdkappid}/${room.room}/${anchor}`;
+  preview = key;
+  $('preview-title').textContent = `Anchor ${anchor} in room ${room.room} (WHEP)`;
+  $('preview-title').className = '';
+  $('preview-state').textContent = 'connecting';
+  try {
+    const viewer = await call('POST', '/console/api/viewer', { sdkappid: Number(room.sdkappid) });
+    const pc = new RTCPeerConnection();
+    whep = { pc, location: null };
+    const stream = new MediaStream();
+    pc.ontrack = (e) => {
+      stream.addTrack(e.track);
+      $('preview').srcObject = stream;
+      $('preview').play().catch(() => {});
+    };
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    await pc.setLocalDescription(await pc.createOffer());
+    // No trickle ICE: wait (briefly) for the candidates to be in the offer.
+    await new Promise((done) => {
+      if (pc.iceGatheringState === 'complete') return done();
+      pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') done(); });
+      setTimeout(done, 2000);
+    });
+    const query = new URLSearchParams({ sdkappid: room.sdkappid, userid: viewer.userid, roomtype: room.roomtype });
+    const r = await fetch(`/v1/whep/${encodeURIComponent(room.room)}/${encodeURIComponent(anchor)}?${query}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${viewer.usersig}` },
+      body: pc.localDescription.sdp,
+    });
+    const answer = await r.text();
+    if (r.status !== 201) throw new Error(`WHEP ${r.status}: ${answer.trim()}`);
+    if (preview !== key) { pc.close(); return; }
+    whep.location = r.headers.get('Location');
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+  } catch (e) {
+    if (preview === key) $('preview-state').textContent = `cannot play: ${e.message}`;
+  }
 }
 
 $('preview').addEventListener('timeupdate', () => {
