@@ -289,11 +289,24 @@ fn main() {
         format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"),
     )
     .unwrap();
+    // The same job as nginx's `push`: the RTMP output only (the shipped
+    // passthrough profile also writes HLS).
+    std::fs::create_dir_all(gw_dir.join("profiles")).unwrap();
+    std::fs::write(
+        gw_dir.join("profiles/push-only.toml"),
+        "name = \"push-only\"\npassthrough = true\n[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n[audio]\nbitrate_kbps = 128\n[outputs.hls]\nenabled = false\n",
+    )
+    .unwrap();
     let (http_port, rtmp_port) = two_ports();
     let gw = gateway(&gw_dir, http_port, rtmp_port);
     wait_port(http_port);
+    // What the gateway costs doing nothing, over the same span as a run.
+    let idle_from = roomcast::metrics::cpu_seconds(Some(gw.0.id()));
+    std::thread::sleep(Duration::from_secs(10));
+    let idle = (roomcast::metrics::cpu_seconds(Some(gw.0.id())) - idle_from) / 10.0;
+    println!("roomcast idle: CPU {idle:.4} s/s");
     let body = format!(
-        "{{\"sdkappid\":{APP},\"room\":\"bench\",\"userid\":\"anchor\",\"rtmp\":[\"rtmp://127.0.0.1:{origin_port}/live/rc\"]}}"
+        "{{\"sdkappid\":{APP},\"room\":\"bench\",\"userid\":\"anchor\",\"profile\":\"push-only\",\"rtmp\":[\"rtmp://127.0.0.1:{origin_port}/live/rc\"]}}"
     );
     let mut s = TcpStream::connect(("127.0.0.1", http_port)).unwrap();
     write!(s, "POST /v1/relays HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
