@@ -3,7 +3,8 @@
 # Idempotent and quiet when everything is already there.
 #   scripts/setup.sh          build + run dependencies (Debian packages)
 #   scripts/setup.sh --test   also the test peers: Debian's Chromium and
-#                             ChromeDriver (the console's browser test) and a
+#                             ChromeDriver (the console's browser test), nginx's
+#                             stream module and openssl (a TLS origin), and a
 #                             Python venv (.venv/: aiortc, the TRTC SDK, selenium)
 set -euo pipefail
 
@@ -14,7 +15,7 @@ PKGS=(pkg-config clang libclang-dev
       libswscale-dev libswresample-dev
       ffmpeg nginx libnginx-mod-rtmp zlib1g-dev python3-venv)
 if [ "${1:-}" = "--test" ]; then
-  PKGS+=(chromium chromium-driver)
+  PKGS+=(chromium chromium-driver libnginx-mod-stream openssl)
 fi
 
 missing=()

@@ -64,6 +64,17 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     pub api: ApiConfig,
     pub limits: Limits,
+    pub tls: TlsConfig,
+}
+
+/// TLS. Outgoing connections (`rtmps://` pushes, `https://` callbacks)
+/// trust the Mozilla root store plus `ca_file`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Extra roots (PEM) trusted for outgoing `rtmps://` and `https://`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -77,6 +88,7 @@ impl Default for Config {
             apps: Vec::new(),
             api: ApiConfig::default(),
             limits: Limits::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -202,7 +214,7 @@ impl fmt::Display for PortRange {
 pub struct AppConfig {
     pub sdkappid: u64,
     pub secret_key: String,
-    /// Where TRTC-style room and media event callbacks are POSTed (`http://`).
+    /// Where TRTC-style room and media event callbacks are POSTed (`http://` or `https://`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
     /// The key callbacks are signed with (`Sign` header); required with a URL.

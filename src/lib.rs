@@ -47,6 +47,7 @@ pub(crate) mod relay;
 pub(crate) mod room;
 pub mod rtmp;
 pub mod server;
+pub mod tls;
 pub(crate) mod webrtc;
 
 /// Wall-clock seconds since the Unix epoch, for the shells (UserSig and

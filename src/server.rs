@@ -26,10 +26,13 @@ pub enum ServerError {
     },
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error("tls.ca_file: {0}")]
+    Tls(String),
 }
 
 pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    crate::tls::init(config.tls.ca_file.as_deref()).map_err(ServerError::Tls)?;
     tracing::info!(
         profiles = profiles.len(),
         names = %profiles.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(","),

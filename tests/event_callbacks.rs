@@ -100,10 +100,10 @@ fn a_failing_receiver_gets_the_callback_again() {
 }
 
 #[test]
-fn a_callback_url_must_be_http_and_signed() {
+fn a_callback_url_must_be_http_or_https_and_signed() {
     for (extra, field) in [
         (
-            "callback_url = \"https://example.com/cb\"\ncallback_key = \"k\"\n",
+            "callback_url = \"ftp://example.com/cb\"\ncallback_key = \"k\"\n",
             "callback_url",
         ),
         ("callback_url = \"http://127.0.0.1:9/cb\"\n", "callback_key"),

@@ -8,7 +8,8 @@
 //! application (a full queue drops the oldest and counts it: a slow
 //! receiver never holds a room back) and delivers them in order with TRTC's
 //! policy: 5 s timeout, one immediate retry, then every 10 s for a minute.
-//! Only `http://` receivers are supported (no TLS client in this build).
+//! `http://` and `https://` receivers (TLS verified against the Mozilla
+//! roots and `tls.ca_file`: [`crate::tls`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -34,19 +35,24 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_EVERY: Duration = Duration::from_secs(10);
 const RETRY_FOR: Duration = Duration::from_secs(60);
 
-/// An `http://host[:port]/path` receiver.
+/// An `http[s]://host[:port]/path` receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HttpUrl {
     pub host: String,
     pub port: u16,
     pub path: String,
+    pub tls: bool,
 }
 
 impl HttpUrl {
     pub(crate) fn parse(url: &str) -> Result<HttpUrl, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or("must be an http:// URL (https callbacks are not supported in this build)")?;
+        let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("https://") {
+            (r, true, 443)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (r, false, 80)
+        } else {
+            return Err("must be an http:// or https:// URL".into());
+        };
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         if authority.is_empty() || authority.contains('@') {
             return Err("must name a host".into());
@@ -55,7 +61,7 @@ impl HttpUrl {
             Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
                 (h, p.parse().map_err(|_| format!("bad port `{p}`"))?)
             }
-            _ => (authority, 80),
+            _ => (authority, default_port),
         };
         if host.is_empty() || host.chars().any(|c| c.is_whitespace()) {
             return Err("must name a host".into());
@@ -68,6 +74,7 @@ impl HttpUrl {
             } else {
                 path.into()
             },
+            tls,
         })
     }
 }
@@ -177,15 +184,19 @@ fn relay_status_code(state: &PushState) -> u32 {
     }
 }
 
-/// The 401 callback of one relay target's state.
+/// The 401 callback of one relay target's state; `reason` (roomcast's
+/// addition) is the last error while retrying or failed.
 fn relay_payload(
     room: &crate::room::RoomKey,
     user: Option<&str>,
     task: &str,
-    url: &str,
-    status: u32,
+    (url, status, reason): (&str, u32, Option<&str>),
     now_ms: u64,
 ) -> Value {
+    let mut payload = json!({"Url": url, "Status": status});
+    if let Some(r) = reason {
+        payload["Reason"] = json!(r);
+    }
     json!({
         "EventGroupId": 4,
         "EventType": 401,
@@ -196,7 +207,7 @@ fn relay_payload(
             "EventTsMs": now_ms,
             "UserId": user.unwrap_or(""),
             "TaskId": task,
-            "Payload": {"Url": url, "Status": status},
+            "Payload": payload,
         },
     })
 }
@@ -315,8 +326,7 @@ async fn watch_relays(relays: RelayManager, sinks: Arc<HashMap<u64, Arc<Sink>>>)
                         &spec.room,
                         user,
                         &spec.id,
-                        shown,
-                        code,
+                        (shown, code, state.error().filter(|_| !stopped)),
                         crate::unix_now_ms(),
                     ),
                 );
@@ -401,7 +411,10 @@ async fn deliver(app: u64, url: HttpUrl, key: String, sink: Arc<Sink>) {
 
 /// One HTTP/1.1 POST; the response status.
 async fn post(url: &HttpUrl, app: u64, sign: &str, body: &[u8]) -> std::io::Result<u16> {
-    let mut s = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await?;
+    let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await?;
+    let mut s = crate::tls::wrap(&url.host, tcp, url.tls)
+        .await
+        .map_err(std::io::Error::other)?;
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nSdkAppId: {app}\r\nSign: {sign}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         url.path,
@@ -411,6 +424,7 @@ async fn post(url: &HttpUrl, app: u64, sign: &str, body: &[u8]) -> std::io::Resu
     );
     s.write_all(head.as_bytes()).await?;
     s.write_all(body).await?;
+    s.flush().await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     // The status line is enough; bound what is read.
@@ -434,17 +448,20 @@ mod tests {
     use crate::room::{RoomKey, Scene, UserId};
 
     #[test]
-    fn urls_are_http_only_with_a_host() {
+    fn urls_are_http_or_https_with_a_host() {
         assert_eq!(
             HttpUrl::parse("http://127.0.0.1:8081/cb").unwrap(),
             HttpUrl {
                 host: "127.0.0.1".into(),
                 port: 8081,
-                path: "/cb".into()
+                path: "/cb".into(),
+                tls: false,
             }
         );
         assert_eq!(HttpUrl::parse("http://example.com").unwrap().port, 80);
-        assert!(HttpUrl::parse("https://example.com/cb").is_err());
+        let u = HttpUrl::parse("https://example.com/cb").unwrap();
+        assert_eq!((u.port, u.tls, u.path.as_str()), (443, true, "/cb"));
+        assert!(HttpUrl::parse("ftp://example.com/cb").is_err());
         assert!(HttpUrl::parse("http:///cb").is_err());
         assert!(HttpUrl::parse("http://h:x/").is_err());
     }
@@ -460,11 +477,11 @@ mod tests {
             },
             None,
             "relay-1",
-            "rtmp://o/live/x",
-            2,
+            ("rtmp://o/live/x", 2, None),
             5,
         );
         assert_eq!(p["EventGroupId"], 4);
+        assert!(p["EventInfo"]["Payload"].get("Reason").is_none());
         assert_eq!(p["EventInfo"]["RoomType"], 1);
         assert_eq!(p["EventInfo"]["Payload"]["Status"], 2);
         assert_eq!(p["EventInfo"]["UserId"], "");

@@ -25,6 +25,7 @@ use super::chunk::{self, ChunkLimits, SessionFeed};
 use super::flv;
 use crate::media::{DropToKeyframe, MediaMessage, TimeBase, TrackKind};
 use crate::metrics::{DropCounter, DropReason};
+use crate::tls::Conn;
 
 /// Messages queued per target (about 4 s of 30 fps video plus audio).
 pub(crate) const QUEUE_CAPACITY: usize = 512;
@@ -40,7 +41,8 @@ const FAIL_FAST_ATTEMPTS: u32 = 3;
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
 
-/// Where to push: `rtmp://host[:port]/app[/more]/stream[?query]`.
+/// Where to push: `rtmp://host[:port]/app[/more]/stream[?query]`, or
+/// `rtmps://` (TLS, port 443 unless given).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PushUrl {
     pub host: String,
@@ -48,16 +50,19 @@ pub(crate) struct PushUrl {
     pub app: String,
     pub stream_key: String,
     pub tc_url: String,
+    /// `rtmps://`: RTMP inside TLS, the certificate verified for `host`.
+    pub tls: bool,
 }
 
 impl PushUrl {
     pub(crate) fn parse(url: &str) -> Result<PushUrl, String> {
-        if url.starts_with("rtmps://") {
-            return Err("rtmps:// is not supported yet; use rtmp://".into());
-        }
-        let rest = url
-            .strip_prefix("rtmp://")
-            .ok_or_else(|| format!("`{url}` must start with rtmp://"))?;
+        let (scheme, tls, default_port, rest) = if let Some(r) = url.strip_prefix("rtmps://") {
+            ("rtmps", true, 443, r)
+        } else if let Some(r) = url.strip_prefix("rtmp://") {
+            ("rtmp", false, 1935, r)
+        } else {
+            return Err(format!("`{url}` must start with rtmp:// or rtmps://"));
+        };
         let (authority, path) = rest
             .split_once('/')
             .ok_or_else(|| format!("`{url}` has no application path"))?;
@@ -66,21 +71,22 @@ impl PushUrl {
                 h,
                 p.parse().map_err(|_| format!("`{url}`: bad port `{p}`"))?,
             ),
-            _ => (authority, 1935),
+            _ => (authority, default_port),
         };
         if host.is_empty() {
             return Err(format!("`{url}` has no host"));
         }
         let (app, stream_key) = path.split_once('/').unwrap_or((path, ""));
         if app.is_empty() || stream_key.is_empty() {
-            return Err(format!("`{url}` needs rtmp://host/app/stream"));
+            return Err(format!("`{url}` needs {scheme}://host/app/stream"));
         }
         Ok(PushUrl {
             host: host.to_owned(),
             port,
             app: app.to_owned(),
             stream_key: stream_key.to_owned(),
-            tc_url: format!("rtmp://{authority}/{app}"),
+            tc_url: format!("{scheme}://{authority}/{app}"),
+            tls,
         })
     }
 }
@@ -167,7 +173,7 @@ impl PushTarget {
 }
 
 struct Stream {
-    socket: TcpStream,
+    socket: Conn,
     session: ClientSession,
     origin: SessionFeed,
 }
@@ -283,7 +289,7 @@ static SENT: std::sync::LazyLock<crate::metrics::ByteCounter> =
     std::sync::LazyLock::new(|| crate::metrics::metrics().sent(crate::metrics::Output::Rtmp));
 
 async fn write_results(
-    socket: &mut TcpStream,
+    socket: &mut Conn,
     results: Vec<ClientSessionResult>,
     events: &mut Vec<ClientSessionEvent>,
 ) -> Result<(), String> {
@@ -300,12 +306,19 @@ async fn write_results(
             ClientSessionResult::UnhandleableMessageReceived(_) => {}
         }
     }
-    Ok(())
+    // TLS holds records until flushed (a no-op on plain TCP).
+    socket.flush().await.map_err(|e| format!("write: {e}"))
+}
+
+/// Writes and flushes handshake bytes.
+async fn write_flushed(socket: &mut Conn, bytes: &[u8]) -> Result<(), String> {
+    socket.write_all(bytes).await.map_err(|e| e.to_string())?;
+    socket.flush().await.map_err(|e| e.to_string())
 }
 
 /// TCP connect, handshake, connect(app), publish(stream key).
 async fn connect(url: &PushUrl) -> Result<Stream, String> {
-    let mut socket = tokio::time::timeout(
+    let socket = tokio::time::timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect((url.host.as_str(), url.port)),
     )
@@ -313,12 +326,13 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
     .map_err(|_| "TCP connect timed out".to_owned())?
     .map_err(|e| format!("connect {}:{}: {e}", url.host, url.port))?;
     let _ = socket.set_nodelay(true);
+    let mut socket = crate::tls::wrap(&url.host, socket, url.tls).await?;
 
     let mut hs = Handshake::new(PeerType::Client);
     let p0p1 = hs
         .generate_outbound_p0_and_p1()
         .map_err(|e| format!("handshake: {e:?}"))?;
-    socket.write_all(&p0p1).await.map_err(|e| e.to_string())?;
+    write_flushed(&mut socket, &p0p1).await?;
     let mut buf = vec![0u8; 16 * 1024];
     let leftover = loop {
         let n = socket.read(&mut buf).await.map_err(|e| e.to_string())?;
@@ -329,18 +343,14 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
             .process_bytes(&buf[..n])
             .map_err(|e| format!("handshake: {e:?}"))?
         {
-            HandshakeProcessResult::InProgress { response_bytes } => socket
-                .write_all(&response_bytes)
-                .await
-                .map_err(|e| e.to_string())?,
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                write_flushed(&mut socket, &response_bytes).await?
+            }
             HandshakeProcessResult::Completed {
                 response_bytes,
                 remaining_bytes,
             } => {
-                socket
-                    .write_all(&response_bytes)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                write_flushed(&mut socket, &response_bytes).await?;
                 break remaining_bytes;
             }
         }
@@ -520,15 +530,21 @@ mod tests {
         assert_eq!(u.tc_url, "rtmp://origin.example.com/live");
         let u = PushUrl::parse("rtmp://127.0.0.1:19351/live/a/b").unwrap();
         assert_eq!(
-            (u.port, u.app.as_str(), u.stream_key.as_str()),
-            (19351, "live", "a/b")
+            (u.port, u.app.as_str(), u.stream_key.as_str(), u.tls),
+            (19351, "live", "a/b", false)
         );
+        let u = PushUrl::parse("rtmps://live-api-s.facebook.com/rtmp/KEY").unwrap();
+        assert_eq!((u.port, u.tls), (443, true));
+        assert_eq!(u.tc_url, "rtmps://live-api-s.facebook.com/rtmp");
+        let u = PushUrl::parse("rtmps://localhost:1936/live/s").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("localhost", 1936, true));
         for bad in [
             "http://x/a/b",
             "rtmp://x/app",
             "rtmp:///a/b",
             "rtmp://x:99999/a/b",
-            "rtmps://x/a/b",
+            "rtmps://x/a",
+            "srt://x/a/b",
         ] {
             assert!(PushUrl::parse(bad).is_err(), "{bad}");
         }

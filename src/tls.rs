@@ -1,0 +1,115 @@
+//! Outgoing TLS: `rtmps://` pushes and `https://` callback receivers.
+//!
+//! One client configuration for the process (rustls with the ring
+//! provider, as webrtc uses): the Mozilla root store (webpki-roots) and the
+//! operator's extra roots from `tls.ca_file`, made once at start
+//! ([`init`]). Certificates are always verified, with the URL's host as the
+//! name (SNI for names, an IP SAN for addresses); there is no switch that
+//! accepts anything. The handshake has its own deadline, and a failure says
+//! why (an unknown issuer, a name the certificate does not cover, ...).
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// A TLS handshake must finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+static CLIENT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+
+/// The client configuration: the Mozilla roots plus every certificate in
+/// `extra_ca` (PEM).
+pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificate in it", path.display()));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Makes the process's client configuration; call once at start, before
+/// anything connects. Later calls keep the first.
+pub fn init(extra_ca: Option<&Path>) -> Result<(), String> {
+    let config = client_config(extra_ca)?;
+    let _ = CLIENT.set(Arc::new(config));
+    Ok(())
+}
+
+fn client() -> Arc<ClientConfig> {
+    CLIENT
+        .get_or_init(|| Arc::new(client_config(None).expect("the built-in roots load")))
+        .clone()
+}
+
+/// TLS over `tcp` to `host`, verified; the error says why not.
+pub async fn connect(host: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>, String> {
+    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+        .map_err(|_| format!("`{host}` is not a valid TLS server name"))?
+        .to_owned();
+    let connector = TlsConnector::from(client());
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
+        Err(_) => Err(format!(
+            "TLS handshake with {host} timed out after {HANDSHAKE_TIMEOUT:?}"
+        )),
+        Ok(Err(e)) => Err(format!("TLS handshake with {host}: {e}")),
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+/// A connection that may or may not be inside TLS.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+/// Plain TCP, or TLS over it. TLS holds records until flushed: flush after
+/// each exchange.
+pub(crate) type Conn = Box<dyn Io>;
+
+/// `tcp` as is, or inside verified TLS to `host` when `tls`.
+pub(crate) async fn wrap(host: &str, tcp: TcpStream, tls: bool) -> Result<Conn, String> {
+    Ok(if tls {
+        Box::new(connect(host, tcp).await?)
+    } else {
+        Box::new(tcp)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_a_clear_error() {
+        assert!(client_config(None).is_ok());
+        let e = client_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        let dir = std::env::temp_dir().join(format!("roomcast-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = client_config(Some(&empty)).unwrap_err();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
