@@ -67,11 +67,19 @@ pub struct Config {
     pub tls: TlsConfig,
 }
 
-/// TLS. Outgoing connections (`rtmps://` pushes, `https://` callbacks)
-/// trust the Mozilla root store plus `ca_file`.
+/// TLS. The HTTPS and RTMPS listeners (`http.tls_port`, `rtmp.tls_port`)
+/// serve `cert` with `key`; outgoing connections (`rtmps://` pushes,
+/// `https://` callbacks) trust the Mozilla root store plus `ca_file`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
+    /// The certificate chain (PEM) of the HTTPS and RTMPS listeners; re-read
+    /// on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
     /// Extra roots (PEM) trusted for outgoing `rtmps://` and `https://`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -111,6 +119,10 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// HTTP connections open at once from one address.
     pub max_connections_per_ip: usize,
+    /// HTTPS beside plain HTTP on this port (needs `tls.cert` and `tls.key`);
+    /// unset: no HTTPS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_port: Option<u16>,
 }
 
 impl Default for HttpConfig {
@@ -123,6 +135,7 @@ impl Default for HttpConfig {
             idle_timeout_secs: 60,
             max_connections: 4096,
             max_connections_per_ip: 256,
+            tls_port: None,
         }
     }
 }
@@ -139,6 +152,9 @@ pub struct RtmpConfig {
     pub max_connections: usize,
     /// RTMP connections open at once from one address.
     pub max_connections_per_ip: usize,
+    /// RTMPS ingest on this port (needs `tls.cert` and `tls.key`); unset: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_port: Option<u16>,
 }
 
 impl Default for RtmpConfig {
@@ -149,6 +165,7 @@ impl Default for RtmpConfig {
             handshake_timeout_secs: 10,
             max_connections: 1024,
             max_connections_per_ip: 64,
+            tls_port: None,
         }
     }
 }
@@ -437,6 +454,17 @@ impl Config {
             if v == 0 {
                 return Err(invalid(name, "must be at least 1"));
             }
+        }
+        for (name, port) in [
+            ("http.tls_port", self.http.tls_port),
+            ("rtmp.tls_port", self.rtmp.tls_port),
+        ] {
+            if port.is_some() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+                return Err(invalid(name, "needs tls.cert and tls.key"));
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(invalid("tls.key", "tls.cert and tls.key go together"));
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use crate::profile::RelayProfile;
 use crate::relay::RelayManager;
 use crate::room;
 use crate::rtmp::ingest::Ingest;
+use crate::tls::ServerTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -26,13 +27,20 @@ pub enum ServerError {
     },
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
-    #[error("tls.ca_file: {0}")]
+    #[error("{0}")]
     Tls(String),
 }
 
 pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), ServerError> {
     let config = Arc::new(config);
-    crate::tls::init(config.tls.ca_file.as_deref()).map_err(ServerError::Tls)?;
+    crate::tls::init(config.tls.ca_file.as_deref())
+        .map_err(|e| ServerError::Tls(format!("tls.ca_file {e}")))?;
+    let server_tls = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            ServerTls::load(cert, key).map_err(ServerError::Tls)?,
+        )),
+        _ => None,
+    };
     tracing::info!(
         profiles = profiles.len(),
         names = %profiles.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(","),
@@ -64,14 +72,37 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         addr = %rtmp_listener.local_addr().map_err(ServerError::Http)?,
         "RTMP listening (publish: rtmp://HOST/push/<RoomId>?sdkappid=&userid=&usersig=)"
     );
-    let ingest = tokio::spawn(
-        Ingest {
-            config: config.clone(),
-            rooms: rooms.clone(),
-            hub: hub.clone(),
+    let ingest = Ingest {
+        config: config.clone(),
+        rooms: rooms.clone(),
+        hub: hub.clone(),
+    };
+    let mut ingests = vec![tokio::spawn(ingest.clone().serve(rtmp_listener, None))];
+    if let (Some(port), Some(tls)) = (config.rtmp.tls_port, &server_tls) {
+        let addr = SocketAddr::new(config.rtmp.bind, port);
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        tracing::info!(
+            addr = %l.local_addr().map_err(ServerError::Http)?,
+            "RTMPS listening (publish: rtmps://HOST:PORT/push/<RoomId>?...)"
+        );
+        ingests.push(tokio::spawn(ingest.serve(l, Some(tls.clone()))));
+    }
+    let https_listener = match (config.http.tls_port, &server_tls) {
+        (Some(port), Some(_)) => {
+            let addr = SocketAddr::new(config.http.bind, port);
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            tracing::info!(addr = %l.local_addr().map_err(ServerError::Http)?, "HTTPS listening");
+            Some(l)
         }
-        .serve(rtmp_listener),
-    );
+        _ => None,
+    };
+    let reloads = server_tls
+        .clone()
+        .map(|t| tokio::spawn(reload_on_hangup(t)));
 
     let hls_root = config.data_dir.join("hls");
     let relays = RelayManager::new(
@@ -94,8 +125,35 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         hub: hub.clone(),
         sessions: Default::default(),
     });
-    api::serve::serve(listener, app, &config.http, shutdown_signal()).await;
-    ingest.abort();
+    // One shutdown signal for every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let plain = api::serve::serve(
+        listener,
+        app.clone(),
+        &config.http,
+        None,
+        stopped(stop_rx.clone()),
+    );
+    match https_listener {
+        Some(l) => {
+            let tls = api::serve::serve(l, app, &config.http, server_tls, stopped(stop_rx));
+            tokio::join!(plain, tls);
+        }
+        None => plain.await,
+    }
+    for i in ingests {
+        i.abort();
+    }
+    if let Some(r) = reloads {
+        r.abort();
+    }
     if let Some(c) = callbacks {
         c.abort();
     }
@@ -107,6 +165,27 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     let _ = room_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Re-reads the listeners' certificate on every SIGHUP; a bad one is
+/// logged and the one in use kept.
+async fn reload_on_hangup(tls: Arc<ServerTls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install SIGHUP handler: {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!("SIGHUP: TLS certificate not reloaded, keeping the old one: {e}")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,4 +1,5 @@
-//! Outgoing TLS: `rtmps://` pushes and `https://` callback receivers.
+//! TLS. Outgoing: `rtmps://` pushes and `https://` callback receivers.
+//! Incoming: the HTTPS and RTMPS listeners ([`ServerTls`]).
 //!
 //! One client configuration for the process (rustls with the ring
 //! provider, as webrtc uses): the Mozilla root store (webpki-roots) and the
@@ -8,17 +9,17 @@
 //! accepts anything. The handshake has its own deadline, and a failure says
 //! why (an unknown issuer, a name the certificate does not cover, ...).
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use rustls::ClientConfig;
+use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// A TLS handshake must finish within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,6 +77,90 @@ pub async fn connect(host: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>,
         )),
         Ok(Err(e)) => Err(format!("TLS handshake with {host}: {e}")),
         Ok(Ok(s)) => Ok(s),
+    }
+}
+
+/// The listeners' certificate: loaded at start, replaced by [`reload`]
+/// (SIGHUP) without touching connections already open, which keep the
+/// configuration they were accepted with. A reload that fails keeps the
+/// certificate in use.
+///
+/// [`reload`]: ServerTls::reload
+pub struct ServerTls {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Listeners>,
+}
+
+#[derive(Clone)]
+struct Listeners {
+    /// HTTPS: ALPN `http/1.1` (the server speaks HTTP/1.1 only).
+    http: Arc<ServerConfig>,
+    /// RTMPS: no ALPN.
+    rtmp: Arc<ServerConfig>,
+}
+
+impl ServerTls {
+    pub fn load(cert: &Path, key: &Path) -> Result<ServerTls, String> {
+        Ok(ServerTls {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new(Self::build(cert, key)?),
+        })
+    }
+
+    fn build(cert: &Path, key: &Path) -> Result<Listeners, String> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| format!("tls.cert {}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!(
+                "tls.cert {}: no PEM certificate in it",
+                cert.display()
+            ));
+        }
+        let make = |alpn: &[&[u8]]| -> Result<Arc<ServerConfig>, String> {
+            let private = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("tls.key {}: {e}", key.display()))?;
+            let mut c = ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), private)
+            .map_err(|e| format!("tls.cert and tls.key: {e}"))?;
+            c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Ok(Arc::new(c))
+        };
+        Ok(Listeners {
+            http: make(&[b"http/1.1"])?,
+            rtmp: make(&[])?,
+        })
+    }
+
+    /// Reads the certificate and key again.
+    pub fn reload(&self) -> Result<(), String> {
+        let next = Self::build(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
+    fn listeners(&self) -> Listeners {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The acceptor for a new HTTPS connection.
+    pub(crate) fn http(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.listeners().http)
+    }
+
+    /// The acceptor for a new RTMPS connection.
+    pub(crate) fn rtmp(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.listeners().rtmp)
     }
 }
 

@@ -311,3 +311,186 @@ fn a_bad_ca_file_stops_the_start_with_its_name() {
         "{err}"
     );
 }
+
+/// The subject of the certificate a TLS server on `port` presents for `localhost`.
+fn served_subject(port: u16) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "localhost",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn https_and_rtmps_listeners_serve_the_api_and_obs_and_reload_on_sighup() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let certs = TempDir::new("certs");
+    ca_and_leaf(&certs.0, "good");
+    // A second certificate from the same CA, told apart by its subject.
+    openssl(
+        &certs.0,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost/O=renewed",
+            "-keyout",
+            "renewed.key",
+            "-out",
+            "renewed.csr",
+        ],
+    );
+    openssl(
+        &certs.0,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "renewed.csr",
+            "-CA",
+            "good-ca.pem",
+            "-CAkey",
+            "good-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "good.ext",
+            "-out",
+            "renewed.pem",
+        ],
+    );
+    let served = certs.0.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let install = |name: &str| {
+        std::fs::copy(certs.0.join(format!("{name}.pem")), served.join("cert.pem")).unwrap();
+        std::fs::copy(certs.0.join(format!("{name}.key")), served.join("key.pem")).unwrap();
+    };
+    install("good");
+    let origin = Origin::start();
+    let [https, rtmps] = free_ports::<2>();
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some(("AKIDtls", "tls-secret")),
+        &format!(
+            "[http]\ntls_port = {https}\n[rtmp]\ntls_port = {rtmps}\n\
+             [tls]\ncert = \"{d}/cert.pem\"\nkey = \"{d}/key.pem\"\n",
+            d = served.display()
+        ),
+    )));
+    assert!(gw.wait_log("HTTPS listening", Duration::from_secs(5)));
+
+    // curl, verifying with the test CA.
+    let ca = certs.0.join("good-ca.pem");
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert", ca.to_str().unwrap()])
+        .arg(format!("https://localhost:{https}/healthz"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Tencent's SDK over HTTPS (the room does not exist yet: the API answered).
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/trtc_sdk_call.py");
+    let out = Command::new(python)
+        .args([
+            script,
+            &format!("localhost:{https}"),
+            "AKIDtls",
+            "tls-secret",
+            "DismissRoomByStrRoomId",
+            &json!({"SdkAppId": APP, "RoomId": "nobody"}).to_string(),
+            "--https",
+        ])
+        .env("REQUESTS_CA_BUNDLE", &ca)
+        .env("NO_PROXY", "*")
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains("FailedOperation.RoomNotExist"),
+        "{answer}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // ffmpeg publishing over RTMPS, as OBS would, relayed to the origin.
+    let sig = common::usersig(APP, KEY, "obs");
+    let url = format!("rtmps://localhost:{rtmps}/push/tls?sdkappid={APP}&userid=obs&usersig={sig}");
+    let _obs = Publisher::start(&url, 60, &gw.dir.0);
+    let (relay, _) = gw.start_relay(&json!({
+        "sdkappid": APP, "room": "tls", "userid": "obs", "rtmp": [origin.url("fromtls")]
+    }));
+    common::wait_for("the RTMPS anchor relayed", Duration::from_secs(20), || {
+        gw.relay_status(&relay)["state"] == "running"
+            && origin
+                .recordings("fromtls")
+                .last()
+                .is_some_and(|f| decode(f.to_str().unwrap()).1 > 2.0)
+    });
+
+    // A renewed certificate, taken on SIGHUP without dropping the stream.
+    assert!(
+        served_subject(https).contains("CN = localhost"),
+        "{}",
+        served_subject(https)
+    );
+    assert!(!served_subject(https).contains("renewed"));
+    install("renewed");
+    let frames = gw.relay_status(&relay)["frames"].as_u64().unwrap();
+    gw.signal("HUP");
+    assert!(gw.wait_log("TLS certificate reloaded", Duration::from_secs(5)));
+    assert!(
+        served_subject(https).contains("O = renewed"),
+        "{}",
+        served_subject(https)
+    );
+    assert!(served_subject(rtmps).contains("O = renewed"));
+    common::wait_for("the stream still flowing", Duration::from_secs(10), || {
+        gw.relay_status(&relay)["frames"].as_u64().unwrap() > frames + 60
+    });
+    // A broken file is refused and the certificate in use kept.
+    std::fs::write(served.join("cert.pem"), "garbage\n").unwrap();
+    gw.signal("HUP");
+    assert!(gw.wait_log("keeping the old one", Duration::from_secs(5)));
+    assert!(served_subject(https).contains("O = renewed"));
+    assert_eq!(gw.relay_status(&relay)["state"], "running");
+}
+
+#[test]
+fn a_tls_port_without_a_certificate_is_refused_by_name() {
+    let dir = TempDir::new("tls-port");
+    std::fs::write(
+        dir.0.join("roomcast.toml"),
+        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[http]\ntls_port = 8443\n"),
+    )
+    .unwrap();
+    let out = Command::new(common::BIN)
+        .arg("serve")
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http.tls_port") && err.contains("tls.cert"),
+        "{err}"
+    );
+}

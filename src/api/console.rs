@@ -172,6 +172,7 @@ fn random_hex() -> String {
 pub(crate) async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    https: Option<axum::Extension<super::serve::Https>>,
     body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(Json(req)) = body else {
@@ -203,9 +204,11 @@ pub(crate) async fn login(
         tracing::info!("console sessions full: the least recently used one was closed");
     }
     tracing::info!(secret_id = %req.secret_id, %peer, "console login");
+    // Over HTTPS the browser must never send the cookie in the clear.
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        LIFETIME.as_secs()
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        LIFETIME.as_secs(),
+        if https.is_some() { "; Secure" } else { "" }
     );
     let mut resp = no_store_json(json!({"secret_id": req.secret_id, "csrf": csrf}));
     if let Ok(v) = HeaderValue::from_str(&cookie) {

@@ -29,20 +29,29 @@ use tower_service::Service;
 
 use crate::config::HttpConfig;
 use crate::net::{ConnLimiter, RateLog};
+use crate::tls::ServerTls;
+
+/// A request that came over TLS (an extension the handlers can look for).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Https;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for the
-/// connections in flight.
+/// connections in flight. With `tls`, each connection is HTTPS: its
+/// handshake must finish within the header timeout.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     http: &HttpConfig,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limiter = ConnLimiter::new("http", http.max_connections, http.max_connections_per_ip);
+    let name = if tls.is_some() { "https" } else { "http" };
+    let limiter = ConnLimiter::new(name, http.max_connections, http.max_connections_per_ip);
     let header_timeout = Duration::from_secs(http.header_timeout_secs);
     let idle_timeout = Duration::from_secs(http.idle_timeout_secs);
     let header_log = Arc::new(RateLog::default());
     let idle_log = Arc::new(RateLog::default());
+    let tls_log = Arc::new(RateLog::default());
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -56,7 +65,7 @@ pub(crate) async fn serve(
                 Ok(x) => x,
                 Err(e) => {
                     // Out of descriptors, mostly: let some connections end.
-                    tracing::warn!("http accept: {e}");
+                    tracing::warn!("{name} accept: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -67,38 +76,44 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = socket.set_nodelay(true);
-        let io = TokioIo::new(IdleStream::new(
-            socket,
-            idle_timeout,
-            peer,
-            idle_log.clone(),
-        ));
+        let stream = IdleStream::new(socket, idle_timeout, peer, idle_log.clone());
         let app = app.clone();
+        let https = tls.is_some();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            if https {
+                req.extensions_mut().insert(Https);
+            }
             app.clone().call(req)
         });
-        let conn = builder.serve_connection(io, service).with_upgrades();
-        let mut close = close_rx.clone();
-        let header_log = header_log.clone();
+        let conn = Conn {
+            builder: builder.clone(),
+            close: close_rx.clone(),
+            header_log: header_log.clone(),
+            header_timeout,
+            peer,
+        };
+        let acceptor = tls.as_ref().map(|t| t.http());
+        let tls_log = tls_log.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { close.wait_for(|c| *c).await.is_ok() } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            match result {
-                Err(e) if e.is_timeout() => {
-                    if let Some(n) = header_log.hit(std::time::Instant::now()) {
-                        tracing::info!(%peer, closed = n, "http connection closed: no complete request headers within {header_timeout:?}");
+            match acceptor {
+                None => conn.run(stream, service).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => conn.run(s, service).await,
+                        Ok(Err(e)) => {
+                            if let Some(n) = tls_log.hit(std::time::Instant::now()) {
+                                tracing::info!(%peer, closed = n, "https connection closed: TLS handshake failed: {e}");
+                            }
+                        }
+                        Err(_) => {
+                            if let Some(n) = tls_log.hit(std::time::Instant::now()) {
+                                tracing::info!(%peer, closed = n, "https connection closed: no TLS handshake within {header_timeout:?}");
+                            }
+                        }
                     }
                 }
-                Err(e) => tracing::debug!(%peer, "http connection ended: {e}"),
-                Ok(()) => {}
             }
         });
     }
@@ -107,6 +122,52 @@ pub(crate) async fn serve(
     drop(close_rx);
     // Every connection task holds a receiver until it ends.
     close_tx.closed().await;
+}
+
+/// One accepted connection's settings.
+struct Conn {
+    builder: hyper::server::conn::http1::Builder,
+    close: tokio::sync::watch::Receiver<bool>,
+    header_log: Arc<RateLog>,
+    header_timeout: Duration,
+    peer: SocketAddr,
+}
+
+impl Conn {
+    /// Serves requests on `io` until it ends or the server shuts down.
+    async fn run<I, S>(mut self, io: I, service: S)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let close = &mut self.close;
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = async { close.wait_for(|c| *c).await.is_ok() } => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        let peer = self.peer;
+        match result {
+            Err(e) if e.is_timeout() => {
+                if let Some(n) = self.header_log.hit(std::time::Instant::now()) {
+                    tracing::info!(%peer, closed = n, "http connection closed: no complete request headers within {:?}", self.header_timeout);
+                }
+            }
+            Err(e) => tracing::debug!(%peer, "http connection ended: {e}"),
+            Ok(()) => {}
+        }
+    }
 }
 
 /// A socket that fails with `TimedOut` once nothing was read or written for

@@ -16,7 +16,7 @@ use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::chunk::{self, ChunkError, ChunkLimits, SessionFeed};
@@ -30,6 +30,7 @@ use crate::room::{
     Command, Enter, EventKind, Grant, Role, RoomHandle, RoomId, RoomIdType, RoomKey, Scene,
     SessionId, TrackKind, UserId,
 };
+use crate::tls::ServerTls;
 
 /// The RTMP application publishers must use (TRTC's).
 const APP_NAME: &str = "push";
@@ -71,10 +72,12 @@ pub(crate) struct Ingest {
 }
 
 impl Ingest {
-    /// Accepts connections until the task is dropped.
-    pub(crate) async fn serve(self, listener: TcpListener) {
+    /// Accepts connections until the task is dropped; with `tls`, RTMPS
+    /// (the TLS handshake counts against the RTMP handshake's deadline).
+    pub(crate) async fn serve(self, listener: TcpListener, tls: Option<Arc<ServerTls>>) {
         let rtmp = &self.config.rtmp;
-        let limiter = ConnLimiter::new("rtmp", rtmp.max_connections, rtmp.max_connections_per_ip);
+        let name = if tls.is_some() { "rtmps" } else { "rtmp" };
+        let limiter = ConnLimiter::new(name, rtmp.max_connections, rtmp.max_connections_per_ip);
         loop {
             let (socket, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -91,9 +94,24 @@ impl Ingest {
             let deadline = tokio::time::Instant::now()
                 + Duration::from_secs(self.config.rtmp.handshake_timeout_secs);
             let this = self.clone();
+            let acceptor = tls.as_ref().map(|t| t.rtmp());
             tokio::spawn(async move {
                 let _guard = guard;
                 let _ = socket.set_nodelay(true);
+                let socket: crate::tls::Conn = match acceptor {
+                    None => Box::new(socket),
+                    Some(a) => match tokio::time::timeout_at(deadline, a.accept(socket)).await {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, "rtmps connection refused: TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, "rtmps connection refused: no TLS handshake in time");
+                            return;
+                        }
+                    },
+                };
                 let mut conn = Connection {
                     ingest: this,
                     peer,
@@ -122,7 +140,7 @@ struct Published {
 struct Connection {
     ingest: Ingest,
     peer: SocketAddr,
-    socket: TcpStream,
+    socket: crate::tls::Conn,
     published: Option<Published>,
     /// Until publishing: when the handshake, connect and publish must be
     /// done, reads and writes alike.
@@ -233,12 +251,14 @@ impl Connection {
             {
                 HandshakeProcessResult::InProgress { response_bytes } => {
                     self.socket.write_all(&response_bytes).await?;
+                    self.socket.flush().await?;
                 }
                 HandshakeProcessResult::Completed {
                     response_bytes,
                     remaining_bytes,
                 } => {
                     self.socket.write_all(&response_bytes).await?;
+                    self.socket.flush().await?;
                     return Ok(remaining_bytes);
                 }
             }
@@ -366,7 +386,13 @@ impl Connection {
             ),
             None => (self.deadline, IngestError::Timeout),
         };
-        match tokio::time::timeout_at(deadline, self.socket.write_all(bytes)).await {
+        let socket = &mut self.socket;
+        let write = async move {
+            socket.write_all(bytes).await?;
+            // TLS holds records until flushed (a no-op on plain TCP).
+            socket.flush().await
+        };
+        match tokio::time::timeout_at(deadline, write).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(err),
         }
