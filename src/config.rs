@@ -65,6 +65,20 @@ pub struct Config {
     pub api: ApiConfig,
     pub limits: Limits,
     pub tls: TlsConfig,
+    pub storage: StorageConfig,
+}
+
+/// Object storage for recordings (TRTC `StorageParams.CloudStorage`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// An S3-compatible endpoint used instead of the vendor's own (AWS S3
+    /// by region, Tencent COS at `<bucket>.cos.<region>.myqcloud.com`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible
+    /// servers want; otherwise virtual-hosted (`bucket.endpoint/key`).
+    pub force_path_style: bool,
 }
 
 /// TLS. The HTTPS and RTMPS listeners (`http.tls_port`, `rtmp.tls_port`)
@@ -97,6 +111,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             limits: Limits::default(),
             tls: TlsConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -462,6 +477,11 @@ impl Config {
             if port.is_some() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
                 return Err(invalid(name, "needs tls.cert and tls.key"));
             }
+        }
+        if let Some(e) = &self.storage.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(invalid("storage.endpoint", "an http:// or https:// URL"));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(invalid("tls.key", "tls.cert and tls.key go together"));

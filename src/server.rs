@@ -113,6 +113,8 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     );
     let callbacks = crate::callback::spawn(config.clone(), &rooms, relays.clone());
     let auto = relays.spawn_auto(profiles.clone());
+    let uploads = crate::record::uploader::Uploads::new(&config.data_dir, config.storage.clone());
+    uploads.resume_all();
     let app = api::router(AppState {
         config: config.clone(),
         rooms: rooms.clone(),
@@ -121,7 +123,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         hls_root,
         webrtc: crate::webrtc::WebRtc::new(config.clone(), rooms.clone(), hub.clone()),
         pulls: crate::pull::PullManager::new(rooms.clone(), hub.clone()),
-        recordings: crate::record::tasks::Recordings::new(relays.clone(), hub.clone()),
+        recordings: crate::record::tasks::Recordings::new(relays.clone(), hub.clone(), uploads),
         hub: hub.clone(),
         sessions: Default::default(),
     });

@@ -9,6 +9,8 @@
 //! file written is listed in a shared list (DescribeCloudRecording).
 
 pub(crate) mod tasks;
+pub(crate) mod upload;
+pub(crate) mod uploader;
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+use super::upload::{Destination, UploadState};
+use super::uploader::Uploads;
 use super::{FileList, RecordTarget, RecordedFile};
 use crate::media::hub::MediaHub;
 use crate::profile::{RecordOutput, RelayProfile};
@@ -68,7 +70,8 @@ struct Task {
 pub(crate) struct Described {
     /// `Idle` (nothing recorded yet), `InProgress`, `Exited`.
     pub status: &'static str,
-    pub files: Vec<RecordedFile>,
+    /// Each file, and its upload state when the task uploads.
+    pub files: Vec<(RecordedFile, Option<UploadState>)>,
 }
 
 #[derive(Clone)]
@@ -76,14 +79,16 @@ pub(crate) struct Recordings {
     relays: RelayManager,
     hub: MediaHub,
     tasks: Arc<Mutex<HashMap<String, Task>>>,
+    uploads: Uploads,
 }
 
 impl Recordings {
-    pub(crate) fn new(relays: RelayManager, hub: MediaHub) -> Recordings {
+    pub(crate) fn new(relays: RelayManager, hub: MediaHub, uploads: Uploads) -> Recordings {
         Recordings {
             relays,
             hub,
             tasks: Arc::default(),
+            uploads,
         }
     }
 
@@ -91,12 +96,15 @@ impl Recordings {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Starts a recording; with `storage`, its files are uploaded there as
+    /// they close.
     pub(crate) fn start(
         &self,
         room: RoomKey,
         mode: Mode,
         output: RecordOutput,
         max_idle: Duration,
+        storage: Option<Destination>,
     ) -> Result<String, RelayError> {
         {
             let tasks = self.lock();
@@ -113,6 +121,8 @@ impl Recordings {
         let relays = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(Notify::new());
         let done = Arc::new(AtomicBool::new(false));
+        // Turns true once the task's files are closed (the uploads' cue).
+        let (ended_tx, ended_rx) = watch::channel(false);
         // Relative: the relay puts it under the recordings root.
         let dir = PathBuf::from(&id);
         let subscription = Arc::new(Mutex::new(Subscription::default()));
@@ -143,6 +153,7 @@ impl Recordings {
                 tokio::spawn(async move {
                     this.watch_mixed(relay, status, stop2).await;
                     done2.store(true, Ordering::Relaxed);
+                    let _ = ended_tx.send(true);
                 });
                 true
             }
@@ -168,11 +179,16 @@ impl Recordings {
                 tokio::spawn(async move {
                     this.watch_single(ctx, stop2, resubscribed2).await;
                     done2.store(true, Ordering::Relaxed);
+                    let _ = ended_tx.send(true);
                 });
                 false
             }
         };
-        tracing::info!(task = %id, %room, mixed, "cloud recording started");
+        let uploading = storage.is_some();
+        if let Some(dest) = storage {
+            self.uploads.start(&id, room.app, dest, ended_rx);
+        }
+        tracing::info!(task = %id, %room, mixed, uploading, "cloud recording started");
         self.lock().insert(
             id.clone(),
             Task {
@@ -313,7 +329,13 @@ impl Recordings {
     pub(crate) fn describe(&self, app: u64, id: &str) -> Option<Described> {
         let tasks = self.lock();
         let t = tasks.get(id).filter(|t| t.app == app)?;
-        let files = t.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let files = t
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|f| (f.clone(), self.uploads.state(id, &f.name)))
+            .collect();
         let recording = t
             .relays
             .lock()

@@ -2,9 +2,10 @@
 //! DeleteCloudRecording onto `record::tasks`. RoomIdType here: 0 = string
 //! room, 1 = integer room (the default), as TRTC has it for recordings.
 //!
-//! Self-hosted: files are written under `<data_dir>/recordings/<TaskId>/`,
-//! never uploaded. `StorageParams` is required as in TRTC and accepted, but
-//! its cloud storage (COS, AWS, VOD) is not contacted.
+//! Files are written under `<data_dir>/recordings/<TaskId>/` and uploaded
+//! as they close to `StorageParams.CloudStorage` (COS or S3, through the S3
+//! API: `record::uploader`), to `<FileNamePrefix...>/<TaskId>/<file>`.
+//! `CloudVod` answers UnsupportedOperation.
 
 use serde_json::{Map, Value};
 
@@ -18,6 +19,7 @@ use crate::profile::{
     self, AudioFile, LayoutFile, ProfileFile, RecordFormat, RecordOutput, VideoFile,
 };
 use crate::record::tasks::{Mode, Subscription};
+use crate::record::upload::Destination;
 use crate::relay::{RelayError, RelaySpec};
 use crate::room::{RoomId, RoomKey, UserId};
 
@@ -200,9 +202,7 @@ pub(super) fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
     let storage = p
         .object("StorageParams")?
         .ok_or_else(|| missing("StorageParams"))?;
-    if storage.get("CloudStorage").is_none() && storage.get("CloudVod").is_none() {
-        return Err(missing("CloudStorage"));
-    }
+    let dest = destination(&storage)?;
     let sub = subscription(&r)?;
     let key = RoomKey { app, room };
     let mode = match mode {
@@ -230,11 +230,57 @@ pub(super) fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
     };
     let id = state
         .recordings
-        .start(key, mode, out, max_idle)
+        .start(key, mode, out, max_idle, Some(dest))
         .map_err(relay_error)?;
     let mut o = Map::new();
     o.insert("TaskId".into(), Value::String(id));
     Ok(o)
+}
+
+/// StorageParams.CloudStorage → where the files go. The keys are checked
+/// for shape only here; the storage itself answers at the first upload.
+fn destination(storage: &Params<'_>) -> Result<Destination, ApiError> {
+    let Some(c) = storage.object("CloudStorage")? else {
+        return Err(match storage.object("CloudVod")? {
+            Some(_) => unsupported("CloudVod (Tencent VOD)"),
+            None => missing("CloudStorage"),
+        });
+    };
+    let vendor = match c.req_u64("Vendor")? {
+        0 => 0,
+        1 => 1,
+        _ => return Err(invalid("Vendor", "0 (Tencent COS) or 1 (AWS S3)")),
+    };
+    let text = |name: &str| -> Result<String, ApiError> {
+        let v = c.req_str(name)?;
+        if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
+            return Err(invalid(name, "1 to 256 printable characters"));
+        }
+        Ok(v.to_owned())
+    };
+    let mut prefix = Vec::new();
+    for v in c
+        .array("FileNamePrefix")?
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let seg = v
+            .as_str()
+            .filter(|s| Destination::valid_prefix(s))
+            .ok_or_else(|| invalid("FileNamePrefix", "segments of a-z, A-Z, 0-9, _ and -"))?;
+        prefix.push(seg.to_owned());
+    }
+    if prefix.len() > 16 {
+        return Err(invalid("FileNamePrefix", "at most 16 segments"));
+    }
+    Ok(Destination {
+        vendor,
+        region: text("Region")?,
+        bucket: text("Bucket")?,
+        access_key: text("AccessKey")?,
+        secret_key: text("SecretKey")?,
+        prefix,
+    })
 }
 
 pub(super) fn describe(state: &AppState, p: &Params<'_>) -> ApiResult {
@@ -244,13 +290,18 @@ pub(super) fn describe(state: &AppState, p: &Params<'_>) -> ApiResult {
     let files: Vec<Value> = d
         .files
         .iter()
-        .map(|f| {
-            serde_json::json!({
+        .map(|(f, upload)| {
+            let mut v = serde_json::json!({
                 "UserId": f.user,
                 "FileName": f.name,
                 "TrackType": f.track,
                 "BeginTimeStamp": f.begin * 1000,
-            })
+            });
+            if let Some(u) = upload {
+                // roomcast's addition: where the file's upload stands.
+                v["UploadStatus"] = Value::String(u.as_str().into());
+            }
+            v
         })
         .collect();
     let mut o = Map::new();
