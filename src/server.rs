@@ -111,9 +111,19 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         hls_root.clone(),
         config.limits.cpu_budget(),
     );
-    let callbacks = crate::callback::spawn(config.clone(), &rooms, relays.clone());
+    let (recording_events, _) = tokio::sync::broadcast::channel(256);
+    let callbacks = crate::callback::spawn(
+        config.clone(),
+        &rooms,
+        relays.clone(),
+        recording_events.subscribe(),
+    );
     let auto = relays.spawn_auto(profiles.clone());
-    let uploads = crate::record::uploader::Uploads::new(&config.data_dir, config.storage.clone());
+    let uploads = crate::record::uploader::Uploads::new(
+        &config.data_dir,
+        config.storage.clone(),
+        recording_events.clone(),
+    );
     uploads.resume_all();
     let app = api::router(AppState {
         config: config.clone(),
@@ -123,7 +133,12 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         hls_root,
         webrtc: crate::webrtc::WebRtc::new(config.clone(), rooms.clone(), hub.clone()),
         pulls: crate::pull::PullManager::new(rooms.clone(), hub.clone()),
-        recordings: crate::record::tasks::Recordings::new(relays.clone(), hub.clone(), uploads),
+        recordings: crate::record::tasks::Recordings::new(
+            relays.clone(),
+            hub.clone(),
+            uploads.clone(),
+            recording_events.clone(),
+        ),
         hub: hub.clone(),
         sessions: Default::default(),
     });

@@ -126,15 +126,27 @@ fn sdk(gw: &Gateway, action: &str, params: Value) -> Value {
         .unwrap_or_else(|_| panic!("{action}: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
-fn gateway(data: &Path, storage_port: u16) -> Gateway {
+fn gateway(data: &Path, storage_port: u16, callbacks: u16) -> Gateway {
     let storage = format!(
         "[storage]\nendpoint = \"http://127.0.0.1:{storage_port}\"\nforce_path_style = true\n"
     );
     Gateway::start(Some(&format!(
-        "data_dir = \"{}\"\n{}",
+        "data_dir = \"{}\"\n[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n\
+         callback_url = \"http://127.0.0.1:{callbacks}/trtc\"\ncallback_key = \"cb\"\n\
+         [[api.credentials]]\nsecret_id = \"{SECRET_ID}\"\nsecret_key = \"{SECRET_KEY}\"\n{storage}",
         data.display(),
-        common::app_config(APP, KEY, Some((SECRET_ID, SECRET_KEY)), &storage)
     )))
+}
+
+/// The recording callbacks (group 3) received so far: (type, EventInfo).
+fn recording_events(
+    seen: &std::sync::Arc<std::sync::Mutex<Vec<common::Received>>>,
+) -> Vec<(u64, Value)> {
+    common::callback_events(seen)
+        .into_iter()
+        .filter(|(g, _, _)| *g == 3)
+        .map(|(_, t, info)| (t, info))
+        .collect()
 }
 
 #[test]
@@ -146,7 +158,8 @@ fn a_recording_reaches_the_bucket_through_outages_and_a_restart() {
     let direct = format!("http://127.0.0.1:{moto_port}");
     s3(&direct, &["create", BUCKET]);
     let mut storage = Some(proxy(&work.0.join("proxy"), storage_port, moto_port));
-    let mut gw = gateway(&data, storage_port);
+    let (receiver, seen) = common::callback_receiver(0);
+    let mut gw = gateway(&data, storage_port, receiver);
 
     let _anchor = Publisher::start(
         &gw.publish_url(APP, KEY, "lesson", "teacher"),
@@ -230,7 +243,7 @@ fn a_recording_reaches_the_bucket_through_outages_and_a_restart() {
 
     // Restarted with the storage back: everything arrives.
     let _storage = proxy(&work.0.join("proxy"), storage_port, moto_port);
-    let gw = gateway(&data, storage_port);
+    let gw = gateway(&data, storage_port, receiver);
     assert!(gw.wait_log("recording upload resumed", Duration::from_secs(5)));
     common::wait_for("every file uploaded", Duration::from_secs(60), || {
         !ledger.exists()
@@ -260,12 +273,33 @@ fn a_recording_reaches_the_bucket_through_outages_and_a_restart() {
     let (errors, secs) = decode(mp4.to_str().unwrap());
     assert!(errors.is_empty(), "{errors:?}");
     assert!(secs > 5.0, "{secs}");
+
+    // The recording callbacks, each once and in order, the last one sent
+    // by the restarted gateway.
+    common::wait_for("305 delivered", Duration::from_secs(10), || {
+        recording_events(&seen).iter().any(|(t, _)| *t == 305)
+    });
+    let events = recording_events(&seen);
+    let order: Vec<u64> = events.iter().map(|(t, _)| *t).collect();
+    assert_eq!(order, vec![301, 303, 307, 304, 302, 305], "{events:?}");
+    for (t, info) in &events {
+        assert_eq!(
+            (&info["TaskId"], &info["UserId"], &info["RoomId"]),
+            (&json!(task), &json!("recorder"), &json!("lesson")),
+            "{t}: {info}"
+        );
+    }
+    let info = |t: u64| &events.iter().find(|(k, _)| *k == t).unwrap().1["Payload"];
+    assert_eq!(info(307)["FileName"], "mix_hls/index.m3u8");
+    assert_eq!(info(304)["FileList"][0]["FileName"], "mix_hls/index.m3u8");
+    assert_eq!(info(302)["LeaveCode"], 0);
+    assert_eq!(info(305)["Status"], 0);
 }
 
 #[test]
 fn cloud_vod_and_bad_storage_params_are_refused() {
     let work = TempDir::new("s3-params");
-    let gw = gateway(&work.0.join("data"), 9);
+    let gw = gateway(&work.0.join("data"), 9, 9);
     let base = json!({"SdkAppId": APP, "RoomId": "r", "RoomIdType": 0, "UserId": "recorder",
                       "UserSig": common::usersig(APP, KEY, "recorder"),
                       "RecordParams": {"RecordMode": 2}});

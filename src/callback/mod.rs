@@ -1,5 +1,5 @@
-//! TRTC-style event callbacks: room events (EventGroupId 1) and media
-//! events (EventGroupId 2) POSTed as JSON to each application's
+//! TRTC-style event callbacks: room events (EventGroupId 1), media events
+//! (2), cloud recording events (3) and relay events (4) POSTed as JSON to each application's
 //! `callback_url`, signed with its `callback_key` (`Sign` =
 //! base64(HMAC-SHA256(key, body)), plus an `SdkAppId` header).
 //!
@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::record::RecordingEvent;
 use crate::relay::RelayManager;
 use crate::room::{
     Audience, EventKind, ExitReason, Role, RoomEvent, RoomHandle, RoomId, TrackKind,
@@ -218,6 +219,7 @@ pub(crate) fn spawn(
     config: Arc<Config>,
     rooms: &RoomHandle,
     relays: RelayManager,
+    recordings: tokio::sync::broadcast::Receiver<RecordingEvent>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let mut sinks: HashMap<u64, Arc<Sink>> = HashMap::new();
     let m = crate::metrics::metrics();
@@ -254,6 +256,7 @@ pub(crate) fn spawn(
     }
     let sinks = Arc::new(sinks);
     tokio::spawn(watch_relays(relays, sinks.clone()));
+    tokio::spawn(forward_recordings(recordings, sinks.clone()));
     let mut events = rooms.subscribe();
     Some(tokio::spawn(async move {
         // TRTC reports an exit as 104 alone, not as 202/204 first: a track
@@ -292,6 +295,68 @@ pub(crate) fn spawn(
             enqueue(&sinks, &ev);
         }
     }))
+}
+
+/// Cloud recording events (group 3) as they come.
+async fn forward_recordings(
+    mut events: tokio::sync::broadcast::Receiver<RecordingEvent>,
+    sinks: Arc<HashMap<u64, Arc<Sink>>>,
+) {
+    loop {
+        match events.recv().await {
+            Ok(ev) => {
+                if let Some(sink) = sinks.get(&ev.room.app) {
+                    push(sink, recording_payload(&ev, crate::unix_now_ms()));
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "recording callbacks fell behind");
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn recorded_file(f: &crate::record::RecordedFile) -> Value {
+    json!({
+        "FileName": f.name,
+        "UserId": f.user.as_deref().unwrap_or(""),
+        "TrackType": f.track,
+        "BeginTimeStamp": f.begin * 1000,
+    })
+}
+
+/// A cloud recording event as TRTC's group 3 callback: 301 recorder start
+/// `{Status: 0}`, 302 recorder stop `{LeaveCode}`, 303 upload start
+/// `{Status: 0}`, 304 file info `{FileList: [file]}`, 305 upload stop
+/// `{Status: 0}`, 307 first slice `{FileName, UserId, TrackType,
+/// BeginTimeStamp}`.
+pub(crate) fn recording_payload(ev: &RecordingEvent, now_ms: u64) -> Value {
+    use crate::record::RecordingEventKind as K;
+    let (kind, payload) = match &ev.kind {
+        K::RecorderStart => (301, json!({"Status": 0})),
+        K::RecorderStop { leave_code } => (302, json!({"LeaveCode": leave_code})),
+        K::UploadStart => (303, json!({"Status": 0})),
+        K::FileInfo { files } => (
+            304,
+            json!({"FileList": files.iter().map(recorded_file).collect::<Vec<_>>()}),
+        ),
+        K::UploadStop => (305, json!({"Status": 0})),
+        K::FileSlice { file } => (307, recorded_file(file)),
+    };
+    json!({
+        "EventGroupId": 3,
+        "EventType": kind,
+        "CallbackTs": now_ms,
+        "EventInfo": {
+            "RoomId": room_value(&ev.room.room),
+            "EventTs": ev.at_ms / 1000,
+            "EventMsTs": ev.at_ms,
+            "UserId": ev.user,
+            "TaskId": ev.task,
+            "Payload": payload,
+        },
+    })
 }
 
 /// Reports every relay target's state changes (401): the relay table is
@@ -485,6 +550,61 @@ mod tests {
         assert_eq!(p["EventInfo"]["RoomType"], 1);
         assert_eq!(p["EventInfo"]["Payload"]["Status"], 2);
         assert_eq!(p["EventInfo"]["UserId"], "");
+    }
+
+    #[test]
+    fn recording_events_map_to_group_3() {
+        use crate::record::{RecordedFile, RecordingEventKind};
+        let ev = |kind| RecordingEvent {
+            room: RoomKey {
+                app: 1,
+                room: RoomId::Num(42),
+            },
+            task: "rec-1".into(),
+            user: "recorder".into(),
+            at_ms: 1_700_000_000_123,
+            kind,
+        };
+        let p = recording_payload(&ev(RecordingEventKind::RecorderStop { leave_code: 99 }), 5);
+        assert_eq!(
+            (&p["EventGroupId"], &p["EventType"]),
+            (&json!(3), &json!(302))
+        );
+        let i = &p["EventInfo"];
+        assert_eq!(
+            (
+                &i["RoomId"],
+                &i["EventTs"],
+                &i["UserId"],
+                &i["Payload"]["LeaveCode"]
+            ),
+            (
+                &json!(42),
+                &json!(1_700_000_000u64),
+                &json!("recorder"),
+                &json!(99)
+            )
+        );
+        let file = RecordedFile {
+            user: Some("a".into()),
+            name: "a_hls/index.m3u8".into(),
+            track: "audio_video",
+            begin: 7,
+        };
+        let p = recording_payload(
+            &ev(RecordingEventKind::FileInfo {
+                files: vec![file.clone()],
+            }),
+            5,
+        );
+        assert_eq!(p["EventType"], 304);
+        assert_eq!(
+            p["EventInfo"]["Payload"]["FileList"][0]["BeginTimeStamp"],
+            7000
+        );
+        let p = recording_payload(&ev(RecordingEventKind::FileSlice { file }), 5);
+        assert_eq!(p["EventType"], 307);
+        assert_eq!(p["EventInfo"]["Payload"]["UserId"], "a");
     }
 
     #[test]

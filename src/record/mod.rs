@@ -39,6 +39,38 @@ pub(crate) struct RecordedFile {
 
 pub(crate) type FileList = Arc<Mutex<Vec<RecordedFile>>>;
 
+/// What a cloud recording reports to the application's callback receiver
+/// (TRTC's event group 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordingEvent {
+    pub room: crate::room::RoomKey,
+    pub task: String,
+    /// The recording's own UserId (CreateCloudRecording's `UserId`).
+    pub user: String,
+    pub at_ms: u64,
+    pub kind: RecordingEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RecordingEventKind {
+    /// 301: the recorder started.
+    RecorderStart,
+    /// 302: the recorder left; 0 stopped by the API, 99 nobody to record
+    /// for `MaxIdleTime`, 2 the room ended.
+    RecorderStop { leave_code: u32 },
+    /// 303: uploading to object storage started.
+    UploadStart,
+    /// 304: a playlist reached the bucket for the first time.
+    FileInfo { files: Vec<RecordedFile> },
+    /// 305: every file is in the bucket.
+    UploadStop,
+    /// 307: a playlist cut its first segment.
+    FileSlice { file: RecordedFile },
+}
+
+/// Where recordings send their events (a dropped receiver is fine).
+pub(crate) type RecordingEvents = tokio::sync::broadcast::Sender<RecordingEvent>;
+
 /// Where and how one stream is recorded.
 #[derive(Debug, Clone)]
 pub(crate) struct RecordTarget {

@@ -14,7 +14,9 @@ use tokio::sync::{Notify, watch};
 
 use super::upload::{Destination, UploadState};
 use super::uploader::Uploads;
-use super::{FileList, RecordTarget, RecordedFile};
+use super::{
+    FileList, RecordTarget, RecordedFile, RecordingEvent, RecordingEventKind, RecordingEvents,
+};
 use crate::media::hub::MediaHub;
 use crate::profile::{RecordOutput, RelayProfile};
 use crate::relay::{OutputSpec, RelayError, RelayManager, RelaySpec, RelayStatus, TaskState};
@@ -80,16 +82,33 @@ pub(crate) struct Recordings {
     hub: MediaHub,
     tasks: Arc<Mutex<HashMap<String, Task>>>,
     uploads: Uploads,
+    events: RecordingEvents,
 }
 
 impl Recordings {
-    pub(crate) fn new(relays: RelayManager, hub: MediaHub, uploads: Uploads) -> Recordings {
+    pub(crate) fn new(
+        relays: RelayManager,
+        hub: MediaHub,
+        uploads: Uploads,
+        events: RecordingEvents,
+    ) -> Recordings {
         Recordings {
             relays,
             hub,
             tasks: Arc::default(),
             uploads,
+            events,
         }
+    }
+
+    fn emit(&self, room: &RoomKey, task: &str, user: &str, kind: RecordingEventKind) {
+        let _ = self.events.send(RecordingEvent {
+            room: room.clone(),
+            task: task.to_owned(),
+            user: user.to_owned(),
+            at_ms: crate::unix_now_ms(),
+            kind,
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Task>> {
@@ -100,12 +119,13 @@ impl Recordings {
     /// they close.
     pub(crate) fn start(
         &self,
-        room: RoomKey,
+        (room, recorder): (RoomKey, &str),
         mode: Mode,
         output: RecordOutput,
         max_idle: Duration,
         storage: Option<Destination>,
     ) -> Result<String, RelayError> {
+        let recorder = recorder.to_owned();
         {
             let tasks = self.lock();
             let running = tasks
@@ -150,10 +170,17 @@ impl Recordings {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(relay.clone());
+                let (room2, id2, user2) = (room.clone(), id.clone(), recorder.clone());
                 tokio::spawn(async move {
-                    this.watch_mixed(relay, status, stop2).await;
+                    let leave_code = this.watch_mixed(relay, status, stop2).await;
                     done2.store(true, Ordering::Relaxed);
                     let _ = ended_tx.send(true);
+                    this.emit(
+                        &room2,
+                        &id2,
+                        &user2,
+                        RecordingEventKind::RecorderStop { leave_code },
+                    );
                 });
                 true
             }
@@ -176,17 +203,26 @@ impl Recordings {
                 };
                 let (stop2, done2) = (stop.clone(), done.clone());
                 let resubscribed2 = resubscribed.clone();
+                let (room2, id2, user2) = (room.clone(), id.clone(), recorder.clone());
                 tokio::spawn(async move {
-                    this.watch_single(ctx, stop2, resubscribed2).await;
+                    let leave_code = this.watch_single(ctx, stop2, resubscribed2).await;
                     done2.store(true, Ordering::Relaxed);
                     let _ = ended_tx.send(true);
+                    this.emit(
+                        &room2,
+                        &id2,
+                        &user2,
+                        RecordingEventKind::RecorderStop { leave_code },
+                    );
                 });
                 false
             }
         };
         let uploading = storage.is_some();
+        self.emit(&room, &id, &recorder, RecordingEventKind::RecorderStart);
         if let Some(dest) = storage {
-            self.uploads.start(&id, room.app, dest, ended_rx);
+            self.uploads
+                .start(&id, (&room, &recorder), dest, files.clone(), ended_rx);
         }
         tracing::info!(task = %id, %room, mixed, uploading, "cloud recording started");
         self.lock().insert(
@@ -207,20 +243,23 @@ impl Recordings {
 
     /// Waits for the mix relay to stop (or for DeleteCloudRecording, then
     /// stops it and waits).
+    /// Follows a mixed recording to its end; the 302 LeaveCode (0 stopped,
+    /// 99 ended by itself: nobody to record for its idle time).
     async fn watch_mixed(
         &self,
         relay: String,
         status: Option<watch::Receiver<RelayStatus>>,
         stop: Arc<Notify>,
-    ) {
-        let Some(mut status) = status else { return };
+    ) -> u32 {
+        let Some(mut status) = status else { return 0 };
         tokio::select! {
             () = stop.notified() => {
                 let _ = self.relays.stop(&relay);
             }
-            _ = status.wait_for(is_stopped) => return,
+            _ = status.wait_for(is_stopped) => return 99,
         }
         let _ = tokio::time::timeout(FINISH_WITHIN, status.wait_for(is_stopped)).await;
+        0
     }
 
     fn is_stopped(&self, relay: &str) -> bool {
@@ -232,7 +271,13 @@ impl Recordings {
     /// Keeps one passthrough relay per admitted publishing anchor: reacts to
     /// the room's publishers, the subscription lists and relays stopping;
     /// ends after `max_idle` with nothing recorded, or when asked.
-    async fn watch_single(&self, ctx: SingleCtx, stop: Arc<Notify>, resubscribed: Arc<Notify>) {
+    /// Follows a single-stream recording to its end; the 302 LeaveCode.
+    async fn watch_single(
+        &self,
+        ctx: SingleCtx,
+        stop: Arc<Notify>,
+        resubscribed: Arc<Notify>,
+    ) -> u32 {
         let mut by_user: HashMap<UserId, String> = HashMap::new();
         let mut publishers = self.hub.watch_room(&ctx.room);
         let mut relays = self.relays.watch_changes();
@@ -294,6 +339,7 @@ impl Recordings {
             }
         }
         tracing::info!(task = %ctx.id, "cloud recording ended");
+        if stopping { 0 } else { 99 }
     }
 
     fn start_single(&self, ctx: &SingleCtx, user: &UserId, n: usize) -> Result<String, RelayError> {

@@ -116,6 +116,17 @@ const RETRY_MAX_MS: u64 = 30_000;
 pub(crate) struct Ledger {
     pub task: String,
     pub sdkappid: u64,
+    /// The room (as text, and whether it is a string room) and the
+    /// recording's UserId: for the callbacks, also after a restart.
+    #[serde(default)]
+    pub room: String,
+    #[serde(default)]
+    pub room_str: bool,
+    #[serde(default)]
+    pub user: String,
+    /// Callbacks already sent (`303`, `304:<playlist>`, `307:<playlist>`, `305`).
+    #[serde(default)]
+    pub announced: std::collections::BTreeSet<String>,
     pub dest: Destination,
     /// The recording has ended: every file is closed.
     pub finished: bool,
@@ -123,10 +134,19 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
-    pub(crate) fn new(task: &str, sdkappid: u64, dest: Destination) -> Ledger {
+    pub(crate) fn new(
+        task: &str,
+        room: &crate::room::RoomKey,
+        user: &str,
+        dest: Destination,
+    ) -> Ledger {
         Ledger {
             task: task.to_owned(),
-            sdkappid,
+            sdkappid: room.app,
+            room: room.room.to_string(),
+            room_str: matches!(room.room, crate::room::RoomId::Str(_)),
+            user: user.to_owned(),
+            announced: Default::default(),
             dest,
             finished: false,
             files: BTreeMap::new(),
@@ -218,6 +238,40 @@ impl Ledger {
         }
     }
 
+    /// The room this recording is of.
+    pub(crate) fn room_key(&self) -> crate::room::RoomKey {
+        let room = match self.room.parse::<u32>() {
+            Ok(n) if !self.room_str => crate::room::RoomId::Num(n),
+            _ => crate::room::RoomId::Str(self.room.clone()),
+        };
+        crate::room::RoomKey {
+            app: self.sdkappid,
+            room,
+        }
+    }
+
+    /// True the first time `what` is announced.
+    pub(crate) fn announce(&mut self, what: &str) -> bool {
+        self.announced.insert(what.to_owned())
+    }
+
+    /// Playlists that have a media file beside them, and those already in
+    /// the bucket, in name order.
+    pub(crate) fn playlists(&self) -> Vec<(String, bool, bool)> {
+        self.files
+            .iter()
+            .filter(|(n, _)| is_playlist(n))
+            .map(|(n, e)| {
+                let dir = n.rsplit_once('/').map_or("", |(d, _)| d);
+                let sliced = self
+                    .files
+                    .keys()
+                    .any(|m| !is_playlist(m) && m.rsplit_once('/').map_or("", |(d, _)| d) == dir);
+                (n.clone(), sliced, e.uploaded.is_some())
+            })
+            .collect()
+    }
+
     /// Every file is up and nothing more will come.
     pub(crate) fn complete(&self) -> bool {
         self.finished && self.files.iter().all(|(n, e)| !Self::wants(e, n))
@@ -287,6 +341,13 @@ mod tests {
         }
     }
 
+    fn room() -> crate::room::RoomKey {
+        crate::room::RoomKey {
+            app: 1,
+            room: crate::room::RoomId::Num(42),
+        }
+    }
+
     fn seen(list: &[(&str, u64, u64)]) -> Vec<Seen> {
         list.iter()
             .map(|(n, s, t)| Seen {
@@ -312,7 +373,7 @@ mod tests {
 
     #[test]
     fn segments_and_parts_go_up_once_closed_and_playlists_after_their_segments() {
-        let mut l = Ledger::new("rec-1", 1, dest());
+        let mut l = Ledger::new("rec-1", &room(), "recorder", dest());
         l.observe(&seen(&[
             ("mix_hls/index.m3u8", 100, 1),
             ("mix_hls/seg0.ts", 5000, 1),
@@ -356,7 +417,7 @@ mod tests {
 
     #[test]
     fn failures_back_off_and_survive_a_round_trip_through_json() {
-        let mut l = Ledger::new("rec-1", 1, dest());
+        let mut l = Ledger::new("rec-1", &room(), "recorder", dest());
         l.observe(&seen(&[("a_1.mp4", 1, 1), ("a_2.mp4", 1, 1)]));
         assert_eq!(l.next_due(0).as_deref(), Some("a_1.mp4"));
         l.failed("a_1.mp4", "connection refused".into(), 10_000);
@@ -369,8 +430,11 @@ mod tests {
             l.failed("a_1.mp4", "again".into(), 0);
         }
         assert_eq!(l.next_retry_ms(), Some(RETRY_MAX_MS));
+        assert!(l.announce("303"));
+        assert!(!l.announce("303"));
         let back: Ledger = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
         assert_eq!(back, l);
+        assert_eq!(back.room_key(), room());
         l.uploaded("a_1.mp4", 1, 1);
         assert_eq!(l.state("a_1.mp4"), Some(UploadState::Uploaded));
     }

@@ -22,7 +22,9 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use super::upload::{Destination, Ledger, Seen, UploadState};
+use super::{FileList, RecordedFile, RecordingEvent, RecordingEventKind, RecordingEvents};
 use crate::config::StorageConfig;
+use crate::room::RoomKey;
 
 /// How often a recording's directory is looked at.
 const SCAN_EVERY: Duration = Duration::from_secs(2);
@@ -40,15 +42,17 @@ pub(crate) struct Uploads {
     recordings_dir: PathBuf,
     storage: StorageConfig,
     live: Arc<Mutex<HashMap<String, Shared>>>,
+    events: RecordingEvents,
 }
 
 impl Uploads {
-    pub(crate) fn new(data_dir: &Path, storage: StorageConfig) -> Uploads {
+    pub(crate) fn new(data_dir: &Path, storage: StorageConfig, events: RecordingEvents) -> Uploads {
         Uploads {
             ledgers_dir: data_dir.join("uploads"),
             recordings_dir: data_dir.join("recordings"),
             storage,
             live: Arc::default(),
+            events,
         }
     }
 
@@ -69,7 +73,7 @@ impl Uploads {
                     tracing::info!(task = %l.task, files = l.files.len(), "recording upload resumed");
                     l.finish();
                     let (_tx, rx) = watch::channel(true);
-                    self.spawn(l, rx);
+                    self.spawn(l, rx, None);
                 }
                 Err(e) => {
                     tracing::error!(file = %path.display(), "upload ledger unreadable, left as is: {e}")
@@ -83,14 +87,15 @@ impl Uploads {
     pub(crate) fn start(
         &self,
         task: &str,
-        sdkappid: u64,
+        (room, user): (&RoomKey, &str),
         dest: Destination,
+        files: FileList,
         finished: watch::Receiver<bool>,
     ) {
-        self.spawn(Ledger::new(task, sdkappid, dest), finished);
+        self.spawn(Ledger::new(task, room, user, dest), finished, Some(files));
     }
 
-    fn spawn(&self, ledger: Ledger, finished: watch::Receiver<bool>) {
+    fn spawn(&self, ledger: Ledger, finished: watch::Receiver<bool>, files: Option<FileList>) {
         let task = ledger.task.clone();
         let store = match self.store(&ledger.dest) {
             Ok(s) => s,
@@ -109,6 +114,8 @@ impl Uploads {
             store,
             dir: self.recordings_dir.join(&task),
             file: self.ledgers_dir.join(format!("{task}.json")),
+            events: self.events.clone(),
+            files,
         };
         let live = self.live.clone();
         tokio::spawn(async move {
@@ -165,6 +172,9 @@ struct Run {
     store: Arc<dyn ObjectStore>,
     dir: PathBuf,
     file: PathBuf,
+    events: RecordingEvents,
+    /// The recording's own list (who, which tracks, since when), while it runs.
+    files: Option<FileList>,
 }
 
 impl Run {
@@ -172,8 +182,68 @@ impl Run {
         self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sends `kind` once per `key` (kept in the ledger, so a restart does
+    /// not repeat it). True if it was new (the ledger needs saving).
+    fn announce(&self, key: &str, kind: impl FnOnce() -> RecordingEventKind) -> bool {
+        let mut l = self.lock();
+        if !l.announce(key) {
+            return false;
+        }
+        let _ = self.events.send(RecordingEvent {
+            room: l.room_key(),
+            task: l.task.clone(),
+            user: l.user.clone(),
+            at_ms: crate::unix_now_ms(),
+            kind: kind(),
+        });
+        true
+    }
+
+    /// What the recording's list says of `name`, or as much as is known.
+    fn recorded(&self, name: &str) -> RecordedFile {
+        self.files
+            .as_ref()
+            .and_then(|f| {
+                f.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .find(|r| r.name == name)
+                    .cloned()
+            })
+            .unwrap_or_else(|| RecordedFile {
+                user: None,
+                name: name.to_owned(),
+                track: "audio_video",
+                begin: 0,
+            })
+    }
+
+    /// 307 for each playlist that cut its first segment, 304 for each that
+    /// reached the bucket.
+    fn announce_files(&self) -> bool {
+        let playlists = self.lock().playlists();
+        let mut changed = false;
+        for (name, sliced, uploaded) in playlists {
+            if sliced {
+                changed |=
+                    self.announce(&format!("307:{name}"), || RecordingEventKind::FileSlice {
+                        file: self.recorded(&name),
+                    });
+            }
+            if uploaded {
+                changed |= self.announce(&format!("304:{name}"), || RecordingEventKind::FileInfo {
+                    files: vec![self.recorded(&name)],
+                });
+            }
+        }
+        changed
+    }
+
     async fn run(self, mut finished: watch::Receiver<bool>) {
         let task = self.lock().task.clone();
+        if self.announce("303", || RecordingEventKind::UploadStart) {
+            self.persist().await;
+        }
         loop {
             let ended = *finished.borrow_and_update();
             let seen = scan(&self.dir).await;
@@ -186,7 +256,8 @@ impl Run {
                 }
                 changed
             };
-            if changed {
+            let announced = self.announce_files();
+            if changed || announced {
                 self.persist().await;
             }
             loop {
@@ -206,10 +277,12 @@ impl Run {
                         }
                     }
                 }
+                self.announce_files();
                 self.persist().await;
             }
             let complete = self.lock().complete();
             if complete {
+                self.announce("305", || RecordingEventKind::UploadStop);
                 let _ = tokio::fs::remove_file(&self.file).await;
                 tracing::info!(%task, "recording uploaded");
                 return;

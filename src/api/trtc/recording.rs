@@ -230,7 +230,7 @@ pub(super) fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
     };
     let id = state
         .recordings
-        .start(key, mode, out, max_idle, Some(dest))
+        .start((key, user), mode, out, max_idle, Some(dest))
         .map_err(relay_error)?;
     let mut o = Map::new();
     o.insert("TaskId".into(), Value::String(id));
