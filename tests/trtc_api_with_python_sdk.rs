@@ -160,8 +160,8 @@ fn refusals_carry_the_codes_the_sdk_raises() {
         ),
         (
             "StartPublishCdnStream",
-            json!({"SdkAppId": APP, "RoomId": "1", "RoomIdType": 0, "AgentParams": {"UserId": "bot"}, "WithTranscoding": 1, "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}}, "VideoParams": {"VideoEncode": {"Width": 1280, "Height": 720, "Fps": 15, "BitRate": 1500, "Gop": 2}, "BackgroundImageUrl": "http://example.com/bg.png"}, "PublishCdnParams": [{"PublishCdnUrl": "rtmp://127.0.0.1/live/x"}]}),
-            "UnsupportedOperation",
+            json!({"SdkAppId": APP, "RoomId": "1", "RoomIdType": 0, "AgentParams": {"UserId": "bot"}, "WithTranscoding": 1, "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}}, "VideoParams": {"VideoEncode": {"Width": 1280, "Height": 720, "Fps": 15, "BitRate": 1500, "Gop": 2}, "BackgroundImageUrl": "http://127.0.0.1:9/bg.png"}, "PublishCdnParams": [{"PublishCdnUrl": "rtmp://127.0.0.1/live/x"}]}),
+            "InvalidParameter",
         ),
         (
             "StartPublishCdnStream",
@@ -1242,5 +1242,164 @@ fn a_task_over_the_cpu_budget_is_refused_by_both_apis_before_it_starts() {
     assert!(
         gw.log_text()
             .contains("relay task refused: over the CPU budget")
+    );
+}
+
+/// A directory served over plain HTTP by Python's http.server, killed on drop.
+struct Files(std::process::Child, u16);
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve_files(dir: &std::path::Path) -> Files {
+    let port = common::free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_for("the file server", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Files(child, port)
+}
+
+#[test]
+fn image_urls_are_fetched_and_drawn_and_bad_ones_refused_at_the_call() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
+    let origin = Origin::start();
+    let pics = common::TempDir::new("pics");
+    for (name, colour) in [("blue.png", "blue"), ("green.jpg", "green")] {
+        let ok = Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("color=c={colour}:s=64x48"),
+                "-frames:v",
+                "1",
+            ])
+            .arg(pics.0.join(name))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    std::fs::write(pics.0.join("notes.png"), "not a picture at all\n").unwrap();
+    let files = serve_files(&pics.0);
+    let url = |name: &str| format!("http://127.0.0.1:{}/{name}", files.1);
+    let anchor = json!({"UserInfo": {"UserId": "red", "RoomId": "img", "RoomIdType": 1}});
+    let ghost = json!({"UserInfo": {"UserId": "ghost", "RoomId": "img", "RoomIdType": 1}});
+    let start = |background: &str, placeholder: &str| {
+        json!({
+            "SdkAppId": APP, "RoomId": "img", "RoomIdType": 1,
+            "AgentParams": {"UserId": "mcu_img", "MaxIdleTime": 30},
+            "WithTranscoding": 1,
+            "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}},
+            "VideoParams": {"VideoEncode": {"Width": 640, "Height": 360, "Fps": 15, "BitRate": 800, "Gop": 2},
+                            "BackgroundImageUrl": background,
+                            "LayoutParams": {"MixLayoutMode": 4, "MixLayoutList": [
+                                {"UserMediaStream": anchor, "ImageWidth": 320, "ImageHeight": 180, "LocationX": 0, "LocationY": 0},
+                                {"UserMediaStream": ghost, "ImageWidth": 320, "ImageHeight": 180, "LocationX": 320, "LocationY": 0,
+                                 "BackgroundImageUrl": placeholder}]}},
+            "PublishCdnParams": [{"PublishCdnUrl": origin.url("img")}],
+        })
+    };
+    // Refused at the call, with the reason, and nothing started.
+    for (bg, why) in [
+        (url("missing.png"), "HTTP 404"),
+        (url("notes.png"), "not a picture"),
+        ("ftp://127.0.0.1/x.png".to_owned(), "http"),
+    ] {
+        let r = sdk(&gw, "StartPublishCdnStream", start(&bg, &url("green.jpg")));
+        assert_eq!(r["code"], "InvalidParameter", "{r}");
+        assert!(r["message"].as_str().unwrap().contains(why), "{r}");
+    }
+    let (_, relays) = common::http_get(gw.http_port, "/v1/relays").unwrap();
+    assert!(
+        relays.contains(r#""tasks":[]"#),
+        "nothing started: {relays}"
+    );
+
+    let r = sdk(
+        &gw,
+        "StartPublishCdnStream",
+        start(&url("blue.png"), &url("green.jpg")),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let _red = Publisher::start_lavfi(
+        &format!("{}&roomtype=str", gw.publish_url(APP, KEY, "img", "red")),
+        "color=c=red:size=640x360:rate=30",
+        "sine=frequency=440:sample_rate=48000",
+        20,
+        &gw.dir.0,
+    );
+    // The latest picture of the recording so far, once it shows the anchor.
+    let latest = || -> Option<Vec<u8>> {
+        let rec = origin.recordings("img").pop()?;
+        let rec = rec.to_str()?;
+        let secs = common::media::decode(rec).1;
+        if secs < 2.0 {
+            return None;
+        }
+        let out = Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-nostdin",
+                "-ss",
+                &format!("{:.2}", secs - 1.0),
+                "-i",
+                rec,
+            ])
+            .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+            .output()
+            .ok()?;
+        (out.stdout.len() == 640 * 360 * 3).then_some(out.stdout)
+    };
+    let mut rgb = Vec::new();
+    common::wait_for(
+        "the anchor in the mix at the origin",
+        Duration::from_secs(30),
+        || {
+            rgb = latest().unwrap_or_default();
+            !rgb.is_empty()
+                && common::media::near(common::media::pixel(&rgb, 640, 160, 90), (255, 0, 0), 40)
+        },
+    );
+    let at = |x, y| common::media::pixel(&rgb, 640, x, y);
+    assert!(
+        common::media::near(at(160, 90), (255, 0, 0), 40),
+        "the anchor: {:?}",
+        at(160, 90)
+    );
+    assert!(
+        common::media::near(at(480, 90), (0, 128, 0), 40),
+        "the placeholder image: {:?}",
+        at(480, 90)
+    );
+    assert!(
+        common::media::near(at(320, 270), (0, 0, 255), 40),
+        "the background image: {:?}",
+        at(320, 270)
     );
 }

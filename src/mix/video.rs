@@ -103,6 +103,15 @@ fn colour_of(b: &Background) -> Rgb {
 }
 
 /// Decodes the first picture of an image file (PNG, JPEG, … anything libav reads).
+/// Whether `path` holds a picture the mixer can draw (decoded as it will be).
+pub(crate) fn check_image(path: &std::path::Path) -> Result<(), VideoError> {
+    let frame = load_image(path)?;
+    if frame.width() == 0 || frame.height() == 0 {
+        return Err(VideoError::NoCodec("a picture in the image file"));
+    }
+    Ok(())
+}
+
 fn load_image(path: &std::path::Path) -> Result<ff::frame::Video, VideoError> {
     let mut input = ff::format::input(&path)?;
     let stream = input

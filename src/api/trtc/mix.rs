@@ -4,8 +4,9 @@
 //! AudioParams (AudioEncode, SubscribeAudioList / UnSubscribeAudioList with
 //! SoundLevel) are translated into a `ProfileFile` and validated by the same
 //! code as `profiles/*.toml`, so ranges and cell geometry are checked once.
-//! Image URLs, custom crops and transparency templates answer
-//! UnsupportedOperation; watermarks and SEI are accepted and not drawn
+//! Image URLs (canvas background, cell placeholders) are fetched first
+//! (`images`) and drawn from their local copies; custom crops and
+//! transparency templates answer UnsupportedOperation; watermarks and SEI are accepted and not drawn
 //! (documented in README).
 
 use super::ApiError;
@@ -27,17 +28,25 @@ fn render_mode(n: Num) -> Result<&'static str, ApiError> {
     }
 }
 
-/// The layout of a profile from LayoutParams (+ BackGroundColor).
-fn layout_of(video: &McuVideoParams) -> Result<LayoutFile, ApiError> {
-    if video
-        .background_image_url
-        .as_deref()
-        .is_some_and(|u| !u.is_empty())
-    {
-        return Err(unsupported("A background image (BackgroundImageUrl)"));
+/// Image URLs of the request and their local copies (`images::prefetch`).
+pub(super) type Images = std::collections::HashMap<String, std::path::PathBuf>;
+
+/// The local copy of an image URL of the request.
+fn image(images: &Images, url: Option<&String>) -> Result<Option<String>, ApiError> {
+    match url.filter(|u| !u.is_empty()) {
+        None => Ok(None),
+        Some(u) => images
+            .get(u)
+            .map(|p| Some(p.display().to_string()))
+            .ok_or_else(|| invalid("BackgroundImageUrl", format!("{u} was not fetched"))),
     }
+}
+
+/// The layout of a profile from LayoutParams (+ BackGroundColor, BackgroundImageUrl).
+fn layout_of(video: &McuVideoParams, images: &Images) -> Result<LayoutFile, ApiError> {
     let mut layout = LayoutFile {
         background_color: video.back_ground_color.clone(),
+        background_image: image(images, video.background_image_url.as_ref())?,
         ..LayoutFile::default()
     };
     let Some(lp) = &video.layout_params else {
@@ -69,30 +78,18 @@ fn layout_of(video: &McuVideoParams) -> Result<LayoutFile, ApiError> {
         layout.main_user = Some(user.to_owned());
     }
     if mode == "custom" {
-        layout.cells = cells(lp)?;
+        layout.cells = cells(lp, images)?;
     }
     Ok(layout)
 }
 
 /// MixLayoutList: the cells of a custom layout.
-fn cells(lp: &McuLayoutParams) -> Result<Vec<CellFile>, ApiError> {
+fn cells(lp: &McuLayoutParams, images: &Images) -> Result<Vec<CellFile>, ApiError> {
     let list = req(lp.mix_layout_list.as_ref(), "MixLayoutList")?;
     let mut cells = Vec::with_capacity(list.len());
     for c in list {
-        let images = [
-            (
-                &c.background_image_url,
-                "A cell placeholder image (BackgroundImageUrl)",
-            ),
-            (
-                &c.transparent_url,
-                "A transparency template (TransparentUrl)",
-            ),
-        ];
-        for (url, what) in images {
-            if url.as_deref().is_some_and(|u| !u.is_empty()) {
-                return Err(unsupported(what));
-            }
+        if c.transparent_url.as_deref().is_some_and(|u| !u.is_empty()) {
+            return Err(unsupported("A transparency template (TransparentUrl)"));
         }
         if c.custom_crop.is_some() {
             return Err(unsupported("Cropping an input (CustomCrop)"));
@@ -114,6 +111,7 @@ fn cells(lp: &McuLayoutParams) -> Result<Vec<CellFile>, ApiError> {
                 .as_ref()
                 .and_then(|s| s.user())
                 .map(str::to_owned),
+            placeholder_image: image(images, c.background_image_url.as_ref())?,
             ..CellFile::default()
         });
     }
@@ -125,6 +123,7 @@ fn cells(lp: &McuLayoutParams) -> Result<Vec<CellFile>, ApiError> {
 pub(super) fn profile(
     p: &Params<'_>,
     current: Option<(&VideoEncoding, &profile::AudioEncoding)>,
+    images: &Images,
 ) -> Result<RelayProfile, ApiError> {
     let video: Option<McuVideoParams> = read(p, "VideoParams")?;
     let audio: Option<McuAudioParams> = read(p, "AudioParams")?;
@@ -168,7 +167,7 @@ pub(super) fn profile(
         (None, None) => file.audio_only = true,
     }
     match &video {
-        Some(v) => file.layout = Some(layout_of(v)?),
+        Some(v) => file.layout = Some(layout_of(v, images)?),
         None if current.is_some() => return Err(super::params::missing("VideoParams")),
         None => {}
     }

@@ -11,6 +11,7 @@
 //! `relay` (Start/Update/StopPublishCdnStream). Internal detail is logged,
 //! never echoed.
 
+mod images;
 mod ingest;
 mod mix;
 mod params;
@@ -169,8 +170,12 @@ async fn process(
         "DismissRoomByStrRoomId" => rooms::dismiss(state, &p, true).await,
         "RemoveUser" => rooms::remove_user(state, &p, false).await,
         "RemoveUserByStrRoomId" => rooms::remove_user(state, &p, true).await,
-        "StartPublishCdnStream" => relay::start(state, &p),
-        "UpdatePublishCdnStream" => relay::update(state, &p),
+        "StartPublishCdnStream" => {
+            relay::start(state, &p, &images::prefetch(state, &params).await?)
+        }
+        "UpdatePublishCdnStream" => {
+            relay::update(state, &p, &images::prefetch(state, &params).await?)
+        }
         "StopPublishCdnStream" => relay::stop(state, &p),
         "StartStreamIngest" => ingest::start(state, &p).await,
         "StopStreamIngest" => ingest::stop(state, &p),

@@ -175,7 +175,7 @@ fn check_no_unsupported(p: &Params<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(super) fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn start(state: &AppState, p: &Params<'_>, images: &super::mix::Images) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let room_str = p.req_str("RoomId")?;
     // RoomIdType here: 0 = integer room, 1 = string room.
@@ -218,7 +218,7 @@ pub(super) fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
             spec
         }
         1 => {
-            let profile = super::mix::profile(p, None)?;
+            let profile = super::mix::profile(p, None, images)?;
             let mut spec = RelaySpec::for_mix(key, &profile).map_err(relay_error)?;
             if let (Some(mix), Some((filter, volumes))) =
                 (spec.mix_mut(), super::mix::audio_filter(p)?)
@@ -262,7 +262,7 @@ fn task(
     Ok((id.to_owned(), spec, status.state))
 }
 
-pub(super) fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn update(state: &AppState, p: &Params<'_>, images: &super::mix::Images) -> ApiResult {
     let (id, spec, st) = task(state, p)?;
     let seq = p.req_u64("SequenceNumber")?;
     if matches!(st, TaskState::Stopped(_)) {
@@ -309,7 +309,7 @@ pub(super) fn update(state: &AppState, p: &Params<'_>) -> ApiResult {
             let mut restart = None;
             let layout = match (p.object("VideoParams")?, &mix.video) {
                 (Some(_), Some(v)) => {
-                    let profile = super::mix::profile(p, Some((v, &mix.audio)))?;
+                    let profile = super::mix::profile(p, Some((v, &mix.audio)), images)?;
                     if profile.video.as_ref() != Some(v) {
                         // New video encoding: the mix restarts inside the task.
                         let mut next = RelaySpec::for_mix(spec.room.clone(), &profile)

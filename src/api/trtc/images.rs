@@ -1,0 +1,285 @@
+//! Image URLs in mix requests (VideoParams.BackgroundImageUrl, a custom
+//! cell's BackgroundImageUrl placeholder): fetched before the task starts,
+//! under TRTC's limits (http or https, at most 5 MiB, 10 s, up to three
+//! redirects), checked by decoding them with libav as the mixer will, and
+//! cached under `<data_dir>/images/` by URL. A URL that cannot be fetched or
+//! is not a picture is refused at the call, with the reason.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sha2::Digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::ApiError;
+use super::params::invalid;
+use crate::api::AppState;
+
+/// TRTC's limit on an image.
+const MAX_BYTES: usize = 5 << 20;
+/// The whole fetch, redirects included.
+const TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_REDIRECTS: usize = 3;
+const MAX_HEAD: usize = 16 << 10;
+
+/// The local copy of every image URL in a StartPublishCdnStream or
+/// UpdatePublishCdnStream request, by URL.
+pub(super) async fn prefetch(
+    state: &AppState,
+    params: &Map<String, Value>,
+) -> Result<HashMap<String, PathBuf>, ApiError> {
+    let video = params.get("VideoParams");
+    let mut urls: Vec<&str> = Vec::new();
+    if let Some(u) = video
+        .and_then(|v| v.get("BackgroundImageUrl"))
+        .and_then(Value::as_str)
+    {
+        urls.push(u);
+    }
+    let cells = video
+        .and_then(|v| v.get("LayoutParams"))
+        .and_then(|l| l.get("MixLayoutList"))
+        .and_then(Value::as_array);
+    for c in cells.into_iter().flatten() {
+        if let Some(u) = c.get("BackgroundImageUrl").and_then(Value::as_str) {
+            urls.push(u);
+        }
+    }
+    let mut out = HashMap::new();
+    for url in urls.into_iter().filter(|u| !u.is_empty()) {
+        if out.contains_key(url) {
+            continue;
+        }
+        let path = cached(state, url)
+            .await
+            .map_err(|why| invalid("BackgroundImageUrl", format!("{url}: {why}")))?;
+        out.insert(url.to_owned(), path);
+    }
+    Ok(out)
+}
+
+/// The image at `url`, from the cache or fetched into it.
+async fn cached(state: &AppState, url: &str) -> Result<PathBuf, String> {
+    check_url(url)?;
+    let dir = state.config.data_dir.join("images");
+    let name = hex::encode(&sha2::Sha256::digest(url.as_bytes())[..16]);
+    let path = dir.join(format!("{name}.img"));
+    if tokio::fs::metadata(&path).await.is_ok() {
+        return Ok(path);
+    }
+    let bytes = tokio::time::timeout(TIMEOUT, fetch(url))
+        .await
+        .map_err(|_| format!("not fetched within {TIMEOUT:?}"))??;
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| format!("image cache: {e}"))?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    tokio::fs::write(&tmp, &bytes)
+        .await
+        .map_err(|e| format!("image cache: {e}"))?;
+    let check = tmp.clone();
+    let decoded = tokio::task::spawn_blocking(move || crate::mix::video::check_image(&check))
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Err(e) = decoded {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(format!("not a picture libav can decode ({e})"));
+    }
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(|e| format!("image cache: {e}"))?;
+    tracing::info!(%url, bytes = bytes.len(), "mix image fetched");
+    Ok(path)
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if url.len() > 1024 {
+        return Err("longer than 1024 characters".into());
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err("an http:// or https:// URL".into());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("spaces or control characters".into());
+    }
+    Ok(())
+}
+
+/// (tls, host, port, path) of an http(s) URL.
+fn split(url: &str) -> Result<(bool, String, u16, String), String> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err("an http:// or https:// URL".into());
+    };
+    let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let path = match path {
+        "" => "/".to_owned(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_owned(),
+    };
+    let path = path.split('#').next().unwrap_or("/").to_owned();
+    if authority.is_empty() || authority.contains('@') {
+        return Err("no host".into());
+    }
+    let default = if tls { 443 } else { 80 };
+    let parse = |p: &str| p.parse::<u16>().map_err(|_| format!("bad port `{p}`"));
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or("a bad IPv6 host")?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => parse(p)?,
+            None => default,
+        };
+        (h.to_owned(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), parse(p)?),
+            None => (authority.to_owned(), default),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    Ok((tls, host, port, path))
+}
+
+/// GET `url`, following redirects; the body.
+async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    let mut url = url.to_owned();
+    for _ in 0..=MAX_REDIRECTS {
+        let (tls, host, port, path) = split(&url)?;
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+        let mut s = crate::tls::wrap(&host, tcp, tls).await?;
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: roomcast\r\nAccept: image/*\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        s.flush().await.map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if raw.len() > MAX_BYTES + MAX_HEAD {
+                return Err(format!("larger than {} MiB", MAX_BYTES >> 20));
+            }
+        }
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("no HTTP answer")?;
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let body = &raw[end + 4..];
+        let mut lines = head.lines();
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .ok_or("no HTTP status")?;
+        let header = |name: &str| {
+            head.lines().skip(1).find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_owned())
+            })
+        };
+        match status {
+            200 => {}
+            301 | 302 | 303 | 307 | 308 => {
+                let to = header("location").ok_or("a redirect without Location")?;
+                url = if to.starts_with("http://") || to.starts_with("https://") {
+                    to
+                } else if to.starts_with('/') {
+                    format!(
+                        "{}://{}:{port}{to}",
+                        if tls { "https" } else { "http" },
+                        host
+                    )
+                } else {
+                    return Err(format!("a redirect to `{to}`"));
+                };
+                continue;
+            }
+            other => return Err(format!("HTTP {other}")),
+        }
+        let body = if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+        {
+            dechunk(body)?
+        } else {
+            body.to_vec()
+        };
+        if body.len() > MAX_BYTES {
+            return Err(format!("larger than {} MiB", MAX_BYTES >> 20));
+        }
+        if body.is_empty() {
+            return Err("an empty body".into());
+        }
+        return Ok(body);
+    }
+    Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
+/// A chunked body, joined.
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("a cut chunked body")?;
+        let size_text = String::from_utf8_lossy(&b[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| "a bad chunk size")?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size || size > MAX_BYTES {
+            return Err("a cut chunked body".into());
+        }
+        out.extend_from_slice(&b[..size]);
+        b = b.get(size + 2..).ok_or("a cut chunked body")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_host_port_and_path() {
+        assert_eq!(
+            split("http://127.0.0.1:8000/a/b.png?x=1#f").unwrap(),
+            (false, "127.0.0.1".into(), 8000, "/a/b.png?x=1".into())
+        );
+        assert_eq!(
+            split("https://cdn.example.com").unwrap(),
+            (true, "cdn.example.com".into(), 443, "/".into())
+        );
+        assert!(split("ftp://x/y").is_err());
+        assert!(split("http://user@x/y").is_err());
+        assert!(check_url("http://x/a b.png").is_err());
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined_and_cut_ones_refused() {
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
+        assert!(dechunk(b"5\r\nab").is_err());
+        assert!(dechunk(b"zz\r\n").is_err());
+    }
+}
