@@ -166,13 +166,16 @@ fn tls_front(certs: &Path, streams: &[(u16, &str, u16)], https: (u16, u16)) -> T
     TlsFront { child, _dir: dir }
 }
 
+/// A task's target whose URL contains `url_part`; null until the task has
+/// its targets (a relay makes them when its anchor arrives).
 fn target<'a>(status: &'a serde_json::Value, url_part: &str) -> &'a serde_json::Value {
+    static NONE: serde_json::Value = serde_json::Value::Null;
     status["targets"]
         .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["url"].as_str().unwrap().contains(url_part))
-        .unwrap_or_else(|| panic!("no target {url_part}: {status}"))
+        .into_iter()
+        .flatten()
+        .find(|t| t["url"].as_str().is_some_and(|u| u.contains(url_part)))
+        .unwrap_or(&NONE)
 }
 
 #[test]

@@ -1245,37 +1245,6 @@ fn a_task_over_the_cpu_budget_is_refused_by_both_apis_before_it_starts() {
     );
 }
 
-/// A directory served over plain HTTP by Python's http.server, killed on drop.
-struct Files(std::process::Child, u16);
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve_files(dir: &std::path::Path) -> Files {
-    let port = common::free_port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-        ])
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    common::wait_for("the file server", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    Files(child, port)
-}
-
 #[test]
 fn image_urls_are_fetched_and_drawn_and_bad_ones_refused_at_the_call() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
@@ -1305,8 +1274,8 @@ fn image_urls_are_fetched_and_drawn_and_bad_ones_refused_at_the_call() {
         assert!(ok.success());
     }
     std::fs::write(pics.0.join("notes.png"), "not a picture at all\n").unwrap();
-    let files = serve_files(&pics.0);
-    let url = |name: &str| format!("http://127.0.0.1:{}/{name}", files.1);
+    let files = FileServer::start(&pics.0);
+    let url = |name: &str| files.url(name);
     let anchor = json!({"UserInfo": {"UserId": "red", "RoomId": "img", "RoomIdType": 1}});
     let ghost = json!({"UserInfo": {"UserId": "ghost", "RoomId": "img", "RoomIdType": 1}});
     let start = |background: &str, placeholder: &str| {
@@ -1339,6 +1308,25 @@ fn image_urls_are_fetched_and_drawn_and_bad_ones_refused_at_the_call() {
         relays.contains(r#""tasks":[]"#),
         "nothing started: {relays}"
     );
+    // Recordings take a background and a placeholder for every cell too.
+    let record = |background: &str| {
+        json!({"SdkAppId": APP, "RoomId": "img", "RoomIdType": 0, "UserId": "recorder",
+               "UserSig": common::usersig(APP, KEY, "recorder"), "StorageParams": storage(),
+               "RecordParams": {"RecordMode": 2, "OutputFormat": 3, "MaxIdleTime": 5},
+               "MixLayoutParams": {"MixLayoutMode": 3, "BackgroundImageUrl": background,
+                                   "DefaultSubBackgroundImage": url("green.jpg")}})
+    };
+    let r = sdk(&gw, "CreateCloudRecording", record(&url("notes.png")));
+    assert_eq!(r["code"], "InvalidParameter", "{r}");
+    let r = sdk(&gw, "CreateCloudRecording", record(&url("blue.png")));
+    assert_eq!(r["ok"], true, "{r}");
+    let task = r["response"]["TaskId"].as_str().unwrap();
+    let r = sdk(
+        &gw,
+        "DeleteCloudRecording",
+        json!({"SdkAppId": APP, "TaskId": task}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
 
     let r = sdk(
         &gw,

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::credential::{self, SESSION_COOKIE};
+use super::credential::{self, SESSION_COOKIE, error_response as refuse};
 use crate::auth::session::{Access, LIFETIME};
 use crate::auth::tc3::constant_time_eq;
 
@@ -133,18 +133,6 @@ fn asset(name: &str, headers: &HeaderMap) -> Response {
         .into_response()
 }
 
-fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        json!({"error": {"code": code, "message": message}}).to_string(),
-    )
-        .into_response()
-}
-
 fn no_store_json(v: Value) -> Response {
     (
         [
@@ -229,17 +217,14 @@ pub(crate) async fn session(State(state): State<AppState>, headers: HeaderMap) -
     }
 }
 
-pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let req = credential::Request {
-        method: "POST",
-        path: "/console/api/logout",
-        query: "",
-        headers: &headers,
-        body: b"",
-        access: Access::Write,
-    };
-    if let Err(e) = credential::caller(&state, &req) {
-        return refuse(StatusCode::UNAUTHORIZED, e.code(), &e.to_string());
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = credential::admit(&state, (&method, &uri, &headers), b"", Access::Write) {
+        return r;
     }
     if let Some(t) = credential::session_token(&headers) {
         state
@@ -263,17 +248,7 @@ fn unreadable(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Option<Response> {
-    let req = credential::Request {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query().unwrap_or(""),
-        headers,
-        body: b"",
-        access: Access::Read,
-    };
-    credential::caller(state, &req)
-        .err()
-        .map(|e| refuse(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()))
+    credential::admit(state, (method, uri, headers), b"", Access::Read).err()
 }
 
 pub(crate) async fn profiles(
@@ -316,20 +291,14 @@ pub(crate) struct Viewer {
 
 pub(crate) async fn viewer(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Json<Viewer>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let req = credential::Request {
-        method: "POST",
-        path: "/console/api/viewer",
-        query: "",
-        headers: &headers,
-        body: b"",
-        access: Access::Write,
-    };
-    let secret_id = match credential::caller(&state, &req) {
+    let secret_id = match credential::admit(&state, (&method, &uri, &headers), b"", Access::Write) {
         Ok(id) => id,
-        Err(e) => return refuse(StatusCode::UNAUTHORIZED, e.code(), &e.to_string()),
+        Err(r) => return r,
     };
     let Ok(Json(req)) = body else {
         return refuse(

@@ -7,7 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use crate::auth::session::{Access, SessionError, Sessions};
@@ -77,6 +78,43 @@ pub(crate) fn caller(state: &AppState, req: &Request<'_>) -> Result<String, Refu
         |id| state.config.api_key(id),
     )?;
     Ok(verified.secret_id)
+}
+
+/// `{"error": {"code", "message"}}` with `status`: how the status API,
+/// the task API and the console refuse.
+pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        serde_json::json!({"error": {"code": code, "message": message}}).to_string(),
+    )
+        .into_response()
+}
+
+/// The caller of a request with this `access` and `body`, or the 401 to
+/// send back.
+#[allow(clippy::result_large_err)]
+pub(crate) fn admit(
+    state: &AppState,
+    (method, uri, headers): (&Method, &Uri, &HeaderMap),
+    body: &[u8],
+    access: Access,
+) -> Result<String, Response> {
+    let req = Request {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers,
+        body,
+        access,
+    };
+    caller(state, &req).map_err(|e| {
+        tracing::debug!(%method, path = uri.path(), "refused: {e}");
+        error_response(StatusCode::UNAUTHORIZED, e.code(), &e.to_string())
+    })
 }
 
 /// The session token in the request's cookies, if any.

@@ -8,10 +8,9 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use super::AppState;
 use super::credential;
@@ -27,26 +26,8 @@ fn admitted<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Option<T>, Response> {
-    let req = credential::Request {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query().unwrap_or(""),
-        headers,
-        body,
-        access: Access::Write,
-    };
-    match credential::caller(state, &req) {
-        Ok(secret_id) => tracing::debug!(%secret_id, %method, path = uri.path(), "task API call"),
-        Err(e) => {
-            tracing::info!(%method, path = uri.path(), "task API refused: {e}");
-            return Err((
-                StatusCode::UNAUTHORIZED,
-                [(header::CONTENT_TYPE, "application/json")],
-                json!({"error": {"code": e.code(), "message": e.to_string()}}).to_string(),
-            )
-                .into_response());
-        }
-    }
+    let secret_id = credential::admit(state, (method, uri, headers), body, Access::Write)?;
+    tracing::debug!(%secret_id, %method, path = uri.path(), "task API call");
     if body.is_empty() {
         return Ok(None);
     }

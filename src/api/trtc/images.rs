@@ -1,5 +1,5 @@
-//! Image URLs in mix requests (VideoParams.BackgroundImageUrl, a custom
-//! cell's BackgroundImageUrl placeholder): fetched before the task starts,
+//! Image URLs in mix and recording requests (canvas backgrounds, cell
+//! placeholders): fetched before the task starts,
 //! under TRTC's limits (http or https, at most 5 MiB, 10 s, up to three
 //! redirects), checked by decoding them with libav as the mixer will, and
 //! cached under `<data_dir>/images/` by URL. A URL that cannot be fetched or
@@ -24,33 +24,53 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REDIRECTS: usize = 3;
 const MAX_HEAD: usize = 16 << 10;
 
-/// The local copy of every image URL in a StartPublishCdnStream or
-/// UpdatePublishCdnStream request, by URL.
+/// Where a request may name an image: the canvas (`BackgroundImageUrl`)
+/// and cell placeholders (a custom cell's `BackgroundImageUrl`, a
+/// recording's `DefaultSubBackgroundImage` and `SubBackgroundImage`).
+const IMAGE_KEYS: &[&str] = &[
+    "BackgroundImageUrl",
+    "DefaultSubBackgroundImage",
+    "SubBackgroundImage",
+];
+
+/// Every image URL anywhere in `v` (bounded depth: requests are shallow).
+fn collect<'a>(v: &'a Value, depth: usize, out: &mut Vec<&'a str>) {
+    if depth > 8 {
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match v.as_str() {
+                    Some(u) if IMAGE_KEYS.contains(&k.as_str()) => out.push(u),
+                    _ => collect(v, depth + 1, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| collect(v, depth + 1, out)),
+        _ => {}
+    }
+}
+
+/// The local copy of every image URL of a mix or recording request, by URL.
 pub(super) async fn prefetch(
     state: &AppState,
     params: &Map<String, Value>,
 ) -> Result<HashMap<String, PathBuf>, ApiError> {
-    let video = params.get("VideoParams");
-    let mut urls: Vec<&str> = Vec::new();
-    if let Some(u) = video
-        .and_then(|v| v.get("BackgroundImageUrl"))
-        .and_then(Value::as_str)
-    {
-        urls.push(u);
-    }
-    let cells = video
-        .and_then(|v| v.get("LayoutParams"))
-        .and_then(|l| l.get("MixLayoutList"))
-        .and_then(Value::as_array);
-    for c in cells.into_iter().flatten() {
-        if let Some(u) = c.get("BackgroundImageUrl").and_then(Value::as_str) {
-            urls.push(u);
-        }
+    let mut urls = Vec::new();
+    for v in params.values() {
+        collect(v, 0, &mut urls);
     }
     let mut out = HashMap::new();
     for url in urls.into_iter().filter(|u| !u.is_empty()) {
         if out.contains_key(url) {
             continue;
+        }
+        if out.len() >= 32 {
+            return Err(invalid(
+                "BackgroundImageUrl",
+                "at most 32 image URLs in a request",
+            ));
         }
         let path = cached(state, url)
             .await
@@ -271,6 +291,20 @@ mod tests {
         assert!(split("ftp://x/y").is_err());
         assert!(split("http://user@x/y").is_err());
         assert!(check_url("http://x/a b.png").is_err());
+    }
+
+    #[test]
+    fn image_urls_are_found_wherever_the_request_names_them() {
+        let v = serde_json::json!({
+            "VideoParams": {"BackgroundImageUrl": "http://h/bg.png",
+                "LayoutParams": {"MixLayoutList": [{"BackgroundImageUrl": "http://h/p.png"}, {}]}},
+            "MixLayoutParams": {"DefaultSubBackgroundImage": "http://h/d.png"},
+            "Other": {"Text": "http://h/not-an-image"}
+        });
+        let mut out = Vec::new();
+        collect(&v, 0, &mut out);
+        out.sort();
+        assert_eq!(out, ["http://h/bg.png", "http://h/d.png", "http://h/p.png"]);
     }
 
     #[test]

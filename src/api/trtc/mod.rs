@@ -180,9 +180,13 @@ async fn process(
         "StartStreamIngest" => ingest::start(state, &p).await,
         "StopStreamIngest" => ingest::stop(state, &p),
         "DescribeStreamIngest" => ingest::describe(state, &p),
-        "CreateCloudRecording" => recording::create(state, &p),
+        "CreateCloudRecording" => {
+            recording::create(state, &p, &images::prefetch(state, &params).await?)
+        }
         "DescribeCloudRecording" => recording::describe(state, &p),
-        "ModifyCloudRecording" => recording::modify(state, &p),
+        "ModifyCloudRecording" => {
+            recording::modify(state, &p, &images::prefetch(state, &params).await?)
+        }
         "DeleteCloudRecording" => recording::delete(state, &p),
         "" => Err(ApiError::new(
             "MissingParameter",

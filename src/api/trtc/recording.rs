@@ -9,6 +9,7 @@
 
 use serde_json::{Map, Value};
 
+use super::mix::Images;
 use super::params::{Params, invalid, missing, unsupported};
 use super::request::{MixLayoutParams, MixTranscodeParams, Num, read};
 use super::{ApiError, ApiResult};
@@ -90,7 +91,7 @@ fn output(r: &Params<'_>) -> Result<RecordOutput, ApiError> {
 }
 
 /// MixLayoutParams → the layout of a mix profile.
-fn layout(p: Option<&MixLayoutParams>) -> Result<LayoutFile, ApiError> {
+fn layout(p: Option<&MixLayoutParams>, images: &Images) -> Result<LayoutFile, ApiError> {
     let mut t = LayoutFile::default();
     let mode = match p.and_then(|l| l.mix_layout_mode).map(|m| m.0) {
         None | Some(3) => "grid",
@@ -112,13 +113,22 @@ fn layout(p: Option<&MixLayoutParams>) -> Result<LayoutFile, ApiError> {
             UserId::new(u).map_err(|e| invalid("MaxResolutionUserId", e))?;
             t.main_user = Some(u.clone());
         }
+        let local = |url: &Option<String>| match url.as_deref().filter(|u| !u.is_empty()) {
+            None => Ok(None),
+            Some(u) => images
+                .get(u)
+                .map(|p| Some(p.display().to_string()))
+                .ok_or_else(|| invalid("BackgroundImageUrl", format!("{u} was not fetched"))),
+        };
+        t.background_image = local(&l.background_image_url)?;
+        t.placeholder_image = local(&l.default_sub_background_image)?;
     }
     Ok(t)
 }
 
 /// MixTranscodeParams + MixLayoutParams → a validated mix profile (TRTC's
 /// defaults: 360x640, 15 fps, 550 kbps, GOP 10 s; 48 kHz stereo 64 kbps).
-fn mix_profile(p: &Params<'_>) -> Result<profile::RelayProfile, ApiError> {
+fn mix_profile(p: &Params<'_>, images: &Images) -> Result<profile::RelayProfile, ApiError> {
     let mix: MixTranscodeParams = read(p, "MixTranscodeParams")?.unwrap_or_default();
     let v = mix.video_params.unwrap_or_default();
     let a = mix.audio_params.unwrap_or_default();
@@ -153,7 +163,7 @@ fn mix_profile(p: &Params<'_>) -> Result<profile::RelayProfile, ApiError> {
     let file = ProfileFile {
         video: Some(video),
         audio: Some(audio),
-        layout: Some(layout(layout_params.as_ref())?),
+        layout: Some(layout(layout_params.as_ref(), images)?),
         ..ProfileFile::default()
     };
     super::params::validated(file, "api-recording", "InvalidParameter.OutOfRange")
@@ -169,7 +179,7 @@ fn relay_error(e: RelayError) -> ApiError {
     }
 }
 
-pub(super) fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn create(state: &AppState, p: &Params<'_>, images: &Images) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let room_str = p.req_str("RoomId")?;
     let room = match p.u64("RoomIdType")?.unwrap_or(1) {
@@ -214,7 +224,7 @@ pub(super) fn create(state: &AppState, p: &Params<'_>) -> ApiResult {
             }
         }
         2 => {
-            let profile = mix_profile(p)?;
+            let profile = mix_profile(p, images)?;
             let mut spec = RelaySpec::for_mix(key.clone(), &profile).map_err(relay_error)?;
             if let (Some(mix), Some(s)) = (spec.mix_mut(), sub) {
                 mix.audio_filter = AudioFilter {
@@ -318,7 +328,7 @@ pub(super) fn describe(state: &AppState, p: &Params<'_>) -> ApiResult {
     Ok(o)
 }
 
-pub(super) fn modify(state: &AppState, p: &Params<'_>) -> ApiResult {
+pub(super) fn modify(state: &AppState, p: &Params<'_>, images: &Images) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let id = p.req_str("TaskId")?;
     let sub = subscription(p)?;
@@ -328,7 +338,7 @@ pub(super) fn modify(state: &AppState, p: &Params<'_>) -> ApiResult {
             Some(l) => {
                 // A whole profile around the layout, so it is validated the same way.
                 let file = ProfileFile {
-                    layout: Some(layout(Some(&l))?),
+                    layout: Some(layout(Some(&l), images)?),
                     audio: Some(AudioFile {
                         sample_rate: Some(48_000),
                         channels: Some(2),

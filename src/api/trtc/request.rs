@@ -211,6 +211,10 @@ pub(super) struct MixLayoutParams {
     pub mix_layout_mode: Option<Num>,
     pub back_ground_color: Option<String>,
     pub max_resolution_user_id: Option<String>,
+    /// The canvas's image (fetched at the call: `images`).
+    pub background_image_url: Option<String>,
+    /// Every cell's placeholder image.
+    pub default_sub_background_image: Option<String>,
 }
 
 #[cfg(test)]
