@@ -108,22 +108,14 @@ fn objects(endpoint: &str, prefix: &str) -> BTreeMap<String, u64> {
 }
 
 fn sdk(gw: &Gateway, action: &str, params: Value) -> Value {
-    let out = Command::new(PY)
-        .args([
-            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/trtc_sdk_call.py"),
-            &format!("127.0.0.1:{}", gw.http_port),
-            SECRET_ID,
-            SECRET_KEY,
-            action,
-            &params.to_string(),
-            // The raw answer: the SDK's models drop fields they do not know.
-            "--raw",
-        ])
-        .env("NO_PROXY", "*")
-        .output()
-        .unwrap();
-    serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
-        .unwrap_or_else(|_| panic!("{action}: {}", String::from_utf8_lossy(&out.stderr)))
+    // The raw answer: the SDK's models drop fields they do not know.
+    common::trtc_sdk(
+        gw.http_port,
+        (SECRET_ID, SECRET_KEY),
+        action,
+        &params,
+        &["--raw"],
+    )
 }
 
 fn gateway(data: &Path, storage_port: u16, callbacks: u16) -> Gateway {

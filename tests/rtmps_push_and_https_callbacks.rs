@@ -195,6 +195,7 @@ fn relays_and_mixes_push_over_rtmps_and_bad_certificates_say_why() {
     let gw = Gateway::start(Some(&format!(
         "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n\
          callback_url = \"https://localhost:{https}/trtc/events\"\ncallback_key = \"cb-key\"\n\
+         [[api.credentials]]\nsecret_id = \"AKIDtls\"\nsecret_key = \"tls-secret\"\n\
          [tls]\nca_file = \"{}\"\n",
         certs.0.join("good-ca.pem").display()
     )));
@@ -263,6 +264,30 @@ fn relays_and_mixes_push_over_rtmps_and_bad_certificates_say_why() {
             })
         },
     );
+
+    // RTMPS pull (StartStreamIngest, libavformat's own TLS) still works:
+    // the relay's stream, read back through the TLS front, re-enters the
+    // room as a robot that is relayed again to the origin.
+    let pulled = common::trtc_sdk(
+        gw.http_port,
+        ("AKIDtls", "tls-secret"),
+        "StartStreamIngest",
+        &json!({"SdkAppId": APP, "RoomId": "tls", "RoomIdType": 0, "UserId": "puller",
+                "UserSig": common::usersig(APP, KEY, "puller"),
+                "StreamUrl": format!("rtmps://localhost:{good}/live/relay")}),
+        &[],
+    );
+    assert_eq!(pulled["ok"], true, "{pulled}");
+    let (again, _) = gw.start_relay(&json!({
+        "sdkappid": APP, "room": "tls", "userid": "puller", "rtmp": [origin.url("pulled")]
+    }));
+    common::wait_for("the RTMPS pull relayed", Duration::from_secs(30), || {
+        gw.relay_status(&again)["state"] == "running"
+            && origin
+                .recordings("pulled")
+                .last()
+                .is_some_and(|f| decode(f.to_str().unwrap()).1 > 2.0)
+    });
 
     // Room events reached the https:// receiver, signed.
     common::wait_for("callbacks over HTTPS", Duration::from_secs(15), || {

@@ -29,18 +29,7 @@ fn sdk_with(
     params: Value,
     extra: &[&str],
 ) -> Value {
-    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/trtc_sdk_call.py");
-    let endpoint = format!("127.0.0.1:{}", gw.http_port);
-    let out = Command::new(python)
-        .args([script, &endpoint, id, key, action, &params.to_string()])
-        .args(extra)
-        .env("NO_PROXY", "*")
-        .output()
-        .expect("the test venv (make test creates it)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim())
-        .unwrap_or_else(|_| panic!("{action}: {text}\n{}", String::from_utf8_lossy(&out.stderr)))
+    common::trtc_sdk(gw.http_port, (id, key), action, &params, extra)
 }
 
 fn sdk(gw: &Gateway, action: &str, params: Value) -> Value {

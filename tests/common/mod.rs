@@ -231,6 +231,36 @@ pub fn usersig(app: u64, key: &str, user: &str) -> String {
     roomcast::auth::usersig::generate(app, key, user, 86_400, unix_now(), None)
 }
 
+/// Calls the TRTC API with Tencent's Python SDK (`tests/python/trtc_sdk_call.py`
+/// in the test venv): its one-line JSON answer (`ok`, `response` or `code`).
+pub fn trtc_sdk(
+    http_port: u16,
+    (secret_id, secret_key): (&str, &str),
+    action: &str,
+    params: &serde_json::Value,
+    extra: &[&str],
+) -> serde_json::Value {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/trtc_sdk_call.py"
+        ))
+        .args([
+            &format!("127.0.0.1:{http_port}"),
+            secret_id,
+            secret_key,
+            action,
+            &params.to_string(),
+        ])
+        .args(extra)
+        .env("NO_PROXY", "*")
+        .output()
+        .expect("the test venv (make test creates it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|_| panic!("{action}: {text}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
 /// Polls `f` until it holds, failing the test after `within`.
 pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
