@@ -141,6 +141,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         ),
         hub: hub.clone(),
         sessions: Default::default(),
+        login_throttle: Default::default(),
     });
     // One shutdown signal for every listener.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -376,4 +376,25 @@ fn sessions_need_their_csrf_token_to_change_anything_and_scripts_sign_instead() 
     let (code, _, _) =
         http_with(port, "GET", "/v1/status/node", &[("Cookie", &cookie)], b"").unwrap();
     assert_eq!(code, 401);
+
+    // An address that keeps guessing is held off, even with the right key.
+    let try_login = |key: &str| {
+        let body = json!({"secret_id": SECRET_ID, "secret_key": key}).to_string();
+        let json_ct = [("Content-Type", "application/json")];
+        http_with(
+            port,
+            "POST",
+            "/console/api/login",
+            &json_ct,
+            body.as_bytes(),
+        )
+        .unwrap()
+        .0
+    };
+    // Two wrong keys were tried above (a wrong key and an unknown id).
+    let codes: Vec<u16> = (0..9).map(|_| try_login("guess")).collect();
+    assert_eq!(codes[..8], [401; 8], "{codes:?}");
+    assert_eq!(codes[8], 429, "{codes:?}");
+    assert_eq!(try_login(SECRET_KEY), 429);
+    assert!(gw.log_text().contains("too many failed logins"));
 }

@@ -170,11 +170,26 @@ pub(crate) async fn login(
             "Log in with a JSON body: {\"secret_id\": …, \"secret_key\": …}.",
         );
     };
+    let throttle = || {
+        state
+            .login_throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    };
+    if !throttle().allows(peer.ip(), Instant::now()) {
+        tracing::warn!(%peer, "console login refused: too many failed logins from this address");
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RequestLimitExceeded",
+            "Too many failed logins from this address; try again in a minute.",
+        );
+    }
     let known = state.config.api_key(&req.secret_id);
     // Compare against something even for an unknown id: same work either way.
     let ok = constant_time_eq(known.unwrap_or("").as_bytes(), req.secret_key.as_bytes())
         && known.is_some();
     if !ok {
+        throttle().failed(peer.ip(), Instant::now());
         tracing::info!(secret_id = %req.secret_id, %peer, "console login refused: wrong SecretId or SecretKey");
         return refuse(
             StatusCode::UNAUTHORIZED,

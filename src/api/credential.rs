@@ -21,6 +21,8 @@ pub(crate) const CSRF_HEADER: &str = "x-roomcast-csrf";
 
 /// The console sessions of this node.
 pub(crate) type SessionStore = Arc<Mutex<Sessions>>;
+/// Failed console logins per address.
+pub(crate) type LoginThrottleStore = Arc<Mutex<crate::auth::session::LoginThrottle>>;
 
 /// Why a caller is refused.
 #[derive(Debug, thiserror::Error)]

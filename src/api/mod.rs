@@ -47,6 +47,8 @@ pub(crate) struct AppState {
     pub hub: crate::media::hub::MediaHub,
     /// Console logins.
     pub sessions: credential::SessionStore,
+    /// Failed console logins per address.
+    pub login_throttle: credential::LoginThrottleStore,
 }
 
 pub(crate) fn router(state: AppState) -> Router {

@@ -147,12 +147,73 @@ fn alive(s: &Session, now: Instant) -> bool {
         && now.saturating_duration_since(s.opened) < LIFETIME
 }
 
+/// Failed logins an address may make within [`THROTTLE_WINDOW`].
+pub const MAX_FAILED_LOGINS: usize = 10;
+pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most (the oldest failure goes first).
+const THROTTLE_ADDRESSES: usize = 4096;
+
+/// Failed console logins per address: past [`MAX_FAILED_LOGINS`] within
+/// [`THROTTLE_WINDOW`], the address may not try again until the oldest of
+/// them leaves the window. Pure: time is an argument.
+#[derive(Debug, Default)]
+pub struct LoginThrottle {
+    failures: HashMap<std::net::IpAddr, Vec<Instant>>,
+}
+
+impl LoginThrottle {
+    /// Whether `ip` may try a login now.
+    pub fn allows(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        match self.failures.get_mut(&ip) {
+            None => true,
+            Some(list) => {
+                list.retain(|t| now.saturating_duration_since(*t) < THROTTLE_WINDOW);
+                let ok = list.len() < MAX_FAILED_LOGINS;
+                if list.is_empty() {
+                    self.failures.remove(&ip);
+                }
+                ok
+            }
+        }
+    }
+
+    /// A login from `ip` failed.
+    pub fn failed(&mut self, ip: std::net::IpAddr, now: Instant) {
+        if self.failures.len() >= THROTTLE_ADDRESSES && !self.failures.contains_key(&ip) {
+            let oldest = self
+                .failures
+                .iter()
+                .min_by_key(|(_, l)| l.last().copied())
+                .map(|(ip, _)| *ip);
+            if let Some(o) = oldest {
+                self.failures.remove(&o);
+            }
+        }
+        self.failures.entry(ip).or_default().push(now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn open(s: &mut Sessions, token: &str, now: Instant) -> Option<String> {
         s.open("AKIDtest", token.into(), format!("csrf-{token}"), now)
+    }
+
+    #[test]
+    fn an_address_that_keeps_failing_waits_out_the_window() {
+        let t0 = Instant::now();
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut t = LoginThrottle::default();
+        for i in 0..MAX_FAILED_LOGINS {
+            assert!(t.allows(a, t0), "try {i}");
+            t.failed(a, t0 + Duration::from_secs(i as u64));
+        }
+        assert!(!t.allows(a, t0 + Duration::from_secs(30)));
+        assert!(t.allows(b, t0), "another address is not affected");
+        // The first failure leaves the window: one more try.
+        assert!(t.allows(a, t0 + THROTTLE_WINDOW));
     }
 
     #[test]
