@@ -32,14 +32,7 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{}: no PEM certificate in it", path.display()));
-        }
-        for c in certs {
+        for c in certificates(path)? {
             roots
                 .add(c)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -49,6 +42,17 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<ClientConfig, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// Every certificate in a PEM file; none is an error. Errors name the file.
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
 }
 
 /// Makes the process's client configuration; call once at start, before
@@ -110,15 +114,7 @@ impl ServerTls {
     }
 
     fn build(cert: &Path, key: &Path) -> Result<Listeners, String> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| format!("tls.cert {}: {e}", cert.display()))?;
-        if chain.is_empty() {
-            return Err(format!(
-                "tls.cert {}: no PEM certificate in it",
-                cert.display()
-            ));
-        }
+        let chain = certificates(cert).map_err(|e| format!("tls.cert {e}"))?;
         let make = |alpn: &[&[u8]]| -> Result<Arc<ServerConfig>, String> {
             let private = PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| format!("tls.key {}: {e}", key.display()))?;

@@ -54,15 +54,23 @@ impl HttpUrl {
         } else {
             return Err("must be an http:// or https:// URL".into());
         };
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let rest = rest.split('#').next().unwrap_or("");
+        let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
         if authority.is_empty() || authority.contains('@') {
             return Err("must name a host".into());
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                (h, p.parse().map_err(|_| format!("bad port `{p}`"))?)
+        let parse = |p: &str| p.parse::<u16>().map_err(|_| format!("bad port `{p}`"));
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or("a bad IPv6 host")?;
+            match after.strip_prefix(':') {
+                Some(p) => (h, parse(p)?),
+                None => (h, default_port),
             }
-            _ => (authority, default_port),
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, parse(p)?),
+                None => (authority, default_port),
+            }
         };
         if host.is_empty() || host.chars().any(|c| c.is_whitespace()) {
             return Err("must name a host".into());
@@ -70,13 +78,21 @@ impl HttpUrl {
         Ok(HttpUrl {
             host: host.to_owned(),
             port,
-            path: if path.is_empty() {
-                "/".into()
-            } else {
-                path.into()
+            path: match path {
+                "" => "/".into(),
+                p if p.starts_with('?') => format!("/{p}"),
+                p => p.into(),
             },
             tls,
         })
+    }
+
+    /// A connection to the URL's host: TCP, inside verified TLS for https.
+    pub(crate) async fn connect(&self) -> std::io::Result<crate::tls::Conn> {
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
+        crate::tls::wrap(&self.host, tcp, self.tls)
+            .await
+            .map_err(std::io::Error::other)
     }
 }
 
@@ -476,10 +492,7 @@ async fn deliver(app: u64, url: HttpUrl, key: String, sink: Arc<Sink>) {
 
 /// One HTTP/1.1 POST; the response status.
 async fn post(url: &HttpUrl, app: u64, sign: &str, body: &[u8]) -> std::io::Result<u16> {
-    let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port)).await?;
-    let mut s = crate::tls::wrap(&url.host, tcp, url.tls)
-        .await
-        .map_err(std::io::Error::other)?;
+    let mut s = url.connect().await?;
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nSdkAppId: {app}\r\nSign: {sign}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         url.path,
@@ -527,6 +540,17 @@ mod tests {
         let u = HttpUrl::parse("https://example.com/cb").unwrap();
         assert_eq!((u.port, u.tls, u.path.as_str()), (443, true, "/cb"));
         assert!(HttpUrl::parse("ftp://example.com/cb").is_err());
+        let u = HttpUrl::parse("http://127.0.0.1:8000/a/b.png?x=1#f").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 8000, "/a/b.png?x=1")
+        );
+        let u = HttpUrl::parse("https://cdn.example.com").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str(), u.tls),
+            ("cdn.example.com", 443, "/", true)
+        );
+        assert!(HttpUrl::parse("http://user@x/y").is_err());
         assert!(HttpUrl::parse("http:///cb").is_err());
         assert!(HttpUrl::parse("http://h:x/").is_err());
     }

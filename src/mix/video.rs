@@ -102,7 +102,6 @@ fn colour_of(b: &Background) -> Rgb {
     }
 }
 
-/// Decodes the first picture of an image file (PNG, JPEG, … anything libav reads).
 /// Whether `path` holds a picture the mixer can draw (decoded as it will be).
 pub(crate) fn check_image(path: &std::path::Path) -> Result<(), VideoError> {
     let frame = load_image(path)?;
@@ -112,6 +111,7 @@ pub(crate) fn check_image(path: &std::path::Path) -> Result<(), VideoError> {
     Ok(())
 }
 
+/// Decodes the first picture of an image file (PNG, JPEG, … anything libav reads).
 fn load_image(path: &std::path::Path) -> Result<ff::frame::Video, VideoError> {
     let mut input = ff::format::input(&path)?;
     let stream = input

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,7 +64,31 @@ struct Task {
     resubscribed: Arc<Notify>,
     mixed: bool,
     stop: Arc<Notify>,
-    done: Arc<AtomicBool>,
+    /// Turns true once the task ended and its files are closed (also the
+    /// uploads' cue).
+    ended: watch::Receiver<bool>,
+}
+
+/// How a recording task says it ended: the flag the task list and the
+/// uploads watch, then its 302 callback.
+#[derive(Clone)]
+struct Ended {
+    tx: watch::Sender<bool>,
+    room: RoomKey,
+    task: String,
+    user: String,
+}
+
+impl Ended {
+    fn announce(&self, recordings: &Recordings, leave_code: u32) {
+        let _ = self.tx.send(true);
+        recordings.emit(
+            &self.room,
+            &self.task,
+            &self.user,
+            RecordingEventKind::RecorderStop { leave_code },
+        );
+    }
 }
 
 /// What DescribeCloudRecording reports.
@@ -128,10 +151,7 @@ impl Recordings {
         let recorder = recorder.to_owned();
         {
             let tasks = self.lock();
-            let running = tasks
-                .values()
-                .filter(|t| !t.done.load(Ordering::Relaxed))
-                .count();
+            let running = tasks.values().filter(|t| !*t.ended.borrow()).count();
             if running >= MAX_RECORDINGS {
                 return Err(RelayError::TooMany(MAX_RECORDINGS));
             }
@@ -140,9 +160,13 @@ impl Recordings {
         let files = FileList::default();
         let relays = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(Notify::new());
-        let done = Arc::new(AtomicBool::new(false));
-        // Turns true once the task's files are closed (the uploads' cue).
         let (ended_tx, ended_rx) = watch::channel(false);
+        let ended = Ended {
+            tx: ended_tx,
+            room: room.clone(),
+            task: id.clone(),
+            user: recorder.clone(),
+        };
         // Relative: the relay puts it under the recordings root.
         let dir = PathBuf::from(&id);
         let subscription = Arc::new(Mutex::new(Subscription::default()));
@@ -164,23 +188,16 @@ impl Recordings {
                 };
                 let relay = self.relays.start(*spec)?;
                 let this = self.clone();
-                let (stop2, done2) = (stop.clone(), done.clone());
+                let stop2 = stop.clone();
                 let status = self.relays.watch(&relay);
                 relays
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(relay.clone());
-                let (room2, id2, user2) = (room.clone(), id.clone(), recorder.clone());
+                let ended = ended.clone();
                 tokio::spawn(async move {
                     let leave_code = this.watch_mixed(relay, status, stop2).await;
-                    done2.store(true, Ordering::Relaxed);
-                    let _ = ended_tx.send(true);
-                    this.emit(
-                        &room2,
-                        &id2,
-                        &user2,
-                        RecordingEventKind::RecorderStop { leave_code },
-                    );
+                    ended.announce(&this, leave_code);
                 });
                 true
             }
@@ -201,19 +218,12 @@ impl Recordings {
                     relays: relays.clone(),
                     subscription: subscription.clone(),
                 };
-                let (stop2, done2) = (stop.clone(), done.clone());
+                let stop2 = stop.clone();
                 let resubscribed2 = resubscribed.clone();
-                let (room2, id2, user2) = (room.clone(), id.clone(), recorder.clone());
+                let ended = ended.clone();
                 tokio::spawn(async move {
                     let leave_code = this.watch_single(ctx, stop2, resubscribed2).await;
-                    done2.store(true, Ordering::Relaxed);
-                    let _ = ended_tx.send(true);
-                    this.emit(
-                        &room2,
-                        &id2,
-                        &user2,
-                        RecordingEventKind::RecorderStop { leave_code },
-                    );
+                    ended.announce(&this, leave_code);
                 });
                 false
             }
@@ -221,8 +231,13 @@ impl Recordings {
         let uploading = storage.is_some();
         self.emit(&room, &id, &recorder, RecordingEventKind::RecorderStart);
         if let Some(dest) = storage {
-            self.uploads
-                .start(&id, (&room, &recorder), dest, files.clone(), ended_rx);
+            self.uploads.start(
+                &id,
+                (&room, &recorder),
+                dest,
+                files.clone(),
+                ended_rx.clone(),
+            );
         }
         tracing::info!(task = %id, %room, mixed, uploading, "cloud recording started");
         self.lock().insert(
@@ -235,7 +250,7 @@ impl Recordings {
                 resubscribed,
                 mixed,
                 stop,
-                done,
+                ended: ended_rx,
             },
         );
         Ok(id)
@@ -364,7 +379,7 @@ impl Recordings {
     pub(crate) fn stop(&self, app: u64, id: &str) -> bool {
         let tasks = self.lock();
         match tasks.get(id) {
-            Some(t) if t.app == app && !t.done.load(Ordering::Relaxed) => {
+            Some(t) if t.app == app && !*t.ended.borrow() => {
                 t.stop.notify_one();
                 true
             }
@@ -388,7 +403,7 @@ impl Recordings {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .any(|r| self.relays.status(r).is_some_and(|(_, st)| st.attached));
-        let status = if t.done.load(Ordering::Relaxed) {
+        let status = if *t.ended.borrow() {
             "Exited"
         } else if recording {
             "InProgress"
@@ -403,7 +418,7 @@ impl Recordings {
     pub(crate) fn running_apps(&self) -> Vec<u64> {
         self.lock()
             .values()
-            .filter(|t| !t.done.load(Ordering::Relaxed))
+            .filter(|t| !*t.ended.borrow())
             .map(|t| t.app)
             .collect()
     }
@@ -413,7 +428,7 @@ impl Recordings {
         let tasks = self.lock();
         let t = tasks
             .get(id)
-            .filter(|t| t.app == app && t.mixed && !t.done.load(Ordering::Relaxed))?;
+            .filter(|t| t.app == app && t.mixed && !*t.ended.borrow())?;
         t.relays
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -425,7 +440,7 @@ impl Recordings {
     pub(crate) fn set_subscription(&self, app: u64, id: &str, sub: Subscription) -> bool {
         let tasks = self.lock();
         match tasks.get(id) {
-            Some(t) if t.app == app && !t.mixed && !t.done.load(Ordering::Relaxed) => {
+            Some(t) if t.app == app && !t.mixed && !*t.ended.borrow() => {
                 *t.subscription.lock().unwrap_or_else(|p| p.into_inner()) = sub;
                 t.resubscribed.notify_one();
                 true

@@ -12,7 +12,7 @@
 //!
 //! Pure: what is on disk and the time are arguments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -155,10 +155,17 @@ impl Ledger {
 
     /// Takes in the directory as it is now. True if anything changed.
     pub(crate) fn observe(&mut self, seen: &[Seen]) -> bool {
+        // The highest number of each series: anything below it is closed.
+        let mut last: HashMap<(&str, &str), u64> = HashMap::new();
+        for (stem, n, ext) in seen.iter().filter_map(|s| series(&s.name)) {
+            let m = last.entry((stem, ext)).or_insert(n);
+            *m = (*m).max(n);
+        }
         let mut changed = false;
         for s in seen {
-            let closed = self.finished
-                || (!is_playlist(&s.name) && has_successor(&s.name, seen.iter().map(|s| &*s.name)));
+            let has_successor = series(&s.name)
+                .is_some_and(|(stem, n, ext)| last.get(&(stem, ext)).is_some_and(|m| *m > n));
+            let closed = self.finished || (!is_playlist(&s.name) && has_successor);
             let e = self.files.entry(s.name.clone()).or_default();
             if (e.size, e.mtime_ms, e.closed) != (s.size, s.mtime_ms, closed) {
                 (e.size, e.mtime_ms, e.closed) = (s.size, s.mtime_ms, closed);
@@ -305,7 +312,8 @@ fn is_playlist(name: &str) -> bool {
     name.ends_with(".m3u8")
 }
 
-/// (directory and stem without its trailing number, number, extension).
+/// (directory and stem without its trailing number, number, extension):
+/// `seg3.ts` follows `seg2.ts`, `mix_2.mp4` follows `mix_1.mp4`.
 fn series(name: &str) -> Option<(&str, u64, &str)> {
     let (base, ext) = name.rsplit_once('.')?;
     let digits = base.len() - base.trim_end_matches(|c: char| c.is_ascii_digit()).len();
@@ -314,16 +322,6 @@ fn series(name: &str) -> Option<(&str, u64, &str)> {
     }
     let (stem, n) = base.split_at(base.len() - digits);
     Some((stem, n.parse().ok()?, ext))
-}
-
-/// A later file of the same series exists (`seg3.ts` after `seg2.ts`,
-/// `mix_2.mp4` after `mix_1.mp4`): this one is closed.
-fn has_successor<'a>(name: &str, all: impl Iterator<Item = &'a str>) -> bool {
-    let Some((stem, n, ext)) = series(name) else {
-        return false;
-    };
-    all.filter_map(series)
-        .any(|(s, m, e)| s == stem && e == ext && m > n)
 }
 
 #[cfg(test)]
