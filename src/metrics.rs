@@ -60,6 +60,8 @@ pub(crate) enum DropReason {
 pub(crate) enum HlsObject {
     Playlist,
     Segment,
+    Part,
+    Init,
     Other,
 }
 
@@ -140,7 +142,7 @@ label_values! {
     Edge { Rtmp => "rtmp", Whip => "whip", Pull => "pull" }
     Output { Rtmp => "rtmp", Hls => "hls", Record => "record", Whep => "whep" }
     DropReason { SlowTarget => "slow_target", SlowOutput => "slow_output", LateInput => "late_input", Lagged => "lagged", Overload => "overload" }
-    HlsObject { Playlist => "playlist", Segment => "segment", Other => "other" }
+    HlsObject { Playlist => "playlist", Segment => "segment", Part => "part", Init => "init", Other => "other" }
 }
 
 /// Everything counted where it happens.

@@ -105,10 +105,12 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         .map(|t| tokio::spawn(reload_on_hangup(t)));
 
     let hls_root = config.data_dir.join("hls");
+    let hls_store = crate::hls::store::HlsStore::default();
     let relays = RelayManager::new(
         rooms.clone(),
         hub.clone(),
         hls_root.clone(),
+        hls_store.clone(),
         config.limits.cpu_budget(),
     );
     let (recording_events, _) = tokio::sync::broadcast::channel(256);
@@ -131,6 +133,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         relays: relays.clone(),
         profiles: Arc::new(profiles),
         hls_root,
+        hls_store,
         webrtc: crate::webrtc::WebRtc::new(config.clone(), rooms.clone(), hub.clone()),
         pulls: crate::pull::PullManager::new(rooms.clone(), hub.clone()),
         recordings: crate::record::tasks::Recordings::new(

@@ -1,67 +1,226 @@
-//! HLS over HTTP: `GET /hls/<stream>/index.m3u8` and its segments.
+//! HLS over HTTP: `GET|HEAD /hls/<stream>/<file>`.
 //!
-//! Only names the writer produces are served (`index.m3u8`, `seg<N>.ts`)
-//! from `<data_dir>/hls/<stream>/`, so no path can leave that directory.
-//! Playlists are cached for a second, segments (immutable) for a day; CORS
-//! is open so any web player can load them.
+//! fMP4 streams (LL-HLS or plain) are answered from memory (`hls::store`):
+//! the playlist, with blocking reloads (`_HLS_msn`, `_HLS_part`) and delta
+//! updates (`_HLS_skip`); `master.m3u8`; init sections, segments and parts,
+//! a request for the hinted next part waiting until it is complete.
+//! MPEG-TS streams are read from `<data_dir>/hls/<stream>/`. Only names
+//! the writers produce are served, so no path can leave either place.
+//! CORS is open so any web player can load them.
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use super::AppState;
+use crate::hls::live::{Directives, Object, Reload};
+use crate::hls::store::Shared;
 use crate::metrics::{HlsLabel, HlsObject, Output, metrics};
 use crate::relay::valid_stream_name;
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+/// How long `master.m3u8` waits for a just-started stream's first init section.
+const MASTER_WAIT: Duration = Duration::from_secs(10);
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such stream or segment\n").into_response()
+}
+
+fn bad_request(why: &str) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+}
+
+fn count(object: HlsObject) {
+    metrics()
+        .hls_requests
+        .get_or_create(&HlsLabel { object })
+        .inc();
+}
 
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path((stream, file)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
-    let not_found = || (StatusCode::NOT_FOUND, "no such stream or segment\n").into_response();
-    let m = metrics();
-    if !valid_stream_name(&stream) {
-        m.hls_requests
-            .get_or_create(&HlsLabel {
-                object: HlsObject::Other,
-            })
-            .inc();
-        return not_found();
-    }
-    let (content_type, cache, object) = if file == "index.m3u8" {
-        (
-            "application/vnd.apple.mpegurl",
-            "max-age=1",
-            HlsObject::Playlist,
-        )
-    } else if file
-        .strip_prefix("seg")
-        .and_then(|r| r.strip_suffix(".ts"))
-        .is_some_and(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
-    {
-        ("video/mp2t", "max-age=86400", HlsObject::Segment)
-    } else {
-        m.hls_requests
-            .get_or_create(&HlsLabel {
-                object: HlsObject::Other,
-            })
-            .inc();
-        return not_found();
-    };
-    m.hls_requests.get_or_create(&HlsLabel { object }).inc();
-    let path = state.hls_root.join(&stream).join(&file);
-    match tokio::fs::read(&path).await {
-        Ok(body) => {
-            m.sent(Output::Hls).add(body.len());
-            let mut resp = body.into_response();
-            let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            );
-            resp
+    let object = match Object::parse(&file) {
+        Some(o) if valid_stream_name(&stream) => o,
+        _ => {
+            count(HlsObject::Other);
+            return not_found();
         }
+    };
+    count(match object {
+        Object::Playlist | Object::Master => HlsObject::Playlist,
+        Object::Segment(_) | Object::TsSegment(_) => HlsObject::Segment,
+        Object::Part(..) => HlsObject::Part,
+        Object::Init(_) => HlsObject::Init,
+    });
+    let resp = match state.hls_store.get(&stream) {
+        Some(shared) => live(shared, object, &file, query.as_deref(), &headers).await,
+        None => from_disk(&state, &stream, object, &file).await,
+    };
+    let mut resp = resp;
+    resp.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
+}
+
+/// MPEG-TS HLS, written to disk by `hls::writer`.
+async fn from_disk(state: &AppState, stream: &str, object: Object, file: &str) -> Response {
+    let (content_type, cache) = match object {
+        Object::Playlist => (PLAYLIST_TYPE, "max-age=1"),
+        Object::TsSegment(_) => ("video/mp2t", "max-age=86400"),
+        _ => return not_found(),
+    };
+    match tokio::fs::read(state.hls_root.join(stream).join(file)).await {
+        Ok(body) => body_response(Bytes::from(body), content_type, cache),
         Err(_) => not_found(),
     }
+}
+
+fn body_response(body: Bytes, content_type: &'static str, cache: &str) -> Response {
+    metrics().sent(Output::Hls).add(body.len());
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(cache) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    resp
+}
+
+async fn live(
+    shared: Arc<Shared>,
+    object: Object,
+    file: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    match object {
+        Object::Playlist => playlist(shared, query).await,
+        Object::Master => master(shared).await,
+        Object::TsSegment(_) => not_found(),
+        Object::Init(_) | Object::Segment(_) | Object::Part(..) => {
+            media(shared, object, file, headers).await
+        }
+    }
+}
+
+/// Waits for the stream to change, until `deadline`; false when it passed.
+async fn changed(
+    rx: &mut tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    matches!(
+        tokio::time::timeout_at(deadline, rx.changed()).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn playlist(shared: Arc<Shared>, query: Option<&str>) -> Response {
+    let directives = match Directives::parse(query) {
+        Ok(d) => d,
+        Err(why) => return bad_request(why),
+    };
+    let (low_latency, target_ms) = {
+        let s = shared.lock();
+        (s.playlist.low_latency(), s.playlist.target_duration_ms())
+    };
+    let blocking = low_latency && directives.msn.is_some();
+    if blocking {
+        let msn = directives.msn.unwrap_or(0);
+        // The spec: past three target durations, 503.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(3 * target_ms);
+        let mut rx = shared.changed.subscribe();
+        loop {
+            match shared.lock().playlist.reload(msn, directives.part) {
+                Reload::Ready => break,
+                Reload::TooFar(why) => return bad_request(why),
+                Reload::Wait => {}
+            }
+            if !changed(&mut rx, deadline).await {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the requested segment or part did not appear within three target durations\n",
+                )
+                    .into_response();
+            }
+        }
+    }
+    let (text, target_ms) = {
+        let s = shared.lock();
+        (
+            s.playlist.render(directives.skip),
+            s.playlist.target_duration_ms(),
+        )
+    };
+    // A blocking answer names one version of the playlist, so caches may keep
+    // it; the bare URL changes with every part (LL) or segment.
+    let cache = if blocking {
+        format!("max-age={}", 6 * target_ms / 1000)
+    } else if low_latency {
+        "no-cache".to_string()
+    } else {
+        "max-age=1".to_string()
+    };
+    body_response(Bytes::from(text), PLAYLIST_TYPE, &cache)
+}
+
+async fn master(shared: Arc<Shared>) -> Response {
+    let deadline = tokio::time::Instant::now() + MASTER_WAIT;
+    let mut rx = shared.changed.subscribe();
+    loop {
+        if let Some(text) = shared.lock().master() {
+            return body_response(Bytes::from(text), PLAYLIST_TYPE, "max-age=1");
+        }
+        if !changed(&mut rx, deadline).await {
+            return not_found();
+        }
+    }
+}
+
+async fn media(shared: Arc<Shared>, object: Object, file: &str, headers: &HeaderMap) -> Response {
+    let (generation, target_ms) = {
+        let s = shared.lock();
+        (s.generation, s.playlist.target_duration_ms())
+    };
+    let etag = format!("\"{generation:x}-{file}\"");
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(3 * target_ms);
+    let mut rx = shared.changed.subscribe();
+    let body = loop {
+        let waitable = {
+            let s = shared.lock();
+            if let Some(b) = s.media(object) {
+                break b;
+            }
+            // The hinted part (or one just after it): hold until it is complete.
+            matches!(object, Object::Part(m, p) if s.playlist.may_wait_for_part(m, p))
+        };
+        if !waitable || !changed(&mut rx, deadline).await {
+            return not_found();
+        }
+    };
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            resp.headers_mut().insert(header::ETAG, v);
+        }
+        return resp;
+    }
+    // Media never changes under its name while the stream lives.
+    let mut resp = body_response(body, "video/mp4", "max-age=60");
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
 }

@@ -41,6 +41,8 @@ pub(crate) struct AppState {
     pub profiles: Arc<Vec<RelayProfile>>,
     /// `<data_dir>/hls`.
     pub hls_root: std::path::PathBuf,
+    /// Live fMP4 HLS, in memory.
+    pub hls_store: crate::hls::store::HlsStore,
     pub webrtc: crate::webrtc::WebRtc,
     pub pulls: crate::pull::PullManager,
     pub recordings: crate::record::tasks::Recordings,

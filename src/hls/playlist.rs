@@ -96,7 +96,7 @@ impl Playlist {
 }
 
 /// `2023-11-14T22:13:20.000Z` for unix milliseconds.
-fn iso8601(unix_ms: u64) -> String {
+pub(super) fn iso8601(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
     let date = crate::auth::tc3::utc_date(secs);
     let sod = secs % 86_400;

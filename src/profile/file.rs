@@ -95,6 +95,7 @@ pub(crate) struct HlsFile {
     pub(crate) window: Option<i64>,
     pub(crate) low_latency: Option<bool>,
     pub(crate) part_ms: Option<i64>,
+    pub(crate) container: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

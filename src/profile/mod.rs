@@ -243,6 +243,16 @@ pub struct HlsOutput {
     pub window: u32,
     pub low_latency: bool,
     pub part_ms: u32,
+    /// Segment container; LL-HLS is always fMP4.
+    pub container: HlsContainer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HlsContainer {
+    /// MPEG-TS segments (the default: every player, however old).
+    Ts,
+    /// CMAF/fMP4 segments (`EXT-X-MAP`), served from memory.
+    Fmp4,
 }
 
 #[derive(Debug, Clone, PartialEq)]

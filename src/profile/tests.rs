@@ -63,7 +63,12 @@ fn empty_profile_takes_defaults() {
         (1280, 720, 30, 2)
     );
     assert_eq!(p.audio.sample_rate, 48_000);
-    assert_eq!(p.outputs.hls.unwrap().segment_seconds, 2);
+    let hls = p.outputs.hls.unwrap();
+    assert_eq!(hls.segment_seconds, 2);
+    assert_eq!(hls.container, HlsContainer::Ts);
+    let ll = check("[outputs.hls]\nlow_latency = true\n").unwrap();
+    let hls = ll.outputs.hls.unwrap();
+    assert_eq!((hls.container, hls.part_ms), (HlsContainer::Fmp4, 200));
 }
 
 #[test]
@@ -336,6 +341,18 @@ fn bad_profiles_name_field_and_line() {
             "outputs.hls.part_ms",
             Some(3),
             "shorter",
+        ),
+        (
+            "[outputs.hls]\ncontainer = \"mp4\"\n",
+            "outputs.hls.container",
+            Some(2),
+            "\"ts\", \"fmp4\"",
+        ),
+        (
+            "[outputs.hls]\nlow_latency = true\ncontainer = \"ts\"\n",
+            "outputs.hls.container",
+            Some(3),
+            "always fmp4",
         ),
         (
             "[outputs.record]\nformat = \"avi\"\n",

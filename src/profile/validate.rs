@@ -486,7 +486,8 @@ impl Validator<'_> {
                     segment_seconds: 2,
                     window: 6,
                     low_latency: false,
-                    part_ms: 500,
+                    part_ms: 200,
+                    container: HlsContainer::Ts,
                 }),
                 record: None,
             });
@@ -511,20 +512,38 @@ impl Validator<'_> {
                     window: None,
                     low_latency: None,
                     part_ms: None,
+                    container: None,
                 });
                 let p = |k| [Seg::Key("outputs"), Seg::Key("hls"), Seg::Key(k)];
                 let segment_seconds =
                     self.range(&p("segment_seconds"), h.segment_seconds, 2, 1, 10)?;
                 let window = self.range(&p("window"), h.window, 6, 3, 60)?;
-                let part_ms = self.range(&p("part_ms"), h.part_ms, 500, 100, 2000)?;
+                // 200 ms parts: a player holding back three parts sits well under a second behind.
+                let part_ms = self.range(&p("part_ms"), h.part_ms, 200, 100, 2000)?;
                 if part_ms >= segment_seconds * 1000 {
                     return Err(self.err(&p("part_ms"), "must be shorter than segment_seconds"));
+                }
+                let low_latency = h.low_latency.unwrap_or(false);
+                let default = if low_latency {
+                    HlsContainer::Fmp4
+                } else {
+                    HlsContainer::Ts
+                };
+                let container = self.choice(
+                    &p("container"),
+                    h.container.as_deref(),
+                    default,
+                    &[("ts", HlsContainer::Ts), ("fmp4", HlsContainer::Fmp4)],
+                )?;
+                if low_latency && container == HlsContainer::Ts {
+                    return Err(self.err(&p("container"), "LL-HLS is always fmp4"));
                 }
                 Some(HlsOutput {
                     segment_seconds,
                     window,
-                    low_latency: h.low_latency.unwrap_or(false),
+                    low_latency,
                     part_ms,
+                    container,
                 })
             }
         };

@@ -134,6 +134,7 @@ impl Recorder {
                     window: u32::MAX,
                     low_latency: false,
                     part_ms: 0,
+                    container: crate::profile::HlsContainer::Ts,
                 },
             )
         });

@@ -148,6 +148,7 @@ pub(crate) struct RelayManager {
     rooms: RoomHandle,
     hub: MediaHub,
     hls_root: PathBuf,
+    hls_store: crate::hls::store::HlsStore,
     tasks: Arc<Mutex<HashMap<String, Entry>>>,
     /// Cores the running tasks' estimates may add up to (limits.cpu_budget).
     budget: f64,
@@ -168,12 +169,14 @@ impl RelayManager {
         rooms: RoomHandle,
         hub: MediaHub,
         hls_root: PathBuf,
+        hls_store: crate::hls::store::HlsStore,
         budget: f64,
     ) -> RelayManager {
         RelayManager {
             rooms,
             hub,
             hls_root,
+            hls_store,
             tasks: Arc::default(),
             budget,
             changes: Arc::new(watch::channel(0).0),
@@ -220,6 +223,7 @@ impl RelayManager {
             rooms: self.rooms.clone(),
             hub: self.hub.clone(),
             hls_root: self.hls_root.clone(),
+            hls_store: self.hls_store.clone(),
             record_root: self.record_root(),
         };
         let spec = Arc::new(spec);

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use super::rebase::Rebaser;
 use super::spec::{OutputSpec, RelaySpec};
 use super::status::{Rates, RelayStatus, StatusTx, TaskState};
-use crate::hls::HlsWriter;
+use crate::hls::HlsOut;
+use crate::hls::store::HlsStore;
 use crate::media::hub::{MediaHub, Publisher};
 use crate::media::{EncodedFrame, MediaMessage, TimeBase, TrackKind};
 use crate::record::Recorder;
@@ -24,6 +25,7 @@ pub(super) struct Deps {
     pub rooms: RoomHandle,
     pub hub: MediaHub,
     pub hls_root: PathBuf,
+    pub hls_store: HlsStore,
     pub record_root: PathBuf,
 }
 
@@ -37,7 +39,7 @@ struct SentConfigs {
 pub(super) struct Outputs {
     task: String,
     targets: Vec<PushTarget>,
-    hls: Option<HlsWriter>,
+    hls: Option<HlsOut>,
     recorder: Option<Recorder>,
     /// Publishers of the output in other rooms (FeedBackRoomParams), with
     /// the robot sessions that entered them.
@@ -60,7 +62,7 @@ impl Outputs {
             hls: out
                 .hls
                 .as_ref()
-                .map(|h| HlsWriter::spawn(deps.hls_root.join(&spec.stream), h.clone())),
+                .map(|h| HlsOut::start(&spec.stream, h, &deps.hls_root, &deps.hls_store)),
             recorder: out.record.clone().map(|mut r| {
                 if r.dir.is_relative() {
                     r.dir = deps.record_root.join(&r.dir);

@@ -132,7 +132,6 @@ impl RelaySpec {
                 profile.name
             )));
         };
-        check_outputs(profile)?;
         Ok(RelaySpec {
             id: String::new(),
             stream: format!("{}_{}_mix", room.app, room.room),
@@ -168,7 +167,6 @@ impl RelaySpec {
                 audio_reencode.then(|| profile.audio.clone())
             }
         };
-        check_outputs(profile)?;
         Ok(RelaySpec {
             id: String::new(),
             stream: default_stream_name(&room, &user),
@@ -200,18 +198,6 @@ pub(crate) fn valid_stream_name(s: &str) -> bool {
         && !s.starts_with('.')
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'))
-}
-
-/// Refuses output features this build cannot do yet, rather than silently
-/// ignoring part of the profile.
-fn check_outputs(profile: &RelayProfile) -> Result<(), RelayError> {
-    if profile.outputs.hls.as_ref().is_some_and(|h| h.low_latency) {
-        return Err(RelayError::Invalid(format!(
-            "profile `{}`: LL-HLS (outputs.hls.low_latency) is not available in this build",
-            profile.name
-        )));
-    }
-    Ok(())
 }
 
 /// A profile's outputs; its `outputs.record` writes under

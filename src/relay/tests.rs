@@ -30,7 +30,13 @@ fn gateway() -> (
         std::process::id(),
         new_task_id()
     ));
-    let relays = RelayManager::new(rooms.clone(), MediaHub::default(), dir.join("hls"), 1.0);
+    let relays = RelayManager::new(
+        rooms.clone(),
+        MediaHub::default(),
+        dir.join("hls"),
+        crate::hls::store::HlsStore::default(),
+        1.0,
+    );
     (relays, rooms, task, dir)
 }
 

@@ -434,4 +434,5 @@ pub fn callback_events(seen: &Arc<Mutex<Vec<Received>>>) -> Vec<(u64, u64, serde
         .collect()
 }
 
+pub mod llhls;
 pub mod media;

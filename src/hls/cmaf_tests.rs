@@ -1,0 +1,263 @@
+use super::*;
+use crate::media::TimeBase;
+
+/// libx264's 640x360 High SPS in an avcC record, with a PPS.
+fn video_config() -> MediaMessage {
+    let sps = [
+        0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03,
+        0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2d, 0x96,
+    ];
+    let mut rec = vec![1, 0x64, 0x00, 0x1e, 0xff, 0xe1, 0, sps.len() as u8];
+    rec.extend_from_slice(&sps);
+    rec.extend_from_slice(&[1, 0, 4, 0x68, 0xeb, 0xe3, 0xcb]);
+    MediaMessage::Config(TrackConfig {
+        kind: TrackKind::Video,
+        codec: Codec::H264,
+        extradata: Bytes::from(rec),
+    })
+}
+
+fn audio_config(asc: [u8; 2]) -> MediaMessage {
+    MediaMessage::Config(TrackConfig {
+        kind: TrackKind::Audio,
+        codec: Codec::Aac,
+        extradata: Bytes::copy_from_slice(&asc),
+    })
+}
+
+fn frame(kind: TrackKind, ms: i64, key: bool) -> MediaMessage {
+    MediaMessage::Frame(EncodedFrame {
+        kind,
+        codec: if kind == TrackKind::Video {
+            Codec::H264
+        } else {
+            Codec::Aac
+        },
+        pts: ms,
+        dts: ms,
+        time_base: TimeBase::MILLIS,
+        keyframe: key,
+        data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+    })
+}
+
+/// 30 fps video (keyframe every `gop` frames) and 48 kHz AAC, interleaved by time, for `ms`.
+fn av(seg: &mut Segmenter, from_ms: i64, ms: i64, gop: i64, out: &mut Vec<Event>) {
+    let mut v = 0i64;
+    let mut a = 0i64;
+    loop {
+        let vt = from_ms + v * 1000 / 30;
+        let at = from_ms + a * 1024 * 1000 / 48_000;
+        if vt.min(at) >= from_ms + ms {
+            break;
+        }
+        if vt <= at {
+            seg.push(&frame(TrackKind::Video, vt, v % gop == 0), 0, out);
+            v += 1;
+        } else {
+            seg.push(&frame(TrackKind::Audio, at, true), 0, out);
+            a += 1;
+        }
+    }
+}
+
+/// Parts as (duration, independent, opens a segment), segment ends as None.
+type Shape = Option<(u64, bool, bool)>;
+
+fn shape(events: &[Event]) -> Vec<Shape> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Part { part, start, .. } => {
+                Some(Some((part.duration_ms, part.independent, start.is_some())))
+            }
+            Event::SegmentEnd => Some(None),
+            Event::Init { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn parts_fit_the_target_and_segments_start_on_keyframes() {
+    let mut seg = Segmenter::new(1000, 200);
+    let mut out = Vec::new();
+    seg.push(&video_config(), 0, &mut out);
+    seg.push(&audio_config([0x11, 0x90]), 0, &mut out);
+    av(&mut seg, 0, 4000, 30, &mut out);
+    seg.finish(0, &mut out);
+    assert!(matches!(out[0], Event::Init { id: 0, .. }));
+    let parts = shape(&out);
+    let segments: Vec<&[Shape]> = parts.split(|p| p.is_none()).collect();
+    // Four 1 s segments of five 200 ms parts, the first independent, then nothing after the last end.
+    assert_eq!(segments.len(), 5, "{parts:?}");
+    assert!(segments[4].is_empty());
+    for (i, s) in segments[..4].iter().enumerate() {
+        let durations: Vec<u64> = s.iter().map(|p| p.unwrap().0).collect();
+        let total = durations.iter().sum::<u64>();
+        if i < 3 {
+            assert_eq!(total, 1000, "{durations:?}");
+        } else {
+            // The last one ends where its last sample (audio here) ends.
+            assert!((990..=1030).contains(&total), "{durations:?}");
+        }
+        assert!(
+            durations[..4].iter().all(|&d| (170..=201).contains(&d)),
+            "{durations:?}"
+        );
+        assert!(s[0].unwrap().1 && s[0].unwrap().2);
+        assert!(s[1..].iter().all(|p| !p.unwrap().1 && !p.unwrap().2));
+    }
+}
+
+#[test]
+fn a_long_gop_makes_longer_segments_with_dependent_parts() {
+    let mut seg = Segmenter::new(1000, 200);
+    let mut out = Vec::new();
+    seg.push(&video_config(), 0, &mut out);
+    av(&mut seg, 0, 4100, 60, &mut out);
+    let parts = shape(&out);
+    let segments: Vec<&[Shape]> = parts.split(|p| p.is_none()).collect();
+    let total: u64 = segments[0].iter().map(|p| p.unwrap().0).sum();
+    assert_eq!(total, 2000, "a segment waits for the keyframe at 2 s");
+}
+
+#[test]
+fn a_new_configuration_makes_a_new_init_and_a_discontinuity() {
+    let mut seg = Segmenter::new(1000, 200);
+    let mut out = Vec::new();
+    seg.push(&video_config(), 0, &mut out);
+    seg.push(&audio_config([0x11, 0x90]), 0, &mut out);
+    av(&mut seg, 0, 1500, 30, &mut out);
+    out.clear();
+    seg.push(&audio_config([0x12, 0x10]), 0, &mut out);
+    // The open segment ends at once.
+    assert_eq!(shape(&out).last(), Some(&None));
+    out.clear();
+    av(&mut seg, 2000, 500, 30, &mut out);
+    match &out[0] {
+        Event::Init { id, info, .. } => {
+            assert_eq!(*id, 1);
+            assert_eq!(info.audio_timescale, Some(44_100));
+        }
+        other => panic!("expected an init, got {other:?}"),
+    }
+    match &out[1] {
+        Event::Part {
+            start: Some(start), ..
+        } => {
+            assert!(start.discontinuity);
+            assert_eq!(start.init, 1);
+        }
+        other => panic!("expected a segment's first part, got {other:?}"),
+    }
+}
+
+#[test]
+fn discontinuity_closes_the_segment_and_marks_the_next() {
+    let mut seg = Segmenter::new(1000, 200);
+    let mut out = Vec::new();
+    seg.push(&video_config(), 0, &mut out);
+    av(&mut seg, 0, 700, 30, &mut out);
+    seg.discontinuity(&mut out);
+    assert_eq!(shape(&out).last(), Some(&None));
+    out.clear();
+    // Frames before the next keyframe are not shown.
+    seg.push(&frame(TrackKind::Video, 800, false), 0, &mut out);
+    av(&mut seg, 900, 500, 30, &mut out);
+    let first = out.iter().find_map(|e| match e {
+        Event::Part { start, .. } => Some(*start),
+        _ => None,
+    });
+    assert!(
+        first
+            .flatten()
+            .is_some_and(|s| s.discontinuity && s.init == 0)
+    );
+    assert!(!out.iter().any(|e| matches!(e, Event::Init { .. })));
+}
+
+#[test]
+fn audio_only_streams_wait_for_video_then_cut_on_any_frame() {
+    let mut seg = Segmenter::new(1000, 200);
+    let mut out = Vec::new();
+    seg.push(&audio_config([0x11, 0x90]), 0, &mut out);
+    for a in 0..40 {
+        seg.push(
+            &frame(TrackKind::Audio, a * 1024 * 1000 / 48_000, true),
+            0,
+            &mut out,
+        );
+    }
+    assert!(out.is_empty(), "audio waits 1.5 s for a video track");
+    for a in 40..200 {
+        seg.push(
+            &frame(TrackKind::Audio, a * 1024 * 1000 / 48_000, true),
+            0,
+            &mut out,
+        );
+    }
+    seg.finish(0, &mut out);
+    let parts = shape(&out);
+    assert!(
+        parts.iter().flatten().all(|p| p.1),
+        "every audio part is independent"
+    );
+    assert!(parts.iter().flatten().all(|p| p.0 <= 200), "{parts:?}");
+    let total: u64 = parts.iter().flatten().map(|p| p.0).sum();
+    assert!((4200..=4300).contains(&total), "all 200 frames: {total}");
+}
+
+#[test]
+fn audio_keeps_a_gapless_clock_across_parts() {
+    let mut seg = Segmenter::new(1000, 200);
+    let mut out = Vec::new();
+    seg.push(&video_config(), 0, &mut out);
+    seg.push(&audio_config([0x11, 0x90]), 0, &mut out);
+    av(&mut seg, 0, 2000, 30, &mut out);
+    seg.finish(0, &mut out);
+    // Each fragment's audio tfdt continues where the last one ended.
+    let mut expected: Option<u64> = None;
+    for e in &out {
+        if let Event::Part { bytes, .. } = e {
+            let (tfdt, count) = audio_run(bytes).expect("audio in every part");
+            if let Some(x) = expected {
+                assert_eq!(tfdt, x);
+            }
+            expected = Some(tfdt + u64::from(count) * 1024);
+        }
+    }
+}
+
+/// The audio track's tfdt and sample count in a fragment.
+fn audio_run(frag: &[u8]) -> Option<(u64, u32)> {
+    fn boxes(mut b: &[u8]) -> Vec<(&[u8], &[u8])> {
+        let mut v = Vec::new();
+        while b.len() >= 8 {
+            let size = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+            if size < 8 || size > b.len() {
+                break;
+            }
+            v.push((&b[4..8], &b[8..size]));
+            b = &b[size..];
+        }
+        v
+    }
+    let moof = boxes(frag).into_iter().find(|(t, _)| t == b"moof")?.1;
+    for (t, traf) in boxes(moof) {
+        if t != b"traf" {
+            continue;
+        }
+        let inner = boxes(traf);
+        let tfhd = inner.iter().find(|(t, _)| t == b"tfhd")?.1;
+        if u32::from_be_bytes(tfhd[4..8].try_into().unwrap()) != fmp4::AUDIO_TRACK {
+            continue;
+        }
+        let tfdt = inner.iter().find(|(t, _)| t == b"tfdt")?.1;
+        let trun = inner.iter().find(|(t, _)| t == b"trun")?.1;
+        return Some((
+            u64::from_be_bytes(tfdt[4..12].try_into().unwrap()),
+            u32::from_be_bytes(trun[4..8].try_into().unwrap()),
+        ));
+    }
+    None
+}

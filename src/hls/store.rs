@@ -1,0 +1,328 @@
+//! Live fMP4 HLS kept in memory: what each stream's playlist lists, with
+//! its init sections, segments and parts as `Bytes` (served without a
+//! copy; a complete segment's parts are slices of the segment).
+//!
+//! [`Stream`] is the pure state, fed by the segmenter's events. The shell
+//! around it ([`HlsStore`], [`LiveOutput`]) shares streams between the
+//! relay task that writes and the HTTP requests that read, and wakes
+//! every blocked request together through one watch channel per stream:
+//! a thousand waiting players cost a thousand receivers, nothing more.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use super::cmaf::{Event, Segmenter};
+use super::fmp4::InitInfo;
+use super::live::{LivePlaylist, LiveSettings, Object};
+use crate::media::{DropToKeyframe, MediaMessage};
+use crate::profile::HlsOutput;
+
+/// How long an ended stream stays readable (players fetch its tail).
+const LINGER: Duration = Duration::from_secs(30);
+/// Fragmentation of a plain (not low-latency) fMP4 playlist's segments.
+const PLAIN_FRAGMENT_MS: u32 = 1000;
+
+/// One stream's playlist and media. Pure.
+pub(crate) struct Stream {
+    pub(crate) playlist: LivePlaylist,
+    inits: BTreeMap<u32, Bytes>,
+    /// The last init's description (codecs, size) for the master playlist.
+    info: Option<InitInfo>,
+    segments: BTreeMap<u64, Bytes>,
+    parts: BTreeMap<(u64, u32), Bytes>,
+    /// Bytes of the open segment's parts, to make the segment at its end.
+    open: Vec<Bytes>,
+    /// Peak bits per second over the listed segments (BANDWIDTH).
+    peak_bps: u64,
+    segment_bits: BTreeMap<u64, u64>,
+    /// A random tag for ETags: names repeat when a stream starts again.
+    pub(crate) generation: u64,
+}
+
+impl Stream {
+    pub(crate) fn new(settings: LiveSettings, generation: u64) -> Stream {
+        Stream {
+            playlist: LivePlaylist::new(settings),
+            inits: BTreeMap::new(),
+            info: None,
+            segments: BTreeMap::new(),
+            parts: BTreeMap::new(),
+            open: Vec::new(),
+            peak_bps: 0,
+            segment_bits: BTreeMap::new(),
+            generation,
+        }
+    }
+
+    pub(crate) fn apply(&mut self, event: Event) {
+        match event {
+            Event::Init { id, bytes, info } => {
+                self.inits.insert(id, bytes);
+                self.info = Some(info);
+            }
+            Event::Part { bytes, part, start } => {
+                let at = self.playlist.add_part(part, start);
+                self.open.push(bytes.clone());
+                self.parts.insert(at, bytes);
+            }
+            Event::SegmentEnd => {
+                let Some((msn, removed)) = self.playlist.finish_segment() else {
+                    return;
+                };
+                self.store_segment(msn);
+                self.forget(&removed);
+            }
+        }
+    }
+
+    /// Ends the playlist (what is open is closed).
+    pub(crate) fn end(&mut self) {
+        let open = self.playlist.next_part();
+        let removed = self.playlist.end();
+        if self.playlist.has_segment(open.0) {
+            self.store_segment(open.0);
+        }
+        self.forget(&removed);
+    }
+
+    /// Joins the open parts into the segment and re-points them at it.
+    fn store_segment(&mut self, msn: u64) {
+        let parts = std::mem::take(&mut self.open);
+        let len = parts.iter().map(Bytes::len).sum();
+        let mut whole = BytesMut::with_capacity(len);
+        for p in &parts {
+            whole.extend_from_slice(p);
+        }
+        let whole = whole.freeze();
+        let mut at = 0;
+        for (i, p) in parts.iter().enumerate() {
+            self.parts
+                .insert((msn, i as u32), whole.slice(at..at + p.len()));
+            at += p.len();
+        }
+        // The segment's duration, for its bit rate.
+        let duration_ms = self.playlist.segment_duration_ms(msn).unwrap_or(0).max(1);
+        let bits = whole.len() as u64 * 8;
+        self.segment_bits.insert(msn, bits * 1000 / duration_ms);
+        self.peak_bps = self.segment_bits.values().copied().max().unwrap_or(0);
+        self.segments.insert(msn, whole);
+    }
+
+    fn forget(&mut self, removed: &[u64]) {
+        for msn in removed {
+            self.segments.remove(msn);
+            self.segment_bits.remove(msn);
+            self.parts.retain(|(m, _), _| m != msn);
+        }
+        let used: Vec<u32> = self.playlist.inits_in_use().collect();
+        if !used.is_empty() {
+            self.inits.retain(|id, _| used.contains(id));
+        }
+    }
+
+    /// The media an object names, if held.
+    pub(crate) fn media(&self, object: Object) -> Option<Bytes> {
+        match object {
+            Object::Init(id) => self.inits.get(&id).cloned(),
+            Object::Segment(msn) => self.segments.get(&msn).cloned(),
+            Object::Part(msn, i) => self.parts.get(&(msn, i)).cloned(),
+            _ => None,
+        }
+    }
+
+    /// A master playlist naming the media playlist with what a player needs
+    /// to choose it; `None` until the first init section exists.
+    pub(crate) fn master(&self) -> Option<String> {
+        let info = self.info.as_ref()?;
+        // Before a segment is complete, a generous guess from the first parts.
+        let bandwidth = if self.peak_bps > 0 {
+            self.peak_bps
+        } else {
+            2_000_000
+        };
+        let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+        s.push_str(&format!(
+            "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"",
+            info.codecs
+        ));
+        if let (Some(w), Some(h)) = (info.width, info.height) {
+            s.push_str(&format!(",RESOLUTION={w}x{h}"));
+        }
+        s.push_str("\nindex.m3u8\n");
+        Some(s)
+    }
+}
+
+/// An entry of the store: the state and its change counter.
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<Stream>,
+    pub(crate) changed: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Stream> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every live fMP4 stream by name.
+#[derive(Clone, Default)]
+pub(crate) struct HlsStore {
+    streams: Arc<Mutex<HashMap<String, Arc<Shared>>>>,
+}
+
+impl HlsStore {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Shared>>> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Shared>> {
+        self.map().get(name).cloned()
+    }
+
+    /// Starts (or restarts) the stream `name`.
+    pub(crate) fn open(&self, name: &str, settings: &HlsOutput) -> LiveOutput {
+        let live = LiveSettings {
+            segment_ms: settings.segment_seconds * 1000,
+            part_ms: settings.low_latency.then_some(settings.part_ms),
+            window: settings.window as usize,
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Stream::new(live, rand::random())),
+            changed: watch::channel(0).0,
+        });
+        if let Some(old) = self.map().insert(name.to_string(), shared.clone()) {
+            // Anyone still waiting on the old stream gets its (ended) answer.
+            old.lock().end();
+            old.changed.send_modify(|v| *v += 1);
+        }
+        let fragment_ms = if settings.low_latency {
+            settings.part_ms
+        } else {
+            PLAIN_FRAGMENT_MS.min(settings.segment_seconds * 1000)
+        };
+        LiveOutput {
+            store: self.clone(),
+            name: name.to_string(),
+            shared,
+            segmenter: Segmenter::new(settings.segment_seconds * 1000, fragment_ms),
+            events: Vec::new(),
+            gate: DropToKeyframe::default(),
+        }
+    }
+
+    /// Drops `name` if it is still `shared` (a newer stream may have replaced it).
+    fn remove_if(&self, name: &str, shared: &Arc<Shared>) {
+        let mut map = self.map();
+        if map.get(name).is_some_and(|s| Arc::ptr_eq(s, shared)) {
+            map.remove(name);
+        }
+    }
+}
+
+/// A relay's fMP4 HLS output: segments in the relay's own task (fMP4 is
+/// a few copies, no codec work), published to readers as it goes.
+pub(crate) struct LiveOutput {
+    store: HlsStore,
+    name: String,
+    shared: Arc<Shared>,
+    segmenter: Segmenter,
+    events: Vec<Event>,
+    gate: DropToKeyframe,
+}
+
+impl LiveOutput {
+    pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
+        if !self.gate.admit(msg) {
+            return;
+        }
+        self.segmenter
+            .push(msg, crate::unix_now_ms(), &mut self.events);
+        self.publish();
+    }
+
+    pub(crate) fn discontinuity(&mut self) {
+        self.segmenter.discontinuity(&mut self.events);
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        if self.events.is_empty() {
+            return;
+        }
+        {
+            let mut stream = self.shared.lock();
+            for e in self.events.drain(..) {
+                stream.apply(e);
+            }
+        }
+        self.shared.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Ends the playlist; the stream stays readable for a while.
+    pub(crate) fn finish(mut self) {
+        self.segmenter
+            .finish(crate::unix_now_ms(), &mut self.events);
+        self.publish();
+        self.shared.lock().end();
+        self.shared.changed.send_modify(|v| *v += 1);
+        let (store, name, shared) = (self.store, self.name, self.shared);
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            store.remove_if(&name, &shared);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hls::live::{Part, SegmentStart};
+
+    fn part(n: u8, start: bool) -> Event {
+        Event::Part {
+            bytes: Bytes::from(vec![n; 4]),
+            part: Part {
+                duration_ms: 500,
+                independent: start,
+            },
+            start: start.then_some(SegmentStart {
+                discontinuity: false,
+                init: 0,
+                program_date_time_ms: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn parts_become_slices_of_their_segment_and_leave_with_it() {
+        let mut s = Stream::new(
+            LiveSettings {
+                segment_ms: 1000,
+                part_ms: Some(500),
+                window: 3,
+            },
+            1,
+        );
+        for seg in 0..5u8 {
+            s.apply(part(seg * 2, true));
+            s.apply(part(seg * 2 + 1, false));
+            s.apply(Event::SegmentEnd);
+        }
+        let seg4 = s.media(Object::Segment(4)).expect("listed");
+        assert_eq!(&seg4[..], &[8, 8, 8, 8, 9, 9, 9, 9]);
+        let p = s.media(Object::Part(4, 1)).expect("listed");
+        assert_eq!(&p[..], &[9, 9, 9, 9]);
+        // The part points into the segment: no second copy.
+        assert_eq!(p.as_ptr(), seg4[4..].as_ptr());
+        assert!(s.media(Object::Segment(1)).is_none());
+        assert!(s.media(Object::Part(1, 0)).is_none());
+        assert_eq!(s.segments.len(), 3);
+        // 8 bytes per second: 64 bit/s.
+        assert_eq!(s.peak_bps, 64);
+    }
+}

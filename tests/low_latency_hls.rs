@@ -1,0 +1,393 @@
+//! LL-HLS end to end: ffmpeg anchors publish over RTMP, roomcast serves
+//! fMP4 parts from memory. A client follows the live playlist the way
+//! hls.js does (blocking reloads on the hinted part, the hinted part itself
+//! fetched before it exists) while an anchor leaves and comes back; every
+//! playlist passes the LL-HLS validator and follows the last one; ffmpeg
+//! decodes what was served; bad requests are refused and change nothing.
+//! hls.js in Debian's headless Chromium plays a LL mix and a passthrough.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::llhls::{self, MediaPlaylist};
+use common::media::{Publisher, decode, probe_streams};
+use common::{Gateway, TempDir, http};
+use serde_json::json;
+
+static MEDIA: Mutex<()> = Mutex::new(());
+
+const APP: u64 = 1_400_000_800;
+const KEY: &str = "ll-key";
+
+const PASSTHROUGH: &str = r#"
+name = "ll-pass"
+passthrough = true
+[video]
+width = 640
+height = 360
+fps = 30
+bitrate_kbps = 1000
+[audio]
+sample_rate = 48000
+channels = 2
+bitrate_kbps = 128
+[outputs.hls]
+segment_seconds = 1
+window = 12
+low_latency = true
+part_ms = 200
+"#;
+
+const GRID: &str = r#"
+name = "ll-grid"
+[video]
+width = 640
+height = 360
+fps = 30
+bitrate_kbps = 800
+gop_seconds = 1
+preset = "veryfast"
+tune = "zerolatency"
+[audio]
+sample_rate = 48000
+channels = 2
+bitrate_kbps = 96
+[layout]
+mode = "grid"
+[outputs.hls]
+segment_seconds = 1
+window = 12
+low_latency = true
+"#;
+
+fn gateway() -> (Gateway, TempDir) {
+    let dir = TempDir::new("ll-profiles");
+    std::fs::write(dir.0.join("ll-pass.toml"), PASSTHROUGH).unwrap();
+    std::fs::write(dir.0.join("ll-grid.toml"), GRID).unwrap();
+    let gw = Gateway::spawn(
+        Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")),
+        &[("ROOMCAST_PROFILES_DIR", dir.0.to_str().unwrap())],
+    );
+    gw.wait_healthy();
+    (gw, dir)
+}
+
+fn get(gw: &Gateway, path: &str) -> (u16, common::Headers, String) {
+    http(gw.http_port, "GET", path, None).unwrap()
+}
+
+fn header<'a>(h: &'a common::Headers, name: &str) -> Option<&'a str> {
+    h.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// Stops a task and waits until its playlist has ended.
+fn stop(gw: &Gateway, id: &str) {
+    let (code, _, text) = http(gw.http_port, "DELETE", &format!("/v1/relays/{id}"), None).unwrap();
+    assert!(code < 300, "{text}");
+    common::wait_for("task stopped", Duration::from_secs(10), || {
+        gw.relay_status(id)["state"] == "stopped"
+    });
+}
+
+/// The playlist now, checked.
+fn playlist(gw: &Gateway, stream: &str, query: &str) -> (MediaPlaylist, String, Duration) {
+    let t0 = Instant::now();
+    let (code, h, text) = get(gw, &format!("/hls/{stream}/index.m3u8{query}"));
+    let took = t0.elapsed();
+    assert_eq!(code, 200, "{query}: {text}");
+    assert_eq!(
+        header(&h, "content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    assert_eq!(header(&h, "access-control-allow-origin"), Some("*"));
+    let p = llhls::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    if let Err(e) = llhls::validate(&p) {
+        panic!("invalid LL-HLS playlist:\n{e}\n{text}");
+    }
+    (p, text, took)
+}
+
+/// The hinted part's (msn, index) from `EXT-X-PRELOAD-HINT`.
+fn hinted(p: &MediaPlaylist) -> (u64, u32) {
+    let (_, uri) = p.preload_hint.clone().expect("a preload hint");
+    let (msn, part) = uri
+        .strip_prefix("part")
+        .and_then(|r| r.strip_suffix(".m4s"))
+        .and_then(|r| r.split_once('.'))
+        .expect("part<msn>.<i>.m4s");
+    (msn.parse().unwrap(), part.parse().unwrap())
+}
+
+/// Follows the live edge for `within` like hls.js: ask for the playlist
+/// that has the hinted part, fetch the hinted part (blocking), repeat.
+/// Returns how long blocking reloads waited, and how many reloads were made.
+fn follow(gw: &Gateway, stream: &str, within: Duration, last: &mut MediaPlaylist) -> Vec<Duration> {
+    let deadline = Instant::now() + within;
+    let mut waits = Vec::new();
+    while Instant::now() < deadline {
+        let (msn, part) = hinted(last);
+        // The hinted part, requested before it exists, arrives when complete.
+        let (code, h, body) = get(gw, &format!("/hls/{stream}/part{msn}.{part}.m4s"));
+        assert_eq!(code, 200, "hinted part{msn}.{part}: {body}");
+        assert_eq!(header(&h, "content-type"), Some("video/mp4"));
+        let (next, text, took) = playlist(gw, stream, &format!("?_HLS_msn={msn}&_HLS_part={part}"));
+        waits.push(took);
+        assert!(
+            text.contains(&format!("part{msn}.{part}.m4s")) || next.media_sequence > msn,
+            "the answer lists the part it waited for:\n{text}"
+        );
+        if let Err(e) = llhls::validate_successor(last, &next) {
+            panic!("reload does not follow the last one:\n{e}\n{text}");
+        }
+        *last = next;
+    }
+    waits
+}
+
+#[test]
+fn a_client_follows_a_live_passthrough_through_a_leave_and_a_return() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let (gw, _profiles) = gateway();
+    let (id, stream) = gw.start_relay(
+        &json!({"sdkappid": APP, "room": "ll", "userid": "teacher", "profile": "ll-pass"}),
+    );
+    let url = gw.publish_url(APP, KEY, "ll", "teacher");
+    let first = Publisher::start(&url, 60, &gw.dir.0);
+    common::wait_for("two segments", Duration::from_secs(15), || {
+        let (code, _, text) = get(&gw, &format!("/hls/{stream}/index.m3u8"));
+        code == 200 && text.matches("#EXTINF").count() >= 2
+    });
+    let (mut last, text, _) = playlist(&gw, &stream, "");
+    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.200"), "{text}");
+    assert!(text.contains("CAN-BLOCK-RELOAD=YES"), "{text}");
+    assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:"), "{text}");
+    assert!(text.contains(",INDEPENDENT=YES"), "{text}");
+
+    let waits = follow(&gw, &stream, Duration::from_secs(4), &mut last);
+    assert!(waits.len() >= 10, "{} reloads in 4 s", waits.len());
+    let mut sorted = waits.clone();
+    sorted.sort();
+    let p50 = sorted[sorted.len() / 2];
+    assert!(
+        p50 < Duration::from_millis(250),
+        "blocking reloads answer with the part: {waits:?}"
+    );
+
+    // Refusals change nothing.
+    let (msn, part) = hinted(&last);
+    for (query, code) in [
+        ("?_HLS_part=1".to_string(), 400),
+        ("?_HLS_msn=abc".to_string(), 400),
+        ("?_HLS_msn=1&_HLS_part=x".to_string(), 400),
+        ("?_HLS_msn=-3".to_string(), 400),
+        (format!("?_HLS_msn={}", msn + 50), 400),
+        (format!("?_HLS_msn={msn}&_HLS_part={}", part + 10), 400),
+        ("?_HLS_skip=maybe".to_string(), 400),
+    ] {
+        let (got, _, body) = get(&gw, &format!("/hls/{stream}/index.m3u8{query}"));
+        assert_eq!(got, code, "{query}: {body}");
+        assert!(!body.is_empty(), "a reason is given");
+    }
+    for path in [
+        "/hls/no-such-stream/index.m3u8".to_string(),
+        format!("/hls/{stream}/..%2F..%2Froomcast.toml"),
+        format!("/hls/{stream}/part1.2.3.m4s"),
+        format!("/hls/{stream}/seg99999.m4s"),
+        format!("/hls/{stream}/init7.mp4"),
+        format!("/hls/{stream}/part{}.0.m4s", msn + 5),
+        "/hls/../roomcast.toml".to_string(),
+    ] {
+        let (got, _, body) = get(&gw, &path);
+        assert_eq!(got, 404, "{path}: {body}");
+    }
+    // A conditional GET of media it already has.
+    let seg = format!("/hls/{stream}/seg{}.m4s", last.segments.last().unwrap().msn);
+    let (code, h, _) = get(&gw, &seg);
+    assert_eq!(code, 200);
+    let etag = header(&h, "etag").expect("an ETag").to_string();
+    let (code, _, _) =
+        common::http_with(gw.http_port, "GET", &seg, &[("If-None-Match", &etag)], b"").unwrap();
+    assert_eq!(code, 304);
+    let (code, _, body) = common::http_with(gw.http_port, "HEAD", &seg, &[], b"").unwrap();
+    assert_eq!((code, body.len()), (200, 0));
+    let (last_again, _, _) = playlist(&gw, &stream, "");
+    llhls::validate_successor(&last, &last_again).unwrap();
+
+    // A delta update leaves out what is older than the skip boundary.
+    common::wait_for(
+        "a playlist long enough to skip",
+        Duration::from_secs(15),
+        || {
+            let (p, _, _) = playlist(&gw, &stream, "");
+            p.segments.len() >= 9
+        },
+    );
+    let (delta, text, _) = playlist(&gw, &stream, "?_HLS_skip=YES");
+    assert!(delta.skipped_segments > 0, "{text}");
+
+    // The anchor leaves: a request for the next part waits three target
+    // durations, then 503; the anchor returns and the playlist carries on
+    // with a discontinuity.
+    drop(first);
+    common::wait_for("anchor gone", Duration::from_secs(10), || {
+        gw.relay_status(&id)["attached"] == false
+    });
+    let (mut last, _, _) = playlist(&gw, &stream, "");
+    let (msn, part) = hinted(&last);
+    let t0 = Instant::now();
+    let (code, _, _) = get(
+        &gw,
+        &format!("/hls/{stream}/index.m3u8?_HLS_msn={msn}&_HLS_part={part}"),
+    );
+    assert_eq!(code, 503);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(5),
+        "three target durations: {waited:?}"
+    );
+    let second = Publisher::start(&url, 60, &gw.dir.0);
+    common::wait_for("attached again", Duration::from_secs(10), || {
+        gw.relay_status(&id)["attached"] == true
+    });
+    follow(&gw, &stream, Duration::from_secs(4), &mut last);
+    let (_, text, _) = playlist(&gw, &stream, "");
+    assert!(text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+
+    // Stopped, the playlist ends (and stays readable a while): ffmpeg reads
+    // it (it ignores parts) and decodes cleanly.
+    stop(&gw, &id);
+    let (errors, duration) = decode(&gw.hls_url(&stream));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(duration > 4.0, "{duration}");
+    let streams = probe_streams(&format!(
+        "http://127.0.0.1:{}/hls/{stream}/master.m3u8",
+        gw.http_port
+    ));
+    assert!(
+        streams
+            .iter()
+            .any(|s| s["codec_name"] == "h264" && s["width"] == "640"),
+        "{streams:?}"
+    );
+    let (_, _, master) = get(&gw, &format!("/hls/{stream}/master.m3u8"));
+    assert!(
+        master.contains("CODECS=\"avc1.") && master.contains("mp4a.40.2"),
+        "{master}"
+    );
+    assert!(master.contains("RESOLUTION=640x360"), "{master}");
+    drop(second);
+}
+
+#[test]
+fn an_audio_only_anchor_gets_audio_parts() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let (gw, _profiles) = gateway();
+    let (id, stream) = gw.start_relay(
+        &json!({"sdkappid": APP, "room": "radio", "userid": "dj", "profile": "ll-pass"}),
+    );
+    let _dj = Publisher::start_with(
+        &gw.publish_url(APP, KEY, "radio", "dj"),
+        30,
+        &gw.dir.0,
+        &["-vn"],
+    );
+    common::wait_for("two segments", Duration::from_secs(15), || {
+        let (code, _, text) = get(&gw, &format!("/hls/{stream}/index.m3u8"));
+        code == 200 && text.matches("#EXTINF").count() >= 2
+    });
+    let (mut last, _, _) = playlist(&gw, &stream, "");
+    follow(&gw, &stream, Duration::from_secs(2), &mut last);
+    let parts: Vec<&llhls::Part> = last.segments.iter().flat_map(|s| &s.parts).collect();
+    assert!(!parts.is_empty() && parts.iter().all(|p| p.independent));
+    stop(&gw, &id);
+    let (errors, duration) = decode(&gw.hls_url(&stream));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(duration > 1.5, "{duration}");
+    let streams = probe_streams(&gw.hls_url(&stream));
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    assert_eq!(streams[0]["codec_name"], "aac");
+}
+
+/// Runs `tests/python/hls_browser.py` on `playlist` for `secs`; its JSON.
+fn play_in_chromium(gw: &Gateway, playlist: &str, secs: u32) -> serde_json::Value {
+    use std::os::unix::process::CommandExt;
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/hls_browser.py");
+    let out_path = gw
+        .dir
+        .0
+        .join(format!("browser-{}.out", common::free_port()));
+    let mut child = std::process::Command::new(python)
+        .args([
+            script,
+            &format!("http://127.0.0.1:{}/console/hls.light.min.js", gw.http_port),
+            &format!("http://127.0.0.1:{}{playlist}", gw.http_port),
+            &secs.to_string(),
+        ])
+        .process_group(0)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(gw.dir.0.join("browser.err")).unwrap())
+        .spawn()
+        .expect("the test venv's python");
+    let group = child.id();
+    let deadline = Instant::now() + Duration::from_secs(u64::from(secs) + 60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Chromium and its driver are in the script's process group.
+    let _ = std::process::Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{group}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let err = std::fs::read_to_string(gw.dir.0.join("browser.err")).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "browser run failed ({status:?}):\n{out}\n{err}"
+    );
+    serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn hls_js_in_chromium_plays_a_low_latency_mix_and_passthrough() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let (gw, _profiles) = gateway();
+    let (_, mix) = gw.start_relay(&json!({"sdkappid": APP, "room": "class", "profile": "ll-grid"}));
+    let (_, pass) = gw.start_relay(
+        &json!({"sdkappid": APP, "room": "class", "userid": "teacher", "profile": "ll-pass"}),
+    );
+    let _teacher = Publisher::start(
+        &gw.publish_url(APP, KEY, "class", "teacher"),
+        120,
+        &gw.dir.0,
+    );
+    let _guest = Publisher::start(&gw.publish_url(APP, KEY, "class", "guest"), 120, &gw.dir.0);
+    for stream in [&mix, &pass] {
+        common::wait_for("two segments", Duration::from_secs(20), || {
+            let (code, _, text) = get(&gw, &format!("/hls/{stream}/index.m3u8"));
+            code == 200 && text.matches("#EXTINF").count() >= 2
+        });
+    }
+    for (stream, what) in [(&mix, "mix"), (&pass, "passthrough")] {
+        let seen = play_in_chromium(&gw, &format!("/hls/{stream}/index.m3u8"), 20);
+        eprintln!("hls.js, {what}: {seen}");
+        assert!(seen["fatal"] == false, "{what}: {seen}");
+        assert!(
+            seen["played_seconds"].as_f64().unwrap() > 15.0,
+            "{what}: {seen}"
+        );
+        let latency = seen["latency_median"].as_f64().unwrap();
+        assert!(
+            latency > 0.0 && latency < 2.0,
+            "{what}: hls.js latency {latency}: {seen}"
+        );
+    }
+}

@@ -1,0 +1,250 @@
+"""Plays an HLS stream with hls.js in Debian's headless Chromium, as a
+low-latency viewer would, and reports how the playback went.
+
+usage: hls_browser.py HLS_JS_URL PLAYLIST_URL SECONDS [--level N]
+
+The page is built here: the browser opens HLS_JS_URL itself (the gateway
+serves hls.js 1.6 at /console/hls.light.min.js), so the page has that http
+origin -- about:blank's opaque origin may not fetch from loopback (Chromium's
+private/local network access rules) -- and its body is replaced by a muted
+autoplaying <video> and a <script> loading HLS_JS_URL. A playlist on another
+origin must allow CORS. hls.js
+runs with {lowLatencyMode: true, backBufferLength: 30}. Once the video plays,
+the script watches it for SECONDS, sampling hls.js's own latency estimate
+(hls.latency) every second; with --level N it then sets hls.currentLevel = N
+and waits for LEVEL_SWITCHED to N.
+
+Prints ONE JSON line:
+  {"played_seconds", "window_seconds", "waiting", "waiting_before_start",
+   "latency_median", "latency_samples", "target_latency", "levels",
+   "current_level", "switched_to", "video_size", "errors", "error_count",
+   "fatal", "startup_seconds"} (plus "switch_seconds", from setting the
+level to LEVEL_SWITCHED, with --level)
+and exits 0; on a fatal hls.js error, no playback within 20 s, or no switch
+to level N, prints the same with what is known plus "failed": "<why>" and
+exits 1.
+"""
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+START_WITHIN = 20.0  # seconds for hls.js to load, and again for playback to start
+SWITCH_WITHIN = 20.0  # seconds past the window for LEVEL_SWITCHED
+MAX_ERRORS = 50  # error entries kept in the report (all are counted)
+
+BUILD_PAGE = """
+const [hlsJsUrl] = arguments;
+document.title = 'hls_browser';
+document.body.innerHTML = '';
+document.body.style.margin = '0';
+const v = document.createElement('video');
+v.id = 'v';
+v.muted = true;
+v.autoplay = true;
+v.playsInline = true;
+v.width = 640;
+document.body.appendChild(v);
+const s = document.createElement('script');
+s.src = hlsJsUrl;
+s.onerror = () => { window.__hlsScriptError = 'could not load ' + hlsJsUrl; };
+document.head.appendChild(s);
+"""
+
+START = """
+const [url] = arguments;
+const v = document.getElementById('v');
+const st = window.__st = {
+  waiting: 0, waitingBeforeStart: 0, started: false, errors: [], errorCount: 0,
+  switches: [], manifest: false, playError: null, supported: Hls.isSupported(),
+};
+if (!st.supported) return st;
+const hls = window.__hls = new Hls({lowLatencyMode: true, backBufferLength: 30});
+v.addEventListener('waiting', () => { if (st.started) st.waiting++; else st.waitingBeforeStart++; });
+hls.on(Hls.Events.ERROR, (_, d) => {
+  st.errorCount++;
+  if (st.errors.length < %d || d.fatal) {
+    st.errors.push({type: d.type, details: d.details, fatal: !!d.fatal,
+                    at: Math.round(performance.now()) / 1000});
+  }
+});
+hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => st.switches.push({level: d.level, at: performance.now() / 1000}));
+hls.on(Hls.Events.MANIFEST_PARSED, () => {
+  st.manifest = true;
+  v.play().catch(e => { st.playError = String(e); });
+});
+hls.attachMedia(v);
+hls.loadSource(url);
+return st;
+""" % MAX_ERRORS
+
+SNAPSHOT = """
+const v = document.getElementById('v'), h = window.__hls, st = window.__st;
+const num = x => (typeof x === 'number' && isFinite(x)) ? x : null;
+return {
+  t: v.currentTime, paused: v.paused, ready: v.readyState,
+  latency: h ? num(h.latency) : null,
+  target: h ? num(h.targetLatency) : null,
+  levels: h && h.levels ? h.levels.length : 0,
+  level: h ? h.currentLevel : null,
+  size: [v.videoWidth, v.videoHeight],
+  waiting: st.waiting, waitingBeforeStart: st.waitingBeforeStart,
+  errors: st.errors, errorCount: st.errorCount, switches: st.switches,
+  manifest: st.manifest, playError: st.playError,
+  mediaError: v.error ? (v.error.code + ': ' + v.error.message) : null,
+};
+"""
+
+
+class Failed(Exception):
+    pass
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("hls_js_url")
+    ap.add_argument("playlist_url")
+    ap.add_argument("seconds", type=float)
+    ap.add_argument("--level", type=int, default=None)
+    args = ap.parse_args()
+
+    report = {
+        "played_seconds": 0.0, "window_seconds": 0.0, "waiting": 0,
+        "waiting_before_start": 0, "latency_median": None, "latency_samples": [],
+        "target_latency": None, "levels": 0, "current_level": None,
+        "switched_to": None, "video_size": None, "errors": [], "error_count": 0,
+        "fatal": False, "startup_seconds": None,
+    }
+
+    asked_at = [float("inf")]  # page clock when currentLevel was set
+
+    def absorb(s):
+        report["waiting"] = s["waiting"]
+        report["waiting_before_start"] = s["waitingBeforeStart"]
+        report["errors"] = s["errors"]
+        report["error_count"] = s["errorCount"]
+        report["fatal"] = any(e["fatal"] for e in s["errors"])
+        report["levels"] = s["levels"]
+        report["current_level"] = s["level"]
+        report["video_size"] = s["size"]
+        if s["target"] is not None:
+            report["target_latency"] = round(s["target"], 3)
+        if args.level is not None and report["switched_to"] is None:
+            hit = [w for w in s["switches"] if w["level"] == args.level and w["at"] >= asked_at[0]]
+            if hit:
+                report["switched_to"] = args.level
+                report["switch_seconds"] = round(hit[0]["at"] - asked_at[0], 3)
+        if report["fatal"]:
+            e = next(e for e in s["errors"] if e["fatal"])
+            raise Failed(f"fatal hls.js error: {e['type']} / {e['details']}")
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    profile = tempfile.mkdtemp(prefix="chromium-hls-")
+    for a in [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=1280,800", f"--user-data-dir={profile}",
+    ]:
+        options.add_argument(a)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = None
+    try:
+        d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        d.set_script_timeout(30)
+        d.get(args.hls_js_url)  # an http origin for the page (see above)
+        d.execute_script(BUILD_PAGE, args.hls_js_url)
+        deadline = time.monotonic() + START_WITHIN
+        while not d.execute_script("return typeof window.Hls === 'function'"):
+            err = d.execute_script("return window.__hlsScriptError || null")
+            if err or time.monotonic() > deadline:
+                raise Failed(err or f"window.Hls not defined within {START_WITHIN:.0f} s")
+            time.sleep(0.1)
+        if not d.execute_script(START, args.playlist_url)["supported"]:
+            raise Failed("Hls.isSupported() is false (no MediaSource)")
+
+        # Playback starts: the clock moves and the element is not paused.
+        loaded_at = time.monotonic()
+        deadline = loaded_at + START_WITHIN
+        while True:
+            s = d.execute_script(SNAPSHOT)
+            absorb(s)
+            if s["t"] > 0 and not s["paused"]:
+                break
+            if time.monotonic() > deadline:
+                why = s["mediaError"] or s["playError"] or (
+                    "manifest parsed" if s["manifest"] else "manifest not parsed")
+                raise Failed(f"no playback within {START_WITHIN:.0f} s ({why})")
+            time.sleep(0.1)
+        started_at = time.monotonic()
+        report["startup_seconds"] = round(started_at - loaded_at, 3)
+        d.execute_script("window.__st.started = true")
+        t0 = s["t"]
+
+        if args.level is not None:
+            if not 0 <= args.level < s["levels"]:
+                raise Failed(f"no level {args.level}: the stream has {s['levels']}")
+            if s["level"] == args.level:  # no switch to wait for
+                report["switched_to"] = args.level
+                report["switch_seconds"] = 0.0
+                report["already_on_level"] = True
+            asked_at[0] = d.execute_script(
+                "window.__hls.currentLevel = arguments[0]; return performance.now() / 1000",
+                args.level)
+
+        # The window: one sample a second.
+        samples = []
+        end = started_at + args.seconds
+        next_sample = started_at + 1.0
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            time.sleep(max(0.0, min(next_sample, end) - now))
+            s = d.execute_script(SNAPSHOT)
+            report["played_seconds"] = round(s["t"] - t0, 3)
+            report["window_seconds"] = round(time.monotonic() - started_at, 3)
+            absorb(s)
+            if time.monotonic() >= next_sample - 0.05:
+                if s["latency"] is not None and s["latency"] > 0:
+                    samples.append(round(s["latency"], 3))
+                    report["latency_samples"] = samples
+                    report["latency_median"] = round(statistics.median(samples), 3)
+                next_sample += 1.0
+
+        if args.level is not None and report["switched_to"] is None:
+            deadline = time.monotonic() + SWITCH_WITHIN
+            while report["switched_to"] is None:
+                if time.monotonic() > deadline:
+                    raise Failed(
+                        f"no LEVEL_SWITCHED to {args.level} within {args.seconds:g} + "
+                        f"{SWITCH_WITHIN:.0f} s (switches seen: {[w['level'] for w in s['switches']]})")
+                time.sleep(0.2)
+                s = d.execute_script(SNAPSHOT)
+                absorb(s)
+    except Exception as e:  # Failed, or the browser/driver gave up
+        report["failed"] = str(e) if isinstance(e, Failed) else f"{type(e).__name__}: {e}"
+        try:
+            report["browser_log"] = [
+                x["message"] for x in d.get_log("browser") if "favicon.ico" not in x["message"]][-20:]
+        except Exception:
+            pass
+        print(json.dumps(report))
+        sys.exit(1)
+    finally:
+        if d is not None:
+            d.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    print(json.dumps(report))
+
+
+main()
