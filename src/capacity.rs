@@ -8,7 +8,9 @@
 //!   (`DECODE` per input megapixel per second; inputs are counted as
 //!   640x360 at 30 fps, the camera-like anchor of the benchmarks, at least
 //!   `MIN_MIX_INPUTS` of them), and mixes audio (`MIX_BASE`);
-//! - a passthrough copies (`PASSTHROUGH`), plus an AAC re-encode when asked.
+//! - a passthrough copies (`PASSTHROUGH`), plus an AAC re-encode when asked;
+//! - an HLS ladder decodes the task's output once (a mix's canvas; for a
+//!   passthrough, counted as 720p30) and encodes each rendition.
 //!
 //! The constants are fitted to `cargo bench --bench mix` and
 //! `cargo bench --bench relay` on the reference machine (2 cores):
@@ -31,6 +33,8 @@ const MIX_BASE: f64 = 0.11;
 const MIN_MIX_INPUTS: usize = 2;
 /// One camera-like input: 640x360 at 30 fps, in megapixels per second.
 const INPUT_MPX: f64 = 640.0 * 360.0 * 30.0 / 1e6;
+/// What a passthrough's ladder is charged for decoding: 720p30.
+const LADDER_SOURCE_MPX: f64 = 1280.0 * 720.0 * 30.0 / 1e6;
 /// A passthrough relay's copying and pushing.
 const PASSTHROUGH: f64 = 0.012;
 /// An AAC re-encode.
@@ -68,10 +72,30 @@ fn mix(m: &MixSettings, inputs: usize) -> f64 {
 /// The cores `spec` is expected to use; `publishing` is how many anchors
 /// publish in its room now (a mix decodes each of them).
 pub(crate) fn estimate(spec: &RelaySpec, publishing: usize) -> f64 {
-    match &spec.input {
+    let task = match &spec.input {
         RelayInput::Mix(m) => mix(m, publishing),
         RelayInput::Anchor(a) => PASSTHROUGH + if a.audio_reencode.is_some() { AAC } else { 0.0 },
-    }
+    };
+    task + ladder(spec)
+}
+
+/// An HLS ladder: one decode of the task's output, one encode per rendition.
+fn ladder(spec: &RelaySpec) -> f64 {
+    let Some(hls) = spec
+        .outputs
+        .hls
+        .as_ref()
+        .filter(|h| !h.renditions.is_empty())
+    else {
+        return 0.0;
+    };
+    let source = match &spec.input {
+        RelayInput::Mix(m) => m.video.as_ref().map_or(0.0, |v| {
+            f64::from(v.width) * f64::from(v.height) * f64::from(v.fps) / 1e6
+        }),
+        RelayInput::Anchor(_) => LADDER_SOURCE_MPX,
+    };
+    source * DECODE + hls.renditions.iter().map(encode).sum::<f64>()
 }
 
 /// Whether a task of `cost` fits beside `in_use` within `budget`; the
@@ -135,6 +159,26 @@ mod tests {
         assert!(estimate(&pass, 1) < 0.05);
         let audio = RelaySpec::for_mix(room(), &profile("audio-only")).unwrap();
         assert!(estimate(&audio, 3) < estimate(&grid, 3));
+    }
+
+    #[test]
+    fn a_ladder_costs_its_encodes_and_one_decode() {
+        let plain = RelaySpec::for_mix(room(), &profile("grid-720p")).unwrap();
+        let mut abr = plain.clone();
+        let hls = abr.outputs.hls.as_mut().unwrap();
+        let base = plain.mix().unwrap().video.clone().unwrap();
+        for (w, h) in [(640, 360), (426, 240)] {
+            hls.renditions.push(crate::profile::VideoEncoding {
+                width: w,
+                height: h,
+                ..base.clone()
+            });
+        }
+        let extra = estimate(&abr, 2) - estimate(&plain, 2);
+        // 360p30 + 240p30 at veryfast, and decoding 720p30.
+        let expected = (640.0 * 360.0 + 426.0 * 240.0) * 30.0 / 1e6 * ENCODE
+            + 1280.0 * 720.0 * 30.0 / 1e6 * DECODE;
+        assert!((extra - expected).abs() < 1e-9, "{extra} vs {expected}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! fetched before it exists) while an anchor leaves and comes back; every
 //! playlist passes the LL-HLS validator and follows the last one; ffmpeg
 //! decodes what was served; bad requests are refused and change nothing.
-//! hls.js in Debian's headless Chromium plays a LL mix and a passthrough.
+//! hls.js in Debian's headless Chromium plays a LL mix and a passthrough;
+//! the mix has an ABR ladder of three renditions, cut on the same
+//! keyframes, and hls.js switches to the lowest when told.
 
 mod common;
 
@@ -60,6 +62,15 @@ mode = "grid"
 segment_seconds = 1
 window = 12
 low_latency = true
+[[outputs.hls.renditions]]
+width = 480
+height = 270
+bitrate_kbps = 500
+[[outputs.hls.renditions]]
+width = 320
+height = 180
+bitrate_kbps = 250
+fps = 15
 "#;
 
 fn gateway() -> (Gateway, TempDir) {
@@ -310,8 +321,14 @@ fn an_audio_only_anchor_gets_audio_parts() {
     assert_eq!(streams[0]["codec_name"], "aac");
 }
 
-/// Runs `tests/python/hls_browser.py` on `playlist` for `secs`; its JSON.
-fn play_in_chromium(gw: &Gateway, playlist: &str, secs: u32) -> serde_json::Value {
+/// Runs `tests/python/hls_browser.py` on `playlist` for `secs` (switching
+/// to `level` once playing, if given); its JSON.
+fn play_in_chromium(
+    gw: &Gateway,
+    playlist: &str,
+    secs: u32,
+    level: Option<u32>,
+) -> serde_json::Value {
     use std::os::unix::process::CommandExt;
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/hls_browser.py");
@@ -319,13 +336,17 @@ fn play_in_chromium(gw: &Gateway, playlist: &str, secs: u32) -> serde_json::Valu
         .dir
         .0
         .join(format!("browser-{}.out", common::free_port()));
+    let mut args = vec![
+        script.to_string(),
+        format!("http://127.0.0.1:{}/console/hls.light.min.js", gw.http_port),
+        format!("http://127.0.0.1:{}{playlist}", gw.http_port),
+        secs.to_string(),
+    ];
+    if let Some(l) = level {
+        args.extend(["--level".to_string(), l.to_string()]);
+    }
     let mut child = std::process::Command::new(python)
-        .args([
-            script,
-            &format!("http://127.0.0.1:{}/console/hls.light.min.js", gw.http_port),
-            &format!("http://127.0.0.1:{}{playlist}", gw.http_port),
-            &secs.to_string(),
-        ])
+        .args(&args)
         .process_group(0)
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(gw.dir.0.join("browser.err")).unwrap())
@@ -356,8 +377,66 @@ fn play_in_chromium(gw: &Gateway, playlist: &str, secs: u32) -> serde_json::Valu
     serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// The video track's first decode time (tfdt, 90 kHz) in an fMP4 segment.
+fn video_start(segment: &[u8]) -> Option<u64> {
+    fn boxes(mut b: &[u8]) -> Vec<(&[u8], &[u8])> {
+        let mut v = Vec::new();
+        while b.len() >= 8 {
+            let size = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+            if size < 8 || size > b.len() {
+                break;
+            }
+            v.push((&b[4..8], &b[8..size]));
+            b = &b[size..];
+        }
+        v
+    }
+    let moof = boxes(segment).into_iter().find(|(t, _)| *t == b"moof")?.1;
+    boxes(moof)
+        .into_iter()
+        .filter(|(t, _)| *t == b"traf")
+        .find_map(|(_, traf)| {
+            let inner = boxes(traf);
+            let tfhd = inner.iter().find(|(t, _)| *t == b"tfhd")?.1;
+            if u32::from_be_bytes(tfhd[4..8].try_into().ok()?) != 1 {
+                return None;
+            }
+            let tfdt = inner.iter().find(|(t, _)| *t == b"tfdt")?.1;
+            Some(u64::from_be_bytes(tfdt[4..12].try_into().ok()?))
+        })
+}
+
+/// Where the last complete segments of `stream` start, media time.
+fn segment_starts(gw: &Gateway, stream: &str) -> Vec<u64> {
+    let (p, _, _) = playlist(gw, stream, "");
+    p.segments
+        .iter()
+        .rev()
+        .take(4)
+        .filter_map(|seg| {
+            let raw = http_bytes(gw.http_port, &format!("/hls/{stream}/{}", seg.uri));
+            video_start(&raw)
+        })
+        .collect()
+}
+
+/// A GET's body as bytes.
+fn http_bytes(port: u16, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    raw[at..].to_vec()
+}
+
 #[test]
-fn hls_js_in_chromium_plays_a_low_latency_mix_and_passthrough() {
+fn hls_js_in_chromium_plays_a_low_latency_mix_ladder_and_passthrough() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let (gw, _profiles) = gateway();
     let (_, mix) = gw.start_relay(&json!({"sdkappid": APP, "room": "class", "profile": "ll-grid"}));
@@ -370,15 +449,92 @@ fn hls_js_in_chromium_plays_a_low_latency_mix_and_passthrough() {
         &gw.dir.0,
     );
     let _guest = Publisher::start(&gw.publish_url(APP, KEY, "class", "guest"), 120, &gw.dir.0);
-    for stream in [&mix, &pass] {
-        common::wait_for("two segments", Duration::from_secs(20), || {
+    let ladder = [mix.clone(), format!("{mix}.r1"), format!("{mix}.r2")];
+    for stream in ladder.iter().chain([&pass]) {
+        common::wait_for("three segments", Duration::from_secs(20), || {
             let (code, _, text) = get(&gw, &format!("/hls/{stream}/index.m3u8"));
-            code == 200 && text.matches("#EXTINF").count() >= 2
+            code == 200 && text.matches("#EXTINF").count() >= 3
         });
     }
-    for (stream, what) in [(&mix, "mix"), (&pass, "passthrough")] {
-        let seen = play_in_chromium(&gw, &format!("/hls/{stream}/index.m3u8"), 20);
-        eprintln!("hls.js, {what}: {seen}");
+
+    // The master playlist names the three renditions, top first.
+    let (code, _, master) = get(&gw, &format!("/hls/{mix}/master.m3u8"));
+    assert_eq!(code, 200, "{master}");
+    let lines: Vec<&str> = master.lines().collect();
+    let variants: Vec<(&str, &str)> = lines
+        .windows(2)
+        .filter(|w| w[0].starts_with("#EXT-X-STREAM-INF:"))
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert_eq!(variants.len(), 3, "{master}");
+    for ((inf, uri), (size, fps)) in
+        variants
+            .iter()
+            .zip([("640x360", 30.0), ("480x270", 30.0), ("320x180", 15.0)])
+    {
+        assert!(inf.contains(&format!("RESOLUTION={size}")), "{master}");
+        assert!(
+            inf.contains("CODECS=\"avc1.") && inf.contains("mp4a.40.2"),
+            "{master}"
+        );
+        let rate: f64 = inf
+            .split("FRAME-RATE=")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("FRAME-RATE: {master}"));
+        assert!((rate - fps).abs() < 1.5, "{size}: {rate} fps: {master}");
+        // Each rendition has pictures of its size.
+        // Renditions are named relative to the master: `../<stream>.r<i>/index.m3u8`.
+        let path = match uri.strip_prefix("../") {
+            Some(other) => format!("/hls/{other}"),
+            None => format!("/hls/{mix}/{uri}"),
+        };
+        let streams = probe_streams(&format!("http://127.0.0.1:{}{path}", gw.http_port));
+        let (w, h) = size.split_once('x').unwrap();
+        assert!(
+            streams
+                .iter()
+                .any(|s| s.get("width").is_some_and(|v| v == w)
+                    && s.get("height").is_some_and(|v| v == h)),
+            "{uri}: {streams:?}"
+        );
+    }
+    let bandwidth = |inf: &str| -> u64 {
+        inf.split("BANDWIDTH=")
+            .nth(1)
+            .and_then(|b| b.split(',').next())
+            .and_then(|b| b.parse().ok())
+            .unwrap()
+    };
+    assert!(
+        bandwidth(variants[0].0) > bandwidth(variants[2].0),
+        "{master}"
+    );
+
+    // Every rendition's segments start where the top's do: the same
+    // keyframes, the same media times.
+    let top = segment_starts(&gw, &ladder[0]);
+    for r in &ladder[1..] {
+        let starts = segment_starts(&gw, r);
+        assert!(starts.len() >= 2, "{r}: {starts:?}");
+        for s in &starts {
+            assert!(
+                top.contains(s) || s < top.iter().min().unwrap() || s > top.iter().max().unwrap(),
+                "{r} starts a segment at {s}, the top rendition at {top:?}"
+            );
+        }
+        let common = starts.iter().filter(|s| top.contains(s)).count();
+        assert!(common >= 2, "{r}: {starts:?} vs {top:?}");
+    }
+
+    let seen = play_in_chromium(&gw, &format!("/hls/{mix}/master.m3u8"), 20, Some(2));
+    eprintln!("hls.js, mix ladder: {seen}");
+    assert_eq!(seen["levels"], 3, "{seen}");
+    assert_eq!(seen["switched_to"], 2, "{seen}");
+    let seen_pass = play_in_chromium(&gw, &format!("/hls/{pass}/index.m3u8"), 20, None);
+    eprintln!("hls.js, passthrough: {seen_pass}");
+    for (what, seen) in [("mix", &seen), ("passthrough", &seen_pass)] {
         assert!(seen["fatal"] == false, "{what}: {seen}");
         assert!(
             seen["played_seconds"].as_f64().unwrap() > 15.0,

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use super::AppState;
 use crate::hls::live::{Directives, Object, Reload};
-use crate::hls::store::Shared;
+use crate::hls::store::{HlsStore, Shared};
 use crate::metrics::{HlsLabel, HlsObject, Output, metrics};
 use crate::relay::valid_stream_name;
 
@@ -61,7 +61,18 @@ pub(crate) async fn get(
         Object::Init(_) => HlsObject::Init,
     });
     let resp = match state.hls_store.get(&stream) {
-        Some(shared) => live(shared, object, &file, query.as_deref(), &headers).await,
+        Some(shared) => {
+            live(
+                &state.hls_store,
+                &stream,
+                shared,
+                object,
+                &file,
+                query.as_deref(),
+                &headers,
+            )
+            .await
+        }
         None => from_disk(&state, &stream, object, &file).await,
     };
     let mut resp = resp;
@@ -97,6 +108,8 @@ fn body_response(body: Bytes, content_type: &'static str, cache: &str) -> Respon
 }
 
 async fn live(
+    store: &HlsStore,
+    stream: &str,
     shared: Arc<Shared>,
     object: Object,
     file: &str,
@@ -105,7 +118,7 @@ async fn live(
 ) -> Response {
     match object {
         Object::Playlist => playlist(shared, query).await,
-        Object::Master => master(shared).await,
+        Object::Master => master(store, stream, shared).await,
         Object::TsSegment(_) => not_found(),
         Object::Init(_) | Object::Segment(_) | Object::Part(..) => {
             media(shared, object, file, headers).await
@@ -173,11 +186,12 @@ async fn playlist(shared: Arc<Shared>, query: Option<&str>) -> Response {
     body_response(Bytes::from(text), PLAYLIST_TYPE, &cache)
 }
 
-async fn master(shared: Arc<Shared>) -> Response {
+/// Waits (a just-started stream) until every variant can be described.
+async fn master(store: &HlsStore, stream: &str, shared: Arc<Shared>) -> Response {
     let deadline = tokio::time::Instant::now() + MASTER_WAIT;
     let mut rx = shared.changed.subscribe();
     loop {
-        if let Some(text) = shared.lock().master() {
+        if let Some(text) = store.master(stream) {
             return body_response(Bytes::from(text), PLAYLIST_TYPE, "max-age=1");
         }
         if !changed(&mut rx, deadline).await {

@@ -41,6 +41,8 @@ pub(crate) enum Event {
         bytes: Bytes,
         part: Part,
         start: Option<SegmentStart>,
+        /// Video samples in it (for the frame rate a master playlist states).
+        frames: u32,
     },
     /// The open segment is complete.
     SegmentEnd,
@@ -301,6 +303,7 @@ impl Segmenter {
         self.sequence = self.sequence.wrapping_add(1).max(1);
         let bytes = fmp4::fragment(self.sequence, &part.video, &part.audio);
         out.push(Event::Part {
+            frames: part.video.len() as u32,
             bytes,
             part: Part {
                 duration_ms: (end_ms - part.start_ms).max(1) as u64,

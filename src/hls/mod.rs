@@ -11,6 +11,7 @@
 
 pub(crate) mod cmaf;
 pub(crate) mod fmp4;
+pub(crate) mod ladder;
 pub(crate) mod live;
 pub(crate) mod playlist;
 pub(crate) mod store;
@@ -44,7 +45,11 @@ impl HlsOut {
                 // A TS stream of the same name from an earlier task would shadow nothing,
                 // but its files would linger: the memory stream wins from now on.
                 let _ = std::fs::remove_dir_all(ts_root.join(name));
-                HlsOut::Live(Box::new(store.open(name, settings)))
+                HlsOut::Live(Box::new(store.open(
+                    name,
+                    settings,
+                    settings.renditions.len(),
+                )))
             }
         }
     }

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use super::cmaf::{Event, Segmenter};
 use super::fmp4::InitInfo;
+use super::ladder::rendition_name;
 use super::live::{LivePlaylist, LiveSettings, Object};
 use crate::media::{DropToKeyframe, MediaMessage};
 use crate::profile::HlsOutput;
@@ -41,6 +42,11 @@ pub(crate) struct Stream {
     segment_bits: BTreeMap<u64, u64>,
     /// A random tag for ETags: names repeat when a stream starts again.
     pub(crate) generation: u64,
+    /// Video frames of the open segment, and (frames, ms) of complete ones.
+    open_frames: u32,
+    segment_frames: BTreeMap<u64, (u32, u64)>,
+    /// Renditions of a ladder this stream heads (`<name>.r<i>`).
+    pub(crate) renditions: usize,
 }
 
 impl Stream {
@@ -55,6 +61,9 @@ impl Stream {
             peak_bps: 0,
             segment_bits: BTreeMap::new(),
             generation,
+            open_frames: 0,
+            segment_frames: BTreeMap::new(),
+            renditions: 0,
         }
     }
 
@@ -64,8 +73,14 @@ impl Stream {
                 self.inits.insert(id, bytes);
                 self.info = Some(info);
             }
-            Event::Part { bytes, part, start } => {
+            Event::Part {
+                bytes,
+                part,
+                start,
+                frames,
+            } => {
                 let at = self.playlist.add_part(part, start);
+                self.open_frames += frames;
                 self.open.push(bytes.clone());
                 self.parts.insert(at, bytes);
             }
@@ -106,6 +121,8 @@ impl Stream {
         }
         // The segment's duration, for its bit rate.
         let duration_ms = self.playlist.segment_duration_ms(msn).unwrap_or(0).max(1);
+        let frames = std::mem::take(&mut self.open_frames);
+        self.segment_frames.insert(msn, (frames, duration_ms));
         let bits = whole.len() as u64 * 8;
         self.segment_bits.insert(msn, bits * 1000 / duration_ms);
         self.peak_bps = self.segment_bits.values().copied().max().unwrap_or(0);
@@ -116,6 +133,7 @@ impl Stream {
         for msn in removed {
             self.segments.remove(msn);
             self.segment_bits.remove(msn);
+            self.segment_frames.remove(msn);
             self.parts.retain(|(m, _), _| m != msn);
         }
         let used: Vec<u32> = self.playlist.inits_in_use().collect();
@@ -134,25 +152,34 @@ impl Stream {
         }
     }
 
-    /// A master playlist naming the media playlist with what a player needs
-    /// to choose it; `None` until the first init section exists.
-    pub(crate) fn master(&self) -> Option<String> {
+    /// This stream as a variant of a master playlist, at `uri`: what a
+    /// player needs to choose it. `None` until its first init section.
+    pub(crate) fn variant(&self, uri: &str) -> Option<String> {
+        use std::fmt::Write as _;
         let info = self.info.as_ref()?;
-        // Before a segment is complete, a generous guess from the first parts.
+        // Before a segment is complete, a generous guess.
         let bandwidth = if self.peak_bps > 0 {
             self.peak_bps
         } else {
             2_000_000
         };
-        let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-        s.push_str(&format!(
+        let mut s = format!(
             "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"",
             info.codecs
-        ));
+        );
         if let (Some(w), Some(h)) = (info.width, info.height) {
-            s.push_str(&format!(",RESOLUTION={w}x{h}"));
+            let _ = write!(s, ",RESOLUTION={w}x{h}");
         }
-        s.push_str("\nindex.m3u8\n");
+        let (frames, ms) = self
+            .segment_frames
+            .values()
+            .fold((0u64, 0u64), |(f, m), (sf, sm)| {
+                (f + u64::from(*sf), m + sm)
+            });
+        if frames > 0 && ms > 0 {
+            let _ = write!(s, ",FRAME-RATE={:.3}", frames as f64 * 1000.0 / ms as f64);
+        }
+        let _ = write!(s, "\n{uri}\n");
         Some(s)
     }
 }
@@ -184,15 +211,39 @@ impl HlsStore {
         self.map().get(name).cloned()
     }
 
-    /// Starts (or restarts) the stream `name`.
-    pub(crate) fn open(&self, name: &str, settings: &HlsOutput) -> LiveOutput {
+    /// The master playlist of `name`: its own stream, then each rendition of
+    /// its ladder, lowest last. `None` until every one has an init section.
+    pub(crate) fn master(&self, name: &str) -> Option<String> {
+        let main = self.get(name)?;
+        let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+        let renditions = {
+            let m = main.lock();
+            s.push_str(&m.variant("index.m3u8")?);
+            m.renditions
+        };
+        for i in 1..=renditions {
+            let r = rendition_name(name, i);
+            let line = self
+                .get(&r)?
+                .lock()
+                .variant(&format!("../{r}/index.m3u8"))?;
+            s.push_str(&line);
+        }
+        Some(s)
+    }
+
+    /// Starts (or restarts) the stream `name`, at the head of a ladder of
+    /// `renditions` (opened by `hls::ladder`).
+    pub(crate) fn open(&self, name: &str, settings: &HlsOutput, renditions: usize) -> LiveOutput {
         let live = LiveSettings {
             segment_ms: settings.segment_seconds * 1000,
             part_ms: settings.low_latency.then_some(settings.part_ms),
             window: settings.window as usize,
         };
+        let mut stream = Stream::new(live, rand::random());
+        stream.renditions = renditions;
         let shared = Arc::new(Shared {
-            state: Mutex::new(Stream::new(live, rand::random())),
+            state: Mutex::new(stream),
             changed: watch::channel(0).0,
         });
         if let Some(old) = self.map().insert(name.to_string(), shared.clone()) {
@@ -295,6 +346,7 @@ mod tests {
                 init: 0,
                 program_date_time_ms: 0,
             }),
+            frames: 0,
         }
     }
 

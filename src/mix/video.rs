@@ -364,13 +364,24 @@ fn clip(r: Rect, w: u32, h: u32) -> Rect {
 pub(crate) struct VideoEncoder {
     encoder: ff::encoder::Video,
     config: TrackConfig,
-    fps: u32,
+    /// The encoder's time base: 1/fps, or milliseconds for `new_vfr`.
+    tb: TimeBase,
     /// Added to every output time, ms (to line pictures up with buffered audio).
     offset_ms: i64,
 }
 
 impl VideoEncoder {
     pub(crate) fn new(v: &VideoEncoding) -> Result<VideoEncoder, VideoError> {
+        VideoEncoder::open(v, v.fps)
+    }
+
+    /// An encoder whose frames carry their own times in milliseconds
+    /// (`encode_at`), e.g. pictures of a stream that is not constant-rate.
+    pub(crate) fn new_vfr(v: &VideoEncoding) -> Result<VideoEncoder, VideoError> {
+        VideoEncoder::open(v, 1000)
+    }
+
+    fn open(v: &VideoEncoding, tb_den: u32) -> Result<VideoEncoder, VideoError> {
         let codec = ff::encoder::find_by_name("libx264").ok_or(VideoError::NoCodec("libx264"))?;
         let mut ctx = ff::codec::context::Context::new_with_codec(codec);
         ctx.set_flags(ff::codec::Flags::GLOBAL_HEADER);
@@ -378,7 +389,7 @@ impl VideoEncoder {
         enc.set_width(v.width);
         enc.set_height(v.height);
         enc.set_format(ff::format::Pixel::YUV420P);
-        enc.set_time_base(ff::Rational::new(1, v.fps as i32));
+        enc.set_time_base(ff::Rational::new(1, tb_den as i32));
         enc.set_frame_rate(Some(ff::Rational::new(v.fps as i32, 1)));
         enc.set_gop(v.fps * v.gop_seconds);
         enc.set_max_b_frames(v.bframes as usize);
@@ -419,7 +430,10 @@ impl VideoEncoder {
                 codec: Codec::H264,
                 extradata: record,
             },
-            fps: v.fps,
+            tb: TimeBase {
+                num: 1,
+                den: tb_den,
+            },
             offset_ms: 0,
         })
     }
@@ -445,11 +459,26 @@ impl VideoEncoder {
         self.drain()
     }
 
+    /// Encodes `picture` at `ms` (a `new_vfr` encoder), as an IDR when
+    /// `keyframe` (so renditions cut where their source does).
+    pub(crate) fn encode_at(
+        &mut self,
+        picture: &mut ff::frame::Video,
+        ms: i64,
+        keyframe: bool,
+    ) -> Result<Vec<EncodedFrame>, VideoError> {
+        picture.set_pts(Some(ms));
+        picture.set_kind(if keyframe {
+            ff::picture::Type::I
+        } else {
+            ff::picture::Type::None
+        });
+        self.encoder.send_frame(picture)?;
+        self.drain()
+    }
+
     fn drain(&mut self) -> Result<Vec<EncodedFrame>, VideoError> {
-        let tb = TimeBase {
-            num: 1,
-            den: self.fps,
-        };
+        let tb = self.tb;
         let mut out = Vec::new();
         let mut pkt = ff::Packet::empty();
         while received(self.encoder.receive_packet(&mut pkt))? == Received::Got {

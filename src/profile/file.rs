@@ -96,6 +96,16 @@ pub(crate) struct HlsFile {
     pub(crate) low_latency: Option<bool>,
     pub(crate) part_ms: Option<i64>,
     pub(crate) container: Option<String>,
+    pub(crate) renditions: Option<Vec<RenditionFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RenditionFile {
+    pub(crate) width: Option<i64>,
+    pub(crate) height: Option<i64>,
+    pub(crate) bitrate_kbps: Option<i64>,
+    pub(crate) fps: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

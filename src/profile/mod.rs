@@ -245,7 +245,14 @@ pub struct HlsOutput {
     pub part_ms: u32,
     /// Segment container; LL-HLS is always fMP4.
     pub container: HlsContainer,
+    /// Lower renditions of an ABR ladder (`[[outputs.hls.renditions]]`), each
+    /// a full encoding: size, rate and fps from the profile, the rest from
+    /// `[video]`. Keyframes follow the task's own output.
+    pub renditions: Vec<VideoEncoding>,
 }
+
+/// Renditions a profile's ladder may list besides its own stream.
+pub const MAX_RENDITIONS: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HlsContainer {

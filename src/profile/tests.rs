@@ -66,6 +66,16 @@ fn empty_profile_takes_defaults() {
     let hls = p.outputs.hls.unwrap();
     assert_eq!(hls.segment_seconds, 2);
     assert_eq!(hls.container, HlsContainer::Ts);
+    let abr = check(
+        "[video]\nfps = 30\npreset = \"faster\"\n[outputs.hls]\ncontainer = \"fmp4\"\n[[outputs.hls.renditions]]\nwidth = 640\nheight = 360\nbitrate_kbps = 800\nfps = 15\n",
+    )
+    .unwrap();
+    let r = &abr.outputs.hls.unwrap().renditions[0];
+    assert_eq!(
+        (r.width, r.height, r.bitrate_kbps, r.fps),
+        (640, 360, 800, 15)
+    );
+    assert_eq!(r.preset, "faster", "the rest comes from [video]");
     let ll = check("[outputs.hls]\nlow_latency = true\n").unwrap();
     let hls = ll.outputs.hls.unwrap();
     assert_eq!((hls.container, hls.part_ms), (HlsContainer::Fmp4, 200));
@@ -353,6 +363,24 @@ fn bad_profiles_name_field_and_line() {
             "outputs.hls.container",
             Some(3),
             "always fmp4",
+        ),
+        (
+            "[outputs.hls]\n[[outputs.hls.renditions]]\nwidth = 640\nheight = 360\nbitrate_kbps = 800\n",
+            "outputs.hls.renditions",
+            Some(2),
+            "fmp4",
+        ),
+        (
+            "[outputs.hls]\nlow_latency = true\n[[outputs.hls.renditions]]\nwidth = 640\nbitrate_kbps = 800\n",
+            "outputs.hls.renditions[0].height",
+            Some(3),
+            "required",
+        ),
+        (
+            "[outputs.hls]\nlow_latency = true\n[[outputs.hls.renditions]]\nwidth = 640\nheight = 361\nbitrate_kbps = 800\n",
+            "outputs.hls.renditions[0].height",
+            Some(5),
+            "even",
         ),
         (
             "[outputs.record]\nformat = \"avi\"\n",

@@ -145,7 +145,7 @@ impl Validator<'_> {
                 layout: self.layout(f.layout, canvas)?,
             }
         };
-        let outputs = self.outputs(f.outputs, f.audio_only)?;
+        let outputs = self.outputs(f.outputs, f.audio_only, video.as_ref())?;
         let auto = match (f.auto, f.auto_rooms) {
             (false, None) => None,
             (false, Some(_)) => {
@@ -178,6 +178,73 @@ impl Validator<'_> {
             audio,
             outputs,
         })
+    }
+
+    /// `[[outputs.hls.renditions]]`: each a copy of `[video]` at its own
+    /// size, bit rate and frame rate.
+    fn renditions(
+        &self,
+        list: Option<Vec<RenditionFile>>,
+        video: Option<&VideoEncoding>,
+        container: HlsContainer,
+    ) -> Result<Vec<VideoEncoding>, ProfileError> {
+        let list = list.unwrap_or_default();
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = [Seg::Key("outputs"), Seg::Key("hls"), Seg::Key("renditions")];
+        let Some(base) = video else {
+            return Err(self.err(&at, "an audio-only profile has no pictures to scale"));
+        };
+        if container != HlsContainer::Fmp4 {
+            return Err(self.err(
+                &at,
+                "a ladder is served as fMP4: set container = \"fmp4\" or low_latency = true",
+            ));
+        }
+        if list.len() > MAX_RENDITIONS {
+            return Err(self.err(
+                &at,
+                format!("{} renditions; at most {MAX_RENDITIONS}", list.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for (i, r) in list.into_iter().enumerate() {
+            let p = |k| {
+                [
+                    Seg::Key("outputs"),
+                    Seg::Key("hls"),
+                    Seg::Key("renditions"),
+                    Seg::Index(i),
+                    Seg::Key(k),
+                ]
+            };
+            let required =
+                |k, v: Option<i64>| v.map(Some).ok_or_else(|| self.err(&p(k), "is required"));
+            let width = self.range(&p("width"), required("width", r.width)?, 0, 16, 1920)?;
+            let height = self.range(&p("height"), required("height", r.height)?, 0, 16, 1920)?;
+            for (k, n) in [("width", width), ("height", height)] {
+                if n % 2 != 0 {
+                    return Err(self.err(&p(k), format!("{n} must be even (4:2:0 chroma)")));
+                }
+            }
+            let bitrate_kbps = self.range(
+                &p("bitrate_kbps"),
+                required("bitrate_kbps", r.bitrate_kbps)?,
+                0,
+                1,
+                10_000,
+            )?;
+            let fps = self.range(&p("fps"), r.fps, base.fps, 1, 60)?;
+            out.push(VideoEncoding {
+                width,
+                height,
+                fps,
+                bitrate_kbps,
+                ..base.clone()
+            });
+        }
+        Ok(out)
     }
 
     fn video(&self, v: Option<VideoFile>) -> Result<VideoEncoding, ProfileError> {
@@ -478,7 +545,12 @@ impl Validator<'_> {
         })
     }
 
-    fn outputs(&self, o: Option<OutputsFile>, audio_only: bool) -> Result<Outputs, ProfileError> {
+    fn outputs(
+        &self,
+        o: Option<OutputsFile>,
+        audio_only: bool,
+        video: Option<&VideoEncoding>,
+    ) -> Result<Outputs, ProfileError> {
         let Some(o) = o else {
             return Ok(Outputs {
                 rtmp: Vec::new(),
@@ -488,6 +560,7 @@ impl Validator<'_> {
                     low_latency: false,
                     part_ms: 200,
                     container: HlsContainer::Ts,
+                    renditions: Vec::new(),
                 }),
                 record: None,
             });
@@ -513,6 +586,7 @@ impl Validator<'_> {
                     low_latency: None,
                     part_ms: None,
                     container: None,
+                    renditions: None,
                 });
                 let p = |k| [Seg::Key("outputs"), Seg::Key("hls"), Seg::Key(k)];
                 let segment_seconds =
@@ -538,12 +612,14 @@ impl Validator<'_> {
                 if low_latency && container == HlsContainer::Ts {
                     return Err(self.err(&p("container"), "LL-HLS is always fmp4"));
                 }
+                let renditions = self.renditions(h.renditions, video, container)?;
                 Some(HlsOutput {
                     segment_seconds,
                     window,
                     low_latency,
                     part_ms,
                     container,
+                    renditions,
                 })
             }
         };

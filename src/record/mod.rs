@@ -135,6 +135,7 @@ impl Recorder {
                     low_latency: false,
                     part_ms: 0,
                     container: crate::profile::HlsContainer::Ts,
+                    renditions: Vec::new(),
                 },
             )
         });

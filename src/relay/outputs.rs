@@ -13,6 +13,7 @@ use super::rebase::Rebaser;
 use super::spec::{OutputSpec, RelaySpec};
 use super::status::{Rates, RelayStatus, StatusTx, TaskState};
 use crate::hls::HlsOut;
+use crate::hls::ladder::Ladder;
 use crate::hls::store::HlsStore;
 use crate::media::hub::{MediaHub, Publisher};
 use crate::media::{EncodedFrame, MediaMessage, TimeBase, TrackKind};
@@ -40,6 +41,8 @@ pub(super) struct Outputs {
     task: String,
     targets: Vec<PushTarget>,
     hls: Option<HlsOut>,
+    /// The HLS output's lower renditions, if its profile lists any.
+    ladder: Option<Ladder>,
     recorder: Option<Recorder>,
     /// Publishers of the output in other rooms (FeedBackRoomParams), with
     /// the robot sessions that entered them.
@@ -63,6 +66,10 @@ impl Outputs {
                 .hls
                 .as_ref()
                 .map(|h| HlsOut::start(&spec.stream, h, &deps.hls_root, &deps.hls_store)),
+            ladder: out
+                .hls
+                .as_ref()
+                .and_then(|h| Ladder::spawn(&spec.stream, h, &deps.hls_store)),
             recorder: out.record.clone().map(|mut r| {
                 if r.dir.is_relative() {
                     r.dir = deps.record_root.join(&r.dir);
@@ -133,6 +140,9 @@ impl Outputs {
         if let Some(h) = self.hls.as_mut() {
             h.discontinuity();
         }
+        if let Some(l) = self.ladder.as_mut() {
+            l.discontinuity();
+        }
         if let Some(r) = self.recorder.as_mut() {
             r.discontinuity();
         }
@@ -178,6 +188,9 @@ impl Outputs {
         }
         if let Some(h) = self.hls.as_mut() {
             h.offer(m);
+        }
+        if let Some(l) = self.ladder.as_mut() {
+            l.offer(m);
         }
         if let Some(r) = self.recorder.as_mut() {
             r.offer(m);
@@ -267,6 +280,9 @@ impl Outputs {
         self.targets.clear();
         if let Some(h) = self.hls.take() {
             h.finish().await;
+        }
+        if let Some(l) = self.ladder.take() {
+            l.finish().await;
         }
         if let Some(r) = self.recorder.take() {
             r.finish().await;
