@@ -168,9 +168,9 @@ async fn playlist(shared: Arc<Shared>, query: Option<&str>) -> Response {
         }
     }
     let (text, target_ms) = {
-        let s = shared.lock();
+        let mut s = shared.lock();
         (
-            s.playlist.render(directives.skip),
+            s.playlist_text(directives.skip),
             s.playlist.target_duration_ms(),
         )
     };
@@ -183,7 +183,7 @@ async fn playlist(shared: Arc<Shared>, query: Option<&str>) -> Response {
     } else {
         "max-age=1".to_string()
     };
-    body_response(Bytes::from(text), PLAYLIST_TYPE, &cache)
+    body_response(text, PLAYLIST_TYPE, &cache)
 }
 
 /// Waits (a just-started stream) until every variant can be described.

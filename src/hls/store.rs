@@ -47,6 +47,9 @@ pub(crate) struct Stream {
     segment_frames: BTreeMap<u64, (u32, u64)>,
     /// Renditions of a ladder this stream heads (`<name>.r<i>`).
     pub(crate) renditions: usize,
+    /// The playlist as last rendered (full, delta), until the next change:
+    /// players polling between parts share one rendering.
+    rendered: [Option<Bytes>; 2],
 }
 
 impl Stream {
@@ -64,10 +67,23 @@ impl Stream {
             open_frames: 0,
             segment_frames: BTreeMap::new(),
             renditions: 0,
+            rendered: [None, None],
         }
     }
 
+    /// The playlist text (`skip`: a delta update), rendered once per change.
+    pub(crate) fn playlist_text(&mut self, skip: bool) -> Bytes {
+        let slot = &mut self.rendered[usize::from(skip)];
+        if let Some(b) = slot {
+            return b.clone();
+        }
+        let b = Bytes::from(self.playlist.render(skip));
+        *slot = Some(b.clone());
+        b
+    }
+
     pub(crate) fn apply(&mut self, event: Event) {
+        self.rendered = [None, None];
         match event {
             Event::Init { id, bytes, info } => {
                 self.inits.insert(id, bytes);
@@ -96,6 +112,7 @@ impl Stream {
 
     /// Ends the playlist (what is open is closed).
     pub(crate) fn end(&mut self) {
+        self.rendered = [None, None];
         let open = self.playlist.next_part();
         let removed = self.playlist.end();
         if self.playlist.has_segment(open.0) {
