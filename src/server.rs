@@ -132,7 +132,6 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         rooms: rooms.clone(),
         relays: relays.clone(),
         profiles: Arc::new(profiles),
-        hls_root,
         hls_store,
         webrtc: crate::webrtc::WebRtc::new(config.clone(), rooms.clone(), hub.clone()),
         pulls: crate::pull::PullManager::new(rooms.clone(), hub.clone()),

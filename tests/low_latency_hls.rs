@@ -79,7 +79,11 @@ fn gateway() -> (Gateway, TempDir) {
     std::fs::write(dir.0.join("ll-grid.toml"), GRID).unwrap();
     let gw = Gateway::spawn(
         Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")),
-        &[("ROOMCAST_PROFILES_DIR", dir.0.to_str().unwrap())],
+        &[
+            ("ROOMCAST_PROFILES_DIR", dir.0.to_str().unwrap()),
+            // A thousand players on one address (the waiting-players check).
+            ("ROOMCAST_HTTP__MAX_CONNECTIONS_PER_IP", "1500"),
+        ],
     );
     gw.wait_healthy();
     (gw, dir)
@@ -185,6 +189,57 @@ fn a_client_follows_a_live_passthrough_through_a_leave_and_a_return() {
         p50 < Duration::from_millis(250),
         "blocking reloads answer with the part: {waits:?}"
     );
+
+    // A thousand players blocked on the same coming part: all answered when
+    // it is out, at a bounded cost in memory.
+    let (msn, part) = hinted(&last);
+    let ahead = format!(
+        "/hls/{stream}/index.m3u8?_HLS_msn={msn}&_HLS_part={}",
+        part + 1
+    );
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = rss();
+    let mut players = Vec::new();
+    for _ in 0..1000 {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.http_port)).unwrap();
+        write!(
+            s,
+            "GET {ahead} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        players.push(s);
+    }
+    let waiting = rss();
+    let t0 = Instant::now();
+    for mut s in players {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // The awaited part, or its segment ended before it.
+        assert!(
+            answer.contains(&format!("part{msn}.{}.m4s", part + 1))
+                || answer.contains(&format!("seg{msn}.m4s")),
+            "{answer}"
+        );
+    }
+    let all_answered = t0.elapsed();
+    eprintln!(
+        "1000 waiting players: RSS {before} kB before, {waiting} kB while waiting; all answered {all_answered:?} after the last asked"
+    );
+    assert!(all_answered < Duration::from_secs(3), "{all_answered:?}");
+    assert!(waiting < before + 64 * 1024, "{before} kB → {waiting} kB");
+    let (fresh, _, _) = playlist(&gw, &stream, "");
+    last = fresh;
 
     // Refusals change nothing.
     let (msn, part) = hinted(&last);

@@ -4,8 +4,9 @@
 //! the playlist, with blocking reloads (`_HLS_msn`, `_HLS_part`) and delta
 //! updates (`_HLS_skip`); `master.m3u8`; init sections, segments and parts,
 //! a request for the hinted next part waiting until it is complete.
-//! MPEG-TS streams are read from `<data_dir>/hls/<stream>/`. Only names
-//! the writers produce are served, so no path can leave either place.
+//! MPEG-TS streams too are answered from memory (the playlist and its
+//! segments). Only names the writers produce are served: no request reaches
+//! the disk.
 //! CORS is open so any web player can load them.
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use bytes::Bytes;
 
 use super::AppState;
 use crate::hls::live::{Directives, Object, Reload};
-use crate::hls::store::{HlsStore, Shared};
+use crate::hls::store::{HlsStore, Shared, TsShared};
 use crate::metrics::{HlsLabel, HlsObject, Output, metrics};
 use crate::relay::valid_stream_name;
 
@@ -73,7 +74,10 @@ pub(crate) async fn get(
             )
             .await
         }
-        None => from_disk(&state, &stream, object, &file).await,
+        None => match state.hls_store.get_ts(&stream) {
+            Some(ts) => ts_media(&ts, object),
+            None => not_found(),
+        },
     };
     let mut resp = resp;
     resp.headers_mut().insert(
@@ -83,16 +87,16 @@ pub(crate) async fn get(
     resp
 }
 
-/// MPEG-TS HLS, written to disk by `hls::writer`.
-async fn from_disk(state: &AppState, stream: &str, object: Object, file: &str) -> Response {
+/// MPEG-TS HLS, muxed into memory by `hls::writer`.
+fn ts_media(ts: &TsShared, object: Object) -> Response {
     let (content_type, cache) = match object {
         Object::Playlist => (PLAYLIST_TYPE, "max-age=1"),
         Object::TsSegment(_) => ("video/mp2t", "max-age=86400"),
         _ => return not_found(),
     };
-    match tokio::fs::read(state.hls_root.join(stream).join(file)).await {
-        Ok(body) => body_response(Bytes::from(body), content_type, cache),
-        Err(_) => not_found(),
+    match ts.media(object) {
+        Some(body) => body_response(body, content_type, cache),
+        None => not_found(),
     }
 }
 

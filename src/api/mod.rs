@@ -39,8 +39,6 @@ pub(crate) struct AppState {
     pub rooms: RoomHandle,
     pub relays: RelayManager,
     pub profiles: Arc<Vec<RelayProfile>>,
-    /// `<data_dir>/hls`.
-    pub hls_root: std::path::PathBuf,
     /// Live fMP4 HLS, in memory.
     pub hls_store: crate::hls::store::HlsStore,
     pub webrtc: crate::webrtc::WebRtc,

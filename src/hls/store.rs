@@ -213,13 +213,101 @@ impl Shared {
     }
 }
 
-/// Every live fMP4 stream by name.
+/// A live MPEG-TS stream (plain HLS): what `hls::writer` last published.
+pub(crate) struct TsShared {
+    pub(crate) name: String,
+    state: Mutex<TsStream>,
+}
+
+#[derive(Default)]
+struct TsStream {
+    playlist: Option<Bytes>,
+    /// By index (`seg<N>.ts`).
+    segments: HashMap<u64, Bytes>,
+}
+
+impl TsShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TsStream> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new segment (if any), the playlist that lists it, and the segment
+    /// names that left the window.
+    pub(crate) fn update(
+        &self,
+        segment: Option<(u64, Bytes)>,
+        playlist: String,
+        removed: &[String],
+    ) {
+        let mut s = self.lock();
+        if let Some((index, bytes)) = segment {
+            s.segments.insert(index, bytes);
+        }
+        for uri in removed {
+            if let Some(Object::TsSegment(n)) = Object::parse(uri) {
+                s.segments.remove(&n);
+            }
+        }
+        s.playlist = Some(Bytes::from(playlist));
+    }
+
+    /// The playlist, or a segment.
+    pub(crate) fn media(&self, object: Object) -> Option<Bytes> {
+        let s = self.lock();
+        match object {
+            Object::Playlist => s.playlist.clone(),
+            Object::TsSegment(n) => s.segments.get(&n).cloned(),
+            _ => None,
+        }
+    }
+}
+
+/// Every live stream by name: fMP4 (LL or not) and MPEG-TS.
 #[derive(Clone, Default)]
 pub(crate) struct HlsStore {
     streams: Arc<Mutex<HashMap<String, Arc<Shared>>>>,
+    ts: Arc<Mutex<HashMap<String, Arc<TsShared>>>>,
 }
 
 impl HlsStore {
+    fn ts_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TsShared>>> {
+        self.ts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn get_ts(&self, name: &str) -> Option<Arc<TsShared>> {
+        self.ts_map().get(name).cloned()
+    }
+
+    /// Starts (or restarts) the MPEG-TS stream `name`; an fMP4 stream of the
+    /// same name stops being served.
+    pub(crate) fn open_ts(&self, name: &str) -> Arc<TsShared> {
+        let shared = Arc::new(TsShared {
+            name: name.to_string(),
+            state: Mutex::default(),
+        });
+        self.ts_map().insert(name.to_string(), shared.clone());
+        if let Some(old) = self.map().remove(name) {
+            old.lock().end();
+            old.changed.send_modify(|v| *v += 1);
+        }
+        shared
+    }
+
+    /// Drops the TS stream `name` after a while, if it is still `shared`.
+    pub(crate) fn linger_ts(&self, shared: Arc<TsShared>) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            let mut map = store.ts_map();
+            if map
+                .get(&shared.name)
+                .is_some_and(|s| Arc::ptr_eq(s, &shared))
+            {
+                map.remove(&shared.name);
+            }
+        });
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Shared>>> {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -263,6 +351,8 @@ impl HlsStore {
             state: Mutex::new(stream),
             changed: watch::channel(0).0,
         });
+        // A TS stream of the same name (an earlier task) stops being served.
+        self.ts_map().remove(name);
         if let Some(old) = self.map().insert(name.to_string(), shared.clone()) {
             // Anyone still waiting on the old stream gets its (ended) answer.
             old.lock().end();

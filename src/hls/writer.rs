@@ -2,9 +2,13 @@
 //!
 //! Receives rebased messages (milliseconds) through a bounded queue, cuts a
 //! segment at the first video keyframe past the target duration (any audio
-//! frame for audio-only streams), rewrites the playlist atomically after each
-//! segment, deletes segments that left the window, and ends the playlist when
-//! the relay stops. Muxing is blocking work, so it never runs on the runtime.
+//! frame for audio-only streams), updates the playlist after each segment,
+//! forgets segments that left the window, and ends the playlist when the
+//! relay stops. Muxing is blocking work, so it never runs on the runtime.
+//!
+//! Where it goes is the [`Sink`]: a directory (recordings: files written in
+//! place, the playlist replaced atomically) or the in-memory store (live
+//! HLS: libavformat muxes into a buffer, served from there).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use ffmpeg_next as ff;
 
 use super::playlist::{Playlist, Segment};
+use super::store::TsShared;
 use crate::media::ffi::{self, StreamCodec};
 use crate::media::{Codec, DropToKeyframe, EncodedFrame, MediaMessage, TrackConfig, TrackKind};
 use crate::profile::HlsOutput;
@@ -27,6 +32,41 @@ enum Cmd {
     Finish,
 }
 
+/// Where a writer's segments and playlist go.
+pub(crate) enum Sink {
+    /// `index.m3u8` and `seg<N>.ts` in a directory (emptied first).
+    Dir(PathBuf),
+    /// The in-memory store.
+    Memory(Arc<TsShared>),
+}
+
+impl Sink {
+    fn name(&self) -> String {
+        match self {
+            Sink::Dir(d) => d.display().to_string(),
+            Sink::Memory(m) => m.name.clone(),
+        }
+    }
+}
+
+/// A growable buffer libavformat writes a segment into.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The relay's side of an HLS output.
 pub(crate) struct HlsWriter {
     tx: SyncSender<Cmd>,
@@ -36,14 +76,15 @@ pub(crate) struct HlsWriter {
 }
 
 impl HlsWriter {
-    /// Starts writing into `dir` (emptied first).
-    pub(crate) fn spawn(dir: PathBuf, settings: HlsOutput) -> HlsWriter {
+    /// Starts writing into `sink` (a directory is emptied first).
+    pub(crate) fn spawn(sink: Sink, settings: HlsOutput) -> HlsWriter {
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let thread = std::thread::Builder::new()
             .name("hls-writer".into())
             .spawn(move || {
-                if let Err(e) = Writer::new(dir.clone(), settings).and_then(|w| w.run(rx)) {
-                    tracing::error!(dir = %dir.display(), "hls writer stopped: {e}");
+                let name = sink.name();
+                if let Err(e) = Writer::new(sink, settings).and_then(|w| w.run(rx)) {
+                    tracing::error!(%name, "hls writer stopped: {e}");
                 }
             })
             .expect("spawn thread");
@@ -94,6 +135,8 @@ pub(crate) enum HlsError {
 
 struct OpenSegment {
     octx: ff::format::context::Output,
+    /// What libavformat wrote, for a memory sink.
+    buf: Option<SharedBuf>,
     index: u64,
     /// Output stream index and time base per track.
     video: Option<(usize, ff::Rational)>,
@@ -105,7 +148,7 @@ struct OpenSegment {
 }
 
 struct Writer {
-    dir: PathBuf,
+    sink: Sink,
     settings: HlsOutput,
     playlist: Playlist,
     video: Option<TrackConfig>,
@@ -129,15 +172,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HlsError + '_ {
 }
 
 impl Writer {
-    fn new(dir: PathBuf, settings: HlsOutput) -> Result<Writer, HlsError> {
+    fn new(sink: Sink, settings: HlsOutput) -> Result<Writer, HlsError> {
         ff::init()?;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        if let Sink::Dir(dir) = &sink {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir).map_err(io(dir))?;
+            }
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         Ok(Writer {
             playlist: Playlist::new(settings.segment_seconds, settings.window as usize),
-            dir,
+            sink,
             settings,
             video: None,
             audio: None,
@@ -262,8 +307,20 @@ impl Writer {
     fn open_segment(&mut self, start_ms: i64) -> Result<(), HlsError> {
         let index = self.next_index;
         self.next_index += 1;
-        let path = self.dir.join(format!("seg{index}.ts"));
-        let mut octx = ff::format::output_as(&path, "mpegts")?;
+        let (mut octx, buf) = match &self.sink {
+            Sink::Dir(dir) => (
+                ff::format::output_as(&dir.join(format!("seg{index}.ts")), "mpegts")?,
+                None,
+            ),
+            Sink::Memory(_) => {
+                let buf = SharedBuf::default();
+                let io = ff::format::context::StreamIo::from_write(buf.clone())?;
+                (
+                    ff::format::output_to_stream(io, None, Some("mpegts"))?,
+                    Some(buf),
+                )
+            }
+        };
         let mut video = None;
         let mut audio = None;
         for cfg in [&self.video, &self.audio].into_iter().flatten() {
@@ -279,6 +336,7 @@ impl Writer {
         let wall_ms = crate::unix_now_ms();
         self.segment = Some(OpenSegment {
             octx,
+            buf,
             index,
             video,
             audio,
@@ -296,6 +354,11 @@ impl Writer {
         };
         seg.octx.write_trailer()?;
         drop(seg.octx);
+        let bytes = seg.buf.map(|b| {
+            bytes::Bytes::from(std::mem::take(
+                &mut *b.0.lock().unwrap_or_else(|p| p.into_inner()),
+            ))
+        });
         // Without a next frame to measure against, the last frame counts one nominal frame.
         let duration = ((seg.last_ms - seg.start_ms).max(0) as f64 + 33.0) / 1000.0;
         let removed = self.playlist.add_segment(Segment {
@@ -304,18 +367,35 @@ impl Writer {
             discontinuity: seg.discontinuity,
             program_date_time_ms: seg.wall_ms,
         });
-        self.write_playlist()?;
-        for uri in removed {
-            let _ = std::fs::remove_file(self.dir.join(uri));
+        match &self.sink {
+            Sink::Dir(dir) => {
+                self.write_playlist()?;
+                for uri in removed {
+                    let _ = std::fs::remove_file(dir.join(uri));
+                }
+            }
+            Sink::Memory(m) => m.update(
+                Some((seg.index, bytes.unwrap_or_default())),
+                self.playlist.render(),
+                &removed,
+            ),
         }
         Ok(())
     }
 
     fn write_playlist(&self) -> Result<(), HlsError> {
-        let tmp = self.dir.join(".index.m3u8.tmp");
-        std::fs::write(&tmp, self.playlist.render()).map_err(io(&tmp))?;
-        let dst = self.dir.join(PLAYLIST);
-        std::fs::rename(&tmp, &dst).map_err(io(&dst))
+        match &self.sink {
+            Sink::Dir(dir) => {
+                let tmp = dir.join(".index.m3u8.tmp");
+                std::fs::write(&tmp, self.playlist.render()).map_err(io(&tmp))?;
+                let dst = dir.join(PLAYLIST);
+                std::fs::rename(&tmp, &dst).map_err(io(&dst))
+            }
+            Sink::Memory(m) => {
+                m.update(None, self.playlist.render(), &[]);
+                Ok(())
+            }
+        }
     }
 }
 

@@ -127,7 +127,7 @@ impl Recorder {
         });
         let hls = hls_too.then(|| {
             HlsWriter::spawn(
-                t.dir.join(format!("{}_hls", t.prefix)),
+                crate::hls::writer::Sink::Dir(t.dir.join(format!("{}_hls", t.prefix))),
                 HlsOutput {
                     segment_seconds: 4,
                     // Every segment stays: a recording, not a live window.

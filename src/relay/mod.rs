@@ -222,7 +222,6 @@ impl RelayManager {
         let deps = outputs::Deps {
             rooms: self.rooms.clone(),
             hub: self.hub.clone(),
-            hls_root: self.hls_root.clone(),
             hls_store: self.hls_store.clone(),
             record_root: self.record_root(),
         };

@@ -25,7 +25,6 @@ use crate::rtmp::push::{PushState, PushTarget};
 pub(super) struct Deps {
     pub rooms: RoomHandle,
     pub hub: MediaHub,
-    pub hls_root: PathBuf,
     pub hls_store: HlsStore,
     pub record_root: PathBuf,
 }
@@ -65,7 +64,7 @@ impl Outputs {
             hls: out
                 .hls
                 .as_ref()
-                .map(|h| HlsOut::start(&spec.stream, h, &deps.hls_root, &deps.hls_store)),
+                .map(|h| HlsOut::start(&spec.stream, h, &deps.hls_store)),
             ladder: out
                 .hls
                 .as_ref()
