@@ -2,8 +2,10 @@
 //! composite and encode on the same inputs, in the same run.
 //!
 //! Inputs: N pre-encoded 640x360 30 fps H.264 + AAC streams. Output:
-//! 1280x720 (and 1920x1080 for 4 inputs) 30 fps, x264 veryfast 2 Mbps, AAC
-//! 128k. roomcast's mixer runs on its real-time output clock, fed in real
+//! 1280x720 (and 1920x1080 for 4 inputs) 30 fps, x264 veryfast zerolatency
+//! 2 Mbps, AAC 128k. Each picture's latency through roomcast's mix (arrival
+//! to the encoder's output, split) is printed too, and again for four rooms
+//! mixing at once. roomcast's mixer runs on its real-time output clock, fed in real
 //! time; its CPU-seconds per output-second are measured on this process.
 //! ffmpeg runs unthrottled (`-f null`), giving CPU-seconds per output-second
 //! and its real-time speed factor. Run: `cargo bench --bench mix`.
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use roomcast::media::MediaMessage;
+use roomcast::mix::latency::LatencySummary;
 use roomcast::mix::pipeline::{MixHandle, MixSettings};
 use roomcast::profile::{AudioCodec, AudioEncoding, H264Profile, Layout, VideoEncoding};
 use roomcast::rtmp::flv;
@@ -72,7 +75,8 @@ fn make_inputs(dir: &Path, n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
+/// (CPU-s per s, share of frames kept, latency per picture through the mix).
+fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64, Option<LatencySummary>) {
     let settings = MixSettings {
         layout: Layout::default(),
         video: Some(VideoEncoding {
@@ -83,7 +87,8 @@ fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
             gop_seconds: 2,
             preset: "veryfast".into(),
             profile: H264Profile::High,
-            tune: None,
+            // As the shipped profiles: no lookahead, pictures out at once.
+            tune: Some("zerolatency".into()),
             bframes: 0,
         }),
         audio: AudioEncoding {
@@ -138,10 +143,20 @@ fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = roomcast::metrics::cpu_seconds(None) - cpu0;
+    let latency = mixer.counters.latency();
     ins.clear();
     drop(mixer);
     let frames = collector.join().unwrap();
-    (cpu / elapsed, frames as f64 / (elapsed * 30.0))
+    (cpu / elapsed, frames as f64 / (elapsed * 30.0), latency)
+}
+
+fn show(l: Option<LatencySummary>) -> String {
+    l.map_or("no pictures".into(), |l| {
+        format!(
+            "p50 {:.0} ms, p99 {:.0} ms (jitter buffer p50 {:.0}, compose+encode p50 {:.0}, the rest waiting for the output tick; {} pictures)",
+            l.p50_ms, l.p99_ms, l.jitter_p50_ms, l.encode_p50_ms, l.pictures
+        )
+    })
 }
 
 fn ffmpeg_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
@@ -188,6 +203,8 @@ fn ffmpeg_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
             "libx264",
             "-preset",
             "veryfast",
+            "-tune",
+            "zerolatency",
             "-b:v",
             "2000k",
             "-maxrate",
@@ -234,7 +251,9 @@ fn main() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-mix");
     std::fs::create_dir_all(&dir).unwrap();
     let inputs = make_inputs(&dir, 4);
-    println!("{SECONDS} s of 640x360 30 fps inputs; x264 veryfast 2 Mbps + AAC 128k out\n");
+    println!(
+        "{SECONDS} s of 640x360 30 fps inputs; x264 veryfast zerolatency 2 Mbps + AAC 128k out\n"
+    );
     // `cargo bench --bench mix -- metrics`: only what metrics cost.
     let only_metrics = std::env::args().any(|a| a == "metrics");
     let cases: &[(usize, u32, u32)] = if only_metrics {
@@ -243,13 +262,33 @@ fn main() {
         &[(2, 1280, 720), (4, 1280, 720), (4, 1920, 1080)]
     };
     for &(n, w, h) in cases {
-        let (rc_cpu, rc_kept) = roomcast_mix(&inputs[..n], w, h);
+        let (rc_cpu, rc_kept, latency) = roomcast_mix(&inputs[..n], w, h);
         let (ff_cpu, ff_speed) = ffmpeg_mix(&inputs[..n], w, h);
         println!(
             "{n} inputs -> {w}x{h}: roomcast {rc_cpu:.3} CPU-s/s (real time kept: {:.0}% of frames) | ffmpeg CLI {ff_cpu:.3} CPU-s/s (speed {ff_speed:.2}x) | ratio {:.2}",
             rc_kept * 100.0,
             rc_cpu / ff_cpu
         );
+        println!("  latency through the mix: {}", show(latency));
+    }
+    // Four rooms at once (two anchors each, 720p30 out): each picture's
+    // latency from arrival to the encoder's output, room by room.
+    if !only_metrics {
+        let rooms: Vec<_> = (0..4)
+            .map(|r| {
+                let two = inputs[(r % 2) * 2..(r % 2) * 2 + 2].to_vec();
+                std::thread::spawn(move || roomcast_mix(&two, 1280, 720))
+            })
+            .collect();
+        println!("\n4 rooms of 2 inputs -> 1280x720 at once:");
+        for (r, h) in rooms.into_iter().enumerate() {
+            let (_, kept, latency) = h.join().unwrap();
+            println!(
+                "  room {r}: {:.0}% of frames; latency {}",
+                kept * 100.0,
+                show(latency)
+            );
+        }
     }
     // What counting costs: the same mix with metrics on and off, in an
     // ABBA BAAB order so neither side gets the warmer or the later slots.
@@ -257,7 +296,7 @@ fn main() {
     let mut off = Vec::new();
     for enabled in [true, false, false, true, false, true, true, false] {
         roomcast::metrics::set_enabled(enabled);
-        let (cpu, _) = roomcast_mix(&inputs[..2], 1280, 720);
+        let (cpu, _, _) = roomcast_mix(&inputs[..2], 1280, 720);
         if enabled { on.push(cpu) } else { off.push(cpu) }
     }
     roomcast::metrics::set_enabled(true);

@@ -172,6 +172,13 @@ fn metrics_move_as_anchors_join_and_leave_a_live_mix() {
         })
     }));
     assert!(found.is_ok(), "last status: {st}");
+    // And how long a picture takes through it, split.
+    let lat = &st["latency_ms"];
+    let (p50, p99) = (lat["p50"].as_f64().unwrap(), lat["p99"].as_f64().unwrap());
+    assert!(0.0 < p50 && p50 <= p99, "{st}");
+    assert!(lat["jitter_buffer_p50"].as_f64().unwrap() <= p50, "{st}");
+    assert!(lat["encode_p50"].as_f64().unwrap() <= p50, "{st}");
+    assert!(lat["pictures"].as_u64().unwrap() > 30, "{st}");
     // The mix keeps ticking between scrapes, and shows new pictures.
     let later = scrape_until(&gw, "the mix to tick on", Duration::from_secs(10), |s| {
         get(s, "roomcast_mix_ticks_total{}") >= get(&both, "roomcast_mix_ticks_total{}") + 30.0

@@ -307,6 +307,13 @@ pub(super) fn status_json(spec: &RelaySpec, st: &RelayStatus) -> Value {
         "effective_fps": st.effective_fps.map(|f| (f64::from(f) * 10.0).round() / 10.0),
         "late_ticks": st.late_ticks,
         "skipped_pictures": st.skipped_pictures,
+        "latency_ms": st.latency.map(|l| json!({
+            "p50": (l.p50_ms * 10.0).round() / 10.0,
+            "p99": (l.p99_ms * 10.0).round() / 10.0,
+            "jitter_buffer_p50": (l.jitter_p50_ms * 10.0).round() / 10.0,
+            "encode_p50": (l.encode_p50_ms * 10.0).round() / 10.0,
+            "pictures": l.pictures,
+        })),
         "transcoding": st.transcoding,
         "targets": st.targets.iter().map(|(url, ps, dropped)| {
             json!({"url": url.split('?').next().unwrap_or(url), "state": ps.as_str(), "error": ps.error(), "dropped": dropped})

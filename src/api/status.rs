@@ -209,8 +209,23 @@ fn task(spec: &RelaySpec, st: &RelayStatus) -> Value {
             })
         })
         .collect();
-    if spec.outputs.hls.is_some() {
-        outputs.push(json!({"kind": "hls", "path": format!("/hls/{}/index.m3u8", spec.stream)}));
+    if let Some(h) = &spec.outputs.hls {
+        let fmp4 = h.container == crate::profile::HlsContainer::Fmp4;
+        let mut o = json!({
+            "kind": "hls",
+            "path": format!("/hls/{}/index.m3u8", spec.stream),
+            "container": if fmp4 { "fmp4" } else { "ts" },
+            "low_latency": h.low_latency,
+        });
+        if fmp4 {
+            o["master"] = json!(format!("/hls/{}/master.m3u8", spec.stream));
+            o["renditions"] = h
+                .renditions
+                .iter()
+                .map(|r| json!({"width": r.width, "height": r.height, "fps": r.fps, "bitrate_kbps": r.bitrate_kbps}))
+                .collect();
+        }
+        outputs.push(o);
     }
     if spec.outputs.record.is_some() {
         outputs.push(json!({"kind": "record"}));

@@ -4,8 +4,10 @@
 //! `layout` is the pure geometry of TRTC's layout modes; `timeline` the
 //! pure timing (input clocks, jitter buffer, audio placement, output ticks);
 //! `video` the decoders, canvas and x264 encoder; `pipeline` the mix thread
-//! that drives them on the wall clock.
+//! that drives them on the wall clock; `latency` the pure per-picture
+//! latency window the mix reports.
 
+pub mod latency;
 pub(crate) mod layout;
 pub mod pipeline;
 pub(crate) mod timeline;

@@ -15,11 +15,12 @@
 //! video frame whatever the phase between inputs and the output clock.
 //! Layout and volumes change live without touching the encoders.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
+use super::latency::{LatencySummary, LatencyWindow, Split};
 use super::layout::{InputInfo, Placement, place};
 use super::timeline::{AUDIO_MARGIN, AudioLane, InputTimeline, OutputClock, Released};
 use super::video::{Canvas, VideoDecoder, VideoEncoder};
@@ -95,6 +96,18 @@ pub struct MixCounters {
     pub skipped: std::sync::atomic::AtomicU64,
     /// Ticks produced more than one video frame late.
     pub late_ticks: std::sync::atomic::AtomicU64,
+    /// Each new picture's latency through the mix, over the last pictures.
+    pub(crate) latency: std::sync::Mutex<LatencyWindow>,
+}
+
+impl MixCounters {
+    /// Latency quantiles over the last pictures; `None` before the first.
+    pub fn latency(&self) -> Option<LatencySummary> {
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .summary()
+    }
 }
 
 /// One input's way into the mix; dropping it removes the input.
@@ -195,8 +208,9 @@ struct InputState {
     user: String,
     /// Its clock and jitter buffer; each message with its arrival.
     timeline: InputTimeline<(Arc<MediaMessage>, Instant)>,
-    /// When the picture decoded last (and not yet sent out) arrived.
-    fresh: Option<Instant>,
+    /// When the picture decoded last (and not yet composed) arrived, and
+    /// when its jitter buffer released it.
+    fresh: Option<(Instant, Instant)>,
     video: Option<VideoDecoder>,
     need_keyframe: bool,
     audio: Option<AacDecoder>,
@@ -233,7 +247,7 @@ impl InputState {
                 match dec.push(f) {
                     Ok(true) => {
                         self.timeline.showed_picture(now);
-                        self.fresh = Some(arrived);
+                        self.fresh = Some((arrived, now));
                     }
                     Ok(false) => {}
                     Err(e) => {
@@ -273,6 +287,13 @@ impl InputState {
     }
 }
 
+/// A composed frame on its way through the encoder: its time (ms), its
+/// tick's start, and the arrival and release of each new picture in it.
+type InEncoder = (i64, Instant, Vec<(Instant, Instant)>);
+
+/// Frames the latency bookkeeping waits for before giving up on the oldest.
+const MAX_IN_ENCODER: usize = 128;
+
 struct Mixer {
     settings: MixSettings,
     /// In arrival order (the layout's entry order).
@@ -289,6 +310,8 @@ struct Mixer {
     /// Where the layout put each input, and the inputs it was placed for.
     placements: Vec<Placement>,
     placed_for: Option<Vec<InputInfo>>,
+    /// Pictures composed into frames the encoder has not given out yet.
+    in_encoder: VecDeque<InEncoder>,
 }
 
 impl Mixer {
@@ -332,6 +355,7 @@ impl Mixer {
             released: Vec::new(),
             placements: Vec::new(),
             placed_for: None,
+            in_encoder: VecDeque::new(),
         })
     }
 
@@ -391,7 +415,7 @@ impl Mixer {
                     .dropped(crate::metrics::DropReason::Overload, due.skipped);
             }
             if let Some(n) = due.video {
-                let (frames, new) = self.video_tick(n as i64)?;
+                let (frames, new) = self.video_tick(n as i64, counters)?;
                 if new {
                     counters.pictures.fetch_add(1, Relaxed);
                 }
@@ -491,7 +515,11 @@ impl Mixer {
     }
 
     /// Output picture number `n`, and whether it showed something new.
-    fn video_tick(&mut self, n: i64) -> Result<(Vec<crate::media::EncodedFrame>, bool), MixError> {
+    fn video_tick(
+        &mut self,
+        n: i64,
+        counters: &MixCounters,
+    ) -> Result<(Vec<crate::media::EncodedFrame>, bool), MixError> {
         let (Some(canvas), Some(enc), Some(v)) =
             (&mut self.canvas, &mut self.video, &self.settings.video)
         else {
@@ -534,20 +562,42 @@ impl Mixer {
                 .and_then(|s| s.video.as_ref())
                 .map(VideoDecoder::picture)
         })?;
+        // Pictures that arrived since the last tick are in this frame: it
+        // shows something new, and their latency ends when it leaves the
+        // encoder (later than this tick if the encoder looks ahead).
+        let fresh: Vec<(Instant, Instant)> = self
+            .inputs
+            .iter_mut()
+            .filter_map(|s| s.fresh.take())
+            .collect();
+        let new = stale || !fresh.is_empty();
+        if !fresh.is_empty() {
+            if self.in_encoder.len() >= MAX_IN_ENCODER {
+                self.in_encoder.pop_front();
+            }
+            self.in_encoder.push_back((enc.pts_ms(n), now, fresh));
+        }
         let frames = enc.encode(canvas.frame_mut(), n)?;
-        // A picture that arrived since the last tick is out now: its
-        // latency through the mix, and this tick showed something new.
         let counting = crate::metrics::enabled();
         let m = crate::metrics::metrics();
-        let sent = Instant::now();
-        let mut new = stale;
-        for s in &mut self.inputs {
-            if let Some(arrived) = s.fresh.take() {
-                if counting {
-                    m.mix_latency
-                        .observe(sent.saturating_duration_since(arrived).as_secs_f64());
+        let out = Instant::now();
+        if let Some(last) = frames.iter().map(|f| f.pts).max() {
+            let mut window = counters.latency.lock().unwrap_or_else(|p| p.into_inner());
+            while self
+                .in_encoder
+                .front()
+                .is_some_and(|(pts, _, _)| *pts <= last)
+            {
+                let Some((_, tick, pictures)) = self.in_encoder.pop_front() else {
+                    break;
+                };
+                for (arrived, released) in pictures {
+                    let split = Split::new(arrived, released, tick, out);
+                    if counting {
+                        m.mix_latency.observe(split.total.as_secs_f64());
+                    }
+                    window.push(split);
                 }
-                new = true;
             }
         }
         if counting {

@@ -11,7 +11,8 @@
 //!   work and keeps its sound and its clock).
 //! - [`InputTimeline`]: one input's clock (its timestamps anchored on its
 //!   first arrival, one clock for its audio and video, anchored again on a
-//!   jump or when too late to be laid in time) and its jitter buffer (held
+//!   jump or when too late to be laid in time, moved earlier when every frame
+//!   for [`LEAD_WINDOW`] arrived ahead of it) and its jitter buffer (held
 //!   [`JITTER_DELAY`] past that, at most [`MAX_PENDING`] per kind).
 //!   Pictures are released at the output tick nearest their time, audio one
 //!   output frame plus a margin ahead. It also remembers when the input last
@@ -29,6 +30,13 @@ use crate::media::TrackKind;
 /// (anchored on the first arrival): the jitter buffer. Audio and video of an
 /// input stay aligned by their timestamps, whatever the arrival order.
 pub(crate) const JITTER_DELAY: Duration = Duration::from_millis(150);
+/// How long an input's frames must all arrive ahead of its clock before
+/// the clock moves earlier by the least of those leads (its first frame was
+/// late, so everything after waited longer than the jitter delay). A burst
+/// is not moved for: the steady frames after it arrive on time.
+const LEAD_WINDOW: Duration = Duration::from_secs(2);
+/// Leads under this are clock noise, not a late anchor.
+const LEAD_SLACK: Duration = Duration::from_millis(10);
 /// Frames due further ahead than this re-anchor the input's clock (a
 /// timestamp jump).
 const MAX_EARLY: Duration = Duration::from_secs(2);
@@ -176,6 +184,9 @@ pub(crate) enum Released<T> {
 pub(crate) struct InputTimeline<T> {
     /// (its first timestamp in ms, when it arrived).
     clock: Option<(i64, Instant)>,
+    /// Since when, and by at least how much, every frame arrived ahead of
+    /// the clock.
+    lead: Option<(Instant, Duration)>,
     video: VecDeque<(Instant, T)>,
     audio: VecDeque<(Instant, T)>,
     last_picture: Option<Instant>,
@@ -185,6 +196,7 @@ impl<T> Default for InputTimeline<T> {
     fn default() -> Self {
         InputTimeline {
             clock: None,
+            lead: None,
             video: VecDeque::new(),
             audio: VecDeque::new(),
             last_picture: None,
@@ -222,9 +234,10 @@ impl<T> InputTimeline<T> {
                 let due = at + JITTER_DELAY;
                 if due > now + JITTER_DELAY + MAX_EARLY || due < now + min_ahead {
                     self.clock = Some((ts, now));
+                    self.lead = None;
                     now + JITTER_DELAY
                 } else {
-                    due
+                    due - self.follow_lead(at.saturating_duration_since(now), now)
                 }
             }
         };
@@ -235,6 +248,27 @@ impl<T> InputTimeline<T> {
         }
         queue.push_back((due, msg));
         dropped
+    }
+
+    /// Notes a frame arriving `lead` ahead of the clock; once every frame
+    /// for [`LEAD_WINDOW`] did, moves the clock earlier by the least lead
+    /// and returns that (this frame's due moves with it).
+    fn follow_lead(&mut self, lead: Duration, now: Instant) -> Duration {
+        if lead < LEAD_SLACK {
+            self.lead = None;
+            return Duration::ZERO;
+        }
+        let (since, least) = self.lead.get_or_insert((now, lead));
+        *least = (*least).min(lead);
+        if now.saturating_duration_since(*since) < LEAD_WINDOW {
+            return Duration::ZERO;
+        }
+        let shift = *least;
+        self.lead = None;
+        if let Some((_, t0)) = self.clock.as_mut() {
+            *t0 = t0.checked_sub(shift).unwrap_or(*t0);
+        }
+        shift
     }
 
     fn queue(&mut self, kind: TrackKind) -> &mut VecDeque<(Instant, T)> {

@@ -85,6 +85,56 @@ fn a_frame_too_late_to_be_laid_anchors_the_clock_again() {
 }
 
 #[test]
+fn a_late_first_frame_does_not_hold_every_later_one() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = InputTimeline::default();
+    // The first frame (stamped 0) arrives 300 ms late; the rest on time.
+    tl.push(TrackKind::Video, Some(0), 0, t0 + 300 * MS, min_ahead(&c));
+    let mut last_wait = Duration::ZERO;
+    for i in 1..=90u32 {
+        let ts = i64::from(i) * 33;
+        let now = t0 + Duration::from_millis(ts as u64);
+        if now < t0 + 300 * MS {
+            continue; // what was due before the first frame came in with it
+        }
+        tl.push(TrackKind::Video, Some(ts), i, now, min_ahead(&c));
+        last_wait = tl.video.back().unwrap().0.saturating_duration_since(now);
+    }
+    // After two seconds of frames early for the clock, they wait the jitter
+    // delay again, not 300 ms more.
+    assert!(last_wait <= JITTER_DELAY + MS, "{last_wait:?}");
+}
+
+#[test]
+fn a_burst_is_paced_not_followed() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = InputTimeline::default();
+    tl.push(TrackKind::Video, Some(0), 0, t0, min_ahead(&c));
+    // A second of backlog arrives at once, then frames come on time.
+    for i in 1..=30u32 {
+        tl.push(
+            TrackKind::Video,
+            Some(i64::from(i) * 33),
+            i,
+            t0 + MS,
+            min_ahead(&c),
+        );
+    }
+    for i in 31..=120u32 {
+        let ts = i64::from(i) * 33;
+        let now = t0 + Duration::from_millis(ts as u64);
+        tl.push(TrackKind::Video, Some(ts), i, now, min_ahead(&c));
+        let wait = tl.video.back().unwrap().0.saturating_duration_since(now);
+        assert_eq!(wait, JITTER_DELAY, "frame {i}");
+    }
+    // The burst itself kept its timestamps' spacing.
+    let dues: Vec<Instant> = tl.video.iter().take(31).map(|(d, _)| *d).collect();
+    assert_eq!(dues[30].duration_since(dues[0]), 990 * MS);
+}
+
+#[test]
 fn a_timestamp_jump_anchors_the_clock_again() {
     let t0 = Instant::now();
     let c = clock(t0);

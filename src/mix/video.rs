@@ -447,6 +447,11 @@ impl VideoEncoder {
         &self.config
     }
 
+    /// The time (ms) `encode` gives frame number `n`.
+    pub(crate) fn pts_ms(&self, n: i64) -> i64 {
+        self.tb.rescale(n, TimeBase::MILLIS) + self.offset_ms
+    }
+
     /// Encodes the canvas as output frame number `n`.
     pub(crate) fn encode(
         &mut self,

@@ -145,6 +145,7 @@ impl Pictures {
         report.effective_fps = Some(fps as f32);
         report.late_ticks = counters.late_ticks.load(Relaxed);
         report.skipped_pictures = counters.skipped.load(Relaxed);
+        report.latency = counters.latency();
     }
 }
 

@@ -253,6 +253,7 @@ impl Outputs {
             effective_fps: None,
             late_ticks: 0,
             skipped_pictures: 0,
+            latency: None,
             targets: self.targets_status(),
             transcoding: transcoding.to_vec(),
         }

@@ -34,6 +34,9 @@ pub(crate) struct RelayStatus {
     /// skipped because it was overloaded, since it (re)started.
     pub late_ticks: u64,
     pub skipped_pictures: u64,
+    /// A mix's latency per picture (arrival to the encoder's output) over
+    /// its last pictures.
+    pub latency: Option<crate::mix::latency::LatencySummary>,
     /// Each RTMP target: URL, connection state, frames dropped.
     pub targets: Vec<(String, PushState, u64)>,
     /// What the task re-encodes because its outputs cannot carry it, e.g. `opus→aac`.
@@ -52,6 +55,7 @@ impl RelayStatus {
             effective_fps: None,
             late_ticks: 0,
             skipped_pictures: 0,
+            latency: None,
             targets: Vec::new(),
             transcoding: Vec::new(),
         }

@@ -315,7 +315,8 @@ function renderTasks(tasks) {
     state.className = `state state-${t.state}`;
     row.querySelector('.inputs').textContent = (t.inputs || []).join(', ') || '-';
     row.querySelector('.kbps').replaceChildren(`${t.kbps}`, sparkline(s.kbps));
-    const fps = t.effective_fps !== null && t.effective_fps !== undefined ? `${t.fps} (${t.effective_fps} new)` : `${t.fps}`;
+    let fps = t.effective_fps !== null && t.effective_fps !== undefined ? `${t.fps} (${t.effective_fps} new)` : `${t.fps}`;
+    if (t.latency_ms) fps += ` · ${t.latency_ms.p50}/${t.latency_ms.p99} ms`;
     row.querySelector('.fps').replaceChildren(fps, sparkline(s.fps));
     row.querySelector('.outputs').replaceChildren(...(t.outputs || []).map((o) => {
       if (o.kind === 'rtmp') {
