@@ -76,7 +76,12 @@ fn make_inputs(dir: &Path, n: usize) -> Vec<PathBuf> {
 }
 
 /// (CPU-s per s, share of frames kept, latency per picture through the mix).
-fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64, Option<LatencySummary>) {
+fn roomcast_mix(
+    inputs: &[PathBuf],
+    width: u32,
+    height: u32,
+    jitter_ms: u64,
+) -> (f64, f64, Option<LatencySummary>) {
     let settings = MixSettings {
         layout: Layout::default(),
         video: Some(VideoEncoding {
@@ -98,6 +103,7 @@ fn roomcast_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64, Optio
             codec: AudioCodec::AacLc,
         },
         freeze: Duration::from_millis(800),
+        jitter: Duration::from_millis(jitter_ms),
         audio_filter: Default::default(),
         volumes: Vec::new(),
     };
@@ -262,7 +268,7 @@ fn main() {
         &[(2, 1280, 720), (4, 1280, 720), (4, 1920, 1080)]
     };
     for &(n, w, h) in cases {
-        let (rc_cpu, rc_kept, latency) = roomcast_mix(&inputs[..n], w, h);
+        let (rc_cpu, rc_kept, latency) = roomcast_mix(&inputs[..n], w, h, 150);
         let (ff_cpu, ff_speed) = ffmpeg_mix(&inputs[..n], w, h);
         println!(
             "{n} inputs -> {w}x{h}: roomcast {rc_cpu:.3} CPU-s/s (real time kept: {:.0}% of frames) | ffmpeg CLI {ff_cpu:.3} CPU-s/s (speed {ff_speed:.2}x) | ratio {:.2}",
@@ -272,15 +278,19 @@ fn main() {
         println!("  latency through the mix: {}", show(latency));
     }
     // Four rooms at once (two anchors each, 720p30 out): each picture's
-    // latency from arrival to the encoder's output, room by room.
-    if !only_metrics {
+    // latency from arrival to the encoder's output, room by room, with the
+    // default jitter buffer and with a short one.
+    for jitter_ms in [150, 60] {
+        if only_metrics {
+            break;
+        }
         let rooms: Vec<_> = (0..4)
             .map(|r| {
                 let two = inputs[(r % 2) * 2..(r % 2) * 2 + 2].to_vec();
-                std::thread::spawn(move || roomcast_mix(&two, 1280, 720))
+                std::thread::spawn(move || roomcast_mix(&two, 1280, 720, jitter_ms))
             })
             .collect();
-        println!("\n4 rooms of 2 inputs -> 1280x720 at once:");
+        println!("\n4 rooms of 2 inputs -> 1280x720 at once, jitter_buffer_ms = {jitter_ms}:");
         for (r, h) in rooms.into_iter().enumerate() {
             let (_, kept, latency) = h.join().unwrap();
             println!(
@@ -296,7 +306,7 @@ fn main() {
     let mut off = Vec::new();
     for enabled in [true, false, false, true, false, true, true, false] {
         roomcast::metrics::set_enabled(enabled);
-        let (cpu, _, _) = roomcast_mix(&inputs[..2], 1280, 720);
+        let (cpu, _, _) = roomcast_mix(&inputs[..2], 1280, 720, 150);
         if enabled { on.push(cpu) } else { off.push(cpu) }
     }
     roomcast::metrics::set_enabled(true);

@@ -12,13 +12,14 @@
 //! ([`Decimator`], pure); keyframes always pass.
 
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::Receiver;
 
 use ffmpeg_next as ff;
 
 use super::store::{HlsStore, LiveOutput};
-use crate::media::{DropToKeyframe, EncodedFrame, MediaMessage, TimeBase, TrackKind};
-use crate::mix::video::{VideoDecoder, VideoEncoder};
+use crate::media::worker::{Cmd, Worker};
+use crate::media::{EncodedFrame, MediaMessage, TimeBase, TrackKind};
+use crate::mix::video::{GatedDecoder, VideoEncoder};
 use crate::profile::{HlsOutput, VideoEncoding};
 
 /// Messages queued for the ladder thread (a few seconds of a stream).
@@ -62,19 +63,8 @@ impl Decimator {
     }
 }
 
-enum Cmd {
-    Media(Arc<MediaMessage>),
-    Discontinuity,
-    Finish,
-}
-
 /// The task's side of a ladder.
-pub(crate) struct Ladder {
-    tx: SyncSender<Cmd>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    gate: DropToKeyframe,
-    counted: crate::metrics::DropCounter,
-}
+pub(crate) struct Ladder(Worker);
 
 impl Ladder {
     /// Starts the renditions of `stream` (none when `hls` lists none).
@@ -94,12 +84,12 @@ impl Ladder {
                 (settings, store.open(&rendition_name(stream, i + 1), hls, 0))
             })
             .collect();
-        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let runtime = tokio::runtime::Handle::current();
         let task = stream.to_string();
-        let thread = std::thread::Builder::new()
-            .name("hls-ladder".into())
-            .spawn(move || {
+        Some(Ladder(Worker::spawn(
+            "hls-ladder",
+            QUEUE_CAPACITY,
+            move |rx| {
                 // LiveOutput::finish schedules the stream's removal on the runtime.
                 let _rt = runtime.enter();
                 // libswscale's contexts stay on this thread.
@@ -120,38 +110,22 @@ impl Ladder {
                     })
                     .collect();
                 run(rx, rungs, &task);
-            })
-            .expect("spawn thread");
-        Some(Ladder {
-            tx,
-            thread: Some(thread),
-            gate: DropToKeyframe::default(),
-            counted: crate::metrics::DropCounter::new(crate::metrics::DropReason::SlowOutput),
-        })
+            },
+        )))
     }
 
     /// Queues without waiting; on overflow skips to the next video keyframe.
     pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
-        if !self.gate.admit(msg) {
-            self.counted.sync(self.gate.dropped);
-            return;
-        }
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(Cmd::Media(msg.clone())) {
-            self.gate.overflowed();
-            self.counted.sync(self.gate.dropped);
-        }
+        self.0.offer(msg);
     }
 
     pub(crate) fn discontinuity(&mut self) {
-        let _ = self.tx.try_send(Cmd::Discontinuity);
+        self.0.discontinuity();
     }
 
     /// Ends every rendition and waits for the thread.
-    pub(crate) async fn finish(mut self) {
-        let _ = self.tx.send(Cmd::Finish);
-        if let Some(t) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+    pub(crate) async fn finish(self) {
+        self.0.finish().await;
     }
 }
 
@@ -226,8 +200,7 @@ impl Rung {
 }
 
 fn run(rx: Receiver<Cmd>, mut rungs: Vec<Rung>, task: &str) {
-    let mut decoder: Option<VideoDecoder> = None;
-    let mut need_keyframe = true;
+    let mut decoder = GatedDecoder::default();
     while let Ok(cmd) = rx.recv() {
         let m = match cmd {
             Cmd::Media(m) => m,
@@ -241,37 +214,19 @@ fn run(rx: Receiver<Cmd>, mut rungs: Vec<Rung>, task: &str) {
         };
         match &*m {
             MediaMessage::Config(c) if c.kind == TrackKind::Video => {
-                decoder = match VideoDecoder::new(c) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        tracing::warn!(%task, "hls renditions: {e}; pictures skipped until the next config");
-                        None
-                    }
-                };
-                need_keyframe = true;
-            }
-            MediaMessage::Frame(f) if f.kind == TrackKind::Video => {
-                let Some(dec) = decoder.as_mut() else {
-                    continue;
-                };
-                if need_keyframe && !f.keyframe {
-                    continue;
-                }
-                need_keyframe = false;
-                match dec.push(f) {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(e) => {
-                        tracing::debug!(%task, "hls renditions: undecodable frame: {e}");
-                        need_keyframe = true;
-                        continue;
-                    }
-                }
-                let picture = dec.picture();
-                for r in &mut rungs {
-                    r.picture(picture, f, task);
+                if let Err(e) = decoder.configure(c) {
+                    tracing::warn!(%task, "hls renditions: {e}; pictures skipped until the next config");
                 }
             }
+            MediaMessage::Frame(f) if f.kind == TrackKind::Video => match decoder.decode(f) {
+                Ok(Some(picture)) => {
+                    for r in &mut rungs {
+                        r.picture(picture, f, task);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(%task, "hls renditions: undecodable frame: {e}"),
+            },
             // Audio goes to every rendition as it is.
             _ => {
                 for r in &mut rungs {

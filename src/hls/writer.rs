@@ -12,25 +12,20 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::Receiver;
 
 use ffmpeg_next as ff;
 
 use super::playlist::{Playlist, Segment};
 use super::store::TsShared;
 use crate::media::ffi::{self, StreamCodec};
-use crate::media::{Codec, DropToKeyframe, EncodedFrame, MediaMessage, TrackConfig, TrackKind};
+use crate::media::worker::{Cmd, Worker};
+use crate::media::{Codec, EncodedFrame, MediaMessage, TrackConfig, TrackKind};
 use crate::profile::HlsOutput;
 
 /// Messages queued for the writer thread (seconds of media; it is fast).
 const QUEUE_CAPACITY: usize = 1024;
 const PLAYLIST: &str = "index.m3u8";
-
-enum Cmd {
-    Media(Arc<MediaMessage>),
-    Discontinuity,
-    Finish,
-}
 
 /// Where a writer's segments and playlist go.
 pub(crate) enum Sink {
@@ -68,57 +63,32 @@ impl std::io::Write for SharedBuf {
 }
 
 /// The relay's side of an HLS output.
-pub(crate) struct HlsWriter {
-    tx: SyncSender<Cmd>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    gate: DropToKeyframe,
-    counted: crate::metrics::DropCounter,
-}
+pub(crate) struct HlsWriter(Worker);
 
 impl HlsWriter {
     /// Starts writing into `sink` (a directory is emptied first).
     pub(crate) fn spawn(sink: Sink, settings: HlsOutput) -> HlsWriter {
-        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
-        let thread = std::thread::Builder::new()
-            .name("hls-writer".into())
-            .spawn(move || {
-                let name = sink.name();
-                if let Err(e) = Writer::new(sink, settings).and_then(|w| w.run(rx)) {
-                    tracing::error!(%name, "hls writer stopped: {e}");
-                }
-            })
-            .expect("spawn thread");
-        HlsWriter {
-            tx,
-            thread: Some(thread),
-            gate: DropToKeyframe::default(),
-            counted: crate::metrics::DropCounter::new(crate::metrics::DropReason::SlowOutput),
-        }
+        HlsWriter(Worker::spawn("hls-writer", QUEUE_CAPACITY, move |rx| {
+            let name = sink.name();
+            if let Err(e) = Writer::new(sink, settings).and_then(|w| w.run(rx)) {
+                tracing::error!(%name, "hls writer stopped: {e}");
+            }
+        }))
     }
 
     /// Queues without waiting; on overflow skips to the next video keyframe.
     pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
-        if !self.gate.admit(msg) {
-            self.counted.sync(self.gate.dropped);
-            return;
-        }
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(Cmd::Media(msg.clone())) {
-            self.gate.overflowed();
-            self.counted.sync(self.gate.dropped);
-        }
+        self.0.offer(msg);
     }
 
     /// The input changed (anchor left and came back): the next segment is marked.
     pub(crate) fn discontinuity(&mut self) {
-        let _ = self.tx.try_send(Cmd::Discontinuity);
+        self.0.discontinuity();
     }
 
     /// Closes the current segment, ends the playlist and waits for the thread.
-    pub(crate) async fn finish(mut self) {
-        let _ = self.tx.send(Cmd::Finish);
-        if let Some(t) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+    pub(crate) async fn finish(self) {
+        self.0.finish().await;
     }
 }
 

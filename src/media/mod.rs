@@ -10,6 +10,7 @@ pub(crate) mod ffi;
 pub(crate) mod h264;
 pub(crate) mod hub;
 pub(crate) mod stage;
+pub(crate) mod worker;
 
 use bytes::Bytes;
 

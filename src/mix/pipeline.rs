@@ -40,6 +40,8 @@ pub struct MixSettings {
     pub audio: AudioEncoding,
     /// How long a stalled input keeps its last picture before its placeholder.
     pub freeze: Duration,
+    /// Each input's jitter buffer.
+    pub jitter: Duration,
     /// Whose audio is mixed: `allow` (None = everyone) minus `block`.
     pub audio_filter: AudioFilter,
     /// Initial volumes, 0..=100 (TRTC SoundLevel).
@@ -442,7 +444,7 @@ impl Mixer {
         let channels = self.settings.audio.channels as usize;
         self.inputs.push(InputState {
             user: user.to_owned(),
-            timeline: InputTimeline::default(),
+            timeline: InputTimeline::new(self.settings.jitter),
             video: None,
             need_keyframe: true,
             fresh: None,

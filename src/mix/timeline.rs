@@ -29,7 +29,8 @@ use crate::media::TrackKind;
 /// Every input's frames are played this long after their own timestamps say
 /// (anchored on the first arrival): the jitter buffer. Audio and video of an
 /// input stay aligned by their timestamps, whatever the arrival order.
-pub(crate) const JITTER_DELAY: Duration = Duration::from_millis(150);
+pub(crate) const JITTER_DELAY: Duration =
+    Duration::from_millis(crate::profile::DEFAULT_JITTER_BUFFER_MS as u64);
 /// How long an input's frames must all arrive ahead of its clock before
 /// the clock moves earlier by the least of those leads (its first frame was
 /// late, so everything after waited longer than the jitter delay). A burst
@@ -187,6 +188,8 @@ pub(crate) struct InputTimeline<T> {
     /// Since when, and by at least how much, every frame arrived ahead of
     /// the clock.
     lead: Option<(Instant, Duration)>,
+    /// How long past the clock frames are held.
+    delay: Duration,
     video: VecDeque<(Instant, T)>,
     audio: VecDeque<(Instant, T)>,
     last_picture: Option<Instant>,
@@ -194,7 +197,15 @@ pub(crate) struct InputTimeline<T> {
 
 impl<T> Default for InputTimeline<T> {
     fn default() -> Self {
+        InputTimeline::new(JITTER_DELAY)
+    }
+}
+
+impl<T> InputTimeline<T> {
+    /// An input whose frames wait `delay` past their clock.
+    pub(crate) fn new(delay: Duration) -> Self {
         InputTimeline {
+            delay,
             clock: None,
             lead: None,
             video: VecDeque::new(),
@@ -231,11 +242,11 @@ impl<T> InputTimeline<T> {
                     t0.checked_sub(Duration::from_millis(delta.unsigned_abs()))
                         .unwrap_or(t0)
                 };
-                let due = at + JITTER_DELAY;
-                if due > now + JITTER_DELAY + MAX_EARLY || due < now + min_ahead {
+                let due = at + self.delay;
+                if due > now + self.delay + MAX_EARLY || due < now + min_ahead {
                     self.clock = Some((ts, now));
                     self.lead = None;
-                    now + JITTER_DELAY
+                    now + self.delay
                 } else {
                     due - self.follow_lead(at.saturating_duration_since(now), now)
                 }

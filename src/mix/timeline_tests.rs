@@ -107,6 +107,17 @@ fn a_late_first_frame_does_not_hold_every_later_one() {
 }
 
 #[test]
+fn the_jitter_buffer_is_the_inputs_own() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = InputTimeline::new(60 * MS);
+    tl.push(TrackKind::Video, Some(0), 0, t0, min_ahead(&c));
+    tl.push(TrackKind::Audio, Some(33), 1, t0 + 33 * MS, min_ahead(&c));
+    assert_eq!(tl.video.back().unwrap().0, t0 + 60 * MS);
+    assert_eq!(tl.audio.back().unwrap().0, t0 + 93 * MS);
+}
+
+#[test]
 fn a_burst_is_paced_not_followed() {
     let t0 = Instant::now();
     let c = clock(t0);

@@ -85,6 +85,47 @@ impl VideoDecoder {
     }
 }
 
+/// A decoder for a stream joined (or resumed after a loss) mid-GOP: frames
+/// wait for a keyframe, and after an undecodable frame for the next one.
+#[derive(Default)]
+pub(crate) struct GatedDecoder {
+    decoder: Option<VideoDecoder>,
+    need_keyframe: bool,
+}
+
+impl GatedDecoder {
+    /// A new configuration: a new decoder (none if it cannot be made),
+    /// waiting for a keyframe.
+    pub(crate) fn configure(&mut self, config: &TrackConfig) -> Result<(), VideoError> {
+        self.need_keyframe = true;
+        self.decoder = None;
+        self.decoder = Some(VideoDecoder::new(config)?);
+        Ok(())
+    }
+
+    /// Decodes `f`; the picture it completed, if any.
+    pub(crate) fn decode(
+        &mut self,
+        f: &EncodedFrame,
+    ) -> Result<Option<&ff::frame::Video>, VideoError> {
+        let Some(dec) = self.decoder.as_mut() else {
+            return Ok(None);
+        };
+        if self.need_keyframe && !f.keyframe {
+            return Ok(None);
+        }
+        self.need_keyframe = false;
+        match dec.push(f) {
+            Ok(true) => Ok(Some(dec.picture())),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                self.need_keyframe = true;
+                Err(e)
+            }
+        }
+    }
+}
+
 /// BT.601 limited-range YUV of an RGB colour.
 fn yuv(c: Rgb) -> (u8, u8, u8) {
     let (r, g, b) = (f64::from(c.0), f64::from(c.1), f64::from(c.2));

@@ -59,6 +59,7 @@ pub(crate) struct LayoutFile {
     pub(crate) audio_only_holds_cell: Option<bool>,
     pub(crate) main_user: Option<String>,
     pub(crate) freeze_ms: Option<i64>,
+    pub(crate) jitter_buffer_ms: Option<i64>,
     #[serde(default)]
     pub(crate) cells: Vec<CellFile>,
 }

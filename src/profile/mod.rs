@@ -18,6 +18,8 @@ use std::path::PathBuf;
 pub const MAX_INPUTS: u32 = 16;
 /// Default time a stalled anchor's last picture stays before its placeholder.
 pub const DEFAULT_FREEZE_MS: u32 = 800;
+/// Each mixed anchor's jitter buffer (`layout.jitter_buffer_ms`).
+pub const DEFAULT_JITTER_BUFFER_MS: u32 = 150;
 /// RTMP targets a task may push to at most (TRTC: 10).
 pub const MAX_RTMP_TARGETS: usize = 10;
 
@@ -168,6 +170,9 @@ pub struct Layout {
     pub cells: Vec<Cell>,
     /// A stalled anchor keeps its last picture this long, then shows its placeholder.
     pub freeze_ms: u32,
+    /// How long past its own clock each anchor's frames are held to absorb
+    /// network jitter (taken when the mix starts).
+    pub jitter_buffer_ms: u32,
 }
 
 impl Default for Layout {
@@ -184,6 +189,7 @@ impl Default for Layout {
             main_user: None,
             cells: Vec::new(),
             freeze_ms: DEFAULT_FREEZE_MS,
+            jitter_buffer_ms: DEFAULT_JITTER_BUFFER_MS,
         }
     }
 }

@@ -353,6 +353,12 @@ fn bad_profiles_name_field_and_line() {
             "shorter",
         ),
         (
+            "[layout]\njitter_buffer_ms = 10\n",
+            "layout.jitter_buffer_ms",
+            Some(2),
+            "50..=1000",
+        ),
+        (
             "[outputs.hls]\ncontainer = \"mp4\"\n",
             "outputs.hls.container",
             Some(2),

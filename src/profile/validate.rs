@@ -532,8 +532,17 @@ impl Validator<'_> {
             });
         }
         let freeze_ms = self.range(&p("freeze_ms"), l.freeze_ms, DEFAULT_FREEZE_MS, 0, 10_000)?;
+        let jitter_buffer_ms = self.range(
+            &p("jitter_buffer_ms"),
+            l.jitter_buffer_ms,
+            DEFAULT_JITTER_BUFFER_MS,
+            // Audio is laid an output frame and a margin (about 42 ms) ahead.
+            50,
+            1000,
+        )?;
         Ok(Layout {
             freeze_ms,
+            jitter_buffer_ms,
             mode,
             max_inputs,
             render_mode,

@@ -141,6 +141,7 @@ impl RelaySpec {
                 video: profile.video.clone(),
                 audio: profile.audio.clone(),
                 freeze: Duration::from_millis(u64::from(layout.freeze_ms)),
+                jitter: Duration::from_millis(u64::from(layout.jitter_buffer_ms)),
                 audio_filter: Default::default(),
                 volumes: Vec::new(),
             })),

@@ -13,7 +13,7 @@ use std::sync::mpsc::Receiver;
 
 use crate::media::stage::Stage;
 use crate::media::{MediaMessage, TimeBase, TrackKind};
-use crate::mix::video::{VideoDecoder, VideoEncoder};
+use crate::mix::video::{GatedDecoder, VideoEncoder};
 use crate::profile::{H264Profile, VideoEncoding};
 
 const STAGE_CAPACITY: usize = 256;
@@ -53,41 +53,26 @@ fn stage(
     out: tokio::sync::mpsc::Sender<Arc<MediaMessage>>,
     task: String,
 ) {
-    let mut decoder: Option<VideoDecoder> = None;
+    let mut decoder = GatedDecoder::default();
     let mut encoder: Option<(VideoEncoder, (u32, u32))> = None;
     let mut last_n: Option<i64> = None;
-    let mut need_keyframe = true;
     while let Ok(m) = rx.recv() {
         match &*m {
             MediaMessage::Config(c) if c.kind == TrackKind::Video => {
-                match VideoDecoder::new(c) {
-                    Ok(d) => decoder = Some(d),
-                    Err(e) => {
-                        tracing::warn!(%task, "video transcode: {e}; video dropped until the next config");
-                        decoder = None;
-                    }
+                if let Err(e) = decoder.configure(c) {
+                    tracing::warn!(%task, "video transcode: {e}; video dropped until the next config");
                 }
-                need_keyframe = true;
             }
             MediaMessage::Config(_) => {}
             MediaMessage::Frame(f) => {
-                let Some(dec) = decoder.as_mut() else {
-                    continue;
-                };
-                if need_keyframe && !f.keyframe {
-                    continue;
-                }
-                need_keyframe = false;
-                match dec.push(f) {
-                    Ok(true) => {}
-                    Ok(false) => continue,
+                let pic = match decoder.decode(f) {
+                    Ok(Some(pic)) => pic,
+                    Ok(None) => continue,
                     Err(e) => {
                         tracing::debug!(%task, "video transcode: undecodable frame: {e}");
-                        need_keyframe = true;
                         continue;
                     }
-                }
-                let pic = dec.picture();
+                };
                 if pic.format() != ffmpeg_next::format::Pixel::YUV420P {
                     tracing::warn!(%task, format = ?pic.format(), "video transcode: only 4:2:0 pictures are re-encoded");
                     continue;
