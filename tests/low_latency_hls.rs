@@ -42,6 +42,31 @@ low_latency = true
 part_ms = 200
 "#;
 
+/// The passthrough with a one-rung ladder beside the original stream.
+const PASSTHROUGH_ABR: &str = r#"
+name = "ll-pass-abr"
+passthrough = true
+[video]
+width = 640
+height = 360
+fps = 30
+bitrate_kbps = 1000
+preset = "veryfast"
+tune = "zerolatency"
+[audio]
+sample_rate = 48000
+channels = 2
+bitrate_kbps = 128
+[outputs.hls]
+segment_seconds = 1
+window = 12
+low_latency = true
+[[outputs.hls.renditions]]
+width = 320
+height = 180
+bitrate_kbps = 250
+"#;
+
 const GRID: &str = r#"
 name = "ll-grid"
 [video]
@@ -77,6 +102,7 @@ fn gateway() -> (Gateway, TempDir) {
     let dir = TempDir::new("ll-profiles");
     std::fs::write(dir.0.join("ll-pass.toml"), PASSTHROUGH).unwrap();
     std::fs::write(dir.0.join("ll-grid.toml"), GRID).unwrap();
+    std::fs::write(dir.0.join("ll-pass-abr.toml"), PASSTHROUGH_ABR).unwrap();
     let gw = Gateway::spawn(
         Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")),
         &[
@@ -496,7 +522,7 @@ fn hls_js_in_chromium_plays_a_low_latency_mix_ladder_and_passthrough() {
     let (gw, _profiles) = gateway();
     let (_, mix) = gw.start_relay(&json!({"sdkappid": APP, "room": "class", "profile": "ll-grid"}));
     let (_, pass) = gw.start_relay(
-        &json!({"sdkappid": APP, "room": "class", "userid": "teacher", "profile": "ll-pass"}),
+        &json!({"sdkappid": APP, "room": "class", "userid": "teacher", "profile": "ll-pass-abr"}),
     );
     let _teacher = Publisher::start(
         &gw.publish_url(APP, KEY, "class", "teacher"),
@@ -587,8 +613,17 @@ fn hls_js_in_chromium_plays_a_low_latency_mix_ladder_and_passthrough() {
     eprintln!("hls.js, mix ladder: {seen}");
     assert_eq!(seen["levels"], 3, "{seen}");
     assert_eq!(seen["switched_to"], 2, "{seen}");
-    let seen_pass = play_in_chromium(&gw, &format!("/hls/{pass}/index.m3u8"), 20, None);
-    eprintln!("hls.js, passthrough: {seen_pass}");
+    // The passthrough's master: the anchor's own stream, then its rendition.
+    let (_, _, master) = get(&gw, &format!("/hls/{pass}/master.m3u8"));
+    let sizes: Vec<&str> = master
+        .lines()
+        .filter_map(|l| l.split("RESOLUTION=").nth(1))
+        .map(|r| r.split(',').next().unwrap())
+        .collect();
+    assert_eq!(sizes, ["640x360", "320x180"], "{master}");
+    let seen_pass = play_in_chromium(&gw, &format!("/hls/{pass}/master.m3u8"), 20, Some(1));
+    eprintln!("hls.js, passthrough ladder: {seen_pass}");
+    assert_eq!(seen_pass["switched_to"], 1, "{seen_pass}");
     for (what, seen) in [("mix", &seen), ("passthrough", &seen_pass)] {
         assert!(seen["fatal"] == false, "{what}: {seen}");
         assert!(
