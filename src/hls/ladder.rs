@@ -63,70 +63,50 @@ impl Decimator {
     }
 }
 
-/// The task's side of a ladder.
-pub(crate) struct Ladder(Worker);
+/// The task's side of a ladder: a worker thread fed the task's output.
+pub(crate) type Ladder = Worker;
 
-impl Ladder {
-    /// Starts the renditions of `stream` (none when `hls` lists none).
-    pub(crate) fn spawn(stream: &str, hls: &HlsOutput, store: &HlsStore) -> Option<Ladder> {
-        if hls.renditions.is_empty() {
-            return None;
-        }
-        let outputs: Vec<(VideoEncoding, LiveOutput)> = hls
-            .renditions
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let settings = VideoEncoding {
-                    gop_seconds: RENDITION_GOP_SECONDS,
-                    ..v.clone()
-                };
-                (settings, store.open(&rendition_name(stream, i + 1), hls, 0))
+/// Starts the renditions of `stream` (none when `hls` lists none).
+pub(crate) fn spawn(stream: &str, hls: &HlsOutput, store: &HlsStore) -> Option<Ladder> {
+    if hls.renditions.is_empty() {
+        return None;
+    }
+    let outputs: Vec<(VideoEncoding, LiveOutput)> = hls
+        .renditions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let settings = VideoEncoding {
+                gop_seconds: RENDITION_GOP_SECONDS,
+                ..v.clone()
+            };
+            (settings, store.open(&rendition_name(stream, i + 1), hls, 0))
+        })
+        .collect();
+    let runtime = tokio::runtime::Handle::current();
+    let task = stream.to_string();
+    Some(Worker::spawn("hls-ladder", QUEUE_CAPACITY, move |rx| {
+        // LiveOutput::finish schedules the stream's removal on the runtime.
+        let _rt = runtime.enter();
+        // libswscale's contexts stay on this thread.
+        let rungs = outputs
+            .into_iter()
+            .map(|(settings, output)| Rung {
+                picture: ff::frame::Video::new(
+                    ff::format::Pixel::YUV420P,
+                    settings.width,
+                    settings.height,
+                ),
+                decimator: Decimator::new(settings.fps),
+                settings,
+                output,
+                encoder: None,
+                scaler: None,
+                failed: false,
             })
             .collect();
-        let runtime = tokio::runtime::Handle::current();
-        let task = stream.to_string();
-        Some(Ladder(Worker::spawn(
-            "hls-ladder",
-            QUEUE_CAPACITY,
-            move |rx| {
-                // LiveOutput::finish schedules the stream's removal on the runtime.
-                let _rt = runtime.enter();
-                // libswscale's contexts stay on this thread.
-                let rungs = outputs
-                    .into_iter()
-                    .map(|(settings, output)| Rung {
-                        picture: ff::frame::Video::new(
-                            ff::format::Pixel::YUV420P,
-                            settings.width,
-                            settings.height,
-                        ),
-                        decimator: Decimator::new(settings.fps),
-                        settings,
-                        output,
-                        encoder: None,
-                        scaler: None,
-                        failed: false,
-                    })
-                    .collect();
-                run(rx, rungs, &task);
-            },
-        )))
-    }
-
-    /// Queues without waiting; on overflow skips to the next video keyframe.
-    pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
-        self.0.offer(msg);
-    }
-
-    pub(crate) fn discontinuity(&mut self) {
-        self.0.discontinuity();
-    }
-
-    /// Ends every rendition and waits for the thread.
-    pub(crate) async fn finish(self) {
-        self.0.finish().await;
-    }
+        run(rx, rungs, &task);
+    }))
 }
 
 struct Rung {

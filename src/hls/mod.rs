@@ -38,7 +38,7 @@ impl HlsOut {
             HlsContainer::Ts => {
                 let shared = store.open_ts(name);
                 HlsOut::Ts(
-                    HlsWriter::spawn(writer::Sink::Memory(shared.clone()), settings.clone()),
+                    writer::spawn(writer::Sink::Memory(shared.clone()), settings.clone()),
                     shared,
                     store.clone(),
                 )

@@ -62,34 +62,17 @@ impl std::io::Write for SharedBuf {
     }
 }
 
-/// The relay's side of an HLS output.
-pub(crate) struct HlsWriter(Worker);
+/// The relay's side of an HLS output: a worker thread muxing into `sink`.
+pub(crate) type HlsWriter = Worker;
 
-impl HlsWriter {
-    /// Starts writing into `sink` (a directory is emptied first).
-    pub(crate) fn spawn(sink: Sink, settings: HlsOutput) -> HlsWriter {
-        HlsWriter(Worker::spawn("hls-writer", QUEUE_CAPACITY, move |rx| {
-            let name = sink.name();
-            if let Err(e) = Writer::new(sink, settings).and_then(|w| w.run(rx)) {
-                tracing::error!(%name, "hls writer stopped: {e}");
-            }
-        }))
-    }
-
-    /// Queues without waiting; on overflow skips to the next video keyframe.
-    pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
-        self.0.offer(msg);
-    }
-
-    /// The input changed (anchor left and came back): the next segment is marked.
-    pub(crate) fn discontinuity(&mut self) {
-        self.0.discontinuity();
-    }
-
-    /// Closes the current segment, ends the playlist and waits for the thread.
-    pub(crate) async fn finish(self) {
-        self.0.finish().await;
-    }
+/// Starts writing into `sink` (a directory is emptied first).
+pub(crate) fn spawn(sink: Sink, settings: HlsOutput) -> HlsWriter {
+    Worker::spawn("hls-writer", QUEUE_CAPACITY, move |rx| {
+        let name = sink.name();
+        if let Err(e) = Writer::new(sink, settings).and_then(|w| w.run(rx)) {
+            tracing::error!(%name, "hls writer stopped: {e}");
+        }
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -126,7 +126,7 @@ impl Recorder {
             )
         });
         let hls = hls_too.then(|| {
-            HlsWriter::spawn(
+            crate::hls::writer::spawn(
                 crate::hls::writer::Sink::Dir(t.dir.join(format!("{}_hls", t.prefix))),
                 HlsOutput {
                     segment_seconds: 4,

@@ -68,7 +68,7 @@ impl Outputs {
             ladder: out
                 .hls
                 .as_ref()
-                .and_then(|h| Ladder::spawn(&spec.stream, h, &deps.hls_store)),
+                .and_then(|h| crate::hls::ladder::spawn(&spec.stream, h, &deps.hls_store)),
             recorder: out.record.clone().map(|mut r| {
                 if r.dir.is_relative() {
                     r.dir = deps.record_root.join(&r.dir);
