@@ -16,10 +16,31 @@ pub fn free_port() -> u16 {
 }
 
 /// `N` distinct free ports (all held until chosen, so none repeats).
+///
+/// They come from below the kernel's ephemeral range (32768-60999 here):
+/// a port the kernel handed out for a moment could be given again to some
+/// process's outgoing connection before the gateway binds it, and a test
+/// would fail with "Address already in use". Ports in 20000-32000 are only
+/// ever taken on purpose.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each test process starts at its own place in the range.
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id().wrapping_mul(7_919) % SPAN + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let mut held: Vec<TcpListener> = Vec::with_capacity(N);
+    while held.len() < N {
+        let port = LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            held.push(l);
+        }
+    }
     std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
