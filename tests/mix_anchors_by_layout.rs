@@ -450,22 +450,7 @@ placeholder_image = "yellow.jpg"
 "#;
     let dir = TempDir::new("mix-images");
     for (file, colour) in [("green.png", "0x00ff00"), ("yellow.jpg", "0xffff00")] {
-        let status = std::process::Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                &format!("color=c={colour}:size=64x48"),
-                "-frames:v",
-                "1",
-                "-y",
-            ])
-            .arg(dir.0.join(file))
-            .status()
-            .unwrap();
-        assert!(status.success());
+        common::media::still_image(&dir.0.join(file), colour);
     }
     std::fs::write(dir.0.join("images.toml"), profile).unwrap();
     let gw = Gateway::spawn(

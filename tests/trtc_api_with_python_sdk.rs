@@ -32,6 +32,16 @@ fn sdk_with(
     common::trtc_sdk(gw.http_port, (id, key), action, &params, extra)
 }
 
+/// A gateway with the test application and its API credential.
+fn gateway() -> Gateway {
+    Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )))
+}
+
 fn sdk(gw: &Gateway, action: &str, params: Value) -> Value {
     sdk_with(gw, SECRET_ID, SECRET_KEY, action, params, &[])
 }
@@ -42,12 +52,7 @@ fn code(v: &Value) -> &str {
 
 #[test]
 fn refusals_carry_the_codes_the_sdk_raises() {
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let dismiss = json!({"SdkAppId": APP, "RoomId": 1234});
     let wrong_key = sdk_with(&gw, SECRET_ID, "wrong", "DismissRoom", dismiss.clone(), &[]);
     assert_eq!(
@@ -175,12 +180,7 @@ fn refusals_carry_the_codes_the_sdk_raises() {
 
 #[test]
 fn envelope_is_exact_and_bodies_are_bounded() {
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let big = "x".repeat(2 << 20);
     let (status, headers, body) = http(gw.http_port, "POST", "/", Some(&big)).unwrap();
     assert_eq!(status, 200);
@@ -239,12 +239,7 @@ async fn next(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dismiss_and_remove_reach_the_room_engine() {
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let mut a = ws(&gw, "1234", "alice", "").await;
     let mut b = ws(&gw, "1234", "bob", "").await;
     assert_eq!(next(&mut a).await["type"], "user_entered");
@@ -304,12 +299,7 @@ async fn dismiss_and_remove_reach_the_room_engine() {
 #[test]
 fn bypass_relay_started_updated_and_stopped_by_the_sdk() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let origin = Origin::start();
     let start = json!({
         "SdkAppId": APP, "RoomId": "live-1", "RoomIdType": 1,
@@ -382,12 +372,7 @@ fn bypass_relay_started_updated_and_stopped_by_the_sdk() {
 #[test]
 fn a_mix_started_updated_and_stopped_by_the_sdk() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let origin = Origin::start();
     let anchor =
         |user: &str| json!({"UserInfo": {"UserId": user, "RoomId": "1234", "RoomIdType": 0}});
@@ -591,12 +576,7 @@ fn start_relay(gw: &Gateway, room: &str, user: &str) -> (String, String) {
 #[test]
 fn stream_ingest_pulls_an_mp4_into_the_room_where_a_relay_sees_it() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     clip(&gw.dir.0);
     let files = FileServer::start(&gw.dir.0);
     let (relay, stream) = start_relay(&gw, "cinema", "robot");
@@ -655,12 +635,7 @@ fn stream_ingest_pulls_an_mp4_into_the_room_where_a_relay_sees_it() {
 #[test]
 fn a_looping_ingest_stops_on_request_and_bad_ingests_are_refused() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     clip(&gw.dir.0);
     let files = FileServer::start(&gw.dir.0);
     let base = json!({"SdkAppId": APP, "RoomId": "loop", "RoomIdType": 0, "UserId": "robot",
@@ -745,12 +720,7 @@ fn a_looping_ingest_stops_on_request_and_bad_ingests_are_refused() {
 #[test]
 fn an_rtmp_stream_pulled_from_an_origin_is_mixed_beside_an_anchor() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let origin = Origin::start();
     // Somebody else's live stream, on a real nginx-rtmp origin.
     let mut live = Publisher::start_lavfi(
@@ -827,12 +797,7 @@ fn recording_dir(gw: &Gateway, task: &str) -> std::path::PathBuf {
 #[test]
 fn a_mixed_cloud_recording_is_written_to_disk_and_listed() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let created = sdk(
         &gw,
         "CreateCloudRecording",
@@ -926,12 +891,7 @@ fn a_mixed_cloud_recording_is_written_to_disk_and_listed() {
 #[test]
 fn single_stream_recordings_follow_the_subscription_and_refuse_bad_requests() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let base = json!({"SdkAppId": APP, "RoomId": "1234", "RoomIdType": 1, "UserId": "recorder",
                       "UserSig": common::usersig(APP, KEY, "recorder"), "StorageParams": storage(),
                       "RecordParams": {"RecordMode": 1, "OutputFormat": 4, "MaxIdleTime": 5,
@@ -1032,12 +992,7 @@ fn single_stream_recordings_follow_the_subscription_and_refuse_bad_requests() {
 #[test]
 fn a_mix_is_pushed_back_into_another_room_as_a_user() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let origin = Origin::start();
     // Whoever watches the other room: a relay of the robot the mix comes in as.
     let (relay, stream) = start_relay(&gw, "stage", "mixbot");
@@ -1103,12 +1058,7 @@ fn a_mix_is_pushed_back_into_another_room_as_a_user() {
 #[test]
 fn dismissing_a_room_stops_its_relay_mix_and_ingest_tasks() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let origin = Origin::start();
     clip(&gw.dir.0);
     let files = FileServer::start(&gw.dir.0);
@@ -1237,30 +1187,11 @@ fn a_task_over_the_cpu_budget_is_refused_by_both_apis_before_it_starts() {
 #[test]
 fn image_urls_are_fetched_and_drawn_and_bad_ones_refused_at_the_call() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let origin = Origin::start();
     let pics = common::TempDir::new("pics");
     for (name, colour) in [("blue.png", "blue"), ("green.jpg", "green")] {
-        let ok = Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                &format!("color=c={colour}:s=64x48"),
-                "-frames:v",
-                "1",
-            ])
-            .arg(pics.0.join(name))
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        common::media::still_image(&pics.0.join(name), colour);
     }
     std::fs::write(pics.0.join("notes.png"), "not a picture at all\n").unwrap();
     let files = FileServer::start(&pics.0);

@@ -37,14 +37,11 @@ pub(crate) struct Stream {
     parts: BTreeMap<(u64, u32), Bytes>,
     /// Bytes of the open segment's parts, to make the segment at its end.
     open: Vec<Bytes>,
-    /// Peak bits per second over the listed segments (BANDWIDTH).
-    peak_bps: u64,
-    segment_bits: BTreeMap<u64, u64>,
     /// A random tag for ETags: names repeat when a stream starts again.
     pub(crate) generation: u64,
-    /// Video frames of the open segment, and (frames, ms) of complete ones.
+    /// Video frames of the open segment, and of each complete one.
     open_frames: u32,
-    segment_frames: BTreeMap<u64, (u32, u64)>,
+    segment_frames: BTreeMap<u64, u32>,
     /// Renditions of a ladder this stream heads (`<name>.r<i>`).
     pub(crate) renditions: usize,
     /// The playlist as last rendered (full, delta), until the next change:
@@ -61,8 +58,6 @@ impl Stream {
             segments: BTreeMap::new(),
             parts: BTreeMap::new(),
             open: Vec::new(),
-            peak_bps: 0,
-            segment_bits: BTreeMap::new(),
             generation,
             open_frames: 0,
             segment_frames: BTreeMap::new(),
@@ -136,20 +131,14 @@ impl Stream {
                 .insert((msn, i as u32), whole.slice(at..at + p.len()));
             at += p.len();
         }
-        // The segment's duration, for its bit rate.
-        let duration_ms = self.playlist.segment_duration_ms(msn).unwrap_or(0).max(1);
         let frames = std::mem::take(&mut self.open_frames);
-        self.segment_frames.insert(msn, (frames, duration_ms));
-        let bits = whole.len() as u64 * 8;
-        self.segment_bits.insert(msn, bits * 1000 / duration_ms);
-        self.peak_bps = self.segment_bits.values().copied().max().unwrap_or(0);
+        self.segment_frames.insert(msn, frames);
         self.segments.insert(msn, whole);
     }
 
     fn forget(&mut self, removed: &[u64]) {
         for msn in removed {
             self.segments.remove(msn);
-            self.segment_bits.remove(msn);
             self.segment_frames.remove(msn);
             self.parts.retain(|(m, _), _| m != msn);
         }
@@ -169,16 +158,31 @@ impl Stream {
         }
     }
 
+    /// The listed segments' (msn, bytes, ms).
+    fn listed(&self) -> impl Iterator<Item = (u64, usize, u64)> + '_ {
+        self.segments.iter().filter_map(|(msn, b)| {
+            let ms = self.playlist.segment_duration_ms(*msn)?;
+            Some((*msn, b.len(), ms.max(1)))
+        })
+    }
+
+    /// Peak bits per second over the listed segments (BANDWIDTH).
+    fn peak_bps(&self) -> u64 {
+        self.listed()
+            .map(|(_, len, ms)| len as u64 * 8 * 1000 / ms)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// This stream as a variant of a master playlist, at `uri`: what a
     /// player needs to choose it. `None` until its first init section.
     pub(crate) fn variant(&self, uri: &str) -> Option<String> {
         use std::fmt::Write as _;
         let info = self.info.as_ref()?;
         // Before a segment is complete, a generous guess.
-        let bandwidth = if self.peak_bps > 0 {
-            self.peak_bps
-        } else {
-            2_000_000
+        let bandwidth = match self.peak_bps() {
+            0 => 2_000_000,
+            peak => peak,
         };
         let mut s = format!(
             "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"",
@@ -187,12 +191,10 @@ impl Stream {
         if let (Some(w), Some(h)) = (info.width, info.height) {
             let _ = write!(s, ",RESOLUTION={w}x{h}");
         }
-        let (frames, ms) = self
-            .segment_frames
-            .values()
-            .fold((0u64, 0u64), |(f, m), (sf, sm)| {
-                (f + u64::from(*sf), m + sm)
-            });
+        let (frames, ms) = self.listed().fold((0u64, 0u64), |(f, m), (msn, _, ms)| {
+            let sf = self.segment_frames.get(&msn).copied().unwrap_or(0);
+            (f + u64::from(sf), m + ms)
+        });
         if frames > 0 && ms > 0 {
             let _ = write!(s, ",FRAME-RATE={:.3}", frames as f64 * 1000.0 / ms as f64);
         }
@@ -482,6 +484,6 @@ mod tests {
         assert!(s.media(Object::Part(1, 0)).is_none());
         assert_eq!(s.segments.len(), 3);
         // 8 bytes per second: 64 bit/s.
-        assert_eq!(s.peak_bps, 64);
+        assert_eq!(s.peak_bps(), 64);
     }
 }

@@ -205,6 +205,22 @@ impl Drop for Publisher {
 }
 
 /// ffprobe's `stream=` entries of a file or URL, one map per stream.
+/// A 64x48 picture of one colour at `path` (its extension picks the format).
+pub fn still_image(path: &Path, colour: &str) {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!("color=c={colour}:size=64x48"))
+        .args(["-frames:v", "1", "-y"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "ffmpeg could not write {}",
+        path.display()
+    );
+}
+
 pub fn probe_streams(input: &str) -> Vec<std::collections::HashMap<String, String>> {
     let out = Command::new("ffprobe")
         .args([
