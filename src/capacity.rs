@@ -61,6 +61,25 @@ fn encode(v: &VideoEncoding) -> f64 {
     mpx * ENCODE * preset_factor(&v.preset)
 }
 
+/// How much of a core one x264 thread is given: a picture encodes in at
+/// most half its frame interval.
+const ENCODE_THREAD_LOAD: f64 = 0.5;
+
+/// x264 threads for an encode: as few as keep each under
+/// `ENCODE_THREAD_LOAD` of a core (one for 720p30 and 1080p30 at
+/// `veryfast`), at most one per core. x264's own choice (1.5 per core,
+/// sliced under `zerolatency`) wakes every thread for every picture and
+/// costs a few per cent more CPU for the same pictures, which a box running
+/// several mixes does not have to give.
+pub(crate) fn encoder_threads(v: &VideoEncoding, cores: usize) -> usize {
+    ((encode(v) / ENCODE_THREAD_LOAD).ceil() as usize).clamp(1, cores.max(1))
+}
+
+/// The cores this process may use.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
 fn mix(m: &MixSettings, inputs: usize) -> f64 {
     let video = m.video.as_ref().map_or(0.0, |v| {
         let shown = inputs.max(MIN_MIX_INPUTS).min(m.layout.max_inputs as usize);
@@ -141,6 +160,27 @@ mod tests {
             app: 1,
             room: RoomId::parse("r", None).unwrap(),
         }
+    }
+
+    #[test]
+    fn encodes_get_as_few_x264_threads_as_keep_up() {
+        let v = |w, h, preset: &str| VideoEncoding {
+            width: w,
+            height: h,
+            fps: 30,
+            bitrate_kbps: 2000,
+            gop_seconds: 2,
+            preset: preset.into(),
+            profile: crate::profile::H264Profile::High,
+            tune: Some("zerolatency".into()),
+            bframes: 0,
+        };
+        assert_eq!(encoder_threads(&v(1280, 720, "veryfast"), 2), 1);
+        assert_eq!(encoder_threads(&v(1920, 1080, "veryfast"), 2), 1);
+        assert_eq!(encoder_threads(&v(1920, 1080, "medium"), 2), 2);
+        assert_eq!(encoder_threads(&v(1920, 1080, "medium"), 8), 3);
+        assert_eq!(encoder_threads(&v(1920, 1080, "veryslow"), 4), 4);
+        assert_eq!(encoder_threads(&v(320, 180, "ultrafast"), 0), 1);
     }
 
     #[test]

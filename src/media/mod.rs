@@ -7,6 +7,7 @@
 
 pub(crate) mod aac;
 pub(crate) mod ffi;
+pub use ffi::tune_allocator;
 pub(crate) mod h264;
 pub(crate) mod hub;
 pub(crate) mod stage;

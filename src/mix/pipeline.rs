@@ -312,6 +312,9 @@ struct Mixer {
     /// Where the layout put each input, and the inputs it was placed for.
     placements: Vec<Placement>,
     placed_for: Option<Vec<InputInfo>>,
+    /// Which placements showed a picture in the canvas as last composed
+    /// (`None`: compose anew).
+    composed: Option<Vec<bool>>,
     /// Pictures composed into frames the encoder has not given out yet.
     in_encoder: VecDeque<InEncoder>,
 }
@@ -357,6 +360,7 @@ impl Mixer {
             released: Vec::new(),
             placements: Vec::new(),
             placed_for: None,
+            composed: None,
             in_encoder: VecDeque::new(),
         })
     }
@@ -465,6 +469,7 @@ impl Mixer {
                 }
                 self.settings.layout = l;
                 self.placed_for = None;
+                self.composed = None;
             }
             Input::AudioFilter(f) => self.settings.audio_filter = f,
             Input::Volume { user, level } => {
@@ -556,14 +561,29 @@ impl Mixer {
         }
         let freeze = self.settings.freeze;
         let inputs = &self.inputs;
-        canvas.compose(&self.placements, |user| {
+        let showing = |user: &str| {
             inputs
                 .iter()
                 .find(|s| s.user == user)
                 .filter(|s| s.timeline.shows_picture(now, freeze))
                 .and_then(|s| s.video.as_ref())
                 .map(VideoDecoder::picture)
-        })?;
+        };
+        // Nothing new and nobody frozen or back since the last tick: the
+        // canvas already holds this picture.
+        let shown: Vec<bool> = self
+            .placements
+            .iter()
+            .map(|p| p.user.as_deref().and_then(showing).is_some())
+            .collect();
+        let changed = stale
+            || inputs.iter().any(|s| s.fresh.is_some())
+            || self.composed.as_ref() != Some(&shown);
+        if changed {
+            self.composed = None;
+            canvas.compose(&self.placements, showing)?;
+            self.composed = Some(shown);
+        }
         // Pictures that arrived since the last tick are in this frame: it
         // shows something new, and their latency ends when it leaves the
         // encoder (later than this tick if the encoder looks ahead).

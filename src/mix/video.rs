@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ffmpeg_next as ff;
 
 use super::layout::{Placement, Rect};
-use crate::media::ffi::{self, Received, received};
+use crate::media::ffi::{self, Area, Received, received};
 use crate::media::h264;
 use crate::media::{Codec, EncodedFrame, TimeBase, TrackConfig, TrackKind};
 use crate::profile::{Background, H264Profile, RenderMode, Rgb, VideoEncoding};
@@ -107,7 +107,7 @@ impl GatedDecoder {
     pub(crate) fn decode(
         &mut self,
         f: &EncodedFrame,
-    ) -> Result<Option<&ff::frame::Video>, VideoError> {
+    ) -> Result<Option<&mut ff::frame::Video>, VideoError> {
         let Some(dec) = self.decoder.as_mut() else {
             return Ok(None);
         };
@@ -116,7 +116,7 @@ impl GatedDecoder {
         }
         self.need_keyframe = false;
         match dec.push(f) {
-            Ok(true) => Ok(Some(dec.picture())),
+            Ok(true) => Ok(Some(&mut dec.frame)),
             Ok(false) => Ok(None),
             Err(e) => {
                 self.need_keyframe = true;
@@ -186,8 +186,10 @@ pub(crate) struct Canvas {
     images: HashMap<std::path::PathBuf, Option<(String, ff::frame::Video)>>,
     /// Scaled copies of inputs, by (user, target size); scalers by (source, target).
     /// Scaled copies by source key (UserID or `image:<path>`), then target size.
-    scaled: HashMap<String, HashMap<(u32, u32), ff::frame::Video>>,
+    scaled: HashMap<String, HashMap<(Area, u32, u32), ff::frame::Video>>,
     scalers: HashMap<(u32, u32, i32, u32, u32), ff::software::scaling::Context>,
+    /// Borrowed by the scaler to view the part of a source that shows.
+    view: ff::frame::Video,
 }
 
 impl Canvas {
@@ -199,6 +201,7 @@ impl Canvas {
             images: HashMap::new(),
             scaled: HashMap::new(),
             scalers: HashMap::new(),
+            view: ff::frame::Video::empty(),
         }
     }
 
@@ -228,7 +231,7 @@ impl Canvas {
             self.fill(r, yuv(Rgb(0, 0, 0)));
             return Ok(());
         };
-        let drawn = self.draw(&key, &img, r, RenderMode::Stretch);
+        let drawn = self.draw(&key, &img, r, RenderMode::Stretch, true);
         if let Some(slot) = self.images.get_mut(path) {
             *slot = Some((key, img));
         }
@@ -262,17 +265,23 @@ impl Canvas {
         placements: &[Placement],
         picture: impl Fn(&str) -> Option<&'p ff::frame::Video>,
     ) -> Result<(), VideoError> {
+        // The encoder let go of the last frame; if not, this copies it.
+        ffi::make_writable(&mut self.frame)?;
         let (w, h) = (self.frame.width(), self.frame.height());
         let full = Rect { x: 0, y: 0, w, h };
-        match self.background_image.clone() {
-            Some(path) => self.paint(full, &Background::Image(path))?,
-            None => self.fill(full, self.background),
+        // Every cell paints all of its rectangle: the background shows
+        // only where no cell is.
+        if !covers(placements.iter().map(|p| clip(p.rect, w, h)), w, h) {
+            match self.background_image.clone() {
+                Some(path) => self.paint(full, &Background::Image(path))?,
+                None => self.fill(full, self.background),
+            }
         }
         for p in placements {
             let pic = p.user.as_ref().and_then(|u| picture(u).map(|f| (u, f)));
             match pic {
-                Some((user, src)) if src.width() > 0 && src.height() > 0 => {
-                    self.draw(user, src, p.rect, p.render)?;
+                Some((user, src)) if src.width() > 1 && src.height() > 1 => {
+                    self.draw(user, src, p.rect, p.render, false)?;
                 }
                 _ => self.paint(p.rect, &p.placeholder)?,
             }
@@ -280,86 +289,68 @@ impl Canvas {
         Ok(())
     }
 
+    /// Draws `src` into `cell`: only the part of it that shows (a crop's
+    /// centre) is scaled, straight into the canvas where the rectangle
+    /// allows it, else into a picture of the cell's size that is copied in.
+    /// A `still` source (an image file) is scaled once and copied after.
     fn draw(
         &mut self,
-        user: &str,
+        key: &str,
         src: &ff::frame::Video,
         cell: Rect,
         mode: RenderMode,
+        still: bool,
     ) -> Result<(), VideoError> {
+        let (w, h) = (self.frame.width(), self.frame.height());
+        let cell = clip(cell, w, h);
         let (sw, sh) = (src.width(), src.height());
-        // The scaled size, and which part of it lands where in the cell.
-        let (tw, th) = match mode {
-            RenderMode::Stretch => (cell.w, cell.h),
-            RenderMode::Crop | RenderMode::Fit => {
-                let sx = f64::from(cell.w) / f64::from(sw);
-                let sy = f64::from(cell.h) / f64::from(sh);
-                let s = if mode == RenderMode::Crop {
-                    sx.max(sy)
-                } else {
-                    sx.min(sy)
-                };
-                (
-                    ((f64::from(sw) * s).round() as u32).max(2) & !1,
-                    ((f64::from(sh) * s).round() as u32).max(2) & !1,
-                )
-            }
-        };
+        if cell.w == 0 || cell.h == 0 || sw < 2 || sh < 2 {
+            return Ok(());
+        }
+        let (region, dst) = shown_part((sw, sh), cell, mode);
         if mode == RenderMode::Fit {
             self.fill(cell, self.background);
         }
-        let key = (
-            src.width(),
-            src.height(),
+        let scaler_key = (
+            region.w,
+            region.h,
             ff::ffi::AVPixelFormat::from(src.format()) as i32,
-            tw,
-            th,
+            dst.w,
+            dst.h,
         );
-        let scaler = match self.scalers.entry(key) {
+        let scaler = match self.scalers.entry(scaler_key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(ff::software::scaling::Context::get(
                     src.format(),
-                    sw,
-                    sh,
+                    region.w,
+                    region.h,
                     ff::format::Pixel::YUV420P,
-                    tw,
-                    th,
+                    dst.w,
+                    dst.h,
                     ff::software::scaling::Flags::BILINEAR,
                 )?)
             }
         };
-        // Allocates only the first time a source is shown at a size.
-        if !self.scaled.contains_key(user) {
-            self.scaled.insert(user.to_owned(), HashMap::new());
+        if !still && ffi::writes_in_place(&self.frame, dst) {
+            ffi::scale_into(scaler, src, region, &mut self.view, &mut self.frame, dst)?;
+            return Ok(());
         }
-        let out = self
-            .scaled
-            .get_mut(user)
-            .expect("inserted")
-            .entry((tw, th))
-            .or_insert_with(|| ff::frame::Video::new(ff::format::Pixel::YUV420P, tw, th));
-        scaler.run(src, out)?;
-        // Crop: the centre of the scaled picture; fit: the picture centred in the cell.
-        let (ox, oy) = (
-            (tw.saturating_sub(cell.w) / 2) & !1,
-            (th.saturating_sub(cell.h) / 2) & !1,
-        );
-        let (dx, dy) = (
-            (cell.w.saturating_sub(tw) / 2) & !1,
-            (cell.h.saturating_sub(th) / 2) & !1,
-        );
-        let (cw, ch) = (tw.min(cell.w), th.min(cell.h));
-        let dst = clip(
-            Rect {
-                x: cell.x + dx,
-                y: cell.y + dy,
-                w: cw,
-                h: ch,
-            },
-            self.frame.width(),
-            self.frame.height(),
-        );
+        // Allocates only the first time a source is shown at a size.
+        let copies = self.scaled.entry(key.to_owned()).or_default();
+        let fresh = !copies.contains_key(&(region, dst.w, dst.h));
+        let out = copies
+            .entry((region, dst.w, dst.h))
+            .or_insert_with(|| ff::frame::Video::new(ff::format::Pixel::YUV420P, dst.w, dst.h));
+        if fresh || !still {
+            let whole = ffi::Area {
+                x: 0,
+                y: 0,
+                w: dst.w,
+                h: dst.h,
+            };
+            ffi::scale_into(scaler, src, region, &mut self.view, out, whole)?;
+        }
         for plane in 0..3 {
             let shift = if plane == 0 { 0 } else { 1 };
             let s_stride = out.stride(plane);
@@ -368,7 +359,7 @@ impl Canvas {
             let dst_data = self.frame.data_mut(plane);
             let len = (dst.w >> shift) as usize;
             for row in 0..(dst.h >> shift) as usize {
-                let s = ((oy >> shift) as usize + row) * s_stride + (ox >> shift) as usize;
+                let s = row * s_stride;
                 let d = ((dst.y >> shift) as usize + row) * d_stride + (dst.x >> shift) as usize;
                 dst_data[d..d + len].copy_from_slice(&src_data[s..s + len]);
             }
@@ -388,6 +379,84 @@ fn image_of(b: &Background) -> Option<std::path::PathBuf> {
         Background::Image(p) => Some(p.clone()),
         Background::Color(_) => None,
     }
+}
+
+/// Which part of a `sw`x`sh` picture shows in `cell` drawn as `mode`, and
+/// where in the canvas it lands (even coordinates and sizes).
+fn shown_part((sw, sh): (u32, u32), cell: Rect, mode: RenderMode) -> (Area, Area) {
+    let whole = Area {
+        x: 0,
+        y: 0,
+        w: sw,
+        h: sh,
+    };
+    let all = Area {
+        x: cell.x,
+        y: cell.y,
+        w: cell.w,
+        h: cell.h,
+    };
+    let sx = f64::from(cell.w) / f64::from(sw);
+    let sy = f64::from(cell.h) / f64::from(sh);
+    match mode {
+        RenderMode::Stretch => (whole, all),
+        // The centre of the picture, as much as the cell's shape takes.
+        RenderMode::Crop => {
+            let s = sx.max(sy);
+            let rw = ((f64::from(cell.w) / s).round() as u32).clamp(2, sw) & !1;
+            let rh = ((f64::from(cell.h) / s).round() as u32).clamp(2, sh) & !1;
+            let region = Area {
+                x: ((sw - rw) / 2) & !1,
+                y: ((sh - rh) / 2) & !1,
+                w: rw,
+                h: rh,
+            };
+            (region, all)
+        }
+        // All of the picture, centred in the cell.
+        RenderMode::Fit => {
+            let s = sx.min(sy);
+            let dw = ((f64::from(sw) * s).round() as u32).clamp(2, cell.w) & !1;
+            let dh = ((f64::from(sh) * s).round() as u32).clamp(2, cell.h) & !1;
+            let dst = Area {
+                x: cell.x + (((cell.w - dw) / 2) & !1),
+                y: cell.y + (((cell.h - dh) / 2) & !1),
+                w: dw,
+                h: dh,
+            };
+            (whole, dst)
+        }
+    }
+}
+
+/// Whether `rects` together cover all of a `w`x`h` canvas (cut into the
+/// grid of their edges, every piece lies in one of them).
+fn covers(rects: impl Iterator<Item = Rect>, w: u32, h: u32) -> bool {
+    let rects: Vec<Rect> = rects.filter(|r| r.w > 0 && r.h > 0).collect();
+    let mut xs: Vec<u32> = rects
+        .iter()
+        .flat_map(|r| [r.x, r.x + r.w])
+        .chain([0, w])
+        .collect();
+    let mut ys: Vec<u32> = rects
+        .iter()
+        .flat_map(|r| [r.y, r.y + r.h])
+        .chain([0, h])
+        .collect();
+    for v in [&mut xs, &mut ys] {
+        v.sort_unstable();
+        v.dedup();
+    }
+    let inside = |x: u32, y: u32| {
+        rects
+            .iter()
+            .any(|r| x >= r.x && x < r.x + r.w && y >= r.y && y < r.y + r.h)
+    };
+    xs.windows(2).filter(|p| p[1] <= w).all(|px| {
+        ys.windows(2)
+            .filter(|p| p[1] <= h)
+            .all(|py| inside(px[0], py[0]))
+    })
 }
 
 fn clip(r: Rect, w: u32, h: u32) -> Rect {
@@ -452,6 +521,10 @@ impl VideoEncoder {
         if let Some(t) = &v.tune {
             opts.set("tune", t);
         }
+        opts.set(
+            "threads",
+            &crate::capacity::encoder_threads(v, crate::capacity::cores()).to_string(),
+        );
         // Keyframes exactly every GOP, so HLS segments and CDN joins line up.
         opts.set(
             "x264-params",
@@ -494,14 +567,16 @@ impl VideoEncoder {
     }
 
     /// Encodes the canvas as output frame number `n`.
+    /// The encoder references the canvas's buffers, not a copy of them
+    /// (libx264 copies the picture in, and `Canvas::compose` makes them
+    /// its own again should anything still hold them).
     pub(crate) fn encode(
         &mut self,
-        canvas: &ff::frame::Video,
+        canvas: &mut ff::frame::Video,
         n: i64,
     ) -> Result<Vec<EncodedFrame>, VideoError> {
-        let mut frame = canvas.clone();
-        frame.set_pts(Some(n));
-        self.encoder.send_frame(&frame)?;
+        canvas.set_pts(Some(n));
+        self.encoder.send_frame(canvas)?;
         self.drain()
     }
 
@@ -653,6 +728,189 @@ mod tests {
         let mut dec = VideoDecoder::new(&config).unwrap();
         let big = vp8_keyframe(4160, 2400);
         assert!(!matches!(dec.push(&big), Ok(true)));
+    }
+
+    fn rect(x: u32, y: u32, w: u32, h: u32) -> Rect {
+        Rect { x, y, w, h }
+    }
+
+    #[test]
+    fn only_the_part_that_shows_is_scaled() {
+        let cell = rect(640, 0, 640, 720);
+        // Crop: the centre half of a 16:9 picture fills a 8:9 cell.
+        let (region, dst) = shown_part((640, 360), cell, RenderMode::Crop);
+        assert_eq!(
+            region,
+            Area {
+                x: 160,
+                y: 0,
+                w: 320,
+                h: 360
+            }
+        );
+        assert_eq!(
+            dst,
+            Area {
+                x: 640,
+                y: 0,
+                w: 640,
+                h: 720
+            }
+        );
+        // Fit: all of it, centred, letterboxed.
+        let (region, dst) = shown_part((640, 360), cell, RenderMode::Fit);
+        assert_eq!(
+            region,
+            Area {
+                x: 0,
+                y: 0,
+                w: 640,
+                h: 360
+            }
+        );
+        assert_eq!(
+            dst,
+            Area {
+                x: 640,
+                y: 180,
+                w: 640,
+                h: 360
+            }
+        );
+        // Stretch: all of it, all of the cell.
+        let (region, dst) = shown_part((641, 359), cell, RenderMode::Stretch);
+        assert_eq!(
+            region,
+            Area {
+                x: 0,
+                y: 0,
+                w: 641,
+                h: 359
+            }
+        );
+        assert_eq!(
+            dst,
+            Area {
+                x: 640,
+                y: 0,
+                w: 640,
+                h: 720
+            }
+        );
+        // A tall picture in a wide cell: its middle rows.
+        let (region, _) = shown_part((360, 640), rect(0, 0, 640, 360), RenderMode::Crop);
+        assert_eq!(
+            region,
+            Area {
+                x: 0,
+                y: 218,
+                w: 360,
+                h: 202
+            }
+        );
+        // Never outside the picture, always even.
+        for (sw, sh) in [(2, 2), (3, 1000), (1000, 3), (1921, 1081)] {
+            for mode in [RenderMode::Crop, RenderMode::Fit, RenderMode::Stretch] {
+                let (r, d) = shown_part((sw, sh), rect(2, 4, 98, 50), mode);
+                assert!(
+                    r.x + r.w <= sw && r.y + r.h <= sh,
+                    "{sw}x{sh} {mode:?} {r:?}"
+                );
+                assert!(
+                    d.x >= 2 && d.y >= 4 && d.x + d.w <= 100 && d.y + d.h <= 54,
+                    "{d:?}"
+                );
+                assert!(r.x % 2 == 0 && r.y % 2 == 0 && d.x % 2 == 0 && d.y % 2 == 0);
+            }
+        }
+    }
+
+    #[test]
+    fn background_is_painted_only_where_no_cell_is() {
+        let grid = [rect(0, 0, 640, 720), rect(640, 0, 640, 720)];
+        assert!(covers(grid.into_iter(), 1280, 720));
+        let four = [
+            rect(0, 0, 640, 360),
+            rect(640, 0, 640, 360),
+            rect(0, 360, 640, 360),
+            rect(640, 360, 640, 360),
+        ];
+        assert!(covers(four.into_iter(), 1280, 720));
+        assert!(!covers(four[..3].iter().copied(), 1280, 720));
+        // Overlapping windows over a full-canvas one.
+        let pip = [rect(0, 0, 1280, 720), rect(900, 500, 320, 180)];
+        assert!(covers(pip.into_iter(), 1280, 720));
+        assert!(!covers([rect(900, 500, 320, 180)].into_iter(), 1280, 720));
+        // A seam of two pixels between cells.
+        assert!(!covers(
+            [rect(0, 0, 638, 720), rect(640, 0, 640, 720)].into_iter(),
+            1280,
+            720
+        ));
+        assert!(!covers(std::iter::empty(), 1280, 720));
+    }
+
+    /// A YUV420P picture whose luma rises from left to right.
+    fn ramp(w: u32, h: u32) -> ff::frame::Video {
+        let mut f = ff::frame::Video::new(ff::format::Pixel::YUV420P, w, h);
+        for plane in 0..3 {
+            let stride = f.stride(plane);
+            let (pw, ph) = if plane == 0 { (w, h) } else { (w / 2, h / 2) };
+            let data = f.data_mut(plane);
+            for y in 0..ph as usize {
+                for x in 0..pw as usize {
+                    data[y * stride + x] = if plane == 0 {
+                        (16 + x * 200 / pw as usize) as u8
+                    } else {
+                        128
+                    };
+                }
+            }
+        }
+        f
+    }
+
+    fn luma_row(f: &ff::frame::Video, y: usize, x: usize, w: usize) -> Vec<u8> {
+        let stride = f.stride(0);
+        f.data(0)[y * stride + x..y * stride + x + w].to_vec()
+    }
+
+    #[test]
+    fn scaled_in_place_or_through_a_copy_alike() {
+        ff::init().unwrap();
+        let src = ramp(640, 360);
+        let cell = |x| Placement {
+            user: Some("a".into()),
+            rect: rect(x, 0, 640, 720),
+            z: 0,
+            render: RenderMode::Crop,
+            placeholder: Background::Color(Rgb(255, 0, 0)),
+        };
+        let black = Background::Color(Rgb(0, 0, 0));
+        // At x = 640 the scaler writes into the canvas; at x = 2 it cannot
+        // (unaligned) and scales into a copy.
+        let mut direct = Canvas::new(1280, 720, &black);
+        direct.compose(&[cell(640)], |_| Some(&src)).unwrap();
+        let mut copied = Canvas::new(1280, 720, &black);
+        copied.compose(&[cell(2)], |_| Some(&src)).unwrap();
+        for y in [0, 1, 359, 718, 719] {
+            let a = luma_row(&direct.frame, y, 640, 640);
+            assert_eq!(a, luma_row(&copied.frame, y, 2, 640), "row {y}");
+            // The centre half of the ramp: from a quarter to three quarters.
+            assert!((a[0] as i32 - (16 + 50)).abs() <= 3, "{}", a[0]);
+            assert!((a[639] as i32 - (16 + 150)).abs() <= 3, "{}", a[639]);
+            // The background on the left, untouched by the scaler.
+            assert_eq!(luma_row(&direct.frame, y, 0, 640), vec![16; 640]);
+        }
+        for (plane, x, w) in [(1, 320, 320), (2, 320, 320)] {
+            let stride = direct.frame.stride(plane);
+            let row = &direct.frame.data(plane)[..stride];
+            assert!(row[x..x + w].iter().all(|&c| c == 128), "plane {plane}");
+        }
+        // The same source again, nothing changed: the same canvas.
+        let before = direct.frame.data(0).to_vec();
+        direct.compose(&[cell(640)], |_| Some(&src)).unwrap();
+        assert_eq!(before, direct.frame.data(0));
     }
 
     #[test]
