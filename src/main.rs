@@ -127,6 +127,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
+            roomcast::media::tune_allocator();
             init_logging(cli.log_format);
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -230,7 +231,11 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
             anyhow::bail!("{} invalid relay profile(s)", errors.len());
         }
     };
-    let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.runtime.io_threads())
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     runtime.block_on(roomcast::server::run(cfg, profiles))?;
     Ok(())
 }

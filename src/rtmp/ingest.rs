@@ -168,23 +168,33 @@ impl Connection {
 
         let mut events = self.ingest.rooms.subscribe();
         let mut buf = vec![0u8; 64 * 1024];
+        // One timer for the connection, not one per read: it fires at the
+        // publish deadline, then (publishing) an idle timeout after the
+        // last read it knew of, and is moved on only when it fires.
+        let idle = tokio::time::sleep_until(handshake_deadline);
+        tokio::pin!(idle);
+        let mut last_read = tokio::time::Instant::now();
         loop {
             if self.published.as_ref().is_some_and(|p| p.finished) {
                 return Ok(());
             }
-            let deadline = if self.published.is_some() {
-                tokio::time::Instant::now() + IDLE_TIMEOUT
-            } else {
-                handshake_deadline
-            };
             let n = tokio::select! {
-                r = tokio::time::timeout_at(deadline, self.socket.read(&mut buf)) => match r {
-                    Err(_) if self.published.is_some() => return Err(IngestError::Idle(IDLE_TIMEOUT)),
-                    Err(_) => return Err(IngestError::Timeout),
-                    Ok(Ok(0)) => return Err(IngestError::Closed),
-                    Ok(Ok(n)) => n,
-                    Ok(Err(e)) => return Err(e.into()),
+                r = self.socket.read(&mut buf) => match r {
+                    Ok(0) => return Err(IngestError::Closed),
+                    Ok(n) => n,
+                    Err(e) => return Err(e.into()),
                 },
+                () = &mut idle => {
+                    if self.published.is_none() {
+                        return Err(IngestError::Timeout);
+                    }
+                    let due = last_read + IDLE_TIMEOUT;
+                    if tokio::time::Instant::now() >= due {
+                        return Err(IngestError::Idle(IDLE_TIMEOUT));
+                    }
+                    idle.as_mut().reset(due);
+                    continue;
+                }
                 ev = events.recv(), if self.published.is_some() => {
                     match ev {
                         Ok(ev) => {
@@ -210,6 +220,7 @@ impl Connection {
                     continue;
                 }
             };
+            last_read = tokio::time::Instant::now();
             self.feed(&mut session, &mut feed, &buf[..n]).await?;
         }
     }
