@@ -253,6 +253,7 @@ fn ffmpeg_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
 }
 
 fn main() {
+    roomcast::media::tune_allocator();
     ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-mix");
     std::fs::create_dir_all(&dir).unwrap();
@@ -262,6 +263,16 @@ fn main() {
     );
     // `cargo bench --bench mix -- metrics`: only what metrics cost.
     let only_metrics = std::env::args().any(|a| a == "metrics");
+    // `cargo bench --bench mix -- one`: only roomcast's two-input mix (to profile).
+    if std::env::args().any(|a| a == "one") {
+        let (cpu, kept, latency) = roomcast_mix(&inputs[..2], 1280, 720, 150);
+        println!(
+            "2 inputs -> 1280x720: roomcast {cpu:.3} CPU-s/s, {:.0}% of frames; {}",
+            kept * 100.0,
+            show(latency)
+        );
+        return;
+    }
     let cases: &[(usize, u32, u32)] = if only_metrics {
         &[]
     } else {

@@ -7,6 +7,9 @@
 //! byte-identical). CPU is the relay process's user+system time. Baseline in
 //! the same run: an nginx-rtmp instance relaying with its `push` directive.
 //!
+//! Then the same with 50 relays at once (each its own publisher, all to the
+//! same origin), timing the first and counting CPU per stream.
+//!
 //! Run: `cargo bench --bench relay` (needs ffmpeg and nginx from `make test`'s set-up).
 
 use std::collections::HashMap;
@@ -131,22 +134,30 @@ fn hash(b: &[u8], state: &RandomState) -> u64 {
 
 /// Publishes `tags` in real time to `publish` and plays `play` from the
 /// origin; returns per-frame latencies (ms) and the relay's CPU seconds.
+/// Every publisher sends the same stream; the first one's is played and
+/// timed. The CPU returned is the relay's per stream.
 fn run_case(
     tags: &[(bool, u32, Bytes)],
-    publish: (u16, &str, &str),
+    publish: &[(u16, &str, String)],
     origin_port: u16,
     stream: &str,
     relay_pid: u32,
 ) -> (Vec<f64>, f64) {
     let state = RandomState::new();
     let mut sent: HashMap<u64, Instant> = HashMap::new();
-    let mut publisher = Rtmp::connect(publish.0, publish.1);
-    let r = publisher
-        .session
-        .request_publishing(publish.2.to_owned(), PublishRequestType::Live)
-        .unwrap();
-    publisher.apply(vec![r]);
-    publisher.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted));
+    let mut publishers: Vec<Rtmp> = publish
+        .iter()
+        .map(|(port, app, key)| {
+            let mut publisher = Rtmp::connect(*port, app);
+            let r = publisher
+                .session
+                .request_publishing(key.clone(), PublishRequestType::Live)
+                .unwrap();
+            publisher.apply(vec![r]);
+            publisher.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted));
+            publisher
+        })
+        .collect();
 
     let stream = stream.to_owned();
     let (tx, rx) = std::sync::mpsc::channel::<(u64, Instant)>();
@@ -180,21 +191,25 @@ fn run_case(
         if let Some(d) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(d);
         }
-        let r = if *is_video {
+        if *is_video {
             sent.insert(hash(data, &state), Instant::now());
-            publisher
-                .session
-                .publish_video_data(data.clone(), RtmpTimestamp::new(*ts), false)
-        } else {
-            publisher
-                .session
-                .publish_audio_data(data.clone(), RtmpTimestamp::new(*ts), false)
         }
-        .unwrap();
-        publisher.apply(vec![r]);
+        for publisher in &mut publishers {
+            let r = if *is_video {
+                publisher
+                    .session
+                    .publish_video_data(data.clone(), RtmpTimestamp::new(*ts), false)
+            } else {
+                publisher
+                    .session
+                    .publish_audio_data(data.clone(), RtmpTimestamp::new(*ts), false)
+            }
+            .unwrap();
+            publisher.apply(vec![r]);
+        }
     }
-    let cpu = roomcast::metrics::cpu_seconds(Some(relay_pid)) - cpu0;
-    drop(publisher);
+    let cpu = (roomcast::metrics::cpu_seconds(Some(relay_pid)) - cpu0) / publishers.len() as f64;
+    drop(publishers);
     player.join().unwrap();
     let lat: Vec<f64> = rx
         .try_iter()
@@ -215,7 +230,7 @@ fn summary(name: &str, lat: &mut [f64], cpu: f64) -> (f64, f64) {
     };
     let per_s = cpu / f64::from(SECONDS);
     println!(
-        "{name:10} frames {:4}  latency p50 {:7.2} ms  p95 {:7.2} ms  max {:7.2} ms  CPU {:.3} s/s of stream",
+        "{name:10} frames {:4}  latency p50 {:7.2} ms  p95 {:7.2} ms  max {:7.2} ms  CPU {:.4} s/s of stream",
         lat.len(),
         p(0.5),
         p(0.95),
@@ -226,6 +241,11 @@ fn summary(name: &str, lat: &mut [f64], cpu: f64) -> (f64, f64) {
 }
 
 fn main() {
+    // `cargo bench --bench relay -- 20`: that many relays at once (default 50).
+    let many: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(50);
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("bench-relay-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
@@ -305,27 +325,31 @@ fn main() {
     std::thread::sleep(Duration::from_secs(10));
     let idle = (roomcast::metrics::cpu_seconds(Some(gw.0.id())) - idle_from) / 10.0;
     println!("roomcast idle: CPU {idle:.4} s/s");
-    let body = format!(
-        "{{\"sdkappid\":{APP},\"room\":\"bench\",\"userid\":\"anchor\",\"profile\":\"push-only\",\"rtmp\":[\"rtmp://127.0.0.1:{origin_port}/live/rc\"]}}"
-    );
-    let mut s = TcpStream::connect(("127.0.0.1", http_port)).unwrap();
-    write!(s, "POST /v1/relays HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let sig = roomcast::auth::usersig::generate(APP, KEY, "anchor", 3600, now, None);
-    let key = format!("bench?sdkappid={APP}&userid=anchor&usersig={sig}");
-    let (mut rc_lat, rc_cpu) = run_case(
-        &tags,
-        (rtmp_port, "push", &key),
-        origin_port,
-        "rc",
-        gw.0.id(),
-    );
+    // Relay `i`: room `bench<i>`, anchor `anchor<i>`, pushed as `rc<i>`.
+    let relays = |from: usize, n: usize| -> Vec<(u16, &'static str, String)> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        (from..from + n)
+            .map(|i| {
+                let body = format!(
+                    "{{\"sdkappid\":{APP},\"room\":\"bench{i}\",\"userid\":\"anchor{i}\",\"profile\":\"push-only\",\"rtmp\":[\"rtmp://127.0.0.1:{origin_port}/live/rc{i}\"]}}"
+                );
+                let mut s = TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+                write!(s, "POST /v1/relays HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+                let mut resp = String::new();
+                s.read_to_string(&mut resp).unwrap();
+                assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+                let user = format!("anchor{i}");
+                let sig = roomcast::auth::usersig::generate(APP, KEY, &user, 3600, now, None);
+                (rtmp_port, "push", format!("bench{i}?sdkappid={APP}&userid={user}&usersig={sig}"))
+            })
+            .collect()
+    };
+    let (mut rc_lat, rc_cpu) = run_case(&tags, &relays(0, 1), origin_port, "rc0", gw.0.id());
+    let (mut rc_many_lat, rc_many_cpu) =
+        run_case(&tags, &relays(1, many), origin_port, "rc1", gw.0.id());
 
     // nginx-rtmp relaying the same stream with `push`.
     let relay_port = free_port();
@@ -336,22 +360,43 @@ fn main() {
         ),
     );
     wait_port(relay_port);
+    let nginx_streams = |from: usize, n: usize| -> Vec<(u16, &'static str, String)> {
+        (from..from + n)
+            .map(|i| (relay_port, "live", format!("ng{i}")))
+            .collect()
+    };
     let (mut ng_lat, ng_cpu) = run_case(
         &tags,
-        (relay_port, "live", "ng"),
+        &nginx_streams(0, 1),
         origin_port,
-        "ng",
+        "ng0",
+        relay.0.id(),
+    );
+    let (mut ng_many_lat, ng_many_cpu) = run_case(
+        &tags,
+        &nginx_streams(1, many),
+        origin_port,
+        "ng1",
         relay.0.id(),
     );
 
-    println!();
-    let (rc_p50, rc_cpu_s) = summary("roomcast", &mut rc_lat, rc_cpu);
-    let (ng_p50, ng_cpu_s) = summary("nginx-rtmp", &mut ng_lat, ng_cpu);
-    println!(
-        "\nratio roomcast/nginx-rtmp: latency p50 {:.2}x, CPU {:.2}x",
-        rc_p50 / ng_p50,
-        rc_cpu_s / ng_cpu_s.max(1e-9)
-    );
+    for (label, (rc_lat, rc_cpu), (ng_lat, ng_cpu)) in [
+        ("one relay", (&mut rc_lat, rc_cpu), (&mut ng_lat, ng_cpu)),
+        (
+            &*format!("{many} relays at once (the first one timed; CPU per stream)"),
+            (&mut rc_many_lat, rc_many_cpu),
+            (&mut ng_many_lat, ng_many_cpu),
+        ),
+    ] {
+        println!("\n{label}:");
+        let (rc_p50, rc_cpu_s) = summary("roomcast", rc_lat, rc_cpu);
+        let (ng_p50, ng_cpu_s) = summary("nginx-rtmp", ng_lat, ng_cpu);
+        println!(
+            "ratio roomcast/nginx-rtmp: latency p50 {:.2}x, CPU {:.2}x",
+            rc_p50 / ng_p50,
+            rc_cpu_s / ng_cpu_s.max(1e-9)
+        );
+    }
     drop(relay);
     drop(gw);
     let _ = std::fs::remove_dir_all(&work);

@@ -1,0 +1,518 @@
+//! Rooms: N real-time mixing rooms end to end, roomcast against the ffmpeg
+//! CLI doing the same job, in the same run.
+//!
+//! Each room has two camera-like anchors (640x360p30 H.264 + AAC, looped
+//! from files by `ffmpeg -re -c copy`) publishing RTMP into roomcast; a mix
+//! task (2-cell grid at 1280x720p30, each anchor scaled and centre-cropped
+//! into its cell; x264 veryfast zerolatency high 2 Mbps, VBV 1 s, GOP 2 s;
+//! AAC 128k) pushes to a local nginx-rtmp origin. The baseline is one ffmpeg
+//! process per room reading the same files in real time (`-re`), doing the
+//! same scale/crop/hstack/amix and encode, and pushing to the same origin.
+//!
+//! For each N, in the order roomcast, ffmpeg, ffmpeg, roomcast (so neither
+//! side gets the warmer or the later slots), after a warm-up, over a window:
+//! - CPU-seconds per room-second (roomcast: the gateway process; the
+//!   publishers' `-c copy` processes are not counted; ffmpeg: its processes);
+//! - each room's effective frame rate (roomcast: the task's distinct
+//!   pictures per second; ffmpeg: frames encoded per second) and its output
+//!   rate (media time reaching the origin per second of wall time, from
+//!   nginx-rtmp's statistics: 1.00 is real time);
+//! - resident memory per room (roomcast: the gateway's growth over its idle
+//!   size; ffmpeg: each process's).
+//!
+//! A side holds N rooms when every room keeps at least 29 fps and an output
+//! rate of at least 0.98 in both of its runs. After N = 1 and 4 the bench
+//! adds rooms one at a time until neither side holds them.
+//!
+//! Run: `cargo bench --bench rooms` (or `-- 1 4 8` for chosen N). Needs
+//! ffmpeg and nginx with its rtmp module (`scripts/setup.sh --test`). Takes
+//! about a minute and a half per N.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[path = "common/procs.rs"]
+mod procs;
+use procs::{Killed, free_port, gateway, nginx, two_ports, wait_port};
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "bench-key";
+const FPS: f64 = 30.0;
+const WARMUP: Duration = Duration::from_secs(6);
+const WINDOW: Duration = Duration::from_secs(15);
+const MAX_ROOMS: usize = 16;
+
+const PROFILE: &str = r#"name = "bench-grid"
+[video]
+width = 1280
+height = 720
+fps = 30
+bitrate_kbps = 2000
+gop_seconds = 2
+preset = "veryfast"
+profile = "high"
+tune = "zerolatency"
+bframes = 0
+[audio]
+sample_rate = 48000
+channels = 2
+bitrate_kbps = 128
+[layout]
+mode = "grid"
+render_mode = "crop"
+[outputs.hls]
+enabled = false
+"#;
+
+/// One anchor's file: 30 s of 640x360p30 H.264 (1 Mbps, GOP 2 s) + AAC.
+fn make_input(dir: &Path, i: usize) -> PathBuf {
+    let path = dir.join(format!("anchor{i}.flv"));
+    if path.exists() {
+        return path;
+    }
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "testsrc2=size=640x360:rate=30:duration=30,hue=h={}",
+            i * 120
+        ))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency={}:duration=30:sample_rate=48000",
+            330 + 220 * i
+        ))
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-b:v", "1000k", "-g", "60", "-pix_fmt",
+            "yuv420p", "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-y",
+        ])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    path
+}
+
+fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let code = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // Chunked answers: the JSON is between the size lines.
+    let body = if resp.contains("chunked") {
+        body.lines()
+            .filter(|l| !l.chars().all(|c| c.is_ascii_hexdigit()) || l.is_empty())
+            .collect::<String>()
+    } else {
+        body.to_owned()
+    };
+    (code, body)
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn cpu(pids: &[u32]) -> f64 {
+    pids.iter()
+        .map(|p| roomcast::metrics::cpu_seconds(Some(*p)))
+        .sum()
+}
+
+/// The last media timestamp (ms) nginx-rtmp received on each stream, from
+/// its statistics page.
+fn origin_timestamps(stat_port: u16) -> std::collections::HashMap<String, u64> {
+    let (_, xml) = http(stat_port, "GET", "/stat", "");
+    let mut out = std::collections::HashMap::new();
+    for stream in xml.split("<stream>").skip(1) {
+        let tag = |t: &str| {
+            stream
+                .split_once(&format!("<{t}>"))
+                .and_then(|(_, r)| r.split_once(&format!("</{t}>")))
+                .map(|(v, _)| v.to_owned())
+        };
+        let Some(name) = tag("name") else { continue };
+        // The publishing client's latest timestamp.
+        let ts = stream
+            .split("<client>")
+            .skip(1)
+            .filter(|c| c.contains("<publishing/>"))
+            .find_map(|c| {
+                c.split_once("<timestamp>")
+                    .and_then(|(_, r)| r.split_once("</timestamp>"))
+                    .and_then(|(v, _)| v.parse().ok())
+            });
+        if let Some(ts) = ts {
+            out.insert(name, ts);
+        }
+    }
+    out
+}
+
+/// What one run of N rooms measured.
+struct Run {
+    cpu_per_room_s: f64,
+    /// Per room: effective fps, output rate (media s per wall s).
+    rooms: Vec<(f64, f64)>,
+    mem_per_room_mb: f64,
+}
+
+impl Run {
+    fn held(&self) -> bool {
+        self.rooms
+            .iter()
+            .all(|&(fps, rate)| fps >= 29.0 && rate >= 0.98)
+    }
+}
+
+struct Setup {
+    work: PathBuf,
+    inputs: [PathBuf; 2],
+    origin_port: u16,
+    stat_port: u16,
+}
+
+fn publisher(input: &Path, url: &str) -> Killed {
+    Killed(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
+            .arg(input)
+            .args(["-c", "copy", "-f", "flv", url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffmpeg"),
+    )
+}
+
+fn roomcast_run(s: &Setup, n: usize, tag: &str) -> Run {
+    let dir = s.work.join(format!("roomcast-{tag}"));
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::write(
+        dir.join("roomcast.toml"),
+        format!(
+            "[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[limits]\ncpu_budget = 64.0\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("profiles/bench-grid.toml"), PROFILE).unwrap();
+    let (http_port, rtmp_port) = two_ports();
+    let gw = gateway(&dir, http_port, rtmp_port);
+    let pid = gw.0.id();
+    wait_port(http_port);
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_rss = rss_bytes(pid);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut publishers = Vec::new();
+    let mut tasks = Vec::new();
+    for r in 0..n {
+        let body = format!(
+            "{{\"sdkappid\":{APP},\"room\":\"room{r}\",\"profile\":\"bench-grid\",\"rtmp\":[\"rtmp://127.0.0.1:{}/live/rc{tag}{r}\"]}}",
+            s.origin_port
+        );
+        let (code, resp) = http(http_port, "POST", "/v1/relays", &body);
+        assert_eq!(code, 201, "{resp}");
+        let resp: serde_json::Value = serde_json::from_str(&resp).unwrap();
+        let id = resp["task_id"].as_str().expect("task id").to_owned();
+        tasks.push(id);
+        for (a, input) in s.inputs.iter().enumerate() {
+            let user = format!("r{r}anchor{a}");
+            let sig = roomcast::auth::usersig::generate(APP, KEY, &user, 3600, now, None);
+            publishers.push(publisher(
+                input,
+                &format!(
+                    "rtmp://127.0.0.1:{rtmp_port}/push/room{r}?sdkappid={APP}&userid={user}&usersig={sig}"
+                ),
+            ));
+        }
+    }
+    // Every task mixing both anchors and pushing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = http(http_port, "GET", "/v1/relays", "");
+        let tasks: serde_json::Value = serde_json::from_str(&list).unwrap_or_default();
+        let mixing = tasks["tasks"].as_array().map_or(0, |t| {
+            t.iter()
+                .filter(|t| {
+                    t["inputs"].as_array().is_some_and(|i| i.len() == 2)
+                        && t["targets"][0]["state"] == "publishing"
+                })
+                .count()
+        });
+        if mixing >= n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rooms not mixing: {list}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(WARMUP);
+    let names: Vec<String> = (0..n).map(|r| format!("rc{tag}{r}")).collect();
+    let (cpu0, ts0, t0) = (cpu(&[pid]), origin_timestamps(s.stat_port), Instant::now());
+    std::thread::sleep(WINDOW);
+    let (cpu1, ts1, wall) = (
+        cpu(&[pid]),
+        origin_timestamps(s.stat_port),
+        t0.elapsed().as_secs_f64(),
+    );
+    let rss = rss_bytes(pid);
+    let mut rooms = Vec::new();
+    for (id, name) in tasks.iter().zip(&names) {
+        let (_, st) = http(http_port, "GET", &format!("/v1/relays/{id}"), "");
+        let st: serde_json::Value = serde_json::from_str(&st).unwrap_or_default();
+        let fps = st["effective_fps"].as_f64().unwrap_or(0.0);
+        rooms.push((fps, output_rate(&ts0, &ts1, name, wall)));
+    }
+    drop(publishers);
+    drop(gw);
+    Run {
+        cpu_per_room_s: (cpu1 - cpu0) / (wall * n as f64),
+        rooms,
+        mem_per_room_mb: rss.saturating_sub(idle_rss) as f64 / n as f64 / 1e6,
+    }
+}
+
+fn output_rate(
+    ts0: &std::collections::HashMap<String, u64>,
+    ts1: &std::collections::HashMap<String, u64>,
+    name: &str,
+    wall: f64,
+) -> f64 {
+    match (ts0.get(name), ts1.get(name)) {
+        (Some(a), Some(b)) => b.saturating_sub(*a) as f64 / 1000.0 / wall,
+        _ => 0.0,
+    }
+}
+
+/// `-progress` output's latest `frame=`.
+fn progress_frames(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame="))
+        .filter_map(|v| v.trim().parse().ok())
+        .next_back()
+        .unwrap_or(0)
+}
+
+fn ffmpeg_run(s: &Setup, n: usize, tag: &str) -> Run {
+    let filter = "[0:v]scale=640:720:force_original_aspect_ratio=increase,crop=640:720[v0];\
+                  [1:v]scale=640:720:force_original_aspect_ratio=increase,crop=640:720[v1];\
+                  [v0][v1]hstack=inputs=2,format=yuv420p[v];[0:a][1:a]amix=inputs=2:normalize=0[a]";
+    let dir = s.work.join(format!("ffmpeg-{tag}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut procs = Vec::new();
+    for r in 0..n {
+        let progress = dir.join(format!("progress{r}"));
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args([
+            "-v",
+            "error",
+            "-nostdin",
+            "-stats_period",
+            "0.1",
+            "-progress",
+        ])
+        .arg(&progress);
+        for input in &s.inputs {
+            cmd.args(["-re", "-stream_loop", "-1", "-i"]).arg(input);
+        }
+        cmd.args([
+            "-filter_complex",
+            filter,
+            "-map",
+            "[v]",
+            "-map",
+            "[a]",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-profile:v",
+            "high",
+            "-b:v",
+            "2000k",
+            "-maxrate",
+            "2000k",
+            "-bufsize",
+            "2000k",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "0",
+            "-r",
+            "30",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ar",
+            "48000",
+            "-f",
+            "flv",
+        ])
+        .arg(format!(
+            "rtmp://127.0.0.1:{}/live/ff{tag}{r}",
+            s.origin_port
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        procs.push((Killed(cmd.spawn().expect("ffmpeg")), progress));
+    }
+    let pids: Vec<u32> = procs.iter().map(|(k, _)| k.0.id()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while procs.iter().any(|(_, p)| progress_frames(p) == 0) {
+        assert!(Instant::now() < deadline, "ffmpeg not encoding");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(WARMUP);
+    let names: Vec<String> = (0..n).map(|r| format!("ff{tag}{r}")).collect();
+    let frames0: Vec<u64> = procs.iter().map(|(_, p)| progress_frames(p)).collect();
+    let (cpu0, ts0, t0) = (cpu(&pids), origin_timestamps(s.stat_port), Instant::now());
+    std::thread::sleep(WINDOW);
+    let (cpu1, ts1, wall) = (
+        cpu(&pids),
+        origin_timestamps(s.stat_port),
+        t0.elapsed().as_secs_f64(),
+    );
+    let rss: u64 = pids.iter().map(|p| rss_bytes(*p)).sum();
+    // -progress writes twice a second: the window's frames, give or take one update.
+    let rooms = procs
+        .iter()
+        .zip(&frames0)
+        .zip(&names)
+        .map(|(((_, p), f0), name)| {
+            let fps = progress_frames(p).saturating_sub(*f0) as f64 / wall;
+            (fps.min(FPS), output_rate(&ts0, &ts1, name, wall))
+        })
+        .collect();
+    drop(procs);
+    Run {
+        cpu_per_room_s: (cpu1 - cpu0) / (wall * n as f64),
+        rooms,
+        mem_per_room_mb: rss as f64 / n as f64 / 1e6,
+    }
+}
+
+fn describe(name: &str, runs: &[Run]) -> String {
+    let cpu = runs.iter().map(|r| r.cpu_per_room_s).sum::<f64>() / runs.len() as f64;
+    let fps: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            r.rooms
+                .iter()
+                .map(|(f, o)| format!("{f:.1}/{o:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let mem = runs.iter().map(|r| r.mem_per_room_mb).sum::<f64>() / runs.len() as f64;
+    format!(
+        "{name}: {cpu:.3} CPU-s per room-s; {mem:.0} MB per room; fps/output rate per room: [{}]{}",
+        fps.join("] ["),
+        if runs.iter().all(Run::held) {
+            ""
+        } else {
+            " NOT HELD"
+        }
+    )
+}
+
+fn main() {
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-rooms");
+    std::fs::create_dir_all(&work).unwrap();
+    let inputs = [make_input(&work, 0), make_input(&work, 1)];
+    let origin_port = free_port();
+    let stat_port = free_port();
+    let _origin = nginx(
+        &work.join(format!("origin-{}", std::process::id())),
+        &format!(
+            "rtmp {{ server {{ listen 127.0.0.1:{origin_port}; application live {{ live on; }} }} }}\n\
+             http {{ access_log off; server {{ listen 127.0.0.1:{stat_port}; location /stat {{ rtmp_stat all; }} }} }}"
+        ),
+    );
+    wait_port(origin_port);
+    wait_port(stat_port);
+    let setup = Setup {
+        work,
+        inputs,
+        origin_port,
+        stat_port,
+    };
+    let chosen: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    println!(
+        "two 640x360p30 anchors per room -> 2-cell grid 1280x720p30, x264 veryfast zerolatency 2 Mbps + AAC 128k, pushed to nginx-rtmp; {} s windows after {} s warm-up\n",
+        WINDOW.as_secs(),
+        WARMUP.as_secs()
+    );
+    let mut held = (0usize, 0usize);
+    let mut n = chosen.first().copied().unwrap_or(1);
+    let mut step = 0;
+    loop {
+        let rc1 = roomcast_run(&setup, n, &format!("{n}a"));
+        let ff1 = ffmpeg_run(&setup, n, &format!("{n}a"));
+        let ff2 = ffmpeg_run(&setup, n, &format!("{n}b"));
+        let rc2 = roomcast_run(&setup, n, &format!("{n}b"));
+        let (rc, ff) = ([rc1, rc2], [ff1, ff2]);
+        let mean = |r: &[Run]| r.iter().map(|r| r.cpu_per_room_s).sum::<f64>() / r.len() as f64;
+        println!(
+            "N = {n}: ratio roomcast/ffmpeg {:.2}",
+            mean(&rc) / mean(&ff)
+        );
+        println!("  {}", describe("roomcast", &rc));
+        println!("  {}", describe("ffmpeg  ", &ff));
+        let (rc_held, ff_held) = (rc.iter().all(Run::held), ff.iter().all(Run::held));
+        if rc_held {
+            held.0 = held.0.max(n);
+        }
+        if ff_held {
+            held.1 = held.1.max(n);
+        }
+        step += 1;
+        n = if !chosen.is_empty() {
+            match chosen.get(step) {
+                Some(&n) => n,
+                None => break,
+            }
+        } else if n == 1 {
+            4
+        } else if (rc_held || ff_held) && n < MAX_ROOMS {
+            n + 1
+        } else {
+            break;
+        };
+    }
+    println!(
+        "\nrooms held at full frame rate: roomcast {} , ffmpeg CLI {} ({:.2}x)",
+        held.0,
+        held.1,
+        held.0 as f64 / held.1.max(1) as f64
+    );
+}
