@@ -413,8 +413,8 @@ impl Mixer {
                 m.mix_queue_depth
                     .observe((out.max_capacity() - out.capacity()) as f64);
             }
-            self.release(now);
-            let due = self.clock.due(now);
+            let (at, due) = self.clock.turn(now);
+            self.release(at);
             if due.skipped > 0 {
                 counters.skipped.fetch_add(due.skipped, Relaxed);
                 crate::metrics::metrics()

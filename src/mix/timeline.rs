@@ -119,14 +119,7 @@ impl OutputClock {
     /// up, and every picture not more than [`MAX_VIDEO_LAG`] late; earlier
     /// pictures are skipped (counted in `skipped`).
     pub(crate) fn due(&mut self, now: Instant) -> Due {
-        let mut skipped = 0;
-        while self
-            .video_at(self.n_video)
-            .is_some_and(|at| now.saturating_duration_since(at) > MAX_VIDEO_LAG)
-        {
-            self.n_video += 1;
-            skipped += 1;
-        }
+        let skipped = self.skip_late(now);
         let video = self
             .video_at(self.n_video)
             .filter(|at| *at <= now)
@@ -143,6 +136,33 @@ impl OutputClock {
             audio,
             skipped,
         }
+    }
+
+    /// Skips the pictures more than [`MAX_VIDEO_LAG`] late at `now`.
+    fn skip_late(&mut self, now: Instant) -> u64 {
+        let mut skipped = 0;
+        while self
+            .video_at(self.n_video)
+            .is_some_and(|at| now.saturating_duration_since(at) > MAX_VIDEO_LAG)
+        {
+            self.n_video += 1;
+            skipped += 1;
+        }
+        skipped
+    }
+
+    /// One turn of a mix thread at `now`: skips the pictures too late to be
+    /// worth encoding, then takes the earliest tick (or ticks, when audio's
+    /// and video's coincide) due, and says that tick's own time. The inputs
+    /// release what is due by then, not by `now`: a thread running late
+    /// produces its ticks back to back, each picture in its own frame,
+    /// instead of the newest picture in one frame and repeats after.
+    pub(crate) fn turn(&mut self, now: Instant) -> (Instant, Due) {
+        let skipped = self.skip_late(now);
+        let at = self.next().min(now);
+        let mut due = self.due(at);
+        due.skipped += skipped;
+        (at, due)
     }
 
     /// The output sample number of instant `t` (0 before the start).

@@ -351,3 +351,48 @@ fn gain_and_filter_apply_when_mixing() {
     assert!(mix[0].iter().all(|s| *s == 0.0));
     assert!(lane.samples[0].is_empty());
 }
+
+#[test]
+fn a_thread_running_late_shows_every_picture_in_its_own_frame() {
+    let t0 = Instant::now();
+    let mut c = clock(t0);
+    let mut tl = InputTimeline::new(Duration::ZERO);
+    // Pictures stamped at each output tick, arriving in real time.
+    let frame = |i: i64| Duration::from_micros(i as u64 * 1_000_000 / 30);
+    let mut arrived = 0i64;
+    // The thread wakes 80 ms late, then at its own pace: each turn takes
+    // the earliest tick and releases only what that tick shows.
+    let mut shown = Vec::new();
+    let mut pending = Vec::new();
+    let mut now = t0 + 80 * MS;
+    while shown.len() < 6 {
+        while t0 + frame(arrived) <= now {
+            let ts = frame(arrived).as_millis() as i64;
+            tl.push(
+                TrackKind::Video,
+                Some(ts),
+                arrived,
+                t0 + frame(arrived),
+                min_ahead(&c),
+            );
+            arrived += 1;
+        }
+        let (at, due) = c.turn(now);
+        assert_eq!(due.skipped, 0);
+        // Released since the last picture's tick: what this one shows.
+        pending.extend(
+            released(&mut tl, at, &c)
+                .into_iter()
+                .filter_map(|r| match r {
+                    Released::Video(i) => Some(i),
+                    Released::Audio { .. } => None,
+                }),
+        );
+        if let Some(n) = due.video {
+            shown.push((n, std::mem::take(&mut pending)));
+        }
+        now += MS;
+    }
+    let expected: Vec<(u64, Vec<i64>)> = (0..6).map(|n| (n, vec![n as i64])).collect();
+    assert_eq!(shown, expected);
+}
