@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 
 use super::outputs::{Deps, Outputs};
@@ -51,6 +51,16 @@ impl Follow {
             self.pass_on(&Arc::new(MediaMessage::Config(c.clone())), out);
         }
         self.source = Some(s);
+    }
+
+    /// Messages of the anchor were lost to a full fan-out: resume at a keyframe.
+    fn lagged(&mut self, task: &str, n: u64) {
+        tracing::warn!(%task, missed = n, "relay fell behind its source; resuming at the next keyframe");
+        crate::metrics::metrics().dropped(crate::metrics::DropReason::Lagged, n);
+        self.need_keyframe = true;
+        if let Some(s) = &self.source {
+            s.request_keyframe();
+        }
     }
 
     /// One message from the anchor: configs pass, frames wait for a keyframe and are rebased.
@@ -135,6 +145,9 @@ impl Follow {
     }
 }
 
+/// Messages forwarded per wake-up before the task looks at its other inputs.
+const BURST: usize = 32;
+
 pub(super) async fn run(
     spec: RelaySpec,
     anchor: AnchorInput,
@@ -195,15 +208,20 @@ pub(super) async fn run(
                 }
             },
             msg = recv(&mut follow.source) => match msg {
-                Ok(m) => follow.forward(m, &mut out),
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(task = %spec.id, missed = n, "relay fell behind its source; resuming at the next keyframe");
-                    crate::metrics::metrics().dropped(crate::metrics::DropReason::Lagged, n);
-                    follow.need_keyframe = true;
-                    if let Some(s) = &follow.source {
-                        s.request_keyframe();
+                Ok(m) => {
+                    follow.forward(m, &mut out);
+                    // What the anchor sent with it (one read of its socket
+                    // often holds a picture and its audio) goes on now,
+                    // without another round of this select.
+                    for _ in 0..BURST {
+                        match follow.source.as_mut().map(|s| s.messages.try_recv()) {
+                            Some(Ok(m)) => follow.forward(m, &mut out),
+                            Some(Err(TryRecvError::Lagged(n))) => follow.lagged(&spec.id, n),
+                            Some(Err(_)) | None => break,
+                        }
                     }
                 }
+                Err(RecvError::Lagged(n)) => follow.lagged(&spec.id, n),
                 Err(RecvError::Closed) => {
                     tracing::info!(task = %spec.id, "anchor stopped publishing; waiting for it to come back");
                     follow.source = None;

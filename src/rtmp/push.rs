@@ -430,25 +430,42 @@ async fn publish(
     let mut acked: Option<u32> = None;
     let mut last_progress = tokio::time::Instant::now();
     let mut buf = vec![0u8; 16 * 1024];
+    // What is queued when the task wakes goes out in one write.
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             msg = rx.recv() => {
-                let Some(m) = msg else { return Ok(()) };
-                match &*m {
-                    MediaMessage::Config(_) => {
-                        remember(latest, &m);
-                        send(stream, &m, &mut events).await?;
-                    }
-                    MediaMessage::Frame(f) => {
-                        let has_video = latest.video.is_some();
-                        if need_keyframe && has_video && !(f.kind == TrackKind::Video && f.keyframe) {
-                            continue;
+                let Some(mut m) = msg else { return Ok(()) };
+                out.clear();
+                loop {
+                    let skip = match &*m {
+                        MediaMessage::Config(_) => {
+                            remember(latest, &m);
+                            false
                         }
-                        need_keyframe = false;
-                        let write = tokio::time::timeout(STALL_TIMEOUT, send(stream, &m, &mut events));
-                        write.await.map_err(|_| "write blocked: origin stalled".to_owned())??;
+                        MediaMessage::Frame(f) => {
+                            let has_video = latest.video.is_some();
+                            let skip = need_keyframe && has_video && !(f.kind == TrackKind::Video && f.keyframe);
+                            need_keyframe &= skip;
+                            skip
+                        }
+                    };
+                    if !skip {
+                        serialize(stream, &m, &mut out)?;
                     }
+                    if out.len() >= MAX_WRITE {
+                        break;
+                    }
+                    match rx.try_recv() {
+                        Ok(next) => m = next,
+                        Err(_) => break,
+                    }
+                }
+                if !out.is_empty() {
+                    let write = tokio::time::timeout(STALL_TIMEOUT, write_flushed(&mut stream.socket, &out));
+                    write.await.map_err(|_| "write blocked: origin stalled".to_owned())?.map_err(|e| format!("write: {e}"))?;
+                    SENT.add(out.len());
                 }
             }
             r = stream.socket.read(&mut buf) => {
@@ -476,16 +493,38 @@ async fn publish(
     }
 }
 
+/// Messages already queued are written together up to this many bytes.
+const MAX_WRITE: usize = 256 * 1024;
+
+/// Appends `m`'s RTMP chunks to `out`.
+fn serialize(stream: &mut Stream, m: &MediaMessage, out: &mut Vec<u8>) -> Result<(), String> {
+    if let Some(ClientSessionResult::OutboundResponse(p)) = publish_message(stream, m)? {
+        out.extend_from_slice(&p.bytes);
+    }
+    Ok(())
+}
+
 async fn send(
     stream: &mut Stream,
     m: &MediaMessage,
     events: &mut Vec<ClientSessionEvent>,
 ) -> Result<(), String> {
+    let Some(r) = publish_message(stream, m)? else {
+        return Ok(());
+    };
+    write_results(&mut stream.socket, vec![r], events).await
+}
+
+/// `m` through the client session: the packet to write, if FLV carries it.
+fn publish_message(
+    stream: &mut Stream,
+    m: &MediaMessage,
+) -> Result<Option<ClientSessionResult>, String> {
     let r = match m {
         MediaMessage::Config(c) => {
             // Codecs FLV cannot carry are skipped (a relay transcodes them first).
             let Some(tag) = flv::config_tag(c) else {
-                return Ok(());
+                return Ok(None);
             };
             match c.kind {
                 TrackKind::Video => {
@@ -504,7 +543,7 @@ async fn send(
             debug_assert_eq!(f.time_base, TimeBase::MILLIS);
             let ts = RtmpTimestamp::new(f.dts.max(0) as u32);
             let Some(tag) = flv::frame_tag(f) else {
-                return Ok(());
+                return Ok(None);
             };
             match f.kind {
                 TrackKind::Video => stream.session.publish_video_data(tag, ts, false),
@@ -513,7 +552,7 @@ async fn send(
         }
     }
     .map_err(|e| format!("{e:?}"))?;
-    write_results(&mut stream.socket, vec![r], events).await
+    Ok(Some(r))
 }
 
 #[cfg(test)]
