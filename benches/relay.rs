@@ -4,7 +4,8 @@
 //! real time by an RTMP client in this harness, relayed to an nginx-rtmp
 //! origin, and played back from that origin by a second client. Latency is
 //! matched per video frame by payload hash (passthrough keeps payloads
-//! byte-identical). CPU is the relay process's user+system time. Baseline in
+//! byte-identical). CPU is the relay process's time on CPU (the scheduler's
+//! account, to the nanosecond). Baseline in
 //! the same run: an nginx-rtmp instance relaying with its `push` directive.
 //!
 //! Then the same with 50 relays at once (each its own publisher, all to the
@@ -19,10 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
-};
+use rml_rtmp::sessions::ClientSessionEvent;
 use rml_rtmp::time::RtmpTimestamp;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -31,102 +29,15 @@ use std::net::TcpStream;
 mod flv_file;
 #[path = "common/procs.rs"]
 mod procs;
+#[path = "common/rtmp_client.rs"]
+mod rtmp_client;
 use flv_file::read_flv;
 use procs::{free_port, gateway, nginx, two_ports, wait_port};
+use rtmp_client::Rtmp;
 
 const SECONDS: u32 = 20;
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "bench-key";
-
-struct Rtmp {
-    socket: TcpStream,
-    session: ClientSession,
-    events: Vec<ClientSessionEvent>,
-}
-
-impl Rtmp {
-    fn connect(port: u16, app: &str) -> Rtmp {
-        let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        socket.set_nodelay(true).unwrap();
-        let mut hs = Handshake::new(PeerType::Client);
-        socket
-            .write_all(&hs.generate_outbound_p0_and_p1().unwrap())
-            .unwrap();
-        let mut buf = [0u8; 8192];
-        let leftover = loop {
-            let n = socket.read(&mut buf).unwrap();
-            match hs.process_bytes(&buf[..n]).unwrap() {
-                HandshakeProcessResult::InProgress { response_bytes } => {
-                    socket.write_all(&response_bytes).unwrap()
-                }
-                HandshakeProcessResult::Completed {
-                    response_bytes,
-                    remaining_bytes,
-                } => {
-                    socket.write_all(&response_bytes).unwrap();
-                    break remaining_bytes;
-                }
-            }
-        };
-        let mut cfg = ClientSessionConfig::new();
-        cfg.tc_url = Some(format!("rtmp://127.0.0.1:{port}/{app}"));
-        let (session, initial) = ClientSession::new(cfg).unwrap();
-        let mut c = Rtmp {
-            socket,
-            session,
-            events: Vec::new(),
-        };
-        c.apply(initial);
-        let r = c.session.request_connection(app.to_owned()).unwrap();
-        c.apply(vec![r]);
-        if !leftover.is_empty() {
-            let r = c.session.handle_input(&leftover).unwrap();
-            c.apply(r);
-        }
-        c.wait_for(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted));
-        c
-    }
-
-    fn apply(&mut self, results: Vec<ClientSessionResult>) {
-        for r in results {
-            match r {
-                ClientSessionResult::OutboundResponse(p) => {
-                    self.socket.write_all(&p.bytes).unwrap()
-                }
-                ClientSessionResult::RaisedEvent(e) => self.events.push(e),
-                ClientSessionResult::UnhandleableMessageReceived(_) => {}
-            }
-        }
-    }
-
-    fn pump(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
-        match self.socket.read(&mut buf) {
-            Ok(0) => false,
-            Ok(n) => {
-                let r = self.session.handle_input(&buf[..n]).unwrap();
-                self.apply(r);
-                true
-            }
-            Err(_) => true,
-        }
-    }
-
-    fn wait_for(&mut self, f: impl Fn(&ClientSessionEvent) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        self.socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        loop {
-            if let Some(i) = self.events.iter().position(&f) {
-                self.events.drain(..=i);
-                return;
-            }
-            assert!(Instant::now() < deadline, "RTMP peer did not answer");
-            assert!(self.pump(), "RTMP peer closed");
-        }
-    }
-}
 
 fn hash(b: &[u8], state: &RandomState) -> u64 {
     state.hash_one(b)
@@ -147,16 +58,7 @@ fn run_case(
     let mut sent: HashMap<u64, Instant> = HashMap::new();
     let mut publishers: Vec<Rtmp> = publish
         .iter()
-        .map(|(port, app, key)| {
-            let mut publisher = Rtmp::connect(*port, app);
-            let r = publisher
-                .session
-                .request_publishing(key.clone(), PublishRequestType::Live)
-                .unwrap();
-            publisher.apply(vec![r]);
-            publisher.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted));
-            publisher
-        })
+        .map(|(port, app, key)| Rtmp::publisher(*port, app, key))
         .collect();
 
     let stream = stream.to_owned();
@@ -184,7 +86,7 @@ fn run_case(
         }
     });
 
-    let cpu0 = roomcast::metrics::cpu_seconds(Some(relay_pid));
+    let cpu0 = procs::cpu_seconds_precise(relay_pid);
     let t0 = Instant::now();
     for (is_video, ts, data) in tags {
         let due = t0 + Duration::from_millis(u64::from(*ts));
@@ -208,7 +110,7 @@ fn run_case(
             publisher.apply(vec![r]);
         }
     }
-    let cpu = (roomcast::metrics::cpu_seconds(Some(relay_pid)) - cpu0) / publishers.len() as f64;
+    let cpu = (procs::cpu_seconds_precise(relay_pid) - cpu0) / publishers.len() as f64;
     drop(publishers);
     player.join().unwrap();
     let lat: Vec<f64> = rx
@@ -321,9 +223,9 @@ fn main() {
     let gw = gateway(&gw_dir, http_port, rtmp_port);
     wait_port(http_port);
     // What the gateway costs doing nothing, over the same span as a run.
-    let idle_from = roomcast::metrics::cpu_seconds(Some(gw.0.id()));
+    let idle_from = procs::cpu_seconds_precise(gw.0.id());
     std::thread::sleep(Duration::from_secs(10));
-    let idle = (roomcast::metrics::cpu_seconds(Some(gw.0.id())) - idle_from) / 10.0;
+    let idle = (procs::cpu_seconds_precise(gw.0.id()) - idle_from) / 10.0;
     println!("roomcast idle: CPU {idle:.4} s/s");
     // Relay `i`: room `bench<i>`, anchor `anchor<i>`, pushed as `rc<i>`.
     let relays = |from: usize, n: usize| -> Vec<(u16, &'static str, String)> {

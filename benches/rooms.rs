@@ -2,7 +2,9 @@
 //! CLI doing the same job, in the same run.
 //!
 //! Each room has two camera-like anchors (640x360p30 H.264 + AAC, looped
-//! from files by `ffmpeg -re -c copy`) publishing RTMP into roomcast; a mix
+//! from files) publishing RTMP into roomcast in real time (one thread of this
+//! harness publishes them all, so the load generator takes little of the
+//! box: a process per anchor would compete with both sides); a mix
 //! task (2-cell grid at 1280x720p30, each anchor scaled and centre-cropped
 //! into its cell; x264 veryfast zerolatency high 2 Mbps, VBV 1 s, GOP 2 s;
 //! AAC 128k) pushes to a local nginx-rtmp origin. The baseline is one ffmpeg
@@ -11,12 +13,13 @@
 //!
 //! For each N, in the order roomcast, ffmpeg, ffmpeg, roomcast (so neither
 //! side gets the warmer or the later slots), after a warm-up, over a window:
-//! - CPU-seconds per room-second (roomcast: the gateway process; the
-//!   publishers' `-c copy` processes are not counted; ffmpeg: its processes);
+//! - CPU-seconds per room-second (roomcast: the gateway process; ffmpeg: its
+//!   processes);
 //! - each room's effective frame rate (roomcast: the task's distinct
-//!   pictures per second; ffmpeg: frames encoded per second) and its output
+//!   pictures per second; ffmpeg: frames encoded less repeats) and its output
 //!   rate (media time reaching the origin per second of wall time, from
-//!   nginx-rtmp's statistics: 1.00 is real time);
+//!   nginx-rtmp's statistics: 1.00 is real time); for roomcast also the mix
+//!   ticks that ran late and the pictures skipped over the window;
 //! - resident memory per room (roomcast: the gateway's growth over its idle
 //!   size; ffmpeg: each process's).
 //!
@@ -32,16 +35,25 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rml_rtmp::time::RtmpTimestamp;
+
+#[path = "common/flv_file.rs"]
+mod flv_file;
 #[path = "common/procs.rs"]
 mod procs;
+#[path = "common/rtmp_client.rs"]
+mod rtmp_client;
 use procs::{Killed, free_port, gateway, nginx, two_ports, wait_port};
+use rtmp_client::Rtmp;
 
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "bench-key";
 const FPS: f64 = 30.0;
-const WARMUP: Duration = Duration::from_secs(6);
+const WARMUP: Duration = Duration::from_secs(10);
 const WINDOW: Duration = Duration::from_secs(15);
 const MAX_ROOMS: usize = 16;
 
@@ -130,9 +142,7 @@ fn rss_bytes(pid: u32) -> u64 {
 }
 
 fn cpu(pids: &[u32]) -> f64 {
-    pids.iter()
-        .map(|p| roomcast::metrics::cpu_seconds(Some(*p)))
-        .sum()
+    pids.iter().map(|p| procs::cpu_seconds_precise(*p)).sum()
 }
 
 /// The last media timestamp (ms) nginx-rtmp received on each stream, from
@@ -171,6 +181,8 @@ struct Run {
     /// Per room: effective fps, output rate (media s per wall s).
     rooms: Vec<(f64, f64)>,
     mem_per_room_mb: f64,
+    /// roomcast: late ticks and skipped pictures over the window, all rooms.
+    late_skipped: Option<(u64, u64)>,
 }
 
 impl Run {
@@ -188,17 +200,78 @@ struct Setup {
     stat_port: u16,
 }
 
-fn publisher(input: &Path, url: &str) -> Killed {
-    Killed(
-        Command::new("ffmpeg")
-            .args(["-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
-            .arg(input)
-            .args(["-c", "copy", "-f", "flv", url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffmpeg"),
-    )
+/// The anchors of every room, published in real time by one thread of
+/// this harness (the files looped, timestamps running on), so the load
+/// generator costs the box little beside the gateway.
+struct Anchors {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Anchors {
+    /// `keys[room][anchor]`: each publishes `inputs[anchor]`.
+    fn publish(inputs: &[PathBuf; 2], rtmp_port: u16, keys: Vec<[String; 2]>) -> Anchors {
+        let mut tags: Vec<(u32, usize, bool, bytes::Bytes)> = Vec::new();
+        for (a, input) in inputs.iter().enumerate() {
+            for (video, ts, body) in flv_file::read_flv(input) {
+                tags.push((ts, a, video, body));
+            }
+        }
+        tags.sort_by_key(|t| t.0);
+        // A loop lasts to the last tag plus a frame.
+        let span = tags.last().map_or(1000, |t| t.0 + 33);
+        let mut conns: Vec<[Rtmp; 2]> = keys
+            .iter()
+            .map(|k| {
+                [
+                    Rtmp::publisher(rtmp_port, "push", &k[0]),
+                    Rtmp::publisher(rtmp_port, "push", &k[1]),
+                ]
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            for round in 0u32.. {
+                for (ts, a, video, body) in &tags {
+                    if stopped.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let ts = ts + round * span;
+                    let due = t0 + Duration::from_millis(u64::from(ts));
+                    if let Some(d) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                    for room in &mut conns {
+                        let p = &mut room[*a];
+                        let t = RtmpTimestamp::new(ts);
+                        let r = if *video {
+                            p.session.publish_video_data(body.clone(), t, false)
+                        } else {
+                            p.session.publish_audio_data(body.clone(), t, false)
+                        };
+                        if let Ok(r) = r {
+                            p.apply(vec![r]);
+                        }
+                    }
+                }
+            }
+        });
+        Anchors {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Anchors {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn roomcast_run(s: &Setup, n: usize, tag: &str) -> Run {
@@ -222,7 +295,7 @@ fn roomcast_run(s: &Setup, n: usize, tag: &str) -> Run {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let mut publishers = Vec::new();
+    let mut keys = Vec::new();
     let mut tasks = Vec::new();
     for r in 0..n {
         let body = format!(
@@ -234,17 +307,13 @@ fn roomcast_run(s: &Setup, n: usize, tag: &str) -> Run {
         let resp: serde_json::Value = serde_json::from_str(&resp).unwrap();
         let id = resp["task_id"].as_str().expect("task id").to_owned();
         tasks.push(id);
-        for (a, input) in s.inputs.iter().enumerate() {
+        keys.push([0, 1].map(|a| {
             let user = format!("r{r}anchor{a}");
             let sig = roomcast::auth::usersig::generate(APP, KEY, &user, 3600, now, None);
-            publishers.push(publisher(
-                input,
-                &format!(
-                    "rtmp://127.0.0.1:{rtmp_port}/push/room{r}?sdkappid={APP}&userid={user}&usersig={sig}"
-                ),
-            ));
-        }
+            format!("room{r}?sdkappid={APP}&userid={user}&usersig={sig}")
+        }));
     }
+    let publishers = Anchors::publish(&s.inputs, rtmp_port, keys);
     // Every task mixing both anchors and pushing.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -266,6 +335,19 @@ fn roomcast_run(s: &Setup, n: usize, tag: &str) -> Run {
     }
     std::thread::sleep(WARMUP);
     let names: Vec<String> = (0..n).map(|r| format!("rc{tag}{r}")).collect();
+    let late_skipped = || {
+        let (_, list) = http(http_port, "GET", "/v1/relays", "");
+        let list: serde_json::Value = serde_json::from_str(&list).unwrap_or_default();
+        list["tasks"].as_array().map_or((0, 0), |t| {
+            t.iter().fold((0, 0), |(l, k), t| {
+                (
+                    l + t["late_ticks"].as_u64().unwrap_or(0),
+                    k + t["skipped_pictures"].as_u64().unwrap_or(0),
+                )
+            })
+        })
+    };
+    let before = late_skipped();
     let (cpu0, ts0, t0) = (cpu(&[pid]), origin_timestamps(s.stat_port), Instant::now());
     std::thread::sleep(WINDOW);
     let (cpu1, ts1, wall) = (
@@ -274,6 +356,7 @@ fn roomcast_run(s: &Setup, n: usize, tag: &str) -> Run {
         t0.elapsed().as_secs_f64(),
     );
     let rss = rss_bytes(pid);
+    let after = late_skipped();
     let mut rooms = Vec::new();
     for (id, name) in tasks.iter().zip(&names) {
         let (_, st) = http(http_port, "GET", &format!("/v1/relays/{id}"), "");
@@ -287,6 +370,7 @@ fn roomcast_run(s: &Setup, n: usize, tag: &str) -> Run {
         cpu_per_room_s: (cpu1 - cpu0) / (wall * n as f64),
         rooms,
         mem_per_room_mb: rss.saturating_sub(idle_rss) as f64 / n as f64 / 1e6,
+        late_skipped: Some((after.0 - before.0, after.1 - before.1)),
     }
 }
 
@@ -302,15 +386,19 @@ fn output_rate(
     }
 }
 
-/// `-progress` output's latest `frame=`.
+/// `-progress` output's latest `frame=` less its `dup_frames=`: distinct
+/// pictures encoded (ffmpeg repeats a picture to keep `-r 30` when one is
+/// late; roomcast's effective fps does not count repeats either).
 fn progress_frames(path: &Path) -> u64 {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("frame="))
-        .filter_map(|v| v.trim().parse().ok())
-        .next_back()
-        .unwrap_or(0)
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let last = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .next_back()
+            .unwrap_or(0)
+    };
+    last("frame=").saturating_sub(last("dup_frames="))
 }
 
 fn ffmpeg_run(s: &Setup, n: usize, tag: &str) -> Run {
@@ -415,6 +503,7 @@ fn ffmpeg_run(s: &Setup, n: usize, tag: &str) -> Run {
         cpu_per_room_s: (cpu1 - cpu0) / (wall * n as f64),
         rooms,
         mem_per_room_mb: rss as f64 / n as f64 / 1e6,
+        late_skipped: None,
     }
 }
 
@@ -431,9 +520,19 @@ fn describe(name: &str, runs: &[Run]) -> String {
         })
         .collect();
     let mem = runs.iter().map(|r| r.mem_per_room_mb).sum::<f64>() / runs.len() as f64;
+    let late: Vec<String> = runs
+        .iter()
+        .filter_map(|r| r.late_skipped)
+        .map(|(l, k)| format!("{l}/{k}"))
+        .collect();
     format!(
-        "{name}: {cpu:.3} CPU-s per room-s; {mem:.0} MB per room; fps/output rate per room: [{}]{}",
+        "{name}: {cpu:.3} CPU-s per room-s; {mem:.0} MB per room; fps/output rate per room: [{}]{}{}",
         fps.join("] ["),
+        if late.is_empty() {
+            String::new()
+        } else {
+            format!("; late ticks/skipped pictures: {}", late.join(", "))
+        },
         if runs.iter().all(Run::held) {
             ""
         } else {
