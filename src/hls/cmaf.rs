@@ -76,6 +76,11 @@ pub(crate) struct Segmenter {
     held_video: Option<EncodedFrame>,
     /// The interval between the last two video frames, ms.
     video_interval: i64,
+    /// The last [`RECENT_GAPS`] intervals: a part ends where the longest of
+    /// them would overfill it, so a stream whose intervals vary (33, 25,
+    /// 41 ms after a re-attachment's clamp) never makes a part longer than
+    /// the target.
+    recent_gaps: std::collections::VecDeque<i64>,
     /// The next audio sample's time (audio timescale), to keep AAC gapless.
     audio_clock: Option<i64>,
     startup_audio: Vec<EncodedFrame>,
@@ -86,6 +91,9 @@ pub(crate) struct Segmenter {
     segment_open: bool,
     init_failed: bool,
 }
+
+/// Video intervals remembered to predict the next frame's time.
+const RECENT_GAPS: usize = 8;
 
 impl Segmenter {
     /// `part_ms` is the part target (for a plain playlist: how finely
@@ -104,6 +112,7 @@ impl Segmenter {
             part: None,
             held_video: None,
             video_interval: 33,
+            recent_gaps: std::collections::VecDeque::new(),
             audio_clock: None,
             startup_audio: Vec::new(),
             sequence: 0,
@@ -203,6 +212,10 @@ impl Segmenter {
         if let Some(prev) = self.held_video.take() {
             let gap = (f.dts - prev.dts).max(1);
             self.video_interval = gap.min(self.part_ms / 2).max(1);
+            if self.recent_gaps.len() == RECENT_GAPS {
+                self.recent_gaps.pop_front();
+            }
+            self.recent_gaps.push_back(self.video_interval);
             if let Some(part) = self.part.as_mut() {
                 part.video.push(video_sample(&prev, gap));
                 part.end_ms = part.end_ms.max(f.dts);
@@ -218,7 +231,11 @@ impl Segmenter {
     /// next when `dts` may start one.
     fn cut_before(&mut self, dts: i64, independent: bool, wall_ms: u64, out: &mut Vec<Event>) {
         let step = if self.has_video() {
-            self.video_interval
+            self.recent_gaps
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(self.video_interval)
         } else {
             21
         };

@@ -110,6 +110,32 @@ fn parts_fit_the_target_and_segments_start_on_keyframes() {
 }
 
 #[test]
+fn uneven_frame_intervals_never_make_a_part_longer_than_the_target() {
+    // A returning anchor's first pictures clamped to the attachment's base
+    // come closer together (15, 25 ms) than the 33s around them. Wherever
+    // such a pair falls in a part, the part stays within its target.
+    for shift in 0..12 {
+        let mut seg = Segmenter::new(1000, 200);
+        let mut out = Vec::new();
+        seg.push(&video_config(), 0, &mut out);
+        let mut t = 0i64;
+        for i in 0..240i64 {
+            seg.push(&frame(TrackKind::Video, t, i % 30 == 0), 0, &mut out);
+            t += match (i + shift) % 12 {
+                4 => 15,
+                5 => 25,
+                _ => 33,
+            };
+        }
+        let parts = shape(&out);
+        assert!(parts.len() > 30, "{parts:?}");
+        for p in parts.iter().flatten() {
+            assert!(p.0 <= 201, "shift {shift}: a part of {} ms: {parts:?}", p.0);
+        }
+    }
+}
+
+#[test]
 fn a_long_gop_makes_longer_segments_with_dependent_parts() {
     let mut seg = Segmenter::new(1000, 200);
     let mut out = Vec::new();
