@@ -22,6 +22,8 @@ use roomcast::mix::pipeline::{MixHandle, MixSettings};
 use roomcast::profile::{AudioCodec, AudioEncoding, H264Profile, Layout, VideoEncoding};
 use roomcast::rtmp::flv;
 
+#[path = "common/ffmpeg_mix.rs"]
+mod ffmpeg_mix;
 #[path = "common/flv_file.rs"]
 mod flv_file;
 use flv_file::read_flv;
@@ -197,44 +199,9 @@ fn ffmpeg_mix(inputs: &[PathBuf], width: u32, height: u32) -> (f64, f64) {
     for p in inputs {
         args.extend(["-i".into(), p.to_str().unwrap().into()]);
     }
-    args.extend(
-        [
-            "-filter_complex",
-            &filter,
-            "-map",
-            "[v]",
-            "-map",
-            "[a]",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-b:v",
-            "2000k",
-            "-maxrate",
-            "2000k",
-            "-bufsize",
-            "2000k",
-            "-g",
-            "60",
-            "-bf",
-            "0",
-            "-r",
-            "30",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-ar",
-            "48000",
-            "-f",
-            "null",
-            "-",
-        ]
-        .map(String::from),
-    );
+    args.extend(["-filter_complex", &filter, "-map", "[v]", "-map", "[a]"].map(String::from));
+    args.extend(ffmpeg_mix::ENCODE_ARGS.iter().map(|a| a.to_string()));
+    args.extend(["-f", "null", "-"].map(String::from));
     let t0 = Instant::now();
     let child = Command::new("ffmpeg").args(&args).spawn().unwrap();
     let pid = child.id();

@@ -41,6 +41,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rml_rtmp::time::RtmpTimestamp;
 
+#[path = "common/ffmpeg_mix.rs"]
+mod ffmpeg_mix;
 #[path = "common/flv_file.rs"]
 mod flv_file;
 #[path = "common/procs.rs"]
@@ -238,6 +240,10 @@ impl Anchors {
                     if stopped.load(Ordering::Relaxed) {
                         return;
                     }
+                    // Sequence headers once, as a looping encoder sends them.
+                    if round > 0 && body.get(1) == Some(&0) {
+                        continue;
+                    }
                     let ts = ts + round * span;
                     let due = t0 + Duration::from_millis(u64::from(ts));
                     if let Some(d) = due.checked_duration_since(Instant::now()) {
@@ -423,52 +429,15 @@ fn ffmpeg_run(s: &Setup, n: usize, tag: &str) -> Run {
         for input in &s.inputs {
             cmd.args(["-re", "-stream_loop", "-1", "-i"]).arg(input);
         }
-        cmd.args([
-            "-filter_complex",
-            filter,
-            "-map",
-            "[v]",
-            "-map",
-            "[a]",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-profile:v",
-            "high",
-            "-b:v",
-            "2000k",
-            "-maxrate",
-            "2000k",
-            "-bufsize",
-            "2000k",
-            "-g",
-            "60",
-            "-keyint_min",
-            "60",
-            "-sc_threshold",
-            "0",
-            "-bf",
-            "0",
-            "-r",
-            "30",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-ar",
-            "48000",
-            "-f",
-            "flv",
-        ])
-        .arg(format!(
-            "rtmp://127.0.0.1:{}/live/ff{tag}{r}",
-            s.origin_port
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        cmd.args(["-filter_complex", filter, "-map", "[v]", "-map", "[a]"])
+            .args(ffmpeg_mix::ENCODE_ARGS)
+            .args(["-f", "flv"])
+            .arg(format!(
+                "rtmp://127.0.0.1:{}/live/ff{tag}{r}",
+                s.origin_port
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         procs.push((Killed(cmd.spawn().expect("ffmpeg")), progress));
     }
     let pids: Vec<u32> = procs.iter().map(|(k, _)| k.0.id()).collect();

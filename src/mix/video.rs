@@ -734,80 +734,25 @@ mod tests {
         Rect { x, y, w, h }
     }
 
+    fn area(x: u32, y: u32, w: u32, h: u32) -> Area {
+        Area { x, y, w, h }
+    }
+
     #[test]
     fn only_the_part_that_shows_is_scaled() {
         let cell = rect(640, 0, 640, 720);
         // Crop: the centre half of a 16:9 picture fills a 8:9 cell.
-        let (region, dst) = shown_part((640, 360), cell, RenderMode::Crop);
-        assert_eq!(
-            region,
-            Area {
-                x: 160,
-                y: 0,
-                w: 320,
-                h: 360
-            }
-        );
-        assert_eq!(
-            dst,
-            Area {
-                x: 640,
-                y: 0,
-                w: 640,
-                h: 720
-            }
-        );
+        let shown = shown_part((640, 360), cell, RenderMode::Crop);
+        assert_eq!(shown, (area(160, 0, 320, 360), area(640, 0, 640, 720)));
         // Fit: all of it, centred, letterboxed.
-        let (region, dst) = shown_part((640, 360), cell, RenderMode::Fit);
-        assert_eq!(
-            region,
-            Area {
-                x: 0,
-                y: 0,
-                w: 640,
-                h: 360
-            }
-        );
-        assert_eq!(
-            dst,
-            Area {
-                x: 640,
-                y: 180,
-                w: 640,
-                h: 360
-            }
-        );
+        let shown = shown_part((640, 360), cell, RenderMode::Fit);
+        assert_eq!(shown, (area(0, 0, 640, 360), area(640, 180, 640, 360)));
         // Stretch: all of it, all of the cell.
-        let (region, dst) = shown_part((641, 359), cell, RenderMode::Stretch);
-        assert_eq!(
-            region,
-            Area {
-                x: 0,
-                y: 0,
-                w: 641,
-                h: 359
-            }
-        );
-        assert_eq!(
-            dst,
-            Area {
-                x: 640,
-                y: 0,
-                w: 640,
-                h: 720
-            }
-        );
+        let shown = shown_part((641, 359), cell, RenderMode::Stretch);
+        assert_eq!(shown, (area(0, 0, 641, 359), area(640, 0, 640, 720)));
         // A tall picture in a wide cell: its middle rows.
         let (region, _) = shown_part((360, 640), rect(0, 0, 640, 360), RenderMode::Crop);
-        assert_eq!(
-            region,
-            Area {
-                x: 0,
-                y: 218,
-                w: 360,
-                h: 202
-            }
-        );
+        assert_eq!(region, area(0, 218, 360, 202));
         // Never outside the picture, always even.
         for (sw, sh) in [(2, 2), (3, 1000), (1000, 3), (1921, 1081)] {
             for mode in [RenderMode::Crop, RenderMode::Fit, RenderMode::Stretch] {
