@@ -74,20 +74,21 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
-    /// Worker threads; unset: one per four cores, at least one.
+    /// Worker threads; unset: one per core.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_threads: Option<usize>,
 }
 
 impl RuntimeConfig {
-    /// `io_threads`, or one per four cores (one on a 2-core machine: a
+    /// `io_threads`, or one per core. One thread is cheaper for relays (a
     /// relayed frame then crosses its ingest, relay and push tasks on one
-    /// thread, without waking another; `cargo bench --bench relay` measured
-    /// 0.011 CPU-s per stream-second with two workers, 0.008 with one).
+    /// thread, without waking another: `cargo bench --bench relay` measured
+    /// 0.011 CPU-s per stream-second with two workers, 0.008 with one), but
+    /// every socket then waits on it: WebRTC ingest on a busy 2-core box
+    /// was not shown to keep its timing with one, so it is not the default.
     pub fn io_threads(&self) -> usize {
-        self.io_threads.unwrap_or_else(|| {
-            (std::thread::available_parallelism().map_or(1, |n| n.get()) / 4).max(1)
-        })
+        self.io_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 }
 
@@ -704,9 +705,9 @@ mod tests {
     }
 
     #[test]
-    fn io_threads_default_to_one_per_four_cores_and_are_bounded() {
+    fn io_threads_default_to_one_per_core_and_are_bounded() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(RuntimeConfig::default().io_threads(), (cores / 4).max(1));
+        assert_eq!(RuntimeConfig::default().io_threads(), cores);
         Jail::expect_with(|jail| {
             jail.set_env("ROOMCAST_RUNTIME__IO_THREADS", "3");
             let c = load_in_jail(jail, "").unwrap();
