@@ -221,6 +221,11 @@ def main():
                     report["latency_median"] = round(statistics.median(samples), 3)
                 next_sample += 1.0
 
+        # Playing the asked level is what counts: hls.js may have gone there
+        # on its own while being asked (then no LEVEL_SWITCHED follows).
+        if args.level is not None and report["switched_to"] is None and s["level"] == args.level:
+            report["switched_to"] = args.level
+            report["on_level_without_event"] = True
         if args.level is not None and report["switched_to"] is None:
             deadline = time.monotonic() + SWITCH_WITHIN
             while report["switched_to"] is None:
