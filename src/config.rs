@@ -87,8 +87,7 @@ impl RuntimeConfig {
     /// every socket then waits on it: WebRTC ingest on a busy 2-core box
     /// was not shown to keep its timing with one, so it is not the default.
     pub fn io_threads(&self) -> usize {
-        self.io_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        self.io_threads.unwrap_or_else(crate::capacity::cores)
     }
 }
 
@@ -334,9 +333,8 @@ pub struct Limits {
 impl Limits {
     /// `cpu_budget`, or 85 % of the cores.
     pub fn cpu_budget(&self) -> f64 {
-        self.cpu_budget.unwrap_or_else(|| {
-            0.85 * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
-        })
+        self.cpu_budget
+            .unwrap_or_else(|| 0.85 * crate::capacity::cores() as f64)
     }
 }
 
@@ -706,7 +704,7 @@ mod tests {
 
     #[test]
     fn io_threads_default_to_one_per_core_and_are_bounded() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::capacity::cores();
         assert_eq!(RuntimeConfig::default().io_threads(), cores);
         Jail::expect_with(|jail| {
             jail.set_env("ROOMCAST_RUNTIME__IO_THREADS", "3");

@@ -119,7 +119,7 @@ async fn node(state: &AppState) -> Value {
     let (cpu_seconds, resident) = crate::metrics::process_usage();
     let (budget, in_use) = state.relays.budget();
     json!({
-        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cores": crate::capacity::cores(),
         "cpu_seconds": cpu_seconds,
         "cpu_cores_busy": crate::metrics::cpu_busy(),
         "resident_bytes": resident,

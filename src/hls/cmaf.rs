@@ -74,12 +74,11 @@ pub(crate) struct Segmenter {
     part: Option<OpenPart>,
     /// The last video frame, waiting for the next to know its duration.
     held_video: Option<EncodedFrame>,
-    /// The interval between the last two video frames, ms.
-    video_interval: i64,
-    /// The last [`RECENT_GAPS`] intervals: a part ends where the longest of
-    /// them would overfill it, so a stream whose intervals vary (33, 25,
-    /// 41 ms after a re-attachment's clamp) never makes a part longer than
-    /// the target.
+    /// The last [`RECENT_GAPS`] intervals between video frames, ms (at most
+    /// half a part each), newest last. The newest is a held frame's duration
+    /// when the stream ends; a part ends where the longest would overfill
+    /// it, so a stream whose intervals vary (33, 25, 41 ms after a
+    /// re-attachment's clamp) never makes a part longer than the target.
     recent_gaps: std::collections::VecDeque<i64>,
     /// The next audio sample's time (audio timescale), to keep AAC gapless.
     audio_clock: Option<i64>,
@@ -94,6 +93,8 @@ pub(crate) struct Segmenter {
 
 /// Video intervals remembered to predict the next frame's time.
 const RECENT_GAPS: usize = 8;
+/// A video frame's duration before two frames have shown one (30 fps).
+const NOMINAL_INTERVAL: i64 = 33;
 
 impl Segmenter {
     /// `part_ms` is the part target (for a plain playlist: how finely
@@ -111,7 +112,6 @@ impl Segmenter {
             seg_start_ms: 0,
             part: None,
             held_video: None,
-            video_interval: 33,
             recent_gaps: std::collections::VecDeque::new(),
             audio_clock: None,
             startup_audio: Vec::new(),
@@ -211,11 +211,10 @@ impl Segmenter {
     fn video_frame(&mut self, f: &EncodedFrame, wall_ms: u64, out: &mut Vec<Event>) {
         if let Some(prev) = self.held_video.take() {
             let gap = (f.dts - prev.dts).max(1);
-            self.video_interval = gap.min(self.part_ms / 2).max(1);
             if self.recent_gaps.len() == RECENT_GAPS {
                 self.recent_gaps.pop_front();
             }
-            self.recent_gaps.push_back(self.video_interval);
+            self.recent_gaps.push_back(gap.min(self.part_ms / 2).max(1));
             if let Some(part) = self.part.as_mut() {
                 part.video.push(video_sample(&prev, gap));
                 part.end_ms = part.end_ms.max(f.dts);
@@ -235,7 +234,7 @@ impl Segmenter {
                 .iter()
                 .copied()
                 .max()
-                .unwrap_or(self.video_interval)
+                .unwrap_or(NOMINAL_INTERVAL)
         } else {
             21
         };
@@ -336,8 +335,9 @@ impl Segmenter {
         if let Some(prev) = self.held_video.take()
             && let Some(part) = self.part.as_mut()
         {
-            part.video.push(video_sample(&prev, self.video_interval));
-            part.end_ms = part.end_ms.max(prev.dts + self.video_interval);
+            let interval = self.recent_gaps.back().copied().unwrap_or(NOMINAL_INTERVAL);
+            part.video.push(video_sample(&prev, interval));
+            part.end_ms = part.end_ms.max(prev.dts + interval);
         }
         if let Some(end) = self.part.as_ref().map(|p| p.end_ms) {
             self.emit_part(end, out);

@@ -10,6 +10,8 @@
 #![allow(unsafe_code)]
 
 use bytes::Bytes;
+
+use super::Rect;
 use ff::ffi;
 use ffmpeg_next as ff;
 
@@ -204,15 +206,6 @@ pub fn tune_allocator() {
     }
 }
 
-/// A rectangle of a picture, in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Area {
-    pub x: u32,
-    pub y: u32,
-    pub w: u32,
-    pub h: u32,
-}
-
 /// Makes `frame`'s buffers its own before it is drawn on again (copies only
 /// if something else, an encoder, still holds a reference to them).
 pub(crate) fn make_writable(frame: &mut ff::frame::Video) -> Result<(), ff::Error> {
@@ -228,7 +221,7 @@ pub(crate) fn make_writable(frame: &mut ff::frame::Video) -> Result<(), ff::Erro
 /// vector code writes whole 16-byte blocks from an aligned start, so the
 /// rectangle starts 32-aligned (16 for chroma) and either spans a multiple
 /// of 16 pixels or ends at the row's end (where the line size pads it).
-pub(crate) fn writes_in_place(canvas: &ff::frame::Video, dst: Area) -> bool {
+pub(crate) fn writes_in_place(canvas: &ff::frame::Video, dst: Rect) -> bool {
     dst.x.is_multiple_of(32) && (dst.w.is_multiple_of(16) || dst.x + dst.w == canvas.width())
 }
 
@@ -242,12 +235,12 @@ pub(crate) fn writes_in_place(canvas: &ff::frame::Video, dst: Area) -> bool {
 pub(crate) fn scale_into(
     scaler: &mut ff::software::scaling::Context,
     src: &ff::frame::Video,
-    region: Area,
+    region: Rect,
     scratch: &mut ff::frame::Video,
     canvas: &mut ff::frame::Video,
-    dst: Area,
+    dst: Rect,
 ) -> Result<(), ff::Error> {
-    let fits = |a: Area, w: u32, h: u32| {
+    let fits = |a: Rect, w: u32, h: u32| {
         a.w > 0
             && a.h > 0
             && a.x.checked_add(a.w).is_some_and(|r| r <= w)

@@ -8,6 +8,16 @@
 pub(crate) mod aac;
 pub(crate) mod ffi;
 pub use ffi::tune_allocator;
+
+/// A rectangle of a picture, in pixels: a layout's cell, the part of a
+/// source that shows in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
 pub(crate) mod h264;
 pub(crate) mod hub;
 pub(crate) mod stage;

@@ -13,13 +13,7 @@
 
 use crate::profile::{Background, Layout, LayoutMode, RenderMode};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rect {
-    pub x: u32,
-    pub y: u32,
-    pub w: u32,
-    pub h: u32,
-}
+pub(crate) use crate::media::Rect;
 
 impl Rect {
     fn even(x: u32, y: u32, w: u32, h: u32) -> Rect {
@@ -181,9 +175,66 @@ pub(crate) fn place(layout: &Layout, canvas: (u32, u32), inputs: &[InputInfo]) -
     }
 }
 
+/// Whether `rects` together cover all of a `w`x`h` canvas (cut into the
+/// grid of their edges, every piece lies in one of them).
+pub(crate) fn covers(rects: impl Iterator<Item = Rect>, w: u32, h: u32) -> bool {
+    let rects: Vec<Rect> = rects.filter(|r| r.w > 0 && r.h > 0).collect();
+    let mut xs: Vec<u32> = rects
+        .iter()
+        .flat_map(|r| [r.x, r.x + r.w])
+        .chain([0, w])
+        .collect();
+    let mut ys: Vec<u32> = rects
+        .iter()
+        .flat_map(|r| [r.y, r.y + r.h])
+        .chain([0, h])
+        .collect();
+    for v in [&mut xs, &mut ys] {
+        v.sort_unstable();
+        v.dedup();
+    }
+    let inside = |x: u32, y: u32| {
+        rects
+            .iter()
+            .any(|r| x >= r.x && x < r.x + r.w && y >= r.y && y < r.y + r.h)
+    };
+    xs.windows(2).filter(|p| p[1] <= w).all(|px| {
+        ys.windows(2)
+            .filter(|p| p[1] <= h)
+            .all(|py| inside(px[0], py[0]))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn background_is_painted_only_where_no_cell_is() {
+        let rect = |x, y, w, h| Rect { x, y, w, h };
+        let grid = [rect(0, 0, 640, 720), rect(640, 0, 640, 720)];
+        assert!(covers(grid.into_iter(), 1280, 720));
+        let four = [
+            rect(0, 0, 640, 360),
+            rect(640, 0, 640, 360),
+            rect(0, 360, 640, 360),
+            rect(640, 360, 640, 360),
+        ];
+        assert!(covers(four.into_iter(), 1280, 720));
+        assert!(!covers(four[..3].iter().copied(), 1280, 720));
+        // Overlapping windows over a full-canvas one.
+        let pip = [rect(0, 0, 1280, 720), rect(900, 500, 320, 180)];
+        assert!(covers(pip.into_iter(), 1280, 720));
+        assert!(!covers([rect(900, 500, 320, 180)].into_iter(), 1280, 720));
+        // A seam of two pixels between cells.
+        assert!(!covers(
+            [rect(0, 0, 638, 720), rect(640, 0, 640, 720)].into_iter(),
+            1280,
+            720
+        ));
+        assert!(!covers(std::iter::empty(), 1280, 720));
+    }
+
     use crate::profile::Cell;
 
     fn layout(mode: LayoutMode) -> Layout {

@@ -21,7 +21,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync
 use std::time::{Duration, Instant};
 
 use super::latency::{LatencySummary, LatencyWindow, Split};
-use super::layout::{InputInfo, Placement, place};
+use super::layout::{InputInfo, Placement, covers, place};
 use super::timeline::{AUDIO_MARGIN, AudioLane, InputTimeline, OutputClock, Released};
 use super::video::{Canvas, VideoDecoder, VideoEncoder};
 use crate::media::aac::{AacDecoder, AacEncoder};
@@ -312,6 +312,8 @@ struct Mixer {
     /// Where the layout put each input, and the inputs it was placed for.
     placements: Vec<Placement>,
     placed_for: Option<Vec<InputInfo>>,
+    /// The placements cover the canvas: no background to paint.
+    covered: bool,
     /// Which placements showed a picture in the canvas as last composed
     /// (`None`: compose anew).
     composed: Option<Vec<bool>>,
@@ -360,6 +362,7 @@ impl Mixer {
             released: Vec::new(),
             placements: Vec::new(),
             placed_for: None,
+            covered: false,
             composed: None,
             in_encoder: VecDeque::new(),
         })
@@ -551,6 +554,7 @@ impl Mixer {
                 })
                 .collect();
             self.placements = place(&self.settings.layout, (v.width, v.height), &infos);
+            self.covered = covers(self.placements.iter().map(|p| p.rect), v.width, v.height);
             let shown: Vec<&str> = self
                 .placements
                 .iter()
@@ -571,18 +575,20 @@ impl Mixer {
         };
         // Nothing new and nobody frozen or back since the last tick: the
         // canvas already holds this picture.
-        let shown: Vec<bool> = self
+        let shown = self
             .placements
             .iter()
-            .map(|p| p.user.as_deref().and_then(showing).is_some())
-            .collect();
+            .map(|p| p.user.as_deref().and_then(showing).is_some());
         let changed = stale
             || inputs.iter().any(|s| s.fresh.is_some())
-            || self.composed.as_ref() != Some(&shown);
+            || !self
+                .composed
+                .as_ref()
+                .is_some_and(|c| c.iter().copied().eq(shown.clone()));
         if changed {
             self.composed = None;
-            canvas.compose(&self.placements, showing)?;
-            self.composed = Some(shown);
+            canvas.compose(&self.placements, self.covered, showing)?;
+            self.composed = Some(shown.collect());
         }
         // Pictures that arrived since the last tick are in this frame: it
         // shows something new, and their latency ends when it leaves the

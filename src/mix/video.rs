@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ffmpeg_next as ff;
 
 use super::layout::{Placement, Rect};
-use crate::media::ffi::{self, Area, Received, received};
+use crate::media::ffi::{self, Received, received};
 use crate::media::h264;
 use crate::media::{Codec, EncodedFrame, TimeBase, TrackConfig, TrackKind};
 use crate::profile::{Background, H264Profile, RenderMode, Rgb, VideoEncoding};
@@ -186,7 +186,7 @@ pub(crate) struct Canvas {
     images: HashMap<std::path::PathBuf, Option<(String, ff::frame::Video)>>,
     /// Scaled copies of inputs, by (user, target size); scalers by (source, target).
     /// Scaled copies by source key (UserID or `image:<path>`), then target size.
-    scaled: HashMap<String, HashMap<(Area, u32, u32), ff::frame::Video>>,
+    scaled: HashMap<String, HashMap<(Rect, u32, u32), ff::frame::Video>>,
     scalers: HashMap<(u32, u32, i32, u32, u32), ff::software::scaling::Context>,
     /// Borrowed by the scaler to view the part of a source that shows.
     view: ff::frame::Video,
@@ -256,22 +256,21 @@ impl Canvas {
         }
     }
 
-    /// Draws one frame: background, then every placement bottom to top,
-    /// each anchor's latest picture or its placeholder colour.
-    /// Draws `placements`; `picture(user)` is that anchor's current
-    /// picture, if it has one to show.
+    /// Draws one frame: the background unless `covered` (the placements
+    /// cover the canvas, `layout::covers`: every cell paints all of its
+    /// rectangle), then every placement bottom to top, each anchor's latest
+    /// picture (`picture(user)`, if it has one to show) or its placeholder.
     pub(crate) fn compose<'p>(
         &mut self,
         placements: &[Placement],
+        covered: bool,
         picture: impl Fn(&str) -> Option<&'p ff::frame::Video>,
     ) -> Result<(), VideoError> {
         // The encoder let go of the last frame; if not, this copies it.
         ffi::make_writable(&mut self.frame)?;
         let (w, h) = (self.frame.width(), self.frame.height());
         let full = Rect { x: 0, y: 0, w, h };
-        // Every cell paints all of its rectangle: the background shows
-        // only where no cell is.
-        if !covers(placements.iter().map(|p| clip(p.rect, w, h)), w, h) {
+        if !covered {
             match self.background_image.clone() {
                 Some(path) => self.paint(full, &Background::Image(path))?,
                 None => self.fill(full, self.background),
@@ -343,7 +342,7 @@ impl Canvas {
             .entry((region, dst.w, dst.h))
             .or_insert_with(|| ff::frame::Video::new(ff::format::Pixel::YUV420P, dst.w, dst.h));
         if fresh || !still {
-            let whole = ffi::Area {
+            let whole = Rect {
                 x: 0,
                 y: 0,
                 w: dst.w,
@@ -383,42 +382,36 @@ fn image_of(b: &Background) -> Option<std::path::PathBuf> {
 
 /// Which part of a `sw`x`sh` picture shows in `cell` drawn as `mode`, and
 /// where in the canvas it lands (even coordinates and sizes).
-fn shown_part((sw, sh): (u32, u32), cell: Rect, mode: RenderMode) -> (Area, Area) {
-    let whole = Area {
+fn shown_part((sw, sh): (u32, u32), cell: Rect, mode: RenderMode) -> (Rect, Rect) {
+    let whole = Rect {
         x: 0,
         y: 0,
         w: sw,
         h: sh,
     };
-    let all = Area {
-        x: cell.x,
-        y: cell.y,
-        w: cell.w,
-        h: cell.h,
-    };
     let sx = f64::from(cell.w) / f64::from(sw);
     let sy = f64::from(cell.h) / f64::from(sh);
     match mode {
-        RenderMode::Stretch => (whole, all),
+        RenderMode::Stretch => (whole, cell),
         // The centre of the picture, as much as the cell's shape takes.
         RenderMode::Crop => {
             let s = sx.max(sy);
             let rw = ((f64::from(cell.w) / s).round() as u32).clamp(2, sw) & !1;
             let rh = ((f64::from(cell.h) / s).round() as u32).clamp(2, sh) & !1;
-            let region = Area {
+            let region = Rect {
                 x: ((sw - rw) / 2) & !1,
                 y: ((sh - rh) / 2) & !1,
                 w: rw,
                 h: rh,
             };
-            (region, all)
+            (region, cell)
         }
         // All of the picture, centred in the cell.
         RenderMode::Fit => {
             let s = sx.min(sy);
             let dw = ((f64::from(sw) * s).round() as u32).clamp(2, cell.w) & !1;
             let dh = ((f64::from(sh) * s).round() as u32).clamp(2, cell.h) & !1;
-            let dst = Area {
+            let dst = Rect {
                 x: cell.x + (((cell.w - dw) / 2) & !1),
                 y: cell.y + (((cell.h - dh) / 2) & !1),
                 w: dw,
@@ -427,36 +420,6 @@ fn shown_part((sw, sh): (u32, u32), cell: Rect, mode: RenderMode) -> (Area, Area
             (whole, dst)
         }
     }
-}
-
-/// Whether `rects` together cover all of a `w`x`h` canvas (cut into the
-/// grid of their edges, every piece lies in one of them).
-fn covers(rects: impl Iterator<Item = Rect>, w: u32, h: u32) -> bool {
-    let rects: Vec<Rect> = rects.filter(|r| r.w > 0 && r.h > 0).collect();
-    let mut xs: Vec<u32> = rects
-        .iter()
-        .flat_map(|r| [r.x, r.x + r.w])
-        .chain([0, w])
-        .collect();
-    let mut ys: Vec<u32> = rects
-        .iter()
-        .flat_map(|r| [r.y, r.y + r.h])
-        .chain([0, h])
-        .collect();
-    for v in [&mut xs, &mut ys] {
-        v.sort_unstable();
-        v.dedup();
-    }
-    let inside = |x: u32, y: u32| {
-        rects
-            .iter()
-            .any(|r| x >= r.x && x < r.x + r.w && y >= r.y && y < r.y + r.h)
-    };
-    xs.windows(2).filter(|p| p[1] <= w).all(|px| {
-        ys.windows(2)
-            .filter(|p| p[1] <= h)
-            .all(|py| inside(px[0], py[0]))
-    })
 }
 
 fn clip(r: Rect, w: u32, h: u32) -> Rect {
@@ -661,7 +624,7 @@ mod tests {
             let mut dec = VideoDecoder::new(&config).unwrap();
             let mut got = false;
             for n in 0..10 {
-                canvas.compose(&[], |_| None).unwrap();
+                canvas.compose(&[], false, |_| None).unwrap();
                 let frame = canvas.frame_mut();
                 frame.set_pts(Some(n));
                 enc.send_frame(frame).unwrap();
@@ -694,7 +657,7 @@ mod tests {
     fn vp8_keyframe(w: u32, h: u32) -> EncodedFrame {
         let mut enc = vpx_encoder("libvpx", w, h);
         let mut canvas = Canvas::new(w, h, &Background::Color(Rgb(0, 0, 255)));
-        canvas.compose(&[], |_| None).unwrap();
+        canvas.compose(&[], false, |_| None).unwrap();
         let frame = canvas.frame_mut();
         frame.set_pts(Some(0));
         enc.send_frame(frame).unwrap();
@@ -734,25 +697,21 @@ mod tests {
         Rect { x, y, w, h }
     }
 
-    fn area(x: u32, y: u32, w: u32, h: u32) -> Area {
-        Area { x, y, w, h }
-    }
-
     #[test]
     fn only_the_part_that_shows_is_scaled() {
         let cell = rect(640, 0, 640, 720);
         // Crop: the centre half of a 16:9 picture fills a 8:9 cell.
         let shown = shown_part((640, 360), cell, RenderMode::Crop);
-        assert_eq!(shown, (area(160, 0, 320, 360), area(640, 0, 640, 720)));
+        assert_eq!(shown, (rect(160, 0, 320, 360), rect(640, 0, 640, 720)));
         // Fit: all of it, centred, letterboxed.
         let shown = shown_part((640, 360), cell, RenderMode::Fit);
-        assert_eq!(shown, (area(0, 0, 640, 360), area(640, 180, 640, 360)));
+        assert_eq!(shown, (rect(0, 0, 640, 360), rect(640, 180, 640, 360)));
         // Stretch: all of it, all of the cell.
         let shown = shown_part((641, 359), cell, RenderMode::Stretch);
-        assert_eq!(shown, (area(0, 0, 641, 359), area(640, 0, 640, 720)));
+        assert_eq!(shown, (rect(0, 0, 641, 359), rect(640, 0, 640, 720)));
         // A tall picture in a wide cell: its middle rows.
         let (region, _) = shown_part((360, 640), rect(0, 0, 640, 360), RenderMode::Crop);
-        assert_eq!(region, area(0, 218, 360, 202));
+        assert_eq!(region, rect(0, 218, 360, 202));
         // Never outside the picture, always even.
         for (sw, sh) in [(2, 2), (3, 1000), (1000, 3), (1921, 1081)] {
             for mode in [RenderMode::Crop, RenderMode::Fit, RenderMode::Stretch] {
@@ -768,31 +727,6 @@ mod tests {
                 assert!(r.x % 2 == 0 && r.y % 2 == 0 && d.x % 2 == 0 && d.y % 2 == 0);
             }
         }
-    }
-
-    #[test]
-    fn background_is_painted_only_where_no_cell_is() {
-        let grid = [rect(0, 0, 640, 720), rect(640, 0, 640, 720)];
-        assert!(covers(grid.into_iter(), 1280, 720));
-        let four = [
-            rect(0, 0, 640, 360),
-            rect(640, 0, 640, 360),
-            rect(0, 360, 640, 360),
-            rect(640, 360, 640, 360),
-        ];
-        assert!(covers(four.into_iter(), 1280, 720));
-        assert!(!covers(four[..3].iter().copied(), 1280, 720));
-        // Overlapping windows over a full-canvas one.
-        let pip = [rect(0, 0, 1280, 720), rect(900, 500, 320, 180)];
-        assert!(covers(pip.into_iter(), 1280, 720));
-        assert!(!covers([rect(900, 500, 320, 180)].into_iter(), 1280, 720));
-        // A seam of two pixels between cells.
-        assert!(!covers(
-            [rect(0, 0, 638, 720), rect(640, 0, 640, 720)].into_iter(),
-            1280,
-            720
-        ));
-        assert!(!covers(std::iter::empty(), 1280, 720));
     }
 
     /// A YUV420P picture whose luma rises from left to right.
@@ -835,9 +769,9 @@ mod tests {
         // At x = 640 the scaler writes into the canvas; at x = 2 it cannot
         // (unaligned) and scales into a copy.
         let mut direct = Canvas::new(1280, 720, &black);
-        direct.compose(&[cell(640)], |_| Some(&src)).unwrap();
+        direct.compose(&[cell(640)], false, |_| Some(&src)).unwrap();
         let mut copied = Canvas::new(1280, 720, &black);
-        copied.compose(&[cell(2)], |_| Some(&src)).unwrap();
+        copied.compose(&[cell(2)], false, |_| Some(&src)).unwrap();
         for y in [0, 1, 359, 718, 719] {
             let a = luma_row(&direct.frame, y, 640, 640);
             assert_eq!(a, luma_row(&copied.frame, y, 2, 640), "row {y}");
@@ -854,7 +788,7 @@ mod tests {
         }
         // The same source again, nothing changed: the same canvas.
         let before = direct.frame.data(0).to_vec();
-        direct.compose(&[cell(640)], |_| Some(&src)).unwrap();
+        direct.compose(&[cell(640)], false, |_| Some(&src)).unwrap();
         assert_eq!(before, direct.frame.data(0));
     }
 
@@ -897,7 +831,7 @@ mod tests {
         let mut frames = Vec::new();
         for n in 0..30 {
             canvas
-                .compose(std::slice::from_ref(&placement), |_| None)
+                .compose(std::slice::from_ref(&placement), false, |_| None)
                 .unwrap();
             frames.extend(enc.encode(canvas.frame_mut(), n).unwrap());
         }

@@ -419,19 +419,17 @@ async fn publish(
     latest: &mut Latest,
 ) -> Result<(), String> {
     let mut events = Vec::new();
-    // Sequence headers first.
-    for m in [latest.video.clone(), latest.audio.clone()]
-        .into_iter()
-        .flatten()
-    {
-        send(stream, &m, &mut events).await?;
+    // What is queued when the task wakes goes out in one write; the
+    // sequence headers first.
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    for m in [&latest.video, &latest.audio].into_iter().flatten() {
+        serialize(stream, m, &mut out)?;
     }
+    write_out(stream, &out).await?;
     let mut need_keyframe = true;
     let mut acked: Option<u32> = None;
     let mut last_progress = tokio::time::Instant::now();
     let mut buf = vec![0u8; 16 * 1024];
-    // What is queued when the task wakes goes out in one write.
-    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -462,11 +460,7 @@ async fn publish(
                         Err(_) => break,
                     }
                 }
-                if !out.is_empty() {
-                    let write = tokio::time::timeout(STALL_TIMEOUT, write_flushed(&mut stream.socket, &out));
-                    write.await.map_err(|_| "write blocked: origin stalled".to_owned())?.map_err(|e| format!("write: {e}"))?;
-                    SENT.add(out.len());
-                }
+                write_out(stream, &out).await?;
             }
             r = stream.socket.read(&mut buf) => {
                 let n = r.map_err(|e| format!("read: {e}"))?;
@@ -496,35 +490,28 @@ async fn publish(
 /// Messages already queued are written together up to this many bytes.
 const MAX_WRITE: usize = 256 * 1024;
 
-/// Appends `m`'s RTMP chunks to `out`.
-fn serialize(stream: &mut Stream, m: &MediaMessage, out: &mut Vec<u8>) -> Result<(), String> {
-    if let Some(ClientSessionResult::OutboundResponse(p)) = publish_message(stream, m)? {
-        out.extend_from_slice(&p.bytes);
+/// Writes and flushes `out` (nothing if empty); an origin that takes none
+/// of it for `STALL_TIMEOUT` has stalled.
+async fn write_out(stream: &mut Stream, out: &[u8]) -> Result<(), String> {
+    if out.is_empty() {
+        return Ok(());
     }
+    tokio::time::timeout(STALL_TIMEOUT, write_flushed(&mut stream.socket, out))
+        .await
+        .map_err(|_| "write blocked: origin stalled".to_owned())?
+        .map_err(|e| format!("write: {e}"))?;
+    SENT.add(out.len());
     Ok(())
 }
 
-async fn send(
-    stream: &mut Stream,
-    m: &MediaMessage,
-    events: &mut Vec<ClientSessionEvent>,
-) -> Result<(), String> {
-    let Some(r) = publish_message(stream, m)? else {
-        return Ok(());
-    };
-    write_results(&mut stream.socket, vec![r], events).await
-}
-
-/// `m` through the client session: the packet to write, if FLV carries it.
-fn publish_message(
-    stream: &mut Stream,
-    m: &MediaMessage,
-) -> Result<Option<ClientSessionResult>, String> {
+/// Appends `m`'s RTMP chunks, from the client session, to `out` (nothing
+/// for what FLV cannot carry).
+fn serialize(stream: &mut Stream, m: &MediaMessage, out: &mut Vec<u8>) -> Result<(), String> {
     let r = match m {
         MediaMessage::Config(c) => {
             // Codecs FLV cannot carry are skipped (a relay transcodes them first).
             let Some(tag) = flv::config_tag(c) else {
-                return Ok(None);
+                return Ok(());
             };
             match c.kind {
                 TrackKind::Video => {
@@ -543,7 +530,7 @@ fn publish_message(
             debug_assert_eq!(f.time_base, TimeBase::MILLIS);
             let ts = RtmpTimestamp::new(f.dts.max(0) as u32);
             let Some(tag) = flv::frame_tag(f) else {
-                return Ok(None);
+                return Ok(());
             };
             match f.kind {
                 TrackKind::Video => stream.session.publish_video_data(tag, ts, false),
@@ -552,7 +539,10 @@ fn publish_message(
         }
     }
     .map_err(|e| format!("{e:?}"))?;
-    Ok(Some(r))
+    if let ClientSessionResult::OutboundResponse(p) = r {
+        out.extend_from_slice(&p.bytes);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
