@@ -22,8 +22,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use rml_rtmp::sessions::ClientSessionEvent;
 use rml_rtmp::time::RtmpTimestamp;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 
 #[path = "common/flv_file.rs"]
 mod flv_file;
@@ -32,7 +30,7 @@ mod procs;
 #[path = "common/rtmp_client.rs"]
 mod rtmp_client;
 use flv_file::read_flv;
-use procs::{free_port, gateway, nginx, two_ports, wait_port};
+use procs::{free_port, gateway, http, nginx, two_ports, wait_port};
 use rtmp_client::Rtmp;
 
 const SECONDS: u32 = 20;
@@ -238,11 +236,8 @@ fn main() {
                 let body = format!(
                     "{{\"sdkappid\":{APP},\"room\":\"bench{i}\",\"userid\":\"anchor{i}\",\"profile\":\"push-only\",\"rtmp\":[\"rtmp://127.0.0.1:{origin_port}/live/rc{i}\"]}}"
                 );
-                let mut s = TcpStream::connect(("127.0.0.1", http_port)).unwrap();
-                write!(s, "POST /v1/relays HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-                let mut resp = String::new();
-                s.read_to_string(&mut resp).unwrap();
-                assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+                let (code, resp) = http(http_port, "POST", "/v1/relays", &body);
+                assert_eq!(code, 201, "{resp}");
                 let user = format!("anchor{i}");
                 let sig = roomcast::auth::usersig::generate(APP, KEY, &user, 3600, now, None);
                 (rtmp_port, "push", format!("bench{i}?sdkappid={APP}&userid={user}&usersig={sig}"))

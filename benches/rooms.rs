@@ -31,8 +31,6 @@
 //! ffmpeg and nginx with its rtmp module (`scripts/setup.sh --test`). Takes
 //! about a minute and a half per N.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -49,7 +47,7 @@ mod flv_file;
 mod procs;
 #[path = "common/rtmp_client.rs"]
 mod rtmp_client;
-use procs::{Killed, free_port, gateway, nginx, two_ports, wait_port};
+use procs::{Killed, free_port, gateway, http, nginx, two_ports, wait_port};
 use rtmp_client::Rtmp;
 
 const APP: u64 = 1_400_000_000;
@@ -107,30 +105,6 @@ fn make_input(dir: &Path, i: usize) -> PathBuf {
         .expect("ffmpeg");
     assert!(status.success());
     path
-}
-
-fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let code = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    // Chunked answers: the JSON is between the size lines.
-    let body = if resp.contains("chunked") {
-        body.lines()
-            .filter(|l| !l.chars().all(|c| c.is_ascii_hexdigit()) || l.is_empty())
-            .collect::<String>()
-    } else {
-        body.to_owned()
-    };
-    (code, body)
 }
 
 fn rss_bytes(pid: u32) -> u64 {

@@ -99,3 +99,30 @@ pub fn cpu_seconds_precise(pid: u32) -> f64 {
         .sum::<u64>() as f64
         / 1e9
 }
+
+/// One HTTP/1.1 request to loopback `port` (a JSON body, or none when
+/// empty): the status and the body, de-chunked.
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let code = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // Chunked answers: the JSON is between the size lines.
+    let body = if resp.contains("chunked") {
+        body.lines()
+            .filter(|l| !l.chars().all(|c| c.is_ascii_hexdigit()) || l.is_empty())
+            .collect::<String>()
+    } else {
+        body.to_owned()
+    };
+    (code, body)
+}
