@@ -339,8 +339,38 @@ impl Segmenter {
             part.video.push(video_sample(&prev, interval));
             part.end_ms = part.end_ms.max(prev.dts + interval);
         }
-        if let Some(end) = self.part.as_ref().map(|p| p.end_ms) {
-            self.emit_part(end, out);
+        let rate = i64::from(self.init.and_then(|(_, r)| r).unwrap_or(48_000));
+        while let Some(mut part) = self.part.take() {
+            // Audio runs ahead of the video: what starts past the target
+            // goes into a part of its own, so no part outgrows the target.
+            let limit = part.start_ms + self.part_ms;
+            let past = part.audio.iter().position(|s| s.dts * 1000 / rate >= limit);
+            match past {
+                Some(i) if part.end_ms > limit + 1 && (i > 0 || !part.video.is_empty()) => {
+                    let tail = OpenPart {
+                        start_ms: limit,
+                        end_ms: part.end_ms,
+                        video: Vec::new(),
+                        audio: part.audio.split_off(i),
+                        independent: false,
+                        segment: None,
+                    };
+                    self.part = Some(part);
+                    self.emit_part(limit, out);
+                    self.part = Some(tail);
+                }
+                _ => {
+                    // The last audio frame may straddle the target, as
+                    // frames straddle every cut: the part is declared to it.
+                    let end = if past.is_none() {
+                        part.end_ms.min(limit)
+                    } else {
+                        part.end_ms
+                    };
+                    self.part = Some(part);
+                    self.emit_part(end, out);
+                }
+            }
         }
         if std::mem::take(&mut self.segment_open) {
             out.push(Event::SegmentEnd);

@@ -136,6 +136,47 @@ fn uneven_frame_intervals_never_make_a_part_longer_than_the_target() {
 }
 
 #[test]
+fn audio_ahead_of_the_video_at_the_end_never_makes_a_part_longer_than_the_target() {
+    // An anchor leaves: its audio had run up to `lead` ms ahead of its last
+    // picture. The closing part ends at the target and the rest of the
+    // audio is a part of its own.
+    for lead in [0i64, 8, 30, 150, 260, 450] {
+        for tail_ms in [100i64, 190, 210, 350] {
+            let mut seg = Segmenter::new(1000, 200);
+            let mut out = Vec::new();
+            seg.push(&video_config(), 0, &mut out);
+            seg.push(&audio_config([0x11, 0x90]), 0, &mut out);
+            let ms = 2000 + tail_ms;
+            av(&mut seg, 0, ms, 30, &mut out);
+            let mut a = ms * 48 / 1024 + 1;
+            loop {
+                let at = a * 1024 * 1000 / 48_000;
+                if at >= ms + lead {
+                    break;
+                }
+                seg.push(&frame(TrackKind::Audio, at, true), 0, &mut out);
+                a += 1;
+            }
+            seg.finish(0, &mut out);
+            let parts = shape(&out);
+            for p in parts.iter().flatten() {
+                assert!(
+                    p.0 <= 201,
+                    "lead {lead}, tail {tail_ms}: a part of {} ms: {parts:?}",
+                    p.0
+                );
+            }
+            // Nothing is lost: the parts cover the audio up to its end.
+            let total: u64 = parts.iter().flatten().map(|p| p.0).sum();
+            assert!(
+                total as i64 + 25 >= ms + lead,
+                "lead {lead}: {total} ms: {parts:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_long_gop_makes_longer_segments_with_dependent_parts() {
     let mut seg = Segmenter::new(1000, 200);
     let mut out = Vec::new();
