@@ -4,7 +4,8 @@
 #   scripts/setup.sh          build + run dependencies (Debian packages)
 #   scripts/setup.sh --test   also the test peers: Debian's Chromium and
 #                             ChromeDriver (the console's browser test), nginx's
-#                             stream module and openssl (a TLS origin), and a
+#                             stream module and openssl (a TLS origin), Redis
+#                             (the cluster tests start their own servers), and a
 #                             Python venv (.venv/: aiortc, the TRTC SDK, selenium)
 set -euo pipefail
 
@@ -15,7 +16,7 @@ PKGS=(pkg-config clang libclang-dev
       libswscale-dev libswresample-dev
       ffmpeg nginx libnginx-mod-rtmp zlib1g-dev python3-venv)
 if [ "${1:-}" = "--test" ]; then
-  PKGS+=(chromium chromium-driver libnginx-mod-stream openssl)
+  PKGS+=(chromium chromium-driver libnginx-mod-stream openssl redis-server)
 fi
 
 missing=()
@@ -34,6 +35,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   # nginx's package starts a service on port 80; we only use its binary.
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+  # Likewise redis-server's service on 6379: tests start their own.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+  $SUDO service redis-server stop >/dev/null 2>&1 || true
   $SUDO service nginx stop >/dev/null 2>&1 || true
 fi
 

@@ -67,6 +67,102 @@ pub struct Config {
     pub tls: TlsConfig,
     pub storage: StorageConfig,
     pub runtime: RuntimeConfig,
+    /// Several nodes sharing one Redis; absent: one node, no Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: nodes register in Redis with a heartbeat, and each room is
+/// owned by one node through a lease with a fencing token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:port[/db]`, or `rediss://` for TLS.
+    pub redis_url: String,
+    /// This node's name in the cluster; default: the host name and the
+    /// HTTP port (`host:8080`). Unique per node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// How other nodes and redirected clients reach this node's HTTP;
+    /// default `http://<http.bind>:<http.port>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_http: Option<String>,
+    /// And its RTMP port; default `rtmp://<rtmp.bind>:<rtmp.port>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_rtmp: Option<String>,
+    /// How often a node writes its heartbeat; a node silent for three
+    /// heartbeats is dead to the others.
+    #[serde(default = "ClusterConfig::default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// How long a room's lease lasts without renewal (renewed four times
+    /// per lease).
+    #[serde(default = "ClusterConfig::default_lease_ms")]
+    pub lease_ms: u64,
+}
+
+impl ClusterConfig {
+    fn default_heartbeat_ms() -> u64 {
+        1000
+    }
+
+    fn default_lease_ms() -> u64 {
+        10_000
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.redis_url.trim();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(invalid(
+                "cluster.redis_url",
+                "must be a redis:// or rediss:// URL",
+            ));
+        }
+        if let Some(id) = &self.node_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+        {
+            return Err(invalid(
+                "cluster.node_id",
+                "must be 1 to 64 of A-Z a-z 0-9 - _ . :",
+            ));
+        }
+        for (field, url, schemes) in [
+            (
+                "cluster.advertise_http",
+                &self.advertise_http,
+                &["http://", "https://"][..],
+            ),
+            (
+                "cluster.advertise_rtmp",
+                &self.advertise_rtmp,
+                &["rtmp://", "rtmps://"][..],
+            ),
+        ] {
+            if let Some(u) = url
+                && !schemes
+                    .iter()
+                    .any(|s| u.starts_with(s) && u.len() > s.len())
+            {
+                return Err(invalid(
+                    field,
+                    format!("must start with {}", schemes.join(" or ")),
+                ));
+            }
+        }
+        if !(100..=60_000).contains(&self.heartbeat_ms) {
+            return Err(invalid("cluster.heartbeat_ms", "must be in 100..=60000"));
+        }
+        if self.lease_ms < 3 * self.heartbeat_ms || self.lease_ms > 600_000 {
+            return Err(invalid(
+                "cluster.lease_ms",
+                "must be at least three heartbeats and at most 600000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The async runtime that carries the sockets (RTMP, HTTP, WebRTC, pushes
@@ -136,6 +232,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             storage: StorageConfig::default(),
             runtime: RuntimeConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -373,6 +470,9 @@ impl Config {
 
     /// Checks what serde cannot: uniqueness, non-empty secrets, sane limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         let mut ids = HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             if app.sdkappid == 0 || app.sdkappid > u64::from(u32::MAX) {

@@ -34,6 +34,7 @@ pub(crate) mod api;
 pub mod auth;
 pub(crate) mod callback;
 pub(crate) mod capacity;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod hls;
 pub mod media;

@@ -315,6 +315,13 @@ pub(crate) struct Scrape {
     pub targets: Vec<(TargetLabel, i64)>,
     /// The admission budget and what running tasks were admitted for, cores.
     pub budget: (f64, f64),
+    /// On a cluster node: its id, whether Redis answers, room leases held.
+    pub cluster: Option<(String, bool, u64)>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct NodeLabel {
+    pub node: String,
 }
 
 /// The whole exposition, OpenMetrics text (which Prometheus reads).
@@ -342,6 +349,21 @@ pub(crate) fn encode(scrape: Scrape) -> Result<String, std::fmt::Error> {
             .set(audience as i64);
     }
     r.register("rooms", "Rooms open", rooms);
+    if let Some((node, up, leases)) = scrape.cluster {
+        let info: Family<NodeLabel, Gauge> = Family::default();
+        info.get_or_create(&NodeLabel { node }).set(1);
+        r.register("cluster_node", "This cluster node's id (always 1)", info);
+        let redis_up: Gauge = Gauge::default();
+        redis_up.set(i64::from(up));
+        r.register(
+            "cluster_redis_up",
+            "Whether the last exchange with the cluster's Redis worked",
+            redis_up,
+        );
+        let held: Gauge = Gauge::default();
+        held.set(leases as i64);
+        r.register("cluster_room_leases", "Room leases this node holds", held);
+    }
     r.register("room_users", "Users in rooms, by role", users);
     let tasks: Family<TaskLabel, Gauge> = Family::default();
     for (l, n) in scrape.tasks {

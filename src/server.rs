@@ -29,6 +29,8 @@ pub enum ServerError {
     Http(std::io::Error),
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    Cluster(String),
 }
 
 pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), ServerError> {
@@ -47,6 +49,8 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         "relay profiles loaded"
     );
     let (rooms, room_task) = room::spawn(&config);
+    let cluster =
+        crate::cluster::Cluster::start(&config, rooms.clone()).map_err(ServerError::Cluster)?;
 
     let http_addr = SocketAddr::new(config.http.bind, config.http.port);
     let listener = TcpListener::bind(http_addr)
@@ -113,6 +117,21 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         hls_store.clone(),
         config.limits.cpu_budget(),
     );
+    if let Some(c) = &cluster {
+        let relays = relays.clone();
+        c.set_load(move || {
+            let (budget, budget_in_use) = relays.budget();
+            crate::cluster::Load {
+                tasks: relays.running() as u64,
+                budget,
+                budget_in_use,
+            }
+        });
+    }
+    if let Some(c) = &cluster {
+        let store = hls_store.clone();
+        c.set_streams(move || store.names());
+    }
     let (recording_events, _) = tokio::sync::broadcast::channel(256);
     let callbacks = crate::callback::spawn(
         config.clone(),
@@ -181,6 +200,9 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         a.abort();
     }
     relays.shutdown().await;
+    if let Some(c) = &cluster {
+        c.leave().await;
+    }
     rooms.shutdown().await;
     let _ = room_task.await;
     tracing::info!("stopped");

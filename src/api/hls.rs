@@ -76,7 +76,10 @@ pub(crate) async fn get(
         }
         None => match state.hls_store.get_ts(&stream) {
             Some(ts) => ts_media(&ts, object),
-            None => not_found(),
+            None => match elsewhere(&state, &stream, &file, query.as_deref()).await {
+                Some(r) => r,
+                None => not_found(),
+            },
         },
     };
     let mut resp = resp;
@@ -85,6 +88,32 @@ pub(crate) async fn get(
         HeaderValue::from_static("*"),
     );
     resp
+}
+
+/// On a cluster node: a stream served by another node is a 302 there
+/// (hls.js and players follow it; the rest of the stream's requests then
+/// go to that node directly, its playlists naming objects relatively).
+async fn elsewhere(
+    state: &AppState,
+    stream: &str,
+    file: &str,
+    query: Option<&str>,
+) -> Option<Response> {
+    let http = state.rooms.cluster()?.stream_node(stream).await?;
+    let mut to = format!("{}/hls/{stream}/{file}", http.trim_end_matches('/'));
+    if let Some(q) = query {
+        to.push('?');
+        to.push_str(q);
+    }
+    let location = HeaderValue::from_str(&to).ok()?;
+    Some(
+        (
+            StatusCode::FOUND,
+            [(header::LOCATION, location)],
+            "served by another cluster node\n",
+        )
+            .into_response(),
+    )
 }
 
 /// MPEG-TS HLS, muxed into memory by `hls::writer`.

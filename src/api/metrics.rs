@@ -57,6 +57,13 @@ async fn collect(state: &AppState) -> Scrape {
     let mut scrape = Scrape {
         rooms: state.rooms.stats().await,
         budget: state.relays.budget(),
+        cluster: state.rooms.cluster().map(|c| {
+            (
+                c.node_id().to_string(),
+                c.redis_up(),
+                c.leases_held() as u64,
+            )
+        }),
         ..Scrape::default()
     };
     let mut count_task = |app: u64, kind: &'static str, st: &'static str| {

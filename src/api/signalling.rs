@@ -19,6 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use crate::auth::client::authenticate;
+use crate::cluster::ClusterError;
 use crate::room::{
     Command, Enter, EventKind, Grant, Role, RoomCallError, RoomError, RoomEvent, RoomHandle,
     RoomId, RoomIdType, RoomKey, RoomState, Scene, SessionId, UserId,
@@ -27,6 +28,8 @@ use crate::room::{
 /// Largest client message accepted.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// The server pings this often...
+/// How long a proxied session waits for the owner node's WebSocket.
+const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// ...and treats a socket silent for this long as dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -52,6 +55,12 @@ fn unauthorized(reason: impl Into<String>) -> Refusal {
 fn refusal(e: RoomCallError) -> Refusal {
     let status = match &e {
         RoomCallError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        RoomCallError::Cluster(c) => match c {
+            ClusterError::Elsewhere { .. } | ClusterError::PlacedElsewhere { .. } => {
+                StatusCode::MISDIRECTED_REQUEST
+            }
+            ClusterError::Full | ClusterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        },
         RoomCallError::Refused(r) => match r {
             RoomError::UnknownApp(_) | RoomError::Grant(_) => StatusCode::FORBIDDEN,
             RoomError::InAnotherRoom(_) | RoomError::SessionInUse => StatusCode::CONFLICT,
@@ -79,6 +88,7 @@ pub(crate) async fn upgrade(
     State(state): State<AppState>,
     Path(room_id): Path<String>,
     Query(q): Query<WsQuery>,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     ws: WebSocketUpgrade,
 ) -> Result<Response, Refusal> {
     let unix_now = crate::unix_now();
@@ -89,10 +99,19 @@ pub(crate) async fn upgrade(
     let session = enter.session;
     let key = enter.room.clone();
     let user = enter.user.clone();
-    rooms
-        .command(Command::Enter(enter))
-        .await
-        .map_err(refusal)?;
+    match rooms.command(Command::Enter(enter)).await {
+        Ok(()) => {}
+        Err(RoomCallError::Cluster(
+            ClusterError::Elsewhere { http, node, .. }
+            | ClusterError::PlacedElsewhere { http, node },
+        )) if http.starts_with("http") => {
+            // Browsers do not follow redirects on WebSocket: the session is
+            // carried to the owner node.
+            tracing::info!(room = %key, user = %user, owner = %node, "signalling session proxied to the room's owner node");
+            return proxy(ws, &http, &uri).await;
+        }
+        Err(e) => return Err(refusal(e)),
+    }
     tracing::info!(room = %key, user = %user, session = session.0, "signalling session entered");
 
     // The first event for this session is its welcome; take it before the
@@ -135,6 +154,104 @@ pub(crate) async fn upgrade(
             };
             conn.run(socket, welcome, events).await;
         }))
+}
+
+/// Opens the same WebSocket on the owner node (`http` as `ws://`, same path
+/// and query, so the owner checks the UserSig again), then upgrades the
+/// client and carries messages both ways until either side closes. The
+/// owner's refusal is passed on as it is.
+async fn proxy(
+    ws: WebSocketUpgrade,
+    http: &str,
+    uri: &axum::http::Uri,
+) -> Result<Response, Refusal> {
+    use tokio_tungstenite::tungstenite;
+    let base = http.trim_end_matches('/');
+    let base = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        format!("ws://{}", base.trim_start_matches("http://"))
+    };
+    let url = format!("{base}{}", uri.path_and_query().map_or("", |p| p.as_str()));
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+    let upstream = match tokio::time::timeout(PROXY_CONNECT_TIMEOUT, connect).await {
+        Ok(Ok((u, _))) => u,
+        Ok(Err(tungstenite::Error::Http(resp))) => {
+            let status =
+                StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = resp
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                .unwrap_or_default();
+            return Err(Refusal(status, body));
+        }
+        Ok(Err(e)) => {
+            return Err(Refusal(
+                StatusCode::BAD_GATEWAY,
+                format!("the room's owner node cannot be reached: {e}"),
+            ));
+        }
+        Err(_) => {
+            return Err(Refusal(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the room's owner node did not answer in time".into(),
+            ));
+        }
+    };
+    Ok(ws
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |client| carry(client, upstream)))
+}
+
+/// Carries text, binary and close messages between a client and its
+/// owner node; pings are each side's own.
+async fn carry(
+    mut client: WebSocket,
+    mut upstream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Up;
+    loop {
+        tokio::select! {
+            m = client.recv() => {
+                let up = match m {
+                    Some(Ok(Message::Text(t))) => Up::text(t.as_str()),
+                    Some(Ok(Message::Binary(b))) => Up::binary(b),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        let _ = upstream.close(None).await;
+                        return;
+                    }
+                };
+                if upstream.send(up).await.is_err() {
+                    let _ = client.send(Message::Close(None)).await;
+                    return;
+                }
+            }
+            m = upstream.next() => {
+                let down = match m {
+                    Some(Ok(Up::Text(t))) => Message::Text(t.as_str().into()),
+                    Some(Ok(Up::Binary(b))) => Message::Binary(b),
+                    Some(Ok(Up::Ping(_) | Up::Pong(_) | Up::Frame(_))) => continue,
+                    Some(Ok(Up::Close(_))) | Some(Err(_)) | None => {
+                        let _ = client.send(Message::Close(None)).await;
+                        return;
+                    }
+                };
+                if client.send(down).await.is_err() {
+                    let _ = upstream.close(None).await;
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Validates the query, then the UserSig: malformed requests are 400, bad

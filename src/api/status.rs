@@ -1,5 +1,6 @@
 //! The live status API: `GET /v1/status` (everything), `/v1/status/node`,
-//! `/v1/status/rooms`, `/v1/status/tasks` and `/v1/status/ingests`, as JSON.
+//! `/v1/status/rooms`, `/v1/status/tasks`, `/v1/status/ingests` and
+//! `/v1/status/cluster`, as JSON.
 //!
 //! Every request is signed with an API credential: TC3-HMAC-SHA256 exactly
 //! as for the TRTC API, with the request's path as the canonical URI (so a
@@ -44,6 +45,25 @@ pub(super) async fn document(state: &AppState) -> Value {
         "rooms": rooms(state).await,
         "tasks": tasks(state),
         "ingests": ingests(state),
+        "cluster": cluster(state).await,
+    })
+}
+
+/// The cluster as this node sees it (`null` on a single node): its id,
+/// whether Redis answers, its leases, and every live node's record.
+async fn cluster(state: &AppState) -> Value {
+    let Some(c) = state.rooms.cluster() else {
+        return Value::Null;
+    };
+    let nodes = match c.nodes().await {
+        Ok(n) => serde_json::to_value(n).unwrap_or(Value::Null),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    json!({
+        "node_id": c.node_id(),
+        "redis": if c.redis_up() { "up" } else { "down" },
+        "leases": c.leases_held(),
+        "nodes": nodes,
     })
 }
 
@@ -83,13 +103,14 @@ pub(crate) async fn part(
     }
     match part.as_str() {
         "node" => json_ok(node(&state).await),
+        "cluster" => json_ok(cluster(&state).await),
         "rooms" => json_ok(rooms(&state).await),
         "ingests" => json_ok(ingests(&state)),
         "tasks" => json_ok(tasks(&state)),
         _ => credential::error_response(
             StatusCode::NOT_FOUND,
             "NotFound",
-            "status documents: /v1/status, /v1/status/node, /v1/status/rooms, /v1/status/tasks, /v1/status/ingests",
+            "status documents: /v1/status, /v1/status/node, /v1/status/rooms, /v1/status/tasks, /v1/status/ingests, /v1/status/cluster",
         ),
     }
 }
@@ -119,6 +140,7 @@ async fn node(state: &AppState) -> Value {
     let (cpu_seconds, resident) = crate::metrics::process_usage();
     let (budget, in_use) = state.relays.budget();
     json!({
+        "node_id": state.rooms.cluster().map(|c| c.node_id().to_string()),
         "cores": crate::capacity::cores(),
         "cpu_seconds": cpu_seconds,
         "cpu_cores_busy": crate::metrics::cpu_busy(),

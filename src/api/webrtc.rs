@@ -157,10 +157,57 @@ fn created(id: &str, answer: String) -> Response {
     )
 }
 
+/// On a cluster node: a 307 to the room's owner (same path and query),
+/// or a refusal when the cluster cannot place the room.
+async fn elsewhere(
+    s: &AppState,
+    req: &SessionRequest,
+    publish: bool,
+    uri: &axum::http::Uri,
+) -> Option<Response> {
+    let (room, user, usersig) = (&req.room, &req.user, &req.usersig);
+    let cluster = s.rooms.cluster()?;
+    // Strangers learn nothing of the cluster and claim no room: the
+    // UserSig first (the owner checks it again).
+    if let Err(e) = crate::auth::client::authenticate(
+        s.config.app_key(room.app),
+        room.app,
+        user.as_str(),
+        usersig,
+        crate::unix_now(),
+    ) {
+        return Some(error(StatusCode::UNAUTHORIZED, e.to_string()));
+    }
+    match cluster.redirect_for(room, publish).await {
+        Ok(None) => None,
+        Ok(Some(http)) => {
+            let to = format!(
+                "{}{}",
+                http.trim_end_matches('/'),
+                uri.path_and_query().map_or("", |p| p.as_str())
+            );
+            tracing::info!(room = %room, to = %to, "webrtc session sent to the room's owner node");
+            Some(cors(
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, to)],
+                    "the room is owned by another cluster node\n",
+                )
+                    .into_response(),
+            ))
+        }
+        Err(e @ crate::cluster::ClusterError::Elsewhere { .. }) => {
+            Some(error(StatusCode::CONFLICT, e.to_string()))
+        }
+        Err(e) => Some(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+}
+
 pub(crate) async fn whip(
     State(s): State<AppState>,
     Path(room_id): Path<String>,
     Query(q): Query<SessionQuery>,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -168,6 +215,9 @@ pub(crate) async fn whip(
         Ok(r) => r,
         Err((status, reason)) => return error(status, reason),
     };
+    if let Some(r) = elsewhere(&s, &req, true, &uri).await {
+        return r;
+    }
     match crate::webrtc::whip::publish(&s.webrtc, req).await {
         Ok(started) => created(&started.id, started.answer),
         Err(e) => {
@@ -181,6 +231,7 @@ pub(crate) async fn whep(
     State(s): State<AppState>,
     Path((room_id, anchor)): Path<(String, String)>,
     Query(q): Query<SessionQuery>,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -188,6 +239,9 @@ pub(crate) async fn whep(
         Ok(r) => r,
         Err((status, reason)) => return error(status, reason),
     };
+    if let Some(r) = elsewhere(&s, &req, false, &uri).await {
+        return r;
+    }
     let anchor = match UserId::new(&anchor) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),

@@ -318,6 +318,19 @@ impl HlsStore {
         self.map().get(name).cloned()
     }
 
+    /// Every stream served from here (fMP4 and TS).
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.map().keys().cloned().collect();
+        names.extend(
+            self.ts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned(),
+        );
+        names
+    }
+
     /// The master playlist of `name`: its own stream, then each rendition of
     /// its ladder, lowest last. `None` until every one has an init section.
     pub(crate) fn master(&self, name: &str) -> Option<String> {

@@ -355,6 +355,14 @@ impl RelayManager {
         (self.budget, in_use)
     }
 
+    /// Tasks not stopped.
+    pub(crate) fn running(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|e| !matches!(e.status.borrow().state, TaskState::Stopped(_)))
+            .count()
+    }
+
     /// A task's status, now and as it changes; `None` if unknown.
     pub(crate) fn watch(&self, id: &str) -> Option<watch::Receiver<RelayStatus>> {
         self.lock().get(id).map(|e| e.status.clone())

@@ -136,6 +136,9 @@ pub(crate) enum RoomCallError {
     Refused(#[from] RoomError),
     #[error("the room engine has stopped")]
     Stopped,
+    /// The cluster placed the room on another node, or cannot place it.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// A cheap, cloneable way to talk to the room engine task.
@@ -144,9 +147,22 @@ pub(crate) struct RoomHandle {
     tx: mpsc::Sender<Request>,
     events: broadcast::Sender<Arc<RoomEvent>>,
     next_session: Arc<AtomicU64>,
+    /// Set once at start on a cluster node: every entry checks that this
+    /// node owns the room first.
+    cluster: Arc<std::sync::OnceLock<Arc<crate::cluster::Cluster>>>,
 }
 
 impl RoomHandle {
+    /// Makes this a cluster node's handle (once, at start).
+    pub(crate) fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster this node is part of, if any.
+    pub(crate) fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
     /// A fresh session id for a new connection.
     pub(crate) fn new_session(&self) -> SessionId {
         SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
@@ -154,6 +170,11 @@ impl RoomHandle {
 
     /// Applies a command; `Err(Refused)` means nothing changed.
     pub(crate) async fn command(&self, cmd: Command) -> Result<(), RoomCallError> {
+        if let Command::Enter(e) = &cmd
+            && let Some(cluster) = self.cluster.get()
+        {
+            cluster.ensure_owned(&e.room).await?;
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Command { cmd, reply })
@@ -255,6 +276,7 @@ pub(crate) fn spawn(config: &Config) -> (RoomHandle, JoinHandle<()>) {
         tx,
         events: events.clone(),
         next_session: Arc::new(AtomicU64::new(1)),
+        cluster: Arc::default(),
     };
     let task = tokio::spawn(run(engine, rx, events));
     (handle, task)

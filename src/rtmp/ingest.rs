@@ -21,11 +21,14 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::chunk::{self, ChunkError, ChunkLimits, SessionFeed};
 use super::flv;
+use super::push::{PushState, PushTarget};
 use crate::auth::client::authenticate;
+use crate::cluster::ClusterError;
 use crate::config::Config;
 use crate::media::MediaMessage;
 use crate::media::hub::{MediaHub, Publisher};
 use crate::net::ConnLimiter;
+use crate::room::RoomCallError;
 use crate::room::{
     Command, Enter, EventKind, Grant, Role, RoomHandle, RoomId, RoomIdType, RoomKey, Scene,
     SessionId, TrackKind, UserId,
@@ -61,6 +64,8 @@ pub(crate) enum IngestError {
     Media(#[from] flv::FlvError),
     #[error("session ended by the room: {0}")]
     Ended(&'static str),
+    #[error("forwarding to the owner node: {0}")]
+    Forward(String),
 }
 
 /// What the ingest needs from the rest of the gateway.
@@ -126,12 +131,21 @@ impl Ingest {
     }
 }
 
-/// A publisher that entered its room.
+/// Where a publisher's media goes.
+enum Sink {
+    /// The room is open here: onto the hub.
+    Local(Publisher),
+    /// The room is owned by another cluster node: pushed there over RTMP,
+    /// with the publisher's own stream key (OBS cannot follow a redirect).
+    Forward { node: String, target: PushTarget },
+}
+
+/// A publisher that entered its room (here, or on its owner node).
 struct Published {
     key: RoomKey,
     user: UserId,
     session: SessionId,
-    publisher: Publisher,
+    sink: Sink,
     announced: [bool; 2],
     /// The client sent deleteStream/FCUnpublish: leaving, not dropping.
     finished: bool,
@@ -167,6 +181,9 @@ impl Connection {
         self.feed(&mut session, &mut feed, &leftover).await?;
 
         let mut events = self.ingest.rooms.subscribe();
+        // A forwarded publish ends when its owner node stops taking it, so
+        // the publisher reconnects and is placed again.
+        let mut forward: Option<tokio::sync::watch::Receiver<PushState>> = None;
         let mut buf = vec![0u8; 64 * 1024];
         // One timer for the connection, not one per read: it fires at the
         // publish deadline, then (publishing) an idle timeout after the
@@ -195,6 +212,18 @@ impl Connection {
                     idle.as_mut().reset(due);
                     continue;
                 }
+                r = async { forward.as_mut().expect("guarded").changed().await }, if forward.is_some() => {
+                    let state = forward.as_mut().expect("guarded").borrow_and_update().clone();
+                    match (r, state) {
+                        (Err(_), _) | (_, PushState::Failed { .. } | PushState::Stopped) => {
+                            return Err(IngestError::Forward("the room's owner node refused the stream".into()));
+                        }
+                        (_, PushState::Retrying { error, .. }) => {
+                            return Err(IngestError::Forward(format!("lost the room's owner node: {error}")));
+                        }
+                        _ => continue,
+                    }
+                }
                 ev = events.recv(), if self.published.is_some() => {
                     match ev {
                         Ok(ev) => {
@@ -222,6 +251,14 @@ impl Connection {
             };
             last_read = tokio::time::Instant::now();
             self.feed(&mut session, &mut feed, &buf[..n]).await?;
+            if forward.is_none()
+                && let Some(Published {
+                    sink: Sink::Forward { target, .. },
+                    ..
+                }) = &self.published
+            {
+                forward = Some(target.state.clone());
+            }
         }
     }
 
@@ -413,6 +450,13 @@ impl Connection {
         let (Some(msg), Some(p)) = (msg, self.published.as_mut()) else {
             return Ok(());
         };
+        let publisher = match &mut p.sink {
+            Sink::Local(publisher) => publisher,
+            Sink::Forward { target, .. } => {
+                target.offer(&Arc::new(msg));
+                return Ok(());
+            }
+        };
         let kind = match &msg {
             MediaMessage::Config(c) => c.kind,
             MediaMessage::Frame(f) => f.kind,
@@ -433,7 +477,7 @@ impl Connection {
                 return Err(IngestError::Refused(e.to_string()));
             }
         }
-        p.publisher.send(msg);
+        publisher.send(msg);
         Ok(())
     }
 
@@ -488,7 +532,8 @@ impl Connection {
             return Err(format!("user {user} is already publishing in this room"));
         }
         let session = self.ingest.rooms.new_session();
-        self.ingest
+        let entered = self
+            .ingest
             .rooms
             .command(Command::Enter(Enter {
                 room: key.clone(),
@@ -500,17 +545,28 @@ impl Connection {
                 grant: pmk.map(Grant::from),
                 unix_now,
             }))
-            .await
-            .map_err(|e| e.to_string())?;
-        let publisher =
-            self.ingest
-                .hub
-                .publish(key.clone(), user.clone(), Some(crate::metrics::Edge::Rtmp));
+            .await;
+        let sink = match entered {
+            Ok(()) => Sink::Local(self.ingest.hub.publish(
+                key.clone(),
+                user.clone(),
+                Some(crate::metrics::Edge::Rtmp),
+            )),
+            Err(RoomCallError::Cluster(ClusterError::Elsewhere { node, rtmp, .. }))
+                if rtmp.starts_with("rtmp") =>
+            {
+                let url = format!("{}/{APP_NAME}/{stream_key}", rtmp.trim_end_matches('/'));
+                let target = PushTarget::spawn(&url, &format!("forward of {user} in {key}"))?;
+                tracing::info!(peer = %self.peer, room = %key, user = %user, owner = %node, "rtmp publish forwarded to the room's owner node");
+                Sink::Forward { node, target }
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         Ok(Published {
             key,
             user,
             session,
-            publisher,
+            sink,
             announced: [false; 2],
             finished: false,
         })
@@ -519,6 +575,25 @@ impl Connection {
     /// Tells the room how the connection ended and logs it.
     async fn finish(&mut self, result: Result<(), IngestError>) {
         let published = self.published.take();
+        if let Some(Published {
+            sink: Sink::Forward { node, .. },
+            key,
+            user,
+            ..
+        }) = &published
+        {
+            // Nothing of it is in a room here; the owner sees the push end.
+            match &result {
+                Ok(()) => {
+                    tracing::info!(peer = %self.peer, room = %key, user = %user, owner = %node, "forwarded rtmp publish finished")
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %self.peer, room = %key, user = %user, owner = %node, "forwarded rtmp publish ended: {e}")
+                }
+            }
+            let _ = self.socket.shutdown().await;
+            return;
+        }
         match (&result, &published) {
             (Ok(()), Some(p)) => {
                 tracing::info!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp publish finished");

@@ -24,8 +24,9 @@ use super::{
     PcEvent, SessionRequest, WebRtc, WebRtcError, answer, check_offer, gathered, session_id,
 };
 use crate::auth::client::authenticate;
+use crate::cluster::ClusterError;
 use crate::media::hub::Publisher;
-use crate::room::{Command, Enter, EventKind, Grant, Role, Scene, SessionId};
+use crate::room::{Command, Enter, EventKind, Grant, Role, RoomCallError, Scene, SessionId};
 
 /// Keyframe requests sent to a publisher at most this often.
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
@@ -79,7 +80,15 @@ pub(crate) async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started
         .await
     {
         let _ = pc.close().await;
-        return Err(WebRtcError::Forbidden(e.to_string()));
+        return Err(match e {
+            RoomCallError::Cluster(
+                ClusterError::Elsewhere { .. } | ClusterError::PlacedElsewhere { .. },
+            ) => WebRtcError::Conflict(e.to_string()),
+            RoomCallError::Cluster(_) | RoomCallError::Stopped => {
+                WebRtcError::Unavailable(e.to_string())
+            }
+            RoomCallError::Refused(_) => WebRtcError::Forbidden(e.to_string()),
+        });
     }
     let mut early = Vec::new();
     let answer = match gathered(&pc, &mut rx, &mut early).await {

@@ -1,0 +1,653 @@
+//! The cluster shell: this node's heartbeat in Redis, and the leases of the
+//! rooms it owns.
+//!
+//! A room lives on one node. Before a room is opened here (the first
+//! `Enter` of a room this node does not hold), its lease is claimed in
+//! Redis with a fencing token from one counter; a lease held by another
+//! live node refuses the entry with that node's name and address. Leases
+//! are renewed four times per `lease_ms`; a renewal that finds another
+//! owner's token means the lease was lost, and the room is closed here.
+//! Leases of rooms no longer open are released (compare-and-delete).
+//!
+//! Redis down is not an outage: rooms already held keep running (their
+//! renewals fail quietly and succeed again when Redis returns, re-setting a
+//! lease Redis forgot); only new rooms are refused, with a clear error.
+//! The decisions are in `lease` (pure); this file does the I/O.
+
+pub(crate) mod lease;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+
+use crate::config::{ClusterConfig, Config};
+use crate::room::{Command, RoomHandle, RoomKey};
+use lease::{LeaseValue, Leases, NodeRecord, Placement, WhenHeld};
+
+const PREFIX: &str = "roomcast:";
+/// Longest wait for one Redis exchange.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A claimed room has this long to open before its lease counts as unused.
+const CLAIM_GRACE: Duration = Duration::from_secs(5);
+
+/// KEYS[1] the lease, KEYS[2] the fencing counter; ARGV[1] this node,
+/// ARGV[2] the lease in ms, ARGV[3] the value expected there ("" = none).
+/// Returns {1, new value} or {0, the value found}.
+const CLAIM: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[3] then return {0, cur} end
+if (not cur) and ARGV[3] ~= '' then return {0, ''} end
+local token = redis.call('INCR', KEYS[2])
+local v = ARGV[1] .. ' ' .. token
+redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+return {1, v}
+";
+
+/// KEYS[1] the lease, KEYS[2] the fencing counter; ARGV[1] the value held,
+/// ARGV[2] the lease in ms, ARGV[3] its token. 1: renewed; 2: Redis had
+/// forgotten it (restarted empty, or silent past the lease) and nobody else
+/// took it: set again, the counter kept above the token; 0: lost.
+const RENEW: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[3]) then
+    redis.call('SET', KEYS[2], ARGV[3])
+  end
+  return 2
+end
+return 0
+";
+
+/// KEYS[1] the lease; ARGV[1] the value held. Deletes only our own.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ClusterError {
+    #[error("room {room} is owned by cluster node {node} ({http}); connect there")]
+    Elsewhere {
+        room: String,
+        node: String,
+        http: String,
+        rtmp: String,
+    },
+    #[error(
+        "this node has no CPU budget left for a new room; node {node} ({http}) has: connect there"
+    )]
+    PlacedElsewhere { node: String, http: String },
+    #[error("no node of the cluster has CPU budget left for a new room")]
+    Full,
+    #[error(
+        "the cluster store (Redis) is unreachable, so new rooms are refused until it returns: {0}"
+    )]
+    Unavailable(String),
+}
+
+/// What the heartbeat reports about this node's load.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Load {
+    pub tasks: u64,
+    pub budget: f64,
+    pub budget_in_use: f64,
+}
+
+type LoadFn = Box<dyn Fn() -> Load + Send + Sync>;
+type StreamsFn = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
+pub(crate) struct Cluster {
+    me: String,
+    http: String,
+    rtmp: String,
+    lease_ms: u64,
+    heartbeat_ms: u64,
+    redis: ConnectionManager,
+    leases: Mutex<Leases>,
+    /// One claim at a time, so two entries into one new room here never
+    /// race each other in Redis.
+    claiming: tokio::sync::Mutex<()>,
+    up: AtomicBool,
+    load: std::sync::OnceLock<LoadFn>,
+    streams: std::sync::OnceLock<StreamsFn>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.me).finish()
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && !h.contains(' '))
+        .unwrap_or_else(|| "node".into())
+}
+
+/// Renders the redis crate's error without the password of the URL.
+fn why(e: &redis::RedisError) -> String {
+    if e.is_connection_refusal() || e.is_io_error() || e.is_timeout() {
+        format!("cannot reach Redis ({})", e.kind_str())
+    } else {
+        e.to_string()
+    }
+}
+
+trait KindStr {
+    fn kind_str(&self) -> String;
+}
+
+impl KindStr for redis::RedisError {
+    fn kind_str(&self) -> String {
+        if self.is_timeout() {
+            "timed out".into()
+        } else if self.is_connection_refusal() {
+            "connection refused".into()
+        } else {
+            "connection lost".into()
+        }
+    }
+}
+
+impl Cluster {
+    /// Connects lazily (a node starts while Redis is down) and starts the
+    /// heartbeat, renewal and release loop. `None` without `[cluster]`.
+    pub(crate) fn start(
+        config: &Config,
+        rooms: RoomHandle,
+    ) -> Result<Option<Arc<Cluster>>, String> {
+        let Some(c) = &config.cluster else {
+            return Ok(None);
+        };
+        let cluster = Arc::new(Cluster::new(config, c)?);
+        rooms.set_cluster(cluster.clone());
+        tracing::info!(
+            node = %cluster.me,
+            http = %cluster.http,
+            rtmp = %cluster.rtmp,
+            "cluster node: rooms are leased in Redis"
+        );
+        tokio::spawn(cluster.clone().run(rooms));
+        Ok(Some(cluster))
+    }
+
+    fn new(config: &Config, c: &ClusterConfig) -> Result<Cluster, String> {
+        let client = redis::Client::open(c.redis_url.as_str())
+            .map_err(|e| format!("cluster.redis_url: {e}"))?;
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_millis(1000)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let redis = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(|e| format!("cluster.redis_url: {e}"))?;
+        let host = |bind: std::net::IpAddr| {
+            if bind.is_unspecified() {
+                host_name()
+            } else {
+                bind.to_string()
+            }
+        };
+        Ok(Cluster {
+            me: c
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", host_name(), config.http.port)),
+            http: c.advertise_http.clone().unwrap_or_else(|| {
+                format!("http://{}:{}", host(config.http.bind), config.http.port)
+            }),
+            rtmp: c.advertise_rtmp.clone().unwrap_or_else(|| {
+                format!("rtmp://{}:{}", host(config.rtmp.bind), config.rtmp.port)
+            }),
+            lease_ms: c.lease_ms,
+            heartbeat_ms: c.heartbeat_ms,
+            redis,
+            leases: Mutex::new(Leases::default()),
+            claiming: tokio::sync::Mutex::new(()),
+            up: AtomicBool::new(false),
+            load: std::sync::OnceLock::new(),
+            streams: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Where the heartbeat reads this node's load from.
+    pub(crate) fn set_load(&self, load: impl Fn() -> Load + Send + Sync + 'static) {
+        let _ = self.load.set(Box::new(load));
+    }
+
+    /// Where the heartbeat reads the HLS streams served here from: each is
+    /// announced in Redis, so any node can send its players here.
+    pub(crate) fn set_streams(&self, streams: impl Fn() -> Vec<String> + Send + Sync + 'static) {
+        let _ = self.streams.set(Box::new(streams));
+    }
+
+    /// The HTTP address of the node serving HLS stream `name`, if another
+    /// live node announced it.
+    pub(crate) async fn stream_node(&self, name: &str) -> Option<String> {
+        let mut con = self.redis.clone();
+        let node: String = self
+            .call(
+                redis::cmd("GET")
+                    .arg(format!("{PREFIX}hls:{name}"))
+                    .query_async::<Option<String>>(&mut con),
+            )
+            .await
+            .ok()??;
+        if node == self.me {
+            return None;
+        }
+        let record: Option<String> = self
+            .call(
+                redis::cmd("GET")
+                    .arg(Self::node_key(&node))
+                    .query_async(&mut con),
+            )
+            .await
+            .ok()?;
+        serde_json::from_str::<NodeRecord>(&record?)
+            .ok()
+            .map(|r| r.http)
+    }
+
+    pub(crate) fn node_id(&self) -> &str {
+        &self.me
+    }
+
+    /// Whether the last exchange with Redis worked.
+    pub(crate) fn redis_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn leases_held(&self) -> usize {
+        self.leases.lock().map_or(0, |l| l.len())
+    }
+
+    fn lease_key(room: &RoomKey) -> String {
+        format!("{PREFIX}room:{room}")
+    }
+
+    fn node_key(node: &str) -> String {
+        format!("{PREFIX}node:{node}")
+    }
+
+    fn fence_key() -> String {
+        format!("{PREFIX}fence")
+    }
+
+    fn nodes_key() -> String {
+        format!("{PREFIX}nodes")
+    }
+
+    async fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, String> {
+        let r = match tokio::time::timeout(CALL_TIMEOUT, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(why(&e)),
+            Err(_) => Err("Redis did not answer in time".into()),
+        };
+        let ok = r.is_ok();
+        if self.up.swap(ok, Ordering::Relaxed) != ok {
+            if ok {
+                tracing::info!("cluster: Redis reachable again");
+            } else if let Err(e) = &r {
+                tracing::warn!("cluster: {e}; running rooms continue, new rooms are refused");
+            }
+        }
+        r
+    }
+
+    fn record(&self) -> NodeRecord {
+        let load = self.load.get().map(|f| f()).unwrap_or_default();
+        NodeRecord {
+            node: self.me.clone(),
+            http: self.http.clone(),
+            rtmp: self.rtmp.clone(),
+            rooms: self.leases_held() as u64,
+            tasks: load.tasks,
+            budget: load.budget,
+            budget_in_use: load.budget_in_use,
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
+    }
+
+    /// Every live node's record (this one included, as last written).
+    pub(crate) async fn nodes(&self) -> Result<Vec<NodeRecord>, ClusterError> {
+        let mut con = self.redis.clone();
+        let names: Vec<String> = self
+            .call(
+                redis::cmd("SMEMBERS")
+                    .arg(Self::nodes_key())
+                    .query_async(&mut con),
+            )
+            .await
+            .map_err(ClusterError::Unavailable)?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = names.iter().map(|n| Self::node_key(n)).collect();
+        let records: Vec<Option<String>> = self
+            .call(redis::cmd("MGET").arg(&keys).query_async(&mut con))
+            .await
+            .map_err(ClusterError::Unavailable)?;
+        let mut nodes: Vec<NodeRecord> = records
+            .into_iter()
+            .flatten()
+            .filter_map(|r| serde_json::from_str(&r).ok())
+            .collect();
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(nodes)
+    }
+
+    /// Makes sure this node owns `room` before it is opened or entered
+    /// here: a room whose lease is held here passes without Redis.
+    pub(crate) async fn ensure_owned(&self, room: &RoomKey) -> Result<(), ClusterError> {
+        if self.leases.lock().is_ok_and(|l| l.holds(room)) {
+            return Ok(());
+        }
+        let _one = self.claiming.lock().await;
+        if self.leases.lock().is_ok_and(|l| l.holds(room)) {
+            return Ok(());
+        }
+        let mut con = self.redis.clone();
+        let key = Self::lease_key(room);
+        // Budget first: a full node sends new rooms elsewhere.
+        if self.load.get().is_some() {
+            let existing: Option<String> = self
+                .call(redis::cmd("GET").arg(&key).query_async(&mut con))
+                .await
+                .map_err(ClusterError::Unavailable)?;
+            if existing.is_none() {
+                match lease::place(&self.record(), &self.nodes().await?) {
+                    Placement::Here => {}
+                    Placement::There(n) => {
+                        return Err(ClusterError::PlacedElsewhere {
+                            node: n.node,
+                            http: n.http,
+                        });
+                    }
+                    Placement::Nowhere => return Err(ClusterError::Full),
+                }
+            }
+        }
+        let mut expected = String::new();
+        for _ in 0..3 {
+            let (won, value): (i64, String) = self
+                .call(
+                    redis::Script::new(CLAIM)
+                        .key(&key)
+                        .key(Self::fence_key())
+                        .arg(&self.me)
+                        .arg(self.lease_ms)
+                        .arg(&expected)
+                        .invoke_async(&mut con),
+                )
+                .await
+                .map_err(ClusterError::Unavailable)?;
+            if won == 1 {
+                let Some(v) = LeaseValue::parse(&value) else {
+                    return Err(ClusterError::Unavailable(format!(
+                        "unexpected lease value {value:?}"
+                    )));
+                };
+                tracing::info!(room = %room, token = v.token, "cluster: room leased here");
+                if let Ok(mut l) = self.leases.lock() {
+                    l.insert(room.clone(), v, Instant::now());
+                }
+                return Ok(());
+            }
+            if value.is_empty() {
+                expected.clear(); // it expired meanwhile: claim it afresh
+                continue;
+            }
+            let current = LeaseValue::parse(&value);
+            let alive = match &current {
+                Some(v) => self
+                    .call(
+                        redis::cmd("EXISTS")
+                            .arg(Self::node_key(&v.node))
+                            .query_async::<bool>(&mut con),
+                    )
+                    .await
+                    .map_err(ClusterError::Unavailable)?,
+                None => false,
+            };
+            match lease::when_held(current.as_ref(), &self.me, alive) {
+                WhenHeld::TakeOver => {
+                    tracing::info!(room = %room, from = %value, "cluster: taking over a stale lease");
+                    expected = value;
+                }
+                WhenHeld::Elsewhere(node) => {
+                    let (http, rtmp) = self
+                        .nodes()
+                        .await
+                        .ok()
+                        .and_then(|ns| ns.into_iter().find(|n| n.node == node))
+                        .map_or_else(
+                            || ("address unknown".into(), String::new()),
+                            |n| (n.http, n.rtmp),
+                        );
+                    return Err(ClusterError::Elsewhere {
+                        room: room.to_string(),
+                        node,
+                        http,
+                        rtmp,
+                    });
+                }
+            }
+        }
+        Err(ClusterError::Unavailable(
+            "the room's lease kept changing hands".into(),
+        ))
+    }
+
+    /// The node (name, HTTP address) that owns `room` if it is not this
+    /// one; `None` if this node holds it or nobody does. Claims nothing.
+    pub(crate) async fn owner_elsewhere(
+        &self,
+        room: &RoomKey,
+    ) -> Result<Option<(String, String)>, ClusterError> {
+        if self.leases.lock().is_ok_and(|l| l.holds(room)) {
+            return Ok(None);
+        }
+        let mut con = self.redis.clone();
+        let value: Option<String> = self
+            .call(
+                redis::cmd("GET")
+                    .arg(Self::lease_key(room))
+                    .query_async(&mut con),
+            )
+            .await
+            .map_err(ClusterError::Unavailable)?;
+        let Some(owner) = value.as_deref().and_then(LeaseValue::parse) else {
+            return Ok(None);
+        };
+        if owner.node == self.me {
+            return Ok(None);
+        }
+        Ok(self
+            .nodes()
+            .await?
+            .into_iter()
+            .find(|n| n.node == owner.node)
+            .map(|n| (n.node, n.http)))
+    }
+
+    /// A WHIP or WHEP request for a room another node owns is sent there
+    /// (307, the same path and query): the owner answers, and ICE goes to
+    /// its address. `publish` claims a room nobody owns for this node.
+    pub(crate) async fn redirect_for(
+        &self,
+        room: &RoomKey,
+        publish: bool,
+    ) -> Result<Option<String>, ClusterError> {
+        if publish {
+            return match self.ensure_owned(room).await {
+                Ok(()) => Ok(None),
+                Err(
+                    ClusterError::Elsewhere { http, .. }
+                    | ClusterError::PlacedElsewhere { http, .. },
+                ) if http.starts_with("http") => Ok(Some(http)),
+                Err(e) => Err(e),
+            };
+        }
+        Ok(self.owner_elsewhere(room).await?.map(|(_, http)| http))
+    }
+
+    async fn heartbeat(&self) {
+        let record = self.record();
+        let Ok(json) = serde_json::to_string(&record) else {
+            return;
+        };
+        let mut con = self.redis.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(Self::node_key(&self.me))
+            .arg(json)
+            .arg("PX")
+            .arg(self.heartbeat_ms * 3)
+            .ignore()
+            .cmd("SADD")
+            .arg(Self::nodes_key())
+            .arg(&self.me)
+            .ignore();
+        for name in self.streams.get().map(|f| f()).unwrap_or_default() {
+            pipe.cmd("SET")
+                .arg(format!("{PREFIX}hls:{name}"))
+                .arg(&self.me)
+                .arg("PX")
+                .arg(self.heartbeat_ms * 3)
+                .ignore();
+        }
+        let _ = self.call(pipe.query_async::<()>(&mut con)).await;
+    }
+
+    /// Renews every lease; returns the rooms whose lease another node holds now.
+    async fn renew(&self) -> Vec<RoomKey> {
+        let held = self.leases.lock().map(|l| l.all()).unwrap_or_default();
+        let mut lost = Vec::new();
+        let mut con = self.redis.clone();
+        for (room, value) in held {
+            let r: Result<i64, String> = self
+                .call(
+                    redis::Script::new(RENEW)
+                        .key(Self::lease_key(&room))
+                        .key(Self::fence_key())
+                        .arg(value.encode())
+                        .arg(self.lease_ms)
+                        .arg(value.token)
+                        .invoke_async(&mut con),
+                )
+                .await;
+            match r {
+                Ok(0) => {
+                    if self
+                        .leases
+                        .lock()
+                        .is_ok_and(|mut l| l.remove(&room, &value))
+                    {
+                        tracing::warn!(room = %room, token = value.token, "cluster: lease lost to another node; closing the room here");
+                        lost.push(room);
+                    }
+                }
+                Ok(2) => {
+                    tracing::info!(room = %room, token = value.token, "cluster: lease restored in Redis")
+                }
+                Ok(_) => {}
+                Err(_) => break, // Redis is down: try again next round
+            }
+        }
+        lost
+    }
+
+    async fn release(&self, room: &RoomKey, value: &LeaseValue) {
+        let mut con = self.redis.clone();
+        let r: Result<i64, String> = self
+            .call(
+                redis::Script::new(RELEASE)
+                    .key(Self::lease_key(room))
+                    .arg(value.encode())
+                    .invoke_async(&mut con),
+            )
+            .await;
+        if r.is_ok() && self.leases.lock().is_ok_and(|mut l| l.remove(room, value)) {
+            tracing::info!(room = %room, token = value.token, "cluster: room released");
+        }
+    }
+
+    /// The loop: heartbeat every `heartbeat_ms`, renewals four times per
+    /// lease, releases of rooms closed here, and closing of rooms whose
+    /// lease was lost.
+    async fn run(self: Arc<Self>, rooms: RoomHandle) {
+        let beat = Duration::from_millis(self.heartbeat_ms);
+        let renew_every = Duration::from_millis(self.lease_ms / 4);
+        let mut tick = tokio::time::interval(beat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_renew = Instant::now();
+        loop {
+            tick.tick().await;
+            self.heartbeat().await;
+            if last_renew.elapsed() >= renew_every {
+                last_renew = Instant::now();
+                for room in self.renew().await {
+                    let _ = rooms.command(Command::DismissRoom { room }).await;
+                }
+            }
+            let open: std::collections::HashSet<RoomKey> =
+                rooms.snapshot().await.into_iter().map(|r| r.room).collect();
+            let unused = self
+                .leases
+                .lock()
+                .map(|l| l.unused(&|k| open.contains(k), Instant::now(), CLAIM_GRACE))
+                .unwrap_or_default();
+            for (room, value) in unused {
+                self.release(&room, &value).await;
+            }
+            // A room opened here without a lease (an entry that passed
+            // the gate as its old lease was being released) claims one.
+            for room in open {
+                if !self.leases.lock().is_ok_and(|l| l.holds(&room))
+                    && let Err(e @ ClusterError::Elsewhere { .. }) = self.ensure_owned(&room).await
+                {
+                    tracing::warn!(room = %room, "cluster: {e}; closing the room here");
+                    let _ = rooms.command(Command::DismissRoom { room }).await;
+                }
+            }
+        }
+    }
+
+    /// A graceful stop: every lease released and this node's record removed,
+    /// so others take its rooms at once instead of after the lease.
+    pub(crate) async fn leave(&self) {
+        let held = self.leases.lock().map(|l| l.all()).unwrap_or_default();
+        for (room, value) in held {
+            self.release(&room, &value).await;
+        }
+        let mut con = self.redis.clone();
+        let _ = self
+            .call(
+                redis::pipe()
+                    .cmd("DEL")
+                    .arg(Self::node_key(&self.me))
+                    .ignore()
+                    .cmd("SREM")
+                    .arg(Self::nodes_key())
+                    .arg(&self.me)
+                    .ignore()
+                    .query_async::<()>(&mut con),
+            )
+            .await;
+    }
+}

@@ -1,0 +1,444 @@
+//! Cluster nodes sharing a real Redis (Debian's redis-server, started here
+//! on a free port): room leases, races, a dead node's rooms taken over, a
+//! lost lease, and Redis going away and coming back.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use common::{Gateway, TempDir};
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "cluster-test-key";
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A redis-server of our own: no persistence, loopback, killed by its id.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let dir = TempDir::new("redis");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", dir.0.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup.sh --test installs it)");
+        let r = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
+        common::wait_for("redis-server to answer", Duration::from_secs(10), || {
+            r.cli(&["PING"]).as_deref() == Some("PONG")
+        });
+        r
+    }
+
+    fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A node named `name` on `redis`, with short heartbeats and leases.
+fn node(redis_port: u16, name: &str) -> Gateway {
+    let config = common::app_config(
+        APP,
+        KEY,
+        None,
+        &format!(
+            "[cluster]\nredis_url = \"redis://127.0.0.1:{redis_port}\"\nnode_id = \"{name}\"\nheartbeat_ms = 200\nlease_ms = 2000\n"
+        ),
+    );
+    let g = Gateway::spawn(Some(&config), &[]);
+    g.wait_healthy();
+    g
+}
+
+/// A metric's value, summed over its labels; `None` if absent.
+fn metric(gw: &Gateway, name: &str) -> Option<f64> {
+    let (_, body) = common::http_get(gw.http_port, "/metrics").ok()?;
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+fn url(gw: &Gateway, room: u32, user: &str) -> String {
+    format!(
+        "ws://127.0.0.1:{}/v1/rooms/{room}/ws?sdkappid={APP}&userid={user}&usersig={}",
+        gw.http_port,
+        common::usersig(APP, KEY, user)
+    )
+}
+
+/// Enters `room` as `user`: the socket and its welcome, or the refusal's
+/// status and reason.
+async fn enter(gw: &Gateway, room: u32, user: &str) -> Result<(Ws, Value), (u16, String)> {
+    match tokio_tungstenite::connect_async(url(gw, room, user)).await {
+        Ok((mut ws, _)) => {
+            let welcome = next(&mut ws).await;
+            assert_eq!(welcome["type"], "welcome", "{welcome}");
+            Ok((ws, welcome))
+        }
+        Err(tungstenite::Error::Http(resp)) => Err((
+            resp.status().as_u16(),
+            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned(),
+        )),
+        Err(e) => panic!("{user}: {e}"),
+    }
+}
+
+async fn next(ws: &mut Ws) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a message in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return json!({"type": "closed"}),
+            _ => continue,
+        }
+    }
+}
+
+fn lease(redis: &Redis, room: u32) -> String {
+    redis
+        .cli(&["GET", &format!("roomcast:room:{APP}/{room}")])
+        .unwrap_or_default()
+}
+
+fn both_registered(redis: &Redis, names: &[&str]) -> bool {
+    names.iter().all(|n| {
+        redis
+            .cli(&["EXISTS", &format!("roomcast:node:{n}")])
+            .as_deref()
+            == Some("1")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_for_one_room_never_both_own_it() {
+    let redis = Redis::start(common::free_port());
+    let a = node(redis.port, "node-a");
+    let b = node(redis.port, "node-b");
+    common::wait_for("both heartbeats", Duration::from_secs(10), || {
+        both_registered(&redis, &["node-a", "node-b"])
+    });
+    // Each race: one user enters through node-a, one through node-b, at
+    // once. Whichever node wins the lease owns the room; the other carries
+    // its user there, so both meet in one room on one node.
+    let mut sockets = Vec::new();
+    for room in 100..130u32 {
+        let (alice, bob) = (format!("alice{room}"), format!("bob{room}"));
+        let (ra, rb) = tokio::join!(enter(&a, room, &alice), enter(&b, room, &bob));
+        let ((wa, welcome_a), (wb, welcome_b)) = (
+            ra.unwrap_or_else(|e| panic!("room {room}: {e:?}")),
+            rb.unwrap_or_else(|e| panic!("room {room}: {e:?}")),
+        );
+        let owner = lease(&redis, room);
+        assert!(
+            owner.starts_with("node-a ") || owner.starts_with("node-b "),
+            "room {room}: {owner}"
+        );
+        assert!(
+            welcome_a.to_string().contains(&bob) || welcome_b.to_string().contains(&alice),
+            "room {room}: alice and bob are not in one room: {welcome_a} / {welcome_b}"
+        );
+        sockets.push((wa, wb));
+    }
+    // Never both: every room is open on exactly one node, the one whose lease it holds.
+    let rooms = |g: &Gateway| metric(g, "roomcast_rooms").unwrap_or(0.0);
+    let leases = |g: &Gateway| metric(g, "roomcast_cluster_room_leases").unwrap_or(0.0);
+    eprintln!("rooms won: node-a {}, node-b {}", rooms(&a), rooms(&b));
+    assert_eq!(rooms(&a) + rooms(&b), 30.0);
+    assert_eq!((leases(&a), leases(&b)), (rooms(&a), rooms(&b)));
+    // The fencing tokens only grow: 30 claims, 30 tokens.
+    assert_eq!(redis.cli(&["GET", "roomcast:fence"]).as_deref(), Some("30"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_room_is_taken_over_and_a_lost_lease_closes_the_room() {
+    let redis = Redis::start(common::free_port());
+    let mut a = node(redis.port, "node-a");
+    let b = node(redis.port, "node-b");
+    common::wait_for("both heartbeats", Duration::from_secs(10), || {
+        both_registered(&redis, &["node-a", "node-b"])
+    });
+
+    // Room 7 lives on node-a; node-b carries its entrants there.
+    let _alice = enter(&a, 7, "alice").await.expect("alice enters on node-a");
+    let (mut carried, welcome) = enter(&b, 7, "bob")
+        .await
+        .expect("bob enters through node-b");
+    assert!(welcome.to_string().contains("alice"), "{welcome}");
+    assert_eq!(metric(&b, "roomcast_rooms").unwrap_or(0.0), 0.0);
+
+    // node-a dies without a word: its heartbeat stops, and node-b takes the
+    // room over as soon as node-a is dead to it, not after the lease.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    // The carried socket ends with its owner: bob's client reconnects.
+    assert_eq!(next(&mut carried).await["type"], "closed");
+    let mut bob = loop {
+        match enter(&b, 7, "bob").await {
+            Ok((ws, _)) => break ws,
+            Err((502 | 504, _)) if killed.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("node-b never took room 7 over: {e:?}"),
+        }
+    };
+    eprintln!(
+        "room 7 taken over {:?} after its owner died",
+        killed.elapsed()
+    );
+    assert!(
+        lease(&redis, 7).starts_with("node-b "),
+        "{}",
+        lease(&redis, 7)
+    );
+
+    // Someone else's token in the lease: node-b has lost the room and
+    // closes it at its next renewal (a quarter of the lease).
+    redis
+        .cli(&[
+            "SET",
+            &format!("roomcast:room:{APP}/7"),
+            "node-z 999999",
+            "PX",
+            "60000",
+        ])
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let m = next(&mut bob).await;
+            if m["type"] == "closed" || m.to_string().contains("dismissed") {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("bob is told the room is gone");
+    eprintln!("after the lease was lost: {seen}");
+    common::wait_for("node-b to hold no lease", Duration::from_secs(5), || {
+        metric(&b, "roomcast_cluster_room_leases") == Some(0.0)
+    });
+    assert_eq!(
+        lease(&redis, 7),
+        "node-z 999999",
+        "a lost lease is not released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_keeps_running_rooms_and_refuses_only_new_ones() {
+    let port = common::free_port();
+    let mut redis = Redis::start(port);
+    let a = node(port, "node-a");
+    common::wait_for("the heartbeat", Duration::from_secs(10), || {
+        both_registered(&redis, &["node-a"])
+    });
+    let _alice = enter(&a, 1, "alice").await.expect("alice enters");
+    assert!(lease(&redis, 1).starts_with("node-a "));
+
+    redis.kill();
+    common::wait_for("Redis to be seen down", Duration::from_secs(10), || {
+        metric(&a, "roomcast_cluster_redis_up") == Some(0.0)
+    });
+    // The running room takes new users; a new room is refused, clearly.
+    let _bob = enter(&a, 1, "bob")
+        .await
+        .expect("bob enters the running room");
+    let (status, why) = enter(&a, 2, "carol")
+        .await
+        .expect_err("a new room is refused");
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("Redis") && why.contains("new rooms"), "{why}");
+    assert_eq!(common::http_get(a.http_port, "/healthz").unwrap().0, 200);
+    assert!(a.log_text().contains("running rooms continue"));
+
+    // Redis comes back empty: the running room's lease is set again and new
+    // rooms are taken.
+    let redis = Redis::start(port);
+    common::wait_for("the lease restored", Duration::from_secs(10), || {
+        lease(&redis, 1).starts_with("node-a ")
+    });
+    common::wait_for("a new room taken", Duration::from_secs(10), || {
+        futures_executor_enter(&a, 3, "dave")
+    });
+    assert_eq!(metric(&a, "roomcast_cluster_redis_up"), Some(1.0));
+}
+
+/// Enters from a blocking poll (a fresh runtime per try).
+fn futures_executor_enter(gw: &Gateway, room: u32, user: &str) -> bool {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async { enter(gw, room, user).await.is_ok() })
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_is_an_entry_point_for_publishers_players_and_signalling() {
+    use common::media::{Publisher, near, pixel, rgb_frame};
+    let redis = Redis::start(common::free_port());
+    let a = node(redis.port, "node-a");
+    let b = node(redis.port, "node-b");
+    common::wait_for("both heartbeats", Duration::from_secs(10), || {
+        both_registered(&redis, &["node-a", "node-b"])
+    });
+
+    // The teacher publishes to node-a, which takes the room; the guest's
+    // OBS-like publish reaches node-b and is forwarded to node-a.
+    let _teacher = Publisher::start_lavfi(
+        &a.publish_url(APP, KEY, "class", "teacher"),
+        "color=c=blue:size=640x360:rate=30",
+        "sine=frequency=440:sample_rate=48000",
+        40,
+        &a.dir.0,
+    );
+    common::wait_for("node-a to own the room", Duration::from_secs(15), || {
+        redis
+            .cli(&["GET", &format!("roomcast:room:{APP}/str:class")])
+            .is_some_and(|v| v.starts_with("node-a "))
+    });
+    let guest = Publisher::start_lavfi(
+        &b.publish_url(APP, KEY, "class", "guest"),
+        "color=c=red:size=640x360:rate=30",
+        "sine=frequency=880:sample_rate=48000",
+        40,
+        &b.dir.0,
+    );
+    common::wait_for(
+        "both anchors publishing on node-a",
+        Duration::from_secs(15),
+        || metric(&a, "roomcast_publishers") == Some(2.0),
+    );
+    assert!(
+        b.log_text()
+            .contains("rtmp publish forwarded to the room's owner node")
+    );
+
+    // A mix on the owner; its HLS asked of node-b is a redirect to node-a,
+    // which ffmpeg follows like any player.
+    let (_, stream) = a.start_relay(
+        &json!({"sdkappid": APP, "room": "class", "roomtype": "str", "profile": "grid-720p"}),
+    );
+    let via_b = b.hls_url(&stream);
+    common::wait_for(
+        "the mix's playlist through node-b",
+        Duration::from_secs(30),
+        || {
+            matches!(common::http(b.http_port, "GET", &format!("/hls/{stream}/index.m3u8"), None),
+            Ok((302, headers, _)) if headers.iter().any(|(k, v)| k == "location" && v.contains(&format!(":{}/hls/", a.http_port))))
+                && common::http_get(a.http_port, &format!("/hls/{stream}/index.m3u8"))
+                    .is_ok_and(|(s, body)| s == 200 && body.matches("#EXTINF").count() >= 2)
+        },
+    );
+    let frame = rgb_frame(&via_b, 1.0, 1280, 720);
+    let (left, right) = (pixel(&frame, 1280, 320, 360), pixel(&frame, 1280, 960, 360));
+    eprintln!("mix through node-b: left {left:?}, right {right:?}");
+    let blue = (0, 0, 255);
+    let red = (255, 0, 0);
+    assert!(
+        (near(left, blue, 60) && near(right, red, 60))
+            || (near(left, red, 60) && near(right, blue, 60)),
+        "both anchors in the mix: left {left:?}, right {right:?}"
+    );
+
+    // A browser's signalling socket on node-b is carried to node-a.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "{}&roomtype=str",
+        url(&b, 0, "carol").replace("/rooms/0/", "/rooms/class/")
+    ))
+    .await
+    .expect("carol's socket through node-b");
+    let welcome = next(&mut ws).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let members = welcome.to_string();
+    assert!(
+        members.contains("teacher") && members.contains("guest"),
+        "{welcome}"
+    );
+
+    // WHIP to node-b: 307 to node-a, same path and query.
+    let path = format!("/v1/whip/class?sdkappid={APP}&userid=dan&roomtype=str");
+    let sig = common::usersig(APP, KEY, "dan");
+    let (status, headers, _) = common::http_with(
+        b.http_port,
+        "POST",
+        &path,
+        &[
+            ("content-type", "application/sdp"),
+            ("authorization", &format!("Bearer {sig}")),
+        ],
+        b"v=0\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 307);
+    let location = headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        location,
+        Some(format!("http://127.0.0.1:{}{path}", a.http_port))
+    );
+    // Without a valid UserSig, nothing is said about the cluster.
+    let (status, _, _) = common::http_with(
+        b.http_port,
+        "POST",
+        &path,
+        &[
+            ("content-type", "application/sdp"),
+            ("authorization", "Bearer forged"),
+        ],
+        b"v=0\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    drop(guest);
+}
