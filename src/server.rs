@@ -146,7 +146,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         recording_events.clone(),
     );
     uploads.resume_all();
-    let app = api::router(AppState {
+    let state = AppState {
         config: config.clone(),
         rooms: rooms.clone(),
         relays: relays.clone(),
@@ -163,7 +163,9 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         hub: hub.clone(),
         sessions: Default::default(),
         login_throttle: Default::default(),
-    });
+    };
+    api::trtc::attach_cluster(&state);
+    let app = api::router(state);
     // One shutdown signal for every listener.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

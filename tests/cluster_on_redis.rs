@@ -20,6 +20,9 @@ const KEY: &str = "cluster-test-key";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The two tests that mix media run one at a time (2 cores).
+static MEDIA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A redis-server of our own: no persistence, loopback, killed by its id.
 struct Redis {
     child: Child,
@@ -72,12 +75,14 @@ impl Drop for Redis {
     }
 }
 
+const API: (&str, &str) = ("AKIDclustertest", "cluster-api-secret");
+
 /// A node named `name` on `redis`, with short heartbeats and leases.
 fn node(redis_port: u16, name: &str) -> Gateway {
     let config = common::app_config(
         APP,
         KEY,
-        None,
+        Some(API),
         &format!(
             "[cluster]\nredis_url = \"redis://127.0.0.1:{redis_port}\"\nnode_id = \"{name}\"\nheartbeat_ms = 200\nlease_ms = 2000\n"
         ),
@@ -324,6 +329,7 @@ fn futures_executor_enter(gw: &Gateway, room: u32, user: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_node_is_an_entry_point_for_publishers_players_and_signalling() {
     use common::media::{Publisher, near, pixel, rgb_frame};
+    let _serial = MEDIA.lock().await;
     let redis = Redis::start(common::free_port());
     let a = node(redis.port, "node-a");
     let b = node(redis.port, "node-b");
@@ -441,4 +447,250 @@ async fn any_node_is_an_entry_point_for_publishers_players_and_signalling() {
     .unwrap();
     assert_eq!(status, 401);
     drop(guest);
+}
+
+/// The newest media segment's path in a TS playlist served through `port`
+/// (a redirect to the owner is followed).
+fn newest_segment(port: u16, stream: &str) -> Option<String> {
+    let (status, headers, body) =
+        common::http(port, "GET", &format!("/hls/{stream}/index.m3u8"), None).ok()?;
+    eprintln!(
+        "playlist through {port}: {status} {headers:?} {}",
+        body.len()
+    );
+    let (port, body) = match status {
+        200 => (port, body),
+        302 => {
+            let to = headers.iter().find(|(k, _)| k == "location")?.1.clone();
+            let rest = to.strip_prefix("http://127.0.0.1:")?;
+            let (p, _) = rest.split_once('/')?;
+            let p: u16 = p.parse().ok()?;
+            let (s, b) = common::http_get(p, &format!("/hls/{stream}/index.m3u8")).ok()?;
+            (s == 200).then_some((p, b))?
+        }
+        _ => return None,
+    };
+    let seg = body
+        .lines()
+        .rfind(|l| !l.starts_with('#') && !l.is_empty())?;
+    Some(format!("http://127.0.0.1:{port}/hls/{stream}/{seg}"))
+}
+
+/// Both anchors in the mix (one blue half, one red) and both tones.
+fn shows_and_sounds_both(segment: &str) -> Result<(), String> {
+    use common::media::{near, pcm, pixel, rgb_frame, tone_power};
+    let frame = rgb_frame(segment, 0.5, 1280, 720);
+    // Wherever the layout puts the two cells, one of these points is in each.
+    let points = [
+        (320, 360),
+        (960, 360),
+        (640, 180),
+        (640, 540),
+        (320, 180),
+        (960, 540),
+    ];
+    let seen: Vec<(u8, u8, u8)> = points
+        .iter()
+        .map(|&(x, y)| pixel(&frame, 1280, x, y))
+        .collect();
+    let (blue, red) = ((0, 0, 255), (255, 0, 0));
+    let pictures =
+        seen.iter().any(|&p| near(p, blue, 60)) && seen.iter().any(|&p| near(p, red, 60));
+    let (left, right) = (seen[0], seen[1]);
+    let samples = pcm(segment);
+    let (a, b, off) = (
+        tone_power(&samples, 440.0, 48_000.0),
+        tone_power(&samples, 880.0, 48_000.0),
+        tone_power(&samples, 660.0, 48_000.0),
+    );
+    let tones = a > 50.0 * off && b > 50.0 * off;
+    if pictures && tones {
+        Ok(())
+    } else {
+        Err(format!(
+            "{seen:?} (left {left:?}, right {right:?}); 440 Hz {a:e}, 880 Hz {b:e}, 660 Hz {off:e}"
+        ))
+    }
+}
+
+#[test]
+fn a_mix_started_on_a_third_node_resumes_by_itself_when_its_owner_dies() {
+    use common::media::{Origin, Publisher};
+    let _serial = MEDIA.blocking_lock();
+    let redis = Redis::start(common::free_port());
+    let mut a = node(redis.port, "node-a");
+    let b = node(redis.port, "node-b");
+    let c = node(redis.port, "node-c");
+    common::wait_for("three heartbeats", Duration::from_secs(10), || {
+        both_registered(&redis, &["node-a", "node-b", "node-c"])
+    });
+    let origin = Origin::start();
+    let teacher = |gw: &Gateway| {
+        Publisher::start_lavfi(
+            &gw.publish_url(APP, KEY, "class", "teacher"),
+            "color=c=blue:size=640x360:rate=30",
+            "sine=frequency=440:sample_rate=48000",
+            90,
+            &gw.dir.0,
+        )
+    };
+    let guest = |gw: &Gateway| {
+        Publisher::start_lavfi(
+            &gw.publish_url(APP, KEY, "class", "guest"),
+            "color=c=red:size=640x360:rate=30",
+            "sine=frequency=880:sample_rate=48000",
+            90,
+            &gw.dir.0,
+        )
+    };
+    // The teacher publishes to node-a, the guest to node-b.
+    let mut t1 = teacher(&a);
+    common::wait_for("node-a to own the room", Duration::from_secs(15), || {
+        redis
+            .cli(&["GET", &format!("roomcast:room:{APP}/str:class")])
+            .is_some_and(|v| v.starts_with("node-a "))
+    });
+    let mut g1 = guest(&b);
+    common::wait_for("both anchors on node-a", Duration::from_secs(15), || {
+        metric(&a, "roomcast_publishers") == Some(2.0)
+    });
+
+    // The mix is asked of node-c with Tencent's SDK; node-c carries the
+    // call to node-a, which owns the room.
+    let start = json!({
+        "SdkAppId": APP, "RoomId": "class", "RoomIdType": 1,
+        "AgentParams": {"UserId": "mixer", "MaxIdleTime": 60},
+        "WithTranscoding": 1,
+        "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}},
+        "VideoParams": {
+            "VideoEncode": {"Width": 1280, "Height": 720, "Fps": 15, "BitRate": 1500, "Gop": 1},
+            "LayoutParams": {"MixLayoutMode": 3},
+        },
+        "PublishCdnParams": [{"PublishCdnUrl": origin.url("mix1")}],
+    });
+    let r = common::trtc_sdk(c.http_port, API, "StartPublishCdnStream", &start, &[]);
+    assert_eq!(r["ok"], true, "{r}");
+    let task = r["response"]["TaskId"].as_str().unwrap().to_owned();
+    assert!(
+        a.relay_status(&task)["state"].is_string(),
+        "the mix runs on node-a"
+    );
+    common::wait_for(
+        "the mix publishing to the origin",
+        Duration::from_secs(20),
+        || a.relay_status(&task)["targets"][0]["state"] == "publishing",
+    );
+
+    // HLS of the mix from any node shows both anchors and sounds both tones.
+    let mut last = String::new();
+    common::wait_for(
+        "both anchors in the mix's HLS through node-c",
+        Duration::from_secs(30),
+        || match newest_segment(c.http_port, "mix1").map(|s| shows_and_sounds_both(&s)) {
+            Some(Ok(())) => true,
+            other => {
+                last = format!("{other:?}");
+                eprintln!("not yet: {last}");
+                false
+            }
+        },
+    );
+
+    // The owner is killed. Both anchors' publishers see their connections
+    // end (the guest's forward lost its owner) and publish again, through
+    // the surviving nodes.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    assert!(
+        t1.wait(Duration::from_secs(10)).is_some(),
+        "the teacher's publish to the dead node ends"
+    );
+    assert!(
+        g1.wait(Duration::from_secs(10)).is_some(),
+        "the guest's forwarded publish ends"
+    );
+    // Like OBS, each publisher retries until it is taken: the first tries
+    // may still be sent to the dead node, for the heartbeats it has left.
+    let mut t2 = teacher(&b);
+    let mut g2 = guest(&c);
+    let running = |gw: &Gateway| {
+        let st = gw.relay_status(&task);
+        st["state"] == "running" && st["targets"][0]["state"] == "publishing"
+    };
+    let owner = loop {
+        if t2.child.try_wait().unwrap().is_some() {
+            t2 = teacher(&b);
+        }
+        if g2.child.try_wait().unwrap().is_some() {
+            g2 = guest(&c);
+        }
+        if running(&b) {
+            break &b;
+        }
+        if running(&c) {
+            break &c;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "the mix did not resume within 15 s\nnode-b:\n{}\nnode-c:\n{}",
+            b.log_text(),
+            c.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let resumed = killed.elapsed();
+    let name = if std::ptr::eq(owner, &b) {
+        "node-b"
+    } else {
+        "node-c"
+    };
+    eprintln!("the mix resumed on {name} {resumed:?} after its owner was killed");
+    assert!(owner.log_text().contains("cluster: task resumed here"));
+    assert!(
+        redis
+            .cli(&["GET", &format!("roomcast:task:{task}")])
+            .is_some_and(|r| r.contains(&format!("\"node\":\"{name}\""))),
+        "the stored task names its new node"
+    );
+    // The same origin receives it again: a second recording of mix1.
+    common::wait_for(
+        "a second publish at the origin",
+        Duration::from_secs(15),
+        || origin.recordings("mix1").len() >= 2,
+    );
+    common::wait_for(
+        "both anchors in the resumed mix's HLS through node-c",
+        Duration::from_secs(30),
+        || match newest_segment(c.http_port, "mix1").map(|s| shows_and_sounds_both(&s)) {
+            Some(Ok(())) => true,
+            other => {
+                last = format!("{other:?}");
+                eprintln!("not yet: {last}");
+                false
+            }
+        },
+    );
+
+    // Stopped through the other node: carried to the owner, and forgotten in Redis.
+    let other = if std::ptr::eq(owner, &b) { &c } else { &b };
+    let r = common::trtc_sdk(
+        other.http_port,
+        API,
+        "StopPublishCdnStream",
+        &json!({"SdkAppId": APP, "TaskId": task}),
+        &[],
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    common::wait_for(
+        "the task stopped on its owner",
+        Duration::from_secs(10),
+        || owner.relay_status(&task)["state"] == "stopped",
+    );
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", &format!("roomcast:task:{task}")])
+            .as_deref(),
+        Some("0")
+    );
 }

@@ -14,6 +14,7 @@
 //! lease Redis forgot); only new rooms are refused, with a clear error.
 //! The decisions are in `lease` (pure); this file does the I/O.
 
+pub(crate) mod forward;
 pub(crate) mod lease;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -100,7 +101,47 @@ pub(crate) struct Load {
     pub budget_in_use: f64,
 }
 
+/// A relay task started through the TRTC API, as stored in Redis: enough
+/// for another node to start it again, with the same id, when the room's
+/// owner dies.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TaskRecord {
+    pub id: String,
+    /// The room, as `RoomKey` displays it.
+    pub room: String,
+    /// The node running it.
+    pub node: String,
+    /// The action that started it and its parameters, then every update's.
+    pub action: String,
+    pub params: serde_json::Value,
+    #[serde(default)]
+    pub updates: Vec<serde_json::Value>,
+}
+
+/// What the cluster asks of the node's relay tasks (the API implements it:
+/// it can start a task from its stored request).
+pub(crate) trait Tasks: Send + Sync {
+    /// Rooms with a running task, and tasks that ended here.
+    fn local(&self) -> LocalTasks;
+    /// Stops the tasks of a room this node lost.
+    fn stop_room(&self, room: &RoomKey);
+    /// Starts a stored task here with its id (`Ok` too if it already runs here).
+    fn resume(
+        &self,
+        record: TaskRecord,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+}
+
+/// The relay tasks of this node: rooms with one running (their leases are
+/// kept while no user is in them), and ids of tasks that ended here.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LocalTasks {
+    pub running_rooms: std::collections::HashSet<RoomKey>,
+    pub ended: Vec<String>,
+}
+
 type LoadFn = Box<dyn Fn() -> Load + Send + Sync>;
+
 type StreamsFn = Box<dyn Fn() -> Vec<String> + Send + Sync>;
 
 pub(crate) struct Cluster {
@@ -117,6 +158,9 @@ pub(crate) struct Cluster {
     up: AtomicBool,
     load: std::sync::OnceLock<LoadFn>,
     streams: std::sync::OnceLock<StreamsFn>,
+    tasks: std::sync::OnceLock<Arc<dyn Tasks>>,
+    /// Itself, for tasks spawned from `&self`.
+    this: std::sync::OnceLock<std::sync::Weak<Cluster>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -169,6 +213,7 @@ impl Cluster {
             return Ok(None);
         };
         let cluster = Arc::new(Cluster::new(config, c)?);
+        let _ = cluster.this.set(Arc::downgrade(&cluster));
         rooms.set_cluster(cluster.clone());
         tracing::info!(
             node = %cluster.me,
@@ -216,6 +261,8 @@ impl Cluster {
             up: AtomicBool::new(false),
             load: std::sync::OnceLock::new(),
             streams: std::sync::OnceLock::new(),
+            tasks: std::sync::OnceLock::new(),
+            this: std::sync::OnceLock::new(),
         })
     }
 
@@ -256,6 +303,117 @@ impl Cluster {
         serde_json::from_str::<NodeRecord>(&record?)
             .ok()
             .map(|r| r.http)
+    }
+
+    /// This node's relay tasks, as the cluster needs them.
+    pub(crate) fn set_tasks(&self, tasks: Arc<dyn Tasks>) {
+        let _ = self.tasks.set(tasks);
+    }
+
+    fn task_key(id: &str) -> String {
+        format!("{PREFIX}task:{id}")
+    }
+
+    fn room_tasks_key(room: &str) -> String {
+        format!("{PREFIX}room-tasks:{room}")
+    }
+
+    /// Stores a task started here (or resumed here: it now runs here).
+    pub(crate) async fn save_task(&self, record: &TaskRecord) -> Result<(), String> {
+        let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
+        let mut con = self.redis.clone();
+        self.call(
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(Self::task_key(&record.id))
+                .arg(json)
+                .ignore()
+                .cmd("SADD")
+                .arg(Self::room_tasks_key(&record.room))
+                .arg(&record.id)
+                .ignore()
+                .query_async::<()>(&mut con),
+        )
+        .await
+    }
+
+    pub(crate) async fn task(&self, id: &str) -> Result<Option<TaskRecord>, String> {
+        let mut con = self.redis.clone();
+        let json: Option<String> = self
+            .call(
+                redis::cmd("GET")
+                    .arg(Self::task_key(id))
+                    .query_async(&mut con),
+            )
+            .await?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// Appends an update's parameters to a stored task.
+    pub(crate) async fn task_updated(&self, id: &str, params: serde_json::Value) {
+        if let Ok(Some(mut record)) = self.task(id).await {
+            record.updates.push(params);
+            let _ = self.save_task(&record).await;
+        }
+    }
+
+    /// Forgets a task that was stopped or ended.
+    pub(crate) async fn forget_task(&self, id: &str) {
+        let Ok(Some(record)) = self.task(id).await else {
+            return;
+        };
+        let mut con = self.redis.clone();
+        let _ = self
+            .call(
+                redis::pipe()
+                    .atomic()
+                    .cmd("DEL")
+                    .arg(Self::task_key(id))
+                    .ignore()
+                    .cmd("SREM")
+                    .arg(Self::room_tasks_key(&record.room))
+                    .arg(id)
+                    .ignore()
+                    .query_async::<()>(&mut con),
+            )
+            .await;
+    }
+
+    /// Starts again, here, every stored task of `room` (just leased here)
+    /// that does not run here: its node died or let the room go.
+    async fn resume_tasks(self: Arc<Self>, room: RoomKey) {
+        let Some(tasks) = self.tasks.get().cloned() else {
+            return;
+        };
+        let mut con = self.redis.clone();
+        let ids: Vec<String> = match self
+            .call(
+                redis::cmd("SMEMBERS")
+                    .arg(Self::room_tasks_key(&room.to_string()))
+                    .query_async(&mut con),
+            )
+            .await
+        {
+            Ok(ids) => ids,
+            Err(_) => return,
+        };
+        for id in ids {
+            let Ok(Some(mut record)) = self.task(&id).await else {
+                continue;
+            };
+            let from = record.node.clone();
+            match tasks.resume(record.clone()).await {
+                Ok(()) => {
+                    tracing::info!(room = %room, task = %id, from = %from, "cluster: task resumed here");
+                    record.node = self.me.clone();
+                    let _ = self.save_task(&record).await;
+                }
+                Err(e) => {
+                    tracing::warn!(room = %room, task = %id, "cluster: task not resumed: {e}")
+                }
+            }
+        }
     }
 
     pub(crate) fn node_id(&self) -> &str {
@@ -405,6 +563,10 @@ impl Cluster {
                 tracing::info!(room = %room, token = v.token, "cluster: room leased here");
                 if let Ok(mut l) = self.leases.lock() {
                     l.insert(room.clone(), v, Instant::now());
+                }
+                // Its stored tasks start here, beside the entry that claimed it.
+                if let Some(me) = self.this.get().and_then(std::sync::Weak::upgrade) {
+                    tokio::spawn(me.resume_tasks(room.clone()));
                 }
                 return Ok(());
             }
@@ -596,21 +758,47 @@ impl Cluster {
         let mut tick = tokio::time::interval(beat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_renew = Instant::now();
+        // Ended tasks already forgotten in Redis.
+        let mut forgotten = std::collections::HashSet::new();
         loop {
             tick.tick().await;
             self.heartbeat().await;
             if last_renew.elapsed() >= renew_every {
                 last_renew = Instant::now();
                 for room in self.renew().await {
+                    if let Some(t) = self.tasks.get() {
+                        t.stop_room(&room);
+                    }
                     let _ = rooms.command(Command::DismissRoom { room }).await;
+                }
+            }
+            let local = self.tasks.get().map(|t| t.local()).unwrap_or_default();
+            for id in &local.ended {
+                // Only a record this node still runs: a task of a room lost
+                // to another node is that node's now.
+                if forgotten.contains(id) {
+                    continue;
+                }
+                match self.task(id).await {
+                    Ok(Some(r)) => {
+                        if r.node == self.me {
+                            self.forget_task(id).await;
+                        }
+                        forgotten.insert(id.clone());
+                    }
+                    Ok(None) => {
+                        forgotten.insert(id.clone());
+                    }
+                    Err(_) => {}
                 }
             }
             let open: std::collections::HashSet<RoomKey> =
                 rooms.snapshot().await.into_iter().map(|r| r.room).collect();
+            let busy = |k: &RoomKey| open.contains(k) || local.running_rooms.contains(k);
             let unused = self
                 .leases
                 .lock()
-                .map(|l| l.unused(&|k| open.contains(k), Instant::now(), CLAIM_GRACE))
+                .map(|l| l.unused(&busy, Instant::now(), CLAIM_GRACE))
                 .unwrap_or_default();
             for (room, value) in unused {
                 self.release(&room, &value).await;
@@ -622,6 +810,9 @@ impl Cluster {
                     && let Err(e @ ClusterError::Elsewhere { .. }) = self.ensure_owned(&room).await
                 {
                     tracing::warn!(room = %room, "cluster: {e}; closing the room here");
+                    if let Some(t) = self.tasks.get() {
+                        t.stop_room(&room);
+                    }
                     let _ = rooms.command(Command::DismissRoom { room }).await;
                 }
             }

@@ -11,6 +11,7 @@
 //! `relay` (Start/Update/StopPublishCdnStream). Internal detail is logged,
 //! never echoed.
 
+mod cluster;
 mod images;
 mod ingest;
 mod mix;
@@ -50,6 +51,15 @@ impl ApiError {
 }
 
 pub(crate) type ApiResult = Result<Map<String, Value>, ApiError>;
+
+pub(crate) use cluster::attach as attach_cluster;
+
+/// What an action came to: fields to answer with, or the owner node's whole
+/// answer (on a cluster, for a room owned by another node).
+enum Reply {
+    Fields(Map<String, Value>),
+    Carried(Response),
+}
 
 fn request_id() -> String {
     use rand::RngCore;
@@ -102,7 +112,8 @@ pub(crate) async fn handle(
         .to_owned();
     let result = process(&state, &method, &uri, &headers, body, &action).await;
     let code = match &result {
-        Ok(_) => "ok",
+        Ok(Reply::Fields(_)) => "ok",
+        Ok(Reply::Carried(_)) => "carried",
         Err(e) => e.code,
     };
     crate::metrics::metrics()
@@ -112,7 +123,11 @@ pub(crate) async fn handle(
             code,
         })
         .inc();
-    envelope(result, &action)
+    match result {
+        Ok(Reply::Carried(resp)) => resp,
+        Ok(Reply::Fields(f)) => envelope(Ok(f), &action),
+        Err(e) => envelope(Err(e), &action),
+    }
 }
 
 async fn process(
@@ -122,7 +137,7 @@ async fn process(
     headers: &HeaderMap,
     body: Body,
     action: &str,
-) -> ApiResult {
+) -> Result<Reply, ApiError> {
     let limit = state.config.http.max_body_bytes;
     let body = to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
@@ -165,29 +180,43 @@ async fn process(
         ));
     };
     let p = params::Params::new(&params);
+    if let Some(owner) = cluster::route(state, action, &p, headers).await? {
+        return Ok(Reply::Carried(
+            cluster::carry(&owner, method, uri, headers, body).await,
+        ));
+    }
+    let out = act(state, action, &p, &params).await?;
+    cluster::remember(state, action, &params, &out).await;
+    Ok(Reply::Fields(out))
+}
+
+async fn act(
+    state: &AppState,
+    action: &str,
+    p: &params::Params<'_>,
+    params: &Map<String, Value>,
+) -> ApiResult {
     match action {
-        "DismissRoom" => rooms::dismiss(state, &p, false).await,
-        "DismissRoomByStrRoomId" => rooms::dismiss(state, &p, true).await,
-        "RemoveUser" => rooms::remove_user(state, &p, false).await,
-        "RemoveUserByStrRoomId" => rooms::remove_user(state, &p, true).await,
-        "StartPublishCdnStream" => {
-            relay::start(state, &p, &images::prefetch(state, &params).await?)
-        }
+        "DismissRoom" => rooms::dismiss(state, p, false).await,
+        "DismissRoomByStrRoomId" => rooms::dismiss(state, p, true).await,
+        "RemoveUser" => rooms::remove_user(state, p, false).await,
+        "RemoveUserByStrRoomId" => rooms::remove_user(state, p, true).await,
+        "StartPublishCdnStream" => relay::start(state, p, &images::prefetch(state, params).await?),
         "UpdatePublishCdnStream" => {
-            relay::update(state, &p, &images::prefetch(state, &params).await?)
+            relay::update(state, p, &images::prefetch(state, params).await?)
         }
-        "StopPublishCdnStream" => relay::stop(state, &p),
-        "StartStreamIngest" => ingest::start(state, &p).await,
-        "StopStreamIngest" => ingest::stop(state, &p),
-        "DescribeStreamIngest" => ingest::describe(state, &p),
+        "StopPublishCdnStream" => relay::stop(state, p),
+        "StartStreamIngest" => ingest::start(state, p).await,
+        "StopStreamIngest" => ingest::stop(state, p),
+        "DescribeStreamIngest" => ingest::describe(state, p),
         "CreateCloudRecording" => {
-            recording::create(state, &p, &images::prefetch(state, &params).await?)
+            recording::create(state, p, &images::prefetch(state, params).await?)
         }
-        "DescribeCloudRecording" => recording::describe(state, &p),
+        "DescribeCloudRecording" => recording::describe(state, p),
         "ModifyCloudRecording" => {
-            recording::modify(state, &p, &images::prefetch(state, &params).await?)
+            recording::modify(state, p, &images::prefetch(state, params).await?)
         }
-        "DeleteCloudRecording" => recording::delete(state, &p),
+        "DeleteCloudRecording" => recording::delete(state, p),
         "" => Err(ApiError::new(
             "MissingParameter",
             "The X-TC-Action header is missing.",

@@ -176,6 +176,16 @@ fn check_no_unsupported(p: &Params<'_>) -> Result<(), ApiError> {
 }
 
 pub(super) fn start(state: &AppState, p: &Params<'_>, images: &super::mix::Images) -> ApiResult {
+    start_as(state, p, images, None)
+}
+
+/// StartPublishCdnStream; `id` set: a stored task started again with its TaskId.
+pub(super) fn start_as(
+    state: &AppState,
+    p: &Params<'_>,
+    images: &super::mix::Images,
+    id: Option<String>,
+) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let room_str = p.req_str("RoomId")?;
     // RoomIdType here: 0 = integer room, 1 = string room.
@@ -242,6 +252,7 @@ pub(super) fn start(state: &AppState, p: &Params<'_>, images: &super::mix::Image
         spec.stream = name.to_owned();
     }
     spec.outputs.rtmp = urls;
+    spec.id = id.unwrap_or_default();
     let id = state.relays.start(spec).map_err(relay_error)?;
     let mut out = Map::new();
     out.insert("TaskId".into(), Value::String(id));
