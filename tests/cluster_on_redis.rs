@@ -274,6 +274,8 @@ async fn a_dead_nodes_room_is_taken_over_and_a_lost_lease_closes_the_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_keeps_running_rooms_and_refuses_only_new_ones() {
+    use common::media::{Origin, Publisher};
+    let _serial = MEDIA.lock().await;
     let port = common::free_port();
     let mut redis = Redis::start(port);
     let a = node(port, "node-a");
@@ -282,11 +284,39 @@ async fn redis_down_keeps_running_rooms_and_refuses_only_new_ones() {
     });
     let _alice = enter(&a, 1, "alice").await.expect("alice enters");
     assert!(lease(&redis, 1).starts_with("node-a "));
+    // A mix of a live anchor, pushed to an origin and served as HLS.
+    let origin = Origin::start();
+    let _teacher = Publisher::start(&a.publish_url(APP, KEY, "live", "teacher"), 60, &a.dir.0);
+    let (task, stream) = a.start_relay(&json!({
+        "sdkappid": APP, "room": "live", "roomtype": "str", "profile": "grid-720p",
+        "rtmp": [origin.url("live")],
+    }));
+    let sequence = || {
+        common::http_get(a.http_port, &format!("/hls/{stream}/index.m3u8"))
+            .ok()
+            .and_then(|(_, b)| {
+                // The newest segment's number (`seg<N>.ts`).
+                b.lines().rfind(|l| l.starts_with("seg")).and_then(|l| {
+                    l.trim_start_matches("seg")
+                        .split('.')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+            })
+    };
+    common::wait_for(
+        "the mix live on HLS and at the origin",
+        Duration::from_secs(20),
+        || sequence().is_some() && a.relay_status(&task)["targets"][0]["state"] == "publishing",
+    );
 
     redis.kill();
+    let down = Instant::now();
     common::wait_for("Redis to be seen down", Duration::from_secs(10), || {
         metric(&a, "roomcast_cluster_redis_up") == Some(0.0)
     });
+    let (seq_before, bytes_before) = (sequence().unwrap(), origin_bytes(&origin, "live"));
     // The running room takes new users; a new room is refused, clearly.
     let _bob = enter(&a, 1, "bob")
         .await
@@ -298,6 +328,22 @@ async fn redis_down_keeps_running_rooms_and_refuses_only_new_ones() {
     assert!(why.contains("Redis") && why.contains("new rooms"), "{why}");
     assert_eq!(common::http_get(a.http_port, "/healthz").unwrap().0, 200);
     assert!(a.log_text().contains("running rooms continue"));
+    // Twenty seconds without Redis: the mix keeps pushing and HLS advances.
+    while down.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let st = a.relay_status(&task);
+    assert_eq!(st["state"], "running", "{st}");
+    assert_eq!(st["targets"][0]["state"], "publishing", "{st}");
+    let (seq_after, bytes_after) = (sequence().unwrap(), origin_bytes(&origin, "live"));
+    eprintln!(
+        "20 s without Redis: newest HLS segment {seq_before} -> {seq_after}, origin {bytes_before} -> {bytes_after} bytes"
+    );
+    assert!(
+        seq_after >= seq_before + 5,
+        "HLS stalled: {seq_before} -> {seq_after}"
+    );
+    assert!(bytes_after > bytes_before + 1_000_000, "the push stalled");
 
     // Redis comes back empty: the running room's lease is set again and new
     // rooms are taken.
@@ -309,6 +355,16 @@ async fn redis_down_keeps_running_rooms_and_refuses_only_new_ones() {
         futures_executor_enter(&a, 3, "dave")
     });
     assert_eq!(metric(&a, "roomcast_cluster_redis_up"), Some(1.0));
+}
+
+/// Bytes the origin has recorded of `name` so far.
+fn origin_bytes(origin: &common::media::Origin, name: &str) -> u64 {
+    origin
+        .recordings(name)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Enters from a blocking poll (a fresh runtime per try).
