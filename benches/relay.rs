@@ -13,132 +13,23 @@
 //!
 //! Run: `cargo bench --bench relay` (needs ffmpeg and nginx from `make test`'s set-up).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use bytes::Bytes;
-use rml_rtmp::sessions::ClientSessionEvent;
-use rml_rtmp::time::RtmpTimestamp;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[path = "common/flv_file.rs"]
 mod flv_file;
 #[path = "common/procs.rs"]
 mod procs;
+#[path = "common/relay_case.rs"]
+mod relay_case;
 #[path = "common/rtmp_client.rs"]
 mod rtmp_client;
 use flv_file::read_flv;
 use procs::{free_port, gateway, http, nginx, two_ports, wait_port};
-use rtmp_client::Rtmp;
-
-const SECONDS: u32 = 20;
+use relay_case::{SECONDS, run_case, summary};
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "bench-key";
-
-fn hash(b: &[u8], state: &RandomState) -> u64 {
-    state.hash_one(b)
-}
-
-/// Publishes `tags` in real time to `publish` and plays `play` from the
-/// origin; returns per-frame latencies (ms) and the relay's CPU seconds.
-/// Every publisher sends the same stream; the first one's is played and
-/// timed. The CPU returned is the relay's per stream.
-fn run_case(
-    tags: &[(bool, u32, Bytes)],
-    publish: &[(u16, &str, String)],
-    origin_port: u16,
-    stream: &str,
-    relay_pid: u32,
-) -> (Vec<f64>, f64) {
-    let state = RandomState::new();
-    let mut sent: HashMap<u64, Instant> = HashMap::new();
-    let mut publishers: Vec<Rtmp> = publish
-        .iter()
-        .map(|(port, app, key)| Rtmp::publisher(*port, app, key))
-        .collect();
-
-    let stream = stream.to_owned();
-    let (tx, rx) = std::sync::mpsc::channel::<(u64, Instant)>();
-    let player_state = state.clone();
-    let player = std::thread::spawn(move || {
-        // nginx-rtmp lets a player wait for a stream that is not published yet.
-        let mut p = Rtmp::connect(origin_port, "live");
-        let r = p.session.request_playback(stream.clone()).unwrap();
-        p.apply(vec![r]);
-        p.wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted));
-        p.socket
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(u64::from(SECONDS) + 5);
-        while Instant::now() < end {
-            if !p.pump() {
-                break;
-            }
-            for e in p.events.drain(..) {
-                if let ClientSessionEvent::VideoDataReceived { data, .. } = e {
-                    let _ = tx.send((hash(&data, &player_state), Instant::now()));
-                }
-            }
-        }
-    });
-
-    let cpu0 = procs::cpu_seconds_precise(relay_pid);
-    let t0 = Instant::now();
-    for (is_video, ts, data) in tags {
-        let due = t0 + Duration::from_millis(u64::from(*ts));
-        if let Some(d) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
-        }
-        if *is_video {
-            sent.insert(hash(data, &state), Instant::now());
-        }
-        for publisher in &mut publishers {
-            let r = if *is_video {
-                publisher
-                    .session
-                    .publish_video_data(data.clone(), RtmpTimestamp::new(*ts), false)
-            } else {
-                publisher
-                    .session
-                    .publish_audio_data(data.clone(), RtmpTimestamp::new(*ts), false)
-            }
-            .unwrap();
-            publisher.apply(vec![r]);
-        }
-    }
-    let cpu = (procs::cpu_seconds_precise(relay_pid) - cpu0) / publishers.len() as f64;
-    drop(publishers);
-    player.join().unwrap();
-    let lat: Vec<f64> = rx
-        .try_iter()
-        .filter_map(|(h, at)| {
-            sent.get(&h)
-                .map(|s| at.duration_since(*s).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    (lat, cpu)
-}
-
-fn summary(name: &str, lat: &mut [f64], cpu: f64) -> (f64, f64) {
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let p = |q: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    let per_s = cpu / f64::from(SECONDS);
-    println!(
-        "{name:10} frames {:4}  latency p50 {:7.2} ms  p95 {:7.2} ms  max {:7.2} ms  CPU {:.4} s/s of stream",
-        lat.len(),
-        p(0.5),
-        p(0.95),
-        p(1.0),
-        per_s
-    );
-    (p(0.5), per_s)
-}
 
 fn main() {
     // `cargo bench --bench relay -- 20`: that many relays at once (default 50).

@@ -71,13 +71,13 @@ pub(crate) async fn start(
     body: Result<Json<StartRelay>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     match admitted(peer, body) {
-        Ok(req) => start_relay(&state, req),
+        Ok(req) => start_relay(&state, req).await,
         Err(r) => r,
     }
 }
 
 /// Starts a relay task from a profile; the answer to send back.
-pub(super) fn start_relay(state: &AppState, req: StartRelay) -> Response {
+pub(super) async fn start_relay(state: &AppState, req: StartRelay) -> Response {
     if state.config.app_key(req.sdkappid).is_none() {
         return err(
             StatusCode::BAD_REQUEST,
@@ -126,6 +126,18 @@ pub(super) fn start_relay(state: &AppState, req: StartRelay) -> Response {
         app: req.sdkappid,
         room,
     };
+    // On a cluster the task runs where the room's anchors meet: this node
+    // takes a room nobody owns; a room another node owns is refused here.
+    if let Some(cluster) = state.rooms.cluster() {
+        match cluster.ensure_owned(&key).await {
+            Ok(()) => {}
+            Err(
+                e @ (crate::cluster::ClusterError::Elsewhere { .. }
+                | crate::cluster::ClusterError::PlacedElsewhere { .. }),
+            ) => return err(StatusCode::CONFLICT, e.to_string()),
+            Err(e) => return err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
     let spec = match user {
         Some(user) => RelaySpec::for_anchor(key, user, profile),
         None => RelaySpec::for_mix(key, profile),

@@ -44,7 +44,7 @@ pub(crate) async fn start(
     body: Bytes,
 ) -> Response {
     match admitted(&state, &method, &uri, &headers, &body) {
-        Ok(Some(req)) => relays::start_relay(&state, req),
+        Ok(Some(req)) => relays::start_relay(&state, req).await,
         Ok(None) => relays::err(StatusCode::BAD_REQUEST, "a JSON body is required"),
         Err(r) => r,
     }
