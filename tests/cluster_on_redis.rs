@@ -287,10 +287,24 @@ async fn redis_down_keeps_running_rooms_and_refuses_only_new_ones() {
     // A mix of a live anchor, pushed to an origin and served as HLS.
     let origin = Origin::start();
     let _teacher = Publisher::start(&a.publish_url(APP, KEY, "live", "teacher"), 60, &a.dir.0);
-    let (task, stream) = a.start_relay(&json!({
-        "sdkappid": APP, "room": "live", "roomtype": "str", "profile": "grid-720p",
-        "rtmp": [origin.url("live")],
-    }));
+    // Started with Tencent's SDK, so its record is in Redis.
+    let start = json!({
+        "SdkAppId": APP, "RoomId": "live", "RoomIdType": 1,
+        "AgentParams": {"UserId": "mixer", "MaxIdleTime": 60},
+        "WithTranscoding": 1,
+        "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}},
+        "VideoParams": {
+            "VideoEncode": {"Width": 1280, "Height": 720, "Fps": 15, "BitRate": 1500, "Gop": 2},
+            "LayoutParams": {"MixLayoutMode": 3},
+        },
+        "PublishCdnParams": [{"PublishCdnUrl": origin.url("live")}],
+    });
+    let r = common::trtc_sdk(a.http_port, API, "StartPublishCdnStream", &start, &[]);
+    assert_eq!(r["ok"], true, "{r}");
+    let task = r["response"]["TaskId"].as_str().unwrap().to_owned();
+    let stream = "live";
+    let record = format!("roomcast:task:{task}");
+    assert_eq!(redis.cli(&["EXISTS", &record]).as_deref(), Some("1"));
     let sequence = || {
         common::http_get(a.http_port, &format!("/hls/{stream}/index.m3u8"))
             .ok()
@@ -348,9 +362,16 @@ async fn redis_down_keeps_running_rooms_and_refuses_only_new_ones() {
     // Redis comes back empty: the running room's lease is set again and new
     // rooms are taken.
     let redis = Redis::start(port);
-    common::wait_for("the lease restored", Duration::from_secs(10), || {
-        lease(&redis, 1).starts_with("node-a ")
-    });
+    common::wait_for(
+        "the lease and the task record restored",
+        Duration::from_secs(10),
+        || {
+            lease(&redis, 1).starts_with("node-a ")
+                && redis
+                    .cli(&["GET", &record])
+                    .is_some_and(|r| r.contains("\"node\":\"node-a\""))
+        },
+    );
     common::wait_for("a new room taken", Duration::from_secs(10), || {
         futures_executor_enter(&a, 3, "dave")
     });

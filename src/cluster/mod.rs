@@ -159,6 +159,9 @@ pub(crate) struct Cluster {
     load: std::sync::OnceLock<LoadFn>,
     streams: std::sync::OnceLock<StreamsFn>,
     tasks: std::sync::OnceLock<Arc<dyn Tasks>>,
+    /// The records of tasks running here, written again if Redis forgets
+    /// them (a restart without persistence).
+    records: Mutex<std::collections::HashMap<String, TaskRecord>>,
     /// Itself, for tasks spawned from `&self`.
     this: std::sync::OnceLock<std::sync::Weak<Cluster>>,
 }
@@ -262,6 +265,7 @@ impl Cluster {
             load: std::sync::OnceLock::new(),
             streams: std::sync::OnceLock::new(),
             tasks: std::sync::OnceLock::new(),
+            records: Mutex::new(std::collections::HashMap::new()),
             this: std::sync::OnceLock::new(),
         })
     }
@@ -320,6 +324,9 @@ impl Cluster {
 
     /// Stores a task started here (or resumed here: it now runs here).
     pub(crate) async fn save_task(&self, record: &TaskRecord) -> Result<(), String> {
+        if let Ok(mut r) = self.records.lock() {
+            r.insert(record.id.clone(), record.clone());
+        }
         let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
         let mut con = self.redis.clone();
         self.call(
@@ -360,6 +367,9 @@ impl Cluster {
 
     /// Forgets a task that was stopped or ended.
     pub(crate) async fn forget_task(&self, id: &str) {
+        if let Ok(mut r) = self.records.lock() {
+            r.remove(id);
+        }
         let Ok(Some(record)) = self.task(id).await else {
             return;
         };
@@ -378,6 +388,38 @@ impl Cluster {
                     .query_async::<()>(&mut con),
             )
             .await;
+    }
+
+    /// Writes again the records of tasks running here that Redis lost
+    /// (`SET NX`: a record another node rewrote since is left alone).
+    async fn restore_records(&self, ended: &[String]) {
+        let records: Vec<TaskRecord> = match self.records.lock() {
+            Ok(mut r) => {
+                r.retain(|id, _| !ended.contains(id));
+                r.values().cloned().collect()
+            }
+            Err(_) => return,
+        };
+        if records.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for record in &records {
+            let Ok(json) = serde_json::to_string(record) else {
+                continue;
+            };
+            pipe.cmd("SET")
+                .arg(Self::task_key(&record.id))
+                .arg(json)
+                .arg("NX")
+                .ignore()
+                .cmd("SADD")
+                .arg(Self::room_tasks_key(&record.room))
+                .arg(&record.id)
+                .ignore();
+        }
+        let mut con = self.redis.clone();
+        let _ = self.call(pipe.query_async::<()>(&mut con)).await;
     }
 
     /// Starts again, here, every stored task of `room` (just leased here)
@@ -765,6 +807,12 @@ impl Cluster {
             self.heartbeat().await;
             if last_renew.elapsed() >= renew_every {
                 last_renew = Instant::now();
+                let ended = self
+                    .tasks
+                    .get()
+                    .map(|t| t.local().ended)
+                    .unwrap_or_default();
+                self.restore_records(&ended).await;
                 for room in self.renew().await {
                     if let Some(t) = self.tasks.get() {
                         t.stop_room(&room);
