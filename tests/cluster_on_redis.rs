@@ -193,6 +193,35 @@ async fn two_nodes_racing_for_one_room_never_both_own_it() {
     eprintln!("rooms won: node-a {}, node-b {}", rooms(&a), rooms(&b));
     assert_eq!(rooms(&a) + rooms(&b), 30.0);
     assert_eq!((leases(&a), leases(&b)), (rooms(&a), rooms(&b)));
+    // `roomcast status cluster` (signed) on either node lists both, with their rooms.
+    let out = Command::new(common::BIN)
+        .args([
+            "status",
+            "cluster",
+            "--http",
+            &format!("127.0.0.1:{}", b.http_port),
+        ])
+        .args(["--secret-id", API.0, "--secret-key", API.1])
+        .output()
+        .unwrap();
+    let cluster: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(cluster["node_id"], "node-b", "{cluster}");
+    assert_eq!(cluster["redis"], "up", "{cluster}");
+    let listed: Vec<(String, f64)> = cluster["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().to_owned(),
+                n["rooms"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 2, "{cluster}");
+    assert_eq!(listed[0].0, "node-a");
+    assert_eq!(listed[1].0, "node-b");
     // The fencing tokens only grow: 30 claims, 30 tokens.
     assert_eq!(redis.cli(&["GET", "roomcast:fence"]).as_deref(), Some("30"));
 }

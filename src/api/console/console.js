@@ -170,6 +170,33 @@ function render(doc) {
   }
   renderTasks(doc.tasks);
   renderIngests(doc.ingests || []);
+  renderCluster(doc.cluster);
+}
+
+// A cluster node: this node's id and Redis, and every live node's record.
+function renderCluster(c) {
+  $('cluster-view').hidden = !c;
+  if (!c) return;
+  $('cluster-summary').textContent =
+    `This is node ${c.node_id}; Redis is ${c.redis}; it holds ${c.leases} room lease(s).`;
+  const body = $('cluster').tBodies[0];
+  const nodes = Array.isArray(c.nodes) ? c.nodes : [];
+  const text = JSON.stringify(nodes.map((n) => [n.node, n.http, n.rtmp, n.rooms, n.tasks, n.budget, n.budget_in_use]));
+  if (body.dataset.last === text && nodes.length) return;
+  body.dataset.last = text;
+  if (!nodes.length) {
+    const why = c.nodes && c.nodes.error ? c.nodes.error : 'No node record is in Redis.';
+    body.replaceChildren(el('tr', {}, el('td', { class: 'empty', colSpan: 6, textContent: why })));
+    return;
+  }
+  body.replaceChildren(...nodes.map((n) => el('tr', { 'data-node': n.node },
+    el('td', { textContent: n.node === c.node_id ? `${n.node} (this node)` : n.node }),
+    el('td', { textContent: n.http }),
+    el('td', { textContent: n.rtmp }),
+    el('td', { textContent: String(n.rooms) }),
+    el('td', { textContent: String(n.tasks) }),
+    el('td', { textContent: `${Number(n.budget_in_use).toFixed(2)} of ${Number(n.budget).toFixed(2)} cores` }),
+  )));
 }
 
 function renderIngests(ingests) {
