@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -13,7 +13,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use common::{Gateway, TempDir};
+use common::Gateway;
+use common::redis::Redis;
 
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "cluster-test-key";
@@ -22,58 +23,6 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The two tests that mix media run one at a time (2 cores).
 static MEDIA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A redis-server of our own: no persistence, loopback, killed by its id.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        let dir = TempDir::new("redis");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", dir.0.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup.sh --test installs it)");
-        let r = Redis {
-            child,
-            port,
-            _dir: dir,
-        };
-        common::wait_for("redis-server to answer", Duration::from_secs(10), || {
-            r.cli(&["PING"]).as_deref() == Some("PONG")
-        });
-        r
-    }
-
-    fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "--raw"])
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 const API: (&str, &str) = ("AKIDclustertest", "cluster-api-secret");
 

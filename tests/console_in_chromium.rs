@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::media::Publisher;
+use common::redis::Redis;
 use common::{Gateway, http_with};
 use roomcast::auth::tc3;
 use serde_json::{Value, json};
@@ -25,12 +26,15 @@ const SECRET_ID: &str = "AKIDconsole";
 const SECRET_KEY: &str = "console-secret";
 const ROOM: &str = "4242";
 
-fn gateway() -> Gateway {
+/// A one-node cluster, so the console's cluster view shows.
+fn gateway(redis_port: u16) -> Gateway {
     Gateway::start(Some(&common::app_config(
         APP,
         KEY,
         Some((SECRET_ID, SECRET_KEY)),
-        "",
+        &format!(
+            "[cluster]\nredis_url = \"redis://127.0.0.1:{redis_port}\"\nnode_id = \"console-node\"\n"
+        ),
     )))
 }
 
@@ -50,7 +54,8 @@ impl Drop for Group {
 #[test]
 fn a_person_logs_in_watches_a_mix_and_stops_it_in_chromium() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = gateway();
+    let redis = Redis::start(common::free_port());
+    let gw = gateway(redis.port);
     let _teacher = Publisher::start(&gw.publish_url(APP, KEY, ROOM, "teacher"), 120, &gw.dir.0);
     let _guest = Publisher::start(&gw.publish_url(APP, KEY, ROOM, "guest"), 120, &gw.dir.0);
 
@@ -180,7 +185,8 @@ fn first_event(gw: &Gateway, cookie: &str) -> Value {
 
 #[test]
 fn sessions_need_their_csrf_token_to_change_anything_and_scripts_sign_instead() {
-    let gw = gateway();
+    let redis = Redis::start(common::free_port());
+    let gw = gateway(redis.port);
     let port = gw.http_port;
 
     // The page itself is public (it holds no data) and embedded; data is not.

@@ -457,3 +457,4 @@ pub fn callback_events(seen: &Arc<Mutex<Vec<Received>>>) -> Vec<(u64, u64, serde
 
 pub mod llhls;
 pub mod media;
+pub mod redis;

@@ -93,6 +93,10 @@ def main():
 
         seen["users"] = sorted(wait("two publishing anchors", anchors))
         wait("the node's load", lambda: "CPU budget" in d.find_element(By.ID, "node").text)
+        # A cluster node: this node and Redis, and every node's record.
+        wait("the cluster", lambda: "console-node (this node)" in d.find_element(By.ID, "cluster").text
+             and "Redis is up" in d.find_element(By.ID, "cluster-summary").text)
+        seen["cluster"] = d.find_element(By.ID, "cluster-summary").text
         shot(d, "02-room.png")
 
         # Watch one anchor as published, over WHEP.
