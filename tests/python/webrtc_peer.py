@@ -26,8 +26,53 @@ import aioice.ice
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription  # noqa: E402
+from aiortc import clock as aiortc_clock  # noqa: E402
+from aiortc import rtcrtpsender  # noqa: E402
 from aiortc.contrib.media import MediaPlayer  # noqa: E402
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
+
+# Sender reports that tell capture time, as browsers send them. aiortc pairs
+# the last packet's RTP timestamp with the wall clock when it was *sent*, so
+# its reports carry each track's encoding delay, which varies with load (a
+# busy test machine's video encoder runs behind its audio encoder); a
+# receiver that syncs by sender reports, as roomcast does, then shows that
+# delay as A/V offset. Here the NTP time of a packet is its frame's media
+# time on one clock shared by the tracks: the wall clock when the first
+# frame of any track came out of its encoder, minus that frame's media time.
+import contextvars  # noqa: E402
+
+_capture_ntp = contextvars.ContextVar("capture_ntp", default=None)
+_media_base = {}
+
+
+class _CaptureClock:
+    """aiortc's clock module, but `current_ntp_time` is the frame's media
+    time inside a sender's RTP task (a context variable set per frame)."""
+
+    def __getattr__(self, name):
+        return getattr(aiortc_clock, name)
+
+    def current_ntp_time(self):
+        v = _capture_ntp.get()
+        return v if v is not None else aiortc_clock.current_ntp_time()
+
+
+rtcrtpsender.clock = _CaptureClock()
+_next_encoded_frame = RTCRtpSender._next_encoded_frame
+
+
+async def _stamped_next_encoded_frame(self, codec):
+    frame = await _next_encoded_frame(self, codec)
+    if frame is not None:
+        media = frame.timestamp / codec.clockRate
+        if "base" not in _media_base:
+            now = aiortc_clock.current_ntp_time() / (1 << 32)
+            _media_base["base"] = now - media
+        _capture_ntp.set(int((_media_base["base"] + media) * (1 << 32)))
+    return frame
+
+
+RTCRtpSender._next_encoded_frame = _stamped_next_encoded_frame
 
 
 def say(**kw):
