@@ -77,7 +77,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://host:port[/db]`, or `rediss://` for TLS.
+    /// `redis://[:password@]host:port[/db]` (TLS, `rediss://`, is refused: not supported yet).
     pub redis_url: String,
     /// This node's name in the cluster; default: the host name and the
     /// HTTP port (`host:8080`). Unique per node.
@@ -111,11 +111,14 @@ impl ClusterConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let url = self.redis_url.trim();
-        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if url.starts_with("rediss://") {
             return Err(invalid(
                 "cluster.redis_url",
-                "must be a redis:// or rediss:// URL",
+                "TLS to Redis (rediss://) is not supported yet; use redis:// on a private network",
             ));
+        }
+        if !url.starts_with("redis://") || url.len() <= "redis://".len() {
+            return Err(invalid("cluster.redis_url", "must be a redis:// URL"));
         }
         if let Some(id) = &self.node_id
             && (id.is_empty()
@@ -819,6 +822,54 @@ mod tests {
             assert!(err.contains("runtime.io_threads"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_cluster_section_is_checked_and_its_keys_come_from_the_environment_too() {
+        Jail::expect_with(|jail| {
+            let c = load_in_jail(jail, "").unwrap();
+            assert_eq!(c.cluster, None, "no [cluster]: one node, no Redis");
+            jail.set_env("ROOMCAST_CLUSTER__REDIS_URL", "redis://10.0.0.9:6379");
+            jail.set_env("ROOMCAST_CLUSTER__NODE_ID", "edge-1");
+            let c = load_in_jail(jail, "").unwrap().cluster.unwrap();
+            assert_eq!(c.redis_url, "redis://10.0.0.9:6379");
+            assert_eq!(c.node_id.as_deref(), Some("edge-1"));
+            assert_eq!((c.heartbeat_ms, c.lease_ms), (1000, 10_000));
+            Ok(())
+        });
+        for (toml, field) in [
+            ("[cluster]\nredis_url = \"http://x\"\n", "cluster.redis_url"),
+            (
+                "[cluster]\nredis_url = \"rediss://x:6380\"\n",
+                "cluster.redis_url",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nnode_id = \"a b\"\n",
+                "cluster.node_id",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nadvertise_http = \"x:8080\"\n",
+                "cluster.advertise_http",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nadvertise_rtmp = \"http://x\"\n",
+                "cluster.advertise_rtmp",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nheartbeat_ms = 1000\nlease_ms = 2000\n",
+                "cluster.lease_ms",
+            ),
+            (
+                "[cluster]\nredis_url = \"redis://x\"\nheartbeat_ms = 10\n",
+                "cluster.heartbeat_ms",
+            ),
+        ] {
+            Jail::expect_with(|jail| {
+                let err = load_in_jail(jail, toml).unwrap_err().to_string();
+                assert!(err.contains(field), "{toml}: {err}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

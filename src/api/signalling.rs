@@ -103,7 +103,7 @@ pub(crate) async fn upgrade(
         Ok(()) => {}
         Err(RoomCallError::Cluster(
             ClusterError::Elsewhere { http, node, .. }
-            | ClusterError::PlacedElsewhere { http, node },
+            | ClusterError::PlacedElsewhere { http, node, .. },
         )) if http.starts_with("http") => {
             // Browsers do not follow redirects on WebSocket: the session is
             // carried to the owner node.

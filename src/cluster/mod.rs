@@ -84,7 +84,11 @@ pub(crate) enum ClusterError {
     #[error(
         "this node has no CPU budget left for a new room; node {node} ({http}) has: connect there"
     )]
-    PlacedElsewhere { node: String, http: String },
+    PlacedElsewhere {
+        node: String,
+        http: String,
+        rtmp: String,
+    },
     #[error("no node of the cluster has CPU budget left for a new room")]
     Full,
     #[error(
@@ -116,6 +120,19 @@ pub(crate) struct TaskRecord {
     pub params: serde_json::Value,
     #[serde(default)]
     pub updates: Vec<serde_json::Value>,
+}
+
+impl TaskRecord {
+    /// How long Redis keeps the record: a relay's (started again on another
+    /// node, forgotten when it ends) a week, rewritten at every change and
+    /// by its node; a recording's or ingest's (only routing calls) a day.
+    fn keep_ms(&self) -> u64 {
+        if self.action == "StartPublishCdnStream" {
+            7 * 86_400_000
+        } else {
+            86_400_000
+        }
+    }
 }
 
 /// What the cluster asks of the node's relay tasks (the API implements it:
@@ -335,6 +352,8 @@ impl Cluster {
                 .cmd("SET")
                 .arg(Self::task_key(&record.id))
                 .arg(json)
+                .arg("PX")
+                .arg(record.keep_ms())
                 .ignore()
                 .cmd("SADD")
                 .arg(Self::room_tasks_key(&record.room))
@@ -411,6 +430,8 @@ impl Cluster {
             pipe.cmd("SET")
                 .arg(Self::task_key(&record.id))
                 .arg(json)
+                .arg("PX")
+                .arg(record.keep_ms())
                 .arg("NX")
                 .ignore()
                 .cmd("SADD")
@@ -441,8 +462,21 @@ impl Cluster {
             Err(_) => return,
         };
         for id in ids {
-            let Ok(Some(mut record)) = self.task(&id).await else {
-                continue;
+            let mut record = match self.task(&id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    // Its record expired or was forgotten: out of the room's set.
+                    let _ = self
+                        .call(
+                            redis::cmd("SREM")
+                                .arg(Self::room_tasks_key(&room.to_string()))
+                                .arg(&id)
+                                .query_async::<()>(&mut con),
+                        )
+                        .await;
+                    continue;
+                }
+                Err(_) => continue,
             };
             let from = record.node.clone();
             match tasks.resume(record.clone()).await {
@@ -576,6 +610,7 @@ impl Cluster {
                         return Err(ClusterError::PlacedElsewhere {
                             node: n.node,
                             http: n.http,
+                            rtmp: n.rtmp,
                         });
                     }
                     Placement::Nowhere => return Err(ClusterError::Full),
@@ -841,7 +876,7 @@ impl Cluster {
                 }
             }
             let open: std::collections::HashSet<RoomKey> =
-                rooms.snapshot().await.into_iter().map(|r| r.room).collect();
+                rooms.room_keys().await.into_iter().collect();
             let busy = |k: &RoomKey| open.contains(k) || local.running_rooms.contains(k);
             let unused = self
                 .leases

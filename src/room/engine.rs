@@ -159,6 +159,11 @@ impl Rooms {
     }
 
     /// Every room with its members in entry order (the status API).
+    /// Every open room's key.
+    pub(crate) fn room_keys(&self) -> Vec<RoomKey> {
+        self.rooms.keys().cloned().collect()
+    }
+
     pub(crate) fn snapshot(&self) -> Vec<RoomView> {
         let mut v: Vec<RoomView> = self
             .rooms

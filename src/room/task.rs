@@ -44,6 +44,9 @@ enum Request {
     Snapshot {
         reply: oneshot::Sender<Vec<super::engine::RoomView>>,
     },
+    RoomKeys {
+        reply: oneshot::Sender<Vec<RoomKey>>,
+    },
     WatchRoom {
         room: RoomKey,
         reply: oneshot::Sender<watch::Receiver<RoomLife>>,
@@ -210,6 +213,16 @@ impl RoomHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// Every open room's key, without its members (empty when the engine
+    /// has stopped).
+    pub(crate) async fn room_keys(&self) -> Vec<RoomKey> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::RoomKeys { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     /// Per application: rooms open, anchors and audience in them (empty
     /// when the engine has stopped).
     pub(crate) async fn stats(&self) -> Vec<(u64, u64, u64, u64)> {
@@ -307,6 +320,9 @@ async fn run(
                 }
                 Some(Request::Snapshot { reply }) => {
                     let _ = reply.send(engine.snapshot());
+                }
+                Some(Request::RoomKeys { reply }) => {
+                    let _ = reply.send(engine.room_keys());
                 }
                 Some(Request::Stats { reply }) => {
                     let _ = reply.send(engine.stats());

@@ -552,9 +552,10 @@ impl Connection {
                 user.clone(),
                 Some(crate::metrics::Edge::Rtmp),
             )),
-            Err(RoomCallError::Cluster(ClusterError::Elsewhere { node, rtmp, .. }))
-                if rtmp.starts_with("rtmp") =>
-            {
+            Err(RoomCallError::Cluster(
+                ClusterError::Elsewhere { node, rtmp, .. }
+                | ClusterError::PlacedElsewhere { node, rtmp, .. },
+            )) if rtmp.starts_with("rtmp") => {
                 let url = format!("{}/{APP_NAME}/{stream_key}", rtmp.trim_end_matches('/'));
                 let target = PushTarget::spawn(&url, &format!("forward of {user} in {key}"))?;
                 tracing::info!(peer = %self.peer, room = %key, user = %user, owner = %node, "rtmp publish forwarded to the room's owner node");

@@ -44,7 +44,13 @@ async fn room_of(
         "DismissRoomByStrRoomId" | "RemoveUserByStrRoomId" => {
             rooms::room_key(state, p, true).map(Some)
         }
-        "UpdatePublishCdnStream" | "StopPublishCdnStream" => {
+        "UpdatePublishCdnStream"
+        | "StopPublishCdnStream"
+        | "DescribeStreamIngest"
+        | "StopStreamIngest"
+        | "DescribeCloudRecording"
+        | "ModifyCloudRecording"
+        | "DeleteCloudRecording" => {
             let Some(cluster) = state.rooms.cluster() else {
                 return Ok(None);
             };
@@ -54,6 +60,7 @@ async fn room_of(
             if state.relays.status(id).is_some() {
                 return Ok(None); // it runs here
             }
+            // Any other task of this node's is its own to answer.
             let record = cluster.task(id).await.ok().flatten();
             Ok(record.and_then(|r| {
                 let app = rooms::sdk_app_id(state, p).ok()?;
@@ -149,6 +156,7 @@ pub(super) async fn carry(
 pub(super) async fn remember(
     state: &AppState,
     action: &str,
+    p: &Params<'_>,
     params: &Map<String, Value>,
     out: &Map<String, Value>,
 ) {
@@ -175,12 +183,31 @@ pub(super) async fn remember(
                 tracing::warn!(task = %id, "cluster: task not stored, it will not resume elsewhere: {e}");
             }
         }
+        // Recordings and ingests are not started again elsewhere; their
+        // record only sends calls naming them to their node (and keeps no
+        // parameters: a recording's hold storage keys).
+        "StartStreamIngest" | "CreateCloudRecording" => {
+            let Ok(Some(room)) = room_of(state, action, p).await else {
+                return;
+            };
+            let record = TaskRecord {
+                id: id.to_owned(),
+                room: room.to_string(),
+                node: cluster.node_id().to_owned(),
+                action: action.to_owned(),
+                params: Value::Null,
+                updates: Vec::new(),
+            };
+            let _ = cluster.save_task(&record).await;
+        }
         "UpdatePublishCdnStream" => {
             cluster
                 .task_updated(id, Value::Object(params.clone()))
                 .await
         }
-        "StopPublishCdnStream" => cluster.forget_task(id).await,
+        "StopPublishCdnStream" | "StopStreamIngest" | "DeleteCloudRecording" => {
+            cluster.forget_task(id).await
+        }
         _ => {}
     }
 }
@@ -227,7 +254,10 @@ impl crate::cluster::Tasks for ApiTasks {
                 return Err("stored parameters are not an object".into());
             };
             if record.action != "StartPublishCdnStream" {
-                return Err(format!("cannot resume {}", record.action));
+                return Err(format!(
+                    "{} tasks are not started again on another node",
+                    record.action
+                ));
             }
             let p = Params::new(params);
             let images = super::images::prefetch(&state, params)

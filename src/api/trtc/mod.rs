@@ -186,7 +186,7 @@ async fn process(
         ));
     }
     let out = act(state, action, &p, &params).await?;
-    cluster::remember(state, action, &params, &out).await;
+    cluster::remember(state, action, &p, &params, &out).await;
     Ok(Reply::Fields(out))
 }
 
