@@ -501,6 +501,53 @@ async fn any_node_is_an_entry_point_for_publishers_players_and_signalling() {
     )
     .unwrap();
     assert_eq!(status, 401);
+
+    // A stream ingest asked of node-b runs on node-a (the room's owner);
+    // calls naming its TaskId reach it through node-b too.
+    let started = common::trtc_sdk(
+        b.http_port,
+        API,
+        "StartStreamIngest",
+        &json!({"SdkAppId": APP, "RoomId": "class", "RoomIdType": 0, "UserId": "robot",
+                "UserSig": common::usersig(APP, KEY, "robot"),
+                "StreamUrl": format!("http://127.0.0.1:{}/hls/{stream}/index.m3u8", a.http_port)}),
+        &[],
+    );
+    assert_eq!(started["ok"], true, "{started}");
+    let ingest = started["response"]["TaskId"].as_str().unwrap().to_owned();
+    let (_, scrape) = common::http_get(b.http_port, "/metrics").unwrap();
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l.contains("action=\"StartStreamIngest\"")
+                && l.contains("code=\"carried\"")
+                && !l.ends_with(" 0")),
+        "node-b carried the call"
+    );
+    let describe = common::trtc_sdk(
+        b.http_port,
+        API,
+        "DescribeStreamIngest",
+        &json!({"SdkAppId": APP, "TaskId": ingest}),
+        &[],
+    );
+    assert_eq!(describe["response"]["Status"], "InProgress", "{describe}");
+    let stopped = common::trtc_sdk(
+        b.http_port,
+        API,
+        "StopStreamIngest",
+        &json!({"SdkAppId": APP, "TaskId": ingest}),
+        &[],
+    );
+    assert_eq!(stopped["ok"], true, "{stopped}");
+    let gone = common::trtc_sdk(
+        b.http_port,
+        API,
+        "DescribeStreamIngest",
+        &json!({"SdkAppId": APP, "TaskId": ingest}),
+        &[],
+    );
+    assert_eq!(gone["response"]["Status"], "NotExist", "{gone}");
     drop(guest);
 }
 
