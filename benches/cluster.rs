@@ -24,8 +24,7 @@ mod procs;
 mod relay_case;
 #[path = "common/rtmp_client.rs"]
 mod rtmp_client;
-use flv_file::read_flv;
-use procs::{Killed, free_port, http, nginx, two_ports, wait_port};
+use procs::{Killed, free_port, http, two_ports, wait_port};
 use relay_case::{SECONDS, run_case, summary};
 
 const APP: u64 = 1_400_000_000;
@@ -57,21 +56,7 @@ fn main() {
         .join(format!("bench-cluster-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let src = work.join("source.flv");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size=1280x720:rate=30:duration={SECONDS}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("sine=frequency=440:duration={SECONDS}"))
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-b:v", "2000k", "-maxrate", "2000k",
-            "-bufsize", "2000k", "-g", "60", "-c:a", "aac", "-b:a", "128k", "-y",
-        ])
-        .arg(&src)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success());
-    let tags = read_flv(&src);
+    let tags = relay_case::source(&work);
 
     let redis_port = free_port();
     let _redis = Killed(
@@ -83,14 +68,7 @@ fn main() {
             .expect("redis-server (make test's set-up installs it)"),
     );
     wait_port(redis_port);
-    let origin_port = free_port();
-    let _origin = nginx(
-        &work.join("origin"),
-        &format!(
-            "rtmp {{ server {{ listen 127.0.0.1:{origin_port}; application live {{ live on; }} }} }}"
-        ),
-    );
-    wait_port(origin_port);
+    let (_origin, origin_port) = relay_case::origin(&work.join("origin"));
     let (a, a_http, a_rtmp) = node(&work.join("a"), "node-a", redis_port);
     let (b, _, b_rtmp) = node(&work.join("b"), "node-b", redis_port);
     // Both nodes' heartbeats are in before the first publish.

@@ -14,7 +14,6 @@
 //! Run: `cargo bench --bench relay` (needs ffmpeg and nginx from `make test`'s set-up).
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[path = "common/flv_file.rs"]
@@ -25,7 +24,6 @@ mod procs;
 mod relay_case;
 #[path = "common/rtmp_client.rs"]
 mod rtmp_client;
-use flv_file::read_flv;
 use procs::{free_port, gateway, http, nginx, two_ports, wait_port};
 use relay_case::{SECONDS, run_case, summary};
 const APP: u64 = 1_400_000_000;
@@ -41,56 +39,14 @@ fn main() {
         .join(format!("bench-relay-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let src = work.join("source.flv");
-    let status = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size=1280x720:rate=30:duration={SECONDS}"),
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("sine=frequency=440:duration={SECONDS}"),
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-b:v",
-            "2000k",
-            "-maxrate",
-            "2000k",
-            "-bufsize",
-            "2000k",
-            "-g",
-            "60",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-y",
-            src.to_str().unwrap(),
-        ])
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success());
-    let tags = read_flv(&src);
+    let tags = relay_case::source(&work);
     println!(
         "source: {} tags, {SECONDS} s of 720p30 H.264 2 Mbps + AAC 128k",
         tags.len()
     );
 
     // The origin both relays deliver to.
-    let origin_port = free_port();
-    let _origin = nginx(
-        &work.join("origin"),
-        &format!(
-            "rtmp {{ server {{ listen 127.0.0.1:{origin_port}; application live {{ live on; }} }} }}"
-        ),
-    );
-    wait_port(origin_port);
+    let (_origin, origin_port) = relay_case::origin(&work.join("origin"));
 
     // roomcast: publish into a room, a passthrough relay pushes to the origin.
     let gw_dir = work.join("roomcast");

@@ -266,20 +266,7 @@ async fn redis_down_keeps_running_rooms_and_refuses_only_new_ones() {
     let origin = Origin::start();
     let _teacher = Publisher::start(&a.publish_url(APP, KEY, "live", "teacher"), 60, &a.dir.0);
     // Started with Tencent's SDK, so its record is in Redis.
-    let start = json!({
-        "SdkAppId": APP, "RoomId": "live", "RoomIdType": 1,
-        "AgentParams": {"UserId": "mixer", "MaxIdleTime": 60},
-        "WithTranscoding": 1,
-        "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}},
-        "VideoParams": {
-            "VideoEncode": {"Width": 1280, "Height": 720, "Fps": 15, "BitRate": 1500, "Gop": 2},
-            "LayoutParams": {"MixLayoutMode": 3},
-        },
-        "PublishCdnParams": [{"PublishCdnUrl": origin.url("live")}],
-    });
-    let r = common::trtc_sdk(a.http_port, API, "StartPublishCdnStream", &start, &[]);
-    assert_eq!(r["ok"], true, "{r}");
-    let task = r["response"]["TaskId"].as_str().unwrap().to_owned();
+    let task = start_mix(&a, "live", &origin.url("live"));
     let stream = "live";
     let record = format!("roomcast:task:{task}");
     assert_eq!(redis.cli(&["EXISTS", &record]).as_deref(), Some("1"));
@@ -354,6 +341,26 @@ async fn redis_down_keeps_running_rooms_and_refuses_only_new_ones() {
         futures_executor_enter(&a, 3, "dave")
     });
     assert_eq!(metric(&a, "roomcast_cluster_redis_up"), Some(1.0));
+}
+
+/// A 720p grid mix of string room `room` pushed to `cdn` (its HLS stream is
+/// named after the URL's last segment), started through `gw` with
+/// Tencent's SDK; its TaskId.
+fn start_mix(gw: &Gateway, room: &str, cdn: &str) -> String {
+    let start = json!({
+        "SdkAppId": APP, "RoomId": room, "RoomIdType": 1,
+        "AgentParams": {"UserId": "mixer", "MaxIdleTime": 60},
+        "WithTranscoding": 1,
+        "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}},
+        "VideoParams": {
+            "VideoEncode": {"Width": 1280, "Height": 720, "Fps": 15, "BitRate": 1500, "Gop": 1},
+            "LayoutParams": {"MixLayoutMode": 3},
+        },
+        "PublishCdnParams": [{"PublishCdnUrl": cdn}],
+    });
+    let r = common::trtc_sdk(gw.http_port, API, "StartPublishCdnStream", &start, &[]);
+    assert_eq!(r["ok"], true, "{r}");
+    r["response"]["TaskId"].as_str().unwrap().to_owned()
 }
 
 /// Bytes the origin has recorded of `name` so far.
@@ -659,20 +666,7 @@ fn a_mix_started_on_a_third_node_resumes_by_itself_when_its_owner_dies() {
 
     // The mix is asked of node-c with Tencent's SDK; node-c carries the
     // call to node-a, which owns the room.
-    let start = json!({
-        "SdkAppId": APP, "RoomId": "class", "RoomIdType": 1,
-        "AgentParams": {"UserId": "mixer", "MaxIdleTime": 60},
-        "WithTranscoding": 1,
-        "AudioParams": {"AudioEncode": {"SampleRate": 48000, "Channel": 2, "BitRate": 64}},
-        "VideoParams": {
-            "VideoEncode": {"Width": 1280, "Height": 720, "Fps": 15, "BitRate": 1500, "Gop": 1},
-            "LayoutParams": {"MixLayoutMode": 3},
-        },
-        "PublishCdnParams": [{"PublishCdnUrl": origin.url("mix1")}],
-    });
-    let r = common::trtc_sdk(c.http_port, API, "StartPublishCdnStream", &start, &[]);
-    assert_eq!(r["ok"], true, "{r}");
-    let task = r["response"]["TaskId"].as_str().unwrap().to_owned();
+    let task = start_mix(&c, "class", &origin.url("mix1"));
     assert!(
         a.relay_status(&task)["state"].is_string(),
         "the mix runs on node-a"

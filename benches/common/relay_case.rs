@@ -16,6 +16,39 @@ use super::rtmp_client::Rtmp;
 /// Seconds of the source stream.
 pub const SECONDS: u32 = 20;
 
+/// The relay benches' source: `SECONDS` of 720p30 H.264 at 2 Mbps (GOP 2 s)
+/// and AAC 128k, encoded once by ffmpeg into `work/source.flv`; its tags.
+pub fn source(work: &std::path::Path) -> Vec<(bool, u32, Bytes)> {
+    let src = work.join("source.flv");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size=1280x720:rate=30:duration={SECONDS}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=440:duration={SECONDS}"))
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-b:v", "2000k", "-maxrate", "2000k",
+            "-bufsize", "2000k", "-g", "60", "-c:a", "aac", "-b:a", "128k", "-y",
+        ])
+        .arg(&src)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    super::flv_file::read_flv(&src)
+}
+
+/// An nginx-rtmp origin (application `live`) on a free port in `dir`.
+pub fn origin(dir: &std::path::Path) -> (procs::Killed, u16) {
+    let port = procs::free_port();
+    let nginx = procs::nginx(
+        dir,
+        &format!(
+            "rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}"
+        ),
+    );
+    procs::wait_port(port);
+    (nginx, port)
+}
+
 pub fn hash(b: &[u8], state: &RandomState) -> u64 {
     state.hash_one(b)
 }
