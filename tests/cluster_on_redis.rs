@@ -622,6 +622,25 @@ fn shows_and_sounds_both(segment: &str) -> Result<(), String> {
     }
 }
 
+/// Waits (30 s at most) until the newest segment of `stream`, asked of
+/// `gw`, shows and sounds both anchors; each miss is printed.
+fn wait_for_both_in_hls(gw: &Gateway, stream: &str) {
+    common::wait_for(
+        &format!(
+            "both anchors in {stream}'s HLS through port {}",
+            gw.http_port
+        ),
+        Duration::from_secs(30),
+        || match newest_segment(gw.http_port, stream).map(|s| shows_and_sounds_both(&s)) {
+            Some(Ok(())) => true,
+            other => {
+                eprintln!("not yet: {other:?}");
+                false
+            }
+        },
+    );
+}
+
 #[test]
 fn a_mix_started_on_a_third_node_resumes_by_itself_when_its_owner_dies() {
     use common::media::{Origin, Publisher};
@@ -678,19 +697,7 @@ fn a_mix_started_on_a_third_node_resumes_by_itself_when_its_owner_dies() {
     );
 
     // HLS of the mix from any node shows both anchors and sounds both tones.
-    let mut last = String::new();
-    common::wait_for(
-        "both anchors in the mix's HLS through node-c",
-        Duration::from_secs(30),
-        || match newest_segment(c.http_port, "mix1").map(|s| shows_and_sounds_both(&s)) {
-            Some(Ok(())) => true,
-            other => {
-                last = format!("{other:?}");
-                eprintln!("not yet: {last}");
-                false
-            }
-        },
-    );
+    wait_for_both_in_hls(&c, "mix1");
 
     // The owner is killed. Both anchors' publishers see their connections
     // end (the guest's forward lost its owner) and publish again, through
@@ -755,18 +762,7 @@ fn a_mix_started_on_a_third_node_resumes_by_itself_when_its_owner_dies() {
         Duration::from_secs(15),
         || origin.recordings("mix1").len() >= 2,
     );
-    common::wait_for(
-        "both anchors in the resumed mix's HLS through node-c",
-        Duration::from_secs(30),
-        || match newest_segment(c.http_port, "mix1").map(|s| shows_and_sounds_both(&s)) {
-            Some(Ok(())) => true,
-            other => {
-                last = format!("{other:?}");
-                eprintln!("not yet: {last}");
-                false
-            }
-        },
-    );
+    wait_for_both_in_hls(&c, "mix1");
 
     // Stopped through the other node: carried to the owner, and forgotten in Redis.
     let other = if std::ptr::eq(owner, &b) { &c } else { &b };
