@@ -199,26 +199,14 @@ fn host_name() -> String {
 
 /// Renders the redis crate's error without the password of the URL.
 fn why(e: &redis::RedisError) -> String {
-    if e.is_connection_refusal() || e.is_io_error() || e.is_timeout() {
-        format!("cannot reach Redis ({})", e.kind_str())
+    if e.is_timeout() {
+        "cannot reach Redis (timed out)".into()
+    } else if e.is_connection_refusal() {
+        "cannot reach Redis (connection refused)".into()
+    } else if e.is_io_error() {
+        "cannot reach Redis (connection lost)".into()
     } else {
         e.to_string()
-    }
-}
-
-trait KindStr {
-    fn kind_str(&self) -> String;
-}
-
-impl KindStr for redis::RedisError {
-    fn kind_str(&self) -> String {
-        if self.is_timeout() {
-            "timed out".into()
-        } else if self.is_connection_refusal() {
-            "connection refused".into()
-        } else {
-            "connection lost".into()
-        }
     }
 }
 
@@ -313,17 +301,20 @@ impl Cluster {
         if node == self.me {
             return None;
         }
-        let record: Option<String> = self
+        Some(self.node_record(&node).await.ok()??.http)
+    }
+
+    /// A live node's record (`None`: its heartbeat has stopped).
+    async fn node_record(&self, node: &str) -> Result<Option<NodeRecord>, String> {
+        let mut con = self.redis.clone();
+        let json: Option<String> = self
             .call(
                 redis::cmd("GET")
-                    .arg(Self::node_key(&node))
+                    .arg(Self::node_key(node))
                     .query_async(&mut con),
             )
-            .await
-            .ok()?;
-        serde_json::from_str::<NodeRecord>(&record?)
-            .ok()
-            .map(|r| r.http)
+            .await?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     /// This node's relay tasks, as the cluster needs them.
@@ -652,32 +643,23 @@ impl Cluster {
                 continue;
             }
             let current = LeaseValue::parse(&value);
-            let alive = match &current {
+            let owner = match &current {
                 Some(v) => self
-                    .call(
-                        redis::cmd("EXISTS")
-                            .arg(Self::node_key(&v.node))
-                            .query_async::<bool>(&mut con),
-                    )
+                    .node_record(&v.node)
                     .await
                     .map_err(ClusterError::Unavailable)?,
-                None => false,
+                None => None,
             };
-            match lease::when_held(current.as_ref(), &self.me, alive) {
+            match lease::when_held(current.as_ref(), &self.me, owner.is_some()) {
                 WhenHeld::TakeOver => {
                     tracing::info!(room = %room, from = %value, "cluster: taking over a stale lease");
                     expected = value;
                 }
                 WhenHeld::Elsewhere(node) => {
-                    let (http, rtmp) = self
-                        .nodes()
-                        .await
-                        .ok()
-                        .and_then(|ns| ns.into_iter().find(|n| n.node == node))
-                        .map_or_else(
-                            || ("address unknown".into(), String::new()),
-                            |n| (n.http, n.rtmp),
-                        );
+                    let (http, rtmp) = owner.map_or_else(
+                        || ("address unknown".into(), String::new()),
+                        |n| (n.http, n.rtmp),
+                    );
                     return Err(ClusterError::Elsewhere {
                         room: room.to_string(),
                         node,
@@ -717,10 +699,9 @@ impl Cluster {
             return Ok(None);
         }
         Ok(self
-            .nodes()
-            .await?
-            .into_iter()
-            .find(|n| n.node == owner.node)
+            .node_record(&owner.node)
+            .await
+            .map_err(ClusterError::Unavailable)?
             .map(|n| (n.node, n.http)))
     }
 
@@ -840,14 +821,10 @@ impl Cluster {
         loop {
             tick.tick().await;
             self.heartbeat().await;
+            let local = self.tasks.get().map(|t| t.local()).unwrap_or_default();
             if last_renew.elapsed() >= renew_every {
                 last_renew = Instant::now();
-                let ended = self
-                    .tasks
-                    .get()
-                    .map(|t| t.local().ended)
-                    .unwrap_or_default();
-                self.restore_records(&ended).await;
+                self.restore_records(&local.ended).await;
                 for room in self.renew().await {
                     if let Some(t) = self.tasks.get() {
                         t.stop_room(&room);
@@ -855,7 +832,6 @@ impl Cluster {
                     let _ = rooms.command(Command::DismissRoom { room }).await;
                 }
             }
-            let local = self.tasks.get().map(|t| t.local()).unwrap_or_default();
             for id in &local.ended {
                 // Only a record this node still runs: a task of a room lost
                 // to another node is that node's now.
