@@ -290,14 +290,50 @@ fn offered_codecs(sdp: &str) -> Vec<String> {
         .collect()
 }
 
+/// Which way an offer's media sections go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Way {
+    /// A publisher's offer (WHIP): some section must send.
+    Publish,
+    /// A viewer's offer (WHEP): some section must receive.
+    Play,
+}
+
+/// Whether some media section of `sdp` goes `way` (RFC 8866 §6.7: a
+/// section's direction attribute, else the session's, else sendrecv).
+fn goes(sdp: &str, way: Way) -> bool {
+    let direction = |l: &str| match l.trim() {
+        "a=sendrecv" => Some((true, true)),
+        "a=sendonly" => Some((true, false)),
+        "a=recvonly" => Some((false, true)),
+        "a=inactive" => Some((false, false)),
+        _ => None,
+    };
+    let mut sections = sdp.split("\nm=");
+    let session = sections
+        .next()
+        .unwrap_or("")
+        .lines()
+        .find_map(direction)
+        .unwrap_or((true, true));
+    sections.any(|m| {
+        let (sends, receives) = m.lines().find_map(direction).unwrap_or(session);
+        match way {
+            Way::Publish => sends,
+            Way::Play => receives,
+        }
+    })
+}
+
 /// Media sections (m= lines) an offer may have.
 const MAX_MEDIA_SECTIONS: usize = 4;
 
 /// Refuses, before anything is allocated, an offer that is not SDP (parsed
 /// in full by the same parser the peer connection uses), that has no ICE
 /// credentials or DTLS fingerprint, or that has nothing we can receive or
-/// send. Returns the parsed offer for the peer connection.
-pub(crate) fn check_offer(sdp: &str) -> Result<RTCSessionDescription, WebRtcError> {
+/// send, or whose media all go the other way. Returns the parsed offer for
+/// the peer connection.
+pub(crate) fn check_offer(sdp: &str, way: Way) -> Result<RTCSessionDescription, WebRtcError> {
     if sdp.len() > MAX_SDP_BYTES {
         return Err(WebRtcError::BadRequest(format!(
             "SDP offer larger than {MAX_SDP_BYTES} bytes"
@@ -343,6 +379,12 @@ pub(crate) fn check_offer(sdp: &str) -> Result<RTCSessionDescription, WebRtcErro
             )));
         }
     }
+    if !goes(sdp, way) {
+        return Err(WebRtcError::BadRequest(match way {
+            Way::Publish => "the SDP offer sends no media (every m= section is recvonly or inactive): use WHEP to play".into(),
+            Way::Play => "the SDP offer receives no media (every m= section is sendonly or inactive): use WHIP to publish".into(),
+        }));
+    }
     Ok(offer)
 }
 
@@ -364,15 +406,15 @@ mod tests {
 
     #[test]
     fn offers_without_usable_codecs_or_not_sdp_are_refused() {
-        assert!(check_offer("hello").is_err());
-        assert!(check_offer(&offer("111 opus/48000/2")).is_ok());
-        assert!(check_offer(&offer("111 PCMU/8000")).is_err());
+        assert!(check_offer("hello", Way::Publish).is_err());
+        assert!(check_offer(&offer("111 opus/48000/2"), Way::Publish).is_ok());
+        assert!(check_offer(&offer("111 PCMU/8000"), Way::Publish).is_err());
         let big = format!("{}{}", offer("111 opus/48000/2"), "a=x\r\n".repeat(20_000));
-        assert!(check_offer(&big).is_err());
+        assert!(check_offer(&big, Way::Publish).is_err());
         let extra = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:9\r\n".repeat(4);
         let many = format!("{}{extra}", offer("111 opus/48000/2"));
         assert!(
-            check_offer(&many)
+            check_offer(&many, Way::Publish)
                 .unwrap_err()
                 .to_string()
                 .contains("media sections")
@@ -380,18 +422,37 @@ mod tests {
     }
 
     #[test]
+    fn an_offer_going_the_wrong_way_is_refused() {
+        let publish = offer("111 opus/48000/2");
+        let play = publish.replace("a=sendonly", "a=recvonly");
+        assert!(check_offer(&publish, Way::Publish).is_ok());
+        assert!(check_offer(&play, Way::Play).is_ok());
+        let e = check_offer(&play, Way::Publish).unwrap_err().to_string();
+        assert!(e.contains("sends no media"), "{e}");
+        let e = check_offer(&publish, Way::Play).unwrap_err().to_string();
+        assert!(e.contains("receives no media"), "{e}");
+        // No direction anywhere: sendrecv, both ways.
+        let both = publish.replace("a=sendonly\r\n", "");
+        assert!(check_offer(&both, Way::Publish).is_ok());
+        assert!(check_offer(&both, Way::Play).is_ok());
+        // The session's direction stands for sections without their own.
+        let session = both.replacen("\r\nm=", "\r\na=inactive\r\nm=", 1);
+        assert!(check_offer(&session, Way::Publish).is_err());
+    }
+
+    #[test]
     fn offers_that_only_look_like_sdp_are_refused() {
         // The shape passes a glance (v=0, an m= line, a codec) but not the parser.
         let garbage = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
                        \u{1}\u{2}garbage\r\nzz\r\n";
-        let e = check_offer(garbage).unwrap_err().to_string();
+        let e = check_offer(garbage, Way::Publish).unwrap_err().to_string();
         assert!(e.contains("malformed SDP offer"), "{e}");
         for missing in ["a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:"] {
             let o: String = offer("111 opus/48000/2")
                 .split_inclusive("\r\n")
                 .filter(|l| !l.starts_with(missing))
                 .collect();
-            assert!(check_offer(&o).is_err(), "without {missing}");
+            assert!(check_offer(&o, Way::Publish).is_err(), "without {missing}");
         }
     }
 }

@@ -85,7 +85,7 @@ pub(crate) async fn play(
     req: SessionRequest,
     anchor: UserId,
 ) -> Result<Started, WebRtcError> {
-    let offer = check_offer(&req.offer)?;
+    let offer = check_offer(&req.offer, super::Way::Play)?;
     let app = req.room.app;
     authenticate(
         rtc.config.app_key(app),

@@ -38,7 +38,7 @@ pub(crate) struct Started {
 }
 
 pub(crate) async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started, WebRtcError> {
-    let offer = check_offer(&req.offer)?;
+    let offer = check_offer(&req.offer, super::Way::Publish)?;
     let app = req.room.app;
     let now = crate::unix_now();
     let pmk = authenticate(
