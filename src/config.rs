@@ -258,6 +258,9 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// HTTP connections open at once from one address.
     pub max_connections_per_ip: usize,
+    /// Messages a room signalling WebSocket may send a second, on average
+    /// (bursts of twice that pass); a socket over it is closed (1008).
+    pub ws_messages_per_sec: u32,
     /// HTTPS beside plain HTTP on this port (needs `tls.cert` and `tls.key`);
     /// unset: no HTTPS.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -274,6 +277,7 @@ impl Default for HttpConfig {
             idle_timeout_secs: 60,
             max_connections: 4096,
             max_connections_per_ip: 256,
+            ws_messages_per_sec: 20,
             tls_port: None,
         }
     }
@@ -578,6 +582,9 @@ impl Config {
             && !(1..=1024).contains(&n)
         {
             return Err(invalid("runtime.io_threads", "must be 1 to 1024"));
+        }
+        if !(1..=10_000).contains(&self.http.ws_messages_per_sec) {
+            return Err(invalid("http.ws_messages_per_sec", "must be 1 to 10000"));
         }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));

@@ -92,6 +92,15 @@ pub(crate) struct SessionLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LimitLabel {
+    /// The listener or socket: `rtmp`, `rtmps`, `http`, `https`, `ws`.
+    pub edge: &'static str,
+    /// Which limit: `connections`, `connections_per_ip`, `header_timeout`,
+    /// `message_rate`, `message_size`.
+    pub limit: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct AppLabel {
     pub sdkappid: u64,
 }
@@ -163,6 +172,7 @@ pub(crate) struct Metrics {
     pub callbacks_dropped: Family<AppLabel, Counter>,
     pub callback_failures: Family<AppLabel, Counter>,
     pub api_requests: Family<ApiLabel, Counter>,
+    pub limit_refusals: Family<LimitLabel, Counter>,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -187,6 +197,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         callbacks_dropped: Family::default(),
         callback_failures: Family::default(),
         api_requests: Family::default(),
+        limit_refusals: Family::default(),
     }
 });
 
@@ -211,6 +222,13 @@ pub(crate) fn enabled() -> bool {
 }
 
 impl Metrics {
+    /// A limit bit: a connection, request or message refused or closed.
+    pub(crate) fn limit_hit(&self, edge: &'static str, limit: &'static str) {
+        self.limit_refusals
+            .get_or_create(&LimitLabel { edge, limit })
+            .inc();
+    }
+
     pub(crate) fn dropped(&self, reason: DropReason, n: u64) {
         if n > 0 {
             self.frames_dropped
@@ -406,6 +424,11 @@ pub(crate) fn encode(scrape: Scrape) -> Result<String, std::fmt::Error> {
         "push_reconnects",
         "RTMP push reconnection attempts",
         m.push_reconnects.clone(),
+    );
+    r.register(
+        "limit_refusals",
+        "Connections, requests and messages refused or closed by a limit, by edge and limit",
+        m.limit_refusals.clone(),
     );
     r.register(
         "frames_dropped",

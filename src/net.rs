@@ -58,6 +58,42 @@ impl RateLog {
     }
 }
 
+/// A rate limit: `rate` events a second on average, bursts of `burst`.
+/// Pure: time is an argument.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl TokenBucket {
+    pub(crate) fn new(rate: u32, burst: u32) -> TokenBucket {
+        TokenBucket {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            at: None,
+        }
+    }
+
+    /// Takes one event at `now`; `false` when it is over the limit.
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
+        if let Some(at) = self.at {
+            let refill = now.saturating_duration_since(at).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + refill).min(self.burst);
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Connection caps of one listener.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnLimiter {
@@ -101,6 +137,13 @@ impl ConnLimiter {
         };
         if let Some(why) = refusal {
             drop(c);
+            crate::metrics::metrics().limit_hit(
+                self.name,
+                match why {
+                    Refusal::Total(_) => "connections",
+                    Refusal::PerIp(_) => "connections_per_ip",
+                },
+            );
             if let Some(refused) = self.refusals.hit(now) {
                 tracing::warn!(listener = self.name, peer = %ip, refused, "connection refused: {why}");
             }
@@ -137,6 +180,28 @@ impl Drop for ConnGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_bucket_passes_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 20);
+        assert_eq!((0..25).filter(|_| b.take(t0)).count(), 20);
+        // 100 ms later: one more (10 a second), not two.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(b.take(t1));
+        assert!(!b.take(t1));
+        // A long pause refills to the burst, not beyond.
+        let t2 = t1 + Duration::from_secs(60);
+        assert_eq!((0..100).filter(|_| b.take(t2)).count(), 20);
+        // Steady at the rate: every event passes.
+        let mut t = t2;
+        for _ in 0..100 {
+            t += Duration::from_millis(100);
+            assert!(b.take(t));
+        }
+        // A clock that goes back takes nothing and gives nothing.
+        assert!(!b.take(t0) || b.take(t));
+    }
 
     #[test]
     fn caps_per_address_and_in_total_and_places_come_back() {

@@ -351,3 +351,62 @@ async fn a_dropped_socket_is_removed_after_the_grace_period() {
     assert_eq!(names(&w), ["alice", "bob"]);
     assert_eq!(next(&mut alice).await["type"], "user_entered");
 }
+
+#[tokio::test]
+async fn a_socket_flooding_messages_is_closed_and_its_room_goes_on() {
+    let config = format!("{CONFIG}\n[http]\nws_messages_per_sec = 5\n");
+    let gw = Gateway::start(Some(&config));
+    let (mut calm, _) = connect(&gw, "910", "calm", "").await;
+    let (mut flood, _) = connect(&gw, "910", "flood", "").await;
+    assert_eq!(next(&mut calm).await["type"], "user_entered");
+    // Within the burst (twice the rate): every ping answered.
+    for id in 0..10 {
+        send(&mut flood, json!({"type": "ping", "id": id})).await;
+        assert_eq!(next(&mut flood).await["id"], id);
+    }
+    // Past it, at once: closed with 1008 and the reason.
+    let mut close = None;
+    for id in 10..200 {
+        if flood
+            .send(Message::Text(
+                json!({"type": "ping", "id": id}).to_string().into(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, flood.next()).await {
+        if let Message::Close(frame) = msg {
+            close = frame;
+            break;
+        }
+    }
+    let close = close.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(
+        close.reason.contains("ws_messages_per_sec"),
+        "{}",
+        close.reason
+    );
+    assert!(gw.wait_log(
+        "signalling socket closed: more than http.ws_messages_per_sec",
+        Duration::from_secs(5)
+    ));
+    // The calm member hears nothing wrong and is still answered.
+    send(&mut calm, json!({"type": "ping", "id": "still"})).await;
+    assert_eq!(next(&mut calm).await["id"], "still");
+    let (status, metrics) = common::http_get(gw.http_port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"roomcast_limit_refusals_total{edge="ws",limit="message_rate"} 1"#),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("limit"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -201,6 +201,12 @@ fn abusive_rtmp_commands_close_only_their_own_connection() {
         !log.contains("panicked") && !log.contains("overflow"),
         "{log}"
     );
+    // Each limit that bit is counted.
+    let (_, metrics) = http_get(gw.http_port, "/metrics").unwrap();
+    for limit in ["amf", "message_size", "handshake_timeout"] {
+        let line = format!(r#"roomcast_limit_refusals_total{{edge="rtmp",limit="{limit}"}} "#);
+        assert!(metrics.contains(&line), "{limit}: {metrics}");
+    }
     drop(honest);
 }
 
@@ -312,6 +318,23 @@ fn idle_slow_and_excess_http_connections_are_closed() {
     assert!(gw.wait_log("no traffic for", Duration::from_secs(2)));
     // Places came back: a new client is served.
     assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    // Each limit that bit is counted.
+    let (_, metrics) = http_get(port, "/metrics").unwrap();
+    let count = |labels: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("roomcast_limit_refusals_total{{{labels}}} ")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count(r#"edge="http",limit="connections_per_ip""#) >= 20,
+        "{metrics}"
+    );
+    assert!(
+        count(r#"edge="http",limit="header_timeout""#) >= 40,
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -87,6 +87,7 @@ pub(crate) async fn serve(
             app.clone().call(req)
         });
         let conn = Conn {
+            name,
             builder: builder.clone(),
             close: close_rx.clone(),
             header_log: header_log.clone(),
@@ -126,6 +127,8 @@ pub(crate) async fn serve(
 
 /// One accepted connection's settings.
 struct Conn {
+    /// The listener's name (`http`, `https`).
+    name: &'static str,
     builder: hyper::server::conn::http1::Builder,
     close: tokio::sync::watch::Receiver<bool>,
     header_log: Arc<RateLog>,
@@ -160,6 +163,7 @@ impl Conn {
         let peer = self.peer;
         match result {
             Err(e) if e.is_timeout() => {
+                crate::metrics::metrics().limit_hit(self.name, "header_timeout");
                 if let Some(n) = self.header_log.hit(std::time::Instant::now()) {
                     tracing::info!(%peer, closed = n, "http connection closed: no complete request headers within {:?}", self.header_timeout);
                 }
@@ -216,10 +220,11 @@ impl IdleStream {
         }
         match self.timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                if !std::mem::replace(&mut self.logged, true)
-                    && let Some(n) = self.log.hit(std::time::Instant::now())
-                {
-                    tracing::info!(peer = %self.peer, closed = n, "http connection closed: no traffic for {:?}", self.idle);
+                if !std::mem::replace(&mut self.logged, true) {
+                    crate::metrics::metrics().limit_hit("http", "idle_timeout");
+                    if let Some(n) = self.log.hit(std::time::Instant::now()) {
+                        tracing::info!(peer = %self.peer, closed = n, "http connection closed: no traffic for {:?}", self.idle);
+                    }
                 }
                 Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,

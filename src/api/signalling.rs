@@ -135,6 +135,7 @@ pub(crate) async fn upgrade(
     };
 
     let failed_rooms = rooms.clone();
+    let rate = state.config.http.ws_messages_per_sec;
     Ok(ws
         .max_message_size(MAX_MESSAGE_BYTES)
         // A frame's declared length is reserved before the message limit is
@@ -151,6 +152,7 @@ pub(crate) async fn upgrade(
                 rooms,
                 session,
                 key,
+                rate,
             };
             conn.run(socket, welcome, events).await;
         }))
@@ -325,6 +327,8 @@ struct Connection {
     rooms: RoomHandle,
     session: SessionId,
     key: RoomKey,
+    /// `http.ws_messages_per_sec`.
+    rate: u32,
 }
 
 /// How a socket ended, which decides what the room is told.
@@ -354,11 +358,25 @@ impl Connection {
             let mut ping = tokio::time::interval(PING_INTERVAL);
             ping.tick().await;
             let mut last_heard = tokio::time::Instant::now();
+            let mut bucket = crate::net::TokenBucket::new(self.rate, self.rate.saturating_mul(2));
             loop {
                 tokio::select! {
                     msg = socket.recv() => {
                         let Some(Ok(msg)) = msg else { break 'conn End::Dropped };
                         last_heard = tokio::time::Instant::now();
+                        if !bucket.take(std::time::Instant::now()) {
+                            // Every room's commands go through one engine:
+                            // a flood here would slow them all.
+                            crate::metrics::metrics().limit_hit("ws", "message_rate");
+                            tracing::warn!(room = %self.key, session = self.session.0, limit = self.rate, "signalling socket closed: more than http.ws_messages_per_sec messages a second");
+                            let _ = socket
+                                .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                                    code: 1008,
+                                    reason: "more messages a second than http.ws_messages_per_sec allows".into(),
+                                })))
+                                .await;
+                            break 'conn End::Dropped;
+                        }
                         match msg {
                             Message::Text(text) => {
                                 match self.on_client_message(text.as_str()).await {

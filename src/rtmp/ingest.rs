@@ -117,17 +117,28 @@ impl Ingest {
                         }
                     },
                 };
-                let mut conn = Connection {
-                    ingest: this,
-                    peer,
-                    socket,
-                    published: None,
-                    deadline,
-                };
-                let result = conn.run().await;
-                conn.finish(result).await;
+                this.serve_connection(socket, peer, deadline).await;
             });
         }
+    }
+
+    /// Serves one accepted connection (past TLS) to its end; `deadline` is
+    /// when its publish must have started.
+    pub(crate) async fn serve_connection(
+        self,
+        socket: crate::tls::Conn,
+        peer: SocketAddr,
+        deadline: tokio::time::Instant,
+    ) {
+        let mut conn = Connection {
+            ingest: self,
+            peer,
+            socket,
+            published: None,
+            deadline,
+        };
+        let result = conn.run().await;
+        conn.finish(result).await;
     }
 }
 
@@ -575,6 +586,18 @@ impl Connection {
 
     /// Tells the room how the connection ended and logs it.
     async fn finish(&mut self, result: Result<(), IngestError>) {
+        let limit = match &result {
+            Err(IngestError::Timeout) => Some("handshake_timeout"),
+            Err(IngestError::Idle(_)) => Some("idle_timeout"),
+            Err(IngestError::Chunk(ChunkError::TooLarge { .. })) => Some("message_size"),
+            Err(IngestError::Chunk(ChunkError::Buffered(_))) => Some("buffered_bytes"),
+            Err(IngestError::Chunk(ChunkError::TooManyStreams(_))) => Some("chunk_streams"),
+            Err(IngestError::Chunk(ChunkError::Amf(_))) => Some("amf"),
+            _ => None,
+        };
+        if let Some(limit) = limit {
+            crate::metrics::metrics().limit_hit("rtmp", limit);
+        }
         let published = self.published.take();
         if let Some(Published {
             sink: Sink::Forward { node, .. },
