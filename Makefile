@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test build setup test-setup lint fmt clean
+.PHONY: run test build setup test-setup lint fmt clean fuzz fuzz-seeds
 
 run: setup build
 	./target/release/roomcast serve
@@ -31,3 +31,25 @@ test-setup:
 clean:
 	$(CARGO) clean
 	rm -rf .venv
+
+# Every fuzz target for FUZZ_SECS seconds each (nightly and cargo-fuzz are
+# installed if missing). The corpus grows in fuzz/corpus/<target> from the
+# committed seeds; a crash lands in fuzz/artifacts/<target>/ and belongs,
+# once fixed, in fuzz/regressions/<target>/ (replayed by `make test`).
+FUZZ_SECS ?= 60
+FUZZ_TARGETS ?= $(notdir $(basename $(wildcard fuzz/fuzz_targets/*.rs)))
+fuzz: setup
+	@bash scripts/setup.sh --fuzz
+	cd fuzz && cargo +nightly fuzz build -O
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		echo "== $$t: $(FUZZ_SECS) s"; \
+		(cd fuzz && cargo +nightly fuzz run -O $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECS) -timeout=20 -rss_limit_mb=4096 \
+			-print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|Done)|panicked|ERROR" ); \
+	done
+
+# Rewrites fuzz/seeds/ from real captures (ffmpeg, aiortc, the SDK captures).
+fuzz-seeds: test-setup
+	cargo build --locked
+	.venv/bin/python fuzz/make_seeds.py

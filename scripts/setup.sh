@@ -7,6 +7,7 @@
 #                             stream module and openssl (a TLS origin), Redis
 #                             (the cluster tests start their own servers), and a
 #                             Python venv (.venv/: aiortc, the TRTC SDK, selenium)
+#   scripts/setup.sh --fuzz   the nightly toolchain and cargo-fuzz (`make fuzz`)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -50,5 +51,16 @@ if [ "${1:-}" = "--test" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
     touch "$stamp"
+  fi
+fi
+
+if [ "${1:-}" = "--fuzz" ]; then
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "setup: installing the nightly toolchain (cargo-fuzz needs it)"
+    rustup toolchain install nightly --profile minimal >/dev/null
+  fi
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz"
+    cargo install --locked cargo-fuzz >/dev/null
   fi
 fi

@@ -36,6 +36,8 @@ pub(crate) mod callback;
 pub(crate) mod capacity;
 pub(crate) mod cluster;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod hls;
 pub mod media;
 pub mod metrics;

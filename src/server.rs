@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::media::hub::MediaHub;
 use crate::profile::RelayProfile;
 use crate::relay::RelayManager;
-use crate::room;
+use crate::room::{self, RoomHandle};
 use crate::rtmp::ingest::Ingest;
 use crate::tls::ServerTls;
 
@@ -108,15 +108,12 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         .clone()
         .map(|t| tokio::spawn(reload_on_hangup(t)));
 
-    let hls_root = config.data_dir.join("hls");
-    let hls_store = crate::hls::store::HlsStore::default();
-    let relays = RelayManager::new(
-        rooms.clone(),
-        hub.clone(),
-        hls_root.clone(),
-        hls_store.clone(),
-        config.limits.cpu_budget(),
-    );
+    let Parts {
+        state,
+        recording_events,
+        uploads,
+    } = assemble(&config, profiles.clone(), &rooms, &hub);
+    let relays = state.relays.clone();
     if let Some(c) = &cluster {
         let relays = relays.clone();
         c.set_load(move || {
@@ -127,43 +124,17 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
                 budget_in_use,
             }
         });
-    }
-    if let Some(c) = &cluster {
-        let store = hls_store.clone();
+        let store = state.hls_store.clone();
         c.set_streams(move || store.names());
     }
-    let (recording_events, _) = tokio::sync::broadcast::channel(256);
     let callbacks = crate::callback::spawn(
         config.clone(),
         &rooms,
         relays.clone(),
         recording_events.subscribe(),
     );
-    let auto = relays.spawn_auto(profiles.clone());
-    let uploads = crate::record::uploader::Uploads::new(
-        &config.data_dir,
-        config.storage.clone(),
-        recording_events.clone(),
-    );
+    let auto = relays.spawn_auto(profiles);
     uploads.resume_all();
-    let state = AppState {
-        config: config.clone(),
-        rooms: rooms.clone(),
-        relays: relays.clone(),
-        profiles: Arc::new(profiles),
-        hls_store,
-        webrtc: crate::webrtc::WebRtc::new(config.clone(), rooms.clone(), hub.clone()),
-        pulls: crate::pull::PullManager::new(rooms.clone(), hub.clone()),
-        recordings: crate::record::tasks::Recordings::new(
-            relays.clone(),
-            hub.clone(),
-            uploads.clone(),
-            recording_events.clone(),
-        ),
-        hub: hub.clone(),
-        sessions: Default::default(),
-        login_throttle: Default::default(),
-    };
     api::trtc::attach_cluster(&state);
     let app = api::router(state);
     // One shutdown signal for every listener.
@@ -209,6 +180,62 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     let _ = room_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The gateway above its listeners: what `run` serves, and what the fuzz
+/// harness drives in memory.
+pub(crate) struct Parts {
+    pub state: AppState,
+    pub recording_events: crate::record::RecordingEvents,
+    pub uploads: crate::record::uploader::Uploads,
+}
+
+/// Wires relays, HLS, recordings and the handlers' state around `rooms`
+/// and `hub`. Starts nothing that listens.
+pub(crate) fn assemble(
+    config: &Arc<Config>,
+    profiles: Vec<RelayProfile>,
+    rooms: &RoomHandle,
+    hub: &MediaHub,
+) -> Parts {
+    let hls_root = config.data_dir.join("hls");
+    let hls_store = crate::hls::store::HlsStore::default();
+    let relays = RelayManager::new(
+        rooms.clone(),
+        hub.clone(),
+        hls_root,
+        hls_store.clone(),
+        config.limits.cpu_budget(),
+    );
+    let (recording_events, _) = tokio::sync::broadcast::channel(256);
+    let uploads = crate::record::uploader::Uploads::new(
+        &config.data_dir,
+        config.storage.clone(),
+        recording_events.clone(),
+    );
+    let state = AppState {
+        config: config.clone(),
+        rooms: rooms.clone(),
+        relays: relays.clone(),
+        profiles: Arc::new(profiles),
+        hls_store,
+        webrtc: crate::webrtc::WebRtc::new(config.clone(), rooms.clone(), hub.clone()),
+        pulls: crate::pull::PullManager::new(rooms.clone(), hub.clone()),
+        recordings: crate::record::tasks::Recordings::new(
+            relays,
+            hub.clone(),
+            uploads.clone(),
+            recording_events.clone(),
+        ),
+        hub: hub.clone(),
+        sessions: Default::default(),
+        login_throttle: Default::default(),
+    };
+    Parts {
+        state,
+        recording_events,
+        uploads,
+    }
 }
 
 /// Re-reads the listeners' certificate on every SIGHUP; a bad one is
