@@ -151,7 +151,11 @@ impl Outputs {
     pub(super) fn rebase(&mut self, f: &EncodedFrame) -> EncodedFrame {
         let dts = f.time_base.rescale(f.dts, TimeBase::MILLIS);
         let pts = f.time_base.rescale(f.pts, TimeBase::MILLIS);
+        let jumps = self.rebaser.jumps;
         let (dts, pts) = self.rebaser.map(f.kind, dts, pts);
+        if self.rebaser.jumps != jumps {
+            tracing::warn!(task = %self.task, kind = ?f.kind, input_ms = f.time_base.rescale(f.dts, TimeBase::MILLIS), output_ms = dts, "the input's timestamps jumped; the output continues without a gap");
+        }
         EncodedFrame {
             dts,
             pts,

@@ -3,20 +3,39 @@
 //! An anchor that comes back restarts its timestamps (RTMP starts at 0
 //! again); the output must not. Each attachment gets an offset that places
 //! its first frame just after the last output frame; within an attachment,
-//! per-track timestamps are kept strictly increasing. Pure.
+//! per-track timestamps are kept strictly increasing.
+//!
+//! An anchor whose timestamps jump within an attachment (an encoder
+//! restarted behind a relay, a wrapped 32-bit clock, a bad splice) would
+//! otherwise leave a gap of that size in every output, or, backwards, pin
+//! the rest of its frames one millisecond apart. A track whose next frame
+//! lands more than [`MAX_BACK_MS`] before or [`MAX_FORWARD_MS`] after its
+//! last one has jumped: it continues just after the last output frame,
+//! or, if the other track already jumped the same way, on that track's
+//! new offset, so audio and video stay aligned. Pure.
 
 use crate::media::TrackKind;
 
 /// Gap inserted between the last frame before a re-attachment and the first after, ms.
 const REATTACH_GAP_MS: i64 = 40;
+/// A track going back further than this has jumped (less is clamped).
+pub(crate) const MAX_BACK_MS: i64 = 1_000;
+/// A track going forward further than this has jumped (ffmpeg's default
+/// discontinuity threshold).
+pub(crate) const MAX_FORWARD_MS: i64 = 10_000;
 
 #[derive(Debug, Default)]
 pub(crate) struct Rebaser {
+    /// The current attachment's offset, set by its first frame.
     offset: Option<i64>,
+    /// Each track's offset since its last jump (the attachment's until then).
+    track_offset: [Option<i64>; 2],
     last: [Option<i64>; 2],
     max_out: Option<i64>,
     /// The current attachment's first output timestamp.
     floor: i64,
+    /// Jumps seen, for the relay's log.
+    pub jumps: u64,
 }
 
 fn slot(kind: TrackKind) -> usize {
@@ -30,19 +49,39 @@ impl Rebaser {
     /// A new input attachment begins: the next frame sets the offset.
     pub(crate) fn reattach(&mut self) {
         self.offset = None;
+        self.track_offset = [None; 2];
     }
 
     /// Maps an input (dts, pts) in ms to output (dts, pts).
     pub(crate) fn map(&mut self, kind: TrackKind, dts: i64, pts: i64) -> (i64, i64) {
-        let offset = *self.offset.get_or_insert_with(|| {
+        let attachment = *self.offset.get_or_insert_with(|| {
             let base = self.max_out.map_or(0, |m| m + REATTACH_GAP_MS);
             self.floor = base;
             base - dts
         });
+        let s = slot(kind);
+        let mut offset = self.track_offset[s].unwrap_or(attachment);
+        let jumped = |offset: i64, prev: i64| {
+            let out = dts.saturating_add(offset);
+            out < prev - MAX_BACK_MS || out > prev + MAX_FORWARD_MS
+        };
+        // A track's first frame is measured against the other track's.
+        if let Some(prev) = self.last[s].or(self.max_out)
+            && jumped(offset, prev)
+        {
+            let max_out = self.max_out.unwrap_or(prev);
+            offset = match self.track_offset[1 - s] {
+                // The other track made the same jump: its offset fits.
+                Some(other) if other != offset && !jumped(other, max_out) => other,
+                _ => max_out + REATTACH_GAP_MS - dts,
+            };
+            self.jumps += 1;
+        }
+        self.track_offset[s] = Some(offset);
         // The other track may start a little earlier than the frame that set
         // the offset: it starts at the attachment's base instead (never
         // before the previous attachment, never negative).
-        let mut out = (dts + offset).max(self.floor);
+        let mut out = dts.saturating_add(offset).max(self.floor);
         if let Some(prev) = self.last[slot(kind)]
             && out <= prev
         {
@@ -89,5 +128,130 @@ mod tests {
         r.map(TrackKind::Audio, 100, 100);
         assert_eq!(r.map(TrackKind::Audio, 90, 90), (1, 1));
         assert_eq!(r.map(TrackKind::Audio, 95, 95), (2, 2));
+    }
+
+    /// 30 fps video and 23.2 ms audio frames from `from_ms` for `ms`,
+    /// interleaved by timestamp.
+    fn stream(from_ms: i64, ms: i64) -> Vec<(TrackKind, i64)> {
+        let mut v: Vec<(TrackKind, i64)> = (0..)
+            .map(|i| (TrackKind::Video, from_ms + i * 1000 / 30))
+            .take_while(|(_, t)| *t < from_ms + ms)
+            .chain(
+                (0..)
+                    .map(|i| (TrackKind::Audio, from_ms + i * 1024 * 1000 / 44_100))
+                    .take_while(|(_, t)| *t < from_ms + ms),
+            )
+            .collect();
+        v.sort_by_key(|(_, t)| *t);
+        v
+    }
+
+    #[test]
+    fn a_jump_either_way_continues_the_output_with_audio_and_video_aligned() {
+        for jump in [-3_600_000, -5_000, 20_000, 600_000, i64::from(u32::MAX)] {
+            let mut r = Rebaser::default();
+            let before: Vec<_> = stream(1_000, 4_000);
+            let after = stream(1_000 + 4_000 + jump, 4_000);
+            let mut out = Vec::new();
+            for (kind, t) in before.iter().chain(&after) {
+                out.push((*kind, r.map(*kind, *t, *t).0));
+            }
+            assert_eq!(r.jumps, 2, "jump {jump}: one per track");
+            // No gap, no pile-up: the output runs 8 s, each track steady.
+            let last = out.iter().map(|(_, t)| *t).max().unwrap();
+            assert!(
+                (7_900..=8_100).contains(&last),
+                "jump {jump}: ends at {last}"
+            );
+            for kind in [TrackKind::Video, TrackKind::Audio] {
+                let ts: Vec<i64> = out
+                    .iter()
+                    .filter(|(k, _)| *k == kind)
+                    .map(|(_, t)| *t)
+                    .collect();
+                let steps: Vec<i64> = ts.windows(2).map(|w| w[1] - w[0]).collect();
+                assert!(
+                    steps.iter().all(|d| (1..=80).contains(d)),
+                    "jump {jump}: {kind:?} steps {steps:?}"
+                );
+            }
+            // After the jump, audio and video of the same input time are
+            // output together, as before it.
+            let v = out
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == TrackKind::Video)
+                .unwrap()
+                .1;
+            let a = out
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == TrackKind::Audio)
+                .unwrap()
+                .1;
+            let (vi, ai) = (
+                after
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| *k == TrackKind::Video)
+                    .unwrap()
+                    .1,
+                after
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| *k == TrackKind::Audio)
+                    .unwrap()
+                    .1,
+            );
+            assert!(
+                ((v - a) - (vi - ai)).abs() <= 40,
+                "jump {jump}: A/V moved by {}",
+                (v - a) - (vi - ai)
+            );
+        }
+    }
+
+    #[test]
+    fn gaps_within_the_limits_are_kept() {
+        let mut r = Rebaser::default();
+        assert_eq!(r.map(TrackKind::Video, 0, 0), (0, 0));
+        // A slide every 9 s, a small step back: timing as sent.
+        assert_eq!(r.map(TrackKind::Video, 9_000, 9_000), (9_000, 9_000));
+        assert_eq!(r.map(TrackKind::Video, 8_500, 8_500), (9_001, 9_001));
+        assert_eq!(r.jumps, 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever the input does, each track's output only goes forward,
+        /// and the output as a whole never leaps further than a jump allows.
+        #[test]
+        fn output_only_goes_forward_and_never_far(
+            frames in proptest::collection::vec((proptest::bool::ANY, -20_000i64..20_000), 1..300),
+            reattach_at in proptest::option::of(0usize..300),
+        ) {
+            let mut r = Rebaser::default();
+            let mut input = [0i64; 2];
+            let mut last: [Option<i64>; 2] = [None; 2];
+            let mut max_out: Option<i64> = None;
+            for (i, (video, step)) in frames.into_iter().enumerate() {
+                if Some(i) == reattach_at {
+                    r.reattach();
+                }
+                let kind = if video { TrackKind::Video } else { TrackKind::Audio };
+                let s = slot(kind);
+                input[s] = input[s].saturating_add(step);
+                let (dts, pts) = r.map(kind, input[s], input[s]);
+                proptest::prop_assert!(dts >= 0);
+                proptest::prop_assert_eq!(dts, pts);
+                if let Some(prev) = last[s] {
+                    proptest::prop_assert!(dts > prev);
+                }
+                if let Some(m) = max_out {
+                    proptest::prop_assert!(dts <= m + MAX_FORWARD_MS + REATTACH_GAP_MS, "{} after {}", dts, m);
+                }
+                last[s] = Some(dts);
+                max_out = Some(max_out.map_or(dts, |m| m.max(dts)));
+            }
+        }
     }
 }
