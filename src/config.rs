@@ -295,6 +295,9 @@ pub struct RtmpConfig {
     pub max_connections: usize,
     /// RTMP connections open at once from one address.
     pub max_connections_per_ip: usize,
+    /// A push to a CDN origin whose acknowledgements stop progressing (or
+    /// whose socket takes nothing) this long is reconnected.
+    pub push_stall_timeout_secs: u64,
     /// RTMPS ingest on this port (needs `tls.cert` and `tls.key`); unset: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_port: Option<u16>,
@@ -306,6 +309,7 @@ impl Default for RtmpConfig {
             bind: IpAddr::from([0, 0, 0, 0]),
             port: 1935,
             handshake_timeout_secs: 10,
+            push_stall_timeout_secs: 30,
             max_connections: 1024,
             max_connections_per_ip: 64,
             tls_port: None,
@@ -556,6 +560,10 @@ impl Config {
             (
                 "rtmp.handshake_timeout_secs",
                 self.rtmp.handshake_timeout_secs,
+            ),
+            (
+                "rtmp.push_stall_timeout_secs",
+                self.rtmp.push_stall_timeout_secs,
             ),
         ] {
             if !(1..=3600).contains(&value) {

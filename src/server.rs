@@ -35,6 +35,7 @@ pub enum ServerError {
 
 pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), ServerError> {
     let config = Arc::new(config);
+    crate::rtmp::push::set_stall_timeout(config.rtmp.push_stall_timeout_secs);
     crate::tls::init(config.tls.ca_file.as_deref())
         .map_err(|e| ServerError::Tls(format!("tls.ca_file {e}")))?;
     let server_tls = match (&config.tls.cert, &config.tls.key) {

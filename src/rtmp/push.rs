@@ -3,7 +3,8 @@
 //! Each target is its own task with a bounded queue; it connects, publishes,
 //! sends the sequence headers first and starts (and restarts) at a video
 //! keyframe. Liveness: acknowledged bytes must progress (once the origin has
-//! shown it acknowledges), and a write blocked for `STALL_TIMEOUT` counts as
+//! shown it acknowledges), and a write blocked for the stall timeout
+//! (`rtmp.push_stall_timeout_secs`) counts as
 //! dead. Reconnects use capped exponential backoff with jitter; a target that
 //! never accepted a publish (bad host, refused key) is given up after
 //! `FAIL_FAST_ATTEMPTS` and reported failed. A slow target never slows the
@@ -32,8 +33,18 @@ pub(crate) const QUEUE_CAPACITY: usize = 512;
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for the handshake, connect and publish exchange.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// No acknowledgement progress (or a write blocked) this long: reconnect.
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// No acknowledgement progress (or a write blocked) this many seconds:
+/// reconnect. `rtmp.push_stall_timeout_secs`, set once at start.
+static STALL_TIMEOUT_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(30);
+
+/// Sets the stall timeout of every push (the server, from its configuration).
+pub(crate) fn set_stall_timeout(secs: u64) {
+    STALL_TIMEOUT_SECS.store(secs.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn stall_timeout() -> Duration {
+    Duration::from_secs(STALL_TIMEOUT_SECS.load(std::sync::atomic::Ordering::Relaxed))
+}
 /// The origin is asked to acknowledge every this many bytes.
 const ACK_WINDOW: u32 = 128 * 1024;
 /// A target that never accepted a publish is given up after this many tries.
@@ -471,8 +482,8 @@ async fn publish(
                 write_results(&mut stream.socket, results, &mut events).await?;
             }
             _ = check.tick() => {
-                if acked.is_some() && last_progress.elapsed() > STALL_TIMEOUT {
-                    return Err(format!("no acknowledgement progress for {STALL_TIMEOUT:?}"));
+                if acked.is_some() && last_progress.elapsed() > stall_timeout() {
+                    return Err(format!("origin stalled: no acknowledgement progress for {:?}", stall_timeout()));
                 }
             }
         }
@@ -491,12 +502,12 @@ async fn publish(
 const MAX_WRITE: usize = 256 * 1024;
 
 /// Writes and flushes `out` (nothing if empty); an origin that takes none
-/// of it for `STALL_TIMEOUT` has stalled.
+/// of it for the stall timeout has stalled.
 async fn write_out(stream: &mut Stream, out: &[u8]) -> Result<(), String> {
     if out.is_empty() {
         return Ok(());
     }
-    tokio::time::timeout(STALL_TIMEOUT, write_flushed(&mut stream.socket, out))
+    tokio::time::timeout(stall_timeout(), write_flushed(&mut stream.socket, out))
         .await
         .map_err(|_| "write blocked: origin stalled".to_owned())?
         .map_err(|e| format!("write: {e}"))?;
