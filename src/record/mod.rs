@@ -348,6 +348,9 @@ impl Mp4Writer {
         let mut opts = ff::Dictionary::new();
         // Fragments: a file cut short (crash, power loss) still plays.
         opts.set("movflags", "frag_keyframe+empty_moov+default_base_moof");
+        // Each finished fragment goes to the file at once, not when 32 KiB
+        // of buffer fill: a kill loses the fragment in progress, no more.
+        opts.set("flush_packets", "1");
         octx.write_header_with(opts)?;
         let tb = |i: Option<usize>| i.map(|i| (i, octx.stream(i).expect("added").time_base()));
         let (video, audio) = (tb(video), tb(audio));

@@ -1,0 +1,118 @@
+//! roomcast killed with SIGKILL in the middle of a cloud recording: the
+//! fragmented MP4 and the HLS recording written so far play, from their
+//! first frame to the last complete fragment.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::media::{Publisher, decode};
+use common::{Gateway, http_with, wait_for};
+use serde_json::{Value, json};
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "sigkill-test-key";
+const SECRET_ID: &str = "AKIDkill";
+const SECRET_KEY: &str = "kill-secret";
+
+/// One TRTC API call, signed as the SDKs sign it.
+fn call(gw: &Gateway, action: &str, params: Value) -> Value {
+    let body = params.to_string();
+    let host = format!("127.0.0.1:{}", gw.http_port);
+    let now = roomcast::unix_now();
+    let auth = roomcast::auth::tc3::authorization_for_post(
+        SECRET_ID,
+        SECRET_KEY,
+        now,
+        &host,
+        "application/json",
+        body.as_bytes(),
+    );
+    let (status, _, text) = http_with(
+        gw.http_port,
+        "POST",
+        "/",
+        &[
+            ("Content-Type", "application/json"),
+            ("Host", &host),
+            ("Authorization", &auth),
+            ("X-TC-Action", action),
+            ("X-TC-Version", "2019-07-22"),
+            ("X-TC-Timestamp", &now.to_string()),
+        ],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str::<Value>(&text).unwrap()["Response"].clone()
+}
+
+#[test]
+fn recordings_cut_by_sigkill_play_up_to_the_kill() {
+    let mut gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
+    let created = call(
+        &gw,
+        "CreateCloudRecording",
+        json!({"SdkAppId": APP, "RoomId": "kill", "RoomIdType": 0, "UserId": "recorder",
+               "UserSig": common::usersig(APP, KEY, "recorder"),
+               "StorageParams": {"CloudStorage": {"Vendor": 0, "Region": "ap-guangzhou",
+                   "Bucket": "b-1250000000", "AccessKey": "ak", "SecretKey": "sk"}},
+               "RecordParams": {"RecordMode": 2, "OutputFormat": 1, "MaxIdleTime": 5},
+               "MixTranscodeParams": {"VideoParams": {"Width": 640, "Height": 360, "Fps": 15,
+                                                      "BitRate": 800000, "Gop": 2}},
+               "MixLayoutParams": {"MixLayoutMode": 3}}),
+    );
+    let task = created["TaskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let mut anchor = Publisher::start(&gw.publish_url(APP, KEY, "kill", "anchor"), 30, &gw.dir.0);
+    let dir = gw.dir.0.join("data").join("recordings").join(&task);
+    let mp4 = dir.join("mix_0.mp4");
+    let playlist = dir.join("mix_hls").join("index.m3u8");
+    // Record until the HLS recording has three segments, then kill.
+    wait_for("three recorded segments", Duration::from_secs(30), || {
+        std::fs::read_to_string(&playlist).is_ok_and(|p| p.matches("#EXTINF").count() >= 3)
+    });
+    let killed = Instant::now();
+    gw.child.kill().unwrap(); // SIGKILL
+    gw.child.wait().unwrap();
+    let _ = anchor.child.kill();
+    assert!(killed.elapsed() < Duration::from_secs(5));
+
+    // The playlist of a recording cut short has no end tag, so players
+    // would wait for more as for a live one: read it as the VOD it now is.
+    let text = std::fs::read_to_string(&playlist).unwrap();
+    assert!(!text.contains("#EXT-X-ENDLIST"), "{text}");
+    let ended = playlist.with_file_name("ended.m3u8");
+    std::fs::write(&ended, format!("{text}#EXT-X-ENDLIST\n")).unwrap();
+    let (errors, hls_secs) = decode(ended.to_str().unwrap());
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(hls_secs > 4.0, "the HLS recording plays {hls_secs} s");
+    // The MP4 plays as far as its last complete fragment: only the fragment
+    // being written at the kill may be cut (a fragment is at most a GOP, 2 s).
+    let (errors, mp4_secs) = decode(mp4.to_str().unwrap());
+    let truncation = [
+        "partial file",
+        "Invalid NAL unit size",
+        "missing picture in access unit",
+        "Error splitting the input into NAL units",
+        "Invalid data found when processing input",
+    ];
+    assert!(
+        errors
+            .iter()
+            .all(|e| truncation.iter().any(|t| e.contains(t))),
+        "{errors:?}"
+    );
+    eprintln!("after SIGKILL: the MP4 plays {mp4_secs} s, the HLS recording {hls_secs} s");
+    assert!(
+        mp4_secs > 4.0 && mp4_secs + 2.5 >= hls_secs,
+        "the MP4 plays {mp4_secs} s, the HLS recording {hls_secs} s"
+    );
+}
