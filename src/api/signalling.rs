@@ -141,6 +141,11 @@ pub(crate) async fn upgrade(
         // A frame's declared length is reserved before the message limit is
         // checked: bound frames too.
         .max_frame_size(MAX_MESSAGE_BYTES)
+        // Signalling messages are small: 128 KiB read and write buffers a
+        // socket (the defaults) made a thousand members cost 140 MB.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_MESSAGE_BYTES * 4)
         .on_failed_upgrade(move |e| {
             tracing::info!(session = session.0, "websocket upgrade failed: {e}");
             tokio::spawn(async move {
