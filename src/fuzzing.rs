@@ -533,6 +533,11 @@ struct Gateway {
 fn gateway() -> &'static Gateway {
     static GATEWAY: OnceLock<Gateway> = OnceLock::new();
     GATEWAY.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICKED.store(true, std::sync::atomic::Ordering::SeqCst);
+            previous(info);
+        }));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -574,13 +579,25 @@ fn gateway() -> &'static Gateway {
     })
 }
 
+/// Set by the panic hook: a task or a thread of the gateway panicked.
+/// Tokio catches a task's panic and axum runs upgraded sockets in their
+/// own tasks, so without this a panic there would pass unseen on stable
+/// (under libFuzzer its own hook aborts at once).
+static PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Gateway {
-    /// Runs one input's work, then ends everything it started.
+    /// Runs one input's work, then ends everything it started; a panic in
+    /// any of the gateway's tasks meanwhile is raised here.
     fn run<F: std::future::Future<Output = ()>>(&self, work: F) {
+        PANICKED.store(false, std::sync::atomic::Ordering::SeqCst);
         self.rt.block_on(async {
             work.await;
             self.reset().await;
         });
+        assert!(
+            !PANICKED.load(std::sync::atomic::Ordering::SeqCst),
+            "a gateway task panicked on this input (its message is above)"
+        );
     }
 
     async fn reset(&self) {

@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 
 use roomcast::fuzzing;
 
+/// One at a time: the in-memory gateway notices a panic in any of its
+/// tasks, and a failing assertion in a test beside it would look like one.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn inputs(dir: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz")
@@ -52,6 +56,7 @@ fn regressions<T>(target: &str, run: impl Fn(&[u8]) -> T) {
 
 #[test]
 fn rtmp_ingest() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for (path, data) in seeds("rtmp_ingest") {
         let published = fuzzing::rtmp_ingest(&data);
         assert!(
@@ -65,6 +70,7 @@ fn rtmp_ingest() {
 
 #[test]
 fn rtmp_chunks() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for (path, data) in seeds("rtmp_chunks") {
         let parsed = fuzzing::rtmp_chunks(&data);
         assert!(parsed >= 10, "{}: {parsed} media messages", path.display());
@@ -74,6 +80,7 @@ fn rtmp_chunks() {
 
 #[test]
 fn flv_media() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for (path, data) in seeds("flv_media") {
         let parts = fuzzing::flv_media(&data);
         assert!(parts >= 3, "{}: {parts} parts", path.display());
@@ -83,6 +90,7 @@ fn flv_media() {
 
 #[test]
 fn rtp_depacketize() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for (path, data) in seeds("rtp_depacketize") {
         let frames = fuzzing::rtp_depacketize(&data);
         assert!(frames >= 5, "{}: {frames} frames", path.display());
@@ -92,6 +100,7 @@ fn rtp_depacketize() {
 
 #[test]
 fn sdp_offer_and_whip() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for (path, data) in seeds("sdp_offer") {
         let whip = name(&path).starts_with("whip");
         assert_eq!(
@@ -112,6 +121,7 @@ fn sdp_offer_and_whip() {
 
 #[test]
 fn tc3_and_the_api() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for (path, data) in seeds("tc3_verify") {
         assert!(fuzzing::tc3_verify(&data), "{}", path.display());
     }
@@ -130,6 +140,7 @@ fn tc3_and_the_api() {
 
 #[test]
 fn http_and_signalling() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for (path, data) in seeds("http") {
         let answered = fuzzing::http(&data);
         assert!(answered > 0, "{}: no answer", path.display());
@@ -145,6 +156,7 @@ fn http_and_signalling() {
 
 #[test]
 fn hls_and_toml() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for (path, data) in seeds("hls_request") {
         assert!(fuzzing::hls_request(&data), "{}", path.display());
     }

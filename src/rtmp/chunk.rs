@@ -339,7 +339,8 @@ impl ChunkReader {
 
 /// Checks an AMF message as rml_rtmp will decode it: bounded, and of a
 /// shape its session takes without panicking (a command needs a name, a
-/// transaction id and a command object; `@setDataFrame` needs its data).
+/// transaction id and a command object; `@setDataFrame` needs a name and
+/// its data).
 fn check_amf(msg: &Message, limits: AmfLimits) -> Result<(), ChunkError> {
     let body = match (msg.type_id, msg.payload.first()) {
         // As rml_rtmp reads AMF3 commands: a leading zero byte is skipped.
@@ -351,8 +352,10 @@ fn check_amf(msg: &Message, limits: AmfLimits) -> Result<(), ChunkError> {
         AMF0_COMMAND | AMF3_COMMAND if values < 3 => Err(ChunkError::Shape(
             "AMF command without a name, transaction id and command object",
         )),
-        AMF0_DATA | AMF3_DATA if values < 2 && body.starts_with(b"\x02\x00\x0d@setDataFrame") => {
-            Err(ChunkError::Shape("@setDataFrame without data"))
+        // rml_rtmp reads the value after the name, and, for `onMetaData`
+        // while publishing, the one after that, without looking.
+        AMF0_DATA | AMF3_DATA if values < 3 && body.starts_with(b"\x02\x00\x0d@setDataFrame") => {
+            Err(ChunkError::Shape("@setDataFrame without its name and data"))
         }
         _ => Ok(()),
     }

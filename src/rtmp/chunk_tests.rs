@@ -179,15 +179,29 @@ fn every_message_type_rml_rtmp_decodes_as_amf0_is_checked() {
         ));
     }
     let set_data_frame = b"\x02\x00\x0d@setDataFrame";
-    for type_id in [18, 15] {
-        assert!(matches!(
-            read_all(
-                &mut ChunkReader::new(ChunkLimits::default()),
-                &one_chunk(type_id, set_data_frame)
-            ),
-            Err(ChunkError::Shape(_))
-        ));
+    // Found by the rtmp_ingest fuzz target: `onMetaData` without its object
+    // panicked rml_rtmp's session while publishing.
+    let without_object = b"\x02\x00\x0d@setDataFrame\x02\x00\x0aonMetaData";
+    for body in [&set_data_frame[..], &without_object[..]] {
+        for type_id in [18, 15] {
+            assert!(matches!(
+                read_all(
+                    &mut ChunkReader::new(ChunkLimits::default()),
+                    &one_chunk(type_id, body)
+                ),
+                Err(ChunkError::Shape(_))
+            ));
+        }
     }
+    let mut whole = without_object.to_vec();
+    whole.extend_from_slice(b"\x03\x00\x00\x09");
+    assert!(
+        read_all(
+            &mut ChunkReader::new(ChunkLimits::default()),
+            &one_chunk(18, &whole)
+        )
+        .is_ok()
+    );
     // Audio is held to its own, smaller limit.
     assert!(matches!(
         read_all(
