@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test build setup test-setup lint fmt clean fuzz fuzz-seeds
+.PHONY: run test build setup test-setup lint fmt clean fuzz fuzz-seeds soak
 
 run: setup build
 	./target/release/roomcast serve
@@ -53,3 +53,8 @@ fuzz: setup
 fuzz-seeds: test-setup
 	cargo build --locked
 	.venv/bin/python fuzz/make_seeds.py
+
+# Two mixed rooms, a bypass relay and HLS clients for SOAK_MINUTES (30),
+# RSS, CPU and frame rates every minute; fails on growth or a stalled task.
+soak: build
+	python3 scripts/soak.py
