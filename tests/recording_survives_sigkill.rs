@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::media::{Publisher, decode};
-use common::{Gateway, http_with, wait_for};
+use common::{Gateway, wait_for};
 use serde_json::{Value, json};
 
 const APP: u64 = 1_400_000_000;
@@ -15,36 +15,8 @@ const KEY: &str = "sigkill-test-key";
 const SECRET_ID: &str = "AKIDkill";
 const SECRET_KEY: &str = "kill-secret";
 
-/// One TRTC API call, signed as the SDKs sign it.
 fn call(gw: &Gateway, action: &str, params: Value) -> Value {
-    let body = params.to_string();
-    let host = format!("127.0.0.1:{}", gw.http_port);
-    let now = roomcast::unix_now();
-    let auth = roomcast::auth::tc3::authorization_for_post(
-        SECRET_ID,
-        SECRET_KEY,
-        now,
-        &host,
-        "application/json",
-        body.as_bytes(),
-    );
-    let (status, _, text) = http_with(
-        gw.http_port,
-        "POST",
-        "/",
-        &[
-            ("Content-Type", "application/json"),
-            ("Host", &host),
-            ("Authorization", &auth),
-            ("X-TC-Action", action),
-            ("X-TC-Version", "2019-07-22"),
-            ("X-TC-Timestamp", &now.to_string()),
-        ],
-        body.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{text}");
-    serde_json::from_str::<Value>(&text).unwrap()["Response"].clone()
+    common::trtc_call(gw.http_port, (SECRET_ID, SECRET_KEY), action, params)
 }
 
 #[test]

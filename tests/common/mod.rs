@@ -88,13 +88,38 @@ impl Gateway {
     }
 
     pub fn spawn(config: Option<&str>, env: &[(&str, &str)]) -> Gateway {
+        Gateway::spawn_in(config, env, None)
+    }
+
+    /// Starts roomcast with its data directory on a tmpfs of `mb` MiB, in a
+    /// mount namespace of its own (`unshare -rm`: no root needed, nothing
+    /// left mounted when it ends).
+    pub fn start_on_small_disk(config: Option<&str>, mb: u32) -> Gateway {
+        let g = Gateway::spawn_in(config, &[], Some(mb));
+        g.wait_healthy();
+        g
+    }
+
+    fn spawn_in(config: Option<&str>, env: &[(&str, &str)], tmpfs_mb: Option<u32>) -> Gateway {
         let dir = TempDir::new("gw");
         if let Some(c) = config {
             std::fs::write(dir.0.join("roomcast.toml"), c).unwrap();
         }
         let [http_port, rtmp_port] = free_ports::<2>();
         let log = dir.0.join("roomcast.log");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match tmpfs_mb {
+            None => Command::new(BIN),
+            Some(mb) => {
+                std::fs::create_dir_all(dir.0.join("data")).unwrap();
+                let mut c = Command::new("unshare");
+                c.args(["-rm", "sh", "-c"])
+                    .arg(format!(
+                        "mount -t tmpfs -o size={mb}m tmpfs data && exec \"$0\" \"$@\""
+                    ))
+                    .arg(BIN);
+                c
+            }
+        };
         cmd.arg("serve")
             .current_dir(&dir.0)
             .env_clear()
@@ -458,3 +483,40 @@ pub fn callback_events(seen: &Arc<Mutex<Vec<Received>>>) -> Vec<(u64, u64, serde
 pub mod llhls;
 pub mod media;
 pub mod redis;
+
+/// One TRTC API call signed as Tencent's SDKs sign it; the `Response` object.
+pub fn trtc_call(
+    port: u16,
+    (secret_id, secret_key): (&str, &str),
+    action: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let body = params.to_string();
+    let host = format!("127.0.0.1:{port}");
+    let now = roomcast::unix_now();
+    let auth = roomcast::auth::tc3::authorization_for_post(
+        secret_id,
+        secret_key,
+        now,
+        &host,
+        "application/json",
+        body.as_bytes(),
+    );
+    let (status, _, text) = http_with(
+        port,
+        "POST",
+        "/",
+        &[
+            ("Content-Type", "application/json"),
+            ("Host", &host),
+            ("Authorization", &auth),
+            ("X-TC-Action", action),
+            ("X-TC-Version", "2019-07-22"),
+            ("X-TC-Timestamp", &now.to_string()),
+        ],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["Response"].clone()
+}
