@@ -69,7 +69,8 @@ fn waves_of_connections_leave_the_mix_and_memory_as_they_were() {
         .replace("name = \"grid-720p\"", "name = \"load-mix\"")
         .replace("width = 1280", "width = 640")
         .replace("height = 720", "height = 360")
-        .replace("fps = 30", "fps = 15");
+        .replace("fps = 30", "fps = 15")
+        .replace("low_latency = false", "low_latency = true");
     std::fs::write(profiles.0.join("load-mix.toml"), small).unwrap();
     let gw = Gateway::spawn(
         Some(&common::app_config(
@@ -253,6 +254,58 @@ fn waves_of_connections_leave_the_mix_and_memory_as_they_were() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+
+    // Wave 4: 2,000 players at once on the mix's LL-HLS, each a blocking
+    // reload for the part being made.
+    let (_, text) = http_get(gw.http_port, &format!("/hls/{stream}/index.m3u8")).unwrap();
+    let hint = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part"))
+        .and_then(|r| r.split_once(".m4s"))
+        .map(|(n, _)| n.to_owned())
+        .unwrap_or_else(|| panic!("no preload hint in\n{text}"));
+    let (msn, part) = hint.split_once('.').unwrap();
+    let path = format!("/hls/{stream}/index.m3u8?_HLS_msn={msn}&_HLS_part={part}");
+    let players = rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let started = Instant::now();
+        let joins: Vec<_> = (0..2000)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move {
+                    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+                        .await
+                        .ok()?;
+                    let req =
+                        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                    s.write_all(req.as_bytes()).await.ok()?;
+                    let mut body = Vec::new();
+                    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut body))
+                        .await
+                        .ok()?
+                        .ok()?;
+                    let ok = body.starts_with(b"HTTP/1.1 200")
+                        && body.windows(7).any(|w| w == b"#EXTM3U");
+                    ok.then(|| started.elapsed())
+                })
+            })
+            .collect();
+        let mut answered = Vec::new();
+        for j in joins {
+            if let Ok(Some(t)) = j.await {
+                answered.push(t);
+            }
+        }
+        answered
+    });
+    let slowest = players.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "2000 LL-HLS players: {} answered, the last after {slowest:?}",
+        players.len()
+    );
+    watch("after 2000 LL-HLS players");
+    assert_eq!(players.len(), 2000, "LL-HLS blocking reloads answered");
+    assert!(slowest < Duration::from_secs(3), "{slowest:?}");
 
     // Everything the waves made is gone; the stage room stays.
     wait_for("the waves' rooms to close", Duration::from_secs(20), || {
