@@ -5,7 +5,8 @@
 #   scripts/setup.sh --test   also the test peers: Debian's Chromium and
 #                             ChromeDriver (the console's browser test), nginx's
 #                             stream module and openssl (a TLS origin), Redis
-#                             (the cluster tests start their own servers), and a
+#                             (the cluster tests start their own servers),
+#                             libfaketime (the clock-step test), and a
 #                             Python venv (.venv/: aiortc, the TRTC SDK, selenium)
 #   scripts/setup.sh --fuzz   the nightly toolchain and cargo-fuzz (`make fuzz`)
 set -euo pipefail
@@ -17,7 +18,7 @@ PKGS=(pkg-config clang libclang-dev
       libswscale-dev libswresample-dev
       ffmpeg nginx libnginx-mod-rtmp zlib1g-dev python3-venv)
 if [ "${1:-}" = "--test" ]; then
-  PKGS+=(chromium chromium-driver libnginx-mod-stream openssl redis-server)
+  PKGS+=(chromium chromium-driver libnginx-mod-stream openssl redis-server libfaketime)
 fi
 
 missing=()
