@@ -422,6 +422,9 @@ pub struct ApiCredential {
 pub struct Limits {
     /// Rooms open at once per application.
     pub rooms_per_app: u32,
+    /// Relay, mix and recording tasks running at once per application, so
+    /// one application cannot take every task place of the node.
+    pub tasks_per_app: u32,
     /// Users (anchors + audience) in one live-scene room.
     pub users_per_room: u32,
     /// Users in one call-scene room (videocall/audiocall: everyone is an anchor).
@@ -450,6 +453,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             rooms_per_app: 10_000,
+            tasks_per_app: 100,
             users_per_room: 100_000,
             users_per_call_room: 300,
             anchors_per_room: 50,
@@ -600,6 +604,7 @@ impl Config {
         let l = &self.limits;
         for (name, v) in [
             ("limits.rooms_per_app", l.rooms_per_app),
+            ("limits.tasks_per_app", l.tasks_per_app),
             ("limits.users_per_room", l.users_per_room),
             ("limits.users_per_call_room", l.users_per_call_room),
             ("limits.anchors_per_room", l.anchors_per_room),

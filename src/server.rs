@@ -207,7 +207,8 @@ pub(crate) fn assemble(
         hls_root,
         hls_store.clone(),
         config.limits.cpu_budget(),
-    );
+    )
+    .with_tasks_per_app(config.limits.tasks_per_app);
     let (recording_events, _) = tokio::sync::broadcast::channel(256);
     let uploads = crate::record::uploader::Uploads::new(
         &config.data_dir,

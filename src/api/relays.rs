@@ -158,7 +158,7 @@ pub(super) async fn start_relay(state: &AppState, req: StartRelay) -> Response {
             Json(json!({"task_id": id, "stream": stream, "hls": format!("/hls/{stream}/index.m3u8")})),
         )
             .into_response(),
-        Err(e @ (RelayError::TooMany(_) | RelayError::StreamInUse(_))) => err(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ (RelayError::TooMany(_) | RelayError::TooManyForApp(_) | RelayError::StreamInUse(_))) => err(StatusCode::CONFLICT, e.to_string()),
         Err(e @ RelayError::OverBudget(_)) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => err(StatusCode::BAD_REQUEST, e.to_string()),
     }

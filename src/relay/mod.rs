@@ -40,6 +40,8 @@ const MAX_TASKS: usize = 256;
 pub(crate) enum RelayError {
     #[error("{0} relay tasks are running, the limit")]
     TooMany(usize),
+    #[error("the application runs {0} tasks, its limit (limits.tasks_per_app)")]
+    TooManyForApp(usize),
     #[error("a relay task for stream `{0}` already runs")]
     StreamInUse(String),
     #[error("no such relay task")]
@@ -152,6 +154,8 @@ pub(crate) struct RelayManager {
     tasks: Arc<Mutex<HashMap<String, Entry>>>,
     /// Cores the running tasks' estimates may add up to (limits.cpu_budget).
     budget: f64,
+    /// Tasks one application may run at once (limits.tasks_per_app).
+    per_app: usize,
     /// Bumped when a task starts and whenever a task's status changes in a
     /// way watchers act on ([`RelayManager::watch_changes`]).
     changes: Arc<watch::Sender<u64>>,
@@ -179,8 +183,15 @@ impl RelayManager {
             hls_store,
             tasks: Arc::default(),
             budget,
+            per_app: MAX_TASKS,
             changes: Arc::new(watch::channel(0).0),
         }
+    }
+
+    /// At most `n` tasks of one application at once.
+    pub(crate) fn with_tasks_per_app(mut self, n: u32) -> RelayManager {
+        self.per_app = n as usize;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -198,6 +209,12 @@ impl RelayManager {
         tasks.retain(|_, e| !matches!(e.status.borrow().state, TaskState::Stopped(_)));
         if tasks.len() >= MAX_TASKS {
             return Err(RelayError::TooMany(MAX_TASKS));
+        }
+        let app = spec.room.app;
+        if tasks.values().filter(|e| e.spec.room.app == app).count() >= self.per_app {
+            crate::metrics::metrics().limit_hit("tasks", "tasks_per_app");
+            tracing::warn!(sdkappid = app, limit = self.per_app, stream = %spec.stream, "relay task refused: limits.tasks_per_app");
+            return Err(RelayError::TooManyForApp(self.per_app));
         }
         if tasks.values().any(|e| e.spec.stream == spec.stream) {
             return Err(RelayError::StreamInUse(spec.stream));

@@ -203,3 +203,31 @@ async fn a_task_over_the_cpu_budget_is_refused_before_it_starts() {
     engine.await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn one_application_cannot_take_every_task_place() {
+    let (relays, rooms, engine, dir) = gateway();
+    let relays = relays.with_tasks_per_app(2);
+    let spec = |app: u64, user: &str| {
+        let key = RoomKey {
+            app,
+            room: RoomId::parse("lesson", None).unwrap(),
+        };
+        RelaySpec::for_anchor(key, UserId::new(user).unwrap(), &profile("passthrough")).unwrap()
+    };
+    let a = relays.start(spec(APP, "a")).unwrap();
+    relays.start(spec(APP, "b")).unwrap();
+    assert_eq!(
+        relays.start(spec(APP, "c")),
+        Err(RelayError::TooManyForApp(2))
+    );
+    // Another application still starts tasks.
+    relays.start(spec(APP + 1, "c")).unwrap();
+    // A place freed is a place again.
+    relays.stop(&a).unwrap();
+    stopped(&relays, &a).await;
+    relays.start(spec(APP, "c")).unwrap();
+    rooms.shutdown().await;
+    engine.await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}

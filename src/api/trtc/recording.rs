@@ -171,7 +171,7 @@ fn mix_profile(p: &Params<'_>, images: &Images) -> Result<profile::RelayProfile,
 
 fn relay_error(e: RelayError) -> ApiError {
     match e {
-        RelayError::TooMany(_) | RelayError::OverBudget(_) => {
+        RelayError::TooMany(_) | RelayError::TooManyForApp(_) | RelayError::OverBudget(_) => {
             ApiError::new("FailedOperation.RestrictedConcurrency", e.to_string())
         }
         RelayError::Invalid(m) => ApiError::new("InvalidParameter", m),

@@ -41,7 +41,7 @@ fn relay_error(e: RelayError) -> ApiError {
             "FailedOperation.RequestOutdated",
             format!("SequenceNumber must be greater than {last}."),
         ),
-        RelayError::TooMany(_) | RelayError::OverBudget(_) => {
+        RelayError::TooMany(_) | RelayError::TooManyForApp(_) | RelayError::OverBudget(_) => {
             ApiError::new("FailedOperation.RestrictedConcurrency", e.to_string())
         }
         RelayError::StreamInUse(_) | RelayError::Busy => {
