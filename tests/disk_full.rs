@@ -66,7 +66,12 @@ fn a_full_disk_stops_the_recording_and_nothing_else() {
         json!({"SdkAppId": APP, "TaskId": task}),
     );
     eprintln!("after the disk filled: {describe}");
-    for line in gw.log_text().lines().filter(|l| l.contains("No space")).take(4) {
+    for line in gw
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("No space"))
+        .take(4)
+    {
         eprintln!("{line}");
     }
 
