@@ -134,6 +134,8 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         relays.clone(),
         recording_events.subscribe(),
     );
+    // Before any task could write a recording again.
+    crate::record::close_interrupted(&relays.record_root());
     let auto = relays.spawn_auto(profiles);
     uploads.resume_all();
     api::trtc::attach_cluster(&state);

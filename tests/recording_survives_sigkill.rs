@@ -58,12 +58,18 @@ fn recordings_cut_by_sigkill_play_up_to_the_kill() {
     assert!(killed.elapsed() < Duration::from_secs(5));
 
     // The playlist of a recording cut short has no end tag, so players
-    // would wait for more as for a live one: read it as the VOD it now is.
+    // would wait for more as for a live one, until roomcast starts again
+    // and closes it.
     let text = std::fs::read_to_string(&playlist).unwrap();
     assert!(!text.contains("#EXT-X-ENDLIST"), "{text}");
-    let ended = playlist.with_file_name("ended.m3u8");
-    std::fs::write(&ended, format!("{text}#EXT-X-ENDLIST\n")).unwrap();
-    let (errors, hls_secs) = decode(ended.to_str().unwrap());
+    let gw = Gateway::restart(gw);
+    assert!(gw.wait_log(
+        "recording playlist left open by an interrupted run closed",
+        Duration::from_secs(5)
+    ));
+    let closed = std::fs::read_to_string(&playlist).unwrap();
+    assert_eq!(closed, format!("{text}#EXT-X-ENDLIST\n"));
+    let (errors, hls_secs) = decode(playlist.to_str().unwrap());
     assert!(errors.is_empty(), "{errors:?}");
     assert!(hls_secs > 4.0, "the HLS recording plays {hls_secs} s");
     // The MP4 plays as far as its last complete fragment: only the fragment

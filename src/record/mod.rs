@@ -39,6 +39,55 @@ pub(crate) struct RecordedFile {
 
 pub(crate) type FileList = Arc<Mutex<Vec<RecordedFile>>>;
 
+/// At start, before uploads resume: the HLS playlists of recordings a
+/// killed process left open (`<root>/<task>/<prefix>_hls/index.m3u8`
+/// without `#EXT-X-ENDLIST`) are closed, so players take them as the
+/// complete recordings they now are instead of waiting for more. No writer
+/// runs yet. Returns how many were closed.
+pub(crate) fn close_interrupted(root: &std::path::Path) -> usize {
+    let mut closed = 0;
+    let Ok(tasks) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    for task in tasks.filter_map(|e| e.ok().map(|e| e.path())) {
+        let Ok(entries) = std::fs::read_dir(&task) else {
+            continue;
+        };
+        for dir in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if !dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with("_hls"))
+            {
+                continue;
+            }
+            let playlist = dir.join("index.m3u8");
+            let Ok(text) = std::fs::read_to_string(&playlist) else {
+                continue;
+            };
+            if text.contains("#EXT-X-ENDLIST") || !text.starts_with("#EXTM3U") {
+                continue;
+            }
+            let ended = if text.ends_with('\n') {
+                format!("{text}#EXT-X-ENDLIST\n")
+            } else {
+                format!("{text}\n#EXT-X-ENDLIST\n")
+            };
+            // Written beside and renamed over: a crash now leaves the old or the new.
+            let tmp = dir.join("index.m3u8.closing");
+            match std::fs::write(&tmp, ended).and_then(|()| std::fs::rename(&tmp, &playlist)) {
+                Ok(()) => {
+                    closed += 1;
+                    tracing::info!(playlist = %playlist.display(), "recording playlist left open by an interrupted run closed");
+                }
+                Err(e) => {
+                    tracing::warn!(playlist = %playlist.display(), "recording playlist left open by an interrupted run: cannot close it: {e}");
+                }
+            }
+        }
+    }
+    closed
+}
+
 /// What a cloud recording reports to the application's callback receiver
 /// (TRTC's event group 3).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -100,8 +100,29 @@ impl Gateway {
         g
     }
 
+    /// Starts roomcast again in the directory (configuration, data, log)
+    /// of `old`, which must have ended, and waits until it is healthy.
+    pub fn restart(mut old: Gateway) -> Gateway {
+        assert!(
+            old.child.try_wait().unwrap().is_some(),
+            "the old process still runs"
+        );
+        let dir = std::mem::replace(&mut old.dir, TempDir(PathBuf::new()));
+        let g = Gateway::spawn_at(dir, None, &[], None);
+        g.wait_healthy();
+        g
+    }
+
     fn spawn_in(config: Option<&str>, env: &[(&str, &str)], tmpfs_mb: Option<u32>) -> Gateway {
-        let dir = TempDir::new("gw");
+        Gateway::spawn_at(TempDir::new("gw"), config, env, tmpfs_mb)
+    }
+
+    fn spawn_at(
+        dir: TempDir,
+        config: Option<&str>,
+        env: &[(&str, &str)],
+        tmpfs_mb: Option<u32>,
+    ) -> Gateway {
         if let Some(c) = config {
             std::fs::write(dir.0.join("roomcast.toml"), c).unwrap();
         }
