@@ -33,23 +33,7 @@ fn a_full_disk_stops_the_recording_and_nothing_else() {
     let (relay, stream) = gw.start_relay(
         &json!({"sdkappid": APP, "room": "full", "userid": "host", "rtmp": [origin.url("full")]}),
     );
-    let created = common::trtc_call(
-        gw.http_port,
-        API,
-        "CreateCloudRecording",
-        json!({"SdkAppId": APP, "RoomId": "full", "RoomIdType": 0, "UserId": "recorder",
-               "UserSig": common::usersig(APP, KEY, "recorder"),
-               "StorageParams": {"CloudStorage": {"Vendor": 0, "Region": "ap-guangzhou",
-                   "Bucket": "b-1250000000", "AccessKey": "ak", "SecretKey": "sk"}},
-               "RecordParams": {"RecordMode": 2, "OutputFormat": 1, "MaxIdleTime": 5},
-               "MixTranscodeParams": {"VideoParams": {"Width": 640, "Height": 360, "Fps": 15,
-                                                      "BitRate": 1500000, "Gop": 2}},
-               "MixLayoutParams": {"MixLayoutMode": 3}}),
-    );
-    let task = created["TaskId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
+    let task = common::start_mix_recording(gw.http_port, API, (APP, KEY), "full", 1500000);
     let mut anchor = Publisher::start(&gw.publish_url(APP, KEY, "full", "host"), 24, &gw.dir.0);
 
     // The disk fills: the recording says so and stops.

@@ -8,16 +8,11 @@ use std::time::{Duration, Instant};
 
 use common::media::{Publisher, decode};
 use common::{Gateway, wait_for};
-use serde_json::{Value, json};
 
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "sigkill-test-key";
 const SECRET_ID: &str = "AKIDkill";
 const SECRET_KEY: &str = "kill-secret";
-
-fn call(gw: &Gateway, action: &str, params: Value) -> Value {
-    common::trtc_call(gw.http_port, (SECRET_ID, SECRET_KEY), action, params)
-}
 
 #[test]
 fn recordings_cut_by_sigkill_play_up_to_the_kill() {
@@ -27,22 +22,13 @@ fn recordings_cut_by_sigkill_play_up_to_the_kill() {
         Some((SECRET_ID, SECRET_KEY)),
         "",
     )));
-    let created = call(
-        &gw,
-        "CreateCloudRecording",
-        json!({"SdkAppId": APP, "RoomId": "kill", "RoomIdType": 0, "UserId": "recorder",
-               "UserSig": common::usersig(APP, KEY, "recorder"),
-               "StorageParams": {"CloudStorage": {"Vendor": 0, "Region": "ap-guangzhou",
-                   "Bucket": "b-1250000000", "AccessKey": "ak", "SecretKey": "sk"}},
-               "RecordParams": {"RecordMode": 2, "OutputFormat": 1, "MaxIdleTime": 5},
-               "MixTranscodeParams": {"VideoParams": {"Width": 640, "Height": 360, "Fps": 15,
-                                                      "BitRate": 800000, "Gop": 2}},
-               "MixLayoutParams": {"MixLayoutMode": 3}}),
+    let task = common::start_mix_recording(
+        gw.http_port,
+        (SECRET_ID, SECRET_KEY),
+        (APP, KEY),
+        "kill",
+        800000,
     );
-    let task = created["TaskId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_owned();
     let mut anchor = Publisher::start(&gw.publish_url(APP, KEY, "kill", "anchor"), 30, &gw.dir.0);
     let dir = gw.dir.0.join("data").join("recordings").join(&task);
     let mp4 = dir.join("mix_0.mp4");

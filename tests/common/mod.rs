@@ -541,3 +541,31 @@ pub fn trtc_call(
     assert_eq!(status, 200, "{text}");
     serde_json::from_str::<serde_json::Value>(&text).unwrap()["Response"].clone()
 }
+
+/// Starts a mixed cloud recording (MP4 and HLS, 640x360 at 15 fps) of
+/// `room` through the TRTC API; its TaskId. The storage is never reached.
+pub fn start_mix_recording(
+    port: u16,
+    api: (&str, &str),
+    (app, key): (u64, &str),
+    room: &str,
+    bitrate: u32,
+) -> String {
+    let created = trtc_call(
+        port,
+        api,
+        "CreateCloudRecording",
+        serde_json::json!({"SdkAppId": app, "RoomId": room, "RoomIdType": 0, "UserId": "recorder",
+               "UserSig": usersig(app, key, "recorder"),
+               "StorageParams": {"CloudStorage": {"Vendor": 0, "Region": "ap-guangzhou",
+                   "Bucket": "b-1250000000", "AccessKey": "ak", "SecretKey": "sk"}},
+               "RecordParams": {"RecordMode": 2, "OutputFormat": 1, "MaxIdleTime": 5},
+               "MixTranscodeParams": {"VideoParams": {"Width": 640, "Height": 360, "Fps": 15,
+                                                      "BitRate": bitrate, "Gop": 2}},
+               "MixLayoutParams": {"MixLayoutMode": 3}}),
+    );
+    created["TaskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned()
+}
