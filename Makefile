@@ -41,13 +41,14 @@ FUZZ_TARGETS ?= $(notdir $(basename $(wildcard fuzz/fuzz_targets/*.rs)))
 fuzz: setup
 	@bash scripts/setup.sh --fuzz
 	cd fuzz && cargo +nightly fuzz build -O
-	@set -e; for t in $(FUZZ_TARGETS); do \
+	@mkdir -p fuzz/logs; failed=""; for t in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/corpus/$$t; \
-		echo "== $$t: $(FUZZ_SECS) s"; \
-		(cd fuzz && cargo +nightly fuzz run -O $$t corpus/$$t seeds/$$t -- \
+		if (cd fuzz && cargo +nightly fuzz run -O $$t corpus/$$t seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECS) -timeout=20 -rss_limit_mb=4096 \
-			-print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|Done)|panicked|ERROR" ); \
-	done
+			-print_final_stats=1 > logs/$$t.log 2>&1); then r=ok; else r=CRASHED; failed="$$failed $$t"; fi; \
+		echo "$$t: $$r, $$(grep -m1 number_of_executed_units fuzz/logs/$$t.log | tr -s ' ' | cut -d' ' -f2) executions in $(FUZZ_SECS) s (fuzz/logs/$$t.log)"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "crashed:$$failed (inputs in fuzz/artifacts/)"; exit 1; fi
 
 # Rewrites fuzz/seeds/ from real captures (ffmpeg, aiortc, the SDK captures).
 fuzz-seeds: test-setup
