@@ -72,6 +72,7 @@ enum StatusPart {
     Rooms,
     Tasks,
     Ingests,
+    Recordings,
     Cluster,
 }
 
@@ -174,6 +175,7 @@ fn status(
         StatusPart::Rooms => "/v1/status/rooms",
         StatusPart::Tasks => "/v1/status/tasks",
         StatusPart::Ingests => "/v1/status/ingests",
+        StatusPart::Recordings => "/v1/status/recordings",
         StatusPart::Cluster => "/v1/status/cluster",
     };
     let host = http.trim_start_matches("http://").trim_end_matches('/');

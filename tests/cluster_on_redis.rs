@@ -558,31 +558,84 @@ async fn any_node_is_an_entry_point_for_publishers_players_and_signalling() {
     drop(guest);
 }
 
-/// The newest media segment's path in a TS playlist served through `port`
-/// (a redirect to the owner is followed).
-fn newest_segment(port: u16, stream: &str) -> Option<String> {
+/// A TS playlist served through `port` (a redirect to the owner is
+/// followed): the port that served it and its text.
+fn playlist(port: u16, stream: &str) -> Option<(u16, String)> {
     let (status, headers, body) =
         common::http(port, "GET", &format!("/hls/{stream}/index.m3u8"), None).ok()?;
     eprintln!(
         "playlist through {port}: {status} {headers:?} {}",
         body.len()
     );
-    let (port, body) = match status {
-        200 => (port, body),
+    match status {
+        200 => Some((port, body)),
         302 => {
             let to = headers.iter().find(|(k, _)| k == "location")?.1.clone();
             let rest = to.strip_prefix("http://127.0.0.1:")?;
             let (p, _) = rest.split_once('/')?;
             let p: u16 = p.parse().ok()?;
             let (s, b) = common::http_get(p, &format!("/hls/{stream}/index.m3u8")).ok()?;
-            (s == 200).then_some((p, b))?
+            (s == 200).then_some((p, b))
         }
-        _ => return None,
-    };
+        _ => None,
+    }
+}
+
+/// The newest media segment's URL in a TS playlist served through `port`.
+fn newest_segment(port: u16, stream: &str) -> Option<String> {
+    let (port, body) = playlist(port, stream)?;
     let seg = body
         .lines()
         .rfind(|l| !l.starts_with('#') && !l.is_empty())?;
     Some(format!("http://127.0.0.1:{port}/hls/{stream}/{seg}"))
+}
+
+/// Each listed segment's (media sequence number, discontinuity sequence
+/// number), counted as a player counts them.
+fn numbered(text: &str) -> Vec<(u64, u64)> {
+    let tag = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let (mut msn, mut cc) = (
+        tag("#EXT-X-MEDIA-SEQUENCE:"),
+        tag("#EXT-X-DISCONTINUITY-SEQUENCE:"),
+    );
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line == "#EXT-X-DISCONTINUITY" {
+            cc += 1;
+        } else if line.starts_with("#EXTINF") {
+            out.push((msn, cc));
+            msn += 1;
+        }
+    }
+    out
+}
+
+/// The node (`node` field) a cluster-wide status listing gives for task `id`.
+fn listed_on(gw: &Gateway, doc: &str, id: &str) -> Option<String> {
+    let (code, headers, v) = common::status_get(gw.http_port, API, &format!("/v1/status/{doc}"));
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        !headers.iter().any(|(k, _)| k == "x-roomcast-nodes-missing"),
+        "{headers:?}"
+    );
+    v.as_array()?.iter().find(|t| t["task_id"] == id)?["node"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Files of recording `task` in `gw`'s data directory.
+fn recorded_files(gw: &Gateway, task: &str) -> Vec<String> {
+    std::fs::read_dir(gw.dir.0.join("data").join("recordings").join(task))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".mp4"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Both anchors in the mix (one blue half, one red) and both tones.
@@ -699,6 +752,58 @@ fn a_mix_started_on_a_third_node_resumes_by_itself_when_its_owner_dies() {
     // HLS of the mix from any node shows both anchors and sounds both tones.
     wait_for_both_in_hls(&c, "mix1");
 
+    // A single-stream recording of the room, asked of node-c (it runs on
+    // node-a), and a stream ingest into a room of its own on node-a: a
+    // looping clip, with nobody in that room to reconnect when node-a dies.
+    let recording = common::trtc_call(
+        c.http_port,
+        API,
+        "CreateCloudRecording",
+        json!({"SdkAppId": APP, "RoomId": "class", "RoomIdType": 0, "UserId": "recorder",
+               "UserSig": common::usersig(APP, KEY, "recorder"),
+               "StorageParams": {"CloudStorage": {"Vendor": 0, "Region": "ap-guangzhou",
+                   "Bucket": "b-1250000000", "AccessKey": "ak", "SecretKey": "sk"}},
+               "RecordParams": {"RecordMode": 1, "OutputFormat": 3, "MaxIdleTime": 30}}),
+    );
+    let recording = recording["TaskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{recording}"))
+        .to_owned();
+    let clips = common::TempDir::new("clips");
+    common::media::lavfi_file(
+        &clips.0.join("radio.mp4"),
+        "color=c=green:size=320x240:rate=15",
+        "sine=frequency=330:sample_rate=48000",
+        10,
+    );
+    let files = common::FileServer::start(&clips.0);
+    let ingest = common::trtc_call(
+        a.http_port,
+        API,
+        "StartStreamIngest",
+        json!({"SdkAppId": APP, "RoomId": "radio", "RoomIdType": 0, "UserId": "radio-bot",
+               "UserSig": common::usersig(APP, KEY, "radio-bot"),
+               "StreamUrl": files.url("radio.mp4"), "RepeatNum": -1}),
+    );
+    let ingest = ingest["TaskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{ingest}"))
+        .to_owned();
+    common::wait_for(
+        "node-a recording both anchors",
+        Duration::from_secs(15),
+        || recorded_files(&a, &recording).len() == 2,
+    );
+    // Listings asked of any node cover the cluster, each entry naming its node.
+    assert_eq!(listed_on(&b, "tasks", &task).as_deref(), Some("node-a"));
+    assert_eq!(
+        listed_on(&c, "recordings", &recording).as_deref(),
+        Some("node-a")
+    );
+    assert_eq!(listed_on(&b, "ingests", &ingest).as_deref(), Some("node-a"));
+    let (_, mine) = playlist(c.http_port, "mix1").expect("the mix's playlist");
+    let before = *numbered(&mine).last().expect("segments");
+
     // The owner is killed. Both anchors' publishers see their connections
     // end (the guest's forward lost its owner) and publish again, through
     // the surviving nodes.
@@ -763,9 +868,86 @@ fn a_mix_started_on_a_third_node_resumes_by_itself_when_its_owner_dies() {
         || origin.recordings("mix1").len() >= 2,
     );
     wait_for_both_in_hls(&c, "mix1");
+    // Players see the stream go on: the next media sequence numbers, one
+    // discontinuity later.
+    let (_, text) = playlist(c.http_port, "mix1").expect("the mix's playlist");
+    let after = numbered(&text);
+    eprintln!("before the kill the playlist ended at {before:?}; after: {after:?}");
+    assert!(
+        after
+            .iter()
+            .all(|&(msn, cc)| msn > before.0 && cc == before.1 + 1),
+        "{before:?} then {after:?}\n{text}"
+    );
+
+    // The recording resumed beside the mix (same room, same owner), its
+    // files named apart from the first node's.
+    common::wait_for(
+        "the recording resumed on the new owner",
+        Duration::from_secs(15),
+        || {
+            recorded_files(owner, &recording)
+                .iter()
+                .filter(|f| f.contains("_r1_"))
+                .count()
+                == 2
+        },
+    );
+    let other = if std::ptr::eq(owner, &b) { &c } else { &b };
+    let described = common::trtc_call(
+        other.http_port,
+        API,
+        "DescribeCloudRecording",
+        json!({"SdkAppId": APP, "TaskId": recording}),
+    );
+    assert_eq!(described["Status"], "InProgress", "{described}");
+    assert!(described.to_string().contains("_r1_"), "{described}");
+    assert_eq!(
+        listed_on(other, "recordings", &recording).as_deref(),
+        Some(name)
+    );
+    // The ingest's room had nobody to reconnect: a surviving node took it
+    // by itself and pulls the clip again, under the same TaskId.
+    common::wait_for("the ingest resumed", Duration::from_secs(15), || {
+        listed_on(&b, "ingests", &ingest).is_some_and(|n| n != "node-a")
+    });
+    let adopter = listed_on(&c, "ingests", &ingest).unwrap();
+    eprintln!(
+        "the ingest resumed on {adopter} {:?} after the kill",
+        killed.elapsed()
+    );
+    let described = common::trtc_call(
+        b.http_port,
+        API,
+        "DescribeStreamIngest",
+        json!({"SdkAppId": APP, "TaskId": ingest}),
+    );
+    assert_eq!(described["Status"], "InProgress", "{described}");
+    for (action, id) in [
+        ("DeleteCloudRecording", &recording),
+        ("StopStreamIngest", &ingest),
+    ] {
+        let r = common::trtc_call(
+            other.http_port,
+            API,
+            action,
+            json!({"SdkAppId": APP, "TaskId": id}),
+        );
+        assert!(r.get("Error").is_none(), "{action}: {r}");
+        common::wait_for(
+            &format!("{action} forgotten"),
+            Duration::from_secs(10),
+            || {
+                redis
+                    .cli(&["EXISTS", &format!("roomcast:task:{id}")])
+                    .as_deref()
+                    == Some("0")
+            },
+        );
+    }
+    drop(files);
 
     // Stopped through the other node: carried to the owner, and forgotten in Redis.
-    let other = if std::ptr::eq(owner, &b) { &c } else { &b };
     let r = common::trtc_sdk(
         other.http_port,
         API,

@@ -511,46 +511,6 @@ fn a_mix_started_updated_and_stopped_by_the_sdk() {
     );
 }
 
-/// A static HTTP server (Python's) over a directory, on loopback.
-struct FileServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl FileServer {
-    fn start(dir: &std::path::Path) -> FileServer {
-        let port = common::free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .current_dir(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        common::wait_for("file server", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        FileServer { child, port }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A 4 s MP4 (test pattern, 440 Hz) in `dir`.
 fn clip(dir: &std::path::Path) {
     common::media::lavfi_file(
@@ -578,7 +538,7 @@ fn stream_ingest_pulls_an_mp4_into_the_room_where_a_relay_sees_it() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let gw = gateway();
     clip(&gw.dir.0);
-    let files = FileServer::start(&gw.dir.0);
+    let files = common::FileServer::start(&gw.dir.0);
     let (relay, stream) = start_relay(&gw, "cinema", "robot");
     let started = sdk(
         &gw,
@@ -637,7 +597,7 @@ fn a_looping_ingest_stops_on_request_and_bad_ingests_are_refused() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let gw = gateway();
     clip(&gw.dir.0);
-    let files = FileServer::start(&gw.dir.0);
+    let files = common::FileServer::start(&gw.dir.0);
     let base = json!({"SdkAppId": APP, "RoomId": "loop", "RoomIdType": 0, "UserId": "robot",
                       "UserSig": common::usersig(APP, KEY, "robot"), "StreamUrl": files.url("clip.mp4")});
     let with = |k: &str, v: Value| {
@@ -1061,7 +1021,7 @@ fn dismissing_a_room_stops_its_relay_mix_and_ingest_tasks() {
     let gw = gateway();
     let origin = Origin::start();
     clip(&gw.dir.0);
-    let files = FileServer::start(&gw.dir.0);
+    let files = common::FileServer::start(&gw.dir.0);
     // A bypass relay and a mix of room 4321, and a looping ingest into it.
     let bypass = sdk(
         &gw,
@@ -1194,7 +1154,7 @@ fn image_urls_are_fetched_and_drawn_and_bad_ones_refused_at_the_call() {
         common::media::still_image(&pics.0.join(name), colour);
     }
     std::fs::write(pics.0.join("notes.png"), "not a picture at all\n").unwrap();
-    let files = FileServer::start(&pics.0);
+    let files = common::FileServer::start(&pics.0);
     let url = |name: &str| files.url(name);
     let anchor = json!({"UserInfo": {"UserId": "red", "RoomId": "img", "RoomIdType": 1}});
     let ghost = json!({"UserInfo": {"UserId": "ghost", "RoomId": "img", "RoomIdType": 1}});

@@ -1,6 +1,13 @@
 //! The live status API: `GET /v1/status` (everything), `/v1/status/node`,
-//! `/v1/status/rooms`, `/v1/status/tasks`, `/v1/status/ingests` and
-//! `/v1/status/cluster`, as JSON.
+//! `/v1/status/rooms`, `/v1/status/tasks`, `/v1/status/ingests`,
+//! `/v1/status/recordings` and `/v1/status/cluster`, as JSON.
+//!
+//! On a cluster node the listings (rooms, tasks, ingests, recordings) are
+//! the whole cluster's: this node asks every other live node for its own
+//! (signed again with the caller's credential, marked as carried so the
+//! other node answers for itself only), and each entry names its `node`.
+//! A node that does not answer within 3 s is left out and named in the
+//! `x-roomcast-nodes-missing` header.
 //!
 //! Every request is signed with an API credential: TC3-HMAC-SHA256 exactly
 //! as for the TRTC API, with the request's path as the canonical URI (so a
@@ -20,10 +27,16 @@ use crate::auth::session::Access;
 use crate::relay::{RelaySpec, RelayStatus, TaskState};
 use crate::room::RoomKey;
 
-/// `None` if the request is signed with an API credential (or carries a
-/// console session made from one), else the refusal.
-fn refused(state: &AppState, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
-    credential::admit(state, (method, uri, headers), b"", Access::Read).err()
+/// The caller's SecretId if the request is signed with an API credential
+/// (or carries a console session made from one), else the refusal.
+#[allow(clippy::result_large_err)]
+fn caller(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<String, Response> {
+    credential::admit(state, (method, uri, headers), b"", Access::Read)
 }
 
 pub(crate) async fn all(
@@ -32,10 +45,165 @@ pub(crate) async fn all(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = refused(&state, &method, &uri, &headers) {
-        return r;
+    let secret_id = match caller(&state, &method, &uri, &headers) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let mut doc = document(&state).await;
+    let Some(peers) = peers(&state, &headers).await else {
+        return json_ok(doc);
+    };
+    let (answers, missing) = ask_peers(&state, &peers, "/v1/status", &secret_id).await;
+    for key in LISTINGS {
+        let mut mine = doc[key].take();
+        let list = mine.as_array_mut().map(std::mem::take).unwrap_or_default();
+        doc[key] = merge(&state, list, answers.iter().map(|(n, v)| (n, &v[key])));
     }
-    json_ok(document(&state).await)
+    with_missing(json_ok(doc), &missing)
+}
+
+/// The documents that list things (merged across a cluster).
+const LISTINGS: [&str; 4] = ["rooms", "tasks", "ingests", "recordings"];
+
+/// A live node of the cluster other than this one: its id and HTTP address.
+type Peer = (String, String);
+
+/// The other live nodes to ask, on a cluster node answering a caller (not
+/// a request another node carried here: that one wants this node's own).
+async fn peers(state: &AppState, headers: &HeaderMap) -> Option<Vec<Peer>> {
+    let cluster = state.rooms.cluster()?;
+    if headers.contains_key(crate::cluster::forward::FORWARDED) {
+        return None;
+    }
+    let nodes = cluster.nodes().await.ok()?;
+    Some(
+        nodes
+            .into_iter()
+            .filter(|n| n.node != cluster.node_id())
+            .map(|n| (n.node, n.http))
+            .collect(),
+    )
+}
+
+/// GETs `path` from every peer at once, signed with `secret_id`'s key:
+/// the answers by node, and the nodes that did not answer.
+async fn ask_peers(
+    state: &AppState,
+    peers: &[Peer],
+    path: &str,
+    secret_id: &str,
+) -> (Vec<(String, Value)>, Vec<String>) {
+    let key = state.config.api_key(secret_id).unwrap_or("").to_owned();
+    let asks = peers.iter().map(|(node, http)| {
+        let key = key.clone();
+        async move {
+            let host = http
+                .strip_prefix("http://")
+                .unwrap_or(http)
+                .trim_end_matches('/');
+            let now = crate::unix_now();
+            let auth = crate::auth::tc3::authorization_for(
+                secret_id,
+                &key,
+                now,
+                host,
+                ("GET", path, ""),
+                "application/json",
+                b"",
+            );
+            let req = axum::http::Request::get(path)
+                .header(header::HOST, host)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::AUTHORIZATION, auth)
+                .header("x-tc-timestamp", now.to_string())
+                .body(bytes::Bytes::new());
+            let answer = match req {
+                Ok(req) => tokio::time::timeout(
+                    std::time::Duration::from_secs(3),
+                    crate::cluster::forward::forward(http, req),
+                )
+                .await
+                .map_err(|_| "no answer within 3 s".to_owned())
+                .and_then(|r| r),
+                Err(e) => Err(e.to_string()),
+            };
+            let value = answer.and_then(|resp| {
+                if resp.status() != StatusCode::OK {
+                    return Err(format!("answered {}", resp.status()));
+                }
+                serde_json::from_slice::<Value>(resp.body()).map_err(|e| e.to_string())
+            });
+            (node.clone(), value)
+        }
+    });
+    let mut answers = Vec::new();
+    let mut missing = Vec::new();
+    for (node, value) in futures_util::future::join_all(asks).await {
+        match value {
+            Ok(v) => answers.push((node, v)),
+            Err(e) => {
+                tracing::warn!(%node, "status: cluster node left out of the listing: {e}");
+                missing.push(node);
+            }
+        }
+    }
+    (answers, missing)
+}
+
+/// This node's entries and each peer's, every entry naming its node.
+fn merge<'a>(
+    state: &AppState,
+    mut mine: Vec<Value>,
+    theirs: impl Iterator<Item = (&'a String, &'a Value)>,
+) -> Value {
+    let me = state
+        .rooms
+        .cluster()
+        .map(|c| c.node_id().to_owned())
+        .unwrap_or_default();
+    for v in &mut mine {
+        v["node"] = json!(me);
+    }
+    for (node, list) in theirs {
+        for v in list.as_array().into_iter().flatten() {
+            let mut v = v.clone();
+            v["node"] = json!(node);
+            mine.push(v);
+        }
+    }
+    Value::Array(mine)
+}
+
+fn with_missing(mut resp: Response, missing: &[String]) -> Response {
+    if !missing.is_empty()
+        && let Ok(v) = axum::http::HeaderValue::from_str(&missing.join(","))
+    {
+        resp.headers_mut().insert("x-roomcast-nodes-missing", v);
+    }
+    resp
+}
+
+/// Every cloud recording this node knows: its room, whether it runs, its
+/// DescribeCloudRecording status and how many files it wrote.
+fn recordings(state: &AppState) -> Value {
+    Value::Array(
+        state
+            .recordings
+            .list()
+            .into_iter()
+            .map(|(id, room, _)| {
+                let d = state.recordings.describe(room.app, &id);
+                json!({
+                    "task_id": id,
+                    "sdkappid": room.app,
+                    "room": room.room.to_string(),
+                    "roomtype": room_type(&room),
+                    "status": d.as_ref().map(|d| d.status),
+                    "files": d.as_ref().map_or(0, |d| d.files.len()),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// The whole status document: node, rooms and tasks.
@@ -45,6 +213,7 @@ pub(super) async fn document(state: &AppState) -> Value {
         "rooms": rooms(state).await,
         "tasks": tasks(state),
         "ingests": ingests(state),
+        "recordings": recordings(state),
         "cluster": cluster(state).await,
     })
 }
@@ -98,21 +267,38 @@ pub(crate) async fn part(
     headers: HeaderMap,
     _body: Body,
 ) -> Response {
-    if let Some(r) = refused(&state, &method, &uri, &headers) {
-        return r;
-    }
-    match part.as_str() {
-        "node" => json_ok(node(&state).await),
-        "cluster" => json_ok(cluster(&state).await),
-        "rooms" => json_ok(rooms(&state).await),
-        "ingests" => json_ok(ingests(&state)),
-        "tasks" => json_ok(tasks(&state)),
-        _ => credential::error_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "status documents: /v1/status, /v1/status/node, /v1/status/rooms, /v1/status/tasks, /v1/status/ingests, /v1/status/cluster",
-        ),
-    }
+    let secret_id = match caller(&state, &method, &uri, &headers) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let mine = match part.as_str() {
+        "node" => return json_ok(node(&state).await),
+        "cluster" => return json_ok(cluster(&state).await),
+        "rooms" => rooms(&state).await,
+        "ingests" => ingests(&state),
+        "tasks" => tasks(&state),
+        "recordings" => recordings(&state),
+        _ => {
+            return credential::error_response(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "status documents: /v1/status, /v1/status/node, /v1/status/rooms, /v1/status/tasks, /v1/status/ingests, /v1/status/recordings, /v1/status/cluster",
+            );
+        }
+    };
+    let Some(peers) = peers(&state, &headers).await else {
+        return json_ok(mine);
+    };
+    let path = format!("/v1/status/{part}");
+    let (answers, missing) = ask_peers(&state, &peers, &path, &secret_id).await;
+    let list = match mine {
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    };
+    with_missing(
+        json_ok(merge(&state, list, answers.iter().map(|(n, v)| (n, v)))),
+        &missing,
+    )
 }
 
 fn json_ok(v: Value) -> Response {

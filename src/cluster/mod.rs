@@ -24,12 +24,15 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 
 use crate::config::{ClusterConfig, Config};
+use crate::hls::playlist::Position;
 use crate::room::{Command, RoomHandle, RoomKey};
 use lease::{LeaseValue, Leases, NodeRecord, Placement, WhenHeld};
 
 const PREFIX: &str = "roomcast:";
 /// Longest wait for one Redis exchange.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A task whose resume failed is tried again after this long.
+const RESUME_RETRY: Duration = Duration::from_secs(30);
 /// A claimed room has this long to open before its lease counts as unused.
 const CLAIM_GRACE: Duration = Duration::from_secs(5);
 
@@ -105,9 +108,9 @@ pub(crate) struct Load {
     pub budget_in_use: f64,
 }
 
-/// A relay task started through the TRTC API, as stored in Redis: enough
-/// for another node to start it again, with the same id, when the room's
-/// owner dies.
+/// A task started through the TRTC API (a relay or mix, a cloud recording,
+/// a stream ingest), as stored in Redis: enough for another node to start
+/// it again, with the same id, when the room's owner dies.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct TaskRecord {
     pub id: String,
@@ -120,25 +123,23 @@ pub(crate) struct TaskRecord {
     pub params: serde_json::Value,
     #[serde(default)]
     pub updates: Vec<serde_json::Value>,
+    /// How many times it was started again on another node.
+    #[serde(default)]
+    pub resumes: u32,
 }
 
 impl TaskRecord {
-    /// How long Redis keeps the record: a relay's (started again on another
-    /// node, forgotten when it ends) a week, rewritten at every change and
-    /// by its node; a recording's or ingest's (only routing calls) a day.
+    /// How long Redis keeps a record (rewritten at every change and by its
+    /// node, forgotten when the task ends): a week.
     fn keep_ms(&self) -> u64 {
-        if self.action == "StartPublishCdnStream" {
-            7 * 86_400_000
-        } else {
-            86_400_000
-        }
+        7 * 86_400_000
     }
 }
 
-/// What the cluster asks of the node's relay tasks (the API implements it:
-/// it can start a task from its stored request).
+/// What the cluster asks of the node's tasks (the API implements it: it
+/// can start a task from its stored request).
 pub(crate) trait Tasks: Send + Sync {
-    /// Rooms with a running task, and tasks that ended here.
+    /// The tasks running here, and their rooms.
     fn local(&self) -> LocalTasks;
     /// Stops the tasks of a room this node lost.
     fn stop_room(&self, room: &RoomKey);
@@ -149,17 +150,21 @@ pub(crate) trait Tasks: Send + Sync {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 }
 
-/// The relay tasks of this node: rooms with one running (their leases are
-/// kept while no user is in them), and ids of tasks that ended here.
+/// The tasks of this node: their ids, and the rooms with one running (their
+/// leases are kept while no user is in them).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LocalTasks {
     pub running_rooms: std::collections::HashSet<RoomKey>,
-    pub ended: Vec<String>,
+    pub running: std::collections::HashSet<String>,
 }
 
 type LoadFn = Box<dyn Fn() -> Load + Send + Sync>;
 
-type StreamsFn = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+type StreamsFn = Box<dyn Fn() -> Vec<(String, Option<Position>)> + Send + Sync>;
+
+/// How long Redis keeps where a stream's numbering stood (for a node that
+/// continues it after its own died).
+const POSITION_KEEP_MS: u64 = 600_000;
 
 pub(crate) struct Cluster {
     me: String,
@@ -179,6 +184,11 @@ pub(crate) struct Cluster {
     /// The records of tasks running here, written again if Redis forgets
     /// them (a restart without persistence).
     records: Mutex<std::collections::HashMap<String, TaskRecord>>,
+    /// Every task this process stored: a record naming this node that is
+    /// not among them is an earlier life's, to be resumed.
+    known: Mutex<std::collections::HashSet<String>>,
+    /// Tasks whose resume failed here, and when: tried again after a while.
+    held_back: Mutex<std::collections::HashMap<String, Instant>>,
     /// Itself, for tasks spawned from `&self`.
     this: std::sync::OnceLock<std::sync::Weak<Cluster>>,
 }
@@ -271,6 +281,8 @@ impl Cluster {
             streams: std::sync::OnceLock::new(),
             tasks: std::sync::OnceLock::new(),
             records: Mutex::new(std::collections::HashMap::new()),
+            known: Mutex::new(std::collections::HashSet::new()),
+            held_back: Mutex::new(std::collections::HashMap::new()),
             this: std::sync::OnceLock::new(),
         })
     }
@@ -281,9 +293,31 @@ impl Cluster {
     }
 
     /// Where the heartbeat reads the HLS streams served here from: each is
-    /// announced in Redis, so any node can send its players here.
-    pub(crate) fn set_streams(&self, streams: impl Fn() -> Vec<String> + Send + Sync + 'static) {
+    /// announced in Redis, so any node can send its players here, with
+    /// where its numbering stands, so a node resuming its task continues it.
+    pub(crate) fn set_streams(
+        &self,
+        streams: impl Fn() -> Vec<(String, Option<Position>)> + Send + Sync + 'static,
+    ) {
         let _ = self.streams.set(Box::new(streams));
+    }
+
+    /// Where HLS stream `name` is to go on from: where it stood when a
+    /// node last announced it, past the segments that node may have made
+    /// between that heartbeat and its death (one per second at most).
+    pub(crate) async fn stream_position(&self, name: &str) -> Option<Position> {
+        let mut con = self.redis.clone();
+        let v: Option<String> = self
+            .call(
+                redis::cmd("GET")
+                    .arg(format!("{PREFIX}hls-pos:{name}"))
+                    .query_async(&mut con),
+            )
+            .await
+            .ok()?;
+        let mut at = Position::parse(&v?)?;
+        at.next_msn += 1 + self.heartbeat_ms / 1000;
+        Some(at)
     }
 
     /// The HTTP address of the node serving HLS stream `name`, if another
@@ -330,10 +364,18 @@ impl Cluster {
         format!("{PREFIX}room-tasks:{room}")
     }
 
+    /// Every stored task's id, for the orphan scan.
+    fn tasks_key() -> String {
+        format!("{PREFIX}tasks")
+    }
+
     /// Stores a task started here (or resumed here: it now runs here).
     pub(crate) async fn save_task(&self, record: &TaskRecord) -> Result<(), String> {
         if let Ok(mut r) = self.records.lock() {
             r.insert(record.id.clone(), record.clone());
+        }
+        if let Ok(mut k) = self.known.lock() {
+            k.insert(record.id.clone());
         }
         let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
         let mut con = self.redis.clone();
@@ -348,6 +390,10 @@ impl Cluster {
                 .ignore()
                 .cmd("SADD")
                 .arg(Self::room_tasks_key(&record.room))
+                .arg(&record.id)
+                .ignore()
+                .cmd("SADD")
+                .arg(Self::tasks_key())
                 .arg(&record.id)
                 .ignore()
                 .query_async::<()>(&mut con),
@@ -395,6 +441,10 @@ impl Cluster {
                     .arg(Self::room_tasks_key(&record.room))
                     .arg(id)
                     .ignore()
+                    .cmd("SREM")
+                    .arg(Self::tasks_key())
+                    .arg(id)
+                    .ignore()
                     .query_async::<()>(&mut con),
             )
             .await;
@@ -402,12 +452,9 @@ impl Cluster {
 
     /// Writes again the records of tasks running here that Redis lost
     /// (`SET NX`: a record another node rewrote since is left alone).
-    async fn restore_records(&self, ended: &[String]) {
+    async fn restore_records(&self) {
         let records: Vec<TaskRecord> = match self.records.lock() {
-            Ok(mut r) => {
-                r.retain(|id, _| !ended.contains(id));
-                r.values().cloned().collect()
-            }
+            Ok(r) => r.values().cloned().collect(),
             Err(_) => return,
         };
         if records.is_empty() {
@@ -427,6 +474,10 @@ impl Cluster {
                 .ignore()
                 .cmd("SADD")
                 .arg(Self::room_tasks_key(&record.room))
+                .arg(&record.id)
+                .ignore()
+                .cmd("SADD")
+                .arg(Self::tasks_key())
                 .arg(&record.id)
                 .ignore();
         }
@@ -470,6 +521,13 @@ impl Cluster {
                 Err(_) => continue,
             };
             let from = record.node.clone();
+            if tasks.local().running.contains(&id) {
+                continue; // it runs here already (this node took it once)
+            }
+            if record.node == self.me && self.known.lock().is_ok_and(|k| k.contains(&id)) {
+                continue; // it ran here and ended: its record is being forgotten
+            }
+            record.resumes += 1;
             match tasks.resume(record.clone()).await {
                 Ok(()) => {
                     tracing::info!(room = %room, task = %id, from = %from, "cluster: task resumed here");
@@ -477,8 +535,91 @@ impl Cluster {
                     let _ = self.save_task(&record).await;
                 }
                 Err(e) => {
-                    tracing::warn!(room = %room, task = %id, "cluster: task not resumed: {e}")
+                    tracing::warn!(room = %room, task = %id, "cluster: task not resumed (tried again in {RESUME_RETRY:?}): {e}");
+                    if let Ok(mut h) = self.held_back.lock() {
+                        h.insert(id, Instant::now());
+                    }
                 }
+            }
+        }
+    }
+
+    /// Finds stored tasks nobody runs: their node died (no heartbeat) or
+    /// is an earlier life of this one. Their rooms may have nobody to
+    /// reconnect (an ingest, a recording waiting for its anchors), so this
+    /// node claims each such room, as an entry would (placement and the
+    /// lease decide between nodes scanning at once), and the claim resumes
+    /// its tasks. A room held here already has them resumed again.
+    async fn adopt_orphans(self: &Arc<Self>, local: &LocalTasks) {
+        let mut con = self.redis.clone();
+        let Ok(ids) = self
+            .call(
+                redis::cmd("SMEMBERS")
+                    .arg(Self::tasks_key())
+                    .query_async::<Vec<String>>(&mut con),
+            )
+            .await
+        else {
+            return;
+        };
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !local.running.contains(id))
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = ids.iter().map(|id| Self::task_key(id)).collect();
+        let Ok(records) = self
+            .call(
+                redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async::<Vec<Option<String>>>(&mut con),
+            )
+            .await
+        else {
+            return;
+        };
+        let Ok(nodes) = self.nodes().await else {
+            return;
+        };
+        let live: std::collections::HashSet<String> = nodes.into_iter().map(|n| n.node).collect();
+        let mut rooms = std::collections::BTreeSet::new();
+        for (id, json) in ids.iter().zip(records) {
+            let Some(record) = json.and_then(|j| serde_json::from_str::<TaskRecord>(&j).ok())
+            else {
+                // Expired: out of the set.
+                let _ = self
+                    .call(
+                        redis::cmd("SREM")
+                            .arg(Self::tasks_key())
+                            .arg(id)
+                            .query_async::<()>(&mut con),
+                    )
+                    .await;
+                continue;
+            };
+            let orphan = if record.node == self.me {
+                !self.known.lock().is_ok_and(|k| k.contains(id))
+            } else {
+                !live.contains(&record.node)
+            };
+            let held_back = self
+                .held_back
+                .lock()
+                .is_ok_and(|h| h.get(id).is_some_and(|t| t.elapsed() < RESUME_RETRY));
+            if orphan
+                && !held_back
+                && let Some(room) = RoomKey::parse(&record.room)
+            {
+                rooms.insert(room);
+            }
+        }
+        for room in rooms {
+            if self.leases.lock().is_ok_and(|l| l.holds(&room)) {
+                self.clone().resume_tasks(room).await;
+            } else if self.ensure_owned(&room).await.is_ok() {
+                tracing::info!(room = %room, "cluster: took a room whose tasks lost their node");
             }
         }
     }
@@ -743,13 +884,21 @@ impl Cluster {
             .arg(Self::nodes_key())
             .arg(&self.me)
             .ignore();
-        for name in self.streams.get().map(|f| f()).unwrap_or_default() {
+        for (name, position) in self.streams.get().map(|f| f()).unwrap_or_default() {
             pipe.cmd("SET")
                 .arg(format!("{PREFIX}hls:{name}"))
                 .arg(&self.me)
                 .arg("PX")
                 .arg(self.heartbeat_ms * 3)
                 .ignore();
+            if let Some(p) = position {
+                pipe.cmd("SET")
+                    .arg(format!("{PREFIX}hls-pos:{name}"))
+                    .arg(p.encode())
+                    .arg("PX")
+                    .arg(POSITION_KEEP_MS)
+                    .ignore();
+            }
         }
         let _ = self.call(pipe.query_async::<()>(&mut con)).await;
     }
@@ -816,39 +965,47 @@ impl Cluster {
         let mut tick = tokio::time::interval(beat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_renew = Instant::now();
-        // Ended tasks already forgotten in Redis.
-        let mut forgotten = std::collections::HashSet::new();
+        // Tasks that ended here, still to be forgotten in Redis.
+        let mut to_forget = std::collections::HashSet::new();
         loop {
             tick.tick().await;
             self.heartbeat().await;
             let local = self.tasks.get().map(|t| t.local()).unwrap_or_default();
+            if let Ok(mut records) = self.records.lock() {
+                records.retain(|id, _| {
+                    let runs = local.running.contains(id);
+                    if !runs {
+                        to_forget.insert(id.clone());
+                    }
+                    runs
+                });
+            }
             if last_renew.elapsed() >= renew_every {
                 last_renew = Instant::now();
-                self.restore_records(&local.ended).await;
+                self.restore_records().await;
                 for room in self.renew().await {
                     if let Some(t) = self.tasks.get() {
                         t.stop_room(&room);
                     }
                     let _ = rooms.command(Command::DismissRoom { room }).await;
                 }
+                self.adopt_orphans(&local).await;
             }
-            for id in &local.ended {
+            let ids: Vec<String> = to_forget.iter().cloned().collect();
+            for id in ids {
                 // Only a record this node still runs: a task of a room lost
                 // to another node is that node's now.
-                if forgotten.contains(id) {
-                    continue;
-                }
-                match self.task(id).await {
+                match self.task(&id).await {
                     Ok(Some(r)) => {
                         if r.node == self.me {
-                            self.forget_task(id).await;
+                            self.forget_task(&id).await;
                         }
-                        forgotten.insert(id.clone());
+                        to_forget.remove(&id);
                     }
                     Ok(None) => {
-                        forgotten.insert(id.clone());
+                        to_forget.remove(&id);
                     }
-                    Err(_) => {}
+                    Err(_) => {} // Redis is down: next round
                 }
             }
             let open: std::collections::HashSet<RoomKey> =

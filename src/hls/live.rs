@@ -9,6 +9,8 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
+pub(crate) use super::playlist::Position;
+
 /// The Advance Part Limit of the spec: how far past the last part a
 /// blocking request may reach before it is refused.
 const ADVANCE_PART_LIMIT: u32 = 3;
@@ -76,6 +78,9 @@ pub(crate) struct LivePlaylist {
     next_msn: u64,
     discontinuity_sequence: u64,
     ended: bool,
+    /// The first segment starts a discontinuity (a stream continued from
+    /// another node's).
+    continued: bool,
 }
 
 impl LivePlaylist {
@@ -91,7 +96,36 @@ impl LivePlaylist {
             next_msn: 0,
             discontinuity_sequence: 0,
             ended: false,
+            continued: false,
         }
+    }
+
+    /// Where this playlist stands; an open segment counts as used.
+    pub(crate) fn position(&self) -> Position {
+        let open = self.current.as_ref();
+        let tags = self
+            .segments
+            .iter()
+            .chain(open)
+            .filter(|s| s.start.discontinuity)
+            .count() as u64;
+        Position {
+            next_msn: self.next_msn + u64::from(open.is_some()),
+            last_cc: self.discontinuity_sequence + tags,
+        }
+    }
+
+    /// Continues the numbering of a stream another node served (before
+    /// the first part only): segments are numbered from `at.next_msn` and
+    /// the first one starts a discontinuity. `false` if parts were added.
+    pub(crate) fn continue_from(&mut self, at: Position) -> bool {
+        if self.current.is_some() || !self.segments.is_empty() {
+            return false;
+        }
+        self.next_msn = at.next_msn;
+        self.discontinuity_sequence = at.last_cc;
+        self.continued = true;
+        true
     }
 
     pub(crate) fn low_latency(&self) -> bool {
@@ -107,14 +141,19 @@ impl LivePlaylist {
     /// `(msn, part index)`.
     pub(crate) fn add_part(&mut self, part: Part, start: Option<SegmentStart>) -> (u64, u32) {
         let msn = self.next_msn;
-        let current = self.current.get_or_insert_with(|| Segment {
-            msn,
-            start: start.unwrap_or(SegmentStart {
+        let continued = &mut self.continued;
+        let current = self.current.get_or_insert_with(|| {
+            let mut start = start.unwrap_or(SegmentStart {
                 discontinuity: false,
                 init: 0,
                 program_date_time_ms: 0,
-            }),
-            parts: Vec::new(),
+            });
+            start.discontinuity |= std::mem::take(continued);
+            Segment {
+                msn,
+                start,
+                parts: Vec::new(),
+            }
         });
         current.parts.push(part);
         (msn, current.parts.len() as u32 - 1)
@@ -468,4 +507,4 @@ impl Directives {
 
 #[cfg(test)]
 #[path = "live_tests.rs"]
-mod tests;
+pub(crate) mod tests;

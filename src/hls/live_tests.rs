@@ -262,3 +262,80 @@ proptest! {
         }
     }
 }
+
+/// Each listed segment's (media sequence number, discontinuity sequence
+/// number) as a player counts them: the sequence tags, then one more at
+/// every `EXT-X-DISCONTINUITY`.
+pub(crate) fn numbered(text: &str) -> Vec<(u64, u64)> {
+    let tag = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or(0, |v| v.parse().expect("a number"))
+    };
+    let (mut msn, mut cc) = (
+        tag("#EXT-X-MEDIA-SEQUENCE:"),
+        tag("#EXT-X-DISCONTINUITY-SEQUENCE:"),
+    );
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line == "#EXT-X-DISCONTINUITY" {
+            cc += 1;
+        } else if line.starts_with("#EXTINF") {
+            out.push((msn, cc));
+            msn += 1;
+        }
+    }
+    out
+}
+
+proptest! {
+    /// A stream continued on another node after a failover goes on where
+    /// the first node's last segment left it: the next media sequence
+    /// number, one discontinuity later, however the first node's window
+    /// and discontinuities stood (its open segment lost with it).
+    #[test]
+    fn a_continued_stream_goes_on_after_one_discontinuity(
+        discs in proptest::collection::vec(any::<bool>(), 1..20),
+        window in 1usize..6,
+        open_parts in 0usize..4,
+        later in 1usize..8,
+    ) {
+        let mut first = ll(window);
+        for d in &discs {
+            segment(&mut first, *d);
+        }
+        let (last_msn, last_cc) = *numbered(&first.render(false)).last().expect("segments");
+        open_segment(&mut first, open_parts, false);
+        let at = first.position();
+        prop_assert_eq!(Position::parse(&at.encode()), Some(at));
+
+        let mut second = ll(window);
+        prop_assert!(second.continue_from(at));
+        for _ in 0..later {
+            segment(&mut second, false);
+        }
+        let listed = numbered(&second.render(false));
+        let (msn, cc) = listed[0];
+        let first_listed = second.first_msn();
+        prop_assert_eq!(msn, first_listed);
+        // Whatever slid out of the window, numbers go on from the first node's.
+        prop_assert!(msn > last_msn);
+        prop_assert_eq!(cc, last_cc + 1);
+        prop_assert!(listed.iter().all(|&(_, c)| c == last_cc + 1));
+        if later <= window {
+            prop_assert_eq!(msn, at.next_msn);
+            prop_assert!(msn <= last_msn + 2);
+        }
+    }
+}
+
+#[test]
+fn a_stream_with_parts_does_not_take_another_numbering() {
+    let mut p = ll(3);
+    open_segment(&mut p, 1, false);
+    assert!(!p.continue_from(Position {
+        next_msn: 9,
+        last_cc: 2
+    }));
+    assert_eq!(p.next_part(), (0, 1));
+}

@@ -17,6 +17,30 @@ pub(crate) struct Segment {
     pub program_date_time_ms: u64,
 }
 
+/// Where a live stream stands, so that another node serving it after a
+/// failover continues its numbering: the next media sequence number, and
+/// the discontinuity sequence number of its last segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub next_msn: u64,
+    pub last_cc: u64,
+}
+
+impl Position {
+    /// `"<next msn> <last cc>"`, as kept in the cluster store.
+    pub(crate) fn encode(self) -> String {
+        format!("{} {}", self.next_msn, self.last_cc)
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Position> {
+        let (msn, cc) = s.split_once(' ')?;
+        Some(Position {
+            next_msn: msn.parse().ok()?,
+            last_cc: cc.parse().ok()?,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Playlist {
     target_duration: u32,
@@ -60,6 +84,34 @@ impl Playlist {
 
     pub(crate) fn end(&mut self) {
         self.ended = true;
+    }
+
+    /// Where this playlist stands (the first listed segment's
+    /// discontinuity is counted in the sequence already).
+    pub(crate) fn position(&self) -> Position {
+        Position {
+            next_msn: self.media_sequence + self.segments.len() as u64,
+            last_cc: self.discontinuity_sequence
+                + self
+                    .segments
+                    .iter()
+                    .skip(1)
+                    .filter(|s| s.discontinuity)
+                    .count() as u64,
+        }
+    }
+
+    /// Continues the numbering of a stream another node served (before
+    /// the first segment only): media sequence numbers go on from
+    /// `at.next_msn`, and the first segment starts a new discontinuity
+    /// (the writer marks it so). `false` if segments were added already.
+    pub(crate) fn continue_from(&mut self, at: Position) -> bool {
+        if !self.segments.is_empty() {
+            return false;
+        }
+        self.media_sequence = at.next_msn;
+        self.discontinuity_sequence = at.last_cc + 1;
+        true
     }
 
     pub(crate) fn render(&self) -> String {
@@ -156,6 +208,43 @@ mod tests {
         let text = p.render();
         assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
         assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+    }
+
+    #[test]
+    fn a_continued_playlist_goes_on_after_one_discontinuity() {
+        for discs in [
+            vec![false, false, false],
+            vec![true, false, true, true],
+            vec![false],
+        ] {
+            let mut first = Playlist::new(2, 3);
+            for (i, d) in discs.iter().enumerate() {
+                first.add_segment(seg(i as u32, 2.0, i > 0 && *d));
+            }
+            let listed = crate::hls::live::tests::numbered(&first.render());
+            let (last_msn, last_cc) = *listed.last().expect("segments");
+            let at = first.position();
+            assert_eq!(at.next_msn, last_msn + 1);
+
+            let mut second = Playlist::new(2, 3);
+            assert!(second.continue_from(at));
+            for i in 0..5 {
+                // The writer marks the first segment of a continued stream.
+                second.add_segment(seg(i, 2.0, i == 0));
+                let listed = crate::hls::live::tests::numbered(&second.render());
+                assert_eq!(
+                    listed[0].0,
+                    second.position().next_msn - listed.len() as u64
+                );
+                assert!(
+                    listed
+                        .iter()
+                        .all(|&(msn, cc)| msn > last_msn && cc == last_cc + 1),
+                    "{discs:?} {listed:?}"
+                );
+            }
+            assert!(!second.continue_from(at), "only before the first segment");
+        }
     }
 
     #[test]

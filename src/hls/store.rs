@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::cmaf::{Event, Segmenter};
 use super::fmp4::InitInfo;
 use super::ladder::rendition_name;
-use super::live::{LivePlaylist, LiveSettings, Object};
+use super::live::{LivePlaylist, LiveSettings, Object, Position};
 use crate::media::{DropToKeyframe, MediaMessage};
 use crate::profile::HlsOutput;
 
@@ -203,6 +203,21 @@ impl Stream {
     }
 }
 
+fn log_continued(name: &str, at: Position, applied: bool) {
+    if applied {
+        tracing::info!(
+            stream = name,
+            msn = at.next_msn,
+            "hls: continuing another node's numbering, after a discontinuity"
+        );
+    } else {
+        tracing::warn!(
+            stream = name,
+            "hls: the stream has media already; it does not continue another node's numbering"
+        );
+    }
+}
+
 /// An entry of the store: the state and its change counter.
 pub(crate) struct Shared {
     pub(crate) state: Mutex<Stream>,
@@ -226,6 +241,11 @@ struct TsStream {
     playlist: Option<Bytes>,
     /// By index (`seg<N>.ts`).
     segments: HashMap<u64, Bytes>,
+    /// Where the playlist stands, once it has a segment.
+    position: Option<Position>,
+    /// Where its numbering is to start (a stream continued from another
+    /// node), until the writer takes it.
+    start: Option<Position>,
 }
 
 impl TsShared {
@@ -238,10 +258,13 @@ impl TsShared {
     pub(crate) fn update(
         &self,
         segment: Option<(u64, Bytes)>,
-        playlist: String,
+        (playlist, position): (String, Position),
         removed: &[String],
     ) {
         let mut s = self.lock();
+        if segment.is_some() || s.position.is_some() {
+            s.position = Some(position);
+        }
         if let Some((index, bytes)) = segment {
             s.segments.insert(index, bytes);
         }
@@ -251,6 +274,12 @@ impl TsShared {
             }
         }
         s.playlist = Some(Bytes::from(playlist));
+    }
+
+    /// Where the writer's numbering starts, if this stream continues
+    /// another node's (taken once, before its first segment).
+    pub(crate) fn take_start(&self) -> Option<Position> {
+        self.lock().start.take()
     }
 
     /// The playlist, or a segment.
@@ -269,7 +298,13 @@ impl TsShared {
 pub(crate) struct HlsStore {
     streams: Arc<Mutex<HashMap<String, Arc<Shared>>>>,
     ts: Arc<Mutex<HashMap<String, Arc<TsShared>>>>,
+    /// Numbering to continue for streams not opened yet (a task resumed
+    /// from another node), and when it was given.
+    continued: Arc<Mutex<HashMap<String, (Position, std::time::Instant)>>>,
 }
+
+/// How long a numbering to continue waits for its stream to open.
+const CONTINUE_WITHIN: Duration = Duration::from_secs(60);
 
 impl HlsStore {
     fn ts_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TsShared>>> {
@@ -285,7 +320,10 @@ impl HlsStore {
     pub(crate) fn open_ts(&self, name: &str) -> Arc<TsShared> {
         let shared = Arc::new(TsShared {
             name: name.to_string(),
-            state: Mutex::default(),
+            state: Mutex::new(TsStream {
+                start: self.take_continued(name),
+                ..TsStream::default()
+            }),
         });
         self.ts_map().insert(name.to_string(), shared.clone());
         if let Some(old) = self.map().remove(name) {
@@ -318,17 +356,55 @@ impl HlsStore {
         self.map().get(name).cloned()
     }
 
-    /// Every stream served from here (fMP4 and TS).
-    pub(crate) fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.map().keys().cloned().collect();
+    /// Every stream served from here (fMP4 and TS), and where it stands
+    /// once it has media.
+    pub(crate) fn names(&self) -> Vec<(String, Option<Position>)> {
+        let mut names: Vec<(String, Option<Position>)> = self
+            .map()
+            .iter()
+            .map(|(name, s)| {
+                let st = s.lock();
+                let started = st.playlist.first_msn() != 0 || st.playlist.next_part() != (0, 0);
+                (name.clone(), started.then(|| st.playlist.position()))
+            })
+            .collect();
         names.extend(
-            self.ts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .keys()
-                .cloned(),
+            self.ts_map()
+                .iter()
+                .map(|(name, s)| (name.clone(), s.lock().position)),
         );
         names
+    }
+
+    /// Makes stream `name` (open now or soon) continue the numbering of the
+    /// same stream on another node, which died: the next segment number
+    /// and a discontinuity. Too late once it has media: logged, skipped.
+    pub(crate) fn continue_from(&self, name: &str, at: Position) {
+        if let Some(shared) = self.get(name) {
+            let applied = shared.lock().playlist.continue_from(at);
+            log_continued(name, at, applied);
+            return;
+        }
+        if let Some(ts) = self.get_ts(name) {
+            let mut s = ts.lock();
+            let applied = s.position.is_none();
+            if applied {
+                s.start = Some(at);
+            }
+            log_continued(name, at, applied);
+            return;
+        }
+        self.continued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), (at, std::time::Instant::now()));
+        log_continued(name, at, true);
+    }
+
+    fn take_continued(&self, name: &str) -> Option<Position> {
+        let mut c = self.continued.lock().unwrap_or_else(|p| p.into_inner());
+        c.retain(|_, (_, at)| at.elapsed() < CONTINUE_WITHIN);
+        c.remove(name).map(|(p, _)| p)
     }
 
     /// The master playlist of `name`: its own stream, then each rendition of
@@ -362,6 +438,9 @@ impl HlsStore {
         };
         let mut stream = Stream::new(live, rand::random());
         stream.renditions = renditions;
+        if let Some(at) = self.take_continued(name) {
+            stream.playlist.continue_from(at);
+        }
         let shared = Arc::new(Shared {
             state: Mutex::new(stream),
             changed: watch::channel(0).0,

@@ -258,6 +258,15 @@ impl Writer {
     }
 
     fn open_segment(&mut self, start_ms: i64) -> Result<(), HlsError> {
+        if self.next_index == 0
+            && let Sink::Memory(m) = &self.sink
+            && let Some(at) = m.take_start()
+            && self.playlist.continue_from(at)
+        {
+            // Another node served this stream: its numbering goes on.
+            self.next_index = at.next_msn;
+            self.pending_discontinuity = true;
+        }
         let index = self.next_index;
         self.next_index += 1;
         let (mut octx, buf) = match &self.sink {
@@ -329,7 +338,7 @@ impl Writer {
             }
             Sink::Memory(m) => m.update(
                 Some((seg.index, bytes.unwrap_or_default())),
-                self.playlist.render(),
+                (self.playlist.render(), self.playlist.position()),
                 &removed,
             ),
         }
@@ -345,7 +354,11 @@ impl Writer {
                 std::fs::rename(&tmp, &dst).map_err(io(&dst))
             }
             Sink::Memory(m) => {
-                m.update(None, self.playlist.render(), &[]);
+                m.update(
+                    None,
+                    (self.playlist.render(), self.playlist.position()),
+                    &[],
+                );
                 Ok(())
             }
         }

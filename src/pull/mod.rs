@@ -79,6 +79,7 @@ impl PullManager {
         grant: Option<Grant>,
         unix_now: u64,
         settings: PullSettings,
+        id: Option<String>,
     ) -> Result<String, PullStartError> {
         {
             let tasks = self.lock();
@@ -111,7 +112,7 @@ impl PullManager {
             }))
             .await
             .map_err(|e| PullStartError::Refused(e.to_string()))?;
-        let id = task_id();
+        let id = id.unwrap_or_else(task_id);
         let stop = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
         self.lock().insert(

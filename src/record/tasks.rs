@@ -45,6 +45,22 @@ impl Subscription {
     }
 }
 
+/// A recording started again on another cluster node, after its node died:
+/// the same TaskId, and file names of its own (`<prefix>_r<part>`), so the
+/// files the first node wrote and uploaded are never overwritten.
+#[derive(Debug, Clone)]
+pub(crate) struct Resume {
+    pub id: String,
+    /// How many times the task was started again (1 the first time).
+    pub part: u32,
+}
+
+impl Resume {
+    fn suffix(resume: Option<&Resume>) -> String {
+        resume.map_or_else(String::new, |r| format!("_r{}", r.part))
+    }
+}
+
 pub(crate) enum Mode {
     /// One file set per anchor, from the passthrough profile.
     Single {
@@ -56,7 +72,7 @@ pub(crate) enum Mode {
 }
 
 struct Task {
-    app: u64,
+    room: RoomKey,
     files: FileList,
     relays: Arc<Mutex<Vec<String>>>,
     subscription: Arc<Mutex<Subscription>>,
@@ -147,6 +163,7 @@ impl Recordings {
         output: RecordOutput,
         max_idle: Duration,
         storage: Option<Destination>,
+        resume: Option<Resume>,
     ) -> Result<String, RelayError> {
         let recorder = recorder.to_owned();
         {
@@ -156,7 +173,8 @@ impl Recordings {
                 return Err(RelayError::TooMany(MAX_RECORDINGS));
             }
         }
-        let id = format!("rec-{}", new_id());
+        let suffix = Resume::suffix(resume.as_ref());
+        let id = resume.map_or_else(|| format!("rec-{}", new_id()), |r| r.id);
         let files = FileList::default();
         let relays = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(Notify::new());
@@ -179,7 +197,7 @@ impl Recordings {
                 spec.outputs = OutputSpec {
                     record: Some(RecordTarget {
                         dir: dir.clone(),
-                        prefix: "mix".into(),
+                        prefix: format!("mix{suffix}"),
                         user: None,
                         output,
                         files: files.clone(),
@@ -214,6 +232,7 @@ impl Recordings {
                     output,
                     max_idle,
                     dir,
+                    suffix,
                     files: files.clone(),
                     relays: relays.clone(),
                     subscription: subscription.clone(),
@@ -243,7 +262,7 @@ impl Recordings {
         self.lock().insert(
             id.clone(),
             Task {
-                app: room.app,
+                room: room.clone(),
                 files,
                 relays,
                 subscription,
@@ -365,7 +384,7 @@ impl Recordings {
         spec.outputs = OutputSpec {
             record: Some(RecordTarget {
                 dir: ctx.dir.clone(),
-                prefix: user.as_str().to_owned(),
+                prefix: format!("{}{}", user.as_str(), ctx.suffix),
                 user: Some(user.as_str().to_owned()),
                 output: ctx.output.clone(),
                 files: ctx.files.clone(),
@@ -379,7 +398,7 @@ impl Recordings {
     pub(crate) fn stop(&self, app: u64, id: &str) -> bool {
         let tasks = self.lock();
         match tasks.get(id) {
-            Some(t) if t.app == app && !*t.ended.borrow() => {
+            Some(t) if t.room.app == app && !*t.ended.borrow() => {
                 t.stop.notify_one();
                 true
             }
@@ -389,7 +408,7 @@ impl Recordings {
 
     pub(crate) fn describe(&self, app: u64, id: &str) -> Option<Described> {
         let tasks = self.lock();
-        let t = tasks.get(id).filter(|t| t.app == app)?;
+        let t = tasks.get(id).filter(|t| t.room.app == app)?;
         let files = t
             .files
             .lock()
@@ -419,7 +438,15 @@ impl Recordings {
         self.lock()
             .values()
             .filter(|t| !*t.ended.borrow())
-            .map(|t| t.app)
+            .map(|t| t.room.app)
+            .collect()
+    }
+
+    /// Every task this node knows: its id, room and whether it still runs.
+    pub(crate) fn list(&self) -> Vec<(String, RoomKey, bool)> {
+        self.lock()
+            .iter()
+            .map(|(id, t)| (id.clone(), t.room.clone(), !*t.ended.borrow()))
             .collect()
     }
 
@@ -428,7 +455,7 @@ impl Recordings {
         let tasks = self.lock();
         let t = tasks
             .get(id)
-            .filter(|t| t.app == app && t.mixed && !*t.ended.borrow())?;
+            .filter(|t| t.room.app == app && t.mixed && !*t.ended.borrow())?;
         t.relays
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -440,7 +467,7 @@ impl Recordings {
     pub(crate) fn set_subscription(&self, app: u64, id: &str, sub: Subscription) -> bool {
         let tasks = self.lock();
         match tasks.get(id) {
-            Some(t) if t.app == app && !t.mixed && !*t.ended.borrow() => {
+            Some(t) if t.room.app == app && !t.mixed && !*t.ended.borrow() => {
                 *t.subscription.lock().unwrap_or_else(|p| p.into_inner()) = sub;
                 t.resubscribed.notify_one();
                 true
@@ -457,6 +484,8 @@ struct SingleCtx {
     output: RecordOutput,
     max_idle: Duration,
     dir: PathBuf,
+    /// `_r<part>` on a resumed task, else empty.
+    suffix: String,
     files: FileList,
     relays: Arc<Mutex<Vec<String>>>,
     subscription: Arc<Mutex<Subscription>>,

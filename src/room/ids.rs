@@ -123,6 +123,22 @@ pub(crate) struct RoomKey {
     pub room: RoomId,
 }
 
+impl RoomKey {
+    /// The room as `Display` writes it (`<app>/<n>` or `<app>/str:<s>`),
+    /// read back (the cluster stores rooms so).
+    pub(crate) fn parse(s: &str) -> Option<RoomKey> {
+        let (app, room) = s.split_once('/')?;
+        let room = match room.strip_prefix("str:") {
+            Some(r) => RoomId::string(r).ok()?,
+            None => RoomId::numeric(room).ok()?,
+        };
+        Some(RoomKey {
+            app: app.parse().ok()?,
+            room,
+        })
+    }
+}
+
 impl fmt::Display for RoomKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.room {
@@ -139,6 +155,23 @@ pub(crate) struct SessionId(pub u64);
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_room_key_reads_back_what_it_displays() {
+        for room in [
+            super::RoomId::numeric("42"),
+            super::RoomId::string("class_1"),
+        ] {
+            let key = super::RoomKey {
+                app: 1_400_000_000,
+                room: room.unwrap(),
+            };
+            assert_eq!(super::RoomKey::parse(&key.to_string()), Some(key));
+        }
+        for bad in ["", "1400000000", "x/42", "1/str:", "1/4x"] {
+            assert_eq!(super::RoomKey::parse(bad), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -569,3 +569,82 @@ pub fn start_mix_recording(
         .unwrap_or_else(|| panic!("{created}"))
         .to_owned()
 }
+
+/// A static HTTP server (Python's) over a directory, on loopback; killed
+/// when dropped.
+pub struct FileServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl FileServer {
+    pub fn start(dir: &std::path::Path) -> FileServer {
+        let port = free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("file server", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        FileServer { child, port }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A status document (`path`, e.g. `/v1/status/tasks`) GET signed with
+/// the API credential `(secret_id, secret_key)`: its status, headers and JSON.
+pub fn status_get(
+    port: u16,
+    (secret_id, secret_key): (&str, &str),
+    path: &str,
+) -> (u16, Headers, serde_json::Value) {
+    let now = roomcast::unix_now();
+    let host = format!("127.0.0.1:{port}");
+    let auth = roomcast::auth::tc3::authorization_for(
+        secret_id,
+        secret_key,
+        now,
+        &host,
+        ("GET", path, ""),
+        "application/json",
+        b"",
+    );
+    let ts = now.to_string();
+    let (code, headers, body) = http_with(
+        port,
+        "GET",
+        path,
+        &[
+            ("Authorization", &auth),
+            ("X-TC-Timestamp", &ts),
+            ("Content-Type", "application/json"),
+        ],
+        b"",
+    )
+    .unwrap();
+    (
+        code,
+        headers,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}

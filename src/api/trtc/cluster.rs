@@ -1,8 +1,9 @@
 //! The TRTC API on a cluster: an action is carried out on the node that owns
 //! the room it names (the request carried there as it came, signature and
-//! all, and the owner's answer returned as it is), and the relay tasks it
-//! starts are stored in Redis so that a node taking the room over starts
-//! them again with the same TaskId.
+//! all, and the owner's answer returned as it is), and the tasks it starts
+//! (relays and mixes, cloud recordings, stream ingests) are stored in Redis
+//! so that a node taking the room over starts them again with the same
+//! TaskId.
 
 use std::sync::Arc;
 
@@ -62,18 +63,10 @@ async fn room_of(
             }
             // Any other task of this node's is its own to answer.
             let record = cluster.task(id).await.ok().flatten();
-            Ok(record.and_then(|r| {
-                let app = rooms::sdk_app_id(state, p).ok()?;
-                let (a, room) = r.room.split_once('/')?;
-                if a != app.to_string() {
-                    return None;
-                }
-                let room = match room.strip_prefix("str:") {
-                    Some(s) => RoomId::string(s).ok()?,
-                    None => RoomId::numeric(room).ok()?,
-                };
-                Some(RoomKey { app, room })
-            }))
+            let app = rooms::sdk_app_id(state, p)?;
+            Ok(record
+                .and_then(|r| RoomKey::parse(&r.room))
+                .filter(|room| room.app == app))
         }
         _ => Ok(None),
     }
@@ -166,41 +159,36 @@ pub(super) async fn remember(
     let Some(id) = out.get("TaskId").and_then(Value::as_str) else {
         return;
     };
+    let room = match action {
+        "StartPublishCdnStream" => match state.relays.status(id) {
+            Some((spec, _)) => Some(spec.room.clone()),
+            None => return,
+        },
+        "StartStreamIngest" | "CreateCloudRecording" => match room_of(state, action, p).await {
+            Ok(Some(room)) => Some(room),
+            _ => return,
+        },
+        _ => None,
+    };
+    if let Some(room) = room {
+        // Its parameters (a recording's include its storage keys) stay in
+        // Redis while it runs, so that another node can start it again.
+        let record = TaskRecord {
+            id: id.to_owned(),
+            room: room.to_string(),
+            node: cluster.node_id().to_owned(),
+            action: action.to_owned(),
+            params: Value::Object(params.clone()),
+            updates: Vec::new(),
+            resumes: 0,
+        };
+        if let Err(e) = cluster.save_task(&record).await {
+            tracing::warn!(task = %id, "cluster: task not stored, it will not resume elsewhere: {e}");
+        }
+        return;
+    }
     match action {
-        "StartPublishCdnStream" => {
-            let Some((spec, _)) = state.relays.status(id) else {
-                return;
-            };
-            let record = TaskRecord {
-                id: id.to_owned(),
-                room: spec.room.to_string(),
-                node: cluster.node_id().to_owned(),
-                action: action.to_owned(),
-                params: Value::Object(params.clone()),
-                updates: Vec::new(),
-            };
-            if let Err(e) = cluster.save_task(&record).await {
-                tracing::warn!(task = %id, "cluster: task not stored, it will not resume elsewhere: {e}");
-            }
-        }
-        // Recordings and ingests are not started again elsewhere; their
-        // record only sends calls naming them to their node (and keeps no
-        // parameters: a recording's hold storage keys).
-        "StartStreamIngest" | "CreateCloudRecording" => {
-            let Ok(Some(room)) = room_of(state, action, p).await else {
-                return;
-            };
-            let record = TaskRecord {
-                id: id.to_owned(),
-                room: room.to_string(),
-                node: cluster.node_id().to_owned(),
-                action: action.to_owned(),
-                params: Value::Null,
-                updates: Vec::new(),
-            };
-            let _ = cluster.save_task(&record).await;
-        }
-        "UpdatePublishCdnStream" => {
+        "UpdatePublishCdnStream" | "ModifyCloudRecording" => {
             cluster
                 .task_updated(id, Value::Object(params.clone()))
                 .await
@@ -212,27 +200,50 @@ pub(super) async fn remember(
     }
 }
 
-/// The node's relay tasks as the cluster sees them.
+/// The node's tasks (relays and mixes, recordings, ingests) as the cluster
+/// sees them.
 struct ApiTasks(AppState);
 
 impl crate::cluster::Tasks for ApiTasks {
     fn local(&self) -> LocalTasks {
         let mut local = LocalTasks::default();
         for (spec, st) in self.0.relays.list() {
-            if matches!(st.state, TaskState::Stopped(_)) {
-                local.ended.push(spec.id.clone());
-            } else {
+            if !matches!(st.state, TaskState::Stopped(_)) {
+                local.running.insert(spec.id.clone());
                 local.running_rooms.insert(spec.room.clone());
             }
+        }
+        for (id, room, running) in self.0.recordings.list() {
+            if running {
+                local.running.insert(id);
+                local.running_rooms.insert(room);
+            }
+        }
+        for (id, info) in self.0.pulls.list() {
+            local.running.insert(id);
+            local.running_rooms.insert(info.room);
         }
         local
     }
 
     fn stop_room(&self, room: &RoomKey) {
+        let stopping = |id: &str| tracing::info!(task = %id, room = %room, "cluster: stopping the task of a room lost to another node");
         for (spec, st) in self.0.relays.list() {
             if &spec.room == room && !matches!(st.state, TaskState::Stopped(_)) {
-                tracing::info!(task = %spec.id, room = %room, "cluster: stopping the task of a room lost to another node");
+                stopping(&spec.id);
                 let _ = self.0.relays.stop(&spec.id);
+            }
+        }
+        for (id, r, running) in self.0.recordings.list() {
+            if &r == room && running {
+                stopping(&id);
+                self.0.recordings.stop(r.app, &id);
+            }
+        }
+        for (id, info) in self.0.pulls.list() {
+            if &info.room == room {
+                stopping(&id);
+                self.0.pulls.stop(&id);
             }
         }
     }
@@ -243,39 +254,92 @@ impl crate::cluster::Tasks for ApiTasks {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
         let state = self.0.clone();
         Box::pin(async move {
-            if state
-                .relays
-                .status(&record.id)
-                .is_some_and(|(_, st)| !matches!(st.state, TaskState::Stopped(_)))
-            {
+            if self_running(&state, &record.id) {
                 return Ok(());
             }
             let Value::Object(params) = &record.params else {
                 return Err("stored parameters are not an object".into());
             };
-            if record.action != "StartPublishCdnStream" {
-                return Err(format!(
-                    "{} tasks are not started again on another node",
-                    record.action
-                ));
-            }
             let p = Params::new(params);
             let images = super::images::prefetch(&state, params)
                 .await
                 .map_err(|e| e.message)?;
-            relay::start_as(&state, &p, &images, Some(record.id.clone())).map_err(|e| e.message)?;
+            match record.action.as_str() {
+                "StartPublishCdnStream" => {
+                    let spec = relay::spec_as(&state, &p, &images, Some(record.id.clone()))
+                        .map_err(|e| e.message)?;
+                    continue_hls(&state, &spec).await;
+                    state
+                        .relays
+                        .start(spec)
+                        .map_err(|e| relay::relay_error(e).message)?;
+                }
+                "CreateCloudRecording" => {
+                    let resume = crate::record::tasks::Resume {
+                        id: record.id.clone(),
+                        part: record.resumes.max(1),
+                    };
+                    super::recording::create_as(&state, &p, &images, Some(resume))
+                        .map_err(|e| e.message)?;
+                }
+                "StartStreamIngest" => {
+                    super::ingest::start_as(&state, &p, Some(record.id.clone()))
+                        .await
+                        .map_err(|e| e.message)?;
+                }
+                other => return Err(format!("{other} tasks are not started again")),
+            }
             for update in &record.updates {
                 let Value::Object(u) = update else { continue };
                 let images = super::images::prefetch(&state, u)
                     .await
                     .map_err(|e| e.message)?;
-                if let Err(e) = relay::update(&state, &Params::new(u), &images) {
+                let p = Params::new(u);
+                let r = match record.action.as_str() {
+                    "CreateCloudRecording" => super::recording::modify(&state, &p, &images),
+                    _ => relay::update(&state, &p, &images),
+                };
+                if let Err(e) = r {
                     tracing::warn!(task = %record.id, "cluster: a stored update does not apply again: {}", e.message);
                 }
             }
             Ok(())
         })
     }
+}
+
+/// The HLS streams of a resumed relay task (its ladder's too) continue the
+/// numbering their dead node announced: players following the stream see
+/// the next segments after a discontinuity, not a new stream.
+async fn continue_hls(state: &AppState, spec: &crate::relay::RelaySpec) {
+    let Some(cluster) = state.rooms.cluster() else {
+        return;
+    };
+    let Some(hls) = &spec.outputs.hls else {
+        return;
+    };
+    let names = std::iter::once(spec.stream.clone()).chain(
+        (0..hls.renditions.len()).map(|i| crate::hls::ladder::rendition_name(&spec.stream, i)),
+    );
+    for name in names {
+        if let Some(at) = cluster.stream_position(&name).await {
+            state.hls_store.continue_from(&name, at);
+        }
+    }
+}
+
+/// Whether task `id` (of any kind) runs on this node.
+fn self_running(state: &AppState, id: &str) -> bool {
+    state
+        .relays
+        .status(id)
+        .is_some_and(|(_, st)| !matches!(st.state, TaskState::Stopped(_)))
+        || state.pulls.get(id).is_some()
+        || state
+            .recordings
+            .list()
+            .iter()
+            .any(|(i, _, running)| i == id && *running)
 }
 
 /// Hands the cluster this node's relay tasks (on a cluster node).

@@ -36,6 +36,13 @@ fn stream_url(p: &Params<'_>) -> Result<String, ApiError> {
 }
 
 pub(super) async fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
+    start_as(state, p, None).await
+}
+
+/// StartStreamIngest; with `id`, the task another cluster node ran starts
+/// again here under its TaskId (from its SeekSecond: the stream is read
+/// anew).
+pub(super) async fn start_as(state: &AppState, p: &Params<'_>, id: Option<String>) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let room_str = p.req_str("RoomId")?;
     let room = match p.req_u64("RoomIdType")? {
@@ -107,7 +114,14 @@ pub(super) async fn start(state: &AppState, p: &Params<'_>) -> ApiResult {
     };
     let id = state
         .pulls
-        .start(RoomKey { app, room }, user_id, grant, unix_now, settings)
+        .start(
+            RoomKey { app, room },
+            user_id,
+            grant,
+            unix_now,
+            settings,
+            id,
+        )
         .await
         .map_err(|e| match e {
             PullStartError::TooMany(_) => {

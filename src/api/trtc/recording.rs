@@ -180,6 +180,17 @@ fn relay_error(e: RelayError) -> ApiError {
 }
 
 pub(super) fn create(state: &AppState, p: &Params<'_>, images: &Images) -> ApiResult {
+    create_as(state, p, images, None)
+}
+
+/// CreateCloudRecording; with `resume`, the task another cluster node ran
+/// starts again here under its TaskId.
+pub(super) fn create_as(
+    state: &AppState,
+    p: &Params<'_>,
+    images: &Images,
+    resume: Option<crate::record::tasks::Resume>,
+) -> ApiResult {
     let app = super::rooms::sdk_app_id(state, p)?;
     let room_str = p.req_str("RoomId")?;
     let room = match p.u64("RoomIdType")?.unwrap_or(1) {
@@ -240,7 +251,7 @@ pub(super) fn create(state: &AppState, p: &Params<'_>, images: &Images) -> ApiRe
     };
     let id = state
         .recordings
-        .start((key, user), mode, out, max_idle, Some(dest))
+        .start((key, user), mode, out, max_idle, Some(dest), resume)
         .map_err(relay_error)?;
     let mut o = Map::new();
     o.insert("TaskId".into(), Value::String(id));

@@ -31,7 +31,7 @@ pub(super) fn passthrough(state: &AppState) -> Result<&crate::profile::RelayProf
         .ok_or_else(|| ApiError::new("InternalError", "No `passthrough` profile is loaded."))
 }
 
-fn relay_error(e: RelayError) -> ApiError {
+pub(super) fn relay_error(e: RelayError) -> ApiError {
     match e {
         RelayError::NoSuchTask => task_missing(),
         RelayError::Finished => {
@@ -186,6 +186,20 @@ pub(super) fn start_as(
     images: &super::mix::Images,
     id: Option<String>,
 ) -> ApiResult {
+    let spec = spec_as(state, p, images, id)?;
+    let id = state.relays.start(spec).map_err(relay_error)?;
+    let mut out = Map::new();
+    out.insert("TaskId".into(), Value::String(id));
+    Ok(out)
+}
+
+/// The task StartPublishCdnStream asks for, checked, not started.
+pub(super) fn spec_as(
+    state: &AppState,
+    p: &Params<'_>,
+    images: &super::mix::Images,
+    id: Option<String>,
+) -> Result<RelaySpec, ApiError> {
     let app = super::rooms::sdk_app_id(state, p)?;
     let room_str = p.req_str("RoomId")?;
     // RoomIdType here: 0 = integer room, 1 = string room.
@@ -253,10 +267,7 @@ pub(super) fn start_as(
     }
     spec.outputs.rtmp = urls;
     spec.id = id.unwrap_or_default();
-    let id = state.relays.start(spec).map_err(relay_error)?;
-    let mut out = Map::new();
-    out.insert("TaskId".into(), Value::String(id));
-    Ok(out)
+    Ok(spec)
 }
 
 /// The task named by SdkAppId + TaskId, if it belongs to that application.
