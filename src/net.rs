@@ -6,11 +6,32 @@
 //! A refused socket is closed at once by the listener. Refusals are logged
 //! at most once a second per listener, with how many there were, so a flood
 //! cannot flood the log too. No I/O here: the log line's clock is an argument.
+//!
+//! The addresses of the other nodes of a cluster are not capped per address
+//! (only in total): a node forwarding a thousand publishers or sockets to
+//! the room's owner is not a stranger holding a thousand connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+/// The other cluster nodes' addresses (empty on a single node).
+static CLUSTER_PEERS: RwLock<Option<HashSet<IpAddr>>> = RwLock::new(None);
+
+/// Sets the addresses of the cluster's other live nodes (the cluster shell
+/// refreshes them from the node registry).
+pub(crate) fn set_cluster_peers(peers: HashSet<IpAddr>) {
+    *CLUSTER_PEERS.write().unwrap_or_else(|e| e.into_inner()) = Some(peers);
+}
+
+fn is_cluster_peer(ip: &IpAddr) -> bool {
+    CLUSTER_PEERS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|p| p.contains(ip))
+}
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +151,7 @@ impl ConnLimiter {
         let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
         let refusal = if c.total >= self.max_total {
             Some(Refusal::Total(self.max_total))
-        } else if from_ip >= self.max_per_ip {
+        } else if from_ip >= self.max_per_ip && !is_cluster_peer(&ip) {
             Some(Refusal::PerIp(self.max_per_ip))
         } else {
             None
@@ -220,6 +241,20 @@ mod tests {
         drop(b1);
         assert_eq!(l.open(), 2);
         assert!(!l.counts.lock().unwrap().per_ip.contains_key(&b));
+    }
+
+    #[test]
+    fn cluster_peers_are_capped_in_total_only() {
+        let l = ConnLimiter::new("test", 5, 1);
+        let peer: IpAddr = [10, 9, 9, 9].into();
+        let stranger: IpAddr = [10, 9, 9, 8].into();
+        let now = Instant::now();
+        set_cluster_peers([peer].into());
+        let mut held: Vec<ConnGuard> = (0..3).map(|_| l.admit(peer, now).unwrap()).collect();
+        held.push(l.admit(stranger, now).unwrap());
+        assert_eq!(l.admit(stranger, now).unwrap_err(), Refusal::PerIp(1));
+        held.push(l.admit(peer, now).unwrap());
+        assert_eq!(l.admit(peer, now).unwrap_err(), Refusal::Total(5));
     }
 
     #[test]

@@ -306,6 +306,9 @@ async fn redis_down_keeps_running_rooms_and_refuses_only_new_ones() {
     assert_eq!(status, 503, "{why}");
     assert!(why.contains("Redis") && why.contains("new rooms"), "{why}");
     assert_eq!(common::http_get(a.http_port, "/healthz").unwrap().0, 200);
+    let (ready, why) = common::http_get(a.http_port, "/readyz").unwrap();
+    assert_eq!(ready, 503, "{why}");
+    assert!(why.contains("Redis"), "{why}");
     assert!(a.log_text().contains("running rooms continue"));
     // Twenty seconds without Redis: the mix keeps pushing and HLS advances.
     while down.elapsed() < Duration::from_secs(20) {
@@ -341,6 +344,7 @@ async fn redis_down_keeps_running_rooms_and_refuses_only_new_ones() {
         futures_executor_enter(&a, 3, "dave")
     });
     assert_eq!(metric(&a, "roomcast_cluster_redis_up"), Some(1.0));
+    assert_eq!(common::http_get(a.http_port, "/readyz").unwrap().0, 200);
 }
 
 /// A 720p grid mix of string room `room` pushed to `cdn` (its HLS stream is

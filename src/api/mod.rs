@@ -62,6 +62,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::get))
         .route("/v1/status", get(status::all))
         .route("/v1/status/{part}", get(status::part))
@@ -107,4 +108,21 @@ pub(crate) fn router(state: AppState) -> Router {
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// Readiness for a load balancer: on a cluster node, whether it can take
+/// new rooms (Redis answers); 503 with the reason while it cannot. Its
+/// running rooms go on either way (`/healthz` stays 200).
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.rooms.cluster() {
+        Some(c) if !c.redis_up() => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the cluster store (Redis) is unreachable, so new rooms are refused; running rooms continue\n",
+        )
+            .into_response(),
+        _ => "ready\n".into_response(),
+    }
 }

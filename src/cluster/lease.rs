@@ -182,11 +182,61 @@ impl Leases {
     }
 }
 
+/// The host and port of an advertised address (`http://10.0.0.5:8080`,
+/// `rtmp://[::1]:1935`, `http://edge-1` with the scheme's port).
+pub(crate) fn host_port(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let default = match scheme {
+        "http" => 80,
+        "https" => 443,
+        "rtmp" => 1935,
+        "rtmps" => 443,
+        _ => return None,
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default,
+            None => return None,
+        };
+        (host, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (authority, default),
+        }
+    };
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::room::RoomId;
     use proptest::prelude::*;
+
+    #[test]
+    fn advertised_addresses_give_their_host_and_port() {
+        let cases = [
+            ("http://10.0.0.5:8080", Some(("10.0.0.5", 8080))),
+            ("rtmp://[::1]:1935", Some(("::1", 1935))),
+            ("rtmp://[::1]", Some(("::1", 1935))),
+            ("http://edge-1/", Some(("edge-1", 80))),
+            ("https://edge-1.example", Some(("edge-1.example", 443))),
+            ("http://u:p@h:81/x", Some(("h", 81))),
+            ("http://h:port", None),
+            ("ftp://h", None),
+            ("h:80", None),
+            ("http://", None),
+        ];
+        for (url, want) in cases {
+            let got = host_port(url);
+            assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), *p)), want, "{url}");
+        }
+    }
 
     fn key(n: u32) -> RoomKey {
         RoomKey {

@@ -967,6 +967,7 @@ impl Cluster {
         let mut last_renew = Instant::now();
         // Tasks that ended here, still to be forgotten in Redis.
         let mut to_forget = std::collections::HashSet::new();
+        let mut resolved = std::collections::HashMap::new();
         loop {
             tick.tick().await;
             self.heartbeat().await;
@@ -990,6 +991,7 @@ impl Cluster {
                     let _ = rooms.command(Command::DismissRoom { room }).await;
                 }
                 self.adopt_orphans(&local).await;
+                self.refresh_peers(&mut resolved).await;
             }
             let ids: Vec<String> = to_forget.iter().cloned().collect();
             for id in ids {
@@ -1033,6 +1035,48 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Tells the listeners which addresses are the other live nodes' (not
+    /// capped per address). Host names are resolved at most once a minute.
+    async fn refresh_peers(
+        &self,
+        resolved: &mut std::collections::HashMap<String, (Instant, Vec<std::net::IpAddr>)>,
+    ) {
+        let Ok(nodes) = self.nodes().await else {
+            return; // Redis is down: the last set stands
+        };
+        let mut peers = std::collections::HashSet::new();
+        for n in nodes.iter().filter(|n| n.node != self.me) {
+            for url in [&n.http, &n.rtmp] {
+                let Some((host, port)) = lease::host_port(url) else {
+                    continue;
+                };
+                if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+                    peers.insert(ip);
+                    continue;
+                }
+                let fresh = resolved
+                    .get(&host)
+                    .is_some_and(|(at, _)| at.elapsed() < Duration::from_secs(60));
+                if !fresh {
+                    let ips = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        tokio::net::lookup_host((host.as_str(), port)),
+                    )
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|a| a.map(|a| a.ip()).collect())
+                    .unwrap_or_default();
+                    resolved.insert(host.clone(), (Instant::now(), ips));
+                }
+                if let Some((_, ips)) = resolved.get(&host) {
+                    peers.extend(ips.iter().copied());
+                }
+            }
+        }
+        crate::net::set_cluster_peers(peers);
     }
 
     /// A graceful stop: every lease released and this node's record removed,
