@@ -357,7 +357,9 @@ fn offer(gw: &Gateway) -> String {
 fn bad_whip_and_whep_requests_get_a_clear_4xx_and_allocate_nothing() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let gw = gateway();
+    // A receiving offer (WHEP's), and the same offer sending (WHIP's).
     let sdp = offer(&gw);
+    let whip_sdp = sdp.replace("a=recvonly", "a=sendonly");
     let sig = common::usersig(APP, KEY, "mallory");
     let bearer = format!("Bearer {sig}");
     let post = |path: &str, headers: &[(&str, &str)], body: &[u8]| {
@@ -387,11 +389,15 @@ fn bad_whip_and_whep_requests_get_a_clear_4xx_and_allocate_nothing() {
     let (s, _, b) = post(&path, &sdp_headers, pcmu.as_bytes());
     assert_eq!(s, 400, "{b}");
     assert!(b.contains("no usable codec"), "{b}");
+    // A receiving offer at WHIP, with the reason.
+    let (s, _, b) = post(&path, &sdp_headers, sdp.as_bytes());
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("use WHEP to play"), "{b}");
     // Missing and forged bearer tokens.
     let (s, _, b) = post(
         &path,
         &[("Content-Type", "application/sdp")],
-        sdp.as_bytes(),
+        whip_sdp.as_bytes(),
     );
     assert_eq!(s, 401, "{b}");
     // Signed with another key: what a forger without the app key can make.
@@ -414,7 +420,7 @@ fn bad_whip_and_whep_requests_get_a_clear_4xx_and_allocate_nothing() {
             ("Content-Type", "application/sdp"),
             ("Authorization", &forged),
         ],
-        sdp.as_bytes(),
+        whip_sdp.as_bytes(),
     );
     assert_eq!(s, 401, "{b}");
     // Someone else's UserSig.
@@ -425,20 +431,20 @@ fn bad_whip_and_whep_requests_get_a_clear_4xx_and_allocate_nothing() {
             ("Content-Type", "application/sdp"),
             ("Authorization", &other),
         ],
-        sdp.as_bytes(),
+        whip_sdp.as_bytes(),
     );
     assert_eq!(s, 401);
     // Bad ids.
     let (s, _, _) = post(
         "/v1/whip/bad?sdkappid=x&userid=mallory",
         &sdp_headers,
-        sdp.as_bytes(),
+        whip_sdp.as_bytes(),
     );
     assert_eq!(s, 400);
     let (s, _, _) = post(
         "/v1/whip/0?sdkappid=1400000000&userid=mallory&roomtype=int",
         &sdp_headers,
-        sdp.as_bytes(),
+        whip_sdp.as_bytes(),
     );
     assert_eq!(s, 400);
     // Oversized body.
