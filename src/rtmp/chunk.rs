@@ -98,7 +98,10 @@ pub(crate) struct Message {
 
 const SET_CHUNK_SIZE: u8 = 1;
 const ABORT: u8 = 2;
+const ACKNOWLEDGEMENT: u8 = 3;
+const WINDOW_ACK_SIZE: u8 = 5;
 const AUDIO: u8 = 8;
+const VIDEO: u8 = 9;
 /// rml_rtmp decodes the AMF3-flagged data and command types as AMF0 too.
 const AMF3_DATA: u8 = 15;
 const AMF3_COMMAND: u8 = 17;
@@ -372,12 +375,39 @@ fn control_u32(msg: &Message) -> Result<u32, ChunkError> {
 /// messages it accepts wait here and are handed out one at a time, each
 /// framed as a single chunk. Messages completed before a refused one are
 /// still handed out, in order.
+///
+/// On the ingest side ([`SessionFeed::for_publisher`]) the media of the
+/// stream being published skips the session ([`Next::Media`]): the session
+/// only ever checked it belonged to that stream (and cloned two strings per
+/// message to say so). The feed then acknowledges what it reads itself,
+/// counting the peer's bytes as they came, at the window the peer asked for
+/// (its Window Acknowledgement Size is kept here, not given to the session).
 #[derive(Debug)]
 pub(crate) struct SessionFeed {
     reader: ChunkReader,
     waiting: std::collections::VecDeque<Message>,
     out: Vec<Message>,
     framed: Vec<u8>,
+    /// Acknowledgements are this feed's (the ingest side).
+    acks: bool,
+    /// The peer's Window Acknowledgement Size, once it said it.
+    peer_window: Option<u32>,
+    /// Bytes read from the peer, and when the last acknowledgement was due.
+    received: u64,
+    acked: u64,
+    /// The message stream of the last message handed to the session.
+    last_stream: u32,
+    /// Audio and video of this message stream skip the session.
+    media_stream: Option<u32>,
+}
+
+/// What the feed hands out next.
+#[derive(Debug)]
+pub(crate) enum Next<'a> {
+    /// A message framed for the session.
+    Session(&'a [u8]),
+    /// Audio (type 8) or video (type 9) of the stream being published.
+    Media(Message),
 }
 
 impl SessionFeed {
@@ -387,12 +417,28 @@ impl SessionFeed {
             waiting: std::collections::VecDeque::new(),
             out: Vec::new(),
             framed: Vec::new(),
+            acks: false,
+            peer_window: None,
+            received: 0,
+            acked: 0,
+            last_stream: 0,
+            media_stream: None,
+        }
+    }
+
+    /// A feed for a server session that takes a publish: it acknowledges
+    /// the peer's bytes itself, and media can skip the session.
+    pub(crate) fn for_publisher(limits: ChunkLimits) -> Self {
+        SessionFeed {
+            acks: true,
+            ..SessionFeed::new(limits)
         }
     }
 
     /// Reads a peer's bytes; after an error the connection must be closed
     /// (what was accepted before it still waits).
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<(), ChunkError> {
+        self.received += bytes.len() as u64;
         let read = self.reader.push(bytes, &mut self.out);
         self.waiting.extend(self.out.drain(..));
         read
@@ -404,6 +450,50 @@ impl SessionFeed {
         self.framed.clear();
         frame_for_session(&msg, &mut self.framed);
         Some(&self.framed)
+    }
+
+    /// The next accepted message: media of the published stream as it is,
+    /// anything else framed for the session.
+    pub(crate) fn next(&mut self) -> Option<Next<'_>> {
+        loop {
+            let msg = self.waiting.pop_front()?;
+            if self.acks && msg.type_id == WINDOW_ACK_SIZE {
+                if let Ok(size) = <[u8; 4]>::try_from(msg.payload.as_slice()) {
+                    self.peer_window = Some(u32::from_be_bytes(size)).filter(|w| *w > 0);
+                }
+                continue;
+            }
+            if matches!(msg.type_id, AUDIO | VIDEO) && self.media_stream == Some(msg.stream_id) {
+                return Some(Next::Media(msg));
+            }
+            self.last_stream = msg.stream_id;
+            self.framed.clear();
+            frame_for_session(&msg, &mut self.framed);
+            return Some(Next::Session(&self.framed));
+        }
+    }
+
+    /// The session accepted a publish in the last message it was given:
+    /// that message stream's audio and video skip the session from now on.
+    pub(crate) fn publishing_on_last_stream(&mut self) {
+        self.media_stream = Some(self.last_stream);
+    }
+
+    /// An Acknowledgement to send, once the peer's window of bytes has
+    /// come since the last (its sequence number is every byte read, as a
+    /// wrapping 32-bit count).
+    pub(crate) fn ack_due(&mut self) -> Option<[u8; 16]> {
+        let window = u64::from(self.peer_window.filter(|_| self.acks)?);
+        if self.received - self.acked < window {
+            return None;
+        }
+        self.acked = self.received;
+        let mut chunk = [0u8; 16];
+        chunk[0] = 0x02; // type-0 header on chunk stream 2 (protocol control)
+        chunk[6] = 4; // timestamp 0, length 4
+        chunk[7] = ACKNOWLEDGEMENT; // message stream 0
+        chunk[12..].copy_from_slice(&(self.received as u32).to_be_bytes());
+        Some(chunk)
     }
 }
 

@@ -392,3 +392,90 @@ proptest! {
         prop_assert!(reader.buffered <= 10_000);
     }
 }
+
+/// A publisher's opening: its Window Acknowledgement Size (1000 bytes),
+/// `publish` on message stream 1, 300 bytes of video on stream 1 (in
+/// 128-byte chunks), 2 bytes of audio on stream 2.
+fn publisher_opening(video: &[u8]) -> Vec<u8> {
+    let mut wire = header0(2, 0, 4, WINDOW_ACK_SIZE, 0);
+    wire.extend_from_slice(&1000u32.to_be_bytes());
+    // publish(0, null, "k", "live")
+    let mut publish = vec![0x02, 0, 7];
+    publish.extend_from_slice(b"publish");
+    publish.push(0x00);
+    publish.extend_from_slice(&0f64.to_be_bytes());
+    publish.push(0x05);
+    publish.extend_from_slice(&[0x02, 0, 1, b'k', 0x02, 0, 4]);
+    publish.extend_from_slice(b"live");
+    wire.extend(header0(3, 0, publish.len() as u32, AMF0_COMMAND, 1));
+    wire.extend_from_slice(&publish);
+    wire.extend(header0(4, 40, video.len() as u32, VIDEO, 1));
+    for (i, piece) in video.chunks(128).enumerate() {
+        if i > 0 {
+            wire.push(0xc4);
+        }
+        wire.extend_from_slice(piece);
+    }
+    wire.extend(header0(5, 41, 2, AUDIO, 2));
+    wire.extend_from_slice(&[0xaf, 1]);
+    wire
+}
+
+#[test]
+fn a_publishers_media_skips_the_session_and_its_bytes_are_acknowledged_at_its_window() {
+    let video = vec![0x17u8; 300];
+    let wire = publisher_opening(&video);
+    let mut feed = SessionFeed::for_publisher(ChunkLimits::default());
+    feed.push(&wire).unwrap();
+    // The window size is the feed's: the session gets the command first.
+    let Some(Next::Session(framed)) = feed.next() else {
+        panic!("the publish command goes to the session")
+    };
+    assert_eq!(framed[7], AMF0_COMMAND);
+    feed.publishing_on_last_stream();
+    match feed.next() {
+        Some(Next::Media(m)) => {
+            assert_eq!((m.type_id, m.stream_id, m.timestamp), (VIDEO, 1, 40));
+            assert_eq!(m.payload, video);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Another stream's media is the session's to judge.
+    assert!(matches!(feed.next(), Some(Next::Session(f)) if f[7] == AUDIO));
+    assert!(feed.next().is_none());
+
+    // Fewer bytes than the window: no acknowledgement yet.
+    assert!(wire.len() < 1000);
+    assert_eq!(feed.ack_due(), None);
+    // Past the window: one, whose sequence number is every byte read,
+    // and none again until another window has come.
+    let mut more = header0(6, 50, 900, AUDIO, 1);
+    for (i, piece) in [0xafu8; 900].chunks(128).enumerate() {
+        if i > 0 {
+            more.push(0xc6);
+        }
+        more.extend_from_slice(piece);
+    }
+    feed.push(&more).unwrap();
+    let total = (wire.len() + more.len()) as u32;
+    assert!(total >= 1000);
+    let ack = feed.ack_due().expect("an acknowledgement");
+    assert_eq!(u32::from_be_bytes(ack[12..].try_into().unwrap()), total);
+    assert_eq!(feed.ack_due(), None);
+    // rml_rtmp reads it as an Acknowledgement of that many bytes.
+    let mut d = ChunkDeserializer::new();
+    let msg = d.get_next_message(&ack).unwrap().expect("a message");
+    assert_eq!((msg.type_id, msg.message_stream_id), (ACKNOWLEDGEMENT, 0));
+    assert_eq!(&msg.data[..], &total.to_be_bytes());
+
+    // A feed for another session (the push side) hands everything over.
+    let mut plain = SessionFeed::new(ChunkLimits::default());
+    plain.push(&wire).unwrap();
+    plain.publishing_on_last_stream();
+    let mut types = Vec::new();
+    while let Some(Next::Session(f)) = plain.next() {
+        types.push(f[7]);
+    }
+    assert_eq!(types, [WINDOW_ACK_SIZE, AMF0_COMMAND, VIDEO, AUDIO]);
+    assert_eq!(plain.ack_due(), None);
+}

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::chunk::{self, ChunkError, ChunkLimits, SessionFeed};
+use super::chunk::{self, ChunkError, ChunkLimits, Next, SessionFeed};
 use super::flv;
 use super::push::{PushState, PushTarget};
 use crate::auth::client::authenticate;
@@ -188,7 +188,7 @@ impl Connection {
             .handle_input(&chunk::SESSION_PREAMBLE)
             .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;
         self.apply(&mut session, results).await?;
-        let mut feed = SessionFeed::new(ChunkLimits::default());
+        let mut feed = SessionFeed::for_publisher(ChunkLimits::default());
         self.feed(&mut session, &mut feed, &leftover).await?;
 
         let mut events = self.ingest.rooms.subscribe();
@@ -283,14 +283,34 @@ impl Connection {
     ) -> Result<(), IngestError> {
         let read = feed.push(bytes);
         // Messages completed before a refused one are still handled.
-        while let Some(framed) = feed.next_framed() {
-            let results = session
-                .handle_input(framed)
-                .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;
-            self.apply(session, results).await?;
+        while let Some(next) = feed.next() {
+            match next {
+                Next::Session(framed) => {
+                    let results = session
+                        .handle_input(framed)
+                        .map_err(|e| IngestError::Protocol(format!("{e:?}")))?;
+                    let was_publishing = self.published.is_some();
+                    self.apply(session, results).await?;
+                    if !was_publishing && self.published.is_some() {
+                        feed.publishing_on_last_stream();
+                    }
+                }
+                Next::Media(msg) => {
+                    let data = bytes::Bytes::from(msg.payload);
+                    let parsed = if msg.type_id == 9 {
+                        flv::parse_video(&data, msg.timestamp)?
+                    } else {
+                        flv::parse_audio(&data, msg.timestamp)?
+                    };
+                    self.media(parsed).await?;
+                }
+            }
             if self.published.as_ref().is_some_and(|p| p.finished) {
                 break;
             }
+        }
+        if let Some(ack) = feed.ack_due() {
+            self.send(&ack).await?;
         }
         read.map_err(IngestError::from)
     }
