@@ -535,6 +535,70 @@ pub(crate) fn frame_for_session(msg: &Message, out: &mut Vec<u8>) {
     out.extend_from_slice(&msg.payload);
 }
 
+/// Writes one message as chunks on chunk stream `csid` (3 to 63), at most
+/// `chunk_size` payload bytes each: a type-0 header, then type-3 headers
+/// (each repeating an extended timestamp, as RTMP wants). The payload is
+/// `head` followed by `body`, so an FLV tag header and a frame are written
+/// without being joined first.
+pub(crate) fn write_chunks(
+    out: &mut Vec<u8>,
+    csid: u8,
+    (type_id, stream_id, timestamp): (u8, u32, u32),
+    chunk_size: usize,
+    head: &[u8],
+    body: &[u8],
+) {
+    debug_assert!((3..64).contains(&csid) && chunk_size > 0);
+    let len = head.len() + body.len();
+    debug_assert!(len < 1 << 24, "a message is under 16 MiB");
+    let ts_field = timestamp.min(EXTENDED);
+    let chunks = len.div_ceil(chunk_size).max(1);
+    out.reserve(len + 12 + (chunks - 1) + chunks * 4);
+    out.push(csid);
+    out.extend_from_slice(&ts_field.to_be_bytes()[1..]);
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.push(type_id);
+    out.extend_from_slice(&stream_id.to_le_bytes());
+    let extended = ts_field == EXTENDED;
+    if extended {
+        out.extend_from_slice(&timestamp.to_be_bytes());
+    }
+    let mut at = 0;
+    while at < len {
+        if at > 0 {
+            out.push(0xc0 | csid);
+            if extended {
+                out.extend_from_slice(&timestamp.to_be_bytes());
+            }
+        }
+        let end = (at + chunk_size).min(len);
+        if at < head.len() {
+            out.extend_from_slice(&head[at..end.min(head.len())]);
+        }
+        if end > head.len() {
+            out.extend_from_slice(&body[at.max(head.len()) - head.len()..end - head.len()]);
+        }
+        at = end;
+    }
+}
+
+/// The message stream of the message a chunk starts, if it starts with a
+/// full (type-0) header: how the push learns which stream it publishes on
+/// from the `publish` command rml_rtmp wrote.
+pub(crate) fn message_stream_of(chunk: &[u8]) -> Option<u32> {
+    let b0 = *chunk.first()?;
+    if b0 >> 6 != 0 {
+        return None;
+    }
+    let basic = match b0 & 0x3f {
+        0 => 2,
+        1 => 3,
+        _ => 1,
+    };
+    let id = chunk.get(basic + 7..basic + 11)?;
+    Some(u32::from_le_bytes(id.try_into().ok()?))
+}
+
 #[cfg(test)]
 #[path = "chunk_tests.rs"]
 mod tests;

@@ -479,3 +479,74 @@ fn a_publishers_media_skips_the_session_and_its_bytes_are_acknowledged_at_its_wi
     assert_eq!(types, [WINDOW_ACK_SIZE, AMF0_COMMAND, VIDEO, AUDIO]);
     assert_eq!(plain.ack_due(), None);
 }
+
+proptest! {
+    /// Media chunked by the push reads back whole, in rml_rtmp's reader
+    /// and in ours, at any size, chunk size and timestamp (extended ones
+    /// repeated in every continuation chunk).
+    #[test]
+    fn written_chunks_read_back_in_rml_rtmp_and_in_our_reader(
+        messages in proptest::collection::vec(
+            (0usize..6, 0usize..700, prop_oneof![0u32..100_000, 0x00ff_fff0u32..0x0100_0100, any::<u32>()], any::<bool>()),
+            1..6,
+        ),
+        chunk_size in prop_oneof![Just(128usize), 1usize..300, Just(4096usize)],
+    ) {
+        let mut wire = Vec::new();
+        let mut sent = Vec::new();
+        for (i, (head_len, body_len, ts, video)) in messages.iter().enumerate() {
+            let head: Vec<u8> = (0..*head_len).map(|b| b as u8 ^ 0x55).collect();
+            let body: Vec<u8> = (0..*body_len).map(|b| (b * 7 + i) as u8).collect();
+            if head.len() + body.len() == 0 {
+                continue;
+            }
+            let (csid, type_id) = if *video { (4, VIDEO) } else { (5, AUDIO) };
+            write_chunks(&mut wire, csid, (type_id, 1, *ts), chunk_size, &head, &body);
+            sent.push((type_id, *ts, [head, body].concat()));
+        }
+        let mut set_size = vec![0x02, 0, 0, 0, 0, 0, 4, SET_CHUNK_SIZE, 0, 0, 0, 0];
+        set_size.extend_from_slice(&(chunk_size as u32).to_be_bytes());
+
+        let mut ours = ChunkReader::new(ChunkLimits::default());
+        let read = read_all(&mut ours, &[set_size.clone(), wire.clone()].concat()).unwrap();
+        let got: Vec<(u8, u32, Vec<u8>)> = read.into_iter().map(|m| (m.type_id, m.timestamp, m.payload)).collect();
+        prop_assert_eq!(&got, &sent);
+
+        let mut rml = ChunkDeserializer::new();
+        rml.set_max_chunk_size(chunk_size).unwrap();
+        let mut theirs = Vec::new();
+        let mut input: &[u8] = &wire;
+        while let Some(m) = rml.get_next_message(input).unwrap() {
+            input = &[];
+            prop_assert_eq!(m.message_stream_id, 1);
+            theirs.push((m.type_id, m.timestamp.value, m.data.to_vec()));
+        }
+        prop_assert_eq!(&theirs, &sent);
+    }
+}
+
+#[test]
+fn the_publish_streams_id_is_read_from_rml_rtmps_publish_request() {
+    let mut ser = ChunkSerializer::new();
+    for stream in [1u32, 7, 0x0102_0304] {
+        let p = ser
+            .serialize(
+                &payload(AMF0_COMMAND, stream, 0, b"\x02\x00\x07publish".to_vec()),
+                false,
+                false,
+            )
+            .unwrap();
+        assert_eq!(message_stream_of(&p.bytes), Some(stream));
+    }
+    // A compressed header names no stream; a short chunk neither.
+    let again = ser
+        .serialize(
+            &payload(AMF0_COMMAND, 0x0102_0304, 5, vec![1, 2]),
+            false,
+            false,
+        )
+        .unwrap();
+    assert_eq!(message_stream_of(&again.bytes), None);
+    assert_eq!(message_stream_of(&[0x03, 0, 0]), None);
+    assert_eq!(message_stream_of(&[]), None);
+}

@@ -98,36 +98,52 @@ pub fn parse_audio(data: &Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvErr
 /// The FLV body of a track configuration (sequence header); `None` for
 /// codecs FLV does not carry (VP8, VP9, Opus).
 pub fn config_tag(c: &TrackConfig) -> Option<Bytes> {
-    if !c.codec.fits_flv_and_ts() {
-        return None;
-    }
-    let mut b = BytesMut::with_capacity(c.extradata.len() + 5);
-    match c.kind {
-        TrackKind::Video => b.put_slice(&[0x17, 0, 0, 0, 0]),
-        TrackKind::Audio => b.put_slice(&[0xaf, 0]),
-    }
-    b.put_slice(&c.extradata);
-    Some(b.freeze())
+    let (head, n) = config_head(c)?;
+    Some(tag(&head[..n], &c.extradata))
 }
 
 /// The FLV body of a frame (timestamps in milliseconds); `None` for codecs
 /// FLV does not carry.
 pub fn frame_tag(f: &EncodedFrame) -> Option<Bytes> {
+    let (head, n) = frame_head(f)?;
+    Some(tag(&head[..n], &f.data))
+}
+
+fn tag(head: &[u8], data: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(head.len() + data.len());
+    b.put_slice(head);
+    b.put_slice(data);
+    b.freeze()
+}
+
+/// What goes before a sequence header's bytes in its FLV body, and its
+/// length (5 for video, 2 for audio); `None` for codecs FLV does not carry.
+pub fn config_head(c: &TrackConfig) -> Option<([u8; 5], usize)> {
+    if !c.codec.fits_flv_and_ts() {
+        return None;
+    }
+    Some(match c.kind {
+        TrackKind::Video => ([0x17, 0, 0, 0, 0], 5),
+        TrackKind::Audio => ([0xaf, 0, 0, 0, 0], 2),
+    })
+}
+
+/// What goes before a frame's bytes in its FLV body, and its length.
+pub fn frame_head(f: &EncodedFrame) -> Option<([u8; 5], usize)> {
     if !f.codec.fits_flv_and_ts() {
         return None;
     }
-    let mut b = BytesMut::with_capacity(f.data.len() + 5);
-    match f.kind {
+    Some(match f.kind {
         TrackKind::Video => {
             let cts = (f.pts - f.dts).clamp(-(1 << 23), (1 << 23) - 1) as i32;
-            b.put_u8(if f.keyframe { 0x17 } else { 0x27 });
-            b.put_u8(1);
-            b.put_slice(&cts.to_be_bytes()[1..]);
+            let c = cts.to_be_bytes();
+            (
+                [if f.keyframe { 0x17 } else { 0x27 }, 1, c[1], c[2], c[3]],
+                5,
+            )
         }
-        TrackKind::Audio => b.put_slice(&[0xaf, 1]),
-    }
-    b.put_slice(&f.data);
-    Some(b.freeze())
+        TrackKind::Audio => ([0xaf, 1, 0, 0, 0], 2),
+    })
 }
 
 #[cfg(test)]

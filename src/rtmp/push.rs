@@ -47,6 +47,13 @@ fn stall_timeout() -> Duration {
 }
 /// The origin is asked to acknowledge every this many bytes.
 const ACK_WINDOW: u32 = 128 * 1024;
+/// The chunk size announced to the origin (rml_rtmp sends it at connect),
+/// which media written here uses too.
+const CHUNK_SIZE: u32 = 4096;
+/// Chunk streams of pushed video and audio (rml_rtmp's, which then never
+/// writes media itself).
+const VIDEO_CSID: u8 = 4;
+const AUDIO_CSID: u8 = 5;
 /// A target that never accepted a publish is given up after this many tries.
 const FAIL_FAST_ATTEMPTS: u32 = 3;
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -187,6 +194,11 @@ struct Stream {
     socket: Conn,
     session: ClientSession,
     origin: SessionFeed,
+    /// The message stream the origin accepted the publish on: media is
+    /// chunked here, straight from the frame (rml_rtmp would build the FLV
+    /// body, then copy it into chunks, then into the write). `None` if the
+    /// publish request could not be read: rml_rtmp writes the media.
+    media_stream: Option<u32>,
 }
 
 /// The origin's bytes, read under the same limits as a publisher's
@@ -370,6 +382,7 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
     let mut config = ClientSessionConfig::new();
     config.tc_url = Some(url.tc_url.clone());
     config.window_ack_size = ACK_WINDOW;
+    config.chunk_size = CHUNK_SIZE;
     let (mut session, initial) = ClientSession::new(config).map_err(|e| format!("{e:?}"))?;
     // The session is only given single-chunk messages the reader checked.
     session
@@ -384,6 +397,7 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
     write_results(&mut socket, vec![r], &mut events).await?;
     let mut input = leftover;
     let mut requested_publish = false;
+    let mut media_stream = None;
     loop {
         if !input.is_empty() {
             let results = feed_origin(&mut origin, &mut session, &input)?;
@@ -396,6 +410,9 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
                     let r = session
                         .request_publishing(url.stream_key.clone(), PublishRequestType::Live)
                         .map_err(|e| format!("{e:?}"))?;
+                    if let ClientSessionResult::OutboundResponse(p) = &r {
+                        media_stream = chunk::message_stream_of(&p.bytes);
+                    }
                     let mut more = Vec::new();
                     write_results(&mut socket, vec![r], &mut more).await?;
                 }
@@ -407,6 +424,7 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
                         socket,
                         session,
                         origin,
+                        media_stream,
                     });
                 }
                 ClientSessionEvent::UnhandleableOnStatusCode { code } => {
@@ -518,6 +536,32 @@ async fn write_out(stream: &mut Stream, out: &[u8]) -> Result<(), String> {
 /// Appends `m`'s RTMP chunks, from the client session, to `out` (nothing
 /// for what FLV cannot carry).
 fn serialize(stream: &mut Stream, m: &MediaMessage, out: &mut Vec<u8>) -> Result<(), String> {
+    if let Some(stream_id) = stream.media_stream {
+        let (kind, ts, head, body) = match m {
+            MediaMessage::Config(c) => (c.kind, 0, flv::config_head(c), &c.extradata),
+            MediaMessage::Frame(f) => {
+                debug_assert_eq!(f.time_base, TimeBase::MILLIS);
+                (f.kind, f.dts.max(0) as u32, flv::frame_head(f), &f.data)
+            }
+        };
+        // Codecs FLV cannot carry are skipped (a relay transcodes them first).
+        let Some((head, n)) = head else {
+            return Ok(());
+        };
+        let (csid, type_id) = match kind {
+            TrackKind::Video => (VIDEO_CSID, 9),
+            TrackKind::Audio => (AUDIO_CSID, 8),
+        };
+        chunk::write_chunks(
+            out,
+            csid,
+            (type_id, stream_id, ts),
+            CHUNK_SIZE as usize,
+            &head[..n],
+            body,
+        );
+        return Ok(());
+    }
     let r = match m {
         MediaMessage::Config(c) => {
             // Codecs FLV cannot carry are skipped (a relay transcodes them first).
