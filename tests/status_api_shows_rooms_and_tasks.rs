@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::media::{Origin, Publisher};
 use common::{Gateway, http_with};
-use roomcast::auth::tc3;
 use serde_json::{Value, json};
 
 static MEDIA: Mutex<()> = Mutex::new(());
@@ -21,31 +20,8 @@ const SECRET_KEY: &str = "status-secret";
 
 /// A GET signed for `signed_path` with `secret_key`, sent to `path`.
 fn get_signed(gw: &Gateway, path: &str, signed_path: &str, secret_key: &str) -> (u16, Value) {
-    let now = roomcast::unix_now();
-    let host = format!("127.0.0.1:{}", gw.http_port);
-    let auth = tc3::authorization_for(
-        SECRET_ID,
-        secret_key,
-        now,
-        &host,
-        ("GET", signed_path, ""),
-        "application/json",
-        b"",
-    );
-    let ts = now.to_string();
-    let (code, _, body) = http_with(
-        gw.http_port,
-        "GET",
-        path,
-        &[
-            ("Authorization", &auth),
-            ("X-TC-Timestamp", &ts),
-            ("Content-Type", "application/json"),
-        ],
-        b"",
-    )
-    .unwrap();
-    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
+    let (code, _, v) = common::signed_get(gw.http_port, (SECRET_ID, secret_key), path, signed_path);
+    (code, v)
 }
 
 fn status(gw: &Gateway, path: &str) -> Value {

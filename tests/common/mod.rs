@@ -615,8 +615,19 @@ impl Drop for FileServer {
 /// the API credential `(secret_id, secret_key)`: its status, headers and JSON.
 pub fn status_get(
     port: u16,
+    credential: (&str, &str),
+    path: &str,
+) -> (u16, Headers, serde_json::Value) {
+    signed_get(port, credential, path, path)
+}
+
+/// A GET of `path` carrying a TC3 signature made for `signed_path` (the
+/// same for an honest caller): its status, headers and JSON.
+pub fn signed_get(
+    port: u16,
     (secret_id, secret_key): (&str, &str),
     path: &str,
+    signed_path: &str,
 ) -> (u16, Headers, serde_json::Value) {
     let now = roomcast::unix_now();
     let host = format!("127.0.0.1:{port}");
@@ -625,7 +636,7 @@ pub fn status_get(
         secret_key,
         now,
         &host,
-        ("GET", path, ""),
+        ("GET", signed_path, ""),
         "application/json",
         b"",
     );
