@@ -148,7 +148,8 @@ def main():
             rates = []
             for task in streams:
                 st = json.loads(get(f"{base}/v1/relays/{task}"))
-                fps = st.get("effective_fps")
+                # A mix's distinct pictures; a bypass relay's frames passed on.
+                fps = st.get("effective_fps", st.get("fps"))
                 shown = "    -" if fps is None else f"{fps:5.1f}"
                 rates.append(f"{st.get('state', '?')[:7]:>7} {shown}fps")
                 if st.get("state") != "running":
