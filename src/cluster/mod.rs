@@ -503,6 +503,7 @@ impl Cluster {
             Ok(ids) => ids,
             Err(_) => return,
         };
+        let running = tasks.local().running;
         for id in ids {
             let mut record = match self.task(&id).await {
                 Ok(Some(r)) => r,
@@ -521,7 +522,7 @@ impl Cluster {
                 Err(_) => continue,
             };
             let from = record.node.clone();
-            if tasks.local().running.contains(&id) {
+            if running.contains(&id) {
                 continue; // it runs here already (this node took it once)
             }
             if record.node == self.me && self.known.lock().is_ok_and(|k| k.contains(&id)) {
@@ -550,7 +551,7 @@ impl Cluster {
     /// node claims each such room, as an entry would (placement and the
     /// lease decide between nodes scanning at once), and the claim resumes
     /// its tasks. A room held here already has them resumed again.
-    async fn adopt_orphans(self: &Arc<Self>, local: &LocalTasks) {
+    async fn adopt_orphans(self: &Arc<Self>, local: &LocalTasks, nodes: &[NodeRecord]) {
         let mut con = self.redis.clone();
         let Ok(ids) = self
             .call(
@@ -580,10 +581,7 @@ impl Cluster {
         else {
             return;
         };
-        let Ok(nodes) = self.nodes().await else {
-            return;
-        };
-        let live: std::collections::HashSet<String> = nodes.into_iter().map(|n| n.node).collect();
+        let live: std::collections::HashSet<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
         let mut rooms = std::collections::BTreeSet::new();
         for (id, json) in ids.iter().zip(records) {
             let Some(record) = json.and_then(|j| serde_json::from_str::<TaskRecord>(&j).ok())
@@ -602,7 +600,7 @@ impl Cluster {
             let orphan = if record.node == self.me {
                 !self.known.lock().is_ok_and(|k| k.contains(id))
             } else {
-                !live.contains(&record.node)
+                !live.contains(record.node.as_str())
             };
             let held_back = self
                 .held_back
@@ -990,8 +988,11 @@ impl Cluster {
                     }
                     let _ = rooms.command(Command::DismissRoom { room }).await;
                 }
-                self.adopt_orphans(&local).await;
-                self.refresh_peers(&mut resolved).await;
+                // One read of the registry for both (Redis down: neither).
+                if let Ok(nodes) = self.nodes().await {
+                    self.adopt_orphans(&local, &nodes).await;
+                    self.refresh_peers(&nodes, &mut resolved).await;
+                }
             }
             let ids: Vec<String> = to_forget.iter().cloned().collect();
             for id in ids {
@@ -1041,11 +1042,9 @@ impl Cluster {
     /// capped per address). Host names are resolved at most once a minute.
     async fn refresh_peers(
         &self,
+        nodes: &[NodeRecord],
         resolved: &mut std::collections::HashMap<String, (Instant, Vec<std::net::IpAddr>)>,
     ) {
-        let Ok(nodes) = self.nodes().await else {
-            return; // Redis is down: the last set stands
-        };
         let mut peers = std::collections::HashSet::new();
         for n in nodes.iter().filter(|n| n.node != self.me) {
             for url in [&n.http, &n.rtmp] {

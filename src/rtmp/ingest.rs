@@ -422,20 +422,8 @@ impl Connection {
                 self.write_all(r).await?;
                 Err(IngestError::Refused("play requests are not served".into()))
             }
-            ServerSessionEvent::VideoDataReceived {
-                data, timestamp, ..
-            } => {
-                self.media(flv::parse_video(&data, timestamp.value)?)
-                    .await?;
-                Ok(vec![])
-            }
-            ServerSessionEvent::AudioDataReceived {
-                data, timestamp, ..
-            } => {
-                self.media(flv::parse_audio(&data, timestamp.value)?)
-                    .await?;
-                Ok(vec![])
-            }
+            // Media never reaches the session while publishing (the feed
+            // hands it over directly), and the session drops it before.
             ServerSessionEvent::PublishStreamFinished { .. } => {
                 if let Some(p) = &mut self.published {
                     p.finished = true;
