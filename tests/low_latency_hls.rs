@@ -652,9 +652,17 @@ fn hls_js_in_chromium_plays_a_low_latency_mix_ladder_and_passthrough() {
             seen["played_seconds"].as_f64().unwrap() > 15.0,
             "{what}: {seen}"
         );
+        // A media error hls.js recovered from is allowed once (the script
+        // fails on a second); it is printed above with its reason.
+        assert!(
+            seen["media_recoveries"].as_u64().unwrap_or(0) <= 1,
+            "{what}: {seen}"
+        );
+        // 1.0-1.2 s on an idle box, 1.8-2.2 s with both cores busy; plain
+        // HLS at these 1 s segments would be three segments behind.
         let latency = seen["latency_median"].as_f64().unwrap();
         assert!(
-            latency > 0.0 && latency < 2.0,
+            latency > 0.0 && latency < 2.5,
             "{what}: hls.js latency {latency}: {seen}"
         );
     }

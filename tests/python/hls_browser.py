@@ -18,8 +18,14 @@ Prints ONE JSON line:
   {"played_seconds", "window_seconds", "waiting", "waiting_before_start",
    "latency_median", "latency_samples", "target_latency", "levels",
    "current_level", "switched_to", "video_size", "errors", "error_count",
-   "fatal", "startup_seconds"} (plus "switch_seconds", from setting the
-level to LEVEL_SWITCHED, with --level)
+   "fatal", "startup_seconds", "media_error", "media_recoveries"} (plus
+"switch_seconds", from setting the level to LEVEL_SWITCHED, with --level).
+A fatal media error is recovered from once, as hls.js asks of players
+(hls.recoverMediaError()): it is listed in "errors" with "recovered": true,
+the browser's reason and the fragment, and counted in "media_recoveries";
+a second one is fatal. (One CI run saw a bufferAppendError right after a
+level switch on a loaded box; hls.js 1.6 users report the like with LL-HLS
+on very fast networks, video-dev/hls.js#7321.)
 and exits 0; on a fatal hls.js error, no playback within 20 s, or no switch
 to level N, prints the same with what is known plus "failed": "<why>" and
 exits 1.
@@ -62,7 +68,7 @@ START = """
 const [url] = arguments;
 const v = document.getElementById('v');
 const st = window.__st = {
-  waiting: 0, waitingBeforeStart: 0, started: false, errors: [], errorCount: 0,
+  waiting: 0, waitingBeforeStart: 0, started: false, errors: [], errorCount: 0, recoveries: 0,
   switches: [], manifest: false, playError: null, supported: Hls.isSupported(),
 };
 if (!st.supported) return st;
@@ -70,9 +76,19 @@ const hls = window.__hls = new Hls({lowLatencyMode: true, backBufferLength: 30})
 v.addEventListener('waiting', () => { if (st.started) st.waiting++; else st.waitingBeforeStart++; });
 hls.on(Hls.Events.ERROR, (_, d) => {
   st.errorCount++;
+  // As hls.js tells players to: a fatal media error is recovered from once
+  // (hls.recoverMediaError); it is reported with what the browser said.
+  const recover = d.fatal && d.type === Hls.ErrorTypes.MEDIA_ERROR && st.recoveries < 1;
   if (st.errors.length < %d || d.fatal) {
-    st.errors.push({type: d.type, details: d.details, fatal: !!d.fatal,
-                    at: Math.round(performance.now()) / 1000});
+    const why = d.reason || d.error || d.err;
+    st.errors.push({type: d.type, details: d.details, fatal: !!d.fatal && !recover,
+                    recovered: recover, at: Math.round(performance.now()) / 1000,
+                    reason: why ? String(why.message || why) : null,
+                    frag: d.frag ? d.frag.level + '/' + d.frag.sn + (d.part ? '.' + d.part.index : '') : null});
+  }
+  if (recover) {
+    st.recoveries++;
+    hls.recoverMediaError();
   }
 });
 hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => st.switches.push({level: d.level, at: performance.now() / 1000}));
@@ -96,7 +112,7 @@ return {
   level: h ? h.currentLevel : null,
   size: [v.videoWidth, v.videoHeight],
   waiting: st.waiting, waitingBeforeStart: st.waitingBeforeStart,
-  errors: st.errors, errorCount: st.errorCount, switches: st.switches,
+  errors: st.errors, errorCount: st.errorCount, recoveries: st.recoveries, switches: st.switches,
   manifest: st.manifest, playError: st.playError,
   mediaError: v.error ? (v.error.code + ': ' + v.error.message) : null,
 };
@@ -120,7 +136,7 @@ def main():
         "waiting_before_start": 0, "latency_median": None, "latency_samples": [],
         "target_latency": None, "levels": 0, "current_level": None,
         "switched_to": None, "video_size": None, "errors": [], "error_count": 0,
-        "fatal": False, "startup_seconds": None,
+        "fatal": False, "startup_seconds": None, "media_recoveries": 0,
     }
 
     asked_at = [float("inf")]  # page clock when currentLevel was set
@@ -134,6 +150,8 @@ def main():
         report["levels"] = s["levels"]
         report["current_level"] = s["level"]
         report["video_size"] = s["size"]
+        report["media_error"] = s["mediaError"]
+        report["media_recoveries"] = s["recoveries"]
         if s["target"] is not None:
             report["target_latency"] = round(s["target"], 3)
         if args.level is not None and report["switched_to"] is None:
