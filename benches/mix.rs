@@ -77,13 +77,36 @@ fn make_inputs(dir: &Path, n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Each input's jitter buffer: adaptive up to, or fixed at, this many ms.
+#[derive(Clone, Copy)]
+enum Jitter {
+    Adaptive(u64),
+    Fixed(u64),
+}
+
+/// The profiles' default: adaptive, up to 150 ms.
+const DEFAULT_JITTER: Jitter = Jitter::Adaptive(150);
+
+impl std::fmt::Display for Jitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Jitter::Adaptive(ms) => write!(f, "adaptive up to {ms} ms"),
+            Jitter::Fixed(ms) => write!(f, "fixed at {ms} ms"),
+        }
+    }
+}
+
 /// (CPU-s per s, share of frames kept, latency per picture through the mix).
 fn roomcast_mix(
     inputs: &[PathBuf],
     width: u32,
     height: u32,
-    jitter_ms: u64,
+    jitter: Jitter,
 ) -> (f64, f64, Option<LatencySummary>) {
+    let (jitter_ms, jitter_adaptive) = match jitter {
+        Jitter::Adaptive(ms) => (ms, true),
+        Jitter::Fixed(ms) => (ms, false),
+    };
     let settings = MixSettings {
         layout: Layout::default(),
         video: Some(VideoEncoding {
@@ -106,6 +129,7 @@ fn roomcast_mix(
         },
         freeze: Duration::from_millis(800),
         jitter: Duration::from_millis(jitter_ms),
+        jitter_adaptive,
         audio_filter: Default::default(),
         volumes: Vec::new(),
     };
@@ -232,7 +256,7 @@ fn main() {
     let only_metrics = std::env::args().any(|a| a == "metrics");
     // `cargo bench --bench mix -- one`: only roomcast's two-input mix (to profile).
     if std::env::args().any(|a| a == "one") {
-        let (cpu, kept, latency) = roomcast_mix(&inputs[..2], 1280, 720, 150);
+        let (cpu, kept, latency) = roomcast_mix(&inputs[..2], 1280, 720, DEFAULT_JITTER);
         println!(
             "2 inputs -> 1280x720: roomcast {cpu:.3} CPU-s/s, {:.0}% of frames; {}",
             kept * 100.0,
@@ -246,7 +270,7 @@ fn main() {
         &[(2, 1280, 720), (4, 1280, 720), (4, 1920, 1080)]
     };
     for &(n, w, h) in cases {
-        let (rc_cpu, rc_kept, latency) = roomcast_mix(&inputs[..n], w, h, 150);
+        let (rc_cpu, rc_kept, latency) = roomcast_mix(&inputs[..n], w, h, DEFAULT_JITTER);
         let (ff_cpu, ff_speed) = ffmpeg_mix(&inputs[..n], w, h);
         println!(
             "{n} inputs -> {w}x{h}: roomcast {rc_cpu:.3} CPU-s/s (real time kept: {:.0}% of frames) | ffmpeg CLI {ff_cpu:.3} CPU-s/s (speed {ff_speed:.2}x) | ratio {:.2}",
@@ -257,18 +281,19 @@ fn main() {
     }
     // Four rooms at once (two anchors each, 720p30 out): each picture's
     // latency from arrival to the encoder's output, room by room, with the
-    // default jitter buffer and with a short one.
-    for jitter_ms in [150, 60] {
+    // default jitter buffer (adaptive), the earlier default (fixed at 150 ms)
+    // and a short fixed one.
+    for jitter in [DEFAULT_JITTER, Jitter::Fixed(150), Jitter::Fixed(60)] {
         if only_metrics {
             break;
         }
         let rooms: Vec<_> = (0..4)
             .map(|r| {
                 let two = inputs[(r % 2) * 2..(r % 2) * 2 + 2].to_vec();
-                std::thread::spawn(move || roomcast_mix(&two, 1280, 720, jitter_ms))
+                std::thread::spawn(move || roomcast_mix(&two, 1280, 720, jitter))
             })
             .collect();
-        println!("\n4 rooms of 2 inputs -> 1280x720 at once, jitter_buffer_ms = {jitter_ms}:");
+        println!("\n4 rooms of 2 inputs -> 1280x720 at once, jitter buffer {jitter}:");
         for (r, h) in rooms.into_iter().enumerate() {
             let (_, kept, latency) = h.join().unwrap();
             println!(
@@ -284,7 +309,7 @@ fn main() {
     let mut off = Vec::new();
     for enabled in [true, false, false, true, false, true, true, false] {
         roomcast::metrics::set_enabled(enabled);
-        let (cpu, _, _) = roomcast_mix(&inputs[..2], 1280, 720, 150);
+        let (cpu, _, _) = roomcast_mix(&inputs[..2], 1280, 720, DEFAULT_JITTER);
         if enabled { on.push(cpu) } else { off.push(cpu) }
     }
     roomcast::metrics::set_enabled(true);

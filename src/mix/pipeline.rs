@@ -40,8 +40,9 @@ pub struct MixSettings {
     pub audio: AudioEncoding,
     /// How long a stalled input keeps its last picture before its placeholder.
     pub freeze: Duration,
-    /// Each input's jitter buffer.
+    /// Each input's jitter buffer: fixed, or the most an adaptive one grows to.
     pub jitter: Duration,
+    pub jitter_adaptive: bool,
     /// Whose audio is mixed: `allow` (None = everyone) minus `block`.
     pub audio_filter: AudioFilter,
     /// Initial volumes, 0..=100 (TRTC SoundLevel).
@@ -444,14 +445,25 @@ impl Mixer {
         }
     }
 
+    /// How far ahead of its tick an input's frame must arrive to be laid in
+    /// time: audio's release lead and a margin.
+    fn min_ahead(&self) -> Duration {
+        self.clock.audio_lead() + AUDIO_MARGIN
+    }
+
     fn input(&mut self, user: &str) -> &mut InputState {
         if let Some(i) = self.inputs.iter().position(|s| s.user == user) {
             return &mut self.inputs[i];
         }
         let channels = self.settings.audio.channels as usize;
+        let timeline = if self.settings.jitter_adaptive {
+            InputTimeline::adaptive(self.min_ahead(), self.settings.jitter)
+        } else {
+            InputTimeline::new(self.settings.jitter)
+        };
         self.inputs.push(InputState {
             user: user.to_owned(),
-            timeline: InputTimeline::new(self.settings.jitter),
+            timeline,
             video: None,
             need_keyframe: true,
             fresh: None,
@@ -483,7 +495,7 @@ impl Mixer {
             }
             Input::Media { user, msg } => {
                 let now = Instant::now();
-                let min_ahead = self.clock.audio_lead() + AUDIO_MARGIN;
+                let min_ahead = self.min_ahead();
                 let s = self.input(&user);
                 let (kind, ts) = match &*msg {
                     MediaMessage::Config(c) => (c.kind, None),
@@ -492,10 +504,14 @@ impl Mixer {
                         Some(f.time_base.rescale(f.dts, crate::media::TimeBase::MILLIS)),
                     ),
                 };
+                let delay = s.timeline.delay();
                 if s.timeline.push(kind, ts, (msg, now), now, min_ahead)
                     && kind == crate::media::TrackKind::Video
                 {
                     s.need_keyframe = true;
+                }
+                if s.timeline.delay() != delay {
+                    tracing::debug!(user = %s.user, from_ms = delay.as_millis() as u64, to_ms = s.timeline.delay().as_millis() as u64, "mix: an anchor's jitter buffer changed");
                 }
             }
         }

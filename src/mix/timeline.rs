@@ -13,7 +13,10 @@
 //!   first arrival, one clock for its audio and video, anchored again on a
 //!   jump or when too late to be laid in time, moved earlier when every frame
 //!   for [`LEAD_WINDOW`] arrived ahead of it) and its jitter buffer (held
-//!   [`JITTER_DELAY`] past that, at most [`MAX_PENDING`] per kind).
+//!   [`JITTER_DELAY`] past that, at most [`MAX_PENDING`] per kind; or,
+//!   adaptive, as little as the input's own lateness needs: grown at once to
+//!   cover a late frame, shrunk by [`SHRINK_STEP`] after each
+//!   [`SHRINK_AFTER`] in which no frame needed more, within a ceiling).
 //!   Pictures are released at the output tick nearest their time, audio one
 //!   output frame plus a margin ahead. It also remembers when the input last
 //!   showed a picture, for the freeze rule.
@@ -53,6 +56,16 @@ const AUDIO_RESYNC: Duration = Duration::from_millis(30);
 /// A picture whose tick is this far behind is skipped, not encoded late:
 /// an overloaded mix drops pictures evenly instead of falling behind.
 pub(crate) const MAX_VIDEO_LAG: Duration = Duration::from_millis(100);
+
+/// An adaptive jitter buffer keeps this much above what the latest frame
+/// of its input needed (and starts there, over the least the mixer needs).
+pub(crate) const ADAPT_HEADROOM: Duration = Duration::from_millis(10);
+/// An adaptive jitter buffer shrinks only after this long without a frame
+/// that needed more...
+pub(crate) const SHRINK_AFTER: Duration = Duration::from_secs(10);
+/// ...and by at most this much at a time: audio laid within
+/// [`AUDIO_RESYNC`] of where it was continues without a cut.
+pub(crate) const SHRINK_STEP: Duration = Duration::from_millis(20);
 
 /// The output's ticks.
 #[derive(Debug, Clone)]
@@ -200,6 +213,18 @@ pub(crate) enum Released<T> {
     Audio { msg: T, at: i64 },
 }
 
+/// How an adaptive jitter buffer follows its input.
+#[derive(Debug, Clone, Copy)]
+struct Adaptive {
+    /// The delay for frames that arrive on their clock's time.
+    least: Duration,
+    /// The most it grows to (`layout.jitter_buffer_ms`).
+    ceiling: Duration,
+    /// Since when the delay has not grown, and the most any frame arrived
+    /// behind its clock since.
+    window: Option<(Instant, Duration)>,
+}
+
 /// One input's clock and jitter buffer.
 #[derive(Debug)]
 pub(crate) struct InputTimeline<T> {
@@ -210,6 +235,8 @@ pub(crate) struct InputTimeline<T> {
     lead: Option<(Instant, Duration)>,
     /// How long past the clock frames are held.
     delay: Duration,
+    /// `None`: `delay` is fixed.
+    adaptive: Option<Adaptive>,
     video: VecDeque<(Instant, T)>,
     audio: VecDeque<(Instant, T)>,
     last_picture: Option<Instant>,
@@ -226,6 +253,7 @@ impl<T> InputTimeline<T> {
     pub(crate) fn new(delay: Duration) -> Self {
         InputTimeline {
             delay,
+            adaptive: None,
             clock: None,
             lead: None,
             video: VecDeque::new(),
@@ -236,6 +264,55 @@ impl<T> InputTimeline<T> {
 }
 
 impl<T> InputTimeline<T> {
+    /// An input whose frames wait as little as their arrival needs: a frame
+    /// arriving on its clock's time waits `min_ahead` (the least the mixer
+    /// needs to lay it in time) and [`ADAPT_HEADROOM`]; one arriving later
+    /// grows the delay at once by that much; the delay never passes
+    /// `ceiling`, nor shrinks faster than [`SHRINK_STEP`] per
+    /// [`SHRINK_AFTER`].
+    pub(crate) fn adaptive(min_ahead: Duration, ceiling: Duration) -> Self {
+        let least = (min_ahead + ADAPT_HEADROOM).min(ceiling);
+        InputTimeline {
+            adaptive: Some(Adaptive {
+                least,
+                ceiling,
+                window: None,
+            }),
+            ..InputTimeline::new(least)
+        }
+    }
+
+    /// The delay frames wait past their clock now.
+    pub(crate) fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// An adaptive buffer's answer to a frame arriving `late` behind its
+    /// clock at `now`: grown at once to cover it, or, once a window of
+    /// [`SHRINK_AFTER`] passed in which every frame needed less than the
+    /// delay, shrunk a step towards what the latest of them needed.
+    fn adapt(&mut self, late: Duration, now: Instant) {
+        let Some(a) = self.adaptive.as_mut() else {
+            return;
+        };
+        let need = (late + a.least).min(a.ceiling);
+        if need > self.delay {
+            self.delay = need;
+            a.window = Some((now, late));
+            return;
+        }
+        let (since, worst) = a.window.get_or_insert((now, late));
+        *worst = (*worst).max(late);
+        if now.saturating_duration_since(*since) < SHRINK_AFTER {
+            return;
+        }
+        let target = (*worst + a.least).min(a.ceiling);
+        if target < self.delay {
+            self.delay = target.max(self.delay.saturating_sub(SHRINK_STEP));
+        }
+        a.window = None;
+    }
+
     /// Queues `msg` of `kind` arriving at `now`: a frame stamped `ts_ms`, or a
     /// config (`None`), which keeps its place after what is queued. A frame
     /// is due a jitter delay after its time on the input's clock; one due too
@@ -262,6 +339,7 @@ impl<T> InputTimeline<T> {
                     t0.checked_sub(Duration::from_millis(delta.unsigned_abs()))
                         .unwrap_or(t0)
                 };
+                self.adapt(now.saturating_duration_since(at), now);
                 let due = at + self.delay;
                 if due > now + self.delay + MAX_EARLY || due < now + min_ahead {
                     self.clock = Some((ts, now));

@@ -396,3 +396,131 @@ fn a_thread_running_late_shows_every_picture_in_its_own_frame() {
     let expected: Vec<(u64, Vec<i64>)> = (0..6).map(|n| (n, vec![n as i64])).collect();
     assert_eq!(shown, expected);
 }
+
+/// An adaptive timeline as the mixer makes it, up to `ceiling_ms`.
+fn adaptive(c: &OutputClock, ceiling_ms: u64) -> InputTimeline<u32> {
+    InputTimeline::adaptive(min_ahead(c), Duration::from_millis(ceiling_ms))
+}
+
+/// Pushes a 30 fps picture stamped `i * 33` ms arriving `late` after its
+/// time (`t0` being stamp 0's); its wait in the buffer.
+fn picture(
+    tl: &mut InputTimeline<u32>,
+    c: &OutputClock,
+    t0: Instant,
+    i: u32,
+    late: Duration,
+) -> Duration {
+    let ts = u64::from(i) * 33;
+    let now = t0 + Duration::from_millis(ts) + late;
+    tl.push(TrackKind::Video, Some(ts as i64), i, now, min_ahead(c));
+    tl.video.back().unwrap().0.saturating_duration_since(now)
+}
+
+#[test]
+fn an_adaptive_buffer_holds_on_time_frames_only_as_long_as_the_mix_needs() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = adaptive(&c, 150);
+    let least = min_ahead(&c) + ADAPT_HEADROOM;
+    for i in 0..300 {
+        assert_eq!(picture(&mut tl, &c, t0, i, Duration::ZERO), least);
+    }
+    assert_eq!(tl.delay(), least);
+    // A ceiling under what the mix needs is a fixed delay at the ceiling.
+    let mut low = adaptive(&c, 50);
+    assert_eq!(low.delay(), 50 * MS);
+    picture(&mut low, &c, t0, 0, Duration::ZERO);
+    picture(&mut low, &c, t0, 1, 30 * MS);
+    assert_eq!(low.delay(), 50 * MS);
+}
+
+#[test]
+fn a_late_frame_grows_the_adaptive_buffer_at_once_and_it_shrinks_in_steps() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = adaptive(&c, 150);
+    let least = min_ahead(&c) + ADAPT_HEADROOM;
+    for i in 0..30 {
+        picture(&mut tl, &c, t0, i, Duration::ZERO);
+    }
+    // 50 ms late: it still gets the least wait (it is laid in time, the
+    // clock is not anchored again) and the delay covers that lateness.
+    assert_eq!(picture(&mut tl, &c, t0, 30, 50 * MS), least);
+    assert_eq!(tl.delay(), least + 50 * MS);
+    assert_eq!(tl.clock, Some((0, t0)));
+    // The same lateness again needs no more.
+    assert_eq!(picture(&mut tl, &c, t0, 31, 50 * MS), least);
+    assert_eq!(tl.delay(), least + 50 * MS);
+    // On time from then on: the delay stays for a window, then shrinks a
+    // step per window down to the least.
+    let mut delays = vec![tl.delay()];
+    for i in 32..32 + 30 * 60 {
+        picture(&mut tl, &c, t0, i, Duration::ZERO);
+        if tl.delay() != *delays.last().unwrap() {
+            delays.push(tl.delay());
+        }
+    }
+    assert_eq!(
+        delays,
+        [least + 50 * MS, least + 30 * MS, least + 10 * MS, least]
+    );
+}
+
+#[test]
+fn the_adaptive_buffer_never_passes_its_ceiling() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = adaptive(&c, 150);
+    picture(&mut tl, &c, t0, 0, Duration::ZERO);
+    // Half a second late: the delay stops at the ceiling and, that not
+    // being enough, the clock is anchored again on this frame.
+    let wait = picture(&mut tl, &c, t0, 1, 500 * MS);
+    assert_eq!(tl.delay(), 150 * MS);
+    assert_eq!(wait, 150 * MS);
+    assert_eq!(tl.clock, Some((33, t0 + 533 * MS)));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// Whatever the lateness (up to what the ceiling covers), no frame is
+    /// too late to be laid, the delay stays within its bounds, moves down
+    /// by at most a step per window, and returns to the least once the
+    /// input is on time again.
+    #[test]
+    fn an_adaptive_buffer_covers_any_lateness_within_its_ceiling(
+        lateness in proptest::collection::vec(0u64..=70, 1..600),
+        ceiling in 80u64..=400,
+    ) {
+        let t0 = Instant::now();
+        let c = clock(t0);
+        let mut tl = adaptive(&c, ceiling);
+        let least = min_ahead(&c) + ADAPT_HEADROOM;
+        let covered = Duration::from_millis(ceiling).saturating_sub(min_ahead(&c));
+        let mut last_shrink: Option<Instant> = None;
+        let mut delay = tl.delay();
+        for (i, late) in lateness.iter().enumerate() {
+            let late = Duration::from_millis(*late).min(covered);
+            let now = t0 + Duration::from_millis(i as u64 * 33) + late;
+            let wait = picture(&mut tl, &c, t0, i as u32, late);
+            proptest::prop_assert!(wait >= min_ahead(&c), "frame {i} waits {wait:?}");
+            proptest::prop_assert_eq!(tl.clock.map(|(ts, _)| ts), Some(0));
+            proptest::prop_assert!(tl.delay() >= least.min(Duration::from_millis(ceiling)));
+            proptest::prop_assert!(tl.delay() <= Duration::from_millis(ceiling));
+            if tl.delay() < delay {
+                proptest::prop_assert!(delay - tl.delay() <= SHRINK_STEP);
+                if let Some(at) = last_shrink {
+                    proptest::prop_assert!(now.duration_since(at) >= SHRINK_AFTER);
+                }
+                last_shrink = Some(now);
+            }
+            delay = tl.delay();
+        }
+        // A minute and a half on time brings it back down.
+        let n = lateness.len() as u32;
+        for i in n..n + 30 * 90 {
+            picture(&mut tl, &c, t0, i, Duration::ZERO);
+        }
+        proptest::prop_assert_eq!(tl.delay(), least.min(Duration::from_millis(ceiling)));
+    }
+}

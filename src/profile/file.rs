@@ -60,6 +60,7 @@ pub(crate) struct LayoutFile {
     pub(crate) main_user: Option<String>,
     pub(crate) freeze_ms: Option<i64>,
     pub(crate) jitter_buffer_ms: Option<i64>,
+    pub(crate) jitter_buffer: Option<String>,
     #[serde(default)]
     pub(crate) cells: Vec<CellFile>,
 }

@@ -171,8 +171,22 @@ pub struct Layout {
     /// A stalled anchor keeps its last picture this long, then shows its placeholder.
     pub freeze_ms: u32,
     /// How long past its own clock each anchor's frames are held to absorb
-    /// network jitter (taken when the mix starts).
+    /// network jitter (taken when the mix starts): the delay when the
+    /// buffer is fixed, the most it grows to when adaptive.
     pub jitter_buffer_ms: u32,
+    /// Whether each anchor's jitter buffer follows the lateness of its
+    /// frames (`layout.jitter_buffer`).
+    pub jitter_buffer: JitterBuffer,
+}
+
+/// How a mixed anchor's jitter buffer is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JitterBuffer {
+    /// As little as the anchor's own lateness needs, up to
+    /// `jitter_buffer_ms`: grown at once, shrunk slowly.
+    Adaptive,
+    /// Always `jitter_buffer_ms`.
+    Fixed,
 }
 
 impl Default for Layout {
@@ -190,6 +204,7 @@ impl Default for Layout {
             cells: Vec::new(),
             freeze_ms: DEFAULT_FREEZE_MS,
             jitter_buffer_ms: DEFAULT_JITTER_BUFFER_MS,
+            jitter_buffer: JitterBuffer::Adaptive,
         }
     }
 }

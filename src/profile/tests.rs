@@ -57,12 +57,19 @@ fn shipped_profiles_mean_what_they_say() {
 fn empty_profile_takes_defaults() {
     let p = check("").unwrap();
     assert_eq!(p.name, "t");
-    let v = p.video.unwrap();
+    let v = p.video.clone().unwrap();
     assert_eq!(
         (v.width, v.height, v.fps, v.gop_seconds),
         (1280, 720, 30, 2)
     );
     assert_eq!(p.audio.sample_rate, 48_000);
+    let jitter = |p: &RelayProfile| match &p.mode {
+        RelayMode::Mix { layout } => (layout.jitter_buffer, layout.jitter_buffer_ms),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(jitter(&p), (JitterBuffer::Adaptive, 150));
+    let fixed = check("[layout]\njitter_buffer = \"fixed\"\njitter_buffer_ms = 80\n").unwrap();
+    assert_eq!(jitter(&fixed), (JitterBuffer::Fixed, 80));
     let hls = p.outputs.hls.unwrap();
     assert_eq!(hls.segment_seconds, 2);
     assert_eq!(hls.container, HlsContainer::Ts);
@@ -357,6 +364,12 @@ fn bad_profiles_name_field_and_line() {
             "layout.jitter_buffer_ms",
             Some(2),
             "50..=1000",
+        ),
+        (
+            "[layout]\njitter_buffer = \"auto\"\n",
+            "layout.jitter_buffer",
+            Some(2),
+            "\"adaptive\", \"fixed\"",
         ),
         (
             "[outputs.hls]\ncontainer = \"mp4\"\n",

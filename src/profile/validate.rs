@@ -540,9 +540,19 @@ impl Validator<'_> {
             50,
             1000,
         )?;
+        let jitter_buffer = self.choice(
+            &p("jitter_buffer"),
+            l.jitter_buffer.as_deref(),
+            JitterBuffer::Adaptive,
+            &[
+                ("adaptive", JitterBuffer::Adaptive),
+                ("fixed", JitterBuffer::Fixed),
+            ],
+        )?;
         Ok(Layout {
             freeze_ms,
             jitter_buffer_ms,
+            jitter_buffer,
             mode,
             max_inputs,
             render_mode,

@@ -142,6 +142,7 @@ impl RelaySpec {
                 audio: profile.audio.clone(),
                 freeze: Duration::from_millis(u64::from(layout.freeze_ms)),
                 jitter: Duration::from_millis(u64::from(layout.jitter_buffer_ms)),
+                jitter_adaptive: layout.jitter_buffer == crate::profile::JitterBuffer::Adaptive,
                 audio_filter: Default::default(),
                 volumes: Vec::new(),
             })),
