@@ -17,12 +17,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::time::{Duration, Instant};
 
 use super::latency::{LatencySummary, LatencyWindow, Split};
 use super::layout::{InputInfo, Placement, covers, place};
-use super::timeline::{AUDIO_MARGIN, AudioLane, InputTimeline, OutputClock, Released};
+use super::timeline::{ARRIVAL_MARGIN, AudioLane, InputTimeline, OutputClock, Released};
 use super::video::{Canvas, VideoDecoder, VideoEncoder};
 use crate::media::aac::{AacDecoder, AacEncoder};
 use crate::media::{DropToKeyframe, MediaMessage};
@@ -69,6 +71,9 @@ enum Input {
     Media {
         user: String,
         msg: Arc<MediaMessage>,
+        /// When it was offered: its arrival, whenever the mix thread gets
+        /// to it (a thread busy encoding must not make frames look late).
+        arrived: Instant,
     },
     Gone {
         user: String,
@@ -132,6 +137,7 @@ impl MixInput {
         let input = Input::Media {
             user: self.user.clone(),
             msg: msg.clone(),
+            arrived: Instant::now(),
         };
         if let Err(TrySendError::Full(_)) = self.tx.try_send(input) {
             self.gate.overflowed();
@@ -394,17 +400,25 @@ impl Mixer {
         self.clock.restart(Instant::now());
         loop {
             let next = self.clock.next();
-            // Take input until the next output tick.
+            // Take input until the next output tick; a thread behind takes
+            // what arrived meanwhile first, so the ticks it catches up on
+            // find it (each message keeps its arrival time).
             loop {
                 let now = Instant::now();
-                if now >= next {
-                    break;
-                }
-                match rx.recv_timeout(next - now) {
-                    Ok(input) => self.on_input(input),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                }
+                let input = if now >= next {
+                    match rx.try_recv() {
+                        Ok(input) => input,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => return Ok(()),
+                    }
+                } else {
+                    match rx.recv_timeout(next - now) {
+                        Ok(input) => input,
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                    }
+                };
+                self.on_input(input);
             }
             let now = Instant::now();
             if now.saturating_duration_since(next) > frame {
@@ -448,7 +462,7 @@ impl Mixer {
     /// How far ahead of its tick an input's frame must arrive to be laid in
     /// time: audio's release lead and a margin.
     fn min_ahead(&self) -> Duration {
-        self.clock.audio_lead() + AUDIO_MARGIN
+        self.clock.audio_lead() + ARRIVAL_MARGIN
     }
 
     fn input(&mut self, user: &str) -> &mut InputState {
@@ -493,8 +507,8 @@ impl Mixer {
                     s.volume = level;
                 }
             }
-            Input::Media { user, msg } => {
-                let now = Instant::now();
+            Input::Media { user, msg, arrived } => {
+                let now = arrived;
                 let min_ahead = self.min_ahead();
                 let s = self.input(&user);
                 let (kind, ts) = match &*msg {

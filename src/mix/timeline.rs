@@ -46,9 +46,12 @@ const LEAD_SLACK: Duration = Duration::from_millis(10);
 const MAX_EARLY: Duration = Duration::from_secs(2);
 /// Messages held per input and kind at most (about 3 s).
 pub(crate) const MAX_PENDING: usize = 400;
-/// Audio is decoded one output frame plus this ahead of its time; a frame
-/// arriving later than that (plus this again) re-anchors its input.
+/// Audio is decoded one output frame plus this ahead of its time.
 pub(crate) const AUDIO_MARGIN: Duration = Duration::from_millis(20);
+/// A frame arriving later than its audio release (plus this) re-anchors its
+/// input. Small: the mix thread takes what arrived before each tick, and
+/// judges a frame by when it was offered, not when it got to it.
+pub(crate) const ARRIVAL_MARGIN: Duration = Duration::from_millis(5);
 /// Decoded audio continues the previous chunk unless its timestamp says it
 /// belongs further away than this (then it is laid where it says).
 const AUDIO_RESYNC: Duration = Duration::from_millis(30);

@@ -9,7 +9,7 @@ fn clock(t0: Instant) -> OutputClock {
 
 /// The lead an input's frames must keep to be laid in time (the mixer's).
 fn min_ahead(c: &OutputClock) -> Duration {
-    c.audio_lead() + AUDIO_MARGIN
+    c.audio_lead() + ARRIVAL_MARGIN
 }
 
 fn released<T>(tl: &mut InputTimeline<T>, now: Instant, c: &OutputClock) -> Vec<Released<T>> {
