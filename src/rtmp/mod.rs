@@ -3,10 +3,13 @@
 //! `chunk` reads a peer's chunk stream under limits and `amf` checks its AMF0
 //! commands, so that rml_rtmp's server session only ever decodes bounded,
 //! well-formed input; `flv` is pure framing (tag bodies ⇄ media messages);
-//! `ingest` owns the publisher sockets around the session.
+//! `ingest` owns the publisher sockets around the session; `push` pushes a
+//! relay's output to origins, written from the relay's own turn while a
+//! plain-TCP target publishes (`direct`).
 
 pub(crate) mod amf;
 pub(crate) mod chunk;
+pub(crate) mod direct;
 pub mod flv;
 pub(crate) mod ingest;
 pub(crate) mod push;

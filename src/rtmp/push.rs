@@ -9,6 +9,12 @@
 //! never accepted a publish (bad host, refused key) is given up after
 //! `FAIL_FAST_ATTEMPTS` and reported failed. A slow target never slows the
 //! relay: its queue overflows and the relay drops to the next keyframe for it.
+//!
+//! While a plain-TCP target publishes, the relay writes its media itself
+//! ([`super::direct`]): chunked into the target's backlog and written
+//! without waiting; the target's task reads the origin and finishes writes
+//! the socket did not take at once. A backlog over [`super::direct::BACKLOG`]
+//! drops to the next keyframe, as a full queue does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::chunk::{self, ChunkLimits, SessionFeed};
+use super::direct::{Direct, Latest, Link, Path, SharedTcp};
 use super::flv;
 use crate::media::{DropToKeyframe, MediaMessage, TimeBase, TrackKind};
 use crate::metrics::{DropCounter, DropReason};
@@ -143,7 +150,9 @@ impl PushState {
 /// The relay's side of a target.
 pub(crate) struct PushTarget {
     pub url: String,
-    pub queue: mpsc::Sender<Arc<MediaMessage>>,
+    queue: mpsc::Sender<Arc<MediaMessage>>,
+    /// The queue, or the socket itself while publishing over plain TCP.
+    link: Arc<Link>,
     pub state: watch::Receiver<PushState>,
     gate: DropToKeyframe,
     counted: DropCounter,
@@ -157,24 +166,41 @@ impl PushTarget {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (state_tx, state) = watch::channel(PushState::Connecting { attempt: 1 });
         let label = url.split('?').next().unwrap_or(url).to_owned();
-        tokio::spawn(run(parsed, (task.to_owned(), label), rx, state_tx));
+        let link = Arc::new(Link::default());
+        tokio::spawn(run(
+            parsed,
+            (task.to_owned(), label),
+            (rx, link.clone()),
+            state_tx,
+        ));
         Ok(PushTarget {
             url: url.to_owned(),
             queue,
+            link,
             state,
             gate: DropToKeyframe::default(),
             counted: DropCounter::new(DropReason::SlowTarget),
         })
     }
 
-    /// Queues a message without waiting; on overflow the target skips to the
-    /// next video keyframe (configs are always attempted).
+    /// Queues a message, or writes it while the target publishes over
+    /// plain TCP, without waiting; on overflow the target skips to the next
+    /// video keyframe (configs are always attempted).
     pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
         if !self.gate.admit(msg) {
             self.count_drops();
             return;
         }
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(msg.clone()) {
+        // Under the lock either way: the task switches paths under it, so
+        // nothing queued is overtaken by what is written directly.
+        let taken = match &mut *self.link.lock() {
+            Path::Direct(d) => d.offer(msg, &self.link.wake),
+            Path::Queue => !matches!(
+                self.queue.try_send(msg.clone()),
+                Err(mpsc::error::TrySendError::Full(_))
+            ),
+        };
+        if !taken {
             self.gate.overflowed();
         }
         self.count_drops();
@@ -192,6 +218,8 @@ impl PushTarget {
 
 struct Stream {
     socket: Conn,
+    /// The socket of a plain-TCP target, which the relay may write itself.
+    tcp: Option<Arc<TcpStream>>,
     session: ClientSession,
     origin: SessionFeed,
     /// The message stream the origin accepted the publish on: media is
@@ -222,16 +250,10 @@ fn feed_origin(
     Ok(results)
 }
 
-#[derive(Default)]
-struct Latest {
-    video: Option<Arc<MediaMessage>>,
-    audio: Option<Arc<MediaMessage>>,
-}
-
 async fn run(
     url: PushUrl,
     (task, label): (String, String),
-    mut rx: mpsc::Receiver<Arc<MediaMessage>>,
+    (mut rx, link): (mpsc::Receiver<Arc<MediaMessage>>, Arc<Link>),
     state: watch::Sender<PushState>,
 ) {
     let mut latest = Latest::default();
@@ -250,8 +272,17 @@ async fn run(
                 ever_published = true;
                 attempt = 0;
                 backoff = BACKOFF_START;
-                match publish(&mut stream, &mut rx, &mut latest).await {
+                let published = match (stream.tcp.clone(), stream.media_stream) {
+                    (Some(tcp), Some(stream_id)) => {
+                        publish_direct(&mut stream, (tcp, stream_id), &mut rx, &mut latest, &link)
+                            .await
+                    }
+                    _ => publish(&mut stream, &mut rx, &mut latest).await,
+                };
+                match published {
                     Ok(()) => {
+                        // The last holder of a plain socket sends FIN.
+                        stream.tcp = None;
                         let _ = stream.socket.shutdown().await;
                         let _ = state.send(PushState::Stopped);
                         tracing::info!(%task, target = %label, "rtmp push stopped");
@@ -281,7 +312,7 @@ async fn run(
             tokio::select! {
                 () = &mut wait => break,
                 msg = rx.recv() => match msg {
-                    Some(m) => remember(&mut latest, &m),
+                    Some(m) => latest.remember(&m),
                     None => {
                         let _ = state.send(PushState::Stopped);
                         return;
@@ -298,17 +329,8 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
 }
 
-fn remember(latest: &mut Latest, m: &Arc<MediaMessage>) {
-    if let MediaMessage::Config(c) = &**m {
-        match c.kind {
-            TrackKind::Video => latest.video = Some(m.clone()),
-            TrackKind::Audio => latest.audio = Some(m.clone()),
-        }
-    }
-}
-
 /// Bytes written to origins (the metrics' counter, looked up once).
-static SENT: std::sync::LazyLock<crate::metrics::ByteCounter> =
+pub(super) static SENT: std::sync::LazyLock<crate::metrics::ByteCounter> =
     std::sync::LazyLock::new(|| crate::metrics::metrics().sent(crate::metrics::Output::Rtmp));
 
 async fn write_results(
@@ -349,7 +371,12 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
     .map_err(|_| "TCP connect timed out".to_owned())?
     .map_err(|e| format!("connect {}:{}: {e}", url.host, url.port))?;
     let _ = socket.set_nodelay(true);
-    let mut socket = crate::tls::wrap(&url.host, socket, url.tls).await?;
+    let (mut socket, tcp): (Conn, _) = if url.tls {
+        (crate::tls::wrap(&url.host, socket, true).await?, None)
+    } else {
+        let tcp = Arc::new(socket);
+        (Box::new(SharedTcp(tcp.clone())), Some(tcp))
+    };
 
     let mut hs = Handshake::new(PeerType::Client);
     let p0p1 = hs
@@ -422,6 +449,7 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
                 ClientSessionEvent::PublishRequestAccepted => {
                     return Ok(Stream {
                         socket,
+                        tcp,
                         session,
                         origin,
                         media_stream,
@@ -468,7 +496,7 @@ async fn publish(
                 loop {
                     let skip = match &*m {
                         MediaMessage::Config(_) => {
-                            remember(latest, &m);
+                            latest.remember(&m);
                             false
                         }
                         MediaMessage::Frame(f) => {
@@ -516,6 +544,165 @@ async fn publish(
     }
 }
 
+/// Appends `m` as RTMP chunks on message stream `stream_id`, straight from
+/// the frame (nothing for what FLV cannot carry: a relay transcodes it first).
+fn chunk_media(stream_id: u32, m: &MediaMessage, out: &mut Vec<u8>) {
+    let (kind, ts, head, body) = match m {
+        MediaMessage::Config(c) => (c.kind, 0, flv::config_head(c), &c.extradata),
+        MediaMessage::Frame(f) => {
+            debug_assert_eq!(f.time_base, TimeBase::MILLIS);
+            (f.kind, f.dts.max(0) as u32, flv::frame_head(f), &f.data)
+        }
+    };
+    let Some((head, n)) = head else {
+        return;
+    };
+    let (csid, type_id) = match kind {
+        TrackKind::Video => (VIDEO_CSID, 9),
+        TrackKind::Audio => (AUDIO_CSID, 8),
+    };
+    chunk::write_chunks(
+        out,
+        csid,
+        (type_id, stream_id, ts),
+        CHUNK_SIZE as usize,
+        &head[..n],
+        body,
+    );
+}
+
+/// Publishes over plain TCP with the relay writing the media itself
+/// ([`super::direct`]) until the queue closes (`Ok`) or the origin fails
+/// (`Err`); the target's path is the queue again after, its configs kept.
+async fn publish_direct(
+    stream: &mut Stream,
+    (tcp, stream_id): (Arc<TcpStream>, u32),
+    rx: &mut mpsc::Receiver<Arc<MediaMessage>>,
+    latest: &mut Latest,
+    link: &Link,
+) -> Result<(), String> {
+    {
+        // The configs first, then what was queued, then the relay's own.
+        let mut d = Direct::new(tcp.clone(), stream_id, chunk_media, std::mem::take(latest));
+        let mut path = link.lock();
+        while let Ok(m) = rx.try_recv() {
+            d.push(&m);
+        }
+        d.write_now();
+        *path = Path::Direct(d);
+    }
+    let result = direct_loop(stream, &tcp, rx, link).await;
+    if let Path::Direct(d) = std::mem::take(&mut *link.lock()) {
+        *latest = d.latest;
+    }
+    result
+}
+
+async fn direct_loop(
+    stream: &mut Stream,
+    tcp: &TcpStream,
+    rx: &mut mpsc::Receiver<Arc<MediaMessage>>,
+    link: &Link,
+) -> Result<(), String> {
+    // (bytes waiting, a write error), as the relay left them.
+    let backlog = || {
+        link.with_direct(|d| match d.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(d.backlog()),
+        })
+        .unwrap_or(Ok(0))
+    };
+    let mut events = Vec::new();
+    let mut acked: Option<u32> = None;
+    let mut last_ack = tokio::time::Instant::now();
+    // When the socket last took bytes, or had nothing waiting.
+    let mut last_write = tokio::time::Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let waiting = backlog()? > 0;
+        if !waiting {
+            last_write = tokio::time::Instant::now();
+        }
+        tokio::select! {
+            () = link.wake.notified(), if !waiting => {}
+            r = tcp.writable(), if waiting => {
+                r.map_err(|e| format!("write: {e}"))?;
+                if link.with_direct(Direct::write_now) == Some(true) {
+                    last_write = tokio::time::Instant::now();
+                }
+            }
+            msg = rx.recv() => match msg {
+                // The relay is done: what it wrote goes out, then FIN.
+                None => return flush_direct(tcp, link).await,
+                // Nothing is queued while direct; kept in order all the same.
+                Some(m) => {
+                    link.with_direct(|d| d.offer(&m, &link.wake));
+                }
+            },
+            r = stream.socket.read(&mut buf) => {
+                let n = r.map_err(|e| format!("read: {e}"))?;
+                if n == 0 {
+                    return Err("origin closed the connection".into());
+                }
+                let results = feed_origin(&mut stream.origin, &mut stream.session, &buf[..n])?;
+                for r in results {
+                    match r {
+                        // Between messages, after what the relay appended.
+                        ClientSessionResult::OutboundResponse(p) => {
+                            link.with_direct(|d| {
+                                d.push_bytes(&p.bytes);
+                                d.write_now();
+                            });
+                        }
+                        ClientSessionResult::RaisedEvent(e) => events.push(e),
+                        ClientSessionResult::UnhandleableMessageReceived(_) => {}
+                    }
+                }
+            }
+            _ = check.tick() => {
+                if acked.is_some() && last_ack.elapsed() > stall_timeout() {
+                    return Err(format!("origin stalled: no acknowledgement progress for {:?}", stall_timeout()));
+                }
+                if waiting && last_write.elapsed() > stall_timeout() {
+                    return Err("write blocked: origin stalled".into());
+                }
+            }
+        }
+        for ev in events.drain(..) {
+            if let ClientSessionEvent::AcknowledgementReceived { bytes_received } = ev
+                && acked != Some(bytes_received)
+            {
+                acked = Some(bytes_received);
+                last_ack = tokio::time::Instant::now();
+            }
+        }
+    }
+}
+
+/// Writes the backlog out (an origin that takes none of it for the stall
+/// timeout has stalled).
+async fn flush_direct(tcp: &TcpStream, link: &Link) -> Result<(), String> {
+    loop {
+        let left = link
+            .with_direct(|d| {
+                d.write_now();
+                match d.failed.take() {
+                    Some(e) => Err(e),
+                    None => Ok(d.backlog()),
+                }
+            })
+            .unwrap_or(Ok(0))?;
+        if left == 0 {
+            return Ok(());
+        }
+        tokio::time::timeout(stall_timeout(), tcp.writable())
+            .await
+            .map_err(|_| "write blocked: origin stalled".to_owned())?
+            .map_err(|e| format!("write: {e}"))?;
+    }
+}
+
 /// Messages already queued are written together up to this many bytes.
 const MAX_WRITE: usize = 256 * 1024;
 
@@ -537,29 +724,7 @@ async fn write_out(stream: &mut Stream, out: &[u8]) -> Result<(), String> {
 /// for what FLV cannot carry).
 fn serialize(stream: &mut Stream, m: &MediaMessage, out: &mut Vec<u8>) -> Result<(), String> {
     if let Some(stream_id) = stream.media_stream {
-        let (kind, ts, head, body) = match m {
-            MediaMessage::Config(c) => (c.kind, 0, flv::config_head(c), &c.extradata),
-            MediaMessage::Frame(f) => {
-                debug_assert_eq!(f.time_base, TimeBase::MILLIS);
-                (f.kind, f.dts.max(0) as u32, flv::frame_head(f), &f.data)
-            }
-        };
-        // Codecs FLV cannot carry are skipped (a relay transcodes them first).
-        let Some((head, n)) = head else {
-            return Ok(());
-        };
-        let (csid, type_id) = match kind {
-            TrackKind::Video => (VIDEO_CSID, 9),
-            TrackKind::Audio => (AUDIO_CSID, 8),
-        };
-        chunk::write_chunks(
-            out,
-            csid,
-            (type_id, stream_id, ts),
-            CHUNK_SIZE as usize,
-            &head[..n],
-            body,
-        );
+        chunk_media(stream_id, m, out);
         return Ok(());
     }
     let r = match m {

@@ -1,0 +1,415 @@
+//! A publishing plain-TCP push target written from the relay's own turn.
+//!
+//! Through a queue, every frame costs two wake-ups besides the socket's: the
+//! relay's task, then the target's. While a target publishes over plain
+//! TCP, the relay's side chunks each message straight into the target's
+//! backlog and writes it with a non-blocking write; the target's task only
+//! wakes to read the origin's acknowledgements, and to finish writing when
+//! the socket did not take everything (the origin is slow). TLS targets,
+//! and a target between connections, keep the queue.
+//!
+//! [`Link`] is what both sides share: which path messages take now, behind
+//! one lock, so a message never overtakes one sent before it on the other
+//! path.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::media::{MediaMessage, TrackKind};
+
+/// Bytes a direct target holds that its socket has not taken; past this the
+/// relay skips to the next keyframe for it, as when its queue is full.
+pub(crate) const BACKLOG: usize = 2 << 20;
+
+/// The configs a target sends first when it (re)connects.
+#[derive(Default)]
+pub(crate) struct Latest {
+    pub video: Option<Arc<MediaMessage>>,
+    pub audio: Option<Arc<MediaMessage>>,
+}
+
+impl Latest {
+    pub(crate) fn remember(&mut self, m: &Arc<MediaMessage>) {
+        if let MediaMessage::Config(c) = &**m {
+            match c.kind {
+                TrackKind::Video => self.video = Some(m.clone()),
+                TrackKind::Audio => self.audio = Some(m.clone()),
+            }
+        }
+    }
+}
+
+/// What the relay's side and the target's task share.
+#[derive(Default)]
+pub(crate) struct Link {
+    path: Mutex<Path>,
+    /// The relay left bytes the socket did not take, or saw it fail.
+    pub wake: Notify,
+}
+
+/// Where the relay's messages go now.
+#[derive(Default)]
+pub(crate) enum Path {
+    /// Into the target's queue (connecting, retrying, TLS).
+    #[default]
+    Queue,
+    /// Onto the socket, from the relay's turn.
+    Direct(Direct),
+}
+
+impl Link {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Path> {
+        self.path.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the direct state, if the target is direct.
+    pub(crate) fn with_direct<R>(&self, f: impl FnOnce(&mut Direct) -> R) -> Option<R> {
+        match &mut *self.lock() {
+            Path::Direct(d) => Some(f(d)),
+            Path::Queue => None,
+        }
+    }
+}
+
+/// How a message becomes bytes on the connection (RTMP chunks on the
+/// origin's stream); nothing for what FLV cannot carry.
+pub(crate) type Chunker = fn(u32, &MediaMessage, &mut Vec<u8>);
+
+/// A publishing target's socket and backlog.
+pub(crate) struct Direct {
+    tcp: Arc<TcpStream>,
+    stream_id: u32,
+    chunk: Chunker,
+    /// Bytes not taken yet: `pending[sent..]`.
+    pending: Vec<u8>,
+    sent: usize,
+    /// Frames wait for a video keyframe after connecting.
+    need_keyframe: bool,
+    pub latest: Latest,
+    /// A write error seen on either side; the task reconnects.
+    pub failed: Option<String>,
+}
+
+impl Direct {
+    /// A target publishing on message stream `stream_id` of `tcp`, with the
+    /// configs it had; they are written first.
+    pub(crate) fn new(
+        tcp: Arc<TcpStream>,
+        stream_id: u32,
+        chunk: Chunker,
+        latest: Latest,
+    ) -> Direct {
+        let mut d = Direct {
+            tcp,
+            stream_id,
+            chunk,
+            pending: Vec::with_capacity(64 * 1024),
+            sent: 0,
+            need_keyframe: true,
+            latest: Latest::default(),
+            failed: None,
+        };
+        for m in [latest.video, latest.audio].into_iter().flatten() {
+            d.push(&m);
+        }
+        d
+    }
+
+    /// Bytes waiting for the socket.
+    pub(crate) fn backlog(&self) -> usize {
+        self.pending.len() - self.sent
+    }
+
+    /// Appends `m`, as the queue path would send it: configs remembered,
+    /// frames held back until a video keyframe once there is video.
+    pub(crate) fn push(&mut self, m: &Arc<MediaMessage>) {
+        match &**m {
+            MediaMessage::Config(_) => self.latest.remember(m),
+            MediaMessage::Frame(f) => {
+                let skip = self.need_keyframe
+                    && self.latest.video.is_some()
+                    && !(f.kind == TrackKind::Video && f.keyframe);
+                if skip {
+                    return;
+                }
+                self.need_keyframe = false;
+            }
+        }
+        if self.sent > 0 && self.sent >= self.pending.len() / 2 {
+            self.pending.drain(..self.sent);
+            self.sent = 0;
+        }
+        (self.chunk)(self.stream_id, m, &mut self.pending);
+    }
+
+    /// Appends bytes of the session (acknowledgements, control) between
+    /// messages.
+    pub(crate) fn push_bytes(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// The relay's turn: `m` appended and written now if the socket takes
+    /// it. `false` (nothing appended) when the backlog is full. The target's
+    /// task is woken if bytes are left or the socket failed.
+    pub(crate) fn offer(&mut self, m: &Arc<MediaMessage>, wake: &Notify) -> bool {
+        if self.backlog() >= BACKLOG {
+            return false;
+        }
+        let waiting = self.backlog() > 0;
+        self.push(m);
+        // With bytes already waiting, the task is writing them (and these).
+        if !waiting {
+            self.write_now();
+        }
+        if self.backlog() > 0 || self.failed.is_some() {
+            wake.notify_one();
+        }
+        true
+    }
+
+    /// Writes what the socket takes without waiting; `true` if it took any.
+    pub(crate) fn write_now(&mut self) -> bool {
+        let mut progress = false;
+        while self.backlog() > 0 && self.failed.is_none() {
+            match self.tcp.try_write(&self.pending[self.sent..]) {
+                Ok(0) => self.failed = Some("write: the origin closed the connection".into()),
+                Ok(n) => {
+                    self.sent += n;
+                    super::push::SENT.add(n);
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => self.failed = Some(format!("write: {e}")),
+            }
+        }
+        if self.backlog() == 0 {
+            self.pending.clear();
+            self.sent = 0;
+        }
+        progress
+    }
+}
+
+/// A plain TCP connection shared by the target's task (reads, and writes
+/// while connecting) and [`Direct`] (writes while publishing): tokio's
+/// socket reads and writes through `&self`.
+pub(crate) struct SharedTcp(pub Arc<TcpStream>);
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends FIN once this is the socket's last holder (else closing it,
+    /// when the last holder drops it, ends the connection).
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Arc::get_mut(&mut self.0) {
+            Some(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::media::{Codec, EncodedFrame, TimeBase, TrackConfig};
+
+    /// A message's bytes on the wire for these tests: a tag and its data.
+    fn tagged(_: u32, m: &MediaMessage, out: &mut Vec<u8>) {
+        match m {
+            MediaMessage::Config(c) => {
+                out.push(b'C');
+                out.extend_from_slice(&c.extradata);
+            }
+            MediaMessage::Frame(f) => {
+                out.push(if f.keyframe { b'K' } else { b'F' });
+                out.extend_from_slice(&f.data);
+            }
+        }
+    }
+
+    fn config(kind: TrackKind, data: &'static [u8]) -> Arc<MediaMessage> {
+        Arc::new(MediaMessage::Config(TrackConfig {
+            kind,
+            codec: Codec::H264,
+            extradata: Bytes::from_static(data),
+        }))
+    }
+
+    fn frame(kind: TrackKind, keyframe: bool, data: Vec<u8>) -> Arc<MediaMessage> {
+        Arc::new(MediaMessage::Frame(EncodedFrame {
+            kind,
+            codec: Codec::H264,
+            pts: 0,
+            dts: 0,
+            time_base: TimeBase::MILLIS,
+            keyframe,
+            data: Bytes::from(data),
+        }))
+    }
+
+    /// A connected pair: ours (shared) and the peer's end.
+    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ours = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (theirs, _) = l.accept().await.unwrap();
+        // The socket is writable once the runtime has seen it so.
+        ours.writable().await.unwrap();
+        (Arc::new(ours), theirs)
+    }
+
+    async fn read_exactly(peer: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0u8; n];
+        tokio::time::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut got))
+            .await
+            .expect("the bytes arrive")
+            .unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn configs_go_first_and_frames_wait_for_a_keyframe_then_go_out_at_once() {
+        let (tcp, mut peer) = pair().await;
+        let latest = Latest {
+            video: Some(config(TrackKind::Video, b"v")),
+            audio: Some(config(TrackKind::Audio, b"a")),
+        };
+        let wake = Notify::new();
+        let mut d = Direct::new(tcp, 1, tagged, latest);
+        d.write_now();
+        // Before the first keyframe, frames of either kind are held back.
+        assert!(d.offer(&frame(TrackKind::Audio, true, vec![1]), &wake));
+        assert!(d.offer(&frame(TrackKind::Video, false, vec![2]), &wake));
+        assert!(d.offer(&frame(TrackKind::Video, true, vec![3]), &wake));
+        assert!(d.offer(&frame(TrackKind::Audio, true, vec![4]), &wake));
+        assert!(d.offer(&frame(TrackKind::Video, false, vec![5]), &wake));
+        assert_eq!(d.backlog(), 0, "an idle socket takes it all at once");
+        assert_eq!(read_exactly(&mut peer, 10).await, b"CvCaK\x03K\x04F\x05");
+        // Configs offered later are remembered for the next connection.
+        assert!(d.offer(&config(TrackKind::Video, b"w"), &wake));
+        assert_eq!(read_exactly(&mut peer, 2).await, b"Cw");
+        assert_eq!(
+            d.latest.video.as_deref(),
+            Some(&*config(TrackKind::Video, b"w"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_fills_the_backlog_and_it_drains_when_it_reads() {
+        let (tcp, mut peer) = pair().await;
+        let wake = Notify::new();
+        let mut d = Direct::new(tcp.clone(), 1, tagged, Latest::default());
+        let chunk = vec![7u8; 64 * 1024];
+        let mut offered = 0usize;
+        // Nothing reads: the kernel's buffers fill, then the backlog.
+        while d.offer(&frame(TrackKind::Audio, true, chunk.clone()), &wake) {
+            offered += 1 + chunk.len();
+            assert!(offered < 64 << 20, "the backlog never filled");
+        }
+        assert!(d.backlog() >= BACKLOG);
+        // The task was told there is something to write.
+        tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
+            .await
+            .expect("woken");
+        // The peer reads; whenever the socket takes more, it is written, in order.
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; offered];
+            peer.read_exact(&mut got).await.unwrap();
+            got
+        });
+        while d.backlog() > 0 {
+            tcp.writable().await.unwrap();
+            d.write_now();
+        }
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+            .await
+            .expect("everything arrives")
+            .unwrap();
+        assert_eq!(got.len(), offered);
+        assert!(
+            got.chunks(1 + chunk.len())
+                .all(|m| m[0] == b'K' && m[1..] == chunk[..])
+        );
+        assert!(d.failed.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_closed_peer_is_a_failure_the_task_is_woken_for() {
+        let (tcp, peer) = pair().await;
+        drop(peer);
+        let wake = Notify::new();
+        let mut d = Direct::new(tcp, 1, tagged, Latest::default());
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while d.failed.is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "no failure seen");
+            d.offer(&frame(TrackKind::Audio, true, vec![0; 1024]), &wake);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
+            .await
+            .expect("woken");
+    }
+
+    #[tokio::test]
+    async fn the_shared_socket_reads_and_writes_as_a_stream() {
+        use tokio::io::AsyncWriteExt;
+        let (tcp, mut peer) = pair().await;
+        let mut s = SharedTcp(tcp);
+        s.write_all(b"hello").await.unwrap();
+        assert_eq!(read_exactly(&mut peer, 5).await, b"hello");
+        peer.write_all(b"back").await.unwrap();
+        let mut got = [0u8; 4];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"back");
+        // The last holder sends FIN.
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(peer.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+}
