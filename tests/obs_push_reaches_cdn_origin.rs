@@ -43,6 +43,13 @@ fn ffmpeg_publish_is_relayed_to_an_origin_and_served_as_hls() {
     });
     let st = gw.relay_status(&id);
     assert_eq!(st["targets"][0]["state"], "publishing", "{st}");
+    // A plain rtmp:// origin is written from the relay's own turn.
+    let log = gw.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("rtmp push publishing") && l.contains("written_by=\"relay\"")),
+        "{log}"
+    );
     let exit = obs
         .wait(Duration::from_secs(30))
         .expect("publisher finishes");

@@ -582,10 +582,13 @@ pub(crate) fn write_chunks(
     }
 }
 
-/// The message stream of the message a chunk starts, if it starts with a
-/// full (type-0) header: how the push learns which stream it publishes on
-/// from the `publish` command rml_rtmp wrote.
-pub(crate) fn message_stream_of(chunk: &[u8]) -> Option<u32> {
+/// The message stream a `publish` command is sent on, if `chunk` starts
+/// one with a full (type-0) header: how the push learns which stream it
+/// publishes on from what rml_rtmp's client session writes (it sends
+/// `publish` once the origin answered `createStream`, and a new stream id
+/// always takes a full header).
+pub(crate) fn publish_stream_of(chunk: &[u8]) -> Option<u32> {
+    const PUBLISH: &[u8] = b"\x02\x00\x07publish";
     let b0 = *chunk.first()?;
     if b0 >> 6 != 0 {
         return None;
@@ -595,8 +598,17 @@ pub(crate) fn message_stream_of(chunk: &[u8]) -> Option<u32> {
         1 => 3,
         _ => 1,
     };
-    let id = chunk.get(basic + 7..basic + 11)?;
-    Some(u32::from_le_bytes(id.try_into().ok()?))
+    let header = chunk.get(basic..basic + 11)?;
+    // AMF0 command messages only.
+    if header[6] != 20 {
+        return None;
+    }
+    let extended = header[..3] == [0xff, 0xff, 0xff];
+    let body = basic + 11 + if extended { 4 } else { 0 };
+    if chunk.get(body..body + PUBLISH.len())? != PUBLISH {
+        return None;
+    }
+    Some(u32::from_le_bytes(header[7..11].try_into().ok()?))
 }
 
 #[cfg(test)]

@@ -526,27 +526,54 @@ proptest! {
 }
 
 #[test]
-fn the_publish_streams_id_is_read_from_rml_rtmps_publish_request() {
+fn the_publish_streams_id_is_read_from_rml_rtmps_publish_command_only() {
     let mut ser = ChunkSerializer::new();
-    for stream in [1u32, 7, 0x0102_0304] {
-        let p = ser
-            .serialize(
-                &payload(AMF0_COMMAND, stream, 0, b"\x02\x00\x07publish".to_vec()),
-                false,
-                false,
-            )
-            .unwrap();
-        assert_eq!(message_stream_of(&p.bytes), Some(stream));
-    }
-    // A compressed header names no stream; a short chunk neither.
-    let again = ser
+    // createStream goes on stream 0 first: not the publish.
+    let create = ser
         .serialize(
-            &payload(AMF0_COMMAND, 0x0102_0304, 5, vec![1, 2]),
+            &payload(AMF0_COMMAND, 0, 0, b"\x02\x00\x0ccreateStream".to_vec()),
             false,
             false,
         )
         .unwrap();
-    assert_eq!(message_stream_of(&again.bytes), None);
-    assert_eq!(message_stream_of(&[0x03, 0, 0]), None);
-    assert_eq!(message_stream_of(&[]), None);
+    assert_eq!(publish_stream_of(&create.bytes), None);
+    for (stream, ts) in [(1u32, 0), (7, 5), (0x0102_0304, 0x0100_0000)] {
+        let p = ser
+            .serialize(
+                &payload(
+                    AMF0_COMMAND,
+                    stream,
+                    ts,
+                    b"\x02\x00\x07publish\x00".to_vec(),
+                ),
+                false,
+                false,
+            )
+            .unwrap();
+        assert_eq!(publish_stream_of(&p.bytes), Some(stream), "ts {ts}");
+    }
+    // Media, a compressed header, a short chunk: none.
+    let video = ser
+        .serialize(
+            &payload(9, 1, 0, b"\x02\x00\x07publish".to_vec()),
+            false,
+            false,
+        )
+        .unwrap();
+    assert_eq!(publish_stream_of(&video.bytes), None);
+    let again = ser
+        .serialize(
+            &payload(
+                AMF0_COMMAND,
+                0x0102_0304,
+                0x0100_0005,
+                b"\x02\x00\x07publish".to_vec(),
+            ),
+            false,
+            false,
+        )
+        .unwrap();
+    assert_eq!(publish_stream_of(&again.bytes), None);
+    assert_eq!(publish_stream_of(&[0x03, 0, 0]), None);
+    assert_eq!(publish_stream_of(&[]), None);
 }

@@ -267,7 +267,9 @@ async fn run(
             Err(_) => "connect/publish timed out".to_owned(),
             Ok(Err(e)) => e,
             Ok(Ok(mut stream)) => {
-                tracing::info!(%task, target = %label, attempt, "rtmp push publishing");
+                // Plain TCP with the origin's stream known: the relay writes.
+                let direct = stream.tcp.is_some() && stream.media_stream.is_some();
+                tracing::info!(%task, target = %label, attempt, written_by = if direct { "relay" } else { "queue" }, "rtmp push publishing");
                 let _ = state.send(PushState::Publishing);
                 ever_published = true;
                 attempt = 0;
@@ -428,6 +430,14 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
     loop {
         if !input.is_empty() {
             let results = feed_origin(&mut origin, &mut session, &input)?;
+            // The session sends `publish` on the stream the origin created.
+            for r in &results {
+                if let ClientSessionResult::OutboundResponse(p) = r
+                    && let Some(id) = chunk::publish_stream_of(&p.bytes)
+                {
+                    media_stream = Some(id);
+                }
+            }
             write_results(&mut socket, results, &mut events).await?;
         }
         for ev in events.drain(..) {
@@ -437,9 +447,6 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
                     let r = session
                         .request_publishing(url.stream_key.clone(), PublishRequestType::Live)
                         .map_err(|e| format!("{e:?}"))?;
-                    if let ClientSessionResult::OutboundResponse(p) = &r {
-                        media_stream = chunk::message_stream_of(&p.bytes);
-                    }
                     let mut more = Vec::new();
                     write_results(&mut socket, vec![r], &mut more).await?;
                 }
