@@ -158,20 +158,26 @@ impl DropToKeyframe {
     }
 }
 
+/// A frame for unit tests: H.264 or AAC alike, stamped 0 ms.
+#[cfg(test)]
+pub(crate) fn test_frame(kind: TrackKind, keyframe: bool, data: Bytes) -> MediaMessage {
+    MediaMessage::Frame(EncodedFrame {
+        kind,
+        codec: Codec::H264,
+        pts: 0,
+        dts: 0,
+        time_base: TimeBase::MILLIS,
+        keyframe,
+        data,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn frame(kind: TrackKind, keyframe: bool) -> MediaMessage {
-        MediaMessage::Frame(EncodedFrame {
-            kind,
-            codec: Codec::H264,
-            pts: 0,
-            dts: 0,
-            time_base: TimeBase::MILLIS,
-            keyframe,
-            data: Bytes::new(),
-        })
+        test_frame(kind, keyframe, Bytes::new())
     }
 
     #[test]

@@ -258,7 +258,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::media::{Codec, EncodedFrame, TimeBase, TrackConfig};
+    use crate::media::{Codec, TrackConfig};
 
     /// A message's bytes on the wire for these tests: a tag and its data.
     fn tagged(_: u32, m: &MediaMessage, out: &mut Vec<u8>) {
@@ -283,15 +283,7 @@ mod tests {
     }
 
     fn frame(kind: TrackKind, keyframe: bool, data: Vec<u8>) -> Arc<MediaMessage> {
-        Arc::new(MediaMessage::Frame(EncodedFrame {
-            kind,
-            codec: Codec::H264,
-            pts: 0,
-            dts: 0,
-            time_base: TimeBase::MILLIS,
-            keyframe,
-            data: Bytes::from(data),
-        }))
+        Arc::new(crate::media::test_frame(kind, keyframe, Bytes::from(data)))
     }
 
     /// A connected pair: ours (shared) and the peer's end.
