@@ -22,6 +22,21 @@ if [ "${1:-}" = "--test" ]; then
 fi
 
 missing=()
+# A package registry can answer badly once (a truncated index page, a
+# dropped connection): what reaches the network is tried three times.
+retry() {
+  local attempt
+  for attempt in 1 2 3; do
+    if "$@"; then return 0; fi
+    if [ "$attempt" -lt 3 ]; then
+      echo "setup: '$1' failed (attempt $attempt of 3); trying again in $((attempt * 10)) s" >&2
+      sleep $((attempt * 10))
+    fi
+  done
+  echo "setup: '$*' failed three times" >&2
+  return 1
+}
+
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$p")
@@ -33,9 +48,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq >/dev/null
+  retry $SUDO apt-get update -qq >/dev/null
   # nginx's package starts a service on port 80; we only use its binary.
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  retry $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; fi
   # Likewise redis-server's service on 6379: tests start their own.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
@@ -50,7 +65,7 @@ if [ "${1:-}" = "--test" ]; then
   if [ ! -f "$stamp" ]; then
     echo "setup: creating Python venv $VENV for the test peers"
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
+    retry "$VENV/bin/pip" install -q --disable-pip-version-check --retries 5 -r "$REQ"
     touch "$stamp"
   fi
 fi
