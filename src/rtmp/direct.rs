@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::media::{MediaMessage, TrackKind};
+use crate::media::{EncodedFrame, MediaMessage, TrackKind};
 
 /// Bytes a direct target holds that its socket has not taken; past this the
 /// relay skips to the next keyframe for it, as when its queue is full.
@@ -35,6 +35,12 @@ pub(crate) struct Latest {
 }
 
 impl Latest {
+    /// Whether `f` waits for a video keyframe at a (re)start: it is not
+    /// one, and the stream has video.
+    pub(crate) fn holds_back(&self, f: &EncodedFrame) -> bool {
+        self.video.is_some() && !(f.kind == TrackKind::Video && f.keyframe)
+    }
+
     pub(crate) fn remember(&mut self, m: &Arc<MediaMessage>) {
         if let MediaMessage::Config(c) = &**m {
             match c.kind {
@@ -126,16 +132,22 @@ impl Direct {
         self.pending.len() - self.sent
     }
 
+    /// The bytes waiting, or the write error seen (taken: the task
+    /// reconnects on it).
+    pub(crate) fn outcome(&mut self) -> Result<usize, String> {
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(self.backlog()),
+        }
+    }
+
     /// Appends `m`, as the queue path would send it: configs remembered,
     /// frames held back until a video keyframe once there is video.
     pub(crate) fn push(&mut self, m: &Arc<MediaMessage>) {
         match &**m {
             MediaMessage::Config(_) => self.latest.remember(m),
             MediaMessage::Frame(f) => {
-                let skip = self.need_keyframe
-                    && self.latest.video.is_some()
-                    && !(f.kind == TrackKind::Video && f.keyframe);
-                if skip {
+                if self.need_keyframe && self.latest.holds_back(f) {
                     return;
                 }
                 self.need_keyframe = false;

@@ -491,8 +491,7 @@ async fn publish(
     }
     write_out(stream, &out).await?;
     let mut need_keyframe = true;
-    let mut acked: Option<u32> = None;
-    let mut last_progress = tokio::time::Instant::now();
+    let mut acks = AckWatch::new();
     let mut buf = vec![0u8; 16 * 1024];
     let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -507,8 +506,7 @@ async fn publish(
                             false
                         }
                         MediaMessage::Frame(f) => {
-                            let has_video = latest.video.is_some();
-                            let skip = need_keyframe && has_video && !(f.kind == TrackKind::Video && f.keyframe);
+                            let skip = need_keyframe && latest.holds_back(f);
                             need_keyframe &= skip;
                             skip
                         }
@@ -534,20 +532,9 @@ async fn publish(
                 let results = feed_origin(&mut stream.origin, &mut stream.session, &buf[..n])?;
                 write_results(&mut stream.socket, results, &mut events).await?;
             }
-            _ = check.tick() => {
-                if acked.is_some() && last_progress.elapsed() > stall_timeout() {
-                    return Err(format!("origin stalled: no acknowledgement progress for {:?}", stall_timeout()));
-                }
-            }
+            _ = check.tick() => acks.stalled()?,
         }
-        for ev in events.drain(..) {
-            if let ClientSessionEvent::AcknowledgementReceived { bytes_received } = ev
-                && acked != Some(bytes_received)
-            {
-                acked = Some(bytes_received);
-                last_progress = tokio::time::Instant::now();
-            }
-        }
+        acks.note(&mut events);
     }
 }
 
@@ -611,17 +598,10 @@ async fn direct_loop(
     rx: &mut mpsc::Receiver<Arc<MediaMessage>>,
     link: &Link,
 ) -> Result<(), String> {
-    // (bytes waiting, a write error), as the relay left them.
-    let backlog = || {
-        link.with_direct(|d| match d.failed.take() {
-            Some(e) => Err(e),
-            None => Ok(d.backlog()),
-        })
-        .unwrap_or(Ok(0))
-    };
+    // Bytes waiting, or a write error, as the relay left them.
+    let backlog = || link.with_direct(Direct::outcome).unwrap_or(Ok(0));
     let mut events = Vec::new();
-    let mut acked: Option<u32> = None;
-    let mut last_ack = tokio::time::Instant::now();
+    let mut acks = AckWatch::new();
     // When the socket last took bytes, or had nothing waiting.
     let mut last_write = tokio::time::Instant::now();
     let mut buf = vec![0u8; 16 * 1024];
@@ -668,22 +648,13 @@ async fn direct_loop(
                 }
             }
             _ = check.tick() => {
-                if acked.is_some() && last_ack.elapsed() > stall_timeout() {
-                    return Err(format!("origin stalled: no acknowledgement progress for {:?}", stall_timeout()));
-                }
+                acks.stalled()?;
                 if waiting && last_write.elapsed() > stall_timeout() {
                     return Err("write blocked: origin stalled".into());
                 }
             }
         }
-        for ev in events.drain(..) {
-            if let ClientSessionEvent::AcknowledgementReceived { bytes_received } = ev
-                && acked != Some(bytes_received)
-            {
-                acked = Some(bytes_received);
-                last_ack = tokio::time::Instant::now();
-            }
-        }
+        acks.note(&mut events);
     }
 }
 
@@ -694,10 +665,7 @@ async fn flush_direct(tcp: &TcpStream, link: &Link) -> Result<(), String> {
         let left = link
             .with_direct(|d| {
                 d.write_now();
-                match d.failed.take() {
-                    Some(e) => Err(e),
-                    None => Ok(d.backlog()),
-                }
+                d.outcome()
             })
             .unwrap_or(Ok(0))?;
         if left == 0 {
@@ -707,6 +675,44 @@ async fn flush_direct(tcp: &TcpStream, link: &Link) -> Result<(), String> {
             .await
             .map_err(|_| "write blocked: origin stalled".to_owned())?
             .map_err(|e| format!("write: {e}"))?;
+    }
+}
+
+/// The origin's acknowledgements: once it has shown it acknowledges, no
+/// progress for the stall timeout means it stalled.
+struct AckWatch {
+    acked: Option<u32>,
+    last: tokio::time::Instant,
+}
+
+impl AckWatch {
+    fn new() -> AckWatch {
+        AckWatch {
+            acked: None,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes the session's events, noting acknowledgements.
+    fn note(&mut self, events: &mut Vec<ClientSessionEvent>) {
+        for ev in events.drain(..) {
+            if let ClientSessionEvent::AcknowledgementReceived { bytes_received } = ev
+                && self.acked != Some(bytes_received)
+            {
+                self.acked = Some(bytes_received);
+                self.last = tokio::time::Instant::now();
+            }
+        }
+    }
+
+    fn stalled(&self) -> Result<(), String> {
+        if self.acked.is_some() && self.last.elapsed() > stall_timeout() {
+            return Err(format!(
+                "origin stalled: no acknowledgement progress for {:?}",
+                stall_timeout()
+            ));
+        }
+        Ok(())
     }
 }
 
