@@ -20,6 +20,8 @@
 //!   rate (media time reaching the origin per second of wall time, from
 //!   nginx-rtmp's statistics: 1.00 is real time); for roomcast also the mix
 //!   ticks that ran late and the pictures skipped over the window;
+//! - how evenly pictures are lost: the lowest room's frame rate over the
+//!   rooms' mean, per run (1.00 when every room keeps the same rate);
 //! - resident memory per room (roomcast: the gateway's growth over its idle
 //!   size; ffmpeg: each process's).
 //!
@@ -463,14 +465,26 @@ fn describe(name: &str, runs: &[Run]) -> String {
         })
         .collect();
     let mem = runs.iter().map(|r| r.mem_per_room_mb).sum::<f64>() / runs.len() as f64;
+    // How evenly pictures are lost when the box cannot hold N: the lowest
+    // room's frame rate against the rooms' mean, per run (1.00: even).
+    let evenness: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            let fps = r.rooms.iter().map(|(f, _)| *f);
+            let mean = fps.clone().sum::<f64>() / r.rooms.len().max(1) as f64;
+            let min = fps.fold(f64::INFINITY, f64::min);
+            format!("{min:.1}/{mean:.1}={:.2}", min / mean.max(1e-9))
+        })
+        .collect();
     let late: Vec<String> = runs
         .iter()
         .filter_map(|r| r.late_skipped)
         .map(|(l, k)| format!("{l}/{k}"))
         .collect();
     format!(
-        "{name}: {cpu:.3} CPU-s per room-s; {mem:.0} MB per room; fps/output rate per room: [{}]{}{}",
+        "{name}: {cpu:.3} CPU-s per room-s; {mem:.0} MB per room; fps/output rate per room: [{}]; lowest/mean fps: {}{}{}",
         fps.join("] ["),
+        evenness.join(", "),
         if late.is_empty() {
             String::new()
         } else {
