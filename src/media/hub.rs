@@ -8,6 +8,11 @@
 //! by a consumer). The registry lock guards only the map of publishers,
 //! never the media path.
 //!
+//! A consumer that only passes messages on (a passthrough relay) can take
+//! them as a [`Tap`] instead: called in the publisher's own turn, in order,
+//! without a channel or a task of its own waking per message. A tap must
+//! not block: it never slows the publisher more than its own work costs.
+//!
 //! Who publishes in a room is a watch ([`MediaHub::watch_room`]): relays,
 //! mixes and recordings wake when it changes and read the latest list, so
 //! one that was busy misses nothing, it only reads a newer snapshot.
@@ -70,10 +75,60 @@ impl Inner {
     }
 }
 
+/// A consumer called in the publisher's turn ([`MediaHub::tap`]).
+pub(crate) trait Tap: Send + Sync {
+    /// Taking the stream from now on, with its current track configs.
+    /// Called once, before any message.
+    fn attached(&self, configs: &Configs, keyframe: &Arc<Notify>);
+    /// One message, in the publisher's order. Runs inside the publisher's
+    /// send: it must not block or wait, nor send on a publisher.
+    fn deliver(&self, m: &Arc<MediaMessage>);
+    /// The publisher is gone (stopped or replaced); nothing more comes.
+    fn closed(&self);
+}
+
+/// A publisher's taps, and the configs they attach with (kept under the
+/// same lock as the taps, so a tap sees its configs, then every message
+/// after them, with nothing between lost or repeated).
+#[derive(Default)]
+struct Taps {
+    list: Vec<(u64, Arc<dyn Tap>)>,
+    next: u64,
+    closed: bool,
+}
+
+type SharedTaps = Arc<Mutex<Taps>>;
+
+fn lock_taps(t: &SharedTaps) -> std::sync::MutexGuard<'_, Taps> {
+    // Taps are only pushed and removed whole; a poisoned lock is usable.
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A tap's registration: dropping it detaches the tap.
+pub(crate) struct TapGuard {
+    taps: SharedTaps,
+    id: u64,
+    keyframe: Arc<Notify>,
+}
+
+impl TapGuard {
+    /// Asks the publisher for a keyframe (see [`Subscription::request_keyframe`]).
+    pub(crate) fn request_keyframe(&self) {
+        self.keyframe.notify_one();
+    }
+}
+
+impl Drop for TapGuard {
+    fn drop(&mut self) {
+        lock_taps(&self.taps).list.retain(|(id, _)| *id != self.id);
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     id: u64,
     messages: broadcast::Sender<Arc<MediaMessage>>,
+    taps: SharedTaps,
     configs: watch::Receiver<Configs>,
     keyframe: Arc<Notify>,
 }
@@ -94,6 +149,7 @@ pub(crate) struct Publisher {
     key: Key,
     id: u64,
     messages: broadcast::Sender<Arc<MediaMessage>>,
+    taps: SharedTaps,
     configs: watch::Sender<Configs>,
     keyframe: Arc<Notify>,
 }
@@ -123,6 +179,7 @@ impl MediaHub {
         let (messages, _) = broadcast::channel(FANOUT_CAPACITY);
         let (configs, configs_rx) = watch::channel(Configs::default());
         let keyframe = Arc::new(Notify::new());
+        let taps = SharedTaps::default();
         let key = (room, user);
         let mut inner = self.lock();
         inner.publishers.insert(
@@ -130,6 +187,7 @@ impl MediaHub {
             Entry {
                 id,
                 messages: messages.clone(),
+                taps: taps.clone(),
                 configs: configs_rx,
                 keyframe: keyframe.clone(),
             },
@@ -142,9 +200,30 @@ impl MediaHub {
             key,
             id,
             messages,
+            taps,
             configs,
             keyframe,
         }
+    }
+
+    /// Attaches `tap` to the publisher's stream, if it is publishing:
+    /// [`Tap::attached`] with the current configs, then every message.
+    pub(crate) fn tap(&self, room: &RoomKey, user: &UserId, tap: Arc<dyn Tap>) -> Option<TapGuard> {
+        let inner = self.lock();
+        let e = inner.publishers.get(&(room.clone(), user.clone()))?;
+        let mut taps = lock_taps(&e.taps);
+        if taps.closed {
+            return None;
+        }
+        tap.attached(&e.configs.borrow(), &e.keyframe);
+        taps.next += 1;
+        let id = taps.next;
+        taps.list.push((id, tap));
+        Some(TapGuard {
+            taps: e.taps.clone(),
+            id,
+            keyframe: e.keyframe.clone(),
+        })
     }
 
     /// The publisher's stream, if it is publishing.
@@ -208,6 +287,8 @@ impl Publisher {
     }
 
     pub(crate) fn send(&self, msg: MediaMessage) {
+        // Configs change under the taps' lock: see `Taps`.
+        let taps = lock_taps(&self.taps);
         if let MediaMessage::Config(c) = &msg {
             self.configs.send_modify(|cfg| match c.kind {
                 TrackKind::Video => cfg.video = Some(c.clone()),
@@ -217,13 +298,25 @@ impl Publisher {
         if let (Some((bytes, _)), MediaMessage::Frame(f)) = (&self.counted, &msg) {
             bytes.add(f.data.len());
         }
+        let msg = Arc::new(msg);
+        for (_, t) in &taps.list {
+            t.deliver(&msg);
+        }
         // No receiver is fine: nobody relays this anchor right now.
-        let _ = self.messages.send(Arc::new(msg));
+        let _ = self.messages.send(msg);
     }
 }
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        let taps = {
+            let mut t = lock_taps(&self.taps);
+            t.closed = true;
+            std::mem::take(&mut t.list)
+        };
+        for (_, t) in taps {
+            t.closed();
+        }
         let mut inner = self.hub.lock();
         if inner
             .publishers
@@ -285,5 +378,94 @@ mod tests {
         drop(elsewhere);
         let _ = hub.watch_room(&other);
         assert_eq!(hub.lock().rooms.len(), 1, "only the room watched now");
+    }
+
+    /// A tap that writes down what it is given.
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+
+    impl Tap for Log {
+        fn attached(&self, configs: &Configs, _: &Arc<Notify>) {
+            let c = |c: &Option<TrackConfig>| {
+                c.as_ref()
+                    .map_or("-".into(), |c| format!("{:?}", c.extradata))
+            };
+            self.0.lock().unwrap().push(format!(
+                "attached v={} a={}",
+                c(&configs.video),
+                c(&configs.audio)
+            ));
+        }
+        fn deliver(&self, m: &Arc<MediaMessage>) {
+            let s = match &**m {
+                MediaMessage::Config(c) => format!("config {:?}", c.extradata),
+                MediaMessage::Frame(f) => format!("frame {:?}", f.data),
+            };
+            self.0.lock().unwrap().push(s);
+        }
+        fn closed(&self) {
+            self.0.lock().unwrap().push("closed".into());
+        }
+    }
+
+    fn config(kind: TrackKind, data: &'static [u8]) -> MediaMessage {
+        MediaMessage::Config(TrackConfig {
+            kind,
+            codec: super::super::Codec::H264,
+            extradata: bytes::Bytes::from_static(data),
+        })
+    }
+
+    fn frame(data: &'static [u8]) -> MediaMessage {
+        super::super::test_frame(TrackKind::Video, false, bytes::Bytes::from_static(data))
+    }
+
+    #[test]
+    fn a_tap_gets_the_configs_then_every_message_in_order_until_detached_or_closed() {
+        let hub = MediaHub::default();
+        let (r, a) = (room("r"), UserId::new("a").unwrap());
+        assert!(
+            hub.tap(&r, &a, Arc::new(Log::default())).is_none(),
+            "nobody publishes"
+        );
+        let p = hub.publish(r.clone(), a.clone(), None);
+        p.send(config(TrackKind::Video, b"v1"));
+        p.send(frame(b"before"));
+        // Taken from now on, with the configs sent so far; channel
+        // subscribers still get the stream too.
+        let mut sub = hub.subscribe(&r, &a).unwrap();
+        let log = Arc::new(Log::default());
+        let guard = hub.tap(&r, &a, log.clone()).unwrap();
+        p.send(config(TrackKind::Audio, b"a1"));
+        p.send(frame(b"one"));
+        p.send(frame(b"two"));
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            [
+                "attached v=b\"v1\" a=-",
+                "config b\"a1\"",
+                "frame b\"one\"",
+                "frame b\"two\""
+            ]
+        );
+        assert_eq!(sub.messages.try_recv().map(|_| ()), Ok(()));
+        // A second tap attaches with both configs.
+        let other = Arc::new(Log::default());
+        let other_guard = hub.tap(&r, &a, other.clone()).unwrap();
+        assert_eq!(*other.0.lock().unwrap(), ["attached v=b\"v1\" a=b\"a1\""]);
+        // Detached: nothing more.
+        drop(guard);
+        p.send(frame(b"three"));
+        assert_eq!(log.0.lock().unwrap().len(), 4);
+        // The publisher goes: the taps still attached are told, and the
+        // stream can no longer be tapped.
+        drop(p);
+        assert_eq!(
+            *other.0.lock().unwrap(),
+            ["attached v=b\"v1\" a=b\"a1\"", "frame b\"three\"", "closed"]
+        );
+        assert_eq!(log.0.lock().unwrap().len(), 4, "a detached tap is not told");
+        drop(other_guard);
+        assert!(hub.tap(&r, &a, Arc::new(Log::default())).is_none());
     }
 }

@@ -20,6 +20,7 @@ use crate::media::{EncodedFrame, MediaMessage, TimeBase, TrackKind};
 use crate::record::Recorder;
 use crate::room::{Command, Enter, Role, RoomHandle, RoomKey, Scene, SessionId};
 use crate::rtmp::push::{PushState, PushTarget};
+use tokio::sync::mpsc;
 
 /// What a task needs from the rest of the gateway.
 pub(super) struct Deps {
@@ -27,6 +28,35 @@ pub(super) struct Deps {
     pub hub: MediaHub,
     pub hls_store: HlsStore,
     pub record_root: PathBuf,
+}
+
+/// The output published back into a room. Its publisher sends from a task
+/// of its own: outputs may be driven from a publisher's turn (a
+/// passthrough's [`crate::media::hub::Tap`]), which must not publish.
+struct Feedback {
+    session: SessionId,
+    room: RoomKey,
+    tx: mpsc::UnboundedSender<MediaMessage>,
+    sender: tokio::task::JoinHandle<()>,
+}
+
+impl Feedback {
+    fn start(session: SessionId, room: RoomKey, publisher: Publisher) -> Feedback {
+        // Unbounded: its only consumer is the publisher's send, which
+        // never waits.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sender = tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                publisher.send(m);
+            }
+        });
+        Feedback {
+            session,
+            room,
+            tx,
+            sender,
+        }
+    }
 }
 
 /// The configs outputs were last given (after any re-encoding).
@@ -43,9 +73,9 @@ pub(super) struct Outputs {
     /// The HLS output's lower renditions, if its profile lists any.
     ladder: Option<Ladder>,
     recorder: Option<Recorder>,
-    /// Publishers of the output in other rooms (FeedBackRoomParams), with
-    /// the robot sessions that entered them.
-    feedback: Vec<(SessionId, RoomKey, Publisher)>,
+    /// The output published in other rooms (FeedBackRoomParams), with the
+    /// robot sessions that entered them.
+    feedback: Vec<Feedback>,
     rebaser: Rebaser,
     sent: SentConfigs,
     frames: u64,
@@ -127,7 +157,8 @@ impl Outputs {
                     .await;
             }
             tracing::info!(task = %self.task, room = %f.room, user = %f.user, "output pushed back into the room");
-            self.feedback.push((session, f.room.clone(), publisher));
+            self.feedback
+                .push(Feedback::start(session, f.room.clone(), publisher));
         }
     }
 
@@ -198,8 +229,8 @@ impl Outputs {
         if let Some(r) = self.recorder.as_mut() {
             r.offer(m);
         }
-        for (_, _, p) in &self.feedback {
-            p.send((**m).clone());
+        for f in &self.feedback {
+            let _ = f.tx.send((**m).clone());
         }
         new_config
     }
@@ -275,8 +306,16 @@ impl Outputs {
     ) {
         tracing::info!(task = %self.task, "relay task stopping: {reason}");
         let targets = self.targets_status();
-        for (session, room, publisher) in std::mem::take(&mut self.feedback) {
-            drop(publisher);
+        for Feedback {
+            session,
+            room,
+            tx,
+            sender,
+        } in std::mem::take(&mut self.feedback)
+        {
+            // What was sent goes out, then the publisher stops.
+            drop(tx);
+            let _ = sender.await;
             let _ = deps.rooms.command(Command::Leave { session }).await;
             tracing::info!(task = %self.task, %room, "output no longer pushed back into the room");
         }

@@ -6,19 +6,25 @@
 //! the anchor drops and returns (RTMP stays connected). Audio or video the
 //! outputs cannot carry goes through a transcoding stage first. It stops
 //! when asked, when the room closes, or after `max_idle` without input.
+//!
+//! The anchor's messages do not wake the task: it attaches as a
+//! [`Tap`], so each message goes through the keyframe gate, the rebaser
+//! and the outputs in the publisher's own turn (an RTMP target writes it to
+//! its socket there and then). The task keeps everything else: control,
+//! the room, status, keyframe requests and the transcoding stages' output.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::outputs::{Deps, Outputs};
 use super::spec::{AnchorInput, RelaySpec};
 use super::status::StatusTx;
 use super::{AnchorControl, Control};
 use crate::media::aac::audio_stage;
-use crate::media::hub::Subscription;
+use crate::media::hub::{Configs, Tap, TapGuard};
 use crate::media::stage::Stage;
 use crate::media::{MediaMessage, TrackKind};
 use crate::profile::AudioEncoding;
@@ -30,36 +36,43 @@ const KEYFRAME_REQUEST_SECS: u32 = 2;
 /// and the stages its media goes through before the outputs.
 struct Follow {
     task: String,
-    source: Option<Subscription>,
+    /// Attached to the anchor: its configs and where to ask it for a keyframe.
+    source: Option<Source>,
     /// AAC re-encoded (profile `audio.reencode`), or audio the outputs
     /// cannot carry transcoded to AAC.
     audio: Option<Stage>,
     audio_fallback: Option<AudioEncoding>,
     /// VP8/VP9 video transcoded to H.264 (started when such a config arrives).
     video: Option<Stage>,
+    /// Told when a stage starts, so the task polls its output.
+    stage_started: Arc<Notify>,
     transcoding: Vec<String>,
     need_keyframe: bool,
+}
+
+struct Source {
+    configs: Configs,
+    keyframe: Arc<Notify>,
+}
+
+impl Source {
+    fn request_keyframe(&self) {
+        self.keyframe.notify_one();
+    }
 }
 
 impl Follow {
     /// A (re)attachment: a new time base segment and a discontinuity, the
     /// anchor's configs to every output, a keyframe before frames.
-    fn attach(&mut self, s: Subscription, out: &mut Outputs) {
+    fn attach(&mut self, configs: &Configs, keyframe: &Arc<Notify>, out: &mut Outputs) {
         out.discontinuity();
         self.need_keyframe = true;
-        for c in [&s.configs.video, &s.configs.audio].into_iter().flatten() {
-            self.pass_on(&Arc::new(MediaMessage::Config(c.clone())), out);
-        }
-        self.source = Some(s);
-    }
-
-    /// Messages of the anchor were lost to a full fan-out: resume at a keyframe.
-    fn lagged(&mut self, task: &str, n: u64) {
-        tracing::warn!(%task, missed = n, "relay fell behind its source; resuming at the next keyframe");
-        crate::metrics::metrics().dropped(crate::metrics::DropReason::Lagged, n);
-        self.need_keyframe = true;
-        if let Some(s) = &self.source {
-            s.request_keyframe();
+        self.source = Some(Source {
+            configs: Configs::default(),
+            keyframe: keyframe.clone(),
+        });
+        for c in [&configs.video, &configs.audio].into_iter().flatten() {
+            self.forward(Arc::new(MediaMessage::Config(c.clone())), out);
         }
     }
 
@@ -103,12 +116,14 @@ impl Follow {
             {
                 tracing::info!(task = %self.task, codec = ?c.codec, "transcoding the anchor's audio to AAC");
                 self.audio = Some(audio_stage(settings));
+                self.stage_started.notify_one();
                 self.transcoding
                     .push(format!("audio {}→aac", c.codec.as_str()));
             }
             if !is_audio && self.video.is_none() {
                 tracing::info!(task = %self.task, codec = ?c.codec, "the anchor's video needs transcoding to H.264");
                 self.video = Some(super::transcode::spawn(self.task.clone()));
+                self.stage_started.notify_one();
                 self.transcoding
                     .push(format!("video {}→h264", c.codec.as_str()));
             }
@@ -133,20 +148,66 @@ impl Follow {
         }
     }
 
-    /// Forwards what the anchor already sent before the task stops.
-    fn drain(&mut self, out: &mut Outputs) {
-        while let Some(m) = self
-            .source
-            .as_mut()
-            .and_then(|s| s.messages.try_recv().ok())
-        {
-            self.forward(m, out);
+    /// What a stage transcoded, or `None` when it stopped.
+    fn poll_stages(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<(TrackKind, Option<Arc<MediaMessage>>)> {
+        for (kind, stage) in [
+            (TrackKind::Audio, self.audio.as_mut()),
+            (TrackKind::Video, self.video.as_mut()),
+        ] {
+            if let Some(s) = stage
+                && let Poll::Ready(m) = s.out.poll_recv(cx)
+            {
+                return Poll::Ready((kind, m));
+            }
         }
+        Poll::Pending
     }
 }
 
-/// Messages forwarded per wake-up before the task looks at its other inputs.
-const BURST: usize = 32;
+/// The task's input and outputs, shared by the task (control, status,
+/// stage outputs) and its tap (the anchor's messages, in the anchor's
+/// turn). Taken out when the task finishes.
+type Shared = Arc<Mutex<Option<(Follow, Outputs)>>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Option<(Follow, Outputs)>> {
+    // A panic in an output leaves it as it was between messages.
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The task's part in the anchor's publisher: every message is relayed in
+/// the publisher's turn (no queue, no wake-up of this task per frame).
+struct Follower {
+    shared: Shared,
+    /// The anchor stopped publishing.
+    closed: Arc<Notify>,
+}
+
+impl Tap for Follower {
+    fn attached(&self, configs: &Configs, keyframe: &Arc<Notify>) {
+        if let Some((follow, out)) = lock(&self.shared).as_mut() {
+            follow.attach(configs, keyframe, out);
+        }
+    }
+
+    fn deliver(&self, m: &Arc<MediaMessage>) {
+        if let Some((follow, out)) = lock(&self.shared).as_mut() {
+            follow.forward(m.clone(), out);
+        }
+    }
+
+    fn closed(&self) {
+        self.closed.notify_one();
+    }
+}
+
+/// Attached to the anchor: the registration, and its end.
+struct Attachment {
+    guard: TapGuard,
+    closed: Arc<Notify>,
+}
 
 pub(super) async fn run(
     spec: RelaySpec,
@@ -157,16 +218,30 @@ pub(super) async fn run(
 ) {
     let mut out = Outputs::new(&spec, &deps);
     out.enter_feedback_rooms(&spec, &deps, true).await;
-    let mut follow = Follow {
+    let stage_started = Arc::new(Notify::new());
+    let follow = Follow {
         task: spec.id.clone(),
         source: None,
         audio: anchor.audio_reencode.map(audio_stage),
         audio_fallback: anchor.audio_fallback,
         video: None,
+        stage_started: stage_started.clone(),
         transcoding: Vec::new(),
         need_keyframe: true,
     };
-    let user = anchor.user;
+    let shared: Shared = Arc::new(Mutex::new(Some((follow, out))));
+    let report = |attached: bool| {
+        let inputs = if attached {
+            vec![anchor.user.to_string()]
+        } else {
+            Vec::new()
+        };
+        lock(&shared)
+            .as_mut()
+            .map(|(follow, out)| out.report(attached, &follow.transcoding, inputs))
+    };
+    let user = anchor.user.clone();
+    let mut attachment: Option<Attachment> = None;
     let mut room = deps.rooms.watch_room(&spec.room).await;
     let mut room_seen = room.borrow_and_update().clone();
     let mut publishers = deps.hub.watch_room(&spec.room);
@@ -189,59 +264,61 @@ pub(super) async fn run(
     let reason = loop {
         tokio::select! {
             c = control.recv() => match c {
-                Some(Control::SetTargets(urls)) => out.set_targets(&urls),
+                Some(Control::SetTargets(urls)) => {
+                    if let Some((_, out)) = lock(&shared).as_mut() {
+                        out.set_targets(&urls);
+                    }
+                }
                 Some(Control::Input(never)) => match never {},
                 Some(Control::Stop) | None => break "stopped by request".to_owned(),
             },
-            m = recv_stage(&mut follow.audio) => match m {
-                Some(m) => follow.emit(&m, &mut out),
-                None => {
-                    tracing::error!(task = %spec.id, "audio re-encoder stopped; relaying the anchor's audio as is");
-                    follow.audio = None;
-                }
-            },
-            m = recv_stage(&mut follow.video) => match m {
-                Some(m) => follow.emit(&m, &mut out),
-                None => {
-                    tracing::error!(task = %spec.id, "video transcoder stopped; video dropped");
-                    follow.video = None;
-                }
-            },
-            msg = recv(&mut follow.source) => match msg {
-                Ok(m) => {
-                    follow.forward(m, &mut out);
-                    // What the anchor sent with it (one read of its socket
-                    // often holds a picture and its audio) goes on now,
-                    // without another round of this select.
-                    for _ in 0..BURST {
-                        match follow.source.as_mut().map(|s| s.messages.try_recv()) {
-                            Some(Ok(m)) => follow.forward(m, &mut out),
-                            Some(Err(TryRecvError::Lagged(n))) => follow.lagged(&spec.id, n),
-                            Some(Err(_)) | None => break,
-                        }
+            (kind, m) = std::future::poll_fn(|cx| match lock(&shared).as_mut() {
+                Some((follow, _)) => follow.poll_stages(cx),
+                None => Poll::Pending,
+            }) => {
+                let mut g = lock(&shared);
+                let Some((follow, out)) = g.as_mut() else { continue };
+                match (kind, m) {
+                    (_, Some(m)) => follow.emit(&m, out),
+                    (TrackKind::Audio, None) => {
+                        tracing::error!(task = %spec.id, "audio re-encoder stopped; relaying the anchor's audio as is");
+                        follow.audio = None;
+                    }
+                    (TrackKind::Video, None) => {
+                        tracing::error!(task = %spec.id, "video transcoder stopped; video dropped");
+                        follow.video = None;
                     }
                 }
-                Err(RecvError::Lagged(n)) => follow.lagged(&spec.id, n),
-                Err(RecvError::Closed) => {
-                    tracing::info!(task = %spec.id, "anchor stopped publishing; waiting for it to come back");
-                    follow.source = None;
-                    idle_since = tokio::time::Instant::now();
-                    status.publish(out.report(false, &follow.transcoding, Vec::new()));
-                }
             },
+            // A stage started in the anchor's turn: its output is polled from now on.
+            () = stage_started.notified() => {}
+            () = async { attachment.as_ref().expect("guarded").closed.notified().await }, if attachment.is_some() => {
+                tracing::info!(task = %spec.id, "anchor stopped publishing; waiting for it to come back");
+                attachment = None;
+                if let Some((follow, _)) = lock(&shared).as_mut() {
+                    follow.source = None;
+                }
+                idle_since = tokio::time::Instant::now();
+                status.publish(report(false).expect("running"));
+            }
             // The anchor publishing: looked up when the room's publishers change while detached.
-            r = publishers.changed(), if follow.source.is_none() => {
+            r = publishers.changed(), if attachment.is_none() => {
                 if r.is_err() {
                     break "shutting down".to_owned();
                 }
                 let publishing = publishers.borrow_and_update().iter().any(|(u, _)| *u == user);
-                if publishing && let Some(s) = deps.hub.subscribe(&spec.room, &user) {
+                if !publishing {
+                    continue;
+                }
+                let closed = Arc::new(Notify::new());
+                let tap = Arc::new(Follower { shared: shared.clone(), closed: closed.clone() });
+                if let Some(guard) = deps.hub.tap(&spec.room, &user, tap) {
                     tracing::info!(task = %spec.id, "anchor is publishing; relaying");
-                    follow.attach(s, &mut out);
-                    status.publish(out.report(true, &follow.transcoding, vec![user.to_string()]));
+                    attachment = Some(Attachment { guard, closed });
+                    status.publish(report(true).expect("running"));
                 }
             }
-            () = tokio::time::sleep_until(idle_since + spec.max_idle), if follow.source.is_none() => {
+            () = tokio::time::sleep_until(idle_since + spec.max_idle), if attachment.is_none() => {
                 break format!("no input for {:?}", spec.max_idle);
             }
             r = room.changed() => {
@@ -250,37 +327,24 @@ pub(super) async fn run(
                 }
                 let now = room.borrow_and_update().clone();
                 if let Some(why) = now.closed_since(&room_seen) {
-                    follow.drain(&mut out);
                     break format!("room closed ({why})");
                 }
                 room_seen = now;
             }
             _ = tick.tick() => {
-                if let Some(s) = &follow.source
+                if let Some(a) = &attachment
                     && last_keyframe_request.elapsed() >= keyframe_every
                 {
-                    s.request_keyframe();
+                    a.guard.request_keyframe();
                     last_keyframe_request = tokio::time::Instant::now();
                 }
-                let inputs = if follow.source.is_some() { vec![user.to_string()] } else { Vec::new() };
-                status.publish(out.report(follow.source.is_some(), &follow.transcoding, inputs));
+                status.publish(report(attachment.is_some()).expect("running"));
             }
         }
     };
+    // Detached first: nothing is delivered once the outputs are taken.
+    drop(attachment);
+    let (follow, out) = lock(&shared).take().expect("taken once");
     out.finish(reason, &deps, &follow.transcoding, &status)
         .await;
-}
-
-async fn recv(source: &mut Option<Subscription>) -> Result<Arc<MediaMessage>, RecvError> {
-    match source {
-        Some(s) => s.messages.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv_stage(stage: &mut Option<Stage>) -> Option<Arc<MediaMessage>> {
-    match stage {
-        Some(s) => s.out.recv().await,
-        None => std::future::pending().await,
-    }
 }
