@@ -179,10 +179,10 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    /// `io_threads`, or one per core. One thread is cheaper for relays (a
-    /// relayed frame then crosses its ingest, relay and push tasks on one
-    /// thread, without waking another: `cargo bench --bench relay` measured
-    /// 0.011 CPU-s per stream-second with two workers, 0.008 with one), but
+    /// `io_threads`, or one per core. One thread is a little cheaper for
+    /// many relays (`cargo bench --bench relay`, 50 relays: 0.0017 CPU-s
+    /// per stream-second with one worker, 0.0019–0.0020 with two; one
+    /// relay the same), but
     /// every socket then waits on it: WebRTC ingest on a busy 2-core box
     /// was not shown to keep its timing with one, so it is not the default.
     pub fn io_threads(&self) -> usize {
