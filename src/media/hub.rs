@@ -77,8 +77,9 @@ impl Inner {
 
 /// A consumer called in the publisher's turn ([`MediaHub::tap`]).
 pub(crate) trait Tap: Send + Sync {
-    /// Taking the stream from now on, with its current track configs.
-    /// Called once, before any message.
+    /// Taking the stream from now on, with its current track configs and
+    /// where to ask the publisher for a keyframe. Called once, before any
+    /// message.
     fn attached(&self, configs: &Configs, keyframe: &Arc<Notify>);
     /// One message, in the publisher's order. Runs inside the publisher's
     /// send: it must not block or wait, nor send on a publisher.
@@ -87,9 +88,9 @@ pub(crate) trait Tap: Send + Sync {
     fn closed(&self);
 }
 
-/// A publisher's taps, and the configs they attach with (kept under the
-/// same lock as the taps, so a tap sees its configs, then every message
-/// after them, with nothing between lost or repeated).
+/// A publisher's taps. The publisher's configs change under this lock
+/// too, so a tap attaches with the configs, then sees every message after
+/// them, with nothing between lost or repeated.
 #[derive(Default)]
 struct Taps {
     list: Vec<(u64, Arc<dyn Tap>)>,
@@ -108,14 +109,6 @@ fn lock_taps(t: &SharedTaps) -> std::sync::MutexGuard<'_, Taps> {
 pub(crate) struct TapGuard {
     taps: SharedTaps,
     id: u64,
-    keyframe: Arc<Notify>,
-}
-
-impl TapGuard {
-    /// Asks the publisher for a keyframe (see [`Subscription::request_keyframe`]).
-    pub(crate) fn request_keyframe(&self) {
-        self.keyframe.notify_one();
-    }
 }
 
 impl Drop for TapGuard {
@@ -222,7 +215,6 @@ impl MediaHub {
         Some(TapGuard {
             taps: e.taps.clone(),
             id,
-            keyframe: e.keyframe.clone(),
         })
     }
 

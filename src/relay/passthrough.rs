@@ -55,12 +55,6 @@ struct Source {
     keyframe: Arc<Notify>,
 }
 
-impl Source {
-    fn request_keyframe(&self) {
-        self.keyframe.notify_one();
-    }
-}
-
 impl Follow {
     /// A (re)attachment: a new time base segment and a discontinuity, the
     /// anchor's configs to every output, a keyframe before frames.
@@ -72,16 +66,17 @@ impl Follow {
             keyframe: keyframe.clone(),
         });
         for c in [&configs.video, &configs.audio].into_iter().flatten() {
-            self.forward(Arc::new(MediaMessage::Config(c.clone())), out);
+            self.forward(&Arc::new(MediaMessage::Config(c.clone())), out);
         }
     }
 
     /// One message from the anchor: configs pass, frames wait for a keyframe and are rebased.
-    fn forward(&mut self, m: Arc<MediaMessage>, out: &mut Outputs) {
+    fn forward(&mut self, m: &Arc<MediaMessage>, out: &mut Outputs) {
         let Some(src) = self.source.as_mut() else {
             return;
         };
-        let m = match &*m {
+        let rebased;
+        let m = match &**m {
             MediaMessage::Config(c) => {
                 match c.kind {
                     TrackKind::Video => src.configs.video = Some(c.clone()),
@@ -95,10 +90,11 @@ impl Follow {
                     return;
                 }
                 self.need_keyframe = false;
-                Arc::new(MediaMessage::Frame(out.rebase(f)))
+                rebased = Arc::new(MediaMessage::Frame(out.rebase(f)));
+                &rebased
             }
         };
-        self.pass_on(&m, out);
+        self.pass_on(m, out);
     }
 
     /// Through the transcoding stage its track needs, if any, else straight out.
@@ -141,10 +137,15 @@ impl Follow {
     }
 
     fn emit(&self, m: &Arc<MediaMessage>, out: &mut Outputs) {
-        if out.emit(m)
-            && let Some(s) = &self.source
-        {
-            s.request_keyframe();
+        if out.emit(m) {
+            self.request_keyframe();
+        }
+    }
+
+    /// Asks the anchor for a keyframe, if attached.
+    fn request_keyframe(&self) {
+        if let Some(s) = &self.source {
+            s.keyframe.notify_one();
         }
     }
 
@@ -194,7 +195,7 @@ impl Tap for Follower {
 
     fn deliver(&self, m: &Arc<MediaMessage>) {
         if let Some((follow, out)) = lock(&self.shared).as_mut() {
-            follow.forward(m.clone(), out);
+            follow.forward(m, out);
         }
     }
 
@@ -205,7 +206,7 @@ impl Tap for Follower {
 
 /// Attached to the anchor: the registration, and its end.
 struct Attachment {
-    guard: TapGuard,
+    _guard: TapGuard,
     closed: Arc<Notify>,
 }
 
@@ -314,7 +315,7 @@ pub(super) async fn run(
                 let tap = Arc::new(Follower { shared: shared.clone(), closed: closed.clone() });
                 if let Some(guard) = deps.hub.tap(&spec.room, &user, tap) {
                     tracing::info!(task = %spec.id, "anchor is publishing; relaying");
-                    attachment = Some(Attachment { guard, closed });
+                    attachment = Some(Attachment { _guard: guard, closed });
                     status.publish(report(true).expect("running"));
                 }
             }
@@ -332,10 +333,10 @@ pub(super) async fn run(
                 room_seen = now;
             }
             _ = tick.tick() => {
-                if let Some(a) = &attachment
-                    && last_keyframe_request.elapsed() >= keyframe_every
-                {
-                    a.guard.request_keyframe();
+                if attachment.is_some() && last_keyframe_request.elapsed() >= keyframe_every {
+                    if let Some((follow, _)) = lock(&shared).as_ref() {
+                        follow.request_keyframe();
+                    }
                     last_keyframe_request = tokio::time::Instant::now();
                 }
                 status.publish(report(attachment.is_some()).expect("running"));
