@@ -17,8 +17,11 @@
 //!   adaptive, as little as the input's own lateness needs: grown at once to
 //!   cover a late frame, shrunk by [`SHRINK_STEP`] after each
 //!   [`SHRINK_AFTER`] in which no frame needed more, within a ceiling).
-//!   Pictures are released at the output tick nearest their time, audio one
-//!   output frame plus a margin ahead. It also remembers when the input last
+//!   Pictures are released at the output tick nearest their time (an input
+//!   whose pictures come within [`PICTURE_GUARD`] of the boundary between
+//!   two ticks is shown a few milliseconds off its time, clear of it, so
+//!   millisecond stamps do not put two pictures in one tick and none in the
+//!   next), audio one output frame plus a margin ahead. It also remembers when the input last
 //!   showed a picture, for the freeze rule.
 //! - [`AudioLane`]: one input's decoded audio laid at the output sample its
 //!   time names (chunks that agree within [`AUDIO_RESYNC`] are joined without
@@ -59,6 +62,18 @@ const AUDIO_RESYNC: Duration = Duration::from_millis(30);
 /// A picture whose tick is this far behind is skipped, not encoded late:
 /// an overloaded mix drops pictures evenly instead of falling behind.
 pub(crate) const MAX_VIDEO_LAG: Duration = Duration::from_millis(100);
+
+/// A picture due closer than this to the instant where the tick it is shown
+/// at changes (half a frame past a tick) moves its input's pictures clear
+/// of it. Timestamps in whole milliseconds (RTMP, FLV) put pictures at the
+/// output's own rate up to half a millisecond either side of their true
+/// time: at that boundary they would alternate between two ticks, two
+/// pictures in one and none in the next, and a third of them never shown.
+pub(crate) const PICTURE_GUARD: Duration = Duration::from_millis(2);
+/// Where a moved input's pictures land: this far to one side of the
+/// boundary, the side that keeps the move smallest overall. An input is
+/// never shown more than this and the guard away from its own time.
+pub(crate) const PICTURE_CLEARANCE: Duration = Duration::from_millis(4);
 
 /// An adaptive jitter buffer keeps this much above what the latest frame
 /// of its input needed (and starts there, over the least the mixer needs).
@@ -201,6 +216,22 @@ impl OutputClock {
         Duration::from_nanos(self.frame_size * 1_000_000_000 / u64::from(self.rate)) + AUDIO_MARGIN
     }
 
+    /// How far `t` lies from the nearest instant where the tick a picture is
+    /// shown at changes (half a frame past each tick), in nanoseconds:
+    /// negative before it (shown at the earlier tick). `None` without video.
+    pub(crate) fn past_picture_boundary(&self, t: Instant) -> Option<i64> {
+        let fps = i128::from(self.fps?);
+        let origin = self.start + self.video_lead();
+        let x = if t >= origin {
+            t.duration_since(origin).as_nanos() as i128
+        } else {
+            -(origin.duration_since(t).as_nanos() as i128)
+        };
+        // The nearest boundary m / fps s, m rounded half up.
+        let m = (2 * x * fps + 1_000_000_000).div_euclid(2_000_000_000);
+        Some((x - m * 1_000_000_000 / fps) as i64)
+    }
+
     /// Samples within which decoded chunks are joined ([`AUDIO_RESYNC`]).
     pub(crate) fn resync_samples(&self) -> i64 {
         i64::from(self.rate) * AUDIO_RESYNC.as_millis() as i64 / 1000
@@ -243,6 +274,10 @@ pub(crate) struct InputTimeline<T> {
     video: VecDeque<(Instant, T)>,
     audio: VecDeque<(Instant, T)>,
     last_picture: Option<Instant>,
+    /// Nanoseconds this input's pictures are shown after (negative: before)
+    /// their due, to keep clear of the ticks' boundaries
+    /// ([`PICTURE_GUARD`]); within the guard and the clearance of zero.
+    picture_offset: i64,
 }
 
 impl<T> Default for InputTimeline<T> {
@@ -262,6 +297,7 @@ impl<T> InputTimeline<T> {
             video: VecDeque::new(),
             audio: VecDeque::new(),
             last_picture: None,
+            picture_offset: 0,
         }
     }
 }
@@ -400,7 +436,10 @@ impl<T> InputTimeline<T> {
         out: &mut Vec<Released<T>>,
     ) {
         let video_by = now + clock.video_lead();
-        while self.video.front().is_some_and(|(due, _)| *due <= video_by) {
+        while let Some(&(due, _)) = self.video.front() {
+            if self.picture_at(due, clock) > video_by {
+                break;
+            }
             let (_, msg) = self.video.pop_front().expect("checked");
             out.push(Released::Video(msg));
         }
@@ -411,6 +450,39 @@ impl<T> InputTimeline<T> {
                 msg,
                 at: clock.sample_at(due),
             });
+        }
+    }
+
+    /// When a picture due at `due` counts as due for the ticks: its due
+    /// moved by the input's offset, which first moves (and stays moved for
+    /// the pictures after) if that lies within [`PICTURE_GUARD`] of a
+    /// boundary between ticks, to [`PICTURE_CLEARANCE`] before or after
+    /// it, whichever leaves the offset nearer zero.
+    fn picture_at(&mut self, due: Instant, clock: &OutputClock) -> Instant {
+        let shift = |t: Instant, by: i64| {
+            let d = Duration::from_nanos(by.unsigned_abs());
+            if by >= 0 {
+                t + d
+            } else {
+                t.checked_sub(d).unwrap_or(t)
+            }
+        };
+        let at = shift(due, self.picture_offset);
+        let guard = PICTURE_GUARD.as_nanos() as i64;
+        let clearance = PICTURE_CLEARANCE.as_nanos() as i64;
+        match clock.past_picture_boundary(at) {
+            Some(p) if p.abs() < guard => {
+                let later = self.picture_offset + clearance - p;
+                let earlier = self.picture_offset - clearance - p;
+                let by = if later.abs() <= earlier.abs() {
+                    later
+                } else {
+                    earlier
+                };
+                self.picture_offset = by;
+                shift(due, by)
+            }
+            _ => at,
         }
     }
 

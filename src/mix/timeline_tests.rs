@@ -44,9 +44,12 @@ fn pictures_are_released_at_the_nearest_tick_and_audio_a_frame_ahead() {
     let t0 = Instant::now();
     let c = clock(t0);
     let mut tl = InputTimeline::default();
-    tl.push(TrackKind::Video, Some(0), "v", t0, min_ahead(&c));
-    tl.push(TrackKind::Audio, Some(0), "a", t0, min_ahead(&c));
-    let due = t0 + JITTER_DELAY;
+    // Arriving 5 ms after the clock's start: due clear of the boundary
+    // between two ticks (see the next tests for one due at it).
+    let arrival = t0 + 5 * MS;
+    tl.push(TrackKind::Video, Some(0), "v", arrival, min_ahead(&c));
+    tl.push(TrackKind::Audio, Some(0), "a", arrival, min_ahead(&c));
+    let due = arrival + JITTER_DELAY;
     // Audio leads by one output frame and a margin.
     let audio_at = due - c.audio_lead();
     assert!(released(&mut tl, audio_at - MS, &c).is_empty());
@@ -523,4 +526,114 @@ proptest::proptest! {
         }
         proptest::prop_assert_eq!(tl.delay(), least.min(Duration::from_millis(ceiling)));
     }
+}
+
+/// Pictures stamped in whole milliseconds (RTMP, FLV: 0, 33, 67, 100 ...)
+/// at the output's own rate, arriving on time, whatever the phase of their
+/// clock against the output's ticks.
+fn pictures_per_tick(phase: Duration, adaptive: bool) -> Vec<usize> {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = if adaptive {
+        InputTimeline::adaptive(min_ahead(&c), 400 * MS)
+    } else {
+        InputTimeline::default()
+    };
+    let first = t0 + phase;
+    let stamp = |k: u64| (k * 1000 + 15) / 30;
+    let mut next = 0u64;
+    let mut per_tick = Vec::new();
+    for n in 0..300u64 {
+        let tick = t0 + Duration::from_nanos(n * 1_000_000_000 / 30);
+        while first + stamp(next) as u32 * MS <= tick {
+            let ts = stamp(next);
+            tl.push(
+                TrackKind::Video,
+                Some(ts as i64),
+                next,
+                first + ts as u32 * MS,
+                min_ahead(&c),
+            );
+            next += 1;
+        }
+        per_tick.push(released(&mut tl, tick, &c).len());
+    }
+    per_tick
+}
+
+#[test]
+fn pictures_stamped_in_milliseconds_each_get_their_own_tick_at_any_phase() {
+    for adaptive in [false, true] {
+        for phase_us in (0..33_400u64).step_by(50) {
+            let per_tick = pictures_per_tick(Duration::from_micros(phase_us), adaptive);
+            // Past the jitter buffer's fill, one picture per tick.
+            let steady = &per_tick[60..];
+            assert!(
+                steady.iter().all(|&n| n == 1),
+                "phase {phase_us} us, adaptive {adaptive}: {steady:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_drifting_input_is_moved_clear_of_the_boundary_without_the_offset_growing() {
+    // 29.97 fps stamped in milliseconds into a 30 fps mix: its pictures
+    // walk across every boundary between ticks, one a little over 33 s.
+    let t0 = Instant::now();
+    let c = clock(t0);
+    let mut tl = InputTimeline::adaptive(min_ahead(&c), 400 * MS);
+    let stamp = |k: u64| (k * 1001 + 15) / 30;
+    let first = t0 + 3 * MS;
+    let bound = (PICTURE_GUARD + PICTURE_CLEARANCE).as_nanos() as i64;
+    let (mut next, mut doubled, mut empty) = (0u64, 0, 0);
+    for n in 0..30 * 200u64 {
+        let tick = t0 + Duration::from_nanos(n * 1_000_000_000 / 30);
+        while first + stamp(next) as u32 * MS <= tick {
+            let ts = stamp(next);
+            tl.push(
+                TrackKind::Video,
+                Some(ts as i64),
+                next,
+                first + ts as u32 * MS,
+                min_ahead(&c),
+            );
+            next += 1;
+        }
+        let shown = released(&mut tl, tick, &c).len();
+        assert!(
+            tl.picture_offset.abs() <= bound,
+            "offset {}",
+            tl.picture_offset
+        );
+        if n >= 60 {
+            doubled += usize::from(shown > 1);
+            empty += usize::from(shown == 0);
+        }
+    }
+    // 200 s: six crossings, one picture repeated at each (the input is
+    // slower) and none lost, give or take the crossing the offset moved
+    // a picture back over.
+    assert!((5..=8).contains(&empty), "{empty} ticks without a picture");
+    assert!(doubled <= 2, "{doubled} ticks with two pictures");
+}
+
+#[test]
+fn the_boundary_between_ticks_is_half_a_frame_past_each() {
+    let t0 = Instant::now();
+    let c = clock(t0);
+    // Within a nanosecond: ticks are whole nanoseconds apart.
+    let at = |t: Instant, ms: f64| {
+        let p = c.past_picture_boundary(t).unwrap();
+        assert!((p - (ms * 1e6) as i64).abs() <= 1, "{p} ns, not {ms} ms");
+    };
+    // 30 fps: boundaries at 16.67 ms, 50 ms, 83.3 ms...
+    at(t0 + c.video_lead(), 0.0);
+    at(t0 + 50 * MS, 0.0);
+    at(t0 + 52 * MS, 2.0);
+    at(t0 + 47 * MS, -3.0);
+    at(t0, -c.video_lead().as_secs_f64() * 1e3);
+    at(t0 + 33 * MS, 16.333_333);
+    let audio_only = OutputClock::new(t0, None, 48_000, 1024);
+    assert_eq!(audio_only.past_picture_boundary(t0), None);
 }
