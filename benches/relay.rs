@@ -51,9 +51,14 @@ fn main() {
     // roomcast: publish into a room, a passthrough relay pushes to the origin.
     let gw_dir = work.join("roomcast");
     std::fs::create_dir_all(&gw_dir).unwrap();
+    // `RELAY_BENCH_IO_THREADS=1`: the gateway's `runtime.io_threads`.
+    let runtime = std::env::var("RELAY_BENCH_IO_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or(String::new(), |n| format!("[runtime]\nio_threads = {n}\n"));
     std::fs::write(
         gw_dir.join("roomcast.toml"),
-        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"),
+        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n{runtime}"),
     )
     .unwrap();
     // The same job as nginx's `push`: the RTMP output only (the shipped

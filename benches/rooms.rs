@@ -4,7 +4,10 @@
 //! Each room has two camera-like anchors (640x360p30 H.264 + AAC, looped
 //! from files) publishing RTMP into roomcast in real time (one thread of this
 //! harness publishes them all, so the load generator takes little of the
-//! box: a process per anchor would compete with both sides); a mix
+//! box: a process per anchor would compete with both sides; it stands for
+//! publishers on other machines, so it runs at a higher priority than the
+//! gateway when the bench runs as root, and how late its sends ran is
+//! printed); a mix
 //! task (2-cell grid at 1280x720p30, each anchor scaled and centre-cropped
 //! into its cell; x264 veryfast zerolatency high 2 Mbps, VBV 1 s, GOP 2 s;
 //! AAC 128k) pushes to a local nginx-rtmp origin. The baseline is one ffmpeg
