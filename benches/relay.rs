@@ -9,7 +9,10 @@
 //! the same run: an nginx-rtmp instance relaying with its `push` directive.
 //!
 //! Then the same with 50 relays at once (each its own publisher, all to the
-//! same origin), timing the first and counting CPU per stream.
+//! same origin), timing the first and counting CPU per stream. Each case runs
+//! twice per side, in the order roomcast, nginx-rtmp, nginx-rtmp, roomcast;
+//! latencies are pooled over both runs, CPU is their mean (each run's is
+//! printed too).
 //!
 //! Run: `cargo bench --bench relay` (needs ffmpeg and nginx from `make test`'s set-up).
 
@@ -77,29 +80,6 @@ fn main() {
     std::thread::sleep(Duration::from_secs(10));
     let idle = (procs::cpu_seconds_precise(gw.0.id()) - idle_from) / 10.0;
     println!("roomcast idle: CPU {idle:.4} s/s");
-    // Relay `i`: room `bench<i>`, anchor `anchor<i>`, pushed as `rc<i>`.
-    let relays = |from: usize, n: usize| -> Vec<(u16, &'static str, String)> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        (from..from + n)
-            .map(|i| {
-                let body = format!(
-                    "{{\"sdkappid\":{APP},\"room\":\"bench{i}\",\"userid\":\"anchor{i}\",\"profile\":\"push-only\",\"rtmp\":[\"rtmp://127.0.0.1:{origin_port}/live/rc{i}\"]}}"
-                );
-                let (code, resp) = http(http_port, "POST", "/v1/relays", &body);
-                assert_eq!(code, 201, "{resp}");
-                let user = format!("anchor{i}");
-                let sig = roomcast::auth::usersig::generate(APP, KEY, &user, 3600, now, None);
-                (rtmp_port, "push", format!("bench{i}?sdkappid={APP}&userid={user}&usersig={sig}"))
-            })
-            .collect()
-    };
-    let (mut rc_lat, rc_cpu) = run_case(&tags, &relays(0, 1), origin_port, "rc0", gw.0.id());
-    let (mut rc_many_lat, rc_many_cpu) =
-        run_case(&tags, &relays(1, many), origin_port, "rc1", gw.0.id());
-
     // nginx-rtmp relaying the same stream with `push`.
     let relay_port = free_port();
     let relay = nginx(
@@ -109,37 +89,85 @@ fn main() {
         ),
     );
     wait_port(relay_port);
-    let nginx_streams = |from: usize, n: usize| -> Vec<(u16, &'static str, String)> {
-        (from..from + n)
-            .map(|i| (relay_port, "live", format!("ng{i}")))
-            .collect()
-    };
-    let (mut ng_lat, ng_cpu) = run_case(
-        &tags,
-        &nginx_streams(0, 1),
-        origin_port,
-        "ng0",
-        relay.0.id(),
-    );
-    let (mut ng_many_lat, ng_many_cpu) = run_case(
-        &tags,
-        &nginx_streams(1, many),
-        origin_port,
-        "ng1",
-        relay.0.id(),
-    );
 
-    for (label, (rc_lat, rc_cpu), (ng_lat, ng_cpu)) in [
-        ("one relay", (&mut rc_lat, rc_cpu), (&mut ng_lat, ng_cpu)),
+    // Relay `i`: room `bench<i>`, anchor `anchor<i>`, pushed as `rc<i>`;
+    // its tasks are deleted after the case.
+    let roomcast_case = |from: usize, n: usize| -> (Vec<f64>, f64) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut tasks = Vec::new();
+        let publish: Vec<(u16, &'static str, String)> = (from..from + n)
+            .map(|i| {
+                let body = format!(
+                    "{{\"sdkappid\":{APP},\"room\":\"bench{i}\",\"userid\":\"anchor{i}\",\"profile\":\"push-only\",\"rtmp\":[\"rtmp://127.0.0.1:{origin_port}/live/rc{i}\"]}}"
+                );
+                let (code, resp) = http(http_port, "POST", "/v1/relays", &body);
+                assert_eq!(code, 201, "{resp}");
+                let resp: serde_json::Value = serde_json::from_str(&resp).unwrap();
+                tasks.push(resp["task_id"].as_str().expect("task id").to_owned());
+                let user = format!("anchor{i}");
+                let sig = roomcast::auth::usersig::generate(APP, KEY, &user, 3600, now, None);
+                (rtmp_port, "push", format!("bench{i}?sdkappid={APP}&userid={user}&usersig={sig}"))
+            })
+            .collect();
+        let out = run_case(
+            &tags,
+            &publish,
+            origin_port,
+            &format!("rc{from}"),
+            gw.0.id(),
+        );
+        for id in tasks {
+            http(http_port, "DELETE", &format!("/v1/relays/{id}"), "");
+        }
+        out
+    };
+    let nginx_case = |from: usize, n: usize| -> (Vec<f64>, f64) {
+        let publish: Vec<(u16, &'static str, String)> = (from..from + n)
+            .map(|i| (relay_port, "live", format!("ng{i}")))
+            .collect();
+        run_case(
+            &tags,
+            &publish,
+            origin_port,
+            &format!("ng{from}"),
+            relay.0.id(),
+        )
+    };
+
+    // Each case twice per side, in the order roomcast, nginx, nginx,
+    // roomcast, so neither side gets the warmer or the later slots.
+    for (label, n) in [
+        ("one relay".to_owned(), 1),
         (
-            &*format!("{many} relays at once (the first one timed; CPU per stream)"),
-            (&mut rc_many_lat, rc_many_cpu),
-            (&mut ng_many_lat, ng_many_cpu),
+            format!("{many} relays at once (the first one timed; CPU per stream)"),
+            many,
         ),
     ] {
+        // Stream numbers: each run its own.
+        let base = if n == 1 { 0 } else { 4 };
+        let rc_a = roomcast_case(base * (many + 1), n);
+        let ng_a = nginx_case(base * (many + 1), n);
+        let ng_b = nginx_case((base + 1) * (many + 1), n);
+        let rc_b = roomcast_case((base + 1) * (many + 1), n);
         println!("\n{label}:");
-        let (rc_p50, rc_cpu_s) = summary("roomcast", rc_lat, rc_cpu);
-        let (ng_p50, ng_cpu_s) = summary("nginx-rtmp", ng_lat, ng_cpu);
+        let side = |name: &str, a: (Vec<f64>, f64), b: (Vec<f64>, f64)| -> (f64, f64) {
+            let (mut lat, cpu) = (a.0, [a.1, b.1]);
+            lat.extend(b.0);
+            let per_s = |c: f64| c / f64::from(SECONDS);
+            let (p50, mean) = summary(name, &mut lat, (cpu[0] + cpu[1]) / 2.0);
+            println!(
+                "{:10} CPU per run {:.4}, {:.4} s/s of stream",
+                "",
+                per_s(cpu[0]),
+                per_s(cpu[1])
+            );
+            (p50, mean)
+        };
+        let (rc_p50, rc_cpu_s) = side("roomcast", rc_a, rc_b);
+        let (ng_p50, ng_cpu_s) = side("nginx-rtmp", ng_a, ng_b);
         println!(
             "ratio roomcast/nginx-rtmp: latency p50 {:.2}x, CPU {:.2}x",
             rc_p50 / ng_p50,
