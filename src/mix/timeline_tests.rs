@@ -528,22 +528,22 @@ proptest::proptest! {
     }
 }
 
-/// Pictures stamped in whole milliseconds (RTMP, FLV: 0, 33, 67, 100 ...)
-/// at the output's own rate, arriving on time, whatever the phase of their
-/// clock against the output's ticks.
-fn pictures_per_tick(phase: Duration, adaptive: bool) -> Vec<usize> {
+/// Pictures stamped `stamp(k)` ms, arriving on time from `phase` after the
+/// mix's start, through `ticks` ticks of a 30 fps mix: how many each tick
+/// got, after `check` looked at the timeline.
+fn pictures_per_tick(
+    tl: &mut InputTimeline<u64>,
+    stamp: impl Fn(u64) -> u64,
+    phase: Duration,
+    ticks: u64,
+    check: impl Fn(&InputTimeline<u64>),
+) -> Vec<usize> {
     let t0 = Instant::now();
     let c = clock(t0);
-    let mut tl = if adaptive {
-        InputTimeline::adaptive(min_ahead(&c), 400 * MS)
-    } else {
-        InputTimeline::default()
-    };
     let first = t0 + phase;
-    let stamp = |k: u64| (k * 1000 + 15) / 30;
     let mut next = 0u64;
     let mut per_tick = Vec::new();
-    for n in 0..300u64 {
+    for n in 0..ticks {
         let tick = t0 + Duration::from_nanos(n * 1_000_000_000 / 30);
         while first + stamp(next) as u32 * MS <= tick {
             let ts = stamp(next);
@@ -556,16 +556,30 @@ fn pictures_per_tick(phase: Duration, adaptive: bool) -> Vec<usize> {
             );
             next += 1;
         }
-        per_tick.push(released(&mut tl, tick, &c).len());
+        per_tick.push(released(tl, tick, &c).len());
+        check(tl);
     }
     per_tick
 }
 
+fn adaptive_or_fixed(adaptive: bool) -> InputTimeline<u64> {
+    if adaptive {
+        InputTimeline::adaptive(min_ahead(&clock(Instant::now())), 400 * MS)
+    } else {
+        InputTimeline::default()
+    }
+}
+
 #[test]
 fn pictures_stamped_in_milliseconds_each_get_their_own_tick_at_any_phase() {
+    // 30 fps stamped in whole milliseconds (RTMP, FLV: 0, 33, 67, 100 ...)
+    // into a 30 fps mix, whatever the phase of their clock against its ticks.
+    let stamp = |k: u64| (k * 1000 + 15) / 30;
     for adaptive in [false, true] {
         for phase_us in (0..33_400u64).step_by(50) {
-            let per_tick = pictures_per_tick(Duration::from_micros(phase_us), adaptive);
+            let mut tl = adaptive_or_fixed(adaptive);
+            let phase = Duration::from_micros(phase_us);
+            let per_tick = pictures_per_tick(&mut tl, stamp, phase, 300, |_| {});
             // Past the jitter buffer's fill, one picture per tick.
             let steady = &per_tick[60..];
             assert!(
@@ -580,37 +594,19 @@ fn pictures_stamped_in_milliseconds_each_get_their_own_tick_at_any_phase() {
 fn a_drifting_input_is_moved_clear_of_the_boundary_without_the_offset_growing() {
     // 29.97 fps stamped in milliseconds into a 30 fps mix: its pictures
     // walk across every boundary between ticks, one a little over 33 s.
-    let t0 = Instant::now();
-    let c = clock(t0);
-    let mut tl = InputTimeline::adaptive(min_ahead(&c), 400 * MS);
     let stamp = |k: u64| (k * 1001 + 15) / 30;
-    let first = t0 + 3 * MS;
     let bound = (PICTURE_GUARD + PICTURE_CLEARANCE).as_nanos() as i64;
-    let (mut next, mut doubled, mut empty) = (0u64, 0, 0);
-    for n in 0..30 * 200u64 {
-        let tick = t0 + Duration::from_nanos(n * 1_000_000_000 / 30);
-        while first + stamp(next) as u32 * MS <= tick {
-            let ts = stamp(next);
-            tl.push(
-                TrackKind::Video,
-                Some(ts as i64),
-                next,
-                first + ts as u32 * MS,
-                min_ahead(&c),
-            );
-            next += 1;
-        }
-        let shown = released(&mut tl, tick, &c).len();
+    let mut tl = adaptive_or_fixed(true);
+    let per_tick = pictures_per_tick(&mut tl, stamp, 3 * MS, 30 * 200, |tl| {
         assert!(
             tl.picture_offset.abs() <= bound,
             "offset {}",
             tl.picture_offset
         );
-        if n >= 60 {
-            doubled += usize::from(shown > 1);
-            empty += usize::from(shown == 0);
-        }
-    }
+    });
+    let steady = &per_tick[60..];
+    let doubled = steady.iter().filter(|&&n| n > 1).count();
+    let empty = steady.iter().filter(|&&n| n == 0).count();
     // 200 s: six crossings, one picture repeated at each (the input is
     // slower) and none lost, give or take the crossing the offset moved
     // a picture back over.
