@@ -138,7 +138,13 @@ fn main() {
     };
 
     // Each case twice per side, in the order roomcast, nginx, nginx,
-    // roomcast, so neither side gets the warmer or the later slots.
+    // roomcast, so neither side gets the warmer or the later slots; each
+    // run its own stream numbers.
+    let mut next_stream = 0;
+    let mut streams = |n: usize| {
+        next_stream += n;
+        next_stream - n
+    };
     for (label, n) in [
         ("one relay".to_owned(), 1),
         (
@@ -146,12 +152,10 @@ fn main() {
             many,
         ),
     ] {
-        // Stream numbers: each run its own.
-        let base = if n == 1 { 0 } else { 4 };
-        let rc_a = roomcast_case(base * (many + 1), n);
-        let ng_a = nginx_case(base * (many + 1), n);
-        let ng_b = nginx_case((base + 1) * (many + 1), n);
-        let rc_b = roomcast_case((base + 1) * (many + 1), n);
+        let rc_a = roomcast_case(streams(n), n);
+        let ng_a = nginx_case(streams(n), n);
+        let ng_b = nginx_case(streams(n), n);
+        let rc_b = roomcast_case(streams(n), n);
         println!("\n{label}:");
         let side = |name: &str, a: (Vec<f64>, f64), b: (Vec<f64>, f64)| -> (f64, f64) {
             let (mut lat, cpu) = (a.0, [a.1, b.1]);

@@ -189,10 +189,16 @@ struct Setup {
 /// generator costs the box little beside the gateway.
 struct Anchors {
     stop: Arc<AtomicBool>,
-    /// Sends more than a frame (34 ms) behind their time, and the worst
-    /// lateness in microseconds, since the last [`Anchors::lateness`].
-    late: Arc<[AtomicU64; 2]>,
+    late: Arc<Lateness>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How late the harness's sends ran since the last [`Anchors::lateness`].
+#[derive(Default)]
+struct Lateness {
+    /// Sends more than a frame (34 ms) behind their time.
+    over_a_frame: AtomicU64,
+    worst_us: AtomicU64,
 }
 
 impl Anchors {
@@ -218,7 +224,7 @@ impl Anchors {
             .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
-        let late = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let late = Arc::new(Lateness::default());
         let lateness = late.clone();
         let thread = std::thread::spawn(move || {
             // The anchors stand for publishers on other machines, whose
@@ -247,9 +253,11 @@ impl Anchors {
                         None => {
                             let behind = now.duration_since(due);
                             if behind > Duration::from_millis(34) {
-                                lateness[0].fetch_add(1, Ordering::Relaxed);
+                                lateness.over_a_frame.fetch_add(1, Ordering::Relaxed);
                             }
-                            lateness[1].fetch_max(behind.as_micros() as u64, Ordering::Relaxed);
+                            lateness
+                                .worst_us
+                                .fetch_max(behind.as_micros() as u64, Ordering::Relaxed);
                         }
                     }
                     for room in &mut conns {
@@ -278,8 +286,8 @@ impl Anchors {
     /// last call.
     fn lateness(&self) -> (u64, f64) {
         (
-            self.late[0].swap(0, Ordering::Relaxed),
-            self.late[1].swap(0, Ordering::Relaxed) as f64 / 1e3,
+            self.late.over_a_frame.swap(0, Ordering::Relaxed),
+            self.late.worst_us.swap(0, Ordering::Relaxed) as f64 / 1e3,
         )
     }
 }

@@ -238,6 +238,17 @@ impl OutputClock {
     }
 }
 
+/// `t` moved by `by` nanoseconds, either way (not before the clock's
+/// earliest instant).
+fn shifted(t: Instant, by: i64) -> Instant {
+    let d = Duration::from_nanos(by.unsigned_abs());
+    if by >= 0 {
+        t + d
+    } else {
+        t.checked_sub(d).unwrap_or(t)
+    }
+}
+
 /// What [`InputTimeline::release`] hands back.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Released<T> {
@@ -372,12 +383,7 @@ impl<T> InputTimeline<T> {
             Some(ts) => {
                 let (ts0, t0) = *self.clock.get_or_insert((ts, now));
                 let delta = ts - ts0;
-                let at = if delta >= 0 {
-                    t0 + Duration::from_millis(delta as u64)
-                } else {
-                    t0.checked_sub(Duration::from_millis(delta.unsigned_abs()))
-                        .unwrap_or(t0)
-                };
+                let at = shifted(t0, delta.saturating_mul(1_000_000));
                 self.adapt(now.saturating_duration_since(at), now);
                 let due = at + self.delay;
                 if due > now + self.delay + MAX_EARLY || due < now + min_ahead {
@@ -459,15 +465,7 @@ impl<T> InputTimeline<T> {
     /// boundary between ticks, to [`PICTURE_CLEARANCE`] before or after
     /// it, whichever leaves the offset nearer zero.
     fn picture_at(&mut self, due: Instant, clock: &OutputClock) -> Instant {
-        let shift = |t: Instant, by: i64| {
-            let d = Duration::from_nanos(by.unsigned_abs());
-            if by >= 0 {
-                t + d
-            } else {
-                t.checked_sub(d).unwrap_or(t)
-            }
-        };
-        let at = shift(due, self.picture_offset);
+        let at = shifted(due, self.picture_offset);
         let guard = PICTURE_GUARD.as_nanos() as i64;
         let clearance = PICTURE_CLEARANCE.as_nanos() as i64;
         match clock.past_picture_boundary(at) {
@@ -480,7 +478,7 @@ impl<T> InputTimeline<T> {
                     earlier
                 };
                 self.picture_offset = by;
-                shift(due, by)
+                shifted(due, by)
             }
             _ => at,
         }
