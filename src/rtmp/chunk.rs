@@ -22,8 +22,6 @@
 //! starts a message adds the stream's last timestamp field), so what the
 //! rest of the gateway sees is unchanged. Pure: bytes in, messages out.
 
-use std::collections::HashMap;
-
 use super::amf::{self, AmfError, AmfLimits};
 
 /// What one connection may send.
@@ -115,6 +113,11 @@ const MAX_HEADER: usize = 18;
 const INITIAL_CHUNK_SIZE: u32 = 128;
 /// The largest chunk size RTMP can announce (31 bits).
 const MAX_CHUNK_SIZE: u32 = 0x7fff_ffff;
+/// Capacity reserved for a message when its first header is read (its
+/// declared length, up to this): most media messages need no reallocation,
+/// and a peer declaring large messages it never sends holds at most this
+/// per chunk stream.
+const PAYLOAD_RESERVE: usize = 64 << 10;
 
 /// What a chunk stream remembers from its last header.
 #[derive(Debug, Default)]
@@ -133,9 +136,10 @@ struct Stream {
 #[derive(Debug, Clone, Copy)]
 enum State {
     Header,
-    /// Inside a chunk of `csid` with `left` body bytes still to come.
+    /// Inside a chunk of the chunk stream at `index` in the reader's list,
+    /// with `left` body bytes still to come.
     Body {
-        csid: u32,
+        index: usize,
         left: u32,
     },
 }
@@ -145,10 +149,14 @@ enum State {
 pub(crate) struct ChunkReader {
     limits: ChunkLimits,
     chunk_size: u32,
-    streams: HashMap<u32, Stream>,
+    /// Chunk streams by id, in order of first use. A connection uses a
+    /// handful (at most `max_chunk_streams`, and none is ever removed), so
+    /// a short list searched per chunk is cheaper than hashing its id.
+    streams: Vec<(u32, Stream)>,
     state: State,
-    /// Bytes of an incomplete chunk header.
-    pending: Vec<u8>,
+    /// Bytes of an incomplete chunk header: `pending[..pending_len]`.
+    pending: [u8; MAX_HEADER],
+    pending_len: usize,
     buffered: usize,
 }
 
@@ -157,9 +165,10 @@ impl ChunkReader {
         ChunkReader {
             limits,
             chunk_size: INITIAL_CHUNK_SIZE,
-            streams: HashMap::new(),
+            streams: Vec::new(),
             state: State::Header,
-            pending: Vec::new(),
+            pending: [0; MAX_HEADER],
+            pending_len: 0,
             buffered: 0,
         }
     }
@@ -171,35 +180,45 @@ impl ChunkReader {
         let mut input = input;
         while !input.is_empty() {
             match self.state {
-                State::Body { csid, left } => {
+                State::Body { index, left } => {
                     let n = (left as usize).min(input.len());
-                    let stream = self.streams.get_mut(&csid).expect("body of a known stream");
+                    let stream = &mut self.streams[index].1;
                     let payload = stream.payload.as_mut().expect("body of a started message");
                     payload.extend_from_slice(&input[..n]);
                     input = &input[n..];
                     self.buffered += n;
                     let left = left - n as u32;
                     if left > 0 {
-                        self.state = State::Body { csid, left };
+                        self.state = State::Body { index, left };
                     } else {
                         self.state = State::Header;
-                        self.chunk_done(csid, out)?;
+                        self.chunk_done(index, out)?;
                     }
                 }
+                // Headers are at most 18 bytes, so one that does not parse
+                // from what is here has fewer than 18 pending.
+                State::Header if self.pending_len == 0 => match self.header(input, out)? {
+                    Some(used) => input = &input[used..],
+                    None => {
+                        self.pending[..input.len()].copy_from_slice(input);
+                        self.pending_len = input.len();
+                        input = &[];
+                    }
+                },
                 State::Header => {
-                    // Headers are at most 18 bytes: gather them, then parse
-                    // (fewer than 18 are ever pending).
-                    let take = input.len().min(MAX_HEADER - self.pending.len());
-                    let mut header = std::mem::take(&mut self.pending);
-                    header.extend_from_slice(&input[..take]);
-                    match self.header(&header, out)? {
+                    let have = self.pending_len;
+                    let take = input.len().min(MAX_HEADER - have);
+                    let mut header = self.pending;
+                    header[have..have + take].copy_from_slice(&input[..take]);
+                    match self.header(&header[..have + take], out)? {
                         Some(used) => {
-                            let from_input = used - (header.len() - take);
-                            input = &input[from_input..];
+                            self.pending_len = 0;
+                            input = &input[used - have..];
                         }
                         None => {
-                            input = &input[take..];
                             self.pending = header;
+                            self.pending_len = have + take;
+                            input = &input[take..];
                         }
                     }
                 }
@@ -226,8 +245,9 @@ impl ChunkReader {
             return Ok(None);
         }
         let u24 = |i: usize| u32::from_be_bytes([0, b[i], b[i + 1], b[i + 2]]);
-        let prev_field = match self.streams.get(&csid) {
-            Some(s) => s.field,
+        let known = self.streams.iter().position(|(id, _)| *id == csid);
+        let prev_field = match known {
+            Some(i) => self.streams[i].1.field,
             None if fmt == 0 => 0,
             None => return Err(ChunkError::NoPreviousHeader(csid)),
         };
@@ -241,13 +261,17 @@ impl ChunkReader {
             .then(|| u32::from_be_bytes([b[ext_at], b[ext_at + 1], b[ext_at + 2], b[ext_at + 3]]));
         let used = ext_at + if extended { 4 } else { 0 };
 
-        if !self.streams.contains_key(&csid) {
-            if self.streams.len() >= self.limits.max_chunk_streams {
-                return Err(ChunkError::TooManyStreams(self.limits.max_chunk_streams));
+        let index = match known {
+            Some(i) => i,
+            None => {
+                if self.streams.len() >= self.limits.max_chunk_streams {
+                    return Err(ChunkError::TooManyStreams(self.limits.max_chunk_streams));
+                }
+                self.streams.push((csid, Stream::default()));
+                self.streams.len() - 1
             }
-            self.streams.insert(csid, Stream::default());
-        }
-        let stream = self.streams.get_mut(&csid).expect("inserted above");
+        };
+        let stream = &mut self.streams[index].1;
         let continuing = stream.payload.is_some();
         if continuing && fmt != 3 {
             return Err(ChunkError::Interleaved(csid));
@@ -283,7 +307,9 @@ impl ChunkReader {
                     limit,
                 });
             }
-            stream.payload = Some(Vec::new());
+            stream.payload = Some(Vec::with_capacity(
+                (stream.length as usize).min(PAYLOAD_RESERVE),
+            ));
         }
         at = used;
         let have = stream.payload.as_ref().map_or(0, Vec::len) as u32;
@@ -292,16 +318,17 @@ impl ChunkReader {
             return Err(ChunkError::Buffered(self.limits.max_buffered_bytes));
         }
         if left == 0 {
-            self.chunk_done(csid, out)?;
+            self.chunk_done(index, out)?;
         } else {
-            self.state = State::Body { csid, left };
+            self.state = State::Body { index, left };
         }
         Ok(Some(at))
     }
 
-    /// A chunk of `csid` is complete: if its message is too, handle it.
-    fn chunk_done(&mut self, csid: u32, out: &mut Vec<Message>) -> Result<(), ChunkError> {
-        let stream = self.streams.get_mut(&csid).expect("known stream");
+    /// A chunk of the stream at `index` is complete: if its message is
+    /// too, handle it.
+    fn chunk_done(&mut self, index: usize, out: &mut Vec<Message>) -> Result<(), ChunkError> {
+        let stream = &mut self.streams[index].1;
         let payload = stream.payload.as_ref().expect("started message");
         if payload.len() < stream.length as usize {
             return Ok(());
@@ -324,7 +351,7 @@ impl ChunkReader {
             }
             ABORT => {
                 let aborted = control_u32(&msg)?;
-                if let Some(s) = self.streams.get_mut(&aborted)
+                if let Some((_, s)) = self.streams.iter_mut().find(|(id, _)| *id == aborted)
                     && let Some(p) = s.payload.take()
                 {
                     self.buffered -= p.len();
