@@ -1044,7 +1044,7 @@ fn dismissing_a_room_stops_its_relay_mix_and_ingest_tasks() {
     );
     assert_eq!(mix["ok"], true, "{mix}");
     let url = format!("{}&roomtype=int", gw.publish_url(APP, KEY, "4321", "host"));
-    let _host = Publisher::start(&url, 20, &gw.dir.0);
+    let mut host = Publisher::start(&url, 20, &gw.dir.0);
     let ingest = sdk(
         &gw,
         "StartStreamIngest",
@@ -1075,6 +1075,13 @@ fn dismissing_a_room_stops_its_relay_mix_and_ingest_tasks() {
         let reason = gw.relay_status(id)["reason"].as_str().unwrap().to_owned();
         assert!(reason.contains("dismissed"), "{id}: {reason}");
     }
+    // The anchor publishing over RTMP is let go too: its connection is
+    // closed, so its ffmpeg ends long before its 20 s are up.
+    common::wait_for(
+        "the RTMP anchor's connection closed",
+        Duration::from_secs(8),
+        || host.child.try_wait().unwrap().is_some(),
+    );
 }
 
 #[test]

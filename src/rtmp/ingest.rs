@@ -7,8 +7,11 @@
 //! disconnect) and the hand-off of frames to the media hub. Playback is
 //! refused: roomcast serves viewers over HLS and WHEP.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
@@ -30,8 +33,8 @@ use crate::media::hub::{MediaHub, Publisher};
 use crate::net::ConnLimiter;
 use crate::room::RoomCallError;
 use crate::room::{
-    Command, Enter, EventKind, Grant, Role, RoomHandle, RoomId, RoomIdType, RoomKey, Scene,
-    SessionId, TrackKind, UserId,
+    Command, Enter, EventKind, Grant, Role, RoomEvent, RoomHandle, RoomId, RoomIdType, RoomKey,
+    Scene, SessionId, TrackKind, UserId,
 };
 use crate::tls::ServerTls;
 
@@ -66,6 +69,39 @@ pub(crate) enum IngestError {
     Ended(&'static str),
     #[error("forwarding to the owner node: {0}")]
     Forward(String),
+}
+
+/// A receiver of the gateway's room events.
+type EventRx = tokio::sync::broadcast::Receiver<Arc<RoomEvent>>;
+type Received = (EventRx, Result<Arc<RoomEvent>, RecvError>);
+
+/// The room events as one future, ready with each in turn, that stays
+/// registered with the channel between polls: a `recv()` made afresh for
+/// every read of the socket would join and leave the channel's list of
+/// waiters each time (under its lock, which every connection shares).
+struct NextEvent(Pin<Box<dyn Future<Output = Received> + Send>>);
+
+impl NextEvent {
+    fn new(rx: EventRx) -> Self {
+        NextEvent(Self::arm(rx))
+    }
+
+    fn arm(mut rx: EventRx) -> Pin<Box<dyn Future<Output = Received> + Send>> {
+        Box::pin(async move {
+            let r = rx.recv().await;
+            (rx, r)
+        })
+    }
+}
+
+impl Future for NextEvent {
+    type Output = Result<Arc<RoomEvent>, RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (rx, r) = ready!(self.0.as_mut().poll(cx));
+        self.0 = Self::arm(rx);
+        Poll::Ready(r)
+    }
 }
 
 /// What the ingest needs from the rest of the gateway.
@@ -191,7 +227,7 @@ impl Connection {
         let mut feed = SessionFeed::for_publisher(ChunkLimits::default());
         self.feed(&mut session, &mut feed, &leftover).await?;
 
-        let mut events = self.ingest.rooms.subscribe();
+        let mut events = NextEvent::new(self.ingest.rooms.subscribe());
         // A forwarded publish ends when its owner node stops taking it, so
         // the publisher reconnects and is placed again.
         let mut forward: Option<tokio::sync::watch::Receiver<PushState>> = None;
@@ -206,7 +242,12 @@ impl Connection {
             if self.published.as_ref().is_some_and(|p| p.finished) {
                 return Ok(());
             }
+            // The read first: it is what wakes the task nearly every time,
+            // and the others are not polled when it is ready. A publisher
+            // that never lets it be pending still gives way when the
+            // runtime's budget for the task runs out.
             let n = tokio::select! {
+                biased;
                 r = self.socket.read(&mut buf) => match r {
                     Ok(0) => return Err(IngestError::Closed),
                     Ok(n) => n,
@@ -235,7 +276,7 @@ impl Connection {
                         _ => continue,
                     }
                 }
-                ev = events.recv(), if self.published.is_some() => {
+                ev = &mut events, if self.published.is_some() => {
                     match ev {
                         Ok(ev) => {
                             let p = self.published.as_ref().expect("guarded");
