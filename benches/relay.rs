@@ -61,15 +61,23 @@ fn main() {
         .map_or(String::new(), |n| format!("[runtime]\nio_threads = {n}\n"));
     std::fs::write(
         gw_dir.join("roomcast.toml"),
-        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n{runtime}"),
+        // More relays than an application may run by default need the
+        // limit raised; admission is not what this measures.
+        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n[limits]\ntasks_per_app = {}\ncpu_budget = 64\n{runtime}", many.max(100)),
     )
     .unwrap();
     // The same job as nginx's `push`: the RTMP output only (the shipped
-    // passthrough profile also writes HLS).
+    // passthrough profile also writes HLS). `RELAY_BENCH_HLS=1`: HLS too,
+    // as the shipped profile does, for what a relay costs the gateway then
+    // (nginx-rtmp still only pushes).
+    let hls = std::env::var("RELAY_BENCH_HLS").is_ok_and(|v| v == "1");
+    if hls {
+        println!("roomcast relays write HLS too");
+    }
     std::fs::create_dir_all(gw_dir.join("profiles")).unwrap();
     std::fs::write(
         gw_dir.join("profiles/push-only.toml"),
-        "name = \"push-only\"\npassthrough = true\n[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n[audio]\nbitrate_kbps = 128\n[outputs.hls]\nenabled = false\n",
+        format!("name = \"push-only\"\npassthrough = true\n[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n[audio]\nbitrate_kbps = 128\n[outputs.hls]\nenabled = {hls}\n"),
     )
     .unwrap();
     let (http_port, rtmp_port) = two_ports();
