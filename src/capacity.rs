@@ -8,14 +8,20 @@
 //!   (`DECODE` per input megapixel per second; inputs are counted as
 //!   640x360 at 30 fps, the camera-like anchor of the benchmarks, at least
 //!   `MIN_MIX_INPUTS` of them), and mixes audio (`MIX_BASE`);
-//! - a passthrough copies (`PASSTHROUGH`), plus an AAC re-encode when asked;
+//! - a passthrough copies and pushes (`PASSTHROUGH`), segments and writes
+//!   HLS when its profile does (`PASSTHROUGH_HLS`), plus an AAC re-encode
+//!   when asked;
 //! - an HLS ladder decodes the task's output once (a mix's canvas; for a
 //!   passthrough, counted as 720p30) and encodes each rendition.
 //!
 //! The constants are fitted to `cargo bench --bench mix` and
 //! `cargo bench --bench relay` on the reference machine (2 cores):
-//! 2 inputs → 720p30 0.34, 4 → 720p30 0.36, 4 → 1080p30 0.62 CPU-s/s; a
-//! passthrough of a 2 Mbps stream 0.012. They are not re-measured at
+//! 2 inputs → 720p30 0.34, 4 → 720p30 0.36, 4 → 1080p30 0.62 CPU-s/s. A
+//! passthrough of a 2 Mbps stream is charged what each of 50 at once costs
+//! (`-- 50`, with `RELAY_BENCH_HLS=1` for HLS): 0.0024–0.0028 pushing only,
+//! 0.0075 writing HLS too, each rounded up. One relay alone costs more per
+//! stream (0.008–0.02: its wake-ups find the caches cold), but the budget
+//! only binds when many run. They are not re-measured at
 //! start-up (yet): a faster machine is under-used, a slower one can still be
 //! overloaded, which is what graceful overload is for.
 
@@ -35,8 +41,10 @@ const MIN_MIX_INPUTS: usize = 2;
 const INPUT_MPX: f64 = 640.0 * 360.0 * 30.0 / 1e6;
 /// What a passthrough's ladder is charged for decoding: 720p30.
 const LADDER_SOURCE_MPX: f64 = 1280.0 * 720.0 * 30.0 / 1e6;
-/// A passthrough relay's copying and pushing.
-const PASSTHROUGH: f64 = 0.012;
+/// A passthrough relay's reading, copying and pushing.
+const PASSTHROUGH: f64 = 0.004;
+/// A passthrough relay's HLS: segmenting and writing its output.
+const PASSTHROUGH_HLS: f64 = 0.006;
 /// An AAC re-encode.
 const AAC: f64 = 0.01;
 
@@ -93,7 +101,15 @@ fn mix(m: &MixSettings, inputs: usize) -> f64 {
 pub(crate) fn estimate(spec: &RelaySpec, publishing: usize) -> f64 {
     let task = match &spec.input {
         RelayInput::Mix(m) => mix(m, publishing),
-        RelayInput::Anchor(a) => PASSTHROUGH + if a.audio_reencode.is_some() { AAC } else { 0.0 },
+        RelayInput::Anchor(a) => {
+            let hls = if spec.outputs.hls.is_some() {
+                PASSTHROUGH_HLS
+            } else {
+                0.0
+            };
+            let aac = if a.audio_reencode.is_some() { AAC } else { 0.0 };
+            PASSTHROUGH + hls + aac
+        }
     };
     task + ladder(spec)
 }
@@ -197,6 +213,17 @@ mod tests {
             RelaySpec::for_anchor(room(), UserId::new("a").unwrap(), &profile("passthrough"))
                 .unwrap();
         assert!(estimate(&pass, 1) < 0.05);
+        // The shipped passthrough writes HLS; without it a relay costs less.
+        let mut push_only = pass.clone();
+        push_only.outputs.hls = None;
+        assert!(estimate(&push_only, 1) < estimate(&pass, 1));
+        let exactly = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(
+            exactly(estimate(&push_only, 1), 0.004),
+            "{}",
+            estimate(&push_only, 1)
+        );
+        assert!(exactly(estimate(&pass, 1), 0.010), "{}", estimate(&pass, 1));
         let audio = RelaySpec::for_mix(room(), &profile("audio-only")).unwrap();
         assert!(estimate(&audio, 3) < estimate(&grid, 3));
     }
