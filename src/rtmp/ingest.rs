@@ -74,19 +74,20 @@ pub(crate) enum IngestError {
 /// A receiver of the gateway's room events.
 type EventRx = tokio::sync::broadcast::Receiver<Arc<RoomEvent>>;
 type Received = (EventRx, Result<Arc<RoomEvent>, RecvError>);
+type Receiving = Pin<Box<dyn Future<Output = Received> + Send>>;
 
 /// The room events as one future, ready with each in turn, that stays
 /// registered with the channel between polls: a `recv()` made afresh for
 /// every read of the socket would join and leave the channel's list of
 /// waiters each time (under its lock, which every connection shares).
-struct NextEvent(Pin<Box<dyn Future<Output = Received> + Send>>);
+struct NextEvent(Receiving);
 
 impl NextEvent {
     fn new(rx: EventRx) -> Self {
         NextEvent(Self::arm(rx))
     }
 
-    fn arm(mut rx: EventRx) -> Pin<Box<dyn Future<Output = Received> + Send>> {
+    fn arm(mut rx: EventRx) -> Receiving {
         Box::pin(async move {
             let r = rx.recv().await;
             (rx, r)
