@@ -1,9 +1,9 @@
 //! HLS served by roomcast, in two forms.
 //!
-//! - MPEG-TS (the default, for every player): `writer` is the thread that
-//!   muxes segments with libavformat and keeps `playlist` (the pure
-//!   sliding-window playlist), in memory for live HLS (`store`), on disk
-//!   for recordings.
+//! - MPEG-TS (the default, for every player): `writer` muxes segments
+//!   with libavformat and keeps `playlist` (the pure sliding-window
+//!   playlist), in memory for live HLS (`store`, muxed where the relay
+//!   delivers), on disk for recordings (on a thread of its own).
 //! - fMP4, plain or low-latency: `cmaf` cuts a relay's messages into parts
 //!   and segments, `fmp4` writes them, `live` is the playlist (parts,
 //!   blocking reloads, delta updates) and `store` keeps it all in memory.
@@ -18,8 +18,6 @@ pub(crate) mod playlist;
 pub(crate) mod store;
 pub(crate) mod writer;
 
-pub(crate) use writer::HlsWriter;
-
 use std::sync::Arc;
 
 use crate::media::MediaMessage;
@@ -27,7 +25,7 @@ use crate::profile::{HlsContainer, HlsOutput};
 
 /// A relay's HLS output: MPEG-TS on disk, or fMP4 (LL or not) in memory.
 pub(crate) enum HlsOut {
-    Ts(HlsWriter, Arc<store::TsShared>, store::HlsStore),
+    Ts(Box<writer::LiveTsWriter>, Arc<store::TsShared>, store::HlsStore),
     Live(Box<store::LiveOutput>),
 }
 
@@ -38,7 +36,7 @@ impl HlsOut {
             HlsContainer::Ts => {
                 let shared = store.open_ts(name);
                 HlsOut::Ts(
-                    writer::spawn(writer::Sink::Memory(shared.clone()), settings.clone()),
+                    Box::new(writer::LiveTsWriter::start(shared.clone(), settings.clone())),
                     shared,
                     store.clone(),
                 )
@@ -66,10 +64,10 @@ impl HlsOut {
     }
 
     /// Ends the playlist; the stream stays readable for a while.
-    pub(crate) async fn finish(self) {
+    pub(crate) fn finish(self) {
         match self {
             HlsOut::Ts(w, shared, store) => {
-                w.finish().await;
+                w.finish();
                 store.linger_ts(shared);
             }
             HlsOut::Live(l) => (*l).finish(),

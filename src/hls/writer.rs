@@ -1,14 +1,16 @@
-//! The HLS writer: MPEG-TS segments muxed by libavformat, on its own thread.
+//! The HLS writer: MPEG-TS segments muxed by libavformat.
 //!
-//! Receives rebased messages (milliseconds) through a bounded queue, cuts a
+//! Receives rebased messages (milliseconds), cuts a
 //! segment at the first video keyframe past the target duration (any audio
 //! frame for audio-only streams), updates the playlist after each segment,
 //! forgets segments that left the window, and ends the playlist when the
-//! relay stops. Muxing is blocking work, so it never runs on the runtime.
+//! relay stops.
 //!
 //! Where it goes is the [`Sink`]: a directory (recordings: files written in
-//! place, the playlist replaced atomically) or the in-memory store (live
-//! HLS: libavformat muxes into a buffer, served from there).
+//! place, the playlist replaced atomically, on a thread of its own through
+//! a bounded queue, as file writes may block) or the in-memory store (live
+//! HLS: libavformat muxes into a buffer, served from there, right where
+//! the relay delivers: [`LiveTsWriter`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,10 +64,11 @@ impl std::io::Write for SharedBuf {
     }
 }
 
-/// The relay's side of an HLS output: a worker thread muxing into `sink`.
+/// A recording's side of an HLS output: a worker thread muxing into `sink`.
 pub(crate) type HlsWriter = Worker;
 
-/// Starts writing into `sink` (a directory is emptied first).
+/// Starts writing into `sink` on a thread (a directory is emptied first):
+/// for files, whose writes may block.
 pub(crate) fn spawn(sink: Sink, settings: HlsOutput) -> HlsWriter {
     Worker::spawn("hls-writer", QUEUE_CAPACITY, move |rx| {
         let name = sink.name();
@@ -73,6 +76,52 @@ pub(crate) fn spawn(sink: Sink, settings: HlsOutput) -> HlsWriter {
             tracing::error!(%name, "hls writer stopped: {e}");
         }
     })
+}
+
+/// A live stream's writer, muxing into memory where its messages are
+/// delivered. No file is touched, so nothing blocks: a message costs a few
+/// microseconds of libavformat, less than handing it to a thread would
+/// (each hand-off wakes the thread, per message and per stream).
+pub(crate) struct LiveTsWriter {
+    name: String,
+    /// `None` once it failed (logged then).
+    writer: Option<Writer>,
+}
+
+impl LiveTsWriter {
+    pub(crate) fn start(shared: Arc<TsShared>, settings: HlsOutput) -> LiveTsWriter {
+        let name = shared.name.clone();
+        let writer = Writer::new(Sink::Memory(shared), settings)
+            .inspect_err(|e| tracing::error!(%name, "hls writer stopped: {e}"))
+            .ok();
+        LiveTsWriter { name, writer }
+    }
+
+    fn step(&mut self, f: impl FnOnce(&mut Writer) -> Result<(), HlsError>) {
+        if let Some(w) = self.writer.as_mut()
+            && let Err(e) = f(w)
+        {
+            tracing::error!(name = %self.name, "hls writer stopped: {e}");
+            self.writer = None;
+        }
+    }
+
+    pub(crate) fn offer(&mut self, msg: &MediaMessage) {
+        self.step(|w| w.message(msg));
+    }
+
+    pub(crate) fn discontinuity(&mut self) {
+        self.step(Writer::discontinuity);
+    }
+
+    /// Closes the open segment and ends the playlist.
+    pub(crate) fn finish(mut self) {
+        if let Some(w) = self.writer.take()
+            && let Err(e) = w.finish()
+        {
+            tracing::error!(name = %self.name, "hls writer stopped: {e}");
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,40 +198,53 @@ impl Writer {
     fn run(mut self, rx: Receiver<Cmd>) -> Result<(), HlsError> {
         while let Ok(cmd) = rx.recv() {
             match cmd {
-                Cmd::Media(m) => match &*m {
-                    MediaMessage::Config(c) => {
-                        let slot = match c.kind {
-                            TrackKind::Video => &mut self.video,
-                            TrackKind::Audio => &mut self.audio,
-                        };
-                        if c.kind == TrackKind::Video {
-                            self.startup_audio.clear();
-                        }
-                        if slot.as_ref() != Some(c) {
-                            let new_track = slot.is_none();
-                            *slot = Some(c.clone());
-                            // New codec parameters start a new segment at the next keyframe.
-                            if self.segment.is_some() {
-                                self.close_segment()?;
-                            }
-                            // A track appearing changes the streams of the
-                            // segments: players must reset their demuxer.
-                            if new_track && self.next_index > 0 {
-                                self.pending_discontinuity = true;
-                            }
-                        }
-                    }
-                    MediaMessage::Frame(f) => self.frame(f)?,
-                },
-                Cmd::Discontinuity => {
-                    if self.segment.is_some() {
-                        self.close_segment()?;
-                    }
-                    self.pending_discontinuity = self.next_index > 0;
-                }
+                Cmd::Media(m) => self.message(&m)?,
+                Cmd::Discontinuity => self.discontinuity()?,
                 Cmd::Finish => break,
             }
         }
+        self.finish()
+    }
+
+    fn message(&mut self, m: &MediaMessage) -> Result<(), HlsError> {
+        match m {
+            MediaMessage::Config(c) => {
+                let slot = match c.kind {
+                    TrackKind::Video => &mut self.video,
+                    TrackKind::Audio => &mut self.audio,
+                };
+                if c.kind == TrackKind::Video {
+                    self.startup_audio.clear();
+                }
+                if slot.as_ref() != Some(c) {
+                    let new_track = slot.is_none();
+                    *slot = Some(c.clone());
+                    // New codec parameters start a new segment at the next keyframe.
+                    if self.segment.is_some() {
+                        self.close_segment()?;
+                    }
+                    // A track appearing changes the streams of the
+                    // segments: players must reset their demuxer.
+                    if new_track && self.next_index > 0 {
+                        self.pending_discontinuity = true;
+                    }
+                }
+                Ok(())
+            }
+            MediaMessage::Frame(f) => self.frame(f),
+        }
+    }
+
+    fn discontinuity(&mut self) -> Result<(), HlsError> {
+        if self.segment.is_some() {
+            self.close_segment()?;
+        }
+        self.pending_discontinuity = self.next_index > 0;
+        Ok(())
+    }
+
+    /// Closes what is open and ends the playlist.
+    fn finish(mut self) -> Result<(), HlsError> {
         // A stream shorter than the wait: its audio is all there is.
         for a in std::mem::take(&mut self.startup_audio) {
             self.write_frame(&a)?;

@@ -322,7 +322,7 @@ impl Outputs {
         // Closing the queues lets targets and HLS finish in order.
         self.targets.clear();
         if let Some(h) = self.hls.take() {
-            h.finish().await;
+            h.finish();
         }
         if let Some(l) = self.ladder.take() {
             l.finish().await;
