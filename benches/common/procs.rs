@@ -66,7 +66,9 @@ pub fn gateway(dir: &Path, http_port: u16, rtmp_port: u16) -> Killed {
             .env("ROOMCAST_RTMP__BIND", "127.0.0.1")
             .env("ROOMCAST_RTMP__PORT", rtmp_port.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // Its warnings, for a run that fails (the work directory is
+            // left behind then).
+            .stderr(std::fs::File::create(dir.join("gateway.log")).unwrap())
             .spawn()
             .unwrap(),
     )
