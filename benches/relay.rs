@@ -62,8 +62,10 @@ fn main() {
     std::fs::write(
         gw_dir.join("roomcast.toml"),
         // More relays than an application may run by default need the
-        // limit raised; admission is not what this measures.
-        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n[limits]\ntasks_per_app = {}\ncpu_budget = 64\n{runtime}", many.max(100)),
+        // limit raised, and more publishers than one address may connect
+        // (64: the harness publishes them all from 127.0.0.1); admission is
+        // not what this measures.
+        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n[limits]\ntasks_per_app = {}\ncpu_budget = 64\n[rtmp]\nmax_connections_per_ip = {}\n{runtime}", many.max(100), many.max(56) + 8),
     )
     .unwrap();
     // The same job as nginx's `push`: the RTMP output only (the shipped
