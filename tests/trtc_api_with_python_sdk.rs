@@ -1086,7 +1086,7 @@ fn dismissing_a_room_stops_its_relay_mix_and_ingest_tasks() {
 
 #[test]
 fn a_task_over_the_cpu_budget_is_refused_by_both_apis_before_it_starts() {
-    // 0.05 cores: a bypass relay writing HLS (0.010) fits, a 720p mix does not.
+    // 0.05 cores: a bypass relay writing HLS (0.006) fits, a 720p mix does not.
     let gw = Gateway::start(Some(&common::app_config(
         APP,
         KEY,
@@ -1144,7 +1144,7 @@ fn a_task_over_the_cpu_budget_is_refused_by_both_apis_before_it_starts() {
     assert!(
         metrics
             .lines()
-            .any(|l| l == "roomcast_cpu_budget_in_use_cores 0.01"),
+            .any(|l| l == "roomcast_cpu_budget_in_use_cores 0.006"),
         "{metrics}"
     );
     assert!(

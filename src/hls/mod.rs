@@ -25,7 +25,11 @@ use crate::profile::{HlsContainer, HlsOutput};
 
 /// A relay's HLS output: MPEG-TS on disk, or fMP4 (LL or not) in memory.
 pub(crate) enum HlsOut {
-    Ts(Box<writer::LiveTsWriter>, Arc<store::TsShared>, store::HlsStore),
+    Ts(
+        Box<writer::LiveTsWriter>,
+        Arc<store::TsShared>,
+        store::HlsStore,
+    ),
     Live(Box<store::LiveOutput>),
 }
 
@@ -36,7 +40,10 @@ impl HlsOut {
             HlsContainer::Ts => {
                 let shared = store.open_ts(name);
                 HlsOut::Ts(
-                    Box::new(writer::LiveTsWriter::start(shared.clone(), settings.clone())),
+                    Box::new(writer::LiveTsWriter::start(
+                        shared.clone(),
+                        settings.clone(),
+                    )),
                     shared,
                     store.clone(),
                 )
