@@ -115,7 +115,16 @@ impl LiveTsWriter {
     }
 
     /// Closes the open segment and ends the playlist.
-    pub(crate) fn finish(mut self) {
+    pub(crate) fn finish(self) {
+        drop(self);
+    }
+}
+
+/// Dropped without `finish` (its task ended some other way), it still
+/// publishes what it holds and ends the playlist, as the writer thread
+/// did when its queue closed.
+impl Drop for LiveTsWriter {
+    fn drop(&mut self) {
         if let Some(w) = self.writer.take()
             && let Err(e) = w.finish()
         {
