@@ -30,20 +30,11 @@ const QUEUE_CAPACITY: usize = 1024;
 const PLAYLIST: &str = "index.m3u8";
 
 /// Where a writer's segments and playlist go.
-pub(crate) enum Sink {
+enum Sink {
     /// `index.m3u8` and `seg<N>.ts` in a directory (emptied first).
     Dir(PathBuf),
     /// The in-memory store.
     Memory(Arc<TsShared>),
-}
-
-impl Sink {
-    fn name(&self) -> String {
-        match self {
-            Sink::Dir(d) => d.display().to_string(),
-            Sink::Memory(m) => m.name.clone(),
-        }
-    }
 }
 
 /// A growable buffer libavformat writes a segment into.
@@ -67,12 +58,12 @@ impl std::io::Write for SharedBuf {
 /// A recording's side of an HLS output: a worker thread muxing into `sink`.
 pub(crate) type HlsWriter = Worker;
 
-/// Starts writing into `sink` on a thread (a directory is emptied first):
-/// for files, whose writes may block.
-pub(crate) fn spawn(sink: Sink, settings: HlsOutput) -> HlsWriter {
+/// Starts writing into `dir` (emptied first) on a thread: file writes may
+/// block. A live stream in memory is a [`LiveTsWriter`] instead.
+pub(crate) fn spawn(dir: PathBuf, settings: HlsOutput) -> HlsWriter {
     Worker::spawn("hls-writer", QUEUE_CAPACITY, move |rx| {
-        let name = sink.name();
-        if let Err(e) = Writer::new(sink, settings).and_then(|w| w.run(rx)) {
+        let name = dir.display().to_string();
+        if let Err(e) = Writer::new(Sink::Dir(dir), settings).and_then(|w| w.run(rx)) {
             tracing::error!(%name, "hls writer stopped: {e}");
         }
     })

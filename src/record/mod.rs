@@ -176,7 +176,7 @@ impl Recorder {
         });
         let hls = hls_too.then(|| {
             crate::hls::writer::spawn(
-                crate::hls::writer::Sink::Dir(t.dir.join(format!("{}_hls", t.prefix))),
+                t.dir.join(format!("{}_hls", t.prefix)),
                 HlsOutput {
                     segment_seconds: 4,
                     // Every segment stays: a recording, not a live window.
