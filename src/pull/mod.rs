@@ -179,10 +179,13 @@ impl PullManager {
                     },
                 }
             };
-            stop.store(true, Ordering::Relaxed);
+            // A stop asked for may reach the reader first: it ends, its
+            // queue closes, and that is what this loop saw.
+            let requested = stop.swap(true, Ordering::Relaxed);
             drop(rx);
             let why = match reader.await {
                 _ if !why.is_empty() => why,
+                _ if requested => "stopped by request".to_owned(),
                 Ok(Ok(done)) => done,
                 Ok(Err(e)) => {
                     tracing::warn!(%task, "stream ingest failed: {e}");
