@@ -133,7 +133,8 @@ pub fn rtmp_chunks(data: &[u8]) -> u64 {
 
 /// FLV tag bodies (what RTMP audio and video messages carry) through
 /// everything that reads them: the FLV parser, the AVCC and ADTS/ASC
-/// helpers, and the CMAF segmenter that writes HLS parts. Input: records
+/// helpers, the MPEG-TS packetiser and the CMAF segmenter that write HLS
+/// segments and parts. Input: records
 /// of `[kind (even: audio, odd: video), timestamp (4, BE), length (2, BE),
 /// body]`. Returns the HLS parts written.
 pub fn flv_media(data: &[u8]) -> u64 {
@@ -142,6 +143,9 @@ pub fn flv_media(data: &[u8]) -> u64 {
     let mut segmenter = crate::hls::cmaf::Segmenter::new(2000, 200);
     let mut events = Vec::new();
     let mut sets: Vec<Bytes> = Vec::new();
+    let mut configs: [Option<crate::media::TrackConfig>; 2] = [None, None];
+    let mut ts_mux = None;
+    let mut packets = Vec::new();
     let mut rest = data;
     let mut last_ts = 0u64;
     while rest.len() >= 7 {
@@ -157,6 +161,25 @@ pub fn flv_media(data: &[u8]) -> u64 {
             crate::rtmp::flv::parse_video(&body, ts)
         };
         let Ok(Some(msg)) = parsed else { continue };
+        match &msg {
+            MediaMessage::Config(c) => {
+                configs[usize::from(c.kind == TrackKind::Video)] = Some(c.clone());
+                let [audio, video] = &configs;
+                ts_mux = crate::hls::ts::TsMuxer::new(video.as_ref(), audio.as_ref()).ok();
+                if let Some(mux) = ts_mux.as_mut() {
+                    packets.clear();
+                    mux.tables(&mut packets);
+                }
+            }
+            MediaMessage::Frame(f) => {
+                if let Some(mux) = ts_mux.as_mut() {
+                    packets.clear();
+                    mux.frame(f, &mut packets);
+                    mux.flush(&mut packets);
+                    assert_eq!(packets.len() % 188, 0, "whole TS packets");
+                }
+            }
+        }
         match &msg {
             MediaMessage::Config(c) if c.kind == TrackKind::Video => {
                 sets = h264::parameter_sets(&c.extradata)

@@ -1,8 +1,8 @@
 //! HLS served by roomcast, in two forms.
 //!
-//! - MPEG-TS (the default, for every player): `writer` muxes segments
-//!   with libavformat and keeps `playlist` (the pure sliding-window
-//!   playlist), in memory for live HLS (`store`, muxed where the relay
+//! - MPEG-TS (the default, for every player): `writer` cuts segments,
+//!   `ts` packetises them (pure) and `playlist` is the pure sliding-window
+//!   playlist, in memory for live HLS (`store`, muxed where the relay
 //!   delivers), on disk for recordings (on a thread of its own).
 //! - fMP4, plain or low-latency: `cmaf` cuts a relay's messages into parts
 //!   and segments, `fmp4` writes them, `live` is the playlist (parts,
@@ -16,6 +16,7 @@ pub(crate) mod ladder;
 pub(crate) mod live;
 pub(crate) mod playlist;
 pub(crate) mod store;
+pub(crate) mod ts;
 pub(crate) mod writer;
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The HLS writer: MPEG-TS segments muxed by libavformat.
+//! The HLS writer: MPEG-TS segments, packetised by [`super::ts`].
 //!
 //! Receives rebased messages (milliseconds), cuts a
 //! segment at the first video keyframe past the target duration (any audio
@@ -9,9 +9,13 @@
 //! Where it goes is the [`Sink`]: a directory (recordings: files written in
 //! place, the playlist replaced atomically, on a thread of its own through
 //! a bounded queue, as file writes may block) or the in-memory store (live
-//! HLS: libavformat muxes into a buffer, served from there, right where
-//! the relay delivers: [`LiveTsWriter`]).
+//! HLS: packets appended to the segment's buffer, served from there, right
+//! where the relay delivers: [`LiveTsWriter`]).
+//!
+//! A track whose codec MPEG-TS cannot carry here (anything but H.264 and
+//! AAC that ADTS describes) is left out, with a warning.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -20,6 +24,7 @@ use ffmpeg_next as ff;
 
 use super::playlist::{Playlist, Segment};
 use super::store::TsShared;
+use super::ts::{self, TsMuxer};
 use crate::media::ffi::{self, StreamCodec};
 use crate::media::worker::{Cmd, Worker};
 use crate::media::{Codec, EncodedFrame, MediaMessage, TrackConfig, TrackKind};
@@ -37,21 +42,13 @@ enum Sink {
     Memory(Arc<TsShared>),
 }
 
-/// A growable buffer libavformat writes a segment into.
-#[derive(Clone, Default)]
-struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for SharedBuf {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+impl Sink {
+    /// What logs call the stream.
+    fn name(&self) -> String {
+        match self {
+            Sink::Dir(dir) => dir.display().to_string(),
+            Sink::Memory(m) => m.name.clone(),
+        }
     }
 }
 
@@ -70,8 +67,8 @@ pub(crate) fn spawn(dir: PathBuf, settings: HlsOutput) -> HlsWriter {
 }
 
 /// A live stream's writer, muxing into memory where its messages are
-/// delivered. No file is touched, so nothing blocks: a message costs a few
-/// microseconds of libavformat, less than handing it to a thread would
+/// delivered. No file is touched, so nothing blocks: a message costs a
+/// copy into the segment's buffer, less than handing it to a thread would
 /// (each hand-off wakes the thread, per message and per stream).
 pub(crate) struct LiveTsWriter {
     name: String,
@@ -133,16 +130,21 @@ pub(crate) enum HlsError {
     },
     #[error("libavformat: {0}")]
     Av(#[from] ff::Error),
+    #[error("{0}")]
+    Track(#[from] ts::TsError),
+}
+
+/// Where an open segment's packets go.
+enum SegmentOut {
+    /// Its bytes, for the store.
+    Memory(Vec<u8>),
+    /// Its file, through `Writer::scratch`.
+    File(std::io::BufWriter<std::fs::File>, PathBuf),
 }
 
 struct OpenSegment {
-    octx: ff::format::context::Output,
-    /// What libavformat wrote, for a memory sink.
-    buf: Option<SharedBuf>,
+    out: SegmentOut,
     index: u64,
-    /// Output stream index and time base per track.
-    video: Option<(usize, ff::Rational)>,
-    audio: Option<(usize, ff::Rational)>,
     start_ms: i64,
     last_ms: i64,
     wall_ms: u64,
@@ -156,6 +158,15 @@ struct Writer {
     video: Option<TrackConfig>,
     audio: Option<TrackConfig>,
     segment: Option<OpenSegment>,
+    /// The packetiser for the current tracks (continuity counters run on
+    /// from segment to segment); `None` after a track changed.
+    mux: Option<TsMuxer>,
+    /// Packets on their way to a file.
+    scratch: Vec<u8>,
+    /// The last memory segment's size: the next one's buffer starts there.
+    last_size: usize,
+    /// Configurations left out (warned about once each).
+    refused: [Option<TrackConfig>; 2],
     next_index: u64,
     pending_discontinuity: bool,
     /// Audio that came before any video at the very start, held a moment
@@ -175,7 +186,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HlsError + '_ {
 
 impl Writer {
     fn new(sink: Sink, settings: HlsOutput) -> Result<Writer, HlsError> {
-        ff::init()?;
         if let Sink::Dir(dir) = &sink {
             if dir.exists() {
                 std::fs::remove_dir_all(dir).map_err(io(dir))?;
@@ -189,6 +199,10 @@ impl Writer {
             video: None,
             audio: None,
             segment: None,
+            mux: None,
+            scratch: Vec::new(),
+            last_size: 0,
+            refused: [None, None],
             next_index: 0,
             startup_audio: Vec::new(),
             pending_discontinuity: false,
@@ -213,16 +227,29 @@ impl Writer {
                     TrackKind::Video => &mut self.video,
                     TrackKind::Audio => &mut self.audio,
                 };
-                if c.kind == TrackKind::Video {
+                let carried = match ts::check(c) {
+                    Ok(()) => Some(c),
+                    Err(e) => {
+                        let refused = &mut self.refused[usize::from(c.kind == TrackKind::Video)];
+                        if refused.as_ref() != Some(c) {
+                            tracing::warn!(name = %self.sink.name(), "hls: {:?} track left out: {e}", c.kind);
+                            *refused = Some(c.clone());
+                        }
+                        None
+                    }
+                };
+                if c.kind == TrackKind::Video && carried.is_some() {
                     self.startup_audio.clear();
                 }
-                if slot.as_ref() != Some(c) {
+                if slot.as_ref() != carried {
                     let new_track = slot.is_none();
-                    *slot = Some(c.clone());
-                    // New codec parameters start a new segment at the next keyframe.
+                    *slot = carried.cloned();
+                    // New codec parameters start a new segment at the next
+                    // keyframe, with a packetiser for them.
                     if self.segment.is_some() {
                         self.close_segment()?;
                     }
+                    self.mux = None;
                     // A track appearing changes the streams of the
                     // segments: players must reset their demuxer.
                     if new_track && self.next_index > 0 {
@@ -295,26 +322,24 @@ impl Writer {
             }
             self.open_segment(f.dts)?;
         }
-        let seg = self.segment.as_mut().expect("opened above");
-        let (index, tb) = match f.kind {
-            TrackKind::Video => match seg.video {
-                Some(v) => v,
-                None => return Ok(()),
-            },
-            TrackKind::Audio => match seg.audio {
-                Some(a) => a,
-                None => return Ok(()),
-            },
+        let carried = match f.kind {
+            TrackKind::Video => self.video.is_some(),
+            TrackKind::Audio => self.audio.is_some(),
         };
-        let ms = ff::Rational::new(1, 1000);
-        let mut pkt = ff::Packet::copy(&f.data);
-        pkt.set_stream(index);
-        pkt.set_dts(Some(ff::rescale::Rescale::rescale(&f.dts, ms, tb)));
-        pkt.set_pts(Some(ff::rescale::Rescale::rescale(&f.pts, ms, tb)));
-        if f.keyframe {
-            pkt.set_flags(ff::packet::Flags::KEY);
+        if !carried {
+            return Ok(());
         }
-        pkt.write(&mut seg.octx)?;
+        let (Some(seg), Some(mux)) = (self.segment.as_mut(), self.mux.as_mut()) else {
+            return Ok(()); // opened above, with its packetiser
+        };
+        match &mut seg.out {
+            SegmentOut::Memory(buf) => mux.frame(f, buf),
+            SegmentOut::File(file, path) => {
+                self.scratch.clear();
+                mux.frame(f, &mut self.scratch);
+                file.write_all(&self.scratch).map_err(io(path))?;
+            }
+        }
         seg.last_ms = seg.last_ms.max(f.dts);
         Ok(())
     }
@@ -331,39 +356,33 @@ impl Writer {
         }
         let index = self.next_index;
         self.next_index += 1;
-        let (mut octx, buf) = match &self.sink {
-            Sink::Dir(dir) => (
-                ff::format::output_as(&dir.join(format!("seg{index}.ts")), "mpegts")?,
-                None,
+        let mux = match &mut self.mux {
+            Some(mux) => mux,
+            None => self.mux.insert(
+                TsMuxer::new(self.video.as_ref(), self.audio.as_ref()).map_err(HlsError::Track)?,
             ),
+        };
+        let out = match &self.sink {
+            Sink::Dir(dir) => {
+                let path = dir.join(format!("seg{index}.ts"));
+                let file = std::fs::File::create(&path).map_err(io(&path))?;
+                let mut file = std::io::BufWriter::with_capacity(64 * 1024, file);
+                self.scratch.clear();
+                mux.tables(&mut self.scratch);
+                file.write_all(&self.scratch).map_err(io(&path))?;
+                SegmentOut::File(file, path)
+            }
             Sink::Memory(_) => {
-                let buf = SharedBuf::default();
-                let io = ff::format::context::StreamIo::from_write(buf.clone())?;
-                (
-                    ff::format::output_to_stream(io, None, Some("mpegts"))?,
-                    Some(buf),
-                )
+                // Sized for a segment like the last: no regrowth, no copy.
+                let mut buf = Vec::with_capacity(self.last_size + self.last_size / 4);
+                mux.tables(&mut buf);
+                SegmentOut::Memory(buf)
             }
         };
-        let mut video = None;
-        let mut audio = None;
-        for cfg in [&self.video, &self.audio].into_iter().flatten() {
-            let i = add_stream(&mut octx, cfg)?;
-            match cfg.kind {
-                TrackKind::Video => video = Some(i),
-                TrackKind::Audio => audio = Some(i),
-            }
-        }
-        octx.write_header()?;
-        let tb = |i: Option<usize>| i.map(|i| (i, octx.stream(i).expect("added").time_base()));
-        let (video, audio) = (tb(video), tb(audio));
         let wall_ms = crate::unix_now_ms();
         self.segment = Some(OpenSegment {
-            octx,
-            buf,
+            out,
             index,
-            video,
-            audio,
             start_ms,
             last_ms: start_ms,
             wall_ms,
@@ -373,16 +392,29 @@ impl Writer {
     }
 
     fn close_segment(&mut self) -> Result<(), HlsError> {
-        let Some(mut seg) = self.segment.take() else {
+        let Some(seg) = self.segment.take() else {
             return Ok(());
         };
-        seg.octx.write_trailer()?;
-        drop(seg.octx);
-        let bytes = seg.buf.map(|b| {
-            bytes::Bytes::from(std::mem::take(
-                &mut *b.0.lock().unwrap_or_else(|p| p.into_inner()),
-            ))
-        });
+        // The packetiser was made with the segment and lives until it closes.
+        let mut flush = |out: &mut Vec<u8>| {
+            if let Some(mux) = self.mux.as_mut() {
+                mux.flush(out);
+            }
+        };
+        let bytes = match seg.out {
+            SegmentOut::Memory(mut buf) => {
+                flush(&mut buf);
+                self.last_size = buf.len();
+                Some(bytes::Bytes::from(buf))
+            }
+            SegmentOut::File(mut file, path) => {
+                let mut tail = Vec::new();
+                flush(&mut tail);
+                file.write_all(&tail).map_err(io(&path))?;
+                file.flush().map_err(io(&path))?;
+                None
+            }
+        };
         // Without a next frame to measure against, the last frame counts one nominal frame.
         let duration = ((seg.last_ms - seg.start_ms).max(0) as f64 + 33.0) / 1000.0;
         let removed = self.playlist.add_segment(Segment {
