@@ -194,6 +194,29 @@ impl StatusTx {
     }
 }
 
+/// A task that ends without saying it stopped (a panic inside it, or a
+/// path that forgot) must not read "running" for ever, holding its share of
+/// the CPU budget and its stream name: its status says it stopped, and why.
+impl Drop for StatusTx {
+    fn drop(&mut self) {
+        if matches!(self.status.borrow().state, TaskState::Stopped(_)) {
+            return;
+        }
+        let why = if std::thread::panicking() {
+            tracing::error!(task = %self.task, "relay task failed: an internal error (panic) ended it; its outputs were closed");
+            "internal error: the task failed; see the gateway's log"
+        } else {
+            // Dropped unfinished: the runtime is shutting down.
+            tracing::warn!(task = %self.task, "relay task dropped before it finished");
+            "shutting down"
+        };
+        let mut last = self.status.borrow().clone();
+        last.state = TaskState::Stopped(why.into());
+        last.attached = false;
+        self.publish(last);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +265,35 @@ mod tests {
             rx.borrow_and_update().state,
             TaskState::Stopped(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_reads_stopped_with_a_reason() {
+        let changes = Arc::new(watch::channel(0).0);
+        let (tx, mut rx) = StatusTx::new("relay-panics", changes.clone());
+        let mut st = RelayStatus::waiting();
+        st.state = TaskState::Running;
+        st.attached = true;
+        tx.publish(st);
+        let task = tokio::spawn(async move {
+            let _tx = tx;
+            panic!("a bug inside a relay task");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        let s = rx.borrow_and_update().clone();
+        assert_eq!(s.state.as_str(), "stopped");
+        assert!(
+            s.state.reason().unwrap().contains("internal error"),
+            "{s:?}"
+        );
+        assert!(!s.attached);
+
+        // One that stopped properly keeps its own reason.
+        let (tx, rx) = StatusTx::new("relay-done", changes);
+        let mut st = RelayStatus::waiting();
+        st.state = TaskState::Stopped("stopped by request".into());
+        tx.publish(st);
+        drop(tx);
+        assert_eq!(rx.borrow().state.reason(), Some("stopped by request"));
     }
 }
