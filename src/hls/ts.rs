@@ -22,6 +22,7 @@
 //! Steady state allocates nothing: a PES is built in a scratch buffer the
 //! muxer keeps, then cut into packets.
 
+use crate::media::h264::BitReader;
 use crate::media::{Codec, EncodedFrame, TrackConfig, TrackKind};
 
 const PACKET: usize = 188;
@@ -58,19 +59,19 @@ impl Adts {
     /// Reads what ADTS needs from an AudioSpecificConfig; an explicit SBR
     /// or PS signal gives the core object type, as libavformat does.
     pub(crate) fn from_asc(asc: &[u8]) -> Result<Adts, TsError> {
-        let mut bits = Bits { data: asc, pos: 0 };
-        let mut object = bits.object_type()?;
-        let freq_index = bits.read(4).ok_or(TsError::Aac("truncated"))? as u8;
+        let mut bits = BitReader::new(asc);
+        let mut object = object_type(&mut bits)?;
+        let freq_index = read(&mut bits, 4)? as u8;
         if freq_index == 15 {
             return Err(TsError::Aac("explicit sampling rate"));
         }
-        let channels = bits.read(4).ok_or(TsError::Aac("truncated"))? as u8;
+        let channels = read(&mut bits, 4)? as u8;
         if object == 5 || object == 29 {
-            let ext = bits.read(4).ok_or(TsError::Aac("truncated"))?;
+            let ext = read(&mut bits, 4)?;
             if ext == 15 {
-                bits.read(24).ok_or(TsError::Aac("truncated"))?;
+                read(&mut bits, 24)?;
             }
-            object = bits.object_type()?;
+            object = object_type(&mut bits)?;
         }
         if !(1..=4).contains(&object) {
             return Err(TsError::Aac("object type beyond AAC-LTP"));
@@ -100,27 +101,16 @@ impl Adts {
     }
 }
 
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
+/// `n` bits of an AudioSpecificConfig.
+fn read(bits: &mut BitReader<'_>, n: u32) -> Result<u32, TsError> {
+    bits.bits(n).ok_or(TsError::Aac("truncated"))
 }
 
-impl Bits<'_> {
-    fn read(&mut self, n: usize) -> Option<u32> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            let byte = *self.data.get(self.pos / 8)?;
-            v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
-            self.pos += 1;
-        }
-        Some(v)
-    }
-
-    fn object_type(&mut self) -> Result<u32, TsError> {
-        match self.read(5).ok_or(TsError::Aac("truncated"))? {
-            31 => Ok(32 + self.read(6).ok_or(TsError::Aac("truncated"))?),
-            t => Ok(t),
-        }
+/// An audio object type (5 bits, escaped to 6 more).
+fn object_type(bits: &mut BitReader<'_>) -> Result<u32, TsError> {
+    match read(bits, 5)? {
+        31 => Ok(32 + read(bits, 6)?),
+        t => Ok(t),
     }
 }
 

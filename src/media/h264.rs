@@ -147,10 +147,7 @@ pub(crate) fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
         zeros = if b == 0 { zeros + 1 } else { 0 };
         rbsp.push(b);
     }
-    let mut r = BitReader {
-        data: &rbsp,
-        pos: 0,
-    };
+    let mut r = BitReader::new(&rbsp);
     let profile = r.bits(8)?;
     r.bits(16)?; // constraint flags, level
     r.ue()?; // seq_parameter_set_id
@@ -232,13 +229,19 @@ pub(crate) fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
 /// Largest picture side an SPS may declare (H.264's level 6.2 is 8192).
 const MAX_DIMENSION: u32 = 16_384;
 
-struct BitReader<'a> {
+/// Reads big-endian bit fields (SPS, AudioSpecificConfig); `None` past the end.
+pub(crate) struct BitReader<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
-impl BitReader<'_> {
-    fn bits(&mut self, n: u32) -> Option<u32> {
+impl<'a> BitReader<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> BitReader<'a> {
+        BitReader { data, pos: 0 }
+    }
+
+    /// The next `n` bits (at most 32).
+    pub(crate) fn bits(&mut self, n: u32) -> Option<u32> {
         let mut v = 0u32;
         for _ in 0..n {
             let byte = *self.data.get(self.pos / 8)?;
