@@ -179,6 +179,29 @@ impl Ingest {
     }
 }
 
+/// A connection that ends without [`Connection::finish`] (a panic inside
+/// it) must not leave its publisher in the room for ever: it is
+/// disconnected, as if its socket had dropped (the grace applies). Its
+/// publisher leaves the hub as it is dropped.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let Some(p) = self.published.take() else {
+            return;
+        };
+        let Sink::Local(_) = &p.sink else {
+            return;
+        };
+        tracing::error!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp connection ended by an internal error; its session is disconnected");
+        let rooms = self.ingest.rooms.clone();
+        let session = p.session;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = rooms.command(Command::Disconnect { session }).await;
+            });
+        }
+    }
+}
+
 /// Where a publisher's media goes.
 enum Sink {
     /// The room is open here: onto the hub.
@@ -696,5 +719,95 @@ impl Connection {
         let _ = self.socket.shutdown().await;
         // Dropping the publisher unregisters it from the hub.
         drop(published);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AppConfig;
+    use crate::room::{Enter, RoomId, Scene};
+
+    /// A connection task that dies inside (its future dropped unfinished,
+    /// as a panic drops it) leaves the hub and is disconnected in its
+    /// room, not left an anchor for ever.
+    #[tokio::test]
+    async fn a_connection_that_dies_unfinished_is_disconnected_from_its_room() {
+        const APP: u64 = 1_400_000_000;
+        let config = Config {
+            apps: vec![AppConfig {
+                sdkappid: APP,
+                secret_key: "k".into(),
+                callback_url: None,
+                callback_key: None,
+            }],
+            ..Config::default()
+        };
+        let (rooms, _task) = crate::room::spawn(&config);
+        let hub = MediaHub::default();
+        let key = RoomKey {
+            app: APP,
+            room: RoomId::parse("lesson", None).unwrap(),
+        };
+        let user = UserId::new("teacher").unwrap();
+        let session = rooms.new_session();
+        rooms
+            .command(Command::Enter(Enter {
+                room: key.clone(),
+                user: user.clone(),
+                session,
+                role: Role::Anchor,
+                scene: Scene::Live,
+                hidden: false,
+                grant: None,
+                unix_now: crate::unix_now(),
+            }))
+            .await
+            .unwrap();
+        let publisher = hub.publish(key.clone(), user.clone(), None);
+        let (_client, server) = tokio::io::duplex(1024);
+        let conn = Connection {
+            ingest: Ingest {
+                config: Arc::new(config),
+                rooms: rooms.clone(),
+                hub: hub.clone(),
+            },
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            socket: Box::new(server),
+            published: Some(Published {
+                key: key.clone(),
+                user: user.clone(),
+                session,
+                sink: Sink::Local(publisher),
+                announced: [false; 2],
+                finished: false,
+            }),
+            deadline: tokio::time::Instant::now(),
+        };
+        let connected = || async {
+            rooms.snapshot().await[0]
+                .members
+                .iter()
+                .find(|m| m.user == user)
+                .map(|m| m.connected)
+        };
+        assert_eq!(connected().await, Some(true));
+        let died = tokio::spawn(async move {
+            let _conn = conn;
+            panic!("a bug inside the connection");
+        });
+        assert!(died.await.unwrap_err().is_panic());
+        assert!(
+            !hub.is_publishing(&key, &user),
+            "its publisher left the hub"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while connected().await != Some(false) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the session was not disconnected"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
