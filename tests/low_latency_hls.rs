@@ -6,7 +6,9 @@
 //! decodes what was served; bad requests are refused and change nothing.
 //! hls.js in Debian's headless Chromium plays a LL mix and a passthrough;
 //! the mix has an ABR ladder of three renditions, cut on the same
-//! keyframes, and hls.js switches to the lowest when told.
+//! keyframes, and hls.js switches to the lowest when told. It also plays a
+//! plain MPEG-TS passthrough (roomcast's own TS packetiser, which hls.js
+//! transmuxes in the page).
 
 mod common;
 
@@ -67,6 +69,20 @@ height = 180
 bitrate_kbps = 250
 "#;
 
+/// Plain HLS in MPEG-TS segments (the default container), as the shipped
+/// passthrough profile writes it.
+const PASSTHROUGH_TS: &str = r#"
+name = "ts-pass"
+passthrough = true
+[audio]
+sample_rate = 48000
+channels = 2
+bitrate_kbps = 128
+[outputs.hls]
+segment_seconds = 1
+window = 6
+"#;
+
 const GRID: &str = r#"
 name = "ll-grid"
 [video]
@@ -103,6 +119,7 @@ fn gateway() -> (Gateway, TempDir) {
     std::fs::write(dir.0.join("ll-pass.toml"), PASSTHROUGH).unwrap();
     std::fs::write(dir.0.join("ll-grid.toml"), GRID).unwrap();
     std::fs::write(dir.0.join("ll-pass-abr.toml"), PASSTHROUGH_ABR).unwrap();
+    std::fs::write(dir.0.join("ts-pass.toml"), PASSTHROUGH_TS).unwrap();
     let gw = Gateway::spawn(
         Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")),
         &[
@@ -530,8 +547,11 @@ fn hls_js_in_chromium_plays_a_low_latency_mix_ladder_and_passthrough() {
         &gw.dir.0,
     );
     let _guest = Publisher::start(&gw.publish_url(APP, KEY, "class", "guest"), 120, &gw.dir.0);
+    let (_, ts) = gw.start_relay(
+        &json!({"sdkappid": APP, "room": "class", "userid": "guest", "profile": "ts-pass"}),
+    );
     let ladder = [mix.clone(), format!("{mix}.r1"), format!("{mix}.r2")];
-    for stream in ladder.iter().chain([&pass]) {
+    for stream in ladder.iter().chain([&pass, &ts]) {
         common::wait_for("three segments", Duration::from_secs(20), || {
             let (code, _, text) = get(&gw, &format!("/hls/{stream}/index.m3u8"));
             code == 200 && text.matches("#EXTINF").count() >= 3
@@ -646,6 +666,29 @@ fn hls_js_in_chromium_plays_a_low_latency_mix_ladder_and_passthrough() {
     let seen_pass = play_in_chromium(&gw, &format!("/hls/{pass}/master.m3u8"), 20, Some(1));
     eprintln!("hls.js, passthrough ladder: {seen_pass}");
     assert_eq!(seen_pass["switched_to"], 1, "{seen_pass}");
+    // Plain HLS: MPEG-TS segments from roomcast's own packetiser, which
+    // hls.js transmuxes into fMP4 in the page (a strict reader of PES
+    // headers, timestamps and ADTS).
+    let (_, _, list) = get(&gw, &format!("/hls/{ts}/index.m3u8"));
+    assert!(
+        list.contains(".ts") && !list.contains("#EXT-X-MAP"),
+        "{list}"
+    );
+    let seen_ts = play_in_chromium(&gw, &format!("/hls/{ts}/index.m3u8"), 10, None);
+    eprintln!("hls.js, MPEG-TS passthrough: {seen_ts}");
+    assert!(seen_ts["fatal"] == false, "{seen_ts}");
+    assert!(
+        seen_ts["played_seconds"].as_f64().unwrap() > 8.0,
+        "{seen_ts}"
+    );
+    assert!(
+        seen_ts["media_recoveries"].as_u64().unwrap_or(0) == 0,
+        "{seen_ts}"
+    );
+    assert!(
+        seen_ts["video_size"][0].as_u64().unwrap_or(0) > 0,
+        "{seen_ts}"
+    );
     for (what, seen) in [("mix", &seen), ("passthrough", &seen_pass)] {
         assert!(seen["fatal"] == false, "{what}: {seen}");
         assert!(
