@@ -117,6 +117,7 @@ pub(crate) async fn publish(rtc: &WebRtc, req: SessionRequest) -> Result<Started
         clock: SessionClock::new(Instant::now()),
         video: Vec::new(),
         readers: Vec::new(),
+        finished: false,
     };
     let counted = crate::metrics::metrics().session("whip");
     tokio::spawn(async move {
@@ -147,6 +148,33 @@ struct Session {
     /// Video tracks and their SSRC, for keyframe requests.
     video: Vec<(Arc<dyn TrackRemote>, u32)>,
     readers: Vec<tokio::task::JoinHandle<()>>,
+    /// `finish` ran (or is running): nothing is left to the drop guard.
+    finished: bool,
+}
+
+/// A session task that ends without `finish` (a panic inside it) must not
+/// leave its anchor in the room, its readers publishing and its peer
+/// connection open: it is ended as if its connection had dropped (the
+/// room's grace applies).
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let (room, user, id) = (&self.req.room, &self.req.user, &self.id);
+        tracing::error!(%room, %user, session = %id, "whip session ended by an internal error; it is disconnected");
+        for r in self.readers.drain(..) {
+            r.abort();
+        }
+        self.rtc.unregister(&self.id);
+        let (pc, rooms, session) = (self.pc.clone(), self.rtc.rooms.clone(), self.session);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = pc.close().await;
+                let _ = rooms.command(Command::Disconnect { session }).await;
+            });
+        }
+    }
 }
 
 impl Session {
@@ -259,6 +287,7 @@ impl Session {
     }
 
     async fn finish(mut self, end: End) {
+        self.finished = true;
         let _ = self.pc.close().await;
         for r in self.readers.drain(..) {
             r.abort();
@@ -373,5 +402,112 @@ impl Reader {
             }
         }
         tracing::debug!(session = %self.id, ?kind, skipped = self.depacketizer.skipped, "whip track ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AppConfig, Config};
+    use crate::media::hub::MediaHub;
+    use crate::room::{RoomId, RoomKey, UserId};
+
+    /// A session task that dies inside (dropped unfinished, as a panic
+    /// drops it) is disconnected from its room, leaves the hub and the
+    /// session table, and its peer connection is closed.
+    #[tokio::test]
+    async fn a_session_that_dies_unfinished_is_disconnected_and_closed() {
+        const APP: u64 = 1_400_000_000;
+        let config = Arc::new(Config {
+            apps: vec![AppConfig {
+                sdkappid: APP,
+                secret_key: "k".into(),
+                callback_url: None,
+                callback_key: None,
+            }],
+            ..Config::default()
+        });
+        let (rooms, _task) = crate::room::spawn(&config);
+        let hub = MediaHub::default();
+        let rtc = WebRtc::new(config, rooms.clone(), hub.clone());
+        let room = RoomKey {
+            app: APP,
+            room: RoomId::parse("lesson", None).unwrap(),
+        };
+        let user = UserId::new("teacher").unwrap();
+        let session = rooms.new_session();
+        rooms
+            .command(Command::Enter(Enter {
+                room: room.clone(),
+                user: user.clone(),
+                session,
+                role: Role::Anchor,
+                scene: Scene::Live,
+                hidden: false,
+                grant: None,
+                unix_now: crate::unix_now(),
+            }))
+            .await
+            .unwrap();
+        let (tx, mut pc_events) = mpsc::unbounded_channel();
+        let (pc, _lease) = rtc.peer_connection(tx).await.unwrap();
+        let id = session_id();
+        let _stop = rtc.register(&id, APP, &user);
+        let task = Session {
+            rtc: rtc.clone(),
+            id: id.clone(),
+            req: SessionRequest {
+                room: room.clone(),
+                user: user.clone(),
+                usersig: String::new(),
+                offer: String::new(),
+            },
+            session,
+            pc,
+            publisher: Arc::new(hub.publish(room.clone(), user.clone(), None)),
+            clock: SessionClock::new(Instant::now()),
+            video: Vec::new(),
+            readers: Vec::new(),
+            finished: false,
+        };
+        assert!(hub.is_publishing(&room, &user));
+        let died = tokio::spawn(async move {
+            let _task = task;
+            panic!("a bug inside the session");
+        });
+        assert!(died.await.unwrap_err().is_panic());
+        assert!(
+            !hub.is_publishing(&room, &user),
+            "its publisher left the hub"
+        );
+        assert!(!rtc.end(&id), "it left the session table");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let views = rooms.snapshot().await;
+            let connected = views[0]
+                .members
+                .iter()
+                .find(|m| m.user == user)
+                .map(|m| m.connected);
+            if connected == Some(false) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the session was not disconnected"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The peer connection was closed.
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(ev) = pc_events.recv().await {
+                if matches!(ev, PcEvent::State(RTCPeerConnectionState::Closed)) {
+                    return true;
+                }
+            }
+            true
+        })
+        .await;
+        assert_eq!(closed, Ok(true), "the peer connection was not closed");
     }
 }
