@@ -158,6 +158,7 @@ pub(crate) async fn upgrade(
                 session,
                 key,
                 rate,
+                finished: false,
             };
             conn.run(socket, welcome, events).await;
         }))
@@ -334,6 +335,19 @@ struct Connection {
     key: RoomKey,
     /// `http.ws_messages_per_sec`.
     rate: u32,
+    /// The room was told how the socket ended.
+    finished: bool,
+}
+
+/// A socket task that dies inside (a panic) must not leave its member in
+/// the room for ever: it is disconnected, as if its socket had dropped.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::error!(room = %self.key, session = self.session.0, "signalling session ended by an internal error; it is disconnected");
+            self.rooms.end_detached(self.session, false);
+        }
+    }
 }
 
 /// How a socket ended, which decides what the room is told.
@@ -348,7 +362,7 @@ enum End {
 
 impl Connection {
     async fn run(
-        self,
+        mut self,
         mut socket: WebSocket,
         welcome: RoomState,
         mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<RoomEvent>>,
@@ -433,6 +447,7 @@ impl Connection {
                 }
             }
         };
+        self.finished = true;
         match end {
             End::Left => {
                 let _ = self
@@ -557,4 +572,32 @@ fn event_json(ev: &RoomEvent) -> (Option<Value>, bool) {
         }
     };
     (Some(v), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::testing::{Anchor, config};
+
+    /// A socket task that dies inside (dropped before it told the room how
+    /// the socket ended, as a panic drops it) is disconnected, not left a
+    /// member for ever.
+    #[tokio::test]
+    async fn a_socket_task_that_dies_is_disconnected_from_its_room() {
+        let a = Anchor::enter(&config(), "student").await;
+        let conn = Connection {
+            rooms: a.rooms.clone(),
+            session: a.session,
+            key: a.room.clone(),
+            rate: 10,
+            finished: false,
+        };
+        let died = tokio::spawn(async move {
+            let _conn = conn;
+            panic!("a bug inside the socket task");
+        });
+        assert!(died.await.unwrap_err().is_panic());
+        a.wait_connected(Some(false), "the session was not disconnected")
+            .await;
+    }
 }

@@ -18,7 +18,8 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::media::MediaMessage;
 use crate::media::hub::MediaHub;
 use crate::room::{
-    Command, Enter, EventKind, Grant, Role, RoomHandle, RoomKey, Scene, TrackKind, UserId,
+    Command, Enter, EventKind, Grant, Role, RoomHandle, RoomKey, Scene, SessionId, TrackKind,
+    UserId,
 };
 pub(crate) use source::PullSettings;
 
@@ -48,6 +49,30 @@ struct Entry {
     info: PullInfo,
     stop: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
+}
+
+/// A running ingest's hold on its robot, its reader and its table entry.
+/// A task that dies without reaching its end (a panic) still stops its
+/// reader, takes its robot out of the room and its entry out of the
+/// table, so the same anchor can be pulled again.
+struct Held {
+    pulls: PullManager,
+    task: String,
+    session: SessionId,
+    stop: Arc<AtomicBool>,
+    armed: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        tracing::error!(task = %self.task, "stream ingest ended by an internal error; its robot leaves the room");
+        self.stop.store(true, Ordering::Relaxed);
+        self.pulls.lock().remove(&self.task);
+        self.pulls.rooms.end_detached(self.session, true);
+    }
 }
 
 #[derive(Clone)]
@@ -138,6 +163,13 @@ impl PullManager {
         let this = self.clone();
         let task = id.clone();
         tokio::spawn(async move {
+            let mut held = Held {
+                pulls: this.clone(),
+                task: task.clone(),
+                session,
+                stop: stop.clone(),
+                armed: true,
+            };
             let mut events = this.rooms.subscribe();
             let mut announced = [false; 2];
             // Why the task ended, and whether the robot must leave the room.
@@ -179,6 +211,7 @@ impl PullManager {
                     },
                 }
             };
+            held.armed = false;
             // A stop asked for may reach the reader first: it ends, its
             // queue closes, and that is what this loop saw.
             let requested = stop.swap(true, Ordering::Relaxed);
@@ -243,4 +276,48 @@ fn task_id() -> String {
     let mut b = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut b);
     format!("ingest-{}", hex::encode(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::testing::{Anchor, config};
+
+    /// An ingest task that dies inside (its hold dropped armed, as a panic
+    /// drops it) stops its reader, takes its robot out of the room and its
+    /// entry out of the table.
+    #[tokio::test]
+    async fn an_ingest_task_that_dies_leaves_nothing_behind() {
+        let a = Anchor::enter(&config(), "robot").await;
+        let pulls = PullManager::new(a.rooms.clone(), MediaHub::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        pulls.lock().insert(
+            "pull-1".into(),
+            Entry {
+                info: PullInfo {
+                    room: a.room.clone(),
+                    user: a.user.clone(),
+                    source: "rtmp://origin/live/s".into(),
+                },
+                stop: stop.clone(),
+                wake: Arc::default(),
+            },
+        );
+        let held = Held {
+            pulls: pulls.clone(),
+            task: "pull-1".into(),
+            session: a.session,
+            stop: stop.clone(),
+            armed: true,
+        };
+        let died = tokio::spawn(async move {
+            let _held = held;
+            panic!("a bug inside the ingest task");
+        });
+        assert!(died.await.unwrap_err().is_panic());
+        assert!(stop.load(Ordering::Relaxed), "the reader was told to stop");
+        assert!(pulls.get("pull-1").is_none(), "its entry left the table");
+        a.wait_connected(None, "the robot did not leave the room")
+            .await;
+    }
 }

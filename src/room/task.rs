@@ -188,6 +188,25 @@ impl RoomHandle {
             .map_err(Into::into)
     }
 
+    /// Ends `session` from a destructor: the task that held it died
+    /// without saying how it ended (a panic). `leave`: the session left (a
+    /// robot); else it is disconnected and the room's grace applies, as for
+    /// a dropped socket. Sent from a task of its own, on the runtime if
+    /// there still is one (at shutdown there is nothing left to tell).
+    pub(crate) fn end_detached(&self, session: SessionId, leave: bool) {
+        let rooms = self.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let cmd = if leave {
+                    Command::Leave { session }
+                } else {
+                    Command::Disconnect { session }
+                };
+                let _ = rooms.command(cmd).await;
+            });
+        }
+    }
+
     /// Whether `session` is still in its room. A subscriber that lagged (and
     /// so may have missed its own end) asks this instead of guessing; `false`
     /// also when the engine has stopped.

@@ -192,13 +192,7 @@ impl Drop for Connection {
             return;
         };
         tracing::error!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp connection ended by an internal error; its session is disconnected");
-        let rooms = self.ingest.rooms.clone();
-        let session = p.session;
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = rooms.command(Command::Disconnect { session }).await;
-            });
-        }
+        self.ingest.rooms.end_detached(p.session, false);
     }
 }
 
@@ -725,89 +719,47 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AppConfig;
-    use crate::room::{Enter, RoomId, Scene};
+    use crate::room::testing::{Anchor, config};
 
     /// A connection task that dies inside (its future dropped unfinished,
     /// as a panic drops it) leaves the hub and is disconnected in its
     /// room, not left an anchor for ever.
     #[tokio::test]
     async fn a_connection_that_dies_unfinished_is_disconnected_from_its_room() {
-        const APP: u64 = 1_400_000_000;
-        let config = Config {
-            apps: vec![AppConfig {
-                sdkappid: APP,
-                secret_key: "k".into(),
-                callback_url: None,
-                callback_key: None,
-            }],
-            ..Config::default()
-        };
-        let (rooms, _task) = crate::room::spawn(&config);
+        let config = config();
+        let a = Anchor::enter(&config, "teacher").await;
         let hub = MediaHub::default();
-        let key = RoomKey {
-            app: APP,
-            room: RoomId::parse("lesson", None).unwrap(),
-        };
-        let user = UserId::new("teacher").unwrap();
-        let session = rooms.new_session();
-        rooms
-            .command(Command::Enter(Enter {
-                room: key.clone(),
-                user: user.clone(),
-                session,
-                role: Role::Anchor,
-                scene: Scene::Live,
-                hidden: false,
-                grant: None,
-                unix_now: crate::unix_now(),
-            }))
-            .await
-            .unwrap();
-        let publisher = hub.publish(key.clone(), user.clone(), None);
+        let publisher = hub.publish(a.room.clone(), a.user.clone(), None);
         let (_client, server) = tokio::io::duplex(1024);
         let conn = Connection {
             ingest: Ingest {
                 config: Arc::new(config),
-                rooms: rooms.clone(),
+                rooms: a.rooms.clone(),
                 hub: hub.clone(),
             },
             peer: "127.0.0.1:40000".parse().unwrap(),
             socket: Box::new(server),
             published: Some(Published {
-                key: key.clone(),
-                user: user.clone(),
-                session,
+                key: a.room.clone(),
+                user: a.user.clone(),
+                session: a.session,
                 sink: Sink::Local(publisher),
                 announced: [false; 2],
                 finished: false,
             }),
             deadline: tokio::time::Instant::now(),
         };
-        let connected = || async {
-            rooms.snapshot().await[0]
-                .members
-                .iter()
-                .find(|m| m.user == user)
-                .map(|m| m.connected)
-        };
-        assert_eq!(connected().await, Some(true));
+        assert_eq!(a.connected().await, Some(true));
         let died = tokio::spawn(async move {
             let _conn = conn;
             panic!("a bug inside the connection");
         });
         assert!(died.await.unwrap_err().is_panic());
         assert!(
-            !hub.is_publishing(&key, &user),
+            !hub.is_publishing(&a.room, &a.user),
             "its publisher left the hub"
         );
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while connected().await != Some(false) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the session was not disconnected"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        a.wait_connected(Some(false), "the session was not disconnected")
+            .await;
     }
 }

@@ -167,13 +167,13 @@ impl Drop for Session {
             r.abort();
         }
         self.rtc.unregister(&self.id);
-        let (pc, rooms, session) = (self.pc.clone(), self.rtc.rooms.clone(), self.session);
+        let pc = self.pc.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let _ = pc.close().await;
-                let _ = rooms.command(Command::Disconnect { session }).await;
             });
         }
+        self.rtc.rooms.end_detached(self.session, false);
     }
 }
 
@@ -408,96 +408,52 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AppConfig, Config};
     use crate::media::hub::MediaHub;
-    use crate::room::{RoomId, RoomKey, UserId};
+    use crate::room::testing::{Anchor, config};
 
     /// A session task that dies inside (dropped unfinished, as a panic
     /// drops it) is disconnected from its room, leaves the hub and the
     /// session table, and its peer connection is closed.
     #[tokio::test]
     async fn a_session_that_dies_unfinished_is_disconnected_and_closed() {
-        const APP: u64 = 1_400_000_000;
-        let config = Arc::new(Config {
-            apps: vec![AppConfig {
-                sdkappid: APP,
-                secret_key: "k".into(),
-                callback_url: None,
-                callback_key: None,
-            }],
-            ..Config::default()
-        });
-        let (rooms, _task) = crate::room::spawn(&config);
+        let config = config();
+        let a = Anchor::enter(&config, "teacher").await;
         let hub = MediaHub::default();
-        let rtc = WebRtc::new(config, rooms.clone(), hub.clone());
-        let room = RoomKey {
-            app: APP,
-            room: RoomId::parse("lesson", None).unwrap(),
-        };
-        let user = UserId::new("teacher").unwrap();
-        let session = rooms.new_session();
-        rooms
-            .command(Command::Enter(Enter {
-                room: room.clone(),
-                user: user.clone(),
-                session,
-                role: Role::Anchor,
-                scene: Scene::Live,
-                hidden: false,
-                grant: None,
-                unix_now: crate::unix_now(),
-            }))
-            .await
-            .unwrap();
+        let rtc = WebRtc::new(Arc::new(config), a.rooms.clone(), hub.clone());
         let (tx, mut pc_events) = mpsc::unbounded_channel();
         let (pc, _lease) = rtc.peer_connection(tx).await.unwrap();
         let id = session_id();
-        let _stop = rtc.register(&id, APP, &user);
+        let _stop = rtc.register(&id, a.room.app, &a.user);
         let task = Session {
             rtc: rtc.clone(),
             id: id.clone(),
             req: SessionRequest {
-                room: room.clone(),
-                user: user.clone(),
+                room: a.room.clone(),
+                user: a.user.clone(),
                 usersig: String::new(),
                 offer: String::new(),
             },
-            session,
+            session: a.session,
             pc,
-            publisher: Arc::new(hub.publish(room.clone(), user.clone(), None)),
+            publisher: Arc::new(hub.publish(a.room.clone(), a.user.clone(), None)),
             clock: SessionClock::new(Instant::now()),
             video: Vec::new(),
             readers: Vec::new(),
             finished: false,
         };
-        assert!(hub.is_publishing(&room, &user));
+        assert!(hub.is_publishing(&a.room, &a.user));
         let died = tokio::spawn(async move {
             let _task = task;
             panic!("a bug inside the session");
         });
         assert!(died.await.unwrap_err().is_panic());
         assert!(
-            !hub.is_publishing(&room, &user),
+            !hub.is_publishing(&a.room, &a.user),
             "its publisher left the hub"
         );
         assert!(!rtc.end(&id), "it left the session table");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let views = rooms.snapshot().await;
-            let connected = views[0]
-                .members
-                .iter()
-                .find(|m| m.user == user)
-                .map(|m| m.connected);
-            if connected == Some(false) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the session was not disconnected"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        a.wait_connected(Some(false), "the session was not disconnected")
+            .await;
         // The peer connection was closed.
         let closed = tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(ev) = pc_events.recv().await {
