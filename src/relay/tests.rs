@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use super::*;
-use crate::config::{AppConfig, Config};
-use crate::room::{Command, Enter, Role, RoomId, Scene, SessionId};
+use crate::room::{Command, RoomId, SessionId};
 
-const APP: u64 = 1_400_000_000;
+use crate::room::testing::APP;
 
 fn gateway() -> (
     RelayManager,
@@ -15,16 +14,7 @@ fn gateway() -> (
     tokio::task::JoinHandle<()>,
     PathBuf,
 ) {
-    let config = Config {
-        apps: vec![AppConfig {
-            sdkappid: APP,
-            secret_key: "k".into(),
-            callback_url: None,
-            callback_key: None,
-        }],
-        ..Config::default()
-    };
-    let (rooms, task) = crate::room::spawn(&config);
+    let (rooms, task) = crate::room::spawn(&crate::room::testing::config());
     let dir = std::env::temp_dir().join(format!(
         "roomcast-relay-tests-{}-{}",
         std::process::id(),
@@ -41,10 +31,7 @@ fn gateway() -> (
 }
 
 fn room() -> RoomKey {
-    RoomKey {
-        app: APP,
-        room: RoomId::parse("lesson", None).unwrap(),
-    }
+    crate::room::testing::lesson()
 }
 
 fn profile(name: &str) -> RelayProfile {
@@ -56,16 +43,7 @@ fn profile(name: &str) -> RelayProfile {
 }
 
 fn enter(session: SessionId, user: &str) -> Command {
-    Command::Enter(Enter {
-        room: room(),
-        user: UserId::new(user).unwrap(),
-        session,
-        role: Role::Anchor,
-        scene: Scene::Live,
-        hidden: false,
-        grant: None,
-        unix_now: crate::unix_now(),
-    })
+    crate::room::testing::enter(&room(), session, user)
 }
 
 async fn stopped(relays: &RelayManager, id: &str) -> String {
