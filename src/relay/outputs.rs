@@ -68,6 +68,8 @@ struct SentConfigs {
 
 pub(super) struct Outputs {
     task: String,
+    /// Where the robots of `feedback` are.
+    rooms: RoomHandle,
     targets: Vec<PushTarget>,
     hls: Option<HlsOut>,
     /// The HLS output's lower renditions, if its profile lists any.
@@ -85,11 +87,23 @@ pub(super) struct Outputs {
     rates: Rates<2>,
 }
 
+/// A task that dies (a panic) before [`Outputs::finish`] must not leave
+/// its robots in the rooms its output was fed back into: they leave.
+impl Drop for Outputs {
+    fn drop(&mut self) {
+        for f in self.feedback.drain(..) {
+            tracing::error!(task = %self.task, room = %f.room, "relay task ended by an internal error; its output's robot leaves the room");
+            self.rooms.end_detached(f.session, true);
+        }
+    }
+}
+
 impl Outputs {
     pub(super) fn new(spec: &RelaySpec, deps: &Deps) -> Outputs {
         let out: &OutputSpec = &spec.outputs;
         let mut outputs = Outputs {
             task: spec.id.clone(),
+            rooms: deps.rooms.clone(),
             targets: Vec::new(),
             hls: out
                 .hls

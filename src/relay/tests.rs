@@ -209,3 +209,55 @@ async fn one_application_cannot_take_every_task_place() {
     engine.await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A task that dies (a panic) before its outputs finish still takes the
+/// robots it fed its output back with out of their rooms.
+#[tokio::test]
+async fn outputs_dropped_unfinished_take_their_robots_out_of_the_rooms() {
+    let (_relays, rooms, _task, dir) = gateway();
+    let hub = MediaHub::default();
+    let deps = outputs::Deps {
+        rooms: rooms.clone(),
+        hub: hub.clone(),
+        hls_store: crate::hls::store::HlsStore::default(),
+        record_root: dir.join("recordings"),
+    };
+    let mut spec = RelaySpec::for_anchor(
+        room(),
+        UserId::new("teacher").unwrap(),
+        &profile("passthrough"),
+    )
+    .unwrap();
+    spec.outputs.hls = None;
+    let robot = UserId::new("robot-out").unwrap();
+    spec.outputs.feedback.push(Feedback {
+        room: room(),
+        user: robot.clone(),
+        grant: None,
+    });
+    let mut out = outputs::Outputs::new(&spec, &deps);
+    out.enter_feedback_rooms(&spec, &deps, true).await;
+    let in_room = || async {
+        rooms
+            .snapshot()
+            .await
+            .iter()
+            .flat_map(|r| &r.members)
+            .any(|m| m.user == robot)
+    };
+    assert!(in_room().await, "the robot entered");
+    assert!(hub.is_publishing(&room(), &robot));
+    let died = tokio::spawn(async move {
+        let _out = out;
+        panic!("a bug inside the relay task");
+    });
+    assert!(died.await.unwrap_err().is_panic());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while in_room().await || hub.is_publishing(&room(), &robot) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the robot is still in the room"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
