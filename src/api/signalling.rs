@@ -577,7 +577,7 @@ fn event_json(ev: &RoomEvent) -> (Option<Value>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::testing::{Anchor, config};
+    use crate::room::testing::{Anchor, config, panic_holding};
 
     /// A socket task that dies inside (dropped before it told the room how
     /// the socket ended, as a panic drops it) is disconnected, not left a
@@ -592,11 +592,7 @@ mod tests {
             rate: 10,
             finished: false,
         };
-        let died = tokio::spawn(async move {
-            let _conn = conn;
-            panic!("a bug inside the socket task");
-        });
-        assert!(died.await.unwrap_err().is_panic());
+        panic_holding(conn).await;
         a.wait_connected(Some(false), "the session was not disconnected")
             .await;
     }

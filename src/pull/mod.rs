@@ -51,10 +51,10 @@ struct Entry {
     wake: Arc<tokio::sync::Notify>,
 }
 
-/// A running ingest's hold on its robot, its reader and its table entry.
-/// A task that dies without reaching its end (a panic) still stops its
-/// reader, takes its robot out of the room and its entry out of the
-/// table, so the same anchor can be pulled again.
+/// A running ingest's hold on its table entry, its reader and its robot.
+/// The entry goes when the task ends, however it ends. A task that dies
+/// before its end (a panic: still `armed`) also stops its reader and
+/// takes its robot out of the room, so the same anchor can be pulled again.
 struct Held {
     pulls: PullManager,
     task: String,
@@ -65,12 +65,12 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        self.pulls.lock().remove(&self.task);
         if !self.armed {
             return;
         }
         tracing::error!(task = %self.task, "stream ingest ended by an internal error; its robot leaves the room");
         self.stop.store(true, Ordering::Relaxed);
-        self.pulls.lock().remove(&self.task);
         self.pulls.rooms.end_detached(self.session, true);
     }
 }
@@ -231,7 +231,7 @@ impl PullManager {
             if leave {
                 let _ = this.rooms.command(Command::Leave { session }).await;
             }
-            this.lock().remove(&task);
+            // Dropping `held` takes the entry out of the table.
         });
         Ok(id)
     }
@@ -281,7 +281,7 @@ fn task_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::testing::{Anchor, config};
+    use crate::room::testing::{Anchor, config, panic_holding};
 
     /// An ingest task that dies inside (its hold dropped armed, as a panic
     /// drops it) stops its reader, takes its robot out of the room and its
@@ -310,11 +310,7 @@ mod tests {
             stop: stop.clone(),
             armed: true,
         };
-        let died = tokio::spawn(async move {
-            let _held = held;
-            panic!("a bug inside the ingest task");
-        });
-        assert!(died.await.unwrap_err().is_panic());
+        panic_holding(held).await;
         assert!(stop.load(Ordering::Relaxed), "the reader was told to stop");
         assert!(pulls.get("pull-1").is_none(), "its entry left the table");
         a.wait_connected(None, "the robot did not leave the room")

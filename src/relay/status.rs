@@ -275,11 +275,7 @@ mod tests {
         st.state = TaskState::Running;
         st.attached = true;
         tx.publish(st);
-        let task = tokio::spawn(async move {
-            let _tx = tx;
-            panic!("a bug inside a relay task");
-        });
-        assert!(task.await.unwrap_err().is_panic());
+        crate::room::testing::panic_holding(tx).await;
         let s = rx.borrow_and_update().clone();
         assert_eq!(s.state.as_str(), "stopped");
         assert!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::room::{Command, RoomId, SessionId};
 
-use crate::room::testing::APP;
+use crate::room::testing::{self, APP};
 
 fn gateway() -> (
     RelayManager,
@@ -14,7 +14,7 @@ fn gateway() -> (
     tokio::task::JoinHandle<()>,
     PathBuf,
 ) {
-    let (rooms, task) = crate::room::spawn(&crate::room::testing::config());
+    let (rooms, task) = crate::room::spawn(&testing::config());
     let dir = std::env::temp_dir().join(format!(
         "roomcast-relay-tests-{}-{}",
         std::process::id(),
@@ -31,7 +31,7 @@ fn gateway() -> (
 }
 
 fn room() -> RoomKey {
-    crate::room::testing::lesson()
+    testing::lesson()
 }
 
 fn profile(name: &str) -> RelayProfile {
@@ -43,7 +43,7 @@ fn profile(name: &str) -> RelayProfile {
 }
 
 fn enter(session: SessionId, user: &str) -> Command {
-    crate::room::testing::enter(&room(), session, user)
+    testing::enter(&room(), session, user)
 }
 
 async fn stopped(relays: &RelayManager, id: &str) -> String {
@@ -237,21 +237,10 @@ async fn outputs_dropped_unfinished_take_their_robots_out_of_the_rooms() {
     });
     let mut out = outputs::Outputs::new(&spec, &deps);
     out.enter_feedback_rooms(&spec, &deps, true).await;
-    let in_room = || async {
-        rooms
-            .snapshot()
-            .await
-            .iter()
-            .flat_map(|r| &r.members)
-            .any(|m| m.user == robot)
-    };
+    let in_room = || async { testing::connected(&rooms, &robot).await.is_some() };
     assert!(in_room().await, "the robot entered");
     assert!(hub.is_publishing(&room(), &robot));
-    let died = tokio::spawn(async move {
-        let _out = out;
-        panic!("a bug inside the relay task");
-    });
-    assert!(died.await.unwrap_err().is_panic());
+    testing::panic_holding(out).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while in_room().await || hub.is_publishing(&room(), &robot) {
         assert!(

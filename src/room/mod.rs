@@ -60,6 +60,26 @@ pub(crate) mod testing {
         })
     }
 
+    /// Whether `user` is connected in any room; `None` if in none.
+    pub(crate) async fn connected(rooms: &RoomHandle, user: &UserId) -> Option<bool> {
+        rooms
+            .snapshot()
+            .await
+            .iter()
+            .flat_map(|r| &r.members)
+            .find(|m| m.user == *user)
+            .map(|m| m.connected)
+    }
+
+    /// Drops `value` as a panic inside the task holding it drops it.
+    pub(crate) async fn panic_holding<T: Send + 'static>(value: T) {
+        let died = tokio::spawn(async move {
+            let _held = value;
+            panic!("a bug inside the task");
+        });
+        assert!(died.await.unwrap_err().is_panic());
+    }
+
     pub(crate) struct Anchor {
         pub rooms: RoomHandle,
         pub room: RoomKey,
@@ -86,13 +106,7 @@ pub(crate) mod testing {
 
         /// Whether the member is connected; `None` once it has left.
         pub(crate) async fn connected(&self) -> Option<bool> {
-            self.rooms
-                .snapshot()
-                .await
-                .iter()
-                .flat_map(|r| &r.members)
-                .find(|m| m.user == self.user)
-                .map(|m| m.connected)
+            connected(&self.rooms, &self.user).await
         }
 
         /// Polls until the member reads `want`, for up to 5 s.

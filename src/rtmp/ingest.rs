@@ -719,7 +719,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::testing::{Anchor, config};
+    use crate::room::testing::{Anchor, config, panic_holding};
 
     /// A connection task that dies inside (its future dropped unfinished,
     /// as a panic drops it) leaves the hub and is disconnected in its
@@ -750,11 +750,7 @@ mod tests {
             deadline: tokio::time::Instant::now(),
         };
         assert_eq!(a.connected().await, Some(true));
-        let died = tokio::spawn(async move {
-            let _conn = conn;
-            panic!("a bug inside the connection");
-        });
-        assert!(died.await.unwrap_err().is_panic());
+        panic_holding(conn).await;
         assert!(
             !hub.is_publishing(&a.room, &a.user),
             "its publisher left the hub"

@@ -409,7 +409,7 @@ impl Reader {
 mod tests {
     use super::*;
     use crate::media::hub::MediaHub;
-    use crate::room::testing::{Anchor, config};
+    use crate::room::testing::{Anchor, config, panic_holding};
 
     /// A session task that dies inside (dropped unfinished, as a panic
     /// drops it) is disconnected from its room, leaves the hub and the
@@ -442,11 +442,7 @@ mod tests {
             finished: false,
         };
         assert!(hub.is_publishing(&a.room, &a.user));
-        let died = tokio::spawn(async move {
-            let _task = task;
-            panic!("a bug inside the session");
-        });
-        assert!(died.await.unwrap_err().is_panic());
+        panic_holding(task).await;
         assert!(
             !hub.is_publishing(&a.room, &a.user),
             "its publisher left the hub"
