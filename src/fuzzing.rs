@@ -61,6 +61,7 @@ pub fn rtmp_ingest(data: &[u8]) -> u64 {
             config: g.config.clone(),
             rooms: g.rooms.clone(),
             hub: g.hub.clone(),
+            loops: crate::rtmp::loops::Loops::none(),
         };
         let peer: SocketAddr = "127.0.0.1:40000".parse().expect("literal");
         let deadline = tokio::time::Instant::now() + HANG;
@@ -587,7 +588,13 @@ fn gateway() -> &'static Gateway {
         let (rooms, hub, state) = rt.block_on(async {
             let (rooms, _task) = crate::room::spawn(&config);
             let hub = MediaHub::default();
-            let parts = crate::server::assemble(&config, Vec::new(), &rooms, &hub);
+            let parts = crate::server::assemble(
+                &config,
+                Vec::new(),
+                &rooms,
+                &hub,
+                &crate::rtmp::loops::Loops::none(),
+            );
             (rooms, hub, parts.state)
         });
         let router = crate::api::router(state.clone());

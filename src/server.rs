@@ -16,6 +16,7 @@ use crate::profile::RelayProfile;
 use crate::relay::RelayManager;
 use crate::room::{self, RoomHandle};
 use crate::rtmp::ingest::Ingest;
+use crate::rtmp::loops::Loops;
 use crate::tls::ServerTls;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,10 +78,19 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         addr = %rtmp_listener.local_addr().map_err(ServerError::Http)?,
         "RTMP listening (publish: rtmp://HOST/push/<RoomId>?sdkappid=&userid=&usersig=)"
     );
+    // Stops the RTMP loops when the server returns.
+    let (loops, _stop_loops) =
+        Loops::start(config.runtime.rtmp_threads()).map_err(ServerError::Http)?;
+    tracing::info!(
+        loops = loops.len(),
+        "RTMP connections run on {} event loop(s) of their own",
+        loops.len()
+    );
     let ingest = Ingest {
         config: config.clone(),
         rooms: rooms.clone(),
         hub: hub.clone(),
+        loops: loops.clone(),
     };
     let mut ingests = vec![tokio::spawn(ingest.clone().serve(rtmp_listener, None))];
     if let (Some(port), Some(tls)) = (config.rtmp.tls_port, &server_tls) {
@@ -113,7 +123,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         state,
         recording_events,
         uploads,
-    } = assemble(&config, profiles.clone(), &rooms, &hub);
+    } = assemble(&config, profiles.clone(), &rooms, &hub, &loops);
     let relays = state.relays.clone();
     if let Some(c) = &cluster {
         let relays = relays.clone();
@@ -200,6 +210,7 @@ pub(crate) fn assemble(
     profiles: Vec<RelayProfile>,
     rooms: &RoomHandle,
     hub: &MediaHub,
+    loops: &Loops,
 ) -> Parts {
     let hls_root = config.data_dir.join("hls");
     let hls_store = crate::hls::store::HlsStore::default();
@@ -210,7 +221,8 @@ pub(crate) fn assemble(
         hls_store.clone(),
         config.limits.cpu_budget(),
     )
-    .with_tasks_per_app(config.limits.tasks_per_app);
+    .with_tasks_per_app(config.limits.tasks_per_app)
+    .with_loops(loops.clone());
     let (recording_events, _) = tokio::sync::broadcast::channel(256);
     let uploads = crate::record::uploader::Uploads::new(
         &config.data_dir,

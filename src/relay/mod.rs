@@ -30,6 +30,7 @@ use crate::media::hub::MediaHub;
 use crate::mix::pipeline::{AudioFilter, MixSettings};
 use crate::profile::{Layout, RelayProfile};
 use crate::room::{Audience, EventKind, RoomHandle, RoomKey, UserId};
+use crate::rtmp::loops::Loops;
 pub(crate) use spec::{Feedback, OutputSpec, RelayInput, RelaySpec, max_idle, valid_stream_name};
 pub(crate) use status::{RelayStatus, TaskState};
 
@@ -159,6 +160,8 @@ pub(crate) struct RelayManager {
     /// Bumped when a task starts and whenever a task's status changes in a
     /// way watchers act on ([`RelayManager::watch_changes`]).
     changes: Arc<watch::Sender<u64>>,
+    /// Where push targets run.
+    loops: Loops,
 }
 
 impl RelayManager {
@@ -185,7 +188,14 @@ impl RelayManager {
             budget,
             per_app: MAX_TASKS,
             changes: Arc::new(watch::channel(0).0),
+            loops: Loops::none(),
         }
+    }
+
+    /// Push targets run on `loops` (else on the runtime that starts them).
+    pub(crate) fn with_loops(mut self, loops: Loops) -> RelayManager {
+        self.loops = loops;
+        self
     }
 
     /// At most `n` tasks of one application at once.
@@ -241,6 +251,7 @@ impl RelayManager {
             hub: self.hub.clone(),
             hls_store: self.hls_store.clone(),
             record_root: self.record_root(),
+            loops: self.loops.clone(),
         };
         let spec = Arc::new(spec);
         let task = (*spec).clone();

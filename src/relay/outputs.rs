@@ -19,6 +19,7 @@ use crate::media::hub::{MediaHub, Publisher};
 use crate::media::{EncodedFrame, MediaMessage, TimeBase, TrackKind};
 use crate::record::Recorder;
 use crate::room::{Command, Enter, Role, RoomHandle, RoomKey, Scene, SessionId};
+use crate::rtmp::loops::Loops;
 use crate::rtmp::push::{PushState, PushTarget};
 use tokio::sync::mpsc;
 
@@ -28,6 +29,8 @@ pub(super) struct Deps {
     pub hub: MediaHub,
     pub hls_store: HlsStore,
     pub record_root: PathBuf,
+    /// Where push targets run.
+    pub loops: Loops,
 }
 
 /// The output published back into a room. Its publisher sends from a task
@@ -71,6 +74,7 @@ pub(super) struct Outputs {
     /// Where the robots of `feedback` are.
     rooms: RoomHandle,
     targets: Vec<PushTarget>,
+    loops: Loops,
     hls: Option<HlsOut>,
     /// The HLS output's lower renditions, if its profile lists any.
     ladder: Option<Ladder>,
@@ -105,6 +109,7 @@ impl Outputs {
             task: spec.id.clone(),
             rooms: deps.rooms.clone(),
             targets: Vec::new(),
+            loops: deps.loops.clone(),
             hls: out
                 .hls
                 .as_ref()
@@ -257,7 +262,7 @@ impl Outputs {
             if self.targets.iter().any(|t| &t.url == url) {
                 continue;
             }
-            match PushTarget::spawn(url, &self.task) {
+            match PushTarget::spawn(url, &self.task, &self.loops) {
                 Ok(mut t) => {
                     for c in [&self.sent.video, &self.sent.audio].into_iter().flatten() {
                         t.offer(c);

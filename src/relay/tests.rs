@@ -221,6 +221,7 @@ async fn outputs_dropped_unfinished_take_their_robots_out_of_the_rooms() {
         hub: hub.clone(),
         hls_store: crate::hls::store::HlsStore::default(),
         record_root: dir.join("recordings"),
+        loops: crate::rtmp::loops::Loops::none(),
     };
     let mut spec = RelaySpec::for_anchor(
         room(),

@@ -24,6 +24,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::chunk::{self, ChunkError, ChunkLimits, Next, SessionFeed};
 use super::flv;
+use super::loops::Loops;
 use super::push::{PushState, PushTarget};
 use crate::auth::client::authenticate;
 use crate::cluster::ClusterError;
@@ -111,6 +112,8 @@ pub(crate) struct Ingest {
     pub config: Arc<Config>,
     pub rooms: RoomHandle,
     pub hub: MediaHub,
+    /// Where connections run (`runtime.rtmp_threads`).
+    pub loops: Loops,
 }
 
 impl Ingest {
@@ -137,7 +140,7 @@ impl Ingest {
                 + Duration::from_secs(self.config.rtmp.handshake_timeout_secs);
             let this = self.clone();
             let acceptor = tls.as_ref().map(|t| t.rtmp());
-            tokio::spawn(async move {
+            self.loops.spawn(socket, move |socket| async move {
                 let _guard = guard;
                 let _ = socket.set_nodelay(true);
                 let socket: crate::tls::Conn = match acceptor {
@@ -635,7 +638,12 @@ impl Connection {
                 | ClusterError::PlacedElsewhere { node, rtmp, .. },
             )) if rtmp.starts_with("rtmp") => {
                 let url = format!("{}/{APP_NAME}/{stream_key}", rtmp.trim_end_matches('/'));
-                let target = PushTarget::spawn(&url, &format!("forward of {user} in {key}"))?;
+                // On this connection's own runtime (its loop, if it has one).
+                let target = PushTarget::spawn(
+                    &url,
+                    &format!("forward of {user} in {key}"),
+                    &Loops::none(),
+                )?;
                 tracing::info!(peer = %self.peer, room = %key, user = %user, owner = %node, "rtmp publish forwarded to the room's owner node");
                 Sink::Forward { node, target }
             }
@@ -736,6 +744,7 @@ mod tests {
                 config: Arc::new(config),
                 rooms: a.rooms.clone(),
                 hub: hub.clone(),
+                loops: Loops::none(),
             },
             peer: "127.0.0.1:40000".parse().unwrap(),
             socket: Box::new(server),

@@ -5,11 +5,13 @@
 //! well-formed input; `flv` is pure framing (tag bodies ⇄ media messages);
 //! `ingest` owns the publisher sockets around the session; `push` pushes a
 //! relay's output to origins, written from the relay's own turn while a
-//! plain-TCP target publishes (`direct`).
+//! plain-TCP target publishes (`direct`); `loops` runs the connections on
+//! single-threaded event loops of their own.
 
 pub(crate) mod amf;
 pub(crate) mod chunk;
 pub(crate) mod direct;
 pub mod flv;
 pub(crate) mod ingest;
+pub(crate) mod loops;
 pub(crate) mod push;

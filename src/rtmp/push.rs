@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, watch};
 use super::chunk::{self, ChunkLimits, SessionFeed};
 use super::direct::{Direct, Latest, Link, Path, SharedTcp};
 use super::flv;
+use super::loops::Loops;
 use crate::media::{DropToKeyframe, MediaMessage, TimeBase, TrackKind};
 use crate::metrics::{DropCounter, DropReason};
 use crate::tls::Conn;
@@ -159,15 +160,16 @@ pub(crate) struct PushTarget {
 }
 
 impl PushTarget {
-    /// Starts the target's task. Frames sent must be in milliseconds.
-    /// A target of relay task `task` (named in its log lines).
-    pub(crate) fn spawn(url: &str, task: &str) -> Result<PushTarget, String> {
+    /// Starts the target's task, on one of `loops` (or here without).
+    /// Frames sent must be in milliseconds. A target of relay task `task`
+    /// (named in its log lines).
+    pub(crate) fn spawn(url: &str, task: &str, loops: &Loops) -> Result<PushTarget, String> {
         let parsed = PushUrl::parse(url)?;
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (state_tx, state) = watch::channel(PushState::Connecting { attempt: 1 });
         let label = url.split('?').next().unwrap_or(url).to_owned();
         let link = Arc::new(Link::default());
-        tokio::spawn(run(
+        loops.spawn_task(run(
             parsed,
             (task.to_owned(), label),
             (rx, link.clone()),

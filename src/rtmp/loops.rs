@@ -1,0 +1,292 @@
+//! RTMP connections on event loops of their own.
+//!
+//! A bypass relay does its work in its publisher's turn: the connection
+//! reads a message, the relay chunks it and writes it to its origins
+//! (`rtmp::direct`). On the shared multi-threaded runtime every such turn
+//! also pays for the scheduler's balancing: a woken task may wake a parked
+//! worker to steal it, and the workers meet on futexes. nginx-rtmp pays for
+//! none of that: one process, one epoll loop. Here each RTMP connection is
+//! moved onto one of a few single-threaded runtimes (a loop: its own
+//! thread, epoll and timers, no stealing), the one holding the fewest
+//! connections; everything else (HTTP, WebRTC, the room engine) stays on the
+//! shared runtime. A connection's socket is registered with its loop's
+//! epoll, so its reads wake that thread only.
+//!
+//! What a connection's turn spawns (a forward's push target, a session
+//! ending from a destructor) runs on its loop too. The loops stop when the
+//! [`Stop`] that [`Loops::start`] returns is dropped: their tasks are
+//! dropped, as the shared runtime's are at shutdown. ([`Loops`] itself is
+//! held by every connection, so it cannot be what stops them.)
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+/// How long a stopping loop waits for its blocking work.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+struct Loop {
+    handle: Handle,
+    /// Connections running on it.
+    load: Arc<AtomicUsize>,
+}
+
+/// The RTMP loops; with none, connections run on the runtime that accepts
+/// them. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Loops {
+    loops: Arc<[Loop]>,
+}
+
+/// Stops the loops when dropped.
+pub(crate) struct Stop {
+    _senders: Vec<oneshot::Sender<()>>,
+}
+
+/// Gives a connection's place on its loop back when it ends.
+struct Load(Arc<AtomicUsize>);
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Loops {
+    /// Starts `n` loops, each a thread named `rtmp-loop-<i>`; they run
+    /// until the [`Stop`] is dropped.
+    pub(crate) fn start(n: usize) -> std::io::Result<(Loops, Stop)> {
+        let mut loops = Vec::with_capacity(n);
+        let mut stops = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = rt.handle().clone();
+            let (stop, stopped) = oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("rtmp-loop-{i}"))
+                .spawn(move || {
+                    // Either a stop or the sender dropped ends it.
+                    let _ = rt.block_on(stopped);
+                    rt.shutdown_timeout(STOP_GRACE);
+                })?;
+            loops.push(Loop {
+                handle,
+                load: Arc::new(AtomicUsize::new(0)),
+            });
+            stops.push(stop);
+        }
+        Ok((
+            Loops {
+                loops: loops.into(),
+            },
+            Stop { _senders: stops },
+        ))
+    }
+
+    /// No loops: connections run on the runtime that accepts them.
+    pub(crate) fn none() -> Loops {
+        Loops {
+            loops: Arc::new([]),
+        }
+    }
+
+    /// How many loops there are.
+    pub(crate) fn len(&self) -> usize {
+        self.loops.len()
+    }
+
+    /// Connections running on each loop, in order.
+    #[cfg(test)]
+    pub(crate) fn loads(&self) -> Vec<usize> {
+        self.loops
+            .iter()
+            .map(|l| l.load.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The loop holding the fewest connections and tasks, with its place
+    /// taken; none without loops.
+    fn least_loaded(&self) -> Option<(&Handle, Load)> {
+        let chosen = self
+            .loops
+            .iter()
+            .min_by_key(|l| l.load.load(Ordering::Relaxed))?;
+        chosen.load.fetch_add(1, Ordering::Relaxed);
+        Some((&chosen.handle, Load(chosen.load.clone())))
+    }
+
+    /// Runs `task` (a push target's: its socket is opened inside it, on
+    /// its loop's epoll) on the least loaded loop, or on the current runtime
+    /// without loops.
+    pub(crate) fn spawn_task<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.least_loaded() {
+            Some((handle, load)) => {
+                handle.spawn(async move {
+                    let _load = load;
+                    task.await;
+                });
+            }
+            None => {
+                tokio::spawn(task);
+            }
+        }
+    }
+
+    /// Runs `serve` on the accepted `socket` to its end: on the loop holding
+    /// the fewest connections (the socket moved onto that loop's epoll), or
+    /// here, on the current runtime, when there are no loops.
+    pub(crate) fn spawn<F, Fut>(&self, socket: TcpStream, serve: F)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some((handle, load)) = self.least_loaded() else {
+            tokio::spawn(serve(socket));
+            return;
+        };
+        let socket = match socket.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("rtmp: could not move a connection onto its loop: {e}");
+                return;
+            }
+        };
+        handle.spawn(async move {
+            let _load = load;
+            // Registered with this loop's reactor, not the acceptor's.
+            match TcpStream::from_std(socket) {
+                Ok(socket) => serve(socket).await,
+                Err(e) => tracing::warn!("rtmp: could not register a connection on its loop: {e}"),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A connection served by `loops` that answers each read with the thread
+    /// it runs on; returns the client's end.
+    async fn served(loops: &Loops, listener: &TcpListener) -> TcpStream {
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        loops.spawn(socket, |mut s| async move {
+            let mut buf = [0u8; 16];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        client
+    }
+
+    async fn thread_of(client: &mut TcpStream) -> String {
+        client.write_all(b"?").await.unwrap();
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while got.last() != Some(&b'\n') {
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut byte))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert_eq!(n, 1, "the connection ended");
+            got.push(byte[0]);
+        }
+        String::from_utf8(got).unwrap().trim().to_owned()
+    }
+
+    async fn wait_for_loads(loops: &Loops, want: &[usize]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while loops.loads() != want {
+            assert!(Instant::now() < deadline, "loads {:?}", loops.loads());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_run_on_the_least_loaded_loop_and_free_their_place() {
+        let (loops, _stop) = Loops::start(2).unwrap();
+        assert_eq!(loops.len(), 2);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut a = served(&loops, &listener).await;
+        let mut b = served(&loops, &listener).await;
+        let mut c = served(&loops, &listener).await;
+        assert_eq!(thread_of(&mut a).await, "rtmp-loop-0");
+        assert_eq!(thread_of(&mut b).await, "rtmp-loop-1");
+        assert_eq!(thread_of(&mut c).await, "rtmp-loop-0");
+        assert_eq!(loops.loads(), [2, 1]);
+        // Two end on loop 0: the next connection goes there.
+        drop(a);
+        drop(c);
+        wait_for_loads(&loops, &[0, 1]).await;
+        let mut d = served(&loops, &listener).await;
+        assert_eq!(thread_of(&mut d).await, "rtmp-loop-0");
+        assert_eq!(thread_of(&mut b).await, "rtmp-loop-1");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_run_on_the_least_loaded_loop_and_count_while_they_run() {
+        let (loops, _stop) = Loops::start(2).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut a = served(&loops, &listener).await;
+        assert_eq!(thread_of(&mut a).await, "rtmp-loop-0");
+        let (name_tx, name_rx) = oneshot::channel();
+        let (end_tx, end_rx) = oneshot::channel::<()>();
+        loops.spawn_task(async move {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            let _ = name_tx.send(name);
+            let _ = end_rx.await;
+        });
+        assert_eq!(name_rx.await.unwrap(), "rtmp-loop-1");
+        assert_eq!(loops.loads(), [1, 1]);
+        drop(end_tx);
+        wait_for_loads(&loops, &[1, 0]).await;
+    }
+
+    #[tokio::test]
+    async fn without_loops_connections_run_here() {
+        let loops = Loops::none();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut a = served(&loops, &listener).await;
+        let here = std::thread::current().name().unwrap_or("").to_owned();
+        assert_eq!(thread_of(&mut a).await, here);
+    }
+
+    #[tokio::test]
+    async fn stopping_the_loops_ends_their_connections() {
+        let (loops, stop) = Loops::start(1).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut a = served(&loops, &listener).await;
+        assert_eq!(thread_of(&mut a).await, "rtmp-loop-0");
+        drop(stop);
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), a.read_to_end(&mut rest))
+            .await
+            .expect("the connection is closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+}
