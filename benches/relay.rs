@@ -54,11 +54,19 @@ fn main() {
     // roomcast: publish into a room, a passthrough relay pushes to the origin.
     let gw_dir = work.join("roomcast");
     std::fs::create_dir_all(&gw_dir).unwrap();
-    // `RELAY_BENCH_IO_THREADS=1`: the gateway's `runtime.io_threads`.
-    let runtime = std::env::var("RELAY_BENCH_IO_THREADS")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-        .map_or(String::new(), |n| format!("[runtime]\nio_threads = {n}\n"));
+    // `RELAY_BENCH_IO_THREADS=1`, `RELAY_BENCH_RTMP_THREADS=0`: the
+    // gateway's `runtime.io_threads` and `runtime.rtmp_threads`.
+    let runtime_key = |var: &str, key: &str| {
+        std::env::var(var)
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .map_or(String::new(), |n| format!("{key} = {n}\n"))
+    };
+    let runtime = format!(
+        "[runtime]\n{}{}",
+        runtime_key("RELAY_BENCH_IO_THREADS", "io_threads"),
+        runtime_key("RELAY_BENCH_RTMP_THREADS", "rtmp_threads")
+    );
     std::fs::write(
         gw_dir.join("roomcast.toml"),
         // More relays than an application may run by default need the
@@ -173,7 +181,7 @@ fn main() {
             let per_s = |c: f64| c / f64::from(SECONDS);
             let (p50, mean) = summary(name, &mut lat, (cpu[0] + cpu[1]) / 2.0);
             println!(
-                "{:10} CPU per run {:.4}, {:.4} s/s of stream",
+                "{:10} CPU per run {:.5}, {:.5} s/s of stream",
                 "",
                 per_s(cpu[0]),
                 per_s(cpu[1])

@@ -142,7 +142,7 @@ pub fn summary(name: &str, lat: &mut [f64], cpu: f64) -> (f64, f64) {
     };
     let per_s = cpu / f64::from(SECONDS);
     println!(
-        "{name:10} frames {:4}  latency p50 {:7.2} ms  p95 {:7.2} ms  max {:7.2} ms  CPU {:.4} s/s of stream",
+        "{name:10} frames {:4}  latency p50 {:7.2} ms  p95 {:7.2} ms  max {:7.2} ms  CPU {:.5} s/s of stream",
         lat.len(),
         p(0.5),
         p(0.95),
