@@ -28,6 +28,8 @@ pub enum ServerError {
     },
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error("cannot start the RTMP event loops (runtime.rtmp_threads): {0}")]
+    Loops(std::io::Error),
     #[error("{0}")]
     Tls(String),
     #[error("{0}")]
@@ -80,12 +82,14 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     );
     // Stops the RTMP loops when the server returns.
     let (loops, _stop_loops) =
-        Loops::start(config.runtime.rtmp_threads()).map_err(ServerError::Http)?;
-    tracing::info!(
-        loops = loops.len(),
-        "RTMP connections run on {} event loop(s) of their own",
-        loops.len()
-    );
+        Loops::start(config.runtime.rtmp_threads()).map_err(ServerError::Loops)?;
+    match loops.len() {
+        0 => tracing::info!("RTMP connections share the runtime (runtime.rtmp_threads = 0)"),
+        n => tracing::info!(
+            loops = n,
+            "RTMP connections run on {n} event loop(s) of their own"
+        ),
+    }
     let ingest = Ingest {
         config: config.clone(),
         rooms: rooms.clone(),
