@@ -32,7 +32,7 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 
 struct Loop {
     handle: Handle,
-    /// Connections running on it.
+    /// Connections and tasks running on it.
     load: Arc<AtomicUsize>,
 }
 
@@ -48,7 +48,7 @@ pub(crate) struct Stop {
     _senders: Vec<oneshot::Sender<()>>,
 }
 
-/// Gives a connection's place on its loop back when it ends.
+/// Gives a connection's or task's place on its loop back when it ends.
 struct Load(Arc<AtomicUsize>);
 
 impl Drop for Load {
@@ -102,7 +102,7 @@ impl Loops {
         self.loops.len()
     }
 
-    /// Connections running on each loop, in order.
+    /// Connections and tasks running on each loop, in order.
     #[cfg(test)]
     pub(crate) fn loads(&self) -> Vec<usize> {
         self.loops
@@ -150,10 +150,10 @@ impl Loops {
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Some((handle, load)) = self.least_loaded() else {
+        if self.loops.is_empty() {
             tokio::spawn(serve(socket));
             return;
-        };
+        }
         let socket = match socket.into_std() {
             Ok(s) => s,
             Err(e) => {
@@ -161,8 +161,7 @@ impl Loops {
                 return;
             }
         };
-        handle.spawn(async move {
-            let _load = load;
+        self.spawn_task(async move {
             // Registered with this loop's reactor, not the acceptor's.
             match TcpStream::from_std(socket) {
                 Ok(socket) => serve(socket).await,
