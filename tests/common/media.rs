@@ -248,6 +248,12 @@ pub fn probe_streams(input: &str) -> Vec<std::collections::HashMap<String, Strin
 }
 
 /// Decodes all of `input`; returns (decode error lines, decoded duration in seconds).
+///
+/// Decoded frames keep `input`'s own time base (`-enc_time_base -1`): by
+/// default the CLI rounds video to 1/fps, and two frames 33 ms apart whose
+/// stint starts half a frame off the first stint's cadence (a re-attached
+/// anchor) round to one tick and read as a repeated timestamp. A timestamp
+/// really repeated in `input` is still reported.
 pub fn decode(input: &str) -> (Vec<String>, f64) {
     let out = Command::new("ffmpeg")
         .args([
@@ -256,6 +262,8 @@ pub fn decode(input: &str) -> (Vec<String>, f64) {
             "-nostdin",
             "-i",
             input,
+            "-enc_time_base",
+            "-1",
             "-progress",
             "pipe:1",
             "-nostats",
