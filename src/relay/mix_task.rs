@@ -72,8 +72,9 @@ pub(super) async fn run(
             m = mixer.out.recv() => match m {
                 Some(m) => match &*m {
                     MediaMessage::Frame(f) => {
-                        let f = out.rebase(f);
-                        out.emit(&Arc::new(MediaMessage::Frame(f)));
+                        if let Some(f) = out.rebase(f) {
+                            out.emit(&Arc::new(MediaMessage::Frame(f)));
+                        }
                     }
                     MediaMessage::Config(_) => {
                         // The encoders start every stream with a keyframe: nothing to ask.

@@ -198,20 +198,24 @@ impl Outputs {
     }
 
     /// A frame on the output timeline: milliseconds that never go back.
-    pub(super) fn rebase(&mut self, f: &EncodedFrame) -> EncodedFrame {
+    /// `None` for audio from before the current input's first frame.
+    pub(super) fn rebase(&mut self, f: &EncodedFrame) -> Option<EncodedFrame> {
         let dts = f.time_base.rescale(f.dts, TimeBase::MILLIS);
         let pts = f.time_base.rescale(f.pts, TimeBase::MILLIS);
         let jumps = self.rebaser.jumps;
-        let (dts, pts) = self.rebaser.map(f.kind, dts, pts);
+        let Some((dts, pts)) = self.rebaser.map(f.kind, dts, pts) else {
+            tracing::debug!(task = %self.task, input_ms = dts, "audio from before the input's first frame dropped");
+            return None;
+        };
         if self.rebaser.jumps != jumps {
             tracing::warn!(task = %self.task, kind = ?f.kind, input_ms = f.time_base.rescale(f.dts, TimeBase::MILLIS), output_ms = dts, "the input's timestamps jumped; the output continues without a gap");
         }
-        EncodedFrame {
+        Some(EncodedFrame {
             dts,
             pts,
             time_base: TimeBase::MILLIS,
             ..f.clone()
-        }
+        })
     }
 
     /// To every output. `true` when `m` is a track configuration the

@@ -90,7 +90,8 @@ impl Follow {
                     return;
                 }
                 self.need_keyframe = false;
-                rebased = Arc::new(MediaMessage::Frame(out.rebase(f)));
+                let Some(f) = out.rebase(f) else { return };
+                rebased = Arc::new(MediaMessage::Frame(f));
                 &rebased
             }
         };

@@ -12,7 +12,15 @@
 //! lands more than [`MAX_BACK_MS`] before or [`MAX_FORWARD_MS`] after its
 //! last one has jumped: it continues just after the last output frame,
 //! or, if the other track already jumped the same way, on that track's
-//! new offset, so audio and video stay aligned. Pure.
+//! new offset, so audio and video stay aligned.
+//!
+//! Audio that arrives after the frame that started the attachment but
+//! belongs before it (a WebRTC anchor's audio comes out of its transcode
+//! after the video keyframe that opened the gate) is dropped: it cannot be
+//! played at its own time, and clamped to the start it would put several
+//! frames a millisecond apart, which players that predict a PES's later
+//! frames from its first read as time going back. Video is clamped
+//! instead, so a keyframe is never lost. Pure.
 
 use crate::media::TrackKind;
 
@@ -36,6 +44,8 @@ pub(crate) struct Rebaser {
     floor: i64,
     /// Jumps seen, for the relay's log.
     pub jumps: u64,
+    /// Audio frames dropped for falling before their attachment's start.
+    pub early_audio: u64,
 }
 
 fn slot(kind: TrackKind) -> usize {
@@ -52,8 +62,9 @@ impl Rebaser {
         self.track_offset = [None; 2];
     }
 
-    /// Maps an input (dts, pts) in ms to output (dts, pts).
-    pub(crate) fn map(&mut self, kind: TrackKind, dts: i64, pts: i64) -> (i64, i64) {
+    /// Maps an input (dts, pts) in ms to output (dts, pts); `None` for
+    /// audio that falls before the attachment's first output frame.
+    pub(crate) fn map(&mut self, kind: TrackKind, dts: i64, pts: i64) -> Option<(i64, i64)> {
         let attachment = *self.offset.get_or_insert_with(|| {
             let base = self.max_out.map_or(0, |m| m + REATTACH_GAP_MS);
             self.floor = base;
@@ -79,9 +90,15 @@ impl Rebaser {
         }
         self.track_offset[s] = Some(offset);
         // The other track may start a little earlier than the frame that set
-        // the offset: it starts at the attachment's base instead (never
-        // before the previous attachment, never negative).
-        let mut out = dts.saturating_add(offset).max(self.floor);
+        // the offset: its audio is dropped up to the attachment's base, its
+        // video starts there (never before the previous attachment, never
+        // negative).
+        let mapped = dts.saturating_add(offset);
+        if mapped < self.floor && kind == TrackKind::Audio {
+            self.early_audio += 1;
+            return None;
+        }
+        let mut out = mapped.max(self.floor);
         if let Some(prev) = self.last[slot(kind)]
             && out <= prev
         {
@@ -89,7 +106,7 @@ impl Rebaser {
         }
         self.last[slot(kind)] = Some(out);
         self.max_out = Some(self.max_out.map_or(out, |m| m.max(out)));
-        (out, out + (pts - dts))
+        Some((out, out + (pts - dts)))
     }
 }
 
@@ -100,34 +117,70 @@ mod tests {
     #[test]
     fn starts_at_zero_and_stays_monotonic_across_reattach() {
         let mut r = Rebaser::default();
-        assert_eq!(r.map(TrackKind::Video, 5000, 5040), (0, 40));
-        assert_eq!(r.map(TrackKind::Audio, 5010, 5010), (10, 10));
-        assert_eq!(r.map(TrackKind::Video, 5033, 5033), (33, 33));
+        assert_eq!(r.map(TrackKind::Video, 5000, 5040), Some((0, 40)));
+        assert_eq!(r.map(TrackKind::Audio, 5010, 5010), Some((10, 10)));
+        assert_eq!(r.map(TrackKind::Video, 5033, 5033), Some((33, 33)));
         r.reattach();
         // The anchor came back with timestamps from 0.
-        assert_eq!(r.map(TrackKind::Video, 0, 0), (73, 73));
-        assert_eq!(r.map(TrackKind::Audio, 0, 0), (73, 73));
+        assert_eq!(r.map(TrackKind::Video, 0, 0), Some((73, 73)));
+        assert_eq!(r.map(TrackKind::Audio, 0, 0), Some((73, 73)));
     }
 
     #[test]
-    fn a_track_starting_before_the_first_frame_never_goes_negative() {
+    fn audio_from_before_the_first_frame_is_dropped_not_squeezed() {
         let mut r = Rebaser::default();
         // A mix's first picture (presented 21 ms late) comes before its audio.
-        assert_eq!(r.map(TrackKind::Video, 21, 21), (0, 0));
-        assert_eq!(r.map(TrackKind::Audio, 0, 0), (0, 0));
-        assert_eq!(r.map(TrackKind::Audio, 21, 21), (1, 1));
-        assert_eq!(r.map(TrackKind::Audio, 42, 42), (21, 21));
+        assert_eq!(r.map(TrackKind::Video, 21, 21), Some((0, 0)));
+        assert_eq!(r.map(TrackKind::Audio, 0, 0), None);
+        assert_eq!(r.map(TrackKind::Audio, 21, 21), Some((0, 0)));
+        assert_eq!(r.map(TrackKind::Audio, 42, 42), Some((21, 21)));
         r.reattach();
-        assert_eq!(r.map(TrackKind::Video, 500, 500), (61, 61));
-        assert_eq!(r.map(TrackKind::Audio, 480, 480), (61, 61));
+        assert_eq!(r.map(TrackKind::Video, 500, 500), Some((61, 61)));
+        assert_eq!(r.map(TrackKind::Audio, 480, 480), None);
+        assert_eq!(r.map(TrackKind::Audio, 501, 501), Some((62, 62)));
+        assert_eq!(r.early_audio, 2);
+    }
+
+    #[test]
+    fn video_from_before_the_first_frame_starts_with_it() {
+        let mut r = Rebaser::default();
+        assert_eq!(r.map(TrackKind::Audio, 40, 40), Some((0, 0)));
+        // A keyframe from just before the first audio frame is kept.
+        assert_eq!(r.map(TrackKind::Video, 20, 20), Some((0, 0)));
+        assert_eq!(r.map(TrackKind::Video, 53, 53), Some((13, 13)));
+    }
+
+    #[test]
+    fn audio_lagging_its_video_loses_only_the_lag() {
+        // A WebRTC anchor whose audio comes out of its transcode 900 ms
+        // after the video of the same time: 900 ms of audio is dropped, then
+        // both flow at their own times.
+        let mut r = Rebaser::default();
+        let mut kept = Vec::new();
+        for (kind, t) in stream(0, 3_000) {
+            let t = if kind == TrackKind::Audio { t - 900 } else { t };
+            if let Some((out, _)) = r.map(kind, t, t)
+                && kind == TrackKind::Audio
+            {
+                kept.push(out);
+            }
+        }
+        assert_eq!(kept[0], 5, "the first frame at or after the video's first");
+        assert!(
+            kept.windows(2).all(|w| (21..=24).contains(&(w[1] - w[0]))),
+            "{kept:?}"
+        );
+        assert_eq!(r.early_audio, 39, "900 ms of 23.2 ms frames");
+        assert_eq!(r.jumps, 0);
     }
 
     #[test]
     fn backwards_input_is_clamped() {
         let mut r = Rebaser::default();
         r.map(TrackKind::Audio, 100, 100);
-        assert_eq!(r.map(TrackKind::Audio, 90, 90), (1, 1));
-        assert_eq!(r.map(TrackKind::Audio, 95, 95), (2, 2));
+        assert_eq!(r.map(TrackKind::Audio, 200, 200), Some((100, 100)));
+        assert_eq!(r.map(TrackKind::Audio, 190, 190), Some((101, 101)));
+        assert_eq!(r.map(TrackKind::Audio, 195, 195), Some((102, 102)));
     }
 
     /// 30 fps video and 23.2 ms audio frames from `from_ms` for `ms`,
@@ -154,7 +207,7 @@ mod tests {
             let after = stream(1_000 + 4_000 + jump, 4_000);
             let mut out = Vec::new();
             for (kind, t) in before.iter().chain(&after) {
-                out.push((*kind, r.map(*kind, *t, *t).0));
+                out.push((*kind, r.map(*kind, *t, *t).unwrap().0));
             }
             assert_eq!(r.jumps, 2, "jump {jump}: one per track");
             // No gap, no pile-up: the output runs 8 s, each track steady.
@@ -214,10 +267,10 @@ mod tests {
     #[test]
     fn gaps_within_the_limits_are_kept() {
         let mut r = Rebaser::default();
-        assert_eq!(r.map(TrackKind::Video, 0, 0), (0, 0));
+        assert_eq!(r.map(TrackKind::Video, 0, 0), Some((0, 0)));
         // A slide every 9 s, a small step back: timing as sent.
-        assert_eq!(r.map(TrackKind::Video, 9_000, 9_000), (9_000, 9_000));
-        assert_eq!(r.map(TrackKind::Video, 8_500, 8_500), (9_001, 9_001));
+        assert_eq!(r.map(TrackKind::Video, 9_000, 9_000), Some((9_000, 9_000)));
+        assert_eq!(r.map(TrackKind::Video, 8_500, 8_500), Some((9_001, 9_001)));
         assert_eq!(r.jumps, 0);
     }
 
@@ -240,7 +293,11 @@ mod tests {
                 let kind = if video { TrackKind::Video } else { TrackKind::Audio };
                 let s = slot(kind);
                 input[s] = input[s].saturating_add(step);
-                let (dts, pts) = r.map(kind, input[s], input[s]);
+                let Some((dts, pts)) = r.map(kind, input[s], input[s]) else {
+                    // Only audio from before its attachment's first frame.
+                    proptest::prop_assert_eq!(kind, TrackKind::Audio);
+                    continue;
+                };
                 proptest::prop_assert!(dts >= 0);
                 proptest::prop_assert_eq!(dts, pts);
                 if let Some(prev) = last[s] {
