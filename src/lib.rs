@@ -43,6 +43,7 @@ pub mod media;
 pub mod metrics;
 pub mod mix;
 pub(crate) mod net;
+pub mod panics;
 pub mod profile;
 pub(crate) mod pull;
 pub(crate) mod record;

@@ -131,6 +131,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => {
             roomcast::media::tune_allocator();
             init_logging(cli.log_format);
+            roomcast::panics::install();
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

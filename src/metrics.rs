@@ -173,6 +173,7 @@ pub(crate) struct Metrics {
     pub callback_failures: Family<AppLabel, Counter>,
     pub api_requests: Family<ApiLabel, Counter>,
     pub limit_refusals: Family<LimitLabel, Counter>,
+    pub panics: Counter,
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -198,6 +199,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         callback_failures: Family::default(),
         api_requests: Family::default(),
         limit_refusals: Family::default(),
+        panics: Counter::default(),
     }
 });
 
@@ -335,6 +337,8 @@ pub(crate) struct Scrape {
     pub budget: (f64, f64),
     /// On a cluster node: its id, whether Redis answers, room leases held.
     pub cluster: Option<(String, bool, u64)>,
+    /// Connections and push targets on each RTMP loop, in order.
+    pub rtmp_loops: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -397,6 +401,22 @@ pub(crate) fn encode(scrape: Scrape) -> Result<String, std::fmt::Error> {
         targets.get_or_create(&l).inc_by(n);
     }
     r.register("rtmp_targets", "RTMP push targets by state", targets);
+    let loops: Family<Vec<(&'static str, String)>, Gauge> = Family::default();
+    for (i, n) in scrape.rtmp_loops.iter().enumerate() {
+        loops
+            .get_or_create(&vec![("loop", i.to_string())])
+            .set(*n as i64);
+    }
+    r.register(
+        "rtmp_loop_tasks",
+        "RTMP connections and push targets running on each event loop (runtime.rtmp_threads)",
+        loops,
+    );
+    r.register(
+        "panics",
+        "Panics caught by the process's hook (each is logged with its thread and place)",
+        m.panics.clone(),
+    );
 
     r.register(
         "publishers",
@@ -632,9 +652,16 @@ mod tests {
         drop(g);
         let text = encode(Scrape {
             rooms: vec![(1400000000, 2, 3, 1)],
+            rtmp_loops: vec![3, 0],
             ..Scrape::default()
         })
         .unwrap();
+        assert!(
+            text.contains("roomcast_rtmp_loop_tasks{loop=\"0\"} 3\n")
+                && text.contains("roomcast_rtmp_loop_tasks{loop=\"1\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE roomcast_panics counter"), "{text}");
         assert!(
             text.contains("roomcast_rooms{sdkappid=\"1400000000\"} 2"),
             "{text}"

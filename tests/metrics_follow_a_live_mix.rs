@@ -122,6 +122,9 @@ fn metrics_move_as_anchors_join_and_leave_a_live_mix() {
         Duration::from_secs(20),
         |s| {
             get(s, "roomcast_publishers{edge=\"rtmp\"}") == 2.0
+                // Both publishers' connections and the mix's push target,
+                // on the one RTMP loop.
+                && get(s, "roomcast_rtmp_loop_tasks{loop=\"0\"}") == 3.0
                 && get(
                     s,
                     &format!("roomcast_tasks{{kind=\"mix\",{app},state=\"running\"}}"),
@@ -256,4 +259,10 @@ fn metrics_move_as_anchors_join_and_leave_a_live_mix() {
     common::wait_for("mix stopped", Duration::from_secs(10), || {
         gw.relay_status(&id)["state"] == "stopped"
     });
+    // Every connection and target gave its place on the loop back, and
+    // nothing panicked on the way.
+    let end = scrape_until(&gw, "the RTMP loop empty", Duration::from_secs(10), |s| {
+        get(s, "roomcast_rtmp_loop_tasks{loop=\"0\"}") == 0.0
+    });
+    assert_eq!(end.get("roomcast_panics_total{}"), Some(&0.0), "{end:?}");
 }

@@ -57,6 +57,7 @@ async fn collect(state: &AppState) -> Scrape {
     let mut scrape = Scrape {
         rooms: state.rooms.stats().await,
         budget: state.relays.budget(),
+        rtmp_loops: state.relays.loop_loads(),
         cluster: state.rooms.cluster().map(|c| {
             (
                 c.node_id().to_string(),

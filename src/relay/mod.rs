@@ -372,6 +372,11 @@ impl RelayManager {
         send(&e.control)
     }
 
+    /// Connections and push targets on each RTMP loop, in order.
+    pub(crate) fn loop_loads(&self) -> Vec<usize> {
+        self.loops.loads()
+    }
+
     /// The CPU budget (cores) and what running tasks were admitted for.
     pub(crate) fn budget(&self) -> (f64, f64) {
         let in_use = self

@@ -102,8 +102,8 @@ impl Loops {
         self.loops.len()
     }
 
-    /// Connections and tasks running on each loop, in order.
-    #[cfg(test)]
+    /// Connections and tasks running on each loop, in order (the metrics'
+    /// `rtmp_loop_tasks`).
     pub(crate) fn loads(&self) -> Vec<usize> {
         self.loops
             .iter()
