@@ -5,6 +5,11 @@
 //! its first frame just after the last output frame; within an attachment,
 //! per-track timestamps are kept strictly increasing.
 //!
+//! A track's first frame in an attachment is measured against the
+//! attachment's start, not against the other track's latest: a track that
+//! comes in one burst after the other (a WebRTC publisher's held first
+//! frames) keeps its place beside it.
+//!
 //! An anchor whose timestamps jump within an attachment (an encoder
 //! restarted behind a relay, a wrapped 32-bit clock, a bad splice) would
 //! otherwise leave a gap of that size in every output, or, backwards, pin
@@ -76,8 +81,16 @@ impl Rebaser {
             let out = dts.saturating_add(offset);
             out < prev - MAX_BACK_MS || out > prev + MAX_FORWARD_MS
         };
-        // A track's first frame is measured against the other track's.
-        if let Some(prev) = self.last[s].or(self.max_out)
+        // A track's first frame in an attachment is measured against where
+        // the attachment started, not against how far the other track has
+        // got since: a WebRTC publisher's tracks, held until the sender's
+        // first reports, come out one whole track after the other.
+        let reference = if self.track_offset[s].is_none() {
+            Some(self.floor)
+        } else {
+            self.last[s]
+        };
+        if let Some(prev) = reference
             && jumped(offset, prev)
         {
             let max_out = self.max_out.unwrap_or(prev);
@@ -139,6 +152,28 @@ mod tests {
         assert_eq!(r.map(TrackKind::Audio, 480, 480), None);
         assert_eq!(r.map(TrackKind::Audio, 501, 501), Some((62, 62)));
         assert_eq!(r.early_audio, 2);
+    }
+
+    #[test]
+    fn a_track_that_comes_in_one_burst_after_the_other_stays_beside_it() {
+        // A WebRTC publisher's first 1.5 s, held until its sender reports:
+        // all the audio first, then all the video, then both as they come.
+        let mut r = Rebaser::default();
+        let mut out = Vec::new();
+        let held = |kind, step: i64| (0..).map(move |i| (kind, 230 + i * step));
+        let burst = held(TrackKind::Audio, 20)
+            .take_while(|(_, t)| *t < 1_730)
+            .chain(held(TrackKind::Video, 33).take_while(|(_, t)| *t < 1_730));
+        for (kind, t) in burst.chain(stream(1_730, 2_000)) {
+            out.push((kind, t, r.map(kind, t, t).unwrap().0));
+        }
+        assert_eq!(r.jumps, 0);
+        for (kind, t, o) in out {
+            assert!(
+                (o - (t - 230)).abs() <= 1,
+                "{kind:?} at {t} is output at {o}, not beside the other track"
+            );
+        }
     }
 
     #[test]
