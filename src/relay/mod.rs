@@ -9,6 +9,7 @@
 //! routes typed control messages and publishes status changes (`status`)
 //! for callbacks and recordings to wait on.
 
+mod hold;
 mod mix_task;
 mod outputs;
 mod passthrough;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
+use super::hold::StartHold;
 use super::outputs::{Deps, Outputs};
 use super::spec::{AnchorInput, RelaySpec};
 use super::status::StatusTx;
@@ -48,6 +49,11 @@ struct Follow {
     stage_started: Arc<Notify>,
     transcoding: Vec<String>,
     need_keyframe: bool,
+    /// The outputs' first messages in an attachment, until both tracks
+    /// have begun.
+    hold: StartHold,
+    /// What the hold let out, handed on (kept for its allocation).
+    released: Vec<Arc<MediaMessage>>,
 }
 
 struct Source {
@@ -61,6 +67,7 @@ impl Follow {
     fn attach(&mut self, configs: &Configs, keyframe: &Arc<Notify>, out: &mut Outputs) {
         out.discontinuity();
         self.need_keyframe = true;
+        self.hold = StartHold::holding();
         self.source = Some(Source {
             configs: Configs::default(),
             keyframe: keyframe.clone(),
@@ -137,7 +144,22 @@ impl Follow {
         }
     }
 
-    fn emit(&self, m: &Arc<MediaMessage>, out: &mut Outputs) {
+    /// To the outputs, through the attachment's start hold: a track that
+    /// comes out of a stage (audio transcoded from Opus, re-encoded AAC)
+    /// begins after the other, and the outputs should start with both.
+    fn emit(&mut self, m: &Arc<MediaMessage>, out: &mut Outputs) {
+        if self.hold.is_open() {
+            return self.emit_now(m, out);
+        }
+        let mut released = std::mem::take(&mut self.released);
+        self.hold.offer(m, &mut released);
+        for m in released.drain(..) {
+            self.emit_now(&m, out);
+        }
+        self.released = released;
+    }
+
+    fn emit_now(&self, m: &Arc<MediaMessage>, out: &mut Outputs) {
         if out.emit(m) {
             self.request_keyframe();
         }
@@ -230,6 +252,8 @@ pub(super) async fn run(
         stage_started: stage_started.clone(),
         transcoding: Vec::new(),
         need_keyframe: true,
+        hold: StartHold::default(),
+        released: Vec::new(),
     };
     let shared: Shared = Arc::new(Mutex::new(Some((follow, out))));
     let report = |attached: bool| {

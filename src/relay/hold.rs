@@ -1,0 +1,276 @@
+//! The start of an attachment, interleaved: what a passthrough gives its
+//! outputs is held until both tracks have begun, then let out in
+//! timestamp order.
+//!
+//! One track often begins after the other. Audio transcoded from Opus or
+//! re-encoded comes out of its stage (another thread) after the video
+//! that went straight on; a WebRTC publisher holds each track's first
+//! frames until its sender has reported how the track's clock relates to
+//! its wallclock, then lets each out on its own, a second of video in one
+//! burst and then a second of audio. Passed on as they come, the outputs
+//! would start with one track and restart when the other's configuration
+//! arrives (an HLS discontinuity after a first segment without sound),
+//! and the tracks would be a second apart in every output's order. So an
+//! attachment's outputs get nothing until both tracks have a frame: then
+//! the configurations, then the frames in timestamp order, until the
+//! track that was ahead has less than [`CAUGHT_UP_MS`] left waiting. From
+//! then on messages pass as they come. A stream with one track only is let
+//! out once [`HOLD_MS`] of it (or [`HOLD_MAX`] messages) waited. Pure.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::media::{MediaMessage, TimeBase, TrackKind};
+
+/// Media held at most on one track before everything is let out (a
+/// WebRTC publisher holds its first frames up to 2 s).
+pub(crate) const HOLD_MS: i64 = 3_000;
+/// Messages held at most.
+pub(crate) const HOLD_MAX: usize = 512;
+/// The track that was ahead is let out as it comes once less than this of
+/// it waits for the other.
+pub(crate) const CAUGHT_UP_MS: i64 = 100;
+
+fn slot(kind: TrackKind) -> usize {
+    match kind {
+        TrackKind::Audio => 0,
+        TrackKind::Video => 1,
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct StartHold {
+    holding: bool,
+    configs: Vec<Arc<MediaMessage>>,
+    /// Each track's frames waiting, with their times in ms.
+    frames: [VecDeque<(i64, Arc<MediaMessage>)>; 2],
+    /// Whether each track has had a frame in this attachment.
+    started: [bool; 2],
+    held: usize,
+}
+
+impl StartHold {
+    /// For a new attachment. (The default lets everything pass.)
+    pub(crate) fn holding() -> StartHold {
+        StartHold {
+            holding: true,
+            ..StartHold::default()
+        }
+    }
+
+    /// Whether messages pass as they come.
+    pub(crate) fn is_open(&self) -> bool {
+        !self.holding
+    }
+
+    /// `m` arrives; what may go on now is appended to `out`, in order.
+    pub(crate) fn offer(&mut self, m: &Arc<MediaMessage>, out: &mut Vec<Arc<MediaMessage>>) {
+        if !self.holding {
+            out.push(m.clone());
+            return;
+        }
+        match &**m {
+            MediaMessage::Config(_) => self.configs.push(m.clone()),
+            MediaMessage::Frame(f) => {
+                let s = slot(f.kind);
+                let ms = f.time_base.rescale(f.dts, TimeBase::MILLIS);
+                self.frames[s].push_back((ms, m.clone()));
+                self.started[s] = true;
+            }
+        }
+        self.held += 1;
+        let span = |q: &VecDeque<(i64, Arc<MediaMessage>)>| match (q.front(), q.back()) {
+            (Some((a, _)), Some((b, _))) => b.saturating_sub(*a),
+            _ => 0,
+        };
+        if self.held >= HOLD_MAX || self.frames.iter().any(|q| span(q) >= HOLD_MS) {
+            self.release_all(out);
+            return;
+        }
+        if !(self.started[0] && self.started[1]) {
+            return;
+        }
+        out.append(&mut self.configs);
+        // Both tracks have begun: out in timestamp order while both wait.
+        while let (Some((a, _)), Some((v, _))) = (self.frames[0].front(), self.frames[1].front()) {
+            let next = usize::from(v <= a);
+            let (_, m) = self.frames[next].pop_front().expect("peeked");
+            self.held -= 1;
+            out.push(m);
+        }
+        // One track has nothing waiting: the other is ahead. Open once what
+        // is left of it is short.
+        if self.frames.iter().all(|q| span(q) < CAUGHT_UP_MS) {
+            self.release_all(out);
+        }
+    }
+
+    /// Everything held, configurations first, frames in timestamp order
+    /// (each track's own order kept); from now on messages pass.
+    fn release_all(&mut self, out: &mut Vec<Arc<MediaMessage>>) {
+        out.append(&mut self.configs);
+        let [a, v] = &mut self.frames;
+        loop {
+            let next = match (a.front(), v.front()) {
+                (Some((x, _)), Some((y, _))) => {
+                    if y <= x {
+                        v.pop_front()
+                    } else {
+                        a.pop_front()
+                    }
+                }
+                (Some(_), None) => a.pop_front(),
+                (None, Some(_)) => v.pop_front(),
+                (None, None) => break,
+            };
+            out.extend(next.map(|(_, m)| m));
+        }
+        self.held = 0;
+        self.holding = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{Codec, EncodedFrame, TrackConfig};
+    use bytes::Bytes;
+
+    fn frame(kind: TrackKind, ms: i64) -> Arc<MediaMessage> {
+        Arc::new(MediaMessage::Frame(EncodedFrame {
+            kind,
+            codec: match kind {
+                TrackKind::Audio => Codec::Aac,
+                TrackKind::Video => Codec::H264,
+            },
+            pts: ms,
+            dts: ms,
+            time_base: TimeBase::MILLIS,
+            keyframe: true,
+            data: Bytes::new(),
+        }))
+    }
+
+    fn config(kind: TrackKind) -> Arc<MediaMessage> {
+        Arc::new(MediaMessage::Config(TrackConfig {
+            kind,
+            codec: match kind {
+                TrackKind::Audio => Codec::Aac,
+                TrackKind::Video => Codec::H264,
+            },
+            extradata: Bytes::new(),
+        }))
+    }
+
+    /// What came out, as (kind or config, ms).
+    fn shown(out: &[Arc<MediaMessage>]) -> Vec<(char, i64)> {
+        out.iter()
+            .map(|m| match &**m {
+                MediaMessage::Config(c) => (if c.kind == TrackKind::Video { 'V' } else { 'A' }, -1),
+                MediaMessage::Frame(f) => {
+                    (if f.kind == TrackKind::Video { 'v' } else { 'a' }, f.dts)
+                }
+            })
+            .collect()
+    }
+
+    fn run(hold: &mut StartHold, input: &[Arc<MediaMessage>]) -> Vec<Vec<(char, i64)>> {
+        input
+            .iter()
+            .map(|m| {
+                let mut out = Vec::new();
+                hold.offer(m, &mut out);
+                shown(&out)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_default_hold_lets_everything_pass() {
+        let mut h = StartHold::default();
+        assert!(h.is_open());
+        let steps = run(
+            &mut h,
+            &[frame(TrackKind::Audio, 5), frame(TrackKind::Video, 0)],
+        );
+        assert_eq!(steps, [vec![('a', 5)], vec![('v', 0)]]);
+    }
+
+    #[test]
+    fn a_track_let_out_in_one_burst_after_the_other_is_interleaved() {
+        // A WebRTC publisher's held first second: video, then audio.
+        let mut h = StartHold::holding();
+        let mut input = vec![config(TrackKind::Video)];
+        input.extend((0..30).map(|i| frame(TrackKind::Video, i * 1000 / 30)));
+        input.push(config(TrackKind::Audio));
+        input.extend((0..50).map(|i| frame(TrackKind::Audio, i * 20)));
+        input.push(frame(TrackKind::Video, 1000));
+        let steps = run(&mut h, &input);
+        // Nothing comes out while only video has begun.
+        assert!(steps[..32].iter().all(Vec::is_empty), "{steps:?}");
+        let out: Vec<(char, i64)> = steps.concat();
+        assert_eq!(&out[..2], [('V', -1), ('A', -1)]);
+        // Every message once, and in time order across the tracks (within
+        // what was still waiting when the video was caught up).
+        assert_eq!(out.len(), input.len());
+        for w in out[2..].windows(2) {
+            assert!(w[1].1 + CAUGHT_UP_MS >= w[0].1, "{out:?}");
+        }
+        assert!(h.is_open());
+        // From then on, as they come.
+        let mut o = Vec::new();
+        h.offer(&frame(TrackKind::Audio, 1000), &mut o);
+        assert_eq!(shown(&o), [('a', 1000)]);
+    }
+
+    #[test]
+    fn an_interleaved_start_opens_at_once() {
+        // An RTMP publisher starting after the relay: configs, then both
+        // tracks together.
+        let mut h = StartHold::holding();
+        let steps = run(
+            &mut h,
+            &[
+                config(TrackKind::Video),
+                config(TrackKind::Audio),
+                frame(TrackKind::Video, 0),
+                frame(TrackKind::Audio, 0),
+                frame(TrackKind::Audio, 21),
+            ],
+        );
+        assert_eq!(
+            steps,
+            [
+                vec![],
+                vec![],
+                vec![],
+                vec![('V', -1), ('A', -1), ('v', 0), ('a', 0)],
+                vec![('a', 21)]
+            ]
+        );
+    }
+
+    #[test]
+    fn one_track_alone_is_let_out_after_the_hold() {
+        let mut h = StartHold::holding();
+        let mut input = vec![config(TrackKind::Audio)];
+        input.extend((0..=150).map(|i| frame(TrackKind::Audio, i * 20)));
+        let steps = run(&mut h, &input);
+        let first = steps.iter().position(|s| !s.is_empty()).unwrap();
+        assert_eq!(first, 151, "released at 3 s of audio");
+        assert_eq!(steps[first].len(), 152, "the config and every frame");
+        assert_eq!(steps[first][0], ('A', -1));
+        assert!(h.is_open());
+    }
+
+    #[test]
+    fn the_hold_is_bounded_in_messages() {
+        let mut h = StartHold::holding();
+        let input: Vec<_> = (0..HOLD_MAX as i64)
+            .map(|i| frame(TrackKind::Video, i / 100))
+            .collect();
+        let steps = run(&mut h, &input);
+        assert_eq!(steps.concat().len(), HOLD_MAX);
+        assert!(h.is_open());
+    }
+}
