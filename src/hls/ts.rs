@@ -12,7 +12,12 @@
 //! - AAC goes ADTS-framed, several frames per PES (up to
 //!   [`AUDIO_PES_PAYLOAD`] bytes or [`AUDIO_PES_SPAN_MS`] of audio), as
 //!   libavformat does, so audio costs about what it weighs; the pending
-//!   audio is written out by [`TsMuxer::flush`] (at a segment's end).
+//!   audio is written out by [`TsMuxer::flush`] (at a segment's end). A
+//!   segment's first audio frame goes in a PES of its own, written as it
+//!   comes: a demuxer that starts at this segment learns the track's frame
+//!   duration from it, and every later frame it has to time from a PES's
+//!   first (libavformat gave the second frame of a first multi-frame PES
+//!   the first one's time when the PES lay past its probe);
 //!
 //! Times match libavformat's mpegts muxer, which this replaces: PTS and
 //! DTS are the frame's plus 1.4 s (its default `max_delay` twice), and the
@@ -129,6 +134,8 @@ struct Audio {
     pending: Vec<u8>,
     /// PTS (ms) of the first pending frame.
     pending_pts: Option<i64>,
+    /// The next frame is a segment's first: it goes in a PES of its own.
+    alone: bool,
 }
 
 /// Whether a track's configuration can be carried (H.264, or AAC that
@@ -182,6 +189,7 @@ impl TsMuxer {
                 adts: Adts::from_asc(&c.extradata)?,
                 pending: Vec::with_capacity(AUDIO_PES_PAYLOAD + 1024),
                 pending_pts: None,
+                alone: true,
             }),
             Some(c) => return Err(TsError::Codec(c.codec)),
             None => None,
@@ -287,6 +295,9 @@ impl TsMuxer {
         a.pending.extend_from_slice(&a.adts.header(f.data.len()));
         a.pending.extend_from_slice(&f.data);
         a.pending_pts.get_or_insert(f.pts);
+        if std::mem::take(&mut a.alone) {
+            flush_audio(a, &mut self.scratch, pcr_here, out);
+        }
     }
 
     /// Writes the audio held for its PES (a segment ends).
@@ -294,6 +305,7 @@ impl TsMuxer {
         let pcr_here = self.video.is_none();
         if let Some(a) = self.audio.as_mut() {
             flush_audio(a, &mut self.scratch, pcr_here, out);
+            a.alone = true;
         }
     }
 }

@@ -281,16 +281,18 @@ fn a_segment_carries_tables_then_video_with_its_parameter_sets_and_grouped_audio
         crate::media::h264::avcc_to_annexb(&p, &[])[..]
     );
 
-    // 20 frames of 307 bytes: 9 to a PES (2,930 bytes at most), the rest at the flush.
+    // 20 frames of 307 bytes: the segment's first alone, then 9 to a PES
+    // (2,930 bytes at most), the rest at the flush.
     let audio = &d.pes[&0x101];
     assert_eq!(
         audio
             .iter()
             .map(|p| p.payload.len() / 307)
             .collect::<Vec<_>>(),
-        [9, 9, 2]
+        [1, 9, 9, 1]
     );
-    assert_eq!(audio[1].pts, 9 * 23 * 90 + DELAY_90K);
+    assert_eq!(audio[1].pts, 23 * 90 + DELAY_90K);
+    assert_eq!(audio[2].pts, 10 * 23 * 90 + DELAY_90K);
     assert!(audio.iter().all(|p| p.dts.is_none() && p.pcr.is_none()));
     let all: Vec<u8> = audio.iter().flat_map(|p| p.payload.clone()).collect();
     for (i, adts) in all.chunks(307).enumerate() {
@@ -329,9 +331,9 @@ fn audio_pes_span_at_most_350_ms_and_audio_only_carries_the_pcr() {
             .iter()
             .map(|p| p.payload.len() / 27)
             .collect::<Vec<_>>(),
-        [4, 4, 2]
+        [1, 4, 4, 1]
     );
-    assert_eq!(audio[2].pcr, Some(800 * 90));
+    assert_eq!(audio[3].pcr, Some(900 * 90));
     assert!(audio.iter().all(|p| p.random_access));
 }
 
