@@ -182,6 +182,14 @@ fn whip_h264_and_opus_reach_an_rtmp_origin_as_h264_and_aac_and_play_as_hls() {
 
     let url = gw.hls_url(&stream);
     common::media::assert_plays(&url, 3.0);
+    // The AAC made from the anchor's Opus runs at its own steady pace from
+    // the first frame: 1024 samples at 48 kHz, 21.3 ms, every step.
+    let steps = common::media::packet_steps(&url, "a:0");
+    assert!(steps.len() > 100, "{steps:?}");
+    assert!(
+        steps.iter().all(|s| (0.020..0.023).contains(s)),
+        "{steps:?}"
+    );
 }
 
 #[test]

@@ -287,6 +287,38 @@ pub fn decode(input: &str) -> (Vec<String>, f64) {
     (errors, duration)
 }
 
+/// The steps (seconds) between consecutive packets of `input`'s stream
+/// `select` (`a:0`, `v:0`), in the order read. In MPEG-TS a PES holding
+/// several AAC frames carries the first one's time only and the demuxer
+/// counts the rest on from it, so frames squeezed together inside a PES
+/// show as one short (or negative) step at the next PES.
+pub fn packet_steps(input: &str, select: &str) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            select,
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+            input,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {input}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
 /// Whether the first video frame of `input` is a keyframe.
 pub fn first_video_frame_is_key(input: &str) -> bool {
     let out = Command::new("ffprobe")
