@@ -88,7 +88,7 @@ impl Rebaser {
         let reference = if self.track_offset[s].is_none() {
             Some(self.floor)
         } else {
-            self.last[s]
+            self.last[s].or(self.max_out)
         };
         if let Some(prev) = reference
             && jumped(offset, prev)
