@@ -1,7 +1,8 @@
 //! Relay tasks follow their anchor: a dropped publisher that comes back is
 //! relayed on the same RTMP connection (HLS marks a discontinuity); an
-//! audio-only publisher works; tasks stop after max_idle_time; profiles with
-//! `auto = true` relay anchors of matching rooms without being asked.
+//! audio-only or video-only publisher works; tasks stop after
+//! max_idle_time; profiles with `auto = true` relay anchors of matching
+//! rooms without being asked.
 
 mod common;
 
@@ -90,22 +91,24 @@ fn a_dropped_anchor_that_returns_is_relayed_on_the_same_connection() {
     assert!(errors.is_empty(), "{errors:?}");
 }
 
-#[test]
-fn an_audio_only_publisher_is_relayed() {
+/// A publisher of one track only (`-vn` or `-an`): the relay's outputs
+/// start once it has waited for the other track (the start hold), and
+/// nothing of it is lost.
+fn one_track_is_relayed(room: &str, drop_track: &str, codec: &str) {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
     let gw = Gateway::start(Some(&common::app_config(APP, KEY, Some(("AKID", "k")), "")));
     let origin = Origin::start();
     let task = post_relay(
         &gw,
-        json!({"sdkappid": APP, "room": "radio", "userid": "dj", "rtmp": [origin.url("radio")]}),
+        json!({"sdkappid": APP, "room": room, "userid": "dj", "rtmp": [origin.url(room)]}),
     );
     let id = task["task_id"].as_str().unwrap();
     let stream = task["stream"].as_str().unwrap();
     let mut obs = Publisher::start_with(
-        &gw.publish_url(APP, KEY, "radio", "dj"),
+        &gw.publish_url(APP, KEY, room, "dj"),
         5,
         &gw.dir.0,
-        &["-vn"],
+        &[drop_track],
     );
     assert!(
         obs.wait(Duration::from_secs(30)).unwrap().success(),
@@ -115,17 +118,31 @@ fn an_audio_only_publisher_is_relayed() {
     common::wait_for("task stopped", Duration::from_secs(10), || {
         gw.relay_status(id)["state"] == "stopped"
     });
-    let rec = origin.recordings("radio");
+    let rec = origin.recordings(room);
     assert_eq!(rec.len(), 1);
-    let streams = probe_streams(rec[0].to_str().unwrap());
+    let rec = rec[0].to_str().unwrap();
+    let streams = probe_streams(rec);
     assert_eq!(streams.len(), 1, "{streams:?}");
-    assert_eq!(streams[0]["codec_name"], "aac");
+    assert_eq!(streams[0]["codec_name"], codec);
+    let (errors, duration) = decode(rec);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!((duration - 5.0).abs() < 0.5, "the origin got {duration} s");
     let (errors, duration) = decode(&format!(
         "http://127.0.0.1:{}/hls/{stream}/index.m3u8",
         gw.http_port
     ));
     assert!(errors.is_empty(), "{errors:?}");
-    assert!((duration - 5.0).abs() < 0.5, "{duration}");
+    assert!((duration - 5.0).abs() < 0.5, "HLS holds {duration} s");
+}
+
+#[test]
+fn an_audio_only_publisher_is_relayed() {
+    one_track_is_relayed("radio", "-vn", "aac");
+}
+
+#[test]
+fn a_video_only_publisher_is_relayed() {
+    one_track_is_relayed("silent", "-an", "h264");
 }
 
 #[test]
