@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::media::{MediaMessage, TimeBase, TrackKind};
+use crate::media::{MediaMessage, TimeBase};
 
 /// Media held at most on one track before everything is let out (a
 /// WebRTC publisher holds its first frames up to 2 s).
@@ -31,13 +31,6 @@ pub(crate) const HOLD_MAX: usize = 512;
 /// it waits for the other.
 pub(crate) const CAUGHT_UP_MS: i64 = 100;
 
-fn slot(kind: TrackKind) -> usize {
-    match kind {
-        TrackKind::Audio => 0,
-        TrackKind::Video => 1,
-    }
-}
-
 #[derive(Debug, Default)]
 pub(crate) struct StartHold {
     holding: bool,
@@ -46,7 +39,6 @@ pub(crate) struct StartHold {
     frames: [VecDeque<(i64, Arc<MediaMessage>)>; 2],
     /// Whether each track has had a frame in this attachment.
     started: [bool; 2],
-    held: usize,
 }
 
 impl StartHold {
@@ -72,32 +64,26 @@ impl StartHold {
         match &**m {
             MediaMessage::Config(_) => self.configs.push(m.clone()),
             MediaMessage::Frame(f) => {
-                let s = slot(f.kind);
+                let s = f.kind.index();
                 let ms = f.time_base.rescale(f.dts, TimeBase::MILLIS);
                 self.frames[s].push_back((ms, m.clone()));
                 self.started[s] = true;
             }
         }
-        self.held += 1;
         let span = |q: &VecDeque<(i64, Arc<MediaMessage>)>| match (q.front(), q.back()) {
             (Some((a, _)), Some((b, _))) => b.saturating_sub(*a),
             _ => 0,
         };
-        if self.held >= HOLD_MAX || self.frames.iter().any(|q| span(q) >= HOLD_MS) {
+        let held = self.configs.len() + self.frames.iter().map(VecDeque::len).sum::<usize>();
+        if held >= HOLD_MAX || self.frames.iter().any(|q| span(q) >= HOLD_MS) {
             self.release_all(out);
             return;
         }
         if !(self.started[0] && self.started[1]) {
             return;
         }
-        out.append(&mut self.configs);
         // Both tracks have begun: out in timestamp order while both wait.
-        while let (Some((a, _)), Some((v, _))) = (self.frames[0].front(), self.frames[1].front()) {
-            let next = usize::from(v <= a);
-            let (_, m) = self.frames[next].pop_front().expect("peeked");
-            self.held -= 1;
-            out.push(m);
-        }
+        self.merge(out);
         // One track has nothing waiting: the other is ahead. Open once what
         // is left of it is short.
         if self.frames.iter().all(|q| span(q) < CAUGHT_UP_MS) {
@@ -108,32 +94,30 @@ impl StartHold {
     /// Everything held, configurations first, frames in timestamp order
     /// (each track's own order kept); from now on messages pass.
     fn release_all(&mut self, out: &mut Vec<Arc<MediaMessage>>) {
-        out.append(&mut self.configs);
-        let [a, v] = &mut self.frames;
-        loop {
-            let next = match (a.front(), v.front()) {
-                (Some((x, _)), Some((y, _))) => {
-                    if y <= x {
-                        v.pop_front()
-                    } else {
-                        a.pop_front()
-                    }
-                }
-                (Some(_), None) => a.pop_front(),
-                (None, Some(_)) => v.pop_front(),
-                (None, None) => break,
-            };
-            out.extend(next.map(|(_, m)| m));
+        self.merge(out);
+        // At most one track has frames left, all after the other's.
+        for q in &mut self.frames {
+            out.extend(q.drain(..).map(|(_, m)| m));
         }
-        self.held = 0;
         self.holding = false;
+    }
+
+    /// The configurations, then frames in timestamp order (video first on
+    /// a tie) while both tracks have some waiting.
+    fn merge(&mut self, out: &mut Vec<Arc<MediaMessage>>) {
+        out.append(&mut self.configs);
+        while let (Some((a, _)), Some((v, _))) = (self.frames[0].front(), self.frames[1].front()) {
+            let next = usize::from(v <= a);
+            let (_, m) = self.frames[next].pop_front().expect("peeked");
+            out.push(m);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::{Codec, EncodedFrame, TrackConfig};
+    use crate::media::{Codec, EncodedFrame, TrackConfig, TrackKind};
     use bytes::Bytes;
 
     fn frame(kind: TrackKind, ms: i64) -> Arc<MediaMessage> {

@@ -52,8 +52,6 @@ struct Follow {
     /// The outputs' first messages in an attachment, until both tracks
     /// have begun.
     hold: StartHold,
-    /// What the hold let out, handed on (kept for its allocation).
-    released: Vec<Arc<MediaMessage>>,
 }
 
 struct Source {
@@ -151,12 +149,11 @@ impl Follow {
         if self.hold.is_open() {
             return self.emit_now(m, out);
         }
-        let mut released = std::mem::take(&mut self.released);
+        let mut released = Vec::new();
         self.hold.offer(m, &mut released);
-        for m in released.drain(..) {
-            self.emit_now(&m, out);
+        for m in &released {
+            self.emit_now(m, out);
         }
-        self.released = released;
     }
 
     fn emit_now(&self, m: &Arc<MediaMessage>, out: &mut Outputs) {
@@ -253,7 +250,6 @@ pub(super) async fn run(
         transcoding: Vec::new(),
         need_keyframe: true,
         hold: StartHold::default(),
-        released: Vec::new(),
     };
     let shared: Shared = Arc::new(Mutex::new(Some((follow, out))));
     let report = |attached: bool| {

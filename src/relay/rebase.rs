@@ -53,13 +53,6 @@ pub(crate) struct Rebaser {
     pub early_audio: u64,
 }
 
-fn slot(kind: TrackKind) -> usize {
-    match kind {
-        TrackKind::Audio => 0,
-        TrackKind::Video => 1,
-    }
-}
-
 impl Rebaser {
     /// A new input attachment begins: the next frame sets the offset.
     pub(crate) fn reattach(&mut self) {
@@ -75,7 +68,7 @@ impl Rebaser {
             self.floor = base;
             base - dts
         });
-        let s = slot(kind);
+        let s = kind.index();
         let mut offset = self.track_offset[s].unwrap_or(attachment);
         let jumped = |offset: i64, prev: i64| {
             let out = dts.saturating_add(offset);
@@ -112,12 +105,12 @@ impl Rebaser {
             return None;
         }
         let mut out = mapped.max(self.floor);
-        if let Some(prev) = self.last[slot(kind)]
+        if let Some(prev) = self.last[kind.index()]
             && out <= prev
         {
             out = prev + 1;
         }
-        self.last[slot(kind)] = Some(out);
+        self.last[kind.index()] = Some(out);
         self.max_out = Some(self.max_out.map_or(out, |m| m.max(out)));
         Some((out, out + (pts - dts)))
     }
@@ -326,7 +319,7 @@ mod tests {
                     r.reattach();
                 }
                 let kind = if video { TrackKind::Video } else { TrackKind::Audio };
-                let s = slot(kind);
+                let s = kind.index();
                 input[s] = input[s].saturating_add(step);
                 let Some((dts, pts)) = r.map(kind, input[s], input[s]) else {
                     // Only audio from before its attachment's first frame.

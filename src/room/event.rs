@@ -65,6 +65,14 @@ pub enum TrackKind {
 }
 
 impl TrackKind {
+    /// 0 for audio, 1 for video: where a track's entry is in a pair.
+    pub fn index(self) -> usize {
+        match self {
+            TrackKind::Audio => 0,
+            TrackKind::Video => 1,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TrackKind::Audio => "audio",

@@ -35,7 +35,7 @@ use crate::net::ConnLimiter;
 use crate::room::RoomCallError;
 use crate::room::{
     Command, Enter, EventKind, Grant, Role, RoomEvent, RoomHandle, RoomId, RoomIdType, RoomKey,
-    Scene, SessionId, TrackKind, UserId,
+    Scene, SessionId, UserId,
 };
 use crate::tls::ServerTls;
 
@@ -542,10 +542,7 @@ impl Connection {
             MediaMessage::Config(c) => c.kind,
             MediaMessage::Frame(f) => f.kind,
         };
-        let slot = match kind {
-            TrackKind::Audio => 0,
-            TrackKind::Video => 1,
-        };
+        let slot = kind.index();
         if !p.announced[slot] {
             p.announced[slot] = true;
             let session = p.session;
