@@ -66,25 +66,30 @@ pub fn run_case(
 ) -> (Vec<f64>, f64) {
     let state = RandomState::new();
     let mut sent: HashMap<u64, Instant> = HashMap::new();
-    let mut publishers: Vec<Rtmp> = publish
-        .iter()
-        .map(|(port, app, key)| Rtmp::publisher(*port, app, key))
-        .collect();
-
     let stream = stream.to_owned();
     let (tx, rx) = std::sync::mpsc::channel::<(u64, Instant)>();
     let player_state = state.clone();
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done) = std::sync::mpsc::channel::<Instant>();
     let player = std::thread::spawn(move || {
         // nginx-rtmp lets a player wait for a stream that is not published yet.
         let mut p = Rtmp::connect(origin_port, "live");
         let r = p.session.request_playback(stream.clone()).unwrap();
         p.apply(vec![r]);
         p.wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted));
+        let _ = subscribed_tx.send(());
         p.socket
             .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
-        let end = Instant::now() + Duration::from_secs(u64::from(SECONDS) + 5);
+        // Until 3 s after the last frame was published (told by `done`).
+        let mut end = Instant::now() + Duration::from_secs(3600);
         while Instant::now() < end {
+            match done.try_recv() {
+                Ok(at) => end = at + Duration::from_secs(3),
+                // The harness gave up (it panicked).
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            }
             if !p.pump() {
                 break;
             }
@@ -96,6 +101,15 @@ pub fn run_case(
         }
     });
 
+    // The player is subscribed before anything is published, so it sees
+    // the stream from its first frame whichever relay is faster to start.
+    subscribed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the player was not accepted by the origin");
+    let mut publishers: Vec<Rtmp> = publish
+        .iter()
+        .map(|(port, app, key)| Rtmp::publisher(*port, app, key))
+        .collect();
     let cpu0 = procs::cpu_seconds_precise(relay_pid);
     let t0 = Instant::now();
     for (is_video, ts, data) in tags {
@@ -121,6 +135,7 @@ pub fn run_case(
         }
     }
     let cpu = (procs::cpu_seconds_precise(relay_pid) - cpu0) / publishers.len() as f64;
+    let _ = done_tx.send(Instant::now());
     drop(publishers);
     player.join().unwrap();
     let lat: Vec<f64> = rx
