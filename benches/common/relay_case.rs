@@ -16,6 +16,12 @@ use super::rtmp_client::Rtmp;
 /// Seconds of the source stream.
 pub const SECONDS: u32 = 20;
 
+/// Stream time (ms) from which the relay's CPU is counted: past the
+/// source's second keyframe (2 s), where nginx-rtmp's `push` begins to
+/// deliver, so both relays are measured passing every frame, and neither
+/// on its start.
+pub const STEADY_FROM_MS: u32 = 3_000;
+
 /// The relay benches' source: `SECONDS` of 720p30 H.264 at 2 Mbps (GOP 2 s)
 /// and AAC 128k, encoded once by ffmpeg into `work/source.flv`; its tags.
 pub fn source(work: &std::path::Path) -> Vec<(bool, u32, Bytes)> {
@@ -54,9 +60,10 @@ pub fn hash(b: &[u8], state: &RandomState) -> u64 {
 }
 
 /// Publishes `tags` in real time to `publish` and plays `play` from the
-/// origin; returns per-frame latencies (ms) and the relay's CPU seconds.
+/// origin; returns per-frame latencies (ms) and the relay's CPU seconds
+/// per second of stream, per stream, counted from [`STEADY_FROM_MS`] on.
 /// Every publisher sends the same stream; the first one's is played and
-/// timed. The CPU returned is the relay's per stream.
+/// timed.
 pub fn run_case(
     tags: &[(bool, u32, Bytes)],
     publish: &[(u16, &str, String)],
@@ -110,13 +117,19 @@ pub fn run_case(
         .iter()
         .map(|(port, app, key)| Rtmp::publisher(*port, app, key))
         .collect();
-    let cpu0 = procs::cpu_seconds_precise(relay_pid);
+    // The CPU counted from `STEADY_FROM_MS` of stream time on.
+    let mut steady: Option<(f64, u32)> = None;
+    let mut last_ts = 0;
     let t0 = Instant::now();
     for (is_video, ts, data) in tags {
         let due = t0 + Duration::from_millis(u64::from(*ts));
         if let Some(d) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(d);
         }
+        if steady.is_none() && *ts >= STEADY_FROM_MS {
+            steady = Some((procs::cpu_seconds_precise(relay_pid), *ts));
+        }
+        last_ts = last_ts.max(*ts);
         if *is_video {
             sent.insert(hash(data, &state), Instant::now());
         }
@@ -134,7 +147,10 @@ pub fn run_case(
             publisher.apply(vec![r]);
         }
     }
-    let cpu = (procs::cpu_seconds_precise(relay_pid) - cpu0) / publishers.len() as f64;
+    let (cpu0, from_ts) = steady.expect("the source is longer than the span not counted");
+    let cpu = (procs::cpu_seconds_precise(relay_pid) - cpu0)
+        / publishers.len() as f64
+        / (f64::from(last_ts - from_ts) / 1000.0);
     let _ = done_tx.send(Instant::now());
     drop(publishers);
     player.join().unwrap();
@@ -148,6 +164,7 @@ pub fn run_case(
     (lat, cpu)
 }
 
+/// Prints and returns the latency p50 and `cpu` (s/s of stream).
 pub fn summary(name: &str, lat: &mut [f64], cpu: f64) -> (f64, f64) {
     lat.sort_by(|a, b| a.total_cmp(b));
     let p = |q: f64| {
@@ -155,14 +172,13 @@ pub fn summary(name: &str, lat: &mut [f64], cpu: f64) -> (f64, f64) {
             .copied()
             .unwrap_or(f64::NAN)
     };
-    let per_s = cpu / f64::from(SECONDS);
     println!(
         "{name:10} frames {:4}  latency p50 {:7.2} ms  p95 {:7.2} ms  max {:7.2} ms  CPU {:.5} s/s of stream",
         lat.len(),
         p(0.5),
         p(0.95),
         p(1.0),
-        per_s
+        cpu
     );
-    (p(0.5), per_s)
+    (p(0.5), cpu)
 }
