@@ -1059,7 +1059,11 @@ fn dismissing_a_room_stops_its_relay_mix_and_ingest_tasks() {
             && gw.relay_status(&mix)["state"] == "running"
     });
 
-    let r = sdk(&gw, "DismissRoom", json!({"SdkAppId": APP, "RoomId": 4321}));
+    let r = sdk(
+        &gw,
+        "DismissRoomByStrRoomId",
+        json!({"SdkAppId": APP, "RoomId": "kick-room"}),
+    );
     assert_eq!(r["ok"], true, "{r}");
     common::wait_for("every task stopped", Duration::from_secs(10), || {
         gw.relay_status(&bypass)["state"] == "stopped"
@@ -1279,4 +1283,54 @@ fn image_urls_are_fetched_and_drawn_and_bad_ones_refused_at_the_call() {
         "the background image: {:?}",
         at(320, 270)
     );
+}
+
+/// An RTMP anchor removed by `RemoveUser…`, or whose room is dismissed, is
+/// disconnected at once: the gateway closes its connection (ffmpeg ends
+/// with an error long before its stream would) and says why in its log.
+#[test]
+fn remove_user_and_dismiss_room_disconnect_rtmp_anchors() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = gateway();
+    let count = |needle: &str| gw.log_text().matches(needle).count();
+    let publish = |user: &str, n: usize| {
+        // A string room, as an RTMP path's room is unless told otherwise.
+        let url = gw.publish_url(APP, KEY, "kick-room", user);
+        let p = Publisher::start(&url, 60, &gw.dir.0);
+        common::wait_for("the anchor publishing", Duration::from_secs(15), || {
+            count("rtmp publish started") == n
+        });
+        p
+    };
+    let mut host = publish("host", 1);
+    let mut guest = publish("guest", 2);
+
+    let r = sdk(
+        &gw,
+        "RemoveUserByStrRoomId",
+        json!({"SdkAppId": APP, "RoomId": "kick-room", "UserIds": ["guest"]}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let ended = guest
+        .wait(Duration::from_secs(10))
+        .expect("the removed anchor's connection was not closed");
+    assert!(!ended.success(), "ffmpeg saw its connection cut");
+    common::wait_for("the log's reason", Duration::from_secs(5), || {
+        count("rtmp publisher disconnected: removed") == 1
+    });
+    assert!(host.child.try_wait().unwrap().is_none(), "the host goes on");
+
+    let r = sdk(
+        &gw,
+        "DismissRoomByStrRoomId",
+        json!({"SdkAppId": APP, "RoomId": "kick-room"}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let ended = host
+        .wait(Duration::from_secs(10))
+        .expect("the dismissed room's anchor was not disconnected");
+    assert!(!ended.success(), "ffmpeg saw its connection cut");
+    common::wait_for("the log's reason", Duration::from_secs(5), || {
+        count("rtmp publisher disconnected: ") == 2
+    });
 }
