@@ -11,9 +11,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
@@ -34,8 +36,8 @@ use crate::media::hub::{MediaHub, Publisher};
 use crate::net::ConnLimiter;
 use crate::room::RoomCallError;
 use crate::room::{
-    Command, Enter, EventKind, Grant, Role, RoomEvent, RoomHandle, RoomId, RoomIdType, RoomKey,
-    Scene, SessionId, UserId,
+    Command, Enter, EventKind, Grant, Role, RoomHandle, RoomId, RoomIdType, RoomKey, Scene,
+    SessionId, UserId,
 };
 use crate::tls::ServerTls;
 
@@ -72,23 +74,59 @@ pub(crate) enum IngestError {
     Forward(String),
 }
 
-/// A receiver of the gateway's room events.
-type EventRx = tokio::sync::broadcast::Receiver<Arc<RoomEvent>>;
-type Received = (EventRx, Result<Arc<RoomEvent>, RecvError>);
-type Receiving = Pin<Box<dyn Future<Output = Received> + Send>>;
+/// The next item of a broadcast channel, as one future ready with each in
+/// turn, for a task that polls it on every turn it would sleep (a
+/// connection's loop, between reads of its socket).
+///
+/// It stays registered with the channel between polls: a `recv()` made
+/// afresh for every read would join and leave the channel's list of
+/// waiters each time, under its lock, which every connection shares. And
+/// it asks the channel only when the channel woke it or it has just
+/// yielded an item: otherwise a poll is two atomic operations (the task's
+/// waker kept, a flag read), not the channel's locks and the receiver's
+/// state, cold in the cache after the task slept.
+struct NextEvent<T> {
+    receiving: Receiving<T>,
+    /// Set by the channel's wake (and after an item); wakes the task.
+    signal: Arc<EventSignal>,
+    /// `signal` as the waker the channel holds.
+    waker: Waker,
+}
 
-/// The room events as one future, ready with each in turn, that stays
-/// registered with the channel between polls: a `recv()` made afresh for
-/// every read of the socket would join and leave the channel's list of
-/// waiters each time (under its lock, which every connection shares).
-struct NextEvent(Receiving);
+type Receiver<T> = tokio::sync::broadcast::Receiver<T>;
+/// One receive, giving the receiver back with what it received.
+type Receiving<T> = Pin<Box<dyn Future<Output = (Receiver<T>, Result<T, RecvError>)> + Send>>;
 
-impl NextEvent {
-    fn new(rx: EventRx) -> Self {
-        NextEvent(Self::arm(rx))
+#[derive(Default)]
+struct EventSignal {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for EventSignal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
     }
 
-    fn arm(mut rx: EventRx) -> Receiving {
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<T: Clone + Send + 'static> NextEvent<T> {
+    fn new(rx: Receiver<T>) -> Self {
+        let signal = Arc::new(EventSignal::default());
+        // The first poll asks the channel, and so registers with it.
+        signal.woken.store(true, Ordering::Relaxed);
+        NextEvent {
+            receiving: Self::arm(rx),
+            waker: Waker::from(signal.clone()),
+            signal,
+        }
+    }
+
+    fn arm(mut rx: Receiver<T>) -> Receiving<T> {
         Box::pin(async move {
             let r = rx.recv().await;
             (rx, r)
@@ -96,12 +134,23 @@ impl NextEvent {
     }
 }
 
-impl Future for NextEvent {
-    type Output = Result<Arc<RoomEvent>, RecvError>;
+impl<T: Clone + Send + 'static> Future for NextEvent<T> {
+    type Output = Result<T, RecvError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (rx, r) = ready!(self.0.as_mut().poll(cx));
-        self.0 = Self::arm(rx);
+        let this = &mut *self;
+        // Either the receiver is registered with the channel (its last
+        // poll was pending) and the channel sets `woken` when it has
+        // something, or `woken` is already set.
+        this.signal.task.register(cx.waker());
+        if !this.signal.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let mut inner = Context::from_waker(&this.waker);
+        let (rx, r) = ready!(this.receiving.as_mut().poll(&mut inner));
+        this.receiving = Self::arm(rx);
+        // The new receive is not registered yet: ask at the next poll.
+        this.signal.woken.store(true, Ordering::Release);
         Poll::Ready(r)
     }
 }
@@ -725,6 +774,88 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::room::testing::{Anchor, config, panic_holding};
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The events come in order, each waking the task that waits, with
+    /// none lost whether it was polled between them or not.
+    #[test]
+    fn next_event_yields_each_item_and_wakes_the_task_for_it() {
+        let (tx, rx) = tokio::sync::broadcast::channel::<u32>(8);
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut next = NextEvent::new(rx);
+        let mut poll = |n: &mut NextEvent<u32>| match Pin::new(n).poll(&mut cx) {
+            Poll::Ready(r) => Some(r.expect("an item")),
+            Poll::Pending => None,
+        };
+        let woken = || wakes.0.load(Ordering::SeqCst);
+
+        assert_eq!(poll(&mut next), None);
+        // Polled again without a wake: still nothing.
+        assert_eq!(poll(&mut next), None);
+        assert_eq!(woken(), 0);
+        tx.send(1).unwrap();
+        assert_eq!(woken(), 1, "the item woke the task");
+        assert_eq!(poll(&mut next), Some(1));
+        // Two at once: one wake, then both, then nothing.
+        assert_eq!(poll(&mut next), None);
+        tx.send(2).unwrap();
+        tx.send(3).unwrap();
+        assert_eq!(woken(), 2);
+        assert_eq!(poll(&mut next), Some(2));
+        assert_eq!(poll(&mut next), Some(3));
+        assert_eq!(poll(&mut next), None);
+        // Sent while the task was not polling (after an item, before
+        // the next poll): still there at the next poll.
+        tx.send(4).unwrap();
+        assert_eq!(poll(&mut next), Some(4));
+        tx.send(5).unwrap();
+        assert_eq!(poll(&mut next), Some(5));
+        assert_eq!(poll(&mut next), None);
+        drop(tx);
+        assert!(woken() >= 3, "the channel's end woke the task");
+        assert!(matches!(
+            Pin::new(&mut next).poll(&mut cx),
+            Poll::Ready(Err(RecvError::Closed))
+        ));
+    }
+
+    /// A receiver that fell behind is told so, then goes on.
+    #[test]
+    fn next_event_reports_a_lag() {
+        let (tx, rx) = tokio::sync::broadcast::channel::<u32>(2);
+        let waker = Waker::from(Arc::new(Wakes::default()));
+        let mut cx = Context::from_waker(&waker);
+        let mut next = NextEvent::new(rx);
+        assert!(Pin::new(&mut next).poll(&mut cx).is_pending());
+        for i in 0..5 {
+            tx.send(i).unwrap();
+        }
+        assert!(matches!(
+            Pin::new(&mut next).poll(&mut cx),
+            Poll::Ready(Err(RecvError::Lagged(3)))
+        ));
+        assert!(matches!(
+            Pin::new(&mut next).poll(&mut cx),
+            Poll::Ready(Ok(3))
+        ));
+        assert!(matches!(
+            Pin::new(&mut next).poll(&mut cx),
+            Poll::Ready(Ok(4))
+        ));
+        assert!(Pin::new(&mut next).poll(&mut cx).is_pending());
+    }
 
     /// A connection task that dies inside (its future dropped unfinished,
     /// as a panic drops it) leaves the hub and is disconnected in its
