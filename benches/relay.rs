@@ -20,12 +20,15 @@
 //! all of them (about 601 a run: the sequence header and 600 frames; its
 //! first 45 ms are the start hold waiting for the source's first audio
 //! frame, which ffmpeg placed 44 ms after its first picture). nginx-rtmp's
-//! `push` starts at the stream's second keyframe: its first group of
-//! pictures never reaches the origin (about 542 a run), and its sequence
-//! header arrives with that keyframe, 2 s late, which is its max latency.
-//! Counted from the start, nginx-rtmp's CPU would cover 18 s of delivery
-//! against roomcast's 20 s; from 3 s on, both deliver every frame.
-//!
+//! `push` connects to the origin when the publish begins and relays from
+//! the first keyframe after it is connected: alone, the stream's first
+//! frames come before that, so its first group of pictures never reaches
+//! the origin (about 542 a run) and its sequence header arrives with the
+//! second keyframe, 2 s late, which is its max latency. (With 50 relays the
+//! timed stream's publisher connects first, and its push is ready in time.)
+//! Counted from the start, nginx-rtmp's CPU would then cover 18 s of
+//! delivery against roomcast's 20 s; from 3 s on, both deliver every frame.
+
 //! Run: `cargo bench --bench relay` (needs ffmpeg and nginx from `make test`'s set-up).
 
 use std::path::PathBuf;
