@@ -898,13 +898,25 @@ fn a_mix_started_on_a_third_node_resumes_by_itself_when_its_owner_dies() {
         },
     );
     let other = if std::ptr::eq(owner, &b) { &c } else { &b };
-    let described = common::trtc_call(
-        other.http_port,
-        API,
-        "DescribeCloudRecording",
-        json!({"SdkAppId": APP, "TaskId": recording}),
-    );
-    assert_eq!(described["Status"], "InProgress", "{described}");
+    let describe = || {
+        common::trtc_call(
+            other.http_port,
+            API,
+            "DescribeCloudRecording",
+            json!({"SdkAppId": APP, "TaskId": recording}),
+        )
+    };
+    // Recording as soon as an anchor is attached: on a busy box a
+    // publisher may still be between tries, so asked until it says so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let described = loop {
+        let d = describe();
+        if d["Status"] == "InProgress" {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "not recording: {d}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(described.to_string().contains("_r1_"), "{described}");
     assert_eq!(
         listed_on(other, "recordings", &recording).as_deref(),
