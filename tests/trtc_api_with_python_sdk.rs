@@ -1059,11 +1059,7 @@ fn dismissing_a_room_stops_its_relay_mix_and_ingest_tasks() {
             && gw.relay_status(&mix)["state"] == "running"
     });
 
-    let r = sdk(
-        &gw,
-        "DismissRoomByStrRoomId",
-        json!({"SdkAppId": APP, "RoomId": "kick-room"}),
-    );
+    let r = sdk(&gw, "DismissRoom", json!({"SdkAppId": APP, "RoomId": 4321}));
     assert_eq!(r["ok"], true, "{r}");
     common::wait_for("every task stopped", Duration::from_secs(10), || {
         gw.relay_status(&bypass)["state"] == "stopped"
