@@ -18,6 +18,7 @@
 //! one that was busy misses nothing, it only reads a newer snapshot.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, broadcast, watch};
@@ -121,6 +122,7 @@ impl Drop for TapGuard {
 struct Entry {
     id: u64,
     messages: broadcast::Sender<Arc<MediaMessage>>,
+    subscribers: Arc<AtomicUsize>,
     taps: SharedTaps,
     configs: watch::Receiver<Configs>,
     keyframe: Arc<Notify>,
@@ -142,16 +144,30 @@ pub(crate) struct Publisher {
     key: Key,
     id: u64,
     messages: broadcast::Sender<Arc<MediaMessage>>,
+    /// Live [`Subscription`]s: with none (a plain relay only taps), a
+    /// message skips the channel and its lock.
+    subscribers: Arc<AtomicUsize>,
     taps: SharedTaps,
     configs: watch::Sender<Configs>,
     keyframe: Arc<Notify>,
 }
 
-/// The receiving side, held by a relay task.
+/// The receiving side, held by a relay task. Take messages from
+/// `messages` in place: the subscription counts as one while it lives.
 pub(crate) struct Subscription {
     pub configs: Configs,
     pub messages: broadcast::Receiver<Arc<MediaMessage>>,
     keyframe: Arc<Notify>,
+    _counted: Subscribed,
+}
+
+/// One of a publisher's live subscriptions, uncounted when dropped.
+struct Subscribed(Arc<AtomicUsize>);
+
+impl Drop for Subscribed {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Subscription {
@@ -170,6 +186,7 @@ impl MediaHub {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (messages, _) = broadcast::channel(FANOUT_CAPACITY);
+        let subscribers = Arc::new(AtomicUsize::new(0));
         let (configs, configs_rx) = watch::channel(Configs::default());
         let keyframe = Arc::new(Notify::new());
         let taps = SharedTaps::default();
@@ -180,6 +197,7 @@ impl MediaHub {
             Entry {
                 id,
                 messages: messages.clone(),
+                subscribers: subscribers.clone(),
                 taps: taps.clone(),
                 configs: configs_rx,
                 keyframe: keyframe.clone(),
@@ -193,6 +211,7 @@ impl MediaHub {
             key,
             id,
             messages,
+            subscribers,
             taps,
             configs,
             keyframe,
@@ -222,10 +241,15 @@ impl MediaHub {
     pub(crate) fn subscribe(&self, room: &RoomKey, user: &UserId) -> Option<Subscription> {
         let inner = self.lock();
         let e = inner.publishers.get(&(room.clone(), user.clone()))?;
+        // Counted before its receiver exists: every message sent once it
+        // does goes into the channel.
+        e.subscribers.fetch_add(1, Ordering::SeqCst);
+        let messages = e.messages.subscribe();
         Some(Subscription {
-            messages: e.messages.subscribe(),
+            messages,
             configs: e.configs.borrow().clone(),
             keyframe: e.keyframe.clone(),
+            _counted: Subscribed(e.subscribers.clone()),
         })
     }
 
@@ -294,8 +318,12 @@ impl Publisher {
         for (_, t) in &taps.list {
             t.deliver(&msg);
         }
-        // No receiver is fine: nobody relays this anchor right now.
-        let _ = self.messages.send(msg);
+        // Nobody subscribed (a plain relay only taps): the channel's lock
+        // is not taken. No receiver is fine: nobody mixes or plays this
+        // anchor right now.
+        if self.subscribers.load(Ordering::SeqCst) > 0 {
+            let _ = self.messages.send(msg);
+        }
     }
 }
 
@@ -370,6 +398,38 @@ mod tests {
         drop(elsewhere);
         let _ = hub.watch_room(&other);
         assert_eq!(hub.lock().rooms.len(), 1, "only the room watched now");
+    }
+
+    #[test]
+    fn subscriptions_get_every_message_while_any_lives_and_the_count_follows_them() {
+        let hub = MediaHub::default();
+        let (r, a) = (room("r"), UserId::new("a").unwrap());
+        let p = hub.publish(r.clone(), a.clone(), None);
+        let count = || p.subscribers.load(Ordering::SeqCst);
+        p.send(frame(b"unseen"));
+        let mut one = hub.subscribe(&r, &a).unwrap();
+        let mut two = hub.subscribe(&r, &a).unwrap();
+        assert_eq!(count(), 2);
+        p.send(frame(b"both"));
+        drop(two);
+        assert_eq!(count(), 1);
+        p.send(frame(b"one"));
+        let got = |s: &mut Subscription| {
+            std::iter::from_fn(|| s.messages.try_recv().ok())
+                .map(|m| match &*m {
+                    MediaMessage::Frame(f) => f.data.clone(),
+                    MediaMessage::Config(_) => unreachable!(),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(got(&mut one), [&b"both"[..], b"one"]);
+        drop(one);
+        assert_eq!(count(), 0);
+        p.send(frame(b"nobody"));
+        // A new subscription takes the stream from then on.
+        two = hub.subscribe(&r, &a).unwrap();
+        p.send(frame(b"again"));
+        assert_eq!(got(&mut two), [&b"again"[..]]);
     }
 
     /// A tap that writes down what it is given.
