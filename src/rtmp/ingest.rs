@@ -47,6 +47,44 @@ const APP_NAME: &str = "push";
 const MISSED_END: &str = "its session ended while its room events were missed";
 /// A publishing socket silent this long is dropped.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often a publishing connection checks whether it has gone quiet.
+const IDLE_CHECK: Duration = Duration::from_millis(2500);
+
+/// Whether a publisher has gone quiet, without reading the clock on every
+/// read: reads are counted, and a check every [`IDLE_CHECK`] sees whether
+/// the count moved. Quiet means no read for at least [`IDLE_TIMEOUT`], and
+/// it is seen within two checks after that.
+#[derive(Debug)]
+struct Quiet {
+    reads: u64,
+    seen: u64,
+    /// A check that saw reads: the last read came at or before it.
+    active_at: tokio::time::Instant,
+}
+
+impl Quiet {
+    fn new(now: tokio::time::Instant) -> Quiet {
+        Quiet {
+            reads: 0,
+            seen: 0,
+            active_at: now,
+        }
+    }
+
+    fn read(&mut self) {
+        self.reads = self.reads.wrapping_add(1);
+    }
+
+    /// A check at `now`: `true` when nothing was read for [`IDLE_TIMEOUT`].
+    fn is_quiet(&mut self, now: tokio::time::Instant) -> bool {
+        if self.reads != self.seen {
+            self.seen = self.reads;
+            self.active_at = now;
+            return false;
+        }
+        now.saturating_duration_since(self.active_at) >= IDLE_TIMEOUT
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum IngestError {
@@ -303,11 +341,10 @@ impl Connection {
         let mut forward: Option<tokio::sync::watch::Receiver<PushState>> = None;
         let mut buf = vec![0u8; 64 * 1024];
         // One timer for the connection, not one per read: it fires at the
-        // publish deadline, then (publishing) an idle timeout after the
-        // last read it knew of, and is moved on only when it fires.
+        // publish deadline, then (publishing) every `IDLE_CHECK`.
         let idle = tokio::time::sleep_until(handshake_deadline);
         tokio::pin!(idle);
-        let mut last_read = tokio::time::Instant::now();
+        let mut quiet = Quiet::new(tokio::time::Instant::now());
         loop {
             if self.published.as_ref().is_some_and(|p| p.finished) {
                 return Ok(());
@@ -327,11 +364,11 @@ impl Connection {
                     if self.published.is_none() {
                         return Err(IngestError::Timeout);
                     }
-                    let due = last_read + IDLE_TIMEOUT;
-                    if tokio::time::Instant::now() >= due {
+                    let now = tokio::time::Instant::now();
+                    if quiet.is_quiet(now) {
                         return Err(IngestError::Idle(IDLE_TIMEOUT));
                     }
-                    idle.as_mut().reset(due);
+                    idle.as_mut().reset(now + IDLE_CHECK);
                     continue;
                 }
                 r = async { forward.as_mut().expect("guarded").changed().await }, if forward.is_some() => {
@@ -371,7 +408,7 @@ impl Connection {
                     continue;
                 }
             };
-            last_read = tokio::time::Instant::now();
+            quiet.read();
             self.feed(&mut session, &mut feed, &buf[..n]).await?;
             if forward.is_none()
                 && let Some(Published {
@@ -832,6 +869,35 @@ mod tests {
     }
 
     /// A receiver that fell behind is told so, then goes on.
+    #[test]
+    fn quiet_is_no_read_for_the_idle_timeout_seen_within_two_checks() {
+        let t0 = tokio::time::Instant::now();
+        let mut q = Quiet::new(t0);
+        let at = |checks: u32| t0 + IDLE_CHECK * checks;
+        // Reads between checks keep it active, however many checks pass.
+        for c in 1..=20 {
+            q.read();
+            assert!(!q.is_quiet(at(c)), "check {c}");
+        }
+        // The last read came just after check 20 (seen at check 21): quiet
+        // no earlier than the timeout after check 21, and by the check
+        // after that at the latest.
+        q.read();
+        let checks = (IDLE_TIMEOUT.as_millis() / IDLE_CHECK.as_millis()) as u32;
+        for c in 21..21 + checks {
+            assert!(!q.is_quiet(at(c)), "check {c}");
+        }
+        assert!(q.is_quiet(at(21 + checks)));
+        // A check that comes late still measures from the last active one.
+        let mut q = Quiet::new(t0);
+        assert!(!q.is_quiet(t0 + IDLE_TIMEOUT - Duration::from_millis(1)));
+        assert!(q.is_quiet(t0 + IDLE_TIMEOUT));
+        // A read wakes it again.
+        q.read();
+        assert!(!q.is_quiet(t0 + IDLE_TIMEOUT * 3));
+        assert!(q.is_quiet(t0 + IDLE_TIMEOUT * 4));
+    }
+
     #[test]
     fn next_event_reports_a_lag() {
         let (tx, rx) = tokio::sync::broadcast::channel::<u32>(2);
