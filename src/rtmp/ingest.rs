@@ -51,13 +51,13 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 const IDLE_CHECK: Duration = Duration::from_millis(2500);
 
 /// Whether a publisher has gone quiet, without reading the clock on every
-/// read: reads are counted, and a check every [`IDLE_CHECK`] sees whether
-/// the count moved. Quiet means no read for at least [`IDLE_TIMEOUT`], and
+/// read: a read is noted, and a check every [`IDLE_CHECK`] sees whether
+/// one came since the last check. Quiet means no read for at least [`IDLE_TIMEOUT`], and
 /// it is seen within two checks after that.
 #[derive(Debug)]
 struct Quiet {
-    reads: u64,
-    seen: u64,
+    /// A read came since the last check.
+    heard: bool,
     /// A check that saw reads: the last read came at or before it.
     active_at: tokio::time::Instant,
 }
@@ -65,20 +65,18 @@ struct Quiet {
 impl Quiet {
     fn new(now: tokio::time::Instant) -> Quiet {
         Quiet {
-            reads: 0,
-            seen: 0,
+            heard: false,
             active_at: now,
         }
     }
 
     fn read(&mut self) {
-        self.reads = self.reads.wrapping_add(1);
+        self.heard = true;
     }
 
     /// A check at `now`: `true` when nothing was read for [`IDLE_TIMEOUT`].
     fn is_quiet(&mut self, now: tokio::time::Instant) -> bool {
-        if self.reads != self.seen {
-            self.seen = self.reads;
+        if std::mem::take(&mut self.heard) {
             self.active_at = now;
             return false;
         }
