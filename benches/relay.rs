@@ -28,7 +28,7 @@
 //! timed stream's publisher connects first, and its push is ready in time.)
 //! Counted from the start, nginx-rtmp's CPU would then cover 18 s of
 //! delivery against roomcast's 20 s; from 3 s on, both deliver every frame.
-
+//!
 //! Run: `cargo bench --bench relay` (needs ffmpeg and nginx from `make test`'s set-up).
 
 use std::path::PathBuf;
