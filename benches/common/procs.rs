@@ -16,7 +16,13 @@ pub fn free_port() -> u16 {
 }
 
 pub fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    wait_port_within(port, Duration::from_secs(15));
+}
+
+/// [`wait_port`] with a deadline of its own (a process under valgrind
+/// starts slower).
+pub fn wait_port_within(port: u16, within: Duration) {
+    let deadline = Instant::now() + within;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "port {port} not listening");
         std::thread::sleep(Duration::from_millis(20));
@@ -32,6 +38,12 @@ impl Drop for Killed {
 }
 
 pub fn nginx(dir: &Path, body: &str) -> Killed {
+    nginx_under(&[], dir, body)
+}
+
+/// [`nginx`] run by `wrapper` (a command and its arguments, before nginx's
+/// own), e.g. valgrind.
+pub fn nginx_under(wrapper: &[String], dir: &Path, body: &str) -> Killed {
     std::fs::create_dir_all(dir).unwrap();
     let conf = dir.join("nginx.conf");
     std::fs::write(
@@ -44,7 +56,7 @@ pub fn nginx(dir: &Path, body: &str) -> Killed {
     )
     .unwrap();
     Killed(
-        Command::new("nginx")
+        under(wrapper, "nginx")
             .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -56,8 +68,13 @@ pub fn nginx(dir: &Path, body: &str) -> Killed {
 /// The gateway binary serving `dir` (its working directory, where
 /// `roomcast.toml` is) on loopback ports, logging warnings only.
 pub fn gateway(dir: &Path, http_port: u16, rtmp_port: u16) -> Killed {
+    gateway_under(&[], dir, http_port, rtmp_port)
+}
+
+/// [`gateway`] run by `wrapper`, as [`nginx_under`].
+pub fn gateway_under(wrapper: &[String], dir: &Path, http_port: u16, rtmp_port: u16) -> Killed {
     Killed(
-        Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        under(wrapper, env!("CARGO_BIN_EXE_roomcast"))
             .arg("serve")
             .current_dir(dir)
             .env("RUST_LOG", "warn")
@@ -72,6 +89,18 @@ pub fn gateway(dir: &Path, http_port: u16, rtmp_port: u16) -> Killed {
             .spawn()
             .unwrap(),
     )
+}
+
+/// `program` as a command, or `wrapper` running it.
+fn under(wrapper: &[String], program: &str) -> Command {
+    match wrapper.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+    }
 }
 
 /// Two distinct free ports (held together while chosen).

@@ -1,6 +1,7 @@
 //! One relay case of the relay benches: a stream published in real time
 //! by RTMP clients of this harness, played back from the origin, latency
 //! matched per video frame by payload hash, and a process's CPU.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

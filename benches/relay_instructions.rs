@@ -1,0 +1,352 @@
+//! Instructions per relayed message: roomcast's passthrough relay against
+//! nginx-rtmp's `push`, counted by callgrind.
+//!
+//! `cargo bench --bench relay` measures time on CPU, which is what part of
+//! the job costs; but on a small virtual machine it moves by a tenth
+//! between runs of the same code, more than any one change to the relay's
+//! path. A relay's user-space work is what differs between the two
+//! (their kernel time is about the same: the same reads, writes and
+//! wake-ups), and callgrind counts it exactly: the instructions each
+//! process executes, repeatable to a fraction of a percent. It does not see
+//! the kernel, nor what a cold cache costs, so it is a yardstick for
+//! changes to the path, not a replacement for the CPU bench.
+//!
+//! Each relay runs under `valgrind --tool=callgrind`, passing the same
+//! 720p30 2 Mbps stream from the harness's publisher to an nginx-rtmp
+//! origin, where a player counts the pictures that arrive. Instrumentation
+//! is switched on 3 s into the stream (after the connection, its
+//! authentication and the relay's start) and the counts dumped at 13 s; the
+//! instructions of that window are divided by the messages published in it.
+//! Each side runs twice, in the order roomcast, nginx-rtmp, nginx-rtmp,
+//! roomcast, and each run's figure is printed with a split by where the
+//! instructions ran (the async runtime, the allocator, memory copies, the
+//! C library, the relay's own code, other crates).
+//!
+//! Run: `cargo bench --bench relay_instructions` (needs `make test`'s
+//! set-up and `apt-get install valgrind`). The dumps stay in the run's
+//! work directory for `callgrind_annotate`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[path = "common/flv_file.rs"]
+mod flv_file;
+#[path = "common/procs.rs"]
+mod procs;
+#[path = "common/relay_case.rs"]
+mod relay_case;
+#[path = "common/rtmp_client.rs"]
+mod rtmp_client;
+use procs::{free_port, gateway_under, http, nginx_under, two_ports, wait_port_within};
+use rml_rtmp::sessions::ClientSessionEvent;
+use rml_rtmp::time::RtmpTimestamp;
+use rtmp_client::Rtmp;
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "bench-key";
+/// The counted window, in stream time.
+const FROM_MS: u32 = 3_000;
+const TO_MS: u32 = 13_000;
+
+fn main() {
+    let valgrind = Command::new("valgrind").arg("--version").output();
+    assert!(
+        valgrind.is_ok_and(|o| o.status.success()),
+        "this bench needs valgrind: apt-get install valgrind"
+    );
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-relay-instructions-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let tags = relay_case::source(&work);
+    let (_origin, origin_port) = relay_case::origin(&work.join("origin"));
+    println!(
+        "source: {} tags, 720p30 H.264 2 Mbps + AAC 128k; instructions counted from {} s to {} s of stream",
+        tags.len(),
+        FROM_MS / 1000,
+        TO_MS / 1000
+    );
+
+    let mut results: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (run, side) in ["roomcast", "nginx-rtmp", "nginx-rtmp", "roomcast"]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = work.join(format!("{run}-{side}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("callgrind.out");
+        let wrapper: Vec<String> = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--log-file=valgrind.log",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([format!("--callgrind-out-file={}", out.display())])
+        .collect();
+        let stream = format!("s{run}");
+        let (relay, port, app, key) = if side == "roomcast" {
+            roomcast(&dir, &wrapper, origin_port, &stream)
+        } else {
+            let port = free_port();
+            let relay = nginx_under(
+                &wrapper,
+                &dir,
+                &format!(
+                    "rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; push rtmp://127.0.0.1:{origin_port}/live; }} }} }}"
+                ),
+            );
+            wait_port_within(port, Duration::from_secs(60));
+            (relay, port, "live", stream.clone())
+        };
+        let (messages, pictures) =
+            publish(&tags, port, app, &key, origin_port, &stream, relay.0.id());
+        let dump = dump_of(&out);
+        drop(relay);
+        let split = split(&dump);
+        let total: u64 = split.values().sum();
+        let per = total as f64 / messages as f64;
+        println!(
+            "\n{side}: {per:.0} instructions a message ({total} over {messages} messages; {pictures} pictures reached the origin in the run)"
+        );
+        for (what, n) in &split {
+            println!("  {what:18} {:6.0}", *n as f64 / messages as f64);
+        }
+        // A relay that delivered nothing would be cheap: it must have
+        // passed on at least the pictures of the counted window.
+        assert!(
+            pictures >= u64::from(TO_MS - FROM_MS) * 30 / 1000,
+            "{side} delivered only {pictures} pictures; see {}",
+            dir.display()
+        );
+        results.entry(side).or_default().push(per);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (rc, ng) = (mean(&results["roomcast"]), mean(&results["nginx-rtmp"]));
+    println!(
+        "\ninstructions a message: roomcast {rc:.0} ({:.0}, {:.0}), nginx-rtmp {ng:.0} ({:.0}, {:.0}); ratio {:.2}x",
+        results["roomcast"][0],
+        results["roomcast"][1],
+        results["nginx-rtmp"][0],
+        results["nginx-rtmp"][1],
+        rc / ng
+    );
+    println!(
+        "work directory (dumps for callgrind_annotate): {}",
+        work.display()
+    );
+}
+
+/// The gateway under `wrapper` with a passthrough relay of room `stream`'s
+/// anchor to the origin; its RTMP port, app and stream key.
+fn roomcast(
+    dir: &Path,
+    wrapper: &[String],
+    origin_port: u16,
+    stream: &str,
+) -> (procs::Killed, u16, &'static str, String) {
+    std::fs::write(
+        dir.join("roomcast.toml"),
+        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"),
+    )
+    .unwrap();
+    // The same job as nginx's `push`: the RTMP output only.
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::write(
+        dir.join("profiles/push-only.toml"),
+        "name = \"push-only\"\npassthrough = true\n[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n[audio]\nbitrate_kbps = 128\n[outputs.hls]\nenabled = false\n",
+    )
+    .unwrap();
+    let (http_port, rtmp_port) = two_ports();
+    let gw = gateway_under(wrapper, dir, http_port, rtmp_port);
+    wait_port_within(http_port, Duration::from_secs(60));
+    let body = format!(
+        "{{\"sdkappid\":{APP},\"room\":\"{stream}\",\"userid\":\"anchor\",\"profile\":\"push-only\",\"rtmp\":[\"rtmp://127.0.0.1:{origin_port}/live/{stream}\"]}}"
+    );
+    let (code, resp) = http(http_port, "POST", "/v1/relays", &body);
+    assert_eq!(code, 201, "{resp}");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = roomcast::auth::usersig::generate(APP, KEY, "anchor", 3600, now, None);
+    let key = format!("{stream}?sdkappid={APP}&userid=anchor&usersig={sig}");
+    (gw, rtmp_port, "push", key)
+}
+
+/// Publishes `tags` in real time to `key` on `port`, switching callgrind's
+/// instrumentation of `pid` on at [`FROM_MS`] and dumping at [`TO_MS`];
+/// returns the messages published in that window and the pictures a player
+/// of `stream` on the origin received.
+fn publish(
+    tags: &[(bool, u32, bytes::Bytes)],
+    port: u16,
+    app: &str,
+    key: &str,
+    origin_port: u16,
+    stream: &str,
+    pid: u32,
+) -> (u64, u64) {
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
+    let stream = stream.to_owned();
+    let player = std::thread::spawn(move || {
+        let mut p = Rtmp::connect(origin_port, "live");
+        let r = p.session.request_playback(stream).unwrap();
+        p.apply(vec![r]);
+        p.wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted));
+        let _ = subscribed_tx.send(());
+        p.socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut pictures = 0u64;
+        let mut end: Option<Instant> = None;
+        while end.is_none_or(|e| Instant::now() < e) {
+            if end.is_none() && done.try_recv().is_ok() {
+                end = Some(Instant::now() + Duration::from_secs(3));
+            }
+            if !p.pump() {
+                break;
+            }
+            pictures += p
+                .events
+                .drain(..)
+                .filter(|e| matches!(e, ClientSessionEvent::VideoDataReceived { .. }))
+                .count() as u64;
+        }
+        pictures
+    });
+    subscribed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the player was not accepted by the origin");
+    let mut publisher = Rtmp::publisher(port, app, key);
+    let (mut on, mut dumped) = (false, false);
+    let mut messages = 0u64;
+    let t0 = Instant::now();
+    for (is_video, ts, data) in tags {
+        let due = t0 + Duration::from_millis(u64::from(*ts));
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        if !on && *ts >= FROM_MS {
+            callgrind_control(&["-i", "on"], pid);
+            on = true;
+        }
+        if on && !dumped && *ts >= TO_MS {
+            callgrind_control(&["-d"], pid);
+            callgrind_control(&["-i", "off"], pid);
+            dumped = true;
+        }
+        if on && !dumped {
+            messages += 1;
+        }
+        let ts = RtmpTimestamp::new(*ts);
+        let r = if *is_video {
+            publisher
+                .session
+                .publish_video_data(data.clone(), ts, false)
+        } else {
+            publisher
+                .session
+                .publish_audio_data(data.clone(), ts, false)
+        }
+        .unwrap();
+        publisher.apply(vec![r]);
+    }
+    assert!(dumped, "the source is shorter than the counted window");
+    let _ = done_tx.send(());
+    drop(publisher);
+    (messages, player.join().unwrap())
+}
+
+fn callgrind_control(args: &[&str], pid: u32) {
+    let status = Command::new("callgrind_control")
+        .args(args)
+        .arg(pid.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("callgrind_control (valgrind's package)");
+    assert!(status.success(), "callgrind_control {args:?} {pid} failed");
+}
+
+/// The dump `-d` wrote next to `out` (callgrind numbers them from 1).
+fn dump_of(out: &Path) -> PathBuf {
+    let dump = PathBuf::from(format!("{}.1", out.display()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&dump).is_ok_and(|s| s.contains("\ntotals:")) {
+        assert!(
+            Instant::now() < deadline,
+            "no callgrind dump at {}",
+            dump.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    dump
+}
+
+/// The dump's instructions by where they ran: `callgrind_annotate`'s lines
+/// (one per source file and function) grouped by the file's crate or
+/// library.
+fn split(dump: &Path) -> BTreeMap<&'static str, u64> {
+    let out = Command::new("callgrind_annotate")
+        .args(["--threshold=100", "--auto=no"])
+        .arg(dump)
+        // Not the package's root, where it would shorten our own files'
+        // names to `src/...`.
+        .current_dir(dump.parent().unwrap())
+        .output()
+        .expect("callgrind_annotate (valgrind's package)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut split = BTreeMap::new();
+    for line in text.lines() {
+        // `  1,234 (12.34%)  file:function [object]`
+        let Some((count, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Ok(count) = count.replace(',', "").parse::<u64>() else {
+            continue;
+        };
+        let Some((_, place)) = rest.split_once(")  ") else {
+            continue;
+        };
+        if place.contains("PROGRAM TOTALS") {
+            continue;
+        }
+        *split.entry(kind(place)).or_insert(0) += count;
+    }
+    split
+}
+
+/// Where a `file:function [object]` of callgrind_annotate's ran.
+fn kind(place: &str) -> &'static str {
+    let (file, function) = place.split_once(':').unwrap_or((place, ""));
+    let names = |c: &str| function.contains(&format!("{c}::"));
+    if file.contains("/tokio-") || file.contains("/mio-") {
+        "async runtime"
+    } else if file.contains("malloc") {
+        "allocator"
+    } else if file.contains("memmove") || file.contains("memcpy") || file.contains("memset") {
+        "memory copies"
+    } else if file.starts_with("./") || place.contains("libc.so") {
+        "C library"
+    } else if file.contains("/rustc/") {
+        // Rust's standard library, inlined: counted with its caller.
+        if names("tokio") || names("mio") {
+            "async runtime"
+        } else if names("roomcast") {
+            "relay"
+        } else {
+            "std, other crates"
+        }
+    } else if file.contains("/.cargo/registry/") {
+        "std, other crates"
+    } else if place.contains("ngx_") || place.contains("nginx") || file.contains("/src/") {
+        "relay"
+    } else {
+        "other"
+    }
+}
