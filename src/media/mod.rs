@@ -45,6 +45,11 @@ impl TimeBase {
 
     /// Converts `v` ticks of `self` to ticks of `to`, rounding to nearest.
     pub fn rescale(self, v: i64, to: TimeBase) -> i64 {
+        // The same clock (every RTMP timestamp a relay passes on): no
+        // 128-bit division, which is a call into the runtime's library.
+        if self == to {
+            return v;
+        }
         let n = i128::from(v) * i128::from(self.num) * i128::from(to.den);
         let d = i128::from(self.den) * i128::from(to.num);
         let r = if n >= 0 {
@@ -175,6 +180,25 @@ pub(crate) fn test_frame(kind: TrackKind, keyframe: bool, data: Bytes) -> MediaM
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// To its own clock a time is itself; to another it is that
+        /// clock's nearest tick (within half a tick of the exact time).
+        #[test]
+        fn rescale_keeps_a_time_within_rounding(
+            v in -(1i64 << 40)..(1i64 << 40),
+            a in prop::sample::select(vec![TimeBase::MILLIS, TimeBase::MPEG, TimeBase { num: 1, den: 48_000 }, TimeBase { num: 1001, den: 30_000 }]),
+            b in prop::sample::select(vec![TimeBase::MILLIS, TimeBase::MPEG, TimeBase { num: 1, den: 44_100 }]),
+        ) {
+            prop_assert_eq!(a.rescale(v, a), v);
+            let there = a.rescale(v, b);
+            // |there - v·a/b| ≤ 1/2 tick of b, in exact arithmetic.
+            let exact = i128::from(v) * i128::from(a.num) * i128::from(b.den);
+            let per = i128::from(a.den) * i128::from(b.num);
+            prop_assert!((2 * (i128::from(there) * per - exact)).abs() <= per);
+        }
+    }
 
     fn frame(kind: TrackKind, keyframe: bool) -> MediaMessage {
         test_frame(kind, keyframe, Bytes::new())

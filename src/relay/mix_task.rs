@@ -71,9 +71,9 @@ pub(super) async fn run(
             },
             m = mixer.out.recv() => match m {
                 Some(m) => match &*m {
-                    MediaMessage::Frame(f) => {
-                        if let Some(f) = out.rebase(f) {
-                            out.emit(&Arc::new(MediaMessage::Frame(f)));
+                    MediaMessage::Frame(_) => {
+                        if let Some(m) = out.rebase(&m) {
+                            out.emit(&m);
                         }
                     }
                     MediaMessage::Config(_) => {

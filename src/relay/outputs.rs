@@ -198,8 +198,14 @@ impl Outputs {
     }
 
     /// A frame on the output timeline: milliseconds that never go back.
-    /// `None` for audio from before the current input's first frame.
-    pub(super) fn rebase(&mut self, f: &EncodedFrame) -> Option<EncodedFrame> {
+    /// `m` itself, not a copy, when its times already are the output's (a
+    /// relay that starts with its anchor's stream, which starts at 0: the
+    /// usual RTMP case); `None` for audio from before the current input's
+    /// first frame. A config passes as it is.
+    pub(super) fn rebase(&mut self, m: &Arc<MediaMessage>) -> Option<Arc<MediaMessage>> {
+        let MediaMessage::Frame(f) = &**m else {
+            return Some(m.clone());
+        };
         let dts = f.time_base.rescale(f.dts, TimeBase::MILLIS);
         let pts = f.time_base.rescale(f.pts, TimeBase::MILLIS);
         let jumps = self.rebaser.jumps;
@@ -210,12 +216,15 @@ impl Outputs {
         if self.rebaser.jumps != jumps {
             tracing::warn!(task = %self.task, kind = ?f.kind, input_ms = f.time_base.rescale(f.dts, TimeBase::MILLIS), output_ms = dts, "the input's timestamps jumped; the output continues without a gap");
         }
-        Some(EncodedFrame {
+        if f.time_base == TimeBase::MILLIS && (f.dts, f.pts) == (dts, pts) {
+            return Some(m.clone());
+        }
+        Some(Arc::new(MediaMessage::Frame(EncodedFrame {
             dts,
             pts,
             time_base: TimeBase::MILLIS,
             ..f.clone()
-        })
+        })))
     }
 
     /// To every output. `true` when `m` is a track configuration the

@@ -95,8 +95,8 @@ impl Follow {
                     return;
                 }
                 self.need_keyframe = false;
-                let Some(f) = out.rebase(f) else { return };
-                rebased = Arc::new(MediaMessage::Frame(f));
+                let Some(r) = out.rebase(m) else { return };
+                rebased = r;
                 &rebased
             }
         };

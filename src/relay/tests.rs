@@ -251,3 +251,72 @@ async fn outputs_dropped_unfinished_take_their_robots_out_of_the_rooms() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A frame whose times already are the output's goes out as the message
+/// it came in (no copy); one that must move (after a discontinuity its
+/// times start again, or its clock is not milliseconds) is a new message
+/// with the output's times and the same payload.
+#[tokio::test]
+async fn rebase_passes_a_frame_already_on_the_output_timeline_without_a_copy() {
+    use crate::media::{Codec, EncodedFrame, MediaMessage, TimeBase, TrackKind};
+    let (_relays, rooms, _task, dir) = gateway();
+    let deps = outputs::Deps {
+        rooms,
+        hub: MediaHub::default(),
+        hls_store: crate::hls::store::HlsStore::default(),
+        record_root: dir.join("recordings"),
+        loops: crate::rtmp::loops::Loops::none(),
+    };
+    let mut spec = RelaySpec::for_anchor(
+        room(),
+        UserId::new("teacher").unwrap(),
+        &profile("passthrough"),
+    )
+    .unwrap();
+    spec.outputs.hls = None;
+    let mut out = outputs::Outputs::new(&spec, &deps);
+    let payload = bytes::Bytes::from_static(b"a picture");
+    let frame = |t: i64, time_base: TimeBase| {
+        Arc::new(MediaMessage::Frame(EncodedFrame {
+            kind: TrackKind::Video,
+            codec: Codec::H264,
+            pts: t,
+            dts: t,
+            time_base,
+            keyframe: true,
+            data: payload.clone(),
+        }))
+    };
+    let times = |m: &MediaMessage| match m {
+        MediaMessage::Frame(f) => (f.dts, f.pts, f.time_base, f.data.as_ptr()),
+        MediaMessage::Config(_) => panic!("a frame went in"),
+    };
+    for t in [0, 33, 66] {
+        let m = frame(t, TimeBase::MILLIS);
+        let r = out.rebase(&m).unwrap();
+        assert!(Arc::ptr_eq(&m, &r), "the frame at {t} ms was copied");
+    }
+    // The stream starts again at 0: the output goes on 40 ms after 66.
+    out.discontinuity();
+    let m = frame(0, TimeBase::MILLIS);
+    let r = out.rebase(&m).unwrap();
+    assert!(!Arc::ptr_eq(&m, &r));
+    assert_eq!(
+        times(&r),
+        (106, 106, TimeBase::MILLIS, payload.as_ptr()),
+        "the output's times, the same bytes"
+    );
+    // 33 ms later in a 90 kHz clock: the same number of ms on the output,
+    // but written in ms.
+    let m = frame(
+        33 * 90,
+        TimeBase {
+            num: 1,
+            den: 90_000,
+        },
+    );
+    let r = out.rebase(&m).unwrap();
+    assert!(!Arc::ptr_eq(&m, &r));
+    assert_eq!(times(&r), (139, 139, TimeBase::MILLIS, payload.as_ptr()));
+    let _ = std::fs::remove_dir_all(dir);
+}
