@@ -165,9 +165,9 @@ fn roomcast_mix(
             std::thread::sleep(d);
         }
         let msg = if is_video {
-            flv::parse_video(&body, ts)
+            flv::parse_video(body, ts)
         } else {
-            flv::parse_audio(&body, ts)
+            flv::parse_audio(body, ts)
         };
         if let Ok(Some(m)) = msg {
             ins[i].offer(&Arc::new(m));

@@ -116,10 +116,10 @@ pub fn rtmp_chunks(data: &[u8]) -> u64 {
                     }
                     ServerSessionEvent::VideoDataReceived {
                         data, timestamp, ..
-                    } => crate::rtmp::flv::parse_video(&data, timestamp.value),
+                    } => crate::rtmp::flv::parse_video(data, timestamp.value),
                     ServerSessionEvent::AudioDataReceived {
                         data, timestamp, ..
-                    } => crate::rtmp::flv::parse_audio(&data, timestamp.value),
+                    } => crate::rtmp::flv::parse_audio(data, timestamp.value),
                     _ => continue,
                 };
                 parsed += u64::from(matches!(media, Ok(Some(_))));
@@ -157,9 +157,9 @@ pub fn flv_media(data: &[u8]) -> u64 {
         rest = &rest[(7 + len).min(rest.len())..];
         let body = Bytes::copy_from_slice(body);
         let parsed = if kind.is_multiple_of(2) {
-            crate::rtmp::flv::parse_audio(&body, ts)
+            crate::rtmp::flv::parse_audio(body, ts)
         } else {
-            crate::rtmp::flv::parse_video(&body, ts)
+            crate::rtmp::flv::parse_video(body, ts)
         };
         let Ok(Some(msg)) = parsed else { continue };
         match &msg {

@@ -4,7 +4,7 @@
 //! composition-time offset. Audio: AAC (sound format 10) sequence headers and
 //! raw frames. Anything else is refused with the codec it named. Pure.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::media::{Codec, EncodedFrame, MediaMessage, TimeBase, TrackConfig, TrackKind};
 
@@ -23,8 +23,10 @@ pub enum FlvError {
 }
 
 /// Parses a video message at RTMP timestamp `ts` (ms). `Ok(None)`: nothing to
-/// forward (end of sequence, command frames).
-pub fn parse_video(data: &Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvError> {
+/// forward (end of sequence, command frames). The frame's bytes are the
+/// message's, past the FLV header (no copy, and nothing allocated to share
+/// them).
+pub fn parse_video(data: Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvError> {
     let b0 = *data.first().ok_or(FlvError::Empty("video"))?;
     if b0 & 0x80 != 0 {
         return Err(FlvError::EnhancedRtmp);
@@ -44,7 +46,8 @@ pub fn parse_video(data: &Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvErr
     // SI24 composition time offset.
     let raw = (u32::from(data[2]) << 16) | (u32::from(data[3]) << 8) | u32::from(data[4]);
     let cts = ((raw << 8) as i32 >> 8) as i64;
-    let payload = data.slice(5..);
+    let mut payload = data;
+    payload.advance(5);
     match packet_type {
         0 => Ok(Some(MediaMessage::Config(TrackConfig {
             kind: TrackKind::Video,
@@ -65,8 +68,8 @@ pub fn parse_video(data: &Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvErr
     }
 }
 
-/// Parses an audio message at RTMP timestamp `ts` (ms).
-pub fn parse_audio(data: &Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvError> {
+/// Parses an audio message at RTMP timestamp `ts` (ms), as [`parse_video`].
+pub fn parse_audio(data: Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvError> {
     let b0 = *data.first().ok_or(FlvError::Empty("audio"))?;
     let format = b0 >> 4;
     if format != 10 {
@@ -75,8 +78,10 @@ pub fn parse_audio(data: &Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvErr
     if data.len() < 2 {
         return Err(FlvError::Truncated("audio"));
     }
-    let payload = data.slice(2..);
-    match data[1] {
+    let packet_type = data[1];
+    let mut payload = data;
+    payload.advance(2);
+    match packet_type {
         0 => Ok(Some(MediaMessage::Config(TrackConfig {
             kind: TrackKind::Audio,
             codec: Codec::Aac,
@@ -162,7 +167,14 @@ mod tests {
             data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
         };
         let tag = frame_tag(&f).unwrap();
-        assert_eq!(parse_video(&tag, 1000), Ok(Some(MediaMessage::Frame(f))));
+        let body = tag.as_ptr().wrapping_add(5);
+        let parsed = parse_video(tag, 1000);
+        assert_eq!(parsed, Ok(Some(MediaMessage::Frame(f))));
+        // The frame's bytes are the tag's, not a copy.
+        let Ok(Some(MediaMessage::Frame(f))) = parsed else {
+            unreachable!()
+        };
+        assert_eq!(f.data.as_ptr(), body);
     }
 
     #[test]
@@ -181,8 +193,8 @@ mod tests {
         ] {
             let tag = config_tag(&c).unwrap();
             let parsed = match c.kind {
-                TrackKind::Video => parse_video(&tag, 0),
-                TrackKind::Audio => parse_audio(&tag, 0),
+                TrackKind::Video => parse_video(tag, 0),
+                TrackKind::Audio => parse_audio(tag, 0),
             };
             assert_eq!(parsed, Ok(Some(MediaMessage::Config(c))));
         }
@@ -190,28 +202,28 @@ mod tests {
 
     #[test]
     fn refusals_name_the_problem() {
-        assert_eq!(parse_video(&Bytes::new(), 0), Err(FlvError::Empty("video")));
+        assert_eq!(parse_video(Bytes::new(), 0), Err(FlvError::Empty("video")));
         assert_eq!(
-            parse_video(&Bytes::from_static(&[0x12, 0]), 0),
+            parse_video(Bytes::from_static(&[0x12, 0]), 0),
             Err(FlvError::VideoCodec(2))
         );
         assert_eq!(
-            parse_video(&Bytes::from_static(&[0x90, 0, 0, 0, 0]), 0),
+            parse_video(Bytes::from_static(&[0x90, 0, 0, 0, 0]), 0),
             Err(FlvError::EnhancedRtmp)
         );
         assert_eq!(
-            parse_video(&Bytes::from_static(&[0x17, 1]), 0),
+            parse_video(Bytes::from_static(&[0x17, 1]), 0),
             Err(FlvError::Truncated("video"))
         );
         assert_eq!(
-            parse_audio(&Bytes::from_static(&[0x2f, 1, 0]), 0),
+            parse_audio(Bytes::from_static(&[0x2f, 1, 0]), 0),
             Err(FlvError::AudioCodec(2))
         );
         assert_eq!(
-            parse_audio(&Bytes::from_static(&[0xaf]), 0),
+            parse_audio(Bytes::from_static(&[0xaf]), 0),
             Err(FlvError::Truncated("audio"))
         );
-        assert_eq!(parse_video(&Bytes::from_static(&[0x57, 0]), 0), Ok(None));
+        assert_eq!(parse_video(Bytes::from_static(&[0x57, 0]), 0), Ok(None));
     }
 
     #[test]

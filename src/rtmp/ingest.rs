@@ -444,9 +444,9 @@ impl Connection {
                 Next::Media(msg) => {
                     let data = bytes::Bytes::from(msg.payload);
                     let parsed = if msg.type_id == 9 {
-                        flv::parse_video(&data, msg.timestamp)?
+                        flv::parse_video(data, msg.timestamp)?
                     } else {
-                        flv::parse_audio(&data, msg.timestamp)?
+                        flv::parse_audio(data, msg.timestamp)?
                     };
                     self.media(parsed).await?;
                 }
