@@ -308,13 +308,7 @@ async fn rebase_passes_a_frame_already_on_the_output_timeline_without_a_copy() {
     );
     // 33 ms later in a 90 kHz clock: the same number of ms on the output,
     // but written in ms.
-    let m = frame(
-        33 * 90,
-        TimeBase {
-            num: 1,
-            den: 90_000,
-        },
-    );
+    let m = frame(33 * 90, TimeBase::MPEG);
     let r = out.rebase(&m).unwrap();
     assert!(!Arc::ptr_eq(&m, &r));
     assert_eq!(times(&r), (139, 139, TimeBase::MILLIS, payload.as_ptr()));
