@@ -194,10 +194,7 @@ fn publish(
     let (done_tx, done) = std::sync::mpsc::channel::<()>();
     let stream = stream.to_owned();
     let player = std::thread::spawn(move || {
-        let mut p = Rtmp::connect(origin_port, "live");
-        let r = p.session.request_playback(stream).unwrap();
-        p.apply(vec![r]);
-        p.wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted));
+        let mut p = Rtmp::player(origin_port, "live", &stream);
         let _ = subscribed_tx.send(());
         p.socket
             .set_read_timeout(Some(Duration::from_millis(200)))

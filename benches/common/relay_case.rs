@@ -81,10 +81,7 @@ pub fn run_case(
     let (done_tx, done) = std::sync::mpsc::channel::<Instant>();
     let player = std::thread::spawn(move || {
         // nginx-rtmp lets a player wait for a stream that is not published yet.
-        let mut p = Rtmp::connect(origin_port, "live");
-        let r = p.session.request_playback(stream.clone()).unwrap();
-        p.apply(vec![r]);
-        p.wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted));
+        let mut p = Rtmp::player(origin_port, "live", &stream);
         let _ = subscribed_tx.send(());
         p.socket
             .set_read_timeout(Some(Duration::from_millis(500)))

@@ -102,6 +102,15 @@ impl Rtmp {
 }
 
 impl Rtmp {
+    /// Connects to `app` and plays `stream`, waiting for the server's yes.
+    pub fn player(port: u16, app: &str, stream: &str) -> Rtmp {
+        let mut p = Rtmp::connect(port, app);
+        let r = p.session.request_playback(stream.to_owned()).unwrap();
+        p.apply(vec![r]);
+        p.wait_for(|e| matches!(e, ClientSessionEvent::PlaybackRequestAccepted));
+        p
+    }
+
     /// Connects to `app` and publishes `key`, waiting for the server's yes.
     pub fn publisher(port: u16, app: &str, key: &str) -> Rtmp {
         let mut p = Rtmp::connect(port, app);

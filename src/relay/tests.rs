@@ -210,12 +210,12 @@ async fn one_application_cannot_take_every_task_place() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A task that dies (a panic) before its outputs finish still takes the
-/// robots it fed its output back with out of their rooms.
-#[tokio::test]
-async fn outputs_dropped_unfinished_take_their_robots_out_of_the_rooms() {
-    let (_relays, rooms, _task, dir) = gateway();
-    let hub = MediaHub::default();
+/// What a passthrough relay of the teacher, without HLS, gives its outputs.
+fn passthrough_outputs(
+    rooms: &RoomHandle,
+    hub: &MediaHub,
+    dir: &std::path::Path,
+) -> (outputs::Deps, RelaySpec) {
     let deps = outputs::Deps {
         rooms: rooms.clone(),
         hub: hub.clone(),
@@ -230,6 +230,16 @@ async fn outputs_dropped_unfinished_take_their_robots_out_of_the_rooms() {
     )
     .unwrap();
     spec.outputs.hls = None;
+    (deps, spec)
+}
+
+/// A task that dies (a panic) before its outputs finish still takes the
+/// robots it fed its output back with out of their rooms.
+#[tokio::test]
+async fn outputs_dropped_unfinished_take_their_robots_out_of_the_rooms() {
+    let (_relays, rooms, _task, dir) = gateway();
+    let hub = MediaHub::default();
+    let (deps, mut spec) = passthrough_outputs(&rooms, &hub, &dir);
     let robot = UserId::new("robot-out").unwrap();
     spec.outputs.feedback.push(Feedback {
         room: room(),
@@ -260,20 +270,7 @@ async fn outputs_dropped_unfinished_take_their_robots_out_of_the_rooms() {
 async fn rebase_passes_a_frame_already_on_the_output_timeline_without_a_copy() {
     use crate::media::{Codec, EncodedFrame, MediaMessage, TimeBase, TrackKind};
     let (_relays, rooms, _task, dir) = gateway();
-    let deps = outputs::Deps {
-        rooms,
-        hub: MediaHub::default(),
-        hls_store: crate::hls::store::HlsStore::default(),
-        record_root: dir.join("recordings"),
-        loops: crate::rtmp::loops::Loops::none(),
-    };
-    let mut spec = RelaySpec::for_anchor(
-        room(),
-        UserId::new("teacher").unwrap(),
-        &profile("passthrough"),
-    )
-    .unwrap();
-    spec.outputs.hls = None;
+    let (deps, spec) = passthrough_outputs(&rooms, &MediaHub::default(), &dir);
     let mut out = outputs::Outputs::new(&spec, &deps);
     let payload = bytes::Bytes::from_static(b"a picture");
     let frame = |t: i64, time_base: TimeBase| {
