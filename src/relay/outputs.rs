@@ -206,17 +206,19 @@ impl Outputs {
         let MediaMessage::Frame(f) = &**m else {
             return Some(m.clone());
         };
-        let dts = f.time_base.rescale(f.dts, TimeBase::MILLIS);
-        let pts = f.time_base.rescale(f.pts, TimeBase::MILLIS);
+        let input = (
+            f.time_base.rescale(f.dts, TimeBase::MILLIS),
+            f.time_base.rescale(f.pts, TimeBase::MILLIS),
+        );
         let jumps = self.rebaser.jumps;
-        let Some((dts, pts)) = self.rebaser.map(f.kind, dts, pts) else {
-            tracing::debug!(task = %self.task, input_ms = dts, "audio from before the input's first frame dropped");
+        let Some((dts, pts)) = self.rebaser.map(f.kind, input.0, input.1) else {
+            tracing::debug!(task = %self.task, input_ms = input.0, "audio from before the input's first frame dropped");
             return None;
         };
         if self.rebaser.jumps != jumps {
-            tracing::warn!(task = %self.task, kind = ?f.kind, input_ms = f.time_base.rescale(f.dts, TimeBase::MILLIS), output_ms = dts, "the input's timestamps jumped; the output continues without a gap");
+            tracing::warn!(task = %self.task, kind = ?f.kind, input_ms = input.0, output_ms = dts, "the input's timestamps jumped; the output continues without a gap");
         }
-        if f.time_base == TimeBase::MILLIS && (f.dts, f.pts) == (dts, pts) {
+        if f.time_base == TimeBase::MILLIS && input == (dts, pts) {
             return Some(m.clone());
         }
         Some(Arc::new(MediaMessage::Frame(EncodedFrame {
