@@ -32,7 +32,7 @@ const KEY: &str = "bench-key";
 
 /// A cluster node in `dir` named `name`.
 fn node(dir: &Path, name: &str, redis_port: u16) -> (Killed, u16, u16) {
-    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("roomcast.toml"),
         format!(
@@ -40,11 +40,7 @@ fn node(dir: &Path, name: &str, redis_port: u16) -> (Killed, u16, u16) {
         ),
     )
     .unwrap();
-    std::fs::write(
-        dir.join("profiles/push-only.toml"),
-        "name = \"push-only\"\npassthrough = true\n[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n[audio]\nbitrate_kbps = 128\n[outputs.hls]\nenabled = false\n",
-    )
-    .unwrap();
+    relay_case::push_only_profile(dir, false);
     let (http_port, rtmp_port) = two_ports();
     let gw = procs::gateway(dir, http_port, rtmp_port);
     wait_port(http_port);

@@ -100,12 +100,7 @@ fn main() {
     if hls {
         println!("roomcast relays write HLS too");
     }
-    std::fs::create_dir_all(gw_dir.join("profiles")).unwrap();
-    std::fs::write(
-        gw_dir.join("profiles/push-only.toml"),
-        format!("name = \"push-only\"\npassthrough = true\n[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n[audio]\nbitrate_kbps = 128\n[outputs.hls]\nenabled = {hls}\n"),
-    )
-    .unwrap();
+    relay_case::push_only_profile(&gw_dir, hls);
     let (http_port, rtmp_port) = two_ports();
     let gw = gateway(&gw_dir, http_port, rtmp_port);
     wait_port(http_port);

@@ -170,12 +170,7 @@ fn roomcast(
     )
     .unwrap();
     // The same job as nginx's `push`: the RTMP output only.
-    std::fs::create_dir_all(dir.join("profiles")).unwrap();
-    std::fs::write(
-        dir.join("profiles/push-only.toml"),
-        "name = \"push-only\"\npassthrough = true\n[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n[audio]\nbitrate_kbps = 128\n[outputs.hls]\nenabled = false\n",
-    )
-    .unwrap();
+    relay_case::push_only_profile(dir, false);
     let (http_port, rtmp_port) = two_ports();
     let gw = gateway_under(wrapper, dir, http_port, rtmp_port);
     wait_port_within(http_port, Duration::from_secs(60));

@@ -43,6 +43,18 @@ pub fn source(work: &std::path::Path) -> Vec<(bool, u32, Bytes)> {
     super::flv_file::read_flv(&src)
 }
 
+/// Writes the `push-only` profile into the gateway directory `dir`: a
+/// passthrough relay's RTMP output (nginx-rtmp's `push`, the same job),
+/// with HLS too if `hls`.
+pub fn push_only_profile(dir: &std::path::Path, hls: bool) {
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::write(
+        dir.join("profiles/push-only.toml"),
+        format!("name = \"push-only\"\npassthrough = true\n[video]\nwidth = 1280\nheight = 720\nfps = 30\nbitrate_kbps = 2000\n[audio]\nbitrate_kbps = 128\n[outputs.hls]\nenabled = {hls}\n"),
+    )
+    .unwrap();
+}
+
 /// An nginx-rtmp origin (application `live`) on a free port in `dir`.
 pub fn origin(dir: &std::path::Path) -> (procs::Killed, u16) {
     let port = procs::free_port();
