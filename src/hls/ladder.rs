@@ -71,8 +71,24 @@ pub(crate) fn spawn(stream: &str, hls: &HlsOutput, store: &HlsStore) -> Option<L
     if hls.renditions.is_empty() {
         return None;
     }
-    let outputs: Vec<(VideoEncoding, LiveOutput)> = hls
-        .renditions
+    let outputs = open_outputs(stream, hls, store);
+    let runtime = tokio::runtime::Handle::current();
+    let task = stream.to_string();
+    Some(Worker::spawn("hls-ladder", QUEUE_CAPACITY, move |rx| {
+        // LiveOutput::finish schedules the stream's removal on the runtime.
+        let _rt = runtime.enter();
+        // libswscale's contexts stay on this thread.
+        run(rx, rungs(outputs), &task);
+    }))
+}
+
+/// Each rendition's encoding and its stream in the store.
+fn open_outputs(
+    stream: &str,
+    hls: &HlsOutput,
+    store: &HlsStore,
+) -> Vec<(VideoEncoding, LiveOutput)> {
+    hls.renditions
         .iter()
         .enumerate()
         .map(|(i, v)| {
@@ -82,31 +98,26 @@ pub(crate) fn spawn(stream: &str, hls: &HlsOutput, store: &HlsStore) -> Option<L
             };
             (settings, store.open(&rendition_name(stream, i + 1), hls, 0))
         })
-        .collect();
-    let runtime = tokio::runtime::Handle::current();
-    let task = stream.to_string();
-    Some(Worker::spawn("hls-ladder", QUEUE_CAPACITY, move |rx| {
-        // LiveOutput::finish schedules the stream's removal on the runtime.
-        let _rt = runtime.enter();
-        // libswscale's contexts stay on this thread.
-        let rungs = outputs
-            .into_iter()
-            .map(|(settings, output)| Rung {
-                picture: ff::frame::Video::new(
-                    ff::format::Pixel::YUV420P,
-                    settings.width,
-                    settings.height,
-                ),
-                decimator: Decimator::new(settings.fps),
-                settings,
-                output,
-                encoder: None,
-                scaler: None,
-                failed: false,
-            })
-            .collect();
-        run(rx, rungs, &task);
-    }))
+        .collect()
+}
+
+fn rungs(outputs: Vec<(VideoEncoding, LiveOutput)>) -> Vec<Rung> {
+    outputs
+        .into_iter()
+        .map(|(settings, output)| Rung {
+            picture: ff::frame::Video::new(
+                ff::format::Pixel::YUV420P,
+                settings.width,
+                settings.height,
+            ),
+            decimator: Decimator::new(settings.fps),
+            settings,
+            output,
+            encoder: None,
+            scaler: None,
+            failed: false,
+        })
+        .collect()
 }
 
 struct Rung {
@@ -125,7 +136,8 @@ struct Rung {
 }
 
 impl Rung {
-    fn picture(&mut self, source: &ff::frame::Video, f: &EncodedFrame, task: &str) {
+    /// Scales and encodes `source` (the decode of `f`, queued at `queued_ms`).
+    fn picture(&mut self, source: &ff::frame::Video, f: &EncodedFrame, queued_ms: u64, task: &str) {
         let ms = f.time_base.rescale(f.pts, TimeBase::MILLIS);
         if self.failed || !self.decimator.admit(ms, f.keyframe) {
             return;
@@ -133,8 +145,10 @@ impl Rung {
         if self.encoder.is_none() {
             match VideoEncoder::new_vfr(&self.settings) {
                 Ok(e) => {
-                    self.output
-                        .offer(&Arc::new(MediaMessage::Config(e.config().clone())));
+                    self.output.offer_at(
+                        &Arc::new(MediaMessage::Config(e.config().clone())),
+                        queued_ms,
+                    );
                     self.encoder = Some(e);
                 }
                 Err(e) => {
@@ -171,7 +185,10 @@ impl Rung {
         match enc.encode_at(&mut self.picture, ms, f.keyframe) {
             Ok(frames) => {
                 for frame in frames {
-                    self.output.offer(&Arc::new(MediaMessage::Frame(frame)));
+                    // Dated by when the task produced the source, not by
+                    // when this thread got to it (it may be catching up).
+                    self.output
+                        .offer_at(&Arc::new(MediaMessage::Frame(frame)), queued_ms);
                 }
             }
             Err(e) => tracing::debug!(%task, "hls rendition: encode: {e}"),
@@ -182,8 +199,8 @@ impl Rung {
 fn run(rx: Receiver<Cmd>, mut rungs: Vec<Rung>, task: &str) {
     let mut decoder = GatedDecoder::default();
     while let Ok(cmd) = rx.recv() {
-        let m = match cmd {
-            Cmd::Media(m) => m,
+        let (m, queued_ms) = match cmd {
+            Cmd::Media(m, queued_ms) => (m, queued_ms),
             Cmd::Discontinuity => {
                 for r in &mut rungs {
                     r.output.discontinuity();
@@ -201,7 +218,7 @@ fn run(rx: Receiver<Cmd>, mut rungs: Vec<Rung>, task: &str) {
             MediaMessage::Frame(f) if f.kind == TrackKind::Video => match decoder.decode(f) {
                 Ok(Some(picture)) => {
                     for r in &mut rungs {
-                        r.picture(picture, f, task);
+                        r.picture(picture, f, queued_ms, task);
                     }
                 }
                 Ok(None) => {}
@@ -210,7 +227,7 @@ fn run(rx: Receiver<Cmd>, mut rungs: Vec<Rung>, task: &str) {
             // Audio goes to every rendition as it is.
             _ => {
                 for r in &mut rungs {
-                    r.output.offer(&m);
+                    r.output.offer_at(&m, queued_ms);
                 }
             }
         }
@@ -252,6 +269,44 @@ mod tests {
     fn the_same_rate_keeps_everything_and_a_higher_one_too() {
         assert_eq!(kept(30, &thirty(60, 30)).len(), 60);
         assert_eq!(kept(60, &thirty(60, 30)).len(), 60);
+    }
+
+    /// A ladder thread that runs late (here: three seconds of the task's
+    /// output queued a minute ago, worked through now in one burst) dates
+    /// its renditions' segments by when the task made their source, as the
+    /// task's own stream is dated. Players line renditions up by
+    /// `EXT-X-PROGRAM-DATE-TIME` when they switch (hls.js looks the next
+    /// fragment up by it): a rendition dated by when the ladder caught up
+    /// sends them seconds back.
+    #[test]
+    fn a_late_ladder_dates_segments_by_when_the_task_made_their_source() {
+        use crate::hls::late_queue;
+        use crate::profile::HlsContainer;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _rt = rt.enter(); // finishing a stream schedules its removal
+        let hls = HlsOutput {
+            segment_seconds: 1,
+            window: 12,
+            low_latency: true,
+            part_ms: 200,
+            container: HlsContainer::Fmp4,
+            renditions: vec![VideoEncoding {
+                width: 160,
+                height: 90,
+                bitrate_kbps: 100,
+                fps: 15,
+                ..late_queue::source()
+            }],
+        };
+        let made_at = crate::unix_now_ms() - 60_000;
+        let rx = late_queue::queued_video(made_at, 3);
+        let store = HlsStore::default();
+        run(rx, rungs(open_outputs("late", &hls, &store)), "late");
+
+        let text = store.get("late.r1").unwrap().lock().playlist_text(false);
+        late_queue::assert_dated_from(std::str::from_utf8(&text).unwrap(), made_at, 3, 40);
     }
 
     #[test]

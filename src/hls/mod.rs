@@ -13,6 +13,8 @@
 pub(crate) mod cmaf;
 pub(crate) mod fmp4;
 pub(crate) mod ladder;
+#[cfg(test)]
+pub(crate) mod late_queue;
 pub(crate) mod live;
 pub(crate) mod playlist;
 pub(crate) mod store;

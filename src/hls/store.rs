@@ -489,11 +489,18 @@ pub(crate) struct LiveOutput {
 
 impl LiveOutput {
     pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
+        self.offer_at(msg, crate::unix_now_ms());
+    }
+
+    /// Offers a message that belongs to the wall clock `wall_ms` (unix ms):
+    /// when its source produced it, for an output fed from a queue that may
+    /// run late (an ABR rendition), so its segments are dated like the
+    /// source's.
+    pub(crate) fn offer_at(&mut self, msg: &Arc<MediaMessage>, wall_ms: u64) {
         if !self.gate.admit(msg) {
             return;
         }
-        self.segmenter
-            .push(msg, crate::unix_now_ms(), &mut self.events);
+        self.segmenter.push(msg, wall_ms, &mut self.events);
         self.publish();
     }
 

@@ -172,6 +172,9 @@ struct Writer {
     /// Audio that came before any video at the very start, held a moment
     /// in case video follows (so the first segment has both tracks).
     startup_audio: Vec<EncodedFrame>,
+    /// When the message being written was queued (unix ms), on a writer
+    /// thread: what a segment it opens is dated by. `None` inline (now).
+    queued_ms: Option<u64>,
 }
 
 /// How long (media time) the first audio waits for a video track to show up.
@@ -206,13 +209,17 @@ impl Writer {
             next_index: 0,
             startup_audio: Vec::new(),
             pending_discontinuity: false,
+            queued_ms: None,
         })
     }
 
     fn run(mut self, rx: Receiver<Cmd>) -> Result<(), HlsError> {
         while let Ok(cmd) = rx.recv() {
             match cmd {
-                Cmd::Media(m) => self.message(&m)?,
+                Cmd::Media(m, queued_ms) => {
+                    self.queued_ms = Some(queued_ms);
+                    self.message(&m)?;
+                }
                 Cmd::Discontinuity => self.discontinuity()?,
                 Cmd::Finish => break,
             }
@@ -379,7 +386,7 @@ impl Writer {
                 SegmentOut::Memory(buf)
             }
         };
-        let wall_ms = crate::unix_now_ms();
+        let wall_ms = self.queued_ms.unwrap_or_else(crate::unix_now_ms);
         self.segment = Some(OpenSegment {
             out,
             index,
@@ -494,6 +501,35 @@ pub(crate) fn aac_rate_channels(asc: &[u8]) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recording's HLS writer that falls behind (its disk stalled) dates
+    /// the segments it writes late by when their media was made, not by
+    /// when it got to them.
+    #[test]
+    fn a_late_writer_dates_segments_by_when_their_media_was_made() {
+        use crate::hls::late_queue;
+        let dir = std::env::temp_dir().join(format!(
+            "roomcast-late-writer-{}-{}",
+            std::process::id(),
+            crate::unix_now_ms()
+        ));
+        let settings = HlsOutput {
+            segment_seconds: 1,
+            window: 12,
+            low_latency: false,
+            part_ms: 200,
+            container: crate::profile::HlsContainer::Ts,
+            renditions: Vec::new(),
+        };
+        let made_at = crate::unix_now_ms() - 60_000;
+        let rx = late_queue::queued_video(made_at, 3);
+        Writer::new(Sink::Dir(dir.clone()), settings)
+            .and_then(|w| w.run(rx))
+            .unwrap();
+        let text = std::fs::read_to_string(dir.join(PLAYLIST)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        late_queue::assert_dated_from(&text, made_at, 3, 40);
+    }
 
     #[test]
     fn audio_specific_config() {

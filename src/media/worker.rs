@@ -11,7 +11,12 @@ use super::{DropToKeyframe, MediaMessage};
 
 /// What a worker thread receives.
 pub(crate) enum Cmd {
-    Media(Arc<MediaMessage>),
+    /// A message and the wall clock (unix ms) when it was queued: the time
+    /// it belongs to, however late the thread gets to it. A thread that
+    /// dates what it writes (an HLS segment's `EXT-X-PROGRAM-DATE-TIME`)
+    /// uses this, so a thread that fell behind and catches up does not
+    /// date a burst of old media as now.
+    Media(Arc<MediaMessage>, u64),
     /// The input changed (an anchor left and came back).
     Discontinuity,
     /// Close what is open and return.
@@ -51,7 +56,10 @@ impl Worker {
             self.counted.sync(self.gate.dropped);
             return;
         }
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(Cmd::Media(msg.clone())) {
+        if let Err(TrySendError::Full(_)) = self
+            .tx
+            .try_send(Cmd::Media(msg.clone(), crate::unix_now_ms()))
+        {
             self.gate.overflowed();
             self.counted.sync(self.gate.dropped);
         }
