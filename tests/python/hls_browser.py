@@ -18,8 +18,14 @@ Prints ONE JSON line:
   {"played_seconds", "window_seconds", "waiting", "waiting_before_start",
    "latency_median", "latency_samples", "target_latency", "levels",
    "current_level", "switched_to", "video_size", "errors", "error_count",
-   "fatal", "startup_seconds", "media_error", "media_recoveries"} (plus
-"switch_seconds", from setting the level to LEVEL_SWITCHED, with --level).
+   "fatal", "startup_seconds", "media_error", "media_recoveries",
+   "first_level", "first_frags"} (plus "switch_seconds", from setting the
+level to LEVEL_SWITCHED, with --level). "first_level" is the first level
+playlist hls.js read (its edge, first and last sequence numbers, parts),
+"first_frags" the first fragments and parts it buffered (level/sn.part and
+their playlist time): where playback started. Each error also carries the
+media element's own error, the playhead, the buffered ranges and the
+playlist edge at that moment.
 A fatal media error is recovered from once, as hls.js asks of players
 (hls.recoverMediaError()): it is listed in "errors" with "recovered": true,
 the browser's reason and the fragment, and counted in "media_recoveries";
@@ -70,6 +76,7 @@ const v = document.getElementById('v');
 const st = window.__st = {
   waiting: 0, waitingBeforeStart: 0, started: false, errors: [], errorCount: 0, recoveries: 0,
   switches: [], manifest: false, playError: null, supported: Hls.isSupported(),
+  firstLevel: null, frags: [],
 };
 if (!st.supported) return st;
 const hls = window.__hls = new Hls({lowLatencyMode: true, backBufferLength: 30});
@@ -84,12 +91,33 @@ hls.on(Hls.Events.ERROR, (_, d) => {
     st.errors.push({type: d.type, details: d.details, fatal: !!d.fatal && !recover,
                     recovered: recover, at: Math.round(performance.now()) / 1000,
                     reason: why ? String(why.message || why) : null,
+                    media: v.error ? (v.error.code + ': ' + v.error.message) : null,
+                    t: v.currentTime,
+                    buffered: Array.from({length: v.buffered.length},
+                                         (_, i) => [v.buffered.start(i), v.buffered.end(i)]),
+                    edge: hls.latestLevelDetails ? hls.latestLevelDetails.edge : null,
+                    level: hls.currentLevel, loadLevel: hls.loadLevel,
                     frag: d.frag ? d.frag.level + '/' + d.frag.sn + (d.part ? '.' + d.part.index : '') : null});
   }
   if (recover) {
     st.recoveries++;
     hls.recoverMediaError();
   }
+});
+// Where playback started: the first level playlist hls.js read, and the
+// first fragments and parts it buffered (level/sn.part at playlist time).
+hls.on(Hls.Events.LEVEL_LOADED, (_, d) => {
+  if (st.firstLevel) return;
+  const x = d.details;
+  st.firstLevel = {level: d.level, edge: x.edge, start_sn: x.startSN, end_sn: x.endSN,
+                   parts: x.partList ? x.partList.length : 0, can_block: !!x.canBlockReload,
+                   at: Math.round(performance.now()) / 1000};
+});
+hls.on(Hls.Events.FRAG_BUFFERED, (_, d) => {
+  if (st.frags.length >= 8) return;
+  st.frags.push({frag: d.frag.level + '/' + d.frag.sn + (d.part ? '.' + d.part.index : ''),
+                 start: Math.round(1000 * (d.part ? d.part.start : d.frag.start)) / 1000,
+                 at: Math.round(performance.now()) / 1000});
 });
 hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => st.switches.push({level: d.level, at: performance.now() / 1000}));
 hls.on(Hls.Events.MANIFEST_PARSED, () => {
@@ -113,7 +141,7 @@ return {
   size: [v.videoWidth, v.videoHeight],
   waiting: st.waiting, waitingBeforeStart: st.waitingBeforeStart,
   errors: st.errors, errorCount: st.errorCount, recoveries: st.recoveries, switches: st.switches,
-  manifest: st.manifest, playError: st.playError,
+  manifest: st.manifest, playError: st.playError, firstLevel: st.firstLevel, frags: st.frags,
   mediaError: v.error ? (v.error.code + ': ' + v.error.message) : null,
 };
 """
@@ -152,6 +180,8 @@ def main():
         report["video_size"] = s["size"]
         report["media_error"] = s["mediaError"]
         report["media_recoveries"] = s["recoveries"]
+        report["first_level"] = s["firstLevel"]
+        report["first_frags"] = s["frags"]
         if s["target"] is not None:
             report["target_latency"] = round(s["target"], 3)
         if args.level is not None and report["switched_to"] is None:
