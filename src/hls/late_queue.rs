@@ -9,21 +9,11 @@ use ffmpeg_next as ff;
 use crate::media::MediaMessage;
 use crate::media::worker::Cmd;
 use crate::mix::video::VideoEncoder;
-use crate::profile::{H264Profile, VideoEncoding};
+use crate::profile::VideoEncoding;
 
 /// The source's encoding: 320x180 at 30 fps, an IDR every second.
 pub(crate) fn source() -> VideoEncoding {
-    VideoEncoding {
-        width: 320,
-        height: 180,
-        fps: 30,
-        bitrate_kbps: 300,
-        gop_seconds: 1,
-        preset: "ultrafast".into(),
-        profile: H264Profile::High,
-        tune: Some("zerolatency".into()),
-        bframes: 0,
-    }
+    VideoEncoding::small(30)
 }
 
 /// `seconds` of H.264 (keyframes at each whole second, from 0 ms), each

@@ -803,17 +803,7 @@ mod tests {
     #[test]
     fn encodes_a_canvas_and_decodes_it_back() {
         ff::init().unwrap();
-        let v = VideoEncoding {
-            width: 320,
-            height: 180,
-            fps: 25,
-            bitrate_kbps: 300,
-            gop_seconds: 1,
-            preset: "ultrafast".into(),
-            profile: H264Profile::High,
-            tune: Some("zerolatency".into()),
-            bframes: 0,
-        };
+        let v = VideoEncoding::small(25);
         let mut enc = VideoEncoder::new(&v).unwrap();
         let mut canvas = Canvas::new(320, 180, &Background::Color(Rgb(0, 0, 255)));
         let placement = Placement {

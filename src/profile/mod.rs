@@ -135,6 +135,25 @@ pub struct VideoEncoding {
     pub bframes: u32,
 }
 
+#[cfg(test)]
+impl VideoEncoding {
+    /// A small, quick encoding for codec tests: 320x180 at `fps`, an IDR
+    /// every second, x264 ultrafast with no delay.
+    pub(crate) fn small(fps: u32) -> VideoEncoding {
+        VideoEncoding {
+            width: 320,
+            height: 180,
+            fps,
+            bitrate_kbps: 300,
+            gop_seconds: 1,
+            preset: "ultrafast".into(),
+            profile: H264Profile::High,
+            tune: Some("zerolatency".into()),
+            bframes: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum H264Profile {
     Baseline,
