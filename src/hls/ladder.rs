@@ -287,18 +287,14 @@ mod tests {
             .unwrap();
         let _rt = rt.enter(); // finishing a stream schedules its removal
         let hls = HlsOutput {
-            segment_seconds: 1,
-            window: 12,
             low_latency: true,
-            part_ms: 200,
-            container: HlsContainer::Fmp4,
             renditions: vec![VideoEncoding {
                 width: 160,
                 height: 90,
                 bitrate_kbps: 100,
-                fps: 15,
-                ..late_queue::source()
+                ..VideoEncoding::small(15)
             }],
+            ..late_queue::one_second_segments(HlsContainer::Fmp4)
         };
         let made_at = crate::unix_now_ms() - 60_000;
         let rx = late_queue::queued_video(made_at, 3);

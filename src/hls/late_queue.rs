@@ -9,26 +9,37 @@ use ffmpeg_next as ff;
 use crate::media::MediaMessage;
 use crate::media::worker::Cmd;
 use crate::mix::video::VideoEncoder;
-use crate::profile::VideoEncoding;
+use crate::profile::{HlsContainer, HlsOutput, VideoEncoding};
 
-/// The source's encoding: 320x180 at 30 fps, an IDR every second.
-pub(crate) fn source() -> VideoEncoding {
-    VideoEncoding::small(30)
+/// HLS in one-second segments, plain, in `container`, no renditions.
+pub(crate) fn one_second_segments(container: HlsContainer) -> HlsOutput {
+    HlsOutput {
+        segment_seconds: 1,
+        window: 12,
+        low_latency: false,
+        part_ms: 200,
+        container,
+        renditions: Vec::new(),
+    }
 }
 
-/// `seconds` of H.264 (keyframes at each whole second, from 0 ms), each
-/// message stamped as queued at `made_at` plus its time (unix ms).
+/// `seconds` of H.264 (`VideoEncoding::small` at 30 fps: keyframes at each
+/// whole second, from 0 ms), each message stamped as queued at `made_at`
+/// plus its time (unix ms).
 pub(crate) fn queued_video(made_at: u64, seconds: i64) -> std::sync::mpsc::Receiver<Cmd> {
     ff::util::log::set_level(ff::util::log::Level::Error);
+    let source = VideoEncoding::small(30);
+    let fps = i64::from(source.fps);
     let (tx, rx) = std::sync::mpsc::channel();
-    let mut enc = VideoEncoder::new_vfr(&source()).expect("libx264");
+    let mut enc = VideoEncoder::new_vfr(&source).expect("libx264");
     let config = Arc::new(MediaMessage::Config(enc.config().clone()));
     tx.send(Cmd::Media(config, made_at)).expect("queued");
-    let mut picture = ff::frame::Video::new(ff::format::Pixel::YUV420P, 320, 180);
-    for i in 0..seconds * 30 {
+    let mut picture =
+        ff::frame::Video::new(ff::format::Pixel::YUV420P, source.width, source.height);
+    for i in 0..seconds * fps {
         picture.data_mut(0).fill((i * 2) as u8);
         for f in enc
-            .encode_at(&mut picture, i * 1000 / 30, i % 30 == 0)
+            .encode_at(&mut picture, i * 1000 / fps, i % fps == 0)
             .expect("encoded")
         {
             let at = made_at + u64::try_from(f.dts).expect("from 0");

@@ -513,14 +513,7 @@ mod tests {
             std::process::id(),
             crate::unix_now_ms()
         ));
-        let settings = HlsOutput {
-            segment_seconds: 1,
-            window: 12,
-            low_latency: false,
-            part_ms: 200,
-            container: crate::profile::HlsContainer::Ts,
-            renditions: Vec::new(),
-        };
+        let settings = late_queue::one_second_segments(crate::profile::HlsContainer::Ts);
         let made_at = crate::unix_now_ms() - 60_000;
         let rx = late_queue::queued_video(made_at, 3);
         Writer::new(Sink::Dir(dir.clone()), settings)
