@@ -4,13 +4,18 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test build setup test-setup lint fmt clean fuzz fuzz-seeds soak
+.PHONY: run test build pgo setup test-setup lint fmt clean fuzz fuzz-seeds soak
 
 run: setup build
 	./target/release/roomcast serve
 
 build: setup
 	$(CARGO) build --release --locked
+
+# A profile-guided build, trained on this machine by relaying and mixing real
+# RTMP streams: target/pgo/release/roomcast (scripts/pgo.sh says how).
+pgo: test-setup
+	bash scripts/pgo.sh
 
 test: test-setup
 	$(CARGO) test --locked --lib --bins --tests

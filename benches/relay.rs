@@ -29,6 +29,12 @@
 //! Counted from the start, nginx-rtmp's CPU would then cover 18 s of
 //! delivery against roomcast's 20 s; from 3 s on, both deliver every frame.
 //!
+//! `RELAY_BENCH_ALT_BIN=<path>`: a second build of the gateway (e.g. `make
+//! pgo`'s target/pgo/release/roomcast) relays too, as "roomcast-alt", in the
+//! same run: the order is then roomcast, roomcast-alt, nginx-rtmp,
+//! nginx-rtmp, roomcast-alt, roomcast. (`ROOMCAST_BENCH_BIN` replaces the
+//! gateway of every bench instead.)
+//!
 //! Run: `cargo bench --bench relay` (needs ffmpeg and nginx from `make test`'s set-up).
 
 use std::path::PathBuf;
@@ -42,10 +48,64 @@ mod procs;
 mod relay_case;
 #[path = "common/rtmp_client.rs"]
 mod rtmp_client;
-use procs::{free_port, gateway, http, nginx, two_ports, wait_port};
+use procs::{free_port, gateway_bin, gateway_bin_under, http, nginx, two_ports, wait_port};
 use relay_case::{SECONDS, STEADY_FROM_MS, run_case, summary};
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "bench-key";
+
+/// One gateway relaying: its process and ports.
+struct Gateway {
+    proc: procs::Killed,
+    http_port: u16,
+    rtmp_port: u16,
+}
+
+/// The gateway binary `bin` serving `dir`, configured for `many` relays,
+/// with the push-only profile; its idle CPU is printed as `name`'s.
+fn start_gateway(name: &str, bin: &str, dir: &std::path::Path, many: usize) -> Gateway {
+    std::fs::create_dir_all(dir).unwrap();
+    // `RELAY_BENCH_IO_THREADS=1`, `RELAY_BENCH_RTMP_THREADS=0`: the
+    // gateway's `runtime.io_threads` and `runtime.rtmp_threads`.
+    let runtime_key = |var: &str, key: &str| {
+        std::env::var(var)
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .map_or(String::new(), |n| format!("{key} = {n}\n"))
+    };
+    let runtime = format!(
+        "[runtime]\n{}{}",
+        runtime_key("RELAY_BENCH_IO_THREADS", "io_threads"),
+        runtime_key("RELAY_BENCH_RTMP_THREADS", "rtmp_threads")
+    );
+    std::fs::write(
+        dir.join("roomcast.toml"),
+        // More relays than an application may run by default need the
+        // limit raised, and more publishers than one address may connect
+        // (64: the harness publishes them all from 127.0.0.1); admission is
+        // not what this measures.
+        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n[limits]\ntasks_per_app = {}\ncpu_budget = 64\n[rtmp]\nmax_connections_per_ip = {}\n{runtime}", many.max(100), many.max(56) + 8),
+    )
+    .unwrap();
+    // The same job as nginx's `push`: the RTMP output only (the shipped
+    // passthrough profile also writes HLS). `RELAY_BENCH_HLS=1`: HLS too,
+    // as the shipped profile does, for what a relay costs the gateway then
+    // (nginx-rtmp still only pushes).
+    let hls = std::env::var("RELAY_BENCH_HLS").is_ok_and(|v| v == "1");
+    relay_case::push_only_profile(dir, hls);
+    let (http_port, rtmp_port) = two_ports();
+    let proc = gateway_bin_under(&[], bin, dir, http_port, rtmp_port);
+    wait_port(http_port);
+    // What the gateway costs doing nothing, over the same span as a run.
+    let idle_from = procs::cpu_seconds_precise(proc.0.id());
+    std::thread::sleep(Duration::from_secs(10));
+    let idle = (procs::cpu_seconds_precise(proc.0.id()) - idle_from) / 10.0;
+    println!("{name} idle: CPU {idle:.4} s/s ({bin})");
+    Gateway {
+        proc,
+        http_port,
+        rtmp_port,
+    }
+}
 
 fn main() {
     // `cargo bench --bench relay -- 20`: that many relays at once (default 50).
@@ -63,52 +123,28 @@ fn main() {
         tags.len(),
         f64::from(STEADY_FROM_MS) / 1000.0
     );
-
-    // The origin both relays deliver to.
-    let (_origin, origin_port) = relay_case::origin(&work.join("origin"));
-
-    // roomcast: publish into a room, a passthrough relay pushes to the origin.
-    let gw_dir = work.join("roomcast");
-    std::fs::create_dir_all(&gw_dir).unwrap();
-    // `RELAY_BENCH_IO_THREADS=1`, `RELAY_BENCH_RTMP_THREADS=0`: the
-    // gateway's `runtime.io_threads` and `runtime.rtmp_threads`.
-    let runtime_key = |var: &str, key: &str| {
-        std::env::var(var)
-            .ok()
-            .and_then(|n| n.parse::<usize>().ok())
-            .map_or(String::new(), |n| format!("{key} = {n}\n"))
-    };
-    let runtime = format!(
-        "[runtime]\n{}{}",
-        runtime_key("RELAY_BENCH_IO_THREADS", "io_threads"),
-        runtime_key("RELAY_BENCH_RTMP_THREADS", "rtmp_threads")
-    );
-    std::fs::write(
-        gw_dir.join("roomcast.toml"),
-        // More relays than an application may run by default need the
-        // limit raised, and more publishers than one address may connect
-        // (64: the harness publishes them all from 127.0.0.1); admission is
-        // not what this measures.
-        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n[limits]\ntasks_per_app = {}\ncpu_budget = 64\n[rtmp]\nmax_connections_per_ip = {}\n{runtime}", many.max(100), many.max(56) + 8),
-    )
-    .unwrap();
-    // The same job as nginx's `push`: the RTMP output only (the shipped
-    // passthrough profile also writes HLS). `RELAY_BENCH_HLS=1`: HLS too,
-    // as the shipped profile does, for what a relay costs the gateway then
-    // (nginx-rtmp still only pushes).
-    let hls = std::env::var("RELAY_BENCH_HLS").is_ok_and(|v| v == "1");
-    if hls {
+    if std::env::var("RELAY_BENCH_HLS").is_ok_and(|v| v == "1") {
         println!("roomcast relays write HLS too");
     }
-    relay_case::push_only_profile(&gw_dir, hls);
-    let (http_port, rtmp_port) = two_ports();
-    let gw = gateway(&gw_dir, http_port, rtmp_port);
-    wait_port(http_port);
-    // What the gateway costs doing nothing, over the same span as a run.
-    let idle_from = procs::cpu_seconds_precise(gw.0.id());
-    std::thread::sleep(Duration::from_secs(10));
-    let idle = (procs::cpu_seconds_precise(gw.0.id()) - idle_from) / 10.0;
-    println!("roomcast idle: CPU {idle:.4} s/s");
+
+    // The origin every relay delivers to.
+    let (_origin, origin_port) = relay_case::origin(&work.join("origin"));
+
+    // roomcast (and a second build of it, if given): publish into a room, a
+    // passthrough relay pushes to the origin.
+    let mut gateways = vec![(
+        "roomcast",
+        start_gateway("roomcast", &gateway_bin(), &work.join("roomcast"), many),
+    )];
+    if let Some(alt) = std::env::var("RELAY_BENCH_ALT_BIN")
+        .ok()
+        .filter(|b| !b.is_empty())
+    {
+        gateways.push((
+            "roomcast-alt",
+            start_gateway("roomcast-alt", &alt, &work.join("roomcast-alt"), many),
+        ));
+    }
     // nginx-rtmp relaying the same stream with `push`.
     let relay_port = free_port();
     let relay = nginx(
@@ -121,7 +157,7 @@ fn main() {
 
     // Relay `i`: room `bench<i>`, anchor `anchor<i>`, pushed as `rc<i>`;
     // its tasks are deleted after the case.
-    let roomcast_case = |from: usize, n: usize| -> (Vec<f64>, f64) {
+    let roomcast_case = |gw: &Gateway, from: usize, n: usize| -> (Vec<f64>, f64) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -132,13 +168,13 @@ fn main() {
                 let body = format!(
                     "{{\"sdkappid\":{APP},\"room\":\"bench{i}\",\"userid\":\"anchor{i}\",\"profile\":\"push-only\",\"rtmp\":[\"rtmp://127.0.0.1:{origin_port}/live/rc{i}\"]}}"
                 );
-                let (code, resp) = http(http_port, "POST", "/v1/relays", &body);
+                let (code, resp) = http(gw.http_port, "POST", "/v1/relays", &body);
                 assert_eq!(code, 201, "{resp}");
                 let resp: serde_json::Value = serde_json::from_str(&resp).unwrap();
                 tasks.push(resp["task_id"].as_str().expect("task id").to_owned());
                 let user = format!("anchor{i}");
                 let sig = roomcast::auth::usersig::generate(APP, KEY, &user, 3600, now, None);
-                (rtmp_port, "push", format!("bench{i}?sdkappid={APP}&userid={user}&usersig={sig}"))
+                (gw.rtmp_port, "push", format!("bench{i}?sdkappid={APP}&userid={user}&usersig={sig}"))
             })
             .collect();
         let out = run_case(
@@ -146,10 +182,10 @@ fn main() {
             &publish,
             origin_port,
             &format!("rc{from}"),
-            gw.0.id(),
+            gw.proc.0.id(),
         );
         for id in tasks {
-            http(http_port, "DELETE", &format!("/v1/relays/{id}"), "");
+            http(gw.http_port, "DELETE", &format!("/v1/relays/{id}"), "");
         }
         out
     };
@@ -166,9 +202,9 @@ fn main() {
         )
     };
 
-    // Each case twice per side, in the order roomcast, nginx, nginx,
-    // roomcast, so neither side gets the warmer or the later slots; each
-    // run its own stream numbers.
+    // Each case twice per side, in the order roomcast(s), nginx, nginx,
+    // roomcast(s) reversed, so no side gets the warmer or the later slots;
+    // each run its own stream numbers.
     let mut next_stream = 0;
     let mut streams = |n: usize| {
         next_stream += n;
@@ -181,10 +217,18 @@ fn main() {
             many,
         ),
     ] {
-        let rc_a = roomcast_case(streams(n), n);
+        let first: Vec<_> = gateways
+            .iter()
+            .map(|(_, gw)| roomcast_case(gw, streams(n), n))
+            .collect();
         let ng_a = nginx_case(streams(n), n);
         let ng_b = nginx_case(streams(n), n);
-        let rc_b = roomcast_case(streams(n), n);
+        let mut second: Vec<_> = gateways
+            .iter()
+            .rev()
+            .map(|(_, gw)| roomcast_case(gw, streams(n), n))
+            .collect();
+        second.reverse();
         println!("\n{label}:");
         let side = |name: &str, a: (Vec<f64>, f64), b: (Vec<f64>, f64)| -> (f64, f64) {
             let (mut lat, cpu) = (a.0, [a.1, b.1]);
@@ -196,15 +240,28 @@ fn main() {
             );
             (p50, mean)
         };
-        let (rc_p50, rc_cpu_s) = side("roomcast", rc_a, rc_b);
+        let ours: Vec<(&str, (f64, f64))> = gateways
+            .iter()
+            .zip(first.into_iter().zip(second))
+            .map(|((name, _), (a, b))| (*name, side(name, a, b)))
+            .collect();
         let (ng_p50, ng_cpu_s) = side("nginx-rtmp", ng_a, ng_b);
-        println!(
-            "ratio roomcast/nginx-rtmp: latency p50 {:.2}x, CPU {:.2}x",
-            rc_p50 / ng_p50,
-            rc_cpu_s / ng_cpu_s.max(1e-9)
-        );
+        for (name, (p50, cpu_s)) in &ours {
+            println!(
+                "ratio {name}/nginx-rtmp: latency p50 {:.2}x, CPU {:.2}x",
+                p50 / ng_p50,
+                cpu_s / ng_cpu_s.max(1e-9)
+            );
+        }
+        if let [(_, (p50, cpu_s)), (alt, (alt_p50, alt_cpu_s))] = ours[..] {
+            println!(
+                "ratio {alt}/roomcast: latency p50 {:.2}x, CPU {:.2}x",
+                alt_p50 / p50,
+                alt_cpu_s / cpu_s.max(1e-9)
+            );
+        }
     }
     drop(relay);
-    drop(gw);
+    drop(gateways);
     let _ = std::fs::remove_dir_all(&work);
 }

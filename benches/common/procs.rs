@@ -71,10 +71,32 @@ pub fn gateway(dir: &Path, http_port: u16, rtmp_port: u16) -> Killed {
     gateway_under(&[], dir, http_port, rtmp_port)
 }
 
+/// The gateway binary the benches run: `ROOMCAST_BENCH_BIN` if set (another
+/// build of it, e.g. `make pgo`'s target/pgo/release/roomcast), else the
+/// release build cargo made for this bench.
+pub fn gateway_bin() -> String {
+    std::env::var("ROOMCAST_BENCH_BIN")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_roomcast").to_owned())
+}
+
 /// [`gateway`] run by `wrapper`, as [`nginx_under`].
 pub fn gateway_under(wrapper: &[String], dir: &Path, http_port: u16, rtmp_port: u16) -> Killed {
+    gateway_bin_under(wrapper, &gateway_bin(), dir, http_port, rtmp_port)
+}
+
+/// [`gateway_under`] with the binary `bin`.
+pub fn gateway_bin_under(
+    wrapper: &[String],
+    bin: &str,
+    dir: &Path,
+    http_port: u16,
+    rtmp_port: u16,
+) -> Killed {
+    assert!(Path::new(bin).is_file(), "no gateway binary at {bin}");
     Killed(
-        under(wrapper, env!("CARGO_BIN_EXE_roomcast"))
+        under(wrapper, bin)
             .arg("serve")
             .current_dir(dir)
             .env("RUST_LOG", "warn")

@@ -268,9 +268,9 @@ impl Ingest {
 }
 
 /// A connection that ends without [`Connection::finish`] (a panic inside
-/// it) must not leave its publisher in the room for ever: it is
-/// disconnected, as if its socket had dropped (the grace applies). Its
-/// publisher leaves the hub as it is dropped.
+/// it, or its loop stopped with the gateway) must not leave its publisher
+/// in the room for ever: it is disconnected, as if its socket had dropped
+/// (the grace applies). Its publisher leaves the hub as it is dropped.
 impl Drop for Connection {
     fn drop(&mut self) {
         let Some(p) = self.published.take() else {
@@ -279,7 +279,13 @@ impl Drop for Connection {
         let Sink::Local(_) = &p.sink else {
             return;
         };
-        tracing::error!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp connection ended by an internal error; its session is disconnected");
+        if std::thread::panicking() {
+            tracing::error!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp connection ended by an internal error; its session is disconnected");
+        } else {
+            // Dropped unfinished without a panic: its event loop stopped,
+            // which only the gateway's shutdown does.
+            tracing::info!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp connection closed as the gateway stops; its session is disconnected");
+        }
         self.ingest.rooms.end_detached(p.session, false);
     }
 }
