@@ -143,12 +143,14 @@ start_relay "{\"sdkappid\":$app,\"room\":\"relay\",\"userid\":\"anchor\",\"profi
 start_relay "{\"sdkappid\":$app,\"room\":\"hls\",\"userid\":\"host\",\"profile\":\"passthrough\",\"rtmp\":[\"rtmp://127.0.0.1:$origin_port/live/hls\"]}"
 start_relay "{\"sdkappid\":$app,\"room\":\"mix\",\"profile\":\"grid-720p\",\"rtmp\":[\"rtmp://127.0.0.1:$origin_port/live/mix\"]}"
 
+publishers=()
 publish() { # FILE ROOM USER
     local sig
     sig=$("$bin" usersig gen --sdkappid "$app" --key "$key" --userid "$3" --expire 3600)
     ffmpeg -v error -re -stream_loop -1 -i "$1" -c copy -f flv \
         "rtmp://127.0.0.1:$rtmp_port/push/$2?sdkappid=$app&userid=$3&usersig=$sig" </dev/null &
     pids+=($!)
+    publishers+=($!)
 }
 publish "$data/media/720p.flv" relay anchor
 publish "$data/media/720p.flv" hls host
@@ -176,6 +178,10 @@ for line in open(sys.argv[1]):
         print(f"pgo: trained task in room {t['room']}: {t['frames']} frames, {t['kbps']} kbps")
 PY
 for id in "${tasks[@]}"; do api DELETE "/v1/relays/$id" >/dev/null; done
+# The publishers stop first, as a streamer would (SIGTERM: ffmpeg ends its
+# stream and exits).
+for p in "${publishers[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+for p in "${publishers[@]}"; do wait "$p" 2>/dev/null || true; done
 
 kill -TERM "$gw"
 deadline=$((SECONDS + 30))
