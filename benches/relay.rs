@@ -32,7 +32,7 @@
 //! `RELAY_BENCH_ALT_BIN=<path>`: a second build of the gateway (e.g. `make
 //! pgo`'s target/pgo/release/roomcast) relays too, as "roomcast-alt", in the
 //! same run: the order is then roomcast, roomcast-alt, nginx-rtmp,
-//! nginx-rtmp, roomcast-alt, roomcast. (`ROOMCAST_BENCH_BIN` replaces the
+//! nginx-rtmp, roomcast-alt, roomcast. (`BENCH_GATEWAY_BIN` replaces the
 //! gateway of every bench instead.)
 //!
 //! Run: `cargo bench --bench relay` (needs ffmpeg and nginx from `make test`'s set-up).

@@ -71,11 +71,12 @@ pub fn gateway(dir: &Path, http_port: u16, rtmp_port: u16) -> Killed {
     gateway_under(&[], dir, http_port, rtmp_port)
 }
 
-/// The gateway binary the benches run: `ROOMCAST_BENCH_BIN` if set (another
+/// The gateway binary the benches run: `BENCH_GATEWAY_BIN` if set (another
 /// build of it, e.g. `make pgo`'s target/pgo/release/roomcast), else the
-/// release build cargo made for this bench.
+/// release build cargo made for this bench. Not a `ROOMCAST_` name: the
+/// gateway inherits this environment and reads those as its configuration.
 pub fn gateway_bin() -> String {
-    std::env::var("ROOMCAST_BENCH_BIN")
+    std::env::var("BENCH_GATEWAY_BIN")
         .ok()
         .filter(|b| !b.is_empty())
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_roomcast").to_owned())
