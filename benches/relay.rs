@@ -61,8 +61,9 @@ struct Gateway {
 }
 
 /// The gateway binary `bin` serving `dir`, configured for `many` relays,
-/// with the push-only profile; its idle CPU is printed as `name`'s.
-fn start_gateway(name: &str, bin: &str, dir: &std::path::Path, many: usize) -> Gateway {
+/// with the push-only profile (writing HLS too if `hls`); its idle CPU is
+/// printed as `name`'s.
+fn start_gateway(name: &str, bin: &str, dir: &std::path::Path, many: usize, hls: bool) -> Gateway {
     std::fs::create_dir_all(dir).unwrap();
     // `RELAY_BENCH_IO_THREADS=1`, `RELAY_BENCH_RTMP_THREADS=0`: the
     // gateway's `runtime.io_threads` and `runtime.rtmp_threads`.
@@ -86,11 +87,6 @@ fn start_gateway(name: &str, bin: &str, dir: &std::path::Path, many: usize) -> G
         format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n[limits]\ntasks_per_app = {}\ncpu_budget = 64\n[rtmp]\nmax_connections_per_ip = {}\n{runtime}", many.max(100), many.max(56) + 8),
     )
     .unwrap();
-    // The same job as nginx's `push`: the RTMP output only (the shipped
-    // passthrough profile also writes HLS). `RELAY_BENCH_HLS=1`: HLS too,
-    // as the shipped profile does, for what a relay costs the gateway then
-    // (nginx-rtmp still only pushes).
-    let hls = std::env::var("RELAY_BENCH_HLS").is_ok_and(|v| v == "1");
     relay_case::push_only_profile(dir, hls);
     let (http_port, rtmp_port) = two_ports();
     let proc = gateway_bin_under(&[], bin, dir, http_port, rtmp_port);
@@ -123,7 +119,12 @@ fn main() {
         tags.len(),
         f64::from(STEADY_FROM_MS) / 1000.0
     );
-    if std::env::var("RELAY_BENCH_HLS").is_ok_and(|v| v == "1") {
+    // The same job as nginx's `push`: the RTMP output only (the shipped
+    // passthrough profile also writes HLS). `RELAY_BENCH_HLS=1`: HLS too,
+    // as the shipped profile does, for what a relay costs the gateway then
+    // (nginx-rtmp still only pushes).
+    let hls = std::env::var("RELAY_BENCH_HLS").is_ok_and(|v| v == "1");
+    if hls {
         println!("roomcast relays write HLS too");
     }
 
@@ -134,7 +135,13 @@ fn main() {
     // passthrough relay pushes to the origin.
     let mut gateways = vec![(
         "roomcast",
-        start_gateway("roomcast", &gateway_bin(), &work.join("roomcast"), many),
+        start_gateway(
+            "roomcast",
+            &gateway_bin(),
+            &work.join("roomcast"),
+            many,
+            hls,
+        ),
     )];
     if let Some(alt) = std::env::var("RELAY_BENCH_ALT_BIN")
         .ok()
@@ -142,7 +149,7 @@ fn main() {
     {
         gateways.push((
             "roomcast-alt",
-            start_gateway("roomcast-alt", &alt, &work.join("roomcast-alt"), many),
+            start_gateway("roomcast-alt", &alt, &work.join("roomcast-alt"), many, hls),
         ));
     }
     // nginx-rtmp relaying the same stream with `push`.
