@@ -48,3 +48,96 @@ fn report(info: &PanicHookInfo<'_>) {
         tracing::error!(thread, place, "panicked: {message}");
     }
 }
+
+/// Logs why a guard found its owner dropped before it finished, for the
+/// guards named above: with a panic unwinding through it, an internal
+/// error (`error`); otherwise its task was dropped unpolled, which only the
+/// gateway's shutdown does (`info`: every connection and task open at a
+/// clean stop goes this way, and that is not a fault).
+///
+/// `unfinished!("what", "what the guard does about it", fields...)`, the
+/// fields as `tracing` takes them.
+macro_rules! unfinished {
+    ($what:literal, $then:literal $(, $($field:tt)+)?) => {
+        if ::std::thread::panicking() {
+            ::tracing::error!(
+                $($($field)+ ,)?
+                concat!($what, " ended by an internal error; ", $then)
+            );
+        } else {
+            ::tracing::info!(
+                $($($field)+ ,)?
+                concat!($what, " closed as the gateway stops; ", $then)
+            );
+        }
+    };
+}
+pub(crate) use unfinished;
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// Everything logged on this thread while `f` runs, one line a record.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = buf.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    struct Guard(&'static str);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            super::unfinished!("test task", "its member leaves", task = self.0);
+        }
+    }
+
+    #[test]
+    fn a_guard_dropped_by_a_panic_logs_an_error_and_by_a_stop_only_info() {
+        let stopped = logged(|| drop(Guard("stopped")));
+        assert!(stopped.contains(" INFO "), "{stopped}");
+        assert!(
+            stopped.contains("test task closed as the gateway stops; its member leaves"),
+            "{stopped}"
+        );
+        assert!(stopped.contains("task=\"stopped\""), "{stopped}");
+        assert!(!stopped.contains("ERROR"), "{stopped}");
+
+        let panicked = logged(|| {
+            let died = std::panic::catch_unwind(|| {
+                let _held = Guard("panicked");
+                panic!("a bug inside the task");
+            });
+            assert!(died.is_err());
+        });
+        let line = panicked
+            .lines()
+            .find(|l| l.contains("test task"))
+            .unwrap_or_else(|| panic!("no guard line in {panicked}"));
+        assert!(line.contains(" ERROR "), "{line}");
+        assert!(
+            line.contains("test task ended by an internal error; its member leaves"),
+            "{line}"
+        );
+        assert!(line.contains("task=\"panicked\""), "{line}");
+    }
+}

@@ -339,12 +339,17 @@ struct Connection {
     finished: bool,
 }
 
-/// A socket task that dies inside (a panic) must not leave its member in
-/// the room for ever: it is disconnected, as if its socket had dropped.
+/// A socket task that dies inside (a panic) or is dropped as the gateway
+/// stops must not leave its member in the room for ever: it is
+/// disconnected, as if its socket had dropped.
 impl Drop for Connection {
     fn drop(&mut self) {
         if !self.finished {
-            tracing::error!(room = %self.key, session = self.session.0, "signalling session ended by an internal error; it is disconnected");
+            crate::panics::unfinished!(
+                "signalling session",
+                "it is disconnected",
+                room = %self.key, session = self.session.0
+            );
             self.rooms.end_detached(self.session, false);
         }
     }

@@ -53,8 +53,9 @@ struct Entry {
 
 /// A running ingest's hold on its table entry, its reader and its robot.
 /// The entry goes when the task ends, however it ends. A task that dies
-/// before its end (a panic: still `armed`) also stops its reader and
-/// takes its robot out of the room, so the same anchor can be pulled again.
+/// before its end (a panic, or dropped with the runtime as the gateway
+/// stops: still `armed`) also stops its reader and takes its robot out of
+/// the room, so the same anchor can be pulled again.
 struct Held {
     pulls: PullManager,
     task: String,
@@ -69,7 +70,11 @@ impl Drop for Held {
         if !self.armed {
             return;
         }
-        tracing::error!(task = %self.task, "stream ingest ended by an internal error; its robot leaves the room");
+        crate::panics::unfinished!(
+            "stream ingest",
+            "its robot leaves the room",
+            task = %self.task
+        );
         self.stop.store(true, Ordering::Relaxed);
         self.pulls.rooms.end_detached(self.session, true);
     }

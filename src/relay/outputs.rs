@@ -91,12 +91,17 @@ pub(super) struct Outputs {
     rates: Rates<2>,
 }
 
-/// A task that dies (a panic) before [`Outputs::finish`] must not leave
-/// its robots in the rooms its output was fed back into: they leave.
+/// A task that dies (a panic) or is dropped as the gateway stops before
+/// [`Outputs::finish`] must not leave its robots in the rooms its output
+/// was fed back into: they leave.
 impl Drop for Outputs {
     fn drop(&mut self) {
         for f in self.feedback.drain(..) {
-            tracing::error!(task = %self.task, room = %f.room, "relay task ended by an internal error; its output's robot leaves the room");
+            crate::panics::unfinished!(
+                "relay task",
+                "its output's robot leaves the room",
+                task = %self.task, room = %f.room
+            );
             self.rooms.end_detached(f.session, true);
         }
     }

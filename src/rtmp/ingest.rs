@@ -279,13 +279,11 @@ impl Drop for Connection {
         let Sink::Local(_) = &p.sink else {
             return;
         };
-        if std::thread::panicking() {
-            tracing::error!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp connection ended by an internal error; its session is disconnected");
-        } else {
-            // Dropped unfinished without a panic: its event loop stopped,
-            // which only the gateway's shutdown does.
-            tracing::info!(peer = %self.peer, room = %p.key, user = %p.user, "rtmp connection closed as the gateway stops; its session is disconnected");
-        }
+        crate::panics::unfinished!(
+            "rtmp connection",
+            "its session is disconnected",
+            peer = %self.peer, room = %p.key, user = %p.user
+        );
         self.ingest.rooms.end_detached(p.session, false);
     }
 }

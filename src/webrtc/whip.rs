@@ -152,17 +152,21 @@ struct Session {
     finished: bool,
 }
 
-/// A session task that ends without `finish` (a panic inside it) must not
-/// leave its anchor in the room, its readers publishing and its peer
-/// connection open: it is ended as if its connection had dropped (the
-/// room's grace applies).
+/// A session task that ends without `finish` (a panic inside it, or
+/// dropped as the gateway stops) must not leave its anchor in the room,
+/// its readers publishing and its peer connection open: it is ended as if
+/// its connection had dropped (the room's grace applies).
 impl Drop for Session {
     fn drop(&mut self) {
         if self.finished {
             return;
         }
         let (room, user, id) = (&self.req.room, &self.req.user, &self.id);
-        tracing::error!(%room, %user, session = %id, "whip session ended by an internal error; it is disconnected");
+        crate::panics::unfinished!(
+            "whip session",
+            "it is disconnected",
+            %room, %user, session = %id
+        );
         for r in self.readers.drain(..) {
             r.abort();
         }
