@@ -2,6 +2,12 @@
 //! (libfaketime moves roomcast's wall clock only; its monotonic clock runs
 //! on): the mix keeps its output clock, its HLS segments stay their length,
 //! and the CDN origin records one continuous stream.
+//!
+//! The mix is a 640x360p30 grid at x264's ultrafast preset: the output
+//! clock is the same at any size, and this test's debug-built gateway (its
+//! wall clock read through libfaketime's offset file at every call) would
+//! otherwise run a 720p mix on a 2-core box with little to spare, where a
+//! busy moment alone can cost it frames.
 
 mod common;
 
@@ -14,6 +20,24 @@ use serde_json::json;
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "clock-test-key";
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+const GRID: &str = r#"
+name = "clock-grid"
+[video]
+width = 640
+height = 360
+fps = 30
+bitrate_kbps = 800
+gop_seconds = 2
+preset = "ultrafast"
+tune = "zerolatency"
+[audio]
+bitrate_kbps = 64
+[layout]
+mode = "grid"
+[outputs.hls]
+segment_seconds = 2
+"#;
 
 fn durations(gw: &Gateway, stream: &str) -> Vec<f64> {
     http_get(gw.http_port, &format!("/hls/{stream}/index.m3u8"))
@@ -31,9 +55,12 @@ fn a_mix_rides_through_wall_clock_steps() {
     let clock = TempDir::new("faketime");
     let offset = clock.0.join("offset");
     std::fs::write(&offset, "+0\n").unwrap();
+    let profiles = TempDir::new("clock-profiles");
+    std::fs::write(profiles.0.join("clock-grid.toml"), GRID).unwrap();
     let gw = Gateway::spawn(
         Some(&common::app_config(APP, KEY, Some(("AKIDclock", "k")), "")),
         &[
+            ("ROOMCAST_PROFILES_DIR", profiles.0.to_str().unwrap()),
             ("LD_PRELOAD", FAKETIME),
             ("FAKETIME_TIMESTAMP_FILE", offset.to_str().unwrap()),
             ("FAKETIME_NO_CACHE", "1"),
@@ -44,7 +71,7 @@ fn a_mix_rides_through_wall_clock_steps() {
     let origin = Origin::start();
     let mut anchor = Publisher::start(&gw.publish_url(APP, KEY, "clock", "host"), 20, &gw.dir.0);
     let (id, stream) = gw.start_relay(
-        &json!({"sdkappid": APP, "room": "clock", "profile": "grid-720p",
+        &json!({"sdkappid": APP, "room": "clock", "profile": "clock-grid",
                                                "rtmp": [origin.url("clock")]}),
     );
     let health = || {
