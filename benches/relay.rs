@@ -143,10 +143,7 @@ fn main() {
             hls,
         ),
     )];
-    if let Some(alt) = std::env::var("RELAY_BENCH_ALT_BIN")
-        .ok()
-        .filter(|b| !b.is_empty())
-    {
+    if let Some(alt) = procs::bin_from_env("RELAY_BENCH_ALT_BIN") {
         gateways.push((
             "roomcast-alt",
             start_gateway("roomcast-alt", &alt, &work.join("roomcast-alt"), many, hls),

@@ -76,10 +76,13 @@ pub fn gateway(dir: &Path, http_port: u16, rtmp_port: u16) -> Killed {
 /// release build cargo made for this bench. Not a `ROOMCAST_` name: the
 /// gateway inherits this environment and reads those as its configuration.
 pub fn gateway_bin() -> String {
-    std::env::var("BENCH_GATEWAY_BIN")
-        .ok()
-        .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_roomcast").to_owned())
+    bin_from_env("BENCH_GATEWAY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_roomcast").to_owned())
+}
+
+/// A gateway build named by the environment variable `var`, if set and
+/// not empty.
+pub fn bin_from_env(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|b| !b.is_empty())
 }
 
 /// [`gateway`] run by `wrapper`, as [`nginx_under`].
