@@ -907,16 +907,36 @@ fn a_mix_started_on_a_third_node_resumes_by_itself_when_its_owner_dies() {
         )
     };
     // Recording as soon as an anchor is attached: on a busy box a
-    // publisher may still be between tries, so asked until it says so.
+    // publisher may still be between tries (a first try taken on the way
+    // to the dead node can end after the mix resumed), so, as above, each
+    // publisher that ended is started again, and asked until it says so.
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut restarts = 0;
     let described = loop {
         let d = describe();
         if d["Status"] == "InProgress" {
             break d;
         }
-        assert!(Instant::now() < deadline, "not recording: {d}");
+        if t2.child.try_wait().unwrap().is_some() {
+            t2 = teacher(&b);
+            restarts += 1;
+        }
+        if g2.child.try_wait().unwrap().is_some() {
+            g2 = guest(&c);
+            restarts += 1;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recording: {d}\npublishers started again: {restarts}\n\
+             node-b:\n{}\nnode-c:\n{}",
+            b.log_text(),
+            c.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
+    if restarts > 0 {
+        eprintln!("publishers started again while waiting for the recording: {restarts}");
+    }
     assert!(described.to_string().contains("_r1_"), "{described}");
     assert_eq!(
         listed_on(other, "recordings", &recording).as_deref(),
