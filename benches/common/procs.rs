@@ -80,9 +80,14 @@ pub fn gateway_bin() -> String {
 }
 
 /// A gateway build named by the environment variable `var`, if set and
-/// not empty.
+/// not empty; a relative path is taken from the directory the bench was
+/// started in (the gateway runs in a work directory of its own).
 pub fn bin_from_env(var: &str) -> Option<String> {
-    std::env::var(var).ok().filter(|b| !b.is_empty())
+    let bin = std::env::var(var).ok().filter(|b| !b.is_empty())?;
+    Some(match std::path::absolute(&bin) {
+        Ok(p) => p.to_string_lossy().into_owned(),
+        Err(_) => bin,
+    })
 }
 
 /// [`gateway`] run by `wrapper`, as [`nginx_under`].
