@@ -13,7 +13,10 @@
 //! same origin), timing the first and counting CPU per stream. Each case runs
 //! twice per side, in the order roomcast, nginx-rtmp, nginx-rtmp, roomcast;
 //! latencies are pooled over both runs, CPU is their mean (each run's is
-//! printed too).
+//! printed too). `RELAY_BENCH_ROUNDS=3` repeats that order three times:
+//! CPU on a VM moves by a tenth or more between runs, for every side
+//! alike, so each round's CPU ratio is printed too, with their median and
+//! spread.
 //!
 //! The player is subscribed to the origin before anything is published, so
 //! every frame that reaches the origin is timed. roomcast's relay delivers
@@ -206,9 +209,16 @@ fn main() {
         )
     };
 
-    // Each case twice per side, in the order roomcast(s), nginx, nginx,
-    // roomcast(s) reversed, so no side gets the warmer or the later slots;
-    // each run its own stream numbers.
+    // Each case twice per side a round, in the order roomcast(s), nginx,
+    // nginx, roomcast(s) reversed, so no side gets the warmer or the later
+    // slots; each run its own stream numbers. `RELAY_BENCH_ROUNDS` rounds
+    // (1): CPU on a VM moves between runs, for every side alike, so with
+    // more rounds each round's ratio is printed too, and their spread.
+    let rounds = std::env::var("RELAY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     let mut next_stream = 0;
     let mut streams = |n: usize| {
         next_stream += n;
@@ -221,41 +231,69 @@ fn main() {
             many,
         ),
     ] {
-        let first: Vec<_> = gateways
-            .iter()
-            .map(|(_, gw)| roomcast_case(gw, streams(n), n))
-            .collect();
-        let ng_a = nginx_case(streams(n), n);
-        let ng_b = nginx_case(streams(n), n);
-        let mut second: Vec<_> = gateways
-            .iter()
-            .rev()
-            .map(|(_, gw)| roomcast_case(gw, streams(n), n))
-            .collect();
-        second.reverse();
-        println!("\n{label}:");
-        let side = |name: &str, a: (Vec<f64>, f64), b: (Vec<f64>, f64)| -> (f64, f64) {
-            let (mut lat, cpu) = (a.0, [a.1, b.1]);
-            lat.extend(b.0);
-            let (p50, mean) = summary(name, &mut lat, (cpu[0] + cpu[1]) / 2.0);
-            println!(
-                "{:10} CPU per run {:.5}, {:.5} s/s of stream",
-                "", cpu[0], cpu[1]
+        // Every run of each side (the gateways', then nginx-rtmp's last),
+        // and each round's mean CPU per side.
+        let nginx_side = gateways.len();
+        let mut runs: Vec<Vec<(Vec<f64>, f64)>> = vec![Vec::new(); nginx_side + 1];
+        let mut round_cpu: Vec<Vec<f64>> = Vec::new();
+        for _ in 0..rounds {
+            let mut this: Vec<Vec<f64>> = vec![Vec::new(); nginx_side + 1];
+            let mut record = |k: usize, run: (Vec<f64>, f64)| {
+                this[k].push(run.1);
+                runs[k].push(run);
+            };
+            for (k, (_, gw)) in gateways.iter().enumerate() {
+                record(k, roomcast_case(gw, streams(n), n));
+            }
+            for _ in 0..2 {
+                record(nginx_side, nginx_case(streams(n), n));
+            }
+            for (k, (_, gw)) in gateways.iter().enumerate().rev() {
+                record(k, roomcast_case(gw, streams(n), n));
+            }
+            round_cpu.push(
+                this.iter()
+                    .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+                    .collect(),
             );
+        }
+        println!("\n{label}:");
+        let side = |name: &str, runs: Vec<(Vec<f64>, f64)>| -> (f64, f64) {
+            let cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
+            let mut lat: Vec<f64> = runs.into_iter().flat_map(|r| r.0).collect();
+            let (p50, mean) = summary(name, &mut lat, cpu.iter().sum::<f64>() / cpu.len() as f64);
+            let each: Vec<String> = cpu.iter().map(|c| format!("{c:.5}")).collect();
+            println!("{:10} CPU per run {} s/s of stream", "", each.join(", "));
             (p50, mean)
         };
+        let mut runs = runs.into_iter();
         let ours: Vec<(&str, (f64, f64))> = gateways
             .iter()
-            .zip(first.into_iter().zip(second))
-            .map(|((name, _), (a, b))| (*name, side(name, a, b)))
+            .zip(runs.by_ref())
+            .map(|((name, _), r)| (*name, side(name, r)))
             .collect();
-        let (ng_p50, ng_cpu_s) = side("nginx-rtmp", ng_a, ng_b);
-        for (name, (p50, cpu_s)) in &ours {
+        let (ng_p50, ng_cpu_s) = side("nginx-rtmp", runs.next().expect("nginx-rtmp's runs"));
+        for (k, (name, (p50, cpu_s))) in ours.iter().enumerate() {
             println!(
                 "ratio {name}/nginx-rtmp: latency p50 {:.2}x, CPU {:.2}x",
                 p50 / ng_p50,
                 cpu_s / ng_cpu_s.max(1e-9)
             );
+            if rounds > 1 {
+                let mut each: Vec<f64> = round_cpu
+                    .iter()
+                    .map(|r| r[k] / r[nginx_side].max(1e-9))
+                    .collect();
+                let listed: Vec<String> = each.iter().map(|r| format!("{r:.2}x")).collect();
+                each.sort_by(f64::total_cmp);
+                println!(
+                    "      CPU ratio per round: {} (median {:.2}x, {:.2}x to {:.2}x)",
+                    listed.join(", "),
+                    each[each.len() / 2],
+                    each[0],
+                    each[each.len() - 1]
+                );
+            }
         }
         if let [(_, (p50, cpu_s)), (alt, (alt_p50, alt_cpu_s))] = ours[..] {
             println!(
