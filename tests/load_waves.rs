@@ -140,42 +140,55 @@ fn waves_of_connections_leave_the_mix_and_memory_as_they_were() {
         .unwrap();
     let http_port = gw.http_port;
     let ws_wave = |round: usize| {
+        // The UserSigs are made first (the test's own CPU, out of the
+        // wave), and members join 50 at a time: a crowd arriving, not one
+        // burst of the debug-built client's work on the gateway's 2 cores.
+        let urls: Vec<String> = (0..10)
+            .flat_map(|batch| {
+                (0..100).map(move |i| {
+                    let user = format!("ws{round}_{batch}_{i}");
+                    format!(
+                        "ws://127.0.0.1:{http_port}/v1/rooms/crowd{round}_{batch}/ws?sdkappid={APP}&userid={user}&usersig={}&role=audience",
+                        common::usersig(APP, KEY, &user)
+                    )
+                })
+            })
+            .collect();
         rt.block_on(async move {
-        let mut sockets = Vec::new();
-        for batch in 0..10 {
-            let mut joins = Vec::new();
-            for i in 0..100 {
-                let user = format!("ws{round}_{batch}_{i}");
-                let url = format!(
-                    "ws://127.0.0.1:{http_port}/v1/rooms/crowd{round}_{batch}/ws?sdkappid={APP}&userid={user}&usersig={}&role=audience",
-                    common::usersig(APP, KEY, &user)
-                );
-                joins.push(tokio::spawn(async move {
-                    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
-                    loop {
-                        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-                            Ok(Some(Ok(Message::Text(t)))) if t.contains("welcome") => return Some(ws),
-                            Ok(Some(Ok(_))) => continue,
-                            _ => return None,
+            let mut sockets = Vec::new();
+            for group in urls.chunks(50) {
+                let mut joins = Vec::new();
+                for url in group.iter().cloned() {
+                    joins.push(tokio::spawn(async move {
+                        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+                        loop {
+                            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                                Ok(Some(Ok(Message::Text(t)))) if t.contains("welcome") => {
+                                    return Some(ws);
+                                }
+                                Ok(Some(Ok(_))) => continue,
+                                _ => return None,
+                            }
                         }
+                    }));
+                }
+                for j in joins {
+                    if let Ok(Some(ws)) = j.await {
+                        sockets.push(ws);
                     }
-                }));
-            }
-            for j in joins {
-                if let Ok(Some(ws)) = j.await {
-                    sockets.push(ws);
                 }
             }
-        }
-        let opened = sockets.len();
-        for (i, mut ws) in sockets.into_iter().enumerate() {
-            if i % 2 == 0 {
-                let _ = ws.send(Message::Text(json!({"type": "leave"}).to_string().into())).await;
-                let _ = ws.close(None).await;
+            let opened = sockets.len();
+            for (i, mut ws) in sockets.into_iter().enumerate() {
+                if i % 2 == 0 {
+                    let _ = ws
+                        .send(Message::Text(json!({"type": "leave"}).to_string().into()))
+                        .await;
+                    let _ = ws.close(None).await;
+                }
             }
-        }
-        opened
-    })
+            opened
+        })
     };
     assert_eq!(ws_wave(1), 1000, "room WebSockets welcomed");
     watch("after 1000 room WebSockets");
