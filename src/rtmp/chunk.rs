@@ -22,8 +22,6 @@
 //! starts a message adds the stream's last timestamp field), so what the
 //! rest of the gateway sees is unchanged. Pure: bytes in, messages out.
 
-use std::io::IoSlice;
-
 use super::amf::{self, AmfError, AmfLimits};
 
 /// What one connection may send.
@@ -564,146 +562,50 @@ pub(crate) fn frame_for_session(msg: &Message, out: &mut Vec<u8>) {
     out.extend_from_slice(&msg.payload);
 }
 
-/// One message as RTMP chunks, in pieces: the bytes of its own (chunk
-/// headers and the FLV tag head, gathered in one buffer) and ranges of the
-/// frame's payload, which is written from where it lies. A socket that
-/// takes a vectored write gets the payload without it being copied first;
-/// whatever it does not take is appended to a backlog from where it
-/// stopped. Reused from message to message: no allocation once grown.
-#[derive(Debug, Default)]
-pub(crate) struct Gather {
-    own: Vec<u8>,
-    pieces: Vec<Piece>,
-    /// `own[..sealed]` is in `pieces` already.
-    sealed: usize,
-    len: usize,
-}
-
-/// A range of [`Gather::own`] or of the body, in wire order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Piece {
-    Own(usize, usize),
-    Body(usize, usize),
-}
-
-impl Gather {
-    /// One message as chunks on chunk stream `csid` (3 to 63), at most
-    /// `chunk_size` payload bytes each: a type-0 header, then type-3
-    /// headers (each repeating an extended timestamp, as RTMP wants). The
-    /// payload is `head` followed by a body of `body_len` bytes, so an FLV
-    /// tag header and a frame are written without being joined.
-    pub(crate) fn chunks(
-        &mut self,
-        csid: u8,
-        (type_id, stream_id, timestamp): (u8, u32, u32),
-        chunk_size: usize,
-        head: &[u8],
-        body_len: usize,
-    ) {
-        debug_assert!((3..64).contains(&csid) && chunk_size > 0);
-        self.clear();
-        let len = head.len() + body_len;
-        debug_assert!(len < 1 << 24, "a message is under 16 MiB");
-        let ts_field = timestamp.min(EXTENDED);
-        self.own.push(csid);
-        self.own.extend_from_slice(&ts_field.to_be_bytes()[1..]);
-        self.own.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
-        self.own.push(type_id);
-        self.own.extend_from_slice(&stream_id.to_le_bytes());
-        let extended = ts_field == EXTENDED;
-        if extended {
-            self.own.extend_from_slice(&timestamp.to_be_bytes());
-        }
-        let mut at = 0;
-        while at < len {
-            if at > 0 {
-                self.own.push(0xc0 | csid);
-                if extended {
-                    self.own.extend_from_slice(&timestamp.to_be_bytes());
-                }
+/// Writes one message as chunks on chunk stream `csid` (3 to 63), at most
+/// `chunk_size` payload bytes each: a type-0 header, then type-3 headers
+/// (each repeating an extended timestamp, as RTMP wants). The payload is
+/// `head` followed by `body`, so an FLV tag header and a frame are written
+/// without being joined first.
+pub(crate) fn write_chunks(
+    out: &mut Vec<u8>,
+    csid: u8,
+    (type_id, stream_id, timestamp): (u8, u32, u32),
+    chunk_size: usize,
+    head: &[u8],
+    body: &[u8],
+) {
+    debug_assert!((3..64).contains(&csid) && chunk_size > 0);
+    let len = head.len() + body.len();
+    debug_assert!(len < 1 << 24, "a message is under 16 MiB");
+    let ts_field = timestamp.min(EXTENDED);
+    let chunks = len.div_ceil(chunk_size).max(1);
+    out.reserve(len + 12 + (chunks - 1) + chunks * 4);
+    out.push(csid);
+    out.extend_from_slice(&ts_field.to_be_bytes()[1..]);
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.push(type_id);
+    out.extend_from_slice(&stream_id.to_le_bytes());
+    let extended = ts_field == EXTENDED;
+    if extended {
+        out.extend_from_slice(&timestamp.to_be_bytes());
+    }
+    let mut at = 0;
+    while at < len {
+        if at > 0 {
+            out.push(0xc0 | csid);
+            if extended {
+                out.extend_from_slice(&timestamp.to_be_bytes());
             }
-            let end = (at + chunk_size).min(len);
-            if at < head.len() {
-                self.own.extend_from_slice(&head[at..end.min(head.len())]);
-            }
-            if end > head.len() {
-                self.seal();
-                let from = at.max(head.len()) - head.len();
-                self.piece(Piece::Body(from, end - head.len()));
-            }
-            at = end;
         }
-        self.seal();
-    }
-
-    /// A message of the caller's own shape: `own` bytes, then the body.
-    #[cfg(test)]
-    pub(crate) fn raw(&mut self, own: &[u8], body_len: usize) {
-        self.clear();
-        self.own.extend_from_slice(own);
-        self.seal();
-        self.piece(Piece::Body(0, body_len));
-    }
-
-    fn clear(&mut self) {
-        self.own.clear();
-        self.pieces.clear();
-        self.sealed = 0;
-        self.len = 0;
-    }
-
-    /// Closes the run of own bytes written since the last piece.
-    fn seal(&mut self) {
-        if self.own.len() > self.sealed {
-            self.piece(Piece::Own(self.sealed, self.own.len()));
-            self.sealed = self.own.len();
+        let end = (at + chunk_size).min(len);
+        if at < head.len() {
+            out.extend_from_slice(&head[at..end.min(head.len())]);
         }
-    }
-
-    fn piece(&mut self, p: Piece) {
-        let (Piece::Own(a, b) | Piece::Body(a, b)) = p;
-        if b > a {
-            self.len += b - a;
-            self.pieces.push(p);
+        if end > head.len() {
+            out.extend_from_slice(&body[at.max(head.len()) - head.len()..end - head.len()]);
         }
-    }
-
-    /// The message's bytes on the wire.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    fn bytes<'a>(&'a self, p: Piece, body: &'a [u8]) -> &'a [u8] {
-        match p {
-            Piece::Own(a, b) => &self.own[a..b],
-            Piece::Body(a, b) => &body[a..b],
-        }
-    }
-
-    /// The wire bytes from `skip` on appended to `out` (`body` is the body
-    /// the chunks were made for).
-    pub(crate) fn append_from(&self, skip: usize, body: &[u8], out: &mut Vec<u8>) {
-        out.reserve(self.len.saturating_sub(skip));
-        let mut at = 0;
-        for &p in &self.pieces {
-            let bytes = self.bytes(p, body);
-            let end = at + bytes.len();
-            if end > skip {
-                out.extend_from_slice(&bytes[skip.saturating_sub(at)..]);
-            }
-            at = end;
-        }
-    }
-
-    /// The wire bytes as slices for a vectored write, as many as `iov`
-    /// holds (the rest is appended after the write); how many were set.
-    pub(crate) fn io_slices<'a>(&'a self, body: &'a [u8], iov: &mut [IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        for (slot, &p) in iov.iter_mut().zip(&self.pieces) {
-            *slot = IoSlice::new(self.bytes(p, body));
-            n += 1;
-        }
-        n
+        at = end;
     }
 }
 

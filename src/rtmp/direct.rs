@@ -12,7 +12,7 @@
 //! one lock, so a message never overtakes one sent before it on the other
 //! path.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
@@ -21,7 +21,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::chunk::Gather;
 use crate::media::{EncodedFrame, MediaMessage, TrackKind};
 
 /// Bytes a direct target holds that its socket has not taken; past this the
@@ -85,23 +84,14 @@ impl Link {
 }
 
 /// How a message becomes bytes on the connection (RTMP chunks on the
-/// origin's stream): its pieces, and the payload they refer to; `None` for
-/// what FLV cannot carry.
-pub(crate) type Chunker = for<'a> fn(u32, &'a MediaMessage, &mut Gather) -> Option<&'a [u8]>;
-
-/// Slices one vectored write is given at most: a frame of up to seven
-/// 4 KiB chunks (2 Mbps at 30 fps averages three). A message of more
-/// pieces, a large keyframe, has the rest appended to the backlog and
-/// written next. Kept small: the slots are set for every message.
-const MAX_SLICES: usize = 16;
+/// origin's stream); nothing for what FLV cannot carry.
+pub(crate) type Chunker = fn(u32, &MediaMessage, &mut Vec<u8>);
 
 /// A publishing target's socket and backlog.
 pub(crate) struct Direct {
     tcp: Arc<TcpStream>,
     stream_id: u32,
     chunk: Chunker,
-    /// The message being written (reused).
-    gather: Gather,
     /// Bytes not taken yet: `pending[sent..]`.
     pending: Vec<u8>,
     sent: usize,
@@ -125,7 +115,6 @@ impl Direct {
             tcp,
             stream_id,
             chunk,
-            gather: Gather::default(),
             pending: Vec::with_capacity(64 * 1024),
             sent: 0,
             need_keyframe: true,
@@ -152,73 +141,23 @@ impl Direct {
         }
     }
 
-    /// Whether `m` is written, as the queue path would send it: configs
-    /// remembered, frames held back until a video keyframe once there is
-    /// video.
-    fn admit(&mut self, m: &Arc<MediaMessage>) -> bool {
+    /// Appends `m`, as the queue path would send it: configs remembered,
+    /// frames held back until a video keyframe once there is video.
+    pub(crate) fn push(&mut self, m: &Arc<MediaMessage>) {
         match &**m {
             MediaMessage::Config(_) => self.latest.remember(m),
             MediaMessage::Frame(f) => {
                 if self.need_keyframe && self.latest.holds_back(f) {
-                    return false;
+                    return;
                 }
                 self.need_keyframe = false;
             }
         }
-        true
-    }
-
-    /// Appends `m` to the backlog.
-    pub(crate) fn push(&mut self, m: &Arc<MediaMessage>) {
-        if !self.admit(m) {
-            return;
-        }
-        if let Some(body) = (self.chunk)(self.stream_id, m, &mut self.gather) {
-            self.append(0, body);
-        }
-    }
-
-    /// Appends the gathered message's bytes from `skip` on.
-    fn append(&mut self, skip: usize, body: &[u8]) {
         if self.sent > 0 && self.sent >= self.pending.len() / 2 {
             self.pending.drain(..self.sent);
             self.sent = 0;
         }
-        self.gather.append_from(skip, body, &mut self.pending);
-    }
-
-    /// With nothing waiting: `m` written at once, its payload from where
-    /// it lies (one vectored write, no copy); what the socket does not
-    /// take is appended to the backlog.
-    fn send(&mut self, m: &Arc<MediaMessage>) {
-        if !self.admit(m) {
-            return;
-        }
-        let Some(body) = (self.chunk)(self.stream_id, m, &mut self.gather) else {
-            return;
-        };
-        let mut iov = [IoSlice::new(&[]); MAX_SLICES];
-        let n = self.gather.io_slices(body, &mut iov);
-        let taken = match self.tcp.try_write_vectored(&iov[..n]) {
-            Ok(0) if self.gather.len() > 0 => {
-                self.failed = Some("write: the origin closed the connection".into());
-                0
-            }
-            Ok(n) => {
-                super::push::SENT.add(n);
-                n
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => {
-                self.failed = Some(format!("write: {e}"));
-                0
-            }
-        };
-        if taken < self.gather.len() {
-            self.append(taken, body);
-            // More than the slices given, or a socket that took part.
-            self.write_now();
-        }
+        (self.chunk)(self.stream_id, m, &mut self.pending);
     }
 
     /// Appends bytes of the session (acknowledgements, control) between
@@ -234,11 +173,11 @@ impl Direct {
         if self.backlog() >= BACKLOG {
             return false;
         }
+        let waiting = self.backlog() > 0;
+        self.push(m);
         // With bytes already waiting, the task is writing them (and these).
-        if self.backlog() > 0 || self.failed.is_some() {
-            self.push(m);
-        } else {
-            self.send(m);
+        if !waiting {
+            self.write_now();
         }
         if self.backlog() > 0 || self.failed.is_some() {
             wake.notify_one();
@@ -334,13 +273,17 @@ mod tests {
     use crate::media::{Codec, TrackConfig};
 
     /// A message's bytes on the wire for these tests: a tag and its data.
-    fn tagged<'a>(_: u32, m: &'a MediaMessage, out: &mut Gather) -> Option<&'a [u8]> {
-        let (tag, data) = match m {
-            MediaMessage::Config(c) => (b'C', &c.extradata),
-            MediaMessage::Frame(f) => (if f.keyframe { b'K' } else { b'F' }, &f.data),
-        };
-        out.raw(&[tag], data.len());
-        Some(data)
+    fn tagged(_: u32, m: &MediaMessage, out: &mut Vec<u8>) {
+        match m {
+            MediaMessage::Config(c) => {
+                out.push(b'C');
+                out.extend_from_slice(&c.extradata);
+            }
+            MediaMessage::Frame(f) => {
+                out.push(if f.keyframe { b'K' } else { b'F' });
+                out.extend_from_slice(&f.data);
+            }
+        }
     }
 
     fn config(kind: TrackKind, data: &'static [u8]) -> Arc<MediaMessage> {
@@ -399,41 +342,6 @@ mod tests {
             d.latest.video.as_deref(),
             Some(&*config(TrackKind::Video, b"w"))
         );
-    }
-
-    /// RTMP chunks of 16 bytes: a frame of a few KiB is hundreds of pieces.
-    fn small_chunks<'a>(id: u32, m: &'a MediaMessage, out: &mut Gather) -> Option<&'a [u8]> {
-        let MediaMessage::Frame(f) = m else {
-            return None;
-        };
-        out.chunks(4, (9, id, 7), 16, b"head", f.data.len());
-        Some(&f.data)
-    }
-
-    #[tokio::test]
-    async fn a_message_of_more_pieces_than_one_write_takes_arrives_whole_and_in_order() {
-        let (tcp, mut peer) = pair().await;
-        let wake = Notify::new();
-        let mut d = Direct::new(tcp, 1, small_chunks, Latest::default());
-        let mut expected = Vec::new();
-        for (i, len) in [3000usize, 10, 5000].into_iter().enumerate() {
-            let data: Vec<u8> = (0..len).map(|b| (b * 31 + i) as u8).collect();
-            let m = frame(TrackKind::Video, true, data.clone());
-            let mut g = Gather::default();
-            let body = small_chunks(1, &m, &mut g).unwrap();
-            assert!(
-                i == 1 || g.len() > MAX_SLICES * 16,
-                "more pieces than one write"
-            );
-            g.append_from(0, body, &mut expected);
-            assert!(d.offer(&m, &wake));
-        }
-        while d.backlog() > 0 {
-            d.write_now();
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(read_exactly(&mut peer, expected.len()).await, expected);
-        assert!(d.failed.is_none());
     }
 
     #[tokio::test]

@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use super::chunk::{self, ChunkLimits, Gather, SessionFeed};
+use super::chunk::{self, ChunkLimits, SessionFeed};
 use super::direct::{Direct, Latest, Link, Path, SharedTcp};
 use super::flv;
 use super::loops::Loops;
@@ -229,8 +229,6 @@ struct Stream {
     /// body, then copy it into chunks, then into the write). `None` if the
     /// publish request could not be read: rml_rtmp writes the media.
     media_stream: Option<u32>,
-    /// The chunks of the message being written (reused).
-    gather: Gather,
 }
 
 /// The origin's bytes, read under the same limits as a publisher's
@@ -464,7 +462,6 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
                         session,
                         origin,
                         media_stream,
-                        gather: Gather::default(),
                     });
                 }
                 ClientSessionEvent::UnhandleableOnStatusCode { code } => {
@@ -545,7 +542,7 @@ async fn publish(
 
 /// Appends `m` as RTMP chunks on message stream `stream_id`, straight from
 /// the frame (nothing for what FLV cannot carry: a relay transcodes it first).
-fn chunk_media<'a>(stream_id: u32, m: &'a MediaMessage, out: &mut Gather) -> Option<&'a [u8]> {
+fn chunk_media(stream_id: u32, m: &MediaMessage, out: &mut Vec<u8>) {
     let (kind, ts, head, body) = match m {
         MediaMessage::Config(c) => (c.kind, 0, flv::config_head(c), &c.extradata),
         MediaMessage::Frame(f) => {
@@ -553,19 +550,21 @@ fn chunk_media<'a>(stream_id: u32, m: &'a MediaMessage, out: &mut Gather) -> Opt
             (f.kind, f.dts.max(0) as u32, flv::frame_head(f), &f.data)
         }
     };
-    let (head, n) = head?;
+    let Some((head, n)) = head else {
+        return;
+    };
     let (csid, type_id) = match kind {
         TrackKind::Video => (VIDEO_CSID, 9),
         TrackKind::Audio => (AUDIO_CSID, 8),
     };
-    out.chunks(
+    chunk::write_chunks(
+        out,
         csid,
         (type_id, stream_id, ts),
         CHUNK_SIZE as usize,
         &head[..n],
-        body.len(),
+        body,
     );
-    Some(body)
 }
 
 /// Publishes over plain TCP with the relay writing the media itself
@@ -740,9 +739,7 @@ async fn write_out(stream: &mut Stream, out: &[u8]) -> Result<(), String> {
 /// for what FLV cannot carry).
 fn serialize(stream: &mut Stream, m: &MediaMessage, out: &mut Vec<u8>) -> Result<(), String> {
     if let Some(stream_id) = stream.media_stream {
-        if let Some(body) = chunk_media(stream_id, m, &mut stream.gather) {
-            stream.gather.append_from(0, body, out);
-        }
+        chunk_media(stream_id, m, out);
         return Ok(());
     }
     let r = match m {
