@@ -14,9 +14,8 @@
 //! twice per side, in the order roomcast, nginx-rtmp, nginx-rtmp, roomcast;
 //! latencies are pooled over both runs, CPU is their mean (each run's is
 //! printed too). `RELAY_BENCH_ROUNDS=3` repeats that order three times:
-//! CPU on a VM moves by a tenth or more between runs, for every side
-//! alike, so each round's CPU ratio is printed too, with their median and
-//! spread.
+//! CPU on a VM moves by a tenth or more between runs, so each round's CPU
+//! ratio is printed too, with their median and spread.
 //!
 //! The player is subscribed to the origin before anything is published, so
 //! every frame that reaches the origin is timed. roomcast's relay delivers
@@ -212,7 +211,7 @@ fn main() {
     // Each case twice per side a round, in the order roomcast(s), nginx,
     // nginx, roomcast(s) reversed, so no side gets the warmer or the later
     // slots; each run its own stream numbers. `RELAY_BENCH_ROUNDS` rounds
-    // (1): CPU on a VM moves between runs, for every side alike, so with
+    // (1): CPU on a VM moves between runs, so with
     // more rounds each round's ratio is printed too, and their spread.
     let rounds = std::env::var("RELAY_BENCH_ROUNDS")
         .ok()
