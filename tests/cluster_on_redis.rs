@@ -826,17 +826,25 @@ fn a_mix_started_on_a_third_node_resumes_by_itself_when_its_owner_dies() {
     // may still be sent to the dead node, for the heartbeats it has left.
     let mut t2 = teacher(&b);
     let mut g2 = guest(&c);
+    // Starts again each publisher that ended; how many it started.
+    let retry = |t2: &mut Publisher, g2: &mut Publisher| {
+        let mut started = 0;
+        if t2.child.try_wait().unwrap().is_some() {
+            *t2 = teacher(&b);
+            started += 1;
+        }
+        if g2.child.try_wait().unwrap().is_some() {
+            *g2 = guest(&c);
+            started += 1;
+        }
+        started
+    };
     let running = |gw: &Gateway| {
         let st = gw.relay_status(&task);
         st["state"] == "running" && st["targets"][0]["state"] == "publishing"
     };
     let owner = loop {
-        if t2.child.try_wait().unwrap().is_some() {
-            t2 = teacher(&b);
-        }
-        if g2.child.try_wait().unwrap().is_some() {
-            g2 = guest(&c);
-        }
+        retry(&mut t2, &mut g2);
         if running(&b) {
             break &b;
         }
@@ -917,14 +925,7 @@ fn a_mix_started_on_a_third_node_resumes_by_itself_when_its_owner_dies() {
         if d["Status"] == "InProgress" {
             break d;
         }
-        if t2.child.try_wait().unwrap().is_some() {
-            t2 = teacher(&b);
-            restarts += 1;
-        }
-        if g2.child.try_wait().unwrap().is_some() {
-            g2 = guest(&c);
-            restarts += 1;
-        }
+        restarts += retry(&mut t2, &mut g2);
         assert!(
             Instant::now() < deadline,
             "not recording: {d}\npublishers started again: {restarts}\n\
