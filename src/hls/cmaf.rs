@@ -5,8 +5,14 @@
 //! Cutting rules:
 //! - a segment starts at a video keyframe (any audio frame for audio-only
 //!   streams) once the segment target has passed;
-//! - a part ends at the first frame where one more frame would take it past
-//!   the part target, so parts stay within PART-TARGET for steady input;
+//! - parts are declared on a grid of the part target: a part ends where the
+//!   target does, cut before the first frame at or past that point. Its last
+//!   frame may outlast it (into the next part's time), as frames straddle
+//!   every cut; a frame late past the line (a gap: pictures a busy source
+//!   dropped) starts the next part late rather than making this one longer.
+//!   So every part but a segment's last lasts exactly PART-TARGET whatever
+//!   the frames' intervals, within both LL-HLS bounds (at most the target,
+//!   at least 85 % of it), while no gap is longer than a part;
 //! - a part is INDEPENDENT when it starts at a keyframe (always, audio-only);
 //! - a changed decoder configuration makes a new init section and a
 //!   discontinuity; so does [`Segmenter::discontinuity`].
@@ -74,12 +80,9 @@ pub(crate) struct Segmenter {
     part: Option<OpenPart>,
     /// The last video frame, waiting for the next to know its duration.
     held_video: Option<EncodedFrame>,
-    /// The last [`RECENT_GAPS`] intervals between video frames, ms (at most
-    /// half a part each), newest last. The newest is a held frame's duration
-    /// when the stream ends; a part ends where the longest would overfill
-    /// it, so a stream whose intervals vary (33, 25, 41 ms after a
-    /// re-attachment's clamp) never makes a part longer than the target.
-    recent_gaps: std::collections::VecDeque<i64>,
+    /// The last interval between video frames, ms (at most half a part):
+    /// the held frame's duration when the stream ends.
+    last_gap: Option<i64>,
     /// The next audio sample's time (audio timescale), to keep AAC gapless.
     audio_clock: Option<i64>,
     startup_audio: Vec<EncodedFrame>,
@@ -91,8 +94,6 @@ pub(crate) struct Segmenter {
     init_failed: bool,
 }
 
-/// Video intervals remembered to predict the next frame's time.
-const RECENT_GAPS: usize = 8;
 /// A video frame's duration before two frames have shown one (30 fps).
 const NOMINAL_INTERVAL: i64 = 33;
 
@@ -112,7 +113,7 @@ impl Segmenter {
             seg_start_ms: 0,
             part: None,
             held_video: None,
-            recent_gaps: std::collections::VecDeque::new(),
+            last_gap: None,
             audio_clock: None,
             startup_audio: Vec::new(),
             sequence: 0,
@@ -211,10 +212,7 @@ impl Segmenter {
     fn video_frame(&mut self, f: &EncodedFrame, wall_ms: u64, out: &mut Vec<Event>) {
         if let Some(prev) = self.held_video.take() {
             let gap = (f.dts - prev.dts).max(1);
-            if self.recent_gaps.len() == RECENT_GAPS {
-                self.recent_gaps.pop_front();
-            }
-            self.recent_gaps.push_back(gap.min(self.part_ms / 2).max(1));
+            self.last_gap = Some(gap.min(self.part_ms / 2).max(1));
             if let Some(part) = self.part.as_mut() {
                 part.video.push(video_sample(&prev, gap));
                 part.end_ms = part.end_ms.max(f.dts);
@@ -226,35 +224,39 @@ impl Segmenter {
         }
     }
 
-    /// Closes the part (and segment) `dts` would overfill, and opens the
+    /// Closes the part (and segment) that ends before `dts`, and opens the
     /// next when `dts` may start one.
     fn cut_before(&mut self, dts: i64, independent: bool, wall_ms: u64, out: &mut Vec<Event>) {
-        let step = if self.has_video() {
-            self.recent_gaps
-                .iter()
-                .copied()
-                .max()
-                .unwrap_or(NOMINAL_INTERVAL)
-        } else {
-            21
-        };
+        // Where the next part's time starts: this frame, or the grid line
+        // the last part ended on.
+        let mut start_ms = dts;
         if let Some(part) = &self.part {
-            // A millisecond of slack: 30 fps in whole milliseconds is 33, 33, 34.
-            let full = dts - part.start_ms + step > self.part_ms + 1 && dts > part.start_ms;
+            let line = part.start_ms + self.part_ms;
+            let full = dts >= line;
             let elapsed = dts - self.seg_start_ms;
             // At a part boundary, less than half a part short of the target
             // counts as there: no sliver of a last part.
             let new_segment = independent
                 && (elapsed >= self.segment_ms
                     || (full && elapsed + self.part_ms / 2 > self.segment_ms));
+            if !full && !new_segment {
+                return;
+            }
+            // A frame past the line: the part ends on it and the next starts
+            // there, its first frame late by less than the gap before it.
+            // Never a whole part late: a gap longer than a part makes a
+            // longer part (no picture came to start one), not a lag that
+            // grows.
+            let end = if full {
+                line.max(dts - self.part_ms)
+            } else {
+                dts
+            };
+            self.emit_part(end, out);
+            start_ms = end;
             if new_segment {
-                self.emit_part(dts, out);
                 out.push(Event::SegmentEnd);
                 self.segment_open = false;
-            } else if full {
-                self.emit_part(dts, out);
-            } else {
-                return;
             }
         }
         let segment = if self.segment_open {
@@ -269,18 +271,21 @@ impl Segmenter {
                     return;
                 }
             }
-            self.seg_start_ms = dts;
+            self.seg_start_ms = start_ms;
             self.segment_open = true;
             Some(SegmentStart {
                 discontinuity: std::mem::take(&mut self.discontinuity),
                 init: self.init.map_or(0, |(id, _)| id),
-                // The wall clock belongs to the newest frame; this one may be older.
+                // The date of the segment's first sample (this frame; the
+                // segment's time may start a little before it, on the part
+                // grid). The wall clock belongs to the newest frame; this one
+                // may be older.
                 program_date_time_ms: wall_ms
                     .saturating_sub(u64::try_from(self.newest_ms - dts).unwrap_or(0)),
             })
         };
         self.part = Some(OpenPart {
-            start_ms: dts,
+            start_ms,
             end_ms: dts,
             video: Vec::new(),
             audio: Vec::new(),
@@ -335,7 +340,7 @@ impl Segmenter {
         if let Some(prev) = self.held_video.take()
             && let Some(part) = self.part.as_mut()
         {
-            let interval = self.recent_gaps.back().copied().unwrap_or(NOMINAL_INTERVAL);
+            let interval = self.last_gap.unwrap_or(NOMINAL_INTERVAL);
             part.video.push(video_sample(&prev, interval));
             part.end_ms = part.end_ms.max(prev.dts + interval);
         }

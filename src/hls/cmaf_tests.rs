@@ -328,3 +328,136 @@ fn audio_run(frag: &[u8]) -> Option<(u64, u32)> {
     }
     None
 }
+
+/// One generated stream: for each 30 fps picture slot whether the source
+/// dropped it (a busy mix skips pictures), how late it is stamped (ms), and
+/// how far the audio runs ahead of the video in arrival order.
+#[derive(Debug, Clone)]
+struct Busy {
+    slots: Vec<(bool, i64)>,
+    audio_jitter: Vec<i64>,
+    audio_lead_ms: i64,
+    gop_ms: i64,
+}
+
+fn busy() -> impl proptest::strategy::Strategy<Value = Busy> {
+    use proptest::prelude::*;
+    (
+        proptest::collection::vec((prop::bool::weighted(0.25), 0i64..=4), 60..400),
+        proptest::collection::vec(-3i64..=3, 600),
+        0i64..=120,
+        prop::sample::select(vec![1000i64, 2000]),
+    )
+        .prop_map(|(mut slots, audio_jitter, audio_lead_ms, gop_ms)| {
+            // Never more than two pictures in a row missing (a 100 ms gap at
+            // most): past that a single picture outlasts half a part.
+            let mut run = 0;
+            for s in &mut slots {
+                run = if s.0 { run + 1 } else { 0 };
+                if run > 2 {
+                    s.0 = false;
+                    run = 0;
+                }
+            }
+            slots[0].0 = false;
+            Busy {
+                slots,
+                audio_jitter,
+                audio_lead_ms,
+                gop_ms,
+            }
+        })
+}
+
+/// Feeds `b` (video and 48 kHz AAC, in arrival order) and finishes;
+/// returns how long the media lasts: from the first picture to the last
+/// held as long as the interval before it, or to the last audio frame's end.
+fn feed_busy(b: &Busy, seg: &mut Segmenter, out: &mut Vec<Event>) -> i64 {
+    let mut events: Vec<(i64, MediaMessage)> = Vec::new();
+    let mut next_key = 0i64;
+    let mut last_dts = -1i64;
+    let mut last_gap = 33;
+    for (i, &(dropped, late)) in b.slots.iter().enumerate() {
+        if dropped {
+            continue;
+        }
+        let slot = i as i64 * 1000 / 30;
+        let dts = (slot + late).max(last_dts + 1);
+        let key = slot >= next_key;
+        if key {
+            next_key = slot - slot % b.gop_ms + b.gop_ms;
+        }
+        if last_dts >= 0 {
+            last_gap = dts - last_dts;
+        }
+        last_dts = dts;
+        events.push((dts, frame(TrackKind::Video, dts, key)));
+    }
+    let end = b.slots.len() as i64 * 1000 / 30;
+    let mut a = 0i64;
+    let mut last_audio = -1i64;
+    loop {
+        let at = a * 1024 * 1000 / 48_000 + b.audio_jitter[a as usize % b.audio_jitter.len()];
+        let at = at.max(last_audio + 1).max(0);
+        if at >= end {
+            break;
+        }
+        last_audio = at;
+        events.push((at - b.audio_lead_ms, frame(TrackKind::Audio, at, true)));
+        a += 1;
+    }
+    events.sort_by_key(|e| e.0);
+    for (_, m) in &events {
+        seg.push(m, 0, out);
+    }
+    seg.finish(0, out);
+    let first = events
+        .iter()
+        .find(|e| matches!(&e.1, MediaMessage::Frame(f) if f.kind == TrackKind::Video));
+    let first = first.map_or(0, |e| e.0);
+    (last_dts + last_gap.min(100)).max(last_audio + 22) - first
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// A busy source (pictures dropped, stamps late by a few ms, audio
+    /// jittered and ahead of the video) still gets parts that keep the
+    /// LL-HLS rules: none longer than PART-TARGET, none but a segment's last
+    /// (or an independent one) shorter than 85 % of it, segments opened by
+    /// an independent part, and the parts' durations covering the stream.
+    #[test]
+    fn parts_keep_the_rules_when_pictures_are_dropped(b in busy()) {
+        let part_ms = 200i64;
+        let mut seg = Segmenter::new(1000, part_ms as u32);
+        let mut out = Vec::new();
+        seg.push(&video_config(), 0, &mut out);
+        seg.push(&audio_config([0x11, 0x90]), 0, &mut out);
+        let end = feed_busy(&b, &mut seg, &mut out);
+        let parts = shape(&out);
+        proptest::prop_assert_eq!(parts.last(), Some(&None), "the stream ends with a segment end");
+        let segments: Vec<&[Shape]> = parts.split(|p| p.is_none()).collect();
+        let mut total = 0u64;
+        for s in &segments[..segments.len() - 1] {
+            proptest::prop_assert!(!s.is_empty());
+            let first = s[0].unwrap();
+            proptest::prop_assert!(first.1 && first.2, "a segment opens with an independent part: {parts:?}");
+            for (j, p) in s.iter().enumerate() {
+                let (ms, independent, _) = p.unwrap();
+                total += ms;
+                proptest::prop_assert!(ms as i64 <= part_ms + 1, "a part of {ms} ms: {parts:?}");
+                let last = j + 1 == s.len();
+                proptest::prop_assert!(
+                    last || independent || ms as i64 * 100 >= part_ms * 85 - 100,
+                    "a part of {ms} ms before the segment's last: {parts:?}"
+                );
+            }
+        }
+        // The first segment opens at the first picture and the last
+        // ends with the media (its last frame, of audio or of a picture
+        // after a gap, may straddle the target): no time lost or made up
+        // between.
+        let total = total as i64;
+        proptest::prop_assert!(total <= end + 2 && total + 100 >= end, "parts sum to {total} ms for {end} ms: {parts:?}");
+    }
+}
+

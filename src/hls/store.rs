@@ -174,6 +174,22 @@ impl Stream {
             .unwrap_or(0)
     }
 
+    /// The highest frame rate of the listed segments (FRAME-RATE is the
+    /// maximum, RFC 8216bis 4.4.6.2): a stream whose source dropped pictures
+    /// for a while (a busy box) still states the rate it runs at. Segments
+    /// shorter than half the longest listed (a stream's last, cut short)
+    /// are left out: a picture or two over a few milliseconds is no rate.
+    fn peak_frame_rate(&self) -> Option<f64> {
+        let longest = self.listed().map(|(_, _, ms)| ms).max()?;
+        self.listed()
+            .filter(|&(_, _, ms)| ms * 2 >= longest)
+            .filter_map(|(msn, _, ms)| {
+                let frames = self.segment_frames.get(&msn).copied().unwrap_or(0);
+                (frames > 0).then(|| f64::from(frames) * 1000.0 / ms as f64)
+            })
+            .reduce(f64::max)
+    }
+
     /// This stream as a variant of a master playlist, at `uri`: what a
     /// player needs to choose it. `None` until its first init section.
     pub(crate) fn variant(&self, uri: &str) -> Option<String> {
@@ -191,12 +207,8 @@ impl Stream {
         if let (Some(w), Some(h)) = (info.width, info.height) {
             let _ = write!(s, ",RESOLUTION={w}x{h}");
         }
-        let (frames, ms) = self.listed().fold((0u64, 0u64), |(f, m), (msn, _, ms)| {
-            let sf = self.segment_frames.get(&msn).copied().unwrap_or(0);
-            (f + u64::from(sf), m + ms)
-        });
-        if frames > 0 && ms > 0 {
-            let _ = write!(s, ",FRAME-RATE={:.3}", frames as f64 * 1000.0 / ms as f64);
+        if let Some(fps) = self.peak_frame_rate() {
+            let _ = write!(s, ",FRAME-RATE={fps:.3}");
         }
         let _ = write!(s, "\n{uri}\n");
         Some(s)
@@ -584,5 +596,49 @@ mod tests {
         assert_eq!(s.segments.len(), 3);
         // 8 bytes per second: 64 bit/s.
         assert_eq!(s.peak_bps(), 64);
+    }
+
+    #[test]
+    fn the_frame_rate_is_the_highest_of_the_listed_segments() {
+        let mut s = Stream::new(
+            LiveSettings {
+                segment_ms: 1000,
+                part_ms: Some(500),
+                window: 4,
+            },
+            1,
+        );
+        let with_frames = |e: Event, n: u32, ms: u64| match e {
+            Event::Part {
+                bytes, part, start, ..
+            } => Event::Part {
+                bytes,
+                part: Part {
+                    duration_ms: ms,
+                    ..part
+                },
+                start,
+                frames: n,
+            },
+            other => other,
+        };
+        // 30 fps, then a second that lost pictures (18 fps), then 30 fps,
+        // then a segment cut short by a discontinuity: two pictures in 40 ms
+        // is shorter than half the longest and is no rate.
+        for (seg, frames) in [(0u8, 15), (1, 9), (2, 15)] {
+            s.apply(with_frames(part(seg * 2, true), frames, 500));
+            s.apply(with_frames(part(seg * 2 + 1, false), frames, 500));
+            s.apply(Event::SegmentEnd);
+        }
+        s.apply(with_frames(part(6, true), 2, 40));
+        s.apply(Event::SegmentEnd);
+        assert_eq!(s.peak_frame_rate(), Some(30.0));
+        // Once the 30 fps seconds leave the window, the rate says so.
+        for seg in 4..7u8 {
+            s.apply(with_frames(part(seg * 2, true), 9, 500));
+            s.apply(with_frames(part(seg * 2 + 1, false), 9, 500));
+            s.apply(Event::SegmentEnd);
+        }
+        assert_eq!(s.peak_frame_rate(), Some(18.0));
     }
 }
