@@ -410,6 +410,28 @@ fn an_audio_only_anchor_gets_audio_parts() {
     follow(&gw, &stream, Duration::from_secs(2), &mut last);
     let parts: Vec<&llhls::Part> = last.segments.iter().flat_map(|s| &s.parts).collect();
     assert!(!parts.is_empty() && parts.iter().all(|p| p.independent));
+    // The relay holds a lone track's first 3 s (for the other to begin),
+    // then lets it out at once: the segments are dated by when their audio
+    // came, so their dates are as far apart as they are long (not a second
+    // of media in a millisecond of dates).
+    let dated: Vec<(f64, f64)> = last
+        .segments
+        .iter()
+        .filter_map(|s| {
+            let t = llhls::iso8601_seconds(s.program_date_time.as_deref()?)?;
+            Some((t, s.duration))
+        })
+        .collect();
+    assert!(dated.len() >= 2, "{last:?}");
+    for w in dated.windows(2) {
+        let apart = w[1].0 - w[0].0;
+        assert!(
+            (apart - w[0].1).abs() < 0.4,
+            "segments {:.3} s apart in date, {:.3} s long: {dated:?}",
+            apart,
+            w[0].1
+        );
+    }
     stop(&gw, &id);
     let (errors, duration) = decode(&gw.hls_url(&stream));
     assert!(errors.is_empty(), "{errors:?}");

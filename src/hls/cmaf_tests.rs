@@ -460,4 +460,3 @@ proptest::proptest! {
         proptest::prop_assert!(total <= end + 2 && total + 100 >= end, "parts sum to {total} ms for {end} ms: {parts:?}");
     }
 }
-

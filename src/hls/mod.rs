@@ -59,10 +59,12 @@ impl HlsOut {
         }
     }
 
-    pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
+    /// Offers a message that arrived at `wall_ms` (unix ms): the playlist
+    /// dates its segments by when their media came.
+    pub(crate) fn offer_at(&mut self, msg: &Arc<MediaMessage>, wall_ms: u64) {
         match self {
-            HlsOut::Ts(w, ..) => w.offer(msg),
-            HlsOut::Live(l) => l.offer(msg),
+            HlsOut::Ts(w, ..) => w.offer_at(msg, wall_ms),
+            HlsOut::Live(l) => l.offer_at(msg, wall_ms),
         }
     }
 

@@ -500,14 +500,10 @@ pub(crate) struct LiveOutput {
 }
 
 impl LiveOutput {
-    pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
-        self.offer_at(msg, crate::unix_now_ms());
-    }
-
     /// Offers a message that belongs to the wall clock `wall_ms` (unix ms):
-    /// when its source produced it, for an output fed from a queue that may
-    /// run late (an ABR rendition), so its segments are dated like the
-    /// source's.
+    /// when it arrived, for an output fed late (from a start hold, or a
+    /// queue that may run late: an ABR rendition), so its segments are
+    /// dated like the source's.
     pub(crate) fn offer_at(&mut self, msg: &Arc<MediaMessage>, wall_ms: u64) {
         if !self.gate.admit(msg) {
             return;

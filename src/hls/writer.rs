@@ -94,8 +94,13 @@ impl LiveTsWriter {
         }
     }
 
-    pub(crate) fn offer(&mut self, msg: &MediaMessage) {
-        self.step(|w| w.message(msg));
+    /// Offers a message that arrived at `wall_ms` (unix ms): a segment it
+    /// opens is dated by then.
+    pub(crate) fn offer_at(&mut self, msg: &MediaMessage, wall_ms: u64) {
+        self.step(|w| {
+            w.queued_ms = Some(wall_ms);
+            w.message(msg)
+        });
     }
 
     pub(crate) fn discontinuity(&mut self) {

@@ -52,14 +52,16 @@ impl Worker {
 
     /// Queues without waiting; on overflow skips to the next video keyframe.
     pub(crate) fn offer(&mut self, msg: &Arc<MediaMessage>) {
+        self.offer_at(msg, crate::unix_now_ms());
+    }
+
+    /// [`Worker::offer`] for a message that arrived at `wall_ms` (unix ms).
+    pub(crate) fn offer_at(&mut self, msg: &Arc<MediaMessage>, wall_ms: u64) {
         if !self.gate.admit(msg) {
             self.counted.sync(self.gate.dropped);
             return;
         }
-        if let Err(TrySendError::Full(_)) = self
-            .tx
-            .try_send(Cmd::Media(msg.clone(), crate::unix_now_ms()))
-        {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Cmd::Media(msg.clone(), wall_ms)) {
             self.gate.overflowed();
             self.counted.sync(self.gate.dropped);
         }

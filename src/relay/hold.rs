@@ -15,7 +15,12 @@
 //! the configurations, then the frames in timestamp order, until the
 //! track that was ahead has less than [`CAUGHT_UP_MS`] left waiting. From
 //! then on messages pass as they come. A stream with one track only is let
-//! out once [`HOLD_MS`] of it (or [`HOLD_MAX`] messages) waited. Pure.
+//! out once [`HOLD_MS`] of it (or [`HOLD_MAX`] messages) waited.
+//!
+//! What is let out late carries the wall clock it arrived at (given with
+//! each message), so outputs that date their media (HLS's
+//! PROGRAM-DATE-TIME) date it by when it came, not by when it was let out
+//! in a burst. Pure.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,12 +36,15 @@ pub(crate) const HOLD_MAX: usize = 512;
 /// it waits for the other.
 pub(crate) const CAUGHT_UP_MS: i64 = 100;
 
+/// A message and the wall clock it arrived at (unix ms).
+pub(crate) type Held = (Arc<MediaMessage>, u64);
+
 #[derive(Debug, Default)]
 pub(crate) struct StartHold {
     holding: bool,
-    configs: Vec<Arc<MediaMessage>>,
+    configs: Vec<Held>,
     /// Each track's frames waiting, with their times in ms.
-    frames: [VecDeque<(i64, Arc<MediaMessage>)>; 2],
+    frames: [VecDeque<(i64, Held)>; 2],
     /// Whether each track has had a frame in this attachment.
     started: [bool; 2],
 }
@@ -55,22 +63,23 @@ impl StartHold {
         !self.holding
     }
 
-    /// `m` arrives; what may go on now is appended to `out`, in order.
-    pub(crate) fn offer(&mut self, m: &Arc<MediaMessage>, out: &mut Vec<Arc<MediaMessage>>) {
+    /// `m` arrives at `wall_ms` (unix ms); what may go on now is appended
+    /// to `out`, in order, each with the wall clock it arrived at.
+    pub(crate) fn offer(&mut self, m: &Arc<MediaMessage>, wall_ms: u64, out: &mut Vec<Held>) {
         if !self.holding {
-            out.push(m.clone());
+            out.push((m.clone(), wall_ms));
             return;
         }
         match &**m {
-            MediaMessage::Config(_) => self.configs.push(m.clone()),
+            MediaMessage::Config(_) => self.configs.push((m.clone(), wall_ms)),
             MediaMessage::Frame(f) => {
                 let s = f.kind.index();
                 let ms = f.time_base.rescale(f.dts, TimeBase::MILLIS);
-                self.frames[s].push_back((ms, m.clone()));
+                self.frames[s].push_back((ms, (m.clone(), wall_ms)));
                 self.started[s] = true;
             }
         }
-        let span = |q: &VecDeque<(i64, Arc<MediaMessage>)>| match (q.front(), q.back()) {
+        let span = |q: &VecDeque<(i64, Held)>| match (q.front(), q.back()) {
             (Some((a, _)), Some((b, _))) => b.saturating_sub(*a),
             _ => 0,
         };
@@ -93,7 +102,7 @@ impl StartHold {
 
     /// Everything held, configurations first, frames in timestamp order
     /// (each track's own order kept); from now on messages pass.
-    fn release_all(&mut self, out: &mut Vec<Arc<MediaMessage>>) {
+    fn release_all(&mut self, out: &mut Vec<Held>) {
         self.merge(out);
         // At most one track has frames left, all after the other's.
         for q in &mut self.frames {
@@ -104,7 +113,7 @@ impl StartHold {
 
     /// The configurations, then frames in timestamp order (video first on
     /// a tie) while both tracks have some waiting.
-    fn merge(&mut self, out: &mut Vec<Arc<MediaMessage>>) {
+    fn merge(&mut self, out: &mut Vec<Held>) {
         out.append(&mut self.configs);
         while let (Some((a, _)), Some((v, _))) = (self.frames[0].front(), self.frames[1].front()) {
             let next = usize::from(v <= a);
@@ -147,9 +156,9 @@ mod tests {
     }
 
     /// What came out, as (kind or config, ms).
-    fn shown(out: &[Arc<MediaMessage>]) -> Vec<(char, i64)> {
+    fn shown(out: &[Held]) -> Vec<(char, i64)> {
         out.iter()
-            .map(|m| match &**m {
+            .map(|(m, _)| match &**m {
                 MediaMessage::Config(c) => (if c.kind == TrackKind::Video { 'V' } else { 'A' }, -1),
                 MediaMessage::Frame(f) => {
                     (if f.kind == TrackKind::Video { 'v' } else { 'a' }, f.dts)
@@ -158,15 +167,30 @@ mod tests {
             .collect()
     }
 
+    /// Offers `input`, the n-th message arriving at wall clock `WALL + n`.
     fn run(hold: &mut StartHold, input: &[Arc<MediaMessage>]) -> Vec<Vec<(char, i64)>> {
-        input
+        run_dated(hold, input).0
+    }
+
+    const WALL: u64 = 1_800_000_000_000;
+
+    /// [`run`], and every message's wall clock as it came out.
+    fn run_dated(
+        hold: &mut StartHold,
+        input: &[Arc<MediaMessage>],
+    ) -> (Vec<Vec<(char, i64)>>, Vec<u64>) {
+        let mut walls = Vec::new();
+        let steps = input
             .iter()
-            .map(|m| {
+            .enumerate()
+            .map(|(n, m)| {
                 let mut out = Vec::new();
-                hold.offer(m, &mut out);
+                hold.offer(m, WALL + n as u64, &mut out);
+                walls.extend(out.iter().map(|(_, w)| *w));
                 shown(&out)
             })
-            .collect()
+            .collect();
+        (steps, walls)
     }
 
     #[test]
@@ -203,8 +227,9 @@ mod tests {
         assert!(h.is_open());
         // From then on, as they come.
         let mut o = Vec::new();
-        h.offer(&frame(TrackKind::Audio, 1000), &mut o);
+        h.offer(&frame(TrackKind::Audio, 1000), WALL + 99, &mut o);
         assert_eq!(shown(&o), [('a', 1000)]);
+        assert_eq!(o[0].1, WALL + 99);
     }
 
     #[test]
@@ -239,12 +264,15 @@ mod tests {
         let mut h = StartHold::holding();
         let mut input = vec![config(TrackKind::Audio)];
         input.extend((0..=150).map(|i| frame(TrackKind::Audio, i * 20)));
-        let steps = run(&mut h, &input);
+        let (steps, walls) = run_dated(&mut h, &input);
         let first = steps.iter().position(|s| !s.is_empty()).unwrap();
         assert_eq!(first, 151, "released at 3 s of audio");
         assert_eq!(steps[first].len(), 152, "the config and every frame");
         assert_eq!(steps[first][0], ('A', -1));
         assert!(h.is_open());
+        // Let out in one burst, each dated by when it came.
+        let arrived: Vec<u64> = (0..input.len() as u64).map(|n| WALL + n).collect();
+        assert_eq!(walls, arrived);
     }
 
     #[test]

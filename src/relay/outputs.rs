@@ -238,6 +238,13 @@ impl Outputs {
     /// outputs had not been given: they restart at the next keyframe, so
     /// the driver should ask its source for one.
     pub(super) fn emit(&mut self, m: &Arc<MediaMessage>) -> bool {
+        self.emit_dated(m, None)
+    }
+
+    /// [`Outputs::emit`] for a message that arrived at `wall_ms` (unix ms),
+    /// earlier than now (it was held): the outputs that date media (HLS)
+    /// date it by then. `None`: it arrived now.
+    pub(super) fn emit_dated(&mut self, m: &Arc<MediaMessage>, wall_ms: Option<u64>) -> bool {
         let mut new_config = false;
         match &**m {
             MediaMessage::Config(c) => {
@@ -260,10 +267,10 @@ impl Outputs {
             t.offer(m);
         }
         if let Some(h) = self.hls.as_mut() {
-            h.offer(m);
+            h.offer_at(m, wall_ms.unwrap_or_else(crate::unix_now_ms));
         }
         if let Some(l) = self.ladder.as_mut() {
-            l.offer(m);
+            l.offer_at(m, wall_ms.unwrap_or_else(crate::unix_now_ms));
         }
         if let Some(r) = self.recorder.as_mut() {
             r.offer(m);

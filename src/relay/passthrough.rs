@@ -150,9 +150,11 @@ impl Follow {
             return self.emit_now(m, out);
         }
         let mut released = Vec::new();
-        self.hold.offer(m, &mut released);
-        for m in &released {
-            self.emit_now(m, out);
+        self.hold.offer(m, crate::unix_now_ms(), &mut released);
+        for (m, wall_ms) in &released {
+            if out.emit_dated(m, Some(*wall_ms)) {
+                self.request_keyframe();
+            }
         }
     }
 
