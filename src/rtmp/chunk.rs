@@ -22,6 +22,8 @@
 //! starts a message adds the stream's last timestamp field), so what the
 //! rest of the gateway sees is unchanged. Pure: bytes in, messages out.
 
+use bytes::{Bytes, BytesMut};
+
 use super::amf::{self, AmfError, AmfLimits};
 
 /// What one connection may send.
@@ -91,7 +93,7 @@ pub(crate) struct Message {
     pub stream_id: u32,
     /// Milliseconds, wrapping as RTMP timestamps do.
     pub timestamp: u32,
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
 }
 
 const SET_CHUNK_SIZE: u8 = 1;
@@ -118,6 +120,13 @@ const MAX_CHUNK_SIZE: u32 = 0x7fff_ffff;
 /// and a peer declaring large messages it never sends holds at most this
 /// per chunk stream.
 const PAYLOAD_RESERVE: usize = 64 << 10;
+/// A media chunk stream's messages are read into blocks of this many
+/// bytes (or one message, if larger), each message a slice of its block:
+/// one allocation for several frames (a 2 Mbps stream's average video
+/// frame is 8 KiB; an AAC frame a few hundred bytes), freed once the last
+/// frame of the block is.
+const VIDEO_BLOCK: usize = 64 << 10;
+const AUDIO_BLOCK: usize = 8 << 10;
 
 /// What a chunk stream remembers from its last header.
 #[derive(Debug, Default)]
@@ -129,8 +138,11 @@ struct Stream {
     length: u32,
     type_id: u8,
     stream_id: u32,
-    /// The unfinished message's bytes, `None` between messages.
-    payload: Option<Vec<u8>>,
+    /// The unfinished message's bytes (empty between messages), at the
+    /// end of what was read into the current block.
+    payload: BytesMut,
+    /// A message is unfinished.
+    open: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -183,8 +195,8 @@ impl ChunkReader {
                 State::Body { index, left } => {
                     let n = (left as usize).min(input.len());
                     let stream = &mut self.streams[index].1;
-                    let payload = stream.payload.as_mut().expect("body of a started message");
-                    payload.extend_from_slice(&input[..n]);
+                    debug_assert!(stream.open, "body of a started message");
+                    stream.payload.extend_from_slice(&input[..n]);
                     input = &input[n..];
                     self.buffered += n;
                     let left = left - n as u32;
@@ -272,7 +284,7 @@ impl ChunkReader {
             }
         };
         let stream = &mut self.streams[index].1;
-        let continuing = stream.payload.is_some();
+        let continuing = stream.open;
         if continuing && fmt != 3 {
             return Err(ChunkError::Interleaved(csid));
         }
@@ -307,12 +319,19 @@ impl ChunkReader {
                     limit,
                 });
             }
-            stream.payload = Some(Vec::with_capacity(
-                (stream.length as usize).min(PAYLOAD_RESERVE),
-            ));
+            let want = (stream.length as usize).min(PAYLOAD_RESERVE);
+            if stream.payload.capacity() < want {
+                let block = match stream.type_id {
+                    VIDEO => VIDEO_BLOCK,
+                    AUDIO => AUDIO_BLOCK,
+                    _ => 0,
+                };
+                stream.payload = BytesMut::with_capacity(block.max(want));
+            }
+            stream.open = true;
         }
         at = used;
-        let have = stream.payload.as_ref().map_or(0, Vec::len) as u32;
+        let have = stream.payload.len() as u32;
         let left = (stream.length - have).min(self.chunk_size);
         if self.buffered + left as usize > self.limits.max_buffered_bytes {
             return Err(ChunkError::Buffered(self.limits.max_buffered_bytes));
@@ -329,11 +348,12 @@ impl ChunkReader {
     /// too, handle it.
     fn chunk_done(&mut self, index: usize, out: &mut Vec<Message>) -> Result<(), ChunkError> {
         let stream = &mut self.streams[index].1;
-        let payload = stream.payload.as_ref().expect("started message");
-        if payload.len() < stream.length as usize {
+        debug_assert!(stream.open, "started message");
+        if stream.payload.len() < stream.length as usize {
             return Ok(());
         }
-        let payload = stream.payload.take().expect("started message");
+        let payload = stream.payload.split().freeze();
+        stream.open = false;
         self.buffered -= payload.len();
         let msg = Message {
             type_id: stream.type_id,
@@ -352,9 +372,10 @@ impl ChunkReader {
             ABORT => {
                 let aborted = control_u32(&msg)?;
                 if let Some((_, s)) = self.streams.iter_mut().find(|(id, _)| *id == aborted)
-                    && let Some(p) = s.payload.take()
+                    && std::mem::take(&mut s.open)
                 {
-                    self.buffered -= p.len();
+                    self.buffered -= s.payload.len();
+                    s.payload.clear();
                 }
             }
             AMF0_DATA | AMF3_DATA | AMF0_COMMAND | AMF3_COMMAND => {
@@ -485,7 +506,7 @@ impl SessionFeed {
         loop {
             let msg = self.waiting.pop_front()?;
             if self.acks && msg.type_id == WINDOW_ACK_SIZE {
-                if let Ok(size) = <[u8; 4]>::try_from(msg.payload.as_slice()) {
+                if let Ok(size) = <[u8; 4]>::try_from(&msg.payload[..]) {
                     self.peer_window = Some(u32::from_be_bytes(size)).filter(|w| *w > 0);
                 }
                 continue;

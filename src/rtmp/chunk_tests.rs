@@ -267,6 +267,59 @@ fn interleaved_chunk_streams_and_abort() {
 }
 
 #[test]
+fn media_messages_are_slices_of_shared_blocks_and_stay_intact() {
+    // 100 video frames of 1000 bytes, audio between them: the video is
+    // read into 64 KiB blocks (65 frames each), the audio into its own.
+    let mut ser = ChunkSerializer::new();
+    let mut wire = ser
+        .set_max_chunk_size(4096, RtmpTimestamp::new(0))
+        .unwrap()
+        .bytes;
+    for i in 0..100u32 {
+        let video = (0..1000).map(|b| (b as u32 * 7 + i) as u8).collect();
+        wire.extend(
+            ser.serialize(&payload(9, 1, i * 33, video), false, false)
+                .unwrap()
+                .bytes,
+        );
+        let audio = vec![i as u8; 300];
+        wire.extend(
+            ser.serialize(&payload(8, 1, i * 33, audio), false, false)
+                .unwrap()
+                .bytes,
+        );
+    }
+    let mut reader = ChunkReader::new(ChunkLimits::default());
+    // Read in pieces, as a socket gives them.
+    let mut got = Vec::new();
+    for piece in wire.chunks(1500) {
+        reader.push(piece, &mut got).unwrap();
+    }
+    let video: Vec<&Message> = got.iter().filter(|m| m.type_id == 9).collect();
+    let audio: Vec<&Message> = got.iter().filter(|m| m.type_id == 8).collect();
+    assert_eq!((video.len(), audio.len()), (100, 100));
+    // Every frame holds its own bytes once all were read (none overwrote another).
+    for (i, m) in video.iter().enumerate() {
+        let want: Vec<u8> = (0..1000).map(|b| (b * 7 + i) as u8).collect();
+        assert_eq!(&m.payload[..], &want[..], "frame {i}");
+    }
+    for (i, m) in audio.iter().enumerate() {
+        assert_eq!(&m.payload[..], &[i as u8; 300][..], "audio frame {i}");
+    }
+    // Consecutive frames of a track sit side by side in a block: a new
+    // allocation only when a block is full.
+    let blocks = |ms: &[&Message]| {
+        1 + ms
+            .windows(2)
+            .filter(|w| w[0].payload.as_ptr_range().end != w[1].payload.as_ptr())
+            .count()
+    };
+    assert_eq!(blocks(&video), 2, "100 KB of video in 64 KiB blocks");
+    assert_eq!(blocks(&audio), 4, "30 KB of audio in 8 KiB blocks");
+    assert_eq!(reader.buffered, 0);
+}
+
+#[test]
 fn protocol_violations_are_errors_not_panics() {
     let fresh = || ChunkReader::new(ChunkLimits::default());
     // A type-1 header on a stream never opened.
@@ -326,7 +379,7 @@ fn framed_messages_read_back_identically_in_rml_rtmp() {
             type_id: 9,
             stream_id: 1,
             timestamp: ts,
-            payload: (0..len).map(|i| i as u8).collect(),
+            payload: (0..len).map(|i| i as u8).collect::<Vec<u8>>().into(),
         };
         let mut wire = Vec::new();
         frame_for_session(&msg, &mut wire);
@@ -509,7 +562,7 @@ proptest! {
 
         let mut ours = ChunkReader::new(ChunkLimits::default());
         let read = read_all(&mut ours, &[set_size.clone(), wire.clone()].concat()).unwrap();
-        let got: Vec<(u8, u32, Vec<u8>)> = read.into_iter().map(|m| (m.type_id, m.timestamp, m.payload)).collect();
+        let got: Vec<(u8, u32, Vec<u8>)> = read.into_iter().map(|m| (m.type_id, m.timestamp, m.payload.to_vec())).collect();
         prop_assert_eq!(&got, &sent);
 
         let mut rml = ChunkDeserializer::new();

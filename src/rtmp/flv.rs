@@ -49,10 +49,12 @@ pub fn parse_video(data: Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvErro
     let mut payload = data;
     payload.advance(5);
     match packet_type {
+        // A copy: remembered as long as the stream runs, it would keep
+        // the whole block it was read into (`chunk`) alive.
         0 => Ok(Some(MediaMessage::Config(TrackConfig {
             kind: TrackKind::Video,
             codec: Codec::H264,
-            extradata: payload,
+            extradata: Bytes::copy_from_slice(&payload),
         }))),
         1 if payload.is_empty() => Ok(None),
         1 => Ok(Some(MediaMessage::Frame(EncodedFrame {
@@ -85,7 +87,7 @@ pub fn parse_audio(data: Bytes, ts: u32) -> Result<Option<MediaMessage>, FlvErro
         0 => Ok(Some(MediaMessage::Config(TrackConfig {
             kind: TrackKind::Audio,
             codec: Codec::Aac,
-            extradata: payload,
+            extradata: Bytes::copy_from_slice(&payload),
         }))),
         _ if payload.is_empty() => Ok(None),
         _ => Ok(Some(MediaMessage::Frame(EncodedFrame {

@@ -446,7 +446,7 @@ impl Connection {
                     }
                 }
                 Next::Media(msg) => {
-                    let data = bytes::Bytes::from(msg.payload);
+                    let data = msg.payload;
                     let parsed = if msg.type_id == 9 {
                         flv::parse_video(data, msg.timestamp)?
                     } else {
