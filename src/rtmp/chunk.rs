@@ -128,6 +128,25 @@ const PAYLOAD_RESERVE: usize = 64 << 10;
 const VIDEO_BLOCK: usize = 64 << 10;
 const AUDIO_BLOCK: usize = 8 << 10;
 
+/// Where a [`ChunkReader`] puts the messages it completes, in order.
+pub(crate) trait Messages {
+    fn put(&mut self, m: Message);
+}
+
+impl Messages for Vec<Message> {
+    fn put(&mut self, m: Message) {
+        self.push(m);
+    }
+}
+
+/// The session feed's queue: read into directly, not through a `Vec`
+/// drained into it (which cost a hundred instructions a message).
+impl Messages for std::collections::VecDeque<Message> {
+    fn put(&mut self, m: Message) {
+        self.push_back(m);
+    }
+}
+
 /// What a chunk stream remembers from its last header.
 #[derive(Debug, Default)]
 struct Stream {
@@ -188,7 +207,7 @@ impl ChunkReader {
     /// Reads `input`, appending every message it completes to `out` (Set
     /// Chunk Size and Abort are applied, not returned). After an error the
     /// connection must be closed: the stream cannot be resynchronised.
-    pub(crate) fn push(&mut self, input: &[u8], out: &mut Vec<Message>) -> Result<(), ChunkError> {
+    pub(crate) fn push(&mut self, input: &[u8], out: &mut impl Messages) -> Result<(), ChunkError> {
         let mut input = input;
         while !input.is_empty() {
             match self.state {
@@ -241,7 +260,7 @@ impl ChunkReader {
 
     /// Parses one chunk header from the start of `b`: `None` when more bytes
     /// are needed (nothing changed), else the bytes it used.
-    fn header(&mut self, b: &[u8], out: &mut Vec<Message>) -> Result<Option<usize>, ChunkError> {
+    fn header(&mut self, b: &[u8], out: &mut impl Messages) -> Result<Option<usize>, ChunkError> {
         let Some(&b0) = b.first() else {
             return Ok(None);
         };
@@ -346,7 +365,7 @@ impl ChunkReader {
 
     /// A chunk of the stream at `index` is complete: if its message is
     /// too, handle it.
-    fn chunk_done(&mut self, index: usize, out: &mut Vec<Message>) -> Result<(), ChunkError> {
+    fn chunk_done(&mut self, index: usize, out: &mut impl Messages) -> Result<(), ChunkError> {
         let stream = &mut self.streams[index].1;
         debug_assert!(stream.open, "started message");
         if stream.payload.len() < stream.length as usize {
@@ -380,9 +399,9 @@ impl ChunkReader {
             }
             AMF0_DATA | AMF3_DATA | AMF0_COMMAND | AMF3_COMMAND => {
                 check_amf(&msg, self.limits.amf)?;
-                out.push(msg);
+                out.put(msg);
             }
-            _ => out.push(msg),
+            _ => out.put(msg),
         }
         Ok(())
     }
@@ -434,7 +453,6 @@ fn control_u32(msg: &Message) -> Result<u32, ChunkError> {
 pub(crate) struct SessionFeed {
     reader: ChunkReader,
     waiting: std::collections::VecDeque<Message>,
-    out: Vec<Message>,
     framed: Vec<u8>,
     /// Acknowledgements are this feed's (the ingest side).
     acks: bool,
@@ -463,7 +481,6 @@ impl SessionFeed {
         SessionFeed {
             reader: ChunkReader::new(limits),
             waiting: std::collections::VecDeque::new(),
-            out: Vec::new(),
             framed: Vec::new(),
             acks: false,
             peer_window: None,
@@ -487,9 +504,7 @@ impl SessionFeed {
     /// (what was accepted before it still waits).
     pub(crate) fn push(&mut self, bytes: &[u8]) -> Result<(), ChunkError> {
         self.received += bytes.len() as u64;
-        let read = self.reader.push(bytes, &mut self.out);
-        self.waiting.extend(self.out.drain(..));
-        read
+        self.reader.push(bytes, &mut self.waiting)
     }
 
     /// The next accepted message, framed for the session.
