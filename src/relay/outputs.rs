@@ -266,11 +266,15 @@ impl Outputs {
         for t in &mut self.targets {
             t.offer(m);
         }
-        if let Some(h) = self.hls.as_mut() {
-            h.offer_at(m, wall_ms.unwrap_or_else(crate::unix_now_ms));
-        }
-        if let Some(l) = self.ladder.as_mut() {
-            l.offer_at(m, wall_ms.unwrap_or_else(crate::unix_now_ms));
+        if self.hls.is_some() || self.ladder.is_some() {
+            // One clock read a message, and none without an output that dates.
+            let wall_ms = wall_ms.unwrap_or_else(crate::unix_now_ms);
+            if let Some(h) = self.hls.as_mut() {
+                h.offer_at(m, wall_ms);
+            }
+            if let Some(l) = self.ladder.as_mut() {
+                l.offer_at(m, wall_ms);
+            }
         }
         if let Some(r) = self.recorder.as_mut() {
             r.offer(m);
