@@ -416,4 +416,95 @@ mod tests {
         let mut rest = Vec::new();
         assert_eq!(peer.read_to_end(&mut rest).await.unwrap(), 0);
     }
+
+    /// RTMP chunks of 4 KiB after a 5-byte FLV tag head, as a push target
+    /// writes a frame.
+    fn rtmp_chunks(id: u32, m: &MediaMessage, out: &mut Vec<u8>) {
+        let MediaMessage::Frame(f) = m else {
+            return;
+        };
+        let csid = if f.kind == TrackKind::Video { 6 } else { 4 };
+        let head = [0x17, 1, 0, 0, 0];
+        super::super::chunk::write_chunks(out, csid, (9, id, 7), 4096, &head, &f.data);
+    }
+
+    /// A socket with a small send buffer, read in random pieces by a peer
+    /// that lags: writes are cut short or refused again and again, the
+    /// target's task writes the rest now and then, and what arrives is
+    /// still every message's chunks, whole and in order.
+    #[tokio::test]
+    async fn writes_cut_short_by_a_full_socket_lose_and_reorder_nothing() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..8u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.set_send_buffer_size(4096).unwrap();
+            let ours = s.connect(l.local_addr().unwrap()).await.unwrap();
+            let (mut peer, _) = l.accept().await.unwrap();
+            ours.writable().await.unwrap();
+            let mut d = Direct::new(Arc::new(ours), 1, rtmp_chunks, Latest::default());
+            let wake = Notify::new();
+            let reader_seed = rng.gen_range(0..u64::MAX);
+            let reader = tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(reader_seed);
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = rng.gen_range(1..buf.len());
+                    match peer.read(&mut buf[..n]).await.unwrap() {
+                        0 => return got,
+                        k => got.extend_from_slice(&buf[..k]),
+                    }
+                    if rng.gen_bool(0.3) {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+            let mut expected = Vec::new();
+            let mut cut_short = 0;
+            for i in 0..400usize {
+                let kind = if i == 0 || rng.gen_bool(0.6) {
+                    TrackKind::Video
+                } else {
+                    TrackKind::Audio
+                };
+                let len = match kind {
+                    TrackKind::Video if i % 60 == 0 => rng.gen_range(30_000..120_000),
+                    TrackKind::Video => rng.gen_range(1..12_000),
+                    TrackKind::Audio => rng.gen_range(1..400),
+                };
+                let data: Vec<u8> = (0..len).map(|b| (b * 7 + i * 13) as u8).collect();
+                let m = frame(kind, i == 0, data);
+                rtmp_chunks(1, &m, &mut expected);
+                let before = d.backlog();
+                while !d.offer(&m, &wake) {
+                    d.write_now();
+                    tokio::task::yield_now().await;
+                }
+                if before == 0 && d.backlog() > 0 {
+                    cut_short += 1;
+                }
+                if rng.gen_bool(0.5) {
+                    d.write_now();
+                }
+                if rng.gen_bool(0.2) {
+                    tokio::task::yield_now().await;
+                }
+            }
+            while d.backlog() > 0 {
+                d.write_now();
+                tokio::task::yield_now().await;
+            }
+            assert!(d.failed.is_none(), "seed {seed}: {:?}", d.failed);
+            assert!(cut_short > 0, "seed {seed}: no write was cut short");
+            drop(d);
+            let got = tokio::time::timeout(std::time::Duration::from_secs(20), reader)
+                .await
+                .expect("the peer reads to the end")
+                .unwrap();
+            assert_eq!(got.len(), expected.len(), "seed {seed}");
+            assert!(got == expected, "seed {seed}: the bytes differ");
+        }
+    }
 }
