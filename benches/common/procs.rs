@@ -162,6 +162,20 @@ pub fn cpu_seconds_precise(pid: u32) -> f64 {
         / 1e9
 }
 
+/// User and kernel CPU of process `pid` in clock ticks (10 ms each):
+/// `/proc/<pid>/stat`'s utime and stime, for the split only.
+pub fn user_kernel_ticks(pid: u32) -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return (0, 0);
+    };
+    // Fields after the command name, which may hold spaces: state is the
+    // first, utime the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let mut f = rest.split_whitespace().skip(11);
+    let mut next = || f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    (next(), next())
+}
+
 /// One HTTP/1.1 request to loopback `port` (a JSON body, or none when
 /// empty): the status and the body, de-chunked.
 pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {

@@ -129,6 +129,7 @@ pub fn run_case(
         .collect();
     // The CPU counted from `STEADY_FROM_MS` of stream time on.
     let mut steady: Option<(f64, u32)> = None;
+    let mut ticks0 = (0, 0);
     let mut last_ts = 0;
     let t0 = Instant::now();
     for (is_video, ts, data) in tags {
@@ -138,6 +139,7 @@ pub fn run_case(
         }
         if steady.is_none() && *ts >= STEADY_FROM_MS {
             steady = Some((procs::cpu_seconds_precise(relay_pid), *ts));
+            ticks0 = procs::user_kernel_ticks(relay_pid);
         }
         last_ts = last_ts.max(*ts);
         if *is_video {
@@ -161,6 +163,13 @@ pub fn run_case(
     let cpu = (procs::cpu_seconds_precise(relay_pid) - cpu0)
         / publishers.len() as f64
         / (f64::from(last_ts - from_ts) / 1000.0);
+    let (user, kernel) = procs::user_kernel_ticks(relay_pid);
+    let (user, kernel) = (user - ticks0.0, kernel - ticks0.1);
+    println!(
+        "           this run: {:.0} % of the CPU in the kernel ({kernel} of {} ticks of 10 ms)",
+        100.0 * kernel as f64 / (user + kernel).max(1) as f64,
+        user + kernel
+    );
     let _ = done_tx.send(Instant::now());
     drop(publishers);
     player.join().unwrap();
