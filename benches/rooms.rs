@@ -587,6 +587,8 @@ fn main() {
         WARMUP.as_secs()
     );
     let mut held = (0usize, 0usize);
+    // Each N run, and whether roomcast and the ffmpeg CLI held it.
+    let mut tried: Vec<(usize, bool, bool)> = Vec::new();
     let mut n = chosen.first().copied().unwrap_or(1);
     let mut step = 0;
     loop {
@@ -609,6 +611,7 @@ fn main() {
         if ff_held {
             held.1 = held.1.max(n);
         }
+        tried.push((n, rc_held, ff_held));
         step += 1;
         n = if !chosen.is_empty() {
             match chosen.get(step) {
@@ -624,9 +627,32 @@ fn main() {
         };
     }
     println!(
-        "\nrooms held at full frame rate: roomcast {} , ffmpeg CLI {} ({:.2}x)",
+        "\nrooms held at full frame rate: roomcast {}{}, ffmpeg CLI {}{} ({:.2}x)",
         held.0,
+        bound(&tried, held.0, |t| t.1),
         held.1,
+        bound(&tried, held.1, |t| t.2),
         held.0 as f64 / held.1.max(1) as f64
     );
+}
+
+/// What bounds a side's rooms held from above: the next N it was run at
+/// and did not hold, and the N between that were not run (chosen N can
+/// skip some), so a ratio of two maxima is not read as more than it is.
+fn bound(
+    tried: &[(usize, bool, bool)],
+    held: usize,
+    ok: impl Fn(&(usize, bool, bool)) -> bool,
+) -> String {
+    let failed = tried
+        .iter()
+        .filter(|t| t.0 > held && !ok(t))
+        .map(|t| t.0)
+        .min();
+    match failed {
+        None => " (no larger N run)".to_owned(),
+        Some(f) if f == held + 1 => format!(" ({f} not held)"),
+        Some(f) if f == held + 2 => format!(" ({f} not held; {} not run)", held + 1),
+        Some(f) => format!(" ({f} not held; {} to {} not run)", held + 1, f - 1),
+    }
 }
