@@ -164,7 +164,10 @@ pub fn run_case(
         / publishers.len() as f64
         / (f64::from(last_ts - from_ts) / 1000.0);
     let (user, kernel) = procs::user_kernel_ticks(relay_pid);
-    let (user, kernel) = (user - ticks0.0, kernel - ticks0.1);
+    let (user, kernel) = (
+        user.saturating_sub(ticks0.0),
+        kernel.saturating_sub(ticks0.1),
+    );
     println!(
         "           this run: {:.0} % of the CPU in the kernel ({kernel} of {} ticks of 10 ms)",
         100.0 * kernel as f64 / (user + kernel).max(1) as f64,
