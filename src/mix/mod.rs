@@ -11,4 +11,5 @@ pub mod latency;
 pub(crate) mod layout;
 pub mod pipeline;
 pub(crate) mod timeline;
+pub mod up2;
 pub(crate) mod video;
