@@ -50,8 +50,6 @@ pub(crate) enum DropReason {
     SlowOutput,
     /// A mix input arrived too late, or faster than the mix can take it.
     LateInput,
-    /// A relay or mix forwarder fell behind the anchor's fan-out.
-    Lagged,
     /// An overloaded mix skipped pictures it was too late to encode.
     Overload,
 }
@@ -150,7 +148,7 @@ macro_rules! label_values {
 label_values! {
     Edge { Rtmp => "rtmp", Whip => "whip", Pull => "pull" }
     Output { Rtmp => "rtmp", Hls => "hls", Record => "record", Whep => "whep" }
-    DropReason { SlowTarget => "slow_target", SlowOutput => "slow_output", LateInput => "late_input", Lagged => "lagged", Overload => "overload" }
+    DropReason { SlowTarget => "slow_target", SlowOutput => "slow_output", LateInput => "late_input", Overload => "overload" }
     HlsObject { Playlist => "playlist", Segment => "segment", Part => "part", Init => "init", Other => "other" }
 }
 
@@ -291,12 +289,6 @@ pub(crate) struct DropCounter {
 impl DropCounter {
     pub(crate) fn new(reason: DropReason) -> DropCounter {
         DropCounter { reason, counted: 0 }
-    }
-
-    /// Takes the gate's count as known without reporting it (drops that
-    /// another reason already counted).
-    pub(crate) fn skip(&mut self, dropped: u64) {
-        self.counted = self.counted.max(dropped);
     }
 
     pub(crate) fn sync(&mut self, dropped: u64) {

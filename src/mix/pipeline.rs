@@ -17,9 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::mpsc::{
-    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
-};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use super::latency::{LatencySummary, LatencyWindow, Split};
@@ -143,13 +141,6 @@ impl MixInput {
             self.gate.overflowed();
             self.counted.sync(self.gate.dropped);
         }
-    }
-
-    /// Messages were lost upstream: resume at the next keyframe.
-    /// (The forwarder counts what was lost, as lagged.)
-    pub fn lost(&mut self) {
-        self.gate.overflowed();
-        self.counted.skip(self.gate.dropped);
     }
 }
 
@@ -400,25 +391,21 @@ impl Mixer {
         self.clock.restart(Instant::now());
         loop {
             let next = self.clock.next();
-            // Take input until the next output tick; a thread behind takes
-            // what arrived meanwhile first, so the ticks it catches up on
-            // find it (each message keeps its arrival time).
+            // Input waits in the queue until the next output tick: it is
+            // only taken (into the jitter buffers; each message keeps its
+            // arrival time) when the tick releases it, so the thread wakes
+            // once a tick, not once a message. A thread behind takes what
+            // arrived meanwhile first, so the ticks it catches up on find it.
+            let now = Instant::now();
+            if now < next {
+                std::thread::sleep(next - now);
+            }
             loop {
-                let now = Instant::now();
-                let input = if now >= next {
-                    match rx.try_recv() {
-                        Ok(input) => input,
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => return Ok(()),
-                    }
-                } else {
-                    match rx.recv_timeout(next - now) {
-                        Ok(input) => input,
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                    }
-                };
-                self.on_input(input);
+                match rx.try_recv() {
+                    Ok(input) => self.on_input(input),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Ok(()),
+                }
             }
             let now = Instant::now();
             if now.saturating_duration_since(next) > frame {

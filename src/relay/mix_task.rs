@@ -1,26 +1,25 @@
 //! The mix driver: every anchor of the room composed into one stream.
 //!
 //! Anchors are found through the hub's watch of the room's publishers (entry
-//! order is the order they started). Each anchor gets a forwarding task that
-//! feeds the mix thread and says when the anchor stopped. The mix's output
+//! order is the order they started). Each anchor's publisher hands its
+//! messages to the mix thread's queue in its own turn (a hub tap: no task
+//! woken per message), and says when the anchor stopped. The mix's output
 //! goes to the task's outputs like a passthrough's. The task stops when
 //! asked, when the room closes, or after `max_idle` without any anchor (a
 //! deadline, not a poll); its counters are refreshed every 200 ms.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, mpsc};
 
 use super::outputs::{Deps, Outputs};
 use super::spec::RelaySpec;
 use super::status::{Rates, StatusTx};
 use super::{Control, MixControl};
 use crate::media::MediaMessage;
-use crate::media::hub::RoomPublishers;
+use crate::media::hub::{Configs, RoomPublishers, Tap, TapGuard};
 use crate::mix::pipeline::{MixCounters, MixHandle, MixInput, MixSettings};
 use crate::room::UserId;
 
@@ -150,12 +149,12 @@ impl Pictures {
     }
 }
 
-/// The anchors being mixed: each one's forwarding task and its number, so a
-/// forwarder that ends after its anchor came back is not mistaken for the
-/// new one.
+/// The anchors being mixed: each one's tap on its publisher and its
+/// number, so a publisher that ends after its anchor came back is not
+/// mistaken for the new one.
 #[derive(Default)]
 struct Inputs {
-    running: HashMap<UserId, (u64, JoinHandle<()>)>,
+    running: HashMap<UserId, (u64, TapGuard)>,
     next: u64,
 }
 
@@ -197,24 +196,22 @@ impl Inputs {
             {
                 continue;
             }
-            if let Some(sub) = deps.hub.subscribe(&spec.room, user) {
+            let id = self.next + 1;
+            let tap = Arc::new(Feed {
+                input: Mutex::new(mixer.input(user.as_str())),
+                left: left.clone(),
+                who: (user.clone(), id),
+            });
+            if let Some(guard) = deps.hub.tap(&spec.room, user, tap) {
                 tracing::info!(task = %spec.id, user = %user, "anchor joined the mix");
-                let input = mixer.input(user.as_str());
-                self.next += 1;
-                let id = self.next;
-                let left = left.clone();
-                let who = user.clone();
-                let task = tokio::spawn(async move {
-                    forward(sub, input).await;
-                    let _ = left.send((who, id));
-                });
-                self.running.insert(user.clone(), (id, task));
+                self.next = id;
+                self.running.insert(user.clone(), (id, guard));
             }
         }
     }
 
-    /// Forgets `user`'s forwarder number `id` (it ended); `false` if that
-    /// forwarder was already replaced or cleared.
+    /// Forgets `user`'s input number `id` (its publisher ended); `false` if
+    /// that input was already replaced or cleared.
     fn remove(&mut self, user: &UserId, id: u64) -> bool {
         if self.running.get(user).is_some_and(|(i, _)| *i == id) {
             self.running.remove(user);
@@ -224,33 +221,42 @@ impl Inputs {
         }
     }
 
-    /// Stops every forwarder.
+    /// Detaches every input (each tells the mix it is gone).
     fn clear(&mut self) {
-        for (_, (_, h)) in self.running.drain() {
-            h.abort();
-        }
+        self.running.clear();
     }
 }
 
-/// Feeds one anchor's messages into the mix until it stops publishing.
-async fn forward(mut sub: crate::media::hub::Subscription, mut input: MixInput) {
-    for c in [&sub.configs.video, &sub.configs.audio]
-        .into_iter()
-        .flatten()
-    {
-        input.offer(&Arc::new(MediaMessage::Config(c.clone())));
+/// One anchor's way into the mix, run in its publisher's turn.
+struct Feed {
+    /// Locked only by the publisher's turn (and dropped with the tap).
+    input: Mutex<MixInput>,
+    left: mpsc::UnboundedSender<(UserId, u64)>,
+    who: (UserId, u64),
+}
+
+impl Feed {
+    fn input(&self) -> std::sync::MutexGuard<'_, MixInput> {
+        // An offer that panicked left the input between messages.
+        self.input.lock().unwrap_or_else(|p| p.into_inner())
     }
-    // The mixer's decoder starts at a keyframe.
-    sub.request_keyframe();
-    loop {
-        match sub.messages.recv().await {
-            Ok(m) => input.offer(&m),
-            Err(RecvError::Lagged(n)) => {
-                crate::metrics::metrics().dropped(crate::metrics::DropReason::Lagged, n);
-                input.lost();
-                sub.request_keyframe();
-            }
-            Err(RecvError::Closed) => return,
+}
+
+impl Tap for Feed {
+    fn attached(&self, configs: &Configs, keyframe: &Arc<Notify>) {
+        let mut input = self.input();
+        for c in [&configs.video, &configs.audio].into_iter().flatten() {
+            input.offer(&Arc::new(MediaMessage::Config(c.clone())));
         }
+        // The mixer's decoder starts at a keyframe.
+        keyframe.notify_one();
+    }
+
+    fn deliver(&self, m: &Arc<MediaMessage>) {
+        self.input().offer(m);
+    }
+
+    fn closed(&self) {
+        let _ = self.left.send(self.who.clone());
     }
 }
