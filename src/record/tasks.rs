@@ -4,7 +4,7 @@
 //! subscribed ones) through its own passthrough relay. All files of a task
 //! go to `<data_dir>/recordings/<TaskId>/` and are listed together.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,11 +115,26 @@ pub(crate) struct Described {
     pub files: Vec<(RecordedFile, Option<UploadState>)>,
 }
 
+/// A resumed recording's id while it is being started.
+struct Starting(Arc<Mutex<HashSet<String>>>, String);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Recordings {
     relays: RelayManager,
     hub: MediaHub,
     tasks: Arc<Mutex<HashMap<String, Task>>>,
+    /// Resumed tasks being started: a second resume of one (a cluster node
+    /// adopting a room twice at once) finds it here and starts nothing.
+    starting: Arc<Mutex<HashSet<String>>>,
     uploads: Uploads,
     events: RecordingEvents,
 }
@@ -135,6 +150,7 @@ impl Recordings {
             relays,
             hub,
             tasks: Arc::default(),
+            starting: Arc::default(),
             uploads,
             events,
         }
@@ -174,7 +190,21 @@ impl Recordings {
             }
         }
         let suffix = Resume::suffix(resume.as_ref());
+        let resumed = resume.is_some();
         let id = resume.map_or_else(|| format!("rec-{}", new_id()), |r| r.id);
+        // A resumed task that runs here already, or is being started here
+        // by another resume, is not started twice.
+        let _starting = if resumed {
+            let tasks = self.lock();
+            let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+            if tasks.get(&id).is_some_and(|t| !*t.ended.borrow()) || !starting.insert(id.clone()) {
+                tracing::info!(task = %id, "cloud recording runs here already; not started again");
+                return Ok(id);
+            }
+            Some(Starting(self.starting.clone(), id.clone()))
+        } else {
+            None
+        };
         let files = FileList::default();
         let relays = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(Notify::new());
@@ -496,4 +526,114 @@ fn new_id() -> String {
     let mut b = [0u8; 12];
     rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::RecordFormat;
+    use crate::room::testing;
+
+    fn recordings() -> (Recordings, RecordingEvents, PathBuf) {
+        let (rooms, _task) = crate::room::spawn(&testing::config());
+        let dir = std::env::temp_dir().join(format!(
+            "roomcast-record-tasks-{}-{}",
+            std::process::id(),
+            new_id()
+        ));
+        let hub = MediaHub::default();
+        let relays = RelayManager::new(
+            rooms,
+            hub.clone(),
+            dir.join("hls"),
+            crate::hls::store::HlsStore::default(),
+            1.0,
+        );
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        let uploads = Uploads::new(&dir, Default::default(), events.clone());
+        (
+            Recordings::new(relays, hub, uploads, events.clone()),
+            events,
+            dir,
+        )
+    }
+
+    fn resume_once(r: &Recordings, id: &str) -> Result<String, RelayError> {
+        let profile = crate::profile::load_all(None)
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name == "passthrough")
+            .unwrap();
+        r.start(
+            (testing::lesson(), "recorder"),
+            Mode::Single {
+                profile: Box::new(profile),
+                subscription: Subscription::default(),
+            },
+            RecordOutput {
+                format: RecordFormat::Mp4,
+                max_file_minutes: 60,
+            },
+            Duration::from_secs(60),
+            None,
+            Some(Resume {
+                id: id.into(),
+                part: 2,
+            }),
+        )
+    }
+
+    /// A cluster node may adopt a room twice at once (its lease, and its
+    /// scan for orphaned tasks): the task it resumes must run once, the one
+    /// the registry describes and stops.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_resumed_twice_at_once_runs_once() {
+        let (r, events, dir) = recordings();
+        let mut seen = events.subscribe();
+        let handle = tokio::runtime::Handle::current();
+        const ROUNDS: usize = 50;
+        // Each round, four starts of one task released together.
+        for round in 0..ROUNDS {
+            let id = format!("rec-resumed-{round}");
+            let go = std::sync::Barrier::new(4);
+            let ids: Vec<String> = std::thread::scope(|s| {
+                let starts: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let _in = handle.enter();
+                            go.wait();
+                            resume_once(&r, &id).unwrap()
+                        })
+                    })
+                    .collect();
+                starts.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            assert!(ids.iter().all(|i| *i == id), "{ids:?}");
+            // And once more, after: it runs here already.
+            assert_eq!(resume_once(&r, &id).unwrap(), id);
+        }
+        let mut started = 0;
+        while let Ok(e) = seen.try_recv() {
+            if matches!(e.kind, RecordingEventKind::RecorderStart) {
+                started += 1;
+            }
+        }
+        assert_eq!(started, ROUNDS, "recorder start events");
+        assert_eq!(r.list().len(), ROUNDS);
+        assert!(r.starting.lock().unwrap().is_empty());
+        // The one that runs is the one stopped; ended, it may start again.
+        assert!(r.stop(testing::APP, "rec-resumed-0"));
+        let mut ended = r.lock()["rec-resumed-0"].ended.clone();
+        tokio::time::timeout(Duration::from_secs(10), ended.wait_for(|e| *e))
+            .await
+            .expect("the recording ends when stopped")
+            .unwrap();
+        assert_eq!(resume_once(&r, "rec-resumed-0").unwrap(), "rec-resumed-0");
+        let mut again = 0;
+        while let Ok(e) = seen.try_recv() {
+            again += usize::from(matches!(e.kind, RecordingEventKind::RecorderStart));
+        }
+        assert_eq!(again, 1, "started again once ended");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
