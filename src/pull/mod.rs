@@ -80,6 +80,22 @@ impl Drop for Held {
     }
 }
 
+/// A task's entry taken before its start finished; out of the table again
+/// if dropped armed.
+struct Reserved {
+    pulls: PullManager,
+    id: String,
+    armed: bool,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pulls.lock().remove(&self.id);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct PullManager {
     rooms: RoomHandle,
@@ -111,8 +127,11 @@ impl PullManager {
         settings: PullSettings,
         id: Option<String>,
     ) -> Result<String, PullStartError> {
+        let id = id.unwrap_or_else(task_id);
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(tokio::sync::Notify::new());
         {
-            let tasks = self.lock();
+            let mut tasks = self.lock();
             if tasks.len() >= MAX_PULLS {
                 return Err(PullStartError::TooMany(tasks.len()));
             }
@@ -122,7 +141,29 @@ impl PullManager {
             {
                 return Err(PullStartError::Exists(user));
             }
+            // Taken now, before the room is asked: a second start for this
+            // anchor meanwhile (a request, or a cluster node resuming the
+            // task twice at once) is refused, not run beside this one.
+            tasks.insert(
+                id.clone(),
+                Entry {
+                    info: PullInfo {
+                        room: room.clone(),
+                        user: user.clone(),
+                        source: redact(&settings.url).to_owned(),
+                    },
+                    stop: stop.clone(),
+                    wake: wake.clone(),
+                },
+            );
         }
+        // Given back if this start goes no further: refused, or its caller
+        // gave up while the room was asked.
+        let mut reserved = Reserved {
+            pulls: self.clone(),
+            id: id.clone(),
+            armed: true,
+        };
         if self.hub.is_publishing(&room, &user) {
             return Err(PullStartError::Refused(format!(
                 "{user} is already publishing in this room"
@@ -142,21 +183,7 @@ impl PullManager {
             }))
             .await
             .map_err(|e| PullStartError::Refused(e.to_string()))?;
-        let id = id.unwrap_or_else(task_id);
-        let stop = Arc::new(AtomicBool::new(false));
-        let wake = Arc::new(tokio::sync::Notify::new());
-        self.lock().insert(
-            id.clone(),
-            Entry {
-                info: PullInfo {
-                    room: room.clone(),
-                    user: user.clone(),
-                    source: redact(&settings.url).to_owned(),
-                },
-                stop: stop.clone(),
-                wake: wake.clone(),
-            },
-        );
+        reserved.armed = false;
         let publisher =
             self.hub
                 .publish(room.clone(), user.clone(), Some(crate::metrics::Edge::Pull));
@@ -320,5 +347,72 @@ mod tests {
         assert!(pulls.get("pull-1").is_none(), "its entry left the table");
         a.wait_connected(None, "the robot did not leave the room")
             .await;
+    }
+
+    fn unreadable() -> PullSettings {
+        PullSettings {
+            url: "/nonexistent/roomcast-pull-test.flv".into(),
+            seek_secs: 0,
+            plays: Some(1),
+            max_duration: None,
+        }
+    }
+
+    /// Two starts for one anchor at once (two requests, or a cluster node
+    /// resuming one task twice): one runs, the other is refused, and its
+    /// reservation does not outlive it.
+    #[tokio::test]
+    async fn two_starts_for_one_anchor_at_once_run_one() {
+        let a = Anchor::enter(&config(), "teacher").await;
+        let pulls = PullManager::new(a.rooms.clone(), MediaHub::default());
+        let robot = UserId::new("robot").unwrap();
+        let start = |id: &str| {
+            pulls.start(
+                a.room.clone(),
+                robot.clone(),
+                None,
+                crate::unix_now(),
+                unreadable(),
+                Some(id.to_owned()),
+            )
+        };
+        let (first, second) = tokio::join!(start("ingest-a"), start("ingest-a"));
+        let started = [&first, &second].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(started, 1, "{first:?} {second:?}");
+        assert!(
+            [&first, &second]
+                .iter()
+                .any(|r| matches!(r, Err(PullStartError::Exists(u)) if *u == robot)),
+            "{first:?} {second:?}"
+        );
+        // The one that ran cannot read its source; it ends and its entry goes.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pulls.get("ingest-a").is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the ingest never ended"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // A start refused after its reservation (the anchor publishes
+        // already) leaves nothing behind either.
+        let hub = MediaHub::default();
+        let pulls = PullManager::new(a.rooms.clone(), hub.clone());
+        let _publishing = hub.publish(a.room.clone(), robot.clone(), None);
+        let refused = pulls
+            .start(
+                a.room.clone(),
+                robot.clone(),
+                None,
+                crate::unix_now(),
+                unreadable(),
+                Some("ingest-b".into()),
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(PullStartError::Refused(_))),
+            "{refused:?}"
+        );
+        assert!(pulls.list().is_empty());
     }
 }
