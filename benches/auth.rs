@@ -6,24 +6,16 @@
 
 use std::hint::black_box;
 use std::process::Command;
-use std::time::Instant;
 
 use roomcast::auth::tc3::{self, SignedRequest};
 use roomcast::auth::usersig::{self, UserBufCheck};
 
+#[path = "common/timing.rs"]
+mod timing;
+use timing::per_call_us;
+
 const N: u32 = 20_000;
 const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-
-fn per_op_us(mut f: impl FnMut()) -> f64 {
-    for _ in 0..N / 10 {
-        f();
-    }
-    let t = Instant::now();
-    for _ in 0..N {
-        f();
-    }
-    t.elapsed().as_secs_f64() * 1e6 / f64::from(N)
-}
 
 fn python_gen_us() -> Option<f64> {
     let py = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
@@ -42,7 +34,7 @@ fn python_gen_us() -> Option<f64> {
 
 fn main() {
     let now = 1_700_000_000;
-    let gen_us = per_op_us(|| {
+    let gen_us = per_call_us(N, || {
         black_box(usersig::generate(
             1_400_000_000,
             KEY,
@@ -53,7 +45,7 @@ fn main() {
         ));
     });
     let sig = usersig::generate(1_400_000_000, KEY, "xiaojun", 15_552_000, now, None);
-    let verify_us = per_op_us(|| {
+    let verify_us = per_call_us(N, || {
         black_box(
             usersig::verify(&sig, 1_400_000_000, KEY, "xiaojun", now, UserBufCheck::Any).is_ok(),
         );
@@ -75,7 +67,7 @@ fn main() {
         "content-type" => Some("application/json"),
         _ => None,
     };
-    let tc3_us = per_op_us(|| {
+    let tc3_us = per_call_us(N, || {
         let req = SignedRequest {
             method: "POST",
             path: "/",

@@ -7,10 +7,13 @@
 //! Run: `cargo bench --bench scale`.
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use ffmpeg_next as ff;
 use roomcast::mix::up2::{Area, Plane, Up2};
+
+#[path = "common/timing.rs"]
+mod timing;
+use timing::per_call_us;
 
 const N: u32 = 2_000;
 
@@ -38,23 +41,11 @@ fn textured(w: u32, h: u32) -> ff::frame::Video {
     f
 }
 
-/// Microseconds a call of `f`, over `N` calls after a warm-up.
-fn per_call_us(mut f: impl FnMut()) -> f64 {
-    for _ in 0..N / 10 {
-        f();
-    }
-    let t = Instant::now();
-    for _ in 0..N {
-        f();
-    }
-    t.elapsed().as_secs_f64() * 1e6 / f64::from(N)
-}
-
 fn case(w: u32, h: u32) {
     let src = textured(w, h);
     let mut out = ff::frame::Video::new(ff::format::Pixel::YUV420P, 2 * w, 2 * h);
     let mut up = Up2::default();
-    let ours = per_call_us(|| {
+    let ours = per_call_us(N, || {
         for plane in 0..3 {
             let (pw, ph) = (
                 src.plane_width(plane) as usize,
@@ -96,7 +87,7 @@ fn case(w: u32, h: u32) {
             flags,
         )
         .unwrap();
-        let theirs = per_call_us(|| {
+        let theirs = per_call_us(N, || {
             scaler.run(&src, &mut out).unwrap();
             black_box(&out);
         });

@@ -326,17 +326,12 @@ impl Canvas {
         );
         let scaler = match self.scalers.entry(scaler_key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(ff::software::scaling::Context::get(
-                    src.format(),
-                    region.w,
-                    region.h,
-                    ff::format::Pixel::YUV420P,
-                    dst.w,
-                    dst.h,
-                    ff::software::scaling::Flags::BILINEAR,
-                )?)
-            }
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(scaler(
+                src.format(),
+                region,
+                dst,
+                ff::software::scaling::Flags::BILINEAR,
+            )?),
         };
         if !still && ffi::writes_in_place(&self.frame, dst) {
             ffi::scale_into(scaler, src, region, &mut self.view, &mut self.frame, dst)?;
@@ -421,6 +416,25 @@ impl Canvas {
         self.scaled
             .retain(|u, _| u.starts_with("image:") || users.contains(&u.as_str()));
     }
+}
+
+/// A libswscale context from `region`'s size in `format` to `dst`'s in
+/// YUV420P.
+fn scaler(
+    format: ff::format::Pixel,
+    region: Rect,
+    dst: Rect,
+    flags: ff::software::scaling::Flags,
+) -> Result<ff::software::scaling::Context, ff::Error> {
+    ff::software::scaling::Context::get(
+        format,
+        region.w,
+        region.h,
+        ff::format::Pixel::YUV420P,
+        dst.w,
+        dst.h,
+        flags,
+    )
 }
 
 fn image_of(b: &Background) -> Option<std::path::PathBuf> {
@@ -959,16 +973,7 @@ mod tests {
         flags: ff::software::scaling::Flags,
     ) -> ff::frame::Video {
         let mut canvas = ff::frame::Video::new(ff::format::Pixel::YUV420P, 1280, 720);
-        let mut scaler = ff::software::scaling::Context::get(
-            src.format(),
-            region.w,
-            region.h,
-            ff::format::Pixel::YUV420P,
-            dst.w,
-            dst.h,
-            flags,
-        )
-        .unwrap();
+        let mut scaler = scaler(src.format(), region, dst, flags).unwrap();
         let mut view = ff::frame::Video::empty();
         ffi::scale_into(&mut scaler, src, region, &mut view, &mut canvas, dst).unwrap();
         canvas

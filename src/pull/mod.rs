@@ -51,8 +51,9 @@ struct Entry {
     wake: Arc<tokio::sync::Notify>,
 }
 
-/// A running ingest's hold on its table entry, its reader and its robot.
-/// The entry goes when the task ends, however it ends. A task that dies
+/// An ingest's hold on its table entry (from the moment its start takes
+/// it), its reader and its robot. The entry goes when the start goes no
+/// further or the task ends, however it ends. A task that dies
 /// before its end (a panic, or dropped with the runtime as the gateway
 /// stops: still `armed`) also stops its reader and takes its robot out of
 /// the room, so the same anchor can be pulled again.
@@ -77,22 +78,6 @@ impl Drop for Held {
         );
         self.stop.store(true, Ordering::Relaxed);
         self.pulls.rooms.end_detached(self.session, true);
-    }
-}
-
-/// A task's entry taken before its start finished; out of the table again
-/// if dropped armed.
-struct Reserved {
-    pulls: PullManager,
-    id: String,
-    armed: bool,
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        if self.armed {
-            self.pulls.lock().remove(&self.id);
-        }
     }
 }
 
@@ -157,19 +142,22 @@ impl PullManager {
                 },
             );
         }
-        // Given back if this start goes no further: refused, or its caller
-        // gave up while the room was asked.
-        let mut reserved = Reserved {
+        let session = self.rooms.new_session();
+        // Unarmed until the robot is in the room: a start that goes no
+        // further (refused, or its caller gave up while the room was asked)
+        // gives its entry back and nothing else.
+        let mut held = Held {
             pulls: self.clone(),
-            id: id.clone(),
-            armed: true,
+            task: id.clone(),
+            session,
+            stop: stop.clone(),
+            armed: false,
         };
         if self.hub.is_publishing(&room, &user) {
             return Err(PullStartError::Refused(format!(
                 "{user} is already publishing in this room"
             )));
         }
-        let session = self.rooms.new_session();
         self.rooms
             .command(Command::Enter(Enter {
                 room: room.clone(),
@@ -183,7 +171,7 @@ impl PullManager {
             }))
             .await
             .map_err(|e| PullStartError::Refused(e.to_string()))?;
-        reserved.armed = false;
+        held.armed = true;
         let publisher =
             self.hub
                 .publish(room.clone(), user.clone(), Some(crate::metrics::Edge::Pull));
@@ -195,13 +183,7 @@ impl PullManager {
         let this = self.clone();
         let task = id.clone();
         tokio::spawn(async move {
-            let mut held = Held {
-                pulls: this.clone(),
-                task: task.clone(),
-                session,
-                stop: stop.clone(),
-                armed: true,
-            };
+            let mut held = held;
             let mut events = this.rooms.subscribe();
             let mut announced = [false; 2];
             // Why the task ended, and whether the robot must leave the room.

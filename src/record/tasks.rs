@@ -115,7 +115,7 @@ pub(crate) struct Described {
     pub files: Vec<(RecordedFile, Option<UploadState>)>,
 }
 
-/// A resumed recording's id while it is being started.
+/// A recording's id while it is being started.
 struct Starting(Arc<Mutex<HashSet<String>>>, String);
 
 impl Drop for Starting {
@@ -132,8 +132,8 @@ pub(crate) struct Recordings {
     relays: RelayManager,
     hub: MediaHub,
     tasks: Arc<Mutex<HashMap<String, Task>>>,
-    /// Resumed tasks being started: a second resume of one (a cluster node
-    /// adopting a room twice at once) finds it here and starts nothing.
+    /// Tasks being started: a second resume of one (a cluster node adopting
+    /// a room twice at once) finds it here and starts nothing.
     starting: Arc<Mutex<HashSet<String>>>,
     uploads: Uploads,
     events: RecordingEvents,
@@ -182,28 +182,22 @@ impl Recordings {
         resume: Option<Resume>,
     ) -> Result<String, RelayError> {
         let recorder = recorder.to_owned();
-        {
+        let suffix = Resume::suffix(resume.as_ref());
+        let id = resume.map_or_else(|| format!("rec-{}", new_id()), |r| r.id);
+        // A task that runs here already, or is being started here (a second
+        // resume of it at once), is not started twice.
+        let _starting = {
             let tasks = self.lock();
             let running = tasks.values().filter(|t| !*t.ended.borrow()).count();
             if running >= MAX_RECORDINGS {
                 return Err(RelayError::TooMany(MAX_RECORDINGS));
             }
-        }
-        let suffix = Resume::suffix(resume.as_ref());
-        let resumed = resume.is_some();
-        let id = resume.map_or_else(|| format!("rec-{}", new_id()), |r| r.id);
-        // A resumed task that runs here already, or is being started here
-        // by another resume, is not started twice.
-        let _starting = if resumed {
-            let tasks = self.lock();
             let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
             if tasks.get(&id).is_some_and(|t| !*t.ended.borrow()) || !starting.insert(id.clone()) {
                 tracing::info!(task = %id, "cloud recording runs here already; not started again");
                 return Ok(id);
             }
-            Some(Starting(self.starting.clone(), id.clone()))
-        } else {
-            None
+            Starting(self.starting.clone(), id.clone())
         };
         let files = FileList::default();
         let relays = Arc::new(Mutex::new(Vec::new()));
