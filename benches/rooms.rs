@@ -28,13 +28,22 @@
 //! - resident memory per room (roomcast: the gateway's growth over its idle
 //!   size; ffmpeg: each process's).
 //!
+//! - the codec floor, measured between the two sides' runs: what the same
+//!   x264 encode (of the room's composite, read raw), the two anchors'
+//!   H.264 decodes and the audio (two AAC decodes, the mix, the AAC encode)
+//!   cost per room-second alone, each on one thread of the ffmpeg CLI as
+//!   fast as it goes (the difference between a 10 s and a 2 s job, the
+//!   least of three each, so start-up and the box's neighbours drop out);
+//!   each side's CPU per room over it, and how many rooms the codecs alone
+//!   fill the cores with: no mixer on this box holds more.
+//!
 //! A side holds N rooms when every room keeps at least 29 fps and an output
 //! rate of at least 0.98 in both of its runs. After N = 1 and 4 the bench
 //! adds rooms one at a time until neither side holds them.
 //!
 //! Run: `cargo bench --bench rooms` (or `-- 1 4 8` for chosen N). Needs
 //! ffmpeg and nginx with its rtmp module (`scripts/setup.sh --test`). Takes
-//! about a minute and a half per N.
+//! about two minutes per N.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -556,6 +565,138 @@ fn describe(name: &str, runs: &[Run]) -> String {
     )
 }
 
+/// The CPU-seconds (user + system) of every child this process has waited
+/// for so far.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage only fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) }, 0);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+/// The least CPU-seconds of three runs of the ffmpeg CLI with `args` (the
+/// least: the box's neighbours only ever add to it).
+fn least_cpu(args: &[String]) -> f64 {
+    (0..3)
+        .map(|_| {
+            let before = children_cpu();
+            let status = Command::new("ffmpeg")
+                .args(["-v", "error", "-nostdin"])
+                .args(args)
+                .stdout(Stdio::null())
+                .status()
+                .expect("ffmpeg");
+            assert!(status.success(), "ffmpeg {args:?}");
+            children_cpu() - before
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// CPU-seconds per second of media of the job `args(seconds)`: the
+/// difference between a long and a short run, so the CLI's own start-up
+/// and probing drop out.
+fn per_media_second(args: impl Fn(u32) -> Vec<String>) -> f64 {
+    const SHORT: u32 = 2;
+    const LONG: u32 = 10;
+    (least_cpu(&args(LONG)) - least_cpu(&args(SHORT))).max(0.0) / f64::from(LONG - SHORT)
+}
+
+/// `-t seconds -i input` for each of `inputs`.
+fn input_args(seconds: u32, inputs: &[&PathBuf]) -> Vec<String> {
+    let mut args = Vec::new();
+    for input in inputs {
+        args.extend(["-t".to_string(), seconds.to_string(), "-i".to_string()]);
+        args.push(input.to_string_lossy().into_owned());
+    }
+    args
+}
+
+fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|a| a.to_string()).collect()
+}
+
+/// Ten seconds of a room's composite (the ffmpeg CLI's), raw 1280x720
+/// yuv420p, for `codec_floor`'s encode.
+fn raw_composite(s: &Setup) -> PathBuf {
+    let raw = s.work.join(format!("composite-{}.yuv", std::process::id()));
+    let mut args = input_args(10, &[&s.inputs[0], &s.inputs[1]]);
+    args.extend(strings(&[
+        "-filter_complex",
+        "[0:v]scale=640:720:force_original_aspect_ratio=increase,crop=640:720[v0];\
+         [1:v]scale=640:720:force_original_aspect_ratio=increase,crop=640:720[v1];\
+         [v0][v1]hstack=inputs=2,format=yuv420p[v]",
+        "-map",
+        "[v]",
+        "-f",
+        "rawvideo",
+        "-y",
+    ]));
+    args.push(raw.to_string_lossy().into_owned());
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin"])
+        .args(&args)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "ffmpeg {args:?}");
+    raw
+}
+
+/// What the codecs alone cost per room-second, whoever calls them: the
+/// same x264 encode of the room's composite (`raw`, made beforehand), the
+/// two anchors' H.264 decodes, and the audio (two AAC decodes, the mix, the
+/// AAC encode), each run by the ffmpeg CLI on one thread as fast as it
+/// goes. Returns (x264, H.264 decodes, audio) in CPU-s per room-s.
+fn codec_floor(s: &Setup, raw: &Path) -> (f64, f64, f64) {
+    let raw_arg = raw.to_string_lossy().into_owned();
+    let x264 = per_media_second(|seconds| {
+        let mut args = strings(&[
+            "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "1280x720", "-r", "30", "-i",
+        ]);
+        args.push(raw_arg.clone());
+        args.extend(strings(&["-frames:v", &(seconds * 30).to_string()]));
+        // The video half of the mix's encoder settings (up to `-c:a`).
+        args.extend(
+            ffmpeg_mix::ENCODE_ARGS
+                .iter()
+                .take_while(|a| **a != "-c:a")
+                .map(|a| a.to_string()),
+        );
+        args.extend(strings(&["-threads", "1", "-f", "null", "-"]));
+        args
+    });
+    let decodes: f64 = (0..2)
+        .map(|i| {
+            per_media_second(|seconds| {
+                let mut args = strings(&["-threads", "1"]);
+                args.extend(input_args(seconds, &[&s.inputs[i]]));
+                args.extend(strings(&["-an", "-f", "null", "-"]));
+                args
+            })
+        })
+        .sum();
+    let audio = per_media_second(|seconds| {
+        let mut args = input_args(seconds, &[&s.inputs[0], &s.inputs[1]]);
+        args.extend(strings(&[
+            "-filter_complex",
+            "[0:a][1:a]amix=inputs=2:normalize=0[a]",
+            "-map",
+            "[a]",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ar",
+            "48000",
+            "-f",
+            "null",
+            "-",
+        ]));
+        args
+    });
+    (x264, decodes, audio)
+}
+
 fn main() {
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-rooms");
     std::fs::create_dir_all(&work).unwrap();
@@ -586,6 +727,8 @@ fn main() {
         WINDOW.as_secs(),
         WARMUP.as_secs()
     );
+    let raw = raw_composite(&setup);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut held = (0usize, 0usize);
     // Each N run, and whether roomcast and the ffmpeg CLI held it.
     let mut tried: Vec<(usize, bool, bool)> = Vec::new();
@@ -594,6 +737,9 @@ fn main() {
     loop {
         let rc1 = roomcast_run(&setup, n, &format!("{n}a"));
         let ff1 = ffmpeg_run(&setup, n, &format!("{n}a"));
+        // Between the two sides' runs, as the box is at this N's turn.
+        let (x264, decodes, audio) = codec_floor(&setup, &raw);
+        let floor = x264 + decodes + audio;
         let ff2 = ffmpeg_run(&setup, n, &format!("{n}b"));
         let rc2 = roomcast_run(&setup, n, &format!("{n}b"));
         let (rc, ff) = ([rc1, rc2], [ff1, ff2]);
@@ -601,6 +747,12 @@ fn main() {
         println!(
             "N = {n}: ratio roomcast/ffmpeg {:.2}",
             mean(&rc) / mean(&ff)
+        );
+        println!(
+            "  codec floor {floor:.3} CPU-s per room-s (x264 {x264:.3}, two H.264 decodes {decodes:.3}, audio {audio:.3}; each alone on one thread, as fast as it goes; the codecs alone fill {cores} cores at {:.1} rooms); per room over it: roomcast {:.2}x, ffmpeg {:.2}x",
+            cores as f64 / floor,
+            mean(&rc) / floor,
+            mean(&ff) / floor
         );
         println!("  {}", describe("roomcast", &rc));
         println!("  {}", describe("ffmpeg  ", &ff));
@@ -626,6 +778,7 @@ fn main() {
             break;
         };
     }
+    let _ = std::fs::remove_file(&raw);
     println!(
         "\nrooms held at full frame rate: roomcast {}{}, ffmpeg CLI {}{} ({:.2}x)",
         held.0,
