@@ -16,6 +16,7 @@
 
 pub(crate) mod forward;
 pub(crate) mod lease;
+mod rounds;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -189,6 +190,8 @@ pub(crate) struct Cluster {
     known: Mutex<std::collections::HashSet<String>>,
     /// Tasks whose resume failed here, and when: tried again after a while.
     held_back: Mutex<std::collections::HashMap<String, Instant>>,
+    /// The rooms whose tasks are being resumed here (one round at a time).
+    resuming: rounds::Rounds<RoomKey>,
     /// Itself, for tasks spawned from `&self`.
     this: std::sync::OnceLock<std::sync::Weak<Cluster>>,
 }
@@ -283,6 +286,7 @@ impl Cluster {
             records: Mutex::new(std::collections::HashMap::new()),
             known: Mutex::new(std::collections::HashSet::new()),
             held_back: Mutex::new(std::collections::HashMap::new()),
+            resuming: rounds::Rounds::default(),
             this: std::sync::OnceLock::new(),
         })
     }
@@ -486,8 +490,23 @@ impl Cluster {
     }
 
     /// Starts again, here, every stored task of `room` (just leased here)
-    /// that does not run here: its node died or let the room go.
+    /// that does not run here: its node died or let the room go. Asked
+    /// while a round for the room is under way (the lease and the scan for
+    /// orphans at once), that round goes again instead of a second one
+    /// starting the same tasks beside it.
     async fn resume_tasks(self: Arc<Self>, room: RoomKey) {
+        let Some(mut round) = self.resuming.begin(&room) else {
+            return;
+        };
+        loop {
+            self.resume_round(&room).await;
+            if !round.again() {
+                break;
+            }
+        }
+    }
+
+    async fn resume_round(&self, room: &RoomKey) {
         let Some(tasks) = self.tasks.get().cloned() else {
             return;
         };
