@@ -440,10 +440,16 @@ fn progress_frames(path: &Path) -> u64 {
     last("frame=").saturating_sub(last("dup_frames="))
 }
 
+/// The ffmpeg CLI's room, video: each anchor scaled and centre-cropped into
+/// its 640x720 cell, side by side.
+const COMPOSITE: &str = "[0:v]scale=640:720:force_original_aspect_ratio=increase,crop=640:720[v0];\
+                         [1:v]scale=640:720:force_original_aspect_ratio=increase,crop=640:720[v1];\
+                         [v0][v1]hstack=inputs=2,format=yuv420p[v]";
+/// And audio: the two anchors summed.
+const AMIX: &str = "[0:a][1:a]amix=inputs=2:normalize=0[a]";
+
 fn ffmpeg_run(s: &Setup, n: usize, tag: &str) -> Run {
-    let filter = "[0:v]scale=640:720:force_original_aspect_ratio=increase,crop=640:720[v0];\
-                  [1:v]scale=640:720:force_original_aspect_ratio=increase,crop=640:720[v1];\
-                  [v0][v1]hstack=inputs=2,format=yuv420p[v];[0:a][1:a]amix=inputs=2:normalize=0[a]";
+    let filter = format!("{COMPOSITE};{AMIX}");
     let dir = s.work.join(format!("ffmpeg-{tag}"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut procs = Vec::new();
@@ -462,7 +468,7 @@ fn ffmpeg_run(s: &Setup, n: usize, tag: &str) -> Run {
         for input in &s.inputs {
             cmd.args(["-re", "-stream_loop", "-1", "-i"]).arg(input);
         }
-        cmd.args(["-filter_complex", filter, "-map", "[v]", "-map", "[a]"])
+        cmd.args(["-filter_complex", &filter, "-map", "[v]", "-map", "[a]"])
             .args(ffmpeg_mix::ENCODE_ARGS)
             .args(["-f", "flv"])
             .arg(format!(
@@ -623,9 +629,7 @@ fn raw_composite(s: &Setup) -> PathBuf {
     let mut args = input_args(10, &[&s.inputs[0], &s.inputs[1]]);
     args.extend(strings(&[
         "-filter_complex",
-        "[0:v]scale=640:720:force_original_aspect_ratio=increase,crop=640:720[v0];\
-         [1:v]scale=640:720:force_original_aspect_ratio=increase,crop=640:720[v1];\
-         [v0][v1]hstack=inputs=2,format=yuv420p[v]",
+        COMPOSITE,
         "-map",
         "[v]",
         "-f",
@@ -677,21 +681,15 @@ fn codec_floor(s: &Setup, raw: &Path) -> (f64, f64, f64) {
         .sum();
     let audio = per_media_second(|seconds| {
         let mut args = input_args(seconds, &[&s.inputs[0], &s.inputs[1]]);
-        args.extend(strings(&[
-            "-filter_complex",
-            "[0:a][1:a]amix=inputs=2:normalize=0[a]",
-            "-map",
-            "[a]",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-ar",
-            "48000",
-            "-f",
-            "null",
-            "-",
-        ]));
+        args.extend(strings(&["-filter_complex", AMIX, "-map", "[a]"]));
+        // The audio half of the mix's encoder settings (from `-c:a`).
+        args.extend(
+            ffmpeg_mix::ENCODE_ARGS
+                .iter()
+                .skip_while(|a| **a != "-c:a")
+                .map(|a| a.to_string()),
+        );
+        args.extend(strings(&["-f", "null", "-"]));
         args
     });
     (x264, decodes, audio)
