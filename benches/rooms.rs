@@ -26,8 +26,7 @@
 //! - how evenly pictures are lost: the lowest room's frame rate over the
 //!   rooms' mean, per run (1.00 when every room keeps the same rate);
 //! - resident memory per room (roomcast: the gateway's growth over its idle
-//!   size; ffmpeg: each process's).
-//!
+//!   size; ffmpeg: each process's);
 //! - the codec floor, measured between the two sides' runs: what the same
 //!   x264 encode (of the room's composite, read raw), the two anchors'
 //!   H.264 decodes and the audio (two AAC decodes, the mix, the AAC encode)
@@ -581,21 +580,24 @@ fn children_cpu() -> f64 {
     secs(u.ru_utime) + secs(u.ru_stime)
 }
 
+/// Runs the ffmpeg CLI with `args` to its end; the CPU-seconds it took.
+fn ffmpeg_cpu(args: &[String]) -> f64 {
+    let before = children_cpu();
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin"])
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "ffmpeg {args:?}");
+    children_cpu() - before
+}
+
 /// The least CPU-seconds of three runs of the ffmpeg CLI with `args` (the
 /// least: the box's neighbours only ever add to it).
 fn least_cpu(args: &[String]) -> f64 {
     (0..3)
-        .map(|_| {
-            let before = children_cpu();
-            let status = Command::new("ffmpeg")
-                .args(["-v", "error", "-nostdin"])
-                .args(args)
-                .stdout(Stdio::null())
-                .status()
-                .expect("ffmpeg");
-            assert!(status.success(), "ffmpeg {args:?}");
-            children_cpu() - before
-        })
+        .map(|_| ffmpeg_cpu(args))
         .fold(f64::INFINITY, f64::min)
 }
 
@@ -623,9 +625,16 @@ fn strings(a: &[&str]) -> Vec<String> {
 }
 
 /// Ten seconds of a room's composite (the ffmpeg CLI's), raw 1280x720
-/// yuv420p, for `codec_floor`'s encode.
+/// yuv420p, for `codec_floor`'s encode; made once, kept with the inputs.
 fn raw_composite(s: &Setup) -> PathBuf {
-    let raw = s.work.join(format!("composite-{}.yuv", std::process::id()));
+    let raw = s.work.join("composite.yuv");
+    if raw.exists() {
+        return raw;
+    }
+    // Written aside and renamed: a run cut short leaves no short file.
+    let part = s
+        .work
+        .join(format!("composite-{}.part", std::process::id()));
     let mut args = input_args(10, &[&s.inputs[0], &s.inputs[1]]);
     args.extend(strings(&[
         "-filter_complex",
@@ -636,13 +645,9 @@ fn raw_composite(s: &Setup) -> PathBuf {
         "rawvideo",
         "-y",
     ]));
-    args.push(raw.to_string_lossy().into_owned());
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin"])
-        .args(&args)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success(), "ffmpeg {args:?}");
+    args.push(part.to_string_lossy().into_owned());
+    ffmpeg_cpu(&args);
+    std::fs::rename(&part, &raw).unwrap();
     raw
 }
 
@@ -776,7 +781,6 @@ fn main() {
             break;
         };
     }
-    let _ = std::fs::remove_file(&raw);
     println!(
         "\nrooms held at full frame rate: roomcast {}{}, ffmpeg CLI {}{} ({:.2}x)",
         held.0,
