@@ -51,6 +51,7 @@ pub(crate) mod relay;
 pub(crate) mod room;
 pub mod rtmp;
 pub mod server;
+pub(crate) mod ticks;
 pub mod tls;
 pub(crate) mod webrtc;
 

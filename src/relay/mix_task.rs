@@ -42,7 +42,7 @@ pub(super) async fn run(
     publishers.mark_changed();
     let (left_tx, mut left) = mpsc::unbounded_channel();
     let mut idle_since = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut tick = crate::ticks::grid_interval(Duration::from_millis(200));
     let mut pictures = Pictures::default();
     tracing::info!(task = %spec.id, room = %spec.room, stream = %spec.stream, "mix task started");
 

@@ -273,7 +273,7 @@ pub(super) async fn run(
     publishers.mark_changed();
     let mut idle_since = tokio::time::Instant::now();
     // Keyframe requests and counters in the status.
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = crate::ticks::grid_interval(Duration::from_millis(500));
     // Outputs cut (HLS segments) and start (RTMP targets) at keyframes; a
     // WebRTC publisher sends one only when asked, so it is asked this often.
     let keyframe_every = Duration::from_secs(u64::from(

@@ -495,7 +495,7 @@ async fn publish(
     let mut need_keyframe = true;
     let mut acks = AckWatch::new();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut check = crate::ticks::grid_interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             msg = rx.recv() => {
@@ -607,7 +607,7 @@ async fn direct_loop(
     // When the socket last took bytes, or had nothing waiting.
     let mut last_write = tokio::time::Instant::now();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut check = crate::ticks::grid_interval(Duration::from_secs(1));
     loop {
         let waiting = backlog()? > 0;
         if !waiting {
