@@ -12,6 +12,10 @@
 //! them as a [`Tap`] instead: called in the publisher's own turn, in order,
 //! without a channel or a task of its own waking per message. A tap must
 //! not block: it never slows the publisher more than its own work costs.
+//! A tap can also follow a user ([`MediaHub::follow`]): the hub attaches it
+//! to each of the user's publishers as that registers, before its first
+//! message, where a tap attached on news of the publisher would miss what
+//! came meanwhile.
 //!
 //! Who publishes in a room is a watch ([`MediaHub::watch_room`]): relays,
 //! mixes and recordings wake when it changes and read the latest list, so
@@ -47,6 +51,8 @@ struct Inner {
     publishers: HashMap<Key, Entry>,
     /// One watch per room that has publishers or watchers.
     rooms: HashMap<RoomKey, watch::Sender<RoomPublishers>>,
+    /// Taps that follow a user's every publisher ([`MediaHub::follow`]).
+    following: HashMap<Key, Vec<NumberedTap>>,
 }
 
 impl Inner {
@@ -89,12 +95,15 @@ pub(crate) trait Tap: Send + Sync {
     fn closed(&self);
 }
 
+/// A tap with the number its guard detaches it by.
+type NumberedTap = (u64, Arc<dyn Tap>);
+
 /// A publisher's taps. The publisher's configs change under this lock
 /// too, so a tap attaches with the configs, then sees every message after
 /// them, with nothing between lost or repeated.
 #[derive(Default)]
 struct Taps {
-    list: Vec<(u64, Arc<dyn Tap>)>,
+    list: Vec<NumberedTap>,
     next: u64,
     closed: bool,
 }
@@ -117,6 +126,33 @@ impl Drop for TapGuard {
         lock_taps(&self.taps).list.retain(|(id, _)| *id != self.id);
     }
 }
+
+/// A following tap's registration ([`MediaHub::follow`]): dropping it
+/// detaches the tap from the publisher it is on and stops it following.
+pub(crate) struct FollowGuard {
+    hub: MediaHub,
+    key: Key,
+    id: u64,
+}
+
+impl Drop for FollowGuard {
+    fn drop(&mut self) {
+        let mut inner = self.hub.lock();
+        if let Some(list) = inner.following.get_mut(&self.key) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                inner.following.remove(&self.key);
+            }
+        }
+        if let Some(e) = inner.publishers.get(&self.key) {
+            lock_taps(&e.taps).list.retain(|(id, _)| *id != self.id);
+        }
+    }
+}
+
+/// Following taps are numbered from here; a publisher's own taps count
+/// up from one, so the two never meet in a list.
+const FOLLOW_IDS: u64 = 1 << 63;
 
 #[derive(Clone)]
 struct Entry {
@@ -192,6 +228,35 @@ impl MediaHub {
         let taps = SharedTaps::default();
         let key = (room, user);
         let mut inner = self.lock();
+        let following = inner.following.get(&key).cloned().unwrap_or_default();
+        // A following tap leaves the publisher this one replaces first:
+        // closed there, then attached here, never on both.
+        if let Some(old) = inner.publishers.get(&key)
+            && !following.is_empty()
+        {
+            let mut old_taps = lock_taps(&old.taps);
+            let mut left = Vec::new();
+            old_taps.list.retain(|(id, t)| {
+                let follows = following.iter().any(|(f, _)| f == id);
+                if follows {
+                    left.push(t.clone());
+                }
+                !follows
+            });
+            drop(old_taps);
+            for t in left {
+                t.closed();
+            }
+        }
+        // Attached before the publisher has sent anything: from its first
+        // message on, with nothing missed.
+        {
+            let mut new_taps = lock_taps(&taps);
+            for (id, t) in following {
+                t.attached(&Configs::default(), &keyframe);
+                new_taps.list.push((id, t));
+            }
+        }
         inner.publishers.insert(
             key.clone(),
             Entry {
@@ -235,6 +300,46 @@ impl MediaHub {
             taps: e.taps.clone(),
             id,
         })
+    }
+
+    /// Attaches `tap` to every publisher of `user` in `room` from now on:
+    /// to the one publishing now, if any, as [`MediaHub::tap`] does, and to
+    /// each later one as it registers, before its first message (a tap
+    /// attached on seeing the publisher in the room's watch can miss what
+    /// it sent meanwhile: its first keyframe, and so a whole group of
+    /// pictures). [`Tap::closed`] at each publisher's end, then
+    /// [`Tap::attached`] again at the next.
+    pub(crate) fn follow(&self, room: &RoomKey, user: &UserId, tap: Arc<dyn Tap>) -> FollowGuard {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(FOLLOW_IDS);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = (room.clone(), user.clone());
+        let mut inner = self.lock();
+        if let Some(e) = inner.publishers.get(&key) {
+            let mut taps = lock_taps(&e.taps);
+            if !taps.closed {
+                tap.attached(&e.configs.borrow(), &e.keyframe);
+                taps.list.push((id, tap.clone()));
+            }
+        }
+        inner
+            .following
+            .entry(key.clone())
+            .or_default()
+            .push((id, tap));
+        FollowGuard {
+            hub: self.clone(),
+            key,
+            id,
+        }
+    }
+
+    /// How many taps follow `user` in `room`.
+    #[cfg(test)]
+    pub(crate) fn following(&self, room: &RoomKey, user: &UserId) -> usize {
+        self.lock()
+            .following
+            .get(&(room.clone(), user.clone()))
+            .map_or(0, Vec::len)
     }
 
     /// The publisher's stream, if it is publishing.
@@ -329,13 +434,15 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        let taps = {
+        {
+            // Told under the lock: a following tap moving to this user's
+            // next publisher ([`MediaHub::publish`]) takes this lock first,
+            // so it is told `closed` here before `attached` there.
             let mut t = lock_taps(&self.taps);
             t.closed = true;
-            std::mem::take(&mut t.list)
-        };
-        for (_, t) in taps {
-            t.closed();
+            for (_, tap) in std::mem::take(&mut t.list) {
+                tap.closed();
+            }
         }
         let mut inner = self.hub.lock();
         if inner
@@ -519,5 +626,115 @@ mod tests {
         assert_eq!(log.0.lock().unwrap().len(), 4, "a detached tap is not told");
         drop(other_guard);
         assert!(hub.tap(&r, &a, Arc::new(Log::default())).is_none());
+    }
+
+    /// Taking what a log holds so far.
+    fn take(log: &Log) -> Vec<String> {
+        std::mem::take(&mut *log.0.lock().unwrap())
+    }
+
+    #[test]
+    fn a_following_tap_gets_every_publisher_of_its_user_from_its_first_message() {
+        let hub = MediaHub::default();
+        let (r, a, b) = (
+            room("r"),
+            UserId::new("a").unwrap(),
+            UserId::new("b").unwrap(),
+        );
+        let log = Arc::new(Log::default());
+        let guard = hub.follow(&r, &a, log.clone());
+        assert!(take(&log).is_empty(), "nobody publishes yet");
+        // Another user's publisher is not followed.
+        let other = hub.publish(r.clone(), b.clone(), None);
+        other.send(frame(b"b's"));
+        // Attached as the publisher registers, before anything is sent:
+        // its very first messages are delivered.
+        let p = hub.publish(r.clone(), a.clone(), None);
+        p.send(config(TrackKind::Video, b"v1"));
+        p.send(frame(b"first"));
+        drop(p);
+        assert_eq!(
+            take(&log),
+            [
+                "attached v=- a=-",
+                "config b\"v1\"",
+                "frame b\"first\"",
+                "closed"
+            ]
+        );
+        // The next session of the user is followed too.
+        let p = hub.publish(r.clone(), a.clone(), None);
+        p.send(frame(b"again"));
+        assert_eq!(take(&log), ["attached v=- a=-", "frame b\"again\""]);
+        // Dropping the registration detaches it, and later sessions are
+        // not followed.
+        drop(guard);
+        p.send(frame(b"unseen"));
+        drop(p);
+        let p = hub.publish(r.clone(), a.clone(), None);
+        p.send(frame(b"unseen"));
+        assert!(take(&log).is_empty());
+        // Following a user publishing now attaches with its configs.
+        p.send(config(TrackKind::Audio, b"a1"));
+        let now = Arc::new(Log::default());
+        let _now_guard = hub.follow(&r, &a, now.clone());
+        p.send(frame(b"next"));
+        assert_eq!(take(&now), ["attached v=- a=b\"a1\"", "frame b\"next\""]);
+        drop(other);
+    }
+
+    #[test]
+    fn a_following_tap_leaves_a_replaced_publisher_before_joining_its_successor() {
+        let hub = MediaHub::default();
+        let (r, a) = (room("r"), UserId::new("a").unwrap());
+        let log = Arc::new(Log::default());
+        let _guard = hub.follow(&r, &a, log.clone());
+        let old = hub.publish(r.clone(), a.clone(), None);
+        old.send(frame(b"old"));
+        // A new session replaces the old one while it still lives (a
+        // publisher reconnecting before its old connection timed out).
+        let new = hub.publish(r.clone(), a.clone(), None);
+        old.send(frame(b"stale"));
+        new.send(frame(b"new"));
+        // The old one ending later tells the tap nothing more.
+        drop(old);
+        new.send(frame(b"still"));
+        assert_eq!(
+            take(&log),
+            [
+                "attached v=- a=-",
+                "frame b\"old\"",
+                "closed",
+                "attached v=- a=-",
+                "frame b\"new\"",
+                "frame b\"still\""
+            ]
+        );
+    }
+
+    /// A publisher ending on one thread while the next one registers on
+    /// another: the tap is always told `closed` before `attached`, and
+    /// ends attached to the one that lives.
+    #[test]
+    fn a_following_tap_is_closed_before_attached_when_sessions_race() {
+        let hub = MediaHub::default();
+        let (r, a) = (room("r"), UserId::new("a").unwrap());
+        for _ in 0..200 {
+            let log = Arc::new(Log::default());
+            let _guard = hub.follow(&r, &a, log.clone());
+            let old = hub.publish(r.clone(), a.clone(), None);
+            let ending = std::thread::spawn(move || drop(old));
+            let new = hub.publish(r.clone(), a.clone(), None);
+            ending.join().unwrap();
+            new.send(frame(b"new"));
+            let got = take(&log);
+            assert_eq!(got.len(), 4, "{got:?}");
+            assert_eq!(
+                got[1..],
+                ["closed", "attached v=- a=-", "frame b\"new\""],
+                "{got:?}"
+            );
+            drop(new);
+        }
     }
 }

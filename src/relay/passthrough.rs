@@ -25,7 +25,7 @@ use super::spec::{AnchorInput, RelaySpec};
 use super::status::StatusTx;
 use super::{AnchorControl, Control};
 use crate::media::aac::audio_stage;
-use crate::media::hub::{Configs, Tap, TapGuard};
+use crate::media::hub::{Configs, Tap};
 use crate::media::stage::Stage;
 use crate::media::{MediaMessage, TrackKind};
 use crate::profile::AudioEncoding;
@@ -204,8 +204,8 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Option<(Follow, Outputs)>> {
 /// the publisher's turn (no queue, no wake-up of this task per frame).
 struct Follower {
     shared: Shared,
-    /// The anchor stopped publishing.
-    closed: Arc<Notify>,
+    /// The anchor started or stopped publishing: the task reads which.
+    changed: Arc<Notify>,
 }
 
 impl Tap for Follower {
@@ -213,6 +213,7 @@ impl Tap for Follower {
         if let Some((follow, out)) = lock(&self.shared).as_mut() {
             follow.attach(configs, keyframe, out);
         }
+        self.changed.notify_one();
     }
 
     fn deliver(&self, m: &Arc<MediaMessage>) {
@@ -222,14 +223,11 @@ impl Tap for Follower {
     }
 
     fn closed(&self) {
-        self.closed.notify_one();
+        if let Some((follow, _)) = lock(&self.shared).as_mut() {
+            follow.source = None;
+        }
+        self.changed.notify_one();
     }
-}
-
-/// Attached to the anchor: the registration, and its end.
-struct Attachment {
-    _guard: TapGuard,
-    closed: Arc<Notify>,
 }
 
 pub(super) async fn run(
@@ -265,12 +263,21 @@ pub(super) async fn run(
             .map(|(follow, out)| out.report(attached, &follow.transcoding, inputs))
     };
     let user = anchor.user.clone();
-    let mut attachment: Option<Attachment> = None;
     let mut room = deps.rooms.watch_room(&spec.room).await;
     let mut room_seen = room.borrow_and_update().clone();
-    let mut publishers = deps.hub.watch_room(&spec.room);
-    // An anchor already publishing is found on the first turn.
-    publishers.mark_changed();
+    // The tap follows the anchor's every publisher, attached as each
+    // registers (before its first message), the one now included; the
+    // task learns of it from `changed`.
+    let changed = Arc::new(Notify::new());
+    let following = deps.hub.follow(
+        &spec.room,
+        &user,
+        Arc::new(Follower {
+            shared: shared.clone(),
+            changed: changed.clone(),
+        }),
+    );
+    let mut attached = false;
     let mut idle_since = tokio::time::Instant::now();
     // Keyframe requests and counters in the status.
     let mut tick = crate::ticks::grid_interval(Duration::from_millis(500));
@@ -316,33 +323,23 @@ pub(super) async fn run(
             },
             // A stage started in the anchor's turn: its output is polled from now on.
             () = stage_started.notified() => {}
-            () = async { attachment.as_ref().expect("guarded").closed.notified().await }, if attachment.is_some() => {
-                tracing::info!(task = %spec.id, "anchor stopped publishing; waiting for it to come back");
-                attachment = None;
-                if let Some((follow, _)) = lock(&shared).as_mut() {
-                    follow.source = None;
-                }
-                idle_since = tokio::time::Instant::now();
-                status.publish(report(false).expect("running"));
-            }
-            // The anchor publishing: looked up when the room's publishers change while detached.
-            r = publishers.changed(), if attachment.is_none() => {
-                if r.is_err() {
-                    break "shutting down".to_owned();
-                }
-                let publishing = publishers.borrow_and_update().iter().any(|(u, _)| *u == user);
-                if !publishing {
+            // The anchor started or stopped publishing (or both, a new
+            // session replacing its last): its tap says which it is now.
+            () = changed.notified() => {
+                let now = lock(&shared).as_ref().is_some_and(|(follow, _)| follow.source.is_some());
+                if now == attached {
                     continue;
                 }
-                let closed = Arc::new(Notify::new());
-                let tap = Arc::new(Follower { shared: shared.clone(), closed: closed.clone() });
-                if let Some(guard) = deps.hub.tap(&spec.room, &user, tap) {
+                attached = now;
+                if attached {
                     tracing::info!(task = %spec.id, "anchor is publishing; relaying");
-                    attachment = Some(Attachment { _guard: guard, closed });
-                    status.publish(report(true).expect("running"));
+                } else {
+                    tracing::info!(task = %spec.id, "anchor stopped publishing; waiting for it to come back");
+                    idle_since = tokio::time::Instant::now();
                 }
+                status.publish(report(attached).expect("running"));
             }
-            () = tokio::time::sleep_until(idle_since + spec.max_idle), if attachment.is_none() => {
+            () = tokio::time::sleep_until(idle_since + spec.max_idle), if !attached => {
                 break format!("no input for {:?}", spec.max_idle);
             }
             r = room.changed() => {
@@ -356,18 +353,18 @@ pub(super) async fn run(
                 room_seen = now;
             }
             _ = tick.tick() => {
-                if attachment.is_some() && last_keyframe_request.elapsed() >= keyframe_every {
+                if attached && last_keyframe_request.elapsed() >= keyframe_every {
                     if let Some((follow, _)) = lock(&shared).as_ref() {
                         follow.request_keyframe();
                     }
                     last_keyframe_request = tokio::time::Instant::now();
                 }
-                status.publish(report(attachment.is_some()).expect("running"));
+                status.publish(report(attached).expect("running"));
             }
         }
     };
     // Detached first: nothing is delivered once the outputs are taken.
-    drop(attachment);
+    drop(following);
     let (follow, out) = lock(&shared).take().expect("taken once");
     out.finish(reason, &deps, &follow.transcoding, &status)
         .await;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::media::{MediaMessage, TrackKind};
 use crate::room::{Command, RoomId, SessionId};
 
 use crate::room::testing::{self, APP};
@@ -231,6 +232,88 @@ fn passthrough_outputs(
     .unwrap();
     spec.outputs.hls = None;
     (deps, spec)
+}
+
+/// A relay takes its anchor from the first message the anchor sends,
+/// even when the anchor registers and sends its first group of pictures
+/// before the relay's task next runs (here: in one turn of a
+/// single-threaded runtime, so the task cannot run between). A relay that
+/// tapped the anchor on seeing it in the room's list of publishers
+/// missed its first keyframe then, and so its first group of pictures.
+#[tokio::test]
+async fn a_relay_takes_an_anchor_from_its_first_keyframe_however_soon_it_comes() {
+    let (relays, rooms, engine, dir) = gateway();
+    let hub = relays.hub.clone();
+    let teacher = UserId::new("teacher").unwrap();
+    let robot = UserId::new("robot-first").unwrap();
+    let session = rooms.new_session();
+    rooms.command(enter(session, "teacher")).await.unwrap();
+    let mut spec = RelaySpec::for_anchor(room(), teacher.clone(), &profile("passthrough")).unwrap();
+    spec.outputs.hls = None;
+    // The relay's output is published back into the room, where it is read.
+    spec.outputs.feedback.push(Feedback {
+        room: room(),
+        user: robot.clone(),
+        grant: None,
+    });
+    let id = relays.start(spec).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while hub.following(&room(), &teacher) == 0 || !hub.is_publishing(&room(), &robot) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut out = hub.subscribe(&room(), &robot).unwrap();
+
+    let key = bytes::Bytes::from_static(b"the first keyframe");
+    let anchor = hub.publish(room(), teacher.clone(), None);
+    let config = |kind| {
+        MediaMessage::Config(crate::media::TrackConfig {
+            kind,
+            codec: crate::media::Codec::H264,
+            extradata: bytes::Bytes::from_static(b"config"),
+        })
+    };
+    anchor.send(config(TrackKind::Video));
+    anchor.send(crate::media::test_frame(
+        TrackKind::Video,
+        true,
+        key.clone(),
+    ));
+    anchor.send(config(TrackKind::Audio));
+    anchor.send(crate::media::test_frame(
+        TrackKind::Audio,
+        false,
+        bytes::Bytes::from_static(b"audio"),
+    ));
+    anchor.send(crate::media::test_frame(
+        TrackKind::Video,
+        false,
+        bytes::Bytes::from_static(b"next"),
+    ));
+
+    let first_picture = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let MediaMessage::Frame(f) = &*out.messages.recv().await.unwrap()
+                && f.kind == TrackKind::Video
+            {
+                break f.clone();
+            }
+        }
+    })
+    .await
+    .expect("the relay's output carries pictures");
+    assert!(first_picture.keyframe);
+    assert_eq!(first_picture.data, key);
+
+    relays.stop(&id).unwrap();
+    stopped(&relays, &id).await;
+    drop(anchor);
+    rooms.shutdown().await;
+    engine.await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A task that dies (a panic) before its outputs finish still takes the
