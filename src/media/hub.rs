@@ -154,6 +154,21 @@ impl Drop for FollowGuard {
 /// up from one, so the two never meet in a list.
 const FOLLOW_IDS: u64 = 1 << 63;
 
+impl Entry {
+    /// Attaches `tap` with the configs so far, numbered by `number` (given
+    /// the publisher's taps); `None` if the publisher has ended.
+    fn attach(&self, tap: Arc<dyn Tap>, number: impl FnOnce(&mut Taps) -> u64) -> Option<u64> {
+        let mut taps = lock_taps(&self.taps);
+        if taps.closed {
+            return None;
+        }
+        tap.attached(&self.configs.borrow(), &self.keyframe);
+        let id = number(&mut taps);
+        taps.list.push((id, tap));
+        Some(id)
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     id: u64,
@@ -288,14 +303,10 @@ impl MediaHub {
     pub(crate) fn tap(&self, room: &RoomKey, user: &UserId, tap: Arc<dyn Tap>) -> Option<TapGuard> {
         let inner = self.lock();
         let e = inner.publishers.get(&(room.clone(), user.clone()))?;
-        let mut taps = lock_taps(&e.taps);
-        if taps.closed {
-            return None;
-        }
-        tap.attached(&e.configs.borrow(), &e.keyframe);
-        taps.next += 1;
-        let id = taps.next;
-        taps.list.push((id, tap));
+        let id = e.attach(tap, |taps| {
+            taps.next += 1;
+            taps.next
+        })?;
         Some(TapGuard {
             taps: e.taps.clone(),
             id,
@@ -315,11 +326,7 @@ impl MediaHub {
         let key = (room.clone(), user.clone());
         let mut inner = self.lock();
         if let Some(e) = inner.publishers.get(&key) {
-            let mut taps = lock_taps(&e.taps);
-            if !taps.closed {
-                tap.attached(&e.configs.borrow(), &e.keyframe);
-                taps.list.push((id, tap.clone()));
-            }
+            e.attach(tap.clone(), |_| id);
         }
         inner
             .following
