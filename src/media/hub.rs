@@ -12,14 +12,14 @@
 //! them as a [`Tap`] instead: called in the publisher's own turn, in order,
 //! without a channel or a task of its own waking per message. A tap must
 //! not block: it never slows the publisher more than its own work costs.
-//! A tap can also follow a user ([`MediaHub::follow`]): the hub attaches it
-//! to each of the user's publishers as that registers, before its first
-//! message, where a tap attached on news of the publisher would miss what
-//! came meanwhile.
+//! Taps can also follow a room ([`MediaHub::follow_room`]) or one user in
+//! it ([`MediaHub::follow`]): the hub attaches one to each publisher as that
+//! registers, before its first message, where a tap attached on news of
+//! the publisher would miss what came meanwhile.
 //!
-//! Who publishes in a room is a watch ([`MediaHub::watch_room`]): relays,
-//! mixes and recordings wake when it changes and read the latest list, so
-//! one that was busy misses nothing, it only reads a newer snapshot.
+//! Who publishes in a room is a watch ([`MediaHub::watch_room`]):
+//! recordings wake when it changes and read the latest list, so one that
+//! was busy misses nothing, it only reads a newer snapshot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,8 +51,9 @@ struct Inner {
     publishers: HashMap<Key, Entry>,
     /// One watch per room that has publishers or watchers.
     rooms: HashMap<RoomKey, watch::Sender<RoomPublishers>>,
-    /// Taps that follow a user's every publisher ([`MediaHub::follow`]).
-    following: HashMap<Key, Vec<NumberedTap>>,
+    /// What follows a room's publishers ([`MediaHub::follow_room`]), each
+    /// with the number its taps carry.
+    following: HashMap<RoomKey, Vec<(u64, TapFor)>>,
 }
 
 impl Inner {
@@ -82,7 +83,7 @@ impl Inner {
     }
 }
 
-/// A consumer called in the publisher's turn ([`MediaHub::tap`]).
+/// A consumer called in the publisher's turn ([`MediaHub::follow_room`]).
 pub(crate) trait Tap: Send + Sync {
     /// Taking the stream from now on, with its current track configs and
     /// where to ask the publisher for a keyframe. Called once, before any
@@ -95,8 +96,13 @@ pub(crate) trait Tap: Send + Sync {
     fn closed(&self);
 }
 
-/// A tap with the number its guard detaches it by.
+/// A tap with its follower's number, which its guard detaches it by.
 type NumberedTap = (u64, Arc<dyn Tap>);
+
+/// The tap a follower attaches to a new publisher of the given user, if
+/// any ([`MediaHub::follow_room`]). Called under the hub's lock: it must
+/// not call into the hub, block or wait.
+pub(crate) type TapFor = Arc<dyn Fn(&UserId) -> Option<Arc<dyn Tap>> + Send + Sync>;
 
 /// A publisher's taps. The publisher's configs change under this lock
 /// too, so a tap attaches with the configs, then sees every message after
@@ -104,7 +110,6 @@ type NumberedTap = (u64, Arc<dyn Tap>);
 #[derive(Default)]
 struct Taps {
     list: Vec<NumberedTap>,
-    next: u64,
     closed: bool,
 }
 
@@ -115,57 +120,44 @@ fn lock_taps(t: &SharedTaps) -> std::sync::MutexGuard<'_, Taps> {
     t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A tap's registration: dropping it detaches the tap.
-pub(crate) struct TapGuard {
-    taps: SharedTaps,
-    id: u64,
-}
-
-impl Drop for TapGuard {
-    fn drop(&mut self) {
-        lock_taps(&self.taps).list.retain(|(id, _)| *id != self.id);
-    }
-}
-
-/// A following tap's registration ([`MediaHub::follow`]): dropping it
-/// detaches the tap from the publisher it is on and stops it following.
+/// A follower's registration ([`MediaHub::follow_room`]): dropping it
+/// detaches its taps from the publishers they are on (without `closed`)
+/// and stops it following.
 pub(crate) struct FollowGuard {
     hub: MediaHub,
-    key: Key,
+    room: RoomKey,
     id: u64,
 }
 
 impl Drop for FollowGuard {
     fn drop(&mut self) {
         let mut inner = self.hub.lock();
-        if let Some(list) = inner.following.get_mut(&self.key) {
+        if let Some(list) = inner.following.get_mut(&self.room) {
             list.retain(|(id, _)| *id != self.id);
             if list.is_empty() {
-                inner.following.remove(&self.key);
+                inner.following.remove(&self.room);
             }
         }
-        if let Some(e) = inner.publishers.get(&self.key) {
-            lock_taps(&e.taps).list.retain(|(id, _)| *id != self.id);
+        for ((room, _), e) in &inner.publishers {
+            if *room == self.room {
+                lock_taps(&e.taps).list.retain(|(id, _)| *id != self.id);
+            }
         }
     }
 }
 
-/// Following taps are numbered from here; a publisher's own taps count
-/// up from one, so the two never meet in a list.
-const FOLLOW_IDS: u64 = 1 << 63;
-
 impl Entry {
-    /// Attaches `tap` with the configs so far, numbered by `number` (given
-    /// the publisher's taps); `None` if the publisher has ended.
-    fn attach(&self, tap: Arc<dyn Tap>, number: impl FnOnce(&mut Taps) -> u64) -> Option<u64> {
+    /// Attaches the tap `tap_for` gives for `user`, if any, numbered `id`,
+    /// with the configs so far; nothing if the publisher has ended.
+    fn attach(&self, user: &UserId, tap_for: &TapFor, id: u64) {
         let mut taps = lock_taps(&self.taps);
         if taps.closed {
-            return None;
+            return;
         }
-        tap.attached(&self.configs.borrow(), &self.keyframe);
-        let id = number(&mut taps);
-        taps.list.push((id, tap));
-        Some(id)
+        if let Some(tap) = tap_for(user) {
+            tap.attached(&self.configs.borrow(), &self.keyframe);
+            taps.list.push((id, tap));
+        }
     }
 }
 
@@ -243,9 +235,9 @@ impl MediaHub {
         let taps = SharedTaps::default();
         let key = (room, user);
         let mut inner = self.lock();
-        let following = inner.following.get(&key).cloned().unwrap_or_default();
-        // A following tap leaves the publisher this one replaces first:
-        // closed there, then attached here, never on both.
+        let following = inner.following.get(&key.0).cloned().unwrap_or_default();
+        // A follower's tap leaves the publisher this one replaces first:
+        // closed there, then a tap attached here, never on both.
         if let Some(old) = inner.publishers.get(&key)
             && !following.is_empty()
         {
@@ -263,26 +255,20 @@ impl MediaHub {
                 t.closed();
             }
         }
+        let entry = Entry {
+            id,
+            messages: messages.clone(),
+            subscribers: subscribers.clone(),
+            taps: taps.clone(),
+            configs: configs_rx,
+            keyframe: keyframe.clone(),
+        };
         // Attached before the publisher has sent anything: from its first
         // message on, with nothing missed.
-        {
-            let mut new_taps = lock_taps(&taps);
-            for (id, t) in following {
-                t.attached(&Configs::default(), &keyframe);
-                new_taps.list.push((id, t));
-            }
+        for (follower, tap_for) in &following {
+            entry.attach(&key.1, tap_for, *follower);
         }
-        inner.publishers.insert(
-            key.clone(),
-            Entry {
-                id,
-                messages: messages.clone(),
-                subscribers: subscribers.clone(),
-                taps: taps.clone(),
-                configs: configs_rx,
-                keyframe: keyframe.clone(),
-            },
-        );
+        inner.publishers.insert(key.clone(), entry);
         inner.room_changed(&key.0);
         drop(inner);
         Publisher {
@@ -298,55 +284,53 @@ impl MediaHub {
         }
     }
 
-    /// Attaches `tap` to the publisher's stream, if it is publishing:
-    /// [`Tap::attached`] with the current configs, then every message.
-    pub(crate) fn tap(&self, room: &RoomKey, user: &UserId, tap: Arc<dyn Tap>) -> Option<TapGuard> {
-        let inner = self.lock();
-        let e = inner.publishers.get(&(room.clone(), user.clone()))?;
-        let id = e.attach(tap, |taps| {
-            taps.next += 1;
-            taps.next
-        })?;
-        Some(TapGuard {
-            taps: e.taps.clone(),
-            id,
-        })
-    }
-
-    /// Attaches `tap` to every publisher of `user` in `room` from now on:
-    /// to the one publishing now, if any, as [`MediaHub::tap`] does, and to
-    /// each later one as it registers, before its first message (a tap
-    /// attached on seeing the publisher in the room's watch can miss what
-    /// it sent meanwhile: its first keyframe, and so a whole group of
-    /// pictures). [`Tap::closed`] at each publisher's end, then
-    /// [`Tap::attached`] again at the next.
-    pub(crate) fn follow(&self, room: &RoomKey, user: &UserId, tap: Arc<dyn Tap>) -> FollowGuard {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(FOLLOW_IDS);
+    /// Follows every publisher of `room` from now on: to each one
+    /// publishing now (in the order they started) and to each later one as
+    /// it registers, before its first message, attaches the tap `tap_for`
+    /// gives for its user, if any. A tap attached on seeing the publisher
+    /// in the room's watch can miss what it sent meanwhile: its first
+    /// keyframe, and so a whole group of pictures. Each tap is told
+    /// [`Tap::closed`] at its publisher's end; a publisher replaced by a
+    /// newer one of the same user ends before the newer one's tap attaches.
+    pub(crate) fn follow_room(&self, room: &RoomKey, tap_for: TapFor) -> FollowGuard {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let key = (room.clone(), user.clone());
         let mut inner = self.lock();
-        if let Some(e) = inner.publishers.get(&key) {
-            e.attach(tap.clone(), |_| id);
+        let mut now: Vec<(&UserId, &Entry)> = inner
+            .publishers
+            .iter()
+            .filter(|((r, _), _)| r == room)
+            .map(|((_, u), e)| (u, e))
+            .collect();
+        now.sort_by_key(|(_, e)| e.id);
+        for (user, e) in now {
+            e.attach(user, &tap_for, id);
         }
         inner
             .following
-            .entry(key.clone())
+            .entry(room.clone())
             .or_default()
-            .push((id, tap));
+            .push((id, tap_for));
         FollowGuard {
             hub: self.clone(),
-            key,
+            room: room.clone(),
             id,
         }
     }
 
-    /// How many taps follow `user` in `room`.
+    /// Attaches `tap` to every publisher of `user` in `room` from now on
+    /// ([`MediaHub::follow_room`] for one user, with the same tap):
+    /// [`Tap::closed`] at each publisher's end, then [`Tap::attached`]
+    /// again at the next.
+    pub(crate) fn follow(&self, room: &RoomKey, user: &UserId, tap: Arc<dyn Tap>) -> FollowGuard {
+        let user = user.clone();
+        self.follow_room(room, Arc::new(move |u| (*u == user).then(|| tap.clone())))
+    }
+
+    /// How many follow `room`'s publishers.
     #[cfg(test)]
-    pub(crate) fn following(&self, room: &RoomKey, user: &UserId) -> usize {
-        self.lock()
-            .following
-            .get(&(room.clone(), user.clone()))
-            .map_or(0, Vec::len)
+    pub(crate) fn followers(&self, room: &RoomKey) -> usize {
+        self.lock().following.get(room).map_or(0, Vec::len)
     }
 
     /// The publisher's stream, if it is publishing.
@@ -552,25 +536,50 @@ mod tests {
 
     impl Tap for Log {
         fn attached(&self, configs: &Configs, _: &Arc<Notify>) {
-            let c = |c: &Option<TrackConfig>| {
-                c.as_ref()
-                    .map_or("-".into(), |c| format!("{:?}", c.extradata))
-            };
-            self.0.lock().unwrap().push(format!(
-                "attached v={} a={}",
-                c(&configs.video),
-                c(&configs.audio)
-            ));
+            self.0.lock().unwrap().push(attached(configs));
         }
         fn deliver(&self, m: &Arc<MediaMessage>) {
-            let s = match &**m {
-                MediaMessage::Config(c) => format!("config {:?}", c.extradata),
-                MediaMessage::Frame(f) => format!("frame {:?}", f.data),
-            };
-            self.0.lock().unwrap().push(s);
+            self.0.lock().unwrap().push(delivered(m));
         }
         fn closed(&self) {
             self.0.lock().unwrap().push("closed".into());
+        }
+    }
+
+    fn attached(configs: &Configs) -> String {
+        let c = |c: &Option<TrackConfig>| {
+            c.as_ref()
+                .map_or("-".into(), |c| format!("{:?}", c.extradata))
+        };
+        format!("attached v={} a={}", c(&configs.video), c(&configs.audio))
+    }
+
+    fn delivered(m: &MediaMessage) -> String {
+        match m {
+            MediaMessage::Config(c) => format!("config {:?}", c.extradata),
+            MediaMessage::Frame(f) => format!("frame {:?}", f.data),
+        }
+    }
+
+    /// A tap made for one publisher: writes into a shared log what it is
+    /// given, after the publisher's user and the tap's number.
+    struct Made {
+        who: String,
+        log: Arc<Log>,
+    }
+
+    impl Tap for Made {
+        fn attached(&self, configs: &Configs, _: &Arc<Notify>) {
+            let line = format!("{} {}", self.who, attached(configs));
+            self.log.0.lock().unwrap().push(line);
+        }
+        fn deliver(&self, m: &Arc<MediaMessage>) {
+            let line = format!("{} {}", self.who, delivered(m));
+            self.log.0.lock().unwrap().push(line);
+        }
+        fn closed(&self) {
+            let line = format!("{} closed", self.who);
+            self.log.0.lock().unwrap().push(line);
         }
     }
 
@@ -590,10 +599,6 @@ mod tests {
     fn a_tap_gets_the_configs_then_every_message_in_order_until_detached_or_closed() {
         let hub = MediaHub::default();
         let (r, a) = (room("r"), UserId::new("a").unwrap());
-        assert!(
-            hub.tap(&r, &a, Arc::new(Log::default())).is_none(),
-            "nobody publishes"
-        );
         let p = hub.publish(r.clone(), a.clone(), None);
         p.send(config(TrackKind::Video, b"v1"));
         p.send(frame(b"before"));
@@ -601,7 +606,7 @@ mod tests {
         // subscribers still get the stream too.
         let mut sub = hub.subscribe(&r, &a).unwrap();
         let log = Arc::new(Log::default());
-        let guard = hub.tap(&r, &a, log.clone()).unwrap();
+        let guard = hub.follow(&r, &a, log.clone());
         p.send(config(TrackKind::Audio, b"a1"));
         p.send(frame(b"one"));
         p.send(frame(b"two"));
@@ -617,14 +622,14 @@ mod tests {
         assert_eq!(sub.messages.try_recv().map(|_| ()), Ok(()));
         // A second tap attaches with both configs.
         let other = Arc::new(Log::default());
-        let other_guard = hub.tap(&r, &a, other.clone()).unwrap();
+        let other_guard = hub.follow(&r, &a, other.clone());
         assert_eq!(*other.0.lock().unwrap(), ["attached v=b\"v1\" a=b\"a1\""]);
         // Detached: nothing more.
         drop(guard);
         p.send(frame(b"three"));
         assert_eq!(log.0.lock().unwrap().len(), 4);
-        // The publisher goes: the taps still attached are told, and the
-        // stream can no longer be tapped.
+        // The publisher goes: the taps still attached are told, and a
+        // follower coming now finds nothing to tap.
         drop(p);
         assert_eq!(
             *other.0.lock().unwrap(),
@@ -632,7 +637,9 @@ mod tests {
         );
         assert_eq!(log.0.lock().unwrap().len(), 4, "a detached tap is not told");
         drop(other_guard);
-        assert!(hub.tap(&r, &a, Arc::new(Log::default())).is_none());
+        let late = Arc::new(Log::default());
+        let _late_guard = hub.follow(&r, &a, late.clone());
+        assert!(take(&late).is_empty());
     }
 
     /// Taking what a log holds so far.
@@ -716,6 +723,77 @@ mod tests {
                 "frame b\"new\"",
                 "frame b\"still\""
             ]
+        );
+    }
+
+    #[test]
+    fn a_room_follower_gets_a_tap_on_each_publisher_of_its_room_from_its_first_message() {
+        let hub = MediaHub::default();
+        let (r, other) = (room("r"), room("o"));
+        let user = |name: &str| UserId::new(name).unwrap();
+        let b = hub.publish(r.clone(), user("b"), None);
+        b.send(config(TrackKind::Video, b"vb"));
+        let a = hub.publish(r.clone(), user("a"), None);
+        let _robot = hub.publish(r.clone(), user("robot"), None);
+        let _elsewhere = hub.publish(other.clone(), user("c"), None);
+        // Each tap is made for its publisher and numbered, so that one of a
+        // user's sessions is told from the next; the robot is left out.
+        let log = Arc::new(Log::default());
+        let made = Arc::new(AtomicUsize::new(0));
+        let tap_for: TapFor = {
+            let (log, made) = (log.clone(), made.clone());
+            Arc::new(move |u: &UserId| {
+                (u.as_str() != "robot").then(|| {
+                    let n = made.fetch_add(1, Ordering::SeqCst) + 1;
+                    Arc::new(Made {
+                        who: format!("{u}#{n}"),
+                        log: log.clone(),
+                    }) as Arc<dyn Tap>
+                })
+            })
+        };
+        let guard = hub.follow_room(&r, tap_for);
+        assert_eq!(hub.followers(&r), 1);
+        // Those publishing now, in the order they started, with their
+        // configs so far.
+        assert_eq!(
+            take(&log),
+            ["b#1 attached v=b\"vb\" a=-", "a#2 attached v=- a=-"]
+        );
+        // A publisher registering later is taken from its first message;
+        // one replacing an older session ends that one's tap first.
+        let c = hub.publish(r.clone(), user("c"), None);
+        c.send(frame(b"c's first"));
+        let a2 = hub.publish(r.clone(), user("a"), None);
+        a.send(frame(b"stale"));
+        a2.send(frame(b"a's second"));
+        drop(a);
+        b.send(frame(b"b's"));
+        assert_eq!(
+            take(&log),
+            [
+                "c#3 attached v=- a=-",
+                "c#3 frame b\"c's first\"",
+                "a#2 closed",
+                "a#4 attached v=- a=-",
+                "a#4 frame b\"a's second\"",
+                "b#1 frame b\"b's\""
+            ]
+        );
+        drop(c);
+        assert_eq!(take(&log), ["c#3 closed"]);
+        // Dropping the registration detaches every tap (without `closed`:
+        // the follower stopped, not the publishers) and stops following.
+        drop(guard);
+        assert_eq!(hub.followers(&r), 0);
+        a2.send(frame(b"unseen"));
+        b.send(frame(b"unseen"));
+        let _d = hub.publish(r.clone(), user("d"), None);
+        assert!(take(&log).is_empty());
+        assert_eq!(made.load(Ordering::SeqCst), 4);
+        assert!(
+            lock_taps(&a2.taps).list.is_empty() && lock_taps(&b.taps).list.is_empty(),
+            "the taps are dropped"
         );
     }
 

@@ -144,6 +144,24 @@ impl MixInput {
     }
 }
 
+/// Makes ways into one mix ([`MixHandle::inputs`]).
+#[derive(Clone)]
+pub struct MixInputs {
+    tx: SyncSender<Input>,
+}
+
+impl MixInputs {
+    /// A way in for one anchor's messages.
+    pub fn input(&self, user: &str) -> MixInput {
+        MixInput {
+            tx: self.tx.clone(),
+            user: user.to_owned(),
+            gate: DropToKeyframe::default(),
+            counted: crate::metrics::DropCounter::new(crate::metrics::DropReason::LateInput),
+        }
+    }
+}
+
 impl Drop for MixInput {
     fn drop(&mut self) {
         let _ = self.tx.try_send(Input::Gone {
@@ -171,11 +189,13 @@ impl MixHandle {
 
     /// A way in for one anchor's messages.
     pub fn input(&self, user: &str) -> MixInput {
-        MixInput {
+        self.inputs().input(user)
+    }
+
+    /// What makes ways in, for whoever finds the anchors.
+    pub fn inputs(&self) -> MixInputs {
+        MixInputs {
             tx: self.tx.clone(),
-            user: user.to_owned(),
-            gate: DropToKeyframe::default(),
-            counted: crate::metrics::DropCounter::new(crate::metrics::DropReason::LateInput),
         }
     }
 

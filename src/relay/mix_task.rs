@@ -1,14 +1,15 @@
 //! The mix driver: every anchor of the room composed into one stream.
 //!
-//! Anchors are found through the hub's watch of the room's publishers (entry
-//! order is the order they started). Each anchor's publisher hands its
-//! messages to the mix thread's queue in its own turn (a hub tap: no task
-//! woken per message), and says when the anchor stopped. The mix's output
+//! The task follows the room's publishers through the hub: each anchor's
+//! publisher gets a feed into the mix as it registers, before its first
+//! message, and hands its messages to the mix thread's queue in its own
+//! turn (a hub tap: no task woken per message). The feed tells the task
+//! when the anchor joined and when it stopped. The mix's output
 //! goes to the task's outputs like a passthrough's. The task stops when
 //! asked, when the room closes, or after `max_idle` without any anchor (a
 //! deadline, not a poll); its counters are refreshed every 200 ms.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use super::spec::RelaySpec;
 use super::status::{Rates, StatusTx};
 use super::{Control, MixControl};
 use crate::media::MediaMessage;
-use crate::media::hub::{Configs, RoomPublishers, Tap, TapGuard};
+use crate::media::hub::{Configs, FollowGuard, Tap};
 use crate::mix::pipeline::{MixCounters, MixHandle, MixInput, MixSettings};
 use crate::room::UserId;
 
@@ -34,13 +35,11 @@ pub(super) async fn run(
     let has_video = settings.video.is_some();
     let mut mixer = MixHandle::spawn(settings);
     out.enter_feedback_rooms(&spec, &deps, has_video).await;
-    let mut inputs = Inputs::default();
     let mut room = deps.rooms.watch_room(&spec.room).await;
     let mut room_seen = room.borrow_and_update().clone();
-    let mut publishers = deps.hub.watch_room(&spec.room);
-    // Anchors already publishing are found on the first turn.
-    publishers.mark_changed();
-    let (left_tx, mut left) = mpsc::unbounded_channel();
+    let (news_tx, mut news) = mpsc::unbounded_channel();
+    let mut anchors = Anchors::default();
+    let mut following = Some(follow(&spec, &deps, &mixer, &news_tx));
     let mut idle_since = tokio::time::Instant::now();
     let mut tick = crate::ticks::grid_interval(Duration::from_millis(200));
     let mut pictures = Pictures::default();
@@ -58,13 +57,16 @@ pub(super) async fn run(
                 Some(Control::Input(MixControl::SetAudioFilter(f))) => mixer.set_audio_filter(f),
                 Some(Control::Input(MixControl::Restart(settings))) => {
                     tracing::info!(task = %spec.id, "mix restarting with new encodings");
-                    inputs.clear();
+                    // The feeds into the old mix go with it; the new mix
+                    // gets new ones, for every anchor publishing now.
+                    drop(following.take());
+                    anchors.running.clear();
+                    idle_since = tokio::time::Instant::now();
                     mixer = MixHandle::spawn(*settings);
                     pictures = Pictures::default();
                     // Output time continues after the last frame; players see a discontinuity.
                     out.discontinuity();
-                    let now = publishers.borrow().clone();
-                    inputs.discover(&spec, &now, &deps, &mixer, &left_tx);
+                    following = Some(follow(&spec, &deps, &mixer, &news_tx));
                 }
                 Some(Control::Stop) | None => break "stopped by request".to_owned(),
             },
@@ -92,39 +94,32 @@ pub(super) async fn run(
                 }
                 room_seen = now;
             }
-            r = publishers.changed() => {
-                if r.is_err() {
-                    break "shutting down".to_owned();
+            Some(n) = news.recv() => match n {
+                News::Joined(user, feed) => {
+                    tracing::info!(task = %spec.id, user = %user, "anchor joined the mix");
+                    anchors.running.push((user, feed));
                 }
-                // A copy of the list: the watch is not held while the hub is asked.
-                let now = publishers.borrow_and_update().clone();
-                inputs.discover(&spec, &now, &deps, &mixer, &left_tx);
-                if !inputs.is_empty() {
-                    idle_since = tokio::time::Instant::now();
-                }
-            }
-            Some((user, id)) = left.recv() => {
-                if inputs.remove(&user, id) {
-                    tracing::info!(task = %spec.id, user = %user, "anchor left the mix");
-                    // It may already be publishing again.
-                    let now = publishers.borrow().clone();
-                    inputs.discover(&spec, &now, &deps, &mixer, &left_tx);
-                    if inputs.is_empty() {
-                        idle_since = tokio::time::Instant::now();
+                News::Left(user, feed) => {
+                    // A feed of the mix before a restart is not in the list.
+                    if anchors.remove(&user, feed) {
+                        tracing::info!(task = %spec.id, user = %user, "anchor left the mix");
+                        if anchors.running.is_empty() {
+                            idle_since = tokio::time::Instant::now();
+                        }
                     }
                 }
-            }
-            () = tokio::time::sleep_until(idle_since + spec.max_idle), if inputs.is_empty() => {
+            },
+            () = tokio::time::sleep_until(idle_since + spec.max_idle), if anchors.running.is_empty() => {
                 break format!("no input for {:?}", spec.max_idle);
             }
             _ = tick.tick() => {
-                let mut report = out.report(!inputs.is_empty(), &[], inputs.users());
+                let mut report = out.report(!anchors.running.is_empty(), &[], anchors.users());
                 pictures.add(&mixer.counters, &mut report);
                 status.publish(report);
             }
         }
     };
-    inputs.clear();
+    drop(following);
     drop(mixer);
     out.finish(reason, &deps, &[], &status).await;
 }
@@ -149,81 +144,69 @@ impl Pictures {
     }
 }
 
-/// The anchors being mixed: each one's tap on its publisher and its
-/// number, so a publisher that ends after its anchor came back is not
-/// mistaken for the new one.
-#[derive(Default)]
-struct Inputs {
-    running: HashMap<UserId, (u64, TapGuard)>,
-    next: u64,
+/// Follows the room's publishers for `mixer`: each anchor's publisher
+/// gets a feed into the mix as it registers (or now, if it already
+/// publishes), numbered apart from every other feed, those of the mix
+/// before a restart included. The mix's own output fed back into its room
+/// is not mixed again.
+fn follow(
+    spec: &RelaySpec,
+    deps: &Deps,
+    mixer: &MixHandle,
+    news: &mpsc::UnboundedSender<News>,
+) -> FollowGuard {
+    let own: Vec<UserId> = spec
+        .outputs
+        .feedback
+        .iter()
+        .filter(|f| f.room == spec.room)
+        .map(|f| f.user.clone())
+        .collect();
+    let inputs = mixer.inputs();
+    let news = news.clone();
+    static NUMBERS: AtomicU64 = AtomicU64::new(1);
+    deps.hub.follow_room(
+        &spec.room,
+        Arc::new(move |user: &UserId| {
+            if own.contains(user) {
+                return None;
+            }
+            let feed: Arc<dyn Tap> = Arc::new(Feed {
+                input: Mutex::new(inputs.input(user.as_str())),
+                news: news.clone(),
+                who: (user.clone(), NUMBERS.fetch_add(1, Ordering::Relaxed)),
+            });
+            Some(feed)
+        }),
+    )
 }
 
-impl Inputs {
-    fn is_empty(&self) -> bool {
-        self.running.is_empty()
-    }
+/// What a feed tells its task: its anchor joined the mix, or its publisher
+/// ended; with the feed's number, so a publisher that ends after its
+/// anchor came back is not mistaken for the new one.
+enum News {
+    Joined(UserId, u64),
+    Left(UserId, u64),
+}
 
-    /// The anchors being mixed, in the order they joined.
+/// The anchors being mixed, with their feeds' numbers, in the order they
+/// joined.
+#[derive(Default)]
+struct Anchors {
+    running: Vec<(UserId, u64)>,
+}
+
+impl Anchors {
     fn users(&self) -> Vec<String> {
-        let mut v: Vec<(u64, String)> = self
-            .running
-            .iter()
-            .map(|(u, (id, _))| (*id, u.to_string()))
-            .collect();
-        v.sort();
-        v.into_iter().map(|(_, u)| u).collect()
+        self.running.iter().map(|(u, _)| u.to_string()).collect()
     }
 
-    /// Starts forwarding every anchor of the room that is not mixed yet.
-    fn discover(
-        &mut self,
-        spec: &RelaySpec,
-        publishers: &RoomPublishers,
-        deps: &Deps,
-        mixer: &MixHandle,
-        left: &mpsc::UnboundedSender<(UserId, u64)>,
-    ) {
-        for (user, _) in publishers.iter() {
-            if self.running.contains_key(user) {
-                continue;
-            }
-            // The mix pushed back into its own room is not mixed again.
-            if spec
-                .outputs
-                .feedback
-                .iter()
-                .any(|f| f.room == spec.room && f.user == *user)
-            {
-                continue;
-            }
-            let id = self.next + 1;
-            let tap = Arc::new(Feed {
-                input: Mutex::new(mixer.input(user.as_str())),
-                left: left.clone(),
-                who: (user.clone(), id),
-            });
-            if let Some(guard) = deps.hub.tap(&spec.room, user, tap) {
-                tracing::info!(task = %spec.id, user = %user, "anchor joined the mix");
-                self.next = id;
-                self.running.insert(user.clone(), (id, guard));
-            }
-        }
-    }
-
-    /// Forgets `user`'s input number `id` (its publisher ended); `false` if
-    /// that input was already replaced or cleared.
-    fn remove(&mut self, user: &UserId, id: u64) -> bool {
-        if self.running.get(user).is_some_and(|(i, _)| *i == id) {
-            self.running.remove(user);
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Detaches every input (each tells the mix it is gone).
-    fn clear(&mut self) {
-        self.running.clear();
+    /// Forgets `user`'s feed number `feed`; `false` if that feed was not
+    /// running (a feed of the mix before a restart).
+    fn remove(&mut self, user: &UserId, feed: u64) -> bool {
+        let before = self.running.len();
+        self.running.retain(|(u, f)| !(u == user && *f == feed));
+        self.running.len() != before
     }
 }
 
@@ -231,7 +214,7 @@ impl Inputs {
 struct Feed {
     /// Locked only by the publisher's turn (and dropped with the tap).
     input: Mutex<MixInput>,
-    left: mpsc::UnboundedSender<(UserId, u64)>,
+    news: mpsc::UnboundedSender<News>,
     who: (UserId, u64),
 }
 
@@ -250,6 +233,7 @@ impl Tap for Feed {
         }
         // The mixer's decoder starts at a keyframe.
         keyframe.notify_one();
+        let _ = self.news.send(News::Joined(self.who.0.clone(), self.who.1));
     }
 
     fn deliver(&self, m: &Arc<MediaMessage>) {
@@ -257,6 +241,6 @@ impl Tap for Feed {
     }
 
     fn closed(&self) {
-        let _ = self.left.send(self.who.clone());
+        let _ = self.news.send(News::Left(self.who.0.clone(), self.who.1));
     }
 }

@@ -258,7 +258,7 @@ async fn a_relay_takes_an_anchor_from_its_first_keyframe_however_soon_it_comes()
     });
     let id = relays.start(spec).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while hub.following(&room(), &teacher) == 0 || !hub.is_publishing(&room(), &robot) {
+    while hub.followers(&room()) == 0 || !hub.is_publishing(&room(), &robot) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the relay did not start"
@@ -307,6 +307,73 @@ async fn a_relay_takes_an_anchor_from_its_first_keyframe_however_soon_it_comes()
     .expect("the relay's output carries pictures");
     assert!(first_picture.keyframe);
     assert_eq!(first_picture.data, key);
+
+    relays.stop(&id).unwrap();
+    stopped(&relays, &id).await;
+    drop(anchor);
+    rooms.shutdown().await;
+    engine.await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A mix takes each anchor from the first message it sends, as a relay
+/// does (above), even when the anchor registers and sends its first
+/// picture before the mix's task next runs. A mix that tapped the anchor
+/// on seeing it in the room's list of publishers missed that keyframe,
+/// and with it the anchor's first group of pictures: here, with nothing
+/// after them, every picture the anchor sends.
+#[tokio::test]
+async fn a_mix_takes_an_anchor_from_its_first_keyframe_however_soon_it_comes() {
+    use crate::mix::video::{Canvas, VideoEncoder};
+    use crate::profile::{Background, Rgb, VideoEncoding};
+    ffmpeg_next::init().unwrap();
+    let (relays, rooms, engine, dir) = gateway();
+    let hub = relays.hub.clone();
+    let teacher = UserId::new("teacher").unwrap();
+    let session = rooms.new_session();
+    rooms.command(enter(session, "teacher")).await.unwrap();
+    let mut spec = RelaySpec::for_mix(room(), &profile("grid-720p")).unwrap();
+    spec.outputs.hls = None;
+    spec.mix_mut().unwrap().video = Some(VideoEncoding::small(15));
+    let id = relays.start(spec).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while hub.followers(&room()) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mix did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Part of one group of pictures (a keyframe every second), and
+    // nothing after it.
+    let mut enc = VideoEncoder::new(&VideoEncoding::small(15)).unwrap();
+    let mut canvas = Canvas::new(320, 180, &Background::Color(Rgb(255, 0, 0)));
+    canvas.compose(&[], false, |_| None).unwrap();
+    let mut pictures = Vec::new();
+    for n in 0..10 {
+        pictures.extend(enc.encode(canvas.frame_mut(), n).unwrap());
+    }
+    assert!(pictures[0].keyframe);
+    assert!(pictures[1..].iter().all(|p| !p.keyframe));
+    let anchor = hub.publish(room(), teacher.clone(), None);
+    anchor.send(MediaMessage::Config(enc.config().clone()));
+    for p in pictures {
+        anchor.send(MediaMessage::Frame(p));
+    }
+
+    // The picture is in the mix's output once its latency is counted
+    // (a counter: it changes the task's status without waking watchers).
+    let st = relays.watch(&id).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while st.borrow().latency.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the anchor's pictures were never mixed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(st.borrow().inputs, ["teacher"]);
 
     relays.stop(&id).unwrap();
     stopped(&relays, &id).await;
