@@ -15,7 +15,9 @@
 //! Taps can also follow a room ([`MediaHub::follow_room`]) or one user in
 //! it ([`MediaHub::follow`]): the hub attaches one to each publisher as that
 //! registers, before its first message, where a tap attached on news of
-//! the publisher would miss what came meanwhile.
+//! the publisher would miss what came meanwhile. A tap attached to a
+//! publisher already sending may start at its last keyframe: each
+//! publisher keeps the messages since then ([`GopCache`], bounded).
 //!
 //! Who publishes in a room is a watch ([`MediaHub::watch_room`]):
 //! recordings wake when it changes and read the latest list, so one that
@@ -33,6 +35,11 @@ use crate::room::{RoomKey, UserId};
 
 /// Messages buffered per consumer: about 4 s of 30 fps video plus audio.
 const FANOUT_CAPACITY: usize = 512;
+/// A publisher's group of pictures is kept for late taps up to this many
+/// messages and bytes (10 s of 30 fps video and 48 kHz AAC; 8 MB, a 6 s
+/// group at 10 Mbps); a longer one is not kept.
+const GOP_CACHE_MESSAGES: usize = 800;
+const GOP_CACHE_BYTES: usize = 8 << 20;
 
 type Key = (RoomKey, UserId);
 
@@ -96,6 +103,55 @@ pub(crate) trait Tap: Send + Sync {
     fn closed(&self);
 }
 
+/// Where a follower's tap starts on a publisher already sending
+/// ([`MediaHub::follow_room`]); one that registers later is always taken
+/// from its first message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// With the next message (a mix: pictures from before would play late).
+    Now,
+    /// With the publisher's last video keyframe and everything since, if
+    /// kept (a relay or a recording: its outputs start at once, not at the
+    /// next keyframe, up to a group of pictures later).
+    LastKeyframe,
+}
+
+/// A publisher's messages since its last video keyframe, for a tap that
+/// starts there ([`Start::LastKeyframe`]). A config empties it (what
+/// follows may not decode with the one before), and so does a group of
+/// pictures longer than the bounds. Audio before the first keyframe, and
+/// an audio-only stream, are not kept: audio starts anywhere.
+#[derive(Default)]
+struct GopCache {
+    messages: Vec<Arc<MediaMessage>>,
+    bytes: usize,
+}
+
+impl GopCache {
+    fn push(&mut self, m: &Arc<MediaMessage>) {
+        let (keyframe, len) = match &**m {
+            MediaMessage::Config(_) => return self.clear(),
+            MediaMessage::Frame(f) => (f.kind == TrackKind::Video && f.keyframe, f.data.len()),
+        };
+        if keyframe {
+            self.clear();
+        } else if self.messages.is_empty() {
+            return;
+        }
+        if self.messages.len() >= GOP_CACHE_MESSAGES || self.bytes + len > GOP_CACHE_BYTES {
+            return self.clear();
+        }
+        self.messages.push(m.clone());
+        self.bytes += len;
+    }
+
+    fn clear(&mut self) {
+        // The vector keeps its capacity: no allocation per group.
+        self.messages.clear();
+        self.bytes = 0;
+    }
+}
+
 /// A tap with its follower's number, which its guard detaches it by.
 type NumberedTap = (u64, Arc<dyn Tap>);
 
@@ -111,6 +167,7 @@ pub(crate) type TapFor = Arc<dyn Fn(&UserId) -> Option<Arc<dyn Tap>> + Send + Sy
 struct Taps {
     list: Vec<NumberedTap>,
     closed: bool,
+    gop: GopCache,
 }
 
 type SharedTaps = Arc<Mutex<Taps>>;
@@ -148,14 +205,20 @@ impl Drop for FollowGuard {
 
 impl Entry {
     /// Attaches the tap `tap_for` gives for `user`, if any, numbered `id`,
-    /// with the configs so far; nothing if the publisher has ended.
-    fn attach(&self, user: &UserId, tap_for: &TapFor, id: u64) {
+    /// with the configs so far (and from `start`); nothing if the
+    /// publisher has ended.
+    fn attach(&self, user: &UserId, tap_for: &TapFor, id: u64, start: Start) {
         let mut taps = lock_taps(&self.taps);
         if taps.closed {
             return;
         }
         if let Some(tap) = tap_for(user) {
             tap.attached(&self.configs.borrow(), &self.keyframe);
+            if start == Start::LastKeyframe {
+                for m in &taps.gop.messages {
+                    tap.deliver(m);
+                }
+            }
             taps.list.push((id, tap));
         }
     }
@@ -266,7 +329,7 @@ impl MediaHub {
         // Attached before the publisher has sent anything: from its first
         // message on, with nothing missed.
         for (follower, tap_for) in &following {
-            entry.attach(&key.1, tap_for, *follower);
+            entry.attach(&key.1, tap_for, *follower, Start::Now);
         }
         inner.publishers.insert(key.clone(), entry);
         inner.room_changed(&key.0);
@@ -285,14 +348,15 @@ impl MediaHub {
     }
 
     /// Follows every publisher of `room` from now on: to each one
-    /// publishing now (in the order they started) and to each later one as
-    /// it registers, before its first message, attaches the tap `tap_for`
-    /// gives for its user, if any. A tap attached on seeing the publisher
-    /// in the room's watch can miss what it sent meanwhile: its first
-    /// keyframe, and so a whole group of pictures. Each tap is told
-    /// [`Tap::closed`] at its publisher's end; a publisher replaced by a
-    /// newer one of the same user ends before the newer one's tap attaches.
-    pub(crate) fn follow_room(&self, room: &RoomKey, tap_for: TapFor) -> FollowGuard {
+    /// publishing now (in the order they started, from `start`) and to
+    /// each later one as it registers, before its first message, attaches
+    /// the tap `tap_for` gives for its user, if any. A tap attached on
+    /// seeing the publisher in the room's watch can miss what it sent
+    /// meanwhile: its first keyframe, and so a whole group of pictures.
+    /// Each tap is told [`Tap::closed`] at its publisher's end; a publisher
+    /// replaced by a newer one of the same user ends before the newer
+    /// one's tap attaches.
+    pub(crate) fn follow_room(&self, room: &RoomKey, start: Start, tap_for: TapFor) -> FollowGuard {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut inner = self.lock();
@@ -304,7 +368,7 @@ impl MediaHub {
             .collect();
         now.sort_by_key(|(_, e)| e.id);
         for (user, e) in now {
-            e.attach(user, &tap_for, id);
+            e.attach(user, &tap_for, id, start);
         }
         inner
             .following
@@ -322,9 +386,19 @@ impl MediaHub {
     /// ([`MediaHub::follow_room`] for one user, with the same tap):
     /// [`Tap::closed`] at each publisher's end, then [`Tap::attached`]
     /// again at the next.
-    pub(crate) fn follow(&self, room: &RoomKey, user: &UserId, tap: Arc<dyn Tap>) -> FollowGuard {
+    pub(crate) fn follow(
+        &self,
+        room: &RoomKey,
+        user: &UserId,
+        start: Start,
+        tap: Arc<dyn Tap>,
+    ) -> FollowGuard {
         let user = user.clone();
-        self.follow_room(room, Arc::new(move |u| (*u == user).then(|| tap.clone())))
+        self.follow_room(
+            room,
+            start,
+            Arc::new(move |u| (*u == user).then(|| tap.clone())),
+        )
     }
 
     /// How many follow `room`'s publishers.
@@ -400,7 +474,7 @@ impl Publisher {
 
     pub(crate) fn send(&self, msg: MediaMessage) {
         // Configs change under the taps' lock: see `Taps`.
-        let taps = lock_taps(&self.taps);
+        let mut taps = lock_taps(&self.taps);
         if let MediaMessage::Config(c) = &msg {
             self.configs.send_modify(|cfg| match c.kind {
                 TrackKind::Video => cfg.video = Some(c.clone()),
@@ -414,6 +488,7 @@ impl Publisher {
         for (_, t) in &taps.list {
             t.deliver(&msg);
         }
+        taps.gop.push(&msg);
         // Nobody subscribed (a plain relay only taps): the channel's lock
         // is not taken. No receiver is fine: nobody mixes or plays this
         // anchor right now.
@@ -606,7 +681,7 @@ mod tests {
         // subscribers still get the stream too.
         let mut sub = hub.subscribe(&r, &a).unwrap();
         let log = Arc::new(Log::default());
-        let guard = hub.follow(&r, &a, log.clone());
+        let guard = hub.follow(&r, &a, Start::Now, log.clone());
         p.send(config(TrackKind::Audio, b"a1"));
         p.send(frame(b"one"));
         p.send(frame(b"two"));
@@ -622,7 +697,7 @@ mod tests {
         assert_eq!(sub.messages.try_recv().map(|_| ()), Ok(()));
         // A second tap attaches with both configs.
         let other = Arc::new(Log::default());
-        let other_guard = hub.follow(&r, &a, other.clone());
+        let other_guard = hub.follow(&r, &a, Start::Now, other.clone());
         assert_eq!(*other.0.lock().unwrap(), ["attached v=b\"v1\" a=b\"a1\""]);
         // Detached: nothing more.
         drop(guard);
@@ -638,7 +713,7 @@ mod tests {
         assert_eq!(log.0.lock().unwrap().len(), 4, "a detached tap is not told");
         drop(other_guard);
         let late = Arc::new(Log::default());
-        let _late_guard = hub.follow(&r, &a, late.clone());
+        let _late_guard = hub.follow(&r, &a, Start::Now, late.clone());
         assert!(take(&late).is_empty());
     }
 
@@ -656,7 +731,7 @@ mod tests {
             UserId::new("b").unwrap(),
         );
         let log = Arc::new(Log::default());
-        let guard = hub.follow(&r, &a, log.clone());
+        let guard = hub.follow(&r, &a, Start::Now, log.clone());
         assert!(take(&log).is_empty(), "nobody publishes yet");
         // Another user's publisher is not followed.
         let other = hub.publish(r.clone(), b.clone(), None);
@@ -691,7 +766,7 @@ mod tests {
         // Following a user publishing now attaches with its configs.
         p.send(config(TrackKind::Audio, b"a1"));
         let now = Arc::new(Log::default());
-        let _now_guard = hub.follow(&r, &a, now.clone());
+        let _now_guard = hub.follow(&r, &a, Start::Now, now.clone());
         p.send(frame(b"next"));
         assert_eq!(take(&now), ["attached v=- a=b\"a1\"", "frame b\"next\""]);
         drop(other);
@@ -702,7 +777,7 @@ mod tests {
         let hub = MediaHub::default();
         let (r, a) = (room("r"), UserId::new("a").unwrap());
         let log = Arc::new(Log::default());
-        let _guard = hub.follow(&r, &a, log.clone());
+        let _guard = hub.follow(&r, &a, Start::Now, log.clone());
         let old = hub.publish(r.clone(), a.clone(), None);
         old.send(frame(b"old"));
         // A new session replaces the old one while it still lives (a
@@ -752,7 +827,7 @@ mod tests {
                 })
             })
         };
-        let guard = hub.follow_room(&r, tap_for);
+        let guard = hub.follow_room(&r, Start::Now, tap_for);
         assert_eq!(hub.followers(&r), 1);
         // Those publishing now, in the order they started, with their
         // configs so far.
@@ -797,6 +872,90 @@ mod tests {
         );
     }
 
+    fn video(keyframe: bool, data: &'static [u8]) -> MediaMessage {
+        super::super::test_frame(TrackKind::Video, keyframe, bytes::Bytes::from_static(data))
+    }
+
+    fn audio(data: &'static [u8]) -> MediaMessage {
+        super::super::test_frame(TrackKind::Audio, false, bytes::Bytes::from_static(data))
+    }
+
+    #[test]
+    fn a_tap_can_start_at_the_last_keyframe_of_a_publisher_already_sending() {
+        let hub = MediaHub::default();
+        let (r, a) = (room("r"), UserId::new("a").unwrap());
+        let p = hub.publish(r.clone(), a.clone(), None);
+        p.send(config(TrackKind::Video, b"v1"));
+        p.send(audio(b"audio before any keyframe"));
+        p.send(video(true, b"k1"));
+        p.send(video(false, b"p1"));
+        p.send(video(true, b"k2"));
+        p.send(audio(b"a2"));
+        p.send(video(false, b"p2"));
+        let from_key = Arc::new(Log::default());
+        let _g1 = hub.follow(&r, &a, Start::LastKeyframe, from_key.clone());
+        let now = Arc::new(Log::default());
+        let _g2 = hub.follow(&r, &a, Start::Now, now.clone());
+        p.send(video(false, b"p3"));
+        assert_eq!(
+            take(&from_key),
+            [
+                "attached v=b\"v1\" a=-",
+                "frame b\"k2\"",
+                "frame b\"a2\"",
+                "frame b\"p2\"",
+                "frame b\"p3\""
+            ]
+        );
+        assert_eq!(take(&now), ["attached v=b\"v1\" a=-", "frame b\"p3\""]);
+        // A new config: what was kept may not decode with it, so nothing
+        // is kept until the next keyframe.
+        p.send(config(TrackKind::Video, b"v2"));
+        p.send(video(false, b"p4"));
+        let late = Arc::new(Log::default());
+        let _g3 = hub.follow(&r, &a, Start::LastKeyframe, late.clone());
+        assert_eq!(take(&late), ["attached v=b\"v2\" a=-"]);
+    }
+
+    #[test]
+    fn a_gop_cache_keeps_one_group_within_its_bounds_and_nothing_of_audio_alone() {
+        let mut gop = GopCache::default();
+        let keep = |gop: &mut GopCache, m: MediaMessage| gop.push(&Arc::new(m));
+        // Audio alone (or before the first keyframe) is not kept.
+        keep(&mut gop, audio(b"a"));
+        assert!(gop.messages.is_empty());
+        // A keyframe starts a group; the next starts another.
+        keep(&mut gop, video(true, b"k1"));
+        keep(&mut gop, audio(b"a"));
+        keep(&mut gop, video(false, b"p"));
+        assert_eq!(gop.messages.len(), 3);
+        assert_eq!(gop.bytes, 4);
+        keep(&mut gop, video(true, b"k2"));
+        assert_eq!((gop.messages.len(), gop.bytes), (1, 2));
+        // A group longer than the bounds is dropped whole, until the next
+        // keyframe: a partial one would not start at a keyframe.
+        for _ in 1..GOP_CACHE_MESSAGES {
+            keep(&mut gop, video(false, b"p"));
+        }
+        assert_eq!(gop.messages.len(), GOP_CACHE_MESSAGES);
+        keep(&mut gop, video(false, b"p"));
+        assert!(gop.messages.is_empty());
+        keep(&mut gop, video(false, b"p"));
+        assert!(gop.messages.is_empty(), "not again before a keyframe");
+        keep(&mut gop, video(true, b"k3"));
+        assert_eq!(gop.messages.len(), 1);
+        // Bytes are bounded too.
+        let big = bytes::Bytes::from(vec![0u8; GOP_CACHE_BYTES / 2]);
+        for _ in 0..2 {
+            gop.push(&Arc::new(crate::media::test_frame(
+                TrackKind::Video,
+                false,
+                big.clone(),
+            )));
+        }
+        assert!(gop.messages.is_empty() && gop.bytes == 0);
+    }
+
     /// A publisher ending on one thread while the next one registers on
     /// another: the tap is always told `closed` before `attached`, and
     /// ends attached to the one that lives.
@@ -806,7 +965,7 @@ mod tests {
         let (r, a) = (room("r"), UserId::new("a").unwrap());
         for _ in 0..200 {
             let log = Arc::new(Log::default());
-            let _guard = hub.follow(&r, &a, log.clone());
+            let _guard = hub.follow(&r, &a, Start::Now, log.clone());
             let old = hub.publish(r.clone(), a.clone(), None);
             let ending = std::thread::spawn(move || drop(old));
             let new = hub.publish(r.clone(), a.clone(), None);

@@ -20,7 +20,7 @@ use super::spec::RelaySpec;
 use super::status::{Rates, StatusTx};
 use super::{Control, MixControl};
 use crate::media::MediaMessage;
-use crate::media::hub::{Configs, FollowGuard, Tap};
+use crate::media::hub::{Configs, FollowGuard, Start, Tap};
 use crate::mix::pipeline::{MixCounters, MixHandle, MixInput, MixSettings};
 use crate::room::UserId;
 
@@ -165,8 +165,11 @@ fn follow(
     let inputs = mixer.inputs();
     let news = news.clone();
     static NUMBERS: AtomicU64 = AtomicU64::new(1);
+    // From the next message for an anchor already publishing: pictures
+    // from before would be shown late.
     deps.hub.follow_room(
         &spec.room,
+        Start::Now,
         Arc::new(move |user: &UserId| {
             if own.contains(user) {
                 return None;

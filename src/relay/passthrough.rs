@@ -1,11 +1,12 @@
 //! The passthrough driver: one anchor's stream to the task's outputs.
 //!
-//! The task follows its anchor: it attaches to the anchor's stream in the
-//! media hub when the room's publishers change and the anchor is among
-//! them, starts every output at a keyframe, and marks a discontinuity when
-//! the anchor drops and returns (RTMP stays connected). Audio or video the
-//! outputs cannot carry goes through a transcoding stage first. It stops
-//! when asked, when the room closes, or after `max_idle` without input.
+//! The task follows its anchor: the media hub attaches it to each of the
+//! anchor's publishers as that registers (to one already publishing, from
+//! its last keyframe). It starts every output at a keyframe, and marks a
+//! discontinuity when the anchor drops and returns (RTMP stays connected).
+//! Audio or video the outputs cannot carry goes through a transcoding
+//! stage first. It stops when asked, when the room closes, or after
+//! `max_idle` without input.
 //!
 //! The anchor's messages do not wake the task: it attaches as a
 //! [`Tap`], so each message goes through the keyframe gate, the rebaser
@@ -25,7 +26,7 @@ use super::spec::{AnchorInput, RelaySpec};
 use super::status::StatusTx;
 use super::{AnchorControl, Control};
 use crate::media::aac::audio_stage;
-use crate::media::hub::{Configs, Tap};
+use crate::media::hub::{Configs, Start, Tap};
 use crate::media::stage::Stage;
 use crate::media::{MediaMessage, TrackKind};
 use crate::profile::AudioEncoding;
@@ -266,12 +267,14 @@ pub(super) async fn run(
     let mut room = deps.rooms.watch_room(&spec.room).await;
     let mut room_seen = room.borrow_and_update().clone();
     // The tap follows the anchor's every publisher, attached as each
-    // registers (before its first message), the one now included; the
-    // task learns of it from `changed`.
+    // registers (before its first message), the one now included (from
+    // its last keyframe: the outputs start at once); the task learns of
+    // it from `changed`.
     let changed = Arc::new(Notify::new());
     let following = deps.hub.follow(
         &spec.room,
         &user,
+        Start::LastKeyframe,
         Arc::new(Follower {
             shared: shared.clone(),
             changed: changed.clone(),

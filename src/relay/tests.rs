@@ -316,6 +316,104 @@ async fn a_relay_takes_an_anchor_from_its_first_keyframe_however_soon_it_comes()
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// What a tap is given, as `kind data` lines (configs as `config`).
+#[derive(Default)]
+struct Seen(std::sync::Mutex<Vec<String>>);
+
+impl crate::media::hub::Tap for Seen {
+    fn attached(&self, _: &crate::media::hub::Configs, _: &std::sync::Arc<tokio::sync::Notify>) {}
+    fn deliver(&self, m: &std::sync::Arc<MediaMessage>) {
+        let line = match &**m {
+            MediaMessage::Config(c) => format!("config {:?}", c.kind),
+            MediaMessage::Frame(f) => format!("{:?} {}", f.kind, String::from_utf8_lossy(&f.data)),
+        };
+        self.0.lock().unwrap().push(line);
+    }
+    fn closed(&self) {}
+}
+
+/// A relay started while its anchor publishes starts its outputs with the
+/// anchor's last keyframe and what came after it, at once: not at the
+/// next keyframe, a group of pictures later (a recording would lose it).
+#[tokio::test]
+async fn a_relay_started_while_its_anchor_publishes_starts_at_the_last_keyframe() {
+    use crate::media::hub::Start;
+    let (relays, rooms, engine, dir) = gateway();
+    let hub = relays.hub.clone();
+    let teacher = UserId::new("teacher").unwrap();
+    let robot = UserId::new("robot-late").unwrap();
+    let session = rooms.new_session();
+    rooms.command(enter(session, "teacher")).await.unwrap();
+    // The relay's output, fed back into the room, is read from its very
+    // first message.
+    let seen = std::sync::Arc::new(Seen::default());
+    let _reading = hub.follow(&room(), &robot, Start::Now, seen.clone());
+
+    let anchor = hub.publish(room(), teacher.clone(), None);
+    let frame = |kind, keyframe, data: &'static str| {
+        crate::media::test_frame(kind, keyframe, bytes::Bytes::from_static(data.as_bytes()))
+    };
+    for kind in [TrackKind::Video, TrackKind::Audio] {
+        anchor.send(MediaMessage::Config(crate::media::TrackConfig {
+            kind,
+            codec: crate::media::Codec::H264,
+            extradata: bytes::Bytes::from_static(b"config"),
+        }));
+    }
+    anchor.send(frame(TrackKind::Video, true, "first keyframe"));
+    anchor.send(frame(TrackKind::Video, false, "p1"));
+    anchor.send(frame(TrackKind::Video, true, "last keyframe"));
+    anchor.send(frame(TrackKind::Audio, false, "a2"));
+    anchor.send(frame(TrackKind::Video, false, "p2"));
+
+    let mut spec = RelaySpec::for_anchor(room(), teacher.clone(), &profile("passthrough")).unwrap();
+    spec.outputs.hls = None;
+    spec.outputs.feedback.push(Feedback {
+        room: room(),
+        user: robot.clone(),
+        grant: None,
+    });
+    let id = relays.start(spec).unwrap();
+    let frames = |seen: &Seen| {
+        seen.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| !l.starts_with("config"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let until = |n: usize| {
+        let seen = seen.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while frames(&seen).len() < n {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the relay's output is {:?}",
+                    frames(&seen)
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    until(3).await;
+    // Then live.
+    anchor.send(frame(TrackKind::Video, false, "p3"));
+    until(4).await;
+    assert_eq!(
+        frames(&seen),
+        ["Video last keyframe", "Audio a2", "Video p2", "Video p3"]
+    );
+
+    relays.stop(&id).unwrap();
+    stopped(&relays, &id).await;
+    drop(anchor);
+    rooms.shutdown().await;
+    engine.await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A mix takes each anchor from the first message it sends, as a relay
 /// does (above), even when the anchor registers and sends its first
 /// picture before the mix's task next runs. A mix that tapped the anchor
