@@ -101,6 +101,17 @@ pub(crate) trait Tap: Send + Sync {
     fn deliver(&self, m: &Arc<MediaMessage>);
     /// The publisher is gone (stopped or replaced); nothing more comes.
     fn closed(&self);
+    /// What a publisher already sending sent since its last keyframe
+    /// (with `configs`, those it was attached with), once, right after
+    /// [`Tap::attached`], for a tap that starts there
+    /// ([`Start::LastKeyframe`]). Delivered like any message unless the
+    /// tap does better.
+    fn replayed(&self, configs: &Configs, messages: &[Arc<MediaMessage>]) {
+        let _ = configs;
+        for m in messages {
+            self.deliver(m);
+        }
+    }
 }
 
 /// Where a follower's tap starts on a publisher already sending
@@ -108,11 +119,12 @@ pub(crate) trait Tap: Send + Sync {
 /// from its first message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Start {
-    /// With the next message (a mix: pictures from before would play late).
+    /// With the next message.
     Now,
     /// With the publisher's last video keyframe and everything since, if
-    /// kept (a relay or a recording: its outputs start at once, not at the
-    /// next keyframe, up to a group of pictures later).
+    /// kept ([`Tap::replayed`]): a relay or a recording starts its outputs
+    /// at once, a mix shows the anchor's picture at once, not at the next
+    /// keyframe, up to a group of pictures later.
     LastKeyframe,
 }
 
@@ -213,11 +225,11 @@ impl Entry {
             return;
         }
         if let Some(tap) = tap_for(user) {
-            tap.attached(&self.configs.borrow(), &self.keyframe);
-            if start == Start::LastKeyframe {
-                for m in &taps.gop.messages {
-                    tap.deliver(m);
-                }
+            // A copy: the watch is not held while the tap runs.
+            let configs = self.configs.borrow().clone();
+            tap.attached(&configs, &self.keyframe);
+            if start == Start::LastKeyframe && !taps.gop.messages.is_empty() {
+                tap.replayed(&configs, &taps.gop.messages);
             }
             taps.list.push((id, tap));
         }

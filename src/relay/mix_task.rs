@@ -165,11 +165,11 @@ fn follow(
     let inputs = mixer.inputs();
     let news = news.clone();
     static NUMBERS: AtomicU64 = AtomicU64::new(1);
-    // From the next message for an anchor already publishing: pictures
-    // from before would be shown late.
+    // An anchor already publishing is decoded from its last keyframe, so
+    // it shows at once (`Feed::replayed`).
     deps.hub.follow_room(
         &spec.room,
-        Start::Now,
+        Start::LastKeyframe,
         Arc::new(move |user: &UserId| {
             if own.contains(user) {
                 return None;
@@ -245,5 +245,13 @@ impl Tap for Feed {
 
     fn closed(&self) {
         let _ = self.news.send(News::Left(self.who.0.clone(), self.who.1));
+    }
+
+    fn replayed(&self, configs: &Configs, messages: &[Arc<MediaMessage>]) {
+        // Its pictures since its last keyframe are decoded at once, not
+        // played late; its sound from then is left out.
+        if let Some(video) = &configs.video {
+            self.input().catch_up(video, messages);
+        }
     }
 }

@@ -481,6 +481,77 @@ async fn a_mix_takes_an_anchor_from_its_first_keyframe_however_soon_it_comes() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A mix started while an anchor publishes shows the anchor at once: it
+/// decodes the anchor's pictures since its last keyframe, so the picture
+/// shows and the next ones decode, not a placeholder until the anchor's
+/// next keyframe (for an RTMP anchor, a group of pictures later).
+#[tokio::test]
+async fn a_mix_started_while_an_anchor_publishes_shows_it_before_its_next_keyframe() {
+    use crate::mix::video::{Canvas, VideoEncoder};
+    use crate::profile::{Background, Rgb, VideoEncoding};
+    ffmpeg_next::init().unwrap();
+    let (relays, rooms, engine, dir) = gateway();
+    let hub = relays.hub.clone();
+    let teacher = UserId::new("teacher").unwrap();
+    let session = rooms.new_session();
+    rooms.command(enter(session, "teacher")).await.unwrap();
+
+    // Ten pictures of one group (a keyframe every second at 15 fps): five
+    // sent before the mix starts, five after.
+    let mut enc = VideoEncoder::new(&VideoEncoding::small(15)).unwrap();
+    let mut canvas = Canvas::new(320, 180, &Background::Color(Rgb(0, 0, 255)));
+    canvas.compose(&[], false, |_| None).unwrap();
+    let mut pictures = Vec::new();
+    for n in 0..10 {
+        pictures.extend(enc.encode(canvas.frame_mut(), n).unwrap());
+    }
+    assert!(pictures[0].keyframe && pictures[1..].iter().all(|p| !p.keyframe));
+    let mut live = pictures.split_off(5);
+    let anchor = hub.publish(room(), teacher.clone(), None);
+    anchor.send(MediaMessage::Config(enc.config().clone()));
+    for p in pictures {
+        anchor.send(MediaMessage::Frame(p));
+    }
+
+    let mut spec = RelaySpec::for_mix(room(), &profile("grid-720p")).unwrap();
+    spec.outputs.hls = None;
+    spec.mix_mut().unwrap().video = Some(VideoEncoding::small(15));
+    let id = relays.start(spec).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while hub.followers(&room()) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mix did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for p in live.drain(..) {
+        anchor.send(MediaMessage::Frame(p));
+    }
+
+    // The picture the anchor showed when the mix started, then the live
+    // ones (counted once each in the mix's latency window; a few may share
+    // an output tick).
+    let st = relays.watch(&id).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let shown = || st.borrow().latency.as_ref().map_or(0, |l| l.pictures);
+    while shown() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mix showed {} of the anchor's pictures",
+            shown()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    relays.stop(&id).unwrap();
+    stopped(&relays, &id).await;
+    drop(anchor);
+    rooms.shutdown().await;
+    engine.await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A task that dies (a panic) before its outputs finish still takes the
 /// robots it fed its output back with out of their rooms.
 #[tokio::test]
