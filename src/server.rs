@@ -57,12 +57,10 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         crate::cluster::Cluster::start(&config, rooms.clone()).map_err(ServerError::Cluster)?;
 
     let http_addr = SocketAddr::new(config.http.bind, config.http.port);
-    let listener = TcpListener::bind(http_addr)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: http_addr,
-            source,
-        })?;
+    let listener = listen(http_addr).map_err(|source| ServerError::Bind {
+        addr: http_addr,
+        source,
+    })?;
     let local = listener.local_addr().map_err(ServerError::Http)?;
     tracing::info!(addr = %local, "HTTP listening (API, signalling, health)");
 
@@ -70,12 +68,10 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     // Uptime and CPU rates count from here.
     let _ = crate::metrics::uptime();
     let rtmp_addr = SocketAddr::new(config.rtmp.bind, config.rtmp.port);
-    let rtmp_listener = TcpListener::bind(rtmp_addr)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: rtmp_addr,
-            source,
-        })?;
+    let rtmp_listener = listen(rtmp_addr).map_err(|source| ServerError::Bind {
+        addr: rtmp_addr,
+        source,
+    })?;
     tracing::info!(
         addr = %rtmp_listener.local_addr().map_err(ServerError::Http)?,
         "RTMP listening (publish: rtmp://HOST/push/<RoomId>?sdkappid=&userid=&usersig=)"
@@ -99,9 +95,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     let mut ingests = vec![tokio::spawn(ingest.clone().serve(rtmp_listener, None))];
     if let (Some(port), Some(tls)) = (config.rtmp.tls_port, &server_tls) {
         let addr = SocketAddr::new(config.rtmp.bind, port);
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        let l = listen(addr).map_err(|source| ServerError::Bind { addr, source })?;
         tracing::info!(
             addr = %l.local_addr().map_err(ServerError::Http)?,
             "RTMPS listening (publish: rtmps://HOST:PORT/push/<RoomId>?...)"
@@ -111,9 +105,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     let https_listener = match (config.http.tls_port, &server_tls) {
         (Some(port), Some(_)) => {
             let addr = SocketAddr::new(config.http.bind, port);
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { addr, source })?;
+            let l = listen(addr).map_err(|source| ServerError::Bind { addr, source })?;
             tracing::info!(addr = %l.local_addr().map_err(ServerError::Http)?, "HTTPS listening");
             Some(l)
         }
@@ -256,6 +248,25 @@ pub(crate) fn assemble(
         recording_events,
         uploads,
     }
+}
+
+/// Connections waiting to be accepted, per listener (the kernel caps it at
+/// `net.core.somaxconn`, 4096 by default). Two thousand players asking for
+/// the next LL-HLS part at once overflowed the 1,024 a plain bind asks
+/// for; each connection dropped so waits for its SYN to be sent again, 1 s
+/// later, then 2 s after that.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` (with `SO_REUSEADDR`, as a plain bind sets it).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Re-reads the listeners' certificate on every SIGHUP; a bad one is
