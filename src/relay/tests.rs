@@ -234,6 +234,119 @@ fn passthrough_outputs(
     (deps, spec)
 }
 
+/// Polls `done` until it holds, failing after `within` with what `what`
+/// says then.
+async fn wait_until(within: Duration, mut done: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{}", what());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The teacher in the room, as a relay task's anchors are.
+async fn teacher_enters(rooms: &RoomHandle) -> UserId {
+    let session = rooms.new_session();
+    rooms.command(enter(session, "teacher")).await.unwrap();
+    UserId::new("teacher").unwrap()
+}
+
+/// A passthrough of `anchor` whose output is published back into the room
+/// as `robot`, where it is read.
+fn relay_fed_back(anchor: &UserId, robot: &UserId) -> RelaySpec {
+    let mut spec = RelaySpec::for_anchor(room(), anchor.clone(), &profile("passthrough")).unwrap();
+    spec.outputs.hls = None;
+    spec.outputs.feedback.push(Feedback {
+        room: room(),
+        user: robot.clone(),
+        grant: None,
+    });
+    spec
+}
+
+/// A grid mix of the room at a small size, without HLS.
+fn small_mix() -> RelaySpec {
+    let mut spec = RelaySpec::for_mix(room(), &profile("grid-720p")).unwrap();
+    spec.outputs.hls = None;
+    spec.mix_mut().unwrap().video = Some(crate::profile::VideoEncoding::small(15));
+    spec
+}
+
+/// The config and `n` pictures of one group of a small H.264 stream (a
+/// keyframe every second at 15 fps: only the first, for `n` up to 15).
+fn one_group(n: i64) -> (MediaMessage, Vec<crate::media::EncodedFrame>) {
+    use crate::mix::video::{Canvas, VideoEncoder};
+    use crate::profile::{Background, Rgb, VideoEncoding};
+    ffmpeg_next::init().unwrap();
+    let mut enc = VideoEncoder::new(&VideoEncoding::small(15)).unwrap();
+    let mut canvas = Canvas::new(320, 180, &Background::Color(Rgb(255, 0, 0)));
+    canvas.compose(&[], false, |_| None).unwrap();
+    let mut pictures = Vec::new();
+    for i in 0..n {
+        pictures.extend(enc.encode(canvas.frame_mut(), i).unwrap());
+    }
+    assert!(pictures[0].keyframe);
+    assert!(pictures[1..].iter().all(|p| !p.keyframe));
+    (MediaMessage::Config(enc.config().clone()), pictures)
+}
+
+/// The pictures the mix `id` showed, by its latency window (a counter:
+/// it changes the task's status without waking watchers).
+fn pictures_shown(relays: &RelayManager, id: &str) -> usize {
+    relays
+        .status(id)
+        .and_then(|(_, st)| st.latency)
+        .map_or(0, |l| l.pictures)
+}
+
+/// Stops task `id` and waits for it, then for the room engine; removes `dir`.
+async fn finish(
+    relays: &RelayManager,
+    id: &str,
+    rooms: RoomHandle,
+    engine: tokio::task::JoinHandle<()>,
+    dir: PathBuf,
+) {
+    relays.stop(id).unwrap();
+    stopped(relays, id).await;
+    rooms.shutdown().await;
+    engine.await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn test_config(kind: TrackKind) -> MediaMessage {
+    MediaMessage::Config(crate::media::TrackConfig {
+        kind,
+        codec: crate::media::Codec::H264,
+        extradata: bytes::Bytes::from_static(b"config"),
+    })
+}
+
+fn test_frame(kind: TrackKind, keyframe: bool, data: &'static str) -> MediaMessage {
+    crate::media::test_frame(kind, keyframe, bytes::Bytes::from_static(data.as_bytes()))
+}
+
+/// What a tap is given: frames as `kind data` lines.
+#[derive(Default)]
+struct Seen(std::sync::Mutex<Vec<String>>);
+
+impl Seen {
+    fn frames(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl crate::media::hub::Tap for Seen {
+    fn attached(&self, _: &crate::media::hub::Configs, _: &std::sync::Arc<tokio::sync::Notify>) {}
+    fn deliver(&self, m: &std::sync::Arc<MediaMessage>) {
+        if let MediaMessage::Frame(f) = &**m {
+            let line = format!("{:?} {}", f.kind, String::from_utf8_lossy(&f.data));
+            self.0.lock().unwrap().push(line);
+        }
+    }
+    fn closed(&self) {}
+}
+
 /// A relay takes its anchor from the first message the anchor sends,
 /// even when the anchor registers and sends its first group of pictures
 /// before the relay's task next runs (here: in one turn of a
@@ -242,94 +355,41 @@ fn passthrough_outputs(
 /// missed its first keyframe then, and so its first group of pictures.
 #[tokio::test]
 async fn a_relay_takes_an_anchor_from_its_first_keyframe_however_soon_it_comes() {
+    use crate::media::hub::Start;
     let (relays, rooms, engine, dir) = gateway();
     let hub = relays.hub.clone();
-    let teacher = UserId::new("teacher").unwrap();
+    let teacher = teacher_enters(&rooms).await;
     let robot = UserId::new("robot-first").unwrap();
-    let session = rooms.new_session();
-    rooms.command(enter(session, "teacher")).await.unwrap();
-    let mut spec = RelaySpec::for_anchor(room(), teacher.clone(), &profile("passthrough")).unwrap();
-    spec.outputs.hls = None;
-    // The relay's output is published back into the room, where it is read.
-    spec.outputs.feedback.push(Feedback {
-        room: room(),
-        user: robot.clone(),
-        grant: None,
-    });
-    let id = relays.start(spec).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while hub.followers(&room()) == 0 || !hub.is_publishing(&room(), &robot) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the relay did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let mut out = hub.subscribe(&room(), &robot).unwrap();
+    let seen = std::sync::Arc::new(Seen::default());
+    let _reading = hub.follow(&room(), &robot, Start::Now, seen.clone());
+    let id = relays.start(relay_fed_back(&teacher, &robot)).unwrap();
+    let five = Duration::from_secs(5);
+    wait_until(
+        five,
+        || hub.followers(&room()) == 2,
+        || "the relay did not start".into(),
+    )
+    .await;
 
-    let key = bytes::Bytes::from_static(b"the first keyframe");
     let anchor = hub.publish(room(), teacher.clone(), None);
-    let config = |kind| {
-        MediaMessage::Config(crate::media::TrackConfig {
-            kind,
-            codec: crate::media::Codec::H264,
-            extradata: bytes::Bytes::from_static(b"config"),
-        })
-    };
-    anchor.send(config(TrackKind::Video));
-    anchor.send(crate::media::test_frame(
-        TrackKind::Video,
-        true,
-        key.clone(),
-    ));
-    anchor.send(config(TrackKind::Audio));
-    anchor.send(crate::media::test_frame(
-        TrackKind::Audio,
-        false,
-        bytes::Bytes::from_static(b"audio"),
-    ));
-    anchor.send(crate::media::test_frame(
-        TrackKind::Video,
-        false,
-        bytes::Bytes::from_static(b"next"),
-    ));
+    anchor.send(test_config(TrackKind::Video));
+    anchor.send(test_frame(TrackKind::Video, true, "the first keyframe"));
+    anchor.send(test_config(TrackKind::Audio));
+    anchor.send(test_frame(TrackKind::Audio, false, "audio"));
+    anchor.send(test_frame(TrackKind::Video, false, "next"));
 
-    let first_picture = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let MediaMessage::Frame(f) = &*out.messages.recv().await.unwrap()
-                && f.kind == TrackKind::Video
-            {
-                break f.clone();
-            }
-        }
-    })
-    .await
-    .expect("the relay's output carries pictures");
-    assert!(first_picture.keyframe);
-    assert_eq!(first_picture.data, key);
-
-    relays.stop(&id).unwrap();
-    stopped(&relays, &id).await;
+    wait_until(
+        five,
+        || seen.frames().len() == 3,
+        || format!("the relay's output is {:?}", seen.frames()),
+    )
+    .await;
+    assert_eq!(
+        seen.frames(),
+        ["Video the first keyframe", "Audio audio", "Video next"]
+    );
     drop(anchor);
-    rooms.shutdown().await;
-    engine.await.unwrap();
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-/// What a tap is given, as `kind data` lines (configs as `config`).
-#[derive(Default)]
-struct Seen(std::sync::Mutex<Vec<String>>);
-
-impl crate::media::hub::Tap for Seen {
-    fn attached(&self, _: &crate::media::hub::Configs, _: &std::sync::Arc<tokio::sync::Notify>) {}
-    fn deliver(&self, m: &std::sync::Arc<MediaMessage>) {
-        let line = match &**m {
-            MediaMessage::Config(c) => format!("config {:?}", c.kind),
-            MediaMessage::Frame(f) => format!("{:?} {}", f.kind, String::from_utf8_lossy(&f.data)),
-        };
-        self.0.lock().unwrap().push(line);
-    }
-    fn closed(&self) {}
+    finish(&relays, &id, rooms, engine, dir).await;
 }
 
 /// A relay started while its anchor publishes starts its outputs with the
@@ -340,78 +400,33 @@ async fn a_relay_started_while_its_anchor_publishes_starts_at_the_last_keyframe(
     use crate::media::hub::Start;
     let (relays, rooms, engine, dir) = gateway();
     let hub = relays.hub.clone();
-    let teacher = UserId::new("teacher").unwrap();
+    let teacher = teacher_enters(&rooms).await;
     let robot = UserId::new("robot-late").unwrap();
-    let session = rooms.new_session();
-    rooms.command(enter(session, "teacher")).await.unwrap();
-    // The relay's output, fed back into the room, is read from its very
-    // first message.
     let seen = std::sync::Arc::new(Seen::default());
     let _reading = hub.follow(&room(), &robot, Start::Now, seen.clone());
 
     let anchor = hub.publish(room(), teacher.clone(), None);
-    let frame = |kind, keyframe, data: &'static str| {
-        crate::media::test_frame(kind, keyframe, bytes::Bytes::from_static(data.as_bytes()))
-    };
-    for kind in [TrackKind::Video, TrackKind::Audio] {
-        anchor.send(MediaMessage::Config(crate::media::TrackConfig {
-            kind,
-            codec: crate::media::Codec::H264,
-            extradata: bytes::Bytes::from_static(b"config"),
-        }));
-    }
-    anchor.send(frame(TrackKind::Video, true, "first keyframe"));
-    anchor.send(frame(TrackKind::Video, false, "p1"));
-    anchor.send(frame(TrackKind::Video, true, "last keyframe"));
-    anchor.send(frame(TrackKind::Audio, false, "a2"));
-    anchor.send(frame(TrackKind::Video, false, "p2"));
+    anchor.send(test_config(TrackKind::Video));
+    anchor.send(test_config(TrackKind::Audio));
+    anchor.send(test_frame(TrackKind::Video, true, "first keyframe"));
+    anchor.send(test_frame(TrackKind::Video, false, "p1"));
+    anchor.send(test_frame(TrackKind::Video, true, "last keyframe"));
+    anchor.send(test_frame(TrackKind::Audio, false, "a2"));
+    anchor.send(test_frame(TrackKind::Video, false, "p2"));
 
-    let mut spec = RelaySpec::for_anchor(room(), teacher.clone(), &profile("passthrough")).unwrap();
-    spec.outputs.hls = None;
-    spec.outputs.feedback.push(Feedback {
-        room: room(),
-        user: robot.clone(),
-        grant: None,
-    });
-    let id = relays.start(spec).unwrap();
-    let frames = |seen: &Seen| {
-        seen.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| !l.starts_with("config"))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    let until = |n: usize| {
-        let seen = seen.clone();
-        async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while frames(&seen).len() < n {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the relay's output is {:?}",
-                    frames(&seen)
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    };
-    until(3).await;
+    let id = relays.start(relay_fed_back(&teacher, &robot)).unwrap();
+    let five = Duration::from_secs(5);
+    let output = || format!("the relay's output is {:?}", seen.frames());
+    wait_until(five, || seen.frames().len() == 3, output).await;
     // Then live.
-    anchor.send(frame(TrackKind::Video, false, "p3"));
-    until(4).await;
+    anchor.send(test_frame(TrackKind::Video, false, "p3"));
+    wait_until(five, || seen.frames().len() == 4, output).await;
     assert_eq!(
-        frames(&seen),
+        seen.frames(),
         ["Video last keyframe", "Audio a2", "Video p2", "Video p3"]
     );
-
-    relays.stop(&id).unwrap();
-    stopped(&relays, &id).await;
     drop(anchor);
-    rooms.shutdown().await;
-    engine.await.unwrap();
-    let _ = std::fs::remove_dir_all(dir);
+    finish(&relays, &id, rooms, engine, dir).await;
 }
 
 /// A mix takes each anchor from the first message it sends, as a relay
@@ -422,63 +437,35 @@ async fn a_relay_started_while_its_anchor_publishes_starts_at_the_last_keyframe(
 /// after them, every picture the anchor sends.
 #[tokio::test]
 async fn a_mix_takes_an_anchor_from_its_first_keyframe_however_soon_it_comes() {
-    use crate::mix::video::{Canvas, VideoEncoder};
-    use crate::profile::{Background, Rgb, VideoEncoding};
-    ffmpeg_next::init().unwrap();
     let (relays, rooms, engine, dir) = gateway();
     let hub = relays.hub.clone();
-    let teacher = UserId::new("teacher").unwrap();
-    let session = rooms.new_session();
-    rooms.command(enter(session, "teacher")).await.unwrap();
-    let mut spec = RelaySpec::for_mix(room(), &profile("grid-720p")).unwrap();
-    spec.outputs.hls = None;
-    spec.mix_mut().unwrap().video = Some(VideoEncoding::small(15));
-    let id = relays.start(spec).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while hub.followers(&room()) == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the mix did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let teacher = teacher_enters(&rooms).await;
+    let id = relays.start(small_mix()).unwrap();
+    let five = Duration::from_secs(5);
+    wait_until(
+        five,
+        || hub.followers(&room()) == 1,
+        || "the mix did not start".into(),
+    )
+    .await;
 
-    // Part of one group of pictures (a keyframe every second), and
-    // nothing after it.
-    let mut enc = VideoEncoder::new(&VideoEncoding::small(15)).unwrap();
-    let mut canvas = Canvas::new(320, 180, &Background::Color(Rgb(255, 0, 0)));
-    canvas.compose(&[], false, |_| None).unwrap();
-    let mut pictures = Vec::new();
-    for n in 0..10 {
-        pictures.extend(enc.encode(canvas.frame_mut(), n).unwrap());
-    }
-    assert!(pictures[0].keyframe);
-    assert!(pictures[1..].iter().all(|p| !p.keyframe));
+    // Part of one group of pictures, and nothing after it.
+    let (config, pictures) = one_group(10);
     let anchor = hub.publish(room(), teacher.clone(), None);
-    anchor.send(MediaMessage::Config(enc.config().clone()));
+    anchor.send(config);
     for p in pictures {
         anchor.send(MediaMessage::Frame(p));
     }
 
-    // The picture is in the mix's output once its latency is counted
-    // (a counter: it changes the task's status without waking watchers).
-    let st = relays.watch(&id).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while st.borrow().latency.is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the anchor's pictures were never mixed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(st.borrow().inputs, ["teacher"]);
-
-    relays.stop(&id).unwrap();
-    stopped(&relays, &id).await;
+    wait_until(
+        Duration::from_secs(10),
+        || pictures_shown(&relays, &id) > 0,
+        || "the anchor's pictures were never mixed".into(),
+    )
+    .await;
+    assert_eq!(relays.status(&id).unwrap().1.inputs, ["teacher"]);
     drop(anchor);
-    rooms.shutdown().await;
-    engine.await.unwrap();
-    let _ = std::fs::remove_dir_all(dir);
+    finish(&relays, &id, rooms, engine, dir).await;
 }
 
 /// A mix started while an anchor publishes shows the anchor at once: it
@@ -487,69 +474,45 @@ async fn a_mix_takes_an_anchor_from_its_first_keyframe_however_soon_it_comes() {
 /// next keyframe (for an RTMP anchor, a group of pictures later).
 #[tokio::test]
 async fn a_mix_started_while_an_anchor_publishes_shows_it_before_its_next_keyframe() {
-    use crate::mix::video::{Canvas, VideoEncoder};
-    use crate::profile::{Background, Rgb, VideoEncoding};
-    ffmpeg_next::init().unwrap();
     let (relays, rooms, engine, dir) = gateway();
     let hub = relays.hub.clone();
-    let teacher = UserId::new("teacher").unwrap();
-    let session = rooms.new_session();
-    rooms.command(enter(session, "teacher")).await.unwrap();
+    let teacher = teacher_enters(&rooms).await;
 
-    // Ten pictures of one group (a keyframe every second at 15 fps): five
-    // sent before the mix starts, five after.
-    let mut enc = VideoEncoder::new(&VideoEncoding::small(15)).unwrap();
-    let mut canvas = Canvas::new(320, 180, &Background::Color(Rgb(0, 0, 255)));
-    canvas.compose(&[], false, |_| None).unwrap();
-    let mut pictures = Vec::new();
-    for n in 0..10 {
-        pictures.extend(enc.encode(canvas.frame_mut(), n).unwrap());
-    }
-    assert!(pictures[0].keyframe && pictures[1..].iter().all(|p| !p.keyframe));
-    let mut live = pictures.split_off(5);
+    // Ten pictures of one group: five sent before the mix starts, five after.
+    let (config, mut pictures) = one_group(10);
+    let live = pictures.split_off(5);
     let anchor = hub.publish(room(), teacher.clone(), None);
-    anchor.send(MediaMessage::Config(enc.config().clone()));
+    anchor.send(config);
     for p in pictures {
         anchor.send(MediaMessage::Frame(p));
     }
-
-    let mut spec = RelaySpec::for_mix(room(), &profile("grid-720p")).unwrap();
-    spec.outputs.hls = None;
-    spec.mix_mut().unwrap().video = Some(VideoEncoding::small(15));
-    let id = relays.start(spec).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while hub.followers(&room()) == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the mix did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    for p in live.drain(..) {
+    let id = relays.start(small_mix()).unwrap();
+    let five = Duration::from_secs(5);
+    wait_until(
+        five,
+        || hub.followers(&room()) == 1,
+        || "the mix did not start".into(),
+    )
+    .await;
+    for p in live {
         anchor.send(MediaMessage::Frame(p));
     }
 
     // The picture the anchor showed when the mix started, then the live
-    // ones (counted once each in the mix's latency window; a few may share
-    // an output tick).
-    let st = relays.watch(&id).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let shown = || st.borrow().latency.as_ref().map_or(0, |l| l.pictures);
-    while shown() < 4 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the mix showed {} of the anchor's pictures",
-            shown()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    relays.stop(&id).unwrap();
-    stopped(&relays, &id).await;
+    // ones (a few may share an output tick).
+    wait_until(
+        Duration::from_secs(10),
+        || pictures_shown(&relays, &id) >= 4,
+        || {
+            format!(
+                "the mix showed {} of the anchor's pictures",
+                pictures_shown(&relays, &id)
+            )
+        },
+    )
+    .await;
     drop(anchor);
-    rooms.shutdown().await;
-    engine.await.unwrap();
-    let _ = std::fs::remove_dir_all(dir);
+    finish(&relays, &id, rooms, engine, dir).await;
 }
 
 /// A task that dies (a panic) before its outputs finish still takes the
