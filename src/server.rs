@@ -152,6 +152,19 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
+    // What the allocator kept after a burst goes back to the kernel.
+    let trims = tokio::spawn(async {
+        let mut tick = crate::ticks::grid_interval(RELEASE_FREE_MEMORY_EVERY);
+        loop {
+            tick.tick().await;
+            let started = std::time::Instant::now();
+            let _ = tokio::task::spawn_blocking(crate::media::release_free_memory).await;
+            tracing::debug!(
+                took_us = started.elapsed().as_micros() as u64,
+                "free memory handed back"
+            );
+        }
+    });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -172,6 +185,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     for i in ingests {
         i.abort();
     }
+    trims.abort();
     if let Some(r) = reloads {
         r.abort();
     }
@@ -249,6 +263,10 @@ pub(crate) fn assemble(
         uploads,
     }
 }
+
+/// How often free memory the allocator keeps is handed back to the kernel
+/// ([`crate::media::release_free_memory`]).
+const RELEASE_FREE_MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Connections waiting to be accepted, per listener (the kernel caps it at
 /// `net.core.somaxconn`, 4096 by default). Two thousand players asking for

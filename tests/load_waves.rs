@@ -324,7 +324,16 @@ fn waves_of_connections_leave_the_mix_and_memory_as_they_were() {
     wait_for("the waves' rooms to close", Duration::from_secs(20), || {
         rooms_open(&gw) == 1
     });
-    let rss_after = rss_kb(pid);
+    // The allocator keeps freed heap for reuse (media::ffi::tune_allocator)
+    // and hands what is still free back to the kernel every 10 s: the
+    // resident size comes back near its baseline within that.
+    let near_baseline = rss_before + 48 * 1024;
+    let back = Instant::now() + Duration::from_secs(25);
+    let mut rss_after = rss_kb(pid);
+    while rss_after > near_baseline && Instant::now() < back {
+        std::thread::sleep(Duration::from_millis(200));
+        rss_after = rss_kb(pid);
+    }
     let (late_after, fps_after) = mix_health(&gw, &id);
     let segments_after = segments(&gw, &stream);
     eprintln!(
@@ -337,8 +346,7 @@ fn waves_of_connections_leave_the_mix_and_memory_as_they_were() {
     assert!(worst_fps >= 12.0, "the mix fell to {worst_fps} fps");
     assert!(segments_after > segments_before, "the mix's HLS stalled");
     // Memory: a second crowd reuses what the first freed (no leak), and
-    // the whole run ends near its baseline. The allocator keeps freed heap
-    // for reuse (media::ffi::tune_allocator), so some slack stays resident.
+    // the whole run ends near its baseline.
     eprintln!(
         "rss: baseline {} MB, first crowd {} MB, second crowd {} MB, end {} MB",
         rss_before / 1024,
@@ -351,7 +359,7 @@ fn waves_of_connections_leave_the_mix_and_memory_as_they_were() {
         "the second crowd grew RSS from {rss_first_ws} kB to {rss_second_ws} kB"
     );
     assert!(
-        rss_after <= rss_before + 48 * 1024,
+        rss_after <= near_baseline,
         "RSS grew from {rss_before} kB to {rss_after} kB"
     );
     let log = gw.log_text();

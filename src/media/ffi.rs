@@ -206,6 +206,26 @@ pub fn tune_allocator() {
     }
 }
 
+/// Hands the kernel back the free memory the allocator keeps (see
+/// [`tune_allocator`]), beyond a 16 MiB pad at the heap's top. Called now
+/// and then ([`crate::server`]): a burst, two thousand players at once,
+/// does not stay resident for good, while the codecs' steady churn still
+/// finds its buffers in the heap between two calls.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // glibc's <malloc.h>.
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only gives whole free pages back to the
+        // kernel, under the allocator's own locks.
+        unsafe {
+            malloc_trim(16 << 20);
+        }
+    }
+}
+
 /// Makes `frame`'s buffers its own before it is drawn on again (copies only
 /// if something else, an encoder, still holds a reference to them).
 pub(crate) fn make_writable(frame: &mut ff::frame::Video) -> Result<(), ff::Error> {

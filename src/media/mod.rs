@@ -7,7 +7,7 @@
 
 pub(crate) mod aac;
 pub(crate) mod ffi;
-pub use ffi::tune_allocator;
+pub use ffi::{release_free_memory, tune_allocator};
 
 /// A rectangle of a picture, in pixels: a layout's cell, the part of a
 /// source that shows in it.
