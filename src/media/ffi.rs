@@ -185,7 +185,8 @@ pub(crate) fn set_stream_picture_size(
 /// mix spent about 2 % of its CPU zeroing fresh pages (`perf`:
 /// `clear_page_erms`). Buffers up to 32 MiB come from the heap (not one
 /// `mmap` each), and a heap keeps up to 256 MiB free at its top. Call once,
-/// before threads start. The cost: the resident size stays near its peak.
+/// before threads start. The cost: the resident size stays near its peak
+/// until [`release_free_memory`] hands what is free back.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
