@@ -14,7 +14,7 @@
 //! else. No I/O here but the clock read in [`grid_interval`]; the grid
 //! itself is [`delay_to_grid`], with time as an argument.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long from `since_epoch` (wall-clock time) to the next multiple of
 /// `period`: in `(0, period]`, never zero, so a tick set now is not due
@@ -33,9 +33,7 @@ pub(crate) fn delay_to_grid(since_epoch: Duration, period: Duration) -> Duration
 /// of it. Unlike `tokio::time::interval`, its first tick is not at once
 /// but at the next multiple (within one period).
 pub(crate) fn grid_interval(period: Duration) -> tokio::time::Interval {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let since_epoch = Duration::from_millis(crate::unix_now_ms());
     interval_from(since_epoch, tokio::time::Instant::now(), period)
 }
 

@@ -188,18 +188,16 @@ impl MixInput {
     /// until its next keyframe. Up to [`CATCH_UP_PICTURES`] and
     /// [`CATCH_UP_BYTES`].
     pub fn catch_up(&mut self, config: &TrackConfig, messages: &[Arc<MediaMessage>]) {
-        let frames: Vec<Arc<MediaMessage>> = messages
-            .iter()
-            .filter(|m| matches!(&***m, MediaMessage::Frame(f) if f.kind == TrackKind::Video))
-            .cloned()
-            .collect();
-        let bytes: usize = frames
-            .iter()
-            .map(|m| match &**m {
-                MediaMessage::Frame(f) => f.data.len(),
-                MediaMessage::Config(_) => 0,
-            })
-            .sum();
+        let mut frames = Vec::new();
+        let mut bytes = 0;
+        for m in messages {
+            if let MediaMessage::Frame(f) = &**m
+                && f.kind == TrackKind::Video
+            {
+                frames.push(m.clone());
+                bytes += f.data.len();
+            }
+        }
         if frames.is_empty() || frames.len() > CATCH_UP_PICTURES || bytes > CATCH_UP_BYTES {
             return;
         }

@@ -299,6 +299,29 @@ fn pictures_shown(relays: &RelayManager, id: &str) -> usize {
         .map_or(0, |l| l.pictures)
 }
 
+/// Starts `spec` and waits until the room has `followers` followers (the
+/// task's among them).
+async fn start_following(relays: &RelayManager, spec: RelaySpec, followers: usize) -> String {
+    let id = relays.start(spec).unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        || relays.hub.followers(&room()) == followers,
+        || "the task did not start following its room".into(),
+    )
+    .await;
+    id
+}
+
+/// Sends `pictures` as frames on `anchor`.
+fn send_pictures(
+    anchor: &crate::media::hub::Publisher,
+    pictures: impl IntoIterator<Item = crate::media::EncodedFrame>,
+) {
+    for p in pictures {
+        anchor.send(MediaMessage::Frame(p));
+    }
+}
+
 /// Stops task `id` and waits for it, then for the room engine; removes `dir`.
 async fn finish(
     relays: &RelayManager,
@@ -362,14 +385,8 @@ async fn a_relay_takes_an_anchor_from_its_first_keyframe_however_soon_it_comes()
     let robot = UserId::new("robot-first").unwrap();
     let seen = std::sync::Arc::new(Seen::default());
     let _reading = hub.follow(&room(), &robot, Start::Now, seen.clone());
-    let id = relays.start(relay_fed_back(&teacher, &robot)).unwrap();
+    let id = start_following(&relays, relay_fed_back(&teacher, &robot), 2).await;
     let five = Duration::from_secs(5);
-    wait_until(
-        five,
-        || hub.followers(&room()) == 2,
-        || "the relay did not start".into(),
-    )
-    .await;
 
     let anchor = hub.publish(room(), teacher.clone(), None);
     anchor.send(test_config(TrackKind::Video));
@@ -440,22 +457,13 @@ async fn a_mix_takes_an_anchor_from_its_first_keyframe_however_soon_it_comes() {
     let (relays, rooms, engine, dir) = gateway();
     let hub = relays.hub.clone();
     let teacher = teacher_enters(&rooms).await;
-    let id = relays.start(small_mix()).unwrap();
-    let five = Duration::from_secs(5);
-    wait_until(
-        five,
-        || hub.followers(&room()) == 1,
-        || "the mix did not start".into(),
-    )
-    .await;
+    let id = start_following(&relays, small_mix(), 1).await;
 
     // Part of one group of pictures, and nothing after it.
     let (config, pictures) = one_group(10);
     let anchor = hub.publish(room(), teacher.clone(), None);
     anchor.send(config);
-    for p in pictures {
-        anchor.send(MediaMessage::Frame(p));
-    }
+    send_pictures(&anchor, pictures);
 
     wait_until(
         Duration::from_secs(10),
@@ -483,20 +491,9 @@ async fn a_mix_started_while_an_anchor_publishes_shows_it_before_its_next_keyfra
     let live = pictures.split_off(5);
     let anchor = hub.publish(room(), teacher.clone(), None);
     anchor.send(config);
-    for p in pictures {
-        anchor.send(MediaMessage::Frame(p));
-    }
-    let id = relays.start(small_mix()).unwrap();
-    let five = Duration::from_secs(5);
-    wait_until(
-        five,
-        || hub.followers(&room()) == 1,
-        || "the mix did not start".into(),
-    )
-    .await;
-    for p in live {
-        anchor.send(MediaMessage::Frame(p));
-    }
+    send_pictures(&anchor, pictures);
+    let id = start_following(&relays, small_mix(), 1).await;
+    send_pictures(&anchor, live);
 
     // The picture the anchor showed when the mix started, then the live
     // ones (a few may share an output tick).
