@@ -123,6 +123,41 @@ impl StartHold {
     }
 }
 
+/// How far back a replayed message is dated at most: a kept group of
+/// pictures spans a few seconds, and a timestamp jump inside one must not
+/// date media hours back.
+pub(crate) const BACK_DATE_MAX_MS: u64 = 10_000;
+
+/// When each message of a group the anchor sent earlier (`group`, oldest
+/// first, replayed now in one burst) was sent, unix ms: `now_ms` less how
+/// far its timestamp lies behind the group's newest frame, at most
+/// [`BACK_DATE_MAX_MS`]. A config takes the date of the frame before it
+/// (the group's first date if none). So HLS dates the segment the group
+/// opens by when its keyframe came, not by when the relay started.
+pub(crate) fn back_dates(now_ms: u64, group: &[Arc<MediaMessage>]) -> Vec<u64> {
+    let ms = |m: &MediaMessage| match m {
+        MediaMessage::Frame(f) => Some(f.time_base.rescale(f.dts, TimeBase::MILLIS)),
+        MediaMessage::Config(_) => None,
+    };
+    let Some(newest) = group.iter().filter_map(|m| ms(m)).max() else {
+        return vec![now_ms; group.len()];
+    };
+    let date = |t: i64| {
+        now_ms.saturating_sub(newest.saturating_sub(t).clamp(0, BACK_DATE_MAX_MS as i64) as u64)
+    };
+    let first = group.iter().find_map(|m| ms(m)).map_or(now_ms, date);
+    let mut last = first;
+    group
+        .iter()
+        .map(|m| {
+            if let Some(t) = ms(m) {
+                last = date(t);
+            }
+            last
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +319,47 @@ mod tests {
         let steps = run(&mut h, &input);
         assert_eq!(steps.concat().len(), HOLD_MAX);
         assert!(h.is_open());
+    }
+
+    /// A replayed group is dated back from now by each frame's distance
+    /// to its newest frame, across tracks; a config takes the date before
+    /// it; a timestamp jump dates no further back than the bound.
+    #[test]
+    fn a_replayed_group_is_dated_by_when_it_was_sent() {
+        use TrackKind::{Audio, Video};
+        let now = 1_000_000;
+        let group = [
+            frame(Video, 4_000),
+            frame(Audio, 4_010),
+            config(Audio),
+            frame(Video, 4_033),
+            frame(Audio, 6_500),
+            frame(Video, 7_000),
+        ];
+        assert_eq!(
+            back_dates(now, &group),
+            [
+                now - 3_000,
+                now - 2_990,
+                now - 2_990,
+                now - 2_967,
+                now - 500,
+                now
+            ]
+        );
+        let jump = [config(Video), frame(Video, 0), frame(Video, 1_000_000)];
+        assert_eq!(
+            back_dates(now, &jump),
+            [now - BACK_DATE_MAX_MS, now - BACK_DATE_MAX_MS, now]
+        );
+        // No frame: nothing to date back by.
+        assert_eq!(back_dates(now, &[config(Video)]), [now]);
+        assert!(back_dates(now, &[]).is_empty());
+        // Near the epoch, it saturates.
+        assert_eq!(back_dates(100, &group[..1]), [100]);
+        assert_eq!(
+            back_dates(100, &[frame(Video, 0), frame(Video, 500)]),
+            [0, 100]
+        );
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
-use super::hold::StartHold;
+use super::hold::{StartHold, back_dates};
 use super::outputs::{Deps, Outputs};
 use super::spec::{AnchorInput, RelaySpec};
 use super::status::StatusTx;
@@ -53,6 +53,9 @@ struct Follow {
     /// The outputs' first messages in an attachment, until both tracks
     /// have begun.
     hold: StartHold,
+    /// While the anchor's kept group of pictures is replayed: when the
+    /// message going through was sent (unix ms), to date it by.
+    replay_wall: Option<u64>,
 }
 
 struct Source {
@@ -151,7 +154,8 @@ impl Follow {
             return self.emit_now(m, out);
         }
         let mut released = Vec::new();
-        self.hold.offer(m, crate::unix_now_ms(), &mut released);
+        let wall = self.replay_wall.unwrap_or_else(crate::unix_now_ms);
+        self.hold.offer(m, wall, &mut released);
         for (m, wall_ms) in &released {
             if out.emit_dated(m, Some(*wall_ms)) {
                 self.request_keyframe();
@@ -160,7 +164,7 @@ impl Follow {
     }
 
     fn emit_now(&self, m: &Arc<MediaMessage>, out: &mut Outputs) {
-        if out.emit(m) {
+        if out.emit_dated(m, self.replay_wall) {
             self.request_keyframe();
         }
     }
@@ -223,6 +227,20 @@ impl Tap for Follower {
         }
     }
 
+    /// The anchor's messages since its last keyframe, at the start: each
+    /// dated by when the anchor sent it, not now (HLS would date the
+    /// segment they open up to a group of pictures late).
+    fn replayed(&self, _: &Configs, messages: &[Arc<MediaMessage>]) {
+        let dates = back_dates(crate::unix_now_ms(), messages);
+        if let Some((follow, out)) = lock(&self.shared).as_mut() {
+            for (m, wall) in messages.iter().zip(dates) {
+                follow.replay_wall = Some(wall);
+                follow.forward(m, out);
+            }
+            follow.replay_wall = None;
+        }
+    }
+
     fn closed(&self) {
         if let Some((follow, _)) = lock(&self.shared).as_mut() {
             follow.source = None;
@@ -251,6 +269,7 @@ pub(super) async fn run(
         transcoding: Vec::new(),
         need_keyframe: true,
         hold: StartHold::default(),
+        replay_wall: None,
     };
     let shared: Shared = Arc::new(Mutex::new(Some((follow, out))));
     let report = |attached: bool| {

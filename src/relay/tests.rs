@@ -446,6 +446,115 @@ async fn a_relay_started_while_its_anchor_publishes_starts_at_the_last_keyframe(
     finish(&relays, &id, rooms, engine, dir).await;
 }
 
+/// Seven seconds of a small H.264 stream at 30 fps, a still picture, with
+/// keyframes at 0, 1, 4, 5 and 6 s only (timestamps in ms).
+fn seven_seconds_of_video() -> (MediaMessage, Vec<crate::media::EncodedFrame>) {
+    use crate::mix::video::VideoEncoder;
+    use crate::profile::VideoEncoding;
+    use ffmpeg_next as ff;
+    ff::init().unwrap();
+    ff::util::log::set_level(ff::util::log::Level::Error);
+    let mut source = VideoEncoding::small(30);
+    source.gop_seconds = 10;
+    let mut enc = VideoEncoder::new_vfr(&source).unwrap();
+    let mut picture =
+        ff::frame::Video::new(ff::format::Pixel::YUV420P, source.width, source.height);
+    picture.data_mut(0).fill(90);
+    let mut frames = Vec::new();
+    for i in 0..210 {
+        let ms = i * 1000 / 30;
+        let key = [0, 1000, 4000, 5000, 6000].contains(&ms);
+        frames.extend(enc.encode_at(&mut picture, ms, key).unwrap());
+    }
+    let keyframes: Vec<i64> = frames
+        .iter()
+        .filter(|f| f.keyframe)
+        .map(|f| f.dts)
+        .collect();
+    assert_eq!(keyframes, [0, 1000, 4000, 5000, 6000]);
+    (MediaMessage::Config(enc.config().clone()), frames)
+}
+
+/// A relay started while its anchor publishes, from the anchor's last
+/// keyframe (above), dates its first HLS segment by when the anchor sent
+/// that keyframe, not by when the relay started: that group of pictures
+/// began seconds before the start, and the following segments are dated
+/// by when their media comes.
+#[tokio::test]
+async fn a_relay_started_mid_group_dates_its_first_segment_by_the_anchors_keyframe() {
+    use crate::hls::late_queue;
+    use crate::hls::live::Object;
+    let (relays, rooms, engine, dir) = gateway();
+    let hub = relays.hub.clone();
+    let teacher = teacher_enters(&rooms).await;
+    let (config, frames) = seven_seconds_of_video();
+    let (kept, live): (Vec<_>, Vec<_>) = frames.into_iter().partition(|f| f.dts < 4000);
+    // Up to 3,967 ms: the group from the keyframe at 1 s is kept, its last
+    // picture 2,967 ms after that keyframe.
+    let anchor = hub.publish(room(), teacher.clone(), None);
+    anchor.send(config);
+    for f in kept {
+        anchor.send(MediaMessage::Frame(f));
+    }
+
+    let mut spec = RelaySpec::for_anchor(room(), teacher, &profile("passthrough")).unwrap();
+    spec.outputs.hls = Some(late_queue::one_second_segments(
+        crate::profile::HlsContainer::Ts,
+    ));
+    let started = crate::unix_now_ms();
+    let id = relays.start(spec.clone()).unwrap();
+    // Attached, so the kept group went out.
+    wait_until(
+        Duration::from_secs(5),
+        || {
+            relays
+                .status(&id)
+                .is_some_and(|(_, st)| !st.inputs.is_empty())
+        },
+        || "the relay never followed its anchor".into(),
+    )
+    .await;
+    let replayed_by = crate::unix_now_ms();
+    for f in live {
+        anchor.send(MediaMessage::Frame(f));
+    }
+    let playlist = || {
+        relays
+            .hls_store
+            .get_ts(&spec.stream)
+            .and_then(|s| s.media(Object::Playlist))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    // Segments cut at the keyframes at 4, 5 and 6 s.
+    wait_until(
+        Duration::from_secs(10),
+        || late_queue::dates(&playlist()).len() >= 3,
+        || format!("the playlist is:\n{}", playlist()),
+    )
+    .await;
+    let text = playlist();
+    let first = late_queue::dates(&text)[0];
+    // Sent between the start and `replayed_by`, less 2,967 ms; as ms into the day.
+    let day = 86_400_000;
+    let (earliest, latest) = (
+        (started - 2_967 - 20) % day,
+        (replayed_by - 2_967 + 20) % day,
+    );
+    let within = if earliest <= latest {
+        (earliest..=latest).contains(&first)
+    } else {
+        first >= earliest || first <= latest
+    };
+    assert!(
+        within,
+        "the first segment is dated {first} ms into the day, its keyframe was sent between {earliest} and {latest} (the relay started at {}):\n{text}",
+        started % day
+    );
+    drop(anchor);
+    finish(&relays, &id, rooms, engine, dir).await;
+}
+
 /// A mix takes each anchor from the first message it sends, as a relay
 /// does (above), even when the anchor registers and sends its first
 /// picture before the mix's task next runs. A mix that tapped the anchor
