@@ -611,37 +611,157 @@ pub(crate) fn write_chunks(
     head: &[u8],
     body: &[u8],
 ) {
-    debug_assert!((3..64).contains(&csid) && chunk_size > 0);
     let len = head.len() + body.len();
-    debug_assert!(len < 1 << 24, "a message is under 16 MiB");
-    let ts_field = timestamp.min(EXTENDED);
+    let headers = ChunkHeaders::new(csid, (type_id, stream_id, timestamp), len, chunk_size);
     let chunks = len.div_ceil(chunk_size).max(1);
-    out.reserve(len + 12 + (chunks - 1) + chunks * 4);
-    out.push(csid);
-    out.extend_from_slice(&ts_field.to_be_bytes()[1..]);
-    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
-    out.push(type_id);
-    out.extend_from_slice(&stream_id.to_le_bytes());
-    let extended = ts_field == EXTENDED;
-    if extended {
-        out.extend_from_slice(&timestamp.to_be_bytes());
+    out.reserve(len + headers.first().len() + (chunks - 1) * headers.next().len());
+    for_each_chunk_part(&headers, chunk_size, head, body, |part| {
+        out.extend_from_slice(part);
+    });
+}
+
+/// The two headers a message's chunks carry: a type-0 header on the
+/// first, the same type-3 header on each after it.
+struct ChunkHeaders {
+    bytes: [u8; 21],
+    first: usize,
+    next: usize,
+}
+
+impl ChunkHeaders {
+    fn new(
+        csid: u8,
+        (type_id, stream_id, timestamp): (u8, u32, u32),
+        len: usize,
+        chunk_size: usize,
+    ) -> Self {
+        debug_assert!((3..64).contains(&csid) && chunk_size > 0);
+        debug_assert!(len < 1 << 24, "a message is under 16 MiB");
+        let ts_field = timestamp.min(EXTENDED);
+        let extended = ts_field == EXTENDED;
+        let mut bytes = [0u8; 21];
+        bytes[0] = csid;
+        bytes[1..4].copy_from_slice(&ts_field.to_be_bytes()[1..]);
+        bytes[4..7].copy_from_slice(&(len as u32).to_be_bytes()[1..]);
+        bytes[7] = type_id;
+        bytes[8..12].copy_from_slice(&stream_id.to_le_bytes());
+        let mut first = 12;
+        if extended {
+            bytes[12..16].copy_from_slice(&timestamp.to_be_bytes());
+            first = 16;
+        }
+        bytes[first] = 0xc0 | csid;
+        let mut next = 1;
+        if extended {
+            bytes[first + 1..first + 5].copy_from_slice(&timestamp.to_be_bytes());
+            next = 5;
+        }
+        ChunkHeaders { bytes, first, next }
     }
+
+    fn first(&self) -> &[u8] {
+        &self.bytes[..self.first]
+    }
+
+    fn next(&self) -> &[u8] {
+        &self.bytes[self.first..self.first + self.next]
+    }
+}
+
+/// Calls `part` with each piece of a message's chunks in order: a header,
+/// then the chunk's bytes of `head` and of `body` (empty pieces skipped).
+fn for_each_chunk_part<'a>(
+    headers: &'a ChunkHeaders,
+    chunk_size: usize,
+    head: &'a [u8],
+    body: &'a [u8],
+    mut part: impl FnMut(&'a [u8]),
+) {
+    let len = head.len() + body.len();
+    part(headers.first());
     let mut at = 0;
     while at < len {
         if at > 0 {
-            out.push(0xc0 | csid);
-            if extended {
-                out.extend_from_slice(&timestamp.to_be_bytes());
-            }
+            part(headers.next());
         }
         let end = (at + chunk_size).min(len);
         if at < head.len() {
-            out.extend_from_slice(&head[at..end.min(head.len())]);
+            part(&head[at..end.min(head.len())]);
         }
         if end > head.len() {
-            out.extend_from_slice(&body[at.max(head.len()) - head.len()..end - head.len()]);
+            part(&body[at.max(head.len()) - head.len()..end - head.len()]);
         }
         at = end;
+    }
+}
+
+/// Slices a vectored write of one message takes at most (see
+/// [`Outgoing::write_vectored`]): 31 chunks, 124 KiB at 4 KiB a chunk, a
+/// large keyframe. Longer messages are copied into one buffer.
+pub(crate) const MAX_PARTS: usize = 96;
+
+/// One message to send as chunks ([`write_chunks`]): its payload is an FLV
+/// tag head, kept here, then the frame's own bytes.
+pub(crate) struct Outgoing<'a> {
+    pub csid: u8,
+    /// Message type, message stream and timestamp.
+    pub header: (u8, u32, u32),
+    pub chunk_size: usize,
+    pub head: [u8; 5],
+    pub head_len: usize,
+    pub body: &'a [u8],
+}
+
+impl Outgoing<'_> {
+    /// Appends the message's chunks to `out`.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        write_chunks(
+            out,
+            self.csid,
+            self.header,
+            self.chunk_size,
+            &self.head[..self.head_len],
+            self.body,
+        );
+    }
+
+    /// Gives `write` the same bytes as [`Outgoing::write`] appends, as
+    /// slices for one vectored write, none of the frame copied; appends to
+    /// `rest` what it did not take. `None` (nothing written) if the message
+    /// has more than [`MAX_PARTS`] pieces.
+    pub(crate) fn write_vectored(
+        &self,
+        write: impl FnOnce(&[std::io::IoSlice<'_>]) -> usize,
+        rest: &mut Vec<u8>,
+    ) -> Option<usize> {
+        let len = self.head_len + self.body.len();
+        let headers = ChunkHeaders::new(self.csid, self.header, len, self.chunk_size);
+        if len.div_ceil(self.chunk_size) * 3 > MAX_PARTS {
+            return None;
+        }
+        let mut parts = [std::io::IoSlice::new(&[]); MAX_PARTS];
+        let mut n = 0;
+        for_each_chunk_part(
+            &headers,
+            self.chunk_size,
+            &self.head[..self.head_len],
+            self.body,
+            |p| {
+                parts[n] = std::io::IoSlice::new(p);
+                n += 1;
+            },
+        );
+        let written = write(&parts[..n]);
+        let mut skip = written;
+        for p in &parts[..n] {
+            if skip >= p.len() {
+                skip -= p.len();
+            } else {
+                rest.extend_from_slice(&p[skip..]);
+                skip = 0;
+            }
+        }
+        Some(written)
     }
 }
 

@@ -578,6 +578,53 @@ proptest! {
     }
 }
 
+proptest! {
+    /// A vectored write of a message gives the socket exactly the bytes
+    /// `write` appends, and whatever part of them the socket takes, the
+    /// rest left over is the remainder, so nothing is lost or repeated;
+    /// a message of more chunks than one write holds is refused untouched.
+    #[test]
+    fn a_vectored_write_sends_the_same_bytes_and_leaves_the_rest(
+        head_len in 0usize..=5,
+        body_len in 0usize..200_000,
+        ts in prop_oneof![0u32..100_000, 0x00ff_fff0u32..0x0100_0100],
+        chunk_size in prop_oneof![1usize..300, Just(4096usize)],
+        take in any::<prop::sample::Index>(),
+    ) {
+        let body: Vec<u8> = (0..body_len).map(|b| (b * 7) as u8).collect();
+        let o = Outgoing {
+            csid: 6,
+            header: (VIDEO, 1, ts),
+            chunk_size,
+            head: [1, 2, 3, 4, 5],
+            head_len,
+            body: &body,
+        };
+        let mut whole = Vec::new();
+        o.write(&mut whole);
+        let mut given = Vec::new();
+        let mut rest = vec![0xee];
+        let written = o.write_vectored(
+            |parts| {
+                given = parts.iter().flat_map(|p| p.iter().copied()).collect();
+                take.index(given.len() + 1)
+            },
+            &mut rest,
+        );
+        let parts_needed = (head_len + body_len).div_ceil(chunk_size) * 3;
+        match written {
+            None => {
+                prop_assert!(parts_needed > MAX_PARTS);
+                prop_assert_eq!(rest, vec![0xee]);
+            }
+            Some(n) => {
+                prop_assert_eq!(&given, &whole);
+                prop_assert_eq!(&rest[1..], &whole[n..]);
+            }
+        }
+    }
+}
+
 #[test]
 fn the_publish_streams_id_is_read_from_rml_rtmps_publish_command_only() {
     let mut ser = ChunkSerializer::new();

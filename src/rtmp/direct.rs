@@ -3,7 +3,8 @@
 //! Through a queue, every frame costs two wake-ups besides the socket's: the
 //! relay's task, then the target's. While a target publishes over plain
 //! TCP, the relay's side chunks each message straight into the target's
-//! backlog and writes it with a non-blocking write; the target's task only
+//! backlog and writes it with a non-blocking write (with nothing waiting, one
+//! vectored write straight from the frame); the target's task only
 //! wakes to read the origin's acknowledgements, and to finish writing when
 //! the socket did not take everything (the origin is slow). TLS targets,
 //! and a target between connections, keep the queue.
@@ -21,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::chunk::Outgoing;
 use crate::media::{EncodedFrame, MediaMessage, TrackKind};
 
 /// Bytes a direct target holds that its socket has not taken; past this the
@@ -83,9 +85,9 @@ impl Link {
     }
 }
 
-/// How a message becomes bytes on the connection (RTMP chunks on the
-/// origin's stream); nothing for what FLV cannot carry.
-pub(crate) type Chunker = fn(u32, &MediaMessage, &mut Vec<u8>);
+/// How a message goes on the connection (RTMP chunks on the origin's
+/// stream); nothing for what FLV cannot carry.
+pub(crate) type Chunker = for<'a> fn(u32, &'a MediaMessage) -> Option<Outgoing<'a>>;
 
 /// A publishing target's socket and backlog.
 pub(crate) struct Direct {
@@ -141,23 +143,78 @@ impl Direct {
         }
     }
 
-    /// Appends `m`, as the queue path would send it: configs remembered,
+    /// Whether `m` goes out, as on the queue path: configs remembered,
     /// frames held back until a video keyframe once there is video.
-    pub(crate) fn push(&mut self, m: &Arc<MediaMessage>) {
+    fn admit(&mut self, m: &Arc<MediaMessage>) -> bool {
         match &**m {
             MediaMessage::Config(_) => self.latest.remember(m),
             MediaMessage::Frame(f) => {
                 if self.need_keyframe && self.latest.holds_back(f) {
-                    return;
+                    return false;
                 }
                 self.need_keyframe = false;
             }
+        }
+        true
+    }
+
+    /// Appends `m` (if admitted) to the backlog.
+    pub(crate) fn push(&mut self, m: &Arc<MediaMessage>) {
+        if !self.admit(m) {
+            return;
         }
         if self.sent > 0 && self.sent >= self.pending.len() / 2 {
             self.pending.drain(..self.sent);
             self.sent = 0;
         }
-        (self.chunk)(self.stream_id, m, &mut self.pending);
+        if let Some(o) = (self.chunk)(self.stream_id, m) {
+            o.write(&mut self.pending);
+        }
+    }
+
+    /// With nothing waiting: `m` (if admitted) written at once in one
+    /// vectored write, its chunk headers and the frame's own bytes, so the
+    /// frame is not copied; only what the socket did not take goes into the
+    /// backlog.
+    fn write_through(&mut self, m: &Arc<MediaMessage>) {
+        debug_assert_eq!(self.backlog(), 0);
+        if !self.admit(m) {
+            return;
+        }
+        let Some(o) = (self.chunk)(self.stream_id, m) else {
+            return;
+        };
+        self.pending.clear();
+        self.sent = 0;
+        let tcp = &self.tcp;
+        let failed = &mut self.failed;
+        let written = o.write_vectored(
+            // sendmsg, not writev: the same socket call as `send`, without
+            // the file layer writev goes through.
+            |parts| match tcp.try_io(tokio::io::Interest::WRITABLE, || {
+                socket2::SockRef::from(&**tcp).send_vectored(parts)
+            }) {
+                Ok(0) if parts.iter().any(|p| !p.is_empty()) => {
+                    *failed = Some("write: the origin closed the connection".into());
+                    0
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => {
+                    *failed = Some(format!("write: {e}"));
+                    0
+                }
+            },
+            &mut self.pending,
+        );
+        match written {
+            Some(n) => super::push::SENT.add(n),
+            // Too many chunks for one write: through the backlog.
+            None => {
+                o.write(&mut self.pending);
+                self.write_now();
+            }
+        }
     }
 
     /// Appends bytes of the session (acknowledgements, control) between
@@ -173,11 +230,11 @@ impl Direct {
         if self.backlog() >= BACKLOG {
             return false;
         }
-        let waiting = self.backlog() > 0;
-        self.push(m);
         // With bytes already waiting, the task is writing them (and these).
-        if !waiting {
-            self.write_now();
+        if self.backlog() > 0 || self.failed.is_some() {
+            self.push(m);
+        } else {
+            self.write_through(m);
         }
         if self.backlog() > 0 || self.failed.is_some() {
             wake.notify_one();
@@ -272,18 +329,30 @@ mod tests {
     use super::*;
     use crate::media::{Codec, TrackConfig};
 
-    /// A message's bytes on the wire for these tests: a tag and its data.
-    fn tagged(_: u32, m: &MediaMessage, out: &mut Vec<u8>) {
-        match m {
-            MediaMessage::Config(c) => {
-                out.push(b'C');
-                out.extend_from_slice(&c.extradata);
-            }
-            MediaMessage::Frame(f) => {
-                out.push(if f.keyframe { b'K' } else { b'F' });
-                out.extend_from_slice(&f.data);
-            }
+    /// A message on the wire for these tests: RTMP chunks of a one-byte
+    /// tag and its data.
+    fn tagged(id: u32, m: &MediaMessage) -> Option<Outgoing<'_>> {
+        let (tag, body) = match m {
+            MediaMessage::Config(c) => (b'C', &c.extradata[..]),
+            MediaMessage::Frame(f) => (if f.keyframe { b'K' } else { b'F' }, &f.data[..]),
+        };
+        Some(Outgoing {
+            csid: 4,
+            header: (9, id, 0),
+            chunk_size: 4096,
+            head: [tag, 0, 0, 0, 0],
+            head_len: 1,
+            body,
+        })
+    }
+
+    /// The bytes `tagged` gives `messages`, in order.
+    fn wire(messages: &[&Arc<MediaMessage>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in messages {
+            tagged(1, m).unwrap().write(&mut out);
         }
+        out
     }
 
     fn config(kind: TrackKind, data: &'static [u8]) -> Arc<MediaMessage> {
@@ -325,19 +394,31 @@ mod tests {
             audio: Some(config(TrackKind::Audio, b"a")),
         };
         let wake = Notify::new();
+        let configs = wire(&[
+            latest.video.as_ref().unwrap(),
+            latest.audio.as_ref().unwrap(),
+        ]);
         let mut d = Direct::new(tcp, 1, tagged, latest);
         d.write_now();
         // Before the first keyframe, frames of either kind are held back.
-        assert!(d.offer(&frame(TrackKind::Audio, true, vec![1]), &wake));
-        assert!(d.offer(&frame(TrackKind::Video, false, vec![2]), &wake));
-        assert!(d.offer(&frame(TrackKind::Video, true, vec![3]), &wake));
-        assert!(d.offer(&frame(TrackKind::Audio, true, vec![4]), &wake));
-        assert!(d.offer(&frame(TrackKind::Video, false, vec![5]), &wake));
+        let frames = [
+            frame(TrackKind::Audio, true, vec![1]),
+            frame(TrackKind::Video, false, vec![2]),
+            frame(TrackKind::Video, true, vec![3]),
+            frame(TrackKind::Audio, true, vec![4]),
+            frame(TrackKind::Video, false, vec![5]),
+        ];
+        for f in &frames {
+            assert!(d.offer(f, &wake));
+        }
         assert_eq!(d.backlog(), 0, "an idle socket takes it all at once");
-        assert_eq!(read_exactly(&mut peer, 10).await, b"CvCaK\x03K\x04F\x05");
+        let expected = [configs, wire(&[&frames[2], &frames[3], &frames[4]])].concat();
+        assert_eq!(read_exactly(&mut peer, expected.len()).await, expected);
         // Configs offered later are remembered for the next connection.
-        assert!(d.offer(&config(TrackKind::Video, b"w"), &wake));
-        assert_eq!(read_exactly(&mut peer, 2).await, b"Cw");
+        let later = config(TrackKind::Video, b"w");
+        assert!(d.offer(&later, &wake));
+        let expected = wire(&[&later]);
+        assert_eq!(read_exactly(&mut peer, expected.len()).await, expected);
         assert_eq!(
             d.latest.video.as_deref(),
             Some(&*config(TrackKind::Video, b"w"))
@@ -350,10 +431,11 @@ mod tests {
         let wake = Notify::new();
         let mut d = Direct::new(tcp.clone(), 1, tagged, Latest::default());
         let chunk = vec![7u8; 64 * 1024];
+        let one = wire(&[&frame(TrackKind::Audio, true, chunk.clone())]);
         let mut offered = 0usize;
         // Nothing reads: the kernel's buffers fill, then the backlog.
         while d.offer(&frame(TrackKind::Audio, true, chunk.clone()), &wake) {
-            offered += 1 + chunk.len();
+            offered += one.len();
             assert!(offered < 64 << 20, "the backlog never filled");
         }
         assert!(d.backlog() >= BACKLOG);
@@ -376,10 +458,7 @@ mod tests {
             .expect("everything arrives")
             .unwrap();
         assert_eq!(got.len(), offered);
-        assert!(
-            got.chunks(1 + chunk.len())
-                .all(|m| m[0] == b'K' && m[1..] == chunk[..])
-        );
+        assert!(got.chunks(one.len()).all(|m| m == one));
         assert!(d.failed.is_none());
     }
 
@@ -419,13 +498,18 @@ mod tests {
 
     /// RTMP chunks of 4 KiB after a 5-byte FLV tag head, as a push target
     /// writes a frame.
-    fn rtmp_chunks(id: u32, m: &MediaMessage, out: &mut Vec<u8>) {
+    fn rtmp_chunks(id: u32, m: &MediaMessage) -> Option<Outgoing<'_>> {
         let MediaMessage::Frame(f) = m else {
-            return;
+            return None;
         };
-        let csid = if f.kind == TrackKind::Video { 6 } else { 4 };
-        let head = [0x17, 1, 0, 0, 0];
-        super::super::chunk::write_chunks(out, csid, (9, id, 7), 4096, &head, &f.data);
+        Some(Outgoing {
+            csid: if f.kind == TrackKind::Video { 6 } else { 4 },
+            header: (9, id, 7),
+            chunk_size: 4096,
+            head: [0x17, 1, 0, 0, 0],
+            head_len: 5,
+            body: &f.data,
+        })
     }
 
     /// A socket with a small send buffer, read in random pieces by a peer
@@ -470,13 +554,13 @@ mod tests {
                     TrackKind::Audio
                 };
                 let len = match kind {
-                    TrackKind::Video if i % 60 == 0 => rng.gen_range(30_000..120_000),
+                    TrackKind::Video if i % 60 == 0 => rng.gen_range(30_000..200_000),
                     TrackKind::Video => rng.gen_range(1..12_000),
                     TrackKind::Audio => rng.gen_range(1..400),
                 };
                 let data: Vec<u8> = (0..len).map(|b| (b * 7 + i * 13) as u8).collect();
                 let m = frame(kind, i == 0, data);
-                rtmp_chunks(1, &m, &mut expected);
+                rtmp_chunks(1, &m).unwrap().write(&mut expected);
                 let before = d.backlog();
                 while !d.offer(&m, &wake) {
                     d.write_now();

@@ -540,9 +540,9 @@ async fn publish(
     }
 }
 
-/// Appends `m` as RTMP chunks on message stream `stream_id`, straight from
-/// the frame (nothing for what FLV cannot carry: a relay transcodes it first).
-fn chunk_media(stream_id: u32, m: &MediaMessage, out: &mut Vec<u8>) {
+/// `m` as RTMP chunks on message stream `stream_id`, straight from the
+/// frame (nothing for what FLV cannot carry: a relay transcodes it first).
+fn chunk_media(stream_id: u32, m: &MediaMessage) -> Option<chunk::Outgoing<'_>> {
     let (kind, ts, head, body) = match m {
         MediaMessage::Config(c) => (c.kind, 0, flv::config_head(c), &c.extradata),
         MediaMessage::Frame(f) => {
@@ -550,21 +550,19 @@ fn chunk_media(stream_id: u32, m: &MediaMessage, out: &mut Vec<u8>) {
             (f.kind, f.dts.max(0) as u32, flv::frame_head(f), &f.data)
         }
     };
-    let Some((head, n)) = head else {
-        return;
-    };
+    let (head, head_len) = head?;
     let (csid, type_id) = match kind {
         TrackKind::Video => (VIDEO_CSID, 9),
         TrackKind::Audio => (AUDIO_CSID, 8),
     };
-    chunk::write_chunks(
-        out,
+    Some(chunk::Outgoing {
         csid,
-        (type_id, stream_id, ts),
-        CHUNK_SIZE as usize,
-        &head[..n],
+        header: (type_id, stream_id, ts),
+        chunk_size: CHUNK_SIZE as usize,
+        head,
+        head_len,
         body,
-    );
+    })
 }
 
 /// Publishes over plain TCP with the relay writing the media itself
@@ -739,7 +737,9 @@ async fn write_out(stream: &mut Stream, out: &[u8]) -> Result<(), String> {
 /// for what FLV cannot carry).
 fn serialize(stream: &mut Stream, m: &MediaMessage, out: &mut Vec<u8>) -> Result<(), String> {
     if let Some(stream_id) = stream.media_stream {
-        chunk_media(stream_id, m, out);
+        if let Some(o) = chunk_media(stream_id, m) {
+            o.write(out);
+        }
         return Ok(());
     }
     let r = match m {
