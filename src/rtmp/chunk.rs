@@ -696,8 +696,9 @@ fn for_each_chunk_part<'a>(
 }
 
 /// Slices a vectored write of one message takes at most (see
-/// [`Outgoing::write_vectored`]): 31 chunks, 124 KiB at 4 KiB a chunk, a
-/// large keyframe. Longer messages are copied into one buffer.
+/// [`Outgoing::write_vectored`]): three a chunk (its header and its bytes
+/// of the tag head and of the frame), so 32 chunks, 128 KiB at 4 KiB a
+/// chunk, a large keyframe. Longer messages are copied into one buffer.
 pub(crate) const MAX_PARTS: usize = 96;
 
 /// One message to send as chunks ([`write_chunks`]): its payload is an FLV
@@ -728,7 +729,7 @@ impl Outgoing<'_> {
     /// Gives `write` the same bytes as [`Outgoing::write`] appends, as
     /// slices for one vectored write, none of the frame copied; appends to
     /// `rest` what it did not take. `None` (nothing written) if the message
-    /// has more than [`MAX_PARTS`] pieces.
+    /// has more chunks than one write takes ([`MAX_PARTS`]).
     pub(crate) fn write_vectored(
         &self,
         write: impl FnOnce(&[std::io::IoSlice<'_>]) -> usize,

@@ -194,7 +194,8 @@ impl Direct {
             |parts| match tcp.try_io(tokio::io::Interest::WRITABLE, || {
                 socket2::SockRef::from(&**tcp).send_vectored(parts)
             }) {
-                Ok(0) if parts.iter().any(|p| !p.is_empty()) => {
+                // A message's first chunk header is never empty.
+                Ok(0) => {
                     *failed = Some("write: the origin closed the connection".into());
                     0
                 }
