@@ -489,8 +489,8 @@ async fn a_relay_started_mid_group_dates_its_first_segment_by_the_anchors_keyfra
     let teacher = teacher_enters(&rooms).await;
     let (config, frames) = seven_seconds_of_video();
     let (kept, live): (Vec<_>, Vec<_>) = frames.into_iter().partition(|f| f.dts < 4000);
-    // Up to 3,967 ms: the group from the keyframe at 1 s is kept, its last
-    // picture 2,967 ms after that keyframe.
+    // Up to 3,966 ms: the group from the keyframe at 1 s is kept, its last
+    // picture 2,966 ms after that keyframe.
     let anchor = hub.publish(room(), teacher.clone(), None);
     anchor.send(config);
     for f in kept {
@@ -535,11 +535,11 @@ async fn a_relay_started_mid_group_dates_its_first_segment_by_the_anchors_keyfra
     .await;
     let text = playlist();
     let first = late_queue::dates(&text)[0];
-    // Sent between the start and `replayed_by`, less 2,967 ms; as ms into the day.
+    // Sent between the start and `replayed_by`, less 2,966 ms; as ms into the day.
     let day = 86_400_000;
     let (earliest, latest) = (
-        (started - 2_967 - 20) % day,
-        (replayed_by - 2_967 + 20) % day,
+        (started - 2_966 - 20) % day,
+        (replayed_by - 2_966 + 20) % day,
     );
     let within = if earliest <= latest {
         (earliest..=latest).contains(&first)
