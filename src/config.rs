@@ -451,9 +451,18 @@ pub struct Limits {
     /// control); unset: 85 % of the machine's cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_budget: Option<f64>,
+    /// MB of its last group of pictures each publisher keeps, so a relay,
+    /// recording or mix started while it publishes starts at once from its
+    /// last keyframe; 0 keeps none (they wait for the next keyframe).
+    pub gop_cache_mb: u32,
 }
 
 impl Limits {
+    /// `gop_cache_mb` in bytes.
+    pub fn gop_cache_bytes(&self) -> usize {
+        self.gop_cache_mb as usize * (1 << 20)
+    }
+
     /// `cpu_budget`, or 85 % of the cores.
     pub fn cpu_budget(&self) -> f64 {
         self.cpu_budget
@@ -472,6 +481,7 @@ impl Default for Limits {
             disconnect_grace_secs: 90,
             audience_linger_secs: 600,
             cpu_budget: None,
+            gop_cache_mb: 8,
         }
     }
 }
@@ -555,6 +565,9 @@ impl Config {
             && !(b.is_finite() && (0.0..=4096.0).contains(&b))
         {
             return Err(invalid("limits.cpu_budget", "0 to 4096 cores"));
+        }
+        if self.limits.gop_cache_mb > 1024 {
+            return Err(invalid("limits.gop_cache_mb", "0 to 1024 MB"));
         }
         if let Some(t) = &self.api.metrics_token
             && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
@@ -877,6 +890,27 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("runtime.rtmp_threads"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_gop_cache_defaults_to_8_mb_may_be_off_and_is_bounded() {
+        Jail::expect_with(|jail| {
+            let c = load_in_jail(jail, "").unwrap();
+            assert_eq!(c.limits.gop_cache_bytes(), 8 << 20);
+            assert_eq!(
+                c.limits.gop_cache_bytes(),
+                crate::media::hub::GOP_CACHE_BYTES
+            );
+            let c = load_in_jail(jail, "[limits]\ngop_cache_mb = 0\n").unwrap();
+            assert_eq!(c.limits.gop_cache_bytes(), 0);
+            jail.set_env("ROOMCAST_LIMITS__GOP_CACHE_MB", "32");
+            let c = load_in_jail(jail, "").unwrap();
+            assert_eq!(c.limits.gop_cache_bytes(), 32 << 20);
+            jail.set_env("ROOMCAST_LIMITS__GOP_CACHE_MB", "2000");
+            let err = load_in_jail(jail, "").unwrap_err().to_string();
+            assert!(err.contains("limits.gop_cache_mb"), "{err}");
             Ok(())
         });
     }

@@ -64,7 +64,7 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     let local = listener.local_addr().map_err(ServerError::Http)?;
     tracing::info!(addr = %local, "HTTP listening (API, signalling, health)");
 
-    let hub = MediaHub::default();
+    let hub = MediaHub::with_gop_cache(config.limits.gop_cache_bytes());
     // Uptime and CPU rates count from here.
     let _ = crate::metrics::uptime();
     let rtmp_addr = SocketAddr::new(config.rtmp.bind, config.rtmp.port);

@@ -36,16 +36,25 @@ use crate::room::{RoomKey, UserId};
 /// Messages buffered per consumer: about 4 s of 30 fps video plus audio.
 const FANOUT_CAPACITY: usize = 512;
 /// A publisher's group of pictures is kept for late taps up to this many
-/// messages and bytes (10 s of 30 fps video and 48 kHz AAC; 8 MB, a 6 s
-/// group at 10 Mbps); a longer one is not kept.
+/// messages and, by default, bytes (10 s of 30 fps video and 48 kHz AAC;
+/// 8 MB, a 6 s group at 10 Mbps); a longer one is not kept. The bytes are
+/// `limits.gop_cache_mb` ([`MediaHub::with_gop_cache`]).
 const GOP_CACHE_MESSAGES: usize = 800;
-const GOP_CACHE_BYTES: usize = 8 << 20;
+pub(crate) const GOP_CACHE_BYTES: usize = 8 << 20;
 
 type Key = (RoomKey, UserId);
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct MediaHub {
     inner: Arc<Mutex<Inner>>,
+    /// Bytes of its last group of pictures each publisher keeps (0: none).
+    gop_cache_bytes: usize,
+}
+
+impl Default for MediaHub {
+    fn default() -> Self {
+        MediaHub::with_gop_cache(GOP_CACHE_BYTES)
+    }
 }
 
 /// Who publishes in one room, in the order they started, each with its
@@ -133,14 +142,26 @@ pub(crate) enum Start {
 /// follows may not decode with the one before), and so does a group of
 /// pictures longer than the bounds. Audio before the first keyframe, and
 /// an audio-only stream, are not kept: audio starts anywhere.
-#[derive(Default)]
 struct GopCache {
     messages: Vec<Arc<MediaMessage>>,
     bytes: usize,
+    /// Bytes kept at most; 0 keeps nothing.
+    limit: usize,
 }
 
 impl GopCache {
+    fn new(limit: usize) -> GopCache {
+        GopCache {
+            messages: Vec::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
     fn push(&mut self, m: &Arc<MediaMessage>) {
+        if self.limit == 0 {
+            return;
+        }
         let (keyframe, len) = match &**m {
             MediaMessage::Config(_) => return self.clear(),
             MediaMessage::Frame(f) => (f.kind == TrackKind::Video && f.keyframe, f.data.len()),
@@ -150,7 +171,7 @@ impl GopCache {
         } else if self.messages.is_empty() {
             return;
         }
-        if self.messages.len() >= GOP_CACHE_MESSAGES || self.bytes + len > GOP_CACHE_BYTES {
+        if self.messages.len() >= GOP_CACHE_MESSAGES || self.bytes + len > self.limit {
             return self.clear();
         }
         self.messages.push(m.clone());
@@ -175,7 +196,6 @@ pub(crate) type TapFor = Arc<dyn Fn(&UserId) -> Option<Arc<dyn Tap>> + Send + Sy
 /// A publisher's taps. The publisher's configs change under this lock
 /// too, so a tap attaches with the configs, then sees every message after
 /// them, with nothing between lost or repeated.
-#[derive(Default)]
 struct Taps {
     list: Vec<NumberedTap>,
     closed: bool,
@@ -297,6 +317,16 @@ impl Subscription {
 }
 
 impl MediaHub {
+    /// A hub whose publishers each keep up to `bytes` of their last
+    /// group of pictures ([`Start::LastKeyframe`]; `limits.gop_cache_mb`);
+    /// 0 keeps none: a follower then starts at the next keyframe.
+    pub(crate) fn with_gop_cache(bytes: usize) -> MediaHub {
+        MediaHub {
+            inner: Arc::default(),
+            gop_cache_bytes: bytes,
+        }
+    }
+
     /// Registers a publisher, replacing any older one of the same user.
     /// `edge` is where its media comes from (counted in the metrics);
     /// `None` for the gateway's own output fed back into a room.
@@ -307,7 +337,11 @@ impl MediaHub {
         let subscribers = Arc::new(AtomicUsize::new(0));
         let (configs, configs_rx) = watch::channel(Configs::default());
         let keyframe = Arc::new(Notify::new());
-        let taps = SharedTaps::default();
+        let taps = Arc::new(Mutex::new(Taps {
+            list: Vec::new(),
+            closed: false,
+            gop: GopCache::new(self.gop_cache_bytes),
+        }));
         let key = (room, user);
         let mut inner = self.lock();
         let following = inner.following.get(&key.0).cloned().unwrap_or_default();
@@ -929,9 +963,26 @@ mod tests {
         assert_eq!(take(&late), ["attached v=b\"v2\" a=-"]);
     }
 
+    /// With the cache off (`limits.gop_cache_mb = 0`) a publisher keeps
+    /// nothing: a tap asking for the last keyframe starts with the next
+    /// message, as one starting now does.
+    #[test]
+    fn a_hub_without_a_gop_cache_replays_nothing() {
+        let hub = MediaHub::with_gop_cache(0);
+        let (r, a) = (room("r"), UserId::new("a").unwrap());
+        let p = hub.publish(r.clone(), a.clone(), None);
+        p.send(config(TrackKind::Video, b"v1"));
+        p.send(video(true, b"k1"));
+        p.send(video(false, b"p1"));
+        let from_key = Arc::new(Log::default());
+        let _g = hub.follow(&r, &a, Start::LastKeyframe, from_key.clone());
+        p.send(video(false, b"p2"));
+        assert_eq!(take(&from_key), ["attached v=b\"v1\" a=-", "frame b\"p2\""]);
+    }
+
     #[test]
     fn a_gop_cache_keeps_one_group_within_its_bounds_and_nothing_of_audio_alone() {
-        let mut gop = GopCache::default();
+        let mut gop = GopCache::new(GOP_CACHE_BYTES);
         let keep = |gop: &mut GopCache, m: MediaMessage| gop.push(&Arc::new(m));
         // Audio alone (or before the first keyframe) is not kept.
         keep(&mut gop, audio(b"a"));
