@@ -481,7 +481,7 @@ impl Default for Limits {
             disconnect_grace_secs: 90,
             audience_linger_secs: 600,
             cpu_budget: None,
-            gop_cache_mb: 8,
+            gop_cache_mb: (crate::media::hub::GOP_CACHE_BYTES >> 20) as u32,
         }
     }
 }

@@ -177,15 +177,14 @@ impl Direct {
     /// frame is not copied; only what the socket did not take goes into the
     /// backlog.
     fn write_through(&mut self, m: &Arc<MediaMessage>) {
-        debug_assert_eq!(self.backlog(), 0);
+        // `write_now` empties the backlog's buffer whenever it is all sent.
+        debug_assert!(self.pending.is_empty() && self.sent == 0);
         if !self.admit(m) {
             return;
         }
         let Some(o) = (self.chunk)(self.stream_id, m) else {
             return;
         };
-        self.pending.clear();
-        self.sent = 0;
         let tcp = &self.tcp;
         let failed = &mut self.failed;
         let written = o.write_vectored(
