@@ -696,10 +696,16 @@ fn for_each_chunk_part<'a>(
 }
 
 /// Slices a vectored write of one message takes at most (see
-/// [`Outgoing::write_vectored`]): three a chunk (its header and its bytes
-/// of the tag head and of the frame), so 32 chunks, 128 KiB at 4 KiB a
-/// chunk, a large keyframe. Longer messages are copied into one buffer.
-pub(crate) const MAX_PARTS: usize = 96;
+/// [`Outgoing::write_vectored`]): 32 chunks, 128 KiB at 4 KiB a chunk, a
+/// large keyframe. Longer messages are copied into one buffer.
+pub(crate) const MAX_PARTS: usize = parts_of(32);
+
+/// The slices a message of `chunks` chunks is written from: each chunk's
+/// header and its bytes, and one more in the chunk where the tag head ends
+/// and the frame begins.
+pub(crate) const fn parts_of(chunks: usize) -> usize {
+    2 * chunks + 1
+}
 
 /// One message to send as chunks ([`write_chunks`]): its payload is an FLV
 /// tag head, kept here, then the frame's own bytes.
@@ -737,13 +743,34 @@ impl Outgoing<'_> {
     ) -> Option<usize> {
         let len = self.head_len + self.body.len();
         let headers = ChunkHeaders::new(self.csid, self.header, len, self.chunk_size);
-        if len.div_ceil(self.chunk_size) * 3 > MAX_PARTS {
-            return None;
+        // The slices live on the stack, each set before use, so a message
+        // of one chunk (audio) sets 3 and one of up to 4 (most pictures at
+        // 4 KiB chunks) 9, not all of them.
+        const ONE: usize = parts_of(1);
+        const FOUR: usize = parts_of(4);
+        let parts = parts_of(len.div_ceil(self.chunk_size).max(1));
+        if parts <= ONE {
+            Some(self.write_parts::<ONE>(&headers, write, rest))
+        } else if parts <= FOUR {
+            Some(self.write_parts::<FOUR>(&headers, write, rest))
+        } else if parts <= MAX_PARTS {
+            Some(self.write_parts::<MAX_PARTS>(&headers, write, rest))
+        } else {
+            None
         }
-        let mut parts = [std::io::IoSlice::new(&[]); MAX_PARTS];
+    }
+
+    /// [`Outgoing::write_vectored`] of a message of at most `N` slices.
+    fn write_parts<const N: usize>(
+        &self,
+        headers: &ChunkHeaders,
+        write: impl FnOnce(&[std::io::IoSlice<'_>]) -> usize,
+        rest: &mut Vec<u8>,
+    ) -> usize {
+        let mut parts = [std::io::IoSlice::new(&[]); N];
         let mut n = 0;
         for_each_chunk_part(
-            &headers,
+            headers,
             self.chunk_size,
             &self.head[..self.head_len],
             self.body,
@@ -762,7 +789,7 @@ impl Outgoing<'_> {
                 skip = 0;
             }
         }
-        Some(written)
+        written
     }
 }
 
