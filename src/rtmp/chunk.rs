@@ -743,9 +743,9 @@ impl Outgoing<'_> {
     ) -> Option<usize> {
         let len = self.head_len + self.body.len();
         let headers = ChunkHeaders::new(self.csid, self.header, len, self.chunk_size);
-        // The slices live on the stack, each set before use, so a message
-        // of one chunk (audio) sets 3 and one of up to 4 (most pictures at
-        // 4 KiB chunks) 9, not all of them.
+        // The slices are an array on the stack, filled in before use and
+        // sized for the message: one of one chunk (audio) fills 3, one of
+        // up to 4 (most pictures at 4 KiB chunks) 9, not all 65.
         const ONE: usize = parts_of(1);
         const FOUR: usize = parts_of(4);
         let parts = parts_of(len.div_ceil(self.chunk_size).max(1));
