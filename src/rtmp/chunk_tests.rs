@@ -576,9 +576,7 @@ proptest! {
         }
         prop_assert_eq!(&theirs, &sent);
     }
-}
 
-proptest! {
     /// A vectored write of a message gives the socket exactly the bytes
     /// `write` appends, and whatever part of them the socket takes, the
     /// rest left over is the remainder, so nothing is lost or repeated;

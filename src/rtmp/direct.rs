@@ -189,21 +189,15 @@ impl Direct {
         let failed = &mut self.failed;
         let written = o.write_vectored(
             // sendmsg, not writev: the same socket call as `send`, without
-            // the file layer writev goes through.
-            |parts| match tcp.try_io(tokio::io::Interest::WRITABLE, || {
-                socket2::SockRef::from(&**tcp).send_vectored(parts)
-            }) {
-                // A message's first chunk header is never empty.
-                Ok(0) => {
-                    *failed = Some("write: the origin closed the connection".into());
-                    0
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => {
-                    *failed = Some(format!("write: {e}"));
-                    0
-                }
+            // the file layer writev goes through. A message's first chunk
+            // header is never empty, so 0 bytes taken is a closed socket.
+            |parts| {
+                took(
+                    tcp.try_io(tokio::io::Interest::WRITABLE, || {
+                        socket2::SockRef::from(&**tcp).send_vectored(parts)
+                    }),
+                    failed,
+                )
             },
             &mut self.pending,
         );
@@ -246,22 +240,41 @@ impl Direct {
     pub(crate) fn write_now(&mut self) -> bool {
         let mut progress = false;
         while self.backlog() > 0 && self.failed.is_none() {
-            match self.tcp.try_write(&self.pending[self.sent..]) {
-                Ok(0) => self.failed = Some("write: the origin closed the connection".into()),
-                Ok(n) => {
-                    self.sent += n;
-                    super::push::SENT.add(n);
-                    progress = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => self.failed = Some(format!("write: {e}")),
+            let n = took(
+                self.tcp.try_write(&self.pending[self.sent..]),
+                &mut self.failed,
+            );
+            if n == 0 {
+                // The socket is full, or failed.
+                break;
             }
+            self.sent += n;
+            super::push::SENT.add(n);
+            progress = true;
         }
         if self.backlog() == 0 {
             self.pending.clear();
             self.sent = 0;
         }
         progress
+    }
+}
+
+/// What a non-blocking write of bytes (never none) took: 0 when the socket
+/// is full, or when it failed, which is noted in `failed` (a write that
+/// takes nothing has met a closed connection).
+fn took(r: io::Result<usize>, failed: &mut Option<String>) -> usize {
+    match r {
+        Ok(0) => {
+            *failed = Some("write: the origin closed the connection".into());
+            0
+        }
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => {
+            *failed = Some(format!("write: {e}"));
+            0
+        }
     }
 }
 
