@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test build pgo setup test-setup lint fmt clean fuzz fuzz-seeds soak
+.PHONY: run test build pgo hot-functions setup test-setup lint fmt clean fuzz fuzz-seeds soak
 
 run: setup build
 	./target/release/roomcast serve
@@ -16,6 +16,14 @@ build: setup
 # RTMP streams: target/pgo/release/roomcast (scripts/pgo.sh says how).
 pgo: test-setup
 	bash scripts/pgo.sh
+
+# The functions that relay a message, hottest first, which release builds
+# lay out side by side (build.rs): counted by the instructions bench, then
+# put in place as link/hot-functions.txt. Needs valgrind.
+hot-functions: test-setup
+	@command -v valgrind >/dev/null || { echo "make hot-functions needs valgrind: apt-get install valgrind"; exit 1; }
+	$(CARGO) bench --locked --bench relay_instructions | tee target/hot-functions.log
+	cp "$$(sed -n 's/^work directory (dumps for callgrind_annotate): //p' target/hot-functions.log)/hot-functions.txt" link/hot-functions.txt
 
 test: test-setup
 	$(CARGO) test --locked --lib --bins --tests

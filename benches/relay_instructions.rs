@@ -24,6 +24,13 @@
 //! ran from (distinct cache lines and pages: the window's code footprint,
 //! which costs more than the count on a relay whose every wake is cold).
 //!
+//! The roomcast runs also say which of the gateway's functions ran in the
+//! window, hottest first: `hot-functions.txt` in the work directory, the
+//! list release builds lay out side by side (`link/hot-functions.txt`,
+//! see `build.rs`). The bench says how much of the window's code the
+//! checked-in list still covers; `make hot-functions` runs it and
+//! replaces the list.
+//!
 //! Run: `cargo bench --bench relay_instructions` (needs `make test`'s
 //! set-up and `apt-get install valgrind`). The dumps stay in the run's
 //! work directory for `callgrind_annotate`.
@@ -73,6 +80,9 @@ fn main() {
 
     let mut results: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut code: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let gateway = procs::gateway_bin();
+    let symbols = Symbols::of(Path::new(&gateway));
+    let mut hot: BTreeMap<String, u64> = BTreeMap::new();
     for (run, side) in ["roomcast", "nginx-rtmp", "nginx-rtmp", "roomcast"]
         .into_iter()
         .enumerate()
@@ -114,6 +124,11 @@ fn main() {
         let total: u64 = split.values().sum();
         let per = total as f64 / messages as f64;
         let (lines, pages) = footprint(&dump);
+        if side == "roomcast" {
+            for (name, n) in symbols.costs(&dump, &gateway) {
+                *hot.entry(name).or_insert(0) += n;
+            }
+        }
         println!(
             "\n{side}: {per:.0} instructions a message ({total} over {messages} messages; {pictures} pictures reached the origin in the run)"
         );
@@ -150,10 +165,148 @@ fn main() {
         rc_lines as f64 / ng_lines as f64,
         rc_pages as f64 / ng_pages as f64
     );
+    report_hot_functions(&hot, &work);
     println!(
         "work directory (dumps for callgrind_annotate): {}",
         work.display()
     );
+}
+
+/// The checked-in list release builds lay out by (see `build.rs`).
+const LAYOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/link/hot-functions.txt");
+
+/// Writes the functions that ran, hottest first, to the work directory's
+/// `hot-functions.txt`, and says how much of what ran the checked-in list
+/// names: functions renamed or new since it was made are laid out
+/// elsewhere, and the list is due to be made again.
+fn report_hot_functions(hot: &BTreeMap<String, u64>, work: &Path) {
+    let mut ranked: Vec<(&String, &u64)> = hot.iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let text: String = ranked.iter().map(|(name, _)| format!("{name}\n")).collect();
+    let path = work.join("hot-functions.txt");
+    std::fs::write(&path, text).unwrap();
+    let total: u64 = hot.values().sum();
+    let listed: std::collections::HashSet<String> = std::fs::read_to_string(LAYOUT)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let covered: u64 = hot
+        .iter()
+        .filter(|(name, _)| listed.contains(*name))
+        .map(|(_, n)| n)
+        .sum();
+    let missing = hot.keys().filter(|name| !listed.contains(*name)).count();
+    println!(
+        "hot functions: {} ran in the gateway's own code; the checked-in list names {:.1} % of their instructions ({missing} functions not in it); this run's list: {} (`make hot-functions` puts it in place)",
+        hot.len(),
+        100.0 * covered as f64 / total.max(1) as f64,
+        path.display()
+    );
+}
+
+/// The functions of a binary (`nm`): where each starts, its size, its
+/// symbol.
+struct Symbols(Vec<(u64, u64, String)>);
+
+impl Symbols {
+    fn of(binary: &Path) -> Symbols {
+        let out = Command::new("nm")
+            .args(["-p", "-S", "--defined-only"])
+            .arg(binary)
+            .output()
+            .expect("nm (binutils)");
+        assert!(out.status.success(), "nm {}", binary.display());
+        let mut all: Vec<(u64, u64, String)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.split_whitespace();
+                let (at, size, kind, name) = (f.next()?, f.next()?, f.next()?, f.next()?);
+                if !matches!(kind, "t" | "T" | "w" | "W") {
+                    return None;
+                }
+                let at = u64::from_str_radix(at, 16).ok()?;
+                let size = u64::from_str_radix(size, 16).ok()?;
+                Some((at, size, name.to_owned()))
+            })
+            .collect();
+        all.sort();
+        Symbols(all)
+    }
+
+    /// The function `at` lies in.
+    fn at(&self, at: u64) -> Option<&str> {
+        let i = self.0.partition_point(|(start, _, _)| *start <= at);
+        let (start, size, name) = self.0.get(i.checked_sub(1)?)?;
+        (at < start + size.max(&1)).then_some(name.as_str())
+    }
+
+    /// The instructions the dump counted in each of `binary`'s functions
+    /// (the dump's object `binary`; a cost line starts with the
+    /// instruction's address and line, then the count; the line after a
+    /// `calls=` is the call's inclusive cost, not counted here).
+    fn costs(&self, dump: &Path, binary: &str) -> BTreeMap<String, u64> {
+        let text = std::fs::read_to_string(dump).unwrap();
+        let mut objects: BTreeMap<&str, bool> = BTreeMap::new();
+        let (mut inside, mut call, mut at) = (false, false, 0u64);
+        let (mut mapped, mut unmapped) = (0u64, 0u64);
+        let mut costs = BTreeMap::new();
+        let number = |t: &str| match t.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => t.parse().ok(),
+        };
+        for line in text.lines() {
+            if let Some(ob) = line.strip_prefix("ob=") {
+                // `ob=(3) /path` the first time, `ob=(3)` after.
+                let (id, path) = ob.split_once(' ').unwrap_or((ob, ""));
+                if !path.is_empty() {
+                    objects.insert(id, path == binary);
+                }
+                inside = objects.get(id).copied().unwrap_or(false);
+                continue;
+            }
+            if line.starts_with("calls=") {
+                call = true;
+                continue;
+            }
+            let mut f = line.split_whitespace();
+            let Some(first) = f.next() else { continue };
+            at = if let Some(n) = first.strip_prefix('+') {
+                let Some(n) = number(n) else { continue };
+                at.wrapping_add(n)
+            } else if let Some(n) = first.strip_prefix('-') {
+                let Some(n) = number(n) else { continue };
+                at.wrapping_sub(n)
+            } else if first == "*" {
+                at
+            } else if first.starts_with("0x") {
+                let Some(n) = number(first) else { continue };
+                n
+            } else {
+                continue;
+            };
+            if std::mem::take(&mut call) || !inside {
+                continue;
+            }
+            let n: u64 = f.nth(1).and_then(|t| t.parse().ok()).unwrap_or(0);
+            match self.at(at) {
+                Some(name) => {
+                    mapped += n;
+                    *costs.entry(name.to_owned()).or_insert(0) += n;
+                }
+                None => unmapped += n,
+            }
+        }
+        // The dump's addresses are the binary's own (callgrind takes off
+        // where it was loaded); if they were not, nothing would map.
+        assert!(
+            mapped > 9 * unmapped,
+            "{} of the gateway's instructions in {} fall in no function of {binary}",
+            unmapped,
+            dump.display()
+        );
+        costs
+    }
 }
 
 /// The gateway under `wrapper` with a passthrough relay of room `stream`'s
