@@ -297,6 +297,11 @@ impl Symbols {
                 None => unmapped += n,
             }
         }
+        assert!(
+            mapped > 0,
+            "no instructions of {binary} in {}",
+            dump.display()
+        );
         // The dump's addresses are the binary's own (callgrind takes off
         // where it was loaded); if they were not, nothing would map.
         assert!(
