@@ -251,10 +251,6 @@ impl Symbols {
         let (mut inside, mut call, mut at) = (false, false, 0u64);
         let (mut mapped, mut unmapped) = (0u64, 0u64);
         let mut costs = BTreeMap::new();
-        let number = |t: &str| match t.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16).ok(),
-            None => t.parse().ok(),
-        };
         for line in text.lines() {
             if let Some(ob) = line.strip_prefix("ob=") {
                 // `ob=(3) /path` the first time, `ob=(3)` after.
@@ -270,21 +266,10 @@ impl Symbols {
                 continue;
             }
             let mut f = line.split_whitespace();
-            let Some(first) = f.next() else { continue };
-            at = if let Some(n) = first.strip_prefix('+') {
-                let Some(n) = number(n) else { continue };
-                at.wrapping_add(n)
-            } else if let Some(n) = first.strip_prefix('-') {
-                let Some(n) = number(n) else { continue };
-                at.wrapping_sub(n)
-            } else if first == "*" {
-                at
-            } else if first.starts_with("0x") {
-                let Some(n) = number(first) else { continue };
-                n
-            } else {
+            let Some(next) = f.next().and_then(|first| address(first, at)) else {
                 continue;
             };
+            at = next;
             if std::mem::take(&mut call) || !inside {
                 continue;
             }
@@ -468,33 +453,40 @@ fn footprint(dump: &Path) -> (usize, usize) {
     let text = std::fs::read_to_string(dump).unwrap();
     let mut at: u64 = 0;
     let mut lines = std::collections::HashSet::new();
-    let number = |t: &str| match t.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => t.parse().ok(),
-    };
     for line in text.lines() {
-        let Some(first) = line.split_whitespace().next() else {
+        let Some(next) = line
+            .split_whitespace()
+            .next()
+            .and_then(|first| address(first, at))
+        else {
             continue;
         };
-        at = if let Some(n) = first.strip_prefix('+') {
-            let Some(n) = number(n) else { continue };
-            at.wrapping_add(n)
-        } else if let Some(n) = first.strip_prefix('-') {
-            let Some(n) = number(n) else { continue };
-            at.wrapping_sub(n)
-        } else if first == "*" {
-            at
-        } else if first.starts_with("0x") {
-            let Some(n) = number(first) else { continue };
-            n
-        } else {
-            // `fn=…`, `calls=…`, `events: …` and the like.
-            continue;
-        };
+        at = next;
         lines.insert(at >> 6);
     }
     let pages: std::collections::HashSet<u64> = lines.iter().map(|l| l >> 6).collect();
     (lines.len(), pages.len())
+}
+
+/// The instruction address a dump's line starts with, given the last one:
+/// `0x…` absolute, `+n`/`-n` relative to the last, `*` the same; `None`
+/// for a line that names no address (`fn=…`, `calls=…`, `events: …`).
+fn address(first: &str, last: u64) -> Option<u64> {
+    let number = |t: &str| match t.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => t.parse().ok(),
+    };
+    if let Some(n) = first.strip_prefix('+') {
+        Some(last.wrapping_add(number(n)?))
+    } else if let Some(n) = first.strip_prefix('-') {
+        Some(last.wrapping_sub(number(n)?))
+    } else if first == "*" {
+        Some(last)
+    } else if first.starts_with("0x") {
+        number(first)
+    } else {
+        None
+    }
 }
 
 /// The dump's instructions by where they ran: `callgrind_annotate`'s lines
