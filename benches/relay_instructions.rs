@@ -191,12 +191,13 @@ fn report_hot_functions(hot: &BTreeMap<String, u64>, work: &Path) {
         .lines()
         .map(str::to_owned)
         .collect();
-    let covered: u64 = hot
+    let unlisted: Vec<u64> = hot
         .iter()
-        .filter(|(name, _)| listed.contains(*name))
-        .map(|(_, n)| n)
-        .sum();
-    let missing = hot.keys().filter(|name| !listed.contains(*name)).count();
+        .filter(|(name, _)| !listed.contains(*name))
+        .map(|(_, n)| *n)
+        .collect();
+    let missing = unlisted.len();
+    let covered = total - unlisted.iter().sum::<u64>();
     println!(
         "hot functions: {} ran in the gateway's own code; the checked-in list names {:.1} % of their instructions ({missing} functions not in it); this run's list: {} (`make hot-functions` puts it in place)",
         hot.len(),
@@ -238,7 +239,7 @@ impl Symbols {
     fn at(&self, at: u64) -> Option<&str> {
         let i = self.0.partition_point(|(start, _, _)| *start <= at);
         let (start, size, name) = self.0.get(i.checked_sub(1)?)?;
-        (at < start + size.max(&1)).then_some(name.as_str())
+        (at < start + (*size).max(1)).then_some(name.as_str())
     }
 
     /// The instructions the dump counted in each of `binary`'s functions
