@@ -343,9 +343,9 @@ impl Connection {
         let mut forward: Option<tokio::sync::watch::Receiver<PushState>> = None;
         let mut buf = vec![0u8; 64 * 1024];
         // One timer for the connection, not one per read: it fires at the
-        // publish deadline, then (publishing) every `IDLE_CHECK`.
-        let idle = tokio::time::sleep_until(handshake_deadline);
-        tokio::pin!(idle);
+        // publish deadline, then (publishing) every `IDLE_CHECK`. Polled
+        // only once fired, not each time the read goes pending.
+        let mut idle = crate::ticks::Deadline::new(handshake_deadline);
         let mut quiet = Quiet::new(tokio::time::Instant::now());
         loop {
             if self.published.as_ref().is_some_and(|p| p.finished) {
@@ -370,7 +370,7 @@ impl Connection {
                     if quiet.is_quiet(now) {
                         return Err(IngestError::Idle(IDLE_TIMEOUT));
                     }
-                    idle.as_mut().reset(now + IDLE_CHECK);
+                    idle.reset(now + IDLE_CHECK);
                     continue;
                 }
                 r = async { forward.as_mut().expect("guarded").changed().await }, if forward.is_some() => {

@@ -72,6 +72,7 @@ impl Loops {
             std::thread::Builder::new()
                 .name(format!("rtmp-loop-{i}"))
                 .spawn(move || {
+                    crate::ticks::mark_loop_thread();
                     // Either a stop or the sender dropped ends it.
                     let _ = rt.block_on(stopped);
                     rt.shutdown_timeout(STOP_GRACE);
@@ -263,6 +264,80 @@ mod tests {
         assert_eq!(loops.loads(), [1, 1]);
         drop(end_tx);
         wait_for_loads(&loops, &[1, 0]).await;
+    }
+
+    /// Sets up `sleep` (made on the thread that awaits this) and waits it
+    /// out; returns the name of the thread that woke it. `None` if no wake
+    /// was needed (it had elapsed by its first poll).
+    async fn woken_by(sleep: tokio::time::Sleep) -> Option<String> {
+        struct Recorder {
+            task: std::sync::Mutex<Option<std::task::Waker>>,
+            by: std::sync::Mutex<Option<String>>,
+        }
+        impl std::task::Wake for Recorder {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                let name = std::thread::current().name().unwrap_or("").to_owned();
+                *self.by.lock().unwrap() = Some(name);
+                if let Some(w) = self.task.lock().unwrap().take() {
+                    w.wake();
+                }
+            }
+        }
+        let recorder = Arc::new(Recorder {
+            task: std::sync::Mutex::new(None),
+            by: std::sync::Mutex::new(None),
+        });
+        let waker = std::task::Waker::from(recorder.clone());
+        let mut sleep = std::pin::pin!(sleep);
+        std::future::poll_fn(|cx| {
+            *recorder.task.lock().unwrap() = Some(cx.waker().clone());
+            sleep
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+        })
+        .await;
+        recorder.by.lock().unwrap().take()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn timers_made_on_a_loop_are_kept_off_it() {
+        let (loops, _stop) = Loops::start(1).unwrap();
+        let (tx, rx) = oneshot::channel();
+        loops.spawn_task(async move {
+            // A slow first poll (a busy machine) needs no wake: try again.
+            let mut kept = None;
+            let mut own = None;
+            for _ in 0..20 {
+                let soon = || tokio::time::Instant::now() + Duration::from_millis(50);
+                kept = kept.or(woken_by(crate::ticks::sleep_until(soon())).await);
+                own = own.or(woken_by(tokio::time::sleep_until(soon())).await);
+                if kept.is_some() && own.is_some() {
+                    break;
+                }
+            }
+            let _ = tx.send((kept, own));
+        });
+        let (kept, own) = tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .expect("the loop's sleeps end")
+            .unwrap();
+        // The helper's timer fires on the keeper; tokio's own on the loop.
+        assert_eq!(kept.as_deref(), Some("timers"));
+        assert_eq!(own.as_deref(), Some("rtmp-loop-0"));
+        // Off a loop, the helper leaves the timer on the caller's runtime.
+        let mut here = None;
+        for _ in 0..20 {
+            let soon = tokio::time::Instant::now() + Duration::from_millis(50);
+            here = woken_by(crate::ticks::sleep_until(soon)).await;
+            if here.is_some() {
+                break;
+            }
+        }
+        assert_ne!(here.as_deref(), Some("timers"));
+        assert!(here.is_some());
     }
 
     #[tokio::test]
