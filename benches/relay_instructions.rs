@@ -253,13 +253,23 @@ impl Symbols {
         let (mut mapped, mut unmapped) = (0u64, 0u64);
         let mut costs = BTreeMap::new();
         for line in text.lines() {
-            if let Some(ob) = line.strip_prefix("ob=") {
-                // `ob=(3) /path` the first time, `ob=(3)` after.
-                let (id, path) = ob.split_once(' ').unwrap_or((ob, ""));
+            // `ob=(3) /path` the first time, `ob=(3)` after; the first
+            // time may also be a call's `cob=(3) /path`.
+            let (called, named) = match line.strip_prefix("cob=") {
+                Some(ob) => (true, ob),
+                None => match line.strip_prefix("ob=") {
+                    Some(ob) => (false, ob),
+                    None => (false, ""),
+                },
+            };
+            if !named.is_empty() {
+                let (id, path) = named.split_once(' ').unwrap_or((named, ""));
                 if !path.is_empty() {
                     objects.insert(id, path == binary);
                 }
-                inside = objects.get(id).copied().unwrap_or(false);
+                if !called {
+                    inside = objects.get(id).copied().unwrap_or(false);
+                }
                 continue;
             }
             if line.starts_with("calls=") {
