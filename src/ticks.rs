@@ -50,23 +50,37 @@ pub(crate) fn mark_loop_thread() {
 /// The timer keeper, started on first use; none if it could not be.
 fn keeper() -> Option<&'static Handle> {
     static KEEPER: OnceLock<Option<Handle>> = OnceLock::new();
-    KEEPER
-        .get_or_init(|| {
-            let started = tokio::runtime::Builder::new_current_thread()
+    KEEPER.get_or_init(start_keeper).as_ref()
+}
+
+/// Starts the keeper's thread, which builds its runtime and runs it for
+/// good (so that the runtime is never dropped here: on a loop, inside a
+/// task, dropping one panics).
+fn start_keeper() -> Option<Handle> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("timers".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
-                .build()
-                .and_then(|rt| {
-                    let handle = rt.handle().clone();
-                    std::thread::Builder::new()
-                        .name("timers".into())
-                        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
-                    Ok(handle)
-                });
-            started
-                .map_err(|e| tracing::warn!("timers stay on the RTMP loops: no keeper thread: {e}"))
-                .ok()
-        })
-        .as_ref()
+                .build();
+            match rt {
+                Ok(rt) => {
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(std::future::pending::<()>());
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    let started = spawned.and_then(|_| {
+        rx.recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the thread ended")))
+    });
+    started
+        .map_err(|e| tracing::warn!("timers stay on the RTMP loops: no keeper thread: {e}"))
+        .ok()
 }
 
 /// Runs `make` (which makes a timer) with the keeper's runtime current
@@ -176,28 +190,35 @@ mod tests {
 
     #[tokio::test]
     async fn a_deadline_fires_at_its_time_and_again_after_a_reset() {
+        use futures_util::poll;
         use tokio::time::Instant;
-        let started = Instant::now();
-        let mut deadline = Deadline::new(started + Duration::from_millis(30));
-        // Polled while pending (armed), then left alone: its firing wakes.
-        assert!(futures_util::poll!(&mut deadline).is_pending());
-        assert!(futures_util::poll!(&mut deadline).is_pending());
-        tokio::time::timeout(Duration::from_secs(10), &mut deadline)
-            .await
-            .expect("the deadline fires");
-        assert!(started.elapsed() >= Duration::from_millis(30));
-        // Fired, it stays fired until reset.
-        assert!(futures_util::poll!(&mut deadline).is_ready());
-        let again = Instant::now();
-        deadline.reset(again + Duration::from_millis(30));
-        assert!(futures_util::poll!(&mut deadline).is_pending());
-        tokio::time::timeout(Duration::from_secs(10), &mut deadline)
-            .await
-            .expect("the reset deadline fires");
-        assert!(again.elapsed() >= Duration::from_millis(30));
-        // Reset while pending, to a later time and then to an earlier one.
+        let mut deadline = Deadline::new(Instant::now() + Duration::from_millis(50));
+        // Each round arms it with a pending poll and leaves it alone: only
+        // its firing can wake the task. A round whose first poll came after
+        // its deadline (a stalled machine) proves nothing and is tried again.
+        let mut rounds = 0;
+        for _ in 0..20 {
+            let at = Instant::now() + Duration::from_millis(50);
+            deadline.reset(at);
+            if poll!(&mut deadline).is_ready() {
+                continue;
+            }
+            tokio::time::timeout(Duration::from_secs(10), &mut deadline)
+                .await
+                .expect("the deadline fires");
+            assert!(Instant::now() >= at);
+            // Fired, it stays fired until reset.
+            assert!(poll!(&mut deadline).is_ready());
+            rounds += 1;
+            if rounds == 3 {
+                break;
+            }
+        }
+        assert_eq!(rounds, 3);
+        // Moved while armed, to a later time and then to an earlier one.
         deadline.reset(Instant::now() + Duration::from_secs(3600));
-        assert!(futures_util::poll!(&mut deadline).is_pending());
+        assert!(poll!(&mut deadline).is_pending());
+        assert!(poll!(&mut deadline).is_pending());
         deadline.reset(Instant::now() + Duration::from_millis(10));
         tokio::time::timeout(Duration::from_secs(10), &mut deadline)
             .await
