@@ -255,14 +255,11 @@ impl Symbols {
         for line in text.lines() {
             // `ob=(3) /path` the first time, `ob=(3)` after; the first
             // time may also be a call's `cob=(3) /path`.
-            let (called, named) = match line.strip_prefix("cob=") {
-                Some(ob) => (true, ob),
-                None => match line.strip_prefix("ob=") {
-                    Some(ob) => (false, ob),
-                    None => (false, ""),
-                },
+            let named = match line.strip_prefix("cob=") {
+                Some(ob) => Some((true, ob)),
+                None => line.strip_prefix("ob=").map(|ob| (false, ob)),
             };
-            if !named.is_empty() {
+            if let Some((called, named)) = named {
                 let (id, path) = named.split_once(' ').unwrap_or((named, ""));
                 if !path.is_empty() {
                     objects.insert(id, path == binary);
