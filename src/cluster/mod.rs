@@ -194,6 +194,8 @@ pub(crate) struct Cluster {
     resuming: rounds::Rounds<RoomKey>,
     /// Itself, for tasks spawned from `&self`.
     this: std::sync::OnceLock<std::sync::Weak<Cluster>>,
+    /// The runtime it was made on (the shared one), where claims run.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -288,6 +290,7 @@ impl Cluster {
             held_back: Mutex::new(std::collections::HashMap::new()),
             resuming: rounds::Rounds::default(),
             this: std::sync::OnceLock::new(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -674,7 +677,7 @@ impl Cluster {
         &self,
         f: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, String> {
-        let r = match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        let r = match crate::ticks::timeout(CALL_TIMEOUT, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(why(&e)),
             Err(_) => Err("Redis did not answer in time".into()),
@@ -736,7 +739,33 @@ impl Cluster {
 
     /// Makes sure this node owns `room` before it is opened or entered
     /// here: a room whose lease is held here passes without Redis.
+    ///
+    /// Otherwise the claim runs on the runtime the cluster was made on,
+    /// whoever asks. A publisher entering asks from its RTMP loop, whose
+    /// runtime has no timers (the Redis client's would panic there), and
+    /// the tasks a claim resumes belong on the shared runtime, not on a
+    /// loop.
     pub(crate) async fn ensure_owned(&self, room: &RoomKey) -> Result<(), ClusterError> {
+        if self.leases.lock().is_ok_and(|l| l.holds(room)) {
+            return Ok(());
+        }
+        let me = self.this.get().and_then(std::sync::Weak::upgrade);
+        match (me, &self.runtime) {
+            (Some(me), Some(runtime)) => {
+                let room = room.clone();
+                runtime
+                    .spawn(async move { me.claim(&room).await })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ClusterError::Unavailable(format!("the claim ended: {e}")))
+                    })
+            }
+            _ => self.claim(room).await,
+        }
+    }
+
+    /// [`Cluster::ensure_owned`]'s claim, on the cluster's runtime.
+    async fn claim(&self, room: &RoomKey) -> Result<(), ClusterError> {
         if self.leases.lock().is_ok_and(|l| l.holds(room)) {
             return Ok(());
         }
@@ -979,7 +1008,7 @@ impl Cluster {
     async fn run(self: Arc<Self>, rooms: RoomHandle) {
         let beat = Duration::from_millis(self.heartbeat_ms);
         let renew_every = Duration::from_millis(self.lease_ms / 4);
-        let mut tick = tokio::time::interval(beat);
+        let mut tick = crate::ticks::interval(beat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_renew = Instant::now();
         // Tasks that ended here, still to be forgotten in Redis.
@@ -1078,7 +1107,7 @@ impl Cluster {
                     .get(&host)
                     .is_some_and(|(at, _)| at.elapsed() < Duration::from_secs(60));
                 if !fresh {
-                    let ips = tokio::time::timeout(
+                    let ips = crate::ticks::timeout(
                         Duration::from_secs(1),
                         tokio::net::lookup_host((host.as_str(), port)),
                     )
