@@ -220,6 +220,17 @@ impl Drop for Gateway {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // A panic inside the gateway fails the test that ran it, whatever
+        // the test checked (the panic hook's line, text or JSON).
+        if !std::thread::panicking() {
+            let log = self.log_text();
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.contains("roomcast::panics") && l.contains("panicked: "))
+            {
+                panic!("the gateway panicked: {line}\nlog:\n{log}");
+            }
+        }
     }
 }
 
