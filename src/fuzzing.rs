@@ -67,7 +67,7 @@ pub fn rtmp_ingest(data: &[u8]) -> u64 {
         let deadline = tokio::time::Instant::now() + HANG;
         let conn = tokio::spawn(ingest.serve_connection(Box::new(server), peer, deadline));
         talk(client, data).await;
-        if tokio::time::timeout(HANG, conn).await.is_err() {
+        if crate::ticks::timeout(HANG, conn).await.is_err() {
             panic!("the RTMP connection did not end within {HANG:?} of its input");
         }
     });
@@ -388,7 +388,7 @@ pub fn http(data: &[u8]) -> u64 {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let conn = tokio::spawn(g.serve_http(server));
         answered = talk(client, data).await;
-        if tokio::time::timeout(HANG, conn).await.is_err() {
+        if crate::ticks::timeout(HANG, conn).await.is_err() {
             panic!("the HTTP connection did not end within {HANG:?} of its input");
         }
     });
@@ -428,11 +428,11 @@ pub fn signalling(data: &[u8]) -> u64 {
                 }
             }
             let _ = ws_tx.close().await;
-            if tokio::time::timeout(HANG, drain).await.is_err() {
+            if crate::ticks::timeout(HANG, drain).await.is_err() {
                 panic!("the room WebSocket was not closed within {HANG:?} of the client's close");
             }
         }
-        if tokio::time::timeout(HANG, conn).await.is_err() {
+        if crate::ticks::timeout(HANG, conn).await.is_err() {
             panic!("the signalling connection did not end within {HANG:?} of its input");
         }
     });
@@ -532,7 +532,7 @@ async fn talk(client: tokio::io::DuplexStream, data: &[u8]) -> u64 {
         }
     }
     let _ = tx.shutdown().await;
-    match tokio::time::timeout(HANG, drain).await {
+    match crate::ticks::timeout(HANG, drain).await {
         Ok(Ok(n)) => n,
         Ok(Err(_)) => 0,
         Err(_) => panic!("the server did not close the connection within {HANG:?} of its input"),

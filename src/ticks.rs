@@ -16,17 +16,23 @@
 //! time as an argument.
 //!
 //! The RTMP loops' timers are kept elsewhere. A loop parks once for every
-//! message it relays, and at each park its time driver looks up the next
-//! deadline in its wheel and sweeps the wheel. With timers in the wheel (a
-//! connection's idle check, a push's stall check) that costs about 130
-//! instructions a message more than with the wheel empty: 2.4 % of a
-//! relayed message (`cargo bench --bench relay_instructions`). So a timer
-//! made on a loop thread ([`grid_interval`], [`sleep_until`]) is made on
-//! the keeper: a runtime with timers only, on a thread of its own for the
-//! life of the process (never shut down, so no timer is polled after its
-//! driver stopped). A timer firing there wakes its task on its loop.
-//! Timers made elsewhere, or by other code on a loop, stay on their own
-//! runtime: the keeper saves work, correctness does not depend on it.
+//! message it relays, and at each park a runtime with timers reads the
+//! clock, looks up the next deadline in its wheel and sweeps the wheel:
+//! about 130 instructions a message with timers in the wheel, and about
+//! 500 more with the wheel empty (`cargo bench --bench relay_instructions`).
+//! So a loop's runtime has no timers at all, and every timer made on a loop
+//! thread is made on the keeper: a runtime with timers only, on a thread of
+//! its own for the life of the process (never shut down, so no timer is
+//! polled after its driver stopped). A timer firing there wakes its task on
+//! its loop.
+//!
+//! On a loop, tokio's own timer functions panic (no timers), so the crate
+//! makes every timer through the functions here ([`sleep`],
+//! [`sleep_until`], [`timeout`], [`timeout_at`], [`interval`],
+//! [`grid_interval`]): `clippy.toml` disallows tokio's everywhere else.
+//! Off a loop they are tokio's. If the keeper cannot start, a warning says
+//! so and the loops keep timers of their own.
+#![allow(clippy::disallowed_methods)]
 
 use std::cell::Cell;
 use std::future::Future;
@@ -36,6 +42,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+use tokio::time::Timeout;
 
 thread_local! {
     /// This thread is an RTMP loop: its timers go to the keeper.
@@ -83,6 +90,12 @@ fn start_keeper() -> Option<Handle> {
         .ok()
 }
 
+/// The keeper runs (starting it if it has not been): an RTMP loop then
+/// needs no timers of its own.
+pub(crate) fn keeper_runs() -> bool {
+    keeper().is_some()
+}
+
 /// Runs `make` (which makes a timer) with the keeper's runtime current
 /// when called on an RTMP loop; as is elsewhere.
 fn on_keeper<R>(make: impl FnOnce() -> R) -> R {
@@ -98,6 +111,31 @@ fn on_keeper<R>(make: impl FnOnce() -> R) -> R {
 /// `tokio::time::sleep_until`, kept by the keeper on an RTMP loop.
 pub(crate) fn sleep_until(deadline: tokio::time::Instant) -> tokio::time::Sleep {
     on_keeper(|| tokio::time::sleep_until(deadline))
+}
+
+/// `tokio::time::sleep`, kept by the keeper on an RTMP loop.
+pub(crate) fn sleep(duration: Duration) -> tokio::time::Sleep {
+    on_keeper(|| tokio::time::sleep(duration))
+}
+
+/// `tokio::time::timeout`, its timer kept by the keeper on an RTMP loop
+/// (`future` runs where it is polled).
+pub(crate) fn timeout<F: IntoFuture>(duration: Duration, future: F) -> Timeout<F::IntoFuture> {
+    on_keeper(|| tokio::time::timeout(duration, future))
+}
+
+/// `tokio::time::timeout_at`, its timer kept by the keeper on an RTMP
+/// loop.
+pub(crate) fn timeout_at<F: IntoFuture>(
+    deadline: tokio::time::Instant,
+    future: F,
+) -> Timeout<F::IntoFuture> {
+    on_keeper(|| tokio::time::timeout_at(deadline, future))
+}
+
+/// `tokio::time::interval`, kept by the keeper on an RTMP loop.
+pub(crate) fn interval(period: Duration) -> tokio::time::Interval {
+    on_keeper(|| tokio::time::interval(period))
 }
 
 /// A task's one long timer beside a hot branch of its `select!` (an RTMP

@@ -75,7 +75,7 @@ pub async fn connect(host: &str, tcp: TcpStream) -> Result<TlsStream<TcpStream>,
         .map_err(|_| format!("`{host}` is not a valid TLS server name"))?
         .to_owned();
     let connector = TlsConnector::from(client());
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
+    match crate::ticks::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp)).await {
         Err(_) => Err(format!(
             "TLS handshake with {host} timed out after {HANDSHAKE_TIMEOUT:?}"
         )),

@@ -355,7 +355,7 @@ pub(crate) async fn events(
         return r;
     }
     let token = credential::session_token(&headers).map(str::to_owned);
-    let mut tick = tokio::time::interval(EVENT_PERIOD);
+    let mut tick = crate::ticks::interval(EVENT_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stream = futures_util::stream::unfold(
         (state, token, tick, false),

@@ -165,7 +165,7 @@ async fn changed(
     deadline: tokio::time::Instant,
 ) -> bool {
     matches!(
-        tokio::time::timeout_at(deadline, rx.changed()).await,
+        crate::ticks::timeout_at(deadline, rx.changed()).await,
         Ok(Ok(()))
     )
 }

@@ -66,7 +66,7 @@ pub(crate) async fn serve(
                 Err(e) => {
                     // Out of descriptors, mostly: let some connections end.
                     tracing::warn!("{name} accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    crate::ticks::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -101,7 +101,7 @@ pub(crate) async fn serve(
             match acceptor {
                 None => conn.run(stream, service).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    match crate::ticks::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => conn.run(s, service).await,
                         Ok(Err(e)) => {
                             if let Some(n) = tls_log.hit(std::time::Instant::now()) {
@@ -194,7 +194,7 @@ impl IdleStream {
             inner,
             idle,
             last: now,
-            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            timer: Box::pin(crate::ticks::sleep_until(now + idle)),
             peer,
             log,
             logged: false,

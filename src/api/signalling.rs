@@ -185,7 +185,7 @@ async fn proxy(
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
-    let upstream = match tokio::time::timeout(PROXY_CONNECT_TIMEOUT, connect).await {
+    let upstream = match crate::ticks::timeout(PROXY_CONNECT_TIMEOUT, connect).await {
         Ok(Ok((u, _))) => u,
         Ok(Err(tungstenite::Error::Http(resp))) => {
             let status =
@@ -379,7 +379,7 @@ impl Connection {
             {
                 break 'conn End::Dropped;
             }
-            let mut ping = tokio::time::interval(PING_INTERVAL);
+            let mut ping = crate::ticks::interval(PING_INTERVAL);
             ping.tick().await;
             let mut last_heard = tokio::time::Instant::now();
             let mut bucket = crate::net::TokenBucket::new(self.rate, self.rate.saturating_mul(2));

@@ -118,7 +118,7 @@ async fn ask_peers(
                 .header("x-tc-timestamp", now.to_string())
                 .body(bytes::Bytes::new());
             let answer = match req {
-                Ok(req) => tokio::time::timeout(
+                Ok(req) => crate::ticks::timeout(
                     std::time::Duration::from_secs(3),
                     crate::cluster::forward::forward(http, req),
                 )

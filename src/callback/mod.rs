@@ -282,7 +282,7 @@ pub(crate) fn spawn(
             let next = if held.is_empty() {
                 Ok(events.recv().await)
             } else {
-                tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+                crate::ticks::timeout(Duration::from_millis(200), events.recv()).await
             };
             let ev = match next {
                 Ok(Ok(ev)) => ev,
@@ -462,7 +462,7 @@ async fn deliver(app: u64, url: HttpUrl, key: String, sink: Arc<Sink>) {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match tokio::time::timeout(TIMEOUT, post(&url, app, &sign, &body)).await {
+            match crate::ticks::timeout(TIMEOUT, post(&url, app, &sign, &body)).await {
                 Ok(Ok(status)) if (200..300).contains(&status) => break,
                 Ok(Ok(status)) => {
                     tracing::warn!(
@@ -484,7 +484,7 @@ async fn deliver(app: u64, url: HttpUrl, key: String, sink: Arc<Sink>) {
             }
             // One immediate retry, then every 10 s.
             if attempt > 1 {
-                tokio::time::sleep(RETRY_EVERY).await;
+                crate::ticks::sleep(RETRY_EVERY).await;
             }
         }
     }

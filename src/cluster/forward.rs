@@ -24,7 +24,7 @@ pub(crate) async fn forward(base: &str, req: Request<Bytes>) -> Result<Response<
         .ok_or_else(|| format!("cannot carry a request to `{base}` (only http:// is supported)"))?
         .trim_end_matches('/')
         .to_owned();
-    tokio::time::timeout(TIMEOUT, async move {
+    crate::ticks::timeout(TIMEOUT, async move {
         let stream = tokio::net::TcpStream::connect(&authority)
             .await
             .map_err(|e| format!("cannot reach the owner node at {authority}: {e}"))?;

@@ -349,7 +349,7 @@ impl HlsStore {
     pub(crate) fn linger_ts(&self, shared: Arc<TsShared>) {
         let store = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(LINGER).await;
+            crate::ticks::sleep(LINGER).await;
             let mut map = store.ts_map();
             if map
                 .get(&shared.name)
@@ -539,7 +539,7 @@ impl LiveOutput {
         self.shared.changed.send_modify(|v| *v += 1);
         let (store, name, shared) = (self.store, self.name, self.shared);
         tokio::spawn(async move {
-            tokio::time::sleep(LINGER).await;
+            crate::ticks::sleep(LINGER).await;
             store.remove_if(&name, &shared);
         });
     }

@@ -374,7 +374,7 @@ mod tests {
                 tokio::time::Instant::now() < deadline,
                 "the ingest never ended"
             );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            crate::ticks::sleep(std::time::Duration::from_millis(10)).await;
         }
         // A start refused after its reservation (the anchor publishes
         // already) leaves nothing behind either.

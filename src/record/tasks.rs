@@ -316,7 +316,7 @@ impl Recordings {
             }
             _ = status.wait_for(is_stopped) => return 99,
         }
-        let _ = tokio::time::timeout(FINISH_WITHIN, status.wait_for(is_stopped)).await;
+        let _ = crate::ticks::timeout(FINISH_WITHIN, status.wait_for(is_stopped)).await;
         0
     }
 
@@ -381,7 +381,7 @@ impl Recordings {
                 () = resubscribed.notified() => {}
                 r = publishers.changed() => if r.is_err() { break false },
                 r = relays.changed() => if r.is_err() { break false },
-                () = tokio::time::sleep_until(idle_since + ctx.max_idle), if !running => break false,
+                () = crate::ticks::sleep_until(idle_since + ctx.max_idle), if !running => break false,
             }
         };
         if stopping {
@@ -393,7 +393,7 @@ impl Recordings {
         let deadline = tokio::time::Instant::now() + FINISH_WITHIN;
         for relay in by_user.values() {
             if let Some(mut st) = self.relays.watch(relay) {
-                let _ = tokio::time::timeout_at(deadline, st.wait_for(is_stopped)).await;
+                let _ = crate::ticks::timeout_at(deadline, st.wait_for(is_stopped)).await;
             }
         }
         tracing::info!(task = %ctx.id, "cloud recording ended");
@@ -618,7 +618,7 @@ mod tests {
         // The one that runs is the one stopped; ended, it may start again.
         assert!(r.stop(testing::APP, "rec-resumed-0"));
         let mut ended = r.lock()["rec-resumed-0"].ended.clone();
-        tokio::time::timeout(Duration::from_secs(10), ended.wait_for(|e| *e))
+        crate::ticks::timeout(Duration::from_secs(10), ended.wait_for(|e| *e))
             .await
             .expect("the recording ends when stopped")
             .unwrap();

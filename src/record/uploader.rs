@@ -292,7 +292,7 @@ impl Run {
                 next_retry.map(|at| Duration::from_millis(at.saturating_sub(crate::unix_now_ms())));
             let pause = retry.map_or(SCAN_EVERY, |r| r.min(SCAN_EVERY));
             tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
+                _ = crate::ticks::sleep(pause) => {}
                 r = finished.changed(), if !ended => {
                     if r.is_err() {
                         // The recording's side is gone: it has ended.

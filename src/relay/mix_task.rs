@@ -109,7 +109,7 @@ pub(super) async fn run(
                     }
                 }
             },
-            () = tokio::time::sleep_until(idle_since + spec.max_idle), if anchors.running.is_empty() => {
+            () = crate::ticks::sleep_until(idle_since + spec.max_idle), if anchors.running.is_empty() => {
                 break format!("no input for {:?}", spec.max_idle);
             }
             _ = tick.tick() => {

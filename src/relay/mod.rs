@@ -502,7 +502,7 @@ impl RelayManager {
             waits.push(e.status.clone());
         }
         for mut w in waits {
-            let _ = tokio::time::timeout(
+            let _ = crate::ticks::timeout(
                 Duration::from_secs(5),
                 w.wait_for(|s| matches!(s.state, TaskState::Stopped(_))),
             )

@@ -361,7 +361,7 @@ pub(super) async fn run(
                 }
                 status.publish(report(attached).expect("running"));
             }
-            () = tokio::time::sleep_until(idle_since + spec.max_idle), if !attached => {
+            () = crate::ticks::sleep_until(idle_since + spec.max_idle), if !attached => {
                 break format!("no input for {:?}", spec.max_idle);
             }
             r = room.changed() => {

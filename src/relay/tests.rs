@@ -49,7 +49,7 @@ fn enter(session: SessionId, user: &str) -> Command {
 
 async fn stopped(relays: &RelayManager, id: &str) -> String {
     let mut st = relays.watch(id).unwrap();
-    let st = tokio::time::timeout(
+    let st = crate::ticks::timeout(
         Duration::from_secs(5),
         st.wait_for(|s| matches!(s.state, TaskState::Stopped(_))),
     )
@@ -240,7 +240,7 @@ async fn wait_until(within: Duration, mut done: impl FnMut() -> bool, what: impl
     let deadline = tokio::time::Instant::now() + within;
     while !done() {
         assert!(tokio::time::Instant::now() < deadline, "{}", what());
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        crate::ticks::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -646,7 +646,7 @@ async fn outputs_dropped_unfinished_take_their_robots_out_of_the_rooms() {
             tokio::time::Instant::now() < deadline,
             "the robot is still in the room"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        crate::ticks::sleep(Duration::from_millis(10)).await;
     }
 }
 

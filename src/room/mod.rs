@@ -114,7 +114,7 @@ pub(crate) mod testing {
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
             while self.connected().await != want {
                 assert!(tokio::time::Instant::now() < deadline, "{what}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                crate::ticks::sleep(std::time::Duration::from_millis(10)).await;
             }
         }
     }

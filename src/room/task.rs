@@ -324,7 +324,7 @@ async fn run(
         let deadline = engine.poll_timeout();
         let sleep = async {
             match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
+                Some(at) => crate::ticks::sleep_until(at.into()).await,
                 None => std::future::pending().await,
             }
         };

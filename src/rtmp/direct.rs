@@ -392,7 +392,7 @@ mod tests {
 
     async fn read_exactly(peer: &mut TcpStream, n: usize) -> Vec<u8> {
         let mut got = vec![0u8; n];
-        tokio::time::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut got))
+        crate::ticks::timeout(std::time::Duration::from_secs(5), peer.read_exact(&mut got))
             .await
             .expect("the bytes arrive")
             .unwrap();
@@ -453,7 +453,7 @@ mod tests {
         }
         assert!(d.backlog() >= BACKLOG);
         // The task was told there is something to write.
-        tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
+        crate::ticks::timeout(std::time::Duration::from_secs(1), wake.notified())
             .await
             .expect("woken");
         // The peer reads; whenever the socket takes more, it is written, in order.
@@ -466,7 +466,7 @@ mod tests {
             tcp.writable().await.unwrap();
             d.write_now();
         }
-        let got = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+        let got = crate::ticks::timeout(std::time::Duration::from_secs(10), reader)
             .await
             .expect("everything arrives")
             .unwrap();
@@ -485,9 +485,9 @@ mod tests {
         while d.failed.is_none() {
             assert!(tokio::time::Instant::now() < deadline, "no failure seen");
             d.offer(&frame(TrackKind::Audio, true, vec![0; 1024]), &wake);
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            crate::ticks::sleep(std::time::Duration::from_millis(10)).await;
         }
-        tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
+        crate::ticks::timeout(std::time::Duration::from_secs(1), wake.notified())
             .await
             .expect("woken");
     }
@@ -596,7 +596,7 @@ mod tests {
             assert!(d.failed.is_none(), "seed {seed}: {:?}", d.failed);
             assert!(cut_short > 0, "seed {seed}: no write was cut short");
             drop(d);
-            let got = tokio::time::timeout(std::time::Duration::from_secs(20), reader)
+            let got = crate::ticks::timeout(std::time::Duration::from_secs(20), reader)
                 .await
                 .expect("the peer reads to the end")
                 .unwrap();

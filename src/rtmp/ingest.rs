@@ -213,7 +213,7 @@ impl Ingest {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!("rtmp accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    crate::ticks::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
@@ -230,7 +230,7 @@ impl Ingest {
                 let _ = socket.set_nodelay(true);
                 let socket: crate::tls::Conn = match acceptor {
                     None => Box::new(socket),
-                    Some(a) => match tokio::time::timeout_at(deadline, a.accept(socket)).await {
+                    Some(a) => match crate::ticks::timeout_at(deadline, a.accept(socket)).await {
                         Ok(Ok(s)) => Box::new(s),
                         Ok(Err(e)) => {
                             tracing::info!(%peer, "rtmps connection refused: TLS handshake failed: {e}");
@@ -323,7 +323,7 @@ impl Connection {
         // One deadline from accept to a started publish: handshake, connect,
         // and a publish however slowly its bytes come.
         let handshake_deadline = self.deadline;
-        let leftover = tokio::time::timeout_at(handshake_deadline, self.handshake())
+        let leftover = crate::ticks::timeout_at(handshake_deadline, self.handshake())
             .await
             .map_err(|_| IngestError::Timeout)??;
         let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())
@@ -609,7 +609,7 @@ impl Connection {
             // TLS holds records until flushed (a no-op on plain TCP).
             socket.flush().await
         };
-        match tokio::time::timeout_at(deadline, write).await {
+        match crate::ticks::timeout_at(deadline, write).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(err),
         }

@@ -265,7 +265,7 @@ async fn run(
     loop {
         attempt += 1;
         let _ = state.send(PushState::Connecting { attempt });
-        let error = match tokio::time::timeout(SETUP_TIMEOUT, connect(&url)).await {
+        let error = match crate::ticks::timeout(SETUP_TIMEOUT, connect(&url)).await {
             Err(_) => "connect/publish timed out".to_owned(),
             Ok(Err(e)) => e,
             Ok(Ok(mut stream)) => {
@@ -310,7 +310,7 @@ async fn run(
             error: error.clone(),
         });
         // Keep the latest configs while waiting; drop frames (we restart at a keyframe).
-        let wait = tokio::time::sleep(jitter(backoff));
+        let wait = crate::ticks::sleep(jitter(backoff));
         tokio::pin!(wait);
         loop {
             tokio::select! {
@@ -367,7 +367,7 @@ async fn write_flushed(socket: &mut Conn, bytes: &[u8]) -> Result<(), String> {
 
 /// TCP connect, handshake, connect(app), publish(stream key).
 async fn connect(url: &PushUrl) -> Result<Stream, String> {
-    let socket = tokio::time::timeout(
+    let socket = crate::ticks::timeout(
         CONNECT_TIMEOUT,
         TcpStream::connect((url.host.as_str(), url.port)),
     )
@@ -671,7 +671,7 @@ async fn flush_direct(tcp: &TcpStream, link: &Link) -> Result<(), String> {
         if left == 0 {
             return Ok(());
         }
-        tokio::time::timeout(stall_timeout(), tcp.writable())
+        crate::ticks::timeout(stall_timeout(), tcp.writable())
             .await
             .map_err(|_| "write blocked: origin stalled".to_owned())?
             .map_err(|e| format!("write: {e}"))?;
@@ -725,7 +725,7 @@ async fn write_out(stream: &mut Stream, out: &[u8]) -> Result<(), String> {
     if out.is_empty() {
         return Ok(());
     }
-    tokio::time::timeout(stall_timeout(), write_flushed(&mut stream.socket, out))
+    crate::ticks::timeout(stall_timeout(), write_flushed(&mut stream.socket, out))
         .await
         .map_err(|_| "write blocked: origin stalled".to_owned())?
         .map_err(|e| format!("write: {e}"))?;

@@ -258,7 +258,7 @@ async fn gathered(
 ) -> Result<String, WebRtcError> {
     let deadline = tokio::time::Instant::now() + GATHER_TIMEOUT;
     loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
+        match crate::ticks::timeout_at(deadline, events.recv()).await {
             Ok(Some(PcEvent::Gathered)) | Err(_) => break,
             Ok(Some(ev)) => early.push(ev),
             Ok(None) => return Err(WebRtcError::Internal("peer connection closed".into())),

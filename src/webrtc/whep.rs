@@ -102,7 +102,7 @@ pub(crate) async fn play(
     // An anchor that has just started may not have sent its video header yet.
     let deadline = tokio::time::Instant::now() + CONFIG_WAIT;
     while sub.configs.video.is_none() {
-        match tokio::time::timeout_at(deadline, sub.messages.recv()).await {
+        match crate::ticks::timeout_at(deadline, sub.messages.recv()).await {
             Ok(Ok(m)) => {
                 if let MediaMessage::Config(c) = &*m {
                     match c.kind {
@@ -327,7 +327,7 @@ async fn run(
             },
             () = stop.notified() => break "ended by the viewer".to_owned(),
             () = wanted.notified() => sub.request_keyframe(),
-            () = tokio::time::sleep_until(connect_deadline), if !connected => {
+            () = crate::ticks::sleep_until(connect_deadline), if !connected => {
                 break format!("not connected within {:?}", super::CONNECT_TIMEOUT);
             }
             m = async {

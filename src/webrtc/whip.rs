@@ -215,7 +215,7 @@ impl Session {
                         self.request_keyframe().await;
                     }
                 }
-                () = tokio::time::sleep_until(connect_deadline), if !connected => {
+                () = crate::ticks::sleep_until(connect_deadline), if !connected => {
                     return End::Dropped(format!("not connected within {:?}", super::CONNECT_TIMEOUT));
                 }
                 ev = events.recv() => match ev {
@@ -455,7 +455,7 @@ mod tests {
         a.wait_connected(Some(false), "the session was not disconnected")
             .await;
         // The peer connection was closed.
-        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let closed = crate::ticks::timeout(Duration::from_secs(5), async {
             while let Some(ev) = pc_events.recv().await {
                 if matches!(ev, PcEvent::State(RTCPeerConnectionState::Closed)) {
                     return true;

@@ -90,7 +90,7 @@ async fn cached(state: &AppState, url: &str) -> Result<PathBuf, String> {
     if tokio::fs::metadata(&path).await.is_ok() {
         return Ok(path);
     }
-    let bytes = tokio::time::timeout(TIMEOUT, fetch(url))
+    let bytes = crate::ticks::timeout(TIMEOUT, fetch(url))
         .await
         .map_err(|_| format!("not fetched within {TIMEOUT:?}"))??;
     tokio::fs::create_dir_all(&dir)
