@@ -197,6 +197,14 @@ pub(crate) fn delay_to_grid(since_epoch: Duration, period: Duration) -> Duration
     Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX))
 }
 
+/// The next multiple of `period` on the wall clock, as an instant on the
+/// runtime's clock: a one-off check on the grid, so that many tasks'
+/// checks of one period fire together.
+pub(crate) fn next_on_grid(period: Duration) -> tokio::time::Instant {
+    let since_epoch = Duration::from_millis(crate::unix_now_ms());
+    tokio::time::Instant::now() + delay_to_grid(since_epoch, period)
+}
+
 /// An interval of `period` whose ticks fall on the wall clock's multiples
 /// of it. Unlike `tokio::time::interval`, its first tick is not at once
 /// but at the next multiple (within one period). Kept by the keeper on an
@@ -261,6 +269,15 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), &mut deadline)
             .await
             .expect("the deadline moved earlier fires");
+    }
+
+    #[tokio::test]
+    async fn a_check_on_the_grid_is_within_one_period() {
+        let period = Duration::from_millis(2500);
+        let before = tokio::time::Instant::now();
+        let at = next_on_grid(period);
+        let after = tokio::time::Instant::now();
+        assert!(at > before && at <= after + period, "{:?}", at - before);
     }
 
     #[test]

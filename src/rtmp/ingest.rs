@@ -343,7 +343,7 @@ impl Connection {
         let mut forward: Option<tokio::sync::watch::Receiver<PushState>> = None;
         let mut buf = vec![0u8; 64 * 1024];
         // One timer for the connection, not one per read: it fires at the
-        // publish deadline, then (publishing) every `IDLE_CHECK`. Polled
+        // publish deadline, then (publishing) on the `IDLE_CHECK` grid. Polled
         // only once fired, not each time the read goes pending.
         let mut idle = crate::ticks::Deadline::new(handshake_deadline);
         let mut quiet = Quiet::new(tokio::time::Instant::now());
@@ -370,7 +370,9 @@ impl Connection {
                     if quiet.is_quiet(now) {
                         return Err(IngestError::Idle(IDLE_TIMEOUT));
                     }
-                    idle.reset(now + IDLE_CHECK);
+                    // On the grid: the keeper fires every connection's
+                    // check in one wake, not one wake each.
+                    idle.reset(crate::ticks::next_on_grid(IDLE_CHECK));
                     continue;
                 }
                 r = async { forward.as_mut().expect("guarded").changed().await }, if forward.is_some() => {
