@@ -83,6 +83,11 @@ pub(super) struct Outputs {
     /// robot sessions that entered them.
     feedback: Vec<Feedback>,
     rebaser: Rebaser,
+    /// The last frame [`Outputs::rebase`] had to move. Once every output
+    /// has let go of it, the next moved frame takes its place: a relay
+    /// started while its anchor publishes moves every frame, and makes no
+    /// message a frame for it.
+    moved: Option<Arc<MediaMessage>>,
     sent: SentConfigs,
     frames: u64,
     video_frames: u64,
@@ -131,6 +136,7 @@ impl Outputs {
             }),
             feedback: Vec::new(),
             rebaser: Rebaser::default(),
+            moved: None,
             sent: SentConfigs::default(),
             frames: 0,
             video_frames: 0,
@@ -205,8 +211,9 @@ impl Outputs {
     /// A frame on the output timeline: milliseconds that never go back.
     /// `m` itself, not a copy, when its times already are the output's (a
     /// relay that starts with its anchor's stream, which starts at 0: the
-    /// usual RTMP case); `None` for audio from before the current input's
-    /// first frame. A config passes as it is.
+    /// usual RTMP case), else a moved copy, in the last one's allocation
+    /// when no output holds it any more; `None` for audio from before the
+    /// current input's first frame. A config passes as it is.
     pub(super) fn rebase(&mut self, m: &Arc<MediaMessage>) -> Option<Arc<MediaMessage>> {
         let MediaMessage::Frame(f) = &**m else {
             return Some(m.clone());
@@ -226,12 +233,23 @@ impl Outputs {
         if f.time_base == TimeBase::MILLIS && input == (dts, pts) {
             return Some(m.clone());
         }
-        Some(Arc::new(MediaMessage::Frame(EncodedFrame {
+        let frame = MediaMessage::Frame(EncodedFrame {
             dts,
             pts,
             time_base: TimeBase::MILLIS,
             ..f.clone()
-        })))
+        });
+        // An output still holding the last one (a backlog, HLS's part
+        // being cut) keeps it as it was, and this one is new.
+        if let Some(last) = self.moved.as_mut()
+            && let Some(slot) = Arc::get_mut(last)
+        {
+            *slot = frame;
+            return Some(last.clone());
+        }
+        let m = Arc::new(frame);
+        self.moved = Some(m.clone());
+        Some(m)
     }
 
     /// To every output. `true` when `m` is a track configuration the

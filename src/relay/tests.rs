@@ -653,7 +653,8 @@ async fn outputs_dropped_unfinished_take_their_robots_out_of_the_rooms() {
 /// A frame whose times already are the output's goes out as the message
 /// it came in (no copy); one that must move (after a discontinuity its
 /// times start again, or its clock is not milliseconds) is a new message
-/// with the output's times and the same payload.
+/// with the output's times and the same payload, in the last moved
+/// frame's allocation once nothing holds that.
 #[tokio::test]
 async fn rebase_passes_a_frame_already_on_the_output_timeline_without_a_copy() {
     use crate::media::{Codec, EncodedFrame, MediaMessage, TimeBase, TrackKind};
@@ -697,5 +698,19 @@ async fn rebase_passes_a_frame_already_on_the_output_timeline_without_a_copy() {
     let r = out.rebase(&m).unwrap();
     assert!(!Arc::ptr_eq(&m, &r));
     assert_eq!(times(&r), (139, 139, TimeBase::MILLIS, payload.as_ptr()));
+    // While an output holds a moved frame, the next one is new and the
+    // held one stays as it was; once let go of, its place is taken again.
+    let held = r;
+    let r = out.rebase(&frame(66 * 90, TimeBase::MPEG)).unwrap();
+    assert!(!Arc::ptr_eq(&held, &r), "a frame still held was reused");
+    assert_eq!(times(&held), (139, 139, TimeBase::MILLIS, payload.as_ptr()));
+    assert_eq!(times(&r), (172, 172, TimeBase::MILLIS, payload.as_ptr()));
+    let place = Arc::as_ptr(&r);
+    drop((held, r));
+    let r = out.rebase(&frame(99 * 90, TimeBase::MPEG)).unwrap();
+    assert_eq!(Arc::as_ptr(&r), place, "a moved frame made a new message");
+    // (Not the allocator handing the same place back: the outputs keep it.)
+    assert_eq!(Arc::strong_count(&r), 2, "the outputs let go of it");
+    assert_eq!(times(&r), (205, 205, TimeBase::MILLIS, payload.as_ptr()));
     let _ = std::fs::remove_dir_all(dir);
 }
