@@ -583,19 +583,14 @@ pub(crate) const SESSION_PREAMBLE: [u8; 16] = [
 
 /// Writes `msg` as a single type-0 chunk on chunk stream 3.
 pub(crate) fn frame_for_session(msg: &Message, out: &mut Vec<u8>) {
-    let len = msg.payload.len() as u32;
-    debug_assert!(len < 1 << 24, "limits keep messages under 16 MiB");
-    let ts_field = msg.timestamp.min(EXTENDED);
-    out.reserve(16 + msg.payload.len());
-    out.push(0x03);
-    out.extend_from_slice(&ts_field.to_be_bytes()[1..]);
-    out.extend_from_slice(&len.to_be_bytes()[1..]);
-    out.push(msg.type_id);
-    out.extend_from_slice(&msg.stream_id.to_le_bytes());
-    if ts_field == EXTENDED {
-        out.extend_from_slice(&msg.timestamp.to_be_bytes());
-    }
-    out.extend_from_slice(&msg.payload);
+    write_chunks(
+        out,
+        3,
+        (msg.type_id, msg.stream_id, msg.timestamp),
+        msg.payload.len().max(1),
+        &[],
+        &msg.payload,
+    );
 }
 
 /// Writes one message as chunks on chunk stream `csid` (3 to 63), at most
