@@ -33,7 +33,10 @@
 //!
 //! Run: `cargo bench --bench relay_instructions` (needs `make test`'s
 //! set-up and `apt-get install valgrind`). The dumps stay in the run's
-//! work directory for `callgrind_annotate`.
+//! work directory for `callgrind_annotate`. With
+//! `RELAY_INSTRUCTIONS_START_MS=N` the publisher's timestamps start at N ms,
+//! not 0: what a relay started while its anchor publishes sees (it moves
+//! every frame onto its output's timeline).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -381,6 +384,13 @@ fn publish(
     subscribed
         .recv_timeout(Duration::from_secs(10))
         .expect("the player was not accepted by the origin");
+    let start_ms: u32 = std::env::var("RELAY_INSTRUCTIONS_START_MS")
+        .ok()
+        .map(|v| {
+            v.parse()
+                .expect("RELAY_INSTRUCTIONS_START_MS: milliseconds")
+        })
+        .unwrap_or(0);
     let mut publisher = Rtmp::publisher(port, app, key);
     let (mut on, mut dumped) = (false, false);
     let mut messages = 0u64;
@@ -402,7 +412,7 @@ fn publish(
         if on && !dumped {
             messages += 1;
         }
-        let ts = RtmpTimestamp::new(*ts);
+        let ts = RtmpTimestamp::new(start_ms.wrapping_add(*ts));
         let r = if *is_video {
             publisher
                 .session
