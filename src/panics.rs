@@ -28,6 +28,14 @@ pub fn count() -> u64 {
     metrics().panics.get()
 }
 
+/// A panic's message, when its payload is text (`panic!`'s are).
+pub(crate) fn message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
 fn report(info: &PanicHookInfo<'_>) {
     metrics().panics.inc();
     let thread = std::thread::current();
@@ -35,12 +43,7 @@ fn report(info: &PanicHookInfo<'_>) {
     let place = info
         .location()
         .map_or_else(String::new, |l| format!("{}:{}", l.file(), l.line()));
-    let payload = info.payload();
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(not text)");
+    let message = message(info.payload()).unwrap_or("(not text)");
     let backtrace = std::backtrace::Backtrace::capture();
     if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
         tracing::error!(thread, place, %backtrace, "panicked: {message}");

@@ -316,12 +316,9 @@ mod tests {
             let own = std::panic::catch_unwind(|| {
                 drop(tokio::time::sleep(Duration::from_millis(50)));
             });
-            let own = own.err().map(|p| {
-                p.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_default()
-            });
+            let own = own
+                .err()
+                .map(|p| crate::panics::message(&*p).unwrap_or_default().to_owned());
             // The helpers' fire on the keeper. A slow first poll (a busy
             // machine) needs no wake: try again.
             let mut kept = None;
