@@ -168,7 +168,7 @@ fn main() {
         rc_lines as f64 / ng_lines as f64,
         rc_pages as f64 / ng_pages as f64
     );
-    report_hot_functions(&hot, &work);
+    report_hot_functions(&hot, &symbols, &work);
     println!(
         "work directory (dumps for callgrind_annotate): {}",
         work.display()
@@ -182,21 +182,44 @@ const LAYOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/link/hot-functions.tx
 /// `hot-functions.txt`, and says how much of what ran the checked-in list
 /// names: functions renamed or new since it was made are laid out
 /// elsewhere, and the list is due to be made again.
-fn report_hot_functions(hot: &BTreeMap<String, u64>, work: &Path) {
+///
+/// An entry is what `build.rs` matches sections by: a symbol without its
+/// `.llvm.N` suffix (renumbered by any change to its module), with `*` for
+/// its hash where the name without the hash is one function of this build
+/// only (so a new hash keeps its place; a generic function's instances
+/// differ by their hash alone, and keep it). A function's aliases (other
+/// functions LLVM merged into it) are named too: the section bears one of
+/// their names.
+fn report_hot_functions(hot: &BTreeMap<String, u64>, symbols: &Symbols, work: &Path) {
     let mut ranked: Vec<(&String, &u64)> = hot.iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    let text: String = ranked.iter().map(|(name, _)| format!("{name}\n")).collect();
+    let mut entries: Vec<String> = Vec::new();
+    for (name, _) in &ranked {
+        for alias in symbols.aliases(name) {
+            let entry = symbols.entry(alias);
+            if !entries.contains(&entry) {
+                entries.push(entry);
+            }
+        }
+    }
+    let text: String = entries.iter().map(|e| format!("{e}\n")).collect();
     let path = work.join("hot-functions.txt");
     std::fs::write(&path, text).unwrap();
     let total: u64 = hot.values().sum();
-    let listed: std::collections::HashSet<String> = std::fs::read_to_string(LAYOUT)
+    let listed: Vec<String> = std::fs::read_to_string(LAYOUT)
         .unwrap_or_default()
         .lines()
-        .map(str::to_owned)
+        .map(|line| without_llvm_suffix(line.trim()).to_owned())
+        .filter(|line| !line.is_empty())
         .collect();
     let unlisted: Vec<u64> = hot
         .iter()
-        .filter(|(name, _)| !listed.contains(*name))
+        .filter(|(name, _)| {
+            !symbols.aliases(name).iter().any(|alias| {
+                let alias = without_llvm_suffix(alias);
+                listed.iter().any(|entry| matches(entry, alias))
+            })
+        })
         .map(|(_, n)| *n)
         .collect();
     let missing = unlisted.len();
@@ -207,6 +230,46 @@ fn report_hot_functions(hot: &BTreeMap<String, u64>, work: &Path) {
         100.0 * covered as f64 / total.max(1) as f64,
         path.display()
     );
+}
+
+/// `name` without a `.llvm.N` suffix.
+fn without_llvm_suffix(name: &str) -> &str {
+    match name.rsplit_once(".llvm.") {
+        Some((base, n)) if n == "*" || (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) => {
+            base
+        }
+        _ => name,
+    }
+}
+
+/// `name` without its hash (`17h<16 hex digits>E` at its end), if it has
+/// one.
+fn without_hash(name: &str) -> Option<&str> {
+    let base = name.strip_suffix('E')?;
+    let (base, hash) = base.split_at_checked(base.len().checked_sub(16)?)?;
+    let base = base.strip_suffix("17h")?;
+    hash.bytes().all(|b| b.is_ascii_hexdigit()).then_some(base)
+}
+
+/// Whether `name` matches the list's `entry`, where `*` stands for any
+/// run of characters (the linker script's glob; the list uses no other).
+fn matches(entry: &str, name: &str) -> bool {
+    let mut parts = entry.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// The functions of a binary (`nm`): where each starts, its size, its
@@ -236,6 +299,41 @@ impl Symbols {
             .collect();
         all.sort();
         Symbols(all)
+    }
+
+    /// Every function at `name`'s address, `name` first: functions LLVM
+    /// merged into one are aliases of it.
+    fn aliases<'a>(&'a self, name: &'a str) -> Vec<&'a str> {
+        let mut all = vec![name];
+        if let Some((start, _, _)) = self.0.iter().find(|(_, _, n)| n == name) {
+            let from = self.0.partition_point(|(s, _, _)| s < start);
+            all.extend(
+                self.0[from..]
+                    .iter()
+                    .take_while(|(s, _, _)| s == start)
+                    .map(|(_, _, n)| n.as_str())
+                    .filter(|n| *n != name),
+            );
+        }
+        all
+    }
+
+    /// The list's entry for function `name` (see `report_hot_functions`).
+    fn entry(&self, name: &str) -> String {
+        let name = without_llvm_suffix(name);
+        let Some(base) = without_hash(name) else {
+            return name.to_owned();
+        };
+        let same = self
+            .0
+            .iter()
+            .filter(|(_, _, n)| without_hash(without_llvm_suffix(n)) == Some(base))
+            .count();
+        if same == 1 {
+            format!("{base}17h*E")
+        } else {
+            name.to_owned()
+        }
     }
 
     /// The function `at` lies in.
