@@ -158,6 +158,82 @@ pub(crate) fn back_dates(now_ms: u64, group: &[Arc<MediaMessage>]) -> Vec<u64> {
         .collect()
 }
 
+/// Replayed messages a stage's dates remember at most (a kept group is
+/// bounded by `limits.gop_cache_mb`; this bounds a stage that never
+/// answers).
+pub(crate) const STAGE_DATES_MAX: usize = 4_096;
+
+/// When the media a stage (a transcode on its own thread) made from a
+/// replayed group was sent: the group's frames go in dated by
+/// [`back_dates`], and come out of the stage later, in a burst, on the
+/// same timeline (a stage keeps its input's timestamps). Each output frame
+/// is dated by the input frame at or before its timestamp, plus the
+/// distance between the two; an output past the group's last frame (live
+/// media) has no date here, and is dated when it comes out. Pure.
+#[derive(Default)]
+pub(crate) struct StageDates {
+    /// Replayed frames offered to the stage, oldest first: (ms, unix ms).
+    marks: VecDeque<(i64, u64)>,
+    /// The last date given: dates never go back (a group's dates are
+    /// bounded in how far back they go, so its distances may not add up).
+    given: u64,
+}
+
+impl StageDates {
+    /// A replayed message offered to the stage, sent at `wall` (unix ms).
+    pub(crate) fn offered(&mut self, m: &MediaMessage, wall: u64) {
+        let MediaMessage::Frame(f) = m else { return };
+        let ms = f.time_base.rescale(f.dts, TimeBase::MILLIS);
+        // A timestamp going back starts a new group: the old one is past.
+        if self.marks.back().is_some_and(|(last, _)| ms < *last) {
+            self.clear();
+        }
+        if self.marks.len() == STAGE_DATES_MAX {
+            self.marks.pop_front();
+        }
+        self.marks.push_back((ms, wall));
+    }
+
+    /// The date of a frame the stage made, if it came from the replayed
+    /// group; `None` for a config (it takes the next frame's) and for live
+    /// media.
+    pub(crate) fn date(&mut self, m: &MediaMessage) -> Option<u64> {
+        let MediaMessage::Frame(f) = m else {
+            return None;
+        };
+        let ms = f.time_base.rescale(f.dts, TimeBase::MILLIS);
+        let &(last, _) = self.marks.back()?;
+        // An output up to a frame after the group's last (a stage's
+        // rounding of timestamps) is still the group's.
+        if ms > last + CAUGHT_UP_MS {
+            self.clear();
+            return None;
+        }
+        // The marks before the one this frame is dated by are done with.
+        while self.marks.len() > 1 && self.marks[1].0 <= ms {
+            self.marks.pop_front();
+        }
+        let (at, wall) = self.marks[0];
+        let date = if ms >= at {
+            wall.saturating_add((ms - at) as u64)
+        } else {
+            wall.saturating_sub((at - ms).min(BACK_DATE_MAX_MS as i64) as u64)
+        }
+        .max(self.given);
+        self.given = date;
+        if ms >= last {
+            self.clear();
+        }
+        Some(date)
+    }
+
+    /// Forgets the group (a new attachment).
+    pub(crate) fn clear(&mut self) {
+        self.marks.clear();
+        self.given = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,5 +437,104 @@ mod tests {
             back_dates(100, &[frame(Video, 0), frame(Video, 500)]),
             [0, 100]
         );
+    }
+
+    /// Frames a stage made from a replayed group are dated by the input
+    /// frame at or before them plus the distance; past the group's last
+    /// frame they are live (no date), and stay so.
+    #[test]
+    fn a_stages_output_of_a_replayed_group_is_dated_by_its_input() {
+        use TrackKind::Video;
+        let now = 1_000_000;
+        let group = [
+            frame(Video, 1_000),
+            frame(Video, 1_033),
+            frame(Video, 3_966),
+        ];
+        let walls = back_dates(now, &group);
+        let mut dates = StageDates::default();
+        for (m, w) in group.iter().zip(&walls) {
+            dates.offered(m, *w);
+        }
+        // A config out of the stage has no date of its own.
+        assert_eq!(dates.date(&config(Video)), None);
+        // The stage's timeline rounds to its own rate (1/30 s here).
+        assert_eq!(dates.date(&frame(Video, 1_000)), Some(now - 2_966));
+        assert_eq!(dates.date(&frame(Video, 1_033)), Some(now - 2_933));
+        assert_eq!(dates.date(&frame(Video, 2_000)), Some(now - 1_966));
+        // One ms past the last input: rounding, still the group's.
+        assert_eq!(dates.date(&frame(Video, 3_967)), Some(now + 1));
+        assert_eq!(dates.date(&frame(Video, 4_000)), None);
+        assert_eq!(dates.date(&frame(Video, 3_000)), None);
+        // Live media after the group, straight away: no date.
+        let mut dates = StageDates::default();
+        dates.offered(&group[2], now);
+        assert_eq!(dates.date(&frame(Video, 4_200)), None);
+        assert_eq!(dates.date(&frame(Video, 3_966)), None);
+        // An output before the first input (an encoder's priming) is dated
+        // back from it, by at most the bound.
+        let mut dates = StageDates::default();
+        dates.offered(&group[0], now);
+        assert_eq!(dates.date(&frame(Video, 979)), Some(now - 21));
+        let mut dates = StageDates::default();
+        dates.offered(&group[2], now);
+        assert_eq!(
+            dates.date(&frame(Video, -100_000)),
+            Some(now - BACK_DATE_MAX_MS)
+        );
+        // A group starting over forgets the last.
+        let mut dates = StageDates::default();
+        dates.offered(&group[2], now);
+        dates.offered(&group[0], now + 5);
+        assert_eq!(dates.date(&frame(Video, 1_000)), Some(now + 5));
+        dates.offered(&group[0], now);
+        dates.clear();
+        assert_eq!(dates.date(&frame(Video, 1_000)), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever a stage makes of a replayed group, in order: the dates
+        /// never go back, never pass the group's newest date by more than a
+        /// frame's rounding, and end (live) once an output passes the group.
+        #[test]
+        fn a_stages_dates_run_forwards_within_the_group(
+            inputs in proptest::collection::vec(0i64..200, 1..100),
+            outputs in proptest::collection::vec(0i64..200, 0..120),
+        ) {
+            use TrackKind::Video;
+            let now = 10_000_000;
+            let mut t = 0;
+            let group: Vec<_> = inputs.iter().map(|d| { t += d; frame(Video, t) }).collect();
+            let walls = back_dates(now, &group);
+            let mut dates = StageDates::default();
+            for (m, w) in group.iter().zip(&walls) {
+                dates.offered(m, *w);
+            }
+            let (first, last) = (0, t);
+            let mut o = first - 50;
+            let mut prev: Option<u64> = None;
+            let mut ended = false;
+            for d in outputs {
+                o += d;
+                let date = dates.date(&frame(Video, o));
+                if ended {
+                    proptest::prop_assert_eq!(date, None);
+                    continue;
+                }
+                match date {
+                    Some(date) => {
+                        proptest::prop_assert!(o <= last + CAUGHT_UP_MS);
+                        proptest::prop_assert!(date <= now + CAUGHT_UP_MS as u64, "{date}");
+                        proptest::prop_assert!(prev.is_none_or(|p| p <= date), "{prev:?} then {date}");
+                        prev = Some(date);
+                        ended = o >= last;
+                    }
+                    None => {
+                        proptest::prop_assert!(o > last + CAUGHT_UP_MS);
+                        ended = true;
+                    }
+                }
+            }
+        }
     }
 }

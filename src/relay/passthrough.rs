@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
-use super::hold::{StartHold, back_dates};
+use super::hold::{StageDates, StartHold, back_dates};
 use super::outputs::{Deps, Outputs};
 use super::spec::{AnchorInput, RelaySpec};
 use super::status::StatusTx;
@@ -56,6 +56,10 @@ struct Follow {
     /// While the anchor's kept group of pictures is replayed: when the
     /// message going through was sent (unix ms), to date it by.
     replay_wall: Option<u64>,
+    /// When what each stage makes of a replayed group was sent: it comes
+    /// out later, in a burst, and would otherwise be dated by then.
+    audio_dates: StageDates,
+    video_dates: StageDates,
 }
 
 struct Source {
@@ -70,6 +74,8 @@ impl Follow {
         out.discontinuity();
         self.need_keyframe = true;
         self.hold = StartHold::holding();
+        self.audio_dates.clear();
+        self.video_dates.clear();
         self.source = Some(Source {
             configs: Configs::default(),
             keyframe: keyframe.clone(),
@@ -134,38 +140,51 @@ impl Follow {
                     .push(format!("video {}→h264", c.codec.as_str()));
             }
         }
-        // What a stage transcodes comes back through `emit`.
-        let stage = if is_audio {
-            self.audio.as_mut()
+        // What a stage transcodes comes back through `emit_staged`.
+        let (stage, dates) = if is_audio {
+            (self.audio.as_mut(), &mut self.audio_dates)
         } else {
-            self.video.as_mut()
+            (self.video.as_mut(), &mut self.video_dates)
         };
         match stage {
-            Some(stage) => stage.offer(m),
-            None => self.emit(m, out),
+            Some(stage) => {
+                if let Some(wall) = self.replay_wall {
+                    dates.offered(m, wall);
+                }
+                stage.offer(m)
+            }
+            None => self.emit(m, self.replay_wall, out),
         }
+    }
+
+    /// What a stage made of the anchor's `kind` track, dated by when its
+    /// input was sent if that was a replay.
+    fn emit_staged(&mut self, kind: TrackKind, m: &Arc<MediaMessage>, out: &mut Outputs) {
+        let wall = match kind {
+            TrackKind::Audio => self.audio_dates.date(m),
+            TrackKind::Video => self.video_dates.date(m),
+        };
+        self.emit(m, wall, out);
     }
 
     /// To the outputs, through the attachment's start hold: a track that
     /// comes out of a stage (audio transcoded from Opus, re-encoded AAC)
     /// begins after the other, and the outputs should start with both.
-    fn emit(&mut self, m: &Arc<MediaMessage>, out: &mut Outputs) {
+    /// `wall`: when `m` was sent (unix ms), if not now.
+    fn emit(&mut self, m: &Arc<MediaMessage>, wall: Option<u64>, out: &mut Outputs) {
         if self.hold.is_open() {
-            return self.emit_now(m, out);
+            if out.emit_dated(m, wall) {
+                self.request_keyframe();
+            }
+            return;
         }
         let mut released = Vec::new();
-        let wall = self.replay_wall.unwrap_or_else(crate::unix_now_ms);
+        let wall = wall.unwrap_or_else(crate::unix_now_ms);
         self.hold.offer(m, wall, &mut released);
         for (m, wall_ms) in &released {
             if out.emit_dated(m, Some(*wall_ms)) {
                 self.request_keyframe();
             }
-        }
-    }
-
-    fn emit_now(&self, m: &Arc<MediaMessage>, out: &mut Outputs) {
-        if out.emit_dated(m, self.replay_wall) {
-            self.request_keyframe();
         }
     }
 
@@ -270,6 +289,8 @@ pub(super) async fn run(
         need_keyframe: true,
         hold: StartHold::default(),
         replay_wall: None,
+        audio_dates: StageDates::default(),
+        video_dates: StageDates::default(),
     };
     let shared: Shared = Arc::new(Mutex::new(Some((follow, out))));
     let report = |attached: bool| {
@@ -332,7 +353,7 @@ pub(super) async fn run(
                 let mut g = lock(&shared);
                 let Some((follow, out)) = g.as_mut() else { continue };
                 match (kind, m) {
-                    (_, Some(m)) => follow.emit(&m, out),
+                    (kind, Some(m)) => follow.emit_staged(kind, &m, out),
                     (TrackKind::Audio, None) => {
                         tracing::error!(task = %spec.id, "audio re-encoder stopped; relaying the anchor's audio as is");
                         follow.audio = None;
