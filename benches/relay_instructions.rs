@@ -22,7 +22,9 @@
 //! instructions ran (the async runtime, the allocator, memory copies, the
 //! C library, the relay's own code, other crates) and how much code they
 //! ran from (distinct cache lines and pages: the window's code footprint,
-//! which costs more than the count on a relay whose every wake is cold).
+//! which costs more than the count on a relay whose every wake is cold),
+//! with the cache lines by the same split (a line holding code inlined
+//! from two places counts under both).
 //!
 //! The roomcast runs also say which of the gateway's functions ran in the
 //! window, hottest first: `hot-functions.txt` in the work directory, the
@@ -126,7 +128,7 @@ fn main() {
         let split = split(&dump);
         let total: u64 = split.values().sum();
         let per = total as f64 / messages as f64;
-        let (lines, pages) = footprint(&dump);
+        let (lines, pages, lines_by_kind) = footprint(&dump);
         if side == "roomcast" {
             for (name, n) in symbols.costs(&dump, &gateway) {
                 *hot.entry(name).or_insert(0) += n;
@@ -139,8 +141,13 @@ fn main() {
             "  code run in the window: {lines} cache lines ({} KiB) on {pages} pages",
             lines * 64 / 1024
         );
+        println!("  {:18} {:>6} {:>12}", "", "a message", "cache lines");
         for (what, n) in &split {
-            println!("  {what:18} {:6.0}", *n as f64 / messages as f64);
+            println!(
+                "  {what:18} {:9.0} {:>12}",
+                *n as f64 / messages as f64,
+                lines_by_kind.get(what).copied().unwrap_or(0)
+            );
         }
         // A relay that delivered nothing would be cheap: it must have
         // passed on at least the pictures of the counted window.
@@ -558,18 +565,53 @@ fn dump_of(out: &Path) -> PathBuf {
 /// How much code the window ran: the distinct 64-byte lines and 4 KiB
 /// pages its instructions are on (the dump's cost lines start with an
 /// instruction's address: `0x…` absolute, `+n`/`-n` relative to the last,
-/// `*` the same).
+/// `*` the same), and the lines by where they ran (as [`split`] counts
+/// instructions: by the source file and function of each, which the
+/// dump's `fl=`/`fi=`/`fe=`, `fn=` and `ob=` lines name).
 ///
 /// A relay sleeps between messages, and each wake finds its code cold:
 /// running the same instructions from a larger spread of code costs more.
 /// A bare epoll relay made to call 3,000 distinct small functions (106 KiB)
 /// a wake cost 42 µs more a message on a 2-core VM; the same 3,000 calls
-/// among 10 functions, 8 µs.
-fn footprint(dump: &Path) -> (usize, usize) {
+/// among 10 functions, 8 µs. The window is ten seconds: what runs once in
+/// it (a status tick, a thread the blocking pool starts again) counts as
+/// much as what every message runs.
+fn footprint(dump: &Path) -> (usize, usize, BTreeMap<&'static str, usize>) {
     let text = std::fs::read_to_string(dump).unwrap();
+    // Compressed names: `fl=(3) /path` the first time, `fl=(3)` after;
+    // files, functions and objects each have their own numbers, and a
+    // call's `cfi=`, `cfn=` and `cob=` may be the first to name one.
+    let mut names: BTreeMap<(&str, &str), &str> = BTreeMap::new();
+    let (mut object, mut file, mut function) = ("", "", "");
     let mut at: u64 = 0;
     let mut lines = std::collections::HashSet::new();
+    let mut by_kind: BTreeMap<&'static str, std::collections::HashSet<(&str, u64)>> =
+        BTreeMap::new();
     for line in text.lines() {
+        if let Some((key, value)) = line.split_once('=')
+            && matches!(
+                key,
+                "ob" | "cob" | "fl" | "fi" | "fe" | "cfi" | "cfl" | "fn" | "cfn"
+            )
+        {
+            let (id, named) = value.split_once(' ').unwrap_or((value, ""));
+            let table = match key {
+                "ob" | "cob" => "ob",
+                "fn" | "cfn" => "fn",
+                _ => "fl",
+            };
+            if !named.is_empty() {
+                names.insert((table, id), named);
+            }
+            let named = names.get(&(table, id)).copied().unwrap_or("");
+            match key {
+                "ob" => object = named,
+                "fl" | "fi" | "fe" => file = named,
+                "fn" => function = named,
+                _ => {}
+            }
+            continue;
+        }
         let Some(next) = line
             .split_whitespace()
             .next()
@@ -579,9 +621,15 @@ fn footprint(dump: &Path) -> (usize, usize) {
         };
         at = next;
         lines.insert(at >> 6);
+        let place = format!("{file}:{function} [{object}]");
+        by_kind
+            .entry(kind(&place))
+            .or_default()
+            .insert((object, at >> 6));
     }
     let pages: std::collections::HashSet<u64> = lines.iter().map(|l| l >> 6).collect();
-    (lines.len(), pages.len())
+    let by_kind = by_kind.into_iter().map(|(k, v)| (k, v.len())).collect();
+    (lines.len(), pages.len(), by_kind)
 }
 
 /// The instruction address a dump's line starts with, given the last one:
