@@ -446,6 +446,18 @@ async fn a_relay_started_while_its_anchor_publishes_starts_at_the_last_keyframe(
     finish(&relays, &id, rooms, engine, dir).await;
 }
 
+/// Where the test streams of a relay started mid-group have keyframes (ms).
+const KEYFRAMES_MS: [i64; 5] = [0, 1000, 4000, 5000, 6000];
+
+fn assert_keyframes_at(frames: &[crate::media::EncodedFrame], at: &[i64]) {
+    let keyframes: Vec<i64> = frames
+        .iter()
+        .filter(|f| f.keyframe)
+        .map(|f| f.dts)
+        .collect();
+    assert_eq!(keyframes, at);
+}
+
 /// Seven seconds of a small H.264 stream at 30 fps, a still picture, with
 /// keyframes at 0, 1, 4, 5 and 6 s only (timestamps in ms).
 fn seven_seconds_of_video() -> (MediaMessage, Vec<crate::media::EncodedFrame>) {
@@ -463,16 +475,74 @@ fn seven_seconds_of_video() -> (MediaMessage, Vec<crate::media::EncodedFrame>) {
     let mut frames = Vec::new();
     for i in 0..210 {
         let ms = i * 1000 / 30;
-        let key = [0, 1000, 4000, 5000, 6000].contains(&ms);
+        let key = KEYFRAMES_MS.contains(&ms);
         frames.extend(enc.encode_at(&mut picture, ms, key).unwrap());
     }
-    let keyframes: Vec<i64> = frames
-        .iter()
-        .filter(|f| f.keyframe)
-        .map(|f| f.dts)
-        .collect();
-    assert_eq!(keyframes, [0, 1000, 4000, 5000, 6000]);
+    assert_keyframes_at(&frames, &KEYFRAMES_MS);
     (MediaMessage::Config(enc.config().clone()), frames)
+}
+
+/// Seven seconds of VP8 at 30 fps with keyframes at 0, 1, 4, 5 and 6 s,
+/// as a WebRTC anchor sends it (its config names the codec only).
+fn seven_seconds_of_vp8() -> (MediaMessage, Vec<crate::media::EncodedFrame>) {
+    use crate::media::{Codec, EncodedFrame, TimeBase, TrackConfig};
+    use ffmpeg_next as ff;
+    ff::init().unwrap();
+    ff::util::log::set_level(ff::util::log::Level::Error);
+    let codec = ff::encoder::find_by_name("libvpx").expect("libavcodec has libvpx");
+    let mut enc = ff::codec::context::Context::new_with_codec(codec)
+        .encoder()
+        .video()
+        .unwrap();
+    let (w, h) = (320, 180);
+    enc.set_width(w);
+    enc.set_height(h);
+    enc.set_format(ff::format::Pixel::YUV420P);
+    enc.set_time_base(ff::Rational::new(1, 1000));
+    enc.set_bit_rate(300_000);
+    // Keyframes where asked only.
+    enc.set_gop(100_000);
+    let mut opts = ff::Dictionary::new();
+    opts.set("deadline", "realtime");
+    opts.set("cpu-used", "8");
+    opts.set("lag-in-frames", "0");
+    let mut enc = enc.open_as_with(codec, opts).unwrap();
+    let mut picture = ff::frame::Video::new(ff::format::Pixel::YUV420P, w, h);
+    picture.data_mut(0).fill(90);
+    picture.data_mut(1).fill(128);
+    picture.data_mut(2).fill(128);
+    let mut frames = Vec::new();
+    let mut packet = ff::Packet::empty();
+    for i in 0..210 {
+        let ms = i * 1000 / 30;
+        let key = KEYFRAMES_MS.contains(&ms);
+        picture.set_pts(Some(ms));
+        picture.set_kind(if key {
+            ff::picture::Type::I
+        } else {
+            ff::picture::Type::None
+        });
+        enc.send_frame(&picture).unwrap();
+        while enc.receive_packet(&mut packet).is_ok() {
+            let pts = packet.pts().expect("libvpx dates its packets");
+            frames.push(EncodedFrame {
+                kind: TrackKind::Video,
+                codec: Codec::Vp8,
+                pts,
+                dts: pts,
+                time_base: TimeBase::MILLIS,
+                keyframe: packet.is_key(),
+                data: bytes::Bytes::copy_from_slice(packet.data().unwrap_or_default()),
+            });
+        }
+    }
+    assert_keyframes_at(&frames, &KEYFRAMES_MS);
+    let config = TrackConfig {
+        kind: TrackKind::Video,
+        codec: Codec::Vp8,
+        extradata: bytes::Bytes::new(),
+    };
+    (MediaMessage::Config(config), frames)
 }
 
 /// A relay started while its anchor publishes, from the anchor's last
@@ -482,12 +552,38 @@ fn seven_seconds_of_video() -> (MediaMessage, Vec<crate::media::EncodedFrame>) {
 /// by when their media comes.
 #[tokio::test]
 async fn a_relay_started_mid_group_dates_its_first_segment_by_the_anchors_keyframe() {
+    let (config, frames) = seven_seconds_of_video();
+    // Segments cut at the keyframes at 4, 5 and 6 s.
+    first_segment_of_a_relay_started_mid_group(config, frames, 3, None).await;
+}
+
+/// The same for an anchor whose video is transcoded (VP8 from WebRTC, to
+/// H.264 on the stage's thread): the kept group comes out of the stage
+/// after the start, in a burst, and the first segment is still dated by
+/// when the anchor sent its first picture.
+#[tokio::test]
+async fn a_relay_started_mid_group_dates_a_transcoded_first_segment_by_the_anchors_keyframe() {
+    let (config, frames) = seven_seconds_of_vp8();
+    // The stage's H.264 has a keyframe every 2 s: segments from 1 and 3 s.
+    first_segment_of_a_relay_started_mid_group(config, frames, 2, Some("video vp8→h264")).await;
+}
+
+/// Publishes `frames` (keyframes at 0, 1, 4, 5 and 6 s) up to 4 s, starts
+/// a passthrough relay with a TS HLS output (so it starts from the keyframe
+/// at 1 s, 2,966 ms before the newest frame), then publishes the rest; once
+/// the playlist has `segments` dated segments, the first must be dated
+/// 2,966 ms before the start. `transcoding`: the stage the relay must run.
+async fn first_segment_of_a_relay_started_mid_group(
+    config: MediaMessage,
+    frames: Vec<crate::media::EncodedFrame>,
+    segments: usize,
+    transcoding: Option<&str>,
+) {
     use crate::hls::late_queue;
     use crate::hls::live::Object;
     let (relays, rooms, engine, dir) = gateway();
     let hub = relays.hub.clone();
     let teacher = teacher_enters(&rooms).await;
-    let (config, frames) = seven_seconds_of_video();
     let (kept, live): (Vec<_>, Vec<_>) = frames.into_iter().partition(|f| f.dts < 4000);
     // Up to 3,966 ms: the group from the keyframe at 1 s is kept, its last
     // picture 2,966 ms after that keyframe.
@@ -526,165 +622,23 @@ async fn a_relay_started_mid_group_dates_its_first_segment_by_the_anchors_keyfra
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
-    // Segments cut at the keyframes at 4, 5 and 6 s.
-    wait_until(
-        Duration::from_secs(10),
-        || late_queue::dates(&playlist()).len() >= 3,
-        || format!("the playlist is:\n{}", playlist()),
-    )
-    .await;
-    let text = playlist();
-    let first = late_queue::dates(&text)[0];
-    // Sent between the start and `replayed_by`, less 2,966 ms; as ms into the day.
-    let day = 86_400_000;
-    let (earliest, latest) = (
-        (started - 2_966 - 20) % day,
-        (replayed_by - 2_966 + 20) % day,
-    );
-    let within = if earliest <= latest {
-        (earliest..=latest).contains(&first)
-    } else {
-        first >= earliest || first <= latest
-    };
-    assert!(
-        within,
-        "the first segment is dated {first} ms into the day, its keyframe was sent between {earliest} and {latest} (the relay started at {}):\n{text}",
-        started % day
-    );
-    drop(anchor);
-    finish(&relays, &id, rooms, engine, dir).await;
-}
-
-/// Seven seconds of VP8 at 30 fps with keyframes at 0, 1, 4, 5 and 6 s,
-/// as a WebRTC anchor sends it (its config names the codec only).
-fn seven_seconds_of_vp8() -> (MediaMessage, Vec<crate::media::EncodedFrame>) {
-    use crate::media::{Codec, EncodedFrame, TimeBase, TrackConfig};
-    use ffmpeg_next as ff;
-    ff::init().unwrap();
-    ff::util::log::set_level(ff::util::log::Level::Error);
-    let codec = ff::encoder::find_by_name("libvpx").expect("libavcodec has libvpx");
-    let mut enc = ff::codec::context::Context::new_with_codec(codec)
-        .encoder()
-        .video()
-        .unwrap();
-    let (w, h) = (320, 180);
-    enc.set_width(w);
-    enc.set_height(h);
-    enc.set_format(ff::format::Pixel::YUV420P);
-    enc.set_time_base(ff::Rational::new(1, 1000));
-    enc.set_bit_rate(300_000);
-    // Keyframes where asked only.
-    enc.set_gop(100_000);
-    let mut opts = ff::Dictionary::new();
-    opts.set("deadline", "realtime");
-    opts.set("cpu-used", "8");
-    opts.set("lag-in-frames", "0");
-    let mut enc = enc.open_as_with(codec, opts).unwrap();
-    let mut picture = ff::frame::Video::new(ff::format::Pixel::YUV420P, w, h);
-    picture.data_mut(0).fill(90);
-    picture.data_mut(1).fill(128);
-    picture.data_mut(2).fill(128);
-    let mut frames = Vec::new();
-    let mut packet = ff::Packet::empty();
-    for i in 0..210 {
-        let ms = i * 1000 / 30;
-        let key = [0, 1000, 4000, 5000, 6000].contains(&ms);
-        picture.set_pts(Some(ms));
-        picture.set_kind(if key {
-            ff::picture::Type::I
-        } else {
-            ff::picture::Type::None
-        });
-        enc.send_frame(&picture).unwrap();
-        while enc.receive_packet(&mut packet).is_ok() {
-            let pts = packet.pts().expect("libvpx dates its packets");
-            frames.push(EncodedFrame {
-                kind: TrackKind::Video,
-                codec: Codec::Vp8,
-                pts,
-                dts: pts,
-                time_base: TimeBase::MILLIS,
-                keyframe: packet.is_key(),
-                data: bytes::Bytes::copy_from_slice(packet.data().unwrap_or_default()),
-            });
-        }
-    }
-    let keyframes: Vec<i64> = frames
-        .iter()
-        .filter(|f| f.keyframe)
-        .map(|f| f.dts)
-        .collect();
-    assert_eq!(keyframes, [0, 1000, 4000, 5000, 6000]);
-    let config = TrackConfig {
-        kind: TrackKind::Video,
-        codec: Codec::Vp8,
-        extradata: bytes::Bytes::new(),
-    };
-    (MediaMessage::Config(config), frames)
-}
-
-/// The same for an anchor whose video is transcoded (VP8 from WebRTC, to
-/// H.264 on the stage's thread): the kept group comes out of the stage
-/// after the start, in a burst, and the first segment is still dated by
-/// when the anchor sent its first picture.
-#[tokio::test]
-async fn a_relay_started_mid_group_dates_a_transcoded_first_segment_by_the_anchors_keyframe() {
-    use crate::hls::late_queue;
-    use crate::hls::live::Object;
-    let (relays, rooms, engine, dir) = gateway();
-    let hub = relays.hub.clone();
-    let teacher = teacher_enters(&rooms).await;
-    let (config, frames) = seven_seconds_of_vp8();
-    let (kept, live): (Vec<_>, Vec<_>) = frames.into_iter().partition(|f| f.dts < 4000);
-    let anchor = hub.publish(room(), teacher.clone(), None);
-    anchor.send(config);
-    for f in kept {
-        anchor.send(MediaMessage::Frame(f));
-    }
-
-    let mut spec = RelaySpec::for_anchor(room(), teacher, &profile("passthrough")).unwrap();
-    spec.outputs.hls = Some(late_queue::one_second_segments(
-        crate::profile::HlsContainer::Ts,
-    ));
-    let started = crate::unix_now_ms();
-    let id = relays.start(spec.clone()).unwrap();
-    wait_until(
-        Duration::from_secs(5),
-        || {
-            relays
-                .status(&id)
-                .is_some_and(|(_, st)| !st.inputs.is_empty())
-        },
-        || "the relay never followed its anchor".into(),
-    )
-    .await;
-    let replayed_by = crate::unix_now_ms();
-    for f in live {
-        anchor.send(MediaMessage::Frame(f));
-    }
-    let playlist = || {
-        relays
-            .hls_store
-            .get_ts(&spec.stream)
-            .and_then(|s| s.media(Object::Playlist))
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
-    // The stage's H.264 has a keyframe every 2 s: segments from 1 and 3 s.
     wait_until(
         Duration::from_secs(20),
-        || late_queue::dates(&playlist()).len() >= 2,
+        || late_queue::dates(&playlist()).len() >= segments,
         || format!("the playlist is:\n{}", playlist()),
     )
     .await;
     let text = playlist();
-    let (_, st) = relays.status(&id).expect("running");
-    assert!(
-        st.transcoding.iter().any(|t| t == "video vp8→h264"),
-        "{:?}",
-        st.transcoding
-    );
+    if let Some(stage) = transcoding {
+        let (_, st) = relays.status(&id).expect("running");
+        assert!(
+            st.transcoding.iter().any(|t| t == stage),
+            "{:?}",
+            st.transcoding
+        );
+    }
     let first = late_queue::dates(&text)[0];
+    // Sent between the start and `replayed_by`, less 2,966 ms; as ms into the day.
     let day = 86_400_000;
     let (earliest, latest) = (
         (started - 2_966 - 20) % day,
