@@ -42,10 +42,15 @@ use std::env;
 use std::path::Path;
 use std::process::Command;
 
+#[path = "build/names.rs"]
+mod names;
+use names::without_llvm_suffix;
+
 const LIST: &str = "link/hot-functions.txt";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build/names.rs");
     println!("cargo:rerun-if-changed={LIST}");
     println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     if env::var("PROFILE").as_deref() != Ok("release") {
@@ -104,16 +109,6 @@ fn linker_script(list: &str) -> String {
     // the output section of its name). Where `.text` was: before `.init`.
     script.push_str("  }\n}\nINSERT BEFORE .init;\n");
     script
-}
-
-/// `name` without a `.llvm.N` or `.llvm.*` suffix.
-fn without_llvm_suffix(name: &str) -> &str {
-    match name.rsplit_once(".llvm.") {
-        Some((base, n)) if n == "*" || (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) => {
-            base
-        }
-        _ => name,
-    }
 }
 
 /// Why this build may not link with Rust's own LLD, if it may not.

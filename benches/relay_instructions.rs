@@ -45,6 +45,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "../build/names.rs"]
+mod names;
+use names::without_llvm_suffix;
 #[path = "common/flv_file.rs"]
 mod flv_file;
 #[path = "common/procs.rs"]
@@ -200,10 +203,11 @@ const LAYOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/link/hot-functions.tx
 fn report_hot_functions(hot: &BTreeMap<String, u64>, symbols: &Symbols, work: &Path) {
     let mut ranked: Vec<(&String, &u64)> = hot.iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let instances = symbols.instances();
     let mut entries: Vec<String> = Vec::new();
     for (name, _) in &ranked {
         for alias in symbols.aliases(name) {
-            let entry = symbols.entry(alias);
+            let entry = entry(alias, &instances);
             if !entries.contains(&entry) {
                 entries.push(entry);
             }
@@ -239,16 +243,6 @@ fn report_hot_functions(hot: &BTreeMap<String, u64>, symbols: &Symbols, work: &P
     );
 }
 
-/// `name` without a `.llvm.N` suffix.
-fn without_llvm_suffix(name: &str) -> &str {
-    match name.rsplit_once(".llvm.") {
-        Some((base, n)) if n == "*" || (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) => {
-            base
-        }
-        _ => name,
-    }
-}
-
 /// `name` without its hash (`17h<16 hex digits>E` at its end), if it has
 /// one.
 fn without_hash(name: &str) -> Option<&str> {
@@ -256,6 +250,16 @@ fn without_hash(name: &str) -> Option<&str> {
     let (base, hash) = base.split_at_checked(base.len().checked_sub(16)?)?;
     let base = base.strip_suffix("17h")?;
     hash.bytes().all(|b| b.is_ascii_hexdigit()).then_some(base)
+}
+
+/// The list's entry for function `name` (see `report_hot_functions`),
+/// given how many functions share each name without its hash.
+fn entry(name: &str, instances: &std::collections::HashMap<&str, usize>) -> String {
+    let name = without_llvm_suffix(name);
+    match without_hash(name) {
+        Some(base) if instances.get(base) == Some(&1) => format!("{base}17h*E"),
+        _ => name.to_owned(),
+    }
 }
 
 /// Whether `name` matches the list's `entry`, where `*` stands for any
@@ -325,22 +329,18 @@ impl Symbols {
         all
     }
 
-    /// The list's entry for function `name` (see `report_hot_functions`).
-    fn entry(&self, name: &str) -> String {
-        let name = without_llvm_suffix(name);
-        let Some(base) = without_hash(name) else {
-            return name.to_owned();
-        };
-        let same = self
+    /// How many functions share each name without its hash (a generic
+    /// function's instances do).
+    fn instances(&self) -> std::collections::HashMap<&str, usize> {
+        let mut n = std::collections::HashMap::new();
+        for base in self
             .0
             .iter()
-            .filter(|(_, _, n)| without_hash(without_llvm_suffix(n)) == Some(base))
-            .count();
-        if same == 1 {
-            format!("{base}17h*E")
-        } else {
-            name.to_owned()
+            .filter_map(|(_, _, name)| without_hash(without_llvm_suffix(name)))
+        {
+            *n.entry(base).or_insert(0) += 1;
         }
+        n
     }
 
     /// The function `at` lies in.
@@ -583,6 +583,7 @@ fn footprint(dump: &Path) -> (usize, usize, BTreeMap<&'static str, usize>) {
     // call's `cfi=`, `cfn=` and `cob=` may be the first to name one.
     let mut names: BTreeMap<(&str, &str), &str> = BTreeMap::new();
     let (mut object, mut file, mut function) = ("", "", "");
+    let mut here = kind("");
     let mut at: u64 = 0;
     let mut lines = std::collections::HashSet::new();
     let mut by_kind: BTreeMap<&'static str, std::collections::HashSet<(&str, u64)>> =
@@ -608,8 +609,9 @@ fn footprint(dump: &Path) -> (usize, usize, BTreeMap<&'static str, usize>) {
                 "ob" => object = named,
                 "fl" | "fi" | "fe" => file = named,
                 "fn" => function = named,
-                _ => {}
+                _ => continue,
             }
+            here = kind(&format!("{file}:{function} [{object}]"));
             continue;
         }
         let Some(next) = line
@@ -621,11 +623,7 @@ fn footprint(dump: &Path) -> (usize, usize, BTreeMap<&'static str, usize>) {
         };
         at = next;
         lines.insert(at >> 6);
-        let place = format!("{file}:{function} [{object}]");
-        by_kind
-            .entry(kind(&place))
-            .or_default()
-            .insert((object, at >> 6));
+        by_kind.entry(here).or_default().insert((object, at >> 6));
     }
     let pages: std::collections::HashSet<u64> = lines.iter().map(|l| l >> 6).collect();
     let by_kind = by_kind.into_iter().map(|(k, v)| (k, v.len())).collect();
