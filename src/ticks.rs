@@ -16,22 +16,23 @@
 //! time as an argument.
 //!
 //! The RTMP loops' timers are kept elsewhere. A loop parks once for every
-//! message it relays, and at each park a runtime with timers reads the
-//! clock, looks up the next deadline in its wheel and sweeps the wheel:
-//! about 130 instructions a message with timers in the wheel, and about
-//! 500 more with the wheel empty (`cargo bench --bench relay_instructions`).
-//! So a loop's runtime has no timers at all, and every timer made on a loop
-//! thread is made on the keeper: a runtime with timers only, on a thread of
-//! its own for the life of the process (never shut down, so no timer is
-//! polled after its driver stopped). A timer firing there wakes its task on
-//! its loop.
+//! message it relays, and when the loops were tokio runtimes each park of
+//! one with timers read the clock, looked up the next deadline in its wheel
+//! and swept the wheel: about 130 instructions a message with timers in
+//! the wheel, and about 500 more with the wheel empty (`cargo bench --bench
+//! relay_instructions`). So a loop (`rtmp::event_loop`) has no timers at
+//! all, and every timer made on a loop thread is made on the keeper: a
+//! runtime with timers only, on a thread of its own for the life of the
+//! process (never shut down, so no timer is polled after its driver
+//! stopped). A timer firing there wakes its task on its loop.
 //!
-//! On a loop, tokio's own timer functions panic (no timers), so the crate
-//! makes every timer through the functions here ([`sleep`],
+//! The crate makes every timer through the functions here ([`sleep`],
 //! [`sleep_until`], [`timeout`], [`timeout_at`], [`interval`],
-//! [`grid_interval`]): `clippy.toml` disallows tokio's everywhere else.
-//! Off a loop they are tokio's. If the keeper cannot start, a warning says
-//! so and the loops keep timers of their own.
+//! [`grid_interval`]): `clippy.toml` disallows tokio's everywhere else (on a
+//! loop, tokio's would be kept by the shared runtime, whose workers would
+//! wake for them). Off a loop they are tokio's. If the keeper cannot start,
+//! a warning says so and there are no loops: RTMP connections share the
+//! runtime.
 #![allow(clippy::disallowed_methods)]
 
 use std::cell::Cell;

@@ -354,7 +354,7 @@ impl Connection {
             // The read first: it is what wakes the task nearly every time,
             // and the others are not polled when it is ready. A publisher
             // that never lets it be pending still gives way when the
-            // runtime's budget for the task runs out.
+            // budget for the task (its loop's, or the runtime's) runs out.
             let n = tokio::select! {
                 biased;
                 r = self.socket.read(&mut buf) => match r {

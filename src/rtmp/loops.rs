@@ -4,34 +4,36 @@
 //! reads a message, the relay chunks it and writes it to its origins
 //! (`rtmp::direct`). On the shared multi-threaded runtime every such turn
 //! also pays for the scheduler's balancing: a woken task may wake a parked
-//! worker to steal it, and the workers meet on futexes. nginx-rtmp pays for
-//! none of that: one process, one epoll loop. Here each RTMP connection is
-//! moved onto one of a few single-threaded runtimes (a loop: its own
-//! thread, epoll and timers, no stealing), the one holding the fewest
-//! connections; everything else (HTTP, WebRTC, the room engine) stays on the
-//! shared runtime. A connection's socket is registered with its loop's
+//! worker to steal it, and the workers meet on futexes; and on any tokio
+//! runtime, for its per-wake bookkeeping. nginx-rtmp pays for none of that:
+//! one process, one epoll loop. Here each RTMP connection is moved onto
+//! one of a few loops of our own ([`event_loop`]: a thread, its epoll and a
+//! run queue, no timers, no stealing), the one holding the fewest
+//! connections; everything else (HTTP, WebRTC, the room engine) stays on
+//! the shared runtime. A connection's socket is registered with its loop's
 //! epoll, so its reads wake that thread only.
 //!
-//! What a connection's turn spawns (a forward's push target, a session
-//! ending from a destructor) runs on its loop too. The loops stop when the
-//! [`Stop`] that [`Loops::start`] returns is dropped: their tasks are
-//! dropped, as the shared runtime's are at shutdown. ([`Loops`] itself is
-//! held by every connection, so it cannot be what stops them.)
+//! What a push target does runs on a loop too ([`Loops::spawn_task`]);
+//! what a loop's task spawns with tokio runs on the shared runtime. The
+//! loops' timers are the keeper's (`crate::ticks`); without a keeper there
+//! are no loops. The loops stop when the [`Stop`] that [`Loops::start`]
+//! returns is dropped: their tasks are dropped, as the shared runtime's are
+//! at shutdown. ([`Loops`] itself is held by every connection, so it cannot
+//! be what stops them.)
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::task::{Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::runtime::Handle;
-use tokio::sync::oneshot;
 
-/// How long a stopping loop waits for its blocking work.
-const STOP_GRACE: Duration = Duration::from_secs(1);
+use super::event_loop::{self, LoopStream, Remote};
 
 struct Loop {
-    handle: Handle,
+    remote: Remote,
     /// Connections and tasks running on it.
     load: Arc<AtomicUsize>,
 }
@@ -45,7 +47,15 @@ pub(crate) struct Loops {
 
 /// Stops the loops when dropped.
 pub(crate) struct Stop {
-    _senders: Vec<oneshot::Sender<()>>,
+    remotes: Vec<Remote>,
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        for r in &self.remotes {
+            r.stop();
+        }
+    }
 }
 
 /// Gives a connection's or task's place on its loop back when it ends.
@@ -57,41 +67,112 @@ impl Drop for Load {
     }
 }
 
+/// An accepted connection: on a loop, or on the shared runtime.
+pub(crate) enum Socket {
+    Loop(LoopStream),
+    Runtime(TcpStream),
+}
+
+impl Socket {
+    pub(crate) fn set_nodelay(&self, nodelay: bool) -> std::io::Result<()> {
+        match self {
+            Socket::Loop(s) => s.set_nodelay(nodelay),
+            Socket::Runtime(s) => s.set_nodelay(nodelay),
+        }
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Socket::Loop(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Runtime(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Socket::Loop(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Runtime(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Socket::Loop(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Socket::Runtime(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Socket::Loop(s) => s.is_write_vectored(),
+            Socket::Runtime(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Socket::Loop(s) => Pin::new(s).poll_flush(cx),
+            Socket::Runtime(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Socket::Loop(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Runtime(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 impl Loops {
-    /// Starts `n` loops, each a thread named `rtmp-loop-<i>`; they run
-    /// until the [`Stop`] is dropped.
+    /// Starts `n` loops, each a thread named `rtmp-loop-<i>`, inside the
+    /// current runtime (which their tasks' tokio calls use); they run until
+    /// the [`Stop`] is dropped. None without a runtime or a timer keeper.
     pub(crate) fn start(n: usize) -> std::io::Result<(Loops, Stop)> {
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(h) => h,
+            Err(_) if n == 0 => return Ok((Loops::none(), Stop { remotes: vec![] })),
+            Err(e) => return Err(std::io::Error::other(e)),
+        };
+        if n > 0 && !crate::ticks::keeper_runs() {
+            tracing::warn!("RTMP connections share the runtime: no timer keeper for their loops");
+            return Ok((Loops::none(), Stop { remotes: vec![] }));
+        }
         let mut loops = Vec::with_capacity(n);
-        let mut stops = Vec::with_capacity(n);
+        let mut remotes = Vec::with_capacity(n);
         for i in 0..n {
-            let mut builder = tokio::runtime::Builder::new_current_thread();
-            builder.enable_io();
-            if !crate::ticks::keeper_runs() {
-                // No keeper: the loop keeps its own timers.
-                builder.enable_time();
-            }
-            let rt = builder.build()?;
-            let handle = rt.handle().clone();
-            let (stop, stopped) = oneshot::channel::<()>();
-            std::thread::Builder::new()
-                .name(format!("rtmp-loop-{i}"))
-                .spawn(move || {
-                    crate::ticks::mark_loop_thread();
-                    // Either a stop or the sender dropped ends it.
-                    let _ = rt.block_on(stopped);
-                    rt.shutdown_timeout(STOP_GRACE);
-                })?;
+            let remote = event_loop::start(
+                format!("rtmp-loop-{i}"),
+                runtime.clone(),
+                crate::ticks::mark_loop_thread,
+            )?;
             loops.push(Loop {
-                handle,
+                remote: remote.clone(),
                 load: Arc::new(AtomicUsize::new(0)),
             });
-            stops.push(stop);
+            remotes.push(remote);
         }
         Ok((
             Loops {
                 loops: loops.into(),
             },
-            Stop { _senders: stops },
+            Stop { remotes },
         ))
     }
 
@@ -118,25 +199,24 @@ impl Loops {
 
     /// The loop holding the fewest connections and tasks, with its place
     /// taken; none without loops.
-    fn least_loaded(&self) -> Option<(&Handle, Load)> {
+    fn least_loaded(&self) -> Option<(&Remote, Load)> {
         let chosen = self
             .loops
             .iter()
             .min_by_key(|l| l.load.load(Ordering::Relaxed))?;
         chosen.load.fetch_add(1, Ordering::Relaxed);
-        Some((&chosen.handle, Load(chosen.load.clone())))
+        Some((&chosen.remote, Load(chosen.load.clone())))
     }
 
-    /// Runs `task` (a push target's: its socket is opened inside it, on
-    /// its loop's epoll) on the least loaded loop, or on the current runtime
-    /// without loops.
+    /// Runs `task` (a push target's) on the least loaded loop, or on the
+    /// current runtime without loops.
     pub(crate) fn spawn_task<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         match self.least_loaded() {
-            Some((handle, load)) => {
-                handle.spawn(async move {
+            Some((remote, load)) => {
+                remote.spawn(async move {
                     let _load = load;
                     task.await;
                 });
@@ -152,11 +232,11 @@ impl Loops {
     /// here, on the current runtime, when there are no loops.
     pub(crate) fn spawn<F, Fut>(&self, socket: TcpStream, serve: F)
     where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         if self.loops.is_empty() {
-            tokio::spawn(serve(socket));
+            tokio::spawn(serve(Socket::Runtime(socket)));
             return;
         }
         let socket = match socket.into_std() {
@@ -167,9 +247,9 @@ impl Loops {
             }
         };
         self.spawn_task(async move {
-            // Registered with this loop's reactor, not the acceptor's.
-            match TcpStream::from_std(socket) {
-                Ok(socket) => serve(socket).await,
+            // Registered with this loop's epoll, not the acceptor's.
+            match LoopStream::register(socket) {
+                Ok(socket) => serve(Socket::Loop(socket)).await,
                 Err(e) => tracing::warn!("rtmp: could not register a connection on its loop: {e}"),
             }
         });
@@ -178,10 +258,11 @@ impl Loops {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use tokio::sync::oneshot;
 
     use super::*;
 
@@ -311,14 +392,6 @@ mod tests {
         let (loops, _stop) = Loops::start(1).unwrap();
         let (tx, rx) = oneshot::channel();
         loops.spawn_task(async move {
-            // The loop's runtime has no timers: tokio's own panics.
-            #[allow(clippy::disallowed_methods)]
-            let own = std::panic::catch_unwind(|| {
-                drop(tokio::time::sleep(Duration::from_millis(50)));
-            });
-            let own = own
-                .err()
-                .map(|p| crate::panics::message(&*p).unwrap_or_default().to_owned());
             // The helpers' fire on the keeper. A slow first poll (a busy
             // machine) needs no wake: try again.
             let mut kept = None;
@@ -340,17 +413,12 @@ mod tests {
             let timed_out =
                 crate::ticks::timeout(Duration::from_millis(20), std::future::pending::<()>())
                     .await;
-            let _ = tx.send((own, kept, timed_out.is_err()));
+            let _ = tx.send((kept, timed_out.is_err()));
         });
-        let (own, kept, timed_out) = crate::ticks::timeout(Duration::from_secs(30), rx)
+        let (kept, timed_out) = crate::ticks::timeout(Duration::from_secs(30), rx)
             .await
             .expect("the loop's timers end")
             .unwrap();
-        assert!(
-            own.as_deref()
-                .is_some_and(|m| m.contains("timers are disabled")),
-            "{own:?}"
-        );
         assert_eq!(kept.as_deref(), Some("timers"));
         assert!(timed_out, "a timeout made on the loop fires");
         // Off a loop, the helper leaves the timer on the caller's runtime.

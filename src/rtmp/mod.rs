@@ -6,11 +6,12 @@
 //! `ingest` owns the publisher sockets around the session; `push` pushes a
 //! relay's output to origins, written from the relay's own turn while a
 //! plain-TCP target publishes (`direct`); `loops` runs the connections on
-//! single-threaded event loops of their own.
+//! event loops of their own (`event_loop`: a thread, epoll, a run queue).
 
 pub(crate) mod amf;
 pub(crate) mod chunk;
 pub(crate) mod direct;
+pub(crate) mod event_loop;
 pub mod flv;
 pub(crate) mod ingest;
 pub(crate) mod loops;
