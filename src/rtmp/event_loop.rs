@@ -104,7 +104,7 @@ impl Shared {
 
     /// This thread runs this loop.
     fn is_current(self: &Arc<Self>) -> bool {
-        CURRENT.with(|c| c.get() == Arc::as_ptr(self))
+        CURRENT.with(|c| c.borrow().as_ref().is_some_and(|s| Arc::ptr_eq(s, self)))
     }
 }
 
@@ -189,10 +189,8 @@ pub(crate) fn start(
 }
 
 thread_local! {
-    /// The loop running on this thread (compared, never read through).
-    static CURRENT: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
-    /// The same, for registering sockets.
-    static RUNNING: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+    /// The loop running on this thread.
+    static CURRENT: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
     /// Its tasks woken and not run yet, by slot and generation.
     static QUEUE: RefCell<VecDeque<(usize, u64)>> = const { RefCell::new(VecDeque::new()) };
     /// Its sockets, by token.
@@ -284,8 +282,7 @@ impl Loop {
     }
 
     fn run(mut self) {
-        CURRENT.with(|c| c.set(Arc::as_ptr(&self.shared)));
-        RUNNING.with(|c| *c.borrow_mut() = Some(self.shared.clone()));
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.shared.clone()));
         let mut events = Events::with_capacity(256);
         let mut inbox = Inbox::default();
         loop {
@@ -339,8 +336,7 @@ impl Loop {
         drop(rest);
         SOCKETS.with(|s| drop(s.borrow_mut().clear()));
         QUEUE.with(|q| q.borrow_mut().clear());
-        CURRENT.with(|c| c.set(std::ptr::null()));
-        RUNNING.with(|c| *c.borrow_mut() = None);
+        CURRENT.with(|c| *c.borrow_mut() = None);
     }
 
     /// Queues what other threads handed over; leaves `inbox` empty.
@@ -348,11 +344,11 @@ impl Loop {
         for slot in inbox.closed.drain(..) {
             SOCKETS.with(|s| s.borrow_mut().remove(slot));
         }
-        let mut queued: Vec<(usize, u64)> = inbox.woken.drain(..).collect();
+        QUEUE.with(|q| q.borrow_mut().extend(inbox.woken.drain(..)));
         for task in inbox.spawned.drain(..) {
-            queued.push(self.add(task));
+            let added = self.add(task);
+            QUEUE.with(|q| q.borrow_mut().push_back(added));
         }
-        QUEUE.with(|q| q.borrow_mut().extend(queued));
     }
 
     fn add(&mut self, task: Task) -> (usize, u64) {
@@ -414,11 +410,12 @@ fn dispatch(events: &Events) {
             let Some(r) = sockets.get(e.token().0) else {
                 continue;
             };
-            if e.is_read_closed() || e.is_error() {
+            let closed = e.is_read_closed() || e.is_error();
+            if closed {
                 // For good: the close came with the edge that said so.
                 r.read_closed.store(true, Ordering::Release);
             }
-            if e.is_readable() || e.is_read_closed() || e.is_error() {
+            if closed || e.is_readable() {
                 r.readable.store(true, Ordering::Release);
                 r.reader.wake();
             }
@@ -470,7 +467,7 @@ impl LoopStream {
     /// Registers `socket` with the loop running this thread; an error off
     /// a loop.
     pub(crate) fn register(socket: std::net::TcpStream) -> io::Result<LoopStream> {
-        let Some(shared) = RUNNING.with(|c| c.borrow().clone()) else {
+        let Some(shared) = CURRENT.with(|c| c.borrow().clone()) else {
             return Err(io::Error::other("not on an event loop"));
         };
         socket.set_nonblocking(true)?;
@@ -497,10 +494,6 @@ impl LoopStream {
             readiness,
             shared,
         })
-    }
-
-    pub(crate) fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        self.io.set_nodelay(nodelay)
     }
 
     /// Runs `op` once the socket is readable (`write`: writable). The

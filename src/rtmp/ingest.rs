@@ -225,11 +225,11 @@ impl Ingest {
                 + Duration::from_secs(self.config.rtmp.handshake_timeout_secs);
             let this = self.clone();
             let acceptor = tls.as_ref().map(|t| t.rtmp());
+            let _ = socket.set_nodelay(true);
             self.loops.spawn(socket, move |socket| async move {
                 let _guard = guard;
-                let _ = socket.set_nodelay(true);
                 let socket: crate::tls::Conn = match acceptor {
-                    None => Box::new(socket),
+                    None => socket,
                     Some(a) => match crate::ticks::timeout_at(deadline, a.accept(socket)).await {
                         Ok(Ok(s)) => Box::new(s),
                         Ok(Err(e)) => {

@@ -22,12 +22,9 @@
 //! be what stops them.)
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::event_loop::{self, LoopStream, Remote};
@@ -64,79 +61,6 @@ struct Load(Arc<AtomicUsize>);
 impl Drop for Load {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// An accepted connection: on a loop, or on the shared runtime.
-pub(crate) enum Socket {
-    Loop(LoopStream),
-    Runtime(TcpStream),
-}
-
-impl Socket {
-    pub(crate) fn set_nodelay(&self, nodelay: bool) -> std::io::Result<()> {
-        match self {
-            Socket::Loop(s) => s.set_nodelay(nodelay),
-            Socket::Runtime(s) => s.set_nodelay(nodelay),
-        }
-    }
-}
-
-impl AsyncRead for Socket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Socket::Loop(s) => Pin::new(s).poll_read(cx, buf),
-            Socket::Runtime(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Socket {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Socket::Loop(s) => Pin::new(s).poll_write(cx, buf),
-            Socket::Runtime(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Socket::Loop(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Socket::Runtime(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Socket::Loop(s) => s.is_write_vectored(),
-            Socket::Runtime(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Socket::Loop(s) => Pin::new(s).poll_flush(cx),
-            Socket::Runtime(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Socket::Loop(s) => Pin::new(s).poll_shutdown(cx),
-            Socket::Runtime(s) => Pin::new(s).poll_shutdown(cx),
-        }
     }
 }
 
@@ -232,11 +156,11 @@ impl Loops {
     /// here, on the current runtime, when there are no loops.
     pub(crate) fn spawn<F, Fut>(&self, socket: TcpStream, serve: F)
     where
-        F: FnOnce(Socket) -> Fut + Send + 'static,
+        F: FnOnce(crate::tls::Conn) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         if self.loops.is_empty() {
-            tokio::spawn(serve(Socket::Runtime(socket)));
+            tokio::spawn(serve(Box::new(socket)));
             return;
         }
         let socket = match socket.into_std() {
@@ -249,7 +173,7 @@ impl Loops {
         self.spawn_task(async move {
             // Registered with this loop's epoll, not the acceptor's.
             match LoopStream::register(socket) {
-                Ok(socket) => serve(Socket::Loop(socket)).await,
+                Ok(socket) => serve(Box::new(socket)).await,
                 Err(e) => tracing::warn!("rtmp: could not register a connection on its loop: {e}"),
             }
         });
