@@ -181,6 +181,10 @@ pub struct RuntimeConfig {
     /// push targets; unset: one; 0: none, they share the runtime above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtmp_threads: Option<usize>,
+    /// Whether the RTMP loops' threads run under Linux's `SCHED_BATCH`
+    /// policy; unset: yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtmp_batch: Option<bool>,
 }
 
 impl RuntimeConfig {
@@ -199,6 +203,18 @@ impl RuntimeConfig {
     /// carries several hundred 2 Mbps relays before it fills its core.
     pub fn rtmp_threads(&self) -> usize {
         self.rtmp_threads.unwrap_or(1)
+    }
+
+    /// `rtmp_batch`, or yes. A loop woken by a publisher's bytes then does
+    /// not preempt the task running on its core, and is preempted less by
+    /// the origin it wakes in turn; it runs its batch of sockets through,
+    /// then sleeps. `cargo bench --bench relay` (publisher, relay, origin
+    /// and player on one 2-core box): see the README's "Loops that run
+    /// their batch through". The cost: on a core that other work fills, a
+    /// woken loop waits for the running task's slice (a few ms) instead
+    /// of preempting it.
+    pub fn rtmp_batch(&self) -> bool {
+        self.rtmp_batch.unwrap_or(true)
     }
 }
 
@@ -870,6 +886,20 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("runtime.io_threads"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rtmp_loops_run_as_batch_unless_told_not_to() {
+        assert!(RuntimeConfig::default().rtmp_batch());
+        Jail::expect_with(|jail| {
+            let c = load_in_jail(jail, "[runtime]\nrtmp_batch = false\n").unwrap();
+            assert!(!c.runtime.rtmp_batch());
+            let err = load_in_jail(jail, "[runtime]\nrtmp_batch = \"sometimes\"\n")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("rtmp_batch"), "{err}");
             Ok(())
         });
     }

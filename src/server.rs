@@ -78,7 +78,8 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
     );
     // Stops the RTMP loops when the server returns.
     let (loops, _stop_loops) =
-        Loops::start(config.runtime.rtmp_threads()).map_err(ServerError::Loops)?;
+        Loops::start(config.runtime.rtmp_threads(), config.runtime.rtmp_batch())
+            .map_err(ServerError::Loops)?;
     match loops.len() {
         0 => tracing::info!("RTMP connections share the runtime (runtime.rtmp_threads = 0)"),
         n => tracing::info!(
@@ -152,14 +153,23 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    // What the allocator kept after a burst goes back to the kernel.
+    // What the allocator kept after a burst goes back to the kernel; what
+    // the steady churn frees and takes again stays.
     let trims = tokio::spawn(async {
         let mut tick = crate::ticks::grid_interval(RELEASE_FREE_MEMORY_EVERY);
+        let mut hand_back = crate::media::free_memory::HandBack::default();
         loop {
             tick.tick().await;
+            let Some(free) = crate::media::free_memory() else {
+                continue;
+            };
+            if !hand_back.due(free) {
+                continue;
+            }
             let started = std::time::Instant::now();
             let _ = tokio::task::spawn_blocking(crate::media::release_free_memory).await;
             tracing::debug!(
+                free_mib = free >> 20,
                 took_us = started.elapsed().as_micros() as u64,
                 "free memory handed back"
             );
@@ -264,8 +274,8 @@ pub(crate) fn assemble(
     }
 }
 
-/// How often free memory the allocator keeps is handed back to the kernel
-/// ([`crate::media::release_free_memory`]).
+/// How often the free memory the allocator keeps is looked at, and handed
+/// back to the kernel if a burst left it ([`crate::media::free_memory`]).
 const RELEASE_FREE_MEMORY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Connections waiting to be accepted, per listener (the kernel caps it at

@@ -207,11 +207,49 @@ pub fn tune_allocator() {
     }
 }
 
+/// Puts the calling thread under Linux's `SCHED_BATCH` policy: a thread
+/// woken does not preempt the one running on its core, and is preempted
+/// less by those it wakes (see `RuntimeConfig::rtmp_batch`). Any thread
+/// may lower itself to it; an error says why not.
+pub fn run_as_batch() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler only reads `param`, and changes the
+        // policy of the calling thread (pid 0) alone.
+        match unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+}
+
+/// Bytes the allocator holds free in its heaps, handed back to the kernel
+/// or not (glibc's `mallinfo2().fordblks`, over every arena); `None` with
+/// another C library.
+pub fn free_memory() -> Option<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics, under
+        // its own locks, into the value it returns.
+        Some(unsafe { libc::mallinfo2() }.fordblks)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
 /// Hands the kernel back the free memory the allocator keeps (see
-/// [`tune_allocator`]), beyond a 16 MiB pad at the heap's top. Called now
-/// and then ([`crate::server`]): a burst, two thousand players at once,
-/// does not stay resident for good, while the codecs' steady churn still
-/// finds its buffers in the heap between two calls.
+/// [`tune_allocator`]), beyond a 16 MiB pad at the heap's top. Called when
+/// free memory grew by more than a box's steady churn frees
+/// ([`super::free_memory::HandBack`], from [`crate::server`]): a burst, two
+/// thousand players at once, does not stay resident for good, while the
+/// churn keeps finding its pages in the heap.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -387,6 +425,30 @@ mod tests {
             received(Err(ff::Error::InvalidData)),
             Err(ff::Error::InvalidData)
         );
+    }
+
+    /// Memory freed in the middle of the heap (fragmented: every other
+    /// block of a burst) is counted free, as the hand-back rule reads it.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn memory_freed_in_the_heap_is_counted_free() {
+        // 64 KiB blocks: below glibc's smallest mmap threshold, so from a
+        // heap; 48 MiB of them freed, none next to another.
+        let mut blocks: Vec<Vec<u8>> = (0..1536).map(|_| vec![1u8; 64 << 10]).collect();
+        let before = free_memory().expect("glibc");
+        let kept: Vec<Vec<u8>> = blocks
+            .drain(..)
+            .enumerate()
+            .filter_map(|(i, b)| (i % 2 == 0).then_some(b))
+            .collect();
+        let after = free_memory().expect("glibc");
+        // Other tests' threads allocate and free meanwhile, from arenas of
+        // their own; a third of the freed memory is margin enough.
+        assert!(
+            after >= before + (32 << 20),
+            "free memory went from {before} to {after} bytes after freeing 48 MiB"
+        );
+        drop(kept);
     }
 
     #[test]

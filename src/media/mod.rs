@@ -7,7 +7,8 @@
 
 pub(crate) mod aac;
 pub(crate) mod ffi;
-pub use ffi::{release_free_memory, tune_allocator};
+pub(crate) mod free_memory;
+pub use ffi::{free_memory, release_free_memory, run_as_batch, tune_allocator};
 
 /// A rectangle of a picture, in pixels: a layout's cell, the part of a
 /// source that shows in it.

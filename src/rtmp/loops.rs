@@ -66,9 +66,10 @@ impl Drop for Load {
 
 impl Loops {
     /// Starts `n` loops, each a thread named `rtmp-loop-<i>`, inside the
-    /// current runtime (which their tasks' tokio calls use); they run until
-    /// the [`Stop`] is dropped. None without a runtime or a timer keeper.
-    pub(crate) fn start(n: usize) -> std::io::Result<(Loops, Stop)> {
+    /// current runtime (which their tasks' tokio calls use), under
+    /// `SCHED_BATCH` if `batch` (`runtime.rtmp_batch`); they run until the
+    /// [`Stop`] is dropped. None without a runtime or a timer keeper.
+    pub(crate) fn start(n: usize, batch: bool) -> std::io::Result<(Loops, Stop)> {
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(h) => h,
             Err(_) if n == 0 => return Ok((Loops::none(), Stop { remotes: vec![] })),
@@ -81,11 +82,14 @@ impl Loops {
         let mut loops = Vec::with_capacity(n);
         let mut remotes = Vec::with_capacity(n);
         for i in 0..n {
-            let remote = event_loop::start(
-                format!("rtmp-loop-{i}"),
-                runtime.clone(),
-                crate::ticks::mark_loop_thread,
-            )?;
+            let name = format!("rtmp-loop-{i}");
+            let on_start = move || {
+                crate::ticks::mark_loop_thread();
+                if let Some(Err(e)) = batch.then(crate::media::run_as_batch) {
+                    tracing::warn!(error = %e, "an RTMP loop runs under the default scheduling policy: SCHED_BATCH was refused");
+                }
+            };
+            let remote = event_loop::start(name, runtime.clone(), on_start)?;
             loops.push(Loop {
                 remote: remote.clone(),
                 load: Arc::new(AtomicUsize::new(0)),
@@ -237,7 +241,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connections_run_on_the_least_loaded_loop_and_free_their_place() {
-        let (loops, _stop) = Loops::start(2).unwrap();
+        let (loops, _stop) = Loops::start(2, false).unwrap();
         assert_eq!(loops.len(), 2);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut a = served(&loops, &listener).await;
@@ -258,7 +262,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tasks_run_on_the_least_loaded_loop_and_count_while_they_run() {
-        let (loops, _stop) = Loops::start(2).unwrap();
+        let (loops, _stop) = Loops::start(2, false).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut a = served(&loops, &listener).await;
         assert_eq!(thread_of(&mut a).await, "rtmp-loop-0");
@@ -273,6 +277,41 @@ mod tests {
         assert_eq!(loops.loads(), [1, 1]);
         drop(end_tx);
         wait_for_loads(&loops, &[1, 0]).await;
+    }
+
+    /// The scheduling policy of the thread that calls this, as the kernel
+    /// reports it (`/proc/thread-self/stat`, field 41: 0 normal, 3 batch).
+    fn own_policy() -> u32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the name (in parentheses) start at the third.
+        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+        after_name
+            .split_whitespace()
+            .nth(41 - 3)
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loops_run_as_batch_when_asked() {
+        const SCHED_BATCH: u32 = 3;
+        let normal = own_policy();
+        assert_ne!(
+            normal, SCHED_BATCH,
+            "the test runs under the default policy"
+        );
+        for (batch, want) in [(true, SCHED_BATCH), (false, normal)] {
+            let (loops, _stop) = Loops::start(1, batch).unwrap();
+            let (tx, rx) = oneshot::channel();
+            loops.spawn_task(async move {
+                let _ = tx.send(own_policy());
+            });
+            assert_eq!(rx.await.unwrap(), want, "batch: {batch}");
+        }
+        // The runtime's own threads keep theirs.
+        assert_eq!(own_policy(), normal);
     }
 
     /// Sets up `sleep` (made on the thread that awaits this) and waits it
@@ -313,7 +352,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn timers_made_on_a_loop_are_kept_off_it() {
-        let (loops, _stop) = Loops::start(1).unwrap();
+        let (loops, _stop) = Loops::start(1, false).unwrap();
         let (tx, rx) = oneshot::channel();
         loops.spawn_task(async move {
             // The helpers' fire on the keeper. A slow first poll (a busy
@@ -369,7 +408,7 @@ mod tests {
 
     #[tokio::test]
     async fn stopping_the_loops_ends_their_connections() {
-        let (loops, stop) = Loops::start(1).unwrap();
+        let (loops, stop) = Loops::start(1, false).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut a = served(&loops, &listener).await;
         assert_eq!(thread_of(&mut a).await, "rtmp-loop-0");
