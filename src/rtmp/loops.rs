@@ -281,6 +281,7 @@ mod tests {
 
     /// The scheduling policy of the thread that calls this, as the kernel
     /// reports it (`/proc/thread-self/stat`, field 41: 0 normal, 3 batch).
+    #[cfg(target_os = "linux")]
     fn own_policy() -> u32 {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
         // Fields after the name (in parentheses) start at the third.
