@@ -50,6 +50,7 @@ use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use mio::{Events, Interest, Token};
+use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Reads and writes a task may make in one poll before it gives way.
@@ -194,68 +195,9 @@ thread_local! {
     /// Its tasks woken and not run yet, by slot and generation.
     static QUEUE: RefCell<VecDeque<(usize, u64)>> = const { RefCell::new(VecDeque::new()) };
     /// Its sockets, by token.
-    static SOCKETS: RefCell<Slots<Arc<Readiness>>> = const { RefCell::new(Slots::new()) };
+    static SOCKETS: RefCell<Slab<Arc<Readiness>>> = const { RefCell::new(Slab::new()) };
     /// Reads and writes left to the task being polled.
     static LEFT: Cell<u32> = const { Cell::new(BUDGET) };
-}
-
-/// A slab: values in slots, freed slots reused.
-struct Slots<T> {
-    values: Vec<Option<T>>,
-    free: Vec<usize>,
-}
-
-impl<T> Slots<T> {
-    const fn new() -> Self {
-        Slots {
-            values: Vec::new(),
-            free: Vec::new(),
-        }
-    }
-
-    /// The slot the next insert takes.
-    fn vacant(&self) -> usize {
-        self.free.last().copied().unwrap_or(self.values.len())
-    }
-
-    fn insert(&mut self, value: T) -> usize {
-        match self.free.pop() {
-            Some(i) => {
-                self.values[i] = Some(value);
-                i
-            }
-            None => {
-                self.values.push(Some(value));
-                self.values.len() - 1
-            }
-        }
-    }
-
-    fn get(&self, i: usize) -> Option<&T> {
-        self.values.get(i).and_then(Option::as_ref)
-    }
-
-    fn get_mut(&mut self, i: usize) -> Option<&mut T> {
-        self.values.get_mut(i).and_then(Option::as_mut)
-    }
-
-    fn remove(&mut self, i: usize) -> Option<T> {
-        let value = self.values.get_mut(i)?.take();
-        if value.is_some() {
-            self.free.push(i);
-        }
-        value
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.values.len() - self.free.len()
-    }
-
-    fn clear(&mut self) -> Vec<T> {
-        self.free.clear();
-        self.values.drain(..).flatten().collect()
-    }
 }
 
 struct Slot {
@@ -267,7 +209,7 @@ struct Slot {
 struct Loop {
     poll: mio::Poll,
     shared: Arc<Shared>,
-    tasks: Slots<Slot>,
+    tasks: Slab<Slot>,
     generation: u64,
 }
 
@@ -276,7 +218,7 @@ impl Loop {
         Loop {
             poll,
             shared,
-            tasks: Slots::new(),
+            tasks: Slab::new(),
             generation: 0,
         }
     }
@@ -322,7 +264,7 @@ impl Loop {
         }
         self.shared.inbox().stopped = true;
         // Dropped here, on the loop's thread, inside its runtime.
-        for slot in self.tasks.clear() {
+        for slot in self.tasks.drain() {
             drop_task(slot.task);
         }
         // What was handed over meanwhile, dropped outside the lock.
@@ -334,7 +276,7 @@ impl Loop {
             },
         );
         drop(rest);
-        SOCKETS.with(|s| drop(s.borrow_mut().clear()));
+        SOCKETS.with(|s| s.borrow_mut().clear());
         QUEUE.with(|q| q.borrow_mut().clear());
         CURRENT.with(|c| *c.borrow_mut() = None);
     }
@@ -342,7 +284,7 @@ impl Loop {
     /// Queues what other threads handed over; leaves `inbox` empty.
     fn take(&mut self, inbox: &mut Inbox) {
         for slot in inbox.closed.drain(..) {
-            SOCKETS.with(|s| s.borrow_mut().remove(slot));
+            SOCKETS.with(|s| s.borrow_mut().try_remove(slot));
         }
         QUEUE.with(|q| q.borrow_mut().extend(inbox.woken.drain(..)));
         for task in inbox.spawned.drain(..) {
@@ -354,7 +296,7 @@ impl Loop {
     fn add(&mut self, task: Task) -> (usize, u64) {
         self.generation += 1;
         let state = Arc::new(TaskWaker {
-            slot: self.tasks.vacant(),
+            slot: self.tasks.vacant_key(),
             generation: self.generation,
             queued: AtomicBool::new(true),
             shared: self.shared.clone(),
@@ -388,7 +330,7 @@ impl Loop {
                 true
             }
         };
-        if done && let Some(slot) = self.tasks.remove(slot) {
+        if done && let Some(slot) = self.tasks.try_remove(slot) {
             drop_task(slot.task);
         }
     }
@@ -485,7 +427,7 @@ impl LoopStream {
             Token(slot),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            SOCKETS.with(|s| s.borrow_mut().remove(slot));
+            SOCKETS.with(|s| s.borrow_mut().try_remove(slot));
             return Err(e);
         }
         Ok(LoopStream {
@@ -544,7 +486,11 @@ impl Drop for LoopStream {
         // On its loop, freed now; elsewhere (or from inside a wake, with
         // the sockets borrowed), at the loop's next turn.
         let freed = self.shared.is_current()
-            && SOCKETS.with(|s| s.try_borrow_mut().map(|mut s| s.remove(self.slot)).is_ok());
+            && SOCKETS.with(|s| {
+                s.try_borrow_mut()
+                    .map(|mut s| s.try_remove(self.slot))
+                    .is_ok()
+            });
         if !freed {
             let slot = self.slot;
             self.shared.hand(|i| i.closed.push(slot));
