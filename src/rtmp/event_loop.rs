@@ -32,8 +32,9 @@
 //! - **Tokio inside.** The thread enters the runtime that started it, so
 //!   what a task does with tokio (spawn, a tokio socket, a channel) works
 //!   as it would on that runtime: a spawned task runs there, and a tokio
-//!   socket is that runtime's to wake (push targets' sockets; they wake
-//!   rarely, their writes are made from the publisher's turn here).
+//!   socket is that runtime's to wake (a TLS push target's). A plain-TCP
+//!   push target's socket is a [`LoopStream`] of its task's loop, written
+//!   from other threads too ([`LoopStream::write_from_any`]).
 //! - **Stopping.** [`Remote::stop`] ends the loop: its tasks are dropped
 //!   on its thread, then the thread ends.
 
@@ -384,6 +385,11 @@ fn take_budget(cx: &Context<'_>) -> bool {
     })
 }
 
+/// The calling thread runs a loop: a socket registered now is its.
+pub(crate) fn on_a_loop() -> bool {
+    CURRENT.with(|c| c.borrow().is_some())
+}
+
 /// A socket's readiness, set by the loop's events.
 #[derive(Default)]
 struct Readiness {
@@ -480,6 +486,67 @@ impl LoopStream {
     }
 }
 
+impl LoopStream {
+    /// A write from any thread, outside every task's budget (the
+    /// publisher's turn writing a push target's socket on another loop):
+    /// `op` on the socket. A `WouldBlock` clears the writable flag on the
+    /// socket's own loop only: there no event can come between the write
+    /// and the clear, elsewhere one could, and be lost. A flag left set
+    /// costs the socket's task one more write that would block, on its
+    /// loop, which clears it.
+    pub(crate) fn write_from_any<R>(
+        &self,
+        op: impl FnOnce(&mio::net::TcpStream) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let r = op(&self.io);
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) && self.shared.is_current()
+        {
+            self.readiness.writable.store(false, Ordering::Release);
+        }
+        r
+    }
+
+    /// Ready while the socket is taken as writable; else the task waits
+    /// for the next writable edge. On the socket's loop only.
+    pub(crate) fn poll_writable(&self, cx: &Context<'_>) -> Poll<()> {
+        if self.readiness.writable.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.readiness.writer.register(cx.waker());
+        Poll::Pending
+    }
+
+    /// [`AsyncRead::poll_read`] through a shared reference.
+    pub(crate) fn poll_read_ref(
+        &self,
+        cx: &Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = std::task::ready!(self.poll_io(cx, false, |mut io| {
+            let unfilled = buf.initialize_unfilled();
+            let want = unfilled.len();
+            let n = io.read(unfilled)?;
+            // A short read emptied the socket: a later byte brings an event.
+            Ok((n, n > 0 && n < want))
+        }))?;
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+
+    /// [`AsyncWrite::poll_write`] through a shared reference.
+    pub(crate) fn poll_write_ref(&self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_io(cx, true, |mut io| Ok((io.write(buf)?, false)))
+    }
+
+    /// Sends FIN (nothing if the connection is gone already).
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        match self.io.shutdown(std::net::Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Drop for LoopStream {
     fn drop(&mut self) {
         let _ = self.shared.registry.deregister(&mut self.io);
@@ -504,15 +571,7 @@ impl AsyncRead for LoopStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let n = std::task::ready!(self.poll_io(cx, false, |mut io| {
-            let unfilled = buf.initialize_unfilled();
-            let want = unfilled.len();
-            let n = io.read(unfilled)?;
-            // A short read emptied the socket: a later byte brings an event.
-            Ok((n, n > 0 && n < want))
-        }))?;
-        buf.advance(n);
-        Poll::Ready(Ok(()))
+        self.poll_read_ref(cx, buf)
     }
 }
 
@@ -522,7 +581,7 @@ impl AsyncWrite for LoopStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_io(cx, true, |mut io| Ok((io.write(buf)?, false)))
+        self.poll_write_ref(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -542,10 +601,7 @@ impl AsyncWrite for LoopStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.io.shutdown(std::net::Shutdown::Write) {
-            Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
-            _ => Poll::Ready(Ok(())),
-        }
+        Poll::Ready(self.shutdown_write())
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::chunk::{self, ChunkLimits, SessionFeed};
-use super::direct::{Direct, Latest, Link, Path, SharedTcp};
+use super::direct::{Direct, Latest, Link, Path, SharedTcp, TargetSocket};
 use super::flv;
 use super::loops::Loops;
 use crate::media::{DropToKeyframe, MediaMessage, TimeBase, TrackKind};
@@ -221,7 +221,7 @@ impl PushTarget {
 struct Stream {
     socket: Conn,
     /// The socket of a plain-TCP target, which the relay may write itself.
-    tcp: Option<Arc<TcpStream>>,
+    tcp: Option<Arc<TargetSocket>>,
     session: ClientSession,
     origin: SessionFeed,
     /// The message stream the origin accepted the publish on: media is
@@ -378,7 +378,7 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
     let (mut socket, tcp): (Conn, _) = if url.tls {
         (crate::tls::wrap(&url.host, socket, true).await?, None)
     } else {
-        let tcp = Arc::new(socket);
+        let tcp = Arc::new(TargetSocket::adopt(socket).map_err(|e| format!("socket: {e}"))?);
         (Box::new(SharedTcp(tcp.clone())), Some(tcp))
     };
 
@@ -493,9 +493,10 @@ async fn publish(
     }
     write_out(stream, &out).await?;
     let mut need_keyframe = true;
-    let mut acks = AckWatch::new();
+    let now = tokio::time::Instant::now;
+    let mut acks = AckWatch::new(stall_timeout(), now());
     let mut buf = vec![0u8; 16 * 1024];
-    let mut check = crate::ticks::grid_interval(Duration::from_secs(1));
+    let mut check = crate::ticks::Deadline::new(acks.next_check(now(), None));
     loop {
         tokio::select! {
             msg = rx.recv() => {
@@ -534,9 +535,14 @@ async fn publish(
                 let results = feed_origin(&mut stream.origin, &mut stream.session, &buf[..n])?;
                 write_results(&mut stream.socket, results, &mut events).await?;
             }
-            _ = check.tick() => acks.stalled()?,
+            () = &mut check => {
+                acks.stalled(now())?;
+                check.reset(acks.next_check(now(), None));
+            }
         }
-        acks.note(&mut events);
+        if !events.is_empty() {
+            acks.note(&mut events, now());
+        }
     }
 }
 
@@ -570,7 +576,7 @@ fn chunk_media(stream_id: u32, m: &MediaMessage) -> Option<chunk::Outgoing<'_>> 
 /// (`Err`); the target's path is the queue again after, its configs kept.
 async fn publish_direct(
     stream: &mut Stream,
-    (tcp, stream_id): (Arc<TcpStream>, u32),
+    (tcp, stream_id): (Arc<TargetSocket>, u32),
     rx: &mut mpsc::Receiver<Arc<MediaMessage>>,
     latest: &mut Latest,
     link: &Link,
@@ -594,18 +600,19 @@ async fn publish_direct(
 
 async fn direct_loop(
     stream: &mut Stream,
-    tcp: &TcpStream,
+    tcp: &TargetSocket,
     rx: &mut mpsc::Receiver<Arc<MediaMessage>>,
     link: &Link,
 ) -> Result<(), String> {
     // Bytes waiting, or a write error, as the relay left them.
     let backlog = || link.with_direct(Direct::outcome).unwrap_or(Ok(0));
     let mut events = Vec::new();
-    let mut acks = AckWatch::new();
+    let now = tokio::time::Instant::now;
+    let mut acks = AckWatch::new(stall_timeout(), now());
     // When the socket last took bytes, or had nothing waiting.
-    let mut last_write = tokio::time::Instant::now();
+    let mut last_write = now();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut check = crate::ticks::grid_interval(Duration::from_secs(1));
+    let mut check = crate::ticks::Deadline::new(acks.next_check(now(), None));
     loop {
         let waiting = backlog()? > 0;
         if !waiting {
@@ -647,20 +654,24 @@ async fn direct_loop(
                     }
                 }
             }
-            _ = check.tick() => {
-                acks.stalled()?;
-                if waiting && last_write.elapsed() > stall_timeout() {
+            () = &mut check => {
+                let at = now();
+                acks.stalled(at)?;
+                if waiting && at.duration_since(last_write) >= acks.timeout {
                     return Err("write blocked: origin stalled".into());
                 }
+                check.reset(acks.next_check(at, waiting.then_some(last_write)));
             }
         }
-        acks.note(&mut events);
+        if !events.is_empty() {
+            acks.note(&mut events, now());
+        }
     }
 }
 
 /// Writes the backlog out (an origin that takes none of it for the stall
 /// timeout has stalled).
-async fn flush_direct(tcp: &TcpStream, link: &Link) -> Result<(), String> {
+async fn flush_direct(tcp: &TargetSocket, link: &Link) -> Result<(), String> {
     loop {
         let left = link
             .with_direct(|d| {
@@ -679,37 +690,64 @@ async fn flush_direct(tcp: &TcpStream, link: &Link) -> Result<(), String> {
 }
 
 /// The origin's acknowledgements: once it has shown it acknowledges, no
-/// progress for the stall timeout means it stalled.
+/// progress for the stall timeout means it stalled. Time is an argument.
+///
+/// A target's liveness is checked by one timer at [`AckWatch::next_check`],
+/// moved only when it fires: a healthy target's fires once a stall timeout
+/// (and finds progress since), not once a second. Every doubt that arises
+/// after it was set (acknowledgements stopping, bytes left waiting) comes
+/// due a stall timeout after something later than that, so after it.
 struct AckWatch {
+    timeout: Duration,
     acked: Option<u32>,
     last: tokio::time::Instant,
 }
 
 impl AckWatch {
-    fn new() -> AckWatch {
+    fn new(timeout: Duration, now: tokio::time::Instant) -> AckWatch {
         AckWatch {
+            timeout,
             acked: None,
-            last: tokio::time::Instant::now(),
+            last: now,
         }
     }
 
-    /// Takes the session's events, noting acknowledgements.
-    fn note(&mut self, events: &mut Vec<ClientSessionEvent>) {
+    /// Takes the session's events, noting acknowledgements that progress.
+    fn note(&mut self, events: &mut Vec<ClientSessionEvent>, now: tokio::time::Instant) {
         for ev in events.drain(..) {
             if let ClientSessionEvent::AcknowledgementReceived { bytes_received } = ev
                 && self.acked != Some(bytes_received)
             {
                 self.acked = Some(bytes_received);
-                self.last = tokio::time::Instant::now();
+                self.last = now;
             }
         }
     }
 
-    fn stalled(&self) -> Result<(), String> {
-        if self.acked.is_some() && self.last.elapsed() > stall_timeout() {
+    /// When liveness is next in doubt: a stall timeout from `now` at the
+    /// latest, from the last acknowledgement progress (once the origin
+    /// acknowledges), and from `blocked_since` (bytes waiting since the
+    /// socket last took some).
+    fn next_check(
+        &self,
+        now: tokio::time::Instant,
+        blocked_since: Option<tokio::time::Instant>,
+    ) -> tokio::time::Instant {
+        let mut at = now + self.timeout;
+        if self.acked.is_some() {
+            at = at.min(self.last + self.timeout);
+        }
+        if let Some(since) = blocked_since {
+            at = at.min(since + self.timeout);
+        }
+        at
+    }
+
+    fn stalled(&self, now: tokio::time::Instant) -> Result<(), String> {
+        if self.acked.is_some() && now.duration_since(self.last) >= self.timeout {
             return Err(format!(
                 "origin stalled: no acknowledgement progress for {:?}",
-                stall_timeout()
+                self.timeout
             ));
         }
         Ok(())
@@ -812,5 +850,31 @@ mod tests {
         ] {
             assert!(PushUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The check comes a stall timeout after the earliest thing in doubt;
+    /// an origin that stopped acknowledging is stalled from then, not before.
+    #[test]
+    fn liveness_is_checked_when_it_is_next_in_doubt() {
+        let ack = |n: u32| vec![ClientSessionEvent::AcknowledgementReceived { bytes_received: n }];
+        let timeout = Duration::from_secs(30);
+        let s = Duration::from_secs;
+        let t0 = tokio::time::Instant::now();
+        let mut acks = AckWatch::new(timeout, t0);
+        // Before the origin acknowledges: a stall timeout from now, and
+        // no acknowledgements are no stall.
+        assert_eq!(acks.next_check(t0 + s(1), None), t0 + s(31));
+        assert!(acks.stalled(t0 + s(100)).is_ok());
+        acks.note(&mut ack(100), t0 + s(2));
+        assert_eq!(acks.next_check(t0 + s(3), None), t0 + s(32));
+        // Bytes waiting since before the last acknowledgement come first.
+        assert_eq!(acks.next_check(t0 + s(3), Some(t0 + s(1))), t0 + s(31));
+        // The same count again is no progress; a new one is.
+        acks.note(&mut ack(100), t0 + s(20));
+        assert!(acks.stalled(t0 + s(31)).is_ok());
+        assert!(acks.stalled(t0 + s(32)).is_err());
+        acks.note(&mut ack(200), t0 + s(32));
+        assert!(acks.stalled(t0 + s(32)).is_ok());
+        assert_eq!(acks.next_check(t0 + s(40), None), t0 + s(62));
     }
 }
