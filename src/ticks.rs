@@ -1,12 +1,19 @@
 //! Housekeeping ticks on a shared grid.
 //!
-//! Every relay task reports its status twice a second, and every mix task
+//! Every relay task reports its status once a second, and every mix task
 //! five times. Started at their own moments, fifty relays' ticks wake the
-//! shared runtime a hundred times a second, each for one task's few
+//! shared runtime fifty times a second, each for one task's few
 //! microseconds of work, and each wake costs a parked worker thread a
 //! futex and two context switches. A [`grid_interval`] ticks at the
 //! multiples of its period in wall-clock time instead, so tasks of one
 //! period fire in the same millisecond and are run in one wake.
+//!
+//! A timer costs its runtime more than one wake: tokio's timer wheel keeps
+//! a deadline more than 64 ms away in a coarser slot and wakes at the
+//! slot's start to file it finer, so a 500 ms tick woke its worker twice
+//! (`strace` of a relay's workers). Hence one relay status a second, not
+//! two, and a push target's liveness checked by one [`Deadline`] a stall
+//! timeout away rather than a tick a second.
 //!
 //! Only the phase comes from the wall clock (its milliseconds since the
 //! Unix epoch); the ticks themselves are on the runtime's monotonic clock.

@@ -322,8 +322,9 @@ pub(super) async fn run(
     );
     let mut attached = false;
     let mut idle_since = tokio::time::Instant::now();
-    // Keyframe requests and counters in the status.
-    let mut tick = crate::ticks::grid_interval(Duration::from_millis(500));
+    // Keyframe requests and counters in the status (once a second: see
+    // `crate::ticks` for what a tick costs).
+    let mut tick = crate::ticks::grid_interval(Duration::from_secs(1));
     // Outputs cut (HLS segments) and start (RTMP targets) at keyframes; a
     // WebRTC publisher sends one only when asked, so it is asked this often.
     let keyframe_every = Duration::from_secs(u64::from(
