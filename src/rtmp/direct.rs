@@ -543,39 +543,61 @@ mod tests {
         .await;
     }
 
-    async fn a_peer_that_stops_reading_fills_the_backlog_and_it_drains_when_it_reads_here() {
-        let (tcp, mut peer) = pair().await;
-        let wake = Notify::new();
-        let mut d = Direct::new(tcp.clone(), 1, tagged, Latest::default());
-        let chunk = vec![7u8; 64 * 1024];
-        let one = wire(&[&frame(TrackKind::Audio, true, chunk.clone())]);
+    /// Offers `d` frames of 64 KiB of `byte` until it refuses one (nothing
+    /// reads: the kernel's buffers fill, then the backlog), and waits for
+    /// the wake that tells the task there is something to write. The bytes
+    /// offered, and one frame's on the wire.
+    async fn offer_until_full(
+        d: &mut Direct,
+        wake: &Notify,
+        kind: TrackKind,
+        byte: u8,
+    ) -> (usize, Vec<u8>) {
+        let chunk = vec![byte; 64 * 1024];
+        let one = wire(&[&frame(kind, true, chunk.clone())]);
         let mut offered = 0usize;
-        // Nothing reads: the kernel's buffers fill, then the backlog.
-        while d.offer(&frame(TrackKind::Audio, true, chunk.clone()), &wake) {
+        while d.offer(&frame(kind, true, chunk.clone()), wake) {
             offered += one.len();
             assert!(offered < 64 << 20, "the backlog never filled");
         }
         assert!(d.backlog() >= BACKLOG);
-        // The task was told there is something to write.
         crate::ticks::timeout(std::time::Duration::from_secs(1), wake.notified())
             .await
             .expect("woken");
-        // The peer reads; whenever the socket takes more, it is written, in order.
-        let reader = tokio::spawn(async move {
-            let mut got = vec![0u8; offered];
+        (offered, one)
+    }
+
+    /// The peer reads `n` bytes, in a task of its own.
+    fn read_n(mut peer: TcpStream, n: usize) -> tokio::task::JoinHandle<Vec<u8>> {
+        tokio::spawn(async move {
+            let mut got = vec![0u8; n];
             peer.read_exact(&mut got).await.unwrap();
             got
-        });
-        while d.backlog() > 0 {
-            tcp.writable().await.unwrap();
-            d.write_now();
-        }
+        })
+    }
+
+    /// What `reader` read is every frame offered, whole and in order.
+    async fn arrives_whole(reader: tokio::task::JoinHandle<Vec<u8>>, offered: usize, one: &[u8]) {
         let got = crate::ticks::timeout(std::time::Duration::from_secs(10), reader)
             .await
             .expect("everything arrives")
             .unwrap();
         assert_eq!(got.len(), offered);
         assert!(got.chunks(one.len()).all(|m| m == one));
+    }
+
+    async fn a_peer_that_stops_reading_fills_the_backlog_and_it_drains_when_it_reads_here() {
+        let (tcp, peer) = pair().await;
+        let wake = Notify::new();
+        let mut d = Direct::new(tcp.clone(), 1, tagged, Latest::default());
+        let (offered, one) = offer_until_full(&mut d, &wake, TrackKind::Audio, 7).await;
+        // The peer reads; whenever the socket takes more, it is written, in order.
+        let reader = read_n(peer, offered);
+        while d.backlog() > 0 {
+            tcp.writable().await.unwrap();
+            d.write_now();
+        }
+        arrives_whole(reader, offered, &one).await;
         assert!(d.failed.is_none());
     }
 
@@ -590,25 +612,12 @@ mod tests {
         loops.spawn_task(async move {
             let _ = tx.send(pair().await);
         });
-        let (tcp, mut peer) = rx.await.expect("made on the loop");
+        let (tcp, peer) = rx.await.expect("made on the loop");
         assert!(matches!(*tcp, TargetSocket::Loop(_)));
         let wake = Notify::new();
         let mut d = Direct::new(tcp.clone(), 1, tagged, Latest::default());
-        let chunk = vec![9u8; 64 * 1024];
-        let one = wire(&[&frame(TrackKind::Video, true, chunk.clone())]);
-        let mut offered = 0usize;
-        while d.offer(&frame(TrackKind::Video, true, chunk.clone()), &wake) {
-            offered += one.len();
-            assert!(offered < 64 << 20, "the backlog never filled");
-        }
-        crate::ticks::timeout(std::time::Duration::from_secs(1), wake.notified())
-            .await
-            .expect("woken");
-        let reader = tokio::spawn(async move {
-            let mut got = vec![0u8; offered];
-            peer.read_exact(&mut got).await.unwrap();
-            got
-        });
+        let (offered, one) = offer_until_full(&mut d, &wake, TrackKind::Video, 9).await;
+        let reader = read_n(peer, offered);
         let (tx, rx) = tokio::sync::oneshot::channel();
         loops.spawn_task(async move {
             let mut turns = 0;
@@ -628,12 +637,7 @@ mod tests {
         // thread's writes is cleared by the task's first, not spun on (a
         // flag never cleared spins: 367 to 495 turns here).
         assert!(turns < 200, "{turns} turns: the task spun on a full socket");
-        let got = crate::ticks::timeout(std::time::Duration::from_secs(10), reader)
-            .await
-            .expect("everything arrives")
-            .unwrap();
-        assert_eq!(got.len(), offered);
-        assert!(got.chunks(one.len()).all(|m| m == one));
+        arrives_whole(reader, offered, &one).await;
     }
 
     #[tokio::test]
