@@ -484,9 +484,7 @@ impl LoopStream {
             }
         }
     }
-}
 
-impl LoopStream {
     /// A write from any thread, outside every task's budget (the
     /// publisher's turn writing a push target's socket on another loop):
     /// `op` on the socket. A `WouldBlock` clears the writable flag on the

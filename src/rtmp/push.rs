@@ -536,8 +536,9 @@ async fn publish(
                 write_results(&mut stream.socket, results, &mut events).await?;
             }
             () = &mut check => {
-                acks.stalled(now())?;
-                check.reset(acks.next_check(now(), None));
+                let at = now();
+                acks.stalled(at)?;
+                check.reset(acks.next_check(at, None));
             }
         }
         if !events.is_empty() {
