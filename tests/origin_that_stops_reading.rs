@@ -1,6 +1,8 @@
 //! A CDN origin that accepts the push, then stops reading without closing:
 //! the push notices within `rtmp.push_stall_timeout_secs`, reconnects and
-//! publishes again; the relay's other target never notices.
+//! publishes again; the relay's other target never notices. A stream too
+//! slow to fill the origin's acknowledgement window within the timeout is
+//! not taken for a stalled origin.
 
 mod common;
 
@@ -153,4 +155,46 @@ fn a_stalled_origin_is_reconnected_and_the_other_target_never_notices() {
     let (errors, duration) = decode(again[1].to_str().unwrap());
     assert!(errors.is_empty(), "{errors:?}");
     assert!(duration > 3.0, "after the reconnect: {duration}");
+}
+
+#[test]
+fn a_stream_slower_than_the_acknowledgement_window_is_not_taken_for_a_stall() {
+    // About 130 kbps: the origin acknowledges every 128 KiB, about every
+    // 8 s, far apart beyond the 3 s stall timeout.
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some(("AKIDtest", "k")),
+        "[rtmp]\npush_stall_timeout_secs = 3\n",
+    )));
+    let origin = Origin::start();
+    let (id, _) = gw.start_relay(
+        &json!({"sdkappid": APP, "room": "slow", "userid": "host", "rtmp": [origin.url("slow")]}),
+    );
+    let mut obs = Publisher::start_with(
+        &gw.publish_url(APP, KEY, "slow", "host"),
+        20,
+        &gw.dir.0,
+        &[
+            "-b:v", "100k", "-maxrate", "100k", "-bufsize", "100k", "-b:a", "32k",
+        ],
+    );
+    assert!(
+        obs.wait(Duration::from_secs(40)).unwrap().success(),
+        "{}",
+        obs.log_text()
+    );
+    let st = gw.relay_status(&id);
+    assert_eq!(st["targets"][0]["state"], "publishing", "{st}");
+    let log = gw.log_text();
+    assert!(!log.contains("rtmp push retrying"), "{log}");
+    // Acknowledgements did come, slower than the timeout: the rule was
+    // in force, and held.
+    assert!(log.contains("rtmp push publishing"), "{log}");
+    let mut got = Vec::new();
+    wait_for("the slow recording", Duration::from_secs(15), || {
+        got = origin.recordings("slow");
+        got.len() == 1 && decode(got[0].to_str().unwrap()).1 > 18.0
+    });
+    assert_eq!(got.len(), 1, "{got:?}");
 }

@@ -159,6 +159,9 @@ pub(crate) struct Direct {
     pub latest: Latest,
     /// A write error seen on either side; the task reconnects.
     pub failed: Option<String>,
+    /// Bytes the socket took (the origin's acknowledgements are checked
+    /// against it).
+    pub written: u64,
 }
 
 impl Direct {
@@ -179,6 +182,7 @@ impl Direct {
             need_keyframe: true,
             latest: Latest::default(),
             failed: None,
+            written: 0,
         };
         for m in [latest.video, latest.audio].into_iter().flatten() {
             d.push(&m);
@@ -252,7 +256,10 @@ impl Direct {
             &mut self.pending,
         );
         match written {
-            Some(n) => super::push::SENT.add(n),
+            Some(n) => {
+                super::push::SENT.add(n);
+                self.written += n as u64;
+            }
             // Too many chunks for one write: through the backlog.
             None => {
                 o.write(&mut self.pending);
@@ -299,6 +306,7 @@ impl Direct {
                 break;
             }
             self.sent += n;
+            self.written += n as u64;
             super::push::SENT.add(n);
             progress = true;
         }

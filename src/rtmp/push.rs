@@ -2,10 +2,10 @@
 //!
 //! Each target is its own task with a bounded queue; it connects, publishes,
 //! sends the sequence headers first and starts (and restarts) at a video
-//! keyframe. Liveness: acknowledged bytes must progress (once the origin has
-//! shown it acknowledges), and a write blocked for the stall timeout
-//! (`rtmp.push_stall_timeout_secs`) counts as
-//! dead. Reconnects use capped exponential backoff with jitter; a target that
+//! keyframe. Liveness: once the origin has shown it acknowledges, an
+//! acknowledgement it owes must come, and a write must not stay blocked,
+//! within the stall timeout (`rtmp.push_stall_timeout_secs`); see
+//! [`AckWatch`]. Reconnects use capped exponential backoff with jitter; a target that
 //! never accepted a publish (bad host, refused key) is given up after
 //! `FAIL_FAST_ATTEMPTS` and reported failed. A slow target never slows the
 //! relay: its queue overflows and the relay drops to the next keyframe for it.
@@ -229,6 +229,8 @@ struct Stream {
     /// body, then copy it into chunks, then into the write). `None` if the
     /// publish request could not be read: rml_rtmp writes the media.
     media_stream: Option<u32>,
+    /// Bytes written through `socket` while publishing on the queue path.
+    written: u64,
 }
 
 /// The origin's bytes, read under the same limits as a publisher's
@@ -337,11 +339,13 @@ fn jitter(d: Duration) -> Duration {
 pub(super) static SENT: std::sync::LazyLock<crate::metrics::ByteCounter> =
     std::sync::LazyLock::new(|| crate::metrics::metrics().sent(crate::metrics::Output::Rtmp));
 
+/// Writes the session's responses and raises its events; the bytes written.
 async fn write_results(
     socket: &mut Conn,
     results: Vec<ClientSessionResult>,
     events: &mut Vec<ClientSessionEvent>,
-) -> Result<(), String> {
+) -> Result<usize, String> {
+    let mut written = 0;
     for r in results {
         match r {
             ClientSessionResult::OutboundResponse(p) => {
@@ -350,13 +354,15 @@ async fn write_results(
                     .await
                     .map_err(|e| format!("write: {e}"))?;
                 SENT.add(p.bytes.len());
+                written += p.bytes.len();
             }
             ClientSessionResult::RaisedEvent(e) => events.push(e),
             ClientSessionResult::UnhandleableMessageReceived(_) => {}
         }
     }
     // TLS holds records until flushed (a no-op on plain TCP).
-    socket.flush().await.map_err(|e| format!("write: {e}"))
+    socket.flush().await.map_err(|e| format!("write: {e}"))?;
+    Ok(written)
 }
 
 /// Writes and flushes handshake bytes.
@@ -462,6 +468,7 @@ async fn connect(url: &PushUrl) -> Result<Stream, String> {
                         session,
                         origin,
                         media_stream,
+                        written: 0,
                     });
                 }
                 ClientSessionEvent::UnhandleableOnStatusCode { code } => {
@@ -494,7 +501,7 @@ async fn publish(
     write_out(stream, &out).await?;
     let mut need_keyframe = true;
     let now = tokio::time::Instant::now;
-    let mut acks = AckWatch::new(stall_timeout(), now());
+    let mut acks = AckWatch::new(stall_timeout());
     let mut buf = vec![0u8; 16 * 1024];
     let mut check = crate::ticks::Deadline::new(acks.next_check(now(), None));
     loop {
@@ -533,16 +540,16 @@ async fn publish(
                     return Err("origin closed the connection".into());
                 }
                 let results = feed_origin(&mut stream.origin, &mut stream.session, &buf[..n])?;
-                write_results(&mut stream.socket, results, &mut events).await?;
+                stream.written += write_results(&mut stream.socket, results, &mut events).await? as u64;
             }
             () = &mut check => {
                 let at = now();
-                acks.stalled(at)?;
+                acks.check(at, stream.written)?;
                 check.reset(acks.next_check(at, None));
             }
         }
         if !events.is_empty() {
-            acks.note(&mut events, now());
+            acks.note(&mut events, stream.written);
         }
     }
 }
@@ -608,8 +615,9 @@ async fn direct_loop(
     // Bytes waiting, or a write error, as the relay left them.
     let backlog = || link.with_direct(Direct::outcome).unwrap_or(Ok(0));
     let mut events = Vec::new();
+    let written = || link.with_direct(|d| d.written).unwrap_or(0);
     let now = tokio::time::Instant::now;
-    let mut acks = AckWatch::new(stall_timeout(), now());
+    let mut acks = AckWatch::new(stall_timeout());
     // When the socket last took bytes, or had nothing waiting.
     let mut last_write = now();
     let mut buf = vec![0u8; 16 * 1024];
@@ -657,7 +665,7 @@ async fn direct_loop(
             }
             () = &mut check => {
                 let at = now();
-                acks.stalled(at)?;
+                acks.check(at, written())?;
                 if waiting && at.duration_since(last_write) >= acks.timeout {
                     return Err("write blocked: origin stalled".into());
                 }
@@ -665,7 +673,7 @@ async fn direct_loop(
             }
         }
         if !events.is_empty() {
-            acks.note(&mut events, now());
+            acks.note(&mut events, written());
         }
     }
 }
@@ -690,64 +698,88 @@ async fn flush_direct(tcp: &TargetSocket, link: &Link) -> Result<(), String> {
     }
 }
 
-/// The origin's acknowledgements: once it has shown it acknowledges, no
-/// progress for the stall timeout means it stalled. Time is an argument.
+/// Bytes written since the origin's acknowledgements last progressed past
+/// which it surely owes one: it acknowledges every [`ACK_WINDOW`] it
+/// receives, counted from where its own count started.
+const OWED: u64 = 2 * ACK_WINDOW as u64;
+
+/// The origin's acknowledgements: once it has shown it acknowledges, an
+/// acknowledgement owed (more than [`OWED`] bytes written since the last
+/// progress) and not come for the stall timeout means it stalled. A stream
+/// too slow to fill the window within the timeout (audio alone, a still
+/// screen, an anchor away) owes nothing, so it is never taken for a stall.
+/// Time and the bytes written are arguments.
 ///
 /// A target's liveness is checked by one timer at [`AckWatch::next_check`],
-/// moved only when it fires: a healthy target's fires once a stall timeout
-/// (and finds progress since), not once a second. Every doubt that arises
-/// after it was set (acknowledgements stopping, bytes left waiting) comes
-/// due a stall timeout after something later than that, so after it.
+/// moved only when it fires: a quarter of a stall timeout apart until an
+/// acknowledgement is owed (a healthy target's fires four times a stall
+/// timeout, not once a second), then a stall timeout after the check that
+/// first found it owed. An acknowledgement
+/// owed is caught within a quarter of a timeout of being owed, and the
+/// origin always has the whole timeout to send it; bytes left waiting come
+/// due a stall timeout after the socket last took some.
 struct AckWatch {
     timeout: Duration,
     acked: Option<u32>,
-    last: tokio::time::Instant,
+    /// Bytes written when acknowledgements last progressed.
+    written_then: u64,
+    /// The first check that found an acknowledgement owed since then.
+    owed_since: Option<tokio::time::Instant>,
 }
 
 impl AckWatch {
-    fn new(timeout: Duration, now: tokio::time::Instant) -> AckWatch {
+    fn new(timeout: Duration) -> AckWatch {
         AckWatch {
             timeout,
             acked: None,
-            last: now,
+            written_then: 0,
+            owed_since: None,
         }
     }
 
-    /// Takes the session's events, noting acknowledgements that progress.
-    fn note(&mut self, events: &mut Vec<ClientSessionEvent>, now: tokio::time::Instant) {
+    /// Takes the session's events, noting acknowledgements that progress
+    /// with the bytes `written` so far.
+    fn note(&mut self, events: &mut Vec<ClientSessionEvent>, written: u64) {
         for ev in events.drain(..) {
             if let ClientSessionEvent::AcknowledgementReceived { bytes_received } = ev
                 && self.acked != Some(bytes_received)
             {
                 self.acked = Some(bytes_received);
-                self.last = now;
+                self.written_then = written;
+                self.owed_since = None;
             }
         }
     }
 
-    /// When liveness is next in doubt: a stall timeout from `now` at the
-    /// latest, from the last acknowledgement progress (once the origin
-    /// acknowledges), and from `blocked_since` (bytes waiting since the
-    /// socket last took some).
+    /// When liveness is next in doubt: a stall timeout after an
+    /// acknowledgement was found owed, otherwise a quarter of one from
+    /// `now`; and a stall timeout after `blocked_since` (bytes waiting since
+    /// the socket last took some).
     fn next_check(
         &self,
         now: tokio::time::Instant,
         blocked_since: Option<tokio::time::Instant>,
     ) -> tokio::time::Instant {
-        let mut at = now + self.timeout;
-        if self.acked.is_some() {
-            at = at.min(self.last + self.timeout);
-        }
+        let mut at = match self.owed_since {
+            Some(since) => since + self.timeout,
+            None => now + self.timeout / 4,
+        };
         if let Some(since) = blocked_since {
             at = at.min(since + self.timeout);
         }
         at
     }
 
-    fn stalled(&self, now: tokio::time::Instant) -> Result<(), String> {
-        if self.acked.is_some() && now.duration_since(self.last) >= self.timeout {
+    /// The check at `now`, with the bytes `written` so far.
+    fn check(&mut self, now: tokio::time::Instant, written: u64) -> Result<(), String> {
+        if self.acked.is_none() || written.wrapping_sub(self.written_then) < OWED {
+            return Ok(());
+        }
+        let since = *self.owed_since.get_or_insert(now);
+        if now.duration_since(since) >= self.timeout {
             return Err(format!(
-                "origin stalled: no acknowledgement progress for {:?}",
+                "origin stalled: {} KiB written and no acknowledgement for {:?}",
+                written.wrapping_sub(self.written_then) / 1024,
                 self.timeout
             ));
         }
@@ -769,6 +801,7 @@ async fn write_out(stream: &mut Stream, out: &[u8]) -> Result<(), String> {
         .map_err(|_| "write blocked: origin stalled".to_owned())?
         .map_err(|e| format!("write: {e}"))?;
     SENT.add(out.len());
+    stream.written += out.len() as u64;
     Ok(())
 }
 
@@ -853,29 +886,156 @@ mod tests {
         }
     }
 
-    /// The check comes a stall timeout after the earliest thing in doubt;
-    /// an origin that stopped acknowledging is stalled from then, not before.
+    /// The check comes a quarter of a stall timeout apart, a stall timeout
+    /// after an acknowledgement was found
+    /// owed, and a stall timeout after bytes began to wait.
     #[test]
     fn liveness_is_checked_when_it_is_next_in_doubt() {
         let ack = |n: u32| vec![ClientSessionEvent::AcknowledgementReceived { bytes_received: n }];
         let timeout = Duration::from_secs(30);
         let s = Duration::from_secs;
         let t0 = tokio::time::Instant::now();
-        let mut acks = AckWatch::new(timeout, t0);
-        // Before the origin acknowledges: a stall timeout from now, and
-        // no acknowledgements are no stall.
-        assert_eq!(acks.next_check(t0 + s(1), None), t0 + s(31));
-        assert!(acks.stalled(t0 + s(100)).is_ok());
-        acks.note(&mut ack(100), t0 + s(2));
-        assert_eq!(acks.next_check(t0 + s(3), None), t0 + s(32));
-        // Bytes waiting since before the last acknowledgement come first.
-        assert_eq!(acks.next_check(t0 + s(3), Some(t0 + s(1))), t0 + s(31));
-        // The same count again is no progress; a new one is.
-        acks.note(&mut ack(100), t0 + s(20));
-        assert!(acks.stalled(t0 + s(31)).is_ok());
-        assert!(acks.stalled(t0 + s(32)).is_err());
-        acks.note(&mut ack(200), t0 + s(32));
-        assert!(acks.stalled(t0 + s(32)).is_ok());
-        assert_eq!(acks.next_check(t0 + s(40), None), t0 + s(62));
+        let mut acks = AckWatch::new(timeout);
+        // Before the origin acknowledges: no acknowledgements are no
+        // stall, whatever was written.
+        assert_eq!(acks.next_check(t0 + s(1), None), t0 + s(1) + s(30) / 4);
+        assert!(acks.check(t0 + s(100), 10 * OWED).is_ok());
+        acks.note(&mut ack(100), 1_000);
+        assert_eq!(acks.next_check(t0 + s(3), None), t0 + s(3) + s(30) / 4);
+        // Bytes waiting since long ago come first.
+        assert_eq!(
+            acks.next_check(t0 + s(3), Some(t0 + s(1))),
+            t0 + s(3) + s(30) / 4
+        );
+        assert_eq!(acks.next_check(t0 + s(30), Some(t0 + s(1))), t0 + s(31));
+        // Less than owed written since: no doubt, however long ago.
+        assert!(acks.check(t0 + s(500), 1_000 + OWED - 1).is_ok());
+        assert_eq!(acks.owed_since, None);
+        // Owed: the origin has a stall timeout from the check that saw it;
+        // the same count again is no progress.
+        assert!(acks.check(t0 + s(501), 1_000 + OWED).is_ok());
+        assert_eq!(acks.next_check(t0 + s(501), None), t0 + s(531));
+        acks.note(&mut ack(100), 1_000 + OWED + 5);
+        assert!(acks.check(t0 + s(530), 1_000 + OWED + 9).is_ok());
+        let stalled = acks.check(t0 + s(531), 1_000 + OWED + 9);
+        assert!(
+            stalled
+                .as_ref()
+                .is_err_and(|e| e.contains("origin stalled")),
+            "{stalled:?}"
+        );
+        // A new count is progress: nothing owed from there.
+        acks.note(&mut ack(200), 1_000 + OWED + 9);
+        assert!(acks.check(t0 + s(531), 1_000 + OWED + 9).is_ok());
+        assert_eq!(acks.next_check(t0 + s(540), None), t0 + s(540) + s(30) / 4);
+        // The byte count may wrap.
+        let mut acks = AckWatch::new(timeout);
+        acks.note(&mut ack(1), u64::MAX - 10);
+        assert!(acks.check(t0, OWED + 20).is_ok());
+        assert!(acks.owed_since.is_some());
+    }
+
+    /// What the origin does in [`stream_past_an_origin`].
+    #[derive(Debug, Clone, Copy)]
+    enum Origin {
+        /// Acknowledges every window it receives, from its own offset.
+        Healthy,
+        /// Stops acknowledging at this second, or after its first
+        /// acknowledgement if later (still reading).
+        SilentFrom(u64),
+    }
+
+    /// Runs a target's liveness as its task does, in steps of 50 ms: a
+    /// stream of `rate` bytes a second, paused during `pause` (seconds),
+    /// written to an origin that counts from `offset`; the check only when
+    /// its deadline comes. When it found the origin stalled, and the
+    /// second the origin first owed an acknowledgement it did not send.
+    fn stream_past_an_origin(
+        rate: u64,
+        pause: (u64, u64),
+        offset: u64,
+        origin: Origin,
+        secs: u64,
+    ) -> (Option<Duration>, Option<Duration>) {
+        let timeout = Duration::from_secs(30);
+        let t0 = tokio::time::Instant::now();
+        let step = Duration::from_millis(50);
+        let mut acks = AckWatch::new(timeout);
+        let mut check = acks.next_check(t0, None);
+        let (mut written, mut counted_to) = (0u64, offset);
+        let mut unanswered: Option<Duration> = None;
+        let mut t = Duration::ZERO;
+        while t < Duration::from_secs(secs) {
+            t += step;
+            let now = t0 + t;
+            if !(pause.0..pause.1).contains(&t.as_secs()) {
+                written += rate / 20;
+            }
+            // The origin receives what was written and acknowledges each
+            // whole window past its last acknowledgement.
+            let received = offset + written;
+            if received - counted_to >= u64::from(ACK_WINDOW) {
+                match origin {
+                    Origin::SilentFrom(at) if t.as_secs() >= at && acks.acked.is_some() => {
+                        unanswered.get_or_insert(t);
+                    }
+                    _ => {
+                        counted_to = received;
+                        acks.note(
+                            &mut vec![ClientSessionEvent::AcknowledgementReceived {
+                                bytes_received: received as u32,
+                            }],
+                            written,
+                        );
+                    }
+                }
+            }
+            if now >= check {
+                if acks.check(now, written).is_err() {
+                    return (Some(t), unanswered);
+                }
+                check = acks.next_check(now, None);
+            }
+        }
+        (None, unanswered)
+    }
+
+    proptest::proptest! {
+        /// An origin that acknowledges is never taken for a stall, however
+        /// slow the stream (down to 1 kbps) or long its pauses.
+        #[test]
+        fn an_origin_that_acknowledges_never_stalls(
+            rate in 128u64..1_000_000,
+            pause_at in 0u64..120,
+            pause_for in 0u64..120,
+            offset in 0u64..(1 << 20),
+        ) {
+            let (stalled, _) =
+                stream_past_an_origin(rate, (pause_at, pause_at + pause_for), offset, Origin::Healthy, 300);
+            proptest::prop_assert_eq!(stalled, None);
+        }
+
+        /// An origin that stops acknowledging is found stalled no sooner than
+        /// a stall timeout after it first owed an acknowledgement, and within
+        /// a quarter of one more, once more than two windows went unanswered.
+        #[test]
+        fn an_origin_that_stops_acknowledging_is_caught(
+            rate in 20_000u64..1_000_000,
+            silent_from in 1u64..60,
+            offset in 0u64..(1 << 20),
+        ) {
+            let (stalled, unanswered) =
+                stream_past_an_origin(rate, (0, 0), offset, Origin::SilentFrom(silent_from), 300);
+            let unanswered = unanswered.expect("the origin owes an acknowledgement");
+            let stalled = stalled.expect("the silent origin is found stalled");
+            let timeout = Duration::from_secs(30);
+            proptest::prop_assert!(stalled >= unanswered + timeout, "{stalled:?} {unanswered:?}");
+            // Two windows unanswered: at most the time to write two more.
+            let owed = unanswered + Duration::from_secs_f64(2.0 * f64::from(ACK_WINDOW) / rate as f64);
+            proptest::prop_assert!(
+                stalled <= owed + timeout + timeout / 4 + Duration::from_millis(100),
+                "{stalled:?} {owed:?}"
+            );
+        }
     }
 }
