@@ -62,10 +62,16 @@ struct Gateway {
     rtmp_port: u16,
 }
 
-/// The gateway binary `bin` serving `dir`, configured for `many` relays,
-/// with the push-only profile (writing HLS too if `hls`); its idle CPU is
-/// printed as `name`'s.
-fn start_gateway(name: &str, bin: &str, dir: &std::path::Path, many: usize, hls: bool) -> Gateway {
+/// The gateway binary `bin` serving `dir`, configured for `many` relays
+/// (and `limits`, more lines of its `[limits]` table), with the push-only
+/// profile (writing HLS too if `hls`); its idle CPU is printed as `name`'s.
+fn start_gateway(
+    name: &str,
+    bin: &str,
+    dir: &std::path::Path,
+    (many, limits): (usize, &str),
+    hls: bool,
+) -> Gateway {
     std::fs::create_dir_all(dir).unwrap();
     // `RELAY_BENCH_IO_THREADS=1`, `RELAY_BENCH_RTMP_THREADS=0`: the
     // gateway's `runtime.io_threads` and `runtime.rtmp_threads`.
@@ -86,7 +92,7 @@ fn start_gateway(name: &str, bin: &str, dir: &std::path::Path, many: usize, hls:
         // limit raised, and more publishers than one address may connect
         // (64: the harness publishes them all from 127.0.0.1); admission is
         // not what this measures.
-        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n[limits]\ntasks_per_app = {}\ncpu_budget = 64\n[rtmp]\nmax_connections_per_ip = {}\n{runtime}", many.max(100), many.max(56) + 8),
+        format!("[[apps]]\nsdkappid = {APP}\nsecret_key = \"{KEY}\"\n[[api.credentials]]\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n[limits]\ntasks_per_app = {}\ncpu_budget = 64\n{limits}\n[rtmp]\nmax_connections_per_ip = {}\n{runtime}", many.max(100), many.max(56) + 8),
     )
     .unwrap();
     relay_case::push_only_profile(dir, hls);
@@ -134,21 +140,31 @@ fn main() {
     let (_origin, origin_port) = relay_case::origin(&work.join("origin"));
 
     // roomcast (and a second build of it, if given): publish into a room, a
-    // passthrough relay pushes to the origin.
+    // passthrough relay pushes to the origin. `RELAY_BENCH_LIMITS` and
+    // `RELAY_BENCH_ALT_LIMITS` (e.g. `gop_cache_mb = 0`): more lines of
+    // each one's `[limits]`; the same binary as both, with other limits,
+    // compares settings in one run.
+    let limits = |var: &str| std::env::var(var).unwrap_or_default().replace("\\n", "\n");
     let mut gateways = vec![(
         "roomcast",
         start_gateway(
             "roomcast",
             &gateway_bin(),
             &work.join("roomcast"),
-            many,
+            (many, &limits("RELAY_BENCH_LIMITS")),
             hls,
         ),
     )];
     if let Some(alt) = procs::bin_from_env("RELAY_BENCH_ALT_BIN") {
         gateways.push((
             "roomcast-alt",
-            start_gateway("roomcast-alt", &alt, &work.join("roomcast-alt"), many, hls),
+            start_gateway(
+                "roomcast-alt",
+                &alt,
+                &work.join("roomcast-alt"),
+                (many, &limits("RELAY_BENCH_ALT_LIMITS")),
+                hls,
+            ),
         ));
     }
     // nginx-rtmp relaying the same stream with `push`.

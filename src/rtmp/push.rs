@@ -503,7 +503,8 @@ async fn publish(
     let now = tokio::time::Instant::now;
     let mut acks = AckWatch::new(stall_timeout());
     let mut buf = vec![0u8; 16 * 1024];
-    let mut check = crate::ticks::Deadline::new(acks.next_check(now(), None));
+    let look = |acks: &AckWatch| acks.look_in(Duration::from_millis(crate::unix_now_ms()));
+    let mut check = crate::ticks::Deadline::new(acks.next_check(now(), look(&acks), None));
     loop {
         tokio::select! {
             msg = rx.recv() => {
@@ -545,7 +546,7 @@ async fn publish(
             () = &mut check => {
                 let at = now();
                 acks.check(at, stream.written)?;
-                check.reset(acks.next_check(at, None));
+                check.reset(acks.next_check(at, look(&acks), None));
             }
         }
         if !events.is_empty() {
@@ -621,7 +622,8 @@ async fn direct_loop(
     // When the socket last took bytes, or had nothing waiting.
     let mut last_write = now();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut check = crate::ticks::Deadline::new(acks.next_check(now(), None));
+    let look = |acks: &AckWatch| acks.look_in(Duration::from_millis(crate::unix_now_ms()));
+    let mut check = crate::ticks::Deadline::new(acks.next_check(now(), look(&acks), None));
     loop {
         let waiting = backlog()? > 0;
         if !waiting {
@@ -669,7 +671,7 @@ async fn direct_loop(
                 if waiting && at.duration_since(last_write) >= acks.timeout {
                     return Err("write blocked: origin stalled".into());
                 }
-                check.reset(acks.next_check(at, waiting.then_some(last_write)));
+                check.reset(acks.next_check(at, look(&acks), waiting.then_some(last_write)));
             }
         }
         if !events.is_empty() {
@@ -711,10 +713,11 @@ const OWED: u64 = 2 * ACK_WINDOW as u64;
 /// Time and the bytes written are arguments.
 ///
 /// A target's liveness is checked by one timer at [`AckWatch::next_check`],
-/// moved only when it fires: a quarter of a stall timeout apart until an
-/// acknowledgement is owed (a healthy target's fires four times a stall
-/// timeout, not once a second), then a stall timeout after the check that
-/// first found it owed. An acknowledgement
+/// moved only when it fires: at most a quarter of a stall timeout apart,
+/// on the wall clock's multiples of it ([`AckWatch::look_in`]) so that
+/// every target's checks fire together, until an acknowledgement is owed
+/// (a healthy target's fires four times a stall timeout, not once a
+/// second); then a stall timeout after the check that first found it owed. An acknowledgement
 /// owed is caught within a quarter of a timeout of being owed, and the
 /// origin always has the whole timeout to send it; bytes left waiting come
 /// due a stall timeout after the socket last took some.
@@ -751,18 +754,25 @@ impl AckWatch {
         }
     }
 
+    /// How long from wall-clock time `since_epoch` to the next look: the
+    /// next multiple of a quarter of the stall timeout, within one.
+    fn look_in(&self, since_epoch: Duration) -> Duration {
+        crate::ticks::delay_to_grid(since_epoch, self.timeout / 4)
+    }
+
     /// When liveness is next in doubt: a stall timeout after an
-    /// acknowledgement was found owed, otherwise a quarter of one from
-    /// `now`; and a stall timeout after `blocked_since` (bytes waiting since
-    /// the socket last took some).
+    /// acknowledgement was found owed, otherwise the next look, `look`
+    /// from `now` ([`AckWatch::look_in`]); and a stall timeout after
+    /// `blocked_since` (bytes waiting since the socket last took some).
     fn next_check(
         &self,
         now: tokio::time::Instant,
+        look: Duration,
         blocked_since: Option<tokio::time::Instant>,
     ) -> tokio::time::Instant {
         let mut at = match self.owed_since {
             Some(since) => since + self.timeout,
-            None => now + self.timeout / 4,
+            None => now + look.min(self.timeout / 4),
         };
         if let Some(since) = blocked_since {
             at = at.min(since + self.timeout);
@@ -898,23 +908,40 @@ mod tests {
         let mut acks = AckWatch::new(timeout);
         // Before the origin acknowledges: no acknowledgements are no
         // stall, whatever was written.
-        assert_eq!(acks.next_check(t0 + s(1), None), t0 + s(1) + s(30) / 4);
+        assert_eq!(
+            acks.next_check(t0 + s(1), s(30) / 4, None),
+            t0 + s(1) + s(30) / 4
+        );
+        // The next look is on the wall clock's multiples of a quarter of
+        // the timeout, and never further than one.
+        assert_eq!(
+            acks.look_in(s(1_000_005) + s(2)),
+            Duration::from_millis(5_500)
+        );
+        assert_eq!(acks.look_in(s(1_000_005) - s(15)), s(30) / 4);
+        assert_eq!(acks.next_check(t0, s(60), None), t0 + s(30) / 4);
         assert!(acks.check(t0 + s(100), 10 * OWED).is_ok());
         acks.note(&mut ack(100), 1_000);
-        assert_eq!(acks.next_check(t0 + s(3), None), t0 + s(3) + s(30) / 4);
-        // Bytes waiting since long ago come first.
         assert_eq!(
-            acks.next_check(t0 + s(3), Some(t0 + s(1))),
+            acks.next_check(t0 + s(3), s(30) / 4, None),
             t0 + s(3) + s(30) / 4
         );
-        assert_eq!(acks.next_check(t0 + s(30), Some(t0 + s(1))), t0 + s(31));
+        // Bytes waiting since long ago come first.
+        assert_eq!(
+            acks.next_check(t0 + s(3), s(30) / 4, Some(t0 + s(1))),
+            t0 + s(3) + s(30) / 4
+        );
+        assert_eq!(
+            acks.next_check(t0 + s(30), s(30) / 4, Some(t0 + s(1))),
+            t0 + s(31)
+        );
         // Less than owed written since: no doubt, however long ago.
         assert!(acks.check(t0 + s(500), 1_000 + OWED - 1).is_ok());
         assert_eq!(acks.owed_since, None);
         // Owed: the origin has a stall timeout from the check that saw it;
         // the same count again is no progress.
         assert!(acks.check(t0 + s(501), 1_000 + OWED).is_ok());
-        assert_eq!(acks.next_check(t0 + s(501), None), t0 + s(531));
+        assert_eq!(acks.next_check(t0 + s(501), s(1), None), t0 + s(531));
         acks.note(&mut ack(100), 1_000 + OWED + 5);
         assert!(acks.check(t0 + s(530), 1_000 + OWED + 9).is_ok());
         let stalled = acks.check(t0 + s(531), 1_000 + OWED + 9);
@@ -927,7 +954,7 @@ mod tests {
         // A new count is progress: nothing owed from there.
         acks.note(&mut ack(200), 1_000 + OWED + 9);
         assert!(acks.check(t0 + s(531), 1_000 + OWED + 9).is_ok());
-        assert_eq!(acks.next_check(t0 + s(540), None), t0 + s(540) + s(30) / 4);
+        assert_eq!(acks.next_check(t0 + s(540), s(2), None), t0 + s(542));
         // The byte count may wrap.
         let mut acks = AckWatch::new(timeout);
         acks.note(&mut ack(1), u64::MAX - 10);
@@ -961,7 +988,9 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         let step = Duration::from_millis(50);
         let mut acks = AckWatch::new(timeout);
-        let mut check = acks.next_check(t0, None);
+        // The wall clock at `t0`, off the grid.
+        let epoch = Duration::from_millis(1_765_000_000_123);
+        let mut check = acks.next_check(t0, acks.look_in(epoch), None);
         let (mut written, mut counted_to) = (0u64, offset);
         let mut unanswered: Option<Duration> = None;
         let mut t = Duration::ZERO;
@@ -994,7 +1023,7 @@ mod tests {
                 if acks.check(now, written).is_err() {
                     return (Some(t), unanswered);
                 }
-                check = acks.next_check(now, None);
+                check = acks.next_check(now, acks.look_in(epoch + t), None);
             }
         }
         (None, unanswered)
