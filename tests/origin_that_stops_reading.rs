@@ -100,15 +100,20 @@ fn copy(mut from: TcpStream, mut to: TcpStream, freeze: Option<Instant>, hold: b
     let _ = to.shutdown(Shutdown::Write);
 }
 
-#[test]
-fn a_stalled_origin_is_reconnected_and_the_other_target_never_notices() {
+/// A gateway whose pushes stall after 3 s, and an nginx-rtmp origin.
+fn gateway_and_origin() -> (Gateway, Origin) {
     let gw = Gateway::start(Some(&common::app_config(
         APP,
         KEY,
         Some(("AKIDtest", "k")),
         "[rtmp]\npush_stall_timeout_secs = 3\n",
     )));
-    let origin = Origin::start();
+    (gw, Origin::start())
+}
+
+#[test]
+fn a_stalled_origin_is_reconnected_and_the_other_target_never_notices() {
+    let (gw, origin) = gateway_and_origin();
     let proxy = FreezingProxy::start(origin.port, Duration::from_secs(4));
     let frozen = format!("rtmp://127.0.0.1:{}/live/frozen", proxy.port);
     let (id, _) = gw.start_relay(
@@ -161,13 +166,7 @@ fn a_stalled_origin_is_reconnected_and_the_other_target_never_notices() {
 fn a_stream_slower_than_the_acknowledgement_window_is_not_taken_for_a_stall() {
     // About 130 kbps: the origin acknowledges every 128 KiB, about every
     // 8 s, far apart beyond the 3 s stall timeout.
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some(("AKIDtest", "k")),
-        "[rtmp]\npush_stall_timeout_secs = 3\n",
-    )));
-    let origin = Origin::start();
+    let (gw, origin) = gateway_and_origin();
     let (id, _) = gw.start_relay(
         &json!({"sdkappid": APP, "room": "slow", "userid": "host", "rtmp": [origin.url("slow")]}),
     );
