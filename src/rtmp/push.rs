@@ -5,10 +5,11 @@
 //! keyframe. Liveness: once the origin has shown it acknowledges, an
 //! acknowledgement it owes must come, and a write must not stay blocked,
 //! within the stall timeout (`rtmp.push_stall_timeout_secs`); see
-//! [`AckWatch`]. Reconnects use capped exponential backoff with jitter; a target that
-//! never accepted a publish (bad host, refused key) is given up after
-//! `FAIL_FAST_ATTEMPTS` and reported failed. A slow target never slows the
-//! relay: its queue overflows and the relay drops to the next keyframe for it.
+//! [`AckWatch`]. Reconnects use capped exponential backoff with jitter; a
+//! target that never accepted a publish (bad host, refused key) is given up
+//! after `FAIL_FAST_ATTEMPTS` and reported failed. A slow target never slows
+//! the relay: its queue overflows and the relay drops to the next keyframe
+//! for it.
 //!
 //! While a plain-TCP target publishes, the relay writes its media itself
 //! ([`super::direct`]): chunked into the target's backlog and written
@@ -717,10 +718,10 @@ const OWED: u64 = 2 * ACK_WINDOW as u64;
 /// on the wall clock's multiples of it ([`AckWatch::look_in`]) so that
 /// every target's checks fire together, until an acknowledgement is owed
 /// (a healthy target's fires four times a stall timeout, not once a
-/// second); then a stall timeout after the check that first found it owed. An acknowledgement
-/// owed is caught within a quarter of a timeout of being owed, and the
-/// origin always has the whole timeout to send it; bytes left waiting come
-/// due a stall timeout after the socket last took some.
+/// second); then a stall timeout after the check that first found it owed.
+/// An acknowledgement owed is caught within a quarter of a timeout of being
+/// owed, and the origin always has the whole timeout to send it; bytes left
+/// waiting come due a stall timeout after the socket last took some.
 struct AckWatch {
     timeout: Duration,
     acked: Option<u32>,
