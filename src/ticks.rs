@@ -12,8 +12,9 @@
 //! a deadline more than 64 ms away in a coarser slot and wakes at the
 //! slot's start to file it finer, so a 500 ms tick woke its worker twice
 //! (`strace` of a relay's workers). Hence one relay status a second, not
-//! two, and a push target's liveness checked by one [`Deadline`] a stall
-//! timeout away rather than a tick a second.
+//! two, and a push target's liveness checked by one [`Deadline`] at the
+//! next multiple of a quarter of the stall timeout ([`next_on_grid`]), not
+//! by a tick a second.
 //!
 //! Only the phase comes from the wall clock (its milliseconds since the
 //! Unix epoch); the ticks themselves are on the runtime's monotonic clock.

@@ -256,16 +256,19 @@ impl Direct {
             &mut self.pending,
         );
         match written {
-            Some(n) => {
-                super::push::SENT.add(n);
-                self.written += n as u64;
-            }
+            Some(n) => self.count_written(n),
             // Too many chunks for one write: through the backlog.
             None => {
                 o.write(&mut self.pending);
                 self.write_now();
             }
         }
+    }
+
+    /// `n` bytes the socket took: the target's count and the metrics'.
+    fn count_written(&mut self, n: usize) {
+        self.written += n as u64;
+        super::push::SENT.add(n);
     }
 
     /// Appends bytes of the session (acknowledgements, control) between
@@ -306,8 +309,7 @@ impl Direct {
                 break;
             }
             self.sent += n;
-            self.written += n as u64;
-            super::push::SENT.add(n);
+            self.count_written(n);
             progress = true;
         }
         if self.backlog() == 0 {

@@ -504,8 +504,7 @@ async fn publish(
     let now = tokio::time::Instant::now;
     let mut acks = AckWatch::new(stall_timeout());
     let mut buf = vec![0u8; 16 * 1024];
-    let look = |acks: &AckWatch| acks.look_in(Duration::from_millis(crate::unix_now_ms()));
-    let mut check = crate::ticks::Deadline::new(acks.next_check(now(), look(&acks), None));
+    let mut check = crate::ticks::Deadline::new(next_liveness_check(&acks, now(), None));
     loop {
         tokio::select! {
             msg = rx.recv() => {
@@ -547,7 +546,7 @@ async fn publish(
             () = &mut check => {
                 let at = now();
                 acks.check(at, stream.written)?;
-                check.reset(acks.next_check(at, look(&acks), None));
+                check.reset(next_liveness_check(&acks, at, None));
             }
         }
         if !events.is_empty() {
@@ -623,8 +622,7 @@ async fn direct_loop(
     // When the socket last took bytes, or had nothing waiting.
     let mut last_write = now();
     let mut buf = vec![0u8; 16 * 1024];
-    let look = |acks: &AckWatch| acks.look_in(Duration::from_millis(crate::unix_now_ms()));
-    let mut check = crate::ticks::Deadline::new(acks.next_check(now(), look(&acks), None));
+    let mut check = crate::ticks::Deadline::new(next_liveness_check(&acks, now(), None));
     loop {
         let waiting = backlog()? > 0;
         if !waiting {
@@ -672,7 +670,7 @@ async fn direct_loop(
                 if waiting && at.duration_since(last_write) >= acks.timeout {
                     return Err("write blocked: origin stalled".into());
                 }
-                check.reset(acks.next_check(at, look(&acks), waiting.then_some(last_write)));
+                check.reset(next_liveness_check(&acks, at, waiting.then_some(last_write)));
             }
         }
         if !events.is_empty() {
@@ -701,6 +699,21 @@ async fn flush_direct(tcp: &TargetSocket, link: &Link) -> Result<(), String> {
     }
 }
 
+/// When a target's liveness is next checked ([`AckWatch::next_check`]),
+/// its next look on the wall clock's multiples of a quarter of the stall
+/// timeout, which every target shares.
+fn next_liveness_check(
+    acks: &AckWatch,
+    now: tokio::time::Instant,
+    blocked_since: Option<tokio::time::Instant>,
+) -> tokio::time::Instant {
+    acks.next_check(
+        now,
+        crate::ticks::next_on_grid(acks.timeout / 4),
+        blocked_since,
+    )
+}
+
 /// Bytes written since the origin's acknowledgements last progressed past
 /// which it surely owes one: it acknowledges every [`ACK_WINDOW`] it
 /// receives, counted from where its own count started.
@@ -715,7 +728,7 @@ const OWED: u64 = 2 * ACK_WINDOW as u64;
 ///
 /// A target's liveness is checked by one timer at [`AckWatch::next_check`],
 /// moved only when it fires: at most a quarter of a stall timeout apart,
-/// on the wall clock's multiples of it ([`AckWatch::look_in`]) so that
+/// on the wall clock's multiples of it ([`next_liveness_check`]) so that
 /// every target's checks fire together, until an acknowledgement is owed
 /// (a healthy target's fires four times a stall timeout, not once a
 /// second); then a stall timeout after the check that first found it owed.
@@ -755,25 +768,20 @@ impl AckWatch {
         }
     }
 
-    /// How long from wall-clock time `since_epoch` to the next look: the
-    /// next multiple of a quarter of the stall timeout, within one.
-    fn look_in(&self, since_epoch: Duration) -> Duration {
-        crate::ticks::delay_to_grid(since_epoch, self.timeout / 4)
-    }
-
     /// When liveness is next in doubt: a stall timeout after an
-    /// acknowledgement was found owed, otherwise the next look, `look`
-    /// from `now` ([`AckWatch::look_in`]); and a stall timeout after
+    /// acknowledgement was found owed, otherwise the next look,
+    /// `next_look` (a quarter of one from `now` at the latest); and a stall
+    /// timeout after
     /// `blocked_since` (bytes waiting since the socket last took some).
     fn next_check(
         &self,
         now: tokio::time::Instant,
-        look: Duration,
+        next_look: tokio::time::Instant,
         blocked_since: Option<tokio::time::Instant>,
     ) -> tokio::time::Instant {
         let mut at = match self.owed_since {
             Some(since) => since + self.timeout,
-            None => now + look.min(self.timeout / 4),
+            None => next_look.min(now + self.timeout / 4),
         };
         if let Some(since) = blocked_since {
             at = at.min(since + self.timeout);
@@ -910,30 +918,24 @@ mod tests {
         // Before the origin acknowledges: no acknowledgements are no
         // stall, whatever was written.
         assert_eq!(
-            acks.next_check(t0 + s(1), s(30) / 4, None),
+            acks.next_check(t0 + s(1), t0 + s(1) + s(30) / 4, None),
             t0 + s(1) + s(30) / 4
         );
-        // The next look is on the wall clock's multiples of a quarter of
-        // the timeout, and never further than one.
-        assert_eq!(
-            acks.look_in(s(1_000_005) + s(2)),
-            Duration::from_millis(5_500)
-        );
-        assert_eq!(acks.look_in(s(1_000_005) - s(15)), s(30) / 4);
-        assert_eq!(acks.next_check(t0, s(60), None), t0 + s(30) / 4);
+        // The next look is never further than a quarter of the timeout.
+        assert_eq!(acks.next_check(t0, t0 + s(60), None), t0 + s(30) / 4);
         assert!(acks.check(t0 + s(100), 10 * OWED).is_ok());
         acks.note(&mut ack(100), 1_000);
         assert_eq!(
-            acks.next_check(t0 + s(3), s(30) / 4, None),
+            acks.next_check(t0 + s(3), t0 + s(3) + s(30) / 4, None),
             t0 + s(3) + s(30) / 4
         );
         // Bytes waiting since long ago come first.
         assert_eq!(
-            acks.next_check(t0 + s(3), s(30) / 4, Some(t0 + s(1))),
+            acks.next_check(t0 + s(3), t0 + s(3) + s(30) / 4, Some(t0 + s(1))),
             t0 + s(3) + s(30) / 4
         );
         assert_eq!(
-            acks.next_check(t0 + s(30), s(30) / 4, Some(t0 + s(1))),
+            acks.next_check(t0 + s(30), t0 + s(30) + s(30) / 4, Some(t0 + s(1))),
             t0 + s(31)
         );
         // Less than owed written since: no doubt, however long ago.
@@ -942,7 +944,10 @@ mod tests {
         // Owed: the origin has a stall timeout from the check that saw it;
         // the same count again is no progress.
         assert!(acks.check(t0 + s(501), 1_000 + OWED).is_ok());
-        assert_eq!(acks.next_check(t0 + s(501), s(1), None), t0 + s(531));
+        assert_eq!(
+            acks.next_check(t0 + s(501), t0 + s(501) + s(1), None),
+            t0 + s(531)
+        );
         acks.note(&mut ack(100), 1_000 + OWED + 5);
         assert!(acks.check(t0 + s(530), 1_000 + OWED + 9).is_ok());
         let stalled = acks.check(t0 + s(531), 1_000 + OWED + 9);
@@ -955,7 +960,10 @@ mod tests {
         // A new count is progress: nothing owed from there.
         acks.note(&mut ack(200), 1_000 + OWED + 9);
         assert!(acks.check(t0 + s(531), 1_000 + OWED + 9).is_ok());
-        assert_eq!(acks.next_check(t0 + s(540), s(2), None), t0 + s(542));
+        assert_eq!(
+            acks.next_check(t0 + s(540), t0 + s(540) + s(2), None),
+            t0 + s(542)
+        );
         // The byte count may wrap.
         let mut acks = AckWatch::new(timeout);
         acks.note(&mut ack(1), u64::MAX - 10);
@@ -991,7 +999,8 @@ mod tests {
         let mut acks = AckWatch::new(timeout);
         // The wall clock at `t0`, off the grid.
         let epoch = Duration::from_millis(1_765_000_000_123);
-        let mut check = acks.next_check(t0, acks.look_in(epoch), None);
+        let look = |t: Duration| t0 + t + crate::ticks::delay_to_grid(epoch + t, timeout / 4);
+        let mut check = acks.next_check(t0, look(Duration::ZERO), None);
         let (mut written, mut counted_to) = (0u64, offset);
         let mut unanswered: Option<Duration> = None;
         let mut t = Duration::ZERO;
@@ -1024,7 +1033,7 @@ mod tests {
                 if acks.check(now, written).is_err() {
                     return (Some(t), unanswered);
                 }
-                check = acks.next_check(now, acks.look_in(epoch + t), None);
+                check = acks.next_check(now, look(t), None);
             }
         }
         (None, unanswered)
