@@ -22,9 +22,20 @@
 //! 0.0044 writing MPEG-TS HLS too, each rounded up (150 at once: 0.0020
 //! and 0.0039). One relay alone costs
 //! more per stream (0.008–0.016: its wake-ups find the caches cold), but the
-//! budget only binds when many run. They are not re-measured at
-//! start-up (yet): a faster machine is under-used, a slower one can still be
-//! overloaded, which is what graceful overload is for.
+//! budget only binds when many run.
+//!
+//! This machine is not the reference machine: at start-up a short libx264
+//! encode (`mix::probe`) times the codecs here, and the codecs' share of
+//! every charge is scaled by its time over the reference machine's
+//! ([`cost_scale`], [`charge`]), so a faster machine admits more mixes and
+//! a slower one fewer. Calibrated at start-up rather than learned from
+//! running tasks: the first task is charged right, and a task's own CPU is
+//! not a clean sample (an overloaded box starves every task, and x264's
+//! threads are not the mix's). What the probe cannot see (a neighbour
+//! taking cores later) is what graceful overload is for.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::mix::pipeline::MixSettings;
 use crate::profile::VideoEncoding;
@@ -97,11 +108,21 @@ fn mix(m: &MixSettings, inputs: usize) -> f64 {
     MIX_BASE + video
 }
 
-/// The cores `spec` is expected to use; `publishing` is how many anchors
-/// publish in its room now (a mix decodes each of them).
+/// The cores `spec` is expected to use on the reference machine;
+/// `publishing` is how many anchors publish in its room now (a mix decodes
+/// each of them).
+#[cfg(test)]
 pub(crate) fn estimate(spec: &RelaySpec, publishing: usize) -> f64 {
-    let task = match &spec.input {
-        RelayInput::Mix(m) => mix(m, publishing),
+    charge(spec, publishing, 1.0)
+}
+
+/// The cores `spec` is charged here: its codecs' work (encodes, decodes,
+/// audio) times `scale`, this machine's codec cost against the reference
+/// machine's ([`cost_scale`]), plus what a passthrough's copying and
+/// writing costs, which is not codec work and is not scaled.
+pub(crate) fn charge(spec: &RelaySpec, publishing: usize, scale: f64) -> f64 {
+    let (codecs, io) = match &spec.input {
+        RelayInput::Mix(m) => (mix(m, publishing), 0.0),
         RelayInput::Anchor(a) => {
             let hls = if spec.outputs.hls.is_some() {
                 PASSTHROUGH_HLS
@@ -109,10 +130,52 @@ pub(crate) fn estimate(spec: &RelaySpec, publishing: usize) -> f64 {
                 0.0
             };
             let aac = if a.audio_reencode.is_some() { AAC } else { 0.0 };
-            PASSTHROUGH + hls + aac
+            (aac, PASSTHROUGH + hls)
         }
     };
-    task + ladder(spec)
+    (codecs + ladder(spec)) * scale + io
+}
+
+/// CPU time the start-up probe's picture (`mix::probe`: libx264
+/// `veryfast` at 640x360) takes on the reference machine, the one the
+/// constants above describe. Fitted on the 2-core development machine in
+/// one sitting: five start-ups timed the picture at 2.07–2.22 ms while
+/// `cargo bench --bench mix` read 0.281, 0.309 and 0.549 CPU-s/s for the
+/// three mixes above, 0.83–0.89x the model (so that machine, that day,
+/// was 2.1 / 2.45 = 0.86x the reference).
+const REFERENCE_PICTURE: Duration = Duration::from_micros(2_450);
+/// The scale is kept within these: a probe further out measured
+/// something else (a debugger, a throttled container) more than the codecs.
+const SCALE_BOUNDS: (f64, f64) = (0.25, 4.0);
+
+/// This machine's codec cost against the reference machine's, from the
+/// probe's CPU time for one picture.
+pub(crate) fn cost_scale(per_picture: Duration) -> f64 {
+    let scale = per_picture.as_secs_f64() / REFERENCE_PICTURE.as_secs_f64();
+    if scale.is_finite() {
+        scale.clamp(SCALE_BOUNDS.0, SCALE_BOUNDS.1)
+    } else {
+        1.0
+    }
+}
+
+/// The scale admission charges codecs by, shared: 1 until the start-up
+/// probe sets it (or for good, with `limits.cpu_calibrate = false`).
+#[derive(Debug, Default)]
+pub(crate) struct Scale(AtomicU64);
+
+impl Scale {
+    /// The scale, and whether a probe set it.
+    pub(crate) fn get(&self) -> (f64, bool) {
+        match self.0.load(Ordering::Relaxed) {
+            0 => (1.0, false),
+            bits => (f64::from_bits(bits), true),
+        }
+    }
+
+    pub(crate) fn set(&self, scale: f64) {
+        self.0.store(scale.to_bits(), Ordering::Relaxed);
+    }
 }
 
 /// An HLS ladder: one decode of the task's output, one encode per rendition.
@@ -247,6 +310,51 @@ mod tests {
         let expected = (640.0 * 360.0 + 426.0 * 240.0) * 30.0 / 1e6 * ENCODE
             + 1280.0 * 720.0 * 30.0 / 1e6 * DECODE;
         assert!((extra - expected).abs() < 1e-9, "{extra} vs {expected}");
+    }
+
+    #[test]
+    fn codecs_are_charged_at_this_machines_scale_and_copying_is_not() {
+        let grid = RelaySpec::for_mix(room(), &profile("grid-720p")).unwrap();
+        let exactly = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        for scale in [0.25, 0.86, 1.0, 2.5] {
+            assert!(exactly(charge(&grid, 2, scale), estimate(&grid, 2) * scale));
+        }
+        // A passthrough's copying and HLS writing are not codec work; an
+        // AAC re-encode is.
+        let mut pass =
+            RelaySpec::for_anchor(room(), UserId::new("a").unwrap(), &profile("passthrough"))
+                .unwrap();
+        assert!(exactly(charge(&pass, 1, 3.0), estimate(&pass, 1)));
+        if let RelayInput::Anchor(a) = &mut pass.input {
+            a.audio_reencode = Some(crate::profile::AudioEncoding {
+                sample_rate: 48_000,
+                channels: 2,
+                bitrate_kbps: 128,
+                codec: crate::profile::AudioCodec::AacLc,
+            });
+        }
+        assert!(exactly(
+            charge(&pass, 1, 3.0),
+            PASSTHROUGH + PASSTHROUGH_HLS + 3.0 * AAC
+        ));
+    }
+
+    #[test]
+    fn the_scale_is_the_probes_time_over_the_reference_and_bounded() {
+        let exactly = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(exactly(cost_scale(REFERENCE_PICTURE), 1.0));
+        assert!(exactly(cost_scale(REFERENCE_PICTURE / 2), 0.5));
+        assert!(exactly(cost_scale(REFERENCE_PICTURE * 3), 3.0));
+        assert!(exactly(cost_scale(Duration::ZERO), SCALE_BOUNDS.0));
+        assert!(exactly(
+            cost_scale(Duration::from_secs(3600)),
+            SCALE_BOUNDS.1
+        ));
+        // Unset, the reference machine's; set, what the probe said.
+        let shared = Scale::default();
+        assert_eq!(shared.get(), (1.0, false));
+        shared.set(0.86);
+        assert_eq!(shared.get(), (0.86, true));
     }
 
     #[test]

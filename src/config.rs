@@ -467,6 +467,10 @@ pub struct Limits {
     /// control); unset: 85 % of the machine's cores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_budget: Option<f64>,
+    /// Time the codecs at start-up (a short libx264 encode) and charge
+    /// tasks' codec work by how this machine compares with the one the cost
+    /// model was fitted on; false: charge the reference machine's costs.
+    pub cpu_calibrate: bool,
     /// MB of its last group of pictures each publisher keeps, so a relay,
     /// recording or mix started while it publishes starts at once from its
     /// last keyframe; 0 keeps none (they wait for the next keyframe).
@@ -497,6 +501,7 @@ impl Default for Limits {
             disconnect_grace_secs: 90,
             audience_linger_secs: 600,
             cpu_budget: None,
+            cpu_calibrate: true,
             gop_cache_mb: (crate::media::hub::GOP_CACHE_BYTES >> 20) as u32,
         }
     }
@@ -886,6 +891,20 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("runtime.io_threads"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn codecs_are_timed_at_start_up_unless_told_not_to() {
+        assert!(Limits::default().cpu_calibrate);
+        Jail::expect_with(|jail| {
+            let c = load_in_jail(jail, "[limits]\ncpu_calibrate = false\n").unwrap();
+            assert!(!c.limits.cpu_calibrate);
+            let err = load_in_jail(jail, "[limits]\ncpu_calibrate = 1\n")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("cpu_calibrate"), "{err}");
             Ok(())
         });
     }

@@ -327,6 +327,8 @@ pub(crate) struct Scrape {
     pub targets: Vec<(TargetLabel, i64)>,
     /// The admission budget and what running tasks were admitted for, cores.
     pub budget: (f64, f64),
+    /// What tasks' codecs are charged against the reference machine's.
+    pub cost_scale: f64,
     /// On a cluster node: its id, whether Redis answers, room leases held.
     pub cluster: Option<(String, bool, u64)>,
     /// Connections and push targets on each RTMP loop, in order.
@@ -515,6 +517,13 @@ pub(crate) fn encode(scrape: Scrape) -> Result<String, std::fmt::Error> {
         "Cores the running relay tasks were admitted for",
         Unit::Other("cores".into()),
         in_use,
+    );
+    let scale: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    scale.set(scrape.cost_scale);
+    r.register(
+        "cpu_cost_scale",
+        "What tasks' codecs are charged, against the reference machine's (the start-up probe; 1 until it ran)",
+        scale,
     );
 
     let (cpu, rss) = process_usage();

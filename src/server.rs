@@ -122,6 +122,9 @@ pub async fn run(config: Config, profiles: Vec<RelayProfile>) -> Result<(), Serv
         uploads,
     } = assemble(&config, profiles.clone(), &rooms, &hub, &loops);
     let relays = state.relays.clone();
+    if config.limits.cpu_calibrate {
+        calibrate(relays.cost_scale().clone());
+    }
     if let Some(c) = &cluster {
         let relays = relays.clone();
         c.set_load(move || {
@@ -221,6 +224,34 @@ pub(crate) struct Parts {
     pub state: AppState,
     pub recording_events: crate::record::RecordingEvents,
     pub uploads: crate::record::uploader::Uploads,
+}
+
+/// Times the codecs on a thread of its own ([`crate::mix::probe`]) and
+/// sets what tasks' codec work is charged by; until it is done (about a
+/// tenth of a second of CPU), tasks are charged the reference machine's
+/// costs.
+fn calibrate(scale: Arc<crate::capacity::Scale>) {
+    let spawned = std::thread::Builder::new()
+        .name("cpu-probe".into())
+        .spawn(move || match crate::mix::probe::run() {
+            Ok(probe) => {
+                let s = crate::capacity::cost_scale(probe.per_picture);
+                scale.set(s);
+                tracing::info!(
+                    picture_us = probe.per_picture.as_micros() as u64,
+                    coded_bytes = probe.bytes,
+                    "codecs timed: relay tasks' codec work is charged {s:.2}x the reference machine's (limits.cpu_calibrate)"
+                );
+            }
+            Err(e) => tracing::warn!(
+                "codec probe failed, relay tasks are charged the reference machine's costs: {e}"
+            ),
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(
+            "codec probe not started, relay tasks are charged the reference machine's costs: {e}"
+        );
+    }
 }
 
 /// Wires relays, HLS, recordings and the handlers' state around `rooms`

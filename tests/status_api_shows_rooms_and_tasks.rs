@@ -166,3 +166,54 @@ fn signed_callers_see_rooms_users_codecs_and_tasks_with_rates() {
         "{changes:#?}"
     );
 }
+
+/// The gateway times its codecs at start-up and charges a mix what they
+/// cost here: the node document says by how much, and a mix is admitted
+/// for the reference machine's cost times that.
+#[test]
+fn a_mix_is_charged_what_its_codecs_cost_on_this_machine() {
+    let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
+    let gw = Gateway::start(Some(&common::app_config(
+        APP,
+        KEY,
+        Some((SECRET_ID, SECRET_KEY)),
+        "",
+    )));
+    common::wait_for("the codecs timed", Duration::from_secs(60), || {
+        status(&gw, "/v1/status/node")["cpu_calibrated"] == json!(true)
+    });
+    let node = status(&gw, "/v1/status/node");
+    let scale = node["cpu_cost_scale"].as_f64().unwrap();
+    assert!((0.25..=4.0).contains(&scale), "{node}");
+    assert_eq!(node["cpu_budget_in_use"], json!(0.0), "{node}");
+    let log = gw.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("codecs timed") && l.contains("picture_us=")),
+        "{log}"
+    );
+    let (_, _, metrics) = common::http(gw.http_port, "GET", "/metrics", None).unwrap();
+    assert!(
+        metrics.lines().any(|l| l
+            .strip_prefix("roomcast_cpu_cost_scale ")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| (v - scale).abs() < 0.001)),
+        "{metrics}"
+    );
+
+    // grid-720p with nobody publishing yet: two 360p30 inputs into 720p30,
+    // 0.338 cores on the reference machine (`capacity`'s model).
+    let (id, _) = gw.start_relay(&json!({
+        "sdkappid": APP, "room": "scaled", "roomtype": "str", "profile": "grid-720p"
+    }));
+    let in_use = status(&gw, "/v1/status/node")["cpu_budget_in_use"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (in_use - 0.338_096 * scale).abs() < 0.001,
+        "charged {in_use} cores at scale {scale}"
+    );
+    let (code, _, text) =
+        common::http(gw.http_port, "DELETE", &format!("/v1/relays/{id}"), None).unwrap();
+    assert!((200..300).contains(&code), "{text}");
+}

@@ -57,6 +57,7 @@ async fn collect(state: &AppState) -> Scrape {
     let mut scrape = Scrape {
         rooms: state.rooms.stats().await,
         budget: state.relays.budget(),
+        cost_scale: state.relays.cost_scale().get().0,
         rtmp_loops: state.relays.loop_loads(),
         cluster: state.rooms.cluster().map(|c| {
             (

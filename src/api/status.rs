@@ -325,6 +325,7 @@ async fn node(state: &AppState) -> Value {
         .count();
     let (cpu_seconds, resident) = crate::metrics::process_usage();
     let (budget, in_use) = state.relays.budget();
+    let (scale, calibrated) = state.relays.cost_scale().get();
     json!({
         "node_id": state.rooms.cluster().map(|c| c.node_id().to_string()),
         "cores": crate::capacity::cores(),
@@ -333,6 +334,8 @@ async fn node(state: &AppState) -> Value {
         "resident_bytes": resident,
         "cpu_budget": budget,
         "cpu_budget_in_use": (in_use * 1000.0).round() / 1000.0,
+        "cpu_cost_scale": (scale * 1000.0).round() / 1000.0,
+        "cpu_calibrated": calibrated,
         "rooms": rooms,
         "anchors": anchors,
         "audience": audience,

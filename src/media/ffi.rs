@@ -228,6 +228,23 @@ pub fn run_as_batch() -> std::io::Result<()> {
     }
 }
 
+/// CPU time the calling thread has used since it started (the kernel's
+/// account, `CLOCK_THREAD_CPUTIME_ID`); `None` if the clock is not there.
+pub(crate) fn thread_cpu_time() -> Option<std::time::Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    match unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } {
+        0 => Some(std::time::Duration::new(
+            u64::try_from(ts.tv_sec).ok()?,
+            u32::try_from(ts.tv_nsec).ok()?,
+        )),
+        _ => None,
+    }
+}
+
 /// Bytes the allocator holds free in its heaps, handed back to the kernel
 /// or not (glibc's `mallinfo2().fordblks`, over every arena); `None` with
 /// another C library.
@@ -424,6 +441,28 @@ mod tests {
         assert_eq!(
             received(Err(ff::Error::InvalidData)),
             Err(ff::Error::InvalidData)
+        );
+    }
+
+    /// A thread's CPU clock counts its own work, not the time it waits.
+    #[test]
+    fn a_threads_cpu_time_counts_its_work_not_its_sleep() {
+        let start = thread_cpu_time().expect("the thread's CPU clock");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut spins = 0u64;
+        while thread_cpu_time().unwrap() < start + std::time::Duration::from_millis(20) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "20 ms of CPU never came"
+            );
+            spins = std::hint::black_box(spins + 1);
+        }
+        let worked = thread_cpu_time().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let slept = thread_cpu_time().unwrap() - worked;
+        assert!(
+            slept < std::time::Duration::from_millis(20),
+            "{slept:?} of CPU asleep"
         );
     }
 

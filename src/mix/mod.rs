@@ -10,6 +10,7 @@
 pub mod latency;
 pub(crate) mod layout;
 pub mod pipeline;
+pub(crate) mod probe;
 pub(crate) mod timeline;
 pub mod up2;
 pub(crate) mod video;

@@ -156,6 +156,9 @@ pub(crate) struct RelayManager {
     tasks: Arc<Mutex<HashMap<String, Entry>>>,
     /// Cores the running tasks' estimates may add up to (limits.cpu_budget).
     budget: f64,
+    /// What codecs cost here against the reference machine
+    /// ([`crate::capacity::charge`]), set by the start-up probe.
+    scale: Arc<crate::capacity::Scale>,
     /// Tasks one application may run at once (limits.tasks_per_app).
     per_app: usize,
     /// Bumped when a task starts and whenever a task's status changes in a
@@ -187,6 +190,7 @@ impl RelayManager {
             hls_store,
             tasks: Arc::default(),
             budget,
+            scale: Arc::default(),
             per_app: MAX_TASKS,
             changes: Arc::new(watch::channel(0).0),
             loops: Loops::none(),
@@ -231,7 +235,8 @@ impl RelayManager {
             return Err(RelayError::StreamInUse(spec.stream));
         }
         // Admission: refused before anything starts.
-        let cost = crate::capacity::estimate(&spec, self.hub.count_in(&spec.room));
+        let cost =
+            crate::capacity::charge(&spec, self.hub.count_in(&spec.room), self.scale.get().0);
         let in_use: f64 = tasks.values().map(|e| e.cost).sum();
         if let Err(e) = crate::capacity::admit(self.budget, in_use, cost) {
             tracing::warn!(room = %spec.room, stream = %spec.stream, "relay task refused: {e}");
@@ -376,6 +381,12 @@ impl RelayManager {
     /// Connections and push targets on each RTMP loop, in order.
     pub(crate) fn loop_loads(&self) -> Vec<usize> {
         self.loops.loads()
+    }
+
+    /// The scale tasks' codecs are charged by, which the start-up probe
+    /// sets ([`crate::capacity::Scale`]).
+    pub(crate) fn cost_scale(&self) -> &Arc<crate::capacity::Scale> {
+        &self.scale
     }
 
     /// The CPU budget (cores) and what running tasks were admitted for.
