@@ -28,6 +28,14 @@ const ROUND: usize = 20;
 const ROUNDS: usize = 3;
 const PICTURES: usize = WARM_UP + ROUND * ROUNDS;
 
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProbeError {
+    #[error(transparent)]
+    Video(#[from] VideoError),
+    #[error("this system has no per-thread CPU clock")]
+    NoClock,
+}
+
 /// What the probe measured.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Probe {
@@ -113,7 +121,7 @@ fn fill(
 }
 
 /// Runs the probe on the calling thread.
-pub(crate) fn run() -> Result<Probe, VideoError> {
+pub(crate) fn run() -> Result<Probe, ProbeError> {
     // Room for the pan: two pixels right and one down a picture.
     let (lw, lh) = (WIDTH + 2 * PICTURES, HEIGHT + PICTURES);
     let luma = texture(lw, lh, 16, (128, 90, 10));
@@ -129,9 +137,9 @@ pub(crate) fn run() -> Result<Probe, VideoError> {
         fill(&mut picture, 0, &luma, lw, (2 * n, n));
         fill(&mut picture, 1, &u, cw, (n, n / 2));
         fill(&mut picture, 2, &v, cw, (n, n / 2));
-        let before = thread_cpu_time().ok_or(VideoError::NoCodec("a thread CPU clock"))?;
+        let before = thread_cpu_time().ok_or(ProbeError::NoClock)?;
         let out = encoder.encode(&mut picture, n as i64)?;
-        let took = thread_cpu_time().ok_or(VideoError::NoCodec("a thread CPU clock"))? - before;
+        let took = thread_cpu_time().ok_or(ProbeError::NoClock)? - before;
         if n >= WARM_UP {
             rounds[(n - WARM_UP) / ROUND] += took;
             bytes += out.iter().map(|f| f.data.len()).sum::<usize>();
