@@ -24,6 +24,11 @@ fn get_signed(gw: &Gateway, path: &str, signed_path: &str, secret_key: &str) -> 
     (code, v)
 }
 
+/// A gateway with the app and the API credential, otherwise on defaults.
+fn gateway() -> Gateway {
+    Gateway::for_app(APP, KEY, (SECRET_ID, SECRET_KEY))
+}
+
 fn status(gw: &Gateway, path: &str) -> Value {
     let (code, v) = get_signed(gw, path, path, SECRET_KEY);
     assert_eq!(code, 200, "{v}");
@@ -33,12 +38,7 @@ fn status(gw: &Gateway, path: &str) -> Value {
 #[test]
 fn signed_callers_see_rooms_users_codecs_and_tasks_with_rates() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     let origin = Origin::start();
 
     // Unsigned, signed with another key, or signed for another document: refused.
@@ -173,12 +173,7 @@ fn signed_callers_see_rooms_users_codecs_and_tasks_with_rates() {
 #[test]
 fn a_mix_is_charged_what_its_codecs_cost_on_this_machine() {
     let _serial = MEDIA.lock().unwrap_or_else(|p| p.into_inner());
-    let gw = Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )));
+    let gw = gateway();
     common::wait_for("the codecs timed", Duration::from_secs(60), || {
         status(&gw, "/v1/status/node")["cpu_calibrated"] == json!(true)
     });

@@ -37,12 +37,7 @@ fn sdk_with(
 
 /// A gateway with the test application and its API credential.
 fn gateway() -> Gateway {
-    Gateway::start(Some(&common::app_config(
-        APP,
-        KEY,
-        Some((SECRET_ID, SECRET_KEY)),
-        "",
-    )))
+    Gateway::for_app(APP, KEY, (SECRET_ID, SECRET_KEY))
 }
 
 fn sdk(gw: &Gateway, action: &str, params: Value) -> Value {

@@ -87,6 +87,12 @@ impl Gateway {
         g
     }
 
+    /// Starts one with application `app` (secret `key`) and the API
+    /// credential `(secret_id, secret_key)`, otherwise on defaults.
+    pub fn for_app(app: u64, key: &str, credential: (&str, &str)) -> Gateway {
+        Gateway::start(Some(&app_config(app, key, Some(credential), "")))
+    }
+
     pub fn spawn(config: Option<&str>, env: &[(&str, &str)]) -> Gateway {
         Gateway::spawn_in(config, env, None)
     }
