@@ -186,6 +186,11 @@ impl GopCache {
             && let Some(slot) = Arc::get_mut(&mut spare)
         {
             *slot = msg;
+            // The next spare's counts were last touched when its group was
+            // let go of: fetched while this message goes its way.
+            if let Some(next) = self.spare.last() {
+                super::ffi::prefetch(Arc::as_ptr(next).cast::<u8>().wrapping_sub(16));
+            }
             return spare;
         }
         Arc::new(msg)
@@ -209,6 +214,8 @@ impl GopCache {
         }
         self.messages.push(m.clone());
         self.bytes += len;
+        // Where the next one goes, last written a group ago.
+        super::ffi::prefetch(self.messages.as_ptr().wrapping_add(self.messages.len()));
     }
 
     fn clear(&mut self) {
