@@ -24,11 +24,11 @@
 //! more per stream (0.008–0.016: its wake-ups find the caches cold), but the
 //! budget only binds when many run.
 //!
-//! This machine is not the reference machine: at start-up a short libx264
-//! encode (`mix::probe`) times the codecs here, and the codecs' share of
-//! every charge is scaled by its time over the reference machine's
-//! ([`cost_scale`], [`charge`]), so a faster machine admits more mixes and
-//! a slower one fewer. Calibrated at start-up rather than learned from
+//! The machine a gateway runs on is not the reference machine: at start-up
+//! a short libx264 encode (`mix::probe`) times the codecs there, and the
+//! codecs' share of every charge is scaled by its time over the reference
+//! machine's ([`cost_scale`], [`charge`]), so a faster machine admits more
+//! mixes and a slower one fewer. Calibrated at start-up rather than learned from
 //! running tasks: the first task is charged right, and a task's own CPU is
 //! not a clean sample (an overloaded box starves every task, and x264's
 //! threads are not the mix's). What the probe cannot see (a neighbour

@@ -186,10 +186,14 @@ impl GopCache {
             && let Some(slot) = Arc::get_mut(&mut spare)
         {
             *slot = msg;
-            // The next spare's counts were last touched when its group was
-            // let go of: fetched while this message goes its way.
+            // The next spare's counts (an `Arc`'s two counts come right
+            // before its value) were last touched when its group was let
+            // go of: fetched while this message goes its way.
             if let Some(next) = self.spare.last() {
-                super::ffi::prefetch(Arc::as_ptr(next).cast::<u8>().wrapping_sub(16));
+                let counts = Arc::as_ptr(next)
+                    .cast::<u8>()
+                    .wrapping_sub(2 * std::mem::size_of::<usize>());
+                super::ffi::prefetch(counts);
             }
             return spare;
         }

@@ -99,8 +99,8 @@ fn texture(w: usize, h: usize, cell: usize, (mid, spread, grain): (i32, i32, i32
     plane
 }
 
-/// Copies the `frame`'s view of `plane` (`pw` wide), from (`x`, `y`), into
-/// plane `index` of `picture`.
+/// Copies a picture-sized view of `plane` (`pw` wide), from (`x`, `y`),
+/// into plane `index` of `picture`.
 fn fill(
     picture: &mut ff::frame::Video,
     index: usize,
