@@ -326,6 +326,7 @@ async fn node(state: &AppState) -> Value {
     let (cpu_seconds, resident) = crate::metrics::process_usage();
     let (budget, in_use) = state.relays.budget();
     let (scale, calibrated) = state.relays.cost_scale().get();
+    let thousandths = |x: f64| (x * 1000.0).round() / 1000.0;
     json!({
         "node_id": state.rooms.cluster().map(|c| c.node_id().to_string()),
         "cores": crate::capacity::cores(),
@@ -333,8 +334,8 @@ async fn node(state: &AppState) -> Value {
         "cpu_cores_busy": crate::metrics::cpu_busy(),
         "resident_bytes": resident,
         "cpu_budget": budget,
-        "cpu_budget_in_use": (in_use * 1000.0).round() / 1000.0,
-        "cpu_cost_scale": (scale * 1000.0).round() / 1000.0,
+        "cpu_budget_in_use": thousandths(in_use),
+        "cpu_cost_scale": thousandths(scale),
         "cpu_calibrated": calibrated,
         "rooms": rooms,
         "anchors": anchors,

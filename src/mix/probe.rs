@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use ffmpeg_next as ff;
+use rand::{RngCore, SeedableRng};
 
 use super::video::{VideoEncoder, VideoError};
 use crate::media::ffi::thread_cpu_time;
@@ -61,26 +62,16 @@ fn encoding() -> VideoEncoding {
     }
 }
 
-/// A deterministic noise source (xorshift).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u8 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 32) as u8
-    }
-}
-
 /// A `w` x `h` plane of smooth blobs (random levels on a `cell` grid,
 /// interpolated) around `mid`, `spread` either side, with grain of
 /// `grain` either side.
 fn texture(w: usize, h: usize, cell: usize, (mid, spread, grain): (i32, i32, i32)) -> Vec<u8> {
-    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+    // Seeded: the same pictures on every machine.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
+    let mut noise = move || (rng.next_u32() >> 24) as u8;
     let (gw, gh) = (w / cell + 2, h / cell + 2);
     let grid: Vec<i32> = (0..gw * gh)
-        .map(|_| mid - spread + i32::from(noise.next()) * 2 * spread / 255)
+        .map(|_| mid - spread + i32::from(noise()) * 2 * spread / 255)
         .collect();
     let mut plane = Vec::with_capacity(w * h);
     for y in 0..h {
@@ -92,7 +83,7 @@ fn texture(w: usize, h: usize, cell: usize, (mid, spread, grain): (i32, i32, i32
             let top = at(0, 0) * (c - fx) + at(1, 0) * fx;
             let bottom = at(0, 1) * (c - fx) + at(1, 1) * fx;
             let smooth = (top * (c - fy) + bottom * fy) / (c * c);
-            let grain = i32::from(noise.next()) * 2 * grain / 255 - grain;
+            let grain = i32::from(noise()) * 2 * grain / 255 - grain;
             plane.push((smooth + grain).clamp(16, 235) as u8);
         }
     }

@@ -771,8 +771,8 @@ impl AckWatch {
     /// When liveness is next in doubt: a stall timeout after an
     /// acknowledgement was found owed, otherwise the next look,
     /// `next_look` (a quarter of one from `now` at the latest); and a stall
-    /// timeout after
-    /// `blocked_since` (bytes waiting since the socket last took some).
+    /// timeout after `blocked_since` (bytes waiting since the socket last
+    /// took some).
     fn next_check(
         &self,
         now: tokio::time::Instant,
@@ -906,8 +906,8 @@ mod tests {
     }
 
     /// The check comes a quarter of a stall timeout apart, a stall timeout
-    /// after an acknowledgement was found
-    /// owed, and a stall timeout after bytes began to wait.
+    /// after an acknowledgement was found owed, and a stall timeout after
+    /// bytes began to wait.
     #[test]
     fn liveness_is_checked_when_it_is_next_in_doubt() {
         let ack = |n: u32| vec![ClientSessionEvent::AcknowledgementReceived { bytes_received: n }];
