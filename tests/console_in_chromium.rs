@@ -106,6 +106,28 @@ fn a_person_logs_in_watches_a_mix_and_stops_it_in_chromium() {
     );
     let seen: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(seen["users"], json!(["guest", "teacher"]), "{seen}");
+    // The page shows the scale the start-up probe found, as the API has it.
+    let (cookie, _, _) = login(&gw);
+    let (code, _, text) = http_with(
+        gw.http_port,
+        "GET",
+        "/v1/status/node",
+        &[("Cookie", &cookie)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{text}");
+    let node: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(node["cpu_calibrated"], json!(true), "{node}");
+    let scale = node["cpu_cost_scale"].as_f64().unwrap();
+    let shown: f64 = seen["codecs"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("codecs cost "))
+        .and_then(|t| t.strip_suffix("x the reference"))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{seen}"));
+    // Two decimals on the page, three in the API.
+    assert!((shown - scale).abs() <= 0.0051, "{shown} vs {scale}");
 
     // What the page did, the gateway did: the mix was started, then stopped.
     let task = seen["task"].as_str().unwrap();

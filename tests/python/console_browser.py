@@ -93,6 +93,9 @@ def main():
 
         seen["users"] = sorted(wait("two publishing anchors", anchors))
         wait("the node's load", lambda: "CPU budget" in d.find_element(By.ID, "node").text)
+        # What admission charges for codecs, once the start-up probe has timed them.
+        seen["codecs"] = wait("the codecs' timing", lambda: next(
+            (s.text for s in d.find_elements(By.CSS_SELECTOR, "#node span") if s.text.startswith("codecs cost")), None))
         # A cluster node: this node and Redis, and every node's record.
         wait("the cluster", lambda: "console-node (this node)" in d.find_element(By.ID, "cluster").text
              and "Redis is up" in d.find_element(By.ID, "cluster-summary").text)

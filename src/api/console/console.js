@@ -224,6 +224,12 @@ function renderNode(n) {
   const mb = (n.resident_bytes / 1048576).toFixed(0);
   $('node').replaceChildren(
     el('span', { textContent: `CPU budget ${n.cpu_budget_in_use} of ${n.cpu_budget} cores` }),
+    el('span', {
+      textContent: n.cpu_calibrated
+        ? `codecs cost ${Number(n.cpu_cost_scale).toFixed(2)}x the reference`
+        : 'codecs charged 1x (not timed)',
+      title: 'What admission charges for codec work, timed on this machine at start-up (limits.cpu_calibrate)',
+    }),
     el('span', { textContent: `busy ${Number(n.cpu_cores_busy).toFixed(2)} of ${n.cores} cores` }),
     el('span', { textContent: `memory ${mb} MB` }),
     el('span', { textContent: `rooms ${n.rooms}` }),
