@@ -502,28 +502,22 @@ pub(crate) fn encode(scrape: Scrape) -> Result<String, std::fmt::Error> {
         m.api_requests.clone(),
     );
 
-    let budget: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
-    budget.set(scrape.budget.0);
     r.register_with_unit(
         "cpu_budget",
         "Admission budget (limits.cpu_budget)",
         Unit::Other("cores".into()),
-        budget,
+        f64_gauge(scrape.budget.0),
     );
-    let in_use: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
-    in_use.set(scrape.budget.1);
     r.register_with_unit(
         "cpu_budget_in_use",
         "Cores the running relay tasks were admitted for",
         Unit::Other("cores".into()),
-        in_use,
+        f64_gauge(scrape.budget.1),
     );
-    let scale: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
-    scale.set(scrape.cost_scale);
     r.register(
         "cpu_cost_scale",
         "What tasks' codecs are charged, against the reference machine's (the start-up probe; 1 until it ran)",
-        scale,
+        f64_gauge(scrape.cost_scale),
     );
 
     let (cpu, rss) = process_usage();
@@ -578,6 +572,13 @@ pub(crate) fn cpu_busy() -> f64 {
             busy
         }
     }
+}
+
+/// A gauge of a fraction, set to `value`.
+fn f64_gauge(value: f64) -> Gauge<f64, std::sync::atomic::AtomicU64> {
+    let g = Gauge::default();
+    g.set(value);
+    g
 }
 
 /// CPU seconds (user + system) of process `pid`, or of this one, from
