@@ -107,17 +107,9 @@ fn a_person_logs_in_watches_a_mix_and_stops_it_in_chromium() {
     let seen: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(seen["users"], json!(["guest", "teacher"]), "{seen}");
     // The page shows the scale the start-up probe found, as the API has it.
-    let (cookie, _, _) = login(&gw);
-    let (code, _, text) = http_with(
-        gw.http_port,
-        "GET",
-        "/v1/status/node",
-        &[("Cookie", &cookie)],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(code, 200, "{text}");
-    let node: Value = serde_json::from_str(&text).unwrap();
+    let (code, _, node) =
+        common::status_get(gw.http_port, (SECRET_ID, SECRET_KEY), "/v1/status/node");
+    assert_eq!(code, 200, "{node}");
     assert_eq!(node["cpu_calibrated"], json!(true), "{node}");
     let scale = node["cpu_cost_scale"].as_f64().unwrap();
     let shown: f64 = seen["codecs"]
