@@ -185,6 +185,10 @@ pub struct RuntimeConfig {
     /// policy; unset: yes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtmp_batch: Option<bool>,
+    /// Whether `serve` asks glibc's allocator for transparent huge pages
+    /// (starting itself again with `GLIBC_TUNABLES`); unset: yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub huge_pages: Option<bool>,
 }
 
 impl RuntimeConfig {
@@ -215,6 +219,17 @@ impl RuntimeConfig {
     /// of preempting it.
     pub fn rtmp_batch(&self) -> bool {
         self.rtmp_batch.unwrap_or(true)
+    }
+
+    /// `huge_pages`, or yes. With the kernel's transparent huge pages in
+    /// `madvise` mode, glibc's heaps then sit on 2 MiB pages, and the
+    /// relays' scattered touches of memory miss the CPU's address cache
+    /// less (`cargo bench --bench relay`: see the README's "Huge pages for
+    /// the allocator"). The cost: a larger resident size, and on a host
+    /// whose memory is fragmented, a heap's growth may wait while the
+    /// kernel compacts memory for a huge page (its `defrag` setting).
+    pub fn huge_pages(&self) -> bool {
+        self.huge_pages.unwrap_or(true)
     }
 }
 
@@ -910,17 +925,24 @@ mod tests {
     }
 
     #[test]
-    fn rtmp_loops_run_as_batch_unless_told_not_to() {
-        assert!(RuntimeConfig::default().rtmp_batch());
-        Jail::expect_with(|jail| {
-            let c = load_in_jail(jail, "[runtime]\nrtmp_batch = false\n").unwrap();
-            assert!(!c.runtime.rtmp_batch());
-            let err = load_in_jail(jail, "[runtime]\nrtmp_batch = \"sometimes\"\n")
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("rtmp_batch"), "{err}");
-            Ok(())
-        });
+    fn batch_loops_and_huge_pages_are_on_unless_told_not_to() {
+        type Switch = fn(&RuntimeConfig) -> bool;
+        let switches: [(&str, Switch); 2] = [
+            ("rtmp_batch", RuntimeConfig::rtmp_batch),
+            ("huge_pages", RuntimeConfig::huge_pages),
+        ];
+        for (key, on) in switches {
+            assert!(on(&RuntimeConfig::default()), "{key}");
+            Jail::expect_with(|jail| {
+                let c = load_in_jail(jail, &format!("[runtime]\n{key} = false\n")).unwrap();
+                assert!(!on(&c.runtime), "{key}");
+                let err = load_in_jail(jail, &format!("[runtime]\n{key} = \"sometimes\"\n"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(key), "{err}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

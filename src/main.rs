@@ -211,6 +211,7 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     // libav's own chatter (encoder statistics) stays out of the gateway's log.
     ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
     let mut cfg = Config::load(config.as_deref()).context("configuration")?;
+    ask_for_huge_pages(cfg.runtime.huge_pages());
     if let Some(dev) = cfg
         .ensure_dev_credentials()
         .context("development credentials")?
@@ -243,6 +244,38 @@ fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         .context("tokio runtime")?;
     runtime.block_on(roomcast::server::run(cfg, profiles))?;
     Ok(())
+}
+
+/// Asks glibc's allocator for transparent huge pages, as
+/// `media::huge_pages` plans: by starting this process again (the same
+/// process id, arguments and descriptors) with `GLIBC_TUNABLES` set, which
+/// only returns if that failed. Runs before any thread or socket starts.
+fn ask_for_huge_pages(wanted: bool) {
+    use roomcast::media::huge_pages::{Keep, Plan, plan};
+    let kernel = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok();
+    let tunables = std::env::var("GLIBC_TUNABLES").ok();
+    match plan(wanted, kernel.as_deref(), tunables.as_deref()) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        Plan::Restart { tunables } => {
+            use std::os::unix::process::CommandExt;
+            tracing::info!(
+                "memory: starting again with GLIBC_TUNABLES={tunables} (runtime.huge_pages)"
+            );
+            let mut args = std::env::args_os();
+            let err = std::process::Command::new("/proc/self/exe")
+                .arg0(args.next().unwrap_or_default())
+                .args(args)
+                .env("GLIBC_TUNABLES", &tunables)
+                .exec();
+            tracing::warn!("memory: could not start again ({err}); going on without huge pages");
+        }
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        Plan::Restart { .. } => {}
+        Plan::Keep(why) => {
+            let on = matches!(why, Keep::AlreadySet(true) | Keep::KernelAlways);
+            tracing::info!(huge_pages = on, "memory: {why}");
+        }
+    }
 }
 
 fn usersig_cmd(cmd: UsersigCommand) -> ExitCode {

@@ -96,3 +96,57 @@ fn port_in_use_is_a_clear_error() {
         gw.log_text()
     );
 }
+
+/// Where the kernel gives transparent huge pages on request, `serve` asks
+/// glibc's allocator for them by starting itself again, once and as the
+/// same process (the id a supervisor knows), and the heaps are marked for
+/// them; `runtime.huge_pages = false` leaves the process as it started.
+#[test]
+fn huge_pages_are_asked_for_once_in_the_same_process_unless_turned_off() {
+    let kernel =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let madvise = kernel.contains("[madvise]");
+    let asked = |gw: &Gateway| {
+        let env = std::fs::read(format!("/proc/{}/environ", gw.child.id())).unwrap();
+        env.split(|b| *b == 0)
+            .any(|kv| kv == b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
+    };
+    // Mappings advised for huge pages carry `hg` in their flags.
+    let advised = |gw: &Gateway| {
+        std::fs::read_to_string(format!("/proc/{}/smaps", gw.child.id()))
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "hg"))
+    };
+
+    let mut on = Gateway::start(None);
+    let log = on.log_text();
+    assert_eq!(asked(&on), madvise, "{kernel}\n{log}");
+    assert_eq!(advised(&on), madvise, "{kernel}\n{log}");
+    assert_eq!(
+        log.matches("memory: starting again with GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
+            .count(),
+        usize::from(madvise),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("memory: ").count(),
+        1 + usize::from(madvise),
+        "{log}"
+    );
+    assert_eq!(log.matches("HTTP listening").count(), 1, "{log}");
+    if madvise {
+        assert!(log.contains("huge_pages=true"), "{log}");
+    }
+    on.signal("TERM");
+    assert!(on.wait_exit(Duration::from_secs(10)).unwrap().success());
+
+    let mut off = Gateway::spawn(None, &[("ROOMCAST_RUNTIME__HUGE_PAGES", "false")]);
+    off.wait_healthy();
+    let log = off.log_text();
+    assert!(!asked(&off) && !advised(&off), "{log}");
+    assert!(log.contains("memory: runtime.huge_pages = false"), "{log}");
+    assert!(!log.contains("starting again"), "{log}");
+    off.signal("TERM");
+    assert!(off.wait_exit(Duration::from_secs(10)).unwrap().success());
+}

@@ -8,6 +8,7 @@
 pub(crate) mod aac;
 pub(crate) mod ffi;
 pub(crate) mod free_memory;
+pub mod huge_pages;
 pub use ffi::{free_memory, release_free_memory, run_as_batch, tune_allocator};
 
 /// A rectangle of a picture, in pixels: a layout's cell, the part of a
