@@ -10,8 +10,8 @@
 //! asks the kernel for 2 MiB pages for its heaps when its tunable
 //! `glibc.malloc.hugetlb=1` is set, which the kernel gives them when its
 //! transparent huge pages are in `madvise` mode. `cargo bench --bench
-//! relay` measured 0.94x the CPU at 50 relays and 0.85x to 0.92x at one:
-//! see the README's "Huge pages for the allocator".
+//! relay` measured 0.80x to 1.00x the CPU at 50 relays and 0.85x to 0.92x
+//! at one: see the README's "Huge pages for the allocator".
 //!
 //! A tunable is read once, as the process starts, from `GLIBC_TUNABLES`;
 //! there is no call to set it later. So `roomcast serve` starts itself
