@@ -254,7 +254,13 @@ fn ask_for_huge_pages(wanted: bool) {
     use roomcast::media::huge_pages::{Keep, Plan, plan};
     let kernel = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok();
     let tunables = std::env::var("GLIBC_TUNABLES").ok();
-    match plan(wanted, kernel.as_deref(), tunables.as_deref()) {
+    let preload = std::env::var("LD_PRELOAD").ok();
+    match plan(
+        wanted,
+        kernel.as_deref(),
+        tunables.as_deref(),
+        preload.as_deref(),
+    ) {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         Plan::Restart { tunables } => {
             use std::os::unix::process::CommandExt;
@@ -270,7 +276,12 @@ fn ask_for_huge_pages(wanted: bool) {
             tracing::warn!("memory: could not start again ({err}); going on without huge pages");
         }
         #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-        Plan::Restart { .. } => {}
+        Plan::Restart { .. } => {
+            tracing::info!(
+                huge_pages = false,
+                "memory: this build's C library has no huge-page tunable"
+            );
+        }
         Plan::Keep(why) => {
             let on = matches!(why, Keep::AlreadySet(true) | Keep::KernelAlways);
             tracing::info!(huge_pages = on, "memory: {why}");

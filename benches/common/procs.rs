@@ -104,8 +104,15 @@ pub fn gateway_bin_under(
     rtmp_port: u16,
 ) -> Killed {
     assert!(Path::new(bin).is_file(), "no gateway binary at {bin}");
+    let mut command = under(wrapper, bin);
+    if !wrapper.is_empty() {
+        // Under a wrapper (valgrind) `serve` does not start itself again
+        // to ask for huge pages (`runtime.huge_pages`): the tunable set
+        // here keeps the allocator in the mode of a plain start.
+        command.env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1");
+    }
     Killed(
-        under(wrapper, bin)
+        command
             .arg("serve")
             .current_dir(dir)
             .env("RUST_LOG", "warn")

@@ -46,6 +46,11 @@ pub enum Keep {
     /// The kernel's transparent huge pages are `always`: every heap has
     /// them without asking.
     KernelAlways,
+    /// The process runs under valgrind (its preloaded library is in
+    /// `LD_PRELOAD`), where `/proc/self/exe` names valgrind's own tool, so
+    /// starting again would fail; valgrind's own allocator, or its
+    /// simulated CPU, has no use for huge pages anyway.
+    UnderValgrind,
 }
 
 impl std::fmt::Display for Keep {
@@ -57,14 +62,23 @@ impl std::fmt::Display for Keep {
             Keep::NoKernelSupport => "the kernel has no transparent huge pages",
             Keep::KernelOff => "the kernel's transparent huge pages are off (never)",
             Keep::KernelAlways => "the kernel gives every heap huge pages (always)",
+            Keep::UnderValgrind => {
+                "running under valgrind, which cannot start this process again; GLIBC_TUNABLES=glibc.malloc.hugetlb=1 asks for huge pages there"
+            }
         })
     }
 }
 
 /// The plan, from whether huge pages are wanted (`runtime.huge_pages`), the
 /// kernel's mode (`/sys/kernel/mm/transparent_hugepage/enabled`, `None`
-/// if it could not be read) and `GLIBC_TUNABLES` (`None` if unset).
-pub fn plan(wanted: bool, kernel_mode: Option<&str>, tunables: Option<&str>) -> Plan {
+/// if it could not be read), `GLIBC_TUNABLES` and `LD_PRELOAD` (`None` if
+/// unset).
+pub fn plan(
+    wanted: bool,
+    kernel_mode: Option<&str>,
+    tunables: Option<&str>,
+    preload: Option<&str>,
+) -> Plan {
     if !wanted {
         return Plan::Keep(Keep::TurnedOff);
     }
@@ -78,6 +92,11 @@ pub fn plan(wanted: bool, kernel_mode: Option<&str>, tunables: Option<&str>) -> 
         .next_back()
     {
         return Plan::Keep(Keep::AlreadySet(value.trim() != "0"));
+    }
+    // valgrind preloads `vgpreload_core-<arch>.so` (and one for its tool)
+    // into the program it runs, by path.
+    if preload.is_some_and(|p| p.split([':', ' ']).any(|lib| lib.contains("/vgpreload_"))) {
+        return Plan::Keep(Keep::UnderValgrind);
     }
     // The mode in force is the bracketed word: `always [madvise] never`.
     let mode = kernel_mode
@@ -108,13 +127,13 @@ mod tests {
     #[test]
     fn a_madvise_kernel_gets_the_tunable_added() {
         assert_eq!(
-            plan(true, Some(MADVISE), None),
+            plan(true, Some(MADVISE), None, None),
             Plan::Restart {
                 tunables: "glibc.malloc.hugetlb=1".into()
             }
         );
         assert_eq!(
-            plan(true, Some(MADVISE), Some("glibc.malloc.arena_max=2")),
+            plan(true, Some(MADVISE), Some("glibc.malloc.arena_max=2"), None),
             Plan::Restart {
                 tunables: "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1".into()
             }
@@ -124,26 +143,58 @@ mod tests {
     #[test]
     fn what_the_operator_or_the_kernel_decided_is_kept() {
         assert_eq!(
-            plan(false, Some(MADVISE), None),
+            plan(false, Some(MADVISE), None, None),
             Plan::Keep(Keep::TurnedOff)
         );
         assert_eq!(
-            plan(true, Some(MADVISE), Some("glibc.malloc.hugetlb=0")),
+            plan(true, Some(MADVISE), Some("glibc.malloc.hugetlb=0"), None),
             Plan::Keep(Keep::AlreadySet(false))
         );
         assert_eq!(
-            plan(true, Some("[always] madvise never"), None),
+            plan(true, Some("[always] madvise never"), None, None),
             Plan::Keep(Keep::KernelAlways)
         );
         assert_eq!(
-            plan(true, Some("always madvise [never]"), None),
+            plan(true, Some("always madvise [never]"), None, None),
             Plan::Keep(Keep::KernelOff)
         );
-        assert_eq!(plan(true, None, None), Plan::Keep(Keep::NoKernelSupport));
         assert_eq!(
-            plan(true, Some(""), None),
+            plan(true, None, None, None),
             Plan::Keep(Keep::NoKernelSupport)
         );
+        assert_eq!(
+            plan(true, Some(""), None, None),
+            Plan::Keep(Keep::NoKernelSupport)
+        );
+    }
+
+    #[test]
+    fn under_valgrind_the_process_is_not_started_again() {
+        let preload = "/usr/libexec/valgrind/vgpreload_core-amd64-linux.so:/usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so";
+        assert_eq!(
+            plan(true, Some(MADVISE), None, Some(preload)),
+            Plan::Keep(Keep::UnderValgrind)
+        );
+        // What an operator set still counts there.
+        assert_eq!(
+            plan(
+                true,
+                Some(MADVISE),
+                Some("glibc.malloc.hugetlb=1"),
+                Some(preload)
+            ),
+            Plan::Keep(Keep::AlreadySet(true))
+        );
+        // Other preloaded libraries (a heap profiler, say) survive `exec`.
+        assert!(matches!(
+            plan(
+                true,
+                Some(MADVISE),
+                None,
+                Some("/usr/lib/heaptrack/libheaptrack_preload.so")
+            ),
+            Plan::Restart { .. }
+        ));
     }
 
     proptest! {
@@ -152,9 +203,9 @@ mod tests {
         /// environment held before.
         #[test]
         fn a_restart_happens_once(before in proptest::option::of("[a-z._=0-9:]{0,40}")) {
-            if let Plan::Restart { tunables } = plan(true, Some(MADVISE), before.as_deref()) {
+            if let Plan::Restart { tunables } = plan(true, Some(MADVISE), before.as_deref(), None) {
                 prop_assert_eq!(
-                    plan(true, Some(MADVISE), Some(&tunables)),
+                    plan(true, Some(MADVISE), Some(&tunables), None),
                     Plan::Keep(Keep::AlreadySet(true))
                 );
                 if let Some(b) = before.as_deref().filter(|b| !b.is_empty()) {
