@@ -24,7 +24,10 @@
 //! ran from (distinct cache lines and pages: the window's code footprint,
 //! which costs more than the count on a relay whose every wake is cold),
 //! with the cache lines by the same split (a line holding code inlined
-//! from two places counts under both).
+//! from two places counts under both). The window's footprint counts
+//! what ran once in ten seconds as much as what every message ran, so each
+//! run also says how much code every message runs: the lines and pages of
+//! the instructions that ran at least once for every two messages.
 //!
 //! The roomcast runs also say which of the gateway's functions ran in the
 //! window, hottest first: `hot-functions.txt` in the work directory, the
@@ -87,7 +90,7 @@ fn main() {
     );
 
     let mut results: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    let mut code: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut code: BTreeMap<&str, Footprint> = BTreeMap::new();
     let gateway = procs::gateway_bin();
     let symbols = Symbols::of(Path::new(&gateway));
     let mut hot: BTreeMap<String, u64> = BTreeMap::new();
@@ -131,7 +134,8 @@ fn main() {
         let split = split(&dump);
         let total: u64 = split.values().sum();
         let per = total as f64 / messages as f64;
-        let (lines, pages, lines_by_kind) = footprint(&dump);
+        let code_run = footprint(&dump, messages);
+        let (lines, pages) = (code_run.lines, code_run.pages);
         if side == "roomcast" {
             for (name, n) in symbols.costs(&dump, &gateway) {
                 *hot.entry(name).or_insert(0) += n;
@@ -144,12 +148,16 @@ fn main() {
             "  code run in the window: {lines} cache lines ({} KiB) on {pages} pages",
             lines * 64 / 1024
         );
+        println!(
+            "  code every message runs: {} cache lines on {} pages",
+            code_run.every_message_lines, code_run.every_message_pages
+        );
         println!("  {:18} {:>6} {:>12}", "", "a message", "cache lines");
         for (what, n) in &split {
             println!(
                 "  {what:18} {:9.0} {:>12}",
                 *n as f64 / messages as f64,
-                lines_by_kind.get(what).copied().unwrap_or(0)
+                code_run.by_kind.get(what).copied().unwrap_or(0)
             );
         }
         // A relay that delivered nothing would be cheap: it must have
@@ -160,7 +168,7 @@ fn main() {
             dir.display()
         );
         results.entry(side).or_default().push(per);
-        code.insert(side, (lines, pages));
+        code.insert(side, code_run);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (rc, ng) = (mean(&results["roomcast"]), mean(&results["nginx-rtmp"]));
@@ -172,12 +180,23 @@ fn main() {
         results["nginx-rtmp"][1],
         rc / ng
     );
-    let ((rc_lines, rc_pages), (ng_lines, ng_pages)) = (code["roomcast"], code["nginx-rtmp"]);
-    println!(
-        "code run (last run each): roomcast {rc_lines} lines on {rc_pages} pages, nginx-rtmp {ng_lines} lines on {ng_pages} pages; ratio {:.2}x lines, {:.2}x pages",
-        rc_lines as f64 / ng_lines as f64,
-        rc_pages as f64 / ng_pages as f64
-    );
+    let (rc, ng) = (&code["roomcast"], &code["nginx-rtmp"]);
+    for (what, rc_lines, rc_pages, ng_lines, ng_pages) in [
+        ("code run", rc.lines, rc.pages, ng.lines, ng.pages),
+        (
+            "code every message runs",
+            rc.every_message_lines,
+            rc.every_message_pages,
+            ng.every_message_lines,
+            ng.every_message_pages,
+        ),
+    ] {
+        println!(
+            "{what} (last run each): roomcast {rc_lines} lines on {rc_pages} pages, nginx-rtmp {ng_lines} lines on {ng_pages} pages; ratio {:.2}x lines, {:.2}x pages",
+            rc_lines as f64 / ng_lines as f64,
+            rc_pages as f64 / ng_pages as f64
+        );
+    }
     report_hot_functions(&hot, &symbols, &work);
     println!(
         "work directory (dumps for callgrind_annotate): {}",
@@ -562,12 +581,29 @@ fn dump_of(out: &Path) -> PathBuf {
     dump
 }
 
+/// The code a run ran from: see [`footprint`].
+struct Footprint {
+    /// Distinct 64-byte lines and 4 KiB pages of every instruction that
+    /// ran in the window.
+    lines: usize,
+    pages: usize,
+    /// The lines by where they ran (as [`split`] counts instructions).
+    by_kind: BTreeMap<&'static str, usize>,
+    /// The same for the instructions that ran at least once for every two
+    /// messages: the code each message's wake goes through.
+    every_message_lines: usize,
+    every_message_pages: usize,
+}
+
 /// How much code the window ran: the distinct 64-byte lines and 4 KiB
 /// pages its instructions are on (the dump's cost lines start with an
 /// instruction's address: `0x…` absolute, `+n`/`-n` relative to the last,
-/// `*` the same), and the lines by where they ran (as [`split`] counts
-/// instructions: by the source file and function of each, which the
-/// dump's `fl=`/`fi=`/`fe=`, `fn=` and `ob=` lines name).
+/// `*` the same, then the source line, then the instructions run there),
+/// the lines by where they ran (as [`split`] counts instructions: by the
+/// source file and function of each, which the dump's `fl=`/`fi=`/`fe=`,
+/// `fn=` and `ob=` lines name), and the lines of the instructions run at
+/// least `messages / 2` times (a cost line after `calls=` holds the
+/// callee's inclusive cost, not the call instruction's own).
 ///
 /// A relay sleeps between messages, and each wake finds its code cold:
 /// running the same instructions from a larger spread of code costs more.
@@ -576,7 +612,7 @@ fn dump_of(out: &Path) -> PathBuf {
 /// among 10 functions, 8 µs. The window is ten seconds: what runs once in
 /// it (a status tick, a thread the blocking pool starts again) counts as
 /// much as what every message runs.
-fn footprint(dump: &Path) -> (usize, usize, BTreeMap<&'static str, usize>) {
+fn footprint(dump: &Path, messages: u64) -> Footprint {
     let text = std::fs::read_to_string(dump).unwrap();
     // Compressed names: `fl=(3) /path` the first time, `fl=(3)` after;
     // files, functions and objects each have their own numbers, and a
@@ -588,7 +624,21 @@ fn footprint(dump: &Path) -> (usize, usize, BTreeMap<&'static str, usize>) {
     let mut lines = std::collections::HashSet::new();
     let mut by_kind: BTreeMap<&'static str, std::collections::HashSet<(&str, u64)>> =
         BTreeMap::new();
+    // Instructions run at each address (its own, summed over the
+    // contexts that name it).
+    let mut runs: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    // `positions: instr line`: the cost follows the position columns.
+    let mut cost_at = 2;
+    let mut call_cost_next = false;
     for line in text.lines() {
+        if let Some(columns) = line.strip_prefix("positions:") {
+            cost_at = columns.split_whitespace().count();
+            continue;
+        }
+        if line.starts_with("calls=") {
+            call_cost_next = true;
+            continue;
+        }
         if let Some((key, value)) = line.split_once('=')
             && matches!(
                 key,
@@ -614,20 +664,36 @@ fn footprint(dump: &Path) -> (usize, usize, BTreeMap<&'static str, usize>) {
             here = kind(&format!("{file}:{function} [{object}]"));
             continue;
         }
-        let Some(next) = line
-            .split_whitespace()
-            .next()
-            .and_then(|first| address(first, at))
-        else {
+        let mut words = line.split_whitespace();
+        let Some(next) = words.next().and_then(|first| address(first, at)) else {
             continue;
         };
         at = next;
         lines.insert(at >> 6);
         by_kind.entry(here).or_default().insert((object, at >> 6));
+        let cost = words
+            .nth(cost_at - 1)
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(0);
+        if !std::mem::take(&mut call_cost_next) {
+            *runs.entry(at).or_insert(0) += cost;
+        }
     }
     let pages: std::collections::HashSet<u64> = lines.iter().map(|l| l >> 6).collect();
-    let by_kind = by_kind.into_iter().map(|(k, v)| (k, v.len())).collect();
-    (lines.len(), pages.len(), by_kind)
+    let every_message: std::collections::HashSet<u64> = runs
+        .iter()
+        .filter(|&(_, &n)| n * 2 >= messages)
+        .map(|(a, _)| a >> 6)
+        .collect();
+    let every_message_pages: std::collections::HashSet<u64> =
+        every_message.iter().map(|l| l >> 6).collect();
+    Footprint {
+        lines: lines.len(),
+        pages: pages.len(),
+        by_kind: by_kind.into_iter().map(|(k, v)| (k, v.len())).collect(),
+        every_message_lines: every_message.len(),
+        every_message_pages: every_message_pages.len(),
+    }
 }
 
 /// The instruction address a dump's line starts with, given the last one:
