@@ -99,7 +99,13 @@ fn start_gateway(
     let (http_port, rtmp_port) = two_ports();
     let proc = gateway_bin_under(&[], bin, dir, http_port, rtmp_port);
     wait_port(http_port);
-    // What the gateway costs doing nothing, over the same span as a run.
+    // What the gateway costs doing nothing, over the same span as a run,
+    // once its start-up codec probe is done (its thread's CPU would leave
+    // the count as it ends).
+    assert!(
+        procs::wait_thread_gone(proc.0.id(), "cpu-probe", Duration::from_secs(30)),
+        "{name}: the start-up codec probe still runs after 30 s"
+    );
     let idle_from = procs::cpu_seconds_precise(proc.0.id());
     std::thread::sleep(Duration::from_secs(10));
     let idle = (procs::cpu_seconds_precise(proc.0.id()) - idle_from) / 10.0;

@@ -169,6 +169,31 @@ pub fn cpu_seconds_precise(pid: u32) -> f64 {
         / 1e9
 }
 
+/// Waits, up to `within`, until process `pid` has no thread named `name`
+/// (its `comm`, at most 15 bytes): a start-up thread that ends takes its
+/// CPU out of [`cpu_seconds_precise`], so a span measured across its end
+/// reads less than nothing. False if one is still there.
+pub fn wait_thread_gone(pid: u32, name: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let running = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks.flatten().any(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|comm| comm.trim_end() == name)
+                })
+            })
+            .unwrap_or(false);
+        if !running {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// User and kernel CPU of process `pid` in clock ticks (10 ms each):
 /// `/proc/<pid>/stat`'s utime and stime, for the split only.
 pub fn user_kernel_ticks(pid: u32) -> (u64, u64) {
