@@ -103,7 +103,11 @@ fn start_gateway(
     // once its start-up codec probe is done (its thread's CPU would leave
     // the count as it ends).
     assert!(
-        procs::wait_thread_gone(proc.0.id(), "cpu-probe", Duration::from_secs(30)),
+        procs::wait_thread_gone(
+            proc.0.id(),
+            roomcast::mix::PROBE_THREAD,
+            Duration::from_secs(30)
+        ),
         "{name}: the start-up codec probe still runs after 30 s"
     );
     let idle_from = procs::cpu_seconds_precise(proc.0.id());

@@ -232,7 +232,7 @@ pub(crate) struct Parts {
 /// costs.
 fn calibrate(scale: Arc<crate::capacity::Scale>) {
     let spawned = std::thread::Builder::new()
-        .name("cpu-probe".into())
+        .name(crate::mix::PROBE_THREAD.into())
         .spawn(move || match crate::mix::probe::run() {
             Ok(probe) => {
                 let s = crate::capacity::cost_scale(probe.per_picture);

@@ -11,6 +11,7 @@ pub mod latency;
 pub(crate) mod layout;
 pub mod pipeline;
 pub(crate) mod probe;
+pub use probe::THREAD as PROBE_THREAD;
 pub(crate) mod timeline;
 pub mod up2;
 pub(crate) mod video;

@@ -111,6 +111,10 @@ fn fill(
     }
 }
 
+/// The name of the thread the server runs the probe on (the relay
+/// bench waits for it to end before it measures an idle gateway).
+pub const THREAD: &str = "cpu-probe";
+
 /// Runs the probe on the calling thread.
 pub(crate) fn run() -> Result<Probe, ProbeError> {
     // Room for the pan: two pixels right and one down a picture.
